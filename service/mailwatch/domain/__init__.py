@@ -1,0 +1,1 @@
+"""Pure domain types: dataclasses, enums and exceptions. No I/O here."""

@@ -1,0 +1,108 @@
+"""Domain exceptions. Each has a stable `reason` (UPPER_SNAKE) that the API
+layer maps to a gRPC code in one table (`mailwatch.api.errors`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MailwatchError(Exception):
+    reason = "MAILWATCH_ERROR"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(MailwatchError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        super().__init__(message or "; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+
+class Unauthenticated(MailwatchError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MailwatchError):
+    reason = "PERMISSION_DENIED"
+
+
+class NotFound(MailwatchError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(MailwatchError):
+    reason = "ALREADY_EXISTS"
+
+
+class CursorExpired(MailwatchError):
+    """The cursor points before the oldest retained change; the client must resync."""
+
+    reason = "CURSOR_EXPIRED"
+
+
+class InvalidCursor(MailwatchError):
+    reason = "INVALID_CURSOR"
+
+
+# --- Gmail failures, as the gmail/ adapter classifies them -------------------
+
+
+class GmailError(MailwatchError):
+    reason = "GMAIL_ERROR"
+
+
+class GmailAuthFailed(GmailError):
+    """401 from the API or invalid_grant from the token endpoint."""
+
+    reason = "GMAIL_AUTH_FAILED"
+
+
+class GmailPermissionDenied(GmailError):
+    """403 that is not a rate limit: e.g. the service account is not delegated."""
+
+    reason = "GMAIL_PERMISSION_DENIED"
+
+
+class GmailTopicNotPublishable(GmailError):
+    """users.watch refused: the topic is malformed or Gmail may not publish to it."""
+
+    reason = "GMAIL_TOPIC_NOT_PUBLISHABLE"
+
+
+class GmailRateLimited(GmailError):
+    reason = "GMAIL_RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class GmailUnavailable(GmailError):
+    """5xx or a transport failure: worth retrying later."""
+
+    reason = "GMAIL_UNAVAILABLE"
+
+
+class GmailHistoryExpired(GmailError):
+    """history.list answered 404: startHistoryId is older than retained history."""
+
+    reason = "GMAIL_HISTORY_EXPIRED"
+
+
+class GmailBadRequest(GmailError):
+    reason = "GMAIL_BAD_REQUEST"
+
+
+class GmailMailboxNotFound(GmailError):
+    reason = "GMAIL_MAILBOX_NOT_FOUND"

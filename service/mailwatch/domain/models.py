@@ -1,0 +1,123 @@
+"""The domain's records, as the store returns them and the API renders them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class MailboxState(enum.StrEnum):
+    ACTIVE = "ACTIVE"  # watched (or being re-watched) and synced
+    AUTH_FAILED = "AUTH_FAILED"  # credentials revoked; no Gmail calls until re-registered
+    STOPPED = "STOPPED"  # users.stop called; notifications ignored
+
+
+class LabelFilterBehavior(enum.StrEnum):
+    INCLUDE = "INCLUDE"
+    EXCLUDE = "EXCLUDE"
+
+
+class CredentialKind(enum.StrEnum):
+    SERVICE_ACCOUNT = "SERVICE_ACCOUNT"  # domain-wide delegation, subject = mailbox address
+    OAUTH = "OAUTH"  # per-user refresh token
+
+
+class EventType(enum.StrEnum):
+    MESSAGE_ADDED = "MESSAGE_ADDED"
+    MESSAGE_DELETED = "MESSAGE_DELETED"
+    LABELS_ADDED = "LABELS_ADDED"
+    LABELS_REMOVED = "LABELS_REMOVED"
+    WATCH_STARTED = "WATCH_STARTED"
+    WATCH_RENEWED = "WATCH_RENEWED"
+    WATCH_EXPIRED = "WATCH_EXPIRED"
+    RESYNC_REQUIRED = "RESYNC_REQUIRED"
+    RESYNCED = "RESYNCED"
+    AUTH_FAILED = "AUTH_FAILED"
+    MAILBOX_STOPPED = "MAILBOX_STOPPED"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    created: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    prefix: str  # first characters of the key, shown to operators to tell keys apart
+    created: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServiceAccountCredential:
+    """A service account JSON key with domain-wide delegation."""
+
+    info: dict  # the parsed JSON key file
+    subject: str  # the address to impersonate
+
+
+@dataclass(frozen=True)
+class OAuthCredential:
+    client_id: str
+    client_secret: str
+    refresh_token: str
+
+
+Credential = ServiceAccountCredential | OAuthCredential
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    label_ids: tuple[str, ...] = ()
+    behavior: LabelFilterBehavior = LabelFilterBehavior.INCLUDE
+
+    def admits(self, message_label_ids: "list[str] | tuple[str, ...]") -> bool:
+        """Whether a message with these labels is in the watched set."""
+        if not self.label_ids:
+            return True
+        overlap = bool(set(self.label_ids) & set(message_label_ids))
+        return overlap if self.behavior is LabelFilterBehavior.INCLUDE else not overlap
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    email_address: str
+    state: MailboxState
+    label_filter: LabelFilter
+    credential_kind: CredentialKind
+    history_id: int | None  # last history id whose changes are in the change log
+    notified_history_id: int | None  # highest history id announced by a notification
+    watch_expiration: datetime | None
+    next_renewal_at: datetime | None
+    last_notification_at: datetime | None
+    last_sync_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One row of a tenant's change log; `sequence` orders it within the tenant."""
+
+    id: uuid.UUID
+    sequence: int
+    tenant_id: uuid.UUID
+    mailbox_id: uuid.UUID
+    email_address: str
+    type: EventType
+    observed_at: datetime
+    history_id: int | None = None
+    message_id: str | None = None
+    thread_id: str | None = None
+    label_ids: tuple[str, ...] = ()
+    detail: dict = field(default_factory=dict)  # lifecycle details, e.g. the error or new baseline

@@ -1,0 +1,87 @@
+"""Shared test world: a throwaway Postgres cluster and the Pub/Sub emulator.
+
+Both are suite-scoped (start-up costs seconds) and stopped by their own
+process id at the end of the run; each test gets clean state on top of them
+(a fresh database, fresh topic and subscription names).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from mailwatch.devstack.postgres import TemporaryPostgres
+from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+
+pytest_plugins = ["tests.fixtures.peers"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = TemporaryPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator():
+    emulator = PubSubEmulator().start()
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    # google-cloud-pubsub reads this when a client is built; every client in
+    # the test process (and any child process) must talk to the emulator.
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    try:
+        yield emulator
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+        emulator.stop()
+
+
+_database_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(postgres_server, migrated_template):
+    """A fresh, migrated database for this test only (SQLAlchemy psycopg URL)."""
+    name = f"test_{next(_database_counter)}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    try:
+        yield postgres_server.url(name, driver="postgresql+psycopg")
+    finally:
+        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(postgres_server):
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"empty_{next(_database_counter)}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_server.url(name, driver="postgresql+psycopg")
+    finally:
+        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pubsub_names(pubsub_emulator):
+    """Unique project/topic/subscription names for this test."""
+    suffix = uuid.uuid4().hex[:10]
+    project = "mailwatch-test"
+    return {
+        "project": project,
+        "topic": f"projects/{project}/topics/gmail-{suffix}",
+        "subscription": f"projects/{project}/subscriptions/mailwatch-{suffix}",
+    }
