@@ -1,0 +1,81 @@
+"""Settings from MAILWATCH_* environment variables, loaded once and passed down.
+
+A bad value stops start-up with a one-line explanation (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    # Fernet keys (urlsafe base64, 32 bytes), comma separated: the first encrypts,
+    # all decrypt, so keys can be rotated.
+    secret_keys: tuple[str, ...] = ()
+    operator_token: str = ""  # guards the admin RPCs; empty disables them
+    listen: str = "127.0.0.1:50051"
+    grace_seconds: float = 10.0
+    # Google endpoints; tests and the dev stack point these at the simulator.
+    gmail_api_endpoint: str = "https://gmail.googleapis.com/"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    # The Pub/Sub topic Gmail publishes to (users.watch topicName) and the
+    # subscription(s) ingest pulls from.
+    pubsub_topic: str = ""
+    pubsub_subscriptions: tuple[str, ...] = ()
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Read MAILWATCH_<FIELD> variables; keyword overrides (e.g. CLI flags) win."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = environ.get(f"MAILWATCH_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values).validated()
+
+    def validated(self) -> "Settings":
+        if not self.database_url:
+            raise ConfigError("MAILWATCH_DATABASE_URL is required (e.g. postgresql://user@host/db)")
+        if not self.database_url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ConfigError(f"MAILWATCH_DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…")
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
+        if self.grace_seconds < 0:
+            raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+        scheme, sep, rest = self.database_url.partition("://")
+        return f"postgresql+psycopg{sep}{rest}"
+
+
+def _parse(name: str, kind, raw: str):
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+    except ValueError:
+        raise ConfigError(f"MAILWATCH_{name.upper()} must be a number, got {raw!r}") from None
+    return raw
