@@ -1,0 +1,177 @@
+"""The `mailwatch` command line.
+
+  serve       run the gRPC service (and its workers)
+  migrate     apply database migrations
+  tenants     create / list tenants
+  api-keys    create / list / revoke a tenant's API keys
+  gmail-sim   run the Gmail API simulator
+  secret-key  print a fresh key for MAILWATCH_SECRET_KEYS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from mailwatch.config import ConfigError, Settings
+
+
+def _settings(args: argparse.Namespace, **extra) -> Settings:
+    return Settings.from_env(database_url=getattr(args, "database_url", None), **extra)
+
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailwatch.server import serve
+
+    settings = _settings(args, listen=args.listen)
+    return asyncio.run(serve(settings))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from mailwatch.store.migrate import downgrade, upgrade
+
+    settings = _settings(args)
+    if args.downgrade:
+        downgrade(settings.sqlalchemy_url, args.downgrade)
+        print(f"downgraded to {args.downgrade}")
+    else:
+        upgrade(settings.sqlalchemy_url)
+        print("database is at the latest schema")
+    return 0
+
+
+async def _with_session(settings: Settings, work):
+    from mailwatch.store.db import create_engine, session_factory
+
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        async with session_factory(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from mailwatch.store import tenants
+
+    settings = _settings(args)
+    if args.action == "create":
+        tenant = asyncio.run(_with_session(settings, lambda s: tenants.create_tenant(s, args.name)))
+        print(f"created tenant {tenant.name} ({tenant.id})")
+    else:
+        for tenant in asyncio.run(_with_session(settings, tenants.list_tenants)):
+            print(f"{tenant.id}  {tenant.name}  created {tenant.created:%Y-%m-%d %H:%M:%S}Z")
+    return 0
+
+
+def cmd_api_keys(args: argparse.Namespace) -> int:
+    import uuid
+
+    from mailwatch.domain.errors import InvalidArgument, FieldViolation
+    from mailwatch.store import api_keys, tenants
+
+    settings = _settings(args)
+    if args.action == "create":
+        async def create(session):
+            tenant = await tenants.get_tenant_by_name(session, args.tenant)
+            return await api_keys.create_api_key(session, tenant.id)
+
+        key, plaintext = asyncio.run(_with_session(settings, create))
+        print(f"API key {key.id} for tenant {args.tenant} (shown once, store it now):", file=sys.stderr)
+        print(plaintext)
+    elif args.action == "list":
+        async def list_keys(session):
+            tenant = await tenants.get_tenant_by_name(session, args.tenant)
+            return await api_keys.list_api_keys(session, tenant.id)
+
+        for key in asyncio.run(_with_session(settings, list_keys)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            print(f"{key.id}  {key.prefix}…  {state}")
+    else:
+        try:
+            key_id = uuid.UUID(args.id)
+        except ValueError:
+            raise InvalidArgument([FieldViolation("id", "must be an API key id (a UUID)")]) from None
+        key = asyncio.run(_with_session(settings, lambda s: api_keys.revoke_api_key(s, key_id)))
+        print(f"revoked API key {key.id}")
+    return 0
+
+
+def cmd_gmail_sim(args: argparse.Namespace, rest: list[str]) -> int:
+    from mailwatch.gmail_sim.cli import main as sim_main
+
+    return sim_main(rest)
+
+
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    from mailwatch.secrets import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailwatch", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--database-url", help="Postgres URL (default: $MAILWATCH_DATABASE_URL)")
+        return p
+
+    serve = with_db(sub.add_parser("serve", help="run the gRPC service and its workers"))
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default: $MAILWATCH_LISTEN or 127.0.0.1:50051)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = with_db(sub.add_parser("migrate", help="apply database migrations"))
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base) instead")
+    migrate.set_defaults(func=cmd_migrate)
+
+    tenants = sub.add_parser("tenants", help="manage tenants")
+    tenants_sub = tenants.add_subparsers(dest="action", required=True)
+    with_db(tenants_sub.add_parser("create", help="create a tenant")).add_argument("name")
+    with_db(tenants_sub.add_parser("list", help="list tenants"))
+    tenants.set_defaults(func=cmd_tenants)
+
+    keys = sub.add_parser("api-keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    with_db(keys_sub.add_parser("create", help="create an API key (printed once)")).add_argument("--tenant", required=True)
+    with_db(keys_sub.add_parser("list", help="list a tenant's API keys")).add_argument("--tenant", required=True)
+    with_db(keys_sub.add_parser("revoke", help="revoke an API key")).add_argument("id")
+    keys.set_defaults(func=cmd_api_keys)
+
+    sim = sub.add_parser("gmail-sim", help="run the Gmail API simulator (see `mailwatch gmail-sim --help`)", add_help=False)
+    sim.set_defaults(func=cmd_gmail_sim, passthrough=True)
+
+    secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")
+    secret.set_defaults(func=cmd_secret_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mailwatch.domain.errors import MailwatchError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if getattr(args, "passthrough", False):
+            return args.func(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"mailwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MailwatchError as exc:
+        print(f"mailwatch: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The Gmail calls mailwatch makes, through the unmodified google-api-python-client.
+
+google-api-python-client is synchronous and httplib2 is not thread-safe, so
+each call runs on a bounded thread pool with its own `Http`; the
+google-auth credential objects (which hold access tokens) are cached per
+mailbox credential so a token is fetched once per hour, not once per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, TypeVar
+
+import cachetools
+import google_auth_httplib2
+import httplib2
+from googleapiclient.discovery import build
+
+from mailwatch.domain.models import Credential, LabelFilter, OAuthCredential, ServiceAccountCredential
+from mailwatch.gmail.credentials import google_credentials
+from mailwatch.gmail.errors import classify
+
+T = TypeVar("T")
+
+HISTORY_PAGE_SIZE = 500  # Gmail's maximum maxResults for history.list
+MESSAGES_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    history_id: int
+    expiration: datetime
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    records: list[dict]
+    history_id: int  # the mailbox's current history id at the time of the call
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class Profile:
+    email_address: str
+    history_id: int
+    messages_total: int
+
+
+def _fingerprint(credential: Credential) -> str:
+    """A cache key that changes whenever the credential does, without holding secrets."""
+    if isinstance(credential, ServiceAccountCredential):
+        raw = f"sa|{credential.info.get('client_email')}|{credential.info.get('private_key_id')}|{credential.subject}"
+    elif isinstance(credential, OAuthCredential):
+        raw = f"oauth|{credential.client_id}|{credential.client_secret}|{credential.refresh_token}"
+    else:
+        raise TypeError(type(credential).__name__)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class GmailClient:
+    """Async facade over the Gmail API for one deployment (one endpoint, one token URI)."""
+
+    def __init__(
+        self,
+        *,
+        api_endpoint: str,
+        token_uri: str,
+        max_workers: int = 32,
+        timeout: float = 30.0,
+        credential_cache_size: int = 20_000,
+    ) -> None:
+        self._api_endpoint = api_endpoint
+        self._token_uri = token_uri
+        self._timeout = timeout
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gmail")
+        self._credentials: cachetools.LRUCache = cachetools.LRUCache(maxsize=credential_cache_size)
+        self._credentials_lock = threading.Lock()
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- plumbing -----------------------------------------------------------
+
+    def _service(self):
+        service = getattr(self._local, "service", None)
+        if service is None:
+            # Requests are executed with a per-call authorized Http, so the
+            # service itself is built with a plain one; one per thread.
+            service = build(
+                "gmail", "v1", static_discovery=True, http=httplib2.Http(timeout=self._timeout),
+                client_options={"api_endpoint": self._api_endpoint},
+            )
+            self._local.service = service
+        return service
+
+    def _authorized_http(self, credential: Credential):
+        key = _fingerprint(credential)
+        with self._credentials_lock:
+            creds = self._credentials.get(key)
+            if creds is None:
+                creds = google_credentials(credential, token_uri=self._token_uri)
+                self._credentials[key] = creds
+        return google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=self._timeout))
+
+    def forget(self, credential: Credential) -> None:
+        """Drop the cached token (e.g. after a 401) so the next call refreshes."""
+        with self._credentials_lock:
+            self._credentials.pop(_fingerprint(credential), None)
+
+    async def _call(self, operation: str, credential: Credential, make_request: Callable) -> dict:
+        def run() -> dict:
+            try:
+                request = make_request(self._service().users())
+                return request.execute(http=self._authorized_http(credential), num_retries=0)
+            except Exception as exc:  # noqa: BLE001 - classified into domain errors
+                raise classify(exc, operation=operation) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    # --- the calls ----------------------------------------------------------
+
+    async def watch(self, credential: Credential, email: str, *, topic: str, label_filter: LabelFilter) -> WatchResult:
+        body: dict = {"topicName": topic}
+        if label_filter.label_ids:
+            body["labelIds"] = list(label_filter.label_ids)
+            body["labelFilterBehavior"] = label_filter.behavior.value
+        response = await self._call("watch", credential, lambda users: users.watch(userId=email, body=body))
+        return WatchResult(
+            history_id=int(response["historyId"]),
+            expiration=datetime.fromtimestamp(int(response["expiration"]) / 1000, tz=timezone.utc),
+        )
+
+    async def stop(self, credential: Credential, email: str) -> None:
+        await self._call("stop", credential, lambda users: users.stop(userId=email))
+
+    async def profile(self, credential: Credential, email: str) -> Profile:
+        response = await self._call("getProfile", credential, lambda users: users.getProfile(userId=email))
+        return Profile(
+            email_address=response.get("emailAddress", email),
+            history_id=int(response["historyId"]),
+            messages_total=int(response.get("messagesTotal", 0)),
+        )
+
+    async def history_page(
+        self, credential: Credential, email: str, *, start_history_id: int,
+        page_token: str | None = None, label_id: str | None = None, max_results: int = HISTORY_PAGE_SIZE,
+    ) -> HistoryPage:
+        params: dict = {"userId": email, "startHistoryId": str(start_history_id), "maxResults": max_results}
+        if page_token:
+            params["pageToken"] = page_token
+        if label_id:
+            params["labelId"] = label_id
+        response = await self._call("history.list", credential, lambda users: users.history().list(**params))
+        return HistoryPage(
+            records=response.get("history", []),
+            history_id=int(response["historyId"]),
+            next_page_token=response.get("nextPageToken"),
+        )
+
+    async def message_ids_page(
+        self, credential: Credential, email: str, *, page_token: str | None = None, max_results: int = MESSAGES_PAGE_SIZE,
+    ) -> tuple[list[dict], str | None]:
+        """One page of messages.list: [{"id", "threadId"}], next page token."""
+        params: dict = {"userId": email, "maxResults": max_results, "includeSpamTrash": True}
+        if page_token:
+            params["pageToken"] = page_token
+        response = await self._call("messages.list", credential, lambda users: users.messages().list(**params))
+        return response.get("messages", []), response.get("nextPageToken")
