@@ -1,0 +1,278 @@
+"""Authentication of every RPC, as one `grpc.aio` server interceptor.
+
+- `mailwatch.v1.MailboxService` (and any service not listed below): a tenant
+  API key, `authorization: Bearer <key>`, checked with
+  `mailwatch.store.api_keys.authenticate_api_key`.
+- `mailwatch.v1.AdminService`: the operator token (`Settings.operator_token`),
+  compared in constant time. An empty operator token disables the service:
+  PERMISSION_DENIED, reason ADMIN_DISABLED.
+- gRPC health checking and server reflection: no credential.
+
+The check runs inside the RPC's own task (the interceptor wraps the method
+handler rather than deciding in `intercept_service`), so it can end the call
+with a rich status, honours cancellation and deadlines, and works the same for
+unary and streaming methods. On success the tenant id and a request id are in
+contextvars for the rest of the call; servicers read them with
+`current_tenant_id()` / `current_request_id()`:
+
+    server = grpc.aio.server(interceptors=[AuthInterceptor(sessionmaker, operator_token=settings.operator_token)])
+
+    async def GetMailbox(self, request, context):
+        tenant_id = current_tenant_id()
+
+Successful API-key lookups are cached in memory for `cache_ttl` seconds
+(default 5), keyed by a SHA-256 of the key, bounded to `cache_size` entries:
+a busy client does not cost a Postgres round trip per call, and a revoked key
+keeps working on a replica for at most `cache_ttl` seconds. Failed lookups are
+never cached, so a new key works at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import hashlib
+import hmac
+import inspect
+import logging
+import re
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.api import errors
+from mailwatch.domain.errors import PermissionDenied, Unauthenticated
+from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
+
+log = logging.getLogger(__name__)
+
+MAILBOX_SERVICE = mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].full_name
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+PUBLIC_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+#: Metadata key a client may set to correlate its logs with ours.
+REQUEST_ID_METADATA_KEY = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+_tenant_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("mailwatch_tenant_id", default=None)
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("mailwatch_request_id", default=None)
+
+
+class AdminDisabled(PermissionDenied):
+    """The server has no operator token, so the admin RPCs are switched off."""
+
+    reason = "ADMIN_DISABLED"
+
+
+def current_tenant_id() -> uuid.UUID:
+    """The authenticated tenant of the current RPC.
+
+    Raises Unauthenticated outside an API-key-authenticated call, so a servicer
+    wired up without the interceptor fails closed.
+    """
+    tenant_id = _tenant_id.get()
+    if tenant_id is None:
+        raise Unauthenticated("no authenticated tenant for this call")
+    return tenant_id
+
+
+def current_request_id() -> str | None:
+    """The id of the current RPC (the client's x-request-id, or a fresh one)."""
+    return _request_id.get()
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds `tenant_id` and `request_id` to every log record (None outside RPCs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "tenant_id"):
+            tenant_id = _tenant_id.get()
+            record.tenant_id = str(tenant_id) if tenant_id else None
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get()
+        return True
+
+
+AuthenticateApiKey = Callable[[AsyncSession, str], Awaitable[uuid.UUID]]
+
+
+class ApiKeyCache:
+    """A small TTL + LRU map from key digest to tenant id."""
+
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: collections.OrderedDict[bytes, tuple[uuid.UUID, float]] = collections.OrderedDict()
+
+    def get(self, digest: bytes) -> uuid.UUID | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        tenant_id, expires_at = entry
+        if self._clock() >= expires_at:
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return tenant_id
+
+    def put(self, digest: bytes, tenant_id: uuid.UUID) -> None:
+        if self._ttl <= 0 or self._max_entries <= 0:
+            return
+        self._entries[digest] = (tenant_id, self._clock() + self._ttl)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """See the module docstring.
+
+    `sessionmaker` opens the sessions API keys are looked up in;
+    `authenticate_api_key` defaults to `mailwatch.store.api_keys.authenticate_api_key`
+    (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+        *,
+        operator_token: str = "",
+        cache_ttl: float = 5.0,
+        cache_size: int = 10_000,
+        authenticate_api_key: AuthenticateApiKey | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._operator_token = operator_token.encode()
+        self._authenticate_api_key = authenticate_api_key
+        self.cache = ApiKeyCache(cache_ttl, cache_size, clock)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: let gRPC answer UNIMPLEMENTED
+        service = _service_name(handler_call_details.method)
+        if service in PUBLIC_SERVICES:
+            return handler
+        check = self._check_operator if service == ADMIN_SERVICE else self._check_api_key
+        return _guarded(handler, check)
+
+    async def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
+        key = _bearer_token(context)
+        digest = hashlib.sha256(key.encode()).digest()
+        tenant_id = self.cache.get(digest)
+        if tenant_id is None:
+            tenant_id = await self._lookup(key)
+            self.cache.put(digest, tenant_id)
+        _tenant_id.set(tenant_id)
+
+    async def _lookup(self, key: str) -> uuid.UUID:
+        authenticate = self._authenticate_api_key
+        if authenticate is None:
+            from mailwatch.store.api_keys import authenticate_api_key as authenticate
+        if self._sessionmaker is None:
+            raise RuntimeError("AuthInterceptor has no sessionmaker to look API keys up with")
+        async with self._sessionmaker() as session:
+            tenant_id = await authenticate(session, key)
+            await session.commit()  # the lookup may record last use; harmless when it does not
+        return tenant_id
+
+    async def _check_operator(self, context: grpc.aio.ServicerContext) -> None:
+        if not self._operator_token:
+            raise AdminDisabled("the admin API is disabled: the server has no operator token (MAILWATCH_OPERATOR_TOKEN)")
+        token = _bearer_token(context)
+        if not hmac.compare_digest(token.encode(), self._operator_token):
+            raise Unauthenticated("invalid operator token")
+
+
+def _service_name(method: str) -> str:
+    # "/package.Service/Method" -> "package.Service"
+    return method.lstrip("/").partition("/")[0]
+
+
+def _bearer_token(context: grpc.aio.ServicerContext) -> str:
+    values = [value for key, value in (context.invocation_metadata() or ()) if key == "authorization"]
+    if not values:
+        raise Unauthenticated("missing credentials: send metadata 'authorization: Bearer <key>'")
+    if len(values) > 1:
+        raise Unauthenticated("more than one authorization header")
+    value = values[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("malformed authorization header: expected 'Bearer <key>'")
+    return token
+
+
+def _start_request(context: grpc.aio.ServicerContext) -> None:
+    request_id = None
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_METADATA_KEY and isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
+            request_id = value
+            break
+    _request_id.set(request_id or uuid.uuid4().hex)
+    _tenant_id.set(None)
+
+
+Check = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _guarded(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
+    """The same handler, with `check` run (inside the RPC) before its behaviour."""
+
+    async def authorize(context: grpc.aio.ServicerContext) -> None:
+        _start_request(context)
+        try:
+            await check(context)
+        except Exception as exc:  # noqa: BLE001 - abort_with_error logs unexpected ones
+            await errors.abort_with_error(context, exc)
+
+    def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext):
+                await authorize(context)
+                async for response in behavior(request, context):
+                    yield response
+
+            return stream_behavior
+
+        async def behavior_(request: Any, context: grpc.aio.ServicerContext):
+            await authorize(context)
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return behavior_
+
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codec)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **codec)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **codec)
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codec)

@@ -1,0 +1,140 @@
+"""Domain <-> proto conversions. Pure functions; no validation here (see validation.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+from google.protobuf import timestamp_pb2
+
+from mailwatch.api.tokens import encode_cursor
+from mailwatch.domain import models
+from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
+
+# Domain enums are StrEnums whose values are the proto value names without
+# the enum's prefix (MailboxState.ACTIVE <-> MAILBOX_STATE_ACTIVE).
+
+
+def _enum_maps(domain_enum, proto_enum, prefix: str):
+    to_proto = {member: proto_enum.Value(prefix + member.value) for member in domain_enum}
+    return to_proto, {number: member for member, number in to_proto.items()}
+
+
+MAILBOX_STATE_TO_PROTO, MAILBOX_STATE_FROM_PROTO = _enum_maps(
+    models.MailboxState, resources_pb2.MailboxState, "MAILBOX_STATE_"
+)
+EVENT_TYPE_TO_PROTO, EVENT_TYPE_FROM_PROTO = _enum_maps(models.EventType, resources_pb2.EventType, "EVENT_TYPE_")
+LABEL_FILTER_BEHAVIOR_TO_PROTO, LABEL_FILTER_BEHAVIOR_FROM_PROTO = _enum_maps(
+    models.LabelFilterBehavior, resources_pb2.LabelFilterBehavior, "LABEL_FILTER_BEHAVIOR_"
+)
+CREDENTIAL_KIND_TO_PROTO, CREDENTIAL_KIND_FROM_PROTO = _enum_maps(
+    models.CredentialKind, resources_pb2.CredentialKind, "CREDENTIAL_KIND_"
+)
+
+# Workers record a failure as "<REASON>: <message>" (the domain exception's
+# reason); anything else is a bare message.
+_REASON_PREFIX = re.compile(r"([A-Z][A-Z0-9_]{1,61}[A-Z0-9]): (.*)", re.DOTALL)
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp for an aware datetime (naive ones are taken as UTC); None stays None."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(value)
+    return result
+
+
+def datetime_from(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=timezone.utc)
+
+
+def label_filter_to_proto(label_filter: models.LabelFilter) -> resources_pb2.LabelFilter:
+    return resources_pb2.LabelFilter(
+        label_ids=list(label_filter.label_ids),
+        behavior=LABEL_FILTER_BEHAVIOR_TO_PROTO[label_filter.behavior],
+    )
+
+
+def mailbox_error_to_proto(message: str | None, at: datetime | None) -> resources_pb2.MailboxError | None:
+    if not message and at is None:
+        return None
+    reason = ""
+    match = _REASON_PREFIX.fullmatch(message or "")
+    if match:
+        reason, message = match.group(1), match.group(2)
+    return resources_pb2.MailboxError(message=message or "", time=timestamp(at), reason=reason)
+
+
+def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
+    return resources_pb2.Mailbox(
+        id=str(mailbox.id),
+        email_address=mailbox.email_address,
+        state=MAILBOX_STATE_TO_PROTO[mailbox.state],
+        label_filter=label_filter_to_proto(mailbox.label_filter),
+        credential_kind=CREDENTIAL_KIND_TO_PROTO[mailbox.credential_kind],
+        history_id=mailbox.history_id or 0,
+        notified_history_id=mailbox.notified_history_id or 0,
+        watch_expire_time=timestamp(mailbox.watch_expiration),
+        next_renew_time=timestamp(mailbox.next_renewal_at),
+        last_notification_time=timestamp(mailbox.last_notification_at),
+        last_sync_time=timestamp(mailbox.last_sync_at),
+        last_error=mailbox_error_to_proto(mailbox.last_error, mailbox.last_error_at),
+        create_time=timestamp(mailbox.created),
+        update_time=timestamp(mailbox.updated),
+    )
+
+
+def attributes(detail: dict) -> dict[str, str]:
+    """ChangeEvent.attributes from a detail dict: strings as is, the rest as JSON."""
+    return {
+        str(key): value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        for key, value in detail.items()
+    }
+
+
+def change_event_to_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEvent:
+    return resources_pb2.ChangeEvent(
+        id=str(event.id),
+        cursor=encode_cursor(event.sequence),
+        type=EVENT_TYPE_TO_PROTO[event.type],
+        mailbox_id=str(event.mailbox_id),
+        email_address=event.email_address,
+        observe_time=timestamp(event.observed_at),
+        history_id=event.history_id or 0,
+        message_id=event.message_id or "",
+        thread_id=event.thread_id or "",
+        label_ids=list(event.label_ids),
+        attributes=attributes(event.detail),
+    )
+
+
+def events_response(events: "list[models.ChangeEvent]") -> mailbox_service_pb2.StreamChangesResponse:
+    return mailbox_service_pb2.StreamChangesResponse(events=[change_event_to_proto(e) for e in events])
+
+
+def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_service_pb2.StreamChangesResponse:
+    """A heartbeat; `sequence` is the stream's position (None: nothing seen yet)."""
+    return mailbox_service_pb2.StreamChangesResponse(
+        heartbeat=mailbox_service_pb2.Heartbeat(
+            server_time=timestamp(server_time),
+            cursor=encode_cursor(sequence) if sequence is not None else b"",
+        )
+    )
+
+
+def tenant_to_proto(tenant: models.Tenant) -> admin_service_pb2.Tenant:
+    return admin_service_pb2.Tenant(id=str(tenant.id), name=tenant.name, create_time=timestamp(tenant.created))
+
+
+def api_key_to_proto(api_key: models.ApiKey) -> admin_service_pb2.ApiKey:
+    return admin_service_pb2.ApiKey(
+        id=str(api_key.id),
+        tenant_id=str(api_key.tenant_id),
+        prefix=api_key.prefix,
+        create_time=timestamp(api_key.created),
+        revoke_time=timestamp(api_key.revoked_at),
+    )

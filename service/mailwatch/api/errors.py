@@ -1,0 +1,213 @@
+"""The one table: domain exception -> gRPC status code + google.rpc details.
+
+Every servicer method is wrapped with `handle_errors`, which turns a
+`MailwatchError` into a rich status (ErrorInfo with the exception's stable
+`reason`, BadRequest field violations for InvalidArgument, RetryInfo when
+Gmail said when to retry, RequestInfo with the request id) and any other
+exception into INTERNAL, logged with its traceback but never shown to the
+caller.
+
+    class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
+        @handle_errors
+        async def GetMailbox(self, request, context): ...
+
+        @handle_errors
+        async def StreamChanges(self, request, context):  # async generator
+            yield ...
+
+Clients parse the details with `grpc_status.rpc_status.from_call(call)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any, Callable, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from mailwatch.domain import errors as domain
+
+log = logging.getLogger(__name__)
+
+#: ErrorInfo.domain of every error mailwatch produces.
+ERROR_DOMAIN = "mailwatch.dev"
+
+#: ErrorInfo.reason of failures that are not a MailwatchError (bugs, outages).
+INTERNAL_REASON = "INTERNAL"
+
+# The table. Lookup walks the exception's MRO, so a subclass without an entry
+# gets its nearest ancestor's code. Gmail failures that the caller must fix on
+# the Google side (credentials, delegation, topic permissions, unknown user)
+# are FAILED_PRECONDITION rather than PERMISSION_DENIED / NOT_FOUND: the caller
+# is allowed to call mailwatch, and the mailwatch resource does exist; it is
+# the state of their Google setup that stops the operation.
+STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
+    domain.MailwatchError: grpc.StatusCode.INTERNAL,
+    domain.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    domain.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    domain.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    domain.NotFound: grpc.StatusCode.NOT_FOUND,
+    domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    domain.CursorExpired: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.InvalidCursor: grpc.StatusCode.INVALID_ARGUMENT,
+    # Server-side secrets trouble: not the caller's fault, but naming it lets
+    # them tell the operator (no secret is in the message). Re-registering the
+    # mailbox with fresh credentials fixes an undecryptable one.
+    domain.SecretsNotConfigured: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.CredentialUndecryptable: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailError: grpc.StatusCode.UNAVAILABLE,
+    domain.GmailAuthFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailTopicNotPublishable: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
+    domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailBadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    domain.GmailMailboxNotFound: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+# Codes that mean "the caller (or their Google setup) got something wrong":
+# logged at INFO, not as server errors.
+_CALLER_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
+
+
+def status_code_for(exc: domain.MailwatchError) -> grpc.StatusCode:
+    """The gRPC code for a domain exception (nearest entry in its MRO)."""
+    for cls in type(exc).__mro__:
+        code = STATUS_CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL  # unreachable: MailwatchError is in the table
+
+
+def rich_status(exc: domain.MailwatchError, *, request_id: str | None = None) -> status_pb2.Status:
+    """The google.rpc.Status for a domain exception, details included."""
+    code = status_code_for(exc)
+    status = status_pb2.Status(code=code.value[0], message=exc.message)
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason,
+        domain=ERROR_DOMAIN,
+        metadata={str(key): str(value) for key, value in exc.metadata.items()},
+    )
+    status.details.add().Pack(info)
+    violations = _field_violations(exc)
+    if violations:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and retry_after >= 0:
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=_duration(retry_after)))
+    _add_request_info(status, request_id)
+    return status
+
+
+def internal_status(*, request_id: str | None = None) -> status_pb2.Status:
+    """The status for an unexpected failure: no detail of what went wrong."""
+    message = "internal error"
+    if request_id:
+        message += f" (request id {request_id})"
+    status = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=INTERNAL_REASON, domain=ERROR_DOMAIN))
+    _add_request_info(status, request_id)
+    return status
+
+
+def to_grpc_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:
+    """A `grpc.Status` for `context.abort_with_status` (rich details in trailers)."""
+    if isinstance(exc, domain.MailwatchError) and status_code_for(exc) is not grpc.StatusCode.INTERNAL:
+        return rpc_status.to_status(rich_status(exc, request_id=request_id))
+    return rpc_status.to_status(internal_status(request_id=request_id))
+
+
+async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the RPC with the status for `exc`, logging it as it deserves.
+
+    A `grpc.aio.AbortError` (the servicer already aborted) is re-raised as is.
+    """
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    request_id = _current_request_id()
+    status = to_grpc_status(exc, request_id=request_id)
+    if status.code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected error in RPC", exc_info=exc, extra={"request_id": request_id})
+    elif status.code in _CALLER_CODES:
+        log.info("RPC failed: %s: %s", status.code.name, status.details)
+    else:
+        log.warning("RPC failed: %s: %s", status.code.name, status.details)
+    await context.abort_with_status(status)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(method: F) -> F:
+    """Decorate an async servicer method (coroutine or async generator).
+
+    The servicer context must be the last positional argument, as in every
+    generated servicer method `(self, request, context)`.
+    """
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream_wrapper(*args: Any, **kwargs: Any):
+            try:
+                async for response in method(*args, **kwargs):
+                    yield response
+            except Exception as exc:  # noqa: BLE001 - this is the last line of defence
+                await abort_with_error(args[-1], exc)
+
+        return stream_wrapper  # type: ignore[return-value]
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def unary_wrapper(*args: Any, **kwargs: Any):
+            try:
+                return await method(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                await abort_with_error(args[-1], exc)
+
+        return unary_wrapper  # type: ignore[return-value]
+
+    raise TypeError(f"handle_errors needs an async function or async generator, got {method!r}")
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole, nanos = divmod(round(seconds * 1_000_000_000), 1_000_000_000)
+    return duration_pb2.Duration(seconds=whole, nanos=nanos)
+
+
+def _field_violations(exc: domain.MailwatchError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    if isinstance(exc, domain.InvalidArgument):
+        pairs = [(v.field, v.description) for v in exc.violations]
+    elif isinstance(exc, domain.InvalidCursor):
+        # Cursors only ever arrive in one request field.
+        pairs = [(exc.metadata.get("field", "cursor"), exc.message)]
+    else:
+        pairs = []
+    return [error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in pairs]
+
+
+def _add_request_info(status: status_pb2.Status, request_id: str | None) -> None:
+    if request_id:
+        status.details.add().Pack(error_details_pb2.RequestInfo(request_id=request_id))
+
+
+def _current_request_id() -> str | None:
+    # auth.py owns the request contextvars and imports this module, hence the late import.
+    from mailwatch.api.auth import current_request_id
+
+    return current_request_id()

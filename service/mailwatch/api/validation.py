@@ -1,0 +1,412 @@
+"""Request validation: proto request -> checked, normalised values.
+
+Each `validate_*` function collects every problem of a request and raises one
+`InvalidArgument` listing them all as field violations (field paths as in
+AIP-193 BadRequest: `service_account.json_key`, `label_ids[2]`), or returns
+plain values the servicer hands to the store and the Gmail adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from mailwatch.api import tokens
+from mailwatch.api.convert import (
+    EVENT_TYPE_FROM_PROTO,
+    LABEL_FILTER_BEHAVIOR_FROM_PROTO,
+    MAILBOX_STATE_FROM_PROTO,
+)
+from mailwatch.domain.errors import FieldViolation, InvalidArgument, InvalidCursor
+from mailwatch.domain.models import (
+    Credential,
+    EventType,
+    LabelFilter,
+    LabelFilterBehavior,
+    MailboxState,
+    OAuthCredential,
+    ServiceAccountCredential,
+)
+from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_LABEL_IDS = 100
+MAX_LABEL_ID_LENGTH = 256
+MAX_EMAIL_LENGTH = 254
+MAX_JSON_KEY_BYTES = 64 * 1024
+MAX_SECRET_LENGTH = 4096
+MAX_STREAM_MAILBOX_IDS = 1000
+DEFAULT_MAX_BATCH_SIZE = 500
+MAX_BATCH_SIZE = 1000
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+MIN_HEARTBEAT_SECONDS = 1.0
+MAX_HEARTBEAT_SECONDS = 300.0
+SERVICE_ACCOUNT_KEY_FIELDS = ("client_email", "private_key", "token_uri")
+
+# Deliberately simple: one "@", a non-empty local part without spaces, and a
+# dotted domain of DNS labels. Gmail itself decides whether the mailbox exists.
+_EMAIL_RE = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+_TENANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+# --- results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailboxRegistration:
+    email_address: str  # lower-cased
+    label_filter: LabelFilter
+    credential: Credential
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    page_size: int  # 1..MAX_PAGE_SIZE
+    position: Any  # what the previous page's encode_page_token was given; None: first page
+    fingerprint: str  # pass to tokens.encode_page_token for the next page
+
+
+@dataclass(frozen=True)
+class MailboxListQuery:
+    page: PageRequest
+    states: tuple[MailboxState, ...]  # empty: all
+
+
+class StartKind:
+    NOW = "NOW"
+    EARLIEST = "EARLIEST"
+    CURSOR = "CURSOR"
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    mailbox_ids: tuple[uuid.UUID, ...]  # empty: all of the tenant's; deduplicated, request order
+    event_types: tuple[EventType, ...]  # empty: all
+    start: str  # a StartKind
+    after_sequence: int | None  # with StartKind.CURSOR: deliver events with sequence > this
+    max_batch_size: int
+    heartbeat_seconds: float
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    tenant_id: uuid.UUID | None = None
+    tenant_name: str | None = None
+
+
+# --- collector ----------------------------------------------------------------
+
+
+class _Violations:
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+# --- single fields --------------------------------------------------------------
+
+
+def email_address(value: str, field: str, problems: _Violations, *, required: bool = True) -> str:
+    value = value.strip()
+    if not value:
+        if required:
+            problems.add(field, "required")
+        return ""
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.fullmatch(value):
+        problems.add(field, "must be an email address such as alice@example.com")
+    return value.lower()
+
+
+def parse_uuid(value: str, field: str, problems: _Violations) -> uuid.UUID | None:
+    if not value:
+        problems.add(field, "required")
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        problems.add(field, "must be a UUID")
+        return None
+
+
+def page_request(page_size: int, page_token: str, problems: _Violations, *parts: Any) -> PageRequest:
+    """page_size (0: default, negative: violation, capped) and a page token bound to `parts`."""
+    if page_size < 0:
+        problems.add("page_size", "must not be negative")
+    size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+    fingerprint = tokens.request_fingerprint(*parts)
+    position = None
+    try:
+        position = tokens.decode_page_token(page_token, fingerprint=fingerprint)
+    except InvalidArgument as exc:
+        problems.items.extend(exc.violations)
+    return PageRequest(page_size=size, position=position, fingerprint=fingerprint)
+
+
+def _label_ids(values, problems: _Violations) -> tuple[str, ...]:
+    if len(values) > MAX_LABEL_IDS:
+        problems.add("label_ids", f"at most {MAX_LABEL_IDS} label ids")
+    seen: set[str] = set()
+    for index, label_id in enumerate(values):
+        field = f"label_ids[{index}]"
+        if not label_id.strip():
+            problems.add(field, "must not be empty")
+        elif len(label_id) > MAX_LABEL_ID_LENGTH:
+            problems.add(field, f"must be at most {MAX_LABEL_ID_LENGTH} characters")
+        elif label_id != label_id.strip() or not label_id.isprintable():
+            problems.add(field, "must not have leading or trailing whitespace or control characters")
+        elif label_id in seen:
+            problems.add(field, f"duplicate label id {label_id!r}")
+        seen.add(label_id)
+    return tuple(values)
+
+
+def _label_filter_behavior(value: int, problems: _Violations) -> LabelFilterBehavior:
+    if value == resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED:
+        return LabelFilterBehavior.INCLUDE
+    behavior = LABEL_FILTER_BEHAVIOR_FROM_PROTO.get(value)
+    if behavior is None:
+        problems.add("label_filter_behavior", f"unknown value {value}")
+        return LabelFilterBehavior.INCLUDE
+    return behavior
+
+
+def _secret(value: str, field: str, problems: _Violations) -> str:
+    if not value.strip():
+        problems.add(field, "required")
+    elif len(value) > MAX_SECRET_LENGTH:
+        problems.add(field, f"must be at most {MAX_SECRET_LENGTH} characters")
+    return value.strip()
+
+
+def _service_account(
+    creds: mailbox_service_pb2.ServiceAccountCredentials, email: str, problems: _Violations
+) -> ServiceAccountCredential | None:
+    field = "service_account.json_key"
+    info = None
+    if not creds.json_key.strip():
+        problems.add(field, "required: the content of the service account JSON key file")
+    elif len(creds.json_key.encode()) > MAX_JSON_KEY_BYTES:
+        problems.add(field, f"must be at most {MAX_JSON_KEY_BYTES} bytes")
+    else:
+        try:
+            info = json.loads(creds.json_key)
+        except ValueError:
+            problems.add(field, "must be JSON (the service account key file)")
+        else:
+            if not isinstance(info, dict):
+                problems.add(field, "must be a JSON object (the service account key file)")
+                info = None
+            elif info.get("type", "service_account") != "service_account":
+                problems.add(field, f"must be a service account key, not type {str(info.get('type'))[:40]!r}")
+                info = None
+            else:
+                missing = [k for k in SERVICE_ACCOUNT_KEY_FIELDS if not isinstance(info.get(k), str) or not info[k]]
+                if missing:
+                    problems.add(field, f"service account key lacks {', '.join(missing)}")
+                    info = None
+    subject = email_address(creds.subject, "service_account.subject", problems, required=False) or email
+    if info is None:
+        return None
+    return ServiceAccountCredential(info=info, subject=subject)
+
+
+def _oauth(creds: mailbox_service_pb2.OAuthCredentials, problems: _Violations) -> OAuthCredential:
+    return OAuthCredential(
+        client_id=_secret(creds.client_id, "oauth.client_id", problems),
+        client_secret=_secret(creds.client_secret, "oauth.client_secret", problems),
+        refresh_token=_secret(creds.refresh_token, "oauth.refresh_token", problems),
+    )
+
+
+# --- MailboxService -------------------------------------------------------------
+
+
+def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxRequest) -> MailboxRegistration:
+    problems = _Violations()
+    email = email_address(request.email_address, "email_address", problems)
+    label_ids = _label_ids(request.label_ids, problems)
+    behavior = _label_filter_behavior(request.label_filter_behavior, problems)
+    credential: Credential | None = None
+    kind = request.WhichOneof("credentials")
+    if kind == "service_account":
+        credential = _service_account(request.service_account, email, problems)
+    elif kind == "oauth":
+        credential = _oauth(request.oauth, problems)
+    else:
+        problems.add("credentials", "required: set service_account or oauth")
+    problems.raise_if_any()
+    assert credential is not None
+    return MailboxRegistration(
+        email_address=email,
+        label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
+        credential=credential,
+    )
+
+
+def validate_uuid(value: str, field: str) -> uuid.UUID:
+    problems = _Violations()
+    parsed = parse_uuid(value, field, problems)
+    problems.raise_if_any()
+    assert parsed is not None
+    return parsed
+
+
+def validate_mailbox_id(value: str, field: str = "mailbox_id") -> uuid.UUID:
+    return validate_uuid(value, field)
+
+
+def validate_list_mailboxes(request: mailbox_service_pb2.ListMailboxesRequest) -> MailboxListQuery:
+    problems = _Violations()
+    states: list[MailboxState] = []
+    for index, value in enumerate(request.states):
+        state = MAILBOX_STATE_FROM_PROTO.get(value)
+        if state is None:
+            problems.add(f"states[{index}]", "must be ACTIVE, AUTH_FAILED or STOPPED")
+        elif state not in states:
+            states.append(state)
+    states_key = sorted(state.value for state in states)
+    page = page_request(request.page_size, request.page_token, problems, "ListMailboxes", states_key)
+    problems.raise_if_any()
+    return MailboxListQuery(page=page, states=tuple(states))
+
+
+def validate_stream_changes(request: mailbox_service_pb2.StreamChangesRequest) -> StreamQuery:
+    problems = _Violations()
+
+    if len(request.mailbox_ids) > MAX_STREAM_MAILBOX_IDS:
+        problems.add("mailbox_ids", f"at most {MAX_STREAM_MAILBOX_IDS} mailbox ids")
+    mailbox_ids: list[uuid.UUID] = []
+    for index, value in enumerate(request.mailbox_ids):
+        mailbox_id = parse_uuid(value, f"mailbox_ids[{index}]", problems)
+        if mailbox_id is not None and mailbox_id not in mailbox_ids:
+            mailbox_ids.append(mailbox_id)
+
+    event_types: list[EventType] = []
+    for index, value in enumerate(request.event_types):
+        event_type = EVENT_TYPE_FROM_PROTO.get(value)
+        if event_type is None:
+            problems.add(f"event_types[{index}]", "must be a known event type other than UNSPECIFIED")
+        elif event_type not in event_types:
+            event_types.append(event_type)
+
+    if request.max_batch_size < 0:
+        problems.add("max_batch_size", "must not be negative")
+    max_batch_size = DEFAULT_MAX_BATCH_SIZE if request.max_batch_size <= 0 else min(request.max_batch_size, MAX_BATCH_SIZE)
+
+    heartbeat_seconds = DEFAULT_HEARTBEAT_SECONDS
+    if request.HasField("heartbeat_interval"):
+        interval = request.heartbeat_interval
+        if interval.seconds < 0 or interval.nanos < 0 or interval.nanos >= 1_000_000_000:
+            problems.add("heartbeat_interval", "must be a non-negative duration")
+        elif interval.seconds or interval.nanos:
+            requested = interval.seconds + interval.nanos / 1e9
+            heartbeat_seconds = min(max(requested, MIN_HEARTBEAT_SECONDS), MAX_HEARTBEAT_SECONDS)
+
+    start, after_sequence = StartKind.NOW, None
+    cursor_problem: InvalidCursor | None = None
+    which = request.WhichOneof("start")
+    if which == "cursor":
+        try:
+            after_sequence = tokens.decode_cursor(request.cursor)
+            start = StartKind.CURSOR
+        except InvalidCursor as exc:
+            cursor_problem = exc
+            problems.add("cursor", exc.message)
+    elif which == "start_position":
+        if request.start_position == mailbox_service_pb2.START_POSITION_EARLIEST:
+            start = StartKind.EARLIEST
+        elif request.start_position not in (
+            mailbox_service_pb2.START_POSITION_NOW,
+            mailbox_service_pb2.START_POSITION_UNSPECIFIED,
+        ):
+            problems.add("start_position", f"unknown value {request.start_position}")
+
+    # A bad cursor alone keeps its own stable reason (INVALID_CURSOR).
+    if cursor_problem is not None and len(problems.items) == 1:
+        raise cursor_problem
+    problems.raise_if_any()
+    return StreamQuery(
+        mailbox_ids=tuple(mailbox_ids),
+        event_types=tuple(event_types),
+        start=start,
+        after_sequence=after_sequence,
+        max_batch_size=max_batch_size,
+        heartbeat_seconds=heartbeat_seconds,
+    )
+
+
+# --- AdminService ----------------------------------------------------------------
+
+
+def tenant_name(value: str, problems: _Violations, field: str = "name") -> str:
+    if not value:
+        problems.add(field, "required")
+    elif not _TENANT_NAME_RE.fullmatch(value):
+        problems.add(
+            field,
+            "must be 1-63 characters among ASCII letters, digits, '-', '_' and '.', starting with a letter or digit",
+        )
+    return value
+
+
+def validate_create_tenant(request: admin_service_pb2.CreateTenantRequest) -> str:
+    problems = _Violations()
+    name = tenant_name(request.name, problems)
+    problems.raise_if_any()
+    return name
+
+
+def _tenant_ref(request, problems: _Violations) -> TenantRef:
+    which = request.WhichOneof("tenant")
+    if which == "tenant_id":
+        return TenantRef(tenant_id=parse_uuid(request.tenant_id, "tenant_id", problems))
+    if which == "tenant_name":
+        return TenantRef(tenant_name=tenant_name(request.tenant_name, problems, "tenant_name"))
+    problems.add("tenant", "required: set tenant_id or tenant_name")
+    return TenantRef()
+
+
+def validate_create_api_key(request: admin_service_pb2.CreateApiKeyRequest) -> TenantRef:
+    problems = _Violations()
+    ref = _tenant_ref(request, problems)
+    problems.raise_if_any()
+    return ref
+
+
+def validate_list_api_keys(request: admin_service_pb2.ListApiKeysRequest) -> tuple[TenantRef, PageRequest]:
+    problems = _Violations()
+    ref = _tenant_ref(request, problems)
+    page = page_request(
+        request.page_size,
+        request.page_token,
+        problems,
+        "ListApiKeys",
+        str(ref.tenant_id) if ref.tenant_id else None,
+        ref.tenant_name,
+    )
+    problems.raise_if_any()
+    return ref, page
+
+
+def validate_list_tenants(request: admin_service_pb2.ListTenantsRequest) -> PageRequest:
+    problems = _Violations()
+    page = page_request(request.page_size, request.page_token, problems, "ListTenants")
+    problems.raise_if_any()
+    return page
+
+
+def validate_revoke_api_key(request: admin_service_pb2.RevokeApiKeyRequest) -> uuid.UUID:
+    return validate_uuid(request.api_key_id, "api_key_id")
