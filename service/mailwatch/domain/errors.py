@@ -55,6 +55,21 @@ class InvalidCursor(MailwatchError):
     reason = "INVALID_CURSOR"
 
 
+# --- secrets at rest ----------------------------------------------------------
+
+
+class SecretsNotConfigured(MailwatchError):
+    """No (or no usable) encryption key is configured for credentials at rest."""
+
+    reason = "SECRETS_NOT_CONFIGURED"
+
+
+class CredentialUndecryptable(MailwatchError):
+    """A stored credential cannot be decrypted with any configured key, or is corrupt."""
+
+    reason = "CREDENTIAL_UNDECRYPTABLE"
+
+
 # --- Gmail failures, as the gmail/ adapter classifies them -------------------
 
 

@@ -43,6 +43,9 @@ class Tenant:
     id: uuid.UUID
     name: str
     created: datetime
+    # Change events at or below this sequence have been pruned; cursors that
+    # point at or below it have expired.
+    pruned_through_sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,19 +57,23 @@ class ApiKey:
     revoked_at: datetime | None = None
 
 
+# Secret fields are excluded from repr so a credential that ends up in a log
+# line, a traceback or an assertion message never prints key material.
+
+
 @dataclass(frozen=True)
 class ServiceAccountCredential:
     """A service account JSON key with domain-wide delegation."""
 
-    info: dict  # the parsed JSON key file
+    info: dict = field(repr=False)  # the parsed JSON key file (holds the private key)
     subject: str  # the address to impersonate
 
 
 @dataclass(frozen=True)
 class OAuthCredential:
     client_id: str
-    client_secret: str
-    refresh_token: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
 
 
 Credential = ServiceAccountCredential | OAuthCredential
@@ -103,6 +110,12 @@ class Mailbox:
     last_error_at: datetime | None
     created: datetime
     updated: datetime
+    # Work scheduling, as the workers see it (defaults keep older callers valid).
+    sync_due_at: datetime | None = None  # None = no sync wanted
+    backoff_until: datetime | None = None
+    sync_attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -121,3 +134,18 @@ class ChangeEvent:
     thread_id: str | None = None
     label_ids: tuple[str, ...] = ()
     detail: dict = field(default_factory=dict)  # lifecycle details, e.g. the error or new baseline
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A change to append to a tenant's log; the store assigns id and sequence."""
+
+    mailbox_id: uuid.UUID
+    email_address: str
+    type: EventType
+    history_id: int | None = None
+    message_id: str | None = None
+    thread_id: str | None = None
+    label_ids: tuple[str, ...] = ()
+    detail: dict = field(default_factory=dict)
+    observed_at: datetime | None = None  # None = the database's now()

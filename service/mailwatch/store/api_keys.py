@@ -1,0 +1,106 @@
+"""Queries on `api_keys`: issue, revoke, list, authenticate.
+
+A key is `mwk_` + 32 random bytes (urlsafe base64). Only its SHA-256 is
+stored. Authentication hashes the presented key and looks the hash up through
+the unique index: no stored secret is ever compared byte by byte in Python,
+so there is no timing side channel to exploit, and a database leak yields no
+usable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.errors import NotFound, Unauthenticated
+from mailwatch.domain.models import ApiKey
+from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.models import api_keys
+
+KEY_PREFIX = "mwk_"
+_RANDOM_BYTES = 32
+_DISPLAY_LENGTH = len(KEY_PREFIX) + 8  # "mwk_" + 8 characters: enough to tell keys apart
+_MAX_KEY_LENGTH = 128  # refuse to hash arbitrarily large garbage
+
+_COLUMNS = (api_keys.c.id, api_keys.c.tenant_id, api_keys.c.prefix, api_keys.c.created, api_keys.c.revoked_at)
+
+
+def hash_api_key(plaintext: str) -> bytes:
+    return hashlib.sha256(plaintext.encode("utf-8")).digest()
+
+
+def _api_key(row) -> ApiKey:
+    return ApiKey(
+        id=row.id, tenant_id=row.tenant_id, prefix=row.prefix, created=row.created, revoked_at=row.revoked_at
+    )
+
+
+async def create_api_key(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[ApiKey, str]:
+    """Issue a key for the tenant. The plaintext is returned once and never stored."""
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(_RANDOM_BYTES)
+    statement = (
+        insert(api_keys)
+        .values(tenant_id=tenant_id, prefix=plaintext[:_DISPLAY_LENGTH], key_hash=hash_api_key(plaintext))
+        .returning(*_COLUMNS)
+    )
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(statement)).one()
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc, "fk_api_keys_tenant_id_tenants"):
+            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
+        raise
+    return _api_key(row), plaintext
+
+
+async def revoke_api_key(
+    session: AsyncSession, key_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
+) -> ApiKey:
+    """Revoke a key (idempotent: a second revoke keeps the first time). NotFound if
+    there is no such key, or it belongs to another tenant when `tenant_id` is given."""
+    statement = (
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(revoked_at=func.coalesce(api_keys.c.revoked_at, func.now()))
+        .returning(*_COLUMNS)
+    )
+    if tenant_id is not None:
+        statement = statement.where(api_keys.c.tenant_id == tenant_id)
+    row = (await session.execute(statement)).one_or_none()
+    if row is None:
+        raise NotFound("API key not found", metadata={"api_key_id": str(key_id)})
+    return _api_key(row)
+
+
+async def list_api_keys(session: AsyncSession, tenant_id: uuid.UUID) -> list[ApiKey]:
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(api_keys.c.tenant_id == tenant_id)
+        .order_by(api_keys.c.created, api_keys.c.id)
+    )
+    return [_api_key(row) for row in rows]
+
+
+async def authenticate_api_key(session: AsyncSession, plaintext: str | None) -> uuid.UUID:
+    """The tenant id the key belongs to; Unauthenticated if missing, unknown or revoked.
+
+    All failures carry the same message so a caller learns nothing about which keys exist.
+    """
+    failure = Unauthenticated("missing, unknown or revoked API key")
+    if not plaintext or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > _MAX_KEY_LENGTH:
+        raise failure
+    row = (
+        await session.execute(
+            select(api_keys.c.tenant_id, api_keys.c.revoked_at).where(
+                api_keys.c.key_hash == hash_api_key(plaintext)
+            )
+        )
+    ).one_or_none()
+    if row is None or row.revoked_at is not None:
+        raise failure
+    return row.tenant_id

@@ -1,0 +1,76 @@
+"""Engine and session set-up, and the start-up check that the schema is current.
+
+Engine settings follow the Prefect server: READ COMMITTED, `pool_pre_ping`,
+sessions with `expire_on_commit=False` (we return plain dataclasses, so nothing
+should lazily reload after commit). Connections run with `TimeZone=UTC` so
+every `timestamptz` comes back as an aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from mailwatch.domain.errors import MailwatchError
+
+DRIVER_SCHEME = "postgresql+psycopg"
+
+
+class NotMigrated(MailwatchError):
+    """The database schema is not at the head revision; run `mailwatch migrate`."""
+
+    reason = "NOT_MIGRATED"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://…` / `postgres://…` / `postgresql+psycopg://…` -> the psycopg 3 SQLAlchemy URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", DRIVER_SCHEME):
+        raise ValueError(f"not a postgresql:// URL (scheme {scheme!r})")
+    return f"{DRIVER_SCHEME}://{rest}"
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+    application_name: str = "mailwatch",
+    echo: bool = False,
+) -> AsyncEngine:
+    """An async engine on psycopg 3.
+
+    The pool is per process; size it for the process's concurrent transactions
+    (RPC handlers + workers). LISTEN connections are not taken from it.
+    """
+    return create_async_engine(
+        sqlalchemy_url(url),
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        # Recycle now and then so connections follow failovers / DNS changes.
+        pool_recycle=1800,
+        pool_use_lifo=True,
+        connect_args={"options": "-c TimeZone=UTC", "application_name": application_name},
+        echo=echo,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ensure_migrated(engine: AsyncEngine) -> None:
+    """Raise NotMigrated unless the database is exactly at the head revision."""
+    from mailwatch.store import migrate  # alembic is only needed here and by the CLI
+
+    expected = migrate.head()
+    async with engine.connect() as connection:
+        found = await connection.run_sync(migrate.current_on_connection)
+    if found != expected:
+        raise NotMigrated(
+            f"database schema is at revision {found or 'none (empty database)'}, "
+            f"expected {expected}: run `mailwatch migrate`"
+        )

@@ -1,0 +1,224 @@
+"""Queries on `mailboxes`. Every function takes the tenant id: there is no way
+to read or change a mailbox without naming its tenant, and another tenant's
+mailbox is simply NotFound.
+
+Addresses are stored lower-cased (`normalize_address`); lookups normalise too.
+Reads never load `credentials_ciphertext`; only `load_credentials_ciphertext` does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, Uuid, case, func, literal, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.errors import NotFound
+from mailwatch.domain.models import (
+    CredentialKind,
+    LabelFilter,
+    LabelFilterBehavior,
+    Mailbox,
+    MailboxState,
+)
+from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.models import mailboxes
+
+_SECRET_COLUMNS = {"credentials_ciphertext"}
+COLUMNS = tuple(column for column in mailboxes.c if column.name not in _SECRET_COLUMNS)
+
+
+def normalize_address(email_address: str) -> str:
+    return email_address.strip().lower()
+
+
+def to_mailbox(row) -> Mailbox:
+    """A domain Mailbox from a row selected with `COLUMNS` (also used by workers' queries)."""
+    return Mailbox(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        email_address=row.email_address,
+        state=MailboxState(row.state),
+        label_filter=LabelFilter(
+            label_ids=tuple(row.label_ids), behavior=LabelFilterBehavior(row.label_filter_behavior)
+        ),
+        credential_kind=CredentialKind(row.credential_kind),
+        history_id=row.history_id,
+        notified_history_id=row.notified_history_id,
+        watch_expiration=row.watch_expiration,
+        next_renewal_at=row.next_renewal_at,
+        last_notification_at=row.last_notification_at,
+        last_sync_at=row.last_sync_at,
+        last_error=row.last_error,
+        last_error_at=row.last_error_at,
+        created=row.created,
+        updated=row.updated,
+        sync_due_at=row.sync_due_at,
+        backoff_until=row.backoff_until,
+        sync_attempts=row.sync_attempts,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+    )
+
+
+def _not_found(mailbox_id: uuid.UUID) -> NotFound:
+    return NotFound("mailbox not found", metadata={"mailbox_id": str(mailbox_id)})
+
+
+def _owned(tenant_id: uuid.UUID, mailbox_id: uuid.UUID):
+    return (mailboxes.c.tenant_id == tenant_id) & (mailboxes.c.id == mailbox_id)
+
+
+async def get_mailbox(session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
+    row = (await session.execute(select(*COLUMNS).where(_owned(tenant_id, mailbox_id)))).one_or_none()
+    if row is None:
+        raise _not_found(mailbox_id)
+    return to_mailbox(row)
+
+
+async def find_mailbox_by_address(
+    session: AsyncSession, tenant_id: uuid.UUID, email_address: str
+) -> Mailbox | None:
+    row = (
+        await session.execute(
+            select(*COLUMNS).where(
+                (mailboxes.c.tenant_id == tenant_id)
+                & (mailboxes.c.email_address == normalize_address(email_address))
+            )
+        )
+    ).one_or_none()
+    return None if row is None else to_mailbox(row)
+
+
+async def upsert_mailbox(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    email_address: str,
+    label_filter: LabelFilter,
+    credential_kind: CredentialKind,
+    credentials_ciphertext: bytes,
+    history_id: int | None = None,
+    watch_expiration: datetime | None = None,
+    next_renewal_at: datetime | None = None,
+) -> tuple[Mailbox, bool]:
+    """Register: insert the tenant's mailbox for this address, or update the existing one.
+
+    Returns (mailbox, created). Updating always makes the mailbox ACTIVE again,
+    replaces filter and credentials, and clears the error and retry state.
+    `history_id`, `watch_expiration` and `next_renewal_at` are the result of the
+    `users.watch` the caller just made; None keeps the stored value (no re-watch).
+
+    The sync position survives re-registration so nothing is lost: an ACTIVE
+    mailbox keeps syncing from where it was, an AUTH_FAILED one catches up
+    (it is marked due now). A STOPPED mailbox starts again from the new watch's
+    history id: what happened while it was stopped is not replayed.
+    """
+    values = dict(
+        tenant_id=tenant_id,
+        email_address=normalize_address(email_address),
+        state=MailboxState.ACTIVE.value,
+        label_ids=list(label_filter.label_ids),
+        label_filter_behavior=label_filter.behavior.value,
+        credential_kind=credential_kind.value,
+        credentials_ciphertext=credentials_ciphertext,
+        history_id=history_id,
+        watch_expiration=watch_expiration,
+        next_renewal_at=next_renewal_at,
+    )
+    statement = insert(mailboxes).values(**values)
+    new = statement.excluded
+    was_stopped = mailboxes.c.state == MailboxState.STOPPED.value
+    was_auth_failed = mailboxes.c.state == MailboxState.AUTH_FAILED.value
+    statement = statement.on_conflict_do_update(
+        constraint="uq_mailboxes_tenant_id_email_address",
+        set_=dict(
+            state=MailboxState.ACTIVE.value,
+            label_ids=new.label_ids,
+            label_filter_behavior=new.label_filter_behavior,
+            credential_kind=new.credential_kind,
+            credentials_ciphertext=new.credentials_ciphertext,
+            history_id=case(
+                (was_stopped, func.coalesce(new.history_id, mailboxes.c.history_id)),
+                else_=func.coalesce(mailboxes.c.history_id, new.history_id),
+            ),
+            notified_history_id=case((was_stopped, None), else_=mailboxes.c.notified_history_id),
+            watch_expiration=func.coalesce(new.watch_expiration, mailboxes.c.watch_expiration),
+            next_renewal_at=func.coalesce(new.next_renewal_at, mailboxes.c.next_renewal_at),
+            sync_due_at=case(
+                (was_stopped, None),
+                (was_auth_failed, func.coalesce(mailboxes.c.sync_due_at, func.now())),
+                else_=mailboxes.c.sync_due_at,
+            ),
+            backoff_until=None,
+            sync_attempts=0,
+            last_error=None,
+            last_error_at=None,
+            updated=func.now(),
+        ),
+    ).returning(*COLUMNS, literal_column("(xmax = 0)").label("inserted"))
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(statement)).one()
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc, "fk_mailboxes_tenant_id_tenants"):
+            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
+        raise
+    return to_mailbox(row), bool(row.inserted)
+
+
+async def mark_stopped(
+    session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
+) -> tuple[Mailbox, bool]:
+    """Mark the mailbox STOPPED and cancel pending sync work. Returns (mailbox, changed):
+    `changed` is False when it was already stopped, so the caller emits MAILBOX_STOPPED once."""
+    row = (
+        await session.execute(
+            update(mailboxes)
+            .where(_owned(tenant_id, mailbox_id) & (mailboxes.c.state != MailboxState.STOPPED.value))
+            .values(state=MailboxState.STOPPED.value, sync_due_at=None, backoff_until=None)
+            .returning(*COLUMNS)
+        )
+    ).one_or_none()
+    if row is not None:
+        return to_mailbox(row), True
+    return await get_mailbox(session, tenant_id, mailbox_id), False
+
+
+async def list_mailboxes(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    state: MailboxState | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 100,
+) -> list[Mailbox]:
+    """One page in (created, id) order. `after` is the (created, id) of the last
+    mailbox of the previous page (keyset paging: stable under inserts)."""
+    statement = select(*COLUMNS).where(mailboxes.c.tenant_id == tenant_id)
+    if state is not None:
+        statement = statement.where(mailboxes.c.state == MailboxState(state).value)
+    if after is not None:
+        after_created, after_id = after
+        statement = statement.where(
+            tuple_(mailboxes.c.created, mailboxes.c.id)
+            > tuple_(literal(after_created, DateTime(timezone=True)), literal(after_id, Uuid))
+        )
+    statement = statement.order_by(mailboxes.c.created, mailboxes.c.id).limit(limit)
+    return [to_mailbox(row) for row in await session.execute(statement)]
+
+
+async def load_credentials_ciphertext(
+    session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
+) -> bytes:
+    ciphertext = (
+        await session.execute(
+            select(mailboxes.c.credentials_ciphertext).where(_owned(tenant_id, mailbox_id))
+        )
+    ).scalar_one_or_none()
+    if ciphertext is None:
+        raise _not_found(mailbox_id)
+    return bytes(ciphertext)

@@ -1,0 +1,1 @@
+"""Alembic migration environment and revisions (a package so wheels ship them)."""

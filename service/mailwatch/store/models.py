@@ -1,0 +1,226 @@
+"""SQLAlchemy table definitions: the declared schema the migrations must build.
+
+Every table is declared here once; `tests/integration/store` proves that the
+Alembic migrations produce exactly this schema. Queries live in the sibling
+modules (one per table) and return domain dataclasses, never these rows.
+
+Conventions: constraint and index names come from one naming convention so
+migrations can refer to them; timestamps are `timestamptz` with server-side
+defaults (the database clock, stored as UTC instants); every tenant-scoped
+table has `tenant_id` and its indexes lead with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mailwatch.domain.models import CredentialKind, LabelFilterBehavior, MailboxState
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Longest Pub/Sub payload kept for inspection; the rest is cut off, so a flood
+# of huge garbage cannot fill the database.
+MALFORMED_DATA_MAX_BYTES = 16 * 1024
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+def _timestamp(*, nullable: bool = True, **kw) -> Mapped:
+    return mapped_column(DateTime(timezone=True), nullable=nullable, **kw)
+
+
+def _created() -> Mapped[datetime]:
+    return _timestamp(nullable=False, server_default=func.now())
+
+
+def _updated() -> Mapped[datetime]:
+    # onupdate applies to ORM flushes and Core update() statements alike.
+    return _timestamp(nullable=False, server_default=func.now(), onupdate=func.now())
+
+
+def _in(column: str, enum_type) -> str:
+    return f"{column} IN ({', '.join(repr(member.value) for member in enum_type)})"
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    pruned_through_sequence: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (UniqueConstraint("name"),)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    # SHA-256 of the whole random key. The key has 256 bits of entropy, so a
+    # plain hash is enough (no salt/KDF) and lets authentication be one index
+    # lookup instead of a comparison against secrets.
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = _timestamp()
+
+    __table_args__ = (
+        UniqueConstraint("key_hash"),
+        Index("ix_api_keys_tenant_id_created", "tenant_id", "created"),
+    )
+
+
+class MailboxRow(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    email_address: Mapped[str] = mapped_column(Text, nullable=False)  # always lower-cased
+    state: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=text(f"'{MailboxState.ACTIVE.value}'")
+    )
+    label_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
+    label_filter_behavior: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=text(f"'{LabelFilterBehavior.INCLUDE.value}'")
+    )
+    credential_kind: Mapped[str] = mapped_column(Text, nullable=False)
+    credentials_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    history_id: Mapped[int | None] = mapped_column(BigInteger)  # last synced
+    notified_history_id: Mapped[int | None] = mapped_column(BigInteger)
+    watch_expiration: Mapped[datetime | None] = _timestamp()
+    next_renewal_at: Mapped[datetime | None] = _timestamp()
+    sync_due_at: Mapped[datetime | None] = _timestamp()  # NULL = no sync wanted
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = _timestamp()
+    backoff_until: Mapped[datetime | None] = _timestamp()
+    sync_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_notification_at: Mapped[datetime | None] = _timestamp()
+    last_sync_at: Mapped[datetime | None] = _timestamp()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = _timestamp()
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email_address"),
+        CheckConstraint(_in("state", MailboxState), name="state_valid"),
+        CheckConstraint(_in("label_filter_behavior", LabelFilterBehavior), name="label_filter_behavior_valid"),
+        CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
+        CheckConstraint("sync_attempts >= 0", name="sync_attempts_non_negative"),
+        # ListMailboxes pages by (created, id) within a tenant.
+        Index("ix_mailboxes_tenant_id_created_id", "tenant_id", "created", "id"),
+        # Ingest knows only the address a notification names.
+        Index("ix_mailboxes_email_address", "email_address"),
+        # The workers' due queries: small partial indexes over the rows they want.
+        Index(
+            "ix_mailboxes_sync_due",
+            "sync_due_at",
+            postgresql_where=text("sync_due_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_mailboxes_renewal_due",
+            "next_renewal_at",
+            postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}'"),
+        ),
+    )
+
+
+class ChangeEventRow(Base):
+    __tablename__ = "change_events"
+
+    # Global identity; per-tenant order equals commit order because writers
+    # hold a per-tenant advisory lock while drawing values (see changes.py).
+    sequence: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, nullable=False, server_default=text("gen_random_uuid()")
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    # No foreign key to mailboxes: the log is immutable history that is only
+    # ever removed by retention (or with its tenant), and skipping the check
+    # keeps bulk appends cheap.
+    mailbox_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    email_address: Mapped[str] = mapped_column(Text, nullable=False)
+    event_type: Mapped[str] = mapped_column(Text, nullable=False)
+    history_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    thread_id: Mapped[str | None] = mapped_column(Text)
+    label_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'")
+    )
+    detail: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    observed_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("id"),
+        Index("ix_change_events_tenant_id_sequence", "tenant_id", "sequence"),
+        # Retention deletes by age.
+        Index("ix_change_events_observed_at", "observed_at"),
+    )
+
+
+class MalformedNotificationRow(Base):
+    """A Pub/Sub message ingest could not decode (not tenant-scoped: its tenant is unknown)."""
+
+    __tablename__ = "malformed_notifications"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    received_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
+    source: Mapped[str] = mapped_column(Text, nullable=False)  # subscription name or "push"
+    pubsub_message_id: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)  # at most MALFORMED_DATA_MAX_BYTES
+    attributes: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+
+    __table_args__ = (Index("ix_malformed_notifications_received_at", "received_at"),)
+
+
+tenants = TenantRow.__table__
+api_keys = ApiKeyRow.__table__
+mailboxes = MailboxRow.__table__
+change_events = ChangeEventRow.__table__
+malformed_notifications = MalformedNotificationRow.__table__

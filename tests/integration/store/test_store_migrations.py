@@ -1,0 +1,123 @@
+"""Migrations build exactly the declared schema, upgrade and downgrade cleanly,
+and the server refuses an unmigrated database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import inspect, pool
+
+from mailwatch.store import NotMigrated, create_engine, ensure_migrated
+from mailwatch.store.migrate import current, downgrade, head, upgrade
+from mailwatch.store.models import Base
+
+pytestmark = pytest.mark.integration
+
+TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications"}
+
+
+def _inspect(url, fn):
+    engine = create_sync_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return fn(connection)
+    finally:
+        engine.dispose()
+
+
+def _tables(url) -> set[str]:
+    return set(_inspect(url, lambda c: inspect(c).get_table_names())) - {"alembic_version"}
+
+
+def test_upgrade_from_empty_then_downgrade_to_base(empty_database_url):
+    assert current(empty_database_url) is None
+    upgrade(empty_database_url)
+    assert current(empty_database_url) == head()
+    assert _tables(empty_database_url) == TABLES
+
+    upgrade(empty_database_url)  # already at head: a no-op
+    assert current(empty_database_url) == head()
+
+    downgrade(empty_database_url)
+    assert current(empty_database_url) is None
+    assert _tables(empty_database_url) == set()
+
+    upgrade(empty_database_url)  # and back up again from base
+    assert _tables(empty_database_url) == TABLES
+
+
+def test_migrations_build_exactly_the_declared_models(empty_database_url):
+    upgrade(empty_database_url)
+
+    def diff(connection):
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return compare_metadata(context, Base.metadata)
+
+    assert _inspect(empty_database_url, diff) == []
+
+
+def test_replicas_migrating_at_once_serialise(empty_database_url):
+    """Several processes (replicas starting together) upgrade the same empty database."""
+    code = "import sys; from mailwatch.store.migrate import upgrade; upgrade(sys.argv[1])"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, empty_database_url], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    failures = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode != 0:
+            failures.append(stderr.decode()[-2000:])
+    assert failures == []
+    assert current(empty_database_url) == head()
+
+
+def test_in_process_callers_serialise(empty_database_url):
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            upgrade(empty_database_url)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert current(empty_database_url) == head()
+
+
+async def test_ensure_migrated_refuses_an_unmigrated_database(empty_database_url):
+    engine = create_engine(empty_database_url)
+    try:
+        with pytest.raises(NotMigrated) as caught:
+            await ensure_migrated(engine)
+        assert "mailwatch migrate" in str(caught.value)
+        assert "\n" not in str(caught.value)
+        assert caught.value.reason == "NOT_MIGRATED"
+
+        upgrade(empty_database_url)
+        await ensure_migrated(engine)
+
+        downgrade(empty_database_url)
+        with pytest.raises(NotMigrated):
+            await ensure_migrated(engine)
+    finally:
+        await engine.dispose()
+
+
+def test_accepts_plain_postgresql_urls(postgres_server, empty_database_url):
+    plain = empty_database_url.replace("postgresql+psycopg://", "postgresql://")
+    upgrade(plain)
+    assert current(plain) == head()
