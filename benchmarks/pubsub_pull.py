@@ -1,0 +1,135 @@
+"""Streaming pull vs synchronous batched pull against the Pub/Sub emulator.
+
+Starts its own emulator (`mailwatch.devstack.pubsub_emulator.PubSubEmulator`),
+publishes N small Gmail-shaped notifications for each mode on a fresh
+subscription, and measures how fast each mode drains them:
+
+- streaming: `SubscriberClient.subscribe` with flow control, one `message.ack()`
+  per message in the callback (the client batches acks on its own dispatcher);
+- batched: `pull(max_messages=1000)` then one `acknowledge` with every ack id
+  of that pull, in a loop.
+
+Only receive + ack is timed (no database), since that is the part the two
+modes differ in; ingest's own choice is explained in `mailwatch.ingest.pull`.
+
+    /work/venv/bin/python benchmarks/pubsub_pull.py [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+import uuid
+from concurrent import futures
+
+from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+
+PROJECT = "mailwatch-bench"
+
+
+def _payload(i: int) -> bytes:
+    return json.dumps({"emailAddress": f"user{i % 500}@example.com", "historyId": str(100000 + i)}).encode()
+
+
+def _create(publisher, subscriber, ack_deadline: int = 60) -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    topic = publisher.topic_path(PROJECT, f"bench-{suffix}")
+    subscription = subscriber.subscription_path(PROJECT, f"bench-{suffix}")
+    publisher.create_topic(request={"name": topic})
+    subscriber.create_subscription(
+        request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline}
+    )
+    return topic, subscription
+
+
+def _publish(publisher, topic: str, count: int) -> float:
+    started = time.perf_counter()
+    pending = [publisher.publish(topic, _payload(i)) for i in range(count)]
+    futures.wait(pending)
+    for future in pending:
+        future.result()
+    return count / (time.perf_counter() - started)
+
+
+def _streaming(subscriber, subscription: str, count: int, timeout: float) -> float:
+    from google.cloud.pubsub_v1.types import FlowControl
+
+    received = 0
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def callback(message) -> None:
+        nonlocal received
+        message.ack()
+        with lock:
+            received += 1
+            if received >= count:
+                done.set()
+
+    started = time.perf_counter()
+    streaming = subscriber.subscribe(
+        subscription, callback, flow_control=FlowControl(max_messages=1000, max_bytes=10 * 1024 * 1024)
+    )
+    finished = done.wait(timeout)
+    elapsed = time.perf_counter() - started
+    streaming.cancel()
+    try:
+        streaming.result(timeout=30)
+    except futures.CancelledError:
+        pass
+    if not finished:
+        print(f"  streaming: only {received}/{count} after {timeout:.0f}s")
+    return received / elapsed
+
+
+def _batched(subscriber, subscription: str, count: int, timeout: float) -> float:
+    received = 0
+    started = time.perf_counter()
+    deadline = started + timeout
+    while received < count and time.perf_counter() < deadline:
+        response = subscriber.pull(request={"subscription": subscription, "max_messages": 1000}, timeout=10)
+        if not response.received_messages:
+            continue
+        subscriber.acknowledge(
+            request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]}
+        )
+        received += len(response.received_messages)
+    return received / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+
+    with PubSubEmulator() as emulator:
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        from google.cloud import pubsub_v1
+
+        publisher = pubsub_v1.PublisherClient(
+            batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.01)
+        )
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
+            with subscriber:
+                results = {}
+                for mode, drain in (("streaming pull, ack per message", _streaming),
+                                    ("pull(max_messages=1000) + batched acknowledge", _batched)):
+                    topic, subscription = _create(publisher, subscriber)
+                    rate = _publish(publisher, topic, args.messages)
+                    print(f"published {args.messages} messages at {rate:,.0f} msg/s")
+                    results[mode] = drain(subscriber, subscription, args.messages, args.timeout)
+                    print(f"{mode}: {results[mode]:,.0f} msg/s")
+        finally:
+            publisher.stop()
+            transport = getattr(publisher, "_transport", None)
+            if transport is not None:
+                transport.close()
+
+
+if __name__ == "__main__":
+    main()
