@@ -1,0 +1,111 @@
+"""A faithful Gmail API simulator (HTTP), with a control API for tests and the dev stack.
+
+Use in-process::
+
+    from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+
+    sim = GmailSimulator(pubsub_emulator_host="127.0.0.1:8085")   # or None: notifications only logged
+    url = sim.start(host="127.0.0.1", port=0)                     # "http://127.0.0.1:PORT", background thread
+    control = SimulatorControl(url)
+    ...
+    sim.stop()
+
+or as a process: ``mailwatch gmail-sim --host H --port P [--pubsub-emulator-host H:P]`` (prints
+``gmail-sim listening on http://H:P`` when ready).
+
+Talking to it as to Google
+--------------------------
+``googleapiclient.discovery.build("gmail", "v1", static_discovery=True, credentials=creds,
+client_options={"api_endpoint": url})``. Credentials are real google-auth objects whose
+``token_uri`` is ``f"{url}/token"``:
+
+* service account with domain-wide delegation:
+  ``service_account.Credentials.from_service_account_info(control.create_service_account_key(),
+  scopes=[...], subject=email)`` (the key's ``token_uri`` already points at the simulator);
+* per-user OAuth: ``credentials.Credentials(token=None, refresh_token=control.issue_refresh_token(
+  client["clientId"], email), client_id=..., client_secret=..., token_uri=control.token_uri)``.
+
+Batch: google-api-python-client's ``service.new_batch_http_request()`` builds its URI from the
+discovery document's ``rootUrl`` and ignores ``api_endpoint`` (googleapis/google-api-python-client
+#1107), so it would post to Google. Use
+``googleapiclient.http.BatchHttpRequest(callback=..., batch_uri=f"{url}/batch/gmail/v1")``
+(``control.batch_uri``); ``{url}/batch`` is served too.
+
+Gmail API surface: ``users.getProfile``, ``users.watch``, ``users.stop``, ``users.history.list``,
+``users.messages.list``, ``users.messages.get`` (minimal / metadata / full / raw),
+``users.labels.list`` / ``get``, and the batch endpoint (≤100 parts). Errors are Gmail-shaped:
+``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``.
+
+Behaviour worth knowing:
+
+* History ids increase with every change, with small random gaps. ``history.list`` returns records
+  with id > ``startHistoryId`` (one record per change, with ``messages`` plus one of
+  ``messagesAdded`` / ``messagesDeleted`` / ``labelsAdded`` / ``labelsRemoved``), filtered by
+  ``historyTypes`` and ``labelId``, paged by ``maxResults`` (default 100, max 500) and
+  ``pageToken``; ``historyId`` is the mailbox's current id. A ``startHistoryId`` below the
+  retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
+  Malformed / unknown parameters answer 400.
+* A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
+  "Delegation denied". Unknown, expired (simulated clock) or revoked tokens answer 401 with
+  ``WWW-Authenticate``. Revoked users get ``invalid_grant`` (HTTP 400) from ``/token``.
+* ``watch`` validates ``topicName`` (``projects/*/topics/*``; with an emulator configured, the topic
+  must exist, else 404 "Resource not found"), ``labelIds`` and ``labelFilterBehavior`` (or legacy
+  ``labelFilterAction``); it returns ``historyId`` and ``expiration`` (7 days ahead, ms, simulated
+  clock), and immediately sends one notification. Each later change the filter matches publishes
+  ``{"emailAddress": ..., "historyId": <number>}`` (compact JSON; see ``notificationHistoryIdType``)
+  to the topic, at most one per second per user on the simulated clock (extras are dropped).
+  Notifications stop after ``users.stop`` or once the watch expires. Publishing happens on a
+  background thread.
+* Quota units per call follow Google's published table (getProfile 1, watch 100, stop 50,
+  history.list 2, messages.list 5, messages.get 5, labels.list/get 1); every call is counted per
+  user and per method, fault-injected ones included. Token grants count as ``oauth2.token`` (0 units).
+
+Control API (HTTP JSON; ``SimulatorControl`` method in brackets)
+----------------------------------------------------------------
+======  =========================================  ==============================================================
+POST    /_sim/reset                                clear everything: mailboxes, credentials, faults, clock, counters [reset]
+GET     /_sim/config                               current settings [config]
+POST    /_sim/config                               {historyRetentionSeconds (null = keep forever), tokenLifetimeSeconds,
+                                                   notificationHistoryIdType: "number"|"string", seed} [configure]
+POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
+                                                   (idempotent) [create_mailbox, create_mailboxes]
+GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watch [mailbox, history_id]
+POST    /_sim/mailboxes/{email}/labels             {name} → {id, name} (user label "Label_N") [create_label]
+POST    /_sim/mailboxes/{email}/history/expire     {throughHistoryId} → {historyFloor} [expire_history]
+POST    /_sim/messages                             {messages: [{emailAddress, labelIds?, threadId?, subject?, from?, to?,
+                                                   body?, internalDate?, headers?}]} → {messages: [{emailAddress, id,
+                                                   threadId, historyId}]} [insert_message, insert_messages]
+POST    /_sim/messages/delete                      {messages: [{emailAddress, id}]} → {historyIds} [delete_message(s)]
+POST    /_sim/messages/modify                      {changes: [{emailAddress, id, addLabelIds, removeLabelIds}]}
+                                                   → {historyIds} [modify_labels, add_labels, remove_labels, modify_labels_bulk]
+POST    /_sim/service-accounts                     {projectId?, name?, scopes?} → service-account JSON key (RSA, token_uri
+                                                   = {url}/token; scopes = what delegation allows) [create_service_account_key]
+POST    /_sim/oauth-clients                        → {clientId, clientSecret, tokenUri} [create_oauth_client]
+POST    /_sim/refresh-tokens                       {clientId, emailAddress, scopes?} → {refreshToken} [issue_refresh_token]
+POST    /_sim/users/{email}/revoke | /restore      revoke / restore every credential of a user [revoke_user, restore_user]
+GET     /_sim/clock                                {now, nowMs, offsetSeconds} [now]
+POST    /_sim/clock/advance                        {seconds} [advance_clock]
+GET     /_sim/faults                               {rules, notifications: {dropFraction, delaySeconds}} [faults]
+POST    /_sim/faults                               {kind: rateLimitExceeded|429 | userRateLimitExceeded|403 |
+                                                   backendError|500, method ("users.history.list" or "*"), user?,
+                                                   fraction?, count? (next N matching calls), retryAfter?} [inject_fault]
+DELETE  /_sim/faults , /_sim/faults/{id}           clear all / one [clear_faults, remove_fault]
+POST    /_sim/notifications/faults                 {dropFraction, delaySeconds} [set_notification_faults]
+GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
+                                                   counts, pending}; status: queued, published, unpublished (no emulator),
+                                                   failed, dropped_rate_limit, dropped_fault [notifications, notification_counts]
+POST    /_sim/notifications/flush                  {timeout} → {flushed}: wait for queued ones [flush_notifications]
+GET     /_sim/counters                             {calls: {user: {method: n}}, methods, quotaUnits: {user: units},
+                                                   totalCalls, totalQuotaUnits} [counters]
+POST    /_sim/counters/reset                       [reset_counters]
+======  =========================================  ==============================================================
+
+Method names used by counters and fault rules: ``users.getProfile``, ``users.watch``, ``users.stop``,
+``users.history.list``, ``users.messages.list``, ``users.messages.get``, ``users.labels.list``,
+``users.labels.get``.
+"""
+
+from mailwatch.gmail_sim.control import SimulatorControl, SimulatorControlError
+from mailwatch.gmail_sim.server import GmailSimulator
+
+__all__ = ["GmailSimulator", "SimulatorControl", "SimulatorControlError"]

@@ -1,0 +1,309 @@
+"""The Gmail API methods, as pure request → response functions.
+
+`dispatch` takes a transport-neutral `ApiRequest` (the aiohttp handler and the
+batch endpoint both build one) and returns an `ApiResponse`. Per call it:
+routes the path (`gmail/v1/users/{userId}/...`), authenticates the bearer
+token, resolves `userId` ("me" = the token's user; another user's mailbox is
+"Delegation denied"), counts the call and its quota units, applies injected
+faults, rejects unknown or malformed parameters with 400, then runs the method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from multidict import CIMultiDict, MultiDict
+
+from mailwatch.gmail_sim.auth import SCOPE_METADATA, AccessToken
+from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found
+from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
+from mailwatch.gmail_sim.state import SimState
+
+STANDARD_PARAMS = frozenset({
+    "alt", "fields", "key", "prettyPrint", "quotaUser", "access_token", "oauth_token", "upload_protocol",
+    "uploadType", "callback", "$.xgafv", "userIp",
+})
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+_MESSAGE_ID = re.compile(r"^[0-9a-fA-F]{1,40}$")
+_UINT64_MAX = 2**64 - 1
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    query: MultiDict = field(default_factory=MultiDict)
+    headers: CIMultiDict = field(default_factory=CIMultiDict)
+    body: bytes = b""
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: dict | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body).encode("utf-8")
+
+
+@dataclass
+class Call:
+    state: SimState
+    request: ApiRequest
+    token: AccessToken
+    user: str
+    path_args: tuple[str, ...]
+
+    @property
+    def query(self) -> MultiDict:
+        return self.request.query
+
+
+# -- parameter parsing --------------------------------------------------------------------------
+def _one(call: Call, name: str) -> str | None:
+    values = call.query.getall(name, [])
+    return values[-1] if values else None
+
+
+def _uint(call: Call, name: str, proto_name: str, *, bits: int = 64) -> int | None:
+    raw = _one(call, name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) > 2**bits - 1:
+        raise invalid_value(proto_name, f"TYPE_UINT{bits}", raw)
+    return int(raw)
+
+
+def _bool(call: Call, name: str, proto_name: str) -> bool:
+    raw = _one(call, name)
+    if raw is None:
+        return False
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise invalid_value(proto_name, "TYPE_BOOL", raw)
+    return raw.lower() in ("true", "1")
+
+
+def _max_results(call: Call) -> int:
+    value = _uint(call, "maxResults", "max_results", bits=32)
+    if not value:
+        return 100
+    return min(value, 500)
+
+
+def _page_offset(call: Call) -> int:
+    raw = _one(call, "pageToken")
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit():
+        raise bad_request("Invalid pageToken", "invalid")
+    return int(raw)
+
+
+# -- methods ------------------------------------------------------------------------------------
+def get_profile(call: Call) -> ApiResponse:
+    mailbox = call.state.mailbox(call.user)
+    return ApiResponse(200, {
+        "emailAddress": mailbox.email,
+        "messagesTotal": len(mailbox.messages),
+        "threadsTotal": len(mailbox.thread_sizes),
+        "historyId": str(mailbox.history_id),
+    })
+
+
+def _parse_json_body(call: Call) -> dict:
+    if not call.request.body:
+        return {}
+    try:
+        body = json.loads(call.request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Invalid JSON payload received.", "parseError") from None
+    if not isinstance(body, dict):
+        raise bad_request("Invalid JSON payload received. Expected an object.", "parseError")
+    return body
+
+
+async def watch(call: Call) -> ApiResponse:
+    state = call.state
+    mailbox = state.mailbox(call.user)
+    body = _parse_json_body(call)
+    topic = body.get("topicName")
+    if not isinstance(topic, str) or not _TOPIC.match(topic):
+        raise bad_request("Invalid topicName does not match projects/SOME_PROJECT/topics/*", "invalidArgument")
+    label_ids = body.get("labelIds") or []
+    if not isinstance(label_ids, list) or not all(isinstance(l, str) for l in label_ids):
+        raise invalid_value("label_ids", "TYPE_STRING", json.dumps(label_ids))
+    for label_id in label_ids:
+        if not mailbox.has_label(label_id):
+            raise bad_request(f"Invalid label: {label_id}", "invalidArgument")
+    behavior = body.get("labelFilterBehavior")
+    field_name = "label_filter_behavior"
+    if behavior is None:
+        behavior, field_name = body.get("labelFilterAction"), "label_filter_action"
+    if behavior is None:
+        behavior = "include"
+    if not isinstance(behavior, str) or behavior.lower() not in ("include", "exclude"):
+        raise invalid_value(field_name, "TYPE_ENUM", str(behavior))
+    if state.publisher.configured:
+        try:
+            exists = await asyncio.to_thread(state.publisher.topic_exists, topic)
+        except Exception as exc:  # noqa: BLE001 - Gmail cannot reach Pub/Sub
+            raise GmailError(500, f"Error sending test message to Cloud PubSub {topic} : {type(exc).__name__}",
+                             "backendError") from None
+        if not exists:
+            raise GmailError(404, f"Resource not found (resource={topic.rsplit('/', 1)[-1]}).", "notFound")
+    registered = state.watch(mailbox, topic, label_ids, behavior.upper())
+    return ApiResponse(200, {"historyId": str(registered.history_id), "expiration": str(registered.expiration_ms)})
+
+
+def stop(call: Call) -> ApiResponse:
+    call.state.stop(call.state.mailbox(call.user))
+    return ApiResponse(204, None)
+
+
+def history_list(call: Call) -> ApiResponse:
+    state = call.state
+    mailbox = state.mailbox(call.user)
+    raw_start = _one(call, "startHistoryId")
+    if raw_start is None:
+        raise GmailError(400, "Missing required parameter: startHistoryId", "required")
+    start = _uint(call, "startHistoryId", "start_history_id")
+    types = call.query.getall("historyTypes", [])
+    for value in types:
+        if value not in HISTORY_TYPES:
+            raise invalid_value("history_types", "TYPE_ENUM", value)
+    label_id = _one(call, "labelId") or None
+    max_results = _max_results(call)
+    page_after = None
+    token = _one(call, "pageToken")
+    if token:
+        if not token.isdigit() or int(token) < start:
+            raise bad_request("Invalid pageToken", "invalid")
+        page_after = int(token)
+    state.prune_history(mailbox)
+    try:
+        records, next_after = mailbox.history.query(
+            start, types=frozenset(types) if types else None, label_id=label_id,
+            max_results=max_results, page_after=page_after,
+        )
+    except HistoryExpired:
+        raise not_found() from None
+    body: dict = {}
+    if records:
+        body["history"] = [record.to_json() for record in records]
+    if next_after is not None:
+        body["nextPageToken"] = str(next_after)
+    body["historyId"] = str(mailbox.history_id)
+    return ApiResponse(200, body)
+
+
+def messages_list(call: Call) -> ApiResponse:
+    mailbox = call.state.mailbox(call.user)
+    if _one(call, "q") and call.token.metadata_only:
+        raise forbidden("Metadata scope does not support 'q' parameter")
+    label_ids = call.query.getall("labelIds", [])
+    include = _bool(call, "includeSpamTrash", "include_spam_trash")
+    limit = _max_results(call)
+    offset = _page_offset(call)
+    page, next_offset, total = mailbox.list_messages(label_ids=label_ids, include_spam_trash=include,
+                                                     offset=offset, limit=limit)
+    body: dict = {}
+    if page:
+        body["messages"] = [{"id": m.id, "threadId": m.thread_id} for m in page]
+    if next_offset is not None:
+        body["nextPageToken"] = str(next_offset)
+    body["resultSizeEstimate"] = total
+    return ApiResponse(200, body)
+
+
+def messages_get(call: Call) -> ApiResponse:
+    mailbox = call.state.mailbox(call.user)
+    message_id = call.path_args[0]
+    fmt = (_one(call, "format") or "full").lower()
+    if fmt not in ("minimal", "full", "raw", "metadata"):
+        raise invalid_value("format", "TYPE_ENUM", fmt)
+    if call.token.metadata_only and fmt in ("full", "raw"):
+        raise forbidden(f"Metadata scope doesn't allow format {fmt.upper()}")
+    if not _MESSAGE_ID.match(message_id):
+        raise bad_request("Invalid id value", "invalidArgument")
+    message = mailbox.messages.get(message_id.lower())
+    if message is None:
+        raise not_found()
+    return ApiResponse(200, message.to_json(fmt, call.query.getall("metadataHeaders", [])))
+
+
+def labels_list(call: Call) -> ApiResponse:
+    return ApiResponse(200, {"labels": call.state.mailbox(call.user).labels_json()})
+
+
+def labels_get(call: Call) -> ApiResponse:
+    label = call.state.mailbox(call.user).label_json(call.path_args[0])
+    if label is None:
+        raise not_found()
+    return ApiResponse(200, label)
+
+
+_USER = r"^/gmail/v1/users/([^/]+)"
+ROUTES = [
+    ("GET", re.compile(_USER + r"/profile$"), "users.getProfile", get_profile, frozenset()),
+    ("POST", re.compile(_USER + r"/watch$"), "users.watch", watch, frozenset()),
+    ("POST", re.compile(_USER + r"/stop$"), "users.stop", stop, frozenset()),
+    ("GET", re.compile(_USER + r"/history$"), "users.history.list", history_list,
+     frozenset({"startHistoryId", "historyTypes", "labelId", "maxResults", "pageToken"})),
+    ("GET", re.compile(_USER + r"/messages$"), "users.messages.list", messages_list,
+     frozenset({"labelIds", "includeSpamTrash", "maxResults", "pageToken", "q"})),
+    ("GET", re.compile(_USER + r"/messages/([^/]+)$"), "users.messages.get", messages_get,
+     frozenset({"format", "metadataHeaders"})),
+    ("GET", re.compile(_USER + r"/labels$"), "users.labels.list", labels_list, frozenset()),
+    ("GET", re.compile(_USER + r"/labels/([^/]+)$"), "users.labels.get", labels_get, frozenset()),
+]
+
+
+def _route(method: str, path: str):
+    for route_method, pattern, name, handler, params in ROUTES:
+        match = pattern.match(path)
+        if match and route_method == method:
+            return name, handler, params, tuple(unquote(g) for g in match.groups())
+    return None
+
+
+async def dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
+    """Answer one Gmail API call; never raises (errors become Gmail-shaped responses)."""
+    try:
+        return await _dispatch(state, request)
+    except GmailError as error:
+        return ApiResponse(error.code, error.body(), error.headers)
+
+
+async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
+    routed = _route(request.method.upper(), request.path)
+    if routed is None:
+        raise GmailError(404, f"Method not found: {request.method} {request.path}", "notFound")
+    name, handler, allowed, args = routed
+    token = state.auth.authenticate(request.headers.get("Authorization"))
+    user_id, rest = args[0], args[1:]
+    user = token.email if user_id == "me" else user_id.lower()
+    if user != token.email:
+        raise forbidden(f"Delegation denied for {token.email}")
+    if not state.has_mailbox(user):
+        raise GmailError(400, "Mail service not enabled", "failedPrecondition", status="FAILED_PRECONDITION")
+    state.counters.record(user, name)
+    fault = state.faults.pick(name, user)
+    if fault is not None:
+        from mailwatch.gmail_sim.faults import fault_error
+
+        raise fault_error(fault, state.clock.now())
+    for key in request.query.keys():
+        if key not in allowed and key not in STANDARD_PARAMS:
+            raise bad_request(f'Invalid JSON payload received. Unknown name "{key}": Cannot bind query parameter. '
+                              f"Field '{key}' could not be found in request message.", "invalid")
+    call = Call(state, request, token, user, rest)
+    with state.lock:
+        result = handler(call)
+    if asyncio.iscoroutine(result):
+        result = await result
+    return result

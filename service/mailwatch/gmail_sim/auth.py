@@ -1,0 +1,260 @@
+"""The simulator's OAuth 2.0 authority: keys, clients, grants and bearer tokens.
+
+It answers `POST {url}/token` like Google's token endpoint does for the two
+grants mailwatch uses, so unmodified google-auth credentials refresh against it:
+
+* JWT bearer (`urn:ietf:params:oauth:grant-type:jwt-bearer`): a service-account
+  assertion signed RS256 with a key this simulator issued, verified with the
+  matching public key; `sub` names the impersonated user (domain-wide delegation).
+  google-auth always puts Google's own token URL in `aud`; both it and the
+  simulator's URL are accepted. `iat`/`exp` are checked against the real clock,
+  because the client signs with the real clock.
+* refresh token (`refresh_token`): client id + secret + a refresh token issued
+  for one user through the control API.
+
+Access tokens expire on the simulator clock. A revoked user gets `invalid_grant`
+from the token endpoint and 401 from the API for tokens already issued.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mailwatch.gmail_sim.clock import SimClock
+from mailwatch.gmail_sim.errors import GmailError, OAuthError, insufficient_scopes, unauthenticated
+
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_LEGACY_TOKEN_URIS = ("https://accounts.google.com/o/oauth2/token", "https://www.googleapis.com/oauth2/v4/token")
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+SCOPE_FULL = "https://mail.google.com/"
+SCOPE_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+SCOPE_READONLY = "https://www.googleapis.com/auth/gmail.readonly"
+SCOPE_METADATA = "https://www.googleapis.com/auth/gmail.metadata"
+GMAIL_READ_SCOPES = frozenset({SCOPE_FULL, SCOPE_MODIFY, SCOPE_READONLY, SCOPE_METADATA})
+DEFAULT_SCOPES = (SCOPE_READONLY,)
+_CLOCK_SKEW = 300
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+@dataclass(slots=True)
+class ServiceAccount:
+    client_email: str
+    client_id: str
+    key_id: str
+    public_key: rsa.RSAPublicKey
+    project_id: str
+    scopes: frozenset[str]  # what domain-wide delegation allows
+
+
+@dataclass(slots=True)
+class RefreshGrant:
+    client_id: str
+    email: str
+    scopes: frozenset[str]
+
+
+@dataclass(slots=True)
+class AccessToken:
+    email: str
+    scopes: frozenset[str]
+    expires_at: float  # simulated seconds
+
+    @property
+    def metadata_only(self) -> bool:
+        return SCOPE_METADATA in self.scopes and not (self.scopes & (GMAIL_READ_SCOPES - {SCOPE_METADATA}))
+
+
+class TokenAuthority:
+    def __init__(self, clock: SimClock, user_exists) -> None:
+        self._clock = clock
+        self._user_exists = user_exists  # callable(email) -> bool
+        self._lock = threading.Lock()
+        self.token_lifetime = 3600
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._service_accounts: dict[str, ServiceAccount] = {}
+            self._clients: dict[str, str] = {}
+            self._refresh: dict[str, RefreshGrant] = {}
+            self._access: dict[str, AccessToken] = {}
+            self._revoked: set[str] = set()
+            self.token_lifetime = 3600
+
+    # -- issuing (control API) -----------------------------------------------------------------
+    def create_service_account(self, *, token_uri: str, project_id: str = "sim-project",
+                               name: str | None = None, scopes=None) -> dict:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode("ascii")
+        key_id = secrets.token_hex(20)
+        client_id = str(100000000000000000000 + secrets.randbelow(10**20))
+        name = name or f"sim-{secrets.token_hex(4)}"
+        email = f"{name}@{project_id}.iam.gserviceaccount.com"
+        allowed = frozenset(scopes) if scopes else GMAIL_READ_SCOPES
+        with self._lock:
+            self._service_accounts[email] = ServiceAccount(email, client_id, key_id, key.public_key(),
+                                                           project_id, allowed)
+        return {
+            "type": "service_account",
+            "project_id": project_id,
+            "private_key_id": key_id,
+            "private_key": pem,
+            "client_email": email,
+            "client_id": client_id,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{email}",
+            "universe_domain": "googleapis.com",
+        }
+
+    def create_oauth_client(self) -> tuple[str, str]:
+        client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+        secret = "GOCSPX-" + secrets.token_urlsafe(21)
+        with self._lock:
+            self._clients[client_id] = secret
+        return client_id, secret
+
+    def issue_refresh_token(self, client_id: str, email: str, scopes=None) -> str:
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError(client_id)
+            token = "1//sim-" + secrets.token_urlsafe(32)
+            self._refresh[token] = RefreshGrant(client_id, email.lower(), frozenset(scopes or DEFAULT_SCOPES))
+        return token
+
+    def revoke_user(self, email: str) -> None:
+        with self._lock:
+            self._revoked.add(email.lower())
+
+    def restore_user(self, email: str) -> None:
+        with self._lock:
+            self._revoked.discard(email.lower())
+
+    # -- the token endpoint ----------------------------------------------------------------------
+    def grant(self, form: dict[str, str], own_token_uri: str) -> tuple[str, dict]:
+        """Answer a token request; returns (user email, response body) or raises OAuthError."""
+        grant_type = form.get("grant_type", "")
+        if grant_type == JWT_BEARER:
+            email, scopes = self._jwt_grant(form.get("assertion", ""), own_token_uri)
+        elif grant_type == "refresh_token":
+            email, scopes = self._refresh_grant(form)
+        elif not grant_type:
+            raise OAuthError("unsupported_grant_type", "Missing grant_type")
+        else:
+            raise OAuthError("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+        token = "ya29.sim-" + secrets.token_urlsafe(32)
+        lifetime = int(self.token_lifetime)
+        with self._lock:
+            self._access[token] = AccessToken(email, scopes, self._clock.now() + lifetime)
+            if len(self._access) > 50_000:
+                self._prune_locked()
+        return email, {"access_token": token, "expires_in": lifetime, "scope": " ".join(sorted(scopes)),
+                       "token_type": "Bearer"}
+
+    def _prune_locked(self) -> None:
+        now = self._clock.now()
+        self._access = {t: a for t, a in self._access.items() if a.expires_at > now}
+
+    def _jwt_grant(self, assertion: str, own_token_uri: str) -> tuple[str, frozenset[str]]:
+        parts = assertion.split(".")
+        if len(parts) != 3:
+            raise OAuthError("invalid_request", "Invalid JWT: Malformed assertion.")
+        try:
+            header = json.loads(_b64url_decode(parts[0]))
+            claims = json.loads(_b64url_decode(parts[1]))
+            signature = _b64url_decode(parts[2])
+        except (ValueError, json.JSONDecodeError):
+            raise OAuthError("invalid_request", "Invalid JWT: Malformed assertion.") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict) or header.get("alg") != "RS256":
+            raise OAuthError("invalid_grant", "Invalid JWT Signature.")
+        with self._lock:
+            account = self._service_accounts.get(str(claims.get("iss", "")))
+        if account is None or header.get("kid") not in (None, account.key_id):
+            raise OAuthError("invalid_grant", "Invalid JWT Signature.")
+        try:
+            account.public_key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"),
+                                      padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise OAuthError("invalid_grant", "Invalid JWT Signature.") from None
+        if claims.get("aud") not in (GOOGLE_TOKEN_URI, own_token_uri, *_LEGACY_TOKEN_URIS):
+            raise OAuthError("invalid_grant", "Invalid JWT: Failed audience check.")
+        now = time.time()
+        try:
+            iat, exp = int(claims["iat"]), int(claims["exp"])
+        except (KeyError, TypeError, ValueError):
+            raise OAuthError("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) "
+                                              "and in a reasonable timeframe.") from None
+        if exp - iat > 3600 or iat > now + _CLOCK_SKEW or exp < now - _CLOCK_SKEW:
+            raise OAuthError("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and "
+                                              "in a reasonable timeframe. Check your iat and exp values in the "
+                                              "JWT claim.")
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        if not scopes:
+            raise OAuthError("invalid_scope", "Empty or missing scope not allowed.")
+        subject = claims.get("sub")
+        if not subject:
+            # A service account has no mailbox of its own; Gmail needs delegation.
+            return account.client_email.lower(), scopes
+        if not scopes <= account.scopes:
+            raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
+                                                    "method, or client not authorized for any of the scopes "
+                                                    "requested.")
+        email = str(subject).lower()
+        if not self._user_exists(email) or email in self._revoked:
+            raise OAuthError("invalid_grant", "Invalid email or User ID")
+        return email, scopes
+
+    def _refresh_grant(self, form: dict[str, str]) -> tuple[str, frozenset[str]]:
+        client_id = form.get("client_id", "")
+        with self._lock:
+            secret = self._clients.get(client_id)
+            grant = self._refresh.get(form.get("refresh_token", ""))
+            revoked = grant is not None and grant.email in self._revoked
+        if secret is None:
+            raise OAuthError("invalid_client", "The OAuth client was not found.", status=401)
+        if form.get("client_secret") != secret:
+            raise OAuthError("invalid_client", "Unauthorized", status=401)
+        if grant is None or grant.client_id != client_id:
+            raise OAuthError("invalid_grant", "Bad Request")
+        if revoked or not self._user_exists(grant.email):
+            raise OAuthError("invalid_grant", "Token has been expired or revoked.")
+        requested = frozenset(form.get("scope", "").split())
+        if requested and not requested <= grant.scopes:
+            raise OAuthError("invalid_scope", "Bad Request")
+        return grant.email, requested or grant.scopes
+
+    # -- the API side ----------------------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> AccessToken:
+        """The token behind an `Authorization: Bearer …` header, or a 401/403 GmailError."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise GmailError(
+                401, "Request is missing required authentication credential. Expected OAuth 2 access token, "
+                     "login cookie or other valid authentication credential. See "
+                     "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                "required", extra={"location": "Authorization", "locationType": "header"},
+                headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+            )
+        token = authorization[7:].strip()
+        with self._lock:
+            access = self._access.get(token)
+            revoked = access is not None and access.email in self._revoked
+        if access is None or revoked or access.expires_at <= self._clock.now():
+            raise unauthenticated()
+        if not access.scopes & GMAIL_READ_SCOPES:
+            raise insufficient_scopes()
+        return access

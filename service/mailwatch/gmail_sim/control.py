@@ -1,0 +1,205 @@
+"""`SimulatorControl`: a stdlib-only Python client of the simulator's control API.
+
+Works from any process (tests, benchmarks, the dev stack): it only needs the
+simulator's base URL. Errors come back as `SimulatorControlError` carrying the
+HTTP status and the Gmail-shaped error body.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Iterable
+from urllib.parse import quote, urlencode
+
+
+class SimulatorControlError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.body = body
+
+
+def _e(email: str) -> str:
+    return quote(email, safe="")
+
+
+class SimulatorControl:
+    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.url}/token"
+
+    @property
+    def batch_uri(self) -> str:
+        """Where a BatchHttpRequest must post: `new_batch_http_request()` ignores api_endpoint."""
+        return f"{self.url}/batch/gmail/v1"
+
+    def _call(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> Any:
+        url = f"{self.url}{path}"
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                raw = error.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw.decode("utf-8", "replace")
+            raise SimulatorControlError(error.code, parsed) from None
+        return json.loads(raw) if raw else None
+
+    # -- whole simulator ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._call("POST", "/_sim/reset", {})
+
+    def config(self) -> dict:
+        return self._call("GET", "/_sim/config")
+
+    def configure(self, *, history_retention_seconds: float | None = ..., token_lifetime_seconds: int | None = None,
+                  notification_history_id_type: str | None = None, seed: int | None = None) -> dict:
+        body: dict = {}
+        if history_retention_seconds is not ...:
+            body["historyRetentionSeconds"] = history_retention_seconds
+        if token_lifetime_seconds is not None:
+            body["tokenLifetimeSeconds"] = token_lifetime_seconds
+        if notification_history_id_type is not None:
+            body["notificationHistoryIdType"] = notification_history_id_type
+        if seed is not None:
+            body["seed"] = seed
+        return self._call("POST", "/_sim/config", body)
+
+    # -- mailboxes, labels, messages ------------------------------------------------------------------
+    def create_mailbox(self, email: str, *, history_id: int | None = None) -> dict:
+        return self.create_mailboxes([email], history_id=history_id)[0]
+
+    def create_mailboxes(self, emails: Iterable[str], *, history_id: int | None = None) -> list[dict]:
+        body: dict = {"emails": list(emails)}
+        if history_id is not None:
+            body["historyId"] = history_id
+        return self._call("POST", "/_sim/mailboxes", body)["mailboxes"]
+
+    def mailbox(self, email: str) -> dict:
+        return self._call("GET", f"/_sim/mailboxes/{_e(email)}")
+
+    def history_id(self, email: str) -> int:
+        return int(self.mailbox(email)["historyId"])
+
+    def create_label(self, email: str, name: str) -> str:
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/labels", {"name": name})["id"]
+
+    def insert_message(self, email: str, *, label_ids: list[str] | None = None, thread_id: str | None = None,
+                       subject: str | None = "Hello", sender: str | None = "sender@example.com",
+                       to: str | None = None, body: str = "Hello from the Gmail simulator.",
+                       internal_date: int | None = None, headers: list[tuple[str, str]] | None = None) -> dict:
+        item = {"emailAddress": email, "labelIds": label_ids, "threadId": thread_id, "subject": subject,
+                "from": sender, "to": to if to is not None else email, "body": body,
+                "internalDate": internal_date, "headers": [list(h) for h in headers or []]}
+        if label_ids is None:
+            item.pop("labelIds")
+        return self.insert_messages([item])[0]
+
+    def insert_messages(self, messages: list[dict]) -> list[dict]:
+        """Bulk insert; each item: emailAddress, and optionally labelIds, threadId, subject, from, to,
+        body, internalDate (ms), headers ([[name, value], ...])."""
+        return self._call("POST", "/_sim/messages", {"messages": messages})["messages"]
+
+    def delete_message(self, email: str, message_id: str) -> int:
+        return self.delete_messages([(email, message_id)])[0]
+
+    def delete_messages(self, items: Iterable[tuple[str, str]]) -> list[int]:
+        body = {"messages": [{"emailAddress": e, "id": m} for e, m in items]}
+        return self._call("POST", "/_sim/messages/delete", body)["historyIds"]
+
+    def modify_labels(self, email: str, message_id: str, *, add: Iterable[str] = (),
+                      remove: Iterable[str] = ()) -> int:
+        return self.modify_labels_bulk([{"emailAddress": email, "id": message_id,
+                                         "addLabelIds": list(add), "removeLabelIds": list(remove)}])[0]
+
+    def add_labels(self, email: str, message_id: str, label_ids: Iterable[str]) -> int:
+        return self.modify_labels(email, message_id, add=label_ids)
+
+    def remove_labels(self, email: str, message_id: str, label_ids: Iterable[str]) -> int:
+        return self.modify_labels(email, message_id, remove=label_ids)
+
+    def modify_labels_bulk(self, changes: list[dict]) -> list[int]:
+        """Each change: emailAddress, id, addLabelIds, removeLabelIds; returns the history id after each."""
+        return self._call("POST", "/_sim/messages/modify", {"changes": changes})["historyIds"]
+
+    def expire_history(self, email: str, through_history_id: int) -> int:
+        body = {"throughHistoryId": int(through_history_id)}
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/history/expire", body)["historyFloor"]
+
+    # -- credentials ---------------------------------------------------------------------------------
+    def create_service_account_key(self, *, project_id: str = "sim-project", name: str | None = None,
+                                   scopes: list[str] | None = None) -> dict:
+        return self._call("POST", "/_sim/service-accounts", {"projectId": project_id, "name": name,
+                                                              "scopes": scopes})
+
+    def create_oauth_client(self) -> dict:
+        return self._call("POST", "/_sim/oauth-clients", {})
+
+    def issue_refresh_token(self, client_id: str, email: str, *, scopes: list[str] | None = None) -> str:
+        body = {"clientId": client_id, "emailAddress": email, "scopes": scopes}
+        return self._call("POST", "/_sim/refresh-tokens", body)["refreshToken"]
+
+    def revoke_user(self, email: str) -> None:
+        self._call("POST", f"/_sim/users/{_e(email)}/revoke", {})
+
+    def restore_user(self, email: str) -> None:
+        self._call("POST", f"/_sim/users/{_e(email)}/restore", {})
+
+    # -- clock -----------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return float(self._call("GET", "/_sim/clock")["now"])
+
+    def advance_clock(self, seconds: float) -> float:
+        return float(self._call("POST", "/_sim/clock/advance", {"seconds": seconds})["now"])
+
+    # -- faults ----------------------------------------------------------------------------------------
+    def inject_fault(self, kind: str, *, method: str = "*", user: str | None = None,
+                     fraction: float | None = None, count: int | None = None, retry_after: int = 1) -> dict:
+        """kind: "rateLimitExceeded"/"429", "userRateLimitExceeded"/"403" or "backendError"/"500"."""
+        return self._call("POST", "/_sim/faults", {"kind": kind, "method": method, "user": user,
+                                                   "fraction": fraction, "count": count, "retryAfter": retry_after})
+
+    def faults(self) -> dict:
+        return self._call("GET", "/_sim/faults")
+
+    def remove_fault(self, rule_id: int) -> None:
+        self._call("DELETE", f"/_sim/faults/{int(rule_id)}")
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_sim/faults")
+
+    def set_notification_faults(self, *, drop_fraction: float | None = None,
+                                delay_seconds: float | None = None) -> dict:
+        body = {"dropFraction": drop_fraction, "delaySeconds": delay_seconds}
+        return self._call("POST", "/_sim/notifications/faults", body)["notifications"]
+
+    # -- notifications and counters -----------------------------------------------------------------------
+    def notifications(self, email: str | None = None) -> list[dict]:
+        return self._call("GET", "/_sim/notifications", query={"emailAddress": email})["notifications"]
+
+    def notification_counts(self) -> dict:
+        return self._call("GET", "/_sim/notifications")["counts"]
+
+    def flush_notifications(self, timeout: float = 10.0) -> bool:
+        return bool(self._call("POST", "/_sim/notifications/flush", {"timeout": timeout})["flushed"])
+
+    def counters(self) -> dict:
+        return self._call("GET", "/_sim/counters")
+
+    def reset_counters(self) -> None:
+        self._call("POST", "/_sim/counters/reset", {})

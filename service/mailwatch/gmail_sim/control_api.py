@@ -1,0 +1,375 @@
+"""HTTP JSON handlers of the control API (`/_sim/...`); see the package docstring."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from mailwatch.gmail_sim.errors import GmailError
+from mailwatch.gmail_sim.model import UnknownLabel, UnknownMessage
+from mailwatch.gmail_sim.state import SimState
+
+STATE_KEY = web.AppKey("gmail_sim_state", SimState)
+
+
+class ControlError(GmailError):
+    def __init__(self, message: str, code: int = 400) -> None:
+        super().__init__(code, message, "invalidArgument" if code == 400 else "notFound")
+
+
+def _state(request: web.Request) -> SimState:
+    return request.app[STATE_KEY]
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+async def _body(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlError("request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ControlError("request body must be a JSON object")
+    return data
+
+
+def _mailbox(state: SimState, email: str):
+    try:
+        return state.mailbox(email)
+    except KeyError:
+        raise ControlError(f"no mailbox {email}", 404) from None
+
+
+def _email_arg(request: web.Request) -> str:
+    return unquote(request.match_info["email"])
+
+
+def _list(data: dict, key: str) -> list:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise ControlError(f"'{key}' must be a list")
+    return value
+
+
+def _mailbox_info(state: SimState, email: str) -> dict:
+    mailbox = _mailbox(state, email)
+    watch = mailbox.watch
+    return {
+        "emailAddress": mailbox.email,
+        "historyId": mailbox.history_id,
+        "messagesTotal": len(mailbox.messages),
+        "historyFloor": mailbox.history.floor,
+        "historyRecords": len(mailbox.history),
+        "labels": mailbox.labels_json(),
+        "watch": None if watch is None else {
+            "topicName": watch.topic_name, "labelIds": sorted(watch.label_ids),
+            "labelFilterBehavior": watch.behavior, "historyId": watch.history_id,
+            "expiration": watch.expiration_ms, "expired": state.clock.now_ms() >= watch.expiration_ms,
+        },
+    }
+
+
+async def reset(request):
+    _state(request).reset()
+    return _json({})
+
+
+async def get_config(request):
+    return _json(_state(request).config())
+
+
+async def set_config(request):
+    data = await _body(request)
+    kwargs = {}
+    if "historyRetentionSeconds" in data:
+        kwargs["history_retention_seconds"] = data["historyRetentionSeconds"]
+    try:
+        return _json(_state(request).configure(
+            token_lifetime_seconds=data.get("tokenLifetimeSeconds"),
+            notification_history_id_type=data.get("notificationHistoryIdType"),
+            seed=data.get("seed"), **kwargs))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(str(exc)) from None
+
+
+async def create_mailboxes(request):
+    state = _state(request)
+    data = await _body(request)
+    emails = _list(data, "emails")
+    out = []
+    with state.lock:
+        for email in emails:
+            try:
+                mailbox = state.create_mailbox(email, data.get("historyId"))
+            except (TypeError, ValueError) as exc:
+                raise ControlError(str(exc)) from None
+            out.append({"emailAddress": mailbox.email, "historyId": mailbox.history_id})
+    return _json({"mailboxes": out})
+
+
+async def get_mailbox(request):
+    state = _state(request)
+    with state.lock:
+        return _json(_mailbox_info(state, _email_arg(request)))
+
+
+async def create_label(request):
+    state = _state(request)
+    data = await _body(request)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ControlError("'name' is required")
+    with state.lock:
+        label_id = _mailbox(state, _email_arg(request)).create_label(name)
+    return _json({"id": label_id, "name": name})
+
+
+def _headers(item: dict) -> list[tuple[str, str]]:
+    headers = []
+    for key, name in (("from", "From"), ("to", "To"), ("subject", "Subject")):
+        if item.get(key) is not None:
+            headers.append((name, str(item[key])))
+    for pair in item.get("headers") or []:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise ControlError("'headers' must be a list of [name, value] pairs")
+        headers.append((str(pair[0]), str(pair[1])))
+    if not any(n.lower() == "message-id" for n, _ in headers):
+        headers.append(("Message-ID", f"<{uuid.uuid4().hex}@gmail-sim.invalid>"))
+    return headers
+
+
+async def insert_messages(request):
+    state = _state(request)
+    data = await _body(request)
+    out = []
+    with state.lock:
+        now = state.clock.now()
+        for item in _list(data, "messages"):
+            if not isinstance(item, dict):
+                raise ControlError("each message must be an object")
+            mailbox = _mailbox(state, str(item.get("emailAddress", "")))
+            labels = item.get("labelIds")
+            try:
+                message, record = mailbox.insert_message(
+                    now=now, label_ids=list(labels) if labels is not None else ["INBOX", "UNREAD"],
+                    thread_id=item.get("threadId"), headers=_headers(item), body=str(item.get("body", "")),
+                    internal_date=int(item["internalDate"]) if item.get("internalDate") is not None else None,
+                )
+            except UnknownLabel as exc:
+                raise ControlError(f"unknown label {exc.args[0]} in {mailbox.email}") from None
+            state.changed(mailbox, [record])
+            out.append({"emailAddress": mailbox.email, "id": message.id, "threadId": message.thread_id,
+                        "historyId": message.history_id})
+    return _json({"messages": out})
+
+
+async def delete_messages(request):
+    state = _state(request)
+    data = await _body(request)
+    out = []
+    with state.lock:
+        now = state.clock.now()
+        for item in _list(data, "messages"):
+            mailbox = _mailbox(state, str(item.get("emailAddress", "")))
+            try:
+                record = mailbox.delete_message(str(item.get("id")), now=now)
+            except UnknownMessage:
+                raise ControlError(f"no message {item.get('id')} in {mailbox.email}", 404) from None
+            state.changed(mailbox, [record])
+            out.append(record.id)
+    return _json({"historyIds": out})
+
+
+async def modify_messages(request):
+    state = _state(request)
+    data = await _body(request)
+    out = []
+    with state.lock:
+        now = state.clock.now()
+        for item in _list(data, "changes"):
+            mailbox = _mailbox(state, str(item.get("emailAddress", "")))
+            try:
+                records = mailbox.modify_labels(str(item.get("id")), now=now,
+                                                add=list(item.get("addLabelIds") or []),
+                                                remove=list(item.get("removeLabelIds") or []))
+            except UnknownMessage:
+                raise ControlError(f"no message {item.get('id')} in {mailbox.email}", 404) from None
+            except UnknownLabel as exc:
+                raise ControlError(f"unknown label {exc.args[0]} in {mailbox.email}") from None
+            state.changed(mailbox, records)
+            out.append(mailbox.history_id)
+    return _json({"historyIds": out})
+
+
+async def expire_history(request):
+    state = _state(request)
+    data = await _body(request)
+    through = data.get("throughHistoryId")
+    if not isinstance(through, int) or through < 0:
+        raise ControlError("'throughHistoryId' must be a non-negative integer")
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        mailbox.history.expire_through(through)
+        return _json({"historyFloor": mailbox.history.floor})
+
+
+def _token_uri(request: web.Request) -> str:
+    return f"{request.url.origin()}/token"
+
+
+async def create_service_account(request):
+    data = await _body(request)
+    key = _state(request).auth.create_service_account(
+        token_uri=_token_uri(request), project_id=str(data.get("projectId") or "sim-project"),
+        name=data.get("name"), scopes=data.get("scopes"))
+    return _json(key)
+
+
+async def create_oauth_client(request):
+    client_id, secret = _state(request).auth.create_oauth_client()
+    return _json({"clientId": client_id, "clientSecret": secret, "tokenUri": _token_uri(request)})
+
+
+async def issue_refresh_token(request):
+    state = _state(request)
+    data = await _body(request)
+    email = str(data.get("emailAddress", ""))
+    _mailbox(state, email)
+    try:
+        token = state.auth.issue_refresh_token(str(data.get("clientId", "")), email, data.get("scopes"))
+    except KeyError:
+        raise ControlError(f"no OAuth client {data.get('clientId')}", 404) from None
+    return _json({"refreshToken": token})
+
+
+async def revoke_user(request):
+    _state(request).auth.revoke_user(_email_arg(request))
+    return _json({})
+
+
+async def restore_user(request):
+    _state(request).auth.restore_user(_email_arg(request))
+    return _json({})
+
+
+def _clock_json(state: SimState) -> dict:
+    return {"now": state.clock.now(), "nowMs": state.clock.now_ms(), "offsetSeconds": state.clock.offset}
+
+
+async def get_clock(request):
+    return _json(_clock_json(_state(request)))
+
+
+async def advance_clock(request):
+    state = _state(request)
+    data = await _body(request)
+    try:
+        state.clock.advance(float(data.get("seconds", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(str(exc)) from None
+    return _json(_clock_json(state))
+
+
+async def list_faults(request):
+    state = _state(request)
+    faults = state.faults
+    return _json({"rules": [r.to_json() for r in faults.rules()],
+                  "notifications": {"dropFraction": faults.drop_fraction, "delaySeconds": faults.delay_seconds}})
+
+
+async def add_fault(request):
+    data = await _body(request)
+    try:
+        rule = _state(request).faults.add(
+            str(data.get("kind", "")), method=str(data.get("method") or "*"), user=data.get("user"),
+            fraction=data.get("fraction"), count=data.get("count"), retry_after=int(data.get("retryAfter", 1)))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(str(exc)) from None
+    return _json(rule.to_json())
+
+
+async def clear_faults(request):
+    _state(request).faults.clear()
+    return _json({})
+
+
+async def delete_fault(request):
+    try:
+        rule_id = int(request.match_info["rule_id"])
+    except ValueError:
+        raise ControlError("fault id must be an integer") from None
+    if not _state(request).faults.remove(rule_id):
+        raise ControlError(f"no fault {rule_id}", 404)
+    return _json({})
+
+
+async def notification_faults(request):
+    data = await _body(request)
+    try:
+        _state(request).faults.set_notification_faults(drop_fraction=data.get("dropFraction"),
+                                                       delay_seconds=data.get("delaySeconds"))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(str(exc)) from None
+    return await list_faults(request)
+
+
+async def list_notifications(request):
+    state = _state(request)
+    return _json({"notifications": state.log.entries(request.query.get("emailAddress")),
+                  "counts": state.log.counts(), "pending": state.publisher.pending()})
+
+
+async def flush_notifications(request):
+    import asyncio
+
+    data = await _body(request)
+    timeout = float(data.get("timeout", 10))
+    flushed = await asyncio.to_thread(_state(request).publisher.flush, timeout)
+    return _json({"flushed": flushed})
+
+
+async def get_counters(request):
+    return _json(_state(request).counters.snapshot())
+
+
+async def reset_counters(request):
+    _state(request).counters.reset()
+    return _json({})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/_sim/reset", reset)
+    r.add_get("/_sim/config", get_config)
+    r.add_post("/_sim/config", set_config)
+    r.add_post("/_sim/mailboxes", create_mailboxes)
+    r.add_get("/_sim/mailboxes/{email}", get_mailbox)
+    r.add_post("/_sim/mailboxes/{email}/labels", create_label)
+    r.add_post("/_sim/mailboxes/{email}/history/expire", expire_history)
+    r.add_post("/_sim/messages", insert_messages)
+    r.add_post("/_sim/messages/delete", delete_messages)
+    r.add_post("/_sim/messages/modify", modify_messages)
+    r.add_post("/_sim/service-accounts", create_service_account)
+    r.add_post("/_sim/oauth-clients", create_oauth_client)
+    r.add_post("/_sim/refresh-tokens", issue_refresh_token)
+    r.add_post("/_sim/users/{email}/revoke", revoke_user)
+    r.add_post("/_sim/users/{email}/restore", restore_user)
+    r.add_get("/_sim/clock", get_clock)
+    r.add_post("/_sim/clock/advance", advance_clock)
+    r.add_get("/_sim/faults", list_faults)
+    r.add_post("/_sim/faults", add_fault)
+    r.add_delete("/_sim/faults", clear_faults)
+    r.add_delete("/_sim/faults/{rule_id}", delete_fault)
+    r.add_post("/_sim/notifications/faults", notification_faults)
+    r.add_get("/_sim/notifications", list_notifications)
+    r.add_post("/_sim/notifications/flush", flush_notifications)
+    r.add_get("/_sim/counters", get_counters)
+    r.add_post("/_sim/counters/reset", reset_counters)

@@ -1,0 +1,129 @@
+"""A mailbox's history: Gmail's change log, with bisect lookup and paging.
+
+Each change to a mailbox is one record with a history id larger than every
+earlier one (ids have gaps, as Gmail's do). Records live in parallel lists
+sorted by id, so finding where a `startHistoryId` or a page token resumes is a
+binary search, whatever the mailbox size. Expiring history (by id or by age)
+drops records from the front and raises the *floor*: a `startHistoryId` below
+the floor is too old and `history.list` answers 404.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+MESSAGE_ADDED = "messageAdded"
+MESSAGE_DELETED = "messageDeleted"
+LABEL_ADDED = "labelAdded"
+LABEL_REMOVED = "labelRemoved"
+HISTORY_TYPES = (MESSAGE_ADDED, MESSAGE_DELETED, LABEL_ADDED, LABEL_REMOVED)
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryRecord:
+    id: int
+    time: float  # simulated epoch seconds
+    kind: str  # one of HISTORY_TYPES
+    message_id: str
+    thread_id: str
+    label_ids: tuple[str, ...]  # the message's labels after the change (at deletion for deletes)
+    changed: tuple[str, ...] = ()  # labels added / removed by a label change
+
+    def relates_to(self, label_id: str) -> bool:
+        return label_id in self.label_ids or label_id in self.changed
+
+    def related_labels(self) -> frozenset[str]:
+        return frozenset(self.label_ids) | frozenset(self.changed)
+
+    def to_json(self) -> dict:
+        ref = {"id": self.message_id, "threadId": self.thread_id}
+        full = {"id": self.message_id, "threadId": self.thread_id, "labelIds": list(self.label_ids)}
+        out: dict = {"id": str(self.id), "messages": [ref]}
+        if self.kind == MESSAGE_ADDED:
+            out["messagesAdded"] = [{"message": full}]
+        elif self.kind == MESSAGE_DELETED:
+            out["messagesDeleted"] = [{"message": full}]
+        elif self.kind == LABEL_ADDED:
+            out["labelsAdded"] = [{"message": full, "labelIds": list(self.changed)}]
+        else:
+            out["labelsRemoved"] = [{"message": full, "labelIds": list(self.changed)}]
+        return out
+
+
+class HistoryExpired(Exception):
+    """The requested start (or page position) is older than retained history."""
+
+
+class HistoryLog:
+    def __init__(self, floor: int) -> None:
+        self.floor = floor  # the oldest history id still valid as a startHistoryId
+        self._ids: list[int] = []
+        self._times: list[float] = []
+        self._records: list[HistoryRecord] = []
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def last_id(self) -> int | None:
+        return self._ids[-1] if self._ids else None
+
+    def append(self, record: HistoryRecord) -> None:
+        if self._ids and record.id <= self._ids[-1]:
+            raise ValueError("history ids must increase")
+        self._ids.append(record.id)
+        self._times.append(record.time)
+        self._records.append(record)
+
+    def _drop_front(self, count: int) -> None:
+        if count <= 0:
+            return
+        self.floor = max(self.floor, self._ids[count - 1])
+        del self._ids[:count], self._times[:count], self._records[:count]
+
+    def expire_through(self, history_id: int) -> None:
+        """Forget every record with id <= history_id; starts below it become invalid."""
+        self._drop_front(bisect_right(self._ids, history_id))
+        self.floor = max(self.floor, history_id)
+
+    def expire_older_than(self, cutoff_time: float) -> None:
+        """Forget records made before `cutoff_time` (Gmail keeps about a week)."""
+        self._drop_front(bisect_left(self._times, cutoff_time))
+
+    def is_valid_start(self, start: int) -> bool:
+        return start >= self.floor
+
+    def query(
+        self,
+        start: int,
+        *,
+        types: frozenset[str] | None = None,
+        label_id: str | None = None,
+        max_results: int = 100,
+        page_after: int | None = None,
+    ) -> tuple[list[HistoryRecord], int | None]:
+        """Records with id > start (or > page_after when paging) that match the filters.
+
+        Returns the page and the id to resume after (None when nothing matching is left).
+        """
+        if max_results <= 0:
+            raise ValueError("max_results must be positive")
+        after = start if page_after is None else page_after
+        if not self.is_valid_start(start) or after < self.floor:
+            raise HistoryExpired(after)
+        index = bisect_right(self._ids, after)
+        page: list[HistoryRecord] = []
+        records = self._records
+        end = len(records)
+        while index < end:
+            record = records[index]
+            index += 1
+            if types is not None and record.kind not in types:
+                continue
+            if label_id is not None and not record.relates_to(label_id):
+                continue
+            if len(page) == max_results:
+                return page, page[-1].id  # at least one more match exists
+            page.append(record)
+        return page, None

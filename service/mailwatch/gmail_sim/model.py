@@ -1,0 +1,234 @@
+"""Mailboxes, messages and labels, and how Gmail renders them.
+
+A `Mailbox` changes only through `insert_message`, `delete_message` and
+`modify_labels`; each change takes the next history id and appends one
+`HistoryRecord`, which the caller passes on to the notifier.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import datetime, timezone
+
+from mailwatch.gmail_sim.history import (
+    LABEL_ADDED,
+    LABEL_REMOVED,
+    MESSAGE_ADDED,
+    MESSAGE_DELETED,
+    HistoryLog,
+    HistoryRecord,
+)
+
+SYSTEM_LABELS = (
+    "INBOX", "SPAM", "TRASH", "UNREAD", "STARRED", "IMPORTANT", "SENT", "DRAFT", "CHAT",
+    "CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS", "CATEGORY_UPDATES", "CATEGORY_FORUMS",
+)
+_SYSTEM_SET = frozenset(SYSTEM_LABELS)
+
+
+class UnknownLabel(ValueError):
+    pass
+
+
+class UnknownMessage(KeyError):
+    pass
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    thread_id: str
+    label_ids: list[str]
+    internal_date: int  # ms since epoch
+    history_id: int
+    headers: list[tuple[str, str]]
+    body: str
+
+    @property
+    def snippet(self) -> str:
+        return " ".join(self.body.split())[:200]
+
+    def raw(self) -> bytes:
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        return (head + "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + self.body).encode("utf-8")
+
+    def to_json(self, fmt: str = "full", metadata_headers: list[str] | None = None) -> dict:
+        raw = self.raw()
+        out = {
+            "id": self.id,
+            "threadId": self.thread_id,
+            "labelIds": list(self.label_ids),
+            "snippet": self.snippet,
+            "historyId": str(self.history_id),
+            "internalDate": str(self.internal_date),
+            "sizeEstimate": len(raw),
+        }
+        if fmt == "minimal":
+            return out
+        if fmt == "raw":
+            out["raw"] = _b64url(raw)
+            return out
+        headers = self.headers
+        if fmt == "metadata" and metadata_headers:
+            wanted = {name.lower() for name in metadata_headers}
+            headers = [h for h in headers if h[0].lower() in wanted]
+        payload: dict = {"mimeType": "text/plain", "headers": [{"name": n, "value": v} for n, v in headers]}
+        if fmt == "full":
+            body = self.body.encode("utf-8")
+            payload = {"partId": "", "mimeType": "text/plain", "filename": "", "headers": payload["headers"],
+                       "body": {"size": len(body), "data": _b64url(body)}}
+        out["payload"] = payload
+        return out
+
+
+@dataclass(slots=True)
+class Watch:
+    topic_name: str
+    label_ids: frozenset[str]
+    behavior: str  # "INCLUDE" | "EXCLUDE"
+    history_id: int
+    expiration_ms: int
+
+    def matches(self, record: HistoryRecord) -> bool:
+        if not self.label_ids:
+            return True
+        related = not self.label_ids.isdisjoint(record.related_labels())
+        return related if self.behavior == "INCLUDE" else not related
+
+
+@dataclass(slots=True)
+class Mailbox:
+    email: str
+    history_id: int
+    history: HistoryLog
+    rng: random.Random
+    messages: dict[str, Message] = field(default_factory=dict)
+    thread_sizes: dict[str, int] = field(default_factory=dict)
+    user_labels: dict[str, str] = field(default_factory=dict)  # id -> name
+    watch: Watch | None = None
+    counter: int = 0
+
+    @classmethod
+    def create(cls, email: str, history_id: int, seed: int) -> "Mailbox":
+        return cls(email=email, history_id=history_id, history=HistoryLog(floor=history_id), rng=random.Random(seed))
+
+    # -- labels ----------------------------------------------------------------------------
+    def has_label(self, label_id: str) -> bool:
+        return label_id in _SYSTEM_SET or label_id in self.user_labels
+
+    def check_labels(self, label_ids) -> None:
+        for label_id in label_ids:
+            if not self.has_label(label_id):
+                raise UnknownLabel(label_id)
+
+    def create_label(self, name: str) -> str:
+        for label_id, existing in self.user_labels.items():
+            if existing == name:
+                return label_id
+        label_id = f"Label_{len(self.user_labels) + 1}"
+        self.user_labels[label_id] = name
+        return label_id
+
+    def labels_json(self) -> list[dict]:
+        out = [{"id": l, "name": l, "type": "system"} for l in SYSTEM_LABELS]
+        out += [{"id": i, "name": n, "type": "user", "messageListVisibility": "show",
+                 "labelListVisibility": "labelShow"} for i, n in self.user_labels.items()]
+        return out
+
+    def label_json(self, label_id: str) -> dict | None:
+        for label in self.labels_json():
+            if label["id"] == label_id:
+                return label
+        return None
+
+    # -- changes ---------------------------------------------------------------------------
+    def _next_history_id(self) -> int:
+        # Gmail's ids increase "with random gaps in between valid IDs".
+        self.history_id += 1 + self.rng.randrange(3)
+        return self.history_id
+
+    def _new_message_id(self) -> str:
+        self.counter += 1
+        return f"{self.rng.getrandbits(28):07x}{self.counter:09x}"
+
+    def insert_message(
+        self, *, now: float, label_ids: list[str], thread_id: str | None = None,
+        headers: list[tuple[str, str]] | None = None, body: str = "", internal_date: int | None = None,
+    ) -> tuple[Message, HistoryRecord]:
+        labels = list(dict.fromkeys(label_ids))
+        self.check_labels(labels)
+        message_id = self._new_message_id()
+        thread = thread_id or message_id
+        if headers is None:
+            headers = []
+        if not any(name.lower() == "date" for name, _ in headers):
+            date = datetime.fromtimestamp((internal_date or now * 1000) / 1000, tz=timezone.utc)
+            headers = [*headers, ("Date", format_datetime(date))]
+        hid = self._next_history_id()
+        message = Message(id=message_id, thread_id=thread, label_ids=labels,
+                          internal_date=internal_date if internal_date is not None else int(now * 1000),
+                          history_id=hid, headers=list(headers), body=body)
+        self.messages[message_id] = message
+        self.thread_sizes[thread] = self.thread_sizes.get(thread, 0) + 1
+        record = HistoryRecord(hid, now, MESSAGE_ADDED, message_id, thread, tuple(labels))
+        self.history.append(record)
+        return message, record
+
+    def delete_message(self, message_id: str, *, now: float) -> HistoryRecord:
+        message = self.messages.pop(message_id, None)
+        if message is None:
+            raise UnknownMessage(message_id)
+        remaining = self.thread_sizes.get(message.thread_id, 1) - 1
+        if remaining > 0:
+            self.thread_sizes[message.thread_id] = remaining
+        else:
+            self.thread_sizes.pop(message.thread_id, None)
+        hid = self._next_history_id()
+        record = HistoryRecord(hid, now, MESSAGE_DELETED, message_id, message.thread_id, tuple(message.label_ids))
+        self.history.append(record)
+        return record
+
+    def modify_labels(self, message_id: str, *, now: float, add=(), remove=()) -> list[HistoryRecord]:
+        """Apply a label change; one record for the labels added, one for those removed."""
+        message = self.messages.get(message_id)
+        if message is None:
+            raise UnknownMessage(message_id)
+        self.check_labels([*add, *remove])
+        current = set(message.label_ids)
+        added = [l for l in dict.fromkeys(add) if l not in current and l not in remove]
+        removed = [l for l in dict.fromkeys(remove) if l in current]
+        records = []
+        if added:
+            message.label_ids.extend(added)
+            hid = self._next_history_id()
+            message.history_id = hid
+            records.append(HistoryRecord(hid, now, LABEL_ADDED, message.id, message.thread_id,
+                                         tuple(message.label_ids), tuple(added)))
+        if removed:
+            gone = set(removed)
+            message.label_ids[:] = [l for l in message.label_ids if l not in gone]
+            hid = self._next_history_id()
+            message.history_id = hid
+            records.append(HistoryRecord(hid, now, LABEL_REMOVED, message.id, message.thread_id,
+                                         tuple(message.label_ids), tuple(removed)))
+        for record in records:
+            self.history.append(record)
+        return records
+
+    # -- reads -----------------------------------------------------------------------------
+    def list_messages(self, *, label_ids: list[str], include_spam_trash: bool, offset: int, limit: int):
+        """Newest first; returns (page, next offset or None, total matching estimate)."""
+        wanted = set(label_ids)
+        hidden = set() if include_spam_trash else {"SPAM", "TRASH"} - wanted
+        matched = [m for m in reversed(self.messages.values())
+                   if wanted.issubset(m.label_ids) and hidden.isdisjoint(m.label_ids)]
+        page = matched[offset: offset + limit]
+        next_offset = offset + limit if offset + limit < len(matched) else None
+        return page, next_offset, len(matched)

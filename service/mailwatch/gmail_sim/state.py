@@ -1,0 +1,159 @@
+"""The simulator's whole state and the rules that tie its parts together.
+
+One `SimState` per simulator: the clock, the mailboxes, the OAuth authority,
+fault injection, counters, and the notification path (watch filter → 1/s/user
+limit → injected drop/delay → background publisher). Every mutation goes
+through here under one lock, so the HTTP handlers, the control API and the
+publisher thread see a consistent picture.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+from mailwatch.gmail_sim.auth import TokenAuthority
+from mailwatch.gmail_sim.clock import SimClock
+from mailwatch.gmail_sim.faults import FaultInjector
+from mailwatch.gmail_sim.history import HistoryRecord
+from mailwatch.gmail_sim.model import Mailbox, Watch
+from mailwatch.gmail_sim.publisher import (
+    DROPPED_FAULT,
+    DROPPED_RATE_LIMIT,
+    QUEUED,
+    NotificationLog,
+    NotificationPublisher,
+)
+from mailwatch.gmail_sim.quota import CallCounters
+from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
+
+WEEK_SECONDS = 7 * 24 * 3600
+WATCH_LIFETIME_MS = WEEK_SECONDS * 1000
+
+
+class SimState:
+    def __init__(self, pubsub_emulator_host: str | None = None) -> None:
+        self.lock = threading.RLock()
+        self.clock = SimClock()
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.auth = TokenAuthority(self.clock, self.has_mailbox)
+        self.faults = FaultInjector()
+        self.limiter = NotificationRateLimiter()
+        self.counters = CallCounters()
+        self.log = NotificationLog()
+        self.publisher = NotificationPublisher(pubsub_emulator_host, self.log)
+        self._configure_defaults()
+
+    def _configure_defaults(self) -> None:
+        self.seed = 0
+        self._rng = random.Random(self.seed)
+        self.history_retention: float | None = WEEK_SECONDS
+        self.history_id_as_number = True  # Gmail's push payload carries historyId as a JSON number
+
+    def reset(self) -> None:
+        with self.lock:
+            self.publisher.clear()
+            self.mailboxes.clear()
+            self.clock.reset()
+            self.auth.reset()
+            self.faults.reset()
+            self.limiter.reset()
+            self.counters.reset()
+            self.log.clear()
+            self._configure_defaults()
+
+    def configure(self, *, history_retention_seconds=..., token_lifetime_seconds=None,
+                  notification_history_id_type=None, seed=None) -> dict:
+        with self.lock:
+            if history_retention_seconds is not ...:
+                if history_retention_seconds is not None and float(history_retention_seconds) <= 0:
+                    raise ValueError("historyRetentionSeconds must be positive or null")
+                self.history_retention = None if history_retention_seconds is None else float(history_retention_seconds)
+            if token_lifetime_seconds is not None:
+                if int(token_lifetime_seconds) < 1:
+                    raise ValueError("tokenLifetimeSeconds must be at least 1")
+                self.auth.token_lifetime = int(token_lifetime_seconds)
+            if notification_history_id_type is not None:
+                if notification_history_id_type not in ("number", "string"):
+                    raise ValueError("notificationHistoryIdType must be 'number' or 'string'")
+                self.history_id_as_number = notification_history_id_type == "number"
+            if seed is not None:
+                self.seed = int(seed)
+                self._rng = random.Random(self.seed)
+                self.faults.seed(self.seed)
+            return self.config()
+
+    def config(self) -> dict:
+        return {
+            "historyRetentionSeconds": self.history_retention,
+            "tokenLifetimeSeconds": self.auth.token_lifetime,
+            "notificationHistoryIdType": "number" if self.history_id_as_number else "string",
+            "seed": self.seed,
+            "pubsubEmulatorHost": self.publisher.emulator_host,
+        }
+
+    # -- mailboxes -----------------------------------------------------------------------------
+    def has_mailbox(self, email: str) -> bool:
+        return email.lower() in self.mailboxes
+
+    def mailbox(self, email: str) -> Mailbox:
+        return self.mailboxes[email.lower()]
+
+    def create_mailbox(self, email: str, history_id: int | None = None) -> Mailbox:
+        if not isinstance(email, str) or "@" not in email or email.strip() != email:
+            raise ValueError(f"not an email address: {email!r}")
+        with self.lock:
+            existing = self.mailboxes.get(email.lower())
+            if existing is not None:
+                return existing
+            start = int(history_id) if history_id is not None else self._rng.randrange(1_000, 1_000_000)
+            if start < 1:
+                raise ValueError("historyId must be positive")
+            mailbox = Mailbox.create(email, start, self._rng.getrandbits(32))
+            self.mailboxes[email.lower()] = mailbox
+            return mailbox
+
+    def prune_history(self, mailbox: Mailbox) -> None:
+        if self.history_retention is not None:
+            mailbox.history.expire_older_than(self.clock.now() - self.history_retention)
+
+    # -- notifications -------------------------------------------------------------------------
+    def watch(self, mailbox: Mailbox, topic: str, label_ids, behavior: str) -> Watch:
+        with self.lock:
+            watch = Watch(topic, frozenset(label_ids), behavior, mailbox.history_id,
+                          self.clock.now_ms() + WATCH_LIFETIME_MS)
+            mailbox.watch = watch
+            # "A successful watch immediately sends one notification."
+            self._send(mailbox, watch)
+            return watch
+
+    def stop(self, mailbox: Mailbox) -> None:
+        with self.lock:
+            mailbox.watch = None
+
+    def changed(self, mailbox: Mailbox, records: list[HistoryRecord]) -> None:
+        """Called after every change: notify the watch if it is live and the filter matches."""
+        watch = mailbox.watch
+        if watch is None or not records:
+            return
+        if self.clock.now_ms() >= watch.expiration_ms:
+            return
+        if any(watch.matches(record) for record in records):
+            self._send(mailbox, watch)
+
+    def _send(self, mailbox: Mailbox, watch: Watch) -> None:
+        now = self.clock.now()
+        history_id = mailbox.history_id
+        entry = {"emailAddress": mailbox.email, "historyId": history_id, "topic": watch.topic_name, "time": now}
+        if not self.limiter.allow(mailbox.email, now):
+            self.log.add(entry, DROPPED_RATE_LIMIT)
+            return
+        if self.faults.drop_notification():
+            self.log.add(entry, DROPPED_FAULT)
+            return
+        payload = {"emailAddress": mailbox.email,
+                   "historyId": history_id if self.history_id_as_number else str(history_id)}
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        self.log.add(entry, QUEUED)
+        self.publisher.submit(entry, watch.topic_name, data, self.faults.delay_seconds)
