@@ -32,6 +32,15 @@ class Settings:
     pubsub_subscriptions: tuple[str, ...] = ()
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
+    # Workers (each can be switched off, e.g. to run API-only replicas).
+    sync_enabled: bool = True
+    sync_concurrency: int = 16  # mailboxes synced at once per replica
+    sync_lease_seconds: float = 60.0  # a crashed replica's mailboxes are taken over after this
+    ingest_enabled: bool = True
+    ingest_batch_size: int = 1000  # messages per Pub/Sub pull
+    retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
+    prune_enabled: bool = True
+    stream_poll_seconds: float = 5.0  # streams re-read even without a NOTIFY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -56,6 +65,9 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
+        for name in ("sync_concurrency", "sync_lease_seconds", "ingest_batch_size", "retention_hours", "stream_poll_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
         return self
@@ -67,15 +79,23 @@ class Settings:
         return f"postgresql+psycopg{sep}{rest}"
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _parse(name: str, kind, raw: str):
     kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
     try:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "bool":
+            if raw.strip().lower() not in _BOOLEANS:
+                raise ValueError
+            return _BOOLEANS[raw.strip().lower()]
         if kind == "float":
             return float(raw)
         if kind == "int":
             return int(raw)
     except ValueError:
-        raise ConfigError(f"MAILWATCH_{name.upper()} must be a number, got {raw!r}") from None
+        expected = "true or false" if kind == "bool" else "a number"
+        raise ConfigError(f"MAILWATCH_{name.upper()} must be {expected}, got {raw!r}") from None
     return raw

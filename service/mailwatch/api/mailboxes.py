@@ -1,0 +1,84 @@
+"""MailboxService: proto <-> domain for the tenant's mailboxes and change stream.
+
+The tenant comes from the AuthInterceptor (`current_tenant_id()`); every
+lookup is scoped by it, so another tenant's mailbox is simply NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.api import convert, tokens, validation
+from mailwatch.api.auth import current_tenant_id
+from mailwatch.api.errors import handle_errors
+from mailwatch.domain.errors import FieldViolation, InvalidArgument
+from mailwatch.lifecycle.registration import Lifecycle
+from mailwatch.store import mailboxes as mailbox_store
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+
+
+class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], lifecycle: Lifecycle, streamer) -> None:
+        self._sessions = sessions
+        self._lifecycle = lifecycle
+        self._streamer = streamer
+
+    @handle_errors
+    async def RegisterMailbox(self, request, context):
+        registration = validation.validate_register_mailbox(request)
+        mailbox = await self._lifecycle.register(
+            current_tenant_id(), registration.email_address, registration.label_filter, registration.credential
+        )
+        return convert.mailbox_to_proto(mailbox)
+
+    @handle_errors
+    async def StopMailbox(self, request, context):
+        mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
+        return convert.mailbox_to_proto(await self._lifecycle.stop(current_tenant_id(), mailbox_id))
+
+    @handle_errors
+    async def GetMailbox(self, request, context):
+        mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
+        async with self._sessions() as session:
+            mailbox = await mailbox_store.get_mailbox(session, current_tenant_id(), mailbox_id)
+        return convert.mailbox_to_proto(mailbox)
+
+    @handle_errors
+    async def ListMailboxes(self, request, context):
+        query = validation.validate_list_mailboxes(request)
+        after = _page_position(query.page.position)
+        async with self._sessions() as session:
+            # One extra row tells whether another page exists.
+            found = await mailbox_store.list_mailboxes(
+                session, current_tenant_id(), states=query.states, after=after, limit=query.page.page_size + 1
+            )
+        page, more = found[: query.page.page_size], len(found) > query.page.page_size
+        next_token = ""
+        if more:
+            last = page[-1]
+            next_token = tokens.encode_page_token(
+                [last.created.isoformat(), str(last.id)], fingerprint=query.page.fingerprint
+            )
+        return mailbox_service_pb2.ListMailboxesResponse(
+            mailboxes=[convert.mailbox_to_proto(m) for m in page], next_page_token=next_token
+        )
+
+    @handle_errors
+    async def StreamChanges(self, request, context):
+        query = validation.validate_stream_changes(request)
+        async for response in self._streamer.responses(current_tenant_id(), query):
+            yield response
+
+
+def _page_position(position) -> tuple[datetime, uuid.UUID] | None:
+    """(created, id) of the last mailbox of the previous page, from a page token."""
+    if position is None:
+        return None
+    try:
+        created, mailbox_id = position
+        return datetime.fromisoformat(created), uuid.UUID(mailbox_id)
+    except (TypeError, ValueError):
+        raise InvalidArgument([FieldViolation("page_token", "page token is not valid")]) from None

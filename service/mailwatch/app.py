@@ -1,0 +1,113 @@
+"""The composition root: every long-lived object of one mailwatch process.
+
+Built once from Settings by `App.open`; the server's servicers and the
+workers receive what they need from here (nothing reads the environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock, SystemClock
+from mailwatch.config import Settings
+from mailwatch.gmail.client import GmailClient
+from mailwatch.lifecycle.registration import Lifecycle
+from mailwatch.secrets import SecretBox
+from mailwatch.store.db import create_engine, ensure_migrated, session_factory
+from mailwatch.streams.changes import ChangeStreamer
+from mailwatch.streams.notifier import ChangeNotifier
+from mailwatch.sync.worker import SyncWorker
+from mailwatch.workers.prune import PruneWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    secret_box: SecretBox
+    gmail: GmailClient
+    clock: Clock
+    lifecycle: Lifecycle
+    notifier: ChangeNotifier
+    streamer: ChangeStreamer
+    sync_worker: SyncWorker
+    prune_worker: PruneWorker
+    ingestor: object | None = None
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> "App":
+        clock = clock or SystemClock()
+        secret_box = SecretBox(settings.secret_keys)  # fails fast without a key
+        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync_concurrency + 4))
+        try:
+            await ensure_migrated(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        sessions = session_factory(engine)
+        gmail = GmailClient(
+            api_endpoint=settings.gmail_api_endpoint,
+            token_uri=settings.google_token_uri,
+            max_workers=max(8, settings.sync_concurrency * 2),
+        )
+        notifier = ChangeNotifier(settings.database_url)
+        from mailwatch.ingest.pull import PullIngestor
+
+        sync_worker = SyncWorker(
+            sessions=sessions, gmail=gmail, secret_box=secret_box, clock=clock,
+            enabled=settings.sync_enabled, concurrency=settings.sync_concurrency,
+            lease_seconds=settings.sync_lease_seconds,
+        )
+        ingestor = None
+        if settings.ingest_enabled and settings.pubsub_subscriptions:
+            ingestor = PullIngestor.from_settings(settings, sessions, on_due=sync_worker.wake)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            secret_box=secret_box,
+            gmail=gmail,
+            clock=clock,
+            lifecycle=Lifecycle(sessions, gmail, secret_box, clock, settings.pubsub_topic),
+            notifier=notifier,
+            streamer=ChangeStreamer(sessions, notifier, clock=clock, poll_seconds=settings.stream_poll_seconds),
+            sync_worker=sync_worker,
+            prune_worker=PruneWorker(
+                sessions, clock=clock, retention=timedelta(hours=settings.retention_hours),
+                enabled=settings.prune_enabled,
+            ),
+            ingestor=ingestor,
+        )
+
+    def start_workers(self) -> list[asyncio.Task]:
+        tasks = [
+            asyncio.create_task(self.sync_worker.run(), name="sync"),
+            asyncio.create_task(self.prune_worker.run(), name="prune"),
+        ]
+        return tasks
+
+    async def start_background(self) -> None:
+        await self.notifier.start()
+        if self.ingestor is not None:
+            await self.ingestor.start()
+
+    async def stop_workers(self, tasks: list[asyncio.Task]) -> None:
+        if self.ingestor is not None:
+            await self.ingestor.stop()  # finishes its in-flight batch first
+        self.sync_worker.stop()
+        self.prune_worker.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.notifier.stop()
+        self.gmail.close()
+        await self.engine.dispose()

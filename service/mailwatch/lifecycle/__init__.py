@@ -1,0 +1,1 @@
+"""A mailbox's watch lifecycle: register, stop (and, with the workers, renew)."""

@@ -1,0 +1,89 @@
+"""RegisterMailbox and StopMailbox: the Gmail call, then one transaction.
+
+Gmail is called before anything is written, so a refused watch leaves no
+half-registered mailbox; the mailbox row and its lifecycle event are written
+together so a stream never sees one without the other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock
+from mailwatch.domain import errors
+from mailwatch.domain.models import Credential, EventType, LabelFilter, Mailbox, MailboxState, NewEvent
+from mailwatch.gmail.client import GmailClient
+from mailwatch.lifecycle.schedule import next_renewal_at
+from mailwatch.secrets import SecretBox, credential_kind
+from mailwatch.store import changes, mailboxes
+
+
+@dataclass
+class Lifecycle:
+    sessions: async_sessionmaker[AsyncSession]
+    gmail: GmailClient
+    secret_box: SecretBox
+    clock: Clock
+    topic: str
+
+    async def register(
+        self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter, credential: Credential
+    ) -> Mailbox:
+        async with self.sessions() as session:
+            existing = await mailboxes.find_mailbox_by_address(session, tenant_id, email_address)
+            if existing is not None and existing.state is MailboxState.ACTIVE and existing.label_filter == label_filter:
+                stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
+                if self.secret_box.decrypt_credential(stored) == credential:
+                    return existing  # same registration again: nothing to do, no Gmail call
+        if not self.topic:
+            raise errors.GmailTopicNotPublishable(
+                "this mailwatch deployment has no Pub/Sub topic configured (MAILWATCH_PUBSUB_TOPIC)"
+            )
+        watch = await self.gmail.watch(credential, email_address, topic=self.topic, label_filter=label_filter)
+        now = self.clock.now()
+        async with self.sessions() as session, session.begin():
+            mailbox, created = await mailboxes.upsert_mailbox(
+                session, tenant_id,
+                email_address=email_address,
+                label_filter=label_filter,
+                credential_kind=credential_kind(credential),
+                credentials_ciphertext=self.secret_box.encrypt_credential(credential),
+                history_id=watch.history_id,
+                watch_expiration=watch.expiration,
+                next_renewal_at=next_renewal_at(now, watch.expiration),
+            )
+            detail = {
+                "expiration": watch.expiration.isoformat(),
+                "registration": "created" if created else "updated",
+                "previous_state": existing.state.value if existing else "",
+            }
+            await changes.append_events(session, tenant_id, [
+                NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                         type=EventType.WATCH_STARTED, history_id=watch.history_id, detail=detail),
+            ])
+        return mailbox
+
+    async def stop(self, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
+        async with self.sessions() as session:
+            mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
+            if mailbox.state is MailboxState.STOPPED:
+                return mailbox
+            ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+        try:
+            await self.gmail.stop(self.secret_box.decrypt_credential(ciphertext), mailbox.email_address)
+        except (errors.GmailAuthFailed, errors.GmailMailboxNotFound, errors.GmailPermissionDenied,
+                errors.CredentialUndecryptable):
+            # Gmail cannot be told, but a dead watch expires by itself within 7
+            # days and notifications for a STOPPED mailbox are ignored.
+            pass
+        async with self.sessions() as session, session.begin():
+            mailbox, changed = await mailboxes.mark_stopped(session, tenant_id, mailbox_id)
+            if changed:
+                await changes.append_events(session, tenant_id, [
+                    NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                             type=EventType.MAILBOX_STOPPED, history_id=mailbox.history_id),
+                ])
+        return mailbox

@@ -1,0 +1,101 @@
+"""The gRPC server: create_server() builds it, serve() runs it with the workers.
+
+create_server is kept apart from running it (as in grpc's own examples) so
+tests bind port 0 and talk to it over a real channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mailwatch.api.admin import AdminServicer
+from mailwatch.api.auth import AuthInterceptor
+from mailwatch.api.mailboxes import MailboxServicer
+from mailwatch.app import App
+from mailwatch.config import ConfigError, Settings
+from mailwatch.domain.errors import MailwatchError
+from mailwatch.logs import configure_logging
+from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+# Streams can be long and carry batches of up to a thousand events.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A server with every service added and its port bound, not yet started."""
+    interceptor = AuthInterceptor(app.sessions, operator_token=app.settings.operator_token)
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    )
+    mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server(
+        MailboxServicer(app.sessions, app.lifecycle, app.streamer), server
+    )
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(app.sessions, api_key_cache=interceptor.cache), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(app.settings.listen)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {app.settings.listen} (address in use or not local)")
+    return server, port, health_servicer
+
+
+async def _set_health(health_servicer: health.aio.HealthServicer, status) -> None:
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; then stop accepting, finish in-flight calls
+    within the grace period, stop the workers and exit 0."""
+    configure_logging(settings.log_format, settings.log_level)
+    if not settings.pubsub_topic:
+        raise ConfigError("MAILWATCH_PUBSUB_TOPIC is required (projects/PROJECT/topics/TOPIC Gmail publishes to)")
+    try:
+        app = await App.open(settings)
+    except MailwatchError as exc:
+        print(f"mailwatch: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        server, port, health_servicer = create_server(app)
+        await server.start()
+        await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+        workers = app.start_workers()
+        host = settings.listen.rpartition(":")[0]
+        print(f"mailwatch serving on {host}:{port}", flush=True)
+        log.info("serving", extra={"listen": f"{host}:{port}"})
+
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+
+        log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
+        await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.stop(settings.grace_seconds)
+        await app.stop_workers(workers)
+    finally:
+        await app.close()
+    return 0

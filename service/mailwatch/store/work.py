@@ -1,0 +1,168 @@
+"""The workers' claims and outcomes on `mailboxes` (sync now; renew and poll reuse the claim).
+
+A claim is one statement: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+LOCKED) RETURNING`, so replicas never claim the same mailbox and a crashed
+replica's claims lapse with their lease. Every write made under a claim is
+fenced on (lease owner, expected history id): a replica that lost its lease
+cannot commit over the one that took the mailbox over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
+from mailwatch.store.changes import append_events
+from mailwatch.store.mailboxes import COLUMNS, to_mailbox
+from mailwatch.store.models import mailboxes
+
+ERROR_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class ClaimedMailbox:
+    mailbox: Mailbox
+    credentials_ciphertext: bytes
+
+
+class LeaseLost(Exception):
+    """The claim lapsed and another worker owns the mailbox now; drop the work."""
+
+
+def _fence(mailbox_id: uuid.UUID, owner: str, expected_history_id: int | None):
+    return and_(
+        mailboxes.c.id == mailbox_id,
+        mailboxes.c.lease_owner == owner,
+        mailboxes.c.history_id.is_not_distinct_from(expected_history_id),
+    )
+
+
+async def claim_due_syncs(
+    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedMailbox]:
+    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first."""
+    due = (
+        select(mailboxes.c.id)
+        .where(
+            mailboxes.c.sync_due_at.is_not(None),
+            mailboxes.c.sync_due_at <= now,
+            mailboxes.c.state == MailboxState.ACTIVE.value,
+            or_(mailboxes.c.lease_expires_at.is_(None), mailboxes.c.lease_expires_at < now),
+            or_(mailboxes.c.backoff_until.is_(None), mailboxes.c.backoff_until <= now),
+        )
+        .order_by(mailboxes.c.sync_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await session.execute(
+        update(mailboxes)
+        .where(mailboxes.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease)
+        .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
+    )
+    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
+
+
+async def commit_sync_page(
+    session: AsyncSession,
+    claimed: Mailbox,
+    *,
+    owner: str,
+    expected_history_id: int | None,
+    new_history_id: int,
+    events: list[NewEvent],
+    final: bool,
+    now: datetime,
+    lease: timedelta,
+) -> None:
+    """Write one page's events and the new history id in the caller's transaction.
+
+    On the final page the claim is released and the mailbox is left due only
+    if a notification announced something newer than what was synced.
+    """
+    values: dict = {"history_id": new_history_id, "lease_expires_at": now + lease, "updated": now}
+    if final:
+        values.update(
+            lease_owner=None,
+            lease_expires_at=None,
+            last_sync_at=now,
+            sync_due_at=case((mailboxes.c.notified_history_id > new_history_id, now), else_=None),
+            sync_attempts=0,
+            backoff_until=None,
+            last_error=None,
+            last_error_at=None,
+        )
+    result = await session.execute(
+        update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(str(claimed.id))
+    if events:
+        await append_events(session, claimed.tenant_id, events)
+
+
+async def record_sync_failure(
+    session: AsyncSession,
+    claimed: Mailbox,
+    *,
+    owner: str,
+    error: str,
+    retry_at: datetime,
+    now: datetime,
+) -> None:
+    """Release the claim, keep the mailbox due, and try again at `retry_at`."""
+    await session.execute(
+        update(mailboxes)
+        .where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            backoff_until=retry_at,
+            sync_attempts=mailboxes.c.sync_attempts + 1,
+            last_error=error[:ERROR_TEXT_LIMIT],
+            last_error_at=now,
+            updated=now,
+        )
+    )
+
+
+async def mark_auth_failed(
+    session: AsyncSession, claimed: Mailbox, *, owner: str, error: str, now: datetime, event: NewEvent
+) -> bool:
+    """AUTH_FAILED stops all Gmail calls for the mailbox until it is registered
+    again; the event is written once, with the state change."""
+    result = await session.execute(
+        update(mailboxes)
+        .where(
+            mailboxes.c.id == claimed.id,
+            mailboxes.c.lease_owner == owner,
+            mailboxes.c.state == MailboxState.ACTIVE.value,
+        )
+        .values(
+            state=MailboxState.AUTH_FAILED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            sync_due_at=None,
+            backoff_until=None,
+            last_error=error[:ERROR_TEXT_LIMIT],
+            last_error_at=now,
+            updated=now,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    await append_events(session, claimed.tenant_id, [event])
+    return True
+
+
+async def release_claim(session: AsyncSession, claimed: Mailbox, *, owner: str) -> None:
+    await session.execute(
+        update(mailboxes)
+        .where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )

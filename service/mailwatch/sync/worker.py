@@ -1,0 +1,221 @@
+"""The sync worker: claims due mailboxes and brings their change log up to Gmail.
+
+For each claimed mailbox it pages `history.list` from the last synced history
+id and commits every page's events together with the new history id (fenced
+on its lease), so a crash anywhere loses nothing and duplicates nothing.
+Failures are classified: expired history → full resync, revoked credentials →
+AUTH_FAILED, rate limits / 5xx → per-mailbox backoff honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock, SystemClock
+from mailwatch.domain import errors
+from mailwatch.domain.models import Credential, EventType, Mailbox, NewEvent
+from mailwatch.gmail.client import GmailClient
+from mailwatch.secrets import SecretBox
+from mailwatch.store import work
+from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.sync.history_events import events_from_history, newest_history_id
+
+log = logging.getLogger(__name__)
+
+SYNC_OUTCOMES = Counter("mailwatch_syncs_total", "Mailbox syncs by outcome", ["outcome"])
+SYNC_EVENTS = Counter("mailwatch_sync_events_total", "Change events written by sync")
+SYNC_SECONDS = Histogram("mailwatch_sync_seconds", "Time to sync one mailbox")
+
+
+def default_owner() -> str:
+    """A lease owner name unique to this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        gmail: GmailClient,
+        secret_box: SecretBox,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        enabled: bool = True,
+        loop_seconds: float = 0.5,
+        batch_size: int = 50,
+        concurrency: int = 16,
+        lease_seconds: float = 60.0,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.gmail = gmail
+        self.secret_box = secret_box
+        self.clock = clock or SystemClock()
+        self.owner = owner or default_owner()
+        self.enabled = enabled
+        self.loop_seconds = loop_seconds
+        self.batch_size = batch_size
+        self.lease = timedelta(seconds=lease_seconds)
+        self.backoff = backoff or BackoffPolicy()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Something became due (e.g. ingest marked a mailbox): look now, not at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        while not self._stopping:
+            try:
+                claimed = await self.run_once()
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
+                log.exception("sync tick failed")
+                claimed = 0
+            if claimed < self.batch_size and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim one batch of due mailboxes and sync them concurrently; returns how many."""
+        async with self.sessions() as session, session.begin():
+            claims = await work.claim_due_syncs(
+                session, owner=self.owner, now=self.clock.now(), lease=self.lease, limit=self.batch_size
+            )
+        if claims:
+            await asyncio.gather(*(self._guarded(claim) for claim in claims))
+        return len(claims)
+
+    async def _guarded(self, claim: work.ClaimedMailbox) -> None:
+        async with self._slots:
+            with SYNC_SECONDS.time():
+                outcome = await self.sync_claimed(claim)
+            SYNC_OUTCOMES.labels(outcome=outcome).inc()
+
+    async def sync_claimed(self, claim: work.ClaimedMailbox) -> str:
+        mailbox = claim.mailbox
+        try:
+            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
+            await self._sync_history(mailbox, credential)
+            return "synced"
+        except errors.GmailHistoryExpired:
+            return await self._resync(mailbox, credential)
+        except errors.GmailAuthFailed as exc:
+            self.gmail.forget(credential)
+            await self._auth_failed(mailbox, exc)
+            return "auth_failed"
+        except work.LeaseLost:
+            log.warning("lease on mailbox %s lost; another worker took it over", mailbox.id)
+            return "lease_lost"
+        except errors.MailwatchError as exc:
+            await self._retry_later(mailbox, exc, retry_after=getattr(exc, "retry_after", None))
+            return "rate_limited" if isinstance(exc, errors.GmailRateLimited) else "retry"
+        except Exception as exc:  # noqa: BLE001 - one mailbox's bug must not stop the others
+            log.exception("sync of mailbox %s failed unexpectedly", mailbox.id)
+            await self._retry_later(mailbox, exc)
+            return "error"
+
+    async def _sync_history(self, mailbox: Mailbox, credential: Credential) -> None:
+        synced = mailbox.history_id
+        if synced is None:  # never watched successfully: nothing to page from
+            raise errors.GmailHistoryExpired("mailbox has no history id yet")
+        page_token: str | None = None
+        first_page_history_id: int | None = None
+        while True:
+            page = await self.gmail.history_page(
+                credential, mailbox.email_address, start_history_id=mailbox.history_id, page_token=page_token
+            )
+            if first_page_history_id is None:
+                first_page_history_id = page.history_id
+            final = page.next_page_token is None
+            if final:
+                new_history_id = max(synced, newest_history_id(first_page_history_id, page.records))
+            else:
+                new_history_id = max([synced, *(int(r["id"]) for r in page.records)])
+            events = events_from_history(
+                page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                label_filter=mailbox.label_filter,
+            )
+            async with self.sessions() as session, session.begin():
+                await work.commit_sync_page(
+                    session, mailbox, owner=self.owner, expected_history_id=synced,
+                    new_history_id=new_history_id, events=events, final=final,
+                    now=self.clock.now(), lease=self.lease,
+                )
+            SYNC_EVENTS.inc(len(events))
+            synced = new_history_id
+            if final:
+                return
+            page_token = page.next_page_token
+
+    async def _resync(self, mailbox: Mailbox, credential: Credential) -> str:
+        """History older than Gmail keeps: take a full-sync baseline and say so."""
+        try:
+            profile = await self.gmail.profile(credential, mailbox.email_address)
+            message_count, page_token = 0, None
+            while True:
+                messages, page_token = await self.gmail.message_ids_page(
+                    credential, mailbox.email_address, page_token=page_token
+                )
+                message_count += len(messages)
+                if not page_token:
+                    break
+        except errors.GmailAuthFailed as exc:
+            await self._auth_failed(mailbox, exc)
+            return "auth_failed"
+        except errors.MailwatchError as exc:
+            await self._retry_later(mailbox, exc, retry_after=getattr(exc, "retry_after", None))
+            return "retry"
+        common = dict(mailbox_id=mailbox.id, email_address=mailbox.email_address)
+        events = [
+            NewEvent(type=EventType.RESYNC_REQUIRED, history_id=mailbox.history_id,
+                     detail={"reason": "HISTORY_EXPIRED", "from_history_id": str(mailbox.history_id)}, **common),
+            NewEvent(type=EventType.RESYNCED, history_id=profile.history_id,
+                     detail={"baseline_history_id": str(profile.history_id), "message_count": str(message_count)},
+                     **common),
+        ]
+        try:
+            async with self.sessions() as session, session.begin():
+                await work.commit_sync_page(
+                    session, mailbox, owner=self.owner, expected_history_id=mailbox.history_id,
+                    new_history_id=profile.history_id, events=events, final=True,
+                    now=self.clock.now(), lease=self.lease,
+                )
+        except work.LeaseLost:
+            return "lease_lost"
+        return "resynced"
+
+    async def _auth_failed(self, mailbox: Mailbox, exc: errors.MailwatchError) -> None:
+        event = NewEvent(
+            mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.AUTH_FAILED,
+            detail={"reason": exc.reason, "message": exc.message},
+        )
+        async with self.sessions() as session, session.begin():
+            await work.mark_auth_failed(
+                session, mailbox, owner=self.owner, error=exc.message, now=self.clock.now(), event=event
+            )
+
+    async def _retry_later(self, mailbox: Mailbox, exc: BaseException, retry_after: float | None = None) -> None:
+        now = self.clock.now()
+        retry_at = self.backoff.next_attempt_at(now, mailbox.sync_attempts + 1, retry_after=retry_after)
+        message = exc.message if isinstance(exc, errors.MailwatchError) else f"internal error: {type(exc).__name__}"
+        async with self.sessions() as session, session.begin():
+            await work.record_sync_failure(session, mailbox, owner=self.owner, error=message, retry_at=retry_at, now=now)
