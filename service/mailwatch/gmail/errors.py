@@ -40,6 +40,19 @@ def _retry_after(error: HttpError) -> float | None:
         return None  # an HTTP date; the caller's own backoff applies
 
 
+def _is_topic_problem(status: int, message: str) -> bool:
+    """users.watch names the topic when it is malformed (400), missing (404,
+    "Resource not found (resource=…)") or not publishable by Gmail (403)."""
+    text = message.lower()
+    if status == 400:
+        return "topic" in text
+    if status == 404:
+        return "resource not found" in text or "topic" in text
+    if status == 403:
+        return "topic" in text or "pubsub" in text or "not authorized to perform this action" in text
+    return False
+
+
 def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
     """Map an exception from a Gmail call to the domain error the service acts on."""
     if isinstance(exc, errors.GmailError):
@@ -67,10 +80,10 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
             return errors.GmailAuthFailed(detail, metadata=meta)
         if status == 404 and operation == "history.list":
             return errors.GmailHistoryExpired(detail, metadata=meta)
+        if operation == "watch" and _is_topic_problem(status, message):
+            return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
         if status == 404:
             return errors.GmailMailboxNotFound(detail, metadata=meta)
-        if operation == "watch" and status in (400, 403) and ("topic" in message.lower() or "pubsub" in message.lower()):
-            return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
         if status == 403:
             return errors.GmailPermissionDenied(f"{detail}: {message}", metadata=meta)
         if status >= 500:
