@@ -1,0 +1,86 @@
+"""Fault selection and the notification rate limit."""
+
+import pytest
+
+from mailwatch.gmail_sim.faults import FaultInjector, fault_error
+from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
+
+
+def test_next_n_calls_of_one_method():
+    faults = FaultInjector()
+    faults.add("429", method="users.history.list", count=2, retry_after=7)
+    assert faults.pick("users.messages.get", "a@x.com") is None
+    first = faults.pick("users.history.list", "a@x.com")
+    assert first.kind == "rateLimitExceeded" and first.retry_after == 7
+    assert faults.pick("users.history.list", "a@x.com") is not None
+    assert faults.pick("users.history.list", "a@x.com") is None
+    assert faults.rules() == []
+
+
+def test_user_scoped_rule():
+    faults = FaultInjector()
+    faults.add("500", user="A@x.com")
+    assert faults.pick("users.getProfile", "b@x.com") is None
+    assert faults.pick("users.getProfile", "a@x.com").kind == "backendError"
+
+
+def test_fraction_is_roughly_respected_and_reproducible():
+    def run():
+        faults = FaultInjector(seed=42)
+        faults.add("403", fraction=0.25)
+        return [faults.pick("users.getProfile", "a@x.com") is not None for _ in range(4000)]
+
+    hits = run()
+    assert 800 < sum(hits) < 1200
+    assert hits == run()
+
+
+def test_first_matching_rule_wins():
+    faults = FaultInjector()
+    faults.add("500", method="users.watch")
+    faults.add("429")
+    assert faults.pick("users.watch", None).kind == "backendError"
+    assert faults.pick("users.stop", None).kind == "rateLimitExceeded"
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "teapot"}, {"kind": "429", "fraction": 1.5},
+                                    {"kind": "429", "count": 0}, {"kind": "429", "retry_after": -1}])
+def test_invalid_rules_rejected(kwargs):
+    with pytest.raises(ValueError):
+        FaultInjector().add(**kwargs)
+
+
+def test_fault_errors_are_gmail_shaped():
+    faults = FaultInjector()
+    rule = faults.add("403", retry_after=3)
+    error = fault_error(rule, now=0.0)
+    body = error.body()["error"]
+    assert error.code == 403 and error.headers["Retry-After"] == "3"
+    assert body["errors"][0]["reason"] == "userRateLimitExceeded"
+    assert body["errors"][0]["domain"] == "usageLimits"
+    assert body["message"].startswith("User-rate limit exceeded.  Retry after 1970-01-01T00:00:03")
+    assert fault_error(faults.add("429"), 0.0).code == 429
+    assert fault_error(faults.add("500"), 0.0).body()["error"]["status"] == "INTERNAL"
+
+
+def test_notification_drop_fraction():
+    faults = FaultInjector(seed=1)
+    assert not faults.drop_notification()
+    faults.set_notification_faults(drop_fraction=1.0)
+    assert faults.drop_notification()
+    faults.set_notification_faults(drop_fraction=0.5)
+    drops = sum(faults.drop_notification() for _ in range(2000))
+    assert 850 < drops < 1150
+    with pytest.raises(ValueError):
+        faults.set_notification_faults(delay_seconds=-1)
+
+
+def test_rate_limiter_one_per_second_per_user():
+    limiter = NotificationRateLimiter()
+    assert limiter.allow("a@x.com", 100.0)
+    assert not limiter.allow("A@x.com", 100.5)  # same user, case-insensitive
+    assert limiter.allow("b@x.com", 100.5)  # other users are independent
+    assert not limiter.allow("a@x.com", 100.99)
+    assert limiter.allow("a@x.com", 101.0)
+    limiter.reset()
+    assert limiter.allow("a@x.com", 101.1)
