@@ -159,7 +159,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._operator_token = operator_token.encode()
+        # Compared as digests so neither the content nor the length leaks through timing.
+        self._operator_digest = hashlib.sha256(operator_token.encode()).digest() if operator_token else b""
         self._authenticate_api_key = authenticate_api_key
         self.cache = ApiKeyCache(cache_ttl, cache_size, clock)
 
@@ -198,10 +199,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return tenant_id
 
     async def _check_operator(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._operator_token:
+        if not self._operator_digest:
             raise AdminDisabled("the admin API is disabled: the server has no operator token (MAILWATCH_OPERATOR_TOKEN)")
         token = _bearer_token(context)
-        if not hmac.compare_digest(token.encode(), self._operator_token):
+        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._operator_digest):
             raise Unauthenticated("invalid operator token")
 
 
