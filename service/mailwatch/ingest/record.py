@@ -26,7 +26,7 @@ from mailwatch.ingest.decode import (
     truncate,
 )
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store.notifications import MalformedRecord, insert_malformed, record_notification_batch
+from mailwatch.store.notifications import MalformedRecord, insert_malformed, record_notifications
 
 
 _SYSTEM_CLOCK = SystemClock()
@@ -125,7 +125,7 @@ async def record_batch(
 
     async def write():
         async with sessionmaker() as session, session.begin():
-            outcomes = await record_notification_batch(session, latest, now=now)
+            outcomes = await record_notifications(session, latest, now=now)
             await insert_malformed(session, malformed)
         return outcomes
 
