@@ -22,6 +22,7 @@ from mailwatch.store.db import create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.sync.worker import SyncWorker
+from mailwatch.workers.poll import PollWorker
 from mailwatch.workers.prune import PruneWorker
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class App:
     streamer: ChangeStreamer
     sync_worker: SyncWorker
     prune_worker: PruneWorker
+    poll_worker: PollWorker
     ingestor: object | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -69,7 +71,7 @@ class App:
         )
         ingestor = None
         if settings.ingest_enabled and settings.pubsub_subscriptions:
-            ingestor = PullIngestor.from_settings(settings, sessions, on_due=sync_worker.wake)
+            ingestor = PullIngestor.from_settings(settings, sessions)
         return cls(
             settings=settings,
             engine=engine,
@@ -85,6 +87,10 @@ class App:
                 sessions, clock=clock, retention=timedelta(hours=settings.retention_hours),
                 enabled=settings.prune_enabled,
             ),
+            poll_worker=PollWorker(
+                sessions, interval=timedelta(seconds=settings.poll_interval_seconds), clock=clock,
+                enabled=settings.poll_enabled, on_due=sync_worker.wake,
+            ),
             ingestor=ingestor,
         )
 
@@ -92,6 +98,7 @@ class App:
         tasks = [
             asyncio.create_task(self.sync_worker.run(), name="sync"),
             asyncio.create_task(self.prune_worker.run(), name="prune"),
+            asyncio.create_task(self.poll_worker.run(), name="poll"),
         ]
         return tasks
 
@@ -105,6 +112,7 @@ class App:
             await self.ingestor.stop()  # finishes its in-flight batch first
         self.sync_worker.stop()
         self.prune_worker.stop()
+        self.poll_worker.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:

@@ -36,6 +36,8 @@ class Settings:
     sync_enabled: bool = True
     sync_concurrency: int = 16  # mailboxes synced at once per replica
     sync_lease_seconds: float = 60.0  # a crashed replica's mailboxes are taken over after this
+    poll_enabled: bool = True
+    poll_interval_seconds: float = 300.0  # a mailbox quiet this long is synced without a notification
     ingest_enabled: bool = True
     ingest_batch_size: int = 1000  # messages per Pub/Sub pull
     retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
@@ -65,7 +67,7 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "sync_lease_seconds", "ingest_batch_size", "retention_hours", "stream_poll_seconds"):
+        for name in ("sync_concurrency", "sync_lease_seconds", "poll_interval_seconds", "ingest_batch_size", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.log_format not in ("json", "text"):

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
@@ -166,3 +166,28 @@ async def release_claim(session: AsyncSession, claimed: Mailbox, *, owner: str) 
         .where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None)
     )
+
+
+async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quiet_for: timedelta, limit: int) -> int:
+    """Fallback poll: mark ACTIVE mailboxes not synced for `quiet_for` as due.
+
+    Dropped or delayed notifications then cost latency, never data. Bounded
+    by `limit` per call so a long outage does not become one huge update.
+    """
+    cutoff = now - quiet_for
+    last = func.coalesce(mailboxes.c.last_sync_at, mailboxes.c.created)
+    quiet = (
+        select(mailboxes.c.id)
+        .where(
+            mailboxes.c.state == MailboxState.ACTIVE.value,
+            mailboxes.c.sync_due_at.is_(None),
+            last < cutoff,
+        )
+        .order_by(last)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(mailboxes).where(mailboxes.c.id.in_(quiet.scalar_subquery())).values(sync_due_at=now)
+    )
+    return result.rowcount

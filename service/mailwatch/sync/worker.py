@@ -210,12 +210,17 @@ class SyncWorker:
         )
         async with self.sessions() as session, session.begin():
             await work.mark_auth_failed(
-                session, mailbox, owner=self.owner, error=exc.message, now=self.clock.now(), event=event
+                session, mailbox, owner=self.owner, error=f"{exc.reason}: {exc.message}", now=self.clock.now(),
+                event=event,
             )
 
     async def _retry_later(self, mailbox: Mailbox, exc: BaseException, retry_after: float | None = None) -> None:
         now = self.clock.now()
         retry_at = self.backoff.next_attempt_at(now, mailbox.sync_attempts + 1, retry_after=retry_after)
-        message = exc.message if isinstance(exc, errors.MailwatchError) else f"internal error: {type(exc).__name__}"
+        # "REASON: message" is what GetMailbox splits into MailboxError.reason / message.
+        if isinstance(exc, errors.MailwatchError):
+            message = f"{exc.reason}: {exc.message}"
+        else:
+            message = f"INTERNAL: unexpected {type(exc).__name__} during sync"
         async with self.sessions() as session, session.begin():
             await work.record_sync_failure(session, mailbox, owner=self.owner, error=message, retry_at=retry_at, now=now)

@@ -1,0 +1,74 @@
+"""Helpers for pipeline tests: consume a stream until a condition holds, poll a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+from google.cloud import pubsub_v1
+
+from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+
+ET = resources_pb2.EventType
+
+
+async def collect(service, auth, until, *, timeout: float = 30.0, **request_fields) -> list:
+    """Events from StreamChanges (START_EARLIEST unless a cursor is given) until `until(events)`."""
+    if "cursor" not in request_fields:
+        request_fields.setdefault("start_position", mailbox_service_pb2.START_POSITION_EARLIEST)
+    request = mailbox_service_pb2.StreamChangesRequest(**request_fields)
+    events: list = []
+    call = service.mailboxes.StreamChanges(request, metadata=auth)
+
+    async def consume():
+        async for response in call:
+            events.extend(response.events)
+            if until(events):
+                return
+
+    try:
+        await asyncio.wait_for(consume(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"stream condition not met in {timeout}s; got {[ET.Name(e.type) for e in events]}")
+    finally:
+        call.cancel()
+    return events
+
+
+def message_events(events) -> list[tuple[str, str, tuple[str, ...]]]:
+    kinds = {ET.EVENT_TYPE_MESSAGE_ADDED, ET.EVENT_TYPE_MESSAGE_DELETED, ET.EVENT_TYPE_LABELS_ADDED,
+             ET.EVENT_TYPE_LABELS_REMOVED}
+    return [(ET.Name(e.type), e.message_id, tuple(e.label_ids)) for e in events if e.type in kinds]
+
+
+def types(events) -> list[str]:
+    return [ET.Name(e.type).removeprefix("EVENT_TYPE_") for e in events]
+
+
+async def eventually(check, *, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check() if asyncio.iscoroutinefunction(check) else check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def publish_raw(topic: str, payloads: list[bytes]) -> None:
+    with pubsub_v1.PublisherClient() as publisher:  # type: ignore[attr-defined]
+        futures = [publisher.publish(topic, data) for data in payloads]
+        for future in futures:
+            future.result(timeout=30)
+
+
+def gmail_notification(email: str, history_id: int) -> bytes:
+    """Exactly what Gmail publishes (data is the JSON; Pub/Sub base64-encodes on the wire)."""
+    return json.dumps({"emailAddress": email, "historyId": history_id}).encode()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

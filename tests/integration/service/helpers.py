@@ -1,0 +1,55 @@
+"""Small helpers shared by the service integration tests."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+
+
+def sa_request(sim, email: str, **fields) -> mailbox_service_pb2.RegisterMailboxRequest:
+    """RegisterMailbox with a fresh service-account key (domain-wide delegation) from the simulator."""
+    sim.create_mailbox(email)
+    key = sim.create_service_account_key()
+    return mailbox_service_pb2.RegisterMailboxRequest(
+        email_address=email,
+        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+        **fields,
+    )
+
+
+def oauth_request(sim, email: str, **fields) -> tuple[mailbox_service_pb2.RegisterMailboxRequest, dict, str]:
+    sim.create_mailbox(email)
+    client = sim.create_oauth_client()
+    refresh_token = sim.issue_refresh_token(client["clientId"], email)
+    request = mailbox_service_pb2.RegisterMailboxRequest(
+        email_address=email,
+        oauth=mailbox_service_pb2.OAuthCredentials(
+            client_id=client["clientId"], client_secret=client["clientSecret"], refresh_token=refresh_token
+        ),
+        **fields,
+    )
+    return request, client, refresh_token
+
+
+def error_details(error: grpc.aio.AioRpcError):
+    """(ErrorInfo, BadRequest or None) from a rich status."""
+    status = rpc_status.from_call(error)
+    info, bad_request = None, None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+    return info, bad_request
+
+
+ACTIVE = resources_pb2.MAILBOX_STATE_ACTIVE
+STOPPED = resources_pb2.MAILBOX_STATE_STOPPED

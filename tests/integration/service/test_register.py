@@ -1,0 +1,188 @@
+"""RegisterMailbox / StopMailbox / GetMailbox / ListMailboxes against a real server,
+real Postgres, the Pub/Sub emulator and the Gmail simulator."""
+
+from __future__ import annotations
+
+
+import grpc
+import pytest
+
+from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from tests.integration.service.helpers import ACTIVE, STOPPED, error_details, oauth_request, sa_request
+
+pytestmark = pytest.mark.integration
+
+
+async def test_register_with_service_account_watches_and_stores(service):
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "alice@example.com", label_ids=["INBOX"])
+    mailbox = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+
+    assert mailbox.state == ACTIVE
+    assert mailbox.email_address == "alice@example.com"
+    assert mailbox.credential_kind == resources_pb2.CREDENTIAL_KIND_SERVICE_ACCOUNT
+    assert mailbox.history_id == service.sim.history_id("alice@example.com")
+    assert list(mailbox.label_filter.label_ids) == ["INBOX"]
+    week = 7 * 24 * 3600
+    assert abs(mailbox.watch_expire_time.seconds - (service.sim.now() + week)) < 120
+    assert mailbox.next_renew_time.seconds < mailbox.watch_expire_time.seconds
+    watch = service.sim.mailbox("alice@example.com")["watch"]
+    assert watch["topicName"] == service.topic
+
+    fetched = await service.mailboxes.GetMailbox(
+        mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox.id), metadata=auth
+    )
+    assert fetched == mailbox
+
+
+async def test_register_with_oauth_credentials(service):
+    _, auth = await service.new_tenant()
+    request, _, _ = oauth_request(service.sim, "bob@example.com")
+    mailbox = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert mailbox.state == ACTIVE
+    assert mailbox.credential_kind == resources_pb2.CREDENTIAL_KIND_OAUTH
+    assert service.sim.counters()["calls"]["bob@example.com"]["users.watch"] == 1
+
+
+async def test_register_is_idempotent_and_rewatches_only_on_change(service):
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "carol@example.com")
+    first = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    again = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert again.id == first.id
+    assert service.sim.counters()["calls"]["carol@example.com"]["users.watch"] == 1
+
+    request.label_ids.append("INBOX")
+    changed = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert changed.id == first.id
+    assert list(changed.label_filter.label_ids) == ["INBOX"]
+    assert service.sim.counters()["calls"]["carol@example.com"]["users.watch"] == 2
+    assert service.sim.mailbox("carol@example.com")["watch"]["labelIds"] == ["INBOX"]
+
+
+async def test_address_case_does_not_create_a_second_mailbox(service):
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "dave@example.com")
+    first = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    request.email_address = "Dave@Example.com"
+    second = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert second.id == first.id
+
+
+async def test_stop_is_idempotent_and_ends_the_watch(service):
+    _, auth = await service.new_tenant()
+    mailbox = await service.mailboxes.RegisterMailbox(sa_request(service.sim, "erin@example.com"), metadata=auth)
+    request = mailbox_service_pb2.StopMailboxRequest(mailbox_id=mailbox.id)
+    stopped = await service.mailboxes.StopMailbox(request, metadata=auth)
+    assert stopped.state == STOPPED
+    assert not service.sim.mailbox("erin@example.com").get("watch")
+    again = await service.mailboxes.StopMailbox(request, metadata=auth)
+    assert again.state == STOPPED
+    assert service.sim.counters()["calls"]["erin@example.com"]["users.stop"] == 1
+
+    # Registering again brings it back.
+    revived = await service.mailboxes.RegisterMailbox(sa_request(service.sim, "erin@example.com"), metadata=auth)
+    assert revived.id == mailbox.id and revived.state == ACTIVE
+
+
+async def test_list_pages_through_every_mailbox_and_filters_by_state(service):
+    _, auth = await service.new_tenant()
+    ids = []
+    for n in range(5):
+        mailbox = await service.mailboxes.RegisterMailbox(sa_request(service.sim, f"user{n}@example.com"), metadata=auth)
+        ids.append(mailbox.id)
+    await service.mailboxes.StopMailbox(mailbox_service_pb2.StopMailboxRequest(mailbox_id=ids[0]), metadata=auth)
+
+    seen, token, pages = [], "", 0
+    while True:
+        page = await service.mailboxes.ListMailboxes(
+            mailbox_service_pb2.ListMailboxesRequest(page_size=2, page_token=token), metadata=auth
+        )
+        seen += [m.id for m in page.mailboxes]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids and pages == 3
+
+    active = await service.mailboxes.ListMailboxes(
+        mailbox_service_pb2.ListMailboxesRequest(states=[ACTIVE]), metadata=auth
+    )
+    assert [m.id for m in active.mailboxes] == ids[1:]
+    stopped = await service.mailboxes.ListMailboxes(
+        mailbox_service_pb2.ListMailboxesRequest(states=[STOPPED]), metadata=auth
+    )
+    assert [m.id for m in stopped.mailboxes] == ids[:1]
+
+
+async def test_page_token_from_another_query_is_rejected(service):
+    _, auth = await service.new_tenant()
+    for n in range(3):
+        await service.mailboxes.RegisterMailbox(sa_request(service.sim, f"p{n}@example.com"), metadata=auth)
+    page = await service.mailboxes.ListMailboxes(mailbox_service_pb2.ListMailboxesRequest(page_size=1), metadata=auth)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.ListMailboxes(
+            mailbox_service_pb2.ListMailboxesRequest(page_size=1, page_token=page.next_page_token, states=[STOPPED]),
+            metadata=auth,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "fault,code,reason",
+    [
+        ("rateLimitExceeded", grpc.StatusCode.RESOURCE_EXHAUSTED, "GMAIL_RATE_LIMITED"),
+        ("userRateLimitExceeded", grpc.StatusCode.RESOURCE_EXHAUSTED, "GMAIL_RATE_LIMITED"),
+        ("backendError", grpc.StatusCode.UNAVAILABLE, "GMAIL_UNAVAILABLE"),
+    ],
+)
+async def test_gmail_failures_map_to_clear_statuses(service, fault, code, reason):
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "frank@example.com")
+    service.sim.inject_fault(fault, method="users.watch", count=1, retry_after=30)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert caught.value.code() == code
+    info, _ = error_details(caught.value)
+    assert info.reason == reason and info.domain == "mailwatch.dev"
+    # Nothing half-registered: the retry succeeds and creates the mailbox.
+    mailbox = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert mailbox.state == ACTIVE
+
+
+async def test_revoked_credentials_are_reported_not_internal(service):
+    _, auth = await service.new_tenant()
+    request, _, _ = oauth_request(service.sim, "gina@example.com")
+    service.sim.revoke_user("gina@example.com")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(caught.value)[0].reason == "GMAIL_AUTH_FAILED"
+    listed = await service.mailboxes.ListMailboxes(mailbox_service_pb2.ListMailboxesRequest(), metadata=auth)
+    assert list(listed.mailboxes) == []
+
+
+async def test_unpublishable_topic_is_reported(service, database_url, gmail_sim, pubsub_topic):
+    from tests.fixtures.service import run_service, service_settings
+
+    settings = service_settings(
+        database_url, gmail_sim.url, "projects/mailwatch-test/topics/does-not-exist", pubsub_topic["subscription"]
+    )
+    async with run_service(settings, gmail_sim, settings.pubsub_topic, pubsub_topic["subscription"]) as other:
+        _, auth = await other.new_tenant()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await other.mailboxes.RegisterMailbox(sa_request(gmail_sim, "hank@example.com"), metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(caught.value)[0].reason == "GMAIL_TOPIC_NOT_PUBLISHABLE"
+
+
+async def test_service_account_without_delegation_for_that_user_is_denied(service):
+    """A key whose subject is another user: Gmail answers 403 for the mailbox."""
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "ivan@example.com")
+    service.sim.create_mailbox("judy@example.com")
+    request.service_account.subject = "judy@example.com"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert caught.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+    assert error_details(caught.value)[0].reason.startswith("GMAIL_")
