@@ -8,18 +8,10 @@ google-auth, and closed after each test.
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-from google.oauth2 import credentials as user_credentials
-from google.oauth2 import service_account
-from googleapiclient.discovery import build
 
 from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
-
-READONLY = "https://www.googleapis.com/auth/gmail.readonly"
-ALICE = "alice@example.com"
-BOB = "bob@example.com"
+from tests.integration.gmail_sim.support import Gmail
 
 
 @pytest.fixture(scope="module")
@@ -57,45 +49,6 @@ def _pubsub_sim(pubsub_emulator):
 def pubsub_sim(_pubsub_sim):
     _pubsub_sim.reset()
     return _pubsub_sim
-
-
-class Gmail:
-    """Builds Gmail services against one simulator and closes them all at the end."""
-
-    def __init__(self, url: str, control: SimulatorControl) -> None:
-        self.url = url
-        self.control = control
-        self._stack = contextlib.ExitStack()
-        self._sa_key: dict | None = None
-        self._client: dict | None = None
-
-    def service(self, creds, **kwargs):
-        service = build("gmail", "v1", static_discovery=True, credentials=creds,
-                        client_options={"api_endpoint": self.url}, **kwargs)
-        self._stack.callback(service.close)
-        return service
-
-    def sa_credentials(self, email: str, scopes=(READONLY,)):
-        if self._sa_key is None:
-            self._sa_key = self.control.create_service_account_key()
-        return service_account.Credentials.from_service_account_info(self._sa_key, scopes=list(scopes),
-                                                                     subject=email)
-
-    def user_credentials(self, email: str, scopes=None):
-        if self._client is None:
-            self._client = self.control.create_oauth_client()
-        refresh = self.control.issue_refresh_token(self._client["clientId"], email, scopes=scopes)
-        return user_credentials.Credentials(token=None, refresh_token=refresh,
-                                            client_id=self._client["clientId"],
-                                            client_secret=self._client["clientSecret"],
-                                            token_uri=self.control.token_uri)
-
-    def for_user(self, email: str):
-        """A service acting as `email` through domain-wide delegation."""
-        return self.service(self.sa_credentials(email))
-
-    def close(self) -> None:
-        self._stack.close()
 
 
 @pytest.fixture

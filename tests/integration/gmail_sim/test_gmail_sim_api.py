@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from googleapiclient.errors import HttpError
 
-from conftest import ALICE
+from tests.integration.gmail_sim.support import ALICE
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from conftest import ALICE, BOB, READONLY
+from tests.integration.gmail_sim.support import ALICE, BOB, READONLY
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from conftest import ALICE, BOB
+from tests.integration.gmail_sim.support import ALICE, BOB
 
 pytestmark = pytest.mark.integration
 
