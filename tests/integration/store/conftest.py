@@ -26,7 +26,8 @@ def store_template(postgres_server):
 def migrated_url(postgres_server, store_template):
     name = f"store_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{store_template}"')
+        # FILE_COPY clones a small database about twice as fast as PG15's default WAL_LOG.
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{store_template}" STRATEGY FILE_COPY')
     try:
         yield postgres_server.url(name, driver="postgresql+psycopg")
     finally:

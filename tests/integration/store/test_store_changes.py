@@ -1,0 +1,262 @@
+"""The change log: append/read, per-tenant commit order, NOTIFY, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from mailwatch.domain.models import EventType, NewEvent
+from mailwatch.store import changes, tenants
+from mailwatch.store.changes import CHANGES_CHANNEL
+
+pytestmark = pytest.mark.integration
+
+
+def _events(mailbox_id, n, *, type=EventType.MESSAGE_ADDED, start=1, **kw):
+    return [
+        NewEvent(
+            mailbox_id=mailbox_id,
+            email_address="alice@example.com",
+            type=type,
+            history_id=start + i,
+            message_id=f"m{start + i}",
+            thread_id=f"t{start + i}",
+            label_ids=("INBOX", "UNREAD"),
+            **kw,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+async def tenant(sessions):
+    async with sessions() as session, session.begin():
+        return await tenants.create_tenant(session, "acme")
+
+
+async def test_append_then_read_in_order(sessions, tenant):
+    mailbox = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        appended = await changes.append_events(
+            session, tenant.id, _events(mailbox, 3) + [
+                NewEvent(mailbox_id=mailbox, email_address="alice@example.com", type=EventType.RESYNCED,
+                         history_id=9, detail={"baseline": "9", "reason": "history expired"}),
+            ]
+        )
+    sequences = [e.sequence for e in appended]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 4
+    assert [e.history_id for e in appended] == [1, 2, 3, 9]
+    assert appended[0].observed_at.tzinfo is not None
+
+    async with sessions() as session:
+        read = await changes.read_events(session, tenant.id, 0)
+        assert read == appended
+        assert read[-1].detail == {"baseline": "9", "reason": "history expired"}
+        assert read[0].label_ids == ("INBOX", "UNREAD")
+        assert await changes.read_events(session, tenant.id, sequences[1]) == appended[2:]
+        assert await changes.read_events(session, tenant.id, 0, limit=2) == appended[:2]
+        assert await changes.latest_sequence(session, tenant.id) == sequences[-1]
+
+
+async def test_empty_append_is_a_no_op(sessions, tenant):
+    async with sessions() as session, session.begin():
+        assert await changes.append_events(session, tenant.id, []) == []
+    async with sessions() as session:
+        assert await changes.latest_sequence(session, tenant.id) == 0
+        assert await changes.latest_sequence(session, uuid.uuid4()) == 0
+
+
+async def test_read_filters_by_mailbox_and_type(sessions, tenant):
+    one, two = uuid.uuid4(), uuid.uuid4()
+    async with sessions() as session, session.begin():
+        await changes.append_events(session, tenant.id, _events(one, 2))
+        await changes.append_events(session, tenant.id, _events(two, 2, type=EventType.LABELS_ADDED))
+        await changes.append_events(session, tenant.id, _events(one, 1, type=EventType.MESSAGE_DELETED, start=10))
+    async with sessions() as session:
+        only_one = await changes.read_events(session, tenant.id, 0, mailbox_ids=[one])
+        assert {e.mailbox_id for e in only_one} == {one} and len(only_one) == 3
+        deleted = await changes.read_events(session, tenant.id, 0, types=[EventType.MESSAGE_DELETED])
+        assert [e.message_id for e in deleted] == ["m10"]
+        both = await changes.read_events(
+            session, tenant.id, 0, mailbox_ids=[two], types=[EventType.LABELS_ADDED, EventType.MESSAGE_ADDED]
+        )
+        assert len(both) == 2 and {e.type for e in both} == {EventType.LABELS_ADDED}
+        assert len(await changes.read_events(session, tenant.id, 0, mailbox_ids=[], types=[])) == 5
+
+
+async def test_tenants_do_not_see_each_others_events(sessions, tenant):
+    async with sessions() as session, session.begin():
+        other = await tenants.create_tenant(session, "other")
+        await changes.append_events(session, tenant.id, _events(uuid.uuid4(), 2))
+    async with sessions() as session:
+        assert await changes.read_events(session, other.id, 0) == []
+        assert await changes.latest_sequence(session, other.id) == 0
+
+
+async def test_a_blocked_writer_draws_its_sequences_after_the_first_commits(sessions, tenant):
+    mailbox = uuid.uuid4()
+    first = sessions()
+    await first.begin()
+    first_events = await changes.append_events(first, tenant.id, _events(mailbox, 2))
+
+    async def second_writer():
+        async with sessions() as session, session.begin():
+            return await changes.append_events(session, tenant.id, _events(mailbox, 2, start=100))
+
+    second = asyncio.create_task(second_writer())
+    await asyncio.sleep(0.3)
+    assert not second.done(), "the second writer must wait for the tenant's lock"
+
+    # A different tenant is not held up.
+    async with sessions() as session, session.begin():
+        other = await tenants.create_tenant(session, "independent")
+        await asyncio.wait_for(changes.append_events(session, other.id, _events(mailbox, 1)), 5)
+
+    await first.commit()
+    await first.close()
+    second_events = await asyncio.wait_for(second, 10)
+    assert max(e.sequence for e in first_events) < min(e.sequence for e in second_events)
+
+
+async def test_concurrent_writers_never_let_a_reader_skip_an_event(sessions, tenant):
+    """Readers that poll "after my last sequence" while many writers commit in
+    random order must still end up having seen every event exactly once."""
+    mailbox = uuid.uuid4()
+    writers_done = asyncio.Event()
+    rng = random.Random(7)
+
+    async def writer(n: int):
+        for batch in range(5):
+            async with sessions() as session, session.begin():
+                await changes.append_events(session, tenant.id, _events(mailbox, rng.randint(1, 4), start=n * 1000 + batch * 10))
+                await asyncio.sleep(rng.random() * 0.01)  # hold the transaction open a little
+
+    seen: list[int] = []
+
+    async def reader():
+        last = 0
+        while True:
+            done = writers_done.is_set()
+            async with sessions() as session:
+                page = await changes.read_events(session, tenant.id, last)
+            seen.extend(e.sequence for e in page)
+            if page:
+                last = page[-1].sequence
+            elif done:
+                return
+            await asyncio.sleep(0.002)
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(6)))
+    writers_done.set()
+    await asyncio.wait_for(reading, 20)
+
+    async with sessions() as session:
+        everything = [e.sequence for e in await changes.read_events(session, tenant.id, 0, limit=10_000)]
+    assert seen == everything
+    assert len(everything) == len(set(everything)) > 30
+
+
+async def _listen(postgres_server, database_url):
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+    return conn
+
+
+async def _notifications(conn, timeout):
+    return [n.payload async for n in conn.notifies(timeout=timeout)]
+
+
+async def test_notify_is_delivered_after_commit_only(sessions, tenant, postgres_server, migrated_url):
+    listener = await _listen(postgres_server, migrated_url)
+    try:
+        # Rolled back: nothing is delivered.
+        async with sessions() as session:
+            async with session.begin():
+                await changes.append_events(session, tenant.id, _events(uuid.uuid4(), 1))
+                assert await _notifications(listener, 0.2) == []  # not before commit
+                await session.rollback()
+        assert await _notifications(listener, 0.3) == []
+
+        async with sessions() as session, session.begin():
+            await changes.append_events(session, tenant.id, _events(uuid.uuid4(), 3))
+            await changes.append_events(session, tenant.id, _events(uuid.uuid4(), 1))
+        # Postgres folds identical notifications of one transaction into one.
+        assert await _notifications(listener, 0.5) == [str(tenant.id)]
+    finally:
+        await listener.close()
+
+
+async def test_prune_deletes_old_events_and_raises_the_watermark(sessions, tenant):
+    now = datetime.now(timezone.utc)
+    mailbox = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        other = await tenants.create_tenant(session, "other")
+        old = await changes.append_events(session, tenant.id, _events(mailbox, 3, observed_at=now - timedelta(days=10)))
+        recent = await changes.append_events(session, tenant.id, _events(mailbox, 2, observed_at=now))
+        others = await changes.append_events(session, other.id, _events(mailbox, 2, observed_at=now))
+
+    async with sessions() as session, session.begin():
+        assert await changes.prune_events(session, now - timedelta(days=7)) == 3
+    async with sessions() as session:
+        assert (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence == old[-1].sequence
+        assert (await tenants.get_tenant(session, other.id)).pruned_through_sequence == 0
+        assert await changes.read_events(session, tenant.id, 0) == recent
+        assert await changes.read_events(session, other.id, 0) == others
+
+    async with sessions() as session, session.begin():
+        assert await changes.prune_events(session, now - timedelta(days=7)) == 0  # idempotent
+        assert await changes.prune_events(session, now + timedelta(seconds=1)) == 4
+    async with sessions() as session:
+        assert (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence == recent[-1].sequence
+        assert (await tenants.get_tenant(session, other.id)).pruned_through_sequence == others[-1].sequence
+        # An empty log still reports the position readers resume from.
+        assert await changes.latest_sequence(session, tenant.id) == recent[-1].sequence
+
+
+async def test_prune_cuts_by_sequence_so_the_watermark_is_exact(sessions, tenant):
+    """An event with a later sequence but an earlier observed_at (a writer whose
+    transaction started earlier) is pruned together with everything below it."""
+    now = datetime.now(timezone.utc)
+    mailbox = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        newer_clock = await changes.append_events(session, tenant.id, _events(mailbox, 1, observed_at=now - timedelta(days=1)))
+        older_clock = await changes.append_events(session, tenant.id, _events(mailbox, 1, observed_at=now - timedelta(days=9)))
+    async with sessions() as session, session.begin():
+        assert await changes.prune_events(session, now - timedelta(days=7)) == 2
+    async with sessions() as session:
+        assert (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence == older_clock[0].sequence
+        assert newer_clock[0].sequence < older_clock[0].sequence
+        assert await changes.read_events(session, tenant.id, 0) == []
+
+
+async def test_prune_requires_an_aware_datetime(sessions):
+    async with sessions() as session:
+        with pytest.raises(ValueError):
+            await changes.prune_events(session, datetime(2030, 1, 1))
+
+
+async def test_appending_thousands_is_fast_and_ordered(sessions, tenant):
+    mailbox = uuid.uuid4()
+    events = _events(mailbox, 5000)
+    started = time.perf_counter()
+    async with sessions() as session, session.begin():
+        appended = await changes.append_events(session, tenant.id, events)
+    elapsed = time.perf_counter() - started
+    assert [e.history_id for e in appended] == list(range(1, 5001))
+    sequences = [e.sequence for e in appended]
+    assert sequences == sorted(sequences)
+    async with sessions() as session:
+        stored = await changes.read_events(session, tenant.id, 0, limit=10_000)
+        count = (await session.execute(text("SELECT count(*) FROM change_events"))).scalar_one()
+    assert [(e.sequence, e.history_id, e.id) for e in stored] == [(e.sequence, e.history_id, e.id) for e in appended]
+    assert count == 5000
+    assert elapsed < 5, f"appending 5000 events took {elapsed:.2f}s"

@@ -1,0 +1,194 @@
+"""Mailbox queries: register (upsert), tenant isolation, stop, paging, credentials."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from mailwatch.domain.errors import NotFound
+from mailwatch.domain.models import CredentialKind, LabelFilter, LabelFilterBehavior, MailboxState
+from mailwatch.store import mailboxes, tenants
+
+pytestmark = pytest.mark.integration
+
+EXPIRES = datetime(2030, 1, 8, tzinfo=timezone.utc)
+RENEW = datetime(2030, 1, 2, tzinfo=timezone.utc)
+
+
+async def _tenant(sessions, name="acme"):
+    async with sessions() as session, session.begin():
+        return await tenants.create_tenant(session, name)
+
+
+async def _register(sessions, tenant_id, address="Alice@Example.com", **overrides):
+    values = dict(
+        email_address=address,
+        label_filter=LabelFilter(("INBOX",), LabelFilterBehavior.INCLUDE),
+        credential_kind=CredentialKind.OAUTH,
+        credentials_ciphertext=b"ciphertext-1",
+        history_id=100,
+        watch_expiration=EXPIRES,
+        next_renewal_at=RENEW,
+    )
+    values.update(overrides)
+    async with sessions() as session, session.begin():
+        return await mailboxes.upsert_mailbox(session, tenant_id, **values)
+
+
+async def test_register_creates_a_lower_cased_active_mailbox(sessions):
+    tenant = await _tenant(sessions)
+    mailbox, created = await _register(sessions, tenant.id)
+    assert created
+    assert mailbox.email_address == "alice@example.com"
+    assert mailbox.state is MailboxState.ACTIVE
+    assert mailbox.label_filter == LabelFilter(("INBOX",), LabelFilterBehavior.INCLUDE)
+    assert mailbox.credential_kind is CredentialKind.OAUTH
+    assert (mailbox.history_id, mailbox.notified_history_id) == (100, None)
+    assert (mailbox.watch_expiration, mailbox.next_renewal_at) == (EXPIRES, RENEW)
+    assert mailbox.sync_due_at is None and mailbox.sync_attempts == 0
+    assert mailbox.created.tzinfo is not None
+
+    async with sessions() as session:
+        assert await mailboxes.get_mailbox(session, tenant.id, mailbox.id) == mailbox
+        assert await mailboxes.find_mailbox_by_address(session, tenant.id, " ALICE@example.COM ") == mailbox
+        assert await mailboxes.find_mailbox_by_address(session, tenant.id, "bob@example.com") is None
+        assert await mailboxes.load_credentials_ciphertext(session, tenant.id, mailbox.id) == b"ciphertext-1"
+
+
+async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
+    tenant = await _tenant(sessions)
+    first, _ = await _register(sessions, tenant.id)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE mailboxes SET state = 'AUTH_FAILED', last_error = 'invalid_grant', "
+                "last_error_at = now(), sync_attempts = 3, backoff_until = now() + interval '1 hour', "
+                "history_id = 150"
+            )
+        )
+    second, created = await _register(
+        sessions,
+        tenant.id,
+        address="alice@example.com",
+        label_filter=LabelFilter(("SPAM",), LabelFilterBehavior.EXCLUDE),
+        credentials_ciphertext=b"ciphertext-2",
+        history_id=200,
+    )
+    assert not created
+    assert second.id == first.id
+    assert second.state is MailboxState.ACTIVE
+    assert second.last_error is None and second.last_error_at is None
+    assert second.sync_attempts == 0 and second.backoff_until is None
+    assert second.label_filter == LabelFilter(("SPAM",), LabelFilterBehavior.EXCLUDE)
+    # Recovering from AUTH_FAILED keeps the synced position and catches up.
+    assert second.history_id == 150
+    assert second.sync_due_at is not None
+    assert second.updated >= first.updated
+    async with sessions() as session:
+        assert await mailboxes.load_credentials_ciphertext(session, tenant.id, first.id) == b"ciphertext-2"
+
+
+async def test_register_after_stop_takes_the_new_baseline(sessions):
+    tenant = await _tenant(sessions)
+    first, _ = await _register(sessions, tenant.id)
+    async with sessions() as session, session.begin():
+        stopped, changed = await mailboxes.mark_stopped(session, tenant.id, first.id)
+    assert changed and stopped.state is MailboxState.STOPPED
+    again, created = await _register(sessions, tenant.id, history_id=900)
+    assert not created and again.id == first.id
+    assert again.state is MailboxState.ACTIVE and again.history_id == 900 and again.sync_due_at is None
+
+
+async def test_register_without_rewatch_keeps_watch_fields(sessions):
+    tenant = await _tenant(sessions)
+    await _register(sessions, tenant.id)
+    again, _ = await _register(sessions, tenant.id, history_id=None, watch_expiration=None, next_renewal_at=None)
+    assert (again.history_id, again.watch_expiration, again.next_renewal_at) == (100, EXPIRES, RENEW)
+
+
+async def test_tenants_cannot_see_each_others_mailboxes(sessions):
+    a = await _tenant(sessions, "a")
+    b = await _tenant(sessions, "b")
+    mailbox_a, _ = await _register(sessions, a.id)
+    mailbox_b, created = await _register(sessions, b.id)  # same address, other tenant
+    assert created and mailbox_b.id != mailbox_a.id
+
+    async with sessions() as session, session.begin():
+        with pytest.raises(NotFound) as caught:
+            await mailboxes.get_mailbox(session, b.id, mailbox_a.id)
+        assert caught.value.reason == "NOT_FOUND"
+        with pytest.raises(NotFound):
+            await mailboxes.load_credentials_ciphertext(session, b.id, mailbox_a.id)
+        with pytest.raises(NotFound):
+            await mailboxes.mark_stopped(session, b.id, mailbox_a.id)
+        assert await mailboxes.find_mailbox_by_address(session, b.id, "alice@example.com") == mailbox_b
+        assert [m.id for m in await mailboxes.list_mailboxes(session, a.id)] == [mailbox_a.id]
+    async with sessions() as session:
+        assert (await mailboxes.get_mailbox(session, a.id, mailbox_a.id)).state is MailboxState.ACTIVE
+
+
+async def test_mark_stopped_is_idempotent(sessions):
+    tenant = await _tenant(sessions)
+    mailbox, _ = await _register(sessions, tenant.id)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET sync_due_at = now()"))
+        first, changed = await mailboxes.mark_stopped(session, tenant.id, mailbox.id)
+        second, changed_again = await mailboxes.mark_stopped(session, tenant.id, mailbox.id)
+    assert (changed, changed_again) == (True, False)
+    assert first.state is second.state is MailboxState.STOPPED
+    assert first.sync_due_at is None
+    async with sessions() as session:
+        with pytest.raises(NotFound):
+            await mailboxes.mark_stopped(session, tenant.id, uuid.uuid4())
+
+
+async def test_list_pages_with_keyset_and_filters_by_state(sessions):
+    tenant = await _tenant(sessions)
+    registered = []
+    for n in range(7):
+        mailbox, _ = await _register(sessions, tenant.id, address=f"user{n}@example.com")
+        registered.append(mailbox)
+    async with sessions() as session, session.begin():
+        await mailboxes.mark_stopped(session, tenant.id, registered[2].id)
+
+    seen, after = [], None
+    async with sessions() as session:
+        while True:
+            page = await mailboxes.list_mailboxes(session, tenant.id, after=after, limit=3)
+            if not page:
+                break
+            seen.extend(page)
+            after = (page[-1].created, page[-1].id)
+        assert [m.id for m in seen] == [m.id for m in sorted(registered, key=lambda m: (m.created, m.id))]
+
+        stopped = await mailboxes.list_mailboxes(session, tenant.id, state=MailboxState.STOPPED)
+        active = await mailboxes.list_mailboxes(session, tenant.id, state=MailboxState.ACTIVE, limit=100)
+    assert [m.id for m in stopped] == [registered[2].id]
+    assert len(active) == 6
+
+
+async def test_register_for_unknown_tenant_is_not_found(sessions):
+    with pytest.raises(NotFound):
+        await _register(sessions, uuid.uuid4())
+
+
+async def test_state_check_constraint(sessions):
+    tenant = await _tenant(sessions)
+    await _register(sessions, tenant.id)
+    from sqlalchemy.exc import IntegrityError
+
+    async with sessions() as session:
+        with pytest.raises(IntegrityError):
+            await session.execute(text("UPDATE mailboxes SET state = 'PAUSED'"))
+
+
+async def test_updated_moves_on_core_update(sessions):
+    tenant = await _tenant(sessions)
+    mailbox, _ = await _register(sessions, tenant.id)
+    async with sessions() as session, session.begin():
+        stopped, _ = await mailboxes.mark_stopped(session, tenant.id, mailbox.id)
+    assert stopped.updated > mailbox.updated - timedelta(seconds=0)
+    assert stopped.updated != mailbox.updated

@@ -1,0 +1,108 @@
+"""Ingest's batch write: notifications mark mailboxes due; malformed ones are kept."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+
+from mailwatch.domain.models import CredentialKind, LabelFilter, MailboxState
+from mailwatch.store import mailboxes, notifications, tenants
+from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
+from mailwatch.store.notifications import MalformedRecord, NotificationOutcome
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2030, 1, 1, 12, tzinfo=timezone.utc)
+
+
+async def _mailbox(session, tenant_id, address, history_id=100):
+    mailbox, _ = await mailboxes.upsert_mailbox(
+        session, tenant_id, email_address=address, label_filter=LabelFilter(),
+        credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c", history_id=history_id,
+    )
+    return mailbox
+
+
+async def test_notifications_mark_active_mailboxes_due_across_tenants(sessions):
+    async with sessions() as session, session.begin():
+        a = await tenants.create_tenant(session, "a")
+        b = await tenants.create_tenant(session, "b")
+        alice_a = await _mailbox(session, a.id, "alice@example.com")
+        alice_b = await _mailbox(session, b.id, "alice@example.com", history_id=500)
+        stopped = await _mailbox(session, a.id, "carol@example.com")
+        await mailboxes.mark_stopped(session, a.id, stopped.id)
+
+    async with sessions() as session, session.begin():
+        outcomes = await notifications.record_notification_batch(
+            session,
+            {"Alice@Example.com": 300, "carol@example.com": 900, "nobody@example.com": 5},
+            now=NOW,
+        )
+    assert outcomes == {
+        # b's mailbox already synced past 300: recorded, but not made due.
+        "alice@example.com": NotificationOutcome(active=2, inactive=0, marked_due=1),
+        "carol@example.com": NotificationOutcome(active=0, inactive=1, marked_due=0),
+    }
+    async with sessions() as session:
+        got_a = await mailboxes.get_mailbox(session, a.id, alice_a.id)
+        got_b = await mailboxes.get_mailbox(session, b.id, alice_b.id)
+        got_stopped = await mailboxes.get_mailbox(session, a.id, stopped.id)
+    assert (got_a.notified_history_id, got_a.sync_due_at, got_a.last_notification_at) == (300, NOW, NOW)
+    assert (got_b.notified_history_id, got_b.sync_due_at, got_b.last_notification_at) == (300, None, NOW)
+    assert got_stopped.state is MailboxState.STOPPED and got_stopped.notified_history_id is None
+
+
+async def test_older_notifications_never_lower_the_watermark_or_delay_a_due_sync(sessions):
+    async with sessions() as session, session.begin():
+        tenant = await tenants.create_tenant(session, "a")
+        mailbox = await _mailbox(session, tenant.id, "alice@example.com")
+    async with sessions() as session, session.begin():
+        await notifications.record_notification_batch(session, {"alice@example.com": 300}, now=NOW)
+    later = NOW.replace(hour=13)
+    async with sessions() as session, session.begin():
+        await notifications.record_notification_batch(session, {"alice@example.com": 200}, now=later)
+    async with sessions() as session:
+        got = await mailboxes.get_mailbox(session, tenant.id, mailbox.id)
+    assert got.notified_history_id == 300
+    assert got.sync_due_at == NOW  # the earlier due time stands
+    assert got.last_notification_at == later
+
+
+async def test_empty_batch_and_database_clock(sessions):
+    async with sessions() as session, session.begin():
+        assert await notifications.record_notification_batch(session, {}) == {}
+        tenant = await tenants.create_tenant(session, "a")
+        mailbox = await _mailbox(session, tenant.id, "alice@example.com", history_id=None)
+    async with sessions() as session, session.begin():
+        outcomes = await notifications.record_notification_batch(session, {"alice@example.com": 1})
+    assert outcomes["alice@example.com"].marked_due == 1
+    async with sessions() as session:
+        assert (await mailboxes.get_mailbox(session, tenant.id, mailbox.id)).sync_due_at is not None
+
+
+async def test_malformed_messages_are_kept_truncated(sessions):
+    huge = b"x" * (MALFORMED_DATA_MAX_BYTES + 100)
+    async with sessions() as session, session.begin():
+        await notifications.insert_malformed(session, [])
+        await notifications.insert_malformed(
+            session,
+            [
+                MalformedRecord(source="projects/p/subscriptions/s", reason="BAD_JSON", pubsub_message_id="1",
+                                data=huge, attributes={"k": "v"}),
+                MalformedRecord(source="push", reason="BAD_ENVELOPE"),
+            ],
+        )
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                text("SELECT source, reason, pubsub_message_id, length(data) AS size, attributes, received_at "
+                     "FROM malformed_notifications ORDER BY source")
+            )
+        ).all()
+    assert [(r.source, r.reason, r.pubsub_message_id, r.size, r.attributes) for r in rows] == [
+        ("projects/p/subscriptions/s", "BAD_JSON", "1", MALFORMED_DATA_MAX_BYTES, {"k": "v"}),
+        ("push", "BAD_ENVELOPE", None, None, {}),
+    ]
+    assert all(r.received_at is not None for r in rows)
