@@ -1,0 +1,225 @@
+"""Wake-ups for change streams: one LISTEN connection per process.
+
+`append_events` queues `NOTIFY mailwatch_changes, '<tenant_id>'` in the
+writer's transaction, so every replica hears about a commit as soon as it
+happens. A notification is only a wake-up: streams always re-read the log
+from their own position, and also re-read on a timer, so a notification lost
+while the connection was down costs latency, never data (procrastinate's rule).
+
+The connection is a plain psycopg 3 `AsyncConnection` in autocommit mode, not
+one borrowed from the SQLAlchemy pool: it is held for the life of the process
+and must never be handed to a transaction. If it drops, the notifier reconnects
+with exponential backoff; meanwhile `connected` is False and the streamer polls
+faster. On every (re)connect all waiters are woken, because commits made while
+nobody was listening announced themselves to no one.
+
+Waking is per tenant and needs no bookkeeping per stream: each tenant has one
+`asyncio.Event`, replaced on every notification, that any number of streams
+wait on; a generation number (`token`) closes the gap between a stream's read
+and its wait, so a notification that lands in between is not slept through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+
+import psycopg
+from prometheus_client import Counter, Gauge
+from psycopg import sql
+
+from mailwatch.store.changes import CHANGES_CHANNEL
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS = Counter("mailwatch_change_notifications_total", "NOTIFYs received on the change channel")
+LISTEN_CONNECTS = Counter("mailwatch_change_listen_connects_total", "LISTEN connections established")
+LISTENING = Gauge("mailwatch_change_listening", "1 while this process LISTENs for change notifications")
+
+
+def libpq_url(url: str) -> str:
+    """A libpq connection URL from a SQLAlchemy one (`postgresql+psycopg://` → `postgresql://`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url  # a key=value conninfo string: libpq takes it as is
+    if scheme.startswith("postgresql+") or scheme.startswith("postgres+") or scheme == "postgres":
+        return f"postgresql://{rest}"
+    if scheme != "postgresql":
+        raise ValueError(f"not a postgresql:// URL (scheme {scheme!r})")
+    return url
+
+
+class ChangeNotifier:
+    """Per-process LISTENer that wakes the streams of the tenant named in each notification."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel: str = CHANGES_CHANNEL,
+        reconnect_min_seconds: float = 0.5,
+        reconnect_max_seconds: float = 30.0,
+        health_check_seconds: float = 30.0,
+        connect_timeout_seconds: float = 10.0,
+        application_name: str = "mailwatch-listen",
+    ) -> None:
+        self._conninfo = libpq_url(url)
+        self.channel = channel
+        self.reconnect_min_seconds = reconnect_min_seconds
+        self.reconnect_max_seconds = reconnect_max_seconds
+        self.health_check_seconds = health_check_seconds
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.application_name = application_name
+        self._task: asyncio.Task | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+        self._connected = asyncio.Event()
+        # Generations: `_counter` counts wake-ups; a tenant's token is the
+        # counter value of its latest wake-up (or of the latest wake-all).
+        self._counter = 0
+        self._tenant_generation: dict[uuid.UUID, int] = {}
+        self._all_generation = 0
+        self._events: dict[uuid.UUID, asyncio.Event] = {}
+        self._failures = 0
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while LISTEN is established (notifications are being received)."""
+        return self._connected.is_set()
+
+    async def start(self, *, wait_connected: float | None = None) -> None:
+        """Start listening in the background. With `wait_connected`, wait up to
+        that many seconds for the first connection (not an error if it fails:
+        the notifier keeps retrying and streams poll meanwhile)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mailwatch-change-notifier")
+        if wait_connected:
+            try:
+                await asyncio.wait_for(self._connected.wait(), wait_connected)
+            except TimeoutError:
+                log.warning("change notifier not connected after %.1fs; streams poll until it is", wait_connected)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self._close_connection()
+        self._set_disconnected()
+        self._wake_all()  # waiters return at once and fall back to their timers
+
+    # --- waiting ---------------------------------------------------------------
+
+    def token(self, tenant_id: uuid.UUID) -> int:
+        """The tenant's current generation: take it *before* reading the log and
+        pass it to `wait`, which then returns at once if a wake-up came in between."""
+        return max(self._tenant_generation.get(tenant_id, 0), self._all_generation)
+
+    async def wait(self, tenant_id: uuid.UUID, timeout: float, *, token: int | None = None) -> bool:
+        """Wait up to `timeout` seconds for a notification for the tenant. True if woken."""
+        if token is not None and self.token(tenant_id) != token:
+            return True
+        event = self._events.get(tenant_id)
+        if event is None:
+            event = self._events[tenant_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    def notify_local(self, tenant_id: uuid.UUID) -> None:
+        """Wake the tenant's streams as a notification would (tests; in-process writers)."""
+        self._wake(tenant_id)
+
+    def _wake(self, tenant_id: uuid.UUID) -> None:
+        self._counter += 1
+        self._tenant_generation[tenant_id] = self._counter
+        event = self._events.pop(tenant_id, None)
+        if event is not None:
+            event.set()
+
+    def _wake_all(self) -> None:
+        self._counter += 1
+        self._all_generation = self._counter
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+    # --- the connection loop -----------------------------------------------------
+
+    def _set_connected(self) -> None:
+        self._connected.set()
+        LISTENING.set(1)
+
+    def _set_disconnected(self) -> None:
+        self._connected.clear()
+        LISTENING.set(0)
+
+    async def _run(self) -> None:
+        self._failures = 0
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: drop the connection and retry
+                self._failures += 1
+                level = logging.WARNING if self._failures <= 3 else logging.DEBUG
+                log.log(level, "change notifier connection failed (%s: %s); retrying", type(exc).__name__, exc)
+            finally:
+                was_connected = self.connected
+                self._set_disconnected()
+                await self._close_connection()
+                if was_connected:
+                    self._wake_all()  # streams re-read now and poll faster until we are back
+            delay = min(self.reconnect_max_seconds, self.reconnect_min_seconds * 2 ** max(self._failures - 1, 0))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _listen(self) -> None:
+        self._conn = await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=max(1, int(self.connect_timeout_seconds)),
+            application_name=self.application_name,
+            # Notice a silently dead peer (e.g. a failover) within about a minute.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+        await self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        LISTEN_CONNECTS.inc()
+        self._failures = 0
+        self._set_connected()
+        # Anything committed before LISTEN took effect was announced to no one.
+        self._wake_all()
+        log.info("listening for change notifications on %r", self.channel)
+        while True:
+            async for notify in self._conn.notifies(timeout=self.health_check_seconds):
+                self._on_notify(notify.payload)
+            # Quiet for a while: prove the connection is alive (raises if not).
+            await self._conn.execute("SELECT 1")
+
+    def _on_notify(self, payload: str) -> None:
+        NOTIFICATIONS.inc()
+        try:
+            tenant_id = uuid.UUID(payload)
+        except ValueError:
+            log.debug("ignoring change notification with payload %r", payload[:80])
+            return
+        self._wake(tenant_id)
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+                pass

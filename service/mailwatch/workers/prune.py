@@ -1,0 +1,106 @@
+"""Retention: delete change-log rows older than the configured age.
+
+Every `loop_seconds` the worker cuts events observed before `now - retention`
+in chunks of at most `chunk_size` expired rows, each chunk its own short
+transaction, so a large backlog (first run, or after an outage) never holds
+one giant transaction or long row locks. `prune_events` raises each tenant's
+`pruned_through_sequence` together with the delete, which is what makes old
+cursors fail with CURSOR_EXPIRED instead of silently skipping.
+
+Several replicas may run it at once: deletes of the same rows serialise and
+the loser deletes nothing, so no coordination is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock, SystemClock
+from mailwatch.store import changes
+
+log = logging.getLogger(__name__)
+
+PRUNED_EVENTS = Counter("mailwatch_pruned_events_total", "Change events deleted by retention")
+PRUNE_RUNS = Counter("mailwatch_prune_runs_total", "Retention passes by outcome", ["outcome"])
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    chunks: int
+
+
+class PruneWorker:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        retention: timedelta,
+        clock: Clock | None = None,
+        enabled: bool = True,
+        loop_seconds: float = 300.0,
+        chunk_size: int = 10_000,
+    ) -> None:
+        if retention <= timedelta(0):
+            raise ValueError("retention must be positive")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.sessions = sessions
+        self.retention = retention
+        self.clock = clock or SystemClock()
+        self.enabled = enabled
+        self.loop_seconds = loop_seconds
+        self.chunk_size = chunk_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        while not self._stopping:
+            try:
+                await self.run_once()
+                PRUNE_RUNS.labels(outcome="ok").inc()
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
+                PRUNE_RUNS.labels(outcome="error").inc()
+                log.exception("retention pass failed")
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run_once(self) -> PruneResult:
+        """One retention pass: prune chunk after chunk until nothing expired is left."""
+        older_than = self.clock.now() - self.retention
+        deleted = chunks = 0
+        while not self._stopping:
+            async with self.sessions() as session, session.begin():
+                count = await changes.prune_events(session, older_than, limit=self.chunk_size)
+            chunks += 1
+            deleted += count
+            PRUNED_EVENTS.inc(count)
+            # At least `chunk_size` rows go while a full chunk was expired, so
+            # fewer means this was the last one.
+            if count < self.chunk_size:
+                break
+            await asyncio.sleep(0)  # let streams and RPCs run between chunks
+        if deleted:
+            log.info(
+                "pruned %d change events observed before %s in %d chunks",
+                deleted, older_than.isoformat(), chunks,
+                extra={"pruned_events": deleted, "chunks": chunks},
+            )
+        return PruneResult(deleted=deleted, chunks=chunks)

@@ -1,0 +1,143 @@
+"""Fixtures for change-stream tests: an engine on a fresh database, two tenants
+with mailboxes, a started notifier, and helpers to append and consume."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from mailwatch.api.validation import StartKind, StreamQuery
+from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, Mailbox, NewEvent
+from mailwatch.store import changes, create_engine, mailboxes, session_factory, tenants
+from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat
+
+
+@pytest.fixture
+async def engine(database_url):
+    engine = create_engine(database_url, pool_size=5, max_overflow=5)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine):
+    return session_factory(engine)
+
+
+@dataclass
+class World:
+    tenant_a: uuid.UUID
+    tenant_b: uuid.UUID
+    a1: Mailbox
+    a2: Mailbox
+    b1: Mailbox
+
+
+async def register(sessions, tenant_id, address) -> Mailbox:
+    async with sessions() as session, session.begin():
+        mailbox, _ = await mailboxes.upsert_mailbox(
+            session,
+            tenant_id,
+            email_address=address,
+            label_filter=LabelFilter(),
+            credential_kind=CredentialKind.OAUTH,
+            credentials_ciphertext=b"not-really-ciphertext",
+        )
+    return mailbox
+
+
+@pytest.fixture
+async def world(sessions) -> World:
+    async with sessions() as session, session.begin():
+        a = await tenants.create_tenant(session, "tenant-a")
+        b = await tenants.create_tenant(session, "tenant-b")
+    return World(
+        tenant_a=a.id,
+        tenant_b=b.id,
+        a1=await register(sessions, a.id, "a1@example.com"),
+        a2=await register(sessions, a.id, "a2@example.com"),
+        b1=await register(sessions, b.id, "b1@example.com"),
+    )
+
+
+def new_events(mailbox: Mailbox, count: int, type=EventType.MESSAGE_ADDED, *, start=0, observed_at=None):
+    return [
+        NewEvent(
+            mailbox_id=mailbox.id,
+            email_address=mailbox.email_address,
+            type=type,
+            history_id=1000 + start + i,
+            message_id=f"m{start + i}",
+            thread_id=f"t{start + i}",
+            label_ids=("INBOX",),
+            observed_at=observed_at,
+        )
+        for i in range(count)
+    ]
+
+
+async def append(sessions, mailbox: Mailbox, count: int = 1, type=EventType.MESSAGE_ADDED, **kw):
+    async with sessions() as session, session.begin():
+        return await changes.append_events(session, mailbox.tenant_id, new_events(mailbox, count, type, **kw))
+
+
+def query(start=StartKind.NOW, after=None, *, mailbox_ids=(), types=(), batch=500, heartbeat=30.0) -> StreamQuery:
+    return StreamQuery(
+        mailbox_ids=tuple(mailbox_ids),
+        event_types=tuple(types),
+        start=start,
+        after_sequence=after,
+        max_batch_size=batch,
+        heartbeat_seconds=heartbeat,
+    )
+
+
+@pytest.fixture
+async def notifier(database_url):
+    notifier = ChangeNotifier(database_url, reconnect_min_seconds=0.05, reconnect_max_seconds=0.5)
+    await notifier.start(wait_connected=10)
+    assert notifier.connected
+    try:
+        yield notifier
+    finally:
+        await notifier.stop()
+
+
+@pytest.fixture
+def streamer(sessions, notifier):
+    return ChangeStreamer(sessions, notifier, poll_seconds=30.0, fallback_poll_seconds=0.2)
+
+
+async def next_item(stream, timeout: float = 10.0):
+    """The stream's next item; fails the test after `timeout` (which ends the stream)."""
+    try:
+        return await asyncio.wait_for(anext(stream), timeout)
+    except TimeoutError:
+        pytest.fail(f"no stream item within {timeout}s")
+
+
+async def next_batch(stream, timeout: float = 10.0) -> EventBatch:
+    """Skip heartbeats until a batch arrives."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        item = await next_item(stream, max(deadline - loop.time(), 0.01))
+        if isinstance(item, EventBatch):
+            return item
+        assert isinstance(item, Heartbeat)
+
+
+async def collect(stream, count: int, timeout: float = 20.0) -> list:
+    """Events from batches until `count` have arrived."""
+    events = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(events) < count:
+        batch = await next_batch(stream, max(deadline - loop.time(), 0.01))
+        events.extend(batch.events)
+    return events
