@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -141,8 +140,6 @@ def _headers(item: dict) -> list[tuple[str, str]]:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             raise ControlError("'headers' must be a list of [name, value] pairs")
         headers.append((str(pair[0]), str(pair[1])))
-    if not any(n.lower() == "message-id" for n, _ in headers):
-        headers.append(("Message-ID", f"<{uuid.uuid4().hex}@gmail-sim.invalid>"))
     return headers
 
 

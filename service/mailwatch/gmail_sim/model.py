@@ -55,8 +55,19 @@ class Message:
     def snippet(self) -> str:
         return " ".join(self.body.split())[:200]
 
+    def all_headers(self) -> list[tuple[str, str]]:
+        """The stored headers plus Date and Message-ID when the inserter gave none (made on demand)."""
+        headers = list(self.headers)
+        names = {name.lower() for name, _ in headers}
+        if "date" not in names:
+            date = datetime.fromtimestamp(self.internal_date / 1000, tz=timezone.utc)
+            headers.append(("Date", format_datetime(date)))
+        if "message-id" not in names:
+            headers.append(("Message-ID", f"<{self.id}@gmail-sim.invalid>"))
+        return headers
+
     def raw(self) -> bytes:
-        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.all_headers())
         return (head + "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + self.body).encode("utf-8")
 
     def to_json(self, fmt: str = "full", metadata_headers: list[str] | None = None) -> dict:
@@ -75,7 +86,7 @@ class Message:
         if fmt == "raw":
             out["raw"] = _b64url(raw)
             return out
-        headers = self.headers
+        headers = self.all_headers()
         if fmt == "metadata" and metadata_headers:
             wanted = {name.lower() for name in metadata_headers}
             headers = [h for h in headers if h[0].lower() in wanted]
@@ -116,8 +127,11 @@ class Mailbox:
     counter: int = 0
 
     @classmethod
-    def create(cls, email: str, history_id: int, seed: int) -> "Mailbox":
-        return cls(email=email, history_id=history_id, history=HistoryLog(floor=history_id), rng=random.Random(seed))
+    def create(cls, email: str, history_id: int, rng: random.Random | int) -> "Mailbox":
+        """`rng` (shared by the simulator's mailboxes, or a seed) draws history-id gaps and message ids."""
+        if not isinstance(rng, random.Random):
+            rng = random.Random(rng)
+        return cls(email=email, history_id=history_id, history=HistoryLog(floor=history_id), rng=rng)
 
     # -- labels ----------------------------------------------------------------------------
     def has_label(self, label_id: str) -> bool:
@@ -166,15 +180,10 @@ class Mailbox:
         self.check_labels(labels)
         message_id = self._new_message_id()
         thread = thread_id or message_id
-        if headers is None:
-            headers = []
-        if not any(name.lower() == "date" for name, _ in headers):
-            date = datetime.fromtimestamp((internal_date or now * 1000) / 1000, tz=timezone.utc)
-            headers = [*headers, ("Date", format_datetime(date))]
         hid = self._next_history_id()
         message = Message(id=message_id, thread_id=thread, label_ids=labels,
                           internal_date=internal_date if internal_date is not None else int(now * 1000),
-                          history_id=hid, headers=list(headers), body=body)
+                          history_id=hid, headers=list(headers or ()), body=body)
         self.messages[message_id] = message
         self.thread_sizes[thread] = self.thread_sizes.get(thread, 0) + 1
         record = HistoryRecord(hid, now, MESSAGE_ADDED, message_id, thread, tuple(labels))

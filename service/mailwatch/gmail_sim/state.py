@@ -110,7 +110,7 @@ class SimState:
             start = int(history_id) if history_id is not None else self._rng.randrange(1_000, 1_000_000)
             if start < 1:
                 raise ValueError("historyId must be positive")
-            mailbox = Mailbox.create(email, start, self._rng.getrandbits(32))
+            mailbox = Mailbox.create(email, start, self._rng)
             self.mailboxes[email.lower()] = mailbox
             return mailbox
 

@@ -8,7 +8,7 @@ from mailwatch.gmail_sim.model import Mailbox, UnknownLabel, UnknownMessage, Wat
 
 
 def mailbox():
-    return Mailbox.create("a@x.com", 1000, seed=1)
+    return Mailbox.create("a@x.com", 1000, rng=1)
 
 
 def test_every_change_increases_history_id():
