@@ -126,9 +126,7 @@ def main() -> None:
                     print(f"{mode}: {results[mode]:,.0f} msg/s")
         finally:
             publisher.stop()
-            transport = getattr(publisher, "_transport", None)
-            if transport is not None:
-                transport.close()
+            publisher.api.transport.close()
 
 
 if __name__ == "__main__":

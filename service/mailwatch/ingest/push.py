@@ -98,20 +98,17 @@ class _CachingRequest(transport.Request):
         self._lock = threading.Lock()
         self._cached = None
         self._fetched_at = float("-inf")
-        self.served_from_cache = False
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
         cacheable = url == self._url and method == "GET"
         with self._lock:
             if cacheable and self._cached is not None and time.monotonic() - self._fetched_at < self._ttl:
-                self.served_from_cache = True
                 return self._cached
         response = self._inner(url, method=method, body=body, headers=headers,
                                timeout=timeout or self._timeout, **kwargs)
         if cacheable and response.status == 200:
             with self._lock:
                 self._cached, self._fetched_at = _Frozen(response), time.monotonic()
-                self.served_from_cache = False
         return response
 
     def age(self) -> float:
@@ -119,7 +116,7 @@ class _CachingRequest(transport.Request):
 
     def invalidate(self) -> None:
         with self._lock:
-            self._cached = None
+            self._cached, self._fetched_at = None, float("-inf")
 
     def close(self) -> None:
         self._session.close()
@@ -153,10 +150,12 @@ class OidcVerifier:
         """Return the claims, or raise PushAuthError(401|403|503, reason)."""
         try:
             claims = self._verify_signature(token)
-        except PushAuthError:
-            if not self._request.served_from_cache or self._request.age() < self.auth.certs_refetch_min_seconds:
+        except PushAuthError as exc:
+            # A token that fails against certificates fetched a while ago may
+            # be signed with a key Google rotated in since: refetch once.
+            if exc.status != 401 or self._request.age() < self.auth.certs_refetch_min_seconds:
                 raise
-            self._request.invalidate()  # maybe Google rotated its keys
+            self._request.invalidate()
             claims = self._verify_signature(token)
         return self._check_claims(claims)
 

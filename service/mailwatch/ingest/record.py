@@ -2,7 +2,7 @@
 
 Shared by pull and push: decode every message, collapse valid notifications
 to the highest history id per address, then in ONE transaction record them
-(`store.notifications.record_notifications`) and keep the malformed ones
+(`store.notifications.record_notification_batch`) and keep the malformed ones
 (`store.notifications.insert_malformed`). Only after that commit may the
 caller acknowledge; if it raises, nothing may be acknowledged.
 """
@@ -26,7 +26,7 @@ from mailwatch.ingest.decode import (
     truncate,
 )
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store.notifications import MalformedRecord, insert_malformed, record_notifications
+from mailwatch.store.notifications import MalformedRecord, insert_malformed, record_notification_batch
 
 
 _SYSTEM_CLOCK = SystemClock()
@@ -125,7 +125,7 @@ async def record_batch(
 
     async def write():
         async with sessionmaker() as session, session.begin():
-            outcomes = await record_notifications(session, latest, now=now)
+            outcomes = await record_notification_batch(session, latest, now=now)
             await insert_malformed(session, malformed)
         return outcomes
 

@@ -8,7 +8,7 @@ Pub/Sub allows (10 s) so redelivery tests finish quickly.
 from __future__ import annotations
 
 import pytest
-from _ingest_support import Db, PubSub
+from tests.integration.ingest._ingest_support import Db, PubSub
 
 from mailwatch.store import create_engine, session_factory
 

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from _ingest_support import ACK_DEADLINE_SECONDS, eventually, notification
+from tests.integration.ingest._ingest_support import ACK_DEADLINE_SECONDS, eventually, notification
 from prometheus_client import REGISTRY
 
 from mailwatch.devstack.ports import free_port

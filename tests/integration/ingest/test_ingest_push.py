@@ -14,7 +14,7 @@ import json
 import time
 
 import pytest
-from _ingest_support import notification
+from tests.integration.ingest._ingest_support import notification
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
