@@ -93,8 +93,8 @@ class StreamStats:
 
     reads: int = 0  # scan_events calls
     events_read: int = 0  # matching events returned by those reads
-    events_yielded: int = 0  # events handed to the consumer (taken by it)
-    batches: int = 0
+    events_yielded: int = 0  # events the consumer has taken (counted when it asks for more)
+    batches: int = 0  # batches handed out
     heartbeats: int = 0
     start_position: int | None = None
     position: int | None = None
@@ -202,11 +202,11 @@ class ChangeStreamer:
                 position = stats.position = scanned.through_sequence
                 if scanned.events:
                     batch = EventBatch(tuple(scanned.events), position)
-                    yield batch
-                    # Resumed: the consumer took the batch.
-                    stats.events_yielded += len(batch.events)
                     stats.batches += 1
                     STREAM_EVENTS.inc(len(batch.events))
+                    yield batch
+                    # Resumed: the consumer took the batch and wants the next item.
+                    stats.events_yielded += len(batch.events)
                     last_sent = loop.time()
                 if not scanned.caught_up:
                     # Catching up: read on, but keep heartbeats flowing while a

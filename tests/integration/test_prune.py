@@ -1,0 +1,137 @@
+"""Retention: the prune worker deletes old change events in bounded chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from mailwatch.clock import OffsetClock
+from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
+from mailwatch.store import changes, create_engine, mailboxes, session_factory, tenants
+from mailwatch.store.models import change_events
+from mailwatch.workers.prune import PruneWorker
+
+pytestmark = pytest.mark.integration
+
+RETENTION = timedelta(days=7)
+
+
+@pytest.fixture
+async def sessions(database_url):
+    engine = create_engine(database_url, pool_size=2, max_overflow=2)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _tenant_with_mailbox(sessions, name):
+    async with sessions() as session, session.begin():
+        tenant = await tenants.create_tenant(session, name)
+        mailbox, _ = await mailboxes.upsert_mailbox(
+            session, tenant.id, email_address=f"{name}@example.com", label_filter=LabelFilter(),
+            credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"x",
+        )
+    return tenant, mailbox
+
+
+async def _append(sessions, mailbox, count, observed_at):
+    async with sessions() as session, session.begin():
+        return await changes.append_events(session, mailbox.tenant_id, [
+            NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.MESSAGE_ADDED,
+                     message_id=f"m{i}", observed_at=observed_at)
+            for i in range(count)
+        ])
+
+
+async def _remaining(sessions, tenant_id):
+    async with sessions() as session:
+        return list((await session.execute(
+            select(change_events.c.sequence).where(change_events.c.tenant_id == tenant_id)
+            .order_by(change_events.c.sequence)
+        )).scalars())
+
+
+async def _watermark(sessions, tenant_id):
+    async with sessions() as session:
+        return (await tenants.get_tenant(session, tenant_id)).pruned_through_sequence
+
+
+async def test_prune_removes_old_events_in_chunks_raises_watermarks_and_keeps_recent(sessions):
+    now = datetime.now(timezone.utc)
+    a, mailbox_a = await _tenant_with_mailbox(sessions, "a")
+    b, mailbox_b = await _tenant_with_mailbox(sessions, "b")
+    old_a = await _append(sessions, mailbox_a, 120, now - timedelta(days=30))
+    old_b = await _append(sessions, mailbox_b, 50, now - timedelta(days=8))
+    recent_a = await _append(sessions, mailbox_a, 10, now - timedelta(days=6))
+    recent_b = await _append(sessions, mailbox_b, 5, None)  # the database's now()
+
+    worker = PruneWorker(sessions=sessions, retention=RETENTION, chunk_size=40)
+    result = await worker.run_once()
+
+    assert result.deleted == 170
+    assert result.chunks == 5  # 40 + 40 + 40 + 40 + 10
+    assert await _remaining(sessions, a.id) == [e.sequence for e in recent_a]
+    assert await _remaining(sessions, b.id) == [e.sequence for e in recent_b]
+    assert await _watermark(sessions, a.id) == old_a[-1].sequence
+    assert await _watermark(sessions, b.id) == old_b[-1].sequence
+    # Nothing left to do: a second pass deletes nothing and moves no watermark.
+    assert (await worker.run_once()).deleted == 0
+    assert await _watermark(sessions, a.id) == old_a[-1].sequence
+
+
+async def test_prune_follows_the_injected_clock(sessions):
+    now = datetime.now(timezone.utc)
+    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    events = await _append(sessions, mailbox, 3, now - timedelta(days=3))
+    clock = OffsetClock()
+    worker = PruneWorker(sessions=sessions, retention=RETENTION, clock=clock)
+    assert (await worker.run_once()).deleted == 0
+    clock.advance(timedelta(days=5))
+    assert (await worker.run_once()).deleted == 3
+    assert await _remaining(sessions, tenant.id) == []
+    assert await _watermark(sessions, tenant.id) == events[-1].sequence
+
+
+async def test_unbounded_prune_still_works(sessions):
+    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    old = await _append(sessions, mailbox, 7, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    async with sessions() as session, session.begin():
+        assert await changes.prune_events(session, datetime(2021, 1, 1, tzinfo=timezone.utc)) == 7
+    assert await _watermark(sessions, tenant.id) == old[-1].sequence
+
+
+async def test_the_worker_loop_prunes_until_stopped(sessions):
+    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    await _append(sessions, mailbox, 5, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    worker = PruneWorker(sessions=sessions, retention=RETENTION, loop_seconds=0.05, chunk_size=2)
+    task = asyncio.create_task(worker.run())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await _remaining(sessions, tenant.id) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert await _remaining(sessions, tenant.id) == []
+    # An event that expires later is caught by a later pass of the same loop.
+    await _append(sessions, mailbox, 1, datetime(2020, 1, 2, tzinfo=timezone.utc))
+    while await _remaining(sessions, tenant.id) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert await _remaining(sessions, tenant.id) == []
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_disabled_worker_does_nothing(sessions):
+    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    await _append(sessions, mailbox, 2, datetime(2020, 1, 1, tzinfo=timezone.utc))
+    await asyncio.wait_for(PruneWorker(sessions=sessions, retention=RETENTION, enabled=False).run(), 1)
+    assert len(await _remaining(sessions, tenant.id)) == 2
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError):
+        PruneWorker(sessions=None, retention=timedelta(0))
+    with pytest.raises(ValueError):
+        PruneWorker(sessions=None, retention=RETENTION, chunk_size=0)

@@ -1,0 +1,142 @@
+"""Pure parts of the streams package: start positions, URLs, responses, the notifier's wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from mailwatch.api.tokens import decode_cursor, encode_cursor
+from mailwatch.api.validation import StartKind, StreamQuery
+from mailwatch.domain.errors import CursorExpired, InvalidCursor
+from mailwatch.domain.models import ChangeEvent, EventType
+from mailwatch.streams import ChangeNotifier, EventBatch, Heartbeat, StreamStats, libpq_url, resolve_start, to_response
+
+
+def _query(start, after=None):
+    return StreamQuery(mailbox_ids=(), event_types=(), start=start, after_sequence=after,
+                       max_batch_size=10, heartbeat_seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("start", "after", "expected"),
+    [
+        (StartKind.NOW, None, 90),
+        (StartKind.EARLIEST, None, 40),
+        (StartKind.CURSOR, 40, 40),  # at the watermark: everything after it is retained
+        (StartKind.CURSOR, 55, 55),
+        (StartKind.CURSOR, 90, 90),  # at the latest: wait for what comes next
+    ],
+)
+def test_resolve_start(start, after, expected):
+    assert resolve_start(_query(start, after), latest=90, pruned_through=40) == expected
+
+
+def test_a_cursor_below_the_watermark_has_expired_and_says_where_to_resume():
+    with pytest.raises(CursorExpired) as raised:
+        resolve_start(_query(StartKind.CURSOR, 39), latest=90, pruned_through=40)
+    assert raised.value.reason == "CURSOR_EXPIRED"
+    assert decode_cursor(raised.value.metadata["earliest_cursor"]) == 40
+    assert raised.value.metadata["pruned_through_sequence"] == "40"
+
+
+def test_a_cursor_beyond_the_tenants_log_is_invalid():
+    with pytest.raises(InvalidCursor):
+        resolve_start(_query(StartKind.CURSOR, 91), latest=90, pruned_through=40)
+
+
+def test_a_new_tenant_starts_at_zero_everywhere():
+    for start, after in ((StartKind.NOW, None), (StartKind.EARLIEST, None), (StartKind.CURSOR, 0)):
+        assert resolve_start(_query(start, after), latest=0, pruned_through=0) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+        ("postgres://u@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require"),
+        ("postgresql://h/db", "postgresql://h/db"),
+        ("host=h dbname=db", "host=h dbname=db"),
+    ],
+)
+def test_libpq_url(url, expected):
+    assert libpq_url(url) == expected
+
+
+def test_libpq_url_refuses_other_schemes():
+    with pytest.raises(ValueError):
+        libpq_url("mysql://h/db")
+
+
+def _event(sequence):
+    return ChangeEvent(
+        id=uuid.uuid4(), sequence=sequence, tenant_id=uuid.uuid4(), mailbox_id=uuid.uuid4(),
+        email_address="a@example.com", type=EventType.MESSAGE_ADDED,
+        observed_at=datetime(2030, 1, 1, tzinfo=timezone.utc), message_id=f"m{sequence}",
+    )
+
+
+def test_to_response_for_a_batch_and_a_heartbeat():
+    response = to_response(EventBatch((_event(7), _event(9)), position=12))
+    assert [decode_cursor(e.cursor) for e in response.events] == [7, 9]
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    response = to_response(Heartbeat(server_time=when, position=12))
+    assert response.heartbeat.cursor == encode_cursor(12)
+    assert response.heartbeat.server_time.ToDatetime(tzinfo=timezone.utc) == when
+    with pytest.raises(TypeError):
+        to_response(object())
+
+
+def test_stream_stats_track_read_ahead():
+    stats = StreamStats()
+    stats.record_read(10)
+    stats.events_yielded = 10
+    stats.record_read(4)
+    assert (stats.reads, stats.events_read, stats.max_read_ahead) == (2, 14, 10)
+
+
+# --- the notifier's wake-ups, without a database ----------------------------------
+
+
+async def test_a_tenant_wakeup_wakes_all_its_waiters_and_no_others():
+    notifier = ChangeNotifier("postgresql://nowhere/db")
+    a, b = uuid.uuid4(), uuid.uuid4()
+    waiters = [asyncio.ensure_future(notifier.wait(a, 5)) for _ in range(3)]
+    other = asyncio.ensure_future(notifier.wait(b, 0.2))
+    await asyncio.sleep(0)
+    notifier.notify_local(a)
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert await other is False
+
+
+async def test_a_token_taken_before_a_wakeup_returns_at_once():
+    notifier = ChangeNotifier("postgresql://nowhere/db")
+    a = uuid.uuid4()
+    token = notifier.token(a)
+    assert await notifier.wait(a, 0.01, token=token) is False  # nothing happened
+    notifier.notify_local(a)
+    assert await notifier.wait(a, 5, token=token) is True
+    assert await notifier.wait(a, 0.01, token=notifier.token(a)) is False
+
+
+async def test_payloads_that_are_not_tenant_ids_are_ignored():
+    notifier = ChangeNotifier("postgresql://nowhere/db")
+    a = uuid.uuid4()
+    token = notifier.token(a)
+    notifier._on_notify("not-a-uuid")
+    assert notifier.token(a) == token
+    notifier._on_notify(str(a))
+    assert notifier.token(a) != token
+
+
+async def test_stop_wakes_every_waiter_and_an_unreachable_database_is_retried_quietly():
+    notifier = ChangeNotifier("postgresql://127.0.0.1:1/nowhere", reconnect_min_seconds=0.01,
+                              reconnect_max_seconds=0.05, connect_timeout_seconds=1)
+    await notifier.start(wait_connected=0.2)
+    assert not notifier.connected
+    waiter = asyncio.ensure_future(notifier.wait(uuid.uuid4(), 30))
+    await asyncio.sleep(0.1)
+    await notifier.stop()
+    assert await asyncio.wait_for(waiter, 1) is True
