@@ -9,6 +9,7 @@ Reads never load `credentials_ciphertext`; only `load_credentials_ciphertext` do
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import DateTime, Uuid, case, func, literal, literal_column, select, tuple_, update
@@ -192,15 +193,16 @@ async def list_mailboxes(
     session: AsyncSession,
     tenant_id: uuid.UUID,
     *,
-    state: MailboxState | None = None,
+    states: Sequence[MailboxState] = (),
     after: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 100,
 ) -> list[Mailbox]:
-    """One page in (created, id) order. `after` is the (created, id) of the last
-    mailbox of the previous page (keyset paging: stable under inserts)."""
+    """One page in (created, id) order, optionally only mailboxes in `states`.
+    `after` is the (created, id) of the last mailbox of the previous page
+    (keyset paging: stable under inserts)."""
     statement = select(*COLUMNS).where(mailboxes.c.tenant_id == tenant_id)
-    if state is not None:
-        statement = statement.where(mailboxes.c.state == MailboxState(state).value)
+    if states:
+        statement = statement.where(mailboxes.c.state.in_([MailboxState(s).value for s in states]))
     if after is not None:
         after_created, after_id = after
         statement = statement.where(

@@ -164,10 +164,14 @@ async def test_list_pages_with_keyset_and_filters_by_state(sessions):
             after = (page[-1].created, page[-1].id)
         assert [m.id for m in seen] == [m.id for m in sorted(registered, key=lambda m: (m.created, m.id))]
 
-        stopped = await mailboxes.list_mailboxes(session, tenant.id, state=MailboxState.STOPPED)
-        active = await mailboxes.list_mailboxes(session, tenant.id, state=MailboxState.ACTIVE, limit=100)
+        stopped = await mailboxes.list_mailboxes(session, tenant.id, states=[MailboxState.STOPPED])
+        active = await mailboxes.list_mailboxes(session, tenant.id, states=[MailboxState.ACTIVE], limit=100)
+        either = await mailboxes.list_mailboxes(
+            session, tenant.id, states=[MailboxState.ACTIVE, MailboxState.STOPPED], limit=100
+        )
+        failed = await mailboxes.list_mailboxes(session, tenant.id, states=[MailboxState.AUTH_FAILED])
     assert [m.id for m in stopped] == [registered[2].id]
-    assert len(active) == 6
+    assert len(active) == 6 and len(either) == 7 and failed == []
 
 
 async def test_register_for_unknown_tenant_is_not_found(sessions):
