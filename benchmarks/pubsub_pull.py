@@ -9,10 +9,13 @@ subscription, and measures how fast each mode drains them:
 - batched: `pull(max_messages=1000)` then one `acknowledge` with every ack id
   of that pull, in a loop.
 
-Only receive + ack is timed (no database), since that is the part the two
-modes differ in; ingest's own choice is explained in `mailwatch.ingest.pull`.
+Only receive + ack is timed for those two (no database), since that is the
+part the two modes differ in; ingest's own choice is explained in
+`mailwatch.ingest.pull`. With `--ingest`, a third run drives the real
+`PullIngestor` (pull + one-statement Postgres write + batched ack) against a
+throwaway Postgres with 500 registered mailboxes.
 
-    /work/venv/bin/python benchmarks/pubsub_pull.py [--messages 20000]
+    /work/venv/bin/python benchmarks/pubsub_pull.py [--messages 20000] [--ingest]
 """
 
 from __future__ import annotations
@@ -100,10 +103,62 @@ def _batched(subscriber, subscription: str, count: int, timeout: float) -> float
     return received / (time.perf_counter() - started)
 
 
+def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int) -> float:
+    import asyncio
+
+    from sqlalchemy import insert
+
+    from mailwatch.devstack.postgres import TemporaryPostgres
+    from mailwatch.ingest import PullIngestor
+    from mailwatch.store import create_engine, session_factory
+    from mailwatch.store.migrate import upgrade
+    from mailwatch.store.models import mailboxes, tenants
+
+    topic, subscription = _create(publisher, subscriber)
+    with TemporaryPostgres() as postgres:
+        url = postgres.url("postgres", driver="postgresql+psycopg")
+        upgrade(url)
+
+        async def run() -> float:
+            engine = create_engine(url)
+            try:
+                sessions = session_factory(engine)
+                async with sessions() as session, session.begin():
+                    tenant = (await session.execute(insert(tenants).values(name="bench").returning(tenants.c.id))).scalar_one()
+                    await session.execute(insert(mailboxes), [
+                        {"tenant_id": tenant, "email_address": f"user{i}@example.com", "credential_kind": "OAUTH",
+                         "credentials_ciphertext": b"x", "history_id": 1} for i in range(500)
+                    ])
+                rate = _publish(publisher, topic, count)
+                print(f"published {count} messages at {rate:,.0f} msg/s")
+                ingestor = PullIngestor(sessions, [subscription], pull_timeout=2.0, idle_seconds=0.01,
+                                        concurrency=concurrency)
+                started = time.perf_counter()
+                await ingestor.start()
+                try:
+                    while ingestor.stats.acked < count and time.perf_counter() - started < timeout:
+                        await asyncio.sleep(0.01)
+                finally:
+                    elapsed = time.perf_counter() - started
+                    await ingestor.stop()
+                from prometheus_client import REGISTRY
+
+                write_seconds = REGISTRY.get_sample_value("mailwatch_ingest_batch_write_seconds_sum", {"source": "pull"})
+                print(f"  ingest: {ingestor.stats.batches} batches, {ingestor.stats.accepted} accepted, "
+                      f"{write_seconds / max(1, ingestor.stats.batches) * 1000:.1f} ms per batch write")
+                return ingestor.stats.acked / elapsed
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--ingest", action="store_true", help="also time PullIngestor end to end with Postgres")
+    parser.add_argument("--concurrency", type=int, default=1, help="PullIngestor pullers (batches in flight)")
     args = parser.parse_args()
 
     with PubSubEmulator() as emulator:
@@ -124,6 +179,9 @@ def main() -> None:
                     print(f"published {args.messages} messages at {rate:,.0f} msg/s")
                     results[mode] = drain(subscriber, subscription, args.messages, args.timeout)
                     print(f"{mode}: {results[mode]:,.0f} msg/s")
+                if args.ingest:
+                    rate = _ingest(publisher, subscriber, args.messages, args.timeout, args.concurrency)
+                    print(f"PullIngestor x{args.concurrency} (pull + Postgres write + batched ack): {rate:,.0f} msg/s")
         finally:
             publisher.stop()
             publisher.api.transport.close()
