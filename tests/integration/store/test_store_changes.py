@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, tenants
 from mailwatch.store.changes import CHANGES_CHANNEL
@@ -260,3 +261,65 @@ async def test_appending_thousands_is_fast_and_ordered(sessions, tenant):
     assert [(e.sequence, e.history_id, e.id) for e in stored] == [(e.sequence, e.history_id, e.id) for e in appended]
     assert count == 5000
     assert elapsed < 5, f"appending 5000 events took {elapsed:.2f}s"
+
+
+async def test_scan_moves_a_filtered_reader_past_rows_it_does_not_want(sessions, tenant):
+    wanted, other = uuid.uuid4(), uuid.uuid4()
+    async with sessions() as session, session.begin():
+        noise = await changes.append_events(session, tenant.id, _events(other, 5))
+        hit = await changes.append_events(session, tenant.id, _events(wanted, 1, start=50))
+
+    async with sessions() as session:
+        first = await changes.scan_events(session, tenant.id, 0, mailbox_ids=[wanted], limit=1, scan_limit=3)
+        assert first.events == [] and first.through_sequence == noise[2].sequence and not first.caught_up
+        second = await changes.scan_events(
+            session, tenant.id, first.through_sequence, mailbox_ids=[wanted], limit=1, scan_limit=3
+        )
+        assert second.events == hit and second.through_sequence == hit[0].sequence
+        assert second.pruned_through_sequence == 0
+        # A window that ended exactly full cannot know it was the end: one more look says so.
+        third = await changes.scan_events(
+            session, tenant.id, second.through_sequence, mailbox_ids=[wanted], limit=1, scan_limit=3
+        )
+        assert third.events == [] and third.caught_up and third.through_sequence == hit[0].sequence
+
+
+async def test_scan_stops_at_the_limit_and_reports_empty_logs(sessions, tenant):
+    mailbox = uuid.uuid4()
+    async with sessions() as session:
+        empty = await changes.scan_events(session, tenant.id, 7)
+        assert (empty.events, empty.through_sequence, empty.caught_up) == ([], 7, True)
+        with pytest.raises(NotFound):
+            await changes.scan_events(session, uuid.uuid4(), 0)
+        with pytest.raises(ValueError):
+            await changes.scan_events(session, tenant.id, 0, limit=0)
+    async with sessions() as session, session.begin():
+        appended = await changes.append_events(session, tenant.id, _events(mailbox, 5))
+    async with sessions() as session:
+        page = await changes.scan_events(session, tenant.id, 0, limit=2)
+        assert page.events == appended[:2] and page.through_sequence == appended[1].sequence
+        assert not page.caught_up
+        rest = await changes.scan_events(session, tenant.id, page.through_sequence, limit=10)
+        assert rest.events == appended[2:] and rest.caught_up
+
+
+async def test_prune_with_a_limit_works_through_a_backlog_in_bounded_steps(sessions, tenant):
+    now = datetime.now(timezone.utc)
+    async with sessions() as session, session.begin():
+        old = await changes.append_events(session, tenant.id, _events(uuid.uuid4(), 5, observed_at=now - timedelta(days=30)))
+    cutoff = now - timedelta(days=7)
+    deleted_per_call = []
+    while True:
+        async with sessions() as session, session.begin():
+            deleted = await changes.prune_events(session, cutoff, limit=2)
+        deleted_per_call.append(deleted)
+        if deleted < 2:
+            break
+        async with sessions() as session:
+            watermark = (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence
+            assert watermark == old[sum(deleted_per_call) - 1].sequence
+    assert deleted_per_call == [2, 2, 1]
+    async with sessions() as session:
+        assert (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence == old[-1].sequence
+        with pytest.raises(ValueError):
+            await changes.prune_events(session, cutoff, limit=0)
