@@ -17,7 +17,7 @@ import pytest
 from mailwatch.devstack.postgres import TemporaryPostgres
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 
-pytest_plugins = ["tests.fixtures.peers"]
+pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.service"]
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ class App:
             streamer=ChangeStreamer(sessions, notifier, clock=clock, poll_seconds=settings.stream_poll_seconds),
             sync_worker=sync_worker,
             prune_worker=PruneWorker(
-                sessions, clock=clock, retention=timedelta(hours=settings.retention_hours),
+                sessions=sessions, clock=clock, retention=timedelta(hours=settings.retention_hours),
                 enabled=settings.prune_enabled,
             ),
             poll_worker=PollWorker(

@@ -5,6 +5,7 @@
   tenants     create / list tenants
   api-keys    create / list / revoke a tenant's API keys
   gmail-sim   run the Gmail API simulator
+  dev         run a complete local stack until Ctrl-C
   secret-key  print a fresh key for MAILWATCH_SECRET_KEYS
 """
 
@@ -107,6 +108,13 @@ def cmd_gmail_sim(args: argparse.Namespace, rest: list[str]) -> int:
     return sim_main(rest)
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from mailwatch.devstack.stack import DevOptions, run_dev
+
+    options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle)
+    return asyncio.run(run_dev(options))
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     from mailwatch.secrets import generate_key
 
@@ -145,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("gmail-sim", help="run the Gmail API simulator (see `mailwatch gmail-sim --help`)", add_help=False)
     sim.set_defaults(func=cmd_gmail_sim, passthrough=True)
+
+    dev = sub.add_parser("dev", help="run a complete local stack (Postgres, Pub/Sub emulator, Gmail simulator, service)")
+    dev.add_argument("--listen", default="127.0.0.1:50051", help="gRPC HOST:PORT (default 127.0.0.1:50051)")
+    dev.add_argument("--sim-port", type=int, default=8089, help="Gmail simulator port (default 8089)")
+    dev.add_argument("--trickle", type=float, default=0.0, metavar="SECONDS",
+                     help="generate demo mailbox activity every SECONDS (default: off)")
+    dev.set_defaults(func=cmd_dev)
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")
     secret.set_defaults(func=cmd_secret_key)

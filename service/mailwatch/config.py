@@ -40,6 +40,7 @@ class Settings:
     poll_interval_seconds: float = 300.0  # a mailbox quiet this long is synced without a notification
     ingest_enabled: bool = True
     ingest_batch_size: int = 1000  # messages per Pub/Sub pull
+    ingest_pull_timeout: float = 5.0  # a pull waits this long for messages; shutdown waits for it too
     retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
     prune_enabled: bool = True
     stream_poll_seconds: float = 5.0  # streams re-read even without a NOTIFY
@@ -67,7 +68,7 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "sync_lease_seconds", "poll_interval_seconds", "ingest_batch_size", "retention_hours", "stream_poll_seconds"):
+        for name in ("sync_concurrency", "sync_lease_seconds", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.log_format not in ("json", "text"):

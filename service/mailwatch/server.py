@@ -61,7 +61,7 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     return server, port, health_servicer
 
 
-async def _set_health(health_servicer: health.aio.HealthServicer, status) -> None:
+async def set_health(health_servicer: health.aio.HealthServicer, status) -> None:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, status)
 
@@ -80,7 +80,7 @@ async def serve(settings: Settings) -> int:
     try:
         server, port, health_servicer = create_server(app)
         await server.start()
-        await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+        await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         workers = app.start_workers()
         host = settings.listen.rpartition(":")[0]
         print(f"mailwatch serving on {host}:{port}", flush=True)
@@ -93,7 +93,7 @@ async def serve(settings: Settings) -> int:
         await stopping.wait()
 
         log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
-        await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(settings.grace_seconds)
         await app.stop_workers(workers)
     finally:

@@ -6,6 +6,7 @@ lookup is scoped by it, so another tenant's mailbox is simply NOT_FOUND.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 
@@ -17,11 +18,13 @@ from mailwatch.api.errors import handle_errors
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.store import mailboxes as mailbox_store
+from mailwatch.streams.changes import ChangeStreamer
+from mailwatch.streams.responses import to_response
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
 
 class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], lifecycle: Lifecycle, streamer) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], lifecycle: Lifecycle, streamer: ChangeStreamer) -> None:
         self._sessions = sessions
         self._lifecycle = lifecycle
         self._streamer = streamer
@@ -69,8 +72,14 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
     @handle_errors
     async def StreamChanges(self, request, context):
         query = validation.validate_stream_changes(request)
-        async for response in self._streamer.responses(current_tenant_id(), query):
-            yield response
+        tenant_id = current_tenant_id()
+        # Resolve the start before the first message, so a bad cursor or a
+        # foreign mailbox id fails the call instead of a half-open stream.
+        position = await self._streamer.open_position(tenant_id, query)
+        # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
+        async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
+            async for item in items:
+                yield to_response(item)
 
 
 def _page_position(position) -> tuple[datetime, uuid.UUID] | None:

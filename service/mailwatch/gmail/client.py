@@ -81,22 +81,36 @@ class GmailClient:
         self._credentials: cachetools.LRUCache = cachetools.LRUCache(maxsize=credential_cache_size)
         self._credentials_lock = threading.Lock()
         self._local = threading.local()
+        self._connections: list[httplib2.Http] = []  # one per pool thread, closed with the client
+        self._connections_lock = threading.Lock()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for http in connections:
+            http.close()
 
     # --- plumbing -----------------------------------------------------------
+
+    def _thread_http(self) -> httplib2.Http:
+        """This pool thread's connection (httplib2 is not thread-safe; keep-alive is kept)."""
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = self._local.http = httplib2.Http(timeout=self._timeout)
+            with self._connections_lock:
+                self._connections.append(http)
+        return http
 
     def _service(self):
         service = getattr(self._local, "service", None)
         if service is None:
             # Requests are executed with a per-call authorized Http, so the
-            # service itself is built with a plain one; one per thread.
-            service = build(
-                "gmail", "v1", static_discovery=True, http=httplib2.Http(timeout=self._timeout),
+            # service is built once per thread around the thread's plain one.
+            service = self._local.service = build(
+                "gmail", "v1", static_discovery=True, http=self._thread_http(),
                 client_options={"api_endpoint": self._api_endpoint},
             )
-            self._local.service = service
         return service
 
     def _authorized_http(self, credential: Credential):
@@ -106,7 +120,7 @@ class GmailClient:
             if creds is None:
                 creds = google_credentials(credential, token_uri=self._token_uri)
                 self._credentials[key] = creds
-        return google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=self._timeout))
+        return google_auth_httplib2.AuthorizedHttp(creds, http=self._thread_http())
 
     def forget(self, credential: Credential) -> None:
         """Drop the cached token (e.g. after a 401) so the next call refreshes."""

@@ -100,11 +100,12 @@ async def test_expired_history_triggers_a_full_resync(make_service):
         _, auth = await service.new_tenant()
         sim = service.sim
         await service.mailboxes.RegisterMailbox(sa_request(sim, "old@example.com"), metadata=auth)
+        sim.advance_clock(2)  # past Gmail's one-notification-per-second window of the watch
         for _ in range(3):
             sim.insert_message("old@example.com", label_ids=["INBOX"])
         sim.expire_history("old@example.com", sim.history_id("old@example.com"))
-        await eventually(lambda: service.app.ingestor.stats.accepted >= 1)
-        await service.app.sync_worker.run_once()
+        await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
+        assert await service.app.sync_worker.run_once() == 1
 
         events = await collect(service, auth, lambda ev: "RESYNCED" in types(ev))
         assert types(events)[-2:] == ["RESYNC_REQUIRED", "RESYNCED"]
@@ -113,9 +114,10 @@ async def test_expired_history_triggers_a_full_resync(make_service):
         assert resynced.attributes["message_count"] == "3"
 
         # Afterwards, changes flow from the new baseline.
+        sim.advance_clock(2)
         fresh = sim.insert_message("old@example.com", label_ids=["INBOX"])
-        await eventually(lambda: service.app.ingestor.stats.accepted >= 2)
-        await service.app.sync_worker.run_once()
+        await eventually(lambda: service.app.ingestor.stats.marked_due >= 2)
+        assert await service.app.sync_worker.run_once() == 1
         events = await collect(service, auth, lambda ev: fresh["id"] in [e.message_id for e in ev])
         assert types(events)[-1] == "MESSAGE_ADDED"
 
@@ -182,9 +184,10 @@ async def test_retry_after_is_honoured(make_service, database_url):
         sim = service.sim
         mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "later@example.com"), metadata=auth)
         sim.inject_fault("rateLimitExceeded", method="users.history.list", count=1, retry_after=120)
+        sim.advance_clock(2)
         sim.insert_message("later@example.com", label_ids=["INBOX"])
-        await eventually(lambda: service.app.ingestor.stats.accepted >= 1)
-        await service.app.sync_worker.run_once()
+        await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
+        assert await service.app.sync_worker.run_once() == 1
         with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
             wait = conn.execute(
                 "SELECT extract(epoch FROM backoff_until - now()) FROM mailboxes WHERE id = %s", (mailbox.id,)
