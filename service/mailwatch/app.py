@@ -14,7 +14,8 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.config import Settings
+from mailwatch.config import ConfigError, Settings
+from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.gmail.client import GmailClient
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.secrets import SecretBox
@@ -48,7 +49,10 @@ class App:
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> "App":
         clock = clock or SystemClock()
-        secret_box = SecretBox(settings.secret_keys)  # fails fast without a key
+        try:
+            secret_box = SecretBox(settings.secret_keys)  # fails fast without a usable key
+        except SecretsNotConfigured as exc:
+            raise ConfigError(f"MAILWATCH_SECRET_KEYS: {exc.message} (make one with `mailwatch secret-key`)") from None
         engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync_concurrency + 4))
         try:
             await ensure_migrated(engine)
