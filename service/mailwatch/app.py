@@ -11,12 +11,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import ConfigError, Settings
 from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.gmail.client import GmailClient
+from mailwatch.http import create_http_app, start_http
+from mailwatch.ingest.pull import PullIngestor
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.secrets import SecretBox
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory
@@ -43,7 +46,9 @@ class App:
     sync_worker: SyncWorker
     prune_worker: PruneWorker
     poll_worker: PollWorker
-    ingestor: object | None = None
+    ingestor: PullIngestor | None = None
+    http_runner: web.AppRunner | None = None
+    http_port: int | None = None  # bound port of MAILWATCH_HTTP_LISTEN, once started
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -66,8 +71,6 @@ class App:
             max_workers=max(8, settings.sync_concurrency * 2),
         )
         notifier = ChangeNotifier(settings.database_url)
-        from mailwatch.ingest.pull import PullIngestor
-
         sync_worker = SyncWorker(
             sessions=sessions, gmail=gmail, secret_box=secret_box, clock=clock,
             enabled=settings.sync_enabled, concurrency=settings.sync_concurrency,
@@ -98,25 +101,31 @@ class App:
             ingestor=ingestor,
         )
 
-    def start_workers(self) -> list[asyncio.Task]:
-        tasks = [
-            asyncio.create_task(self.sync_worker.run(), name="sync"),
-            asyncio.create_task(self.prune_worker.run(), name="prune"),
-            asyncio.create_task(self.poll_worker.run(), name="poll"),
-        ]
-        return tasks
+    @property
+    def workers(self) -> list:
+        """The background loops, each with run() and stop()."""
+        return [self.sync_worker, self.prune_worker, self.poll_worker]
 
-    async def start_background(self) -> None:
+    async def start(self) -> None:
+        """Start everything besides the gRPC server: LISTEN, Pub/Sub pull, the HTTP side, the workers."""
         await self.notifier.start()
         if self.ingestor is not None:
             await self.ingestor.start()
+        if self.settings.http_listen:
+            http_app = create_http_app(self.settings, self.sessions, self.clock)
+            self.http_runner, self.http_port = await start_http(http_app, self.settings.http_listen)
+        self._tasks = [asyncio.create_task(worker.run(), name=type(worker).__name__) for worker in self.workers]
 
-    async def stop_workers(self, tasks: list[asyncio.Task]) -> None:
+    async def stop(self) -> None:
+        """Stop taking work (finishing what is in flight), then stop the workers."""
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()  # push requests in flight finish first
+            self.http_runner = None
         if self.ingestor is not None:
             await self.ingestor.stop()  # finishes its in-flight batch first
-        self.sync_worker.stop()
-        self.prune_worker.stop()
-        self.poll_worker.stop()
+        for worker in self.workers:
+            worker.stop()
+        tasks, self._tasks = self._tasks, []
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:

@@ -44,6 +44,14 @@ class Settings:
     retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
     prune_enabled: bool = True
     stream_poll_seconds: float = 5.0  # streams re-read even without a NOTIFY
+    # Plain HTTP endpoint for /metrics (Prometheus), /healthz and, when push is
+    # enabled, the Pub/Sub push endpoint /pubsub/push. Empty: not served.
+    http_listen: str = ""
+    push_enabled: bool = False
+    push_verify_token: bool = True  # verify the push subscription's OIDC token
+    push_audience: str = ""
+    push_service_account_email: str = ""
+    push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -71,6 +79,17 @@ class Settings:
         for name in ("sync_concurrency", "sync_lease_seconds", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
+        if self.http_listen:
+            http_host, _, http_port = self.http_listen.rpartition(":")
+            if not http_host or not http_port.isdigit():
+                raise ConfigError(f"MAILWATCH_HTTP_LISTEN must be HOST:PORT, got {self.http_listen!r}")
+        if self.push_enabled and not self.http_listen:
+            raise ConfigError("MAILWATCH_PUSH_ENABLED needs MAILWATCH_HTTP_LISTEN (where Pub/Sub pushes to)")
+        if self.push_enabled and self.push_verify_token and not (self.push_audience and self.push_service_account_email):
+            raise ConfigError(
+                "push needs MAILWATCH_PUSH_AUDIENCE and MAILWATCH_PUSH_SERVICE_ACCOUNT_EMAIL "
+                "(or MAILWATCH_PUSH_VERIFY_TOKEN=false on a private network)"
+            )
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
         return self

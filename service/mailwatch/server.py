@@ -81,7 +81,7 @@ async def serve(settings: Settings) -> int:
         server, port, health_servicer = create_server(app)
         await server.start()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-        workers = app.start_workers()
+        await app.start()
         host = settings.listen.rpartition(":")[0]
         print(f"mailwatch serving on {host}:{port}", flush=True)
         log.info("serving", extra={"listen": f"{host}:{port}"})
@@ -95,7 +95,7 @@ async def serve(settings: Settings) -> int:
         log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
         await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(settings.grace_seconds)
-        await app.stop_workers(workers)
+        await app.stop()
     finally:
         await app.close()
     return 0

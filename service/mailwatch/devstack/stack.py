@@ -142,8 +142,7 @@ async def run_dev(options: DevOptions) -> int:
         server, port, health = create_server(app)
         await server.start()
         await set_health(health, health_pb2.HealthCheckResponse.SERVING)
-        await app.start_background()
-        workers = app.start_workers()
+        await app.start()
         trickle: asyncio.Task | None = None
         try:
             async with app.sessions() as session, session.begin():
@@ -176,7 +175,7 @@ async def run_dev(options: DevOptions) -> int:
                 trickle.cancel()
                 await asyncio.gather(trickle, return_exceptions=True)
             await server.stop(2)
-            await app.stop_workers(workers)
+            await app.stop()
             await app.close()
     print("mailwatch dev stack stopped", file=sys.stderr, flush=True)
     return 0

@@ -1,0 +1,50 @@
+"""The service's plain-HTTP side: Prometheus /metrics, /healthz, and the optional
+Pub/Sub push endpoint. gRPC stays the API; this is for operators and Pub/Sub."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock
+from mailwatch.config import Settings
+from mailwatch.ingest.push import DEFAULT_PATH, PushAuth, create_push_app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_http_app(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> web.Application:
+    if settings.push_enabled:
+        auth = None
+        if settings.push_verify_token:
+            auth = PushAuth(
+                audience=settings.push_audience,
+                service_account_email=settings.push_service_account_email,
+                certs_url=settings.push_certs_url,
+            )
+        app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock)
+    else:
+        app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def start_http(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
+    """Serve `app` on HOST:PORT (port 0 picks one); returns the runner and the bound port."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port))
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # aiohttp exposes no public accessor
+    return runner, bound
