@@ -2,8 +2,9 @@
 
 Usage (from the repository root):
 
-    /work/venv/bin/python scripts/gen_protos.py            # writes service/mailwatch/v1/
-    /work/venv/bin/python scripts/gen_protos.py --out DIR  # writes DIR/mailwatch/v1/
+    /work/venv/bin/python scripts/gen_protos.py            # writes service/mailwatch/v1/ AND the client's copy
+    /work/venv/bin/python scripts/gen_protos.py --out DIR  # writes DIR/mailwatch/v1/ only
+    /work/venv/bin/python scripts/gen_protos.py --client-out DIR  # also/only: the client copy into DIR/
 
 Protos are compiled with `-I protos`, so the generated modules import each
 other as `from mailwatch.v1 import ...`, which is the installed package.
@@ -11,12 +12,26 @@ Generated files (`*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py`) are replaced;
 `__init__.py` is kept (created if missing). The output depends on the
 grpcio-tools version, so regenerate after upgrading it;
 tests/unit/test_protos_current.py fails when the committed code is stale.
+
+The client library (clients/python, import package `mailwatch_client`) must
+not import the service package, so it carries its own copy in
+`mailwatch_client/_proto/v1/`: the same protoc output with its
+`from mailwatch.v1 import` lines (and the module names handed to the protobuf
+builder) rewritten to `mailwatch_client._proto.v1`. The serialized file
+descriptors are byte-for-byte the same as the service's, which is what lets
+both copies live in one process: the default descriptor pool accepts a file
+added twice with identical content (and hands both modules the same message
+classes), and rejects it if the content differs. Regenerating both copies
+with one command keeps them identical; tests/unit/client/test_client_protos_current.py
+fails when the client's copy is stale.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +42,8 @@ PROTO_ROOT = ROOT / "protos"
 PACKAGE = Path("mailwatch") / "v1"
 DEFAULT_OUT = ROOT / "service"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+CLIENT_MODULE = "mailwatch_client._proto.v1"
+DEFAULT_CLIENT_OUT = ROOT / "clients" / "python" / "src" / "mailwatch_client" / "_proto" / "v1"
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
@@ -60,17 +77,59 @@ def generate(out: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     return sorted(p for p in package_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
+_SERVICE_IMPORT = re.compile(r"^from mailwatch\.v1 import ", re.MULTILINE)
+# The module name the protobuf builder gives the message classes (`__module__`).
+_BUILDER_MODULE = re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, )'mailwatch\.v1\.")
+
+
+def rewrite_for_client(source: str) -> str:
+    """Service-package generated code -> the client package's copy (imports only)."""
+    source = _SERVICE_IMPORT.sub(f"from {CLIENT_MODULE} import ", source)
+    return _BUILDER_MODULE.sub(rf"\1'{CLIENT_MODULE}.", source)
+
+
+def generate_client(out: Path = DEFAULT_CLIENT_OUT, proto_root: Path = PROTO_ROOT) -> list[Path]:
+    """Compile every proto for the client library into `out` (a package directory).
+
+    Same protoc run as `generate`, then the imports are rewritten (see the
+    module docstring). Returns the generated files.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for path in out.iterdir():
+        if path.name.endswith(GENERATED_SUFFIXES):
+            path.unlink()
+    init = out / "__init__.py"
+    if not init.exists():
+        init.write_text('"""Generated protobuf/gRPC code (regenerate: python scripts/gen_protos.py). Private."""\n')
+    with tempfile.TemporaryDirectory() as scratch:
+        for path in generate(Path(scratch), proto_root):
+            (out / path.name).write_text(rewrite_for_client(path.read_text()))
+    return sorted(p for p in out.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
+        default=None,
         help="root of the output tree; code goes to OUT/mailwatch/v1/ (default: service/)",
     )
+    parser.add_argument(
+        "--client-out",
+        type=Path,
+        default=None,
+        help="package directory for the client library's copy "
+        "(default: clients/python/src/mailwatch_client/_proto/v1/, written when neither option is given)",
+    )
     args = parser.parse_args(argv)
-    for path in generate(args.out.resolve()):
-        print(path)
+    both = args.out is None and args.client_out is None
+    if args.out is not None or both:
+        for path in generate((args.out or DEFAULT_OUT).resolve()):
+            print(path)
+    if args.client_out is not None or both:
+        for path in generate_client((args.client_out or DEFAULT_CLIENT_OUT).resolve()):
+            print(path)
     return 0
 
 

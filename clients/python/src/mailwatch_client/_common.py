@@ -1,0 +1,191 @@
+"""What the sync and asyncio clients share: channel setup, metadata, requests, pages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, Union
+
+import grpc
+from google.protobuf import duration_pb2
+
+from mailwatch_client._config import KeepAliveConfig, TLSConfig
+from mailwatch_client._proto.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
+
+T = TypeVar("T")
+
+Metadata = Sequence[tuple[str, Union[str, bytes]]]
+
+#: Where a stream starts when no cursor (and no checkpoint) is given.
+Start = Union[Literal["now", "earliest"], bytes]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: "Use the client's default" for per-call `timeout` (None means no deadline).
+DEFAULT: Any = _Default()
+
+# Reconnect quickly once a server is back: gRPC's own connection backoff
+# otherwise grows to 120 s, and calls fail fast (UNAVAILABLE) in between.
+_BASE_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a List call. `next_page_token` is empty on the last page."""
+
+    items: list[T]
+    next_page_token: str
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def channel_options(keepalive: KeepAliveConfig | None, extra: Iterable[tuple[str, Any]], tls: TLSConfig | None):
+    options = dict(_BASE_CHANNEL_OPTIONS)
+    if keepalive is not None:
+        options["grpc.keepalive_time_ms"] = int(keepalive.interval * 1000)
+        options["grpc.keepalive_timeout_ms"] = int(keepalive.timeout * 1000)
+    if tls is not None and tls.server_name:
+        options["grpc.ssl_target_name_override"] = tls.server_name
+    options.update(dict(extra))
+    return list(options.items())
+
+
+def tls_config(tls: bool | TLSConfig | None) -> TLSConfig | None:
+    if tls is True:
+        return TLSConfig()
+    if tls is False or tls is None:
+        return None
+    return tls
+
+
+def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.root_certificates,
+        private_key=tls.client_private_key,
+        certificate_chain=tls.client_certificate,
+    )
+
+
+def bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def call_metadata(auth: tuple[tuple[str, str], ...], default: Metadata, extra: Metadata) -> list[tuple[str, Any]]:
+    """Client-wide metadata, then the call's; a call's own `authorization` replaces the client's."""
+    extra = list(extra or ())
+    overridden = any(key.lower() == "authorization" for key, _ in extra)
+    return [*(() if overridden else auth), *default, *extra]
+
+
+class Deadline:
+    """An overall deadline shared by a call's attempts."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def allows_wait(self, seconds: float) -> bool:
+        return self.at is None or time.monotonic() + seconds < self.at
+
+
+# --- requests -----------------------------------------------------------------
+
+Credentials = Union[mailbox_service_pb2.ServiceAccountCredentials, mailbox_service_pb2.OAuthCredentials]
+
+
+def register_request(
+    email_address: str,
+    credentials: Credentials,
+    label_ids: Sequence[str],
+    label_filter_behavior: int,
+) -> mailbox_service_pb2.RegisterMailboxRequest:
+    request = mailbox_service_pb2.RegisterMailboxRequest(
+        email_address=email_address, label_ids=list(label_ids), label_filter_behavior=label_filter_behavior
+    )
+    if isinstance(credentials, mailbox_service_pb2.ServiceAccountCredentials):
+        request.service_account.CopyFrom(credentials)
+    elif isinstance(credentials, mailbox_service_pb2.OAuthCredentials):
+        request.oauth.CopyFrom(credentials)
+    else:
+        raise TypeError("credentials must be ServiceAccountCredentials or OAuthCredentials")
+    return request
+
+
+def mailbox_states(states: Iterable[int | str]) -> list[int]:
+    return [_enum_value(resources_pb2.MailboxState, "MAILBOX_STATE_", state) for state in states]
+
+
+def event_types(types: Iterable[int | str]) -> list[int]:
+    """EventType values from values or names ("MESSAGE_ADDED" or "EVENT_TYPE_MESSAGE_ADDED")."""
+    return [_enum_value(resources_pb2.EventType, "EVENT_TYPE_", kind) for kind in types]
+
+
+def _enum_value(enum, prefix: str, value: int | str) -> int:
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith(prefix):
+            name = prefix + name
+        try:
+            return enum.Value(name)
+        except ValueError:
+            known = ", ".join(n.removeprefix(prefix) for n in enum.keys() if not n.endswith("UNSPECIFIED"))
+            raise ValueError(f"unknown value {value!r}; expected one of {known}") from None
+    return int(value)
+
+
+def tenant_selector(request, tenant_id: str | None, tenant_name: str | None):
+    if (tenant_id is None) == (tenant_name is None):
+        raise ValueError("give exactly one of tenant_id or tenant_name")
+    if tenant_id is not None:
+        request.tenant_id = tenant_id
+    else:
+        request.tenant_name = tenant_name
+    return request
+
+
+def create_api_key_request(tenant_id: str | None, tenant_name: str | None):
+    return tenant_selector(admin_service_pb2.CreateApiKeyRequest(), tenant_id, tenant_name)
+
+
+def stream_request(
+    *,
+    mailbox_ids: Sequence[str],
+    types: Sequence[int | str],
+    position: bytes | None,
+    start: Start,
+    max_batch_size: int,
+    heartbeat_interval: float | None,
+) -> mailbox_service_pb2.StreamChangesRequest:
+    """The request that resumes after `position`, or begins at `start` when there is none yet."""
+    request = mailbox_service_pb2.StreamChangesRequest(
+        mailbox_ids=list(mailbox_ids), event_types=event_types(types), max_batch_size=max_batch_size
+    )
+    if heartbeat_interval is not None:
+        whole, fraction = divmod(heartbeat_interval, 1)
+        request.heartbeat_interval.CopyFrom(duration_pb2.Duration(seconds=int(whole), nanos=int(fraction * 1e9)))
+    if position:
+        request.cursor = position
+    elif isinstance(start, (bytes, bytearray)):
+        if not start:
+            raise ValueError("an empty cursor is not a start position")
+        request.cursor = bytes(start)
+    elif start == "earliest":
+        request.start_position = mailbox_service_pb2.START_POSITION_EARLIEST
+    elif start == "now":
+        request.start_position = mailbox_service_pb2.START_POSITION_NOW
+    else:
+        raise ValueError(f"start must be 'now', 'earliest' or a cursor (bytes), not {start!r}")
+    return request

@@ -1,0 +1,1 @@
+"""Generated code, private to the client (see scripts/gen_protos.py)."""

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code (regenerate: python scripts/gen_protos.py). Private."""

@@ -1,0 +1,116 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from mailwatch_client._proto.v1 import resources_pb2 as _resources_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StartPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    START_POSITION_UNSPECIFIED: _ClassVar[StartPosition]
+    START_POSITION_NOW: _ClassVar[StartPosition]
+    START_POSITION_EARLIEST: _ClassVar[StartPosition]
+START_POSITION_UNSPECIFIED: StartPosition
+START_POSITION_NOW: StartPosition
+START_POSITION_EARLIEST: StartPosition
+
+class RegisterMailboxRequest(_message.Message):
+    __slots__ = ("email_address", "label_ids", "label_filter_behavior", "service_account", "oauth")
+    EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FILTER_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_FIELD_NUMBER: _ClassVar[int]
+    email_address: str
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    label_filter_behavior: _resources_pb2.LabelFilterBehavior
+    service_account: ServiceAccountCredentials
+    oauth: OAuthCredentials
+    def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ...) -> None: ...
+
+class ServiceAccountCredentials(_message.Message):
+    __slots__ = ("json_key", "subject")
+    JSON_KEY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    json_key: str
+    subject: str
+    def __init__(self, json_key: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
+
+class OAuthCredentials(_message.Message):
+    __slots__ = ("client_id", "client_secret", "refresh_token")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    client_secret: str
+    refresh_token: str
+    def __init__(self, client_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., refresh_token: _Optional[str] = ...) -> None: ...
+
+class StopMailboxRequest(_message.Message):
+    __slots__ = ("mailbox_id",)
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    def __init__(self, mailbox_id: _Optional[str] = ...) -> None: ...
+
+class GetMailboxRequest(_message.Message):
+    __slots__ = ("mailbox_id",)
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    def __init__(self, mailbox_id: _Optional[str] = ...) -> None: ...
+
+class ListMailboxesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "states")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    states: _containers.RepeatedScalarFieldContainer[_resources_pb2.MailboxState]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_resources_pb2.MailboxState, str]]] = ...) -> None: ...
+
+class ListMailboxesResponse(_message.Message):
+    __slots__ = ("mailboxes", "next_page_token")
+    MAILBOXES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    mailboxes: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Mailbox]
+    next_page_token: str
+    def __init__(self, mailboxes: _Optional[_Iterable[_Union[_resources_pb2.Mailbox, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StreamChangesRequest(_message.Message):
+    __slots__ = ("mailbox_ids", "event_types", "cursor", "start_position", "max_batch_size", "heartbeat_interval")
+    MAILBOX_IDS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    START_POSITION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    mailbox_ids: _containers.RepeatedScalarFieldContainer[str]
+    event_types: _containers.RepeatedScalarFieldContainer[_resources_pb2.EventType]
+    cursor: bytes
+    start_position: StartPosition
+    max_batch_size: int
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, mailbox_ids: _Optional[_Iterable[str]] = ..., event_types: _Optional[_Iterable[_Union[_resources_pb2.EventType, str]]] = ..., cursor: _Optional[bytes] = ..., start_position: _Optional[_Union[StartPosition, str]] = ..., max_batch_size: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class StreamChangesResponse(_message.Message):
+    __slots__ = ("events", "heartbeat")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_resources_pb2.ChangeEvent]
+    heartbeat: Heartbeat
+    def __init__(self, events: _Optional[_Iterable[_Union[_resources_pb2.ChangeEvent, _Mapping]]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("server_time", "cursor")
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    server_time: _timestamp_pb2.Timestamp
+    cursor: bytes
+    def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[bytes] = ...) -> None: ...

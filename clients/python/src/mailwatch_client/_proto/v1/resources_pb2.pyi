@@ -1,0 +1,150 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MailboxState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAILBOX_STATE_UNSPECIFIED: _ClassVar[MailboxState]
+    MAILBOX_STATE_ACTIVE: _ClassVar[MailboxState]
+    MAILBOX_STATE_AUTH_FAILED: _ClassVar[MailboxState]
+    MAILBOX_STATE_STOPPED: _ClassVar[MailboxState]
+
+class LabelFilterBehavior(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_FILTER_BEHAVIOR_UNSPECIFIED: _ClassVar[LabelFilterBehavior]
+    LABEL_FILTER_BEHAVIOR_INCLUDE: _ClassVar[LabelFilterBehavior]
+    LABEL_FILTER_BEHAVIOR_EXCLUDE: _ClassVar[LabelFilterBehavior]
+
+class CredentialKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CREDENTIAL_KIND_UNSPECIFIED: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_SERVICE_ACCOUNT: _ClassVar[CredentialKind]
+    CREDENTIAL_KIND_OAUTH: _ClassVar[CredentialKind]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_MESSAGE_ADDED: _ClassVar[EventType]
+    EVENT_TYPE_MESSAGE_DELETED: _ClassVar[EventType]
+    EVENT_TYPE_LABELS_ADDED: _ClassVar[EventType]
+    EVENT_TYPE_LABELS_REMOVED: _ClassVar[EventType]
+    EVENT_TYPE_WATCH_STARTED: _ClassVar[EventType]
+    EVENT_TYPE_WATCH_RENEWED: _ClassVar[EventType]
+    EVENT_TYPE_WATCH_EXPIRED: _ClassVar[EventType]
+    EVENT_TYPE_RESYNC_REQUIRED: _ClassVar[EventType]
+    EVENT_TYPE_RESYNCED: _ClassVar[EventType]
+    EVENT_TYPE_AUTH_FAILED: _ClassVar[EventType]
+    EVENT_TYPE_MAILBOX_STOPPED: _ClassVar[EventType]
+MAILBOX_STATE_UNSPECIFIED: MailboxState
+MAILBOX_STATE_ACTIVE: MailboxState
+MAILBOX_STATE_AUTH_FAILED: MailboxState
+MAILBOX_STATE_STOPPED: MailboxState
+LABEL_FILTER_BEHAVIOR_UNSPECIFIED: LabelFilterBehavior
+LABEL_FILTER_BEHAVIOR_INCLUDE: LabelFilterBehavior
+LABEL_FILTER_BEHAVIOR_EXCLUDE: LabelFilterBehavior
+CREDENTIAL_KIND_UNSPECIFIED: CredentialKind
+CREDENTIAL_KIND_SERVICE_ACCOUNT: CredentialKind
+CREDENTIAL_KIND_OAUTH: CredentialKind
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_MESSAGE_ADDED: EventType
+EVENT_TYPE_MESSAGE_DELETED: EventType
+EVENT_TYPE_LABELS_ADDED: EventType
+EVENT_TYPE_LABELS_REMOVED: EventType
+EVENT_TYPE_WATCH_STARTED: EventType
+EVENT_TYPE_WATCH_RENEWED: EventType
+EVENT_TYPE_WATCH_EXPIRED: EventType
+EVENT_TYPE_RESYNC_REQUIRED: EventType
+EVENT_TYPE_RESYNCED: EventType
+EVENT_TYPE_AUTH_FAILED: EventType
+EVENT_TYPE_MAILBOX_STOPPED: EventType
+
+class Mailbox(_message.Message):
+    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FILTER_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_KIND_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTIFIED_HISTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    WATCH_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RENEW_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NOTIFICATION_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    email_address: str
+    state: MailboxState
+    label_filter: LabelFilter
+    credential_kind: CredentialKind
+    history_id: int
+    notified_history_id: int
+    watch_expire_time: _timestamp_pb2.Timestamp
+    next_renew_time: _timestamp_pb2.Timestamp
+    last_notification_time: _timestamp_pb2.Timestamp
+    last_sync_time: _timestamp_pb2.Timestamp
+    last_error: MailboxError
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LabelFilter(_message.Message):
+    __slots__ = ("label_ids", "behavior")
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    behavior: LabelFilterBehavior
+    def __init__(self, label_ids: _Optional[_Iterable[str]] = ..., behavior: _Optional[_Union[LabelFilterBehavior, str]] = ...) -> None: ...
+
+class MailboxError(_message.Message):
+    __slots__ = ("message", "time", "reason")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    time: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ChangeEvent(_message.Message):
+    __slots__ = ("id", "cursor", "type", "mailbox_id", "email_address", "observe_time", "history_id", "message_id", "thread_id", "label_ids", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    cursor: bytes
+    type: EventType
+    mailbox_id: str
+    email_address: str
+    observe_time: _timestamp_pb2.Timestamp
+    history_id: int
+    message_id: str
+    thread_id: str
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., cursor: _Optional[bytes] = ..., type: _Optional[_Union[EventType, str]] = ..., mailbox_id: _Optional[str] = ..., email_address: _Optional[str] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history_id: _Optional[int] = ..., message_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
