@@ -27,6 +27,7 @@ from mailwatch.secrets import SecretBox
 from mailwatch.store import work
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.sync.history_events import events_from_history, newest_history_id
+from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class SyncWorker:
+class SyncWorker(LoopWorker):
     def __init__(
         self,
         *,
@@ -56,43 +57,19 @@ class SyncWorker:
         lease_seconds: float = 60.0,
         backoff: BackoffPolicy | None = None,
     ) -> None:
+        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
         self.sessions = sessions
         self.gmail = gmail
         self.secret_box = secret_box
         self.clock = clock or SystemClock()
         self.owner = owner or default_owner()
-        self.enabled = enabled
-        self.loop_seconds = loop_seconds
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff = backoff or BackoffPolicy()
         self._slots = asyncio.Semaphore(concurrency)
-        self._wake = asyncio.Event()
-        self._stopping = False
 
-    def wake(self) -> None:
-        """Something became due (e.g. ingest marked a mailbox): look now, not at the next tick."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        if not self.enabled:
-            return
-        while not self._stopping:
-            try:
-                claimed = await self.run_once()
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
-                log.exception("sync tick failed")
-                claimed = 0
-            if claimed < self.batch_size and not self._stopping:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+    async def tick(self) -> bool:
+        return await self.run_once() >= self.batch_size
 
     async def run_once(self) -> int:
         """Claim one batch of due mailboxes and sync them concurrently; returns how many."""
@@ -141,7 +118,8 @@ class SyncWorker:
         first_page_history_id: int | None = None
         while True:
             page = await self.gmail.history_page(
-                credential, mailbox.email_address, start_history_id=mailbox.history_id, page_token=page_token
+                credential, mailbox.email_address, start_history_id=mailbox.history_id, page_token=page_token,
+                tenant_id=mailbox.tenant_id,
             )
             if first_page_history_id is None:
                 first_page_history_id = page.history_id
@@ -169,11 +147,11 @@ class SyncWorker:
     async def _resync(self, mailbox: Mailbox, credential: Credential) -> str:
         """History older than Gmail keeps: take a full-sync baseline and say so."""
         try:
-            profile = await self.gmail.profile(credential, mailbox.email_address)
+            profile = await self.gmail.profile(credential, mailbox.email_address, tenant_id=mailbox.tenant_id)
             message_count, page_token = 0, None
             while True:
                 messages, page_token = await self.gmail.message_ids_page(
-                    credential, mailbox.email_address, page_token=page_token
+                    credential, mailbox.email_address, page_token=page_token, tenant_id=mailbox.tenant_id
                 )
                 message_count += len(messages)
                 if not page_token:

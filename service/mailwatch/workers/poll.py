@@ -6,7 +6,6 @@ user); polling bounds how late a change can reach the change log.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Callable
@@ -15,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.store import work
+from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
 
-class PollWorker:
+class PollWorker(LoopWorker):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -31,15 +31,13 @@ class PollWorker:
         batch_size: int = 1000,
         on_due: Callable[[], None] | None = None,
     ) -> None:
+        # Checking ten times per interval keeps the extra latency under 10%.
+        super().__init__(enabled=enabled, loop_seconds=loop_seconds or max(0.2, interval.total_seconds() / 10))
         self.sessions = sessions
         self.interval = interval
         self.clock = clock or SystemClock()
-        self.enabled = enabled
-        # Checking ten times per interval keeps the extra latency under 10%.
-        self.loop_seconds = loop_seconds or max(0.2, interval.total_seconds() / 10)
         self.batch_size = batch_size
         self.on_due = on_due
-        self._stopping = asyncio.Event()
 
     async def run_once(self) -> int:
         async with self.sessions() as session, session.begin():
@@ -50,22 +48,8 @@ class PollWorker:
             self.on_due()
         return marked
 
-    async def run(self) -> None:
-        if not self.enabled:
-            return
-        while not self._stopping.is_set():
-            try:
-                marked = await self.run_once()
-                if marked:
-                    log.info("quiet mailboxes marked for a fallback sync", extra={"count": marked})
-            except Exception:  # noqa: BLE001 - keep polling through database hiccups
-                log.exception("fallback poll failed")
-                marked = 0
-            if marked < self.batch_size:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self.loop_seconds)
-                except TimeoutError:
-                    pass
-
-    def stop(self) -> None:
-        self._stopping.set()
+    async def tick(self) -> bool:
+        marked = await self.run_once()
+        if marked:
+            log.info("quiet mailboxes marked for a fallback sync", extra={"count": marked})
+        return marked >= self.batch_size

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.store import changes
+from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class PruneResult:
     chunks: int
 
 
-class PruneWorker:
+class PruneWorker(LoopWorker):
     def __init__(
         self,
         *,
@@ -51,36 +52,20 @@ class PruneWorker:
             raise ValueError("retention must be positive")
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
         self.sessions = sessions
         self.retention = retention
         self.clock = clock or SystemClock()
-        self.enabled = enabled
-        self.loop_seconds = loop_seconds
         self.chunk_size = chunk_size
-        self._wake = asyncio.Event()
-        self._stopping = False
 
-    async def run(self) -> None:
-        if not self.enabled:
-            return
-        while not self._stopping:
-            try:
-                await self.run_once()
-                PRUNE_RUNS.labels(outcome="ok").inc()
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
-                PRUNE_RUNS.labels(outcome="error").inc()
-                log.exception("retention pass failed")
-            if self._stopping:
-                break
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+    async def tick(self) -> bool:
+        try:
+            await self.run_once()
+        except Exception:
+            PRUNE_RUNS.labels(outcome="error").inc()
+            raise
+        PRUNE_RUNS.labels(outcome="ok").inc()
+        return False
 
     async def run_once(self) -> PruneResult:
         """One retention pass: prune chunk after chunk until nothing expired is left."""

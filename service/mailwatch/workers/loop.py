@@ -1,0 +1,55 @@
+"""The shape every background worker shares: tick, sleep, repeat.
+
+A worker's `tick()` does one bounded unit of work and says whether more is
+waiting right now; `run()` ticks again at once when it is, and otherwise
+sleeps `loop_seconds` or until `wake()`. A failing tick is logged and retried
+on the next round: a database hiccup never ends a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class LoopWorker:
+    def __init__(self, *, enabled: bool = True, loop_seconds: float = 1.0) -> None:
+        self.enabled = enabled
+        self.loop_seconds = loop_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def tick(self) -> bool:
+        """One unit of work; True when more is waiting (tick again without sleeping)."""
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """New work appeared: tick now rather than at the next round."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        while not self._stopping:
+            try:
+                busy = await self.tick()
+            except Exception:  # noqa: BLE001 - logged; the next round retries
+                log.exception("%s tick failed", type(self).__name__)
+                busy = False
+            if busy or self._stopping:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
