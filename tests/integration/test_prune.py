@@ -10,22 +10,13 @@ from sqlalchemy import select
 
 from mailwatch.clock import OffsetClock
 from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
-from mailwatch.store import changes, create_engine, mailboxes, session_factory, tenants
+from mailwatch.store import changes, mailboxes, tenants
 from mailwatch.store.models import change_events
 from mailwatch.workers.prune import PruneWorker
 
 pytestmark = pytest.mark.integration
 
 RETENTION = timedelta(days=7)
-
-
-@pytest.fixture
-async def sessions(database_url):
-    engine = create_engine(database_url, pool_size=2, max_overflow=2)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _tenant_with_mailbox(sessions, name):

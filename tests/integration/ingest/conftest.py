@@ -10,22 +10,6 @@ from __future__ import annotations
 import pytest
 from tests.integration.ingest._ingest_support import Db, PubSub
 
-from mailwatch.store import create_engine, session_factory
-
-
-@pytest.fixture
-async def engine(database_url):
-    engine = create_engine(database_url, pool_size=4, max_overflow=4)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine):
-    return session_factory(engine)
-
 
 @pytest.fixture
 def db(sessions) -> Db:

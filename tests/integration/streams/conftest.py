@@ -11,22 +11,9 @@ import pytest
 
 from mailwatch.api.validation import StartKind, StreamQuery
 from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, Mailbox, NewEvent
-from mailwatch.store import changes, create_engine, mailboxes, session_factory, tenants
+from mailwatch.store import changes, mailboxes, tenants
 from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat
 
-
-@pytest.fixture
-async def engine(database_url):
-    engine = create_engine(database_url, pool_size=5, max_overflow=5)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine):
-    return session_factory(engine)
 
 
 @dataclass
