@@ -364,6 +364,13 @@ class AsyncChangeStream(AsyncIterator[resources_pb2.ChangeEvent]):
                 log.info("change stream ended by the server; reopening")
             except _Idle:
                 error = None
+            except asyncio.CancelledError:
+                # grpc.aio raises CancelledError from a read of a locally
+                # cancelled call: aclose() from another task ends the iteration.
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    return
+                raise
             except grpc.RpcError as exc:
                 if self._closed:
                     return
