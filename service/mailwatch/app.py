@@ -28,6 +28,7 @@ from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.sync.worker import SyncWorker
 from mailwatch.workers.poll import PollWorker
 from mailwatch.workers.prune import PruneWorker
+from mailwatch.workers.renew import RenewWorker
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class App:
     sync_worker: SyncWorker
     prune_worker: PruneWorker
     poll_worker: PollWorker
+    renew_worker: RenewWorker
     ingestor: PullIngestor | None = None
     http_runner: web.AppRunner | None = None
     http_port: int | None = None  # bound port of MAILWATCH_HTTP_LISTEN, once started
@@ -98,13 +100,18 @@ class App:
                 sessions, interval=timedelta(seconds=settings.poll_interval_seconds), clock=clock,
                 enabled=settings.poll_enabled, on_due=sync_worker.wake,
             ),
+            renew_worker=RenewWorker(
+                sessions=sessions, gmail=gmail, secret_box=secret_box, topic=settings.pubsub_topic, clock=clock,
+                enabled=settings.renew_enabled and bool(settings.pubsub_topic),
+                loop_seconds=settings.renew_loop_seconds, lease_seconds=settings.sync_lease_seconds,
+            ),
             ingestor=ingestor,
         )
 
     @property
     def workers(self) -> list:
         """The background loops, each with run() and stop()."""
-        return [self.sync_worker, self.prune_worker, self.poll_worker]
+        return [self.sync_worker, self.prune_worker, self.poll_worker, self.renew_worker]
 
     async def start(self) -> None:
         """Start everything besides the gRPC server: LISTEN, Pub/Sub pull, the HTTP side, the workers."""

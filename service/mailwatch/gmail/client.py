@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from googleapiclient.discovery import build
 from mailwatch.domain.models import Credential, LabelFilter, OAuthCredential, ServiceAccountCredential
 from mailwatch.gmail.credentials import google_credentials
 from mailwatch.gmail.errors import classify
+from mailwatch.gmail.quota import record_call
 
 T = TypeVar("T")
 
@@ -127,7 +129,11 @@ class GmailClient:
         with self._credentials_lock:
             self._credentials.pop(_fingerprint(credential), None)
 
-    async def _call(self, operation: str, credential: Credential, make_request: Callable) -> dict:
+    async def _call(
+        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None
+    ) -> dict:
+        record_call(operation, tenant_id)  # Google charges quota for refused calls too
+
         def run() -> dict:
             try:
                 request = make_request(self._service().users())
@@ -139,22 +145,25 @@ class GmailClient:
 
     # --- the calls ----------------------------------------------------------
 
-    async def watch(self, credential: Credential, email: str, *, topic: str, label_filter: LabelFilter) -> WatchResult:
+    async def watch(
+        self, credential: Credential, email: str, *, topic: str, label_filter: LabelFilter,
+        tenant_id: uuid.UUID | None = None,
+    ) -> WatchResult:
         body: dict = {"topicName": topic}
         if label_filter.label_ids:
             body["labelIds"] = list(label_filter.label_ids)
             body["labelFilterBehavior"] = label_filter.behavior.value
-        response = await self._call("watch", credential, lambda users: users.watch(userId=email, body=body))
+        response = await self._call("watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id)
         return WatchResult(
             history_id=int(response["historyId"]),
             expiration=datetime.fromtimestamp(int(response["expiration"]) / 1000, tz=timezone.utc),
         )
 
-    async def stop(self, credential: Credential, email: str) -> None:
-        await self._call("stop", credential, lambda users: users.stop(userId=email))
+    async def stop(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> None:
+        await self._call("stop", credential, lambda users: users.stop(userId=email), tenant_id)
 
-    async def profile(self, credential: Credential, email: str) -> Profile:
-        response = await self._call("getProfile", credential, lambda users: users.getProfile(userId=email))
+    async def profile(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> Profile:
+        response = await self._call("getProfile", credential, lambda users: users.getProfile(userId=email), tenant_id)
         return Profile(
             email_address=response.get("emailAddress", email),
             history_id=int(response["historyId"]),
@@ -164,13 +173,16 @@ class GmailClient:
     async def history_page(
         self, credential: Credential, email: str, *, start_history_id: int,
         page_token: str | None = None, label_id: str | None = None, max_results: int = HISTORY_PAGE_SIZE,
+        tenant_id: uuid.UUID | None = None,
     ) -> HistoryPage:
         params: dict = {"userId": email, "startHistoryId": str(start_history_id), "maxResults": max_results}
         if page_token:
             params["pageToken"] = page_token
         if label_id:
             params["labelId"] = label_id
-        response = await self._call("history.list", credential, lambda users: users.history().list(**params))
+        response = await self._call(
+            "history.list", credential, lambda users: users.history().list(**params), tenant_id
+        )
         return HistoryPage(
             records=response.get("history", []),
             history_id=int(response["historyId"]),
@@ -179,10 +191,13 @@ class GmailClient:
 
     async def message_ids_page(
         self, credential: Credential, email: str, *, page_token: str | None = None, max_results: int = MESSAGES_PAGE_SIZE,
+        tenant_id: uuid.UUID | None = None,
     ) -> tuple[list[dict], str | None]:
         """One page of messages.list: [{"id", "threadId"}], next page token."""
         params: dict = {"userId": email, "maxResults": max_results, "includeSpamTrash": True}
         if page_token:
             params["pageToken"] = page_token
-        response = await self._call("messages.list", credential, lambda users: users.messages().list(**params))
+        response = await self._call(
+            "messages.list", credential, lambda users: users.messages().list(**params), tenant_id
+        )
         return response.get("messages", []), response.get("nextPageToken")

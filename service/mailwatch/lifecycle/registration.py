@@ -16,7 +16,7 @@ from mailwatch.clock import Clock
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, LabelFilter, Mailbox, MailboxState, NewEvent
 from mailwatch.gmail.client import GmailClient
-from mailwatch.lifecycle.schedule import next_renewal_at
+from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind
 from mailwatch.store import changes, mailboxes
 
@@ -42,7 +42,9 @@ class Lifecycle:
             raise errors.GmailTopicNotPublishable(
                 "this mailwatch deployment has no Pub/Sub topic configured (MAILWATCH_PUBSUB_TOPIC)"
             )
-        watch = await self.gmail.watch(credential, email_address, topic=self.topic, label_filter=label_filter)
+        watch = await self.gmail.watch(
+            credential, email_address, topic=self.topic, label_filter=label_filter, tenant_id=tenant_id
+        )
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             mailbox, created = await mailboxes.upsert_mailbox(
@@ -53,7 +55,7 @@ class Lifecycle:
                 credentials_ciphertext=self.secret_box.encrypt_credential(credential),
                 history_id=watch.history_id,
                 watch_expiration=watch.expiration,
-                next_renewal_at=next_renewal_at(now, watch.expiration),
+                next_renewal_at=next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address)),
             )
             detail = {
                 "expiration": watch.expiration.isoformat(),
@@ -73,7 +75,9 @@ class Lifecycle:
                 return mailbox
             ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
         try:
-            await self.gmail.stop(self.secret_box.decrypt_credential(ciphertext), mailbox.email_address)
+            await self.gmail.stop(
+                self.secret_box.decrypt_credential(ciphertext), mailbox.email_address, tenant_id=tenant_id
+            )
         except (errors.GmailAuthFailed, errors.GmailMailboxNotFound, errors.GmailPermissionDenied,
                 errors.CredentialUndecryptable):
             # Gmail cannot be told, but a dead watch expires by itself within 7

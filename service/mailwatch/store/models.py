@@ -137,6 +137,11 @@ class MailboxRow(Base):
     lease_expires_at: Mapped[datetime | None] = _timestamp()
     backoff_until: Mapped[datetime | None] = _timestamp()
     sync_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Renewal: consecutive failed users.watch calls (for backoff), and the
+    # watch_expiration whose lapse was already reported with WATCH_EXPIRED
+    # (a new watch has a new expiration, so the flag resets by itself).
+    renew_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    watch_expiry_reported: Mapped[datetime | None] = _timestamp()
     last_notification_at: Mapped[datetime | None] = _timestamp()
     last_sync_at: Mapped[datetime | None] = _timestamp()
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -150,6 +155,7 @@ class MailboxRow(Base):
         CheckConstraint(_in("label_filter_behavior", LabelFilterBehavior), name="label_filter_behavior_valid"),
         CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
         CheckConstraint("sync_attempts >= 0", name="sync_attempts_non_negative"),
+        CheckConstraint("renew_attempts >= 0", name="renew_attempts_non_negative"),
         # ListMailboxes pages by (created, id) within a tenant.
         Index("ix_mailboxes_tenant_id_created_id", "tenant_id", "created", "id"),
         # Ingest knows only the address a notification names.
@@ -222,5 +228,14 @@ class MalformedNotificationRow(Base):
 tenants = TenantRow.__table__
 api_keys = ApiKeyRow.__table__
 mailboxes = MailboxRow.__table__
+
+# Fallback poll (`store.work.mark_quiet_mailboxes_due`): ACTIVE mailboxes with no
+# sync pending, oldest sync first. An expression index, so it is declared on
+# the table rather than in __table_args__.
+Index(
+    "ix_mailboxes_poll_due",
+    func.coalesce(mailboxes.c.last_sync_at, mailboxes.c.created),
+    postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}' AND sync_due_at IS NULL"),
+)
 change_events = ChangeEventRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__

@@ -13,7 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Uuid, and_, any_, case, cast, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
@@ -22,6 +23,23 @@ from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
 
 ERROR_TEXT_LIMIT = 500
+
+# The state as a SQL literal, not a bound parameter: a prepared statement's
+# generic plan can then still prove a partial index's `state = 'ACTIVE'`.
+ACTIVE = literal_column(f"'{MailboxState.ACTIVE.value}'")
+
+
+def claimed_ids(due):
+    """`= ANY (CAST((SELECT array_agg(id) FROM (<due … FOR UPDATE SKIP LOCKED>)) AS uuid[]))`.
+
+    With `id IN (<due>)` the planner may join the due rows back to the table
+    with a hash join over a sequential scan of every mailbox whenever it
+    overestimates how many are due (always, for a generic plan); an array of
+    ids is an init-plan value that it looks up in the primary key.
+    """
+    locked = due.subquery("due")
+    # The cast makes ANY take one array value rather than the rows of a subquery.
+    return any_(cast(select(func.array_agg(locked.c.id)).scalar_subquery(), ARRAY(Uuid)))
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,7 @@ async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quie
     quiet = (
         select(mailboxes.c.id)
         .where(
-            mailboxes.c.state == MailboxState.ACTIVE.value,
+            mailboxes.c.state == ACTIVE,
             mailboxes.c.sync_due_at.is_(None),
             last < cutoff,
         )
@@ -187,7 +205,9 @@ async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quie
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # Served by ix_mailboxes_poll_due (the same coalesce, partial on the same
+    # conditions): the scan reads the quiet mailboxes only.
     result = await session.execute(
-        update(mailboxes).where(mailboxes.c.id.in_(quiet.scalar_subquery())).values(sync_due_at=now)
+        update(mailboxes).where(mailboxes.c.id == claimed_ids(quiet)).values(sync_due_at=now)
     )
     return result.rowcount

@@ -1,0 +1,200 @@
+"""The renew worker's claim and outcomes on `mailboxes`.
+
+A renewal claim is one statement, like the sync claim (`store.work`):
+`UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`. Its lease
+is the due time itself: claiming moves `next_renewal_at` to `now + lease`, so a
+replica that dies mid-renewal leaves the mailbox due again once the lease
+has passed, and every outcome is fenced on that exact value (plus ACTIVE): a
+replica whose claim lapsed, or a mailbox re-registered or stopped meanwhile,
+makes the write a no-op. Renewal therefore never holds the sync lease: a
+mailbox can be re-watched while it is being synced.
+
+The due query is an index scan of `ix_mailboxes_renewal_due` (next_renewal_at
+WHERE state = 'ACTIVE'), and the claimed rows are found again by primary key
+(`work.claimed_ids`): a tick costs what is due, not what is registered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from sqlalchemy import and_, case, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
+from mailwatch.store.changes import append_events
+from mailwatch.store.mailboxes import COLUMNS, to_mailbox
+from mailwatch.store.models import mailboxes
+from mailwatch.store.work import ACTIVE, ERROR_TEXT_LIMIT, claimed_ids
+
+
+@dataclass(frozen=True)
+class ClaimedRenewal:
+    mailbox: Mailbox
+    credentials_ciphertext: bytes = dataclasses.field(repr=False)
+    claimed_until: datetime  # the mailbox's next_renewal_at while claimed: the fence
+    renew_attempts: int  # consecutive failures before this attempt
+    watch_expiry_reported: datetime | None  # the expiration already reported with WATCH_EXPIRED
+
+    @property
+    def expiry_unreported(self) -> bool:
+        """Whether this watch's expiration has not been reported yet (true or not, it has lapsed)."""
+        expiration = self.mailbox.watch_expiration
+        return expiration is not None and self.watch_expiry_reported != expiration
+
+    def watch_lapsed(self, now: datetime) -> bool:
+        expiration = self.mailbox.watch_expiration
+        return expiration is not None and expiration <= now
+
+
+def due_renewals_query(*, now: datetime, limit: int):
+    """The ids of ACTIVE mailboxes whose renewal is due, earliest first, locked for the claim."""
+    return (
+        select(mailboxes.c.id)
+        .where(mailboxes.c.state == ACTIVE, mailboxes.c.next_renewal_at <= now)
+        .order_by(mailboxes.c.next_renewal_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def claim_due_renewals(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedRenewal]:
+    """Claim up to `limit` due renewals: each is due again at `now + lease` unless an outcome is written."""
+    claimed_until = now + lease
+    rows = await session.execute(
+        update(mailboxes)
+        .where(mailboxes.c.id == claimed_ids(due_renewals_query(now=now, limit=limit)))
+        .values(next_renewal_at=claimed_until)
+        .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
+    )
+    return [
+        ClaimedRenewal(
+            mailbox=to_mailbox(row),
+            credentials_ciphertext=bytes(row.credentials_ciphertext),
+            claimed_until=row.next_renewal_at,
+            renew_attempts=row.renew_attempts,
+            watch_expiry_reported=row.watch_expiry_reported,
+        )
+        for row in rows
+    ]
+
+
+def _fence(claim: ClaimedRenewal):
+    return and_(
+        mailboxes.c.id == claim.mailbox.id,
+        mailboxes.c.state == ACTIVE,
+        mailboxes.c.next_renewal_at == claim.claimed_until,
+    )
+
+
+async def _fenced_update(session: AsyncSession, claim: ClaimedRenewal, values: dict, events: Sequence[NewEvent]) -> bool:
+    """Apply `values` if the claim still holds, then append `events` in the same transaction.
+
+    Events without a history id get the mailbox's synced history id as of this
+    write (read under the row lock), like other lifecycle events: a stream
+    never sees a lifecycle event positioned before changes already delivered.
+    """
+    row = (
+        await session.execute(
+            update(mailboxes).where(_fence(claim)).values(**values).returning(mailboxes.c.history_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    if events:
+        stamped = [e if e.history_id is not None else dataclasses.replace(e, history_id=row.history_id) for e in events]
+        await append_events(session, claim.mailbox.tenant_id, stamped)
+    return True
+
+
+async def record_renewal(
+    session: AsyncSession,
+    claim: ClaimedRenewal,
+    *,
+    expiration: datetime,
+    next_renewal_at: datetime,
+    now: datetime,
+    events: Sequence[NewEvent],
+) -> bool:
+    """The watch was renewed: store its expiration and the next renewal. False if the claim was lost.
+
+    An error recorded by failed renewals is cleared; one recorded by sync
+    since (no failed renewals outstanding) is left alone.
+    """
+    renewal_failed_before = mailboxes.c.renew_attempts > 0
+    values = dict(
+        watch_expiration=expiration,
+        next_renewal_at=next_renewal_at,
+        renew_attempts=0,
+        last_error=case((renewal_failed_before, None), else_=mailboxes.c.last_error),
+        last_error_at=case((renewal_failed_before, None), else_=mailboxes.c.last_error_at),
+        updated=now,
+    )
+    return await _fenced_update(session, claim, values, events)
+
+
+async def record_renewal_failure(
+    session: AsyncSession,
+    claim: ClaimedRenewal,
+    *,
+    error: str,
+    retry_at: datetime,
+    now: datetime,
+    events: Sequence[NewEvent] = (),
+    expiry_reported: bool = False,
+) -> bool:
+    """Try again at `retry_at`; with `expiry_reported`, the watch's lapse is now reported (events carry it)."""
+    values: dict = dict(
+        next_renewal_at=retry_at,
+        renew_attempts=mailboxes.c.renew_attempts + 1,
+        last_error=error[:ERROR_TEXT_LIMIT],
+        last_error_at=now,
+        updated=now,
+    )
+    if expiry_reported:
+        values["watch_expiry_reported"] = claim.mailbox.watch_expiration
+    return await _fenced_update(session, claim, values, events)
+
+
+async def mark_auth_failed(
+    session: AsyncSession,
+    claim: ClaimedRenewal,
+    *,
+    error: str,
+    now: datetime,
+    events: Sequence[NewEvent],
+    expiry_reported: bool = False,
+) -> bool:
+    """Revoked credentials found by a renewal: AUTH_FAILED exactly as sync marks it
+    (no Gmail calls until registered again), with its event(s) in the same write."""
+    values: dict = dict(
+        state=MailboxState.AUTH_FAILED.value,
+        sync_due_at=None,
+        backoff_until=None,
+        last_error=error[:ERROR_TEXT_LIMIT],
+        last_error_at=now,
+        updated=now,
+    )
+    if expiry_reported:
+        values["watch_expiry_reported"] = claim.mailbox.watch_expiration
+    return await _fenced_update(session, claim, values, events)
+
+
+async def renewal_state(
+    session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
+) -> tuple[int, datetime | None]:
+    """(renew_attempts, watch_expiry_reported) of a mailbox: for tests and diagnostics."""
+    row = (
+        await session.execute(
+            select(mailboxes.c.renew_attempts, mailboxes.c.watch_expiry_reported).where(
+                mailboxes.c.tenant_id == tenant_id, mailboxes.c.id == mailbox_id
+            )
+        )
+    ).one()
+    return row.renew_attempts, row.watch_expiry_reported

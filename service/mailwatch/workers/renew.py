@@ -1,0 +1,189 @@
+"""The renew worker: re-calls `users.watch` about once a day per mailbox.
+
+Each ACTIVE mailbox is due at its own slot of the day
+(`lifecycle.schedule.next_renewal_at`), so renewals are spread evenly however
+the mailboxes were registered, and always days before the 7-day expiration.
+A renewal writes the new expiration, the next due time and WATCH_RENEWED in
+one transaction, fenced on its claim (`store.renewals`).
+
+Failures: revoked credentials → AUTH_FAILED, exactly as sync does (the
+mailbox makes no Gmail call until registered again); anything else → retry
+with jittered exponential backoff honouring Retry-After, never later than
+the moment the current watch expires. A watch that does lapse is reported
+once with WATCH_EXPIRED; the mailbox keeps syncing meanwhile, because the
+fallback poll only looks at the last sync time, and a renewal that succeeds
+later says WATCH_RENEWED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock, SystemClock
+from mailwatch.domain import errors
+from mailwatch.domain.models import Credential, EventType, NewEvent
+from mailwatch.gmail.client import GmailClient, WatchResult
+from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
+from mailwatch.secrets import SecretBox
+from mailwatch.store import renewals
+from mailwatch.store.renewals import ClaimedRenewal
+from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.workers.loop import LoopWorker
+
+log = logging.getLogger(__name__)
+
+RENEW_OUTCOMES = Counter("mailwatch_renewals_total", "Watch renewals by outcome", ["outcome"])
+WATCHES_EXPIRED = Counter("mailwatch_watches_expired_total", "Watches that lapsed before a renewal succeeded")
+RENEW_SECONDS = Histogram("mailwatch_renew_seconds", "Time to renew one watch")
+
+# A day between renewals leaves six days of retries before a watch lapses;
+# an hour's cap keeps retrying often enough within them.
+RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
+
+
+def _error_text(exc: BaseException) -> str:
+    # "REASON: message" is what GetMailbox splits into MailboxError.reason / message.
+    if isinstance(exc, errors.MailwatchError):
+        return f"{exc.reason}: {exc.message}"
+    return f"INTERNAL: unexpected {type(exc).__name__} during watch renewal"
+
+
+class RenewWorker(LoopWorker):
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        gmail: GmailClient,
+        secret_box: SecretBox,
+        topic: str,
+        clock: Clock | None = None,
+        enabled: bool = True,
+        loop_seconds: float = 5.0,
+        batch_size: int = 100,
+        concurrency: int = 8,
+        lease_seconds: float = 60.0,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
+        self.sessions = sessions
+        self.gmail = gmail
+        self.secret_box = secret_box
+        self.topic = topic
+        self.clock = clock or SystemClock()
+        self.batch_size = batch_size
+        self.lease = timedelta(seconds=lease_seconds)
+        self.backoff = backoff or RENEW_BACKOFF
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def tick(self) -> bool:
+        return await self.run_once() >= self.batch_size
+
+    async def run_once(self) -> int:
+        """Claim one batch of due renewals and renew them concurrently; returns how many."""
+        async with self.sessions() as session, session.begin():
+            claims = await renewals.claim_due_renewals(
+                session, now=self.clock.now(), lease=self.lease, limit=self.batch_size
+            )
+        if claims:
+            await asyncio.gather(*(self._guarded(claim) for claim in claims))
+        return len(claims)
+
+    async def _guarded(self, claim: ClaimedRenewal) -> None:
+        async with self._slots:
+            with RENEW_SECONDS.time():
+                outcome = await self.renew_claimed(claim)
+            RENEW_OUTCOMES.labels(outcome=outcome).inc()
+
+    async def renew_claimed(self, claim: ClaimedRenewal) -> str:
+        mailbox = claim.mailbox
+        credential: Credential | None = None
+        try:
+            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
+            watch = await self.gmail.watch(
+                credential, mailbox.email_address, topic=self.topic, label_filter=mailbox.label_filter,
+                tenant_id=mailbox.tenant_id,
+            )
+        except errors.GmailAuthFailed as exc:
+            if credential is not None:
+                self.gmail.forget(credential)
+            return await self._auth_failed(claim, exc)
+        except errors.MailwatchError as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            outcome = "rate_limited" if isinstance(exc, errors.GmailRateLimited) else "retry"
+            return await self._retry_later(claim, exc, retry_after=retry_after, outcome=outcome)
+        except Exception as exc:  # noqa: BLE001 - one mailbox's bug must not stop the others
+            log.exception("renewal of mailbox %s failed unexpectedly", mailbox.id)
+            return await self._retry_later(claim, exc, outcome="error")
+        return await self._renewed(claim, watch)
+
+    # --- outcomes -------------------------------------------------------------
+
+    def _event(self, claim: ClaimedRenewal, type: EventType, detail: dict) -> NewEvent:
+        mailbox = claim.mailbox
+        return NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=type, detail=detail)
+
+    def _expired_events(self, claim: ClaimedRenewal, now: datetime, reason: str) -> list[NewEvent]:
+        """WATCH_EXPIRED, if the claimed watch has lapsed and nobody said so yet."""
+        if not (claim.watch_lapsed(now) and claim.expiry_unreported):
+            return []
+        log.warning("watch of mailbox %s expired before it could be renewed", claim.mailbox.id,
+                    extra={"tenant_id": str(claim.mailbox.tenant_id), "mailbox_id": str(claim.mailbox.id)})
+        expiration = claim.mailbox.watch_expiration
+        return [self._event(claim, EventType.WATCH_EXPIRED, {"expiration": expiration.isoformat(), "reason": reason})]
+
+    async def _renewed(self, claim: ClaimedRenewal, watch: WatchResult) -> str:
+        mailbox = claim.mailbox
+        now = self.clock.now()
+        events = self._expired_events(claim, now, "RENEWED_LATE")
+        previous = mailbox.watch_expiration.isoformat() if mailbox.watch_expiration else ""
+        events.append(self._event(claim, EventType.WATCH_RENEWED, {
+            "expiration": watch.expiration.isoformat(),
+            "previous_expiration": previous,
+            "watch_history_id": str(watch.history_id),
+        }))
+        due = next_renewal_at(now, watch.expiration, key=renewal_key(mailbox.tenant_id, mailbox.email_address))
+        async with self.sessions() as session, session.begin():
+            written = await renewals.record_renewal(
+                session, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
+            )
+        if written and len(events) > 1:
+            WATCHES_EXPIRED.inc()
+        return "renewed" if written else "lease_lost"
+
+    async def _retry_later(
+        self, claim: ClaimedRenewal, exc: BaseException, *, outcome: str, retry_after: float | None = None
+    ) -> str:
+        now = self.clock.now()
+        retry_at = self.backoff.next_attempt_at(now, claim.renew_attempts + 1, retry_after=retry_after)
+        expiration = claim.mailbox.watch_expiration
+        if expiration is not None and expiration > now:
+            # Look again the moment the watch lapses, so WATCH_EXPIRED is not late.
+            retry_at = min(retry_at, expiration)
+        reason = exc.reason if isinstance(exc, errors.MailwatchError) else "INTERNAL"
+        events = self._expired_events(claim, now, reason)
+        async with self.sessions() as session, session.begin():
+            written = await renewals.record_renewal_failure(
+                session, claim, error=_error_text(exc), retry_at=retry_at, now=now,
+                events=events, expiry_reported=bool(events),
+            )
+        if written and events:
+            WATCHES_EXPIRED.inc()
+        return outcome if written else "lease_lost"
+
+    async def _auth_failed(self, claim: ClaimedRenewal, exc: errors.MailwatchError) -> str:
+        now = self.clock.now()
+        events = self._expired_events(claim, now, exc.reason)
+        events.append(self._event(claim, EventType.AUTH_FAILED, {"reason": exc.reason, "message": exc.message}))
+        async with self.sessions() as session, session.begin():
+            written = await renewals.mark_auth_failed(
+                session, claim, error=_error_text(exc), now=now, events=events,
+                expiry_reported=len(events) > 1,
+            )
+        if written and len(events) > 1:
+            WATCHES_EXPIRED.inc()
+        return "auth_failed" if written else "lease_lost"

@@ -1,0 +1,270 @@
+"""RenewWorker against real Postgres, with a scripted Gmail and a clock the test moves.
+
+The simulator-backed tests (test_renewal_pipeline.py) show the whole service
+doing this; these pin the worker's decisions one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, update
+
+from mailwatch.domain import errors
+from mailwatch.domain.models import EventType, LabelFilter, MailboxState, OAuthCredential
+from mailwatch.gmail.client import WatchResult
+from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
+from mailwatch.secrets import SecretBox, credential_kind, generate_key
+from mailwatch.store import changes, mailboxes, renewals, tenants
+from mailwatch.store.models import mailboxes as mailboxes_table
+from mailwatch.workers.renew import RenewWorker
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+TOPIC = "projects/p/topics/gmail"
+
+
+class ManualClock:
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+
+class ScriptedGmail:
+    """users.watch answers from a script per address: an exception to raise, or success."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.failures: dict[str, list[BaseException]] = {}
+        self.calls: list[tuple[str, str, uuid.UUID | None]] = []
+        self.forgotten = 0
+        self.gate: asyncio.Event | None = None
+
+    def fail(self, email: str, *excs: BaseException) -> None:
+        self.failures.setdefault(email, []).extend(excs)
+
+    async def watch(self, credential, email, *, topic, label_filter, tenant_id=None) -> WatchResult:
+        self.calls.append((email, topic, tenant_id))
+        if self.gate is not None:
+            await self.gate.wait()
+        pending = self.failures.get(email)
+        if pending:
+            raise pending.pop(0)
+        return WatchResult(history_id=9000 + len(self.calls), expiration=self.clock.now() + timedelta(days=7))
+
+    def forget(self, credential) -> None:
+        self.forgotten += 1
+
+
+@pytest.fixture
+def world(sessions):
+    clock = ManualClock(T0)
+    gmail = ScriptedGmail(clock)
+    box = SecretBox([generate_key()])
+    worker = RenewWorker(sessions=sessions, gmail=gmail, secret_box=box, topic=TOPIC, clock=clock, lease_seconds=60)
+
+    async def add(email: str, *, due_in=timedelta(seconds=-1), expires_in=timedelta(days=6),
+                  state: MailboxState = MailboxState.ACTIVE, tenant=None):
+        credential = OAuthCredential(client_id="c", client_secret="s", refresh_token=f"r-{email}")
+        async with sessions() as session, session.begin():
+            if tenant is None:
+                tenant = (await tenants.create_tenant(session, f"t-{uuid.uuid4().hex[:8]}")).id
+            mailbox, _ = await mailboxes.upsert_mailbox(
+                session, tenant, email_address=email, label_filter=LabelFilter(label_ids=("INBOX",)),
+                credential_kind=credential_kind(credential), credentials_ciphertext=box.encrypt_credential(credential),
+                history_id=100, watch_expiration=clock.now() + expires_in, next_renewal_at=clock.now() + due_in,
+            )
+            if state is not MailboxState.ACTIVE:
+                await session.execute(
+                    update(mailboxes_table).where(mailboxes_table.c.id == mailbox.id).values(state=state.value)
+                )
+        return mailbox
+
+    async def row(mailbox):
+        async with sessions() as session:
+            return (await session.execute(select(mailboxes_table).where(mailboxes_table.c.id == mailbox.id))).one()
+
+    async def events(mailbox):
+        async with sessions() as session:
+            found = await changes.read_events(session, mailbox.tenant_id, 0, mailbox_ids=[mailbox.id])
+        return [e for e in found if e.type is not EventType.WATCH_STARTED]
+
+    class World:
+        pass
+
+    w = World()
+    w.clock, w.gmail, w.worker, w.add, w.row, w.events, w.sessions = clock, gmail, worker, add, row, events, sessions
+    return w
+
+
+async def test_a_due_watch_is_renewed_in_one_write(world):
+    mailbox = await world.add("due@example.com")
+    later = await world.add("later@example.com", due_in=timedelta(hours=3))
+
+    assert await world.worker.run_once() == 1
+    assert world.gmail.calls == [("due@example.com", TOPIC, mailbox.tenant_id)]
+    row = await world.row(mailbox)
+    assert row.watch_expiration == T0 + timedelta(days=7)
+    assert row.next_renewal_at == next_renewal_at(T0, row.watch_expiration, key=renewal_key(mailbox.tenant_id, "due@example.com"))
+    assert T0 + timedelta(hours=12) <= row.next_renewal_at < T0 + timedelta(hours=36)
+    assert row.renew_attempts == 0 and row.last_error is None
+    (renewed,) = await world.events(mailbox)
+    assert renewed.type is EventType.WATCH_RENEWED
+    assert renewed.history_id == 100  # the synced position, not the watch's: streams stay in history order
+    assert renewed.detail["expiration"] == (T0 + timedelta(days=7)).isoformat()
+    assert renewed.detail["watch_history_id"] == "9001"
+
+    assert await world.worker.run_once() == 0  # nothing else is due
+    assert (await world.row(later)).watch_expiration == T0 + timedelta(days=6)
+
+
+async def test_stopped_and_auth_failed_mailboxes_are_never_renewed(world):
+    await world.add("stopped@example.com", state=MailboxState.STOPPED)
+    await world.add("failed@example.com", state=MailboxState.AUTH_FAILED)
+    world.clock.advance(timedelta(days=3))
+    assert await world.worker.run_once() == 0
+    assert world.gmail.calls == []
+
+
+async def test_failures_back_off_honour_retry_after_and_clear_on_success(world):
+    mailbox = await world.add("busy@example.com")
+    world.gmail.fail("busy@example.com", errors.GmailRateLimited("watch: Gmail answered 429", retry_after=300))
+
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.next_renewal_at >= T0 + timedelta(seconds=300)
+    assert row.renew_attempts == 1
+    assert row.last_error == "GMAIL_RATE_LIMITED: watch: Gmail answered 429"
+    assert await world.events(mailbox) == []
+
+    world.clock.advance(timedelta(seconds=299))
+    assert await world.worker.run_once() == 0  # not before Retry-After
+    world.clock.current = row.next_renewal_at
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.renew_attempts == 0 and row.last_error is None
+    assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
+
+
+async def test_backoff_grows_and_is_jittered(world):
+    mailbox = await world.add("flaky@example.com", expires_in=timedelta(days=6))
+    world.gmail.fail("flaky@example.com", *[errors.GmailUnavailable("watch: Gmail answered 500") for _ in range(4)])
+    delays = []
+    for _ in range(4):
+        assert await world.worker.run_once() == 1
+        row = await world.row(mailbox)
+        delays.append(row.next_renewal_at - world.clock.now())
+        world.clock.current = row.next_renewal_at
+    # base 60 s, doubling, each within [ceiling/2, ceiling]
+    for attempt, delay in enumerate(delays, start=1):
+        ceiling = 60 * 2 ** (attempt - 1)
+        assert ceiling / 2 <= delay.total_seconds() <= ceiling, delays
+    assert (await world.row(mailbox)).renew_attempts == 4
+
+
+async def test_a_lapsed_watch_is_reported_once_then_renewed(world):
+    mailbox = await world.add("lapse@example.com", expires_in=timedelta(minutes=3))
+    world.gmail.fail("lapse@example.com", *[errors.GmailUnavailable("watch: Gmail answered 500") for _ in range(5)])
+    expiration = T0 + timedelta(minutes=3)
+
+    for _ in range(5):  # keep failing, past the expiration
+        assert await world.worker.run_once() == 1
+        row = await world.row(mailbox)
+        assert row.next_renewal_at <= max(expiration, world.clock.now() + timedelta(seconds=960))
+        world.clock.current = row.next_renewal_at
+    assert world.clock.now() > expiration
+    types = [e.type for e in await world.events(mailbox)]
+    assert types == [EventType.WATCH_EXPIRED]
+    expired = (await world.events(mailbox))[0]
+    assert expired.detail == {"expiration": expiration.isoformat(), "reason": "GMAIL_UNAVAILABLE"}
+    assert (await world.row(mailbox)).state == MailboxState.ACTIVE.value  # still synced (by polling)
+
+    assert await world.worker.run_once() == 1  # Gmail is back
+    assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_EXPIRED, EventType.WATCH_RENEWED]
+    row = await world.row(mailbox)
+    assert row.watch_expiration == world.clock.now() + timedelta(days=7) and row.last_error is None
+
+
+async def test_the_first_failure_after_expiry_is_clamped_to_the_expiration(world):
+    mailbox = await world.add("edge@example.com", expires_in=timedelta(seconds=20))
+    world.gmail.fail("edge@example.com", errors.GmailUnavailable("watch: Gmail answered 500"))
+    assert await world.worker.run_once() == 1
+    assert (await world.row(mailbox)).next_renewal_at == T0 + timedelta(seconds=20)
+
+
+async def test_a_watch_found_expired_is_reported_before_the_renewal(world):
+    mailbox = await world.add("down@example.com", due_in=-timedelta(days=8), expires_in=-timedelta(days=1))
+    assert await world.worker.run_once() == 1
+    found = await world.events(mailbox)
+    assert [e.type for e in found] == [EventType.WATCH_EXPIRED, EventType.WATCH_RENEWED]
+    assert found[0].detail["reason"] == "RENEWED_LATE"
+
+
+async def test_revoked_credentials_mark_auth_failed_once_and_stop_renewals(world):
+    mailbox = await world.add("revoked@example.com")
+    world.gmail.fail("revoked@example.com", errors.GmailAuthFailed("watch: credentials rejected (invalid_grant)"))
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.state == MailboxState.AUTH_FAILED.value and row.sync_due_at is None
+    assert row.last_error == "GMAIL_AUTH_FAILED: watch: credentials rejected (invalid_grant)"
+    assert world.gmail.forgotten == 1
+    (failed,) = await world.events(mailbox)
+    assert failed.type is EventType.AUTH_FAILED and failed.detail["reason"] == "GMAIL_AUTH_FAILED"
+
+    world.clock.advance(timedelta(days=2))
+    assert await world.worker.run_once() == 0
+    assert len(world.gmail.calls) == 1
+
+
+async def test_a_claim_lost_to_re_registration_writes_nothing(world, sessions):
+    mailbox = await world.add("raced@example.com")
+    async with sessions() as session, session.begin():
+        (claim,) = await renewals.claim_due_renewals(session, now=T0, lease=timedelta(minutes=1), limit=10)
+    # Meanwhile the tenant registers the mailbox again (a fresh watch, a new renewal time).
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(mailboxes_table).where(mailboxes_table.c.id == mailbox.id)
+            .values(next_renewal_at=T0 + timedelta(hours=20), watch_expiration=T0 + timedelta(days=7))
+        )
+    assert await world.worker.renew_claimed(claim) == "lease_lost"
+    assert await world.events(mailbox) == []
+    assert (await world.row(mailbox)).next_renewal_at == T0 + timedelta(hours=20)
+
+
+async def test_a_crashed_replicas_claim_is_taken_over_after_the_lease(world, sessions):
+    mailbox = await world.add("orphan@example.com")
+    async with sessions() as session, session.begin():
+        assert len(await renewals.claim_due_renewals(session, now=T0, lease=timedelta(seconds=60), limit=10)) == 1
+    # ...and that replica dies before any outcome.
+    assert await world.worker.run_once() == 0
+    world.clock.advance(timedelta(seconds=60))
+    assert await world.worker.run_once() == 1
+    assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
+
+
+async def test_two_workers_divide_the_due_mailboxes(world, sessions):
+    async with sessions() as session, session.begin():
+        tenant = (await tenants.create_tenant(session, "many")).id
+    for n in range(30):
+        await world.add(f"m{n}@example.com", tenant=tenant)
+    other = RenewWorker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                        clock=world.clock, batch_size=20)
+    world.worker.batch_size = 20
+    world.gmail.gate = asyncio.Event()  # hold every watch call until both workers have claimed
+
+    first = asyncio.create_task(world.worker.run_once())
+    second = asyncio.create_task(other.run_once())
+    await asyncio.sleep(0.3)
+    world.gmail.gate.set()
+    claimed = await asyncio.gather(first, second)
+    assert sorted(claimed) == [10, 20]
+    assert sorted(email for email, _, _ in world.gmail.calls) == sorted(f"m{n}@example.com" for n in range(30))
