@@ -1,0 +1,152 @@
+"""`mailwatch tail`: print a tenant's change events as they arrive.
+
+    mailwatch tail --target 127.0.0.1:50051 --api-key KEY [--mailbox ID ...] [--types MESSAGE_ADDED,...]
+                   [--from earliest|now|CURSOR] [--checkpoint FILE] [--json] [--tls]
+
+One line per event (or one JSON object per line with --json) on stdout.
+Disconnects and server restarts are survived by the client library's resuming
+iterator (a note goes to stderr). Ctrl-C (or SIGTERM) stops it with exit code
+0 and prints the last cursor to stderr, ready for `--from`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any, TextIO
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the `tail` subcommand on the `mailwatch` command's subparsers."""
+    parser = subparsers.add_parser(
+        "tail", help="print change events as they arrive (resumes after disconnects)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--target", default=os.environ.get("MAILWATCH_TARGET", "127.0.0.1:50051"),
+                        help="mailwatch HOST:PORT (default: $MAILWATCH_TARGET or 127.0.0.1:50051)")
+    parser.add_argument("--api-key", default=os.environ.get("MAILWATCH_API_KEY"),
+                        help="tenant API key (default: $MAILWATCH_API_KEY)")
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    parser.add_argument("--mailbox", action="append", default=[], metavar="ID",
+                        help="only this mailbox id (repeat, or comma-separate, for several)")
+    parser.add_argument("--types", default="", metavar="TYPE[,TYPE...]",
+                        help="only these event types, e.g. MESSAGE_ADDED,LABELS_ADDED")
+    parser.add_argument("--from", dest="start", default="now", metavar="earliest|now|CURSOR",
+                        help="where to start (default: now); ignored when --checkpoint holds a cursor")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="load the position from FILE and keep saving it there")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per event")
+    parser.set_defaults(func=cmd_tail)
+    return parser
+
+
+def _split(values: list[str] | str) -> list[str]:
+    items = values if isinstance(values, list) else [values]
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def format_event(event, *, as_json: bool) -> str:
+    from mailwatch_client import EventType, cursor_to_str
+
+    kind = EventType.Name(event.type).removeprefix("EVENT_TYPE_")
+    observed = event.observe_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if as_json:
+        return json.dumps({
+            "id": event.id,
+            "cursor": cursor_to_str(event.cursor),
+            "type": kind,
+            "mailbox_id": event.mailbox_id,
+            "email_address": event.email_address,
+            "observe_time": observed,
+            "history_id": event.history_id,
+            "message_id": event.message_id,
+            "thread_id": event.thread_id,
+            "label_ids": list(event.label_ids),
+            "attributes": dict(event.attributes),
+        }, separators=(",", ":"))
+    parts = [observed, f"{kind:<16}", event.email_address]
+    if event.message_id:
+        parts.append(f"message={event.message_id}")
+    if event.thread_id and event.thread_id != event.message_id:
+        parts.append(f"thread={event.thread_id}")
+    if event.label_ids:
+        parts.append(f"labels={','.join(event.label_ids)}")
+    if event.history_id:
+        parts.append(f"history={event.history_id}")
+    parts.extend(f"{key}={value}" for key, value in sorted(event.attributes.items()))
+    return "  ".join(parts)
+
+
+def _interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    import logging
+
+    from mailwatch_client import (
+        CursorExpiredError,
+        FileCheckpointStore,
+        MailwatchClient,
+        RPCError,
+        cursor_from_str,
+        cursor_to_str,
+    )
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not args.api_key:
+        print("mailwatch tail: an API key is needed (--api-key or $MAILWATCH_API_KEY)", file=err)
+        return 2
+    if args.start in ("now", "earliest"):
+        start: str | bytes = args.start
+    else:
+        try:
+            start = cursor_from_str(args.start)
+        except ValueError:
+            print(f"mailwatch tail: --from must be earliest, now or a cursor, not {args.start!r}", file=err)
+            return 2
+
+    # Reconnect notes from the client library, on stderr.
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("mailwatch tail: %(message)s"))
+    client_log = logging.getLogger("mailwatch_client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.WARNING)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    checkpoint = FileCheckpointStore(args.checkpoint) if args.checkpoint else None
+    client = MailwatchClient(args.target, args.api_key, tls=args.tls)
+    stream = None
+    try:
+        stream = client.stream_changes(
+            mailbox_ids=_split(args.mailbox), event_types=_split(args.types), start=start, checkpoint=checkpoint,
+        )
+        for event in stream:
+            print(format_event(event, as_json=args.json), file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:  # bad --types
+        print(f"mailwatch tail: {exc}", file=err)
+        return 2
+    except CursorExpiredError as exc:
+        print(f"mailwatch tail: the cursor has expired (events before it were pruned); resync, then use "
+              f"--from earliest or --from now. ({exc.message})", file=err)
+        return 1
+    except RPCError as exc:
+        print(f"mailwatch tail: {exc}", file=err)
+        return 1
+    finally:
+        if stream is not None:
+            stream.close()
+        client.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        client_log.removeHandler(handler)
+    cursor = stream.cursor if stream is not None else None
+    if cursor:
+        print(f"mailwatch tail: stopped; last cursor: {cursor_to_str(cursor)}", file=err, flush=True)
+    else:
+        print("mailwatch tail: stopped before any position was known", file=err, flush=True)
+    return 0
