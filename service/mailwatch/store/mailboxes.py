@@ -156,6 +156,7 @@ async def upsert_mailbox(
             ),
             backoff_until=None,
             sync_attempts=0,
+            renew_attempts=0,  # a fresh watch: earlier renewal failures are moot
             last_error=None,
             last_error_at=None,
             updated=func.now(),

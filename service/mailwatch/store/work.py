@@ -112,8 +112,9 @@ async def commit_sync_page(
             sync_due_at=case((mailboxes.c.notified_history_id > new_history_id, now), else_=None),
             sync_attempts=0,
             backoff_until=None,
-            last_error=None,
-            last_error_at=None,
+            # A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
+            last_error=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error), else_=None),
+            last_error_at=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error_at), else_=None),
         )
     result = await session.execute(
         update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
