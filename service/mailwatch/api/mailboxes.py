@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,6 +76,9 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         # Resolve the start before the first message, so a bad cursor or a
         # foreign mailbox id fails the call instead of a half-open stream.
         position = await self._streamer.open_position(tenant_id, query)
+        # A first heartbeat hands the client its start position at once: a
+        # START_NOW consumer cut off before any event still resumes without a gap.
+        yield convert.heartbeat_response(datetime.now(timezone.utc), position)
         # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
         async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
             async for item in items:
