@@ -1,0 +1,811 @@
+"""The whole mailwatch pipeline on loopback, each part in its own process.
+
+Starts its own peers and stops every one of them by pid on exit (also on
+Ctrl-C / SIGTERM / failure):
+
+- a throwaway Postgres (`mailwatch.devstack.postgres`), migrated;
+- the Pub/Sub emulator (`mailwatch.devstack.pubsub_emulator`) with the Gmail
+  topic and the service's pull subscription;
+- the Gmail simulator as a child process (`python -m mailwatch.cli gmail-sim`);
+- the service as a child process (`python -m mailwatch.cli serve`, MAILWATCH_*
+  environment), so the service, the simulator and this load generator do not
+  share one GIL.
+
+Then, through the public surfaces only (admin + mailbox gRPC API, simulator
+control API, the Pub/Sub topic, read-only SQL for the ingest clock), it
+creates a tenant and an API key, registers N mailboxes (service-account
+credentials from the simulator), opens one StreamChanges stream
+(START_POSITION_NOW, every event type) and runs four phases:
+
+1. latency: single-message inserts paced so that no mailbox changes more than
+   once per `--latency-spacing` seconds (default 1.5 s > Gmail's 1
+   notification/s/user, so no notification is dropped); latency = event
+   arriving on the stream - the simulator's insert call returning.
+2. throughput (backlog drain): M changes inserted with the simulator's
+   notifications switched off, then one more change per mailbox with them on;
+   changes/s = changes on the stream after that trigger / (trigger -> last
+   one). This is the sync + change log + stream capacity. A burst with
+   notifications on is bounded instead by Gmail's 1 notification/s/user: the
+   tail of the burst waits for a later notification or the fallback poll
+   (`--poll-interval`), so its p99 is about the poll interval.
+3. raw emulator: `benchmarks/pubsub_pull.py`'s synchronous pull(1000) + one
+   batched acknowledge loop, no processing, on a fresh topic/subscription,
+   same message count as phase 4.
+4. ingest: Gmail-shaped notifications published straight to the Gmail topic
+   (each naming a real change: the simulator's own notifications are switched
+   off for this phase and the changes inserted first). The service process is
+   paused (SIGSTOP) while they are published and resumed (SIGCONT) when the
+   clock starts, so, as in phase 3, the drain is timed without the publisher
+   competing for the CPU. Done = every mailbox's `notified_history_id` has
+   reached its newest notified history id (polled every 10 ms); then the
+   syncs those notifications cause are awaited for the Gmail call counts.
+
+Each phase also prints deltas of the service's own Prometheus metrics
+(MAILWATCH_HTTP_LISTEN /metrics: ingest batches, syncs, stream reads) and the
+CPU seconds each process used (from /proc), to show where the time went.
+
+Gmail calls and quota units come from the simulator's counters (reset per
+phase; `oauth2.token` grants are not Gmail API calls and are left out);
+"per notification" divides by the notifications the simulator published in
+that phase (phases 1-2) or that were published to the topic (phase 4).
+
+    /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
+
+All processes share this machine's cores: figures are for the whole stack on
+one host, not for the service alone. Measured with the defaults on 2 cores
+shared with other test runs (load average ~3): latency p50 1.0-1.9 s, p99
+2.0-4.4 s; backlog drain 1.7k-3.1k changes/s; ingest 1.1k-1.7k
+notifications/s against a raw emulator pull+ack of 5.4k-8.5k msg/s (ratio
+0.19-0.26); one history.list (2 quota units) per published notification or
+fewer, as notifications collapse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent
+PROJECT = "mailwatch-bench"
+TOPIC = f"projects/{PROJECT}/topics/gmail"
+SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/mailwatch"
+OPERATOR_TOKEN = "bench-operator-token"
+LABELS = ["INBOX", "UNREAD"]
+
+
+# --- child processes ---------------------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose output goes to a log file; ready when `ready` matches that output."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = logdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, ready: str, timeout: float = 60.0) -> re.Match:
+        self._log = open(self.log_path, "wb")
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop the
+        # children in order, by pid.
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        pattern = re.compile(ready)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = pattern.search(self.log_path.read_text(errors="replace"))
+            if match:
+                return match
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGTERM):  # a paused process handles SIGTERM only once resumed
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return None if process is None else process.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILWATCH_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class CpuMeter:
+    """CPU seconds used per process group (each peer runs in its own session) over a phase."""
+
+    TICKS = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, sessions: dict[str, int], postmaster: int | None = None) -> None:
+        self.sessions = sessions  # name -> session id (the pid of the peer's session leader)
+        self.postmaster = postmaster  # Postgres backends setsid() themselves: counted by parent
+        self._before: dict[str, float] = {}
+        self._started = 0.0
+
+    def _read(self) -> dict[str, float]:
+        by_session: dict[int, float] = {}
+        postgres = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / self.TICKS
+            session = int(fields[3])
+            by_session[session] = by_session.get(session, 0.0) + seconds
+            if self.postmaster is not None and self.postmaster in (int(entry), int(fields[1])):
+                postgres += seconds
+        values = {name: by_session.get(sid, 0.0) for name, sid in self.sessions.items()}
+        if self.postmaster is not None:
+            values["postgres"] = postgres
+        own = os.times()
+        values["benchmark"] = own.user + own.system  # this process (all its threads)
+        return values
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._started = time.monotonic()
+
+    def summary(self) -> str:
+        now, wall = self._read(), time.monotonic() - self._started
+        parts = [f"{name} {now[name] - self._before.get(name, 0.0):.1f}" for name in now]
+        return f"CPU seconds over {wall:.1f}s: " + ", ".join(parts)
+
+
+def _postmaster_pid(postgres) -> int | None:
+    try:
+        return int((postgres.datadir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# --- measuring -----------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class GmailUsage:
+    calls: int  # Gmail API calls (token grants excluded)
+    units: int
+    by_method: dict[str, int]
+    notifications: dict[str, int]  # simulator notification statuses during the phase
+
+    def per(self, notifications: int) -> str:
+        if not notifications:
+            return "n/a (no notifications)"
+        return f"{self.calls / notifications:.2f} calls, {self.units / notifications:.2f} quota units"
+
+    def describe(self) -> str:
+        methods = ", ".join(f"{m} {n}" for m, n in sorted(self.by_method.items()))
+        return f"{self.calls} calls ({methods or 'none'}), {self.units} quota units"
+
+
+class GmailMeter:
+    """Simulator counters and notification statuses over one phase."""
+
+    def __init__(self, control) -> None:
+        self.control = control
+        self._notifications: dict[str, int] = {}
+
+    def start(self) -> None:
+        self.control.flush_notifications(timeout=10)
+        self.control.reset_counters()
+        self._notifications = dict(self.control.notification_counts())
+
+    def read(self) -> GmailUsage:
+        self.control.flush_notifications(timeout=10)
+        counters = self.control.counters()
+        now = self.control.notification_counts()
+        delta = {k: now.get(k, 0) - self._notifications.get(k, 0) for k in set(now) | set(self._notifications)}
+        by_method = {m: n for m, n in counters.get("methods", {}).items() if m != "oauth2.token" and n}
+        return GmailUsage(
+            calls=sum(by_method.values()),
+            units=int(counters.get("totalQuotaUnits", 0)),
+            by_method=by_method,
+            notifications={k: v for k, v in delta.items() if v},
+        )
+
+
+class StreamConsumer:
+    """Reads one StreamChanges stream; remembers when each MESSAGE_ADDED arrived."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[tuple[str, str], float] = {}  # monotonic
+        self.observed: dict[tuple[str, str], float] = {}  # event observe_time - arrival, in wall-clock seconds
+        self.events = 0
+        self.responses = 0
+        self.heartbeats = 0
+        self._first = asyncio.Event()
+        self._watching: set[tuple[str, str]] = set()
+        self._all_seen = asyncio.Event()
+        self.error: BaseException | None = None
+
+    async def run(self, call) -> None:
+        from mailwatch.v1 import resources_pb2
+
+        added = resources_pb2.EVENT_TYPE_MESSAGE_ADDED
+        try:
+            async for response in call:
+                now = time.monotonic()
+                wall = time.time()
+                self.responses += 1
+                if response.events:
+                    self.events += len(response.events)
+                    for event in response.events:
+                        if event.type == added:
+                            key = (event.email_address, event.message_id)
+                            if key not in self.arrivals:
+                                self.arrivals[key] = now
+                                observe = event.observe_time.seconds + event.observe_time.nanos / 1e9
+                                self.observed[key] = wall - observe
+                            if self._watching:
+                                self._watching.discard(key)
+                                if not self._watching:
+                                    self._all_seen.set()
+                else:
+                    self.heartbeats += 1
+                self._first.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported by wait_for
+            self.error = exc
+            self._first.set()
+            self._all_seen.set()
+
+    async def wait_open(self, timeout: float) -> None:
+        await asyncio.wait_for(self._first.wait(), timeout)
+        self._check()
+
+    async def wait_for(self, keys, timeout: float) -> set[tuple[str, str]]:
+        """Wait until every key has arrived; returns the ones still missing at the timeout."""
+        self._watching = {key for key in keys if key not in self.arrivals}
+        self._all_seen.clear()
+        if self._watching:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_seen.wait(), timeout)
+        self._check()
+        missing, self._watching = set(self._watching), set()
+        return missing
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the change stream failed: {self.error!r}")
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+
+def _latency_summary(latencies: list[float]) -> str:
+    if not latencies:
+        return "no samples"
+    return (f"p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms "
+            f"(mean {statistics.fmean(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, "
+            f"n={len(latencies)})")
+
+
+# --- phases ----------------------------------------------------------------------------------------------
+
+
+async def _insert(control, items: list[dict]) -> list[dict]:
+    return await asyncio.to_thread(control.insert_messages, items)
+
+
+class ServiceMetrics:
+    """Deltas of a few of the service's Prometheus metrics (MAILWATCH_HTTP_LISTEN /metrics) over a phase."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._before: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url, timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count", "_total")):
+                    values[sample.name] = values.get(sample.name, 0.0) + sample.value
+        return values
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def summary(self) -> str:
+        now = self._read()
+        d = {k: v - self._before.get(k, 0.0) for k, v in now.items()}
+
+        def mean_ms(name: str) -> str:
+            count = d.get(f"{name}_count", 0)
+            return f"{d.get(f'{name}_sum', 0) / count * 1000:.1f} ms" if count else "-"
+
+        batches = d.get("mailwatch_ingest_batch_messages_count", 0)
+        mean_batch = d.get("mailwatch_ingest_batch_messages_sum", 0) / batches if batches else 0
+        return (f"ingest {batches:.0f} batches (mean {mean_batch:.0f} msgs, write "
+                f"{mean_ms('mailwatch_ingest_batch_write_seconds')}); "
+                f"{d.get('mailwatch_sync_seconds_count', 0):.0f} syncs (mean {mean_ms('mailwatch_sync_seconds')}), "
+                f"{d.get('mailwatch_sync_events_total', 0):.0f} events written; "
+                f"{d.get('mailwatch_stream_reads_total', 0):.0f} stream reads")
+
+
+@dataclass
+class Phase:
+    control: object
+    consumer: StreamConsumer
+    metrics: ServiceMetrics
+    cpu: CpuMeter
+    emails: list[str]
+    say: Report
+
+
+async def phase_latency(args, ph: Phase) -> None:
+    emails, say, consumer = ph.emails, ph.say, ph.consumer
+    rate = len(emails) / args.latency_spacing  # changes/s such that each mailbox changes once per spacing
+    count = args.latency_changes
+    say(f"[1] latency: {count} single-message inserts, {rate:.1f}/s round-robin over {len(emails)} mailboxes "
+        f"(each mailbox every {args.latency_spacing:.1f}s)")
+    meter = GmailMeter(ph.control)
+    await asyncio.to_thread(meter.start)
+    await asyncio.to_thread(ph.metrics.start)
+    ph.cpu.start()
+    sent: dict[tuple[str, str], float] = {}
+    started = time.monotonic()
+    for i in range(count):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        email = emails[i % len(emails)]
+        (result,) = await _insert(ph.control, [{"emailAddress": email, "labelIds": LABELS,
+                                                "subject": f"latency {i}"}])
+        sent[(email, result["id"])] = time.monotonic()
+    missing = await consumer.wait_for(sent, timeout=args.poll_interval * 2 + 30)
+    cpu = ph.cpu.summary()
+    await asyncio.sleep(0.5)
+    usage = await asyncio.to_thread(meter.read)
+    arrived = [k for k in sent if k in consumer.arrivals]
+    latencies = [consumer.arrivals[k] - sent[k] for k in arrived]
+    delivery = [consumer.observed[k] for k in arrived]
+    published = usage.notifications.get("published", 0)
+    say(f"    change-to-stream latency: {_latency_summary(latencies)}")
+    say(f"      of which sync observed -> on the stream (commit, NOTIFY, stream read, gRPC): "
+        f"{_latency_summary(delivery)}")
+    if missing:
+        say(f"    MISSING: {len(missing)} changes never reached the stream")
+    say(f"    notifications by the simulator: {usage.notifications}")
+    say(f"    Gmail: {usage.describe()}")
+    say(f"    Gmail per notification: {usage.per(published)}")
+    say(f"    service: {await asyncio.to_thread(ph.metrics.summary)}")
+    say(f"    {cpu}")
+
+
+async def phase_throughput(args, ph: Phase) -> None:
+    """Backlog drain: M changes wait in Gmail, then one notification per mailbox sets the pipeline off."""
+    emails, say, consumer, control = ph.emails, ph.say, ph.consumer, ph.control
+    count, chunk = args.changes, args.chunk
+    say(f"[2] throughput: {count} changes inserted with the simulator's notifications off "
+        f"(bulk inserts of {chunk}, round-robin over {len(emails)} mailboxes), then one more change per "
+        f"mailbox with notifications on")
+    await asyncio.to_thread(control.set_notification_faults, drop_fraction=1.0)
+    try:
+        keys: set[tuple[str, str]] = set()
+        started = time.monotonic()
+        for offset in range(0, count, chunk):
+            items = [{"emailAddress": emails[i % len(emails)], "labelIds": LABELS, "subject": f"bulk {i}"}
+                     for i in range(offset, min(count, offset + chunk))]
+            for result in await _insert(control, items):
+                keys.add((result["emailAddress"], result["id"]))
+        insert_seconds = time.monotonic() - started
+        await asyncio.to_thread(control.flush_notifications, 10)
+    finally:
+        await asyncio.to_thread(control.set_notification_faults, drop_fraction=0.0)
+    # The simulator's 1/s/user limit counts the notifications it dropped on purpose too.
+    await asyncio.sleep(1.2)
+    meter = GmailMeter(control)
+    await asyncio.to_thread(meter.start)
+    await asyncio.to_thread(ph.metrics.start)
+    ph.cpu.start()
+    started = time.monotonic()
+    triggers = await _insert(control, [{"emailAddress": e, "labelIds": LABELS, "subject": "go"} for e in emails])
+    keys.update((r["emailAddress"], r["id"]) for r in triggers)
+    missing = await consumer.wait_for(keys, timeout=args.poll_interval * 2 + 120)
+    cpu = ph.cpu.summary()
+    arrived = [consumer.arrivals[k] for k in keys if k in consumer.arrivals and consumer.arrivals[k] >= started]
+    early = sum(1 for k in keys if k in consumer.arrivals) - len(arrived)  # a fallback poll got there first
+    before_poll = sum(1 for t in arrived if t - started < args.poll_interval)
+    elapsed = max(arrived) - started if arrived else float("nan")
+    await asyncio.sleep(1.0)  # trailing syncs finish before the counters are read
+    usage = await asyncio.to_thread(meter.read)
+    published = usage.notifications.get("published", 0)
+    total = len(keys)
+    say(f"    (backlog inserted at {count / insert_seconds:,.0f} changes/s into the simulator; not timed)")
+    say(f"    changes delivered to the stream: {len(arrived)}/{total} in {elapsed:.2f}s after the trigger "
+        f"-> {len(arrived) / elapsed:,.0f} changes/s ({before_poll} within the first poll interval)")
+    if early:
+        say(f"    ({early} backlog changes were synced by the fallback poll before the trigger; not counted)")
+    if missing:
+        say(f"    MISSING: {len(missing)} changes never reached the stream")
+    say(f"    notifications by the simulator: {usage.notifications}")
+    say(f"    Gmail: {usage.describe()}")
+    say(f"    Gmail per notification: {usage.per(published)}; per change: "
+        f"{usage.calls / total:.4f} calls, {usage.units / total:.4f} units")
+    say(f"    service: {await asyncio.to_thread(ph.metrics.summary)}")
+    say(f"    {cpu}")
+
+
+def phase_raw(args, publisher, subscriber, say: Report) -> float:
+    """pubsub_pull.py's batched pull + acknowledge loop, no processing."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import pubsub_pull
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    count = args.notifications
+    topic, subscription = pubsub_pull._create(publisher, subscriber)
+    publish_rate = pubsub_pull._publish(publisher, topic, count)
+    rate = pubsub_pull._batched(subscriber, subscription, count, timeout=120.0)
+    say(f"[3] raw emulator: published {count} at {publish_rate:,.0f} msg/s; "
+        f"pull(max_messages=1000) + batched acknowledge, no processing: {rate:,.0f} msg/s")
+    return rate
+
+
+async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url: str, tenant_id: str) -> float:
+    import psycopg
+
+    emails, say, consumer, control = ph.emails, ph.say, ph.consumer, ph.control
+
+    per_mailbox = max(1, args.notifications // len(emails))
+    count = per_mailbox * len(emails)
+    say(f"[4] ingest: {count} notifications ({per_mailbox} per mailbox, each naming a real change) "
+        f"published to {TOPIC} while the service is paused")
+    # The changes first, with the simulator's own notifications off: ours are the only ones.
+    await asyncio.to_thread(control.set_notification_faults, drop_fraction=1.0)
+    try:
+        changes: list[tuple[str, int]] = []
+        keys: set[tuple[str, str]] = set()
+        for offset in range(0, count, args.chunk):
+            items = [{"emailAddress": emails[i % len(emails)], "labelIds": LABELS, "subject": f"ingest {i}"}
+                     for i in range(offset, min(count, offset + args.chunk))]
+            for result in await _insert(control, items):
+                changes.append((result["emailAddress"], int(result["historyId"])))
+                keys.add((result["emailAddress"], result["id"]))
+        await asyncio.to_thread(control.flush_notifications, 10)
+        targets: dict[str, int] = {}
+        for email, history_id in changes:
+            targets[email] = max(history_id, targets.get(email, 0))
+
+        meter = GmailMeter(control)
+        await asyncio.to_thread(ph.metrics.start)  # the HTTP side pauses with the service
+        service.pause()
+        try:
+            payloads = [json.dumps({"emailAddress": e, "historyId": h}, separators=(",", ":")).encode()
+                        for e, h in changes]
+            publish_started = time.perf_counter()
+            await asyncio.to_thread(_publish_all, publisher, TOPIC, payloads)
+            publish_rate = count / (time.perf_counter() - publish_started)
+            await asyncio.to_thread(meter.start)
+        finally:
+            ph.cpu.start()
+            started = time.monotonic()
+            service.resume()
+        done = await _wait_notified(psycopg, database_url, tenant_id, targets, timeout=120.0)
+        cpu = ph.cpu.summary()
+        elapsed = done - started
+        rate = count / elapsed
+        missing = await consumer.wait_for(keys, timeout=args.poll_interval * 2 + 60)
+        await asyncio.sleep(1.0)
+        usage = await asyncio.to_thread(meter.read)
+        metrics_summary = await asyncio.to_thread(ph.metrics.summary)
+    finally:
+        await asyncio.to_thread(control.set_notification_faults, drop_fraction=0.0)
+    say(f"    published at {publish_rate:,.0f} msg/s; all {count} recorded in {elapsed:.2f}s "
+        f"-> {rate:,.0f} notifications/s ingested")
+    if missing:
+        say(f"    MISSING: {len(missing)} of these changes never reached the stream")
+    say(f"    Gmail (syncs those notifications caused): {usage.describe()}")
+    say(f"    Gmail per notification: {usage.per(count)}")
+    say(f"    service: {metrics_summary}")
+    say(f"    until all recorded: {cpu}")
+    return rate
+
+
+def _publish_all(publisher, topic: str, payloads: list[bytes]) -> None:
+    from concurrent import futures
+
+    pending = [publisher.publish(topic, payload) for payload in payloads]
+    futures.wait(pending)
+    for future in pending:
+        future.result()
+
+
+async def _wait_notified(psycopg, database_url: str, tenant_id: str, targets: dict[str, int],
+                         timeout: float) -> float:
+    """monotonic time at which every mailbox's notified_history_id reached its target."""
+    query = """
+        SELECT count(*) FROM mailboxes AS m
+        JOIN unnest(%s::text[], %s::bigint[]) AS t(email_address, history_id) USING (email_address)
+        WHERE m.tenant_id = %s AND m.notified_history_id >= t.history_id
+    """
+    params = (list(targets), list(targets.values()), tenant_id)
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            row = await (await conn.execute(query, params)).fetchone()
+            if row[0] >= len(targets):
+                return now  # the moment this query started: everything was recorded by then
+            await asyncio.sleep(0.01)
+    raise TimeoutError(f"ingest did not record every notification within {timeout:.0f}s")
+
+
+# --- orchestration ---------------------------------------------------------------------------------------
+
+
+async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, database_url: str, service: Child,
+                     cpu: CpuMeter, publisher, subscriber, say: Report) -> None:
+    import grpc
+    from google.protobuf.duration_pb2 import Duration
+
+    from mailwatch.gmail_sim import SimulatorControl
+    from mailwatch.v1 import (admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2,
+                              mailbox_service_pb2_grpc)
+
+    control = SimulatorControl(sim_url)
+    async with grpc.aio.insecure_channel(target) as channel:
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        mailboxes = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
+        operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
+        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name="bench"), metadata=operator)
+        created = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id),
+                                           metadata=operator)
+        auth = [("authorization", f"Bearer {created.key}")]
+
+        emails = [f"user{i:04d}@bench.test" for i in range(args.mailboxes)]
+        await asyncio.to_thread(control.create_mailboxes, emails)
+        key = json.dumps(await asyncio.to_thread(control.create_service_account_key, name="mailwatch-bench"))
+        slots = asyncio.Semaphore(8)
+
+        async def register(email: str) -> None:
+            async with slots:
+                await mailboxes.RegisterMailbox(
+                    mailbox_service_pb2.RegisterMailboxRequest(
+                        email_address=email,
+                        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=key),
+                    ),
+                    metadata=auth, timeout=60,
+                )
+
+        started = time.monotonic()
+        await asyncio.gather(*(register(email) for email in emails))
+        say(f"registered {len(emails)} mailboxes in {time.monotonic() - started:.2f}s")
+
+        consumer = StreamConsumer()
+        call = mailboxes.StreamChanges(
+            mailbox_service_pb2.StreamChangesRequest(
+                start_position=mailbox_service_pb2.START_POSITION_NOW, max_batch_size=1000,
+                heartbeat_interval=Duration(seconds=1),
+            ),
+            metadata=auth,
+        )
+        reader = asyncio.create_task(consumer.run(call))
+        try:
+            await consumer.wait_open(timeout=30)  # first heartbeat: the stream's start position is fixed
+            await asyncio.sleep(1.0)  # the watches' own notifications settle
+            phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say)
+            await phase_latency(args, phase)
+            await phase_throughput(args, phase)
+            raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
+            ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.id)
+            say(f"ingest / raw emulator pull+ack: {ingest:,.0f} / {raw:,.0f} = {ingest / raw:.2f}")
+            say(f"stream: {consumer.events} events in {consumer.responses} responses "
+                f"({consumer.heartbeats} heartbeats)")
+        finally:
+            call.cancel()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+def _create_pubsub(publisher, subscriber) -> None:
+    publisher.create_topic(name=TOPIC)
+    subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mailboxes", type=int, default=50, help="mailboxes registered (default 50)")
+    parser.add_argument("--latency-changes", type=int, default=300,
+                        help="paced single changes for the latency phase (default 300)")
+    parser.add_argument("--latency-spacing", type=float, default=1.5,
+                        help="seconds between two changes of one mailbox in the latency phase (default 1.5; "
+                             "below 1 the simulator drops notifications, as Gmail does)")
+    parser.add_argument("--changes", type=int, default=10000, help="changes in the throughput phase (default 10000)")
+    parser.add_argument("--chunk", type=int, default=500, help="messages per bulk simulator insert (default 500)")
+    parser.add_argument("--notifications", type=int, default=20000,
+                        help="notifications in the ingest phase and the raw emulator run (default 20000)")
+    parser.add_argument("--poll-interval", type=float, default=5.0,
+                        help="service MAILWATCH_POLL_INTERVAL_SECONDS: fallback sync of quiet mailboxes (default 5)")
+    parser.add_argument("--sync-concurrency", type=int, default=16,
+                        help="service MAILWATCH_SYNC_CONCURRENCY (default 16)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
+    args = parser.parse_args()
+    if args.mailboxes < 1 or args.changes < 1 or args.notifications < 1 or args.latency_changes < 1:
+        parser.error("sizes must be positive")
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
+    from mailwatch.devstack.ports import free_port
+    from mailwatch.devstack.postgres import TemporaryPostgres
+    from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+    from mailwatch.secrets import generate_key
+
+    say = Report()
+    logdir = Path(tempfile.mkdtemp(prefix="mailwatch-bench-"))
+    children: list[Child] = []
+    failed = True
+    with contextlib.ExitStack() as stack:
+        try:
+            postgres = TemporaryPostgres()
+            stack.callback(postgres.stop)
+            postgres.start()
+            import psycopg
+
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE mailwatch")
+            database_url = postgres.url("mailwatch")
+            from mailwatch.store.migrate import upgrade
+
+            upgrade(postgres.url("mailwatch", driver="postgresql+psycopg"))
+
+            emulator = PubSubEmulator()
+            stack.callback(emulator.stop)
+            emulator.start()
+            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+            from google.cloud import pubsub_v1
+
+            publisher = pubsub_v1.PublisherClient(
+                batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.01)
+            )
+            stack.callback(publisher.api.transport.close)
+            stack.callback(publisher.stop)
+            subscriber = pubsub_v1.SubscriberClient()
+            stack.callback(subscriber.close)
+            _create_pubsub(publisher, subscriber)
+
+            sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
+                                      "--port", str(free_port()), "--pubsub-emulator-host", emulator.host],
+                        _child_env({"PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+            children.append(sim)
+            sim_url = sim.start(r"gmail-sim listening on (http://\S+)").group(1)
+
+            http_port = free_port()
+            service_env = {
+                "MAILWATCH_DATABASE_URL": database_url,
+                "MAILWATCH_SECRET_KEYS": generate_key(),
+                "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
+                "MAILWATCH_LISTEN": "127.0.0.1:0",
+                "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+                "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,
+                "MAILWATCH_GOOGLE_TOKEN_URI": f"{sim_url}/token",
+                "MAILWATCH_PUBSUB_TOPIC": TOPIC,
+                "MAILWATCH_PUBSUB_SUBSCRIPTIONS": SUBSCRIPTION,
+                "MAILWATCH_POLL_INTERVAL_SECONDS": str(args.poll_interval),
+                "MAILWATCH_SYNC_CONCURRENCY": str(args.sync_concurrency),
+                "MAILWATCH_INGEST_PULL_TIMEOUT": "2",
+                "MAILWATCH_LOG_FORMAT": "text",
+                "MAILWATCH_LOG_LEVEL": "WARNING",
+            }
+            service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"],
+                            _child_env({**service_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+            children.append(service)
+            target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
+
+            cpu = CpuMeter({"service": service.pid, "simulator": sim.pid, "emulator": emulator._process.pid},
+                           postmaster=_postmaster_pid(postgres))
+            shown = {k: v for k, v in service_env.items()
+                     if k not in ("MAILWATCH_SECRET_KEYS", "MAILWATCH_OPERATOR_TOKEN", "MAILWATCH_DATABASE_URL")}
+            say(f"machine: {os.cpu_count()} CPUs, load average {_load()} at start; Postgres {postgres.port}, emulator {emulator.host}, "
+                f"simulator {sim_url} (pid {sim.pid}), service {target} (pid {service.pid})")
+            say("service settings: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+            say(f"sizes: --mailboxes {args.mailboxes} --latency-changes {args.latency_changes} "
+                f"--latency-spacing {args.latency_spacing} --changes {args.changes} --chunk {args.chunk} "
+                f"--notifications {args.notifications}")
+            asyncio.run(run_phases(args, target=target, sim_url=sim_url,
+                                   metrics_url=f"http://127.0.0.1:{http_port}/metrics", database_url=database_url,
+                                   service=service, cpu=cpu, publisher=publisher, subscriber=subscriber, say=say))
+            say(f"load average at the end: {_load()} (other processes on this host skew every figure)")
+            failed = False
+        except KeyboardInterrupt:
+            print("interrupted; stopping everything", file=sys.stderr, flush=True)
+        finally:
+            for child in reversed(children):
+                code = child.stop()
+                if failed or code not in (0, None):
+                    print(f"--- {child.name} (exit {code}) log tail:\n{child.tail()}", file=sys.stderr)
+            if args.keep_logs:
+                print(f"logs kept in {logdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(logdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
