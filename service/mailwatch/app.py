@@ -80,7 +80,7 @@ class App:
         )
         ingestor = None
         if settings.ingest_enabled and settings.pubsub_subscriptions:
-            ingestor = PullIngestor.from_settings(settings, sessions)
+            ingestor = PullIngestor.from_settings(settings, sessions, on_marked_due=sync_worker.wake)
         return cls(
             settings=settings,
             engine=engine,
@@ -119,7 +119,7 @@ class App:
         if self.ingestor is not None:
             await self.ingestor.start()
         if self.settings.http_listen:
-            http_app = create_http_app(self.settings, self.sessions, self.clock)
+            http_app = create_http_app(self.settings, self.sessions, self.clock, on_marked_due=self.sync_worker.wake)
             self.http_runner, self.http_port = await start_http(http_app, self.settings.http_listen)
         self._tasks = [asyncio.create_task(worker.run(), name=type(worker).__name__) for worker in self.workers]
 

@@ -3,6 +3,8 @@ Pub/Sub push endpoint. gRPC stays the API; this is for operators and Pub/Sub."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,7 +24,12 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_http_app(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> web.Application:
+def create_http_app(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    on_marked_due: Callable[[], None] | None = None,
+) -> web.Application:
     if settings.push_enabled:
         auth = None
         if settings.push_verify_token:
@@ -31,7 +38,7 @@ def create_http_app(settings: Settings, sessions: async_sessionmaker[AsyncSessio
                 service_account_email=settings.push_service_account_email,
                 certs_url=settings.push_certs_url,
             )
-        app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock)
+        app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
     else:
         app = web.Application()
     app.router.add_get("/metrics", _metrics)

@@ -84,6 +84,7 @@ class PullIngestor:
         write_timeout: float | None = None,
         clock: Clock | None = None,
         subscriber_factory: Callable[[], object] = _default_subscriber,
+        on_marked_due: Callable[[], None] | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_PULL_MESSAGES:
             raise ValueError(f"batch_size must be 1..{MAX_PULL_MESSAGES}, got {batch_size}")
@@ -102,6 +103,7 @@ class PullIngestor:
         self.write_timeout = write_timeout
         self.clock = clock or SystemClock()
         self._subscriber_factory = subscriber_factory
+        self.on_marked_due = on_marked_due  # e.g. the sync worker's wake()
         self.stats = IngestStats()
         self._client = None
         self._tasks: list[asyncio.Task] = []
@@ -216,6 +218,7 @@ class PullIngestor:
                     stats=self.stats,
                     timeout=self.write_timeout,
                     clock=self.clock,
+                    on_marked_due=self.on_marked_due,
                 )
             except Exception as exc:  # noqa: BLE001 - DB down or any write failure: never ack
                 self.stats.write_failures += 1

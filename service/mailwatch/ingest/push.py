@@ -22,6 +22,7 @@ configurable so tests serve their own), with the certificates cached.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import logging
 import threading
 import time
@@ -207,6 +208,7 @@ def create_push_app(
     stats: IngestStats | None = None,
     write_timeout: float | None = None,
     clock: Clock | None = None,
+    on_marked_due: Callable[[], None] | None = None,
 ) -> web.Application:
     """The push endpoint as an aiohttp application (POST `path`).
 
@@ -235,7 +237,7 @@ def create_push_app(
         stats.received += 1
         try:
             await record_batch(sessionmaker, [received], source=PUSH_SOURCE, source_label="push",
-                               stats=stats, timeout=write_timeout, clock=clock)
+                               stats=stats, timeout=write_timeout, clock=clock, on_marked_due=on_marked_due)
         except Exception as exc:  # noqa: BLE001 - any write failure: let Pub/Sub redeliver
             stats.write_failures += 1
             stats.nacked += 1

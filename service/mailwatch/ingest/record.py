@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -111,13 +111,15 @@ async def record_batch(
     stats: IngestStats | None = None,
     timeout: float | None = None,
     clock: Clock | None = None,
+    on_marked_due: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Decode and durably record `messages` in one transaction; raise if that fails.
 
     `source` is stored with malformed rows (subscription path or "push");
     `source_label` ("pull" / "push") is the bounded metric label. Counters move
     only after the commit, so a failed batch that is redelivered is not
-    counted twice.
+    counted twice. `on_marked_due` is called after the commit when a mailbox
+    became due, so a sync worker in this process starts at once.
     """
     decoded, malformed = classify(messages, source)
     latest = collapse(n for n in decoded if n is not None)
@@ -154,6 +156,8 @@ async def record_batch(
         malformed_reasons=tuple(m.reason for m in malformed),
     )
     _count(result, source_label, stats)
+    if marked_due and on_marked_due is not None:
+        on_marked_due()
     return result
 
 

@@ -14,6 +14,7 @@ latency, never data).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, func, insert, literal, select, text, true
+from sqlalchemy import BigInteger, Integer, and_, bindparam, func, insert, literal, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
@@ -225,42 +226,15 @@ async def scan_events(
     if limit < 1:
         raise ValueError("limit must be positive")
     scan_limit = max(scan_limit or limit, limit)
-    window = (
-        select(*_READ_COLUMNS)
-        .where((change_events.c.tenant_id == tenant_id) & (change_events.c.sequence > after_sequence))
-        .order_by(change_events.c.sequence)
-        .limit(scan_limit)
-        .subquery("scanned")
-    )
-    # A separate level so the window aggregates see the whole window, before filtering.
-    windowed = select(
-        window,
-        func.max(window.c.sequence).over().label("window_end"),
-        func.count().over().label("window_rows"),
-    ).subquery("windowed")
-    conditions = []
     mailbox_ids = list(mailbox_ids or ())
-    if mailbox_ids:
-        conditions.append(windowed.c.mailbox_id.in_(mailbox_ids))
     type_values = [EventType(t).value for t in types or ()]
+    statement = _scan_statement(bool(mailbox_ids), bool(type_values))
+    params = {"tenant_id": tenant_id, "after": after_sequence, "scan_limit": scan_limit, "picked_limit": limit + 1}
+    if mailbox_ids:
+        params["mailbox_ids"] = mailbox_ids
     if type_values:
-        conditions.append(windowed.c.event_type.in_(type_values))
-    matches = and_(*conditions) if conditions else true()
-    picked = (
-        select(windowed, matches.label("matches"))
-        .where(matches | (windowed.c.sequence == windowed.c.window_end))
-        .order_by(windowed.c.sequence)
-        # One more than wanted: tells "exactly `limit` matches" from "more follow".
-        .limit(limit + 1)
-        .subquery("picked")
-    )
-    statement = (
-        select(tenants.c.pruned_through_sequence.label("pruned_through"), picked)
-        .select_from(tenants.outerjoin(picked, literal(True)))
-        .where(tenants.c.id == tenant_id)
-        .order_by(picked.c.sequence)
-    )
-    rows = (await session.execute(statement)).all()
+        params["types"] = type_values
+    rows = (await session.execute(statement, params)).all()
     if not rows:
         raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)})
     pruned_through = rows[0].pruned_through
@@ -278,6 +252,48 @@ async def scan_events(
         through = rows[0].window_end
         caught_up = rows[0].window_rows < scan_limit
     return ScannedEvents([_event(row) for row in kept], through, caught_up, pruned_through)
+
+
+@functools.cache
+def _scan_statement(by_mailbox: bool, by_type: bool):
+    """The scan query for one filter shape, built once: every stream read runs
+    it, and building the nested selects costs more than executing them."""
+    window = (
+        select(*_READ_COLUMNS)
+        .where(
+            (change_events.c.tenant_id == bindparam("tenant_id"))
+            & (change_events.c.sequence > bindparam("after", type_=BigInteger))
+        )
+        .order_by(change_events.c.sequence)
+        .limit(bindparam("scan_limit", type_=Integer))
+        .subquery("scanned")
+    )
+    # A separate level so the window aggregates see the whole window, before filtering.
+    windowed = select(
+        window,
+        func.max(window.c.sequence).over().label("window_end"),
+        func.count().over().label("window_rows"),
+    ).subquery("windowed")
+    conditions = []
+    if by_mailbox:
+        conditions.append(windowed.c.mailbox_id.in_(bindparam("mailbox_ids", expanding=True)))
+    if by_type:
+        conditions.append(windowed.c.event_type.in_(bindparam("types", expanding=True)))
+    matches = and_(*conditions) if conditions else true()
+    picked = (
+        select(windowed, matches.label("matches"))
+        .where(matches | (windowed.c.sequence == windowed.c.window_end))
+        .order_by(windowed.c.sequence)
+        # One more than wanted: tells "exactly `limit` matches" from "more follow".
+        .limit(bindparam("picked_limit", type_=Integer))
+        .subquery("picked")
+    )
+    return (
+        select(tenants.c.pruned_through_sequence.label("pruned_through"), picked)
+        .select_from(tenants.outerjoin(picked, literal(True)))
+        .where(tenants.c.id == bindparam("tenant_id"))
+        .order_by(picked.c.sequence)
+    )
 
 
 async def latest_sequence(session: AsyncSession, tenant_id: uuid.UUID) -> int:

@@ -78,6 +78,9 @@ async def test_a_slow_grpc_client_bounds_what_the_server_reads(streamer, session
     finally:
         await server.stop(None)
     assert received == TOTAL and last == written[-1].sequence
-    # Far from the whole backlog: a few batches at most (measured here: one).
-    assert max(ahead_while_slow) <= 5 * BATCH, max(ahead_while_slow)
+    # Far from the whole backlog. What is read ahead is one batch in the
+    # generator plus what HTTP/2 flow-control windows hold (a few hundred KB:
+    # measured 1 batch on a quiet machine, 12 under heavy load); without
+    # backpressure it would be thousands of events within the slow half.
+    assert max(ahead_while_slow) <= TOTAL // 8, max(ahead_while_slow)
     assert stats.reads == TOTAL // BATCH
