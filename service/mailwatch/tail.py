@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import threading
 import sys
 from typing import Any, TextIO
 
@@ -41,6 +42,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
     parser.set_defaults(func=cmd_tail)
     return parser
+
+
+def _newest(*cursors: bytes | None) -> bytes | None:
+    """The cursor furthest along (tail ships with the service, so it may read its own cursors)."""
+    from mailwatch.api.tokens import decode_cursor
+
+    known = [cursor for cursor in cursors if cursor]
+    return max(known, key=decode_cursor) if known else None
 
 
 def _split(values: list[str] | str) -> list[str]:
@@ -80,10 +89,6 @@ def format_event(event, *, as_json: bool) -> str:
     return "  ".join(parts)
 
 
-def _interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C
-    raise KeyboardInterrupt
-
-
 def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     import logging
 
@@ -116,16 +121,27 @@ def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
     client_log = logging.getLogger("mailwatch_client")
     client_log.addHandler(handler)
     client_log.setLevel(logging.WARNING)
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     checkpoint = FileCheckpointStore(args.checkpoint) if args.checkpoint else None
     client = MailwatchClient(args.target, args.api_key, tls=args.tls)
     stream = None
+    printed_cursor: bytes | None = None
+
+    def request_stop(signum, frame):
+        # Ctrl-C / SIGTERM end the loop by closing the stream (from another
+        # thread: close() takes a lock this thread may hold) instead of raising
+        # mid-print, so the last printed event's cursor is always recorded.
+        if stream is None:
+            raise KeyboardInterrupt
+        threading.Thread(target=stream.close, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stream = client.stream_changes(
             mailbox_ids=_split(args.mailbox), event_types=_split(args.types), start=start, checkpoint=checkpoint,
         )
         for event in stream:
             print(format_event(event, as_json=args.json), file=out, flush=True)
+            printed_cursor = event.cursor
     except KeyboardInterrupt:
         pass
     except ValueError as exc:  # bad --types
@@ -142,9 +158,10 @@ def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
         if stream is not None:
             stream.close()
         client.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
         client_log.removeHandler(handler)
-    cursor = stream.cursor if stream is not None else None
+    cursor = _newest(stream.cursor if stream is not None else None, printed_cursor)
     if cursor:
         print(f"mailwatch tail: stopped; last cursor: {cursor_to_str(cursor)}", file=err, flush=True)
     else:

@@ -98,7 +98,7 @@ async def test_tail_prints_events_and_stops_on_sigint_with_the_last_cursor(servi
     event = json.loads(lines[0])
     assert event["type"] == "MESSAGE_ADDED" and event["message_id"] == later["id"]
     assert event["email_address"] == "tom@example.com" and event["cursor"]
-    assert LAST_CURSOR.search(stderr).group(1) == event["cursor"]
+    assert LAST_CURSOR.search(stderr).group(1) == event["cursor"], (stderr, lines)
 
 
 async def test_tail_reports_a_bad_key_without_a_traceback(service):
