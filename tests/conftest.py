@@ -7,6 +7,7 @@ process id at the end of the run; each test gets clean state on top of them
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import uuid
@@ -49,30 +50,32 @@ def pubsub_emulator():
 _database_counter = itertools.count()
 
 
+@contextlib.contextmanager
+def _throwaway_database(server, prefix: str, template: str | None = None):
+    """CREATE a uniquely named database (optionally cloned from `template`), DROP it afterwards."""
+    name = f"{prefix}_{next(_database_counter)}_{uuid.uuid4().hex[:8]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        yield server.url(name, driver="postgresql+psycopg")
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_url(postgres_server, migrated_template):
     """A fresh, migrated database for this test only (SQLAlchemy psycopg URL)."""
-    name = f"test_{next(_database_counter)}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
-    try:
-        yield postgres_server.url(name, driver="postgresql+psycopg")
-    finally:
-        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _throwaway_database(postgres_server, "test", migrated_template) as url:
+        yield url
 
 
 @pytest.fixture
 def empty_database_url(postgres_server):
     """A fresh database with no schema at all (for migration tests)."""
-    name = f"empty_{next(_database_counter)}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_server.url(name, driver="postgresql+psycopg")
-    finally:
-        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _throwaway_database(postgres_server, "empty") as url:
+        yield url
 
 
 @pytest.fixture
