@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import BigInteger, Integer, and_, bindparam, func, insert, literal, select, text, true
+from sqlalchemy import BigInteger, Integer, and_, bindparam, func, literal, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
@@ -98,7 +98,8 @@ _INSERT_BATCH = text(
         message_id text, thread_id text, label_ids text[], detail jsonb, observed_at timestamptz
     )
     ORDER BY r.n
-    RETURNING sequence, id, observed_at
+    RETURNING sequence, id, tenant_id, mailbox_id, email_address, event_type, history_id,
+              message_id, thread_id, label_ids, detail, observed_at
     """
 )
 
@@ -145,24 +146,8 @@ async def append_events(
     ).all()
     # Identity values were drawn in `n` order (INSERT … SELECT … ORDER BY), so
     # ascending sequence is input order.
-    returned.sort(key=lambda generated: generated.sequence)
-    return [
-        ChangeEvent(
-            id=generated.id,
-            sequence=generated.sequence,
-            tenant_id=tenant_id,
-            mailbox_id=event.mailbox_id,
-            email_address=event.email_address,
-            type=EventType(event.type),
-            observed_at=generated.observed_at,
-            history_id=event.history_id,
-            message_id=event.message_id,
-            thread_id=event.thread_id,
-            label_ids=tuple(event.label_ids),
-            detail=dict(event.detail),
-        )
-        for generated, event in zip(returned, events, strict=True)
-    ]
+    returned.sort(key=lambda row: row.sequence)
+    return [_event(row) for row in returned]
 
 
 async def read_events(
