@@ -318,9 +318,9 @@ async def run(args) -> None:
                 renew_ms, renewed = await _renew_tick_ms(sessions, url, sim_url, secret_key, topic, args.due)
                 rss = service.rss_mib()
                 rows.append((done, rate, ticks, renew_ms, renewed, storage, rss))
-                print(f"  tick (nothing due): " + ", ".join(f"{k} {v:.2f} ms" for k, v in ticks.items())
+                print("  tick (nothing due): " + ", ".join(f"{k} {v:.2f} ms" for k, v in ticks.items())
                       + f"; renew tick with {renewed} due: {renew_ms:.0f} ms", flush=True)
-                print(f"  storage: " + ", ".join(f"{k} {v:.1f}" for k, v in storage.items()), flush=True)
+                print("  storage: " + ", ".join(f"{k} {v:.1f}" for k, v in storage.items()), flush=True)
                 print(f"  service RSS: {rss:.0f} MiB", flush=True)
         finally:
             await engine.dispose()

@@ -97,7 +97,6 @@ async def _trickle(control, every: float) -> None:
 
 
 async def run_dev(options: DevOptions) -> int:
-    from mailwatch.api.auth import AuthInterceptor  # noqa: F401 - fail early if the package is broken
     from mailwatch.app import App
     from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
     from mailwatch.secrets import generate_key

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch.gmail_sim.auth import SCOPE_METADATA, AccessToken
+from mailwatch.gmail_sim.auth import AccessToken
 from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found
 from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
 from mailwatch.gmail_sim.state import SimState

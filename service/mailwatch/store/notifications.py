@@ -116,9 +116,6 @@ async def record_notification_batch(
     }
 
 
-record_notifications = record_notification_batch  # earlier name, kept for callers
-
-
 async def insert_malformed(session: AsyncSession, records: Sequence[MalformedRecord]) -> None:
     """Keep undecodable messages for inspection (one executemany for the batch)."""
     if not records:

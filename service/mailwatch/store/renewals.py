@@ -17,7 +17,6 @@ WHERE state = 'ACTIVE'), and the claimed rows are found again by primary key
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
@@ -184,17 +183,3 @@ async def mark_auth_failed(
     if expiry_reported:
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
     return await _fenced_update(session, claim, values, events)
-
-
-async def renewal_state(
-    session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
-) -> tuple[int, datetime | None]:
-    """(renew_attempts, watch_expiry_reported) of a mailbox: for tests and diagnostics."""
-    row = (
-        await session.execute(
-            select(mailboxes.c.renew_attempts, mailboxes.c.watch_expiry_reported).where(
-                mailboxes.c.tenant_id == tenant_id, mailboxes.c.id == mailbox_id
-            )
-        )
-    ).one()
-    return row.renew_attempts, row.watch_expiry_reported

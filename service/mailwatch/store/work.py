@@ -179,14 +179,6 @@ async def mark_auth_failed(
     return True
 
 
-async def release_claim(session: AsyncSession, claimed: Mailbox, *, owner: str) -> None:
-    await session.execute(
-        update(mailboxes)
-        .where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )
-
-
 async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quiet_for: timedelta, limit: int) -> int:
     """Fallback poll: mark ACTIVE mailboxes not synced for `quiet_for` as due.
 

@@ -12,7 +12,7 @@ from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.integration.pipeline.helpers import (
     collect, eventually, gmail_notification, message_events, publish_raw, types,
 )
-from tests.integration.service.helpers import error_details, oauth_request, sa_request
+from tests.integration.service.helpers import oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
 

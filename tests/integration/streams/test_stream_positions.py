@@ -15,7 +15,7 @@ from mailwatch.domain.errors import InvalidCursor, NotFound
 from mailwatch.domain.models import EventType
 from mailwatch.streams import EventBatch, Heartbeat, StreamStats, to_response
 
-from .conftest import append, collect, next_batch, next_item, query, register
+from .conftest import append, collect, next_batch, next_item, query
 
 pytestmark = pytest.mark.integration
 
