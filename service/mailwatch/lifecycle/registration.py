@@ -36,7 +36,7 @@ class Lifecycle:
             existing = await mailboxes.find_mailbox_by_address(session, tenant_id, email_address)
             if existing is not None and existing.state is MailboxState.ACTIVE and existing.label_filter == label_filter:
                 stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
-                if self.secret_box.decrypt_credential(stored) == credential:
+                if self._stored_credential(stored) == credential:
                     return existing  # same registration again: nothing to do, no Gmail call
         if not self.topic:
             raise errors.GmailTopicNotPublishable(
@@ -67,6 +67,14 @@ class Lifecycle:
                          type=EventType.WATCH_STARTED, history_id=watch.history_id, detail=detail),
             ])
         return mailbox
+
+    def _stored_credential(self, ciphertext: bytes) -> Credential | None:
+        """The stored credential, or None when no configured key opens it any more:
+        registering again with fresh credentials is then exactly the way out."""
+        try:
+            return self.secret_box.decrypt_credential(ciphertext)
+        except errors.CredentialUndecryptable:
+            return None
 
     async def stop(self, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
         async with self.sessions() as session:

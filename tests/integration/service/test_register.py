@@ -187,3 +187,17 @@ async def test_service_account_without_delegation_for_that_user_is_denied(servic
         await service.mailboxes.RegisterMailbox(request, metadata=auth)
     assert caught.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
     assert error_details(caught.value)[0].reason.startswith("GMAIL_")
+
+
+async def test_registering_again_recovers_credentials_no_key_can_open(make_service):
+    """After the encryption key was lost, registering again replaces what cannot be read."""
+    from mailwatch.secrets import generate_key
+
+    async with make_service() as first:
+        _, auth = await first.new_tenant("keyloss")
+        request = sa_request(first.sim, "lost@example.com")
+        mailbox = await first.mailboxes.RegisterMailbox(request, metadata=auth)
+    async with make_service(secret_keys=(generate_key(),)) as second:  # the old key is gone
+        again = await second.mailboxes.RegisterMailbox(request, metadata=auth)
+        assert again.id == mailbox.id and again.state == ACTIVE
+        assert second.sim.counters()["calls"]["lost@example.com"]["users.watch"] == 2
