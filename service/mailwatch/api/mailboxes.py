@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -78,7 +78,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         position = await self._streamer.open_position(tenant_id, query)
         # A first heartbeat hands the client its start position at once: a
         # START_NOW consumer cut off before any event still resumes without a gap.
-        yield convert.heartbeat_response(datetime.now(timezone.utc), position)
+        yield convert.heartbeat_response(self._streamer.clock.now(), position)
         # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
         async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
             async for item in items:
