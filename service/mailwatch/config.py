@@ -54,6 +54,12 @@ class Settings:
     push_audience: str = ""
     push_service_account_email: str = ""
     push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # TLS on the gRPC port: a PEM certificate chain and its key (both, or
+    # neither for plaintext); with a client CA, clients must present a
+    # certificate it signed (mutual TLS). Files are re-read when they change.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -92,6 +98,10 @@ class Settings:
                 "push needs MAILWATCH_PUSH_AUDIENCE and MAILWATCH_PUSH_SERVICE_ACCOUNT_EMAIL "
                 "(or MAILWATCH_PUSH_VERIFY_TOKEN=false on a private network)"
             )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("MAILWATCH_TLS_CLIENT_CA_FILE (mutual TLS) needs MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
         return self

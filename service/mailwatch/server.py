@@ -22,6 +22,7 @@ from mailwatch.app import App
 from mailwatch.config import ConfigError, Settings
 from mailwatch.domain.errors import MailwatchError
 from mailwatch.logs import configure_logging
+from mailwatch.tls import server_credentials
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(app.settings.listen)
+    credentials = server_credentials(app.settings)
+    if credentials is None:
+        port = server.add_insecure_port(app.settings.listen)
+    else:
+        port = server.add_secure_port(app.settings.listen, credentials)
     if port == 0:
         raise ConfigError(f"cannot listen on {app.settings.listen} (address in use or not local)")
     return server, port, health_servicer

@@ -1,7 +1,8 @@
 """`mailwatch tail`: print a tenant's change events as they arrive.
 
     mailwatch tail --target 127.0.0.1:50051 --api-key KEY [--mailbox ID ...] [--types MESSAGE_ADDED,...]
-                   [--from earliest|now|CURSOR] [--checkpoint FILE] [--json] [--tls]
+                   [--from earliest|now|CURSOR] [--checkpoint FILE] [--json]
+                   [--tls] [--ca-cert FILE] [--client-cert FILE --client-key FILE] [--server-name NAME]
 
 One line per event (or one JSON object per line with --json) on stdout.
 Disconnects and server restarts are survived by the client library's resuming
@@ -31,6 +32,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("MAILWATCH_API_KEY"),
                         help="tenant API key (default: $MAILWATCH_API_KEY)")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    parser.add_argument("--ca-cert", metavar="FILE", default=os.environ.get("MAILWATCH_TAIL_CA_CERT"),
+                        help="trust this PEM CA instead of the system roots (implies --tls)")
+    parser.add_argument("--client-cert", metavar="FILE", default=os.environ.get("MAILWATCH_TAIL_CLIENT_CERT"),
+                        help="PEM client certificate for mutual TLS (implies --tls; needs --client-key)")
+    parser.add_argument("--client-key", metavar="FILE", default=os.environ.get("MAILWATCH_TAIL_CLIENT_KEY"),
+                        help="PEM private key of --client-cert")
+    parser.add_argument("--server-name", metavar="NAME",
+                        help="name to check the server's certificate against (when --target is an IP or a proxy)")
     parser.add_argument("--mailbox", action="append", default=[], metavar="ID",
                         help="only this mailbox id (repeat, or comma-separate, for several)")
     parser.add_argument("--types", default="", metavar="TYPE[,TYPE...]",
@@ -55,6 +64,17 @@ def _newest(*cursors: bytes | None) -> bytes | None:
 def _split(values: list[str] | str) -> list[str]:
     items = values if isinstance(values, list) else [values]
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def _tls(args: argparse.Namespace):
+    """False (plaintext), True (system roots) or a TLSConfig from the given files."""
+    from mailwatch_client import TLSConfig
+
+    if not (args.ca_cert or args.client_cert or args.client_key or args.server_name):
+        return bool(args.tls)
+    return TLSConfig.from_files(
+        ca_file=args.ca_cert, cert_file=args.client_cert, key_file=args.client_key, server_name=args.server_name,
+    )
 
 
 def format_event(event, *, as_json: bool) -> str:
@@ -122,7 +142,12 @@ def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
     client_log.addHandler(handler)
     client_log.setLevel(logging.WARNING)
     checkpoint = FileCheckpointStore(args.checkpoint) if args.checkpoint else None
-    client = MailwatchClient(args.target, args.api_key, tls=args.tls)
+    try:
+        tls = _tls(args)
+    except (OSError, ValueError) as exc:
+        print(f"mailwatch tail: TLS: {exc}", file=err)
+        return 2
+    client = MailwatchClient(args.target, args.api_key, tls=tls)
     stream = None
     printed_cursor: bytes | None = None
 

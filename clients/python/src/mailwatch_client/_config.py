@@ -73,6 +73,31 @@ class TLSConfig:
         if (self.client_certificate is None) != (self.client_private_key is None):
             raise ValueError("client_certificate and client_private_key go together")
 
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        server_name: str | None = None,
+    ) -> "TLSConfig":
+        """A config from PEM files: a CA to trust instead of the system roots, and
+        a client certificate and key for mutual TLS. The files are read once, now."""
+
+        def read(path: str | None) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return cls(
+            root_certificates=read(ca_file),
+            client_certificate=read(cert_file),
+            client_private_key=read(key_file),
+            server_name=server_name,
+        )
+
 
 @dataclass(frozen=True)
 class KeepAliveConfig:
