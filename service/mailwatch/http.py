@@ -11,10 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
 from mailwatch.config import Settings
+from mailwatch.fleet_metrics import FleetMetrics
 from mailwatch.ingest.push import DEFAULT_PATH, PushAuth, create_push_app
 
 
+FLEET_METRICS = web.AppKey("fleet_metrics", FleetMetrics)
+
+
 async def _metrics(request: web.Request) -> web.Response:
+    fleet = request.app.get(FLEET_METRICS)
+    if fleet is not None:
+        await fleet.refresh()
     response = web.Response(body=generate_latest())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
@@ -41,6 +48,7 @@ def create_http_app(
         app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
     else:
         app = web.Application()
+    app[FLEET_METRICS] = FleetMetrics(sessions, clock)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     return app

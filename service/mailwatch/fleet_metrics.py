@@ -1,0 +1,77 @@
+"""Gauges about the whole fleet of mailboxes, read from Postgres when /metrics is scraped.
+
+The workers' own counters say what one replica did; alerts also need the
+state of the data (how long the oldest due mailbox has waited, how soon a
+watch lapses, how many mailboxes are in AUTH_FAILED). Every replica reports
+the same fleet-wide values, so alert on max() across pods. A scrape reuses
+the last figures for `min_interval` seconds, so frequent scrapes by several
+Prometheus servers cost at most one query per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock
+from mailwatch.store.fleet import fleet_summary
+
+log = logging.getLogger(__name__)
+
+MAILBOXES = Gauge("mailwatch_mailboxes", "Mailboxes by state (fleet-wide)", ["state"])
+SYNC_DUE = Gauge("mailwatch_sync_due_mailboxes", "ACTIVE mailboxes whose sync is due now (fleet-wide backlog)")
+OLDEST_SYNC_DUE_AGE = Gauge(
+    "mailwatch_sync_oldest_due_age_seconds",
+    "How long the longest-waiting due ACTIVE mailbox has waited for its sync (0 when none is due)",
+)
+SOONEST_WATCH_EXPIRY = Gauge(
+    "mailwatch_watch_soonest_expiry_seconds",
+    "Seconds until the soonest ACTIVE mailbox's Gmail watch expires (negative: already expired; "
+    "+Inf when no ACTIVE mailbox has a watch)",
+)
+REFRESH_FAILURES = Gauge(
+    "mailwatch_fleet_metrics_stale", "1 when the last refresh of the fleet-wide gauges failed (values are old)"
+)
+
+
+class FleetMetrics:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, *, min_interval: float = 10.0
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.min_interval = min_interval
+        self._refreshed_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        """Update the gauges unless they were updated less than `min_interval` ago."""
+        async with self._lock:  # concurrent scrapes share one query
+            if self._refreshed_at is not None and time.monotonic() - self._refreshed_at < self.min_interval:
+                return
+            try:
+                async with self.sessions() as session:
+                    now = self.clock.now()
+                    summary = await fleet_summary(session, now)
+            except Exception:
+                # A scrape must still answer (the process counters matter most
+                # when the database is in trouble); the stale flag says so.
+                log.warning("fleet metrics refresh failed", exc_info=True)
+                REFRESH_FAILURES.set(1)
+                return
+            self._refreshed_at = time.monotonic()
+        REFRESH_FAILURES.set(0)
+        for state, count in summary.mailboxes_by_state.items():
+            MAILBOXES.labels(state=state).set(count)
+        SYNC_DUE.set(summary.sync_due)
+        OLDEST_SYNC_DUE_AGE.set(
+            max(0.0, (now - summary.oldest_sync_due).total_seconds()) if summary.oldest_sync_due else 0.0
+        )
+        SOONEST_WATCH_EXPIRY.set(
+            (summary.soonest_watch_expiration - now).total_seconds()
+            if summary.soonest_watch_expiration else float("inf")
+        )
