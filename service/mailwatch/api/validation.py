@@ -30,6 +30,7 @@ from mailwatch.domain.models import (
     OAuthCredential,
     ServiceAccountCredential,
 )
+from mailwatch.gmail.credentials import UnusableKey, check_service_account_key
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 DEFAULT_PAGE_SIZE = 50
@@ -205,6 +206,8 @@ def _service_account(
             info = json.loads(creds.json_key)
         except ValueError:
             problems.add(field, "must be JSON (the service account key file)")
+        except RecursionError:  # the C parser recurses once per nesting level
+            problems.add(field, "must be JSON (the service account key file), not nested this deeply")
         else:
             if not isinstance(info, dict):
                 problems.add(field, "must be a JSON object (the service account key file)")
@@ -217,6 +220,12 @@ def _service_account(
                 if missing:
                     problems.add(field, f"service account key lacks {', '.join(missing)}")
                     info = None
+                else:
+                    try:
+                        check_service_account_key(info)
+                    except UnusableKey as exc:
+                        problems.add(field, str(exc))
+                        info = None
     subject = email_address(creds.subject, "service_account.subject", problems, required=False) or email
     if info is None:
         return None

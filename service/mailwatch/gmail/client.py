@@ -3,13 +3,13 @@
 google-api-python-client is synchronous and httplib2 is not thread-safe, so
 each call runs on a bounded thread pool with its own `Http`; the
 google-auth credential objects (which hold access tokens) are cached per
-mailbox credential so a token is fetched once per hour, not once per call.
+tenant and credential (keyed by a digest of the whole secret) so a token is
+fetched once per hour, not once per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +22,9 @@ import google_auth_httplib2
 import httplib2
 from googleapiclient.discovery import build
 
+from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, LabelFilter, OAuthCredential, ServiceAccountCredential
-from mailwatch.gmail.credentials import google_credentials
+from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_digest
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.quota import record_call
 
@@ -53,15 +54,18 @@ class Profile:
     messages_total: int
 
 
-def _fingerprint(credential: Credential) -> str:
-    """A cache key that changes whenever the credential does, without holding secrets."""
+def _fingerprint(credential: Credential, tenant_id: uuid.UUID | None) -> str:
+    """The credential cache key: a digest of the tenant and the credential's full
+    secret material, so a registration never gets a token minted from another
+    registration's secret (same public identifiers, other private key) nor
+    another tenant's cached token, and no secret is held in the key itself."""
     if isinstance(credential, ServiceAccountCredential):
-        raw = f"sa|{credential.info.get('client_email')}|{credential.info.get('private_key_id')}|{credential.subject}"
+        material: tuple = ("sa", credential.info, credential.subject)
     elif isinstance(credential, OAuthCredential):
-        raw = f"oauth|{credential.client_id}|{credential.client_secret}|{credential.refresh_token}"
+        material = ("oauth", credential.client_id, credential.client_secret, credential.refresh_token)
     else:
         raise TypeError(type(credential).__name__)
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return secret_digest(str(tenant_id) if tenant_id else None, *material)
 
 
 class GmailClient:
@@ -115,19 +119,24 @@ class GmailClient:
             )
         return service
 
-    def _authorized_http(self, credential: Credential):
-        key = _fingerprint(credential)
+    def _authorized_http(self, credential: Credential, tenant_id: uuid.UUID | None):
+        key = _fingerprint(credential, tenant_id)
         with self._credentials_lock:
             creds = self._credentials.get(key)
             if creds is None:
-                creds = google_credentials(credential, token_uri=self._token_uri)
+                try:
+                    creds = google_credentials(credential, token_uri=self._token_uri)
+                except UnusableKey as exc:
+                    # Registration refuses such keys; one stored before that
+                    # check existed must end as AUTH_FAILED, not retry for ever.
+                    raise errors.GmailAuthFailed(f"stored credentials are unusable: {exc}") from None
                 self._credentials[key] = creds
         return google_auth_httplib2.AuthorizedHttp(creds, http=self._thread_http())
 
-    def forget(self, credential: Credential) -> None:
+    def forget(self, credential: Credential, tenant_id: uuid.UUID | None = None) -> None:
         """Drop the cached token (e.g. after a 401) so the next call refreshes."""
         with self._credentials_lock:
-            self._credentials.pop(_fingerprint(credential), None)
+            self._credentials.pop(_fingerprint(credential, tenant_id), None)
 
     async def _call(
         self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None
@@ -137,7 +146,7 @@ class GmailClient:
         def run() -> dict:
             try:
                 request = make_request(self._service().users())
-                return request.execute(http=self._authorized_http(credential), num_retries=0)
+                return request.execute(http=self._authorized_http(credential, tenant_id), num_retries=0)
             except Exception as exc:  # noqa: BLE001 - classified into domain errors
                 raise classify(exc, operation=operation) from exc
 

@@ -96,7 +96,7 @@ class SyncWorker(LoopWorker):
         except errors.GmailHistoryExpired:
             return await self._resync(mailbox, credential)
         except errors.GmailAuthFailed as exc:
-            self.gmail.forget(credential)
+            self.gmail.forget(credential, mailbox.tenant_id)
             await self._auth_failed(mailbox, exc)
             return "auth_failed"
         except work.LeaseLost:

@@ -110,7 +110,7 @@ class RenewWorker(LoopWorker):
             )
         except errors.GmailAuthFailed as exc:
             if credential is not None:
-                self.gmail.forget(credential)
+                self.gmail.forget(credential, mailbox.tenant_id)
             return await self._auth_failed(claim, exc)
         except errors.MailwatchError as exc:
             retry_after = getattr(exc, "retry_after", None)

@@ -6,6 +6,8 @@ import json
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import duration_pb2
 
 from mailwatch.api import tokens, validation
@@ -15,14 +17,33 @@ from mailwatch.v1 import admin_service_pb2 as admin
 from mailwatch.v1 import mailbox_service_pb2 as mbx
 from mailwatch.v1 import resources_pb2 as res
 
+def _pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+PRIVATE_KEY = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 SA_KEY = json.dumps(
     {
         "type": "service_account",
         "client_email": "robot@project.iam.gserviceaccount.com",
-        "private_key": "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n",
+        "private_key": PRIVATE_KEY,
         "token_uri": "https://oauth2.googleapis.com/token",
     }
 )
+
+
+def sa_key_with(private_key: str) -> str:
+    return json.dumps({**json.loads(SA_KEY), "private_key": private_key})
+
+
+def _flip_one_byte(pem: str) -> str:
+    """The PEM with one base64 character in the key body changed."""
+    lines = pem.splitlines(keepends=True)
+    body = lines[5]
+    lines[5] = ("B" if body[10] != "B" else "C").join((body[:10], body[11:]))
+    return "".join(lines)
 OAUTH = mbx.OAuthCredentials(client_id="cid", client_secret="secret", refresh_token="rt")
 UUID = str(uuid.uuid4())
 
@@ -77,6 +98,15 @@ CASES = [
     ("register", register(oauth=None, service_account=sa(json_key=sa_key_without("private_key"))), [("service_account.json_key", "private_key")]),
     ("register", register(oauth=None, service_account=sa(json_key=sa_key_without("token_uri"))), [("service_account.json_key", "token_uri")]),
     ("register", register(oauth=None, service_account=sa(json_key=" " + "x" * 70000)), [("service_account.json_key", "at most")]),
+    # Nested past the JSON parser's recursion limit (RecursionError, not ValueError).
+    ("register", register(oauth=None, service_account=sa(json_key="[" * 30000)), [("service_account.json_key", "nested")]),
+    ("register", register(oauth=None, service_account=sa(json_key='{"a":' * 10000)), [("service_account.json_key", "nested")]),
+    # Well-shaped keys whose private key cannot sign: refused at registration.
+    ("register", register(oauth=None, service_account=sa(json_key=sa_key_with("not a PEM"))), [("service_account.json_key", "private_key")]),
+    ("register", register(oauth=None, service_account=sa(json_key=sa_key_with(_flip_one_byte(PRIVATE_KEY)))), [("service_account.json_key", "private_key")]),
+    ("register", register(oauth=None, service_account=sa(json_key=sa_key_with(PRIVATE_KEY.replace("\n", "\n\x00", 3)))), [("service_account.json_key", "private_key")]),
+    ("register", register(oauth=None, service_account=sa(json_key=sa_key_with("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"))), [("service_account.json_key", "private_key")]),
+    ("register", register(oauth=None, service_account=sa(json_key=sa_key_with(_pem(ec.generate_private_key(ec.SECP256R1()))))), [("service_account.json_key", "private_key")]),
     ("register", register(oauth=None, service_account=sa(subject="not-an-email")), [("service_account.subject", "email address")]),
     ("register", register(oauth=mbx.OAuthCredentials(client_secret="s", refresh_token="r")), [("oauth.client_id", "required")]),
     ("register", register(oauth=mbx.OAuthCredentials(client_id="c", refresh_token="r")), [("oauth.client_secret", "required")]),
@@ -148,6 +178,9 @@ def test_secrets_never_appear_in_violations():
         validation.validate_register_mailbox(
             register(oauth=None, service_account=sa(json_key=json.dumps({"private_key": "TOPSECRET"})))
         )
+    assert "TOPSECRET" not in str(raised.value)
+    with pytest.raises(InvalidArgument) as raised:
+        validation.validate_register_mailbox(register(oauth=None, service_account=sa(json_key=sa_key_with("TOPSECRET"))))
     assert "TOPSECRET" not in str(raised.value)
 
 
