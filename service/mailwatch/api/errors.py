@@ -3,7 +3,8 @@
 Every servicer method is wrapped with `handle_errors`, which turns a
 `MailwatchError` into a rich status (ErrorInfo with the exception's stable
 `reason`, BadRequest field violations for InvalidArgument, RetryInfo when
-Gmail said when to retry, RequestInfo with the request id) and any other
+Gmail said when to retry, RequestInfo with the request id), a database
+outage into UNAVAILABLE with RetryInfo (`DatabaseUnavailable`), and any other
 exception into INTERNAL, logged with its traceback but never shown to the
 caller.
 
@@ -31,6 +32,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from mailwatch.domain import errors as domain
+from mailwatch.store._errors import is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailBadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     domain.GmailMailboxNotFound: grpc.StatusCode.FAILED_PRECONDITION,
+    # A Postgres restart or failover: the client library resumes / retries on
+    # UNAVAILABLE, so a consumer rides it out instead of stopping for good.
+    domain.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 # Codes that mean "the caller (or their Google setup) got something wrong":
@@ -125,8 +130,20 @@ def internal_status(*, request_id: str | None = None) -> status_pb2.Status:
     return status
 
 
+def as_domain_error(exc: BaseException) -> BaseException:
+    """`exc`, or the domain error it stands for when it is not one yet.
+
+    Database errors are classified by exception class / SQLSTATE (in the store
+    layer), never by message text.
+    """
+    if not isinstance(exc, domain.MailwatchError) and is_database_unavailable(exc):
+        return domain.DatabaseUnavailable()
+    return exc
+
+
 def to_grpc_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:
     """A `grpc.Status` for `context.abort_with_status` (rich details in trailers)."""
+    exc = as_domain_error(exc)
     if isinstance(exc, domain.MailwatchError) and status_code_for(exc) is not grpc.StatusCode.INTERNAL:
         return rpc_status.to_status(rich_status(exc, request_id=request_id))
     return rpc_status.to_status(internal_status(request_id=request_id))

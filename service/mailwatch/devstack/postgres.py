@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -69,21 +70,55 @@ class TemporaryPostgres:
             ),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        # Durability settings are off because the cluster is thrown away; the
-        # socket lives in our own directory so no system path is touched.
         self._process = subprocess.Popen(
-            self._command(
-                str(self.bindir / "postgres"), "-D", str(self.datadir),
-                "-p", str(self.port), "-h", self.host, "-k", str(self._root),
-                "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=300",
-            ),
+            self._command(str(self.bindir / "postgres"), "-D", str(self.datadir), *self._server_options()),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         wait_for_port(self.host, self.port, timeout, alive=lambda: self._process.poll() is None)
         self._wait_ready(timeout)
         return self
+
+    def _server_options(self) -> list[str]:
+        # Durability settings are off because the cluster is thrown away; the
+        # socket lives in our own directory so no system path is touched.
+        return [
+            "-p", str(self.port), "-h", self.host, "-k", str(self._root),
+            "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off", "-c", "max_connections=300",
+        ]
+
+    # --- outages, for fault tests: the real server stops and starts again ------
+
+    def _pg_ctl(self, *args: str, timeout: float = 60.0) -> None:
+        subprocess.run(
+            self._command(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+        )
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """`pg_ctl stop`: sessions are ended (admin shutdown), the port closes.
+        The data directory stays; `start_server()` brings the same cluster back."""
+        self._pg_ctl("stop", "-m", mode, "-w")
+        self._reap()
+
+    def start_server(self, timeout: float = 30.0) -> None:
+        """`pg_ctl start` on the same port and data directory, after `stop_server()`."""
+        options = " ".join(shlex.quote(option) for option in self._server_options())
+        self._pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(self._root / "server.log"), "-o", options)
+        self._wait_ready(timeout)
+
+    def restart(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """`pg_ctl restart`: every session is cut, the server comes back on the same port."""
+        self._pg_ctl("restart", "-m", mode, "-w", "-t", str(int(timeout)), "-l", str(self._root / "server.log"))
+        self._reap()
+        self._wait_ready(timeout)
+
+    def _reap(self) -> None:
+        # The postmaster we started directly has exited: collect it. A pg_ctl
+        # started one is not our child; stop() finds it by its pid file.
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -112,6 +147,11 @@ class TemporaryPostgres:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        else:
+            # Started again by pg_ctl (start_server / restart): not our child.
+            pid = _postmaster_pid(self.datadir)
+            if pid is not None:
+                _stop_by_pid(pid)
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> "TemporaryPostgres":
@@ -119,6 +159,25 @@ class TemporaryPostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stop_by_pid(pid: int, timeout: float = 30.0) -> None:
+    """SIGINT (fast shutdown) to a postmaster that is not our child; SIGKILL if it lingers."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _postmaster_pid(datadir: Path) -> int | None:

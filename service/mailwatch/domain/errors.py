@@ -55,6 +55,21 @@ class InvalidCursor(MailwatchError):
     reason = "INVALID_CURSOR"
 
 
+class DatabaseUnavailable(MailwatchError):
+    """Postgres cannot be reached right now (restart, failover, connection lost).
+
+    Nothing the caller did; the same call is expected to work once the
+    database is back, so it carries a retry hint.
+    """
+
+    reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, message: str = "the database is temporarily unavailable", *, retry_after: float = 1.0,
+                 **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
 # --- secrets at rest ----------------------------------------------------------
 
 

@@ -10,6 +10,36 @@ def _cause(exc: BaseException) -> BaseException | None:
     return exc.orig if isinstance(exc, DBAPIError) else exc
 
 
+# SQLSTATEs that mean "the server is not there for us right now", not "this
+# statement is wrong": class 08 (connection exception), 57P01 admin_shutdown,
+# 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up / shutting down),
+# 53300 too_many_connections.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) says Postgres is unreachable or going away.
+
+    libpq-level failures (connection refused, server closed the connection)
+    reach us as `psycopg.OperationalError` without a SQLSTATE; the server's own
+    refusals carry one. SQLAlchemy wraps both in a DBAPIError.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True  # SQLAlchemy's dialect recognised a disconnect
+        cause = _cause(current)
+        if isinstance(cause, psycopg.Error):
+            sqlstate = cause.sqlstate
+            if sqlstate is None:
+                return isinstance(cause, psycopg.OperationalError)
+            return sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+        current = current.__cause__
+    return False
+
+
 def constraint_name(exc: BaseException) -> str | None:
     cause = _cause(exc)
     diag = getattr(cause, "diag", None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mailwatch.store._errors import is_database_unavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -43,8 +45,12 @@ class LoopWorker:
         while not self._stopping:
             try:
                 busy = await self.tick()
-            except Exception:  # noqa: BLE001 - logged; the next round retries
-                log.exception("%s tick failed", type(self).__name__)
+            except Exception as exc:  # noqa: BLE001 - logged; the next round retries
+                if is_database_unavailable(exc):
+                    # Expected during a Postgres restart: one line, no traceback.
+                    log.warning("%s tick failed: database unavailable (%s)", type(self).__name__, exc)
+                else:
+                    log.exception("%s tick failed", type(self).__name__)
                 busy = False
             if busy or self._stopping:
                 continue

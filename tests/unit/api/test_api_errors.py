@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 import grpc
+import psycopg
+import psycopg.errors
 import pytest
+import sqlalchemy.exc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -34,6 +37,7 @@ TABLE = [
     (domain.GmailHistoryExpired("404"), C.FAILED_PRECONDITION, "GMAIL_HISTORY_EXPIRED"),
     (domain.GmailBadRequest("400"), C.INVALID_ARGUMENT, "GMAIL_BAD_REQUEST"),
     (domain.GmailMailboxNotFound("no such user"), C.FAILED_PRECONDITION, "GMAIL_MAILBOX_NOT_FOUND"),
+    (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
 ]
 
 
@@ -213,3 +217,39 @@ def _detail(status, message_type):
             detail.Unpack(message)
             return message
     raise AssertionError(f"no {message_type.DESCRIPTOR.name} in {status}")
+
+
+def _wrapped(dbapi_error: BaseException) -> BaseException:
+    """What SQLAlchemy raises around a psycopg error."""
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, dbapi_error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _wrapped(psycopg.OperationalError("connection failed: Connection refused")),  # no SQLSTATE: libpq level
+        _wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
+        _wrapped(psycopg.errors.CannotConnectNow("the database system is shutting down")),
+        _wrapped(psycopg.errors.ConnectionFailure("x")),
+        psycopg.errors.CrashShutdown("x"),
+    ],
+    ids=lambda e: type(getattr(e, "orig", e)).__name__,
+)
+def test_database_unavailability_is_unavailable_with_a_retry_hint(exc):
+    assert errors.to_grpc_status(exc).code is C.UNAVAILABLE
+    packed = errors.rich_status(errors.as_domain_error(exc)).details
+    retry = [d for d in packed if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+    assert len(retry) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _wrapped(psycopg.errors.QueryCanceled("statement timeout")),  # 57014: not an outage
+        _wrapped(psycopg.errors.UniqueViolation("dup")),
+        ValueError("connection refused"),  # message text alone proves nothing
+    ],
+    ids=lambda e: type(getattr(e, "orig", e)).__name__,
+)
+def test_other_failures_stay_internal(exc):
+    assert errors.to_grpc_status(exc).code is C.INTERNAL
