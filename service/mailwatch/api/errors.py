@@ -69,7 +69,10 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,
-    domain.GmailBadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    # A Gmail 400 that no request field explains (e.g. "Mail service not
+    # enabled") is about the mailbox's Google side, not the caller's argument.
+    domain.GmailBadRequest: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailLabelRejected: grpc.StatusCode.INVALID_ARGUMENT,
     domain.GmailMailboxNotFound: grpc.StatusCode.FAILED_PRECONDITION,
     # A Postgres restart or failover: the client library resumes / retries on
     # UNAVAILABLE, so a consumer rides it out instead of stopping for good.
@@ -213,6 +216,9 @@ def _field_violations(exc: domain.MailwatchError) -> list[error_details_pb2.BadR
     elif isinstance(exc, domain.InvalidCursor):
         # Cursors only ever arrive in one request field.
         pairs = [(exc.metadata.get("field", "cursor"), exc.message)]
+    elif isinstance(exc, domain.GmailLabelRejected):
+        # Gmail names the label but not its position in the request.
+        pairs = [("label_ids", exc.message)]
     else:
         pairs = []
     return [error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in pairs]

@@ -134,5 +134,11 @@ class GmailBadRequest(GmailError):
     reason = "GMAIL_BAD_REQUEST"
 
 
+class GmailLabelRejected(GmailBadRequest):
+    """users.watch refused the label filter: a label id the mailbox does not have."""
+
+    reason = "GMAIL_LABEL_REJECTED"
+
+
 class GmailMailboxNotFound(GmailError):
     reason = "GMAIL_MAILBOX_NOT_FOUND"

@@ -82,6 +82,9 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
             return errors.GmailHistoryExpired(detail, metadata=meta)
         if operation == "watch" and _is_topic_problem(status, message):
             return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
+        if operation == "watch" and status == 400 and "label" in message.lower():
+            # Gmail: 400 invalidArgument "Invalid label: <id>" for a label the mailbox lacks.
+            return errors.GmailLabelRejected(f"Gmail refused the label filter: {message}", metadata=meta)
         if status == 404:
             return errors.GmailMailboxNotFound(detail, metadata=meta)
         if status == 403:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.service.helpers import error_details
+from tests.integration.service.helpers import error_details, sa_request
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,23 @@ async def test_register_rejects(service, name, fields, field):
     assert bad_request is not None, "INVALID_ARGUMENT must carry BadRequest field violations"
     assert field in [v.field for v in bad_request.field_violations]
     assert service.sim.counters()["totalCalls"] == 0, "nothing reaches Gmail for a bad request"
+
+
+@pytest.mark.parametrize("label_id", ["Label_424242", "Étiquette", "收件箱"])
+async def test_a_label_gmail_refuses_is_invalid_argument_on_label_ids(service, label_id):
+    """Gmail answers users.watch 400 "Invalid label: <id>" for a label the mailbox lacks."""
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "labels@example.com", label_ids=["INBOX", label_id])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info, bad_request = error_details(caught.value)
+    assert info.reason == "GMAIL_LABEL_REJECTED"
+    assert bad_request is not None, "INVALID_ARGUMENT must carry BadRequest field violations"
+    assert [v.field for v in bad_request.field_violations] == ["label_ids"]
+    assert label_id in bad_request.field_violations[0].description
+    assert service.sim.counters()["calls"]["labels@example.com"]["users.watch"] == 1
+    assert "watch" not in service.sim.mailbox("labels@example.com") or not service.sim.mailbox("labels@example.com")["watch"]
 
 
 OTHER_CASES = [

@@ -35,7 +35,8 @@ TABLE = [
     (domain.GmailRateLimited("slow down", retry_after=2.5), C.RESOURCE_EXHAUSTED, "GMAIL_RATE_LIMITED"),
     (domain.GmailUnavailable("503"), C.UNAVAILABLE, "GMAIL_UNAVAILABLE"),
     (domain.GmailHistoryExpired("404"), C.FAILED_PRECONDITION, "GMAIL_HISTORY_EXPIRED"),
-    (domain.GmailBadRequest("400"), C.INVALID_ARGUMENT, "GMAIL_BAD_REQUEST"),
+    (domain.GmailBadRequest("400"), C.FAILED_PRECONDITION, "GMAIL_BAD_REQUEST"),
+    (domain.GmailLabelRejected("400"), C.INVALID_ARGUMENT, "GMAIL_LABEL_REJECTED"),
     (domain.GmailMailboxNotFound("no such user"), C.FAILED_PRECONDITION, "GMAIL_MAILBOX_NOT_FOUND"),
     (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
 ]
@@ -66,6 +67,20 @@ def test_status_code_and_error_info(exc, code, reason):
     assert status.message == exc.message
     info = _detail(status, error_details_pb2.ErrorInfo)
     assert (info.reason, info.domain) == (reason, "mailwatch.dev")
+
+
+def test_every_invalid_argument_carries_field_violations():
+    """The API contract: a client can always tell which field to fix."""
+    for exc, code, _ in TABLE:
+        if code is C.INVALID_ARGUMENT:
+            bad_request = _detail(errors.rich_status(exc), error_details_pb2.BadRequest)
+            assert bad_request is not None and bad_request.field_violations, type(exc).__name__
+
+
+def test_a_rejected_label_points_at_label_ids():
+    exc = domain.GmailLabelRejected("Gmail refused the label filter: Invalid label: Label_424242")
+    bad_request = _detail(errors.rich_status(exc), error_details_pb2.BadRequest)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [("label_ids", exc.message)]
 
 
 def test_subclass_without_entry_inherits_nearest_code():
