@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 
 from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import models
+from mailwatch.streams.changes import EventBatch, Heartbeat, StreamItem
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 # Domain enums are StrEnums whose values are the proto value names without
@@ -124,6 +125,15 @@ def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_s
             cursor=encode_cursor(sequence) if sequence is not None else b"",
         )
     )
+
+
+def stream_item_to_proto(item: StreamItem) -> mailbox_service_pb2.StreamChangesResponse:
+    """One StreamChangesResponse per stream item (a batch of events or a heartbeat)."""
+    if isinstance(item, EventBatch):
+        return events_response(list(item.events))
+    if isinstance(item, Heartbeat):
+        return heartbeat_response(item.server_time, item.position)
+    raise TypeError(f"not a stream item: {type(item).__name__}")
 
 
 def tenant_to_proto(tenant: models.Tenant) -> admin_service_pb2.Tenant:

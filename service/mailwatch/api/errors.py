@@ -31,6 +31,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import errors as domain
 from mailwatch.store._errors import is_database_unavailable
 
@@ -109,7 +110,7 @@ def rich_status(exc: domain.MailwatchError, *, request_id: str | None = None) ->
     info = error_details_pb2.ErrorInfo(
         reason=exc.reason,
         domain=ERROR_DOMAIN,
-        metadata={str(key): str(value) for key, value in exc.metadata.items()},
+        metadata={str(key): str(value) for key, value in _metadata(exc).items()},
     )
     status.details.add().Pack(info)
     violations = _field_violations(exc)
@@ -208,6 +209,15 @@ def handle_errors(method: F) -> F:
 def _duration(seconds: float) -> duration_pb2.Duration:
     whole, nanos = divmod(round(seconds * 1_000_000_000), 1_000_000_000)
     return duration_pb2.Duration(seconds=whole, nanos=nanos)
+
+
+def _metadata(exc: domain.MailwatchError) -> dict[str, str]:
+    """ErrorInfo.metadata: the exception's own, plus what only the API can say."""
+    metadata = dict(exc.metadata)
+    if isinstance(exc, domain.CursorExpired) and exc.pruned_through_sequence is not None:
+        # Cursors are an API encoding: the streams layer only knows the watermark.
+        metadata["earliest_cursor"] = encode_cursor(exc.pruned_through_sequence).decode("ascii")
+    return metadata
 
 
 def _field_violations(exc: domain.MailwatchError) -> list[error_details_pb2.BadRequest.FieldViolation]:

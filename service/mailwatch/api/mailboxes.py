@@ -19,7 +19,6 @@ from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.streams.changes import ChangeStreamer
-from mailwatch.streams.responses import to_response
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
 
@@ -76,13 +75,10 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         # Resolve the start before the first message, so a bad cursor or a
         # foreign mailbox id fails the call instead of a half-open stream.
         position = await self._streamer.open_position(tenant_id, query)
-        # A first heartbeat hands the client its start position at once: a
-        # START_NOW consumer cut off before any event still resumes without a gap.
-        yield convert.heartbeat_response(self._streamer.clock.now(), position)
         # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
         async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
             async for item in items:
-                yield to_response(item)
+                yield convert.stream_item_to_proto(item)
 
 
 def _page_position(position) -> tuple[datetime, uuid.UUID] | None:

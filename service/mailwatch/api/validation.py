@@ -31,6 +31,7 @@ from mailwatch.domain.models import (
     ServiceAccountCredential,
 )
 from mailwatch.gmail.credentials import UnusableKey, check_service_account_key
+from mailwatch.streams.query import StartKind, StreamQuery
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 DEFAULT_PAGE_SIZE = 50
@@ -78,22 +79,6 @@ class PageRequest:
 class MailboxListQuery:
     page: PageRequest
     states: tuple[MailboxState, ...]  # empty: all
-
-
-class StartKind:
-    NOW = "NOW"
-    EARLIEST = "EARLIEST"
-    CURSOR = "CURSOR"
-
-
-@dataclass(frozen=True)
-class StreamQuery:
-    mailbox_ids: tuple[uuid.UUID, ...]  # empty: all of the tenant's; deduplicated, request order
-    event_types: tuple[EventType, ...]  # empty: all
-    start: str  # a StartKind
-    after_sequence: int | None  # with StartKind.CURSOR: deliver events with sequence > this
-    max_batch_size: int
-    heartbeat_seconds: float
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,23 @@ class AlreadyExists(MailwatchError):
 
 
 class CursorExpired(MailwatchError):
-    """The cursor points before the oldest retained change; the client must resync."""
+    """The cursor points before the oldest retained change; the client must resync.
+
+    `pruned_through_sequence` is the tenant's retention watermark: resuming
+    right after it reads everything still retained (the API hands it out as
+    the `earliest_cursor` of the error).
+    """
 
     reason = "CURSOR_EXPIRED"
+
+    def __init__(
+        self, message: str, *, pruned_through_sequence: int | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
+        metadata = dict(metadata or {})
+        if pruned_through_sequence is not None:
+            metadata["pruned_through_sequence"] = str(pruned_through_sequence)
+        super().__init__(message, metadata=metadata)
+        self.pruned_through_sequence = pruned_through_sequence
 
 
 class InvalidCursor(MailwatchError):

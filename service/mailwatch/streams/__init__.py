@@ -3,8 +3,8 @@
     notifier = ChangeNotifier(database_url)          # one per process
     await notifier.start()
     streamer = ChangeStreamer(sessions, notifier, clock=clock, poll_seconds=5.0)
-    async for item in streamer.stream(tenant_id, query):   # EventBatch | Heartbeat
-        yield to_response(item)
+    async for item in streamer.stream(tenant_id, query):   # Heartbeat (start position), then EventBatch | Heartbeat
+        ...                                                  # the API turns items into responses
     await notifier.stop()
 """
 
@@ -17,7 +17,7 @@ from mailwatch.streams.changes import (
     resolve_start,
 )
 from mailwatch.streams.notifier import ChangeNotifier, libpq_url
-from mailwatch.streams.responses import to_response
+from mailwatch.streams.query import StartKind, StreamQuery
 
 __all__ = [
     "ChangeNotifier",
@@ -25,8 +25,9 @@ __all__ = [
     "EventBatch",
     "Heartbeat",
     "StreamItem",
+    "StartKind",
+    "StreamQuery",
     "StreamStats",
     "libpq_url",
     "resolve_start",
-    "to_response",
 ]

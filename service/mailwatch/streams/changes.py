@@ -2,7 +2,8 @@
 
 `ChangeStreamer.stream(tenant_id, query)` is an async generator of
 `EventBatch` (up to `query.max_batch_size` matching events, in commit order)
-and `Heartbeat` (when nothing was sent for `query.heartbeat_seconds`). Both
+and `Heartbeat` (first, at the start position, then whenever nothing was sent
+for `query.heartbeat_seconds`). Both
 carry `position`: the sequence the stream has scanned through, so a client
 that resumes from a heartbeat's cursor neither misses nor repeats anything,
 even when filters made it skip rows.
@@ -53,8 +54,6 @@ from typing import AsyncIterator
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailwatch.api.tokens import encode_cursor
-from mailwatch.api.validation import StartKind, StreamQuery
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain.errors import CursorExpired, InvalidCursor
 from mailwatch.domain.models import ChangeEvent
@@ -62,6 +61,7 @@ from mailwatch.store import changes as change_log
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.store import tenants as tenant_store
 from mailwatch.streams.notifier import ChangeNotifier
+from mailwatch.streams.query import StartKind, StreamQuery
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +107,11 @@ class StreamStats:
         self.max_read_ahead = max(self.max_read_ahead, ahead)
 
 
-def earliest_cursor_metadata(pruned_through: int) -> dict[str, str]:
-    """Metadata of CursorExpired: the cursor that reads everything still retained."""
-    return {
-        "earliest_cursor": encode_cursor(pruned_through).decode("ascii"),
-        "pruned_through_sequence": str(pruned_through),
-    }
-
-
 def cursor_expired(pruned_through: int) -> CursorExpired:
     STREAMS_EXPIRED.inc()
     return CursorExpired(
         "the cursor points before the oldest retained change; resync, then resume from earliest_cursor",
-        metadata=earliest_cursor_metadata(pruned_through),
+        pruned_through_sequence=pruned_through,
     )
 
 
@@ -196,6 +188,10 @@ class ChangeStreamer:
         last_sent = loop.time()
         STREAMS_OPEN.inc()
         try:
+            # The opening heartbeat hands the consumer its start position at once:
+            # a START_NOW consumer cut off before any event still resumes without a gap.
+            yield self._heartbeat(position, stats)
+            last_sent = loop.time()
             while True:
                 token = self.notifier.token(tenant_id) if self.notifier is not None else None
                 scanned = await self._scan(tenant_id, position, query, stats)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mailwatch.api.validation import StartKind, StreamQuery
+from mailwatch.streams import StartKind, StreamQuery
 from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, Mailbox, NewEvent
 from mailwatch.store import changes, mailboxes, tenants
 from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat

@@ -7,12 +7,12 @@ from contextlib import aclosing
 
 import pytest
 
-from mailwatch.api.validation import StartKind
+from mailwatch.streams import StartKind
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes
-from mailwatch.streams import EventBatch, StreamStats
+from mailwatch.streams import StreamStats
 
-from .conftest import next_item, query
+from .conftest import next_batch, query
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,7 @@ async def test_a_slow_consumer_holds_at_most_one_batch_read_ahead(streamer, sess
     try:
         async with aclosing(streamer.stream(world.tenant_a, query(StartKind.EARLIEST, batch=BATCH), stats=stats)) as s:
             while taken < TOTAL:
-                item = await next_item(s)
-                assert isinstance(item, EventBatch)
+                item = await next_batch(s)
                 assert item.events[0].sequence > last_sequence
                 last_sequence = item.events[-1].sequence
                 taken += len(item.events)

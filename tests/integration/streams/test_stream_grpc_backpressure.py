@@ -24,11 +24,11 @@ from contextlib import aclosing
 import grpc
 import pytest
 
+from mailwatch.api.convert import stream_item_to_proto
 from mailwatch.api.tokens import decode_cursor
-from mailwatch.api.validation import StartKind
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes
-from mailwatch.streams import StreamStats, to_response
+from mailwatch.streams import StartKind, StreamStats
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
 from .conftest import query
@@ -50,7 +50,7 @@ class _StreamOnly(mailbox_service_pb2_grpc.MailboxServiceServicer):
         q = query(StartKind.EARLIEST, batch=BATCH)
         async with aclosing(self.streamer.stream(self.tenant_id, q, stats=self.stats)) as stream:
             async for item in stream:
-                yield to_response(item)
+                yield stream_item_to_proto(item)
 
 
 async def test_a_slow_grpc_client_bounds_what_the_server_reads(streamer, sessions, world):

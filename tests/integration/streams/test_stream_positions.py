@@ -10,14 +10,25 @@ from contextlib import aclosing
 import pytest
 
 from mailwatch.api.tokens import decode_cursor, encode_cursor
-from mailwatch.api.validation import StartKind
+from mailwatch.streams import StartKind
 from mailwatch.domain.errors import InvalidCursor, NotFound
 from mailwatch.domain.models import EventType
-from mailwatch.streams import EventBatch, Heartbeat, StreamStats, to_response
+from mailwatch.api.convert import stream_item_to_proto
+from mailwatch.streams import EventBatch, Heartbeat, StreamStats
 
 from .conftest import append, collect, next_batch, next_item, query
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("start", [StartKind.NOW, StartKind.EARLIEST, StartKind.CURSOR])
+async def test_the_stream_opens_with_a_heartbeat_at_its_start_position(streamer, sessions, world, start):
+    events = await append(sessions, world.a1, 3)
+    expected = {StartKind.NOW: events[-1].sequence, StartKind.EARLIEST: 0, StartKind.CURSOR: events[0].sequence}
+    after = events[0].sequence if start is StartKind.CURSOR else None
+    async with aclosing(streamer.stream(world.tenant_a, query(start, after))) as stream:
+        first = await next_item(stream)
+    assert isinstance(first, Heartbeat) and first.position == expected[start]
 
 
 async def test_start_now_skips_history_and_delivers_new_events(streamer, sessions, world):
@@ -147,7 +158,7 @@ async def test_idle_heartbeats_carry_a_cursor_that_resumes_exactly(streamer, ses
     assert isinstance(heartbeat, Heartbeat) and isinstance(second, Heartbeat)
     assert heartbeat.position == events[-1].sequence
     assert heartbeat.server_time.tzinfo is not None
-    response = to_response(heartbeat)
+    response = stream_item_to_proto(heartbeat)
     assert response.heartbeat.cursor == encode_cursor(events[-1].sequence)
 
     later = await append(sessions, world.a1, 2)
@@ -219,7 +230,7 @@ async def test_resuming_from_the_last_cursor_gives_no_gap_and_no_duplicate(strea
                 for _ in range(3):  # take a few batches, then hang up mid-stream
                     batch = await next_batch(stream)
                     delivered.extend(batch.events)
-                    last_cursor = to_response(batch).events[-1].cursor
+                    last_cursor = stream_item_to_proto(batch).events[-1].cursor
     finally:
         stop_writing.set()
         await writing

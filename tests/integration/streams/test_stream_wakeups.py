@@ -10,7 +10,7 @@ from contextlib import aclosing
 import psycopg
 import pytest
 
-from mailwatch.api.validation import StartKind
+from mailwatch.streams import StartKind
 from mailwatch.store import create_engine, session_factory
 from mailwatch.streams import ChangeNotifier, ChangeStreamer, libpq_url
 

@@ -7,6 +7,7 @@ import pytest
 
 from mailwatch.api import convert, tokens
 from mailwatch.domain import models
+from mailwatch.streams import EventBatch, Heartbeat
 from mailwatch.v1 import admin_service_pb2, resources_pb2
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -146,6 +147,23 @@ def test_stream_responses():
     heartbeat = convert.heartbeat_response(T0, 5)
     assert tokens.decode_cursor(heartbeat.heartbeat.cursor) == 5
     assert convert.heartbeat_response(T0, None).heartbeat.cursor == b""
+
+
+def test_stream_items_to_proto():
+    def event(sequence):
+        return models.ChangeEvent(
+            id=uuid.uuid4(), sequence=sequence, tenant_id=uuid.uuid4(), mailbox_id=uuid.uuid4(),
+            email_address="a@example.com", type=models.EventType.MESSAGE_ADDED, observed_at=T0,
+            message_id=f"m{sequence}",
+        )
+
+    response = convert.stream_item_to_proto(EventBatch((event(7), event(9)), position=12))
+    assert [tokens.decode_cursor(e.cursor) for e in response.events] == [7, 9]
+    response = convert.stream_item_to_proto(Heartbeat(server_time=T0, position=12))
+    assert response.heartbeat.cursor == tokens.encode_cursor(12)
+    assert convert.datetime_from(response.heartbeat.server_time) == T0
+    with pytest.raises(TypeError):
+        convert.stream_item_to_proto(object())
 
 
 def test_tenant_and_api_key_to_proto():

@@ -12,7 +12,7 @@ import sqlalchemy.exc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from mailwatch.api import errors
+from mailwatch.api import errors, tokens
 from mailwatch.domain import errors as domain
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
@@ -81,6 +81,14 @@ def test_a_rejected_label_points_at_label_ids():
     exc = domain.GmailLabelRejected("Gmail refused the label filter: Invalid label: Label_424242")
     bad_request = _detail(errors.rich_status(exc), error_details_pb2.BadRequest)
     assert [(v.field, v.description) for v in bad_request.field_violations] == [("label_ids", exc.message)]
+
+
+def test_cursor_expired_names_the_earliest_cursor():
+    # The streams layer knows only the watermark; cursors are the API's encoding.
+    status = errors.rich_status(domain.CursorExpired("too old", pruned_through_sequence=40))
+    info = _detail(status, error_details_pb2.ErrorInfo)
+    assert dict(info.metadata) == {"pruned_through_sequence": "40", "earliest_cursor": "AQAAAAAAAAAo"}
+    assert tokens.decode_cursor(info.metadata["earliest_cursor"]) == 40
 
 
 def test_subclass_without_entry_inherits_nearest_code():
