@@ -111,7 +111,8 @@ def cmd_gmail_sim(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from mailwatch.devstack.stack import DevOptions, run_dev
 
-    options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle)
+    options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle,
+                         embedded_postgres=args.embedded_postgres)
     return asyncio.run(run_dev(options))
 
 
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--sim-port", type=int, default=8089, help="Gmail simulator port (default 8089)")
     dev.add_argument("--trickle", type=float, default=0.0, metavar="SECONDS",
                      help="generate demo mailbox activity every SECONDS (default: off)")
+    dev.add_argument("--embedded-postgres", action="store_true",
+                     help="use the PostgreSQL server shipped as a Python package even when the system has one "
+                          "(it is used anyway when no server binaries are found)")
     dev.set_defaults(func=cmd_dev)
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")

