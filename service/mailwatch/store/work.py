@@ -9,6 +9,7 @@ cannot commit over the one that took the mailbox over.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -86,6 +87,21 @@ async def claim_due_syncs(
     return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
 
 
+class CatchUp(enum.Enum):
+    """How a final page left the mailbox against its highest notified history id."""
+
+    NOT_FINAL = "not_final"  # more pages follow: nothing decided yet
+    CAUGHT_UP = "caught_up"  # synced at least as far as any notification announced
+    BEHIND = "behind"  # a notification announced more than Gmail's history shows: look again later
+    GAVE_UP = "gave_up"  # still beyond Gmail's history after the bounded retries: not due any more
+
+
+@dataclass(frozen=True)
+class PageCommit:
+    catch_up: CatchUp
+    notified_history_id: int | None = None  # as read under the row lock (final pages)
+
+
 async def commit_sync_page(
     session: AsyncSession,
     claimed: Mailbox,
@@ -97,21 +113,53 @@ async def commit_sync_page(
     final: bool,
     now: datetime,
     lease: timedelta,
-) -> None:
+    catch_up_at: datetime | None = None,
+    give_up_catch_up: bool = False,
+) -> PageCommit:
     """Write one page's events and the new history id in the caller's transaction.
 
     On the final page the claim is released and the mailbox is left due only
-    if a notification announced something newer than what was synced.
+    if a notification announced something newer than what was synced, which
+    Gmail's own answer (`new_history_id` covers history.list's `historyId`)
+    says does not exist yet. That is normal for a moment (history.list may lag
+    the notification), so the mailbox is looked at again at `catch_up_at`
+    (default: now) and the attempt is counted in `sync_attempts`; with
+    `give_up_catch_up` (the caller's bound is reached) the notified id is
+    taken to be bogus: it is lowered to what Gmail showed and the mailbox is
+    no longer due. Without this, a notification naming a history id Gmail
+    will never reach (2^62) kept a mailbox syncing in a loop for ever.
     """
     values: dict = {"history_id": new_history_id, "lease_expires_at": now + lease, "updated": now}
+    outcome = PageCommit(CatchUp.NOT_FINAL)
     if final:
+        # Lock the row first, so the notified id we judge is the one we overwrite
+        # (ingest raises it concurrently under the same lock).
+        notified = (
+            await session.execute(
+                select(mailboxes.c.notified_history_id)
+                .where(_fence(claimed.id, owner, expected_history_id))
+                .with_for_update()
+            )
+        ).first()
+        if notified is None:
+            raise LeaseLost(str(claimed.id))
+        notified_id = notified.notified_history_id
+        behind = notified_id is not None and notified_id > new_history_id
+        if not behind:
+            outcome = PageCommit(CatchUp.CAUGHT_UP, notified_id)
+            values.update(sync_due_at=None, sync_attempts=0, backoff_until=None)
+        elif give_up_catch_up:
+            outcome = PageCommit(CatchUp.GAVE_UP, notified_id)
+            values.update(sync_due_at=None, sync_attempts=0, backoff_until=None, notified_history_id=new_history_id)
+        else:
+            outcome = PageCommit(CatchUp.BEHIND, notified_id)
+            values.update(
+                sync_due_at=now, sync_attempts=mailboxes.c.sync_attempts + 1, backoff_until=catch_up_at or now
+            )
         values.update(
             lease_owner=None,
             lease_expires_at=None,
             last_sync_at=now,
-            sync_due_at=case((mailboxes.c.notified_history_id > new_history_id, now), else_=None),
-            sync_attempts=0,
-            backoff_until=None,
             # A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
             last_error=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error), else_=None),
             last_error_at=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error_at), else_=None),
@@ -123,6 +171,7 @@ async def commit_sync_page(
         raise LeaseLost(str(claimed.id))
     if events:
         await append_events(session, claimed.tenant_id, events)
+    return outcome
 
 
 async def record_sync_failure(

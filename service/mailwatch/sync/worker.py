@@ -34,6 +34,21 @@ log = logging.getLogger(__name__)
 SYNC_OUTCOMES = Counter("mailwatch_syncs_total", "Mailbox syncs by outcome", ["outcome"])
 SYNC_EVENTS = Counter("mailwatch_sync_events_total", "Change events written by sync")
 SYNC_SECONDS = Histogram("mailwatch_sync_seconds", "Time to sync one mailbox")
+SYNC_BEHIND_NOTIFICATION = Counter(
+    "mailwatch_sync_behind_notification_total",
+    "Syncs that ended short of a notified history id Gmail's history did not show yet (looked at again later)",
+)
+SUSPICIOUS_NOTIFICATIONS = Counter(
+    "mailwatch_suspicious_notifications_total",
+    "Notified history ids still beyond Gmail's own history after the bounded catch-up: dropped",
+)
+
+#: How long a mailbox waits for history.list to catch up with a notification
+#: (Gmail's history can trail its own notification for a moment), and how many
+#: looks it gets: 1 + 2 + 4 + 8 + 16 + 32 s at most, then the notified id is
+#: taken to be bogus. Gmail answers every look for 2 quota units.
+CATCH_UP_BACKOFF = BackoffPolicy(base_seconds=1.0, max_seconds=32.0)
+CATCH_UP_ATTEMPTS = 6
 
 
 def default_owner() -> str:
@@ -56,6 +71,8 @@ class SyncWorker(LoopWorker):
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         backoff: BackoffPolicy | None = None,
+        catch_up_backoff: BackoffPolicy = CATCH_UP_BACKOFF,
+        catch_up_attempts: int = CATCH_UP_ATTEMPTS,
     ) -> None:
         super().__init__(enabled=enabled, loop_seconds=loop_seconds)
         self.sessions = sessions
@@ -66,6 +83,8 @@ class SyncWorker(LoopWorker):
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff = backoff or BackoffPolicy()
+        self.catch_up_backoff = catch_up_backoff
+        self.catch_up_attempts = catch_up_attempts
         self._slots = asyncio.Semaphore(concurrency)
 
     async def tick(self) -> bool:
@@ -133,11 +152,12 @@ class SyncWorker(LoopWorker):
                 label_filter=mailbox.label_filter,
             )
             async with self.sessions() as session, session.begin():
-                await work.commit_sync_page(
+                committed = await work.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=synced,
                     new_history_id=new_history_id, events=events, final=final,
-                    now=self.clock.now(), lease=self.lease,
+                    now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
                 )
+            self._report_catch_up(mailbox, committed, new_history_id)
             SYNC_EVENTS.inc(len(events))
             synced = new_history_id
             if final:
@@ -172,14 +192,41 @@ class SyncWorker(LoopWorker):
         ]
         try:
             async with self.sessions() as session, session.begin():
-                await work.commit_sync_page(
+                committed = await work.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=mailbox.history_id,
                     new_history_id=profile.history_id, events=events, final=True,
-                    now=self.clock.now(), lease=self.lease,
+                    now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
                 )
         except work.LeaseLost:
             return "lease_lost"
+        self._report_catch_up(mailbox, committed, profile.history_id)
         return "resynced"
+
+    def _catch_up(self, mailbox: Mailbox) -> dict:
+        """When to look again if the sync ends short of the notified id, and
+        whether the bound on such looks is reached (sync_attempts counts them)."""
+        attempt = mailbox.sync_attempts + 1
+        return {
+            "catch_up_at": self.catch_up_backoff.next_attempt_at(self.clock.now(), attempt),
+            "give_up_catch_up": attempt > self.catch_up_attempts,
+        }
+
+    def _report_catch_up(self, mailbox: Mailbox, committed: work.PageCommit, gmail_history_id: int) -> None:
+        if committed.catch_up is work.CatchUp.BEHIND:
+            SYNC_BEHIND_NOTIFICATION.inc()
+            log.info(
+                "mailbox %s synced to history %d, short of notified %s; looking again with backoff",
+                mailbox.id, gmail_history_id, committed.notified_history_id,
+                extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)},
+            )
+        elif committed.catch_up is work.CatchUp.GAVE_UP:
+            SUSPICIOUS_NOTIFICATIONS.inc()
+            log.warning(
+                "suspicious notification for mailbox %s: history id %s is beyond Gmail's history (%d) after %d "
+                "looks; no longer due for it",
+                mailbox.id, committed.notified_history_id, gmail_history_id, self.catch_up_attempts,
+                extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)},
+            )
 
     async def _auth_failed(self, mailbox: Mailbox, exc: errors.MailwatchError) -> None:
         event = NewEvent(
