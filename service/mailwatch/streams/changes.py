@@ -3,21 +3,21 @@
 `ChangeStreamer.stream(tenant_id, query)` is an async generator of
 `EventBatch` (up to `query.max_batch_size` matching events, in commit order)
 and `Heartbeat` (first, at the start position, then whenever nothing was sent
-for `query.heartbeat_seconds`). Both
-carry `position`: the sequence the stream has scanned through, so a client
+for `query.heartbeat_seconds`). Both carry `position`: the sequence the stream has scanned through, so a client
 that resumes from a heartbeat's cursor neither misses nor repeats anything,
 even when filters made it skip rows.
 
 Start positions:
 
 - cursor → after that sequence. A cursor *below* the tenant's
-  `pruned_through_sequence` raises `CursorExpired` (metadata `earliest_cursor`:
-  resume from it to read everything still retained). A cursor *equal* to the
-  watermark is still good: everything after it is retained (this is what a
-  START_EARLIEST stream's first heartbeat hands out). A cursor beyond the
-  tenant's latest sequence raises `InvalidCursor`: every cursor we hand out is
-  at or below the tenant's latest sequence, and since sequences are global a
-  foreign cursor treated as "now" could silently skip the tenant's next events.
+  `pruned_through_sequence` raises `CursorExpired` (carrying the watermark:
+  resuming right after it reads everything still retained; the API hands it
+  out as `earliest_cursor`). A cursor *equal* to the watermark is still good
+  (this is what a START_EARLIEST stream's first heartbeat hands out). A cursor
+  beyond the tenant's latest sequence raises `InvalidCursor`: every cursor we
+  hand out is at or below the tenant's latest sequence, and since sequences
+  are global a foreign cursor treated as "now" could silently skip the
+  tenant's next events.
 - START_NOW → after the tenant's latest sequence when the stream opens.
 - START_EARLIEST → after `pruned_through_sequence` (the oldest retained event).
 
@@ -25,21 +25,32 @@ Mailbox filters are checked at open: an id that is not one of the tenant's
 mailboxes raises `NotFound` (another tenant's mailbox looks exactly like a
 missing one). Reads are scoped by tenant anyway, so nothing could leak.
 
-Reading: one bounded `store.changes.scan_events` per step (one statement:
-walk at most `scan_rows` rows along the (tenant_id, sequence) index, filter in
-SQL, return the matches plus how far it looked). Unfiltered streams scan
-exactly `max_batch_size` rows. A batch is read only when the consumer asks for
-the next item, so a slow consumer holds at most one batch in this generator;
-under grpc.aio the handler's `await context.write()` holds the generator until
-the transport accepts the previous message.
+Reading has two modes:
+
+- **On its own** while catching up (a backlog, a resume from an old cursor):
+  one bounded `store.changes.scan_events` per step (one statement: walk at
+  most `scan_rows` rows along the (tenant_id, sequence) index, filter in SQL,
+  return the matches plus how far it looked). Unfiltered streams scan exactly
+  `max_batch_size` rows. A batch is read only when the consumer asks for the
+  next item, so a slow consumer holds at most one batch in this generator;
+  under grpc.aio the handler's `await context.write()` holds the generator
+  until the transport accepts the previous message.
+- **Shared** once a read finds it caught up: the stream joins its tenant's
+  `TenantFeed` (`streams.feed`), which reads each new stretch of the log once
+  for every caught-up stream of the tenant in this process; the stream
+  filters the shared batches itself. A stream whose consumer lets more than
+  `max_pending_events` queue up is dropped from the feed and reads on its own
+  again from where its queue ended, so it never slows the others and its
+  memory stays bounded. Either way the stream delivers exactly the events
+  after its position, in sequence order, once.
 
 A stream that falls behind retention (prune raised the watermark above its
 position) raises `CursorExpired` instead of silently skipping: the watermark is
 read in the same snapshot as the events.
 
-Waking: `ChangeNotifier` (LISTEN/NOTIFY) wakes idle streams promptly; the
-streamer also re-reads every `poll_seconds` (every `fallback_poll_seconds`
-while the notifier is not connected), so a lost notification costs latency only.
+Waking: `ChangeNotifier` (LISTEN/NOTIFY) wakes the tenant's feed promptly; the
+feed also re-reads every `poll_seconds` (every `fallback_poll_seconds` while
+the notifier is not connected), so a lost notification costs latency only.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,6 +71,7 @@ from mailwatch.domain.models import ChangeEvent
 from mailwatch.store import changes as change_log
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.store import tenants as tenant_store
+from mailwatch.streams.feed import Subscription, TenantFeed
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.streams.query import StartKind, StreamQuery
 
@@ -99,9 +111,19 @@ class StreamStats:
     start_position: int | None = None
     position: int | None = None
     max_read_ahead: int = 0  # most events read but not yet taken by the consumer, ever
+    joins: int = 0  # times the stream joined its tenant's shared reader
+    shared_batches: int = 0  # batches taken from the shared reader's queue
+    max_queued: int = 0  # most events ever waiting in the stream's queue on the shared reader
 
     def record_read(self, count: int) -> None:
         self.reads += 1
+        self._record(count)
+
+    def record_shared(self, count: int) -> None:
+        self.shared_batches += 1
+        self._record(count)
+
+    def _record(self, count: int) -> None:
         self.events_read += count
         ahead = self.events_read - self.events_yielded
         self.max_read_ahead = max(self.max_read_ahead, ahead)
@@ -132,7 +154,8 @@ def resolve_start(query: StreamQuery, *, latest: int, pruned_through: int) -> in
 
 
 class ChangeStreamer:
-    """Opens change streams. One per process, shared by all streams."""
+    """Opens change streams. One per process, shared by all streams; it also
+    owns the process's shared per-tenant readers (`streams.feed`)."""
 
     def __init__(
         self,
@@ -143,6 +166,8 @@ class ChangeStreamer:
         poll_seconds: float = 5.0,
         fallback_poll_seconds: float = 1.0,
         scan_rows: int = 5000,
+        feed_read_rows: int = 1000,
+        max_pending_events: int = 10_000,
     ) -> None:
         self.sessions = sessions
         self.notifier = notifier
@@ -152,6 +177,17 @@ class ChangeStreamer:
         # Rows one filtered read may walk: bounds a statement's work when a
         # selective filter meets a long stretch of other mailboxes' events.
         self.scan_rows = scan_rows
+        # Rows one shared read takes (a burst larger than this is read in steps).
+        self.feed_read_rows = feed_read_rows
+        # Events one stream may have queued from its tenant's feed before it is
+        # dropped to reading on its own; also how far back a joining stream is
+        # served from the feed's recent batches.
+        self.max_pending_events = max_pending_events
+        self._feeds: dict[uuid.UUID, TenantFeed] = {}
+
+    def feed(self, tenant_id: uuid.UUID) -> TenantFeed | None:
+        """The tenant's running shared reader, if any (tests, metrics)."""
+        return self._feeds.get(tenant_id)
 
     async def open_position(self, tenant_id: uuid.UUID, query: StreamQuery) -> int:
         """Check the query against the tenant's data and return the start position.
@@ -175,17 +211,23 @@ class ChangeStreamer:
         start_position: int | None = None,
         stats: StreamStats | None = None,
     ) -> AsyncIterator[StreamItem]:
-        """Yield EventBatch / Heartbeat items forever (until the consumer stops iterating).
+        """Yield a Heartbeat at the start position, then EventBatch / Heartbeat
+        items forever (until the consumer stops iterating).
 
         `start_position` is what `open_position` returned (if the caller already
         called it); otherwise the stream resolves it itself.
+
+        The stream reads on its own while it catches up; once a read finds
+        nothing more, it joins its tenant's feed and takes batches from its
+        queue; dropped from the feed (too slow), it reads on its own again.
         """
         stats = stats if stats is not None else StreamStats()
         position = start_position if start_position is not None else await self.open_position(tenant_id, query)
         stats.start_position = stats.position = position
         loop = asyncio.get_running_loop()
         heartbeat_seconds = query.heartbeat_seconds
-        last_sent = loop.time()
+        matches = _matcher(query)
+        subscription: Subscription | None = None
         STREAMS_OPEN.inc()
         try:
             # The opening heartbeat hands the consumer its start position at once:
@@ -193,37 +235,100 @@ class ChangeStreamer:
             yield self._heartbeat(position, stats)
             last_sent = loop.time()
             while True:
-                token = self.notifier.token(tenant_id) if self.notifier is not None else None
-                scanned = await self._scan(tenant_id, position, query, stats)
-                position = stats.position = scanned.through_sequence
-                if scanned.events:
-                    batch = EventBatch(tuple(scanned.events), position)
-                    stats.batches += 1
-                    STREAM_EVENTS.inc(len(batch.events))
-                    yield batch
-                    # Resumed: the consumer took the batch and wants the next item.
-                    stats.events_yielded += len(batch.events)
-                    last_sent = loop.time()
-                if not scanned.caught_up:
-                    # Catching up: read on, but keep heartbeats flowing while a
-                    # filter skips a long stretch without a match.
-                    if loop.time() - last_sent >= heartbeat_seconds:
+                if subscription is None:
+                    # On its own: one bounded read from the stream's position.
+                    scanned = await self._scan(tenant_id, position, query, stats)
+                    position = stats.position = scanned.through_sequence
+                    if scanned.events:
+                        batch = self._batch(tuple(scanned.events), position, stats)
+                        yield batch
+                        stats.events_yielded += len(batch.events)  # the consumer took it and asks for more
+                        last_sent = loop.time()
+                    if scanned.caught_up:
+                        subscription = self._join(tenant_id, position, stats)
+                    elif loop.time() - last_sent >= heartbeat_seconds:
+                        # Keep heartbeats flowing while a filter skips a long stretch without a match.
                         yield self._heartbeat(position, stats)
                         last_sent = loop.time()
                     continue
-                # Caught up: sleep until woken or the poll timer fires, with
-                # heartbeats whenever nothing was sent for heartbeat_seconds.
-                poll_deadline = loop.time() + self._poll_interval()
-                while (now := loop.time()) < poll_deadline:
+
+                shared = subscription.take()
+                if shared is None:
+                    if subscription.detached:
+                        subscription = None  # its queue is drained: read on from its end
+                        continue
                     heartbeat_due = last_sent + heartbeat_seconds
-                    if now >= heartbeat_due:
+                    if loop.time() >= heartbeat_due:
                         yield self._heartbeat(position, stats)
                         last_sent = loop.time()
                         continue
-                    if await self._wait(tenant_id, min(poll_deadline, heartbeat_due) - now, token):
-                        break
+                    try:
+                        await asyncio.wait_for(subscription.ready.wait(), heartbeat_due - loop.time())
+                    except TimeoutError:
+                        pass
+                    continue
+                stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
+                if shared.end <= position:
+                    continue  # joined behind the feed: already seen
+                if shared.start > position:
+                    # Never expected (the queue is contiguous from where the stream
+                    # joined); reading on its own from its position is always correct.
+                    log.warning("stream queue out of step (%d > %d); reading on its own", shared.start, position)
+                    subscription.close()
+                    subscription = None
+                    continue
+                wanted = [e for e in shared.events if e.sequence > position and matches(e)]
+                stats.record_shared(len(wanted))
+                size = query.max_batch_size
+                for offset in range(0, len(wanted), size):
+                    chunk = tuple(wanted[offset : offset + size])
+                    last_chunk = offset + size >= len(wanted)
+                    position = stats.position = shared.end if last_chunk else chunk[-1].sequence
+                    batch = self._batch(chunk, position, stats)
+                    yield batch
+                    stats.events_yielded += len(batch.events)
+                    last_sent = loop.time()
+                position = stats.position = shared.end
         finally:
+            if subscription is not None:
+                subscription.close()
             STREAMS_OPEN.dec()
+
+    # --- the shared readers ----------------------------------------------------------
+
+    def _join(self, tenant_id: uuid.UUID, position: int, stats: StreamStats) -> Subscription | None:
+        """Join the tenant's feed at `position` (starting one if none runs); None if it cannot serve from there."""
+        subscription = Subscription(position, self.max_pending_events)
+        feed = self._feeds.get(tenant_id)
+        if feed is None or feed.closed:
+            feed = self._feeds[tenant_id] = TenantFeed(
+                tenant_id,
+                position,
+                read=self._read_all,
+                token=self._token,
+                wait=self._wait,
+                poll_interval=self._poll_interval,
+                ring_events=self.max_pending_events,
+                on_close=self._feed_closed,
+            )
+        if not feed.subscribe(subscription):
+            return None
+        stats.joins += 1
+        return subscription
+
+    def _feed_closed(self, feed: TenantFeed) -> None:
+        if self._feeds.get(feed.tenant_id) is feed:
+            del self._feeds[feed.tenant_id]
+
+    async def _read_all(self, tenant_id: uuid.UUID, position: int) -> change_log.ScannedEvents:
+        """One unfiltered read for a feed: every event after `position`, up to feed_read_rows."""
+        async with self.sessions() as session:
+            return await change_log.scan_events(
+                session, tenant_id, position, limit=self.feed_read_rows, scan_limit=self.feed_read_rows
+            )
+
+    def _token(self, tenant_id: uuid.UUID) -> int | None:
+        return self.notifier.token(tenant_id) if self.notifier is not None else None
 
     def _poll_interval(self) -> float:
         if self.notifier is not None and self.notifier.connected:
@@ -236,6 +341,13 @@ class ChangeStreamer:
             return False
         return await self.notifier.wait(tenant_id, timeout, token=token)
 
+    # --- items -------------------------------------------------------------------------
+
+    def _batch(self, events: tuple[ChangeEvent, ...], position: int, stats: StreamStats) -> EventBatch:
+        stats.batches += 1
+        STREAM_EVENTS.inc(len(events))
+        return EventBatch(events, position)
+
     def _heartbeat(self, position: int, stats: StreamStats) -> Heartbeat:
         stats.heartbeats += 1
         STREAM_HEARTBEATS.inc()
@@ -244,7 +356,6 @@ class ChangeStreamer:
     async def _scan(
         self, tenant_id: uuid.UUID, position: int, query: StreamQuery, stats: StreamStats
     ) -> change_log.ScannedEvents:
-        filtered = bool(query.mailbox_ids or query.event_types)
         async with self.sessions() as session:
             scanned = await change_log.scan_events(
                 session,
@@ -253,7 +364,7 @@ class ChangeStreamer:
                 mailbox_ids=query.mailbox_ids,
                 types=query.event_types,
                 limit=query.max_batch_size,
-                scan_limit=max(self.scan_rows, query.max_batch_size) if filtered else query.max_batch_size,
+                scan_limit=max(self.scan_rows, query.max_batch_size) if query.filtered else query.max_batch_size,
             )
         STREAM_READS.inc()
         stats.record_read(len(scanned.events))
@@ -261,3 +372,16 @@ class ChangeStreamer:
             # Retention removed events this stream had not read yet.
             raise cursor_expired(scanned.pruned_through_sequence)
         return scanned
+
+
+def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool]:
+    """The stream's filter, applied to the feed's unfiltered batches (the same test `scan_events` makes in SQL)."""
+    mailbox_ids = frozenset(query.mailbox_ids)
+    types = frozenset(query.event_types)
+    if mailbox_ids and types:
+        return lambda event: event.mailbox_id in mailbox_ids and event.type in types
+    if mailbox_ids:
+        return lambda event: event.mailbox_id in mailbox_ids
+    if types:
+        return lambda event: event.type in types
+    return lambda event: True
