@@ -1,6 +1,6 @@
 """Structured logs: JSON lines in production, plain text for humans.
 
-Request and tenant ids come from the contextvars the auth interceptor sets.
+Request and tenant ids come from the contextvars of `mailwatch.request_context`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from mailwatch.api.auth import RequestContextFilter
+from mailwatch.request_context import RequestContextFilter
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

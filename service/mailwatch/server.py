@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mailwatch.api.admin import AdminServicer
 from mailwatch.api.auth import AuthInterceptor
+from mailwatch.api.error_interceptor import ErrorInterceptor
 from mailwatch.api.mailboxes import MailboxServicer
 from mailwatch.app import App
 from mailwatch.config import ConfigError, Settings
@@ -39,7 +40,9 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     """A server with every service added and its port bound, not yet started."""
     interceptor = AuthInterceptor(app.sessions, operator_token=app.settings.operator_token)
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        # First is outermost: errors (and request decoding) wrap authentication,
+        # so a refused key and a servicer's failure end the same way.
+        interceptors=[ErrorInterceptor(), interceptor],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api import convert, tokens, validation
 from mailwatch.api.auth import ApiKeyCache
-from mailwatch.api.errors import handle_errors
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.store import api_keys as api_key_store
 from mailwatch.store import tenants as tenant_store
@@ -37,7 +36,6 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self._sessionmaker = sessionmaker
         self._api_key_cache = api_key_cache
 
-    @handle_errors
     async def CreateTenant(self, request, context):
         name = validation.validate_create_tenant(request)
         async with self._sessionmaker() as session:
@@ -45,7 +43,6 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             await session.commit()
         return convert.tenant_to_proto(tenant)
 
-    @handle_errors
     async def ListTenants(self, request, context):
         page = validation.validate_list_tenants(request)
         async with self._sessionmaker() as session:
@@ -55,7 +52,6 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             tenants=[convert.tenant_to_proto(tenant) for tenant in items], next_page_token=next_token
         )
 
-    @handle_errors
     async def CreateApiKey(self, request, context):
         ref = validation.validate_create_api_key(request)
         async with self._sessionmaker() as session:
@@ -64,7 +60,6 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             await session.commit()
         return admin_service_pb2.CreateApiKeyResponse(api_key=convert.api_key_to_proto(api_key), key=plaintext)
 
-    @handle_errors
     async def ListApiKeys(self, request, context):
         ref, page = validation.validate_list_api_keys(request)
         async with self._sessionmaker() as session:
@@ -75,7 +70,6 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             api_keys=[convert.api_key_to_proto(key) for key in items], next_page_token=next_token
         )
 
-    @handle_errors
     async def RevokeApiKey(self, request, context):
         key_id = validation.validate_revoke_api_key(request)
         async with self._sessionmaker() as session:

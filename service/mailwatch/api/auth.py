@@ -9,13 +9,15 @@
 - gRPC health checking and server reflection: no credential.
 
 The check runs inside the RPC's own task (the interceptor wraps the method
-handler rather than deciding in `intercept_service`), so it can end the call
-with a rich status, honours cancellation and deadlines, and works the same for
-unary and streaming methods. On success the tenant id and a request id are in
-contextvars for the rest of the call; servicers read them with
-`current_tenant_id()` / `current_request_id()`:
+handler rather than deciding in `intercept_service`), so it honours
+cancellation and deadlines and works the same for unary and streaming
+methods. A refusal is raised; the ErrorInterceptor, installed before this one,
+turns it into the call's status. On success the tenant id is in a contextvar
+for the rest of the call (`mailwatch.request_context.current_tenant_id()`):
 
-    server = grpc.aio.server(interceptors=[AuthInterceptor(sessionmaker, operator_token=settings.operator_token)])
+    server = grpc.aio.server(interceptors=[
+        ErrorInterceptor(), AuthInterceptor(sessionmaker, operator_token=settings.operator_token),
+    ])
 
     async def GetMailbox(self, request, context):
         tenant_id = current_tenant_id()
@@ -30,12 +32,9 @@ never cached, so a new key works at once.
 from __future__ import annotations
 
 import collections
-import contextvars
 import hashlib
 import hmac
-import inspect
 import logging
-import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable
@@ -43,8 +42,9 @@ from typing import Any, Awaitable, Callable
 import grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailwatch.api import errors
-from mailwatch.domain.errors import PermissionDenied, Unauthenticated
+from mailwatch.api.handlers import Behavior, WrappingInterceptor, around, rebuild
+from mailwatch.domain.errors import AdminDisabled, Unauthenticated
+from mailwatch.request_context import set_tenant_id
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 
 log = logging.getLogger(__name__)
@@ -58,49 +58,6 @@ PUBLIC_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
-
-#: Metadata key a client may set to correlate its logs with ours.
-REQUEST_ID_METADATA_KEY = "x-request-id"
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-
-_tenant_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("mailwatch_tenant_id", default=None)
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("mailwatch_request_id", default=None)
-
-
-class AdminDisabled(PermissionDenied):
-    """The server has no operator token, so the admin RPCs are switched off."""
-
-    reason = "ADMIN_DISABLED"
-
-
-def current_tenant_id() -> uuid.UUID:
-    """The authenticated tenant of the current RPC.
-
-    Raises Unauthenticated outside an API-key-authenticated call, so a servicer
-    wired up without the interceptor fails closed.
-    """
-    tenant_id = _tenant_id.get()
-    if tenant_id is None:
-        raise Unauthenticated("no authenticated tenant for this call")
-    return tenant_id
-
-
-def current_request_id() -> str | None:
-    """The id of the current RPC (the client's x-request-id, or a fresh one)."""
-    return _request_id.get()
-
-
-class RequestContextFilter(logging.Filter):
-    """Adds `tenant_id` and `request_id` to every log record (None outside RPCs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "tenant_id"):
-            tenant_id = _tenant_id.get()
-            record.tenant_id = str(tenant_id) if tenant_id else None
-        if not hasattr(record, "request_id"):
-            record.request_id = _request_id.get()
-        return True
-
 
 AuthenticateApiKey = Callable[[AsyncSession, str], Awaitable[uuid.UUID]]
 
@@ -140,7 +97,7 @@ class ApiKeyCache:
         return len(self._entries)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """See the module docstring.
 
     `sessionmaker` opens the sessions API keys are looked up in;
@@ -164,15 +121,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._authenticate_api_key = authenticate_api_key
         self.cache = ApiKeyCache(cache_ttl, cache_size, clock)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # unknown method: let gRPC answer UNIMPLEMENTED
-        service = _service_name(handler_call_details.method)
+    def wrap_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        service = _service_name(method)
         if service in PUBLIC_SERVICES:
             return handler
         check = self._check_operator if service == ADMIN_SERVICE else self._check_api_key
@@ -185,7 +135,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if tenant_id is None:
             tenant_id = await self._lookup(key)
             self.cache.put(digest, tenant_id)
-        _tenant_id.set(tenant_id)
+        set_tenant_id(tenant_id)
 
     async def _lookup(self, key: str) -> uuid.UUID:
         authenticate = self._authenticate_api_key
@@ -227,53 +177,17 @@ def _bearer_token(context: grpc.aio.ServicerContext) -> str:
     return token
 
 
-def _start_request(context: grpc.aio.ServicerContext) -> None:
-    request_id = None
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_METADATA_KEY and isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
-            request_id = value
-            break
-    _request_id.set(request_id or uuid.uuid4().hex)
-    _tenant_id.set(None)
-
-
 Check = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def _guarded(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
     """The same handler, with `check` run (inside the RPC) before its behaviour."""
 
-    async def authorize(context: grpc.aio.ServicerContext) -> None:
-        _start_request(context)
-        try:
-            await check(context)
-        except Exception as exc:  # noqa: BLE001 - abort_with_error logs unexpected ones
-            await errors.abort_with_error(context, exc)
+    async def authorize(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await check(context)
+        return request
 
-    def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(behavior):
+    def wrap(behavior: Behavior) -> Behavior:
+        return around(behavior, prepare=authorize)
 
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext):
-                await authorize(context)
-                async for response in behavior(request, context):
-                    yield response
-
-            return stream_behavior
-
-        async def behavior_(request: Any, context: grpc.aio.ServicerContext):
-            await authorize(context)
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        return behavior_
-
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codec)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **codec)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **codec)
-    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codec)
+    return rebuild(handler, wrap)

@@ -1,30 +1,24 @@
 """The one table: domain exception -> gRPC status code + google.rpc details.
 
-Every servicer method is wrapped with `handle_errors`, which turns a
-`MailwatchError` into a rich status (ErrorInfo with the exception's stable
-`reason`, BadRequest field violations for InvalidArgument, RetryInfo when
-Gmail said when to retry, RequestInfo with the request id), a database
-outage into UNAVAILABLE with RetryInfo (`DatabaseUnavailable`), and any other
-exception into INTERNAL, logged with its traceback but never shown to the
-caller.
+The ErrorInterceptor (`mailwatch.api.error_interceptor`) ends every RPC that
+raises with `abort_with_error`, which turns a `MailwatchError` into a rich
+status (ErrorInfo with the exception's stable `reason`, BadRequest field
+violations for every INVALID_ARGUMENT, RetryInfo when Gmail said when to
+retry, RequestInfo with the request id), a database outage into UNAVAILABLE
+with RetryInfo (`DatabaseUnavailable`), and any other exception into
+INTERNAL, logged with its traceback but never shown to the caller.
 
-    class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
-        @handle_errors
-        async def GetMailbox(self, request, context): ...
-
-        @handle_errors
-        async def StreamChanges(self, request, context):  # async generator
-            yield ...
+A new failure gets its own status by a domain exception in `STATUS_CODES`
+(library exceptions are translated to domain ones in `as_domain_error` or
+where they are caught, e.g. `gmail/errors.py`).
 
 Clients parse the details with `grpc_status.rpc_status.from_call(call)`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
@@ -33,6 +27,7 @@ from grpc_status import rpc_status
 
 from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import errors as domain
+from mailwatch.request_context import current_request_id
 from mailwatch.store._errors import is_database_unavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +49,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     domain.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     domain.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    domain.AdminDisabled: grpc.StatusCode.PERMISSION_DENIED,
     domain.NotFound: grpc.StatusCode.NOT_FOUND,
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     domain.CursorExpired: grpc.StatusCode.FAILED_PRECONDITION,
@@ -78,6 +74,9 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     # A Postgres restart or failover: the client library resumes / retries on
     # UNAVAILABLE, so a consumer rides it out instead of stopping for good.
     domain.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    # The server refuses to start on such a database; if it is downgraded
+    # under a running one, calls fail until the operator migrates.
+    domain.NotMigrated: grpc.StatusCode.UNAVAILABLE,
 }
 
 # Codes that mean "the caller (or their Google setup) got something wrong":
@@ -160,7 +159,7 @@ async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException
     """
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
-    request_id = _current_request_id()
+    request_id = current_request_id()
     status = to_grpc_status(exc, request_id=request_id)
     if status.code is grpc.StatusCode.INTERNAL:
         log.error("unexpected error in RPC", exc_info=exc, extra={"request_id": request_id})
@@ -169,41 +168,6 @@ async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException
     else:
         log.warning("RPC failed: %s: %s", status.code.name, status.details)
     await context.abort_with_status(status)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handle_errors(method: F) -> F:
-    """Decorate an async servicer method (coroutine or async generator).
-
-    The servicer context must be the last positional argument, as in every
-    generated servicer method `(self, request, context)`.
-    """
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def stream_wrapper(*args: Any, **kwargs: Any):
-            try:
-                async for response in method(*args, **kwargs):
-                    yield response
-            except Exception as exc:  # noqa: BLE001 - this is the last line of defence
-                await abort_with_error(args[-1], exc)
-
-        return stream_wrapper  # type: ignore[return-value]
-
-    if inspect.iscoroutinefunction(method):
-
-        @functools.wraps(method)
-        async def unary_wrapper(*args: Any, **kwargs: Any):
-            try:
-                return await method(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001
-                await abort_with_error(args[-1], exc)
-
-        return unary_wrapper  # type: ignore[return-value]
-
-    raise TypeError(f"handle_errors needs an async function or async generator, got {method!r}")
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -237,10 +201,3 @@ def _field_violations(exc: domain.MailwatchError) -> list[error_details_pb2.BadR
 def _add_request_info(status: status_pb2.Status, request_id: str | None) -> None:
     if request_id:
         status.details.add().Pack(error_details_pb2.RequestInfo(request_id=request_id))
-
-
-def _current_request_id() -> str | None:
-    # auth.py owns the request contextvars and imports this module, hence the late import.
-    from mailwatch.api.auth import current_request_id
-
-    return current_request_id()

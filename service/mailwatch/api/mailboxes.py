@@ -2,6 +2,7 @@
 
 The tenant comes from the AuthInterceptor (`current_tenant_id()`); every
 lookup is scoped by it, so another tenant's mailbox is simply NOT_FOUND.
+Whatever a method raises is mapped to a status by the ErrorInterceptor.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api import convert, tokens, validation
-from mailwatch.api.auth import current_tenant_id
-from mailwatch.api.errors import handle_errors
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.lifecycle.registration import Lifecycle
+from mailwatch.request_context import current_tenant_id
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
@@ -28,7 +28,6 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         self._lifecycle = lifecycle
         self._streamer = streamer
 
-    @handle_errors
     async def RegisterMailbox(self, request, context):
         registration = validation.validate_register_mailbox(request)
         mailbox = await self._lifecycle.register(
@@ -36,19 +35,16 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         )
         return convert.mailbox_to_proto(mailbox)
 
-    @handle_errors
     async def StopMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
         return convert.mailbox_to_proto(await self._lifecycle.stop(current_tenant_id(), mailbox_id))
 
-    @handle_errors
     async def GetMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
         async with self._sessions() as session:
             mailbox = await mailbox_store.get_mailbox(session, current_tenant_id(), mailbox_id)
         return convert.mailbox_to_proto(mailbox)
 
-    @handle_errors
     async def ListMailboxes(self, request, context):
         query = validation.validate_list_mailboxes(request)
         after = _page_position(query.page.position)
@@ -68,7 +64,6 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
             mailboxes=[convert.mailbox_to_proto(m) for m in page], next_page_token=next_token
         )
 
-    @handle_errors
     async def StreamChanges(self, request, context):
         query = validation.validate_stream_changes(request)
         tenant_id = current_tenant_id()

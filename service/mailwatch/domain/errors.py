@@ -37,6 +37,12 @@ class PermissionDenied(MailwatchError):
     reason = "PERMISSION_DENIED"
 
 
+class AdminDisabled(PermissionDenied):
+    """The server has no operator token, so the admin RPCs are switched off."""
+
+    reason = "ADMIN_DISABLED"
+
+
 class NotFound(MailwatchError):
     reason = "NOT_FOUND"
 
@@ -82,6 +88,12 @@ class DatabaseUnavailable(MailwatchError):
                  **kw) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class NotMigrated(MailwatchError):
+    """The database schema is not at the head revision; run `mailwatch migrate`."""
+
+    reason = "NOT_MIGRATED"
 
 
 # --- secrets at rest ----------------------------------------------------------

@@ -9,6 +9,7 @@ Queries return `mailwatch.domain.models` dataclasses, never ORM rows, and raise
 the caller commits (`async with sessions() as s, s.begin(): ...`).
 """
 
-from mailwatch.store.db import NotMigrated, create_engine, ensure_migrated, session_factory, sqlalchemy_url
+from mailwatch.store.db import create_engine, ensure_migrated, session_factory
+from mailwatch.store.urls import sqlalchemy_url
 
-__all__ = ["NotMigrated", "create_engine", "ensure_migrated", "session_factory", "sqlalchemy_url"]
+__all__ = ["create_engine", "ensure_migrated", "session_factory", "sqlalchemy_url"]

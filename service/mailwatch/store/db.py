@@ -10,23 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mailwatch.domain.errors import MailwatchError
-
-DRIVER_SCHEME = "postgresql+psycopg"
-
-
-class NotMigrated(MailwatchError):
-    """The database schema is not at the head revision; run `mailwatch migrate`."""
-
-    reason = "NOT_MIGRATED"
-
-
-def sqlalchemy_url(url: str) -> str:
-    """`postgresql://…` / `postgres://…` / `postgresql+psycopg://…` -> the psycopg 3 SQLAlchemy URL."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres", DRIVER_SCHEME):
-        raise ValueError(f"not a postgresql:// URL (scheme {scheme!r})")
-    return f"{DRIVER_SCHEME}://{rest}"
+from mailwatch.domain.errors import NotMigrated
+from mailwatch.store.urls import sqlalchemy_url
 
 
 def create_engine(

@@ -13,8 +13,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from grpc_status import rpc_status
 
 from mailwatch.api.admin import AdminServicer
-from mailwatch.api.auth import AuthInterceptor, current_tenant_id
-from mailwatch.api.errors import handle_errors
+from mailwatch.api.auth import AuthInterceptor
+from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.request_context import current_tenant_id
 from mailwatch.store.db import create_engine, session_factory
 from mailwatch.v1 import (
     admin_service_pb2,
@@ -32,7 +33,6 @@ OPERATOR = (("authorization", "Bearer op-token"),)
 class WhoAmI(mailbox_service_pb2_grpc.MailboxServiceServicer):
     """GetMailbox answers with the authenticated tenant id as the mailbox id."""
 
-    @handle_errors
     async def GetMailbox(self, request, context):
         return resources_pb2.Mailbox(id=str(current_tenant_id()))
 
@@ -42,7 +42,7 @@ async def api(database_url):
     engine = create_engine(database_url, pool_size=2)
     sessions = session_factory(engine)
     interceptor = AuthInterceptor(sessions, operator_token="op-token", cache_ttl=60)
-    server = grpc.aio.server(interceptors=[interceptor])
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(sessions, api_key_cache=interceptor.cache), server
     )

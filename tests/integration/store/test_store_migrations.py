@@ -13,7 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import inspect, pool
 
-from mailwatch.store import NotMigrated, create_engine, ensure_migrated
+from mailwatch.domain.errors import NotMigrated
+from mailwatch.store import create_engine, ensure_migrated
 from mailwatch.store.migrate import current, downgrade, head, upgrade
 from mailwatch.store.models import Base
 

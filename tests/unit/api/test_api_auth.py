@@ -13,8 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from mailwatch.api import auth
-from mailwatch.api.errors import handle_errors
+from mailwatch.api.error_interceptor import ErrorInterceptor
 from mailwatch.domain.errors import Unauthenticated
+from mailwatch.request_context import RequestContextFilter, current_request_id, current_tenant_id
 from mailwatch.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -59,28 +60,25 @@ class Keys:
 class Mailboxes(mailbox_service_pb2_grpc.MailboxServiceServicer):
     seen: list = []
 
-    @handle_errors
     async def GetMailbox(self, request, context):
-        self.seen.append((auth.current_tenant_id(), auth.current_request_id()))
-        return resources_pb2.Mailbox(id=str(auth.current_tenant_id()))
+        self.seen.append((current_tenant_id(), current_request_id()))
+        return resources_pb2.Mailbox(id=str(current_tenant_id()))
 
-    @handle_errors
     async def StreamChanges(self, request, context):
         for _ in range(2):
             yield mailbox_service_pb2.StreamChangesResponse(
-                heartbeat=mailbox_service_pb2.Heartbeat(cursor=str(auth.current_tenant_id()).encode())
+                heartbeat=mailbox_service_pb2.Heartbeat(cursor=str(current_tenant_id()).encode())
             )
 
     async def ListMailboxes(self, request, context):
-        # Not an async generator nor decorated: a plain coroutine handler works too.
-        return mailbox_service_pb2.ListMailboxesResponse(next_page_token=str(auth.current_tenant_id()))
+        # Not an async generator: a plain coroutine handler works too.
+        return mailbox_service_pb2.ListMailboxesResponse(next_page_token=str(current_tenant_id()))
 
 
 class Admin(admin_service_pb2_grpc.AdminServiceServicer):
-    @handle_errors
     async def ListTenants(self, request, context):
         with pytest.raises(Unauthenticated):
-            auth.current_tenant_id()  # the operator is not a tenant
+            current_tenant_id()  # the operator is not a tenant
         return admin_service_pb2.ListTenantsResponse()
 
 
@@ -107,7 +105,7 @@ async def world(grpc_serve):
         (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, Mailboxes()),
         (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()),
         (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
-        interceptors=[interceptor],
+        interceptors=[ErrorInterceptor(), interceptor],
     ) as channel:
         yield {
             "keys": keys,
@@ -223,7 +221,7 @@ async def test_admin_needs_the_operator_token(world):
 async def test_admin_disabled_without_operator_token(grpc_serve):
     interceptor = auth.AuthInterceptor(fake_sessionmaker(), operator_token="", authenticate_api_key=Keys().authenticate)
     async with grpc_serve(
-        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()), interceptors=[interceptor]
+        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()), interceptors=[ErrorInterceptor(), interceptor]
     ) as channel:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         for metadata in [(), bearer(""), bearer("anything")]:
@@ -247,8 +245,8 @@ async def test_unknown_method_is_unimplemented(world):
 
 def test_current_tenant_id_outside_a_call_fails_closed():
     with pytest.raises(Unauthenticated):
-        auth.current_tenant_id()
-    assert auth.current_request_id() is None
+        current_tenant_id()
+    assert current_request_id() is None
 
 
 def test_cache_is_bounded_lru():
@@ -272,5 +270,5 @@ def test_zero_ttl_disables_the_cache():
 
 def test_log_filter_adds_ids():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", (), None)
-    assert auth.RequestContextFilter().filter(record)
+    assert RequestContextFilter().filter(record)
     assert record.tenant_id is None and record.request_id is None

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.api import errors, tokens
+from mailwatch.api.error_interceptor import ErrorInterceptor
 from mailwatch.domain import errors as domain
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
@@ -39,6 +40,8 @@ TABLE = [
     (domain.GmailLabelRejected("400"), C.INVALID_ARGUMENT, "GMAIL_LABEL_REJECTED"),
     (domain.GmailMailboxNotFound("no such user"), C.FAILED_PRECONDITION, "GMAIL_MAILBOX_NOT_FOUND"),
     (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+    (domain.NotMigrated("schema at 0001"), C.UNAVAILABLE, "NOT_MIGRATED"),
+    (domain.AdminDisabled("no operator token"), C.PERMISSION_DENIED, "ADMIN_DISABLED"),
 ]
 
 
@@ -134,11 +137,6 @@ def test_base_mailwatch_error_is_internal_without_its_message():
     assert "secret" not in status.details
 
 
-def test_handle_errors_rejects_sync_functions():
-    with pytest.raises(TypeError):
-        errors.handle_errors(lambda request, context: None)
-
-
 # --- over a real channel ---------------------------------------------------------
 
 
@@ -147,15 +145,12 @@ class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     exc: BaseException = domain.NotFound("mailbox not found")
 
-    @errors.handle_errors
     async def GetMailbox(self, request, context):
         raise self.exc
 
-    @errors.handle_errors
     async def StopMailbox(self, request, context):
         await context.abort(C.ABORTED, "servicer aborted itself")
 
-    @errors.handle_errors
     async def StreamChanges(self, request, context):
         yield mailbox_service_pb2.StreamChangesResponse()
         raise self.exc
@@ -164,7 +159,9 @@ class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
 @pytest.fixture
 async def failing(grpc_serve):
     servicer = Failing()
-    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer)) as channel:
+    async with grpc_serve(
+        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=[ErrorInterceptor()]
+    ) as channel:
         yield servicer, mailbox_service_pb2_grpc.MailboxServiceStub(channel)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mailwatch.store.api_keys import KEY_PREFIX, hash_api_key
 from mailwatch.store.changes import CHANGE_LOG_LOCK_CLASS, tenant_lock_key
-from mailwatch.store.db import sqlalchemy_url
+from mailwatch.store.urls import sqlalchemy_url
 from mailwatch.store.mailboxes import COLUMNS, normalize_address
 from mailwatch.store.migrate import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, head
 from mailwatch.store.models import Base
