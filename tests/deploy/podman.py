@@ -1,0 +1,71 @@
+"""Building and running the mailwatch image with Debian's podman, offline from any registry.
+
+No container registry is reachable here, so the base image is made from
+Debian packages (mmdebstrap) and imported; the Dockerfile takes it as its
+BASE_IMAGE build argument. Podman reads this directory's containers.conf.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONTAINERS_CONF = Path(__file__).with_name("containers.conf")
+# Bump the suffix when the recipe changes, so machines rebuild it.
+BASE_IMAGE = "localhost/mailwatch-test-base:bookworm-1"
+BASE_PACKAGES = "python3,python3-venv,ca-certificates"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+IMAGE = "localhost/mailwatch:test"
+# A fresh machine downloads every dependency into the build; later builds reuse layers.
+BUILD_TIMEOUT = 1200
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["podman", *args], env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def require_tools() -> None:
+    missing = [tool for tool in ("podman", "mmdebstrap", "runc") if shutil.which(tool) is None]
+    if missing:
+        raise AssertionError(
+            f"the image test needs {', '.join(missing)}: apt-get install podman runc mmdebstrap (.ci/run does)"
+        )
+
+
+def ensure_base_image() -> str:
+    """The Debian base image (python3 + venv), made once per machine."""
+    if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
+        return BASE_IMAGE
+    with tempfile.TemporaryDirectory(prefix="mailwatch-base-") as directory:
+        tarball = Path(directory) / "base.tar"
+        subprocess.run(
+            ["mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}", "bookworm", str(tarball), DEBIAN_MIRROR],
+            check=True, capture_output=True, timeout=900,
+        )
+        podman("import", str(tarball), BASE_IMAGE, timeout=300)
+    return BASE_IMAGE
+
+
+def build_image(base: str) -> str:
+    """Builds the repository's Dockerfile on `base`; returns the image name."""
+    args = ["build", "--network=host", "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE]
+    if HOST_CA_BUNDLE.exists():
+        # Networks that intercept TLS: let pip in the build trust what this machine trusts.
+        args += ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/build-ca.crt:ro",
+                 "--build-arg", "PIP_CERT=/etc/ssl/certs/build-ca.crt"]
+    if os.environ.get("PIP_INDEX_URL"):
+        args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
+    podman(*args, str(REPO), timeout=BUILD_TIMEOUT)
+    return IMAGE
