@@ -126,3 +126,31 @@ def test_settings_are_checked():
         PruneWorker(sessions=None, retention=timedelta(0))
     with pytest.raises(ValueError):
         PruneWorker(sessions=None, retention=RETENTION, chunk_size=0)
+
+
+async def test_the_prune_worker_also_expires_kept_malformed_notifications(sessions):
+    from prometheus_client import REGISTRY
+    from sqlalchemy import text
+
+    from mailwatch.store import notifications
+    from mailwatch.store.models import malformed_notifications
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value(
+            "mailwatch_malformed_notifications_dropped_total", {"reason": "expired"}
+        ) or 0.0
+
+    clock = OffsetClock()
+    async with sessions() as session, session.begin():
+        await notifications.insert_malformed(session, [
+            notifications.MalformedRecord(source="push", reason="BAD_JSON", pubsub_message_id=str(n))
+            for n in range(3)
+        ])
+        await session.execute(text("UPDATE malformed_notifications SET received_at = now() - interval '30 days'"
+                                   " WHERE pubsub_message_id <> '2'"))
+    before = dropped()
+    await PruneWorker(sessions=sessions, retention=RETENTION, clock=clock, chunk_size=1).run_once()
+    async with sessions() as session:
+        left = (await session.execute(select(malformed_notifications.c.pubsub_message_id))).scalars().all()
+    assert left == ["2"]
+    assert dropped() == before + 2

@@ -17,6 +17,12 @@ MALFORMED = Counter(
     "Notifications that could not be decoded, by reason (see mailwatch.ingest.decode.MalformedReason).",
     ["source", "reason"],
 )
+MALFORMED_DROPPED = Counter(
+    "mailwatch_malformed_notifications_dropped_total",
+    "Malformed notifications not kept for inspection, by why: a redelivery of one already kept"
+    " (duplicate), over the per-source cap (cap), older than retention (expired).",
+    ["reason"],  # "duplicate" | "cap" | "expired"
+)
 MARKED_DUE = Counter(
     "mailwatch_ingest_mailboxes_marked_due_total",
     "Mailbox due-marks written (many notifications for one mailbox in a batch count once).",

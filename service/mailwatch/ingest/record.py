@@ -72,6 +72,8 @@ class BatchResult:
     malformed: int = 0
     marked_due: int = 0
     malformed_reasons: tuple[str, ...] = ()
+    malformed_duplicates: int = 0  # redelivered malformed messages not stored again
+    malformed_over_cap: int = 0  # older kept ones deleted by the per-source cap
 
 
 def classify(messages: Sequence[Received], source: str) -> tuple[list[Notification | None], list[MalformedRecord]]:
@@ -128,11 +130,11 @@ async def record_batch(
     async def write():
         async with sessionmaker() as session, session.begin():
             outcomes = await record_notification_batch(session, latest, now=now)
-            await insert_malformed(session, malformed)
-        return outcomes
+            kept = await insert_malformed(session, malformed)
+        return outcomes, kept
 
     started = time.perf_counter()
-    outcomes = await asyncio.wait_for(write(), timeout) if timeout else await write()
+    outcomes, kept = await asyncio.wait_for(write(), timeout) if timeout else await write()
     metrics.BATCH_SECONDS.labels(source_label).observe(time.perf_counter() - started)
 
     accepted = unknown = inactive = 0
@@ -154,6 +156,8 @@ async def record_batch(
         malformed=len(malformed),
         marked_due=marked_due,
         malformed_reasons=tuple(m.reason for m in malformed),
+        malformed_duplicates=kept.duplicates,
+        malformed_over_cap=kept.over_cap,
     )
     _count(result, source_label, stats)
     if marked_due and on_marked_due is not None:
@@ -172,6 +176,10 @@ def _count(result: BatchResult, source_label: str, stats: IngestStats | None) ->
             metrics.MESSAGES.labels(source_label, outcome).inc(value)
     for reason in result.malformed_reasons:
         metrics.MALFORMED.labels(source_label, reason).inc()
+    if result.malformed_duplicates:
+        metrics.MALFORMED_DROPPED.labels("duplicate").inc(result.malformed_duplicates)
+    if result.malformed_over_cap:
+        metrics.MALFORMED_DROPPED.labels("cap").inc(result.malformed_over_cap)
     if result.marked_due:
         metrics.MARKED_DUE.labels(source_label).inc(result.marked_due)
     if stats is not None:

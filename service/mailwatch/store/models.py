@@ -47,6 +47,10 @@ NAMING_CONVENTION = {
 # Longest Pub/Sub payload kept for inspection; the rest is cut off, so a flood
 # of huge garbage cannot fill the database.
 MALFORMED_DATA_MAX_BYTES = 16 * 1024
+# Malformed notifications kept per source (subscription or "push"): the newest
+# are kept, older ones dropped (and counted), so whoever can publish to the
+# topic cannot fill the database. Retention prunes them like the change log.
+MALFORMED_MAX_PER_SOURCE = 1000
 
 
 class Base(DeclarativeBase):
@@ -222,7 +226,13 @@ class MalformedNotificationRow(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary)  # at most MALFORMED_DATA_MAX_BYTES
     attributes: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
 
-    __table_args__ = (Index("ix_malformed_notifications_received_at", "received_at"),)
+    __table_args__ = (
+        Index("ix_malformed_notifications_received_at", "received_at"),
+        # The per-source cap keeps the newest rows of a source.
+        Index("ix_malformed_notifications_source_received_at", "source", "received_at"),
+        # A redelivered message (same Pub/Sub message id, same source) is kept once.
+        Index("uq_malformed_notifications_source_message", "source", "pubsub_message_id", unique=True),
+    )
 
 
 tenants = TenantRow.__table__

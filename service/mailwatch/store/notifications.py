@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.store.mailboxes import normalize_address
-from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, malformed_notifications
+from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, MALFORMED_MAX_PER_SOURCE, malformed_notifications
 
 
 @dataclass(frozen=True)
@@ -116,20 +117,76 @@ async def record_notification_batch(
     }
 
 
-async def insert_malformed(session: AsyncSession, records: Sequence[MalformedRecord]) -> None:
-    """Keep undecodable messages for inspection (one executemany for the batch)."""
+@dataclass(frozen=True)
+class MalformedKept:
+    """What `insert_malformed` did with a batch's malformed messages."""
+
+    stored: int = 0
+    duplicates: int = 0  # redeliveries of a message already kept: not stored again
+    over_cap: int = 0  # older rows of the same source deleted to stay within the cap
+
+
+async def insert_malformed(
+    session: AsyncSession, records: Sequence[MalformedRecord], *, max_per_source: int = MALFORMED_MAX_PER_SOURCE
+) -> MalformedKept:
+    """Keep undecodable messages for inspection, bounded.
+
+    A redelivered message (same source and Pub/Sub message id) is stored once;
+    each source keeps only its newest `max_per_source` rows.
+    """
     if not records:
-        return
-    await session.execute(
-        insert(malformed_notifications),
-        [
-            {
-                "source": record.source,
-                "reason": record.reason,
-                "pubsub_message_id": record.pubsub_message_id,
-                "data": None if record.data is None else bytes(record.data[:MALFORMED_DATA_MAX_BYTES]),
-                "attributes": dict(record.attributes),
-            }
-            for record in records
-        ],
+        return MalformedKept()
+    rows = [
+        {
+            "source": record.source,
+            "reason": record.reason,
+            "pubsub_message_id": record.pubsub_message_id,
+            "data": None if record.data is None else bytes(record.data[:MALFORMED_DATA_MAX_BYTES]),
+            "attributes": dict(record.attributes),
+        }
+        for record in records
+    ]
+    inserted = await session.execute(
+        pg_insert(malformed_notifications)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "pubsub_message_id"])
+        .returning(malformed_notifications.c.id)
     )
+    stored = len(inserted.all())
+    over_cap = 0
+    for source in sorted({record.source for record in records}):
+        over_cap += (await session.execute(_CAP, {"source": source, "keep": max_per_source})).rowcount
+    return MalformedKept(stored=stored, duplicates=len(rows) - stored, over_cap=over_cap)
+
+
+# The newest `keep` rows of a source stay (walked along the (source, received_at) index).
+_CAP = text(
+    """
+    DELETE FROM malformed_notifications
+    WHERE id IN (
+        SELECT id FROM malformed_notifications
+        WHERE source = :source
+        ORDER BY received_at DESC, id DESC
+        OFFSET :keep
+    )
+    """
+)
+
+
+async def prune_malformed(session: AsyncSession, older_than: datetime, *, limit: int) -> int:
+    """Delete up to `limit` malformed notifications received before `older_than`; rows deleted."""
+    result = await session.execute(_PRUNE_MALFORMED, {"older_than": older_than, "limit": limit})
+    return result.rowcount
+
+
+_PRUNE_MALFORMED = text(
+    """
+    DELETE FROM malformed_notifications
+    WHERE id IN (
+        SELECT id FROM malformed_notifications
+        WHERE received_at < :older_than
+        ORDER BY received_at
+        LIMIT :limit
+    )
+    """
+)

@@ -1,4 +1,4 @@
-"""Retention: delete change-log rows older than the configured age.
+"""Retention: delete change-log rows (and kept malformed notifications) older than the configured age.
 
 Every `loop_seconds` the worker cuts events observed before `now - retention`
 in chunks of at most `chunk_size` expired rows, each chunk its own short
@@ -22,7 +22,8 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store import changes
+from mailwatch.ingest.metrics import MALFORMED_DROPPED
+from mailwatch.store import changes, notifications
 from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class PruneWorker(LoopWorker):
             if count < self.chunk_size:
                 break
             await asyncio.sleep(0)  # let streams and RPCs run between chunks
+        await self._prune_malformed(older_than)
         if deleted:
             log.info(
                 "pruned %d change events observed before %s in %d chunks",
@@ -89,3 +91,16 @@ class PruneWorker(LoopWorker):
                 extra={"pruned_events": deleted, "chunks": chunks},
             )
         return PruneResult(deleted=deleted, chunks=chunks)
+
+    async def _prune_malformed(self, older_than) -> int:
+        """Malformed notifications kept for inspection expire like the change log."""
+        deleted = 0
+        while not self._stopping:
+            async with self.sessions() as session, session.begin():
+                count = await notifications.prune_malformed(session, older_than, limit=self.chunk_size)
+            deleted += count
+            MALFORMED_DROPPED.labels("expired").inc(count)
+            if count < self.chunk_size:
+                break
+            await asyncio.sleep(0)
+        return deleted

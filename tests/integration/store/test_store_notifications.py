@@ -106,3 +106,52 @@ async def test_malformed_messages_are_kept_truncated(sessions):
         ("push", "BAD_ENVELOPE", None, None, {}),
     ]
     assert all(r.received_at is not None for r in rows)
+
+
+def _bad(source: str, message_id: str | None, n: int = 0) -> MalformedRecord:
+    return MalformedRecord(source=source, reason="BAD_JSON", pubsub_message_id=message_id, data=b"junk %d" % n)
+
+
+async def _kept(sessions) -> list[tuple[str, str | None]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT source, pubsub_message_id FROM malformed_notifications ORDER BY source, pubsub_message_id")
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_a_redelivered_malformed_message_is_kept_once(sessions):
+    async with sessions() as session, session.begin():
+        first = await notifications.insert_malformed(session, [_bad("sub", "7"), _bad("sub", "7"), _bad("push", "7")])
+    async with sessions() as session, session.begin():
+        again = await notifications.insert_malformed(session, [_bad("sub", "7"), _bad("sub", "8")])
+    assert (first.stored, first.duplicates) == (2, 1)
+    assert (again.stored, again.duplicates) == (1, 1)
+    # Same id from another source (push vs a subscription) is another delivery path: kept.
+    assert await _kept(sessions) == [("push", "7"), ("sub", "7"), ("sub", "8")]
+
+
+async def test_each_source_keeps_only_its_newest_malformed_messages(sessions):
+    for n in range(5):  # one transaction each: received_at increases
+        async with sessions() as session, session.begin():
+            await notifications.insert_malformed(session, [_bad("flood", str(n), n)], max_per_source=3)
+    async with sessions() as session, session.begin():
+        kept = await notifications.insert_malformed(
+            session, [_bad("flood", "5", 5), _bad("quiet", "1")], max_per_source=3
+        )
+    assert kept.stored == 2 and kept.over_cap == 1
+    assert await _kept(sessions) == [("flood", "3"), ("flood", "4"), ("flood", "5"), ("quiet", "1")]
+
+
+async def test_malformed_messages_older_than_retention_are_pruned(sessions):
+    async with sessions() as session, session.begin():
+        await notifications.insert_malformed(session, [_bad("sub", str(n)) for n in range(5)])
+        await session.execute(
+            text("UPDATE malformed_notifications SET received_at = :old WHERE pubsub_message_id IN ('0', '1', '2')"),
+            {"old": datetime(2020, 1, 1, tzinfo=timezone.utc)},
+        )
+    async with sessions() as session, session.begin():
+        assert await notifications.prune_malformed(session, datetime(2021, 1, 1, tzinfo=timezone.utc), limit=2) == 2
+    async with sessions() as session, session.begin():
+        assert await notifications.prune_malformed(session, datetime(2021, 1, 1, tzinfo=timezone.utc), limit=2) == 1
+    assert await _kept(sessions) == [("sub", "3"), ("sub", "4")]
