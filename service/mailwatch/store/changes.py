@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Iterable, Sequence
 
 from sqlalchemy import BigInteger, Integer, and_, bindparam, func, literal, select, text, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
@@ -54,24 +55,24 @@ _READ_COLUMNS = (
     change_events.c.message_id,
     change_events.c.thread_id,
     change_events.c.label_ids,
-    change_events.c.detail,
+    # Most events have no detail: NULL skips decoding '{}' per row (a third of
+    # the client-side cost of reading a batch, profiled on a 10k backlog).
+    func.nullif(change_events.c.detail, literal({}, JSONB)).label("detail"),
 )
 
+_EVENT_TYPES = {member.value: member for member in EventType}
 
-def _event(row) -> ChangeEvent:
+
+def _event(values) -> ChangeEvent:
+    """A ChangeEvent from one row's `_READ_COLUMNS` values, in that order.
+
+    Positional on purpose: it runs for every event streamed, and unpacking a
+    row is several times cheaper than reading twelve columns by name."""
+    (sequence, event_id, tenant_id, mailbox_id, email_address, event_type, observed_at,
+     history_id, message_id, thread_id, label_ids, detail) = values
     return ChangeEvent(
-        id=row.id,
-        sequence=row.sequence,
-        tenant_id=row.tenant_id,
-        mailbox_id=row.mailbox_id,
-        email_address=row.email_address,
-        type=EventType(row.event_type),
-        observed_at=row.observed_at,
-        history_id=row.history_id,
-        message_id=row.message_id,
-        thread_id=row.thread_id,
-        label_ids=tuple(row.label_ids),
-        detail=dict(row.detail),
+        event_id, sequence, tenant_id, mailbox_id, email_address, _EVENT_TYPES[event_type], observed_at,
+        history_id, message_id, thread_id, tuple(label_ids), dict(detail) if detail else {},
     )
 
 
@@ -98,8 +99,8 @@ _INSERT_BATCH = text(
         message_id text, thread_id text, label_ids text[], detail jsonb, observed_at timestamptz
     )
     ORDER BY r.n
-    RETURNING sequence, id, tenant_id, mailbox_id, email_address, event_type, history_id,
-              message_id, thread_id, label_ids, detail, observed_at
+    RETURNING sequence, id, tenant_id, mailbox_id, email_address, event_type, observed_at,
+              history_id, message_id, thread_id, label_ids, detail
     """
 )
 
@@ -236,7 +237,9 @@ async def scan_events(
         kept = matching
         through = rows[0].window_end
         caught_up = rows[0].window_rows < scan_limit
-    return ScannedEvents([_event(row) for row in kept], through, caught_up, pruned_through)
+    # Each row is (pruned_through, *_READ_COLUMNS, window_end, window_rows, matches).
+    columns = slice(1, 1 + len(_READ_COLUMNS))
+    return ScannedEvents([_event(row[columns]) for row in kept], through, caught_up, pruned_through)
 
 
 @functools.cache

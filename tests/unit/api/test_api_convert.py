@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from mailwatch.api import convert, tokens
 from mailwatch.domain import models
@@ -100,6 +101,39 @@ def test_naive_datetimes_are_utc():
     assert convert.timestamp(datetime(2024, 1, 1)).ToJsonString() == "2024-01-01T00:00:00Z"
     plus_two = timezone(timedelta(hours=2))
     assert convert.timestamp(datetime(2024, 1, 1, 2, tzinfo=plus_two)).ToJsonString() == "2024-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2024, 5, 1, 12, 0, 0, 999999, tzinfo=timezone.utc),
+        datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=timezone.utc),
+        datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=timezone(timedelta(hours=-7))),
+        datetime(1970, 1, 1, tzinfo=timezone.utc),
+    ],
+)
+def test_timestamps_are_exact(value):
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value)
+    assert convert.timestamp(value) == expected
+
+
+def test_a_batch_of_the_same_events_converts_the_same_every_time():
+    # Streams share converted events; a second response must not differ from the first.
+    events = [
+        models.ChangeEvent(
+            id=uuid.uuid4(), sequence=n, tenant_id=uuid.uuid4(), mailbox_id=uuid.uuid4(),
+            email_address="a@example.com", type=models.EventType.RESYNCED, observed_at=T0,
+            detail={"baseline": n},
+        )
+        for n in (1, 2)
+    ]
+    first = convert.events_response(events)
+    second = convert.events_response(events[::-1])
+    assert list(second.events) == list(first.events)[::-1]
+    assert [dict(e.attributes) for e in first.events] == [{"baseline": "1"}, {"baseline": "2"}]
+    first.events[0].message_id = "changed by a consumer of one response"
+    assert convert.events_response(events[:1]).events[0].message_id == ""
 
 
 def test_change_event_to_proto():
