@@ -295,7 +295,7 @@ async def run(args) -> None:
               flush=True)
 
         api_key = await _admin_key(target)
-        key = control.create_service_account_key()
+        key = control.create_service_account_key(project_id=PROJECT)
         emails = [f"user{n:05d}@scale.example.com" for n in range(args.mailboxes)]
         for start in range(0, len(emails), 2000):
             control.create_mailboxes(emails[start:start + 2000])

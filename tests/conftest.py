@@ -18,6 +18,10 @@ import pytest
 from mailwatch.devstack.postgres import TemporaryPostgres
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 
+# The Google project of the tests' topics; simulator keys and OAuth clients that watch
+# them must be created in it (Gmail refuses a topic outside the caller's project).
+TEST_PROJECT = "mailwatch-test"
+
 pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.service"]
 
 
@@ -82,7 +86,7 @@ def empty_database_url(postgres_server):
 def pubsub_names(pubsub_emulator):
     """Unique project/topic/subscription names for this test."""
     suffix = uuid.uuid4().hex[:10]
-    project = "mailwatch-test"
+    project = TEST_PROJECT
     return {
         "project": project,
         "topic": f"projects/{project}/topics/gmail-{suffix}",

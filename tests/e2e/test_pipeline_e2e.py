@@ -19,6 +19,7 @@ from mailwatch.devstack.ports import free_port
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.processes import ServiceProcess, service_env
+from tests.conftest import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN, service_settings
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +87,7 @@ async def _admin_key(target: str, name: str) -> str:
 
 async def _register(target: str, api_key: str, sim, email: str, label_ids=()) -> str:
     sim.create_mailbox(email)
-    key = sim.create_service_account_key()
+    key = sim.create_service_account_key(project_id=TEST_PROJECT)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
         mailbox = await stub.RegisterMailbox(

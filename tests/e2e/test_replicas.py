@@ -20,6 +20,7 @@ import pytest
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.processes import ServiceProcess, service_env
+from tests.conftest import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN, service_settings
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +113,7 @@ async def test_a_sigkilled_replicas_mailboxes_are_taken_over_with_no_lost_or_dup
     try:
         api_key = await _tenant_key(survivor.target)
         auth = [("authorization", f"Bearer {api_key}")]
-        key = gmail_sim.create_service_account_key()
+        key = gmail_sim.create_service_account_key(project_id=TEST_PROJECT)
         for n, email in enumerate(MAILBOXES):  # through both replicas
             await _register((survivor, victim)[n % 2].target, auth, gmail_sim, key, email)
         stream = Stream(survivor.target, auth)

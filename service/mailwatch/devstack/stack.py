@@ -59,7 +59,7 @@ def _create_database(server: TemporaryPostgres) -> str:
 async def _register_demo(target: str, control, api_key: str) -> list[str]:
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
-    key = control.create_service_account_key(name="mailwatch-demo")
+    key = control.create_service_account_key(name="mailwatch-demo", project_id=PROJECT)
     auth = [("authorization", f"Bearer {api_key}")]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)

@@ -48,6 +48,14 @@ Behaviour worth knowing:
 * A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
   "Delegation denied". Unknown, expired (simulated clock) or revoked tokens answer 401 with
   ``WWW-Authenticate``. Revoked users get ``invalid_grant`` (HTTP 400) from ``/token``.
+* Every token belongs to a Google developer project: the service-account key's ``project_id``, or
+  the project the OAuth client was created in (``projectId`` when creating it; default
+  ``sim-project``). ``watch``'s topic must be in that project, else 400 invalidArgument "Invalid
+  topicName does not match projects/<project>/topics/*". One push client per user per project:
+  watching again with the same topic replaces the filter, another topic while that project's watch
+  is live is 400 "Only one user push notification client allowed per developer (call /stop then
+  try again)", and ``stop`` ends the project's watch for every caller of that project. Watches of
+  different projects on one user coexist, each with its own topic and 1/s budget.
 * ``watch`` validates ``topicName`` (``projects/*/topics/*``; with an emulator configured, the topic
   must exist, else 404 "Resource not found"), ``labelIds`` and ``labelFilterBehavior`` (or legacy
   ``labelFilterAction``); it returns ``historyId`` and ``expiration`` (7 days ahead, ms, simulated
@@ -69,7 +77,8 @@ POST    /_sim/config                               {historyRetentionSeconds (nul
                                                    notificationHistoryIdType: "number"|"string", seed} [configure]
 POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
                                                    (idempotent) [create_mailbox, create_mailboxes]
-GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watch [mailbox, history_id]
+GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per
+                                                   project), watch (the latest) [mailbox, history_id]
 POST    /_sim/mailboxes/{email}/labels             {name} → {id, name} (user label "Label_N") [create_label]
 POST    /_sim/mailboxes/{email}/history/expire     {throughHistoryId} → {historyFloor} [expire_history]
 POST    /_sim/messages                             {messages: [{emailAddress, labelIds?, threadId?, subject?, from?, to?,
@@ -80,7 +89,7 @@ POST    /_sim/messages/modify                      {changes: [{emailAddress, id,
                                                    → {historyIds} [modify_labels, add_labels, remove_labels, modify_labels_bulk]
 POST    /_sim/service-accounts                     {projectId?, name?, scopes?} → service-account JSON key (RSA, token_uri
                                                    = {url}/token; scopes = what delegation allows) [create_service_account_key]
-POST    /_sim/oauth-clients                        → {clientId, clientSecret, tokenUri} [create_oauth_client]
+POST    /_sim/oauth-clients                        {projectId?} → {clientId, clientSecret, tokenUri} [create_oauth_client]
 POST    /_sim/refresh-tokens                       {clientId, emailAddress, scopes?} → {refreshToken} [issue_refresh_token]
 POST    /_sim/users/{email}/revoke | /restore      revoke / restore every credential of a user [revoke_user, restore_user]
 GET     /_sim/clock                                {now, nowMs, offsetSeconds} [now]

@@ -134,6 +134,10 @@ async def watch(call: Call) -> ApiResponse:
     topic = body.get("topicName")
     if not isinstance(topic, str) or not _TOPIC.match(topic):
         raise bad_request("Invalid topicName does not match projects/SOME_PROJECT/topics/*", "invalidArgument")
+    project_id = call.token.project_id
+    if topic.split("/")[1] != project_id:
+        # The topic must live in the developer project executing the watch.
+        raise bad_request(f"Invalid topicName does not match projects/{project_id}/topics/*", "invalidArgument")
     label_ids = body.get("labelIds") or []
     if not isinstance(label_ids, list) or not all(isinstance(l, str) for l in label_ids):
         raise invalid_value("label_ids", "TYPE_STRING", json.dumps(label_ids))
@@ -156,12 +160,12 @@ async def watch(call: Call) -> ApiResponse:
                              "backendError") from None
         if not exists:
             raise GmailError(404, f"Resource not found (resource={topic.rsplit('/', 1)[-1]}).", "notFound")
-    registered = state.watch(mailbox, topic, label_ids, behavior.upper())
+    registered = state.watch(mailbox, project_id, topic, label_ids, behavior.upper())
     return ApiResponse(200, {"historyId": str(registered.history_id), "expiration": str(registered.expiration_ms)})
 
 
 def stop(call: Call) -> ApiResponse:
-    call.state.stop(call.state.mailbox(call.user))
+    call.state.stop(call.state.mailbox(call.user), call.token.project_id)
     return ApiResponse(204, None)
 
 

@@ -42,6 +42,7 @@ SCOPE_READONLY = "https://www.googleapis.com/auth/gmail.readonly"
 SCOPE_METADATA = "https://www.googleapis.com/auth/gmail.metadata"
 GMAIL_READ_SCOPES = frozenset({SCOPE_FULL, SCOPE_MODIFY, SCOPE_READONLY, SCOPE_METADATA})
 DEFAULT_SCOPES = (SCOPE_READONLY,)
+DEFAULT_PROJECT = "sim-project"
 _CLOCK_SKEW = 300
 
 
@@ -60,6 +61,12 @@ class ServiceAccount:
 
 
 @dataclass(slots=True)
+class OAuthClient:
+    secret: str
+    project_id: str  # the Google project the client was created in
+
+
+@dataclass(slots=True)
 class RefreshGrant:
     client_id: str
     email: str
@@ -71,6 +78,9 @@ class AccessToken:
     email: str
     scopes: frozenset[str]
     expires_at: float  # simulated seconds
+    # The developer project behind the call (service-account key's project, or
+    # the OAuth client's): Gmail ties watch topics and push clients to it.
+    project_id: str
 
     @property
     def metadata_only(self) -> bool:
@@ -88,14 +98,14 @@ class TokenAuthority:
     def reset(self) -> None:
         with self._lock:
             self._service_accounts: dict[str, ServiceAccount] = {}
-            self._clients: dict[str, str] = {}
+            self._clients: dict[str, OAuthClient] = {}
             self._refresh: dict[str, RefreshGrant] = {}
             self._access: dict[str, AccessToken] = {}
             self._revoked: set[str] = set()
             self.token_lifetime = 3600
 
     # -- issuing (control API) -----------------------------------------------------------------
-    def create_service_account(self, *, token_uri: str, project_id: str = "sim-project",
+    def create_service_account(self, *, token_uri: str, project_id: str = DEFAULT_PROJECT,
                                name: str | None = None, scopes=None) -> dict:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -122,11 +132,11 @@ class TokenAuthority:
             "universe_domain": "googleapis.com",
         }
 
-    def create_oauth_client(self) -> tuple[str, str]:
+    def create_oauth_client(self, project_id: str = DEFAULT_PROJECT) -> tuple[str, str]:
         client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
         secret = "GOCSPX-" + secrets.token_urlsafe(21)
         with self._lock:
-            self._clients[client_id] = secret
+            self._clients[client_id] = OAuthClient(secret, project_id)
         return client_id, secret
 
     def issue_refresh_token(self, client_id: str, email: str, scopes=None) -> str:
@@ -150,9 +160,9 @@ class TokenAuthority:
         """Answer a token request; returns (user email, response body) or raises OAuthError."""
         grant_type = form.get("grant_type", "")
         if grant_type == JWT_BEARER:
-            email, scopes = self._jwt_grant(form.get("assertion", ""), own_token_uri)
+            email, scopes, project_id = self._jwt_grant(form.get("assertion", ""), own_token_uri)
         elif grant_type == "refresh_token":
-            email, scopes = self._refresh_grant(form)
+            email, scopes, project_id = self._refresh_grant(form)
         elif not grant_type:
             raise OAuthError("unsupported_grant_type", "Missing grant_type")
         else:
@@ -160,7 +170,7 @@ class TokenAuthority:
         token = "ya29.sim-" + secrets.token_urlsafe(32)
         lifetime = int(self.token_lifetime)
         with self._lock:
-            self._access[token] = AccessToken(email, scopes, self._clock.now() + lifetime)
+            self._access[token] = AccessToken(email, scopes, self._clock.now() + lifetime, project_id)
             if len(self._access) > 50_000:
                 self._prune_locked()
         return email, {"access_token": token, "expires_in": lifetime, "scope": " ".join(sorted(scopes)),
@@ -170,7 +180,7 @@ class TokenAuthority:
         now = self._clock.now()
         self._access = {t: a for t, a in self._access.items() if a.expires_at > now}
 
-    def _jwt_grant(self, assertion: str, own_token_uri: str) -> tuple[str, frozenset[str]]:
+    def _jwt_grant(self, assertion: str, own_token_uri: str) -> tuple[str, frozenset[str], str]:
         parts = assertion.split(".")
         if len(parts) != 3:
             raise OAuthError("invalid_request", "Invalid JWT: Malformed assertion.")
@@ -209,7 +219,7 @@ class TokenAuthority:
         subject = claims.get("sub")
         if not subject:
             # A service account has no mailbox of its own; Gmail needs delegation.
-            return account.client_email.lower(), scopes
+            return account.client_email.lower(), scopes, account.project_id
         if not scopes <= account.scopes:
             raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
                                                     "method, or client not authorized for any of the scopes "
@@ -217,17 +227,17 @@ class TokenAuthority:
         email = str(subject).lower()
         if not self._user_exists(email) or email in self._revoked:
             raise OAuthError("invalid_grant", "Invalid email or User ID")
-        return email, scopes
+        return email, scopes, account.project_id
 
-    def _refresh_grant(self, form: dict[str, str]) -> tuple[str, frozenset[str]]:
+    def _refresh_grant(self, form: dict[str, str]) -> tuple[str, frozenset[str], str]:
         client_id = form.get("client_id", "")
         with self._lock:
-            secret = self._clients.get(client_id)
+            client = self._clients.get(client_id)
             grant = self._refresh.get(form.get("refresh_token", ""))
             revoked = grant is not None and grant.email in self._revoked
-        if secret is None:
+        if client is None:
             raise OAuthError("invalid_client", "The OAuth client was not found.", status=401)
-        if form.get("client_secret") != secret:
+        if form.get("client_secret") != client.secret:
             raise OAuthError("invalid_client", "Unauthorized", status=401)
         if grant is None or grant.client_id != client_id:
             raise OAuthError("invalid_grant", "Bad Request")
@@ -236,7 +246,7 @@ class TokenAuthority:
         requested = frozenset(form.get("scope", "").split())
         if requested and not requested <= grant.scopes:
             raise OAuthError("invalid_scope", "Bad Request")
-        return grant.email, requested or grant.scopes
+        return grant.email, requested or grant.scopes, client.project_id
 
     # -- the API side ----------------------------------------------------------------------------
     def authenticate(self, authorization: str | None) -> AccessToken:

@@ -147,8 +147,9 @@ class SimulatorControl:
         return self._call("POST", "/_sim/service-accounts", {"projectId": project_id, "name": name,
                                                               "scopes": scopes})
 
-    def create_oauth_client(self) -> dict:
-        return self._call("POST", "/_sim/oauth-clients", {})
+    def create_oauth_client(self, *, project_id: str = "sim-project") -> dict:
+        """An OAuth client created in Google project `project_id` (its calls act for that project)."""
+        return self._call("POST", "/_sim/oauth-clients", {"projectId": project_id})
 
     def issue_refresh_token(self, client_id: str, email: str, *, scopes: list[str] | None = None) -> str:
         body = {"clientId": client_id, "emailAddress": email, "scopes": scopes}

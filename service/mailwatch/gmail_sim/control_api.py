@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from mailwatch.gmail_sim.auth import DEFAULT_PROJECT
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.model import UnknownLabel, UnknownMessage
 from mailwatch.gmail_sim.state import SimState
@@ -58,9 +59,19 @@ def _list(data: dict, key: str) -> list:
     return value
 
 
+def _watch_info(state: SimState, watch) -> dict:
+    return {
+        "projectId": watch.project_id, "topicName": watch.topic_name, "labelIds": sorted(watch.label_ids),
+        "labelFilterBehavior": watch.behavior, "historyId": watch.history_id,
+        "expiration": watch.expiration_ms, "expired": not watch.live(state.clock.now_ms()),
+    }
+
+
 def _mailbox_info(state: SimState, email: str) -> dict:
     mailbox = _mailbox(state, email)
-    watch = mailbox.watch
+    watches = sorted(mailbox.watches.values(), key=lambda w: w.project_id)
+    # "watch": the most recently started one (the latest expiration), for single-project callers.
+    latest = max(watches, key=lambda w: w.expiration_ms, default=None)
     return {
         "emailAddress": mailbox.email,
         "historyId": mailbox.history_id,
@@ -68,11 +79,8 @@ def _mailbox_info(state: SimState, email: str) -> dict:
         "historyFloor": mailbox.history.floor,
         "historyRecords": len(mailbox.history),
         "labels": mailbox.labels_json(),
-        "watch": None if watch is None else {
-            "topicName": watch.topic_name, "labelIds": sorted(watch.label_ids),
-            "labelFilterBehavior": watch.behavior, "historyId": watch.history_id,
-            "expiration": watch.expiration_ms, "expired": state.clock.now_ms() >= watch.expiration_ms,
-        },
+        "watch": None if latest is None else _watch_info(state, latest),
+        "watches": [_watch_info(state, w) for w in watches],
     }
 
 
@@ -225,13 +233,14 @@ def _token_uri(request: web.Request) -> str:
 async def create_service_account(request):
     data = await _body(request)
     key = _state(request).auth.create_service_account(
-        token_uri=_token_uri(request), project_id=str(data.get("projectId") or "sim-project"),
+        token_uri=_token_uri(request), project_id=str(data.get("projectId") or DEFAULT_PROJECT),
         name=data.get("name"), scopes=data.get("scopes"))
     return _json(key)
 
 
 async def create_oauth_client(request):
-    client_id, secret = _state(request).auth.create_oauth_client()
+    data = await _body(request)
+    client_id, secret = _state(request).auth.create_oauth_client(str(data.get("projectId") or DEFAULT_PROJECT))
     return _json({"clientId": client_id, "clientSecret": secret, "tokenUri": _token_uri(request)})
 
 

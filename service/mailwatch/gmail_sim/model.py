@@ -107,6 +107,13 @@ class Watch:
     history_id: int
     expiration_ms: int
 
+    @property
+    def project_id(self) -> str:
+        return self.topic_name.split("/")[1]
+
+    def live(self, now_ms: int) -> bool:
+        return now_ms < self.expiration_ms
+
     def matches(self, record: HistoryRecord) -> bool:
         if not self.label_ids:
             return True
@@ -123,7 +130,8 @@ class Mailbox:
     messages: dict[str, Message] = field(default_factory=dict)
     thread_sizes: dict[str, int] = field(default_factory=dict)
     user_labels: dict[str, str] = field(default_factory=dict)  # id -> name
-    watch: Watch | None = None
+    # One push client per developer project (Gmail's rule): project id -> its watch.
+    watches: dict[str, Watch] = field(default_factory=dict)
     counter: int = 0
 
     @classmethod

@@ -15,6 +15,7 @@ import threading
 
 from mailwatch.gmail_sim.auth import TokenAuthority
 from mailwatch.gmail_sim.clock import SimClock
+from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.faults import FaultInjector
 from mailwatch.gmail_sim.history import HistoryRecord
 from mailwatch.gmail_sim.model import Mailbox, Watch
@@ -119,34 +120,49 @@ class SimState:
             mailbox.history.expire_older_than(self.clock.now() - self.history_retention)
 
     # -- notifications -------------------------------------------------------------------------
-    def watch(self, mailbox: Mailbox, topic: str, label_ids, behavior: str) -> Watch:
+    def watch(self, mailbox: Mailbox, project_id: str, topic: str, label_ids, behavior: str) -> Watch:
+        """Start or replace the calling project's watch on this user.
+
+        Gmail allows one push client per user per developer project: the same
+        topic again replaces the filter; another topic while a watch is live
+        is refused until `users.stop`.
+        """
         with self.lock:
-            watch = Watch(topic, frozenset(label_ids), behavior, mailbox.history_id,
-                          self.clock.now_ms() + WATCH_LIFETIME_MS)
-            mailbox.watch = watch
+            now_ms = self.clock.now_ms()
+            current = mailbox.watches.get(project_id)
+            if current is not None and current.live(now_ms) and current.topic_name != topic:
+                raise GmailError(400, "Only one user push notification client allowed per developer "
+                                      "(call /stop then try again)", "invalidArgument")
+            watch = Watch(topic, frozenset(label_ids), behavior, mailbox.history_id, now_ms + WATCH_LIFETIME_MS)
+            mailbox.watches[project_id] = watch
             # "A successful watch immediately sends one notification."
             self._send(mailbox, watch)
             return watch
 
-    def stop(self, mailbox: Mailbox) -> None:
+    def stop(self, mailbox: Mailbox, project_id: str) -> None:
+        """End the project's watch: for every caller of that project, not only this one."""
         with self.lock:
-            mailbox.watch = None
+            mailbox.watches.pop(project_id, None)
+
+    def live_watches(self, mailbox: Mailbox) -> list[Watch]:
+        now_ms = self.clock.now_ms()
+        return [watch for watch in mailbox.watches.values() if watch.live(now_ms)]
 
     def changed(self, mailbox: Mailbox, records: list[HistoryRecord]) -> None:
-        """Called after every change: notify the watch if it is live and the filter matches."""
-        watch = mailbox.watch
-        if watch is None or not records:
+        """Called after every change: notify each live watch whose filter matches."""
+        if not records:
             return
-        if self.clock.now_ms() >= watch.expiration_ms:
-            return
-        if any(watch.matches(record) for record in records):
-            self._send(mailbox, watch)
+        for watch in self.live_watches(mailbox):
+            if any(watch.matches(record) for record in records):
+                self._send(mailbox, watch)
 
     def _send(self, mailbox: Mailbox, watch: Watch) -> None:
         now = self.clock.now()
         history_id = mailbox.history_id
         entry = {"emailAddress": mailbox.email, "historyId": history_id, "topic": watch.topic_name, "time": now}
-        if not self.limiter.allow(mailbox.email, now):
+        # The 1/s limit is per watched user and push client: one project's
+        # burst does not silence another project's watch.
+        if not self.limiter.allow(f"{mailbox.email}|{watch.project_id}", now):
             self.log.add(entry, DROPPED_RATE_LIMIT)
             return
         if self.faults.drop_notification():

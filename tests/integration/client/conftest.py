@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from mailwatch_client import ServiceAccountCredentials
+from tests.conftest import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN
 
 
@@ -20,7 +21,7 @@ def free_port() -> int:
 def sa_credentials(sim, email: str) -> ServiceAccountCredentials:
     """Creates the mailbox in the simulator and returns delegated service-account credentials for it."""
     sim.create_mailbox(email)
-    return ServiceAccountCredentials(json_key=json.dumps(sim.create_service_account_key()))
+    return ServiceAccountCredentials(json_key=json.dumps(sim.create_service_account_key(project_id=TEST_PROJECT)))
 
 
 def api_key_of(auth) -> str:

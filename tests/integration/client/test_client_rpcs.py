@@ -19,6 +19,7 @@ from mailwatch_client import (
     OAuthCredentials,
     Page,
 )
+from tests.conftest import TEST_PROJECT
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ async def test_mailbox_rpcs_async(service):
         again = await client.register_mailbox("ann@example.com", credentials=sa_credentials(sim, "ann@example.com"))
         assert again.id == first.id  # idempotent per address
 
-        client_id = sim.create_oauth_client()
+        client_id = sim.create_oauth_client(project_id=TEST_PROJECT)
         sim.create_mailbox("bob@example.com")
         oauth = OAuthCredentials(
             client_id=client_id["clientId"], client_secret=client_id["clientSecret"],

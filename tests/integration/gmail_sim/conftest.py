@@ -61,8 +61,8 @@ def gmail(sim, control):
 
 
 @pytest.fixture
-def pubsub_gmail(pubsub_sim):
-    helper = Gmail(pubsub_sim.url, SimulatorControl(pubsub_sim.url))
+def pubsub_gmail(pubsub_sim, pubsub_names):
+    helper = Gmail(pubsub_sim.url, SimulatorControl(pubsub_sim.url), project=pubsub_names["project"])
     try:
         yield helper
     finally:

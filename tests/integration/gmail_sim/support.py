@@ -18,9 +18,10 @@ BOB = "bob@example.com"
 class Gmail:
     """Builds Gmail services against one simulator and closes them all at the end."""
 
-    def __init__(self, url: str, control: SimulatorControl) -> None:
+    def __init__(self, url: str, control: SimulatorControl, project: str = "sim-project") -> None:
         self.url = url
         self.control = control
+        self.project = project  # the Google project of the key and OAuth client (watch topics live there)
         self._stack = contextlib.ExitStack()
         self._sa_key: dict | None = None
         self._client: dict | None = None
@@ -33,13 +34,13 @@ class Gmail:
 
     def sa_credentials(self, email: str, scopes=(READONLY,)):
         if self._sa_key is None:
-            self._sa_key = self.control.create_service_account_key()
+            self._sa_key = self.control.create_service_account_key(project_id=self.project)
         return service_account.Credentials.from_service_account_info(self._sa_key, scopes=list(scopes),
                                                                      subject=email)
 
     def user_credentials(self, email: str, scopes=None):
         if self._client is None:
-            self._client = self.control.create_oauth_client()
+            self._client = self.control.create_oauth_client(project_id=self.project)
         refresh = self.control.issue_refresh_token(self._client["clientId"], email, scopes=scopes)
         return user_credentials.Credentials(token=None, refresh_token=refresh,
                                             client_id=self._client["clientId"],

@@ -94,7 +94,7 @@ def test_call_counts_and_quota_units(control, alice, gmail):
     alice.users().messages().list(userId="me").execute()
     alice.users().messages().get(userId="me", id=message["id"]).execute()
     alice.users().labels().list(userId="me").execute()
-    alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t"}).execute()
+    alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
     alice.users().stop(userId="me").execute()
     gmail.for_user(BOB).users().getProfile(userId="me").execute()
     counters = control.counters()
@@ -120,7 +120,7 @@ def test_fault_injected_calls_are_counted(control, alice):
 # -- watch -------------------------------------------------------------------------------------------
 def test_watch_returns_history_id_and_expiration_seven_days_ahead(control, alice):
     now_ms = control.now() * 1000
-    response = alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t", "labelIds": ["INBOX"],
+    response = alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t", "labelIds": ["INBOX"],
                                                       "labelFilterBehavior": "INCLUDE"}).execute()
     assert response["historyId"] == str(control.history_id(ALICE))
     expiration = int(response["expiration"])
@@ -135,9 +135,9 @@ def test_watch_returns_history_id_and_expiration_seven_days_ahead(control, alice
     {},
     {"topicName": "gmail-topic"},
     {"topicName": "projects/p/subscriptions/s"},
-    {"topicName": "projects/p/topics/t", "labelIds": ["NOPE"]},
-    {"topicName": "projects/p/topics/t", "labelFilterBehavior": "sometimes"},
-    {"topicName": "projects/p/topics/t", "labelFilterAction": "maybe"},
+    {"topicName": "projects/sim-project/topics/t", "labelIds": ["NOPE"]},
+    {"topicName": "projects/sim-project/topics/t", "labelFilterBehavior": "sometimes"},
+    {"topicName": "projects/sim-project/topics/t", "labelFilterAction": "maybe"},
 ])
 def test_watch_validation(alice, body):
     with pytest.raises(HttpError) as bad:
@@ -146,13 +146,13 @@ def test_watch_validation(alice, body):
 
 
 def test_watch_accepts_legacy_label_filter_action(control, alice):
-    alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t", "labelIds": ["SPAM"],
+    alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t", "labelIds": ["SPAM"],
                                            "labelFilterAction": "exclude"}).execute()
     assert control.mailbox(ALICE)["watch"]["labelFilterBehavior"] == "EXCLUDE"
 
 
 def test_watch_expires_on_the_sim_clock(control, alice):
-    alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t"}).execute()
+    alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
     control.advance_clock(7 * 24 * 3600 + 1)
     control.insert_message(ALICE)
     assert control.mailbox(ALICE)["watch"]["expired"] is True
@@ -160,7 +160,7 @@ def test_watch_expires_on_the_sim_clock(control, alice):
 
 
 def test_stop_ends_notifications(control, alice):
-    alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t"}).execute()
+    alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
     control.advance_clock(2)
     control.insert_message(ALICE)
     assert alice.users().stop(userId="me").execute() == ""  # 204 No Content, as Gmail
@@ -171,7 +171,7 @@ def test_stop_ends_notifications(control, alice):
 
 
 def test_notification_faults_drop_and_rate_limit(control, alice):
-    alice.users().watch(userId="me", body={"topicName": "projects/p/topics/t"}).execute()
+    alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
     control.insert_message(ALICE)  # within the same simulated second: dropped by the 1/s limit
     control.set_notification_faults(drop_fraction=1.0)
     control.advance_clock(2)

@@ -9,12 +9,13 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from tests.conftest import TEST_PROJECT
 
 
 def sa_request(sim, email: str, **fields) -> mailbox_service_pb2.RegisterMailboxRequest:
     """RegisterMailbox with a fresh service-account key (domain-wide delegation) from the simulator."""
     sim.create_mailbox(email)
-    key = sim.create_service_account_key()
+    key = sim.create_service_account_key(project_id=TEST_PROJECT)
     return mailbox_service_pb2.RegisterMailboxRequest(
         email_address=email,
         service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
@@ -24,7 +25,7 @@ def sa_request(sim, email: str, **fields) -> mailbox_service_pb2.RegisterMailbox
 
 def oauth_request(sim, email: str, **fields) -> tuple[mailbox_service_pb2.RegisterMailboxRequest, dict, str]:
     sim.create_mailbox(email)
-    client = sim.create_oauth_client()
+    client = sim.create_oauth_client(project_id=TEST_PROJECT)
     refresh_token = sim.issue_refresh_token(client["clientId"], email)
     request = mailbox_service_pb2.RegisterMailboxRequest(
         email_address=email,

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
+from tests.conftest import TEST_PROJECT
 from tests.integration.service.helpers import oauth_request
 
 pytestmark = pytest.mark.integration
@@ -18,7 +19,7 @@ async def test_credentials_never_leave_in_clear(service, database_url, caplog):
     caplog.set_level(logging.DEBUG)
     _, auth = await service.new_tenant()
     oauth, client, refresh_token = oauth_request(service.sim, "secret-keeper@example.com")
-    key = service.sim.create_service_account_key()
+    key = service.sim.create_service_account_key(project_id=TEST_PROJECT)
     service.sim.create_mailbox("sa-user@example.com")
     sa = mailbox_service_pb2.RegisterMailboxRequest(
         email_address="sa-user@example.com",
