@@ -63,6 +63,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailAuthFailed: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailTopicNotPublishable: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.TopicProjectMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,

@@ -136,6 +136,22 @@ class GmailTopicNotPublishable(GmailError):
     reason = "GMAIL_TOPIC_NOT_PUBLISHABLE"
 
 
+class TopicProjectMismatch(GmailTopicNotPublishable):
+    """The watch topic is not in the Google project of the credentials calling Gmail."""
+
+    reason = "TOPIC_PROJECT_MISMATCH"
+
+    @classmethod
+    def between(cls, *, topic: str, credentials_project: str) -> "TopicProjectMismatch":
+        topic_project = topic.split("/")[1] if topic.startswith("projects/") else ""
+        return cls(
+            f"the Pub/Sub topic {topic} is in Google project '{topic_project}' but the credentials act for "
+            f"project '{credentials_project}'; Gmail only publishes to a topic in the credentials' own project "
+            f"(use a topic in '{credentials_project}', or credentials from '{topic_project}')",
+            metadata={"topic": topic, "topic_project": topic_project, "credentials_project": credentials_project},
+        )
+
+
 class GmailRateLimited(GmailError):
     reason = "GMAIL_RATE_LIMITED"
 

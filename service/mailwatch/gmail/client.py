@@ -162,7 +162,15 @@ class GmailClient:
         if label_filter.label_ids:
             body["labelIds"] = list(label_filter.label_ids)
             body["labelFilterBehavior"] = label_filter.behavior.value
-        response = await self._call("watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id)
+        try:
+            response = await self._call(
+                "watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id
+            )
+        except errors.TopicProjectMismatch as exc:
+            # Gmail names only the caller's project; say which topic it refused, too.
+            raise errors.TopicProjectMismatch.between(
+                topic=topic, credentials_project=exc.metadata.get("credentials_project", "")
+            ) from exc
         return WatchResult(
             history_id=int(response["historyId"]),
             expiration=datetime.fromtimestamp(int(response["expiration"]) / 1000, tz=timezone.utc),

@@ -8,6 +8,7 @@ userRateLimitExceeded; everything else in 4xx is the caller's problem and
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import google.auth.exceptions
@@ -38,6 +39,18 @@ def _retry_after(error: HttpError) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date; the caller's own backoff applies
+
+
+# Gmail's refusal of a topic outside the caller's project names the caller's project.
+_PROJECT_REFUSAL = re.compile(r"does not match projects/(?P<project>[^/]+)/topics/\*")
+
+
+def _refused_for_project(status: int, message: str) -> str | None:
+    """The calling credentials' project, when users.watch refused the topic for being outside it."""
+    match = _PROJECT_REFUSAL.search(message) if status == 400 else None
+    if match is None or match.group("project") == "SOME_PROJECT":  # a malformed topic, not another project
+        return None
+    return match.group("project")
 
 
 def _is_topic_problem(status: int, message: str) -> bool:
@@ -80,6 +93,11 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
             return errors.GmailAuthFailed(detail, metadata=meta)
         if status == 404 and operation == "history.list":
             return errors.GmailHistoryExpired(detail, metadata=meta)
+        caller_project = _refused_for_project(status, message) if operation == "watch" else None
+        if caller_project is not None:
+            # GmailClient.watch knows the topic and completes the message.
+            return errors.TopicProjectMismatch(f"{detail}: {message}",
+                                               metadata={**meta, "credentials_project": caller_project})
         if operation == "watch" and _is_topic_problem(status, message):
             return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
         if operation == "watch" and status == 400 and "label" in message.lower():

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailwatch.clock import Clock
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, LabelFilter, Mailbox, MailboxState, NewEvent
+from mailwatch.domain.projects import check_topic_project
 from mailwatch.gmail.client import GmailClient
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind
@@ -42,6 +43,8 @@ class Lifecycle:
             raise errors.GmailTopicNotPublishable(
                 "this mailwatch deployment has no Pub/Sub topic configured (MAILWATCH_PUBSUB_TOPIC)"
             )
+        # Refused here, before Gmail is asked, when the key names another project.
+        check_topic_project(self.topic, credential)
         watch = await self.gmail.watch(
             credential, email_address, topic=self.topic, label_filter=label_filter, tenant_id=tenant_id
         )

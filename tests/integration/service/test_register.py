@@ -3,11 +3,13 @@ real Postgres, the Pub/Sub emulator and the Gmail simulator."""
 
 from __future__ import annotations
 
+import json
 
 import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from tests.conftest import TEST_PROJECT
 from tests.integration.service.helpers import ACTIVE, STOPPED, error_details, oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
@@ -175,6 +177,42 @@ async def test_unpublishable_topic_is_reported(service, database_url, gmail_sim,
             await other.mailboxes.RegisterMailbox(sa_request(gmail_sim, "hank@example.com"), metadata=auth)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_details(caught.value)[0].reason == "GMAIL_TOPIC_NOT_PUBLISHABLE"
+
+
+async def _refused_for_projects(service, request, auth, *, credentials_project: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_details(caught.value)[0]
+    assert info.reason == "TOPIC_PROJECT_MISMATCH"
+    assert (info.metadata["topic_project"], info.metadata["credentials_project"]) == (TEST_PROJECT, credentials_project)
+    assert credentials_project in caught.value.details() and TEST_PROJECT in caught.value.details()
+
+
+async def test_key_from_another_project_is_refused_before_gmail_is_called(service):
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "kim@example.com")
+    key = json.loads(request.service_account.json_key)
+    request.service_account.json_key = json.dumps(service.sim.create_service_account_key(project_id="tenant-a"))
+    assert key["project_id"] != "tenant-a"
+    await _refused_for_projects(service, request, auth, credentials_project="tenant-a")
+    assert "users.watch" not in service.sim.counters()["calls"].get("kim@example.com", {})
+
+
+async def test_gmails_own_project_refusal_maps_to_the_same_outcome(service):
+    """An OAuth client does not name its project: Gmail refuses, and says which project it is."""
+    _, auth = await service.new_tenant()
+    service.sim.create_mailbox("lee@example.com")
+    client = service.sim.create_oauth_client(project_id="tenant-b")
+    request = mailbox_service_pb2.RegisterMailboxRequest(
+        email_address="lee@example.com",
+        oauth=mailbox_service_pb2.OAuthCredentials(
+            client_id=client["clientId"], client_secret=client["clientSecret"],
+            refresh_token=service.sim.issue_refresh_token(client["clientId"], "lee@example.com"),
+        ),
+    )
+    await _refused_for_projects(service, request, auth, credentials_project="tenant-b")
+    assert service.sim.counters()["calls"]["lee@example.com"]["users.watch"] == 1
 
 
 async def test_service_account_without_delegation_for_that_user_is_denied(service):

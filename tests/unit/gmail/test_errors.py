@@ -25,8 +25,10 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(401, "authError"), "history.list", errors.GmailAuthFailed),
         (http_error(404, "notFound"), "history.list", errors.GmailHistoryExpired),
         (http_error(404, "notFound", "Resource not found (resource=t)."), "watch", errors.GmailTopicNotPublishable),
+        (http_error(400, "invalidArgument", "Invalid topicName does not match projects/SOME_PROJECT/topics/*"),
+         "watch", errors.GmailTopicNotPublishable),
         (http_error(400, "invalidArgument", "Invalid topicName does not match projects/X/topics/*"), "watch",
-         errors.GmailTopicNotPublishable),
+         errors.TopicProjectMismatch),
         (http_error(403, "forbidden", "User not authorized to perform this action."), "watch",
          errors.GmailTopicNotPublishable),
         (http_error(404, "notFound"), "getProfile", errors.GmailMailboxNotFound),
@@ -57,3 +59,9 @@ def test_garbage_body_still_classifies_by_status():
 def test_programming_errors_are_not_swallowed():
     with pytest.raises(KeyError):
         classify(KeyError("x"), operation="watch")
+
+
+def test_topic_outside_the_callers_project_names_that_project():
+    refusal = http_error(400, "invalidArgument", "Invalid topicName does not match projects/tenant-a/topics/*")
+    error = classify(refusal, operation="watch")
+    assert error.reason == "TOPIC_PROJECT_MISMATCH" and error.metadata["credentials_project"] == "tenant-a"
