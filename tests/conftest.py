@@ -17,10 +17,7 @@ import pytest
 
 from mailwatch.devstack.postgres import TemporaryPostgres
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
-
-# The Google project of the tests' topics; simulator keys and OAuth clients that watch
-# them must be created in it (Gmail refuses a topic outside the caller's project).
-TEST_PROJECT = "mailwatch-test"
+from tests.fixtures.names import TEST_PROJECT
 
 pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.service"]
 

@@ -20,7 +20,7 @@ import pytest
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.processes import ServiceProcess, service_env
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN, service_settings
 
 pytestmark = pytest.mark.e2e

@@ -49,8 +49,8 @@ Behaviour worth knowing:
   "Delegation denied". Unknown, expired (simulated clock) or revoked tokens answer 401 with
   ``WWW-Authenticate``. Revoked users get ``invalid_grant`` (HTTP 400) from ``/token``.
 * Every token belongs to a Google developer project: the service-account key's ``project_id``, or
-  the project the OAuth client was created in (``projectId`` when creating it; default
-  ``sim-project``). ``watch``'s topic must be in that project, else 400 invalidArgument "Invalid
+  the project the OAuth client was created in (``projectId`` when creating either; default
+  ``GmailSimulator(default_project=...)``, ``sim-project`` unless set). ``watch``'s topic must be in that project, else 400 invalidArgument "Invalid
   topicName does not match projects/<project>/topics/*". One push client per user per project:
   watching again with the same topic replaces the filter, another topic while that project's watch
   is live is 400 "Only one user push notification client allowed per developer (call /stop then

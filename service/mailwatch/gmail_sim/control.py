@@ -142,13 +142,14 @@ class SimulatorControl:
         return self._call("POST", f"/_sim/mailboxes/{_e(email)}/history/expire", body)["historyFloor"]
 
     # -- credentials ---------------------------------------------------------------------------------
-    def create_service_account_key(self, *, project_id: str = "sim-project", name: str | None = None,
+    def create_service_account_key(self, *, project_id: str | None = None, name: str | None = None,
                                    scopes: list[str] | None = None) -> dict:
         return self._call("POST", "/_sim/service-accounts", {"projectId": project_id, "name": name,
                                                               "scopes": scopes})
 
-    def create_oauth_client(self, *, project_id: str = "sim-project") -> dict:
-        """An OAuth client created in Google project `project_id` (its calls act for that project)."""
+    def create_oauth_client(self, *, project_id: str | None = None) -> dict:
+        """An OAuth client created in Google project `project_id` (its calls act for that project;
+        None: the simulator's default project)."""
         return self._call("POST", "/_sim/oauth-clients", {"projectId": project_id})
 
     def issue_refresh_token(self, client_id: str, email: str, *, scopes: list[str] | None = None) -> str:

@@ -7,7 +7,6 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from mailwatch.gmail_sim.auth import DEFAULT_PROJECT
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.model import UnknownLabel, UnknownMessage
 from mailwatch.gmail_sim.state import SimState
@@ -233,14 +232,14 @@ def _token_uri(request: web.Request) -> str:
 async def create_service_account(request):
     data = await _body(request)
     key = _state(request).auth.create_service_account(
-        token_uri=_token_uri(request), project_id=str(data.get("projectId") or DEFAULT_PROJECT),
+        token_uri=_token_uri(request), project_id=str(data.get("projectId") or _state(request).default_project),
         name=data.get("name"), scopes=data.get("scopes"))
     return _json(key)
 
 
 async def create_oauth_client(request):
     data = await _body(request)
-    client_id, secret = _state(request).auth.create_oauth_client(str(data.get("projectId") or DEFAULT_PROJECT))
+    client_id, secret = _state(request).auth.create_oauth_client(str(data.get("projectId") or _state(request).default_project))
     return _json({"clientId": client_id, "clientSecret": secret, "tokenUri": _token_uri(request)})
 
 

@@ -20,6 +20,7 @@ from mailwatch.gmail_sim.api import ApiRequest, dispatch
 from mailwatch.gmail_sim.batch import handle_batch
 from mailwatch.gmail_sim.control_api import STATE_KEY
 from mailwatch.gmail_sim.errors import GmailError, OAuthError, backend_error
+from mailwatch.gmail_sim.auth import DEFAULT_PROJECT
 from mailwatch.gmail_sim.state import SimState
 
 log = logging.getLogger("mailwatch.gmail_sim")
@@ -100,8 +101,9 @@ class GmailSimulator:
     >>> sim.stop()
     """
 
-    def __init__(self, pubsub_emulator_host: str | None = None) -> None:
-        self.state = SimState(pubsub_emulator_host)
+    def __init__(self, pubsub_emulator_host: str | None = None, *, default_project: str = DEFAULT_PROJECT) -> None:
+        # default_project: the Google project of keys and OAuth clients created without a projectId.
+        self.state = SimState(pubsub_emulator_host, default_project=default_project)
         self.url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -13,7 +13,7 @@ import json
 import random
 import threading
 
-from mailwatch.gmail_sim.auth import TokenAuthority
+from mailwatch.gmail_sim.auth import DEFAULT_PROJECT, TokenAuthority
 from mailwatch.gmail_sim.clock import SimClock
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.faults import FaultInjector
@@ -34,8 +34,9 @@ WATCH_LIFETIME_MS = WEEK_SECONDS * 1000
 
 
 class SimState:
-    def __init__(self, pubsub_emulator_host: str | None = None) -> None:
+    def __init__(self, pubsub_emulator_host: str | None = None, *, default_project: str = DEFAULT_PROJECT) -> None:
         self.lock = threading.RLock()
+        self.default_project = default_project  # survives reset(): it is how the simulator was started
         self.clock = SimClock()
         self.mailboxes: dict[str, Mailbox] = {}
         self.auth = TokenAuthority(self.clock, self.has_mailbox)
@@ -92,6 +93,7 @@ class SimState:
             "notificationHistoryIdType": "number" if self.history_id_as_number else "string",
             "seed": self.seed,
             "pubsubEmulatorHost": self.publisher.emulator_host,
+            "defaultProjectId": self.default_project,
         }
 
     # -- mailboxes -----------------------------------------------------------------------------

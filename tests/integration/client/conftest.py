@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from mailwatch_client import ServiceAccountCredentials
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN
 
 

@@ -19,7 +19,7 @@ from mailwatch_client import (
     OAuthCredentials,
     Page,
 )
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration

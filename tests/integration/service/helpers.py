@@ -9,7 +9,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 
 
 def sa_request(sim, email: str, **fields) -> mailbox_service_pb2.RegisterMailboxRequest:

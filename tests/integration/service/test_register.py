@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 from tests.integration.service.helpers import ACTIVE, STOPPED, error_details, oauth_request, sa_request
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.conftest import TEST_PROJECT
+from tests.fixtures.names import TEST_PROJECT
 from tests.integration.service.helpers import oauth_request
 
 pytestmark = pytest.mark.integration
