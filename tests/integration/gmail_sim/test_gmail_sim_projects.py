@@ -111,6 +111,7 @@ def test_watches_of_two_projects_coexist_each_with_its_filter_and_budget(gmail, 
     control.insert_message(ALICE, label_ids=["INBOX"])
     control.advance_clock(2)
     control.insert_message(ALICE, label_ids=["INBOX", "STARRED"])  # both filters match, same second
+    assert control.flush_notifications()  # statuses are set by the publisher thread
     topics = [(n["topic"], n["status"]) for n in control.notifications(ALICE)]
     assert topics == [
         ("projects/acme/topics/gmail", "unpublished"),  # each watch's own first notification
