@@ -40,11 +40,17 @@ REFRESH_FAILURES = Gauge(
 
 class FleetMetrics:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, *, min_interval: float = 10.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        min_interval: float = 10.0,
+        query_timeout: float = 5.0,
     ) -> None:
         self.sessions = sessions
         self.clock = clock
         self.min_interval = min_interval
+        self.query_timeout = query_timeout
         self._refreshed_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -54,9 +60,12 @@ class FleetMetrics:
             if self._refreshed_at is not None and time.monotonic() - self._refreshed_at < self.min_interval:
                 return
             try:
-                async with self.sessions() as session:
-                    now = self.clock.now()
-                    summary = await fleet_summary(session, now)
+                # Bounded: Prometheus gives up on a scrape after ~10 s, and the
+                # process's own counters must still be served when Postgres hangs.
+                async with asyncio.timeout(self.query_timeout):
+                    async with self.sessions() as session:
+                        now = self.clock.now()
+                        summary = await fleet_summary(session, now)
             except Exception:
                 # A scrape must still answer (the process counters matter most
                 # when the database is in trouble); the stale flag says so.

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from tests.integration.client.conftest import free_port
 from tests.integration.service.helpers import sa_request
 
 pytestmark = pytest.mark.integration
@@ -64,3 +65,19 @@ async def test_fleet_gauges_with_no_mailboxes(make_service):
         assert metrics[("mailwatch_sync_due_mailboxes", ())] == 0
         assert metrics[("mailwatch_sync_oldest_due_age_seconds", ())] == 0
         assert math.isinf(metrics[("mailwatch_watch_soonest_expiry_seconds", ())])
+
+
+async def test_an_unreachable_database_marks_the_gauges_stale_and_the_scrape_still_answers():
+    from prometheus_client import REGISTRY
+
+    from mailwatch.clock import SystemClock
+    from mailwatch.fleet_metrics import FleetMetrics
+    from mailwatch.store import create_engine, session_factory
+
+    # Nothing listens there: connecting fails at once, as with a database that went away.
+    engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/gone")
+    try:
+        await FleetMetrics(session_factory(engine), SystemClock()).refresh()
+    finally:
+        await engine.dispose()
+    assert REGISTRY.get_sample_value("mailwatch_fleet_metrics_stale") == 1
