@@ -1,3 +1,5 @@
+# syntax=docker/dockerfile:1
+
 # The mailwatch service image: `mailwatch serve` (default) or any other
 # mailwatch command, e.g. `migrate`. Build from the repository root:
 #   docker build -t mailwatch .

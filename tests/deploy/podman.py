@@ -19,7 +19,6 @@ CONTAINERS_CONF = Path(__file__).with_name("containers.conf")
 BASE_IMAGE = "localhost/mailwatch-test-base:bookworm-1"
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-IMAGE = "localhost/mailwatch:test"
 # A fresh machine downloads every dependency into the build; later builds reuse layers.
 BUILD_TIMEOUT = 1200
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -58,9 +57,9 @@ def ensure_base_image() -> str:
     return BASE_IMAGE
 
 
-def build_image(base: str) -> str:
-    """Builds the repository's Dockerfile on `base`; returns the image name."""
-    args = ["build", "--network=host", "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE]
+def build_image(base: str, tag: str) -> str:
+    """Builds the repository's Dockerfile on `base` as `tag` (layers are cached across builds)."""
+    args = ["build", "--network=host", "--build-arg", f"BASE_IMAGE={base}", "-t", tag]
     if HOST_CA_BUNDLE.exists():
         # Networks that intercept TLS: let pip in the build trust what this machine trusts.
         args += ["-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/build-ca.crt:ro",
@@ -68,4 +67,4 @@ def build_image(base: str) -> str:
     if os.environ.get("PIP_INDEX_URL"):
         args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     podman(*args, str(REPO), timeout=BUILD_TIMEOUT)
-    return IMAGE
+    return tag

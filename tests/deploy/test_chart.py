@@ -194,6 +194,21 @@ def test_one_resource_per_template_and_chart_name_prefixed_helpers():
     assert all(name.startswith("mailwatch.") for name in re.findall(r'define "([^"]+)"', helpers))
 
 
+def test_template_blocks_are_balanced():
+    """Every if/with/range/define is closed by its own end (what helm would refuse first)."""
+    action = re.compile(r"\{\{-?\s*(/\*.*?\*/|[^}]*?)\s*-?\}\}", re.DOTALL)
+    for template in TEMPLATES.iterdir():
+        depth = 0
+        for match in action.finditer(template.read_text()):
+            word = (match.group(1).split() or [""])[0]
+            if word in ("if", "with", "range", "define", "block"):
+                depth += 1
+            elif word == "end":
+                depth -= 1
+                assert depth >= 0, f"{template.name}: an end closes nothing at offset {match.start()}"
+        assert depth == 0, f"{template.name}: {depth} blocks left open"
+
+
 def _named_metrics(text: str) -> set[str]:
     return set(re.findall(r"\bmailwatch_[a-z0-9_]+", text))
 

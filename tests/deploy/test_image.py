@@ -28,7 +28,13 @@ GRACE_SECONDS = 10
 @pytest.fixture(scope="module")
 def image():
     pm.require_tools()
-    return pm.build_image(pm.ensure_base_image())
+    # A tag of this run's own, so concurrent runs on one machine never swap images;
+    # removing it afterwards keeps the cached build layers.
+    tag = pm.build_image(pm.ensure_base_image(), f"localhost/mailwatch:test-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tag
+    finally:
+        pm.podman("rmi", tag, check=False)
 
 
 def container_args(name: str, env: dict[str, str]) -> list[str]:
