@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import defaultdict
 
@@ -26,9 +25,9 @@ from prometheus_client import REGISTRY
 
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
-from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig, ServiceAccountCredentials
+from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from tests.fixtures.service import run_service, service_settings
-from tests.integration.client.conftest import api_key_of
+from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -132,10 +131,8 @@ async def test_postgres_emulator_and_simulator_outages_lose_and_duplicate_nothin
         async with run_service(settings, sim, pubsub_names["topic"], pubsub_names["subscription"]) as service:
             _, auth = await service.new_tenant()
             async with AsyncMailwatchClient(service.target, api_key_of(auth), stream_retry=FAST_RECONNECT) as client:
-                key = json.dumps(sim.create_service_account_key())
                 for address in ADDRESSES:
-                    sim.create_mailbox(address)
-                    await client.register_mailbox(address, credentials=ServiceAccountCredentials(json_key=key))
+                    await client.register_mailbox(address, credentials=sa_credentials(sim, address))
                 stream = client.stream_changes(start="earliest", heartbeat_interval=1)
 
                 async def consume():

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN, run_service, service_settings
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
@@ -126,7 +127,7 @@ async def test_every_rpc_is_unavailable_with_a_retry_hint_while_postgres_is_down
     async with service_on(private_postgres, gmail_sim, pubsub_topic) as service:
         tenant_id, auth = await service.new_tenant()
         sim = service.sim
-        key = sim.create_service_account_key()
+        key = sim.create_service_account_key(project_id=TEST_PROJECT)
         sim.create_mailbox("down@example.com")
         registered = await service.mailboxes.RegisterMailbox(
             mailbox_service_pb2.RegisterMailboxRequest(
