@@ -35,6 +35,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,13 +61,16 @@ def generate(out: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
             path.unlink()
     (package_dir / "__init__.py").touch(exist_ok=True)
 
-    # The well-known types (google/protobuf/*.proto) ship inside grpc_tools.
+    # The well-known types (google/protobuf/*.proto) ship inside grpc_tools;
+    # google/rpc/*.proto (google.rpc.Status) inside googleapis-common-protos.
     well_known = resources.files("grpc_tools") / "_proto"
+    googleapis = Path(status_pb2.__file__).resolve().parents[2]
     files = [str(path.relative_to(proto_root)) for path in proto_files(proto_root)]
     args = [
         "grpc_tools.protoc",
         f"-I{proto_root}",
         f"-I{well_known}",
+        f"-I{googleapis}",
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",

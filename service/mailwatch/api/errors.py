@@ -145,12 +145,17 @@ def as_domain_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def to_grpc_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:
-    """A `grpc.Status` for `context.abort_with_status` (rich details in trailers)."""
+def status_for(exc: BaseException, *, request_id: str | None = None) -> status_pb2.Status:
+    """The google.rpc.Status a caller sees for `exc` (INTERNAL, without detail, for anything unexpected)."""
     exc = as_domain_error(exc)
     if isinstance(exc, domain.MailwatchError) and status_code_for(exc) is not grpc.StatusCode.INTERNAL:
-        return rpc_status.to_status(rich_status(exc, request_id=request_id))
-    return rpc_status.to_status(internal_status(request_id=request_id))
+        return rich_status(exc, request_id=request_id)
+    return internal_status(request_id=request_id)
+
+
+def to_grpc_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:
+    """A `grpc.Status` for `context.abort_with_status` (rich details in trailers)."""
+    return rpc_status.to_status(status_for(exc, request_id=request_id))
 
 
 async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:

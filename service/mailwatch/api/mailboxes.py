@@ -8,18 +8,25 @@ Whatever a method raises is mapped to a status by the ErrorInterceptor.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from datetime import datetime
 
+import grpc
+from google.rpc import status_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailwatch.api import convert, tokens, validation
+from mailwatch.api import convert, errors, tokens, validation
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.lifecycle.registration import Lifecycle
-from mailwatch.request_context import current_tenant_id
+from mailwatch.request_context import current_request_id, current_tenant_id
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
 
 
 class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
@@ -34,6 +41,23 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
             current_tenant_id(), registration.email_address, registration.label_filter, registration.credential
         )
         return convert.mailbox_to_proto(mailbox)
+
+    async def BatchRegisterMailboxes(self, request, context):
+        batch = validation.validate_batch_register_mailboxes(request)
+        outcomes = await self._lifecycle.register_many(current_tenant_id(), batch.label_filter, batch.credentials)
+        request_id = current_request_id()
+        results = []
+        for address, outcome in zip(request.email_addresses, outcomes):
+            if isinstance(outcome, Exception):
+                status = errors.status_for(outcome, request_id=request_id)
+                if status.code == grpc.StatusCode.INTERNAL.value[0]:
+                    log.error("unexpected error registering one address of a batch", exc_info=outcome)
+                results.append(mailbox_service_pb2.MailboxRegistrationResult(email_address=address, status=status))
+            else:
+                results.append(mailbox_service_pb2.MailboxRegistrationResult(
+                    email_address=address, status=OK, mailbox=convert.mailbox_to_proto(outcome)
+                ))
+        return mailbox_service_pb2.BatchRegisterMailboxesResponse(results=results)
 
     async def StopMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)

@@ -8,6 +8,7 @@ plain values the servicer hands to the store and the Gmail adapter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -42,6 +43,7 @@ MAX_EMAIL_LENGTH = 254
 MAX_JSON_KEY_BYTES = 64 * 1024
 MAX_SECRET_LENGTH = 4096
 MAX_STREAM_MAILBOX_IDS = 1000
+MAX_BATCH_REGISTRATIONS = 1000
 DEFAULT_MAX_BATCH_SIZE = 500
 MAX_BATCH_SIZE = 1000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -66,6 +68,14 @@ class MailboxRegistration:
     email_address: str  # lower-cased
     label_filter: LabelFilter
     credential: Credential
+
+
+@dataclass(frozen=True)
+class BatchRegistration:
+    label_filter: LabelFilter
+    # Per requested address, in order: its credential (subject = the address,
+    # lower-cased) or why that address is refused.
+    credentials: list[ServiceAccountCredential | InvalidArgument]
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,48 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
         email_address=email,
         label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
         credential=credential,
+    )
+
+
+def validate_batch_register_mailboxes(
+    request: mailbox_service_pb2.BatchRegisterMailboxesRequest,
+) -> BatchRegistration:
+    """The shared part must be valid (else InvalidArgument for the call); each
+    address is checked on its own and a bad one only fails its own result."""
+    problems = _Violations()
+    count = len(request.email_addresses)
+    if not count:
+        problems.add("email_addresses", "required: at least one address")
+    elif count > MAX_BATCH_REGISTRATIONS:
+        problems.add("email_addresses", f"at most {MAX_BATCH_REGISTRATIONS} addresses per call")
+    label_ids = _label_ids(request.label_ids, problems)
+    behavior = _label_filter_behavior(request.label_filter_behavior, problems)
+    shared: ServiceAccountCredential | None = None
+    if not request.HasField("service_account"):
+        problems.add("service_account", "required: the service account every address uses")
+    else:
+        if request.service_account.subject:
+            problems.add("service_account.subject", "must be empty: each mailbox impersonates its own address")
+        shared = _service_account(request.service_account, "", problems)
+    problems.raise_if_any()
+    assert shared is not None
+
+    addresses: list[str | InvalidArgument] = []
+    first_index: dict[str, int] = {}
+    for index, value in enumerate(request.email_addresses):
+        field = f"email_addresses[{index}]"
+        one = _Violations()
+        email = email_address(value, field, one)
+        if not one.items and email in first_index:
+            one.add(field, f"duplicate of email_addresses[{first_index[email]}]")
+        first_index.setdefault(email, index)
+        addresses.append(InvalidArgument(one.items) if one.items else email)
+    return BatchRegistration(
+        label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
+        credentials=[
+            address if isinstance(address, InvalidArgument) else dataclasses.replace(shared, subject=address)
+            for address in addresses
+        ],
     )
 
 

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from mailwatch.v1 import resources_pb2 as _resources_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -34,6 +35,34 @@ class RegisterMailboxRequest(_message.Message):
     service_account: ServiceAccountCredentials
     oauth: OAuthCredentials
     def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ...) -> None: ...
+
+class BatchRegisterMailboxesRequest(_message.Message):
+    __slots__ = ("email_addresses", "label_ids", "label_filter_behavior", "service_account")
+    EMAIL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FILTER_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    email_addresses: _containers.RepeatedScalarFieldContainer[str]
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    label_filter_behavior: _resources_pb2.LabelFilterBehavior
+    service_account: ServiceAccountCredentials
+    def __init__(self, email_addresses: _Optional[_Iterable[str]] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ...) -> None: ...
+
+class BatchRegisterMailboxesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[MailboxRegistrationResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[MailboxRegistrationResult, _Mapping]]] = ...) -> None: ...
+
+class MailboxRegistrationResult(_message.Message):
+    __slots__ = ("email_address", "status", "mailbox")
+    EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    email_address: str
+    status: _status_pb2.Status
+    mailbox: _resources_pb2.Mailbox
+    def __init__(self, email_address: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., mailbox: _Optional[_Union[_resources_pb2.Mailbox, _Mapping]] = ...) -> None: ...
 
 class ServiceAccountCredentials(_message.Message):
     __slots__ = ("json_key", "subject")

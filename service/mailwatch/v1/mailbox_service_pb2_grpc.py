@@ -47,6 +47,11 @@ class MailboxServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.RegisterMailboxRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_resources__pb2.Mailbox.FromString,
                 _registered_method=True)
+        self.BatchRegisterMailboxes = channel.unary_unary(
+                '/mailwatch.v1.MailboxService/BatchRegisterMailboxes',
+                request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesResponse.FromString,
+                _registered_method=True)
         self.StopMailbox = channel.unary_unary(
                 '/mailwatch.v1.MailboxService/StopMailbox',
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.StopMailboxRequest.SerializeToString,
@@ -90,6 +95,21 @@ class MailboxServiceServicer:
 
         FAILED_PRECONDITION with reason GMAIL_AUTH_FAILED, GMAIL_PERMISSION_DENIED
         or GMAIL_TOPIC_NOT_PUBLISHABLE when Google refuses the watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRegisterMailboxes(self, request, context):
+        """Registers up to 1,000 mailboxes that share one service-account credential
+        with domain-wide delegation (each address is impersonated as itself), to
+        onboard a Workspace domain in few calls. Each address is registered as
+        RegisterMailbox would register it, and answered on its own, in request
+        order: an address that fails (not an address, a duplicate, refused by
+        Gmail) does not fail the others. The call itself fails (INVALID_ARGUMENT)
+        only when what the addresses share is invalid: the credential, the label
+        filter, or no/too many addresses. Idempotent per address, like
+        RegisterMailbox: retrying the whole batch is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +160,11 @@ def add_MailboxServiceServicer_to_server(servicer, server):
                     servicer.RegisterMailbox,
                     request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.RegisterMailboxRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_resources__pb2.Mailbox.SerializeToString,
+            ),
+            'BatchRegisterMailboxes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRegisterMailboxes,
+                    request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesResponse.SerializeToString,
             ),
             'StopMailbox': grpc.unary_unary_rpc_method_handler(
                     servicer.StopMailbox,
@@ -196,6 +221,33 @@ class MailboxService:
             '/mailwatch.v1.MailboxService/RegisterMailbox',
             mailwatch_dot_v1_dot_mailbox__service__pb2.RegisterMailboxRequest.SerializeToString,
             mailwatch_dot_v1_dot_resources__pb2.Mailbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRegisterMailboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.MailboxService/BatchRegisterMailboxes',
+            mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesRequest.SerializeToString,
+            mailwatch_dot_v1_dot_mailbox__service__pb2.BatchRegisterMailboxesResponse.FromString,
             options,
             channel_credentials,
             insecure,

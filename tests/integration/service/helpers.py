@@ -37,19 +37,18 @@ def oauth_request(sim, email: str, **fields) -> tuple[mailbox_service_pb2.Regist
     return request, client, refresh_token
 
 
+def status_detail(status, kind):
+    """The first detail of type `kind` in a google.rpc.Status, or None."""
+    packed = next((detail for detail in status.details if detail.Is(kind.DESCRIPTOR)), None)
+    return None if packed is None else kind.FromString(packed.value)
+
+
 def error_details(error: grpc.aio.AioRpcError):
     """(ErrorInfo, BadRequest or None) from a rich status."""
     status = rpc_status.from_call(error)
-    info, bad_request = None, None
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad_request = error_details_pb2.BadRequest()
-                detail.Unpack(bad_request)
-    return info, bad_request
+    if status is None:
+        return None, None
+    return status_detail(status, error_details_pb2.ErrorInfo), status_detail(status, error_details_pb2.BadRequest)
 
 
 ACTIVE = resources_pb2.MAILBOX_STATE_ACTIVE

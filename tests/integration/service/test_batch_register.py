@@ -1,0 +1,101 @@
+"""BatchRegisterMailboxes: many addresses, one service account, one answer per address."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+
+from mailwatch.v1 import mailbox_service_pb2
+from tests.integration.service.helpers import ACTIVE, error_details, status_detail
+
+pytestmark = pytest.mark.integration
+
+
+def _batch(key: dict, addresses: list[str], **fields) -> mailbox_service_pb2.BatchRegisterMailboxesRequest:
+    return mailbox_service_pb2.BatchRegisterMailboxesRequest(
+        email_addresses=addresses,
+        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+        **fields,
+    )
+
+
+async def _domain(service, prefix: str, count: int):
+    """A new tenant, `count` Gmail users in the simulator and one service account key for them."""
+    _, auth = await service.new_tenant()
+    addresses = [f"{prefix}{i}@domain.test" for i in range(count)]
+    for address in addresses:
+        service.sim.create_mailbox(address)
+    return auth, addresses, service.sim.create_service_account_key()
+
+
+async def test_each_address_is_answered_on_its_own(service):
+    auth, good, key = await _domain(service, "user", 5)
+    requested = [good[0], "not an address", good[1], "User0@Domain.test", "nobody@domain.test", *good[2:]]
+
+    response = await service.mailboxes.BatchRegisterMailboxes(_batch(key, requested, label_ids=["INBOX"]), metadata=auth)
+
+    results = list(response.results)
+    assert [r.email_address for r in results] == requested
+    by_address = dict(zip(requested, results))
+    for address in good:
+        result = by_address[address]
+        assert result.status.code == code_pb2.OK, result.status
+        assert result.mailbox.state == ACTIVE and result.mailbox.email_address == address
+        assert list(result.mailbox.label_filter.label_ids) == ["INBOX"]
+        assert service.sim.mailbox(address)["watch"]["topicName"] == service.topic
+        fetched = await service.mailboxes.GetMailbox(
+            mailbox_service_pb2.GetMailboxRequest(mailbox_id=result.mailbox.id), metadata=auth
+        )
+        assert fetched.email_address == address
+
+    malformed = by_address["not an address"].status
+    assert malformed.code == code_pb2.INVALID_ARGUMENT
+    violations = status_detail(malformed, error_details_pb2.BadRequest).field_violations
+    assert [v.field for v in violations] == ["email_addresses[1]"]
+
+    duplicate = by_address["User0@Domain.test"].status
+    assert duplicate.code == code_pb2.INVALID_ARGUMENT
+    assert "duplicate of email_addresses[0]" in status_detail(duplicate, error_details_pb2.BadRequest).field_violations[0].description
+
+    # Gmail refuses an address it does not know: that address alone fails, with Gmail's reason.
+    unknown = by_address["nobody@domain.test"].status
+    assert unknown.code not in (code_pb2.OK, code_pb2.INTERNAL, code_pb2.UNKNOWN)
+    assert status_detail(unknown, error_details_pb2.ErrorInfo).reason.startswith("GMAIL_")
+    assert not results[1].HasField("mailbox") and not by_address["nobody@domain.test"].HasField("mailbox")
+
+    listed = await service.mailboxes.ListMailboxes(mailbox_service_pb2.ListMailboxesRequest(), metadata=auth)
+    assert sorted(m.email_address for m in listed.mailboxes) == sorted(good)
+
+
+async def test_the_same_batch_again_changes_nothing(service):
+    auth, addresses, key = await _domain(service, "again", 3)
+    first = await service.mailboxes.BatchRegisterMailboxes(_batch(key, addresses), metadata=auth)
+    second = await service.mailboxes.BatchRegisterMailboxes(_batch(key, addresses), metadata=auth)
+    assert [r.mailbox.id for r in second.results] == [r.mailbox.id for r in first.results]
+    calls = service.sim.counters()["calls"]
+    assert all(calls[address]["users.watch"] == 1 for address in addresses)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r.ClearField("email_addresses"), "email_addresses"),
+        (lambda r: r.email_addresses.extend(f"u{i}@domain.test" for i in range(1001)), "email_addresses"),
+        (lambda r: setattr(r.service_account, "subject", "admin@domain.test"), "service_account.subject"),
+        (lambda r: setattr(r.service_account, "json_key", "{}"), "service_account.json_key"),
+        (lambda r: r.ClearField("service_account"), "service_account"),
+        (lambda r: r.label_ids.append(""), "label_ids[0]"),
+    ],
+)
+async def test_a_bad_shared_part_fails_the_call(service, change, field):
+    _, auth = await service.new_tenant()
+    request = _batch(service.sim.create_service_account_key(), ["ok@domain.test"])
+    change(request)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await service.mailboxes.BatchRegisterMailboxes(request, metadata=auth)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = error_details(raised.value)
+    assert field in [v.field for v in bad_request.field_violations]
