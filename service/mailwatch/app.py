@@ -104,6 +104,7 @@ class App:
                 sessions=sessions, gmail=gmail, secret_box=secret_box, topic=settings.pubsub_topic, clock=clock,
                 enabled=settings.renew_enabled and bool(settings.pubsub_topic),
                 loop_seconds=settings.renew_loop_seconds, lease_seconds=settings.sync_lease_seconds,
+                expiring_horizon_seconds=settings.watch_expiring_hours * 3600,
             ),
             ingestor=ingestor,
         )

@@ -38,6 +38,8 @@ class Settings:
     sync_lease_seconds: float = 60.0  # a crashed replica's mailboxes are taken over after this
     renew_enabled: bool = True  # re-watch every mailbox about once a day (lifecycle.schedule)
     renew_loop_seconds: float = 5.0  # how often a replica looks for due renewals
+    # WATCH_EXPIRING is sent when renewal keeps failing and the watch expires within this many hours.
+    watch_expiring_hours: float = 48.0
     poll_enabled: bool = True
     poll_interval_seconds: float = 300.0  # a mailbox quiet this long is synced without a notification
     ingest_enabled: bool = True
@@ -84,7 +86,7 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "sync_lease_seconds", "renew_loop_seconds", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "retention_hours", "stream_poll_seconds"):
+        for name in ("sync_concurrency", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.http_listen:

@@ -95,8 +95,9 @@ def format_event(event, *, as_json: bool) -> str:
             "thread_id": event.thread_id,
             "label_ids": list(event.label_ids),
             "attributes": dict(event.attributes),
+            **({"metadata": _metadata_json(event.metadata)} if event.HasField("metadata") else {}),
         }, separators=(",", ":"))
-    parts = [observed, f"{kind:<16}", event.email_address]
+    parts = [observed, f"{kind:<16}", event.email_address or "(tenant)"]
     if event.message_id:
         parts.append(f"message={event.message_id}")
     if event.thread_id and event.thread_id != event.message_id:
@@ -106,7 +107,31 @@ def format_event(event, *, as_json: bool) -> str:
     if event.history_id:
         parts.append(f"history={event.history_id}")
     parts.extend(f"{key}={value}" for key, value in sorted(event.attributes.items()))
+    if event.HasField("metadata"):
+        parts.extend(_metadata_text(event.metadata))
     return "  ".join(parts)
+
+
+# Shown in text mode, in this order, when the event carries them.
+_TEXT_HEADERS = ("From", "Subject")
+
+
+def _metadata_text(metadata) -> list[str]:
+    if metadata.missing:
+        return ["metadata=missing"]
+    headers = {header.name.lower(): header.value for header in metadata.headers}
+    shown = [f"{name.lower()}={headers[name.lower()]!r}" for name in _TEXT_HEADERS if name.lower() in headers]
+    return [*shown, f"size={metadata.size_estimate}"]
+
+
+def _metadata_json(metadata) -> dict:
+    return {
+        "headers": [[header.name, header.value] for header in metadata.headers],
+        "snippet": metadata.snippet,
+        "size_estimate": metadata.size_estimate,
+        "internal_time": metadata.internal_time.ToJsonString() if metadata.HasField("internal_time") else None,
+        "missing": metadata.missing,
+    }
 
 
 def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

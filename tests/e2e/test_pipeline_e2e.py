@@ -1,6 +1,7 @@
 """The whole pipeline with the service as a real process, killed with SIGKILL mid-way.
 
-Two tenants, three mailboxes (one with a label filter). The simulator adds,
+Two tenants, three mailboxes (one with a label filter, one with message
+metadata on MESSAGE_ADDED). The simulator adds,
 relabels and deletes messages; each tenant's consumer must receive exactly
 its own changes, in history order per mailbox, matching the simulator's
 ground truth — with no gap and no duplicate across a SIGKILL and restart,
@@ -85,7 +86,7 @@ async def _admin_key(target: str, name: str) -> str:
     return created.key
 
 
-async def _register(target: str, api_key: str, sim, email: str, label_ids=()) -> str:
+async def _register(target: str, api_key: str, sim, email: str, label_ids=(), metadata: bool = False) -> str:
     sim.create_mailbox(email)
     key = sim.create_service_account_key(project_id=TEST_PROJECT)
     async with grpc.aio.insecure_channel(target) as channel:
@@ -94,6 +95,7 @@ async def _register(target: str, api_key: str, sim, email: str, label_ids=()) ->
             mailbox_service_pb2.RegisterMailboxRequest(
                 email_address=email, label_ids=list(label_ids),
                 service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+                metadata=resources_pb2.MetadataOptions(enabled=True) if metadata else None,
             ),
             metadata=[("authorization", f"Bearer {api_key}")],
         )
@@ -139,7 +141,7 @@ async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_u
         mailboxes = {
             "a1@example.com": (await _register(target, key_a, gmail_sim, "a1@example.com"), key_a, False),
             "a2@example.com": (await _register(target, key_a, gmail_sim, "a2@example.com", ["INBOX"]), key_a, True),
-            "b1@example.com": (await _register(target, key_b, gmail_sim, "b1@example.com"), key_b, False),
+            "b1@example.com": (await _register(target, key_b, gmail_sim, "b1@example.com", metadata=True), key_b, False),
         }
         consumer_a, consumer_b = Consumer(target, key_a), Consumer(target, key_b)
         consumers = [consumer_a, consumer_b]
@@ -185,6 +187,18 @@ async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_u
             for mailbox_id in own:
                 history = [e.history_id for e in consumer.events if e.mailbox_id == mailbox_id and e.type in CHANGE_TYPES]
                 assert history == sorted(history)
+        # The opted-in mailbox never shows a MESSAGE_ADDED without its metadata (fetched before the
+        # commit, refetched after the kill); the others never carry any.
+        for email, (mailbox_id, key, _) in mailboxes.items():
+            added = [e for e in consumer_of[key].events
+                     if e.mailbox_id == mailbox_id and e.type == ET.EVENT_TYPE_MESSAGE_ADDED]
+            if email == "b1@example.com":
+                assert all(e.HasField("metadata") for e in added)
+                present = [e for e in added if not e.metadata.missing]
+                assert present, "every message was deleted before its metadata was fetched"
+                assert all({h.name: h.value for h in e.metadata.headers}.get("Subject") == "Hello" for e in present)
+            else:
+                assert not any(e.HasField("metadata") for e in added)
     finally:
         for consumer in consumers:
             await consumer.stop()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from typing import Iterator
 
 from google.protobuf import timestamp_pb2
 
 from mailwatch.api.tokens import encode_cursor
-from mailwatch.domain import models
+from mailwatch.domain import messages, models
 from mailwatch.streams.changes import EventBatch, Heartbeat, StreamItem
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
@@ -90,6 +91,7 @@ def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
         last_error=mailbox_error_to_proto(mailbox.last_error, mailbox.last_error_at),
         create_time=timestamp(mailbox.created),
         update_time=timestamp(mailbox.updated),
+        metadata=metadata_options_to_proto(mailbox.metadata_headers),
     )
 
 
@@ -106,14 +108,15 @@ def change_event_to_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEven
         id=str(event.id),
         cursor=encode_cursor(event.sequence),
         type=EVENT_TYPE_TO_PROTO[event.type],
-        mailbox_id=str(event.mailbox_id),
-        email_address=event.email_address,
+        mailbox_id="" if event.mailbox_id is None else str(event.mailbox_id),
+        email_address=event.email_address or "",
         observe_time=timestamp(event.observed_at),
         history_id=event.history_id or 0,
         message_id=event.message_id or "",
         thread_id=event.thread_id or "",
         label_ids=event.label_ids,
         attributes=attributes(event.detail) if event.detail else None,
+        metadata=None if event.metadata is None else metadata_to_proto(event.metadata),
     )
 
 
@@ -133,6 +136,57 @@ def _cached_event_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEvent:
         if len(_converted) > _CONVERTED_MAX:
             del _converted[next(iter(_converted))]
     return proto
+
+
+def _headers(pairs) -> list[resources_pb2.MessageHeader]:
+    return [resources_pb2.MessageHeader(name=name, value=value) for name, value in pairs]
+
+
+def metadata_to_proto(metadata: models.MessageMetadata) -> resources_pb2.MessageMetadata:
+    internal = metadata.internal_date_ms
+    return resources_pb2.MessageMetadata(
+        headers=_headers(metadata.headers),
+        snippet=metadata.snippet,
+        size_estimate=metadata.size_estimate,
+        internal_time=None if internal is None else timestamp(datetime.fromtimestamp(internal / 1000, tz=timezone.utc)),
+        missing=metadata.missing,
+    )
+
+
+def metadata_options_to_proto(headers: tuple[str, ...] | None) -> resources_pb2.MetadataOptions | None:
+    return None if headers is None else resources_pb2.MetadataOptions(enabled=True, headers=list(headers))
+
+
+# GetMessage streams bodies in pieces well under gRPC's default 4 MiB message limit.
+MESSAGE_CHUNK_BYTES = 1024 * 1024
+
+
+def _part_to_proto(part: messages.MessagePart) -> mailbox_service_pb2.MessagePart:
+    return mailbox_service_pb2.MessagePart(
+        part_id=part.part_id, mime_type=part.mime_type, filename=part.filename, headers=_headers(part.headers),
+        body_size=len(part.body), attachment_id=part.attachment_id,
+        parts=[_part_to_proto(child) for child in part.parts],
+    )
+
+
+def message_responses(message: messages.Message) -> Iterator[mailbox_service_pb2.GetMessageResponse]:
+    """GetMessage's responses: the message, then part bodies (FULL) or the source (RAW) in chunks."""
+    response = mailbox_service_pb2.GetMessageResponse
+    yield response(message=mailbox_service_pb2.Message(
+        id=message.id, thread_id=message.thread_id, label_ids=list(message.label_ids),
+        metadata=metadata_to_proto(message.metadata),
+        payload=None if message.payload is None else _part_to_proto(message.payload),
+        raw_size=0 if message.raw is None else len(message.raw),
+    ))
+    if message.payload is not None:
+        for part in message.payload.walk():
+            for start in range(0, len(part.body), MESSAGE_CHUNK_BYTES):
+                yield response(part_chunk=mailbox_service_pb2.PartChunk(
+                    part_id=part.part_id, data=part.body[start : start + MESSAGE_CHUNK_BYTES]
+                ))
+    if message.raw is not None:
+        for start in range(0, len(message.raw), MESSAGE_CHUNK_BYTES):
+            yield response(raw_chunk=message.raw[start : start + MESSAGE_CHUNK_BYTES])
 
 
 def events_response(events: "list[models.ChangeEvent]") -> mailbox_service_pb2.StreamChangesResponse:

@@ -78,6 +78,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     # The server refuses to start on such a database; if it is downgraded
     # under a running one, calls fail until the operator migrates.
     domain.NotMigrated: grpc.StatusCode.UNAVAILABLE,
+    domain.GmailMessageNotFound: grpc.StatusCode.NOT_FOUND,
 }
 
 # Codes that mean "the caller (or their Google setup) got something wrong":

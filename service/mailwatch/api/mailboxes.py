@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api import convert, errors, tokens, validation
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
+from mailwatch.lifecycle import messages
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.request_context import current_request_id, current_tenant_id
 from mailwatch.store import mailboxes as mailbox_store
@@ -38,7 +39,8 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
     async def RegisterMailbox(self, request, context):
         registration = validation.validate_register_mailbox(request)
         mailbox = await self._lifecycle.register(
-            current_tenant_id(), registration.email_address, registration.label_filter, registration.credential
+            current_tenant_id(), registration.email_address, registration.label_filter, registration.credential,
+            metadata_headers=registration.metadata_headers,
         )
         return convert.mailbox_to_proto(mailbox)
 
@@ -98,6 +100,22 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
             async for item in items:
                 yield convert.stream_item_to_proto(item)
+
+    @handle_errors
+    async def GetMessage(self, request, context):
+        query = validation.validate_get_message(request)
+        message = await messages.read_message(
+            self._lifecycle, current_tenant_id(), query.mailbox_id, query.message_id,
+            fmt=query.format, metadata_headers=query.metadata_headers,
+        )
+        for response in convert.message_responses(message):
+            yield response
+
+    @handle_errors
+    async def SendTestEvent(self, request, context):
+        mailbox_id, note = validation.validate_send_test_event(request)
+        event = await messages.send_test_event(self._lifecycle, current_tenant_id(), mailbox_id, note)
+        return convert.change_event_to_proto(event)
 
 
 def _page_position(position) -> tuple[datetime, uuid.UUID] | None:

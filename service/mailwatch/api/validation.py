@@ -23,6 +23,7 @@ from mailwatch.api.convert import (
 )
 from mailwatch.domain.errors import FieldViolation, InvalidArgument, InvalidCursor
 from mailwatch.domain.models import (
+    DEFAULT_METADATA_HEADERS,
     Credential,
     EventType,
     LabelFilter,
@@ -49,6 +50,8 @@ MAX_BATCH_SIZE = 1000
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 MIN_HEARTBEAT_SECONDS = 1.0
 MAX_HEARTBEAT_SECONDS = 300.0
+MAX_HEADER_NAMES = 20
+MAX_NOTE_LENGTH = 1000
 SERVICE_ACCOUNT_KEY_FIELDS = ("client_email", "private_key", "token_uri")
 
 # Deliberately simple: one "@", a non-empty local part without spaces, and a
@@ -57,6 +60,9 @@ _EMAIL_RE = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+_HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,100}")
+# Gmail message ids are hexadecimal (e.g. "18c2f1a3b4d5e6f7").
+_MESSAGE_ID_RE = re.compile(r"[0-9A-Fa-f]{1,40}")
 _TENANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -68,6 +74,7 @@ class MailboxRegistration:
     email_address: str  # lower-cased
     label_filter: LabelFilter
     credential: Credential
+    metadata_headers: tuple[str, ...] | None = None  # None: no metadata on events
 
 
 @dataclass(frozen=True)
@@ -251,12 +258,14 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
         credential = _oauth(request.oauth, problems)
     else:
         problems.add("credentials", "required: set service_account or oauth")
+    metadata_headers = _metadata_options(request, problems)
     problems.raise_if_any()
     assert credential is not None
     return MailboxRegistration(
         email_address=email,
         label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
         credential=credential,
+        metadata_headers=metadata_headers,
     )
 
 
@@ -300,6 +309,75 @@ def validate_batch_register_mailboxes(
             for address in addresses
         ],
     )
+
+
+def _metadata_options(request: mailbox_service_pb2.RegisterMailboxRequest, problems: _Violations):
+    """The header names to fetch for MESSAGE_ADDED metadata, or None when metadata is off."""
+    if not request.HasField("metadata") or not request.metadata.enabled:
+        if request.HasField("metadata") and request.metadata.headers:
+            problems.add("metadata.enabled", "must be true when metadata.headers are given")
+        return None
+    headers = header_names(request.metadata.headers, "metadata.headers", problems)
+    return headers or DEFAULT_METADATA_HEADERS
+
+
+def header_names(values, field: str, problems: _Violations) -> tuple[str, ...]:
+    """RFC 5322 field names (printable ASCII without ':'), at most MAX_HEADER_NAMES, no duplicates."""
+    if len(values) > MAX_HEADER_NAMES:
+        problems.add(field, f"at most {MAX_HEADER_NAMES} header names")
+        return ()
+    seen: set[str] = set()
+    names: list[str] = []
+    for index, name in enumerate(values):
+        if not _HEADER_NAME_RE.fullmatch(name):
+            problems.add(f"{field}[{index}]", "must be a header name: 1-100 printable ASCII characters without ':'")
+        elif name.lower() in seen:
+            problems.add(f"{field}[{index}]", f"duplicate header name {name!r}")
+        else:
+            seen.add(name.lower())
+            names.append(name)
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    mailbox_id: uuid.UUID
+    message_id: str
+    format: str  # "metadata" | "full" | "raw" (Gmail's spelling)
+    metadata_headers: tuple[str, ...]
+
+
+_MESSAGE_FORMATS = {
+    mailbox_service_pb2.MESSAGE_FORMAT_UNSPECIFIED: "metadata",
+    mailbox_service_pb2.MESSAGE_FORMAT_METADATA: "metadata",
+    mailbox_service_pb2.MESSAGE_FORMAT_FULL: "full",
+    mailbox_service_pb2.MESSAGE_FORMAT_RAW: "raw",
+}
+
+
+def validate_get_message(request: mailbox_service_pb2.GetMessageRequest) -> MessageQuery:
+    problems = _Violations()
+    mailbox_id = parse_uuid(request.mailbox_id, "mailbox_id", problems)
+    if not _MESSAGE_ID_RE.fullmatch(request.message_id):
+        problems.add("message_id", "required: a Gmail message id (hexadecimal, at most 40 characters)")
+    fmt = _MESSAGE_FORMATS.get(request.format)
+    if fmt is None:
+        problems.add("format", "unknown message format")
+    headers = header_names(request.metadata_headers, "metadata_headers", problems)
+    if headers and fmt != "metadata":
+        problems.add("metadata_headers", "only allowed with MESSAGE_FORMAT_METADATA")
+    problems.raise_if_any()
+    assert mailbox_id is not None and fmt is not None
+    return MessageQuery(mailbox_id, request.message_id.lower(), fmt, headers or DEFAULT_METADATA_HEADERS)
+
+
+def validate_send_test_event(request: mailbox_service_pb2.SendTestEventRequest) -> tuple[uuid.UUID | None, str]:
+    problems = _Violations()
+    mailbox_id = parse_uuid(request.mailbox_id, "mailbox_id", problems) if request.mailbox_id else None
+    if len(request.note) > MAX_NOTE_LENGTH:
+        problems.add("note", f"at most {MAX_NOTE_LENGTH} characters")
+    problems.raise_if_any()
+    return mailbox_id, request.note
 
 
 def validate_uuid(value: str, field: str) -> uuid.UUID:

@@ -184,3 +184,9 @@ class GmailLabelRejected(GmailBadRequest):
 
 class GmailMailboxNotFound(GmailError):
     reason = "GMAIL_MAILBOX_NOT_FOUND"
+
+
+class GmailMessageNotFound(GmailError):
+    """messages.get answered 404: the message is gone (deleted) or never existed."""
+
+    reason = "MESSAGE_NOT_FOUND"

@@ -36,6 +36,14 @@ class EventType(enum.StrEnum):
     RESYNCED = "RESYNCED"
     AUTH_FAILED = "AUTH_FAILED"
     MAILBOX_STOPPED = "MAILBOX_STOPPED"
+    WATCH_EXPIRING = "WATCH_EXPIRING"  # renewal failing and expiry near (once per episode)
+    NOTIFICATIONS_MISSED = "NOTIFICATIONS_MISSED"  # a fallback poll found unannounced changes (once per episode)
+    TEST = "TEST"  # from SendTestEvent
+
+
+# The headers fetched for MESSAGE_ADDED metadata when a registration enables
+# metadata without naming any.
+DEFAULT_METADATA_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,10 @@ class Mailbox:
     sync_attempts: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    # Header names fetched as metadata for MESSAGE_ADDED events; None = metadata off.
+    metadata_headers: tuple[str, ...] | None = None
+    # NOTIFICATIONS_MISSED was sent and no notification has arrived since.
+    notifications_missed_reported: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,8 @@ class ChangeEvent:
     id: uuid.UUID
     sequence: int
     tenant_id: uuid.UUID
-    mailbox_id: uuid.UUID
-    email_address: str
+    mailbox_id: uuid.UUID | None  # None only for a tenant-wide TEST event
+    email_address: str | None
     type: EventType
     observed_at: datetime
     history_id: int | None = None
@@ -134,14 +146,15 @@ class ChangeEvent:
     thread_id: str | None = None
     label_ids: tuple[str, ...] = ()
     detail: dict = field(default_factory=dict)  # lifecycle details, e.g. the error or new baseline
+    metadata: "MessageMetadata | None" = None  # MESSAGE_ADDED of a mailbox with metadata on
 
 
 @dataclass(frozen=True)
 class NewEvent:
     """A change to append to a tenant's log; the store assigns id and sequence."""
 
-    mailbox_id: uuid.UUID
-    email_address: str
+    mailbox_id: uuid.UUID | None
+    email_address: str | None
     type: EventType
     history_id: int | None = None
     message_id: str | None = None
@@ -149,3 +162,29 @@ class NewEvent:
     label_ids: tuple[str, ...] = ()
     detail: dict = field(default_factory=dict)
     observed_at: datetime | None = None  # None = the database's now()
+    metadata: "MessageMetadata | None" = None
+
+
+@dataclass(frozen=True)
+class MessageMetadata:
+    """What a MESSAGE_ADDED event of a metadata-enabled mailbox carries."""
+
+    headers: tuple[tuple[str, str], ...] = ()  # (name, value) in the message's order
+    snippet: str = ""
+    size_estimate: int = 0
+    internal_date_ms: int | None = None
+    missing: bool = False  # Gmail no longer had the message when it was fetched
+
+    def to_json(self) -> dict:
+        return {
+            "headers": [list(pair) for pair in self.headers], "snippet": self.snippet,
+            "sizeEstimate": self.size_estimate, "internalDate": self.internal_date_ms, "missing": self.missing,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "MessageMetadata":
+        return cls(
+            headers=tuple((str(name), str(value)) for name, value in data.get("headers", ())),
+            snippet=data.get("snippet", ""), size_estimate=int(data.get("sizeEstimate") or 0),
+            internal_date_ms=data.get("internalDate"), missing=bool(data.get("missing", False)),
+        )

@@ -93,6 +93,8 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
             return errors.GmailAuthFailed(detail, metadata=meta)
         if status == 404 and operation == "history.list":
             return errors.GmailHistoryExpired(detail, metadata=meta)
+        if status == 404 and operation == "messages.get":
+            return errors.GmailMessageNotFound(detail, metadata=meta)
         caller_project = _refused_for_project(status, message) if operation == "watch" else None
         if caller_project is not None:
             # GmailClient.watch knows the topic and completes the message.

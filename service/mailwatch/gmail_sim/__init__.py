@@ -105,7 +105,8 @@ GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailA
                                                    failed, dropped_rate_limit, dropped_fault [notifications, notification_counts]
 POST    /_sim/notifications/flush                  {timeout} → {flushed}: wait for queued ones [flush_notifications]
 GET     /_sim/counters                             {calls: {user: {method: n}}, methods, quotaUnits: {user: units},
-                                                   totalCalls, totalQuotaUnits} [counters]
+                                                   totalCalls, totalQuotaUnits, batches: {requests, sizes: [parts
+                                                   per batch request]}} [counters]
 POST    /_sim/counters/reset                       [reset_counters]
 ======  =========================================  ==============================================================
 

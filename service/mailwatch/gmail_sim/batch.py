@@ -76,6 +76,7 @@ async def handle_batch(state: SimState, content_type: str, body: bytes) -> tuple
         raise bad_request("Failed to parse batch request, error: 0 items.", "badRequest")
     if len(parts) > MAX_BATCH:
         raise bad_request(f"Too many requests in batch (limit {MAX_BATCH}).", "batchSizeTooLarge")
+    state.counters.record_batch(len(parts))
     rendered = []
     for part in parts:
         payload = part.get_payload(decode=False)

@@ -32,12 +32,18 @@ class CallCounters:
         with getattr(self, "_lock", threading.Lock()):
             self._calls: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             self._units: dict[str, int] = defaultdict(int)
+            self._batch_sizes: list[int] = []  # parts per batch request, in arrival order
 
     def record(self, user: str, method: str) -> None:
         user = user.lower()
         with self._lock:
             self._calls[user][method] += 1
             self._units[user] += QUOTA_UNITS.get(method, 0)
+
+    def record_batch(self, parts: int) -> None:
+        """One batch request (its parts are counted one by one as they are dispatched)."""
+        with self._lock:
+            self._batch_sizes.append(parts)
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -47,7 +53,9 @@ class CallCounters:
                 for method, n in methods.items():
                     per_method[method] += n
             units = dict(self._units)
+            batch_sizes = list(self._batch_sizes)
         return {
+            "batches": {"requests": len(batch_sizes), "sizes": batch_sizes},
             "calls": per_user,
             "methods": dict(per_method),
             "quotaUnits": units,

@@ -47,11 +47,15 @@ class Lifecycle:
     topic: str
 
     async def register(
-        self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter, credential: Credential
+        self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter, credential: Credential,
+        *, metadata_headers: tuple[str, ...] | None = None,
     ) -> Mailbox:
         async with self.sessions() as session:
             existing = await mailboxes.find_mailbox_by_address(session, tenant_id, email_address)
-            if existing is not None and existing.state is MailboxState.ACTIVE and existing.label_filter == label_filter:
+            if (
+                existing is not None and existing.state is MailboxState.ACTIVE
+                and existing.label_filter == label_filter and existing.metadata_headers == metadata_headers
+            ):
                 stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
                 if self._stored_credential(stored) == credential:
                     return existing  # same registration again: nothing to do, no Gmail call
@@ -75,6 +79,7 @@ class Lifecycle:
                 history_id=watch.history_id,
                 watch_expiration=watch.expiration,
                 next_renewal_at=next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address)),
+                metadata_headers=metadata_headers,
             )
             detail = {
                 "expiration": watch.expiration.isoformat(),

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
-from mailwatch.domain.models import ChangeEvent, EventType, NewEvent
+from mailwatch.domain.models import ChangeEvent, EventType, MessageMetadata, NewEvent
 from mailwatch.store.models import change_events, tenants
 
 CHANGES_CHANNEL = "mailwatch_changes"
@@ -58,6 +58,7 @@ _READ_COLUMNS = (
     # Most events have no detail: NULL skips decoding '{}' per row (a third of
     # the client-side cost of reading a batch, profiled on a 10k backlog).
     func.nullif(change_events.c.detail, literal({}, JSONB)).label("detail"),
+    change_events.c["metadata"],
 )
 
 _EVENT_TYPES = {member.value: member for member in EventType}
@@ -69,10 +70,11 @@ def _event(values) -> ChangeEvent:
     Positional on purpose: it runs for every event streamed, and unpacking a
     row is several times cheaper than reading twelve columns by name."""
     (sequence, event_id, tenant_id, mailbox_id, email_address, event_type, observed_at,
-     history_id, message_id, thread_id, label_ids, detail) = values
+     history_id, message_id, thread_id, label_ids, detail, metadata) = values
     return ChangeEvent(
         event_id, sequence, tenant_id, mailbox_id, email_address, _EVENT_TYPES[event_type], observed_at,
         history_id, message_id, thread_id, tuple(label_ids), dict(detail) if detail else {},
+        None if metadata is None else MessageMetadata.from_json(metadata),
     )
 
 
@@ -90,17 +92,18 @@ _INSERT_BATCH = text(
     """
     INSERT INTO change_events (
         tenant_id, mailbox_id, email_address, event_type, history_id,
-        message_id, thread_id, label_ids, detail, observed_at
+        message_id, thread_id, label_ids, detail, metadata, observed_at
     )
     SELECT CAST(:tenant_id AS uuid), r.mailbox_id, r.email_address, r.event_type, r.history_id,
-           r.message_id, r.thread_id, coalesce(r.label_ids, '{}'), coalesce(r.detail, '{}'), r.observed_at
+           r.message_id, r.thread_id, coalesce(r.label_ids, '{}'), coalesce(r.detail, '{}'), r.metadata,
+           r.observed_at
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
         n integer, mailbox_id uuid, email_address text, event_type text, history_id bigint,
-        message_id text, thread_id text, label_ids text[], detail jsonb, observed_at timestamptz
+        message_id text, thread_id text, label_ids text[], detail jsonb, metadata jsonb, observed_at timestamptz
     )
     ORDER BY r.n
     RETURNING sequence, id, tenant_id, mailbox_id, email_address, event_type, observed_at,
-              history_id, message_id, thread_id, label_ids, detail
+              history_id, message_id, thread_id, label_ids, detail, metadata
     """
 )
 
@@ -130,7 +133,7 @@ async def append_events(
     rows = [
         {
             "n": position,
-            "mailbox_id": str(event.mailbox_id),
+            "mailbox_id": None if event.mailbox_id is None else str(event.mailbox_id),
             "email_address": event.email_address,
             "event_type": EventType(event.type).value,
             "history_id": event.history_id,
@@ -138,6 +141,7 @@ async def append_events(
             "thread_id": event.thread_id,
             "label_ids": list(event.label_ids),
             "detail": dict(event.detail),
+            "metadata": None if event.metadata is None else event.metadata.to_json(),
             "observed_at": (event.observed_at or now).isoformat(),
         }
         for position, event in enumerate(events)

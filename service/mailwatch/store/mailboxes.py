@@ -62,6 +62,8 @@ def to_mailbox(row) -> Mailbox:
         sync_attempts=row.sync_attempts,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
+        metadata_headers=None if row.metadata_headers is None else tuple(row.metadata_headers),
+        notifications_missed_reported=row.notifications_missed_reported,
     )
 
 
@@ -105,6 +107,7 @@ async def upsert_mailbox(
     history_id: int | None = None,
     watch_expiration: datetime | None = None,
     next_renewal_at: datetime | None = None,
+    metadata_headers: Sequence[str] | None = None,
 ) -> tuple[Mailbox, bool]:
     """Register: insert the tenant's mailbox for this address, or update the existing one.
 
@@ -112,6 +115,7 @@ async def upsert_mailbox(
     replaces filter and credentials, and clears the error and retry state.
     `history_id`, `watch_expiration` and `next_renewal_at` are the result of the
     `users.watch` the caller just made; None keeps the stored value (no re-watch).
+    `metadata_headers` (None = metadata off) always replaces the stored choice.
 
     The sync position survives re-registration so nothing is lost: an ACTIVE
     mailbox keeps syncing from where it was, an AUTH_FAILED one catches up
@@ -129,6 +133,7 @@ async def upsert_mailbox(
         history_id=history_id,
         watch_expiration=watch_expiration,
         next_renewal_at=next_renewal_at,
+        metadata_headers=None if metadata_headers is None else list(metadata_headers),
     )
     statement = insert(mailboxes).values(**values)
     new = statement.excluded
@@ -142,6 +147,7 @@ async def upsert_mailbox(
             label_filter_behavior=new.label_filter_behavior,
             credential_kind=new.credential_kind,
             credentials_ciphertext=new.credentials_ciphertext,
+            metadata_headers=new.metadata_headers,
             history_id=case(
                 (was_stopped, func.coalesce(new.history_id, mailboxes.c.history_id)),
                 else_=func.coalesce(mailboxes.c.history_id, new.history_id),
@@ -225,3 +231,11 @@ async def load_credentials_ciphertext(
     if ciphertext is None:
         raise _not_found(mailbox_id)
     return bytes(ciphertext)
+
+
+async def mark_notifications_missed(session: AsyncSession, mailbox_id: uuid.UUID) -> None:
+    """NOTIFICATIONS_MISSED has been written for this mailbox (in the caller's
+    transaction); the next notification that arrives clears the mark."""
+    await session.execute(
+        update(mailboxes).where(mailboxes.c.id == mailbox_id).values(notifications_missed_reported=True)
+    )

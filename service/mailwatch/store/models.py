@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -150,6 +151,16 @@ class MailboxRow(Base):
     last_sync_at: Mapped[datetime | None] = _timestamp()
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = _timestamp()
+    # Header names fetched as metadata for MESSAGE_ADDED events; NULL = metadata off.
+    metadata_headers: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # Early warnings, once per episode: the watch_expiration already announced
+    # with WATCH_EXPIRING (a renewed watch has a new expiration, which ends the
+    # episode), and whether NOTIFICATIONS_MISSED was sent since the last
+    # notification arrived.
+    watch_expiring_reported: Mapped[datetime | None] = _timestamp()
+    notifications_missed_reported: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
     created: Mapped[datetime] = _created()
     updated: Mapped[datetime] = _updated()
 
@@ -193,8 +204,9 @@ class ChangeEventRow(Base):
     # No foreign key to mailboxes: the log is immutable history that is only
     # ever removed by retention (or with its tenant), and skipping the check
     # keeps bulk appends cheap.
-    mailbox_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
-    email_address: Mapped[str] = mapped_column(Text, nullable=False)
+    # NULL only for a tenant-wide TEST event (SendTestEvent without a mailbox).
+    mailbox_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    email_address: Mapped[str | None] = mapped_column(Text)
     event_type: Mapped[str] = mapped_column(Text, nullable=False)
     history_id: Mapped[int | None] = mapped_column(BigInteger)
     message_id: Mapped[str | None] = mapped_column(Text)
@@ -203,6 +215,8 @@ class ChangeEventRow(Base):
         ARRAY(Text), nullable=False, server_default=text("'{}'")
     )
     detail: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    # MESSAGE_ADDED of a metadata-enabled mailbox: MessageMetadata.to_json().
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSONB)
     observed_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
 
     __table_args__ = (

@@ -60,6 +60,7 @@ _RECORD = text(
         UPDATE mailboxes AS m
         SET notified_history_id = greatest(m.notified_history_id, locked.history_id),
             last_notification_at = clock.now,
+            notifications_missed_reported = false,  -- a notification ends a NOTIFICATIONS_MISSED episode
             sync_due_at = CASE
                 WHEN m.history_id IS NULL OR locked.history_id > m.history_id
                     THEN least(coalesce(m.sync_due_at, clock.now), clock.now)

@@ -38,12 +38,21 @@ class ClaimedRenewal:
     claimed_until: datetime  # the mailbox's next_renewal_at while claimed: the fence
     renew_attempts: int  # consecutive failures before this attempt
     watch_expiry_reported: datetime | None  # the expiration already reported with WATCH_EXPIRED
+    watch_expiring_reported: datetime | None = None  # the expiration already announced with WATCH_EXPIRING
 
     @property
     def expiry_unreported(self) -> bool:
         """Whether this watch's expiration has not been reported yet (true or not, it has lapsed)."""
         expiration = self.mailbox.watch_expiration
         return expiration is not None and self.watch_expiry_reported != expiration
+
+    def expiring_unreported(self, now: datetime, horizon: timedelta) -> bool:
+        """Whether the watch expires within `horizon` (not yet lapsed) and nobody said so yet."""
+        expiration = self.mailbox.watch_expiration
+        return (
+            expiration is not None and now < expiration <= now + horizon
+            and self.watch_expiring_reported != expiration
+        )
 
     def watch_lapsed(self, now: datetime) -> bool:
         expiration = self.mailbox.watch_expiration
@@ -79,6 +88,7 @@ async def claim_due_renewals(
             claimed_until=row.next_renewal_at,
             renew_attempts=row.renew_attempts,
             watch_expiry_reported=row.watch_expiry_reported,
+            watch_expiring_reported=row.watch_expiring_reported,
         )
         for row in rows
     ]
@@ -147,8 +157,10 @@ async def record_renewal_failure(
     now: datetime,
     events: Sequence[NewEvent] = (),
     expiry_reported: bool = False,
+    expiring_reported: bool = False,
 ) -> bool:
-    """Try again at `retry_at`; with `expiry_reported`, the watch's lapse is now reported (events carry it)."""
+    """Try again at `retry_at`; with `expiry_reported` / `expiring_reported`, the watch's
+    lapse / coming lapse is now reported (events carry it)."""
     values: dict = dict(
         next_renewal_at=retry_at,
         renew_attempts=mailboxes.c.renew_attempts + 1,
@@ -158,6 +170,8 @@ async def record_renewal_failure(
     )
     if expiry_reported:
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
+    if expiring_reported:
+        values["watch_expiring_reported"] = claim.mailbox.watch_expiration
     return await _fenced_update(session, claim, values, events)
 
 

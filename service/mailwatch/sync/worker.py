@@ -26,6 +26,9 @@ from mailwatch.gmail.client import GmailClient
 from mailwatch.secrets import SecretBox
 from mailwatch.store import work
 from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.store.mailboxes import mark_notifications_missed
+from mailwatch.sync.metadata import with_metadata
+from mailwatch.sync.warnings import notifications_missed_event
 from mailwatch.sync.history_events import events_from_history, newest_history_id
 from mailwatch.workers.loop import LoopWorker
 
@@ -151,12 +154,18 @@ class SyncWorker(LoopWorker):
                 page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
                 label_filter=mailbox.label_filter,
             )
+            events = await with_metadata(self.gmail, credential, mailbox, events)
+            missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
+            if missed is not None:
+                events = [missed, *events]
             async with self.sessions() as session, session.begin():
                 committed = await work.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=synced,
                     new_history_id=new_history_id, events=events, final=final,
                     now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
                 )
+                if missed is not None:
+                    await mark_notifications_missed(session, mailbox.id)
             self._report_catch_up(mailbox, committed, new_history_id)
             SYNC_EVENTS.inc(len(events))
             synced = new_history_id

@@ -18,23 +18,36 @@ class StartPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     START_POSITION_UNSPECIFIED: _ClassVar[StartPosition]
     START_POSITION_NOW: _ClassVar[StartPosition]
     START_POSITION_EARLIEST: _ClassVar[StartPosition]
+
+class MessageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_FORMAT_UNSPECIFIED: _ClassVar[MessageFormat]
+    MESSAGE_FORMAT_METADATA: _ClassVar[MessageFormat]
+    MESSAGE_FORMAT_FULL: _ClassVar[MessageFormat]
+    MESSAGE_FORMAT_RAW: _ClassVar[MessageFormat]
 START_POSITION_UNSPECIFIED: StartPosition
 START_POSITION_NOW: StartPosition
 START_POSITION_EARLIEST: StartPosition
+MESSAGE_FORMAT_UNSPECIFIED: MessageFormat
+MESSAGE_FORMAT_METADATA: MessageFormat
+MESSAGE_FORMAT_FULL: MessageFormat
+MESSAGE_FORMAT_RAW: MessageFormat
 
 class RegisterMailboxRequest(_message.Message):
-    __slots__ = ("email_address", "label_ids", "label_filter_behavior", "service_account", "oauth")
+    __slots__ = ("email_address", "label_ids", "label_filter_behavior", "service_account", "oauth", "metadata")
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FILTER_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     OAUTH_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     email_address: str
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     label_filter_behavior: _resources_pb2.LabelFilterBehavior
     service_account: ServiceAccountCredentials
     oauth: OAuthCredentials
-    def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ...) -> None: ...
+    metadata: _resources_pb2.MetadataOptions
+    def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ..., metadata: _Optional[_Union[_resources_pb2.MetadataOptions, _Mapping]] = ...) -> None: ...
 
 class BatchRegisterMailboxesRequest(_message.Message):
     __slots__ = ("email_addresses", "label_ids", "label_filter_behavior", "service_account")
@@ -143,3 +156,75 @@ class Heartbeat(_message.Message):
     server_time: _timestamp_pb2.Timestamp
     cursor: bytes
     def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[bytes] = ...) -> None: ...
+
+class GetMessageRequest(_message.Message):
+    __slots__ = ("mailbox_id", "message_id", "format", "metadata_headers")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    message_id: str
+    format: MessageFormat
+    metadata_headers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mailbox_id: _Optional[str] = ..., message_id: _Optional[str] = ..., format: _Optional[_Union[MessageFormat, str]] = ..., metadata_headers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetMessageResponse(_message.Message):
+    __slots__ = ("message", "part_chunk", "raw_chunk")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PART_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RAW_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    part_chunk: PartChunk
+    raw_chunk: bytes
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., part_chunk: _Optional[_Union[PartChunk, _Mapping]] = ..., raw_chunk: _Optional[bytes] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("id", "thread_id", "label_ids", "metadata", "payload", "raw_size")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RAW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    thread_id: str
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    metadata: _resources_pb2.MessageMetadata
+    payload: MessagePart
+    raw_size: int
+    def __init__(self, id: _Optional[str] = ..., thread_id: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_resources_pb2.MessageMetadata, _Mapping]] = ..., payload: _Optional[_Union[MessagePart, _Mapping]] = ..., raw_size: _Optional[int] = ...) -> None: ...
+
+class MessagePart(_message.Message):
+    __slots__ = ("part_id", "mime_type", "filename", "headers", "body_size", "attachment_id", "parts")
+    PART_ID_FIELD_NUMBER: _ClassVar[int]
+    MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    part_id: str
+    mime_type: str
+    filename: str
+    headers: _containers.RepeatedCompositeFieldContainer[_resources_pb2.MessageHeader]
+    body_size: int
+    attachment_id: str
+    parts: _containers.RepeatedCompositeFieldContainer[MessagePart]
+    def __init__(self, part_id: _Optional[str] = ..., mime_type: _Optional[str] = ..., filename: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[_resources_pb2.MessageHeader, _Mapping]]] = ..., body_size: _Optional[int] = ..., attachment_id: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[MessagePart, _Mapping]]] = ...) -> None: ...
+
+class PartChunk(_message.Message):
+    __slots__ = ("part_id", "data")
+    PART_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    part_id: str
+    data: bytes
+    def __init__(self, part_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SendTestEventRequest(_message.Message):
+    __slots__ = ("mailbox_id", "note")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    note: str
+    def __init__(self, mailbox_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...

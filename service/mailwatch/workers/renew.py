@@ -68,8 +68,10 @@ class RenewWorker(LoopWorker):
         concurrency: int = 8,
         lease_seconds: float = 60.0,
         backoff: BackoffPolicy | None = None,
+        expiring_horizon_seconds: float = 48 * 3600.0,
     ) -> None:
         super().__init__(enabled=enabled, loop_seconds=loop_seconds)
+        self.expiring_horizon = timedelta(seconds=expiring_horizon_seconds)
         self.sessions = sessions
         self.gmail = gmail
         self.secret_box = secret_box
@@ -136,6 +138,19 @@ class RenewWorker(LoopWorker):
         expiration = claim.mailbox.watch_expiration
         return [self._event(claim, EventType.WATCH_EXPIRED, {"expiration": expiration.isoformat(), "reason": reason})]
 
+    def _expiring_events(self, claim: ClaimedRenewal, now: datetime, reason: str) -> list[NewEvent]:
+        """WATCH_EXPIRING, once per watch: renewal is failing and the expiration is within the horizon."""
+        if not claim.expiring_unreported(now, self.expiring_horizon):
+            return []
+        expiration = claim.mailbox.watch_expiration
+        log.warning("watch of mailbox %s expires at %s and renewal keeps failing (%s)", claim.mailbox.id,
+                    expiration.isoformat(), reason,
+                    extra={"tenant_id": str(claim.mailbox.tenant_id), "mailbox_id": str(claim.mailbox.id)})
+        return [self._event(claim, EventType.WATCH_EXPIRING, {
+            "expiration": expiration.isoformat(), "reason": reason,
+            "failed_attempts": str(claim.renew_attempts + 1),
+        })]
+
     async def _renewed(self, claim: ClaimedRenewal, watch: WatchResult) -> str:
         mailbox = claim.mailbox
         now = self.clock.now()
@@ -166,10 +181,11 @@ class RenewWorker(LoopWorker):
             retry_at = min(retry_at, expiration)
         reason = exc.reason if isinstance(exc, errors.MailwatchError) else "INTERNAL"
         events = self._expired_events(claim, now, reason)
+        expiring = self._expiring_events(claim, now, reason)
         async with self.sessions() as session, session.begin():
             written = await renewals.record_renewal_failure(
                 session, claim, error=_error_text(exc), retry_at=retry_at, now=now,
-                events=events, expiry_reported=bool(events),
+                events=events + expiring, expiry_reported=bool(events), expiring_reported=bool(expiring),
             )
         if written and events:
             WATCHES_EXPIRED.inc()

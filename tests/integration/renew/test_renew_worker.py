@@ -183,13 +183,17 @@ async def test_a_lapsed_watch_is_reported_once_then_renewed(world):
         world.clock.current = row.next_renewal_at
     assert world.clock.now() > expiration
     types = [e.type for e in await world.events(mailbox)]
-    assert types == [EventType.WATCH_EXPIRED]
-    expired = (await world.events(mailbox))[0]
+    # Expiring within the warning horizon from the first failure: warned once, then reported once.
+    assert types == [EventType.WATCH_EXPIRING, EventType.WATCH_EXPIRED]
+    expiring, expired = await world.events(mailbox)
+    assert expiring.detail == {"expiration": expiration.isoformat(), "reason": "GMAIL_UNAVAILABLE",
+                               "failed_attempts": "1"}
     assert expired.detail == {"expiration": expiration.isoformat(), "reason": "GMAIL_UNAVAILABLE"}
     assert (await world.row(mailbox)).state == MailboxState.ACTIVE.value  # still synced (by polling)
 
     assert await world.worker.run_once() == 1  # Gmail is back
-    assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_EXPIRED, EventType.WATCH_RENEWED]
+    assert [e.type for e in await world.events(mailbox)] == [
+        EventType.WATCH_EXPIRING, EventType.WATCH_EXPIRED, EventType.WATCH_RENEWED]
     row = await world.row(mailbox)
     assert row.watch_expiration == world.clock.now() + timedelta(days=7) and row.last_error is None
 

@@ -44,6 +44,7 @@ TABLE = [
     (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     (domain.NotMigrated("schema at 0001"), C.UNAVAILABLE, "NOT_MIGRATED"),
     (domain.AdminDisabled("no operator token"), C.PERMISSION_DENIED, "ADMIN_DISABLED"),
+    (domain.GmailMessageNotFound("gone"), C.NOT_FOUND, "MESSAGE_NOT_FOUND"),
 ]
 
 

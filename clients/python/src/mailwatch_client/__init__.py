@@ -21,7 +21,7 @@ from mailwatch_client._checkpoint import (
     cursor_to_str,
 )
 from mailwatch_client._client import MailwatchClient
-from mailwatch_client._common import DEFAULT, Page, Start
+from mailwatch_client._common import DEFAULT, FetchedMessage, Page, Start
 from mailwatch_client._config import DEFAULT_STREAM_RETRY, NO_RETRY, KeepAliveConfig, RetryConfig, TLSConfig
 from mailwatch_client._errors import (
     ERROR_DOMAIN,
@@ -44,7 +44,13 @@ from mailwatch_client._errors import (
     from_rpc_error,
 )
 from mailwatch_client._proto.v1.admin_service_pb2 import ApiKey, CreateApiKeyResponse, Tenant
-from mailwatch_client._proto.v1.mailbox_service_pb2 import OAuthCredentials, ServiceAccountCredentials
+from mailwatch_client._proto.v1.mailbox_service_pb2 import (
+    Message,
+    MessageFormat,
+    MessagePart,
+    OAuthCredentials,
+    ServiceAccountCredentials,
+)
 from mailwatch_client._proto.v1.resources_pb2 import (
     ChangeEvent,
     CredentialKind,
@@ -54,6 +60,9 @@ from mailwatch_client._proto.v1.resources_pb2 import (
     Mailbox,
     MailboxError,
     MailboxState,
+    MessageHeader,
+    MessageMetadata,
+    MetadataOptions,
 )
 from mailwatch_client._stream import AsyncChangeStream, ChangeStream
 
@@ -77,6 +86,7 @@ __all__ = [
     "ERROR_DOMAIN",
     "EventType",
     "FailedPreconditionError",
+    "FetchedMessage",
     "FieldViolation",
     "FileCheckpointStore",
     "InternalError",
@@ -91,6 +101,12 @@ __all__ = [
     "MailwatchClient",
     "MailwatchClientError",
     "MemoryCheckpointStore",
+    "Message",
+    "MessageFormat",
+    "MessageHeader",
+    "MessageMetadata",
+    "MessagePart",
+    "MetadataOptions",
     "NO_RETRY",
     "NotFoundError",
     "OAuthCredentials",

@@ -104,12 +104,19 @@ class AsyncMailwatchClient:
         credentials: common.Credentials,
         label_ids: Sequence[str] = (),
         label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
+        message_metadata: bool | Sequence[str] = False,
         timeout: float | None = DEFAULT,
         metadata: Metadata = (),
         retry: RetryConfig | None = None,
     ) -> resources_pb2.Mailbox:
-        """Start watching a mailbox (idempotent per address: retried on UNAVAILABLE)."""
-        request = common.register_request(email_address, credentials, label_ids, label_filter_behavior)
+        """Start watching a mailbox (idempotent per address: retried on UNAVAILABLE).
+
+        `message_metadata`: True for metadata (default headers) on MESSAGE_ADDED
+        events, or the header names wanted; False for none.
+        """
+        request = common.register_request(
+            email_address, credentials, label_ids, label_filter_behavior, message_metadata
+        )
         return await self._call(self._mailboxes.RegisterMailbox, request, auth=self._api_auth, timeout=timeout,
                           metadata=metadata, retry=retry, idempotent=True)
 
@@ -188,6 +195,32 @@ class AsyncMailwatchClient:
         )
         md = common.call_metadata(self._api_auth, self._metadata, metadata)
         return AsyncChangeStream(lambda request: self._mailboxes.StreamChanges(request, metadata=md), state)
+
+    async def get_message(
+        self, mailbox_id: str, message_id: str, *, format: str = "metadata", metadata_headers: Sequence[str] = (),
+        timeout: float | None = DEFAULT, metadata: Metadata = (), retry: RetryConfig | None = None,
+    ) -> common.FetchedMessage:
+        """Read a message of one of the tenant's mailboxes from Gmail ("metadata", "full" or "raw"),
+        its streamed body chunks reassembled."""
+        request = common.get_message_request(mailbox_id, message_id, format, metadata_headers)
+
+        async def fetch(request, *, timeout, metadata):
+            assembler = common.MessageAssembler(format)
+            async for response in self._mailboxes.GetMessage(request, timeout=timeout, metadata=metadata):
+                assembler.add(response)
+            return assembler.result()
+
+        return await self._call(fetch, request, auth=self._api_auth, timeout=timeout, metadata=metadata,
+                          retry=retry, idempotent=True)
+
+    async def send_test_event(
+        self, mailbox_id: str = "", *, note: str = "", timeout: float | None = DEFAULT, metadata: Metadata = (),
+        retry: RetryConfig | None = None,
+    ) -> resources_pb2.ChangeEvent:
+        """Put a TEST event into the tenant's stream (for one mailbox, or tenant-wide); not retried."""
+        request = mailbox_service_pb2.SendTestEventRequest(mailbox_id=mailbox_id, note=note)
+        return await self._call(self._mailboxes.SendTestEvent, request, auth=self._api_auth, timeout=timeout,
+                          metadata=metadata, retry=retry, idempotent=False)
 
     # --- AdminService (operator token) ----------------------------------------
 

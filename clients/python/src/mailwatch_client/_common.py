@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, Union
 
 import grpc
@@ -111,10 +111,14 @@ def register_request(
     credentials: Credentials,
     label_ids: Sequence[str],
     label_filter_behavior: int,
+    message_metadata: bool | Sequence[str] = False,
 ) -> mailbox_service_pb2.RegisterMailboxRequest:
     request = mailbox_service_pb2.RegisterMailboxRequest(
         email_address=email_address, label_ids=list(label_ids), label_filter_behavior=label_filter_behavior
     )
+    if message_metadata:
+        headers = [] if message_metadata is True else list(message_metadata)
+        request.metadata.CopyFrom(resources_pb2.MetadataOptions(enabled=True, headers=headers))
     if isinstance(credentials, mailbox_service_pb2.ServiceAccountCredentials):
         request.service_account.CopyFrom(credentials)
     elif isinstance(credentials, mailbox_service_pb2.OAuthCredentials):
@@ -189,3 +193,58 @@ def stream_request(
     else:
         raise ValueError(f"start must be 'now', 'earliest' or a cursor (bytes), not {start!r}")
     return request
+
+
+_MESSAGE_FORMATS = {
+    "metadata": mailbox_service_pb2.MESSAGE_FORMAT_METADATA,
+    "full": mailbox_service_pb2.MESSAGE_FORMAT_FULL,
+    "raw": mailbox_service_pb2.MESSAGE_FORMAT_RAW,
+}
+
+
+def get_message_request(
+    mailbox_id: str, message_id: str, format: str, metadata_headers: Sequence[str]
+) -> mailbox_service_pb2.GetMessageRequest:
+    if format not in _MESSAGE_FORMATS:
+        raise ValueError(f"format must be one of {sorted(_MESSAGE_FORMATS)}, not {format!r}")
+    return mailbox_service_pb2.GetMessageRequest(
+        mailbox_id=mailbox_id, message_id=message_id, format=_MESSAGE_FORMATS[format],
+        metadata_headers=list(metadata_headers),
+    )
+
+
+@dataclass
+class FetchedMessage:
+    """GetMessage's answer, reassembled: the message, the decoded body of each
+    part by part id (format "full") and the RFC 822 source (format "raw")."""
+
+    message: mailbox_service_pb2.Message
+    part_bodies: dict[str, bytes] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+class MessageAssembler:
+    """Collects GetMessage's streamed responses into a FetchedMessage."""
+
+    def __init__(self, format: str) -> None:
+        self._message: mailbox_service_pb2.Message | None = None
+        self._parts: dict[str, bytearray] = {}
+        self._raw: bytearray | None = bytearray() if format == "raw" else None
+
+    def add(self, response: mailbox_service_pb2.GetMessageResponse) -> None:
+        kind = response.WhichOneof("content")
+        if kind == "message":
+            self._message = response.message
+        elif kind == "part_chunk":
+            self._parts.setdefault(response.part_chunk.part_id, bytearray()).extend(response.part_chunk.data)
+        elif kind == "raw_chunk" and self._raw is not None:
+            self._raw.extend(response.raw_chunk)
+
+    def result(self) -> FetchedMessage:
+        if self._message is None:
+            raise ValueError("GetMessage ended without a message")
+        return FetchedMessage(
+            message=self._message,
+            part_bodies={part_id: bytes(data) for part_id, data in self._parts.items()},
+            raw=None if self._raw is None else bytes(self._raw),
+        )

@@ -28,41 +28,55 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from mailwatch_client._proto.v1 import resources_pb2 as mailwatch_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mailwatch/v1/mailbox_service.proto\x12\x0cmailwatch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmailwatch/v1/resources.proto\"\x88\x02\n\x16RegisterMailboxRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x11\n\tlabel_ids\x18\x02 \x03(\t\x12@\n\x15label_filter_behavior\x18\x03 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\x12\x42\n\x0fservice_account\x18\x04 \x01(\x0b\x32\'.mailwatch.v1.ServiceAccountCredentialsH\x00\x12/\n\x05oauth\x18\x05 \x01(\x0b\x32\x1e.mailwatch.v1.OAuthCredentialsH\x00\x42\r\n\x0b\x63redentials\"\xcf\x01\n\x1d\x42\x61tchRegisterMailboxesRequest\x12\x17\n\x0f\x65mail_addresses\x18\x01 \x03(\t\x12\x11\n\tlabel_ids\x18\x02 \x03(\t\x12@\n\x15label_filter_behavior\x18\x03 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\x12@\n\x0fservice_account\x18\x04 \x01(\x0b\x32\'.mailwatch.v1.ServiceAccountCredentials\"Z\n\x1e\x42\x61tchRegisterMailboxesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.mailwatch.v1.MailboxRegistrationResult\"~\n\x19MailboxRegistrationResult\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12&\n\x07mailbox\x18\x03 \x01(\x0b\x32\x15.mailwatch.v1.Mailbox\">\n\x19ServiceAccountCredentials\x12\x10\n\x08json_key\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"S\n\x10OAuthCredentials\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\"(\n\x12StopMailboxRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\"\'\n\x11GetMailboxRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\"i\n\x14ListMailboxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.mailwatch.v1.MailboxState\"Z\n\x15ListMailboxesResponse\x12(\n\tmailboxes\x18\x01 \x03(\x0b\x32\x15.mailwatch.v1.Mailbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfa\x01\n\x14StreamChangesRequest\x12\x13\n\x0bmailbox_ids\x18\x01 \x03(\t\x12,\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x17.mailwatch.v1.EventType\x12\x10\n\x06\x63ursor\x18\x03 \x01(\x0cH\x00\x12\x35\n\x0estart_position\x18\x04 \x01(\x0e\x32\x1b.mailwatch.v1.StartPositionH\x00\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\x05\x12\x35\n\x12heartbeat_interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x07\n\x05start\"n\n\x15StreamChangesResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.mailwatch.v1.ChangeEvent\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.mailwatch.v1.Heartbeat\"L\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c*d\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_POSITION_NOW\x10\x01\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x02\x32\x99\x04\n\x0eMailboxService\x12N\n\x0fRegisterMailbox\x12$.mailwatch.v1.RegisterMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12s\n\x16\x42\x61tchRegisterMailboxes\x12+.mailwatch.v1.BatchRegisterMailboxesRequest\x1a,.mailwatch.v1.BatchRegisterMailboxesResponse\x12\x46\n\x0bStopMailbox\x12 .mailwatch.v1.StopMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12\x44\n\nGetMailbox\x12\x1f.mailwatch.v1.GetMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12X\n\rListMailboxes\x12\".mailwatch.v1.ListMailboxesRequest\x1a#.mailwatch.v1.ListMailboxesResponse\x12Z\n\rStreamChanges\x12\".mailwatch.v1.StreamChangesRequest\x1a#.mailwatch.v1.StreamChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mailwatch/v1/mailbox_service.proto\x12\x0cmailwatch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmailwatch/v1/resources.proto\"\xb9\x02\n\x16RegisterMailboxRequest\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\x11\n\tlabel_ids\x18\x02 \x03(\t\x12@\n\x15label_filter_behavior\x18\x03 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\x12\x42\n\x0fservice_account\x18\x04 \x01(\x0b\x32\'.mailwatch.v1.ServiceAccountCredentialsH\x00\x12/\n\x05oauth\x18\x05 \x01(\x0b\x32\x1e.mailwatch.v1.OAuthCredentialsH\x00\x12/\n\x08metadata\x18n \x01(\x0b\x32\x1d.mailwatch.v1.MetadataOptionsB\r\n\x0b\x63redentials\"\xcf\x01\n\x1d\x42\x61tchRegisterMailboxesRequest\x12\x17\n\x0f\x65mail_addresses\x18\x01 \x03(\t\x12\x11\n\tlabel_ids\x18\x02 \x03(\t\x12@\n\x15label_filter_behavior\x18\x03 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\x12@\n\x0fservice_account\x18\x04 \x01(\x0b\x32\'.mailwatch.v1.ServiceAccountCredentials\"Z\n\x1e\x42\x61tchRegisterMailboxesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.mailwatch.v1.MailboxRegistrationResult\"~\n\x19MailboxRegistrationResult\x12\x15\n\remail_address\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12&\n\x07mailbox\x18\x03 \x01(\x0b\x32\x15.mailwatch.v1.Mailbox\">\n\x19ServiceAccountCredentials\x12\x10\n\x08json_key\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\"S\n\x10OAuthCredentials\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\"(\n\x12StopMailboxRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\"\'\n\x11GetMailboxRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\"i\n\x14ListMailboxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.mailwatch.v1.MailboxState\"Z\n\x15ListMailboxesResponse\x12(\n\tmailboxes\x18\x01 \x03(\x0b\x32\x15.mailwatch.v1.Mailbox\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfa\x01\n\x14StreamChangesRequest\x12\x13\n\x0bmailbox_ids\x18\x01 \x03(\t\x12,\n\x0b\x65vent_types\x18\x02 \x03(\x0e\x32\x17.mailwatch.v1.EventType\x12\x10\n\x06\x63ursor\x18\x03 \x01(\x0cH\x00\x12\x35\n\x0estart_position\x18\x04 \x01(\x0e\x32\x1b.mailwatch.v1.StartPositionH\x00\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\x05\x12\x35\n\x12heartbeat_interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x07\n\x05start\"n\n\x15StreamChangesResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.mailwatch.v1.ChangeEvent\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.mailwatch.v1.Heartbeat\"L\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\"\x82\x01\n\x11GetMessageRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12+\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1b.mailwatch.v1.MessageFormat\x12\x18\n\x10metadata_headers\x18\x04 \x03(\t\"\x8d\x01\n\x12GetMessageResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x15.mailwatch.v1.MessageH\x00\x12-\n\npart_chunk\x18\x02 \x01(\x0b\x32\x17.mailwatch.v1.PartChunkH\x00\x12\x13\n\traw_chunk\x18\x03 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\xaa\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x11\n\tlabel_ids\x18\x03 \x03(\t\x12/\n\x08metadata\x18\x04 \x01(\x0b\x32\x1d.mailwatch.v1.MessageMetadata\x12*\n\x07payload\x18\x05 \x01(\x0b\x32\x19.mailwatch.v1.MessagePart\x12\x10\n\x08raw_size\x18\x06 \x01(\x03\"\xc5\x01\n\x0bMessagePart\x12\x0f\n\x07part_id\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12,\n\x07headers\x18\x04 \x03(\x0b\x32\x1b.mailwatch.v1.MessageHeader\x12\x11\n\tbody_size\x18\x05 \x01(\x03\x12\x15\n\rattachment_id\x18\x06 \x01(\t\x12(\n\x05parts\x18\x07 \x03(\x0b\x32\x19.mailwatch.v1.MessagePart\"*\n\tPartChunk\x12\x0f\n\x07part_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"8\n\x14SendTestEventRequest\x12\x12\n\nmailbox_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t*d\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_POSITION_NOW\x10\x01\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x02*}\n\rMessageFormat\x12\x1e\n\x1aMESSAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17MESSAGE_FORMAT_METADATA\x10\x01\x12\x17\n\x13MESSAGE_FORMAT_FULL\x10\x02\x12\x16\n\x12MESSAGE_FORMAT_RAW\x10\x03\x32\xbc\x05\n\x0eMailboxService\x12N\n\x0fRegisterMailbox\x12$.mailwatch.v1.RegisterMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12s\n\x16\x42\x61tchRegisterMailboxes\x12+.mailwatch.v1.BatchRegisterMailboxesRequest\x1a,.mailwatch.v1.BatchRegisterMailboxesResponse\x12\x46\n\x0bStopMailbox\x12 .mailwatch.v1.StopMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12\x44\n\nGetMailbox\x12\x1f.mailwatch.v1.GetMailboxRequest\x1a\x15.mailwatch.v1.Mailbox\x12X\n\rListMailboxes\x12\".mailwatch.v1.ListMailboxesRequest\x1a#.mailwatch.v1.ListMailboxesResponse\x12Z\n\rStreamChanges\x12\".mailwatch.v1.StreamChangesRequest\x1a#.mailwatch.v1.StreamChangesResponse0\x01\x12Q\n\nGetMessage\x12\x1f.mailwatch.v1.GetMessageRequest\x1a .mailwatch.v1.GetMessageResponse0\x01\x12N\n\rSendTestEvent\x12\".mailwatch.v1.SendTestEventRequest\x1a\x19.mailwatch.v1.ChangeEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailwatch_client._proto.v1.mailbox_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTPOSITION']._serialized_start=1743
-  _globals['_STARTPOSITION']._serialized_end=1843
+  _globals['_STARTPOSITION']._serialized_start=2544
+  _globals['_STARTPOSITION']._serialized_end=2644
+  _globals['_MESSAGEFORMAT']._serialized_start=2646
+  _globals['_MESSAGEFORMAT']._serialized_end=2771
   _globals['_REGISTERMAILBOXREQUEST']._serialized_start=173
-  _globals['_REGISTERMAILBOXREQUEST']._serialized_end=437
-  _globals['_BATCHREGISTERMAILBOXESREQUEST']._serialized_start=440
-  _globals['_BATCHREGISTERMAILBOXESREQUEST']._serialized_end=647
-  _globals['_BATCHREGISTERMAILBOXESRESPONSE']._serialized_start=649
-  _globals['_BATCHREGISTERMAILBOXESRESPONSE']._serialized_end=739
-  _globals['_MAILBOXREGISTRATIONRESULT']._serialized_start=741
-  _globals['_MAILBOXREGISTRATIONRESULT']._serialized_end=867
-  _globals['_SERVICEACCOUNTCREDENTIALS']._serialized_start=869
-  _globals['_SERVICEACCOUNTCREDENTIALS']._serialized_end=931
-  _globals['_OAUTHCREDENTIALS']._serialized_start=933
-  _globals['_OAUTHCREDENTIALS']._serialized_end=1016
-  _globals['_STOPMAILBOXREQUEST']._serialized_start=1018
-  _globals['_STOPMAILBOXREQUEST']._serialized_end=1058
-  _globals['_GETMAILBOXREQUEST']._serialized_start=1060
-  _globals['_GETMAILBOXREQUEST']._serialized_end=1099
-  _globals['_LISTMAILBOXESREQUEST']._serialized_start=1101
-  _globals['_LISTMAILBOXESREQUEST']._serialized_end=1206
-  _globals['_LISTMAILBOXESRESPONSE']._serialized_start=1208
-  _globals['_LISTMAILBOXESRESPONSE']._serialized_end=1298
-  _globals['_STREAMCHANGESREQUEST']._serialized_start=1301
-  _globals['_STREAMCHANGESREQUEST']._serialized_end=1551
-  _globals['_STREAMCHANGESRESPONSE']._serialized_start=1553
-  _globals['_STREAMCHANGESRESPONSE']._serialized_end=1663
-  _globals['_HEARTBEAT']._serialized_start=1665
-  _globals['_HEARTBEAT']._serialized_end=1741
-  _globals['_MAILBOXSERVICE']._serialized_start=1846
-  _globals['_MAILBOXSERVICE']._serialized_end=2383
+  _globals['_REGISTERMAILBOXREQUEST']._serialized_end=486
+  _globals['_BATCHREGISTERMAILBOXESREQUEST']._serialized_start=489
+  _globals['_BATCHREGISTERMAILBOXESREQUEST']._serialized_end=696
+  _globals['_BATCHREGISTERMAILBOXESRESPONSE']._serialized_start=698
+  _globals['_BATCHREGISTERMAILBOXESRESPONSE']._serialized_end=788
+  _globals['_MAILBOXREGISTRATIONRESULT']._serialized_start=790
+  _globals['_MAILBOXREGISTRATIONRESULT']._serialized_end=916
+  _globals['_SERVICEACCOUNTCREDENTIALS']._serialized_start=918
+  _globals['_SERVICEACCOUNTCREDENTIALS']._serialized_end=980
+  _globals['_OAUTHCREDENTIALS']._serialized_start=982
+  _globals['_OAUTHCREDENTIALS']._serialized_end=1065
+  _globals['_STOPMAILBOXREQUEST']._serialized_start=1067
+  _globals['_STOPMAILBOXREQUEST']._serialized_end=1107
+  _globals['_GETMAILBOXREQUEST']._serialized_start=1109
+  _globals['_GETMAILBOXREQUEST']._serialized_end=1148
+  _globals['_LISTMAILBOXESREQUEST']._serialized_start=1150
+  _globals['_LISTMAILBOXESREQUEST']._serialized_end=1255
+  _globals['_LISTMAILBOXESRESPONSE']._serialized_start=1257
+  _globals['_LISTMAILBOXESRESPONSE']._serialized_end=1347
+  _globals['_STREAMCHANGESREQUEST']._serialized_start=1350
+  _globals['_STREAMCHANGESREQUEST']._serialized_end=1600
+  _globals['_STREAMCHANGESRESPONSE']._serialized_start=1602
+  _globals['_STREAMCHANGESRESPONSE']._serialized_end=1712
+  _globals['_HEARTBEAT']._serialized_start=1714
+  _globals['_HEARTBEAT']._serialized_end=1790
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1793
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1923
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1926
+  _globals['_GETMESSAGERESPONSE']._serialized_end=2067
+  _globals['_MESSAGE']._serialized_start=2070
+  _globals['_MESSAGE']._serialized_end=2240
+  _globals['_MESSAGEPART']._serialized_start=2243
+  _globals['_MESSAGEPART']._serialized_end=2440
+  _globals['_PARTCHUNK']._serialized_start=2442
+  _globals['_PARTCHUNK']._serialized_end=2484
+  _globals['_SENDTESTEVENTREQUEST']._serialized_start=2486
+  _globals['_SENDTESTEVENTREQUEST']._serialized_end=2542
+  _globals['_MAILBOXSERVICE']._serialized_start=2774
+  _globals['_MAILBOXSERVICE']._serialized_end=3474
 # @@protoc_insertion_point(module_scope)

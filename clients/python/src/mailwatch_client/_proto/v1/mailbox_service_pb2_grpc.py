@@ -72,6 +72,16 @@ class MailboxServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesResponse.FromString,
                 _registered_method=True)
+        self.GetMessage = channel.unary_stream(
+                '/mailwatch.v1.MailboxService/GetMessage',
+                request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.FromString,
+                _registered_method=True)
+        self.SendTestEvent = channel.unary_unary(
+                '/mailwatch.v1.MailboxService/SendTestEvent',
+                request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.FromString,
+                _registered_method=True)
 
 
 class MailboxServiceServicer:
@@ -153,6 +163,26 @@ class MailboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMessage(self, request, context):
+        """Reads a message of one of the tenant's mailboxes from Gmail, with the
+        mailbox's credentials. The first response carries the message; for
+        MESSAGE_FORMAT_FULL and MESSAGE_FORMAT_RAW the bytes follow in order as
+        chunks of at most 1 MiB (a message can exceed gRPC's default message
+        size). A message Gmail no longer has answers NOT_FOUND, reason
+        MESSAGE_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestEvent(self, request, context):
+        """Appends a TEST event to the tenant's change log (optionally for one
+        mailbox) and returns it, so a consumer can check its wiring end to end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MailboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +215,16 @@ def add_MailboxServiceServicer_to_server(servicer, server):
                     servicer.StreamChanges,
                     request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesResponse.SerializeToString,
+            ),
+            'GetMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'SendTestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestEvent,
+                    request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +396,60 @@ class MailboxService:
             '/mailwatch.v1.MailboxService/StreamChanges',
             mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesRequest.SerializeToString,
             mailwatch_dot_v1_dot_mailbox__service__pb2.StreamChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mailwatch.v1.MailboxService/GetMessage',
+            mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.SerializeToString,
+            mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.MailboxService/SendTestEvent',
+            mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.SerializeToString,
+            mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.FromString,
             options,
             channel_credentials,
             insecure,

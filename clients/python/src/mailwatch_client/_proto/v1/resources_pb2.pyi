@@ -43,6 +43,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_RESYNCED: _ClassVar[EventType]
     EVENT_TYPE_AUTH_FAILED: _ClassVar[EventType]
     EVENT_TYPE_MAILBOX_STOPPED: _ClassVar[EventType]
+    EVENT_TYPE_WATCH_EXPIRING: _ClassVar[EventType]
+    EVENT_TYPE_NOTIFICATIONS_MISSED: _ClassVar[EventType]
+    EVENT_TYPE_TEST: _ClassVar[EventType]
 MAILBOX_STATE_UNSPECIFIED: MailboxState
 MAILBOX_STATE_ACTIVE: MailboxState
 MAILBOX_STATE_AUTH_FAILED: MailboxState
@@ -65,9 +68,12 @@ EVENT_TYPE_RESYNC_REQUIRED: EventType
 EVENT_TYPE_RESYNCED: EventType
 EVENT_TYPE_AUTH_FAILED: EventType
 EVENT_TYPE_MAILBOX_STOPPED: EventType
+EVENT_TYPE_WATCH_EXPIRING: EventType
+EVENT_TYPE_NOTIFICATIONS_MISSED: EventType
+EVENT_TYPE_TEST: EventType
 
 class Mailbox(_message.Message):
-    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time")
+    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +88,7 @@ class Mailbox(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     email_address: str
     state: MailboxState
@@ -96,7 +103,8 @@ class Mailbox(_message.Message):
     last_error: MailboxError
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    metadata: MetadataOptions
+    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ...) -> None: ...
 
 class LabelFilter(_message.Message):
     __slots__ = ("label_ids", "behavior")
@@ -117,7 +125,7 @@ class MailboxError(_message.Message):
     def __init__(self, message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ChangeEvent(_message.Message):
-    __slots__ = ("id", "cursor", "type", "mailbox_id", "email_address", "observe_time", "history_id", "message_id", "thread_id", "label_ids", "attributes")
+    __slots__ = ("id", "cursor", "type", "mailbox_id", "email_address", "observe_time", "history_id", "message_id", "thread_id", "label_ids", "attributes", "metadata")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +144,7 @@ class ChangeEvent(_message.Message):
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     cursor: bytes
     type: EventType
@@ -147,4 +156,35 @@ class ChangeEvent(_message.Message):
     thread_id: str
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., cursor: _Optional[bytes] = ..., type: _Optional[_Union[EventType, str]] = ..., mailbox_id: _Optional[str] = ..., email_address: _Optional[str] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history_id: _Optional[int] = ..., message_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    metadata: MessageMetadata
+    def __init__(self, id: _Optional[str] = ..., cursor: _Optional[bytes] = ..., type: _Optional[_Union[EventType, str]] = ..., mailbox_id: _Optional[str] = ..., email_address: _Optional[str] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history_id: _Optional[int] = ..., message_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Union[MessageMetadata, _Mapping]] = ...) -> None: ...
+
+class MessageMetadata(_message.Message):
+    __slots__ = ("headers", "snippet", "size_estimate", "internal_time", "missing")
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    headers: _containers.RepeatedCompositeFieldContainer[MessageHeader]
+    snippet: str
+    size_estimate: int
+    internal_time: _timestamp_pb2.Timestamp
+    missing: bool
+    def __init__(self, headers: _Optional[_Iterable[_Union[MessageHeader, _Mapping]]] = ..., snippet: _Optional[str] = ..., size_estimate: _Optional[int] = ..., internal_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing: _Optional[bool] = ...) -> None: ...
+
+class MessageHeader(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class MetadataOptions(_message.Message):
+    __slots__ = ("enabled", "headers")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    headers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, enabled: _Optional[bool] = ..., headers: _Optional[_Iterable[str]] = ...) -> None: ...

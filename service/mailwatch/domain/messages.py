@@ -1,0 +1,36 @@
+"""A Gmail message as GetMessage returns it: pure data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailwatch.domain.models import MessageMetadata
+
+
+@dataclass(frozen=True)
+class MessagePart:
+    """One MIME part (format=full), its body decoded from Gmail's base64url."""
+
+    part_id: str
+    mime_type: str
+    filename: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = field(default=b"", repr=False)
+    attachment_id: str = ""  # set when Gmail did not inline the body
+    parts: tuple["MessagePart", ...] = ()
+
+    def walk(self):
+        """This part and its descendants, depth first (the order their bodies are streamed in)."""
+        yield self
+        for child in self.parts:
+            yield from child.walk()
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    thread_id: str
+    label_ids: tuple[str, ...]
+    metadata: MessageMetadata
+    payload: MessagePart | None = None  # format=full
+    raw: bytes | None = field(default=None, repr=False)  # format=raw: the RFC 822 source

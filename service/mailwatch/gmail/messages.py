@@ -1,0 +1,57 @@
+"""Gmail message resources (users.messages.get JSON) -> domain messages. Pure parsing.
+
+Gmail encodes bodies and the raw source as base64url, sometimes without
+padding; `internalDate` is milliseconds since the epoch as a string.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from mailwatch.domain.messages import Message, MessagePart
+from mailwatch.domain.models import MessageMetadata
+
+MISSING = MessageMetadata(missing=True)
+
+
+def _b64url(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def _headers(payload: dict | None) -> tuple[tuple[str, str], ...]:
+    return tuple((str(h.get("name", "")), str(h.get("value", ""))) for h in (payload or {}).get("headers", ()))
+
+
+def metadata_from_resource(resource: dict) -> MessageMetadata:
+    internal = resource.get("internalDate")
+    return MessageMetadata(
+        headers=_headers(resource.get("payload")),
+        snippet=str(resource.get("snippet", "")),
+        size_estimate=int(resource.get("sizeEstimate") or 0),
+        internal_date_ms=int(internal) if internal not in (None, "") else None,
+    )
+
+
+def _part(resource: dict) -> MessagePart:
+    body = resource.get("body") or {}
+    return MessagePart(
+        part_id=str(resource.get("partId", "")),
+        mime_type=str(resource.get("mimeType", "")),
+        filename=str(resource.get("filename", "")),
+        headers=_headers(resource),
+        body=_b64url(body["data"]) if body.get("data") else b"",
+        attachment_id=str(body.get("attachmentId", "")),
+        parts=tuple(_part(child) for child in resource.get("parts", ())),
+    )
+
+
+def message_from_resource(resource: dict, fmt: str) -> Message:
+    """A domain Message from messages.get(format=fmt)."""
+    return Message(
+        id=str(resource["id"]),
+        thread_id=str(resource.get("threadId", "")),
+        label_ids=tuple(resource.get("labelIds", ())),
+        metadata=metadata_from_resource(resource),
+        payload=_part(resource["payload"]) if fmt == "full" and "payload" in resource else None,
+        raw=_b64url(resource.get("raw", "")) if fmt == "raw" else None,
+    )
