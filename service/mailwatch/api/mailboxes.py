@@ -101,7 +101,6 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
             async for item in items:
                 yield convert.stream_item_to_proto(item)
 
-    @handle_errors
     async def GetMessage(self, request, context):
         query = validation.validate_get_message(request)
         message = await messages.read_message(
@@ -111,7 +110,6 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         for response in convert.message_responses(message):
             yield response
 
-    @handle_errors
     async def SendTestEvent(self, request, context):
         mailbox_id, note = validation.validate_send_test_event(request)
         event = await messages.send_test_event(self._lifecycle, current_tenant_id(), mailbox_id, note)

@@ -259,13 +259,14 @@ class GmailClient:
                 record_call("messages.get", tenant_id)  # each part is metered as its own call
             found.update(
                 await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._metadata_batch, credential, email, chunk, headers
+                    self._executor, self._metadata_batch, credential, email, chunk, headers, tenant_id
                 )
             )
         return found
 
     def _metadata_batch(
-        self, credential: Credential, email: str, message_ids: list[str], headers: tuple[str, ...]
+        self, credential: Credential, email: str, message_ids: list[str], headers: tuple[str, ...],
+        tenant_id: uuid.UUID | None,
     ) -> dict[str, MessageMetadata]:
         results: dict[str, MessageMetadata] = {}
         failures: list[BaseException] = []
@@ -281,15 +282,17 @@ class GmailClient:
                 failures.append(error)
 
         users = self._service().users()
-        authorized = self._authorized_http(credential)
         # new_batch_http_request() would take Google's batch URI from the
         # discovery document and ignore api_endpoint, so name it here.
         batch = BatchHttpRequest(callback=collect, batch_uri=self._batch_uri)
-        for message_id in message_ids:
-            part = users.messages().get(userId=email, id=message_id, format="metadata", metadataHeaders=list(headers))
-            part.http = authorized  # each part carries the token in its own Authorization header
-            batch.add(part, request_id=message_id)
         try:
+            authorized = self._authorized_http(credential, tenant_id)
+            for message_id in message_ids:
+                part = users.messages().get(
+                    userId=email, id=message_id, format="metadata", metadataHeaders=list(headers)
+                )
+                part.http = authorized  # each part carries the token in its own Authorization header
+                batch.add(part, request_id=message_id)
             batch.execute(http=authorized)
         except Exception as exc:  # noqa: BLE001 - classified into domain errors
             raise classify(exc, operation="messages.get") from exc
