@@ -61,7 +61,7 @@ class ScriptedGmail:
             raise pending.pop(0)
         return WatchResult(history_id=9000 + len(self.calls), expiration=self.clock.now() + timedelta(days=7))
 
-    def forget(self, credential) -> None:
+    def forget(self, credential, tenant_id=None) -> None:
         self.forgotten += 1
 
 
