@@ -21,6 +21,9 @@ credentials from the simulator), opens one StreamChanges stream
    once per `--latency-spacing` seconds (default 1.5 s > Gmail's 1
    notification/s/user, so no notification is dropped); latency = event
    arriving on the stream - the simulator's insert call returning.
+1b. metadata: the same paced inserts to mailboxes registered with message
+   metadata and to as many plain ones; latency and Gmail calls / quota units
+   per change for each group, and the batch requests the metadata cost.
 2. throughput (backlog drain): M changes inserted with the simulator's
    notifications switched off, then one more change per mailbox with them on;
    changes/s = changes on the stream after that trigger / (trigger -> last
@@ -453,6 +456,48 @@ async def phase_latency(args, ph: Phase) -> None:
     say(f"    {cpu}")
 
 
+async def phase_metadata(args, ph: Phase, register) -> None:
+    """Metadata on MESSAGE_ADDED next to the plain path, in one run: the same paced inserts go to
+    mailboxes registered with metadata and to plain ones; latency and Gmail cost per change by group."""
+    say, consumer, control = ph.say, ph.consumer, ph.control
+    n = min(args.metadata_mailboxes, len(ph.emails))
+    plain = ph.emails[:n]
+    opted = [f"meta{i:04d}@bench.test" for i in range(n)]
+    await asyncio.to_thread(control.create_mailboxes, opted)
+    await asyncio.gather(*(register(email, metadata=True) for email in opted))
+    await asyncio.sleep(1.5)  # the new watches' own notifications (Gmail's 1/s/user window) pass
+    count = args.metadata_changes
+    pairs = [(plain[i % n], opted[i % n]) for i in range(count)]
+    rate = 2 * n / args.latency_spacing
+    say(f"[1b] metadata: {count} inserts each to {n} plain and {n} metadata mailboxes, {rate:.1f}/s in all")
+    await asyncio.to_thread(control.flush_notifications, 10)
+    await asyncio.to_thread(control.reset_counters)
+    sent: dict[tuple[str, str], float] = {}
+    started = time.monotonic()
+    for i, pair in enumerate(pairs):
+        for j, email in enumerate(pair):
+            delay = started + (2 * i + j) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            (result,) = await _insert(control, [{"emailAddress": email, "labelIds": LABELS,
+                                                 "subject": f"metadata {i}", "from": "bench@example.com"}])
+            sent[(email, result["id"])] = time.monotonic()
+    missing = await consumer.wait_for(sent, timeout=args.poll_interval * 2 + 30)
+    await asyncio.sleep(0.5)
+    counters = await asyncio.to_thread(control.counters)
+    for name, group in (("plain", set(plain)), ("metadata", set(opted))):
+        keys = [k for k in sent if k[0] in group and k in consumer.arrivals]
+        calls = sum(n for user in group for method, n in counters["calls"].get(user, {}).items()
+                    if method != "oauth2.token")
+        units = sum(counters["quotaUnits"].get(user, 0) for user in group)
+        say(f"    {name:>8}: latency {_latency_summary([consumer.arrivals[k] - sent[k] for k in keys])}")
+        say(f"    {name:>8}: Gmail per change {calls / count:.2f} calls, {units / count:.2f} quota units")
+    say(f"    Gmail batch requests: {counters['batches']['requests']} "
+        f"(parts: {sum(counters['batches']['sizes'])})")
+    if missing:
+        say(f"    MISSING: {len(missing)} changes never reached the stream")
+
+
 async def phase_throughput(args, ph: Phase) -> None:
     """Backlog drain: M changes wait in Gmail, then one notification per mailbox sets the pipeline off."""
     emails, say, consumer, control = ph.emails, ph.say, ph.consumer, ph.control
@@ -640,12 +685,15 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
         key = json.dumps(await asyncio.to_thread(control.create_service_account_key, name="mailwatch-bench", project_id=PROJECT))
         slots = asyncio.Semaphore(8)
 
-        async def register(email: str) -> None:
+        async def register(email: str, metadata: bool = False) -> None:
+            from mailwatch.v1 import resources_pb2
+
             async with slots:
                 await mailboxes.RegisterMailbox(
                     mailbox_service_pb2.RegisterMailboxRequest(
                         email_address=email,
                         service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=key),
+                        metadata=resources_pb2.MetadataOptions(enabled=True) if metadata else None,
                     ),
                     metadata=auth, timeout=60,
                 )
@@ -668,6 +716,8 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
             await asyncio.sleep(1.0)  # the watches' own notifications settle
             phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say)
             await phase_latency(args, phase)
+            if args.metadata_changes:
+                await phase_metadata(args, phase, register)
             await phase_throughput(args, phase)
             raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
             ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.id)
@@ -697,6 +747,10 @@ def main() -> int:
     parser.add_argument("--latency-spacing", type=float, default=1.5,
                         help="seconds between two changes of one mailbox in the latency phase (default 1.5; "
                              "below 1 the simulator drops notifications, as Gmail does)")
+    parser.add_argument("--metadata-mailboxes", type=int, default=10,
+                        help="mailboxes with message metadata (and as many plain ones) in phase 1b (default 10)")
+    parser.add_argument("--metadata-changes", type=int, default=100,
+                        help="inserts per group in phase 1b, 0 skips it (default 100)")
     parser.add_argument("--changes", type=int, default=10000, help="changes in the throughput phase (default 10000)")
     parser.add_argument("--chunk", type=int, default=500, help="messages per bulk simulator insert (default 500)")
     parser.add_argument("--notifications", type=int, default=20000,
