@@ -75,6 +75,17 @@ class PushMessage:
     raw_data: bytes = b""  # what arrived in the data field, for the malformed record
 
 
+def storable_text(value: object) -> str:
+    """`value` as text Postgres accepts in `text` and `jsonb`: no NUL, valid UTF-8.
+
+    Pub/Sub attributes and push message ids are the publisher's to choose; one
+    NUL or lone surrogate would make the durable write fail, and a message
+    that is never written is never acknowledged: redelivered for ever, and in
+    a pulled batch holding every other message of the batch back with it.
+    """
+    return str(value).replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def truncate(data: bytes | None) -> bytes | None:
     """What is kept of a malformed message's data for inspection."""
     return None if data is None else bytes(data[:MALFORMED_DATA_MAX_BYTES])
@@ -98,7 +109,7 @@ def parse_history_id(value: object) -> int:
 def parse_email_address(value: object) -> str:
     if not isinstance(value, str):
         raise MalformedNotification(MalformedReason.BAD_EMAIL_ADDRESS, type(value).__name__)
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(value):
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(value) or storable_text(value) != value:
         raise MalformedNotification(MalformedReason.BAD_EMAIL_ADDRESS, "not an address")
     return value.lower()
 
@@ -157,7 +168,7 @@ def decode_push_envelope(body: bytes) -> PushMessage:
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, dict):
         attributes = {"_invalid": str(attributes)[:200]}
-    attributes = {str(k): str(v) for k, v in attributes.items()}
+    attributes = attributes_of(attributes)
     subscription = envelope.get("subscription")
     raw = message.get("data", "")
     raw_bytes = raw.encode("utf-8", "replace") if isinstance(raw, str) else json.dumps(raw).encode()
@@ -167,7 +178,7 @@ def decode_push_envelope(body: bytes) -> PushMessage:
     except MalformedNotification as exc:
         data, error = None, exc.reason
     return PushMessage(
-        message_id=str(message_id) if message_id is not None else None,
+        message_id=storable_text(message_id) if message_id is not None else None,
         data=data,
         attributes=attributes,
         subscription=subscription if isinstance(subscription, str) else None,
@@ -187,5 +198,5 @@ def collapse(notifications: Iterable[Notification]) -> dict[str, int]:
 
 
 def attributes_of(attributes: Mapping[str, str] | None) -> dict[str, str]:
-    """Pub/Sub attributes as a plain JSON-able dict (protobuf maps are not)."""
-    return {str(k): str(v) for k, v in (attributes or {}).items()}
+    """Pub/Sub attributes as a plain dict Postgres stores as jsonb (protobuf maps are not dicts)."""
+    return {storable_text(k): storable_text(v) for k, v in (attributes or {}).items()}
