@@ -4,6 +4,7 @@ Postgres, Pub/Sub emulator and Gmail simulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -96,10 +97,14 @@ async def test_image_migrates_serves_streams_and_drains_on_sigterm(image, empty_
                 "boxed@example.com", credentials=sa_credentials(gmail_sim, "boxed@example.com")
             )
             message = gmail_sim.insert_message("boxed@example.com", label_ids=["INBOX"])
-            async with client.stream_changes(start="earliest", event_types=["MESSAGE_ADDED"]) as changes:
-                async for event in changes:
-                    if event.message_id == message["id"]:
-                        break
+
+            async def message_arrives() -> None:
+                async with client.stream_changes(start="earliest", event_types=["MESSAGE_ADDED"]) as changes:
+                    async for event in changes:
+                        if event.message_id == message["id"]:
+                            return
+
+            await asyncio.wait_for(message_arrives(), timeout=120)
 
         # podman forwards SIGTERM to mailwatch (PID 1 through the exec-form
         # entrypoint): it drains and exits 0 before Kubernetes would SIGKILL it.
