@@ -36,6 +36,8 @@ def image():
         yield tag
     finally:
         pm.podman("rmi", tag, check=False)
+        # Old build layers go after a day, so repeated runs do not fill the disk.
+        pm.podman("image", "prune", "-f", "--filter", "until=24h", check=False)
 
 
 def container_args(name: str, env: dict[str, str]) -> list[str]:
