@@ -56,6 +56,9 @@ class Settings:
     push_audience: str = ""
     push_service_account_email: str = ""
     push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # Who may sign push tokens (`iss`): Google; the dev stack names the Gmail
+    # simulator's own issuer, verified by the same code.
+    push_issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
     # TLS on the gRPC port: a PEM certificate chain and its key (both, or
     # neither for plaintext); with a client CA, clients must present a
     # certificate it signed (mutual TLS). Files are re-read when they change.
@@ -104,6 +107,8 @@ class Settings:
             raise ConfigError("MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("MAILWATCH_TLS_CLIENT_CA_FILE (mutual TLS) needs MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE")
+        if self.push_enabled and self.push_verify_token and not self.push_issuers:
+            raise ConfigError("MAILWATCH_PUSH_ISSUERS must name at least one token issuer")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
         return self

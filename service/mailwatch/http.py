@@ -44,6 +44,7 @@ def create_http_app(
                 audience=settings.push_audience,
                 service_account_email=settings.push_service_account_email,
                 certs_url=settings.push_certs_url,
+                issuers=settings.push_issuers,
             )
         app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
     else:

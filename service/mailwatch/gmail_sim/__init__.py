@@ -102,13 +102,29 @@ DELETE  /_sim/faults , /_sim/faults/{id}           clear all / one [clear_faults
 POST    /_sim/notifications/faults                 {dropFraction, delaySeconds} [set_notification_faults]
 GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
                                                    counts, pending}; status: queued, published, unpublished (no emulator),
-                                                   failed, dropped_rate_limit, dropped_fault [notifications, notification_counts]
+                                                   failed, dropped_rate_limit, dropped_fault, pushed [notifications, notification_counts]
 POST    /_sim/notifications/flush                  {timeout} → {flushed}: wait for queued ones [flush_notifications]
 GET     /_sim/counters                             {calls: {user: {method: n}}, methods, quotaUnits: {user: units},
                                                    totalCalls, totalQuotaUnits, batches: {requests, sizes: [parts
                                                    per batch request]}} [counters]
 POST    /_sim/counters/reset                       [reset_counters]
+POST    /_sim/push-subscriptions                   {name, topic, pushConfig: {pushEndpoint, oidcToken?: {serviceAccountEmail,
+                                                   audience?}}} (Pub/Sub's Subscription fields; replaces one of the same
+                                                   name) [create_push_subscription]
+GET     /_sim/push-subscriptions                   {subscriptions: [...]} [push_subscriptions]
+GET     /_sim/oidc                                 {issuer, certsUri, jwksUri} of the push tokens' issuer [oidc]
 ======  =========================================  ==============================================================
+
+Pub/Sub push without the emulator
+---------------------------------
+With no emulator configured, the simulator delivers each notification to the push subscriptions of
+its topic itself (``push.py``): a POST in Pub/Sub's push format, with an ID token signed by the
+simulator's own OIDC issuer (``iss`` is the simulator's URL; keys at ``/oauth2/v1/certs`` as
+``{kid: x509 PEM}`` like Google's, ``/oauth2/v3/certs`` as JWKS, ``/.well-known/openid-configuration``).
+Status codes 102/200/201/202/204 acknowledge; anything else is retried with exponential backoff
+(0.5 s doubling to 60 s) for up to 10 minutes, then the notification is ``failed``. Acknowledged ones
+are ``pushed``. While push subscriptions exist, ``watch`` needs its topic to have one (404 otherwise),
+as Gmail needs the topic to exist.
 
 Method names used by counters and fault rules: ``users.getProfile``, ``users.watch``, ``users.stop``,
 ``users.history.list``, ``users.messages.list``, ``users.messages.get``, ``users.labels.list``,

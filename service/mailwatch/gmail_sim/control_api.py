@@ -9,6 +9,7 @@ from aiohttp import web
 
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.model import UnknownLabel, UnknownMessage
+from mailwatch.gmail_sim.push import PushSubscription
 from mailwatch.gmail_sim.state import SimState
 
 STATE_KEY = web.AppKey("gmail_sim_state", SimState)
@@ -350,6 +351,25 @@ async def reset_counters(request):
     return _json({})
 
 
+async def create_push_subscription(request):
+    try:
+        subscription = PushSubscription.from_json(await _body(request))
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    _state(request).push_subscriptions.put(subscription)
+    return _json(subscription.to_json())
+
+
+async def list_push_subscriptions(request):
+    return _json({"subscriptions": [s.to_json() for s in _state(request).push_subscriptions.all()]})
+
+
+async def oidc_issuer(request):
+    issuer = _state(request).issuer
+    return _json({"issuer": issuer.url, "certsUri": f"{issuer.url}/oauth2/v1/certs",
+                  "jwksUri": issuer.discovery()["jwks_uri"]})
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/_sim/reset", reset)
@@ -378,3 +398,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/notifications/flush", flush_notifications)
     r.add_get("/_sim/counters", get_counters)
     r.add_post("/_sim/counters/reset", reset_counters)
+    r.add_post("/_sim/push-subscriptions", create_push_subscription)
+    r.add_get("/_sim/push-subscriptions", list_push_subscriptions)
+    r.add_get("/_sim/oidc", oidc_issuer)

@@ -3,8 +3,10 @@
 HTTP handlers only append to a queue (with an optional delay); one thread pops
 due notifications and publishes them to the Pub/Sub emulator through
 google-cloud-pubsub's publisher client over an insecure channel to the emulator
-host (what PUBSUB_EMULATOR_HOST does). Every notification is also kept in a
-bounded log with its fate, so tests can inspect what was sent or dropped.
+host (what PUBSUB_EMULATOR_HOST does). Without an emulator, a topic's push
+subscriptions (`push.py`) receive them in Pub/Sub's push format instead, failed
+pushes going back on the queue with backoff. Every notification is also kept
+in a bounded log with its fate, so tests can inspect what was sent or dropped.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import threading
 import time
 from collections import Counter, deque
 
+from mailwatch.gmail_sim.push import PushSender, PushSubscriptions, backoff
+
 QUEUED = "queued"
 PUBLISHED = "published"
 FAILED = "failed"
-UNPUBLISHED = "unpublished"  # no Pub/Sub emulator configured: recorded only
+UNPUBLISHED = "unpublished"  # no Pub/Sub emulator nor push subscription for the topic: recorded only
+PUSHED = "pushed"  # acknowledged by every push subscription of the topic
 DROPPED_RATE_LIMIT = "dropped_rate_limit"
 DROPPED_FAULT = "dropped_fault"
 
@@ -46,6 +51,10 @@ class NotificationLog:
             if error:
                 entry["error"] = error
 
+    def annotate(self, entry: dict, **fields) -> None:
+        with self._lock:
+            entry.update(fields)
+
     def entries(self, email: str | None = None) -> list[dict]:
         with self._lock:
             items = list(self._entries)
@@ -64,11 +73,17 @@ class NotificationLog:
 
 
 class NotificationPublisher:
-    def __init__(self, emulator_host: str | None, log: NotificationLog) -> None:
+    def __init__(self, emulator_host: str | None, log: NotificationLog, *,
+                 push_subscriptions: PushSubscriptions | None = None, push_sender: PushSender | None = None,
+                 push_retry_seconds: float = 600.0) -> None:
         self.emulator_host = emulator_host
         self._log = log
+        self.push_subscriptions = push_subscriptions
+        self._sender = push_sender
+        self.push_retry_seconds = push_retry_seconds
+        self._push_outcomes: dict[int, list] = {}  # log seq -> [pushes outstanding, first final error]
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, int, dict, str, bytes]] = []
+        self._heap: list[tuple[float, int, int, dict, str, bytes, dict | None]] = []
         self._order = itertools.count()
         self._generation = 0
         self._busy = 0
@@ -79,7 +94,12 @@ class NotificationPublisher:
 
     @property
     def configured(self) -> bool:
-        return bool(self.emulator_host)
+        """Whether topics exist for real: on the emulator, or as push subscriptions' topics."""
+        return bool(self.emulator_host) or self._pushing
+
+    @property
+    def _pushing(self) -> bool:
+        return not self.emulator_host and self.push_subscriptions is not None and self.push_subscriptions.active
 
     def _publisher(self):
         with self._client_lock:
@@ -94,6 +114,8 @@ class NotificationPublisher:
 
     def topic_exists(self, topic: str) -> bool:
         """Blocking: ask the emulator whether the topic exists (call it off the event loop)."""
+        if self._pushing:
+            return bool(self.push_subscriptions.for_topic(topic))
         from google.api_core import exceptions
 
         try:
@@ -108,16 +130,18 @@ class NotificationPublisher:
         self._thread = threading.Thread(target=self._run, name="gmail-sim-publisher", daemon=True)
         self._thread.start()
 
-    def submit(self, entry: dict, topic: str, data: bytes, delay: float = 0.0) -> None:
+    def submit(self, entry: dict, topic: str, data: bytes, delay: float = 0.0, push: dict | None = None) -> None:
+        """Queue a notification; `push` is a retry of one push (subscription, message, attempt, deadline)."""
         with self._cond:
             due = time.monotonic() + max(0.0, delay)
-            heapq.heappush(self._heap, (due, next(self._order), self._generation, entry, topic, data))
+            heapq.heappush(self._heap, (due, next(self._order), self._generation, entry, topic, data, push))
             self._cond.notify()
 
     def clear(self) -> None:
         """Forget queued notifications (used by reset)."""
         with self._cond:
             self._heap.clear()
+            self._push_outcomes.clear()
             self._generation += 1
             self._cond.notify_all()
 
@@ -149,18 +173,24 @@ class NotificationPublisher:
                         self._cond.wait()
                 if self._stopping:
                     return
-                _, _, generation, entry, topic, data = heapq.heappop(self._heap)
+                _, _, generation, entry, topic, data, push = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
                 self._busy += 1
             try:
-                self._deliver(entry, topic, data)
+                self._deliver(entry, topic, data, push)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()
 
-    def _deliver(self, entry: dict, topic: str, data: bytes) -> None:
+    def _deliver(self, entry: dict, topic: str, data: bytes, push: dict | None = None) -> None:
+        if push is not None:
+            self._push(entry, topic, data, push)
+            return
+        if self._pushing:
+            self._push_to_subscriptions(entry, topic, data)
+            return
         if not self.configured:
             self._log.set_status(entry, UNPUBLISHED)
             return
@@ -173,6 +203,44 @@ class NotificationPublisher:
         else:
             self._log.set_status(entry, PUBLISHED)
 
+    def _push_to_subscriptions(self, entry: dict, topic: str, data: bytes) -> None:
+        subscriptions = self.push_subscriptions.for_topic(topic)
+        if not subscriptions:
+            self._log.set_status(entry, UNPUBLISHED)
+            return
+        message = self._sender.new_message(data)  # one id and publish time for every copy and retry
+        self._log.annotate(entry, messageId=message["messageId"], attempts=0)
+        with self._cond:
+            self._push_outcomes[entry["seq"]] = [len(subscriptions), None]
+        deadline = time.monotonic() + self.push_retry_seconds
+        for subscription in subscriptions:
+            self._push(entry, topic, data, {"subscription": subscription, "message": message, "attempt": 1,
+                                            "deadline": deadline})
+
+    def _push(self, entry: dict, topic: str, data: bytes, push: dict) -> None:
+        error = self._sender.send(push["subscription"], push["message"])
+        self._log.annotate(entry, attempts=entry.get("attempts", 0) + 1, **({"lastError": error} if error else {}))
+        if error is None:
+            self._push_finished(entry, None)
+            return
+        delay = backoff(push["attempt"])
+        if time.monotonic() + delay > push["deadline"]:
+            self._push_finished(entry, f"{push['subscription'].name}: {error}")
+            return
+        self.submit(entry, topic, data, delay, {**push, "attempt": push["attempt"] + 1})
+
+    def _push_finished(self, entry: dict, error: str | None) -> None:
+        with self._cond:
+            outcome = self._push_outcomes.get(entry["seq"])
+            if outcome is None:  # cleared by a reset meanwhile
+                return
+            outcome[0] -= 1
+            outcome[1] = outcome[1] or error
+            if outcome[0] > 0:
+                return
+            del self._push_outcomes[entry["seq"]]
+        self._log.set_status(entry, FAILED if outcome[1] else PUSHED, outcome[1])
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
@@ -184,3 +252,5 @@ class NotificationPublisher:
             if self._client is not None:
                 self._client.transport.close()
                 self._client = None
+        if self._sender is not None:
+            self._sender.close()

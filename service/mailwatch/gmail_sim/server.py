@@ -21,6 +21,7 @@ from mailwatch.gmail_sim.batch import handle_batch
 from mailwatch.gmail_sim.control_api import STATE_KEY
 from mailwatch.gmail_sim.errors import GmailError, OAuthError, backend_error
 from mailwatch.gmail_sim.auth import DEFAULT_PROJECT
+from mailwatch.gmail_sim.oidc import CERTS_PATH, DISCOVERY_PATH, JWKS_PATH
 from mailwatch.gmail_sim.state import SimState
 
 log = logging.getLogger("mailwatch.gmail_sim")
@@ -64,6 +65,14 @@ async def _token(request: web.Request) -> web.Response:
                                             "Pragma": "no-cache"})
 
 
+def _public_keys(document):
+    """A handler serving one of the OIDC issuer's documents, cacheable like Google's."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(document(request.app[STATE_KEY].issuer),
+                                 headers={"Cache-Control": "public, max-age=3600"})
+    return handler
+
+
 async def _batch(request: web.Request) -> web.Response:
     content_type, body = await handle_batch(request.app[STATE_KEY], request.headers.get("Content-Type", ""),
                                             await request.read())
@@ -88,6 +97,9 @@ def create_app(state: SimState) -> web.Application:
     app.router.add_post("/token", _token)
     app.router.add_post("/batch", _batch)
     app.router.add_post("/batch/gmail/v1", _batch)
+    app.router.add_get(CERTS_PATH, _public_keys(lambda issuer: issuer.certs()))
+    app.router.add_get(JWKS_PATH, _public_keys(lambda issuer: issuer.jwks()))
+    app.router.add_get(DISCOVERY_PATH, _public_keys(lambda issuer: issuer.discovery()))
     control_api.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", _api)
     return app
@@ -158,6 +170,7 @@ class GmailSimulator:
         bound = site._server.sockets[0].getsockname()[1]  # the real port when port=0
         url_host = f"[{host}]" if ":" in host else host
         self.url = f"http://{url_host}:{bound}"
+        self.state.issuer.url = self.url
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread

@@ -19,6 +19,7 @@ from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.faults import FaultInjector
 from mailwatch.gmail_sim.history import HistoryRecord
 from mailwatch.gmail_sim.model import Mailbox, Watch
+from mailwatch.gmail_sim.oidc import OidcIssuer
 from mailwatch.gmail_sim.publisher import (
     DROPPED_FAULT,
     DROPPED_RATE_LIMIT,
@@ -26,6 +27,7 @@ from mailwatch.gmail_sim.publisher import (
     NotificationLog,
     NotificationPublisher,
 )
+from mailwatch.gmail_sim.push import PushSender, PushSubscriptions
 from mailwatch.gmail_sim.quota import CallCounters
 from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
 
@@ -44,7 +46,11 @@ class SimState:
         self.limiter = NotificationRateLimiter()
         self.counters = CallCounters()
         self.log = NotificationLog()
-        self.publisher = NotificationPublisher(pubsub_emulator_host, self.log)
+        self.issuer = OidcIssuer()  # signs push tokens; its URL is the simulator's, set once it listens
+        self.push_subscriptions = PushSubscriptions()
+        self.publisher = NotificationPublisher(pubsub_emulator_host, self.log,
+                                               push_subscriptions=self.push_subscriptions,
+                                               push_sender=PushSender(self.issuer))
         self._configure_defaults()
 
     def _configure_defaults(self) -> None:
@@ -56,6 +62,7 @@ class SimState:
     def reset(self) -> None:
         with self.lock:
             self.publisher.clear()
+            self.push_subscriptions.clear()
             self.mailboxes.clear()
             self.clock.reset()
             self.auth.reset()

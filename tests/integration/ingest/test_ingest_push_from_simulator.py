@@ -1,0 +1,85 @@
+"""The Java-free path: the simulator pushes Gmail notifications to mailwatch's push endpoint.
+
+No Pub/Sub emulator: the simulator plays Pub/Sub's push delivery and signs
+each request's ID token with its own issuer; mailwatch verifies it with its
+production code (issuer, audience, email, signature from the published keys),
+configured with the simulator's issuer and certificates URL.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from tests.fixtures.service import run_service, service_settings
+from tests.integration.pipeline.helpers import collect, eventually, message_events
+from tests.integration.service.helpers import sa_request
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "projects/mailwatch-test/topics/gmail-push"
+SUBSCRIPTION = "projects/mailwatch-test/subscriptions/mailwatch-push"
+PUSHER = "pubsub-push@mailwatch-test.iam.gserviceaccount.com"
+AUDIENCE = "https://mailwatch.test/pubsub/push"
+
+
+@pytest.fixture
+def push_sim():
+    """A simulator with no Pub/Sub emulator: it delivers to push subscriptions itself."""
+    sim = GmailSimulator(pubsub_emulator_host=None)
+    url = sim.start(host="127.0.0.1", port=0)
+    try:
+        yield SimulatorControl(url)
+    finally:
+        sim.stop()
+
+
+def push_service(database_url, sim: SimulatorControl, **overrides):
+    values = dict(
+        pubsub_subscriptions=(), poll_enabled=False, http_listen="127.0.0.1:0", push_enabled=True,
+        push_audience=AUDIENCE, push_service_account_email=PUSHER, push_certs_url=sim.oidc()["certsUri"],
+        push_issuers=(sim.oidc()["issuer"],),
+    )
+    settings = service_settings(database_url, sim.url, TOPIC, "", **{**values, **overrides})
+    return run_service(settings, sim, TOPIC, "")
+
+
+def subscribe(service, sim: SimulatorControl, audience: str = AUDIENCE) -> None:
+    sim.create_push_subscription(SUBSCRIPTION, TOPIC, f"http://127.0.0.1:{service.app.http_port}/pubsub/push",
+                                 service_account_email=PUSHER, audience=audience)
+
+
+async def test_pushed_notifications_reach_the_stream_without_an_emulator(database_url, push_sim):
+    async with push_service(database_url, push_sim) as service:
+        assert service.app.ingestor is None  # nothing pulls: every notification comes by push
+        subscribe(service, push_sim)
+        _, auth = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(push_sim, "push@example.com"), metadata=auth)
+        first = push_sim.insert_message("push@example.com", label_ids=["INBOX"])
+        push_sim.advance_clock(2)  # past Gmail's one notification per second per user
+        second = push_sim.insert_message("push@example.com", label_ids=["INBOX"])
+
+        events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 2)
+        assert [m[:2] for m in message_events(events)] == [
+            ("EVENT_TYPE_MESSAGE_ADDED", first["id"]), ("EVENT_TYPE_MESSAGE_ADDED", second["id"])]
+        assert push_sim.flush_notifications(timeout=30)
+        statuses = {n["status"] for n in push_sim.notifications("push@example.com")}
+        assert statuses <= {"pushed", "dropped_rate_limit"} and "pushed" in statuses
+
+
+@pytest.mark.parametrize("trusted, audience", [
+    pytest.param("google", AUDIENCE, id="issuer-not-trusted"),
+    pytest.param("simulator", "https://someone-else.test/push", id="wrong-audience"),
+])
+async def test_tokens_mailwatch_must_not_accept_are_refused(database_url, push_sim, trusted, audience):
+    issuers = {"google": ("https://accounts.google.com",), "simulator": (push_sim.oidc()["issuer"],)}[trusted]
+    async with push_service(database_url, push_sim, push_issuers=issuers) as service:
+        subscribe(service, push_sim, audience=audience)
+        _, auth = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(push_sim, "refused@example.com"), metadata=auth)
+
+        def refused():
+            return [n for n in push_sim.notifications("refused@example.com") if n.get("lastError") == "HTTP 403"]
+
+        await eventually(refused, timeout=30)
+        assert all(n["status"] == "queued" for n in refused())  # Pub/Sub would keep redelivering
