@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from mailwatch.config import ConfigError, Settings
 
@@ -112,7 +113,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from mailwatch.devstack.stack import DevOptions, run_dev
 
     options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle,
-                         embedded_postgres=args.embedded_postgres)
+                         embedded_postgres=args.embedded_postgres, data_dir=args.data_dir)
     return asyncio.run(run_dev(options))
 
 
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--embedded-postgres", action="store_true",
                      help="use the PostgreSQL server shipped as a Python package even when the system has one "
                           "(it is used anyway when no server binaries are found)")
+    dev.add_argument("--data-dir", type=Path, metavar="DIR",
+                     help="keep the stack's state (database, keys, simulator mailboxes) in DIR across restarts "
+                          "(default: throwaway)")
     dev.set_defaults(func=cmd_dev)
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")

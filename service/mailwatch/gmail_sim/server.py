@@ -113,9 +113,12 @@ class GmailSimulator:
     >>> sim.stop()
     """
 
-    def __init__(self, pubsub_emulator_host: str | None = None, *, default_project: str = DEFAULT_PROJECT) -> None:
-        # default_project: the Google project of keys and OAuth clients created without a projectId.
+    def __init__(self, pubsub_emulator_host: str | None = None, *, default_project: str = DEFAULT_PROJECT,
+                 state_file: str | None = None) -> None:
+        """`default_project`: the Google project of keys and OAuth clients created without a projectId.
+        `state_file`: load the simulator's state from it at start (when it exists), save it there at stop."""
         self.state = SimState(pubsub_emulator_host, default_project=default_project)
+        self.state_file = state_file
         self.url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -128,6 +131,10 @@ class GmailSimulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._thread is not None:
             raise RuntimeError("simulator already started")
+        if self.state_file is not None:
+            from mailwatch.gmail_sim.snapshot import load_file
+
+            load_file(self.state, self.state_file)
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -181,6 +188,10 @@ class GmailSimulator:
         self._thread = None
         self._loop = None
         self.state.publisher.stop()
+        if self.state_file is not None:
+            from mailwatch.gmail_sim.snapshot import save_file
+
+            save_file(self.state, self.state_file)
 
     def reset(self) -> None:
         """Clear all state (same as `SimulatorControl(url).reset()`)."""

@@ -11,22 +11,23 @@ from __future__ import annotations
 import pytest
 
 from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import run_service, service_settings
 from tests.integration.pipeline.helpers import collect, eventually, message_events
 from tests.integration.service.helpers import sa_request
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "projects/mailwatch-test/topics/gmail-push"
-SUBSCRIPTION = "projects/mailwatch-test/subscriptions/mailwatch-push"
-PUSHER = "pubsub-push@mailwatch-test.iam.gserviceaccount.com"
+TOPIC = f"projects/{TEST_PROJECT}/topics/gmail-push"
+SUBSCRIPTION = f"projects/{TEST_PROJECT}/subscriptions/mailwatch-push"
+PUSHER = f"pubsub-push@{TEST_PROJECT}.iam.gserviceaccount.com"
 AUDIENCE = "https://mailwatch.test/pubsub/push"
 
 
 @pytest.fixture
 def push_sim():
     """A simulator with no Pub/Sub emulator: it delivers to push subscriptions itself."""
-    sim = GmailSimulator(pubsub_emulator_host=None)
+    sim = GmailSimulator(pubsub_emulator_host=None, default_project=TEST_PROJECT)
     url = sim.start(host="127.0.0.1", port=0)
     try:
         yield SimulatorControl(url)
