@@ -80,6 +80,7 @@ async def serve(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if not settings.pubsub_topic:
         raise ConfigError("MAILWATCH_PUBSUB_TOPIC is required (projects/PROJECT/topics/TOPIC Gmail publishes to)")
+    server_credentials(settings)  # unusable TLS files stop start-up before anything connects
     try:
         app = await App.open(settings)
     except MailwatchError as exc:

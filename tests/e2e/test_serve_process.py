@@ -45,6 +45,9 @@ def base_env(database_url: str) -> dict[str, str]:
         ({"MAILWATCH_PUBSUB_TOPIC": None}, "MAILWATCH_PUBSUB_TOPIC is required"),
         ({"MAILWATCH_SECRET_KEYS": None}, "MAILWATCH_SECRET_KEYS"),
         ({"MAILWATCH_SECRET_KEYS": "not-a-fernet-key"}, "MAILWATCH_SECRET_KEYS"),
+        ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt"}, "MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together"),
+        ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt", "MAILWATCH_TLS_KEY_FILE": "/nonexistent/tls.key"},
+         "cannot read /nonexistent/tls.crt"),
     ],
 )
 def test_bad_configuration_stops_startup_with_one_line(database_url, change, expected):
