@@ -376,6 +376,8 @@ def validate_send_test_event(request: mailbox_service_pb2.SendTestEventRequest) 
     mailbox_id = parse_uuid(request.mailbox_id, "mailbox_id", problems) if request.mailbox_id else None
     if len(request.note) > MAX_NOTE_LENGTH:
         problems.add("note", f"at most {MAX_NOTE_LENGTH} characters")
+    elif "\x00" in request.note:  # Postgres text and jsonb cannot hold it (found by the RPC fuzz suite)
+        problems.add("note", "must not contain NUL characters")
     problems.raise_if_any()
     return mailbox_id, request.note
 

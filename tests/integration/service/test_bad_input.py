@@ -94,6 +94,7 @@ OTHER_CASES = [
     ("ListMailboxes", mailbox_service_pb2.ListMailboxesRequest(page_size=-1), "page_size"),
     ("ListMailboxes", mailbox_service_pb2.ListMailboxesRequest(page_token="garbage!"), "page_token"),
     ("ListMailboxes", mailbox_service_pb2.ListMailboxesRequest(states=[42]), "states[0]"),
+    ("SendTestEvent", mailbox_service_pb2.SendTestEventRequest(note="a\x00b"), "note"),
 ]
 
 

@@ -148,6 +148,7 @@ CASES = [
     ("list_tenants", admin.ListTenantsRequest(page_size=-1), [("page_size", "negative")]),
     ("list_tenants", admin.ListTenantsRequest(page_token=bad_page_token()), [("page_token", "different parameters")]),
     ("revoke", admin.RevokeApiKeyRequest(api_key_id="123"), [("api_key_id", "UUID")]),
+    ("send_test_event", mbx.SendTestEventRequest(note="a\x00b"), [("note", "NUL")]),
 ]
 
 VALIDATORS = {
@@ -160,6 +161,7 @@ VALIDATORS = {
     "list_api_keys": validation.validate_list_api_keys,
     "list_tenants": validation.validate_list_tenants,
     "revoke": validation.validate_revoke_api_key,
+    "send_test_event": validation.validate_send_test_event,
 }
 
 
