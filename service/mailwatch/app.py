@@ -102,7 +102,7 @@ class App:
             ),
             renew_worker=RenewWorker(
                 sessions=sessions, gmail=gmail, secret_box=secret_box, topic=settings.pubsub_topic, clock=clock,
-                enabled=settings.renew_enabled and bool(settings.pubsub_topic),
+                enabled=settings.renew_enabled,  # tenants' own topics need renewing too
                 loop_seconds=settings.renew_loop_seconds, lease_seconds=settings.sync_lease_seconds,
                 expiring_horizon_seconds=settings.watch_expiring_hours * 3600,
             ),

@@ -61,6 +61,10 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     from mailwatch.store import tenants
 
     settings = _settings(args)
+    if args.action == "google-settings":
+        from mailwatch.google_settings_cli import cmd_google_settings
+
+        return cmd_google_settings(args, settings, _with_session)
     if args.action == "create":
         tenant = asyncio.run(_with_session(settings, lambda s: tenants.create_tenant(s, args.name)))
         print(f"created tenant {tenant.name} ({tenant.id})")
@@ -144,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenants_sub = tenants.add_subparsers(dest="action", required=True)
     with_db(tenants_sub.add_parser("create", help="create a tenant")).add_argument("name")
     with_db(tenants_sub.add_parser("list", help="list tenants"))
+    from mailwatch.google_settings_cli import add_parser as add_google_settings_parser
+    add_google_settings_parser(tenants_sub, with_db)
     tenants.set_defaults(func=cmd_tenants)
 
     keys = sub.add_parser("api-keys", help="manage API keys")

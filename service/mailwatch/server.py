@@ -54,7 +54,8 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
         MailboxServicer(app.sessions, app.lifecycle, app.streamer), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(app.sessions, api_key_cache=interceptor.cache), server
+        AdminServicer(app.sessions, api_key_cache=interceptor.cache, secret_box=app.secret_box,
+                      deployment_subscriptions=app.settings.pubsub_subscriptions), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api import convert, tokens, validation
 from mailwatch.api.auth import ApiKeyCache
-from mailwatch.domain.errors import FieldViolation, InvalidArgument
+from mailwatch.domain.errors import FieldViolation, InvalidArgument, SecretsNotConfigured
+from mailwatch.lifecycle import google_settings
+from mailwatch.secrets import SecretBox
 from mailwatch.store import api_keys as api_key_store
+from mailwatch.store import google_settings as settings_store
 from mailwatch.store import tenants as tenant_store
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc
 
@@ -32,9 +35,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         api_key_cache: ApiKeyCache | None = None,
+        secret_box: SecretBox | None = None,
+        deployment_subscriptions: Sequence[str] = (),
     ) -> None:
         self._sessionmaker = sessionmaker
         self._api_key_cache = api_key_cache
+        self._secret_box = secret_box  # seals tenants' default credentials
+        self._deployment_subscriptions = tuple(deployment_subscriptions)  # MAILWATCH_PUBSUB_SUBSCRIPTIONS
 
     async def CreateTenant(self, request, context):
         name = validation.validate_create_tenant(request)
@@ -80,6 +87,44 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             # the simple correct thing, and revocations are rare.
             self._api_key_cache.clear()
         return convert.api_key_to_proto(api_key)
+
+    async def SetTenantGoogleSettings(self, request, context):
+        ref, settings = validation.validate_set_google_settings(request)
+        if self._secret_box is None:
+            raise SecretsNotConfigured("this server cannot seal credentials (MAILWATCH_SECRET_KEYS)")
+        async with self._sessionmaker() as session, session.begin():
+            tenant_id = await _resolve_tenant(session, ref)
+            saved = await google_settings.save_google_settings(session, self._secret_box, tenant_id, settings)
+        return convert.google_settings_to_proto(saved)
+
+    async def GetTenantGoogleSettings(self, request, context):
+        ref = validation.validate_tenant_ref(request)
+        async with self._sessionmaker() as session:
+            tenant_id = await _resolve_tenant(session, ref)
+        settings, status = await google_settings.google_settings_with_status(self._sessionmaker, tenant_id)
+        return convert.google_settings_to_proto(settings, status)
+
+    async def ClearTenantGoogleSettings(self, request, context):
+        ref = validation.validate_tenant_ref(request)
+        async with self._sessionmaker() as session:
+            tenant_id = await _resolve_tenant(session, ref)
+            cleared = await settings_store.clear_settings(session, tenant_id)
+            await session.commit()
+        return admin_service_pb2.ClearTenantGoogleSettingsResponse(cleared=cleared)
+
+    async def ListSubscriptionStatuses(self, request, context):
+        async with self._sessionmaker() as session:
+            sources = await settings_store.pubsub_sources(session)
+            owned: list[tuple[uuid.UUID | None, str]] = [
+                *((None, path) for path in self._deployment_subscriptions), *sources.subscriptions.items()]
+            statuses = await settings_store.subscription_statuses_of(session, [path for _, path in owned])
+        return admin_service_pb2.ListSubscriptionStatusesResponse(statuses=[
+            admin_service_pb2.TenantSubscriptionStatus(
+                tenant_id=str(tenant) if tenant else "",
+                status=convert.subscription_status_to_proto(path, statuses.get(path)),
+            )
+            for tenant, path in owned
+        ])
 
 
 async def _resolve_tenant(session: AsyncSession, ref: validation.TenantRef) -> uuid.UUID:

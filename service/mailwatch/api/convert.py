@@ -92,6 +92,7 @@ def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
         create_time=timestamp(mailbox.created),
         update_time=timestamp(mailbox.updated),
         metadata=metadata_options_to_proto(mailbox.metadata_headers),
+        watch_topic=mailbox.watch_topic or "",
     )
 
 
@@ -223,4 +224,38 @@ def api_key_to_proto(api_key: models.ApiKey) -> admin_service_pb2.ApiKey:
         prefix=api_key.prefix,
         create_time=timestamp(api_key.created),
         revoke_time=timestamp(api_key.revoked_at),
+    )
+
+
+def subscription_status_to_proto(
+    subscription: str, status: models.SubscriptionStatus | None
+) -> resources_pb2.SubscriptionStatus:
+    if status is None or status.ok is None:
+        return resources_pb2.SubscriptionStatus(subscription=subscription)
+    return resources_pb2.SubscriptionStatus(
+        subscription=subscription,
+        state=resources_pb2.SUBSCRIPTION_STATE_OK if status.ok else resources_pb2.SUBSCRIPTION_STATE_FAILING,
+        last_error="" if status.ok else (status.last_error or ""),
+        last_error_time=timestamp(status.last_error_at),
+        last_success_time=timestamp(status.last_success_at),
+        consecutive_failures=status.consecutive_failures,
+    )
+
+
+def google_settings_to_proto(
+    settings: models.GoogleSettings, status: models.SubscriptionStatus | None = None
+) -> resources_pb2.GoogleSettings:
+    """The settings without their secret (only the SA e-mail / OAuth client id)."""
+    return resources_pb2.GoogleSettings(
+        tenant_id=str(settings.tenant_id),
+        project_id=settings.project_id,
+        credential_kind=CREDENTIAL_KIND_TO_PROTO[settings.credential_kind],
+        credential_id=settings.credential_id,
+        pubsub_topic=settings.pubsub_topic,
+        pubsub_subscription=settings.pubsub_subscription or "",
+        push_audience=settings.push_audience or "",
+        subscription_status=(
+            subscription_status_to_proto(settings.pubsub_subscription, status) if settings.pubsub_subscription else None
+        ),
+        update_time=timestamp(settings.updated),
     )

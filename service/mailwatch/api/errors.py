@@ -52,6 +52,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.AdminDisabled: grpc.StatusCode.PERMISSION_DENIED,
     domain.NotFound: grpc.StatusCode.NOT_FOUND,
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    domain.NoDefaultCredentials: grpc.StatusCode.FAILED_PRECONDITION,
     domain.CursorExpired: grpc.StatusCode.FAILED_PRECONDITION,
     domain.InvalidCursor: grpc.StatusCode.INVALID_ARGUMENT,
     # Server-side secrets trouble: not the caller's fault, but naming it lets

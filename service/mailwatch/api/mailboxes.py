@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailwatch.api import convert, errors, tokens, validation
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.lifecycle import messages
+from mailwatch.lifecycle import google_settings
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.request_context import current_request_id, current_tenant_id
 from mailwatch.store import mailboxes as mailbox_store
@@ -114,6 +115,11 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         mailbox_id, note = validation.validate_send_test_event(request)
         event = await messages.send_test_event(self._lifecycle, current_tenant_id(), mailbox_id, note)
         return convert.change_event_to_proto(event)
+
+
+    async def GetGoogleSettings(self, request, context):
+        settings, status = await google_settings.google_settings_with_status(self._sessions, current_tenant_id())
+        return convert.google_settings_to_proto(settings, status)
 
 
 def _page_position(position) -> tuple[datetime, uuid.UUID] | None:

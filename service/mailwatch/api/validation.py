@@ -31,8 +31,10 @@ from mailwatch.domain.models import (
     MailboxState,
     OAuthCredential,
     ServiceAccountCredential,
+    TenantDefaultCredential,
 )
 from mailwatch.gmail.credentials import UnusableKey, check_service_account_key
+from mailwatch.lifecycle.google_settings import GoogleSettingsInput
 from mailwatch.streams.query import StartKind, StreamQuery
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
@@ -53,6 +55,7 @@ MAX_HEARTBEAT_SECONDS = 300.0
 MAX_HEADER_NAMES = 20
 MAX_NOTE_LENGTH = 1000
 SERVICE_ACCOUNT_KEY_FIELDS = ("client_email", "private_key", "token_uri")
+MAX_SETTING_CHARS = 1024  # topic / subscription paths, project ids, audiences
 
 # Deliberately simple: one "@", a non-empty local part without spaces, and a
 # dotted domain of DNS labels. Gmail itself decides whether the mailbox exists.
@@ -73,7 +76,7 @@ _TENANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 class MailboxRegistration:
     email_address: str  # lower-cased
     label_filter: LabelFilter
-    credential: Credential
+    credential: Credential | TenantDefaultCredential  # the tenant's defaults when not given
     metadata_headers: tuple[str, ...] | None = None  # None: no metadata on events
 
 
@@ -250,14 +253,18 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
     email = email_address(request.email_address, "email_address", problems)
     label_ids = _label_ids(request.label_ids, problems)
     behavior = _label_filter_behavior(request.label_filter_behavior, problems)
-    credential: Credential | None = None
+    credential: Credential | TenantDefaultCredential | None = None
     kind = request.WhichOneof("credentials")
     if kind == "service_account":
         credential = _service_account(request.service_account, email, problems)
+    elif kind == "oauth" and not (request.oauth.client_id or request.oauth.client_secret):
+        # Only a refresh token: for the tenant's default OAuth client.
+        credential = TenantDefaultCredential(
+            refresh_token=_secret(request.oauth.refresh_token, "oauth.refresh_token", problems))
     elif kind == "oauth":
         credential = _oauth(request.oauth, problems)
     else:
-        problems.add("credentials", "required: set service_account or oauth")
+        credential = TenantDefaultCredential()  # the tenant's default service account
     metadata_headers = _metadata_options(request, problems)
     problems.raise_if_any()
     assert credential is not None
@@ -536,3 +543,46 @@ def validate_list_tenants(request: admin_service_pb2.ListTenantsRequest) -> Page
 
 def validate_revoke_api_key(request: admin_service_pb2.RevokeApiKeyRequest) -> uuid.UUID:
     return validate_uuid(request.api_key_id, "api_key_id")
+
+
+def validate_set_google_settings(
+    request: admin_service_pb2.SetTenantGoogleSettingsRequest,
+) -> tuple[TenantRef, GoogleSettingsInput]:
+    problems = _Violations()
+    ref = _tenant_ref(request, problems)
+    credential: Credential | None = None
+    kind = request.WhichOneof("credentials")
+    if kind == "service_account":
+        if request.service_account.subject:
+            problems.add("service_account.subject", "must be empty: each mailbox is impersonated by its own address")
+        credential = _service_account(request.service_account, "", problems)
+    elif kind == "oauth_client":
+        client = request.oauth_client
+        if client.refresh_token:
+            problems.add("oauth_client.refresh_token", "must be empty: each mailbox brings its own refresh token")
+        credential = OAuthCredential(
+            client_id=_secret(client.client_id, "oauth_client.client_id", problems),
+            client_secret=_secret(client.client_secret, "oauth_client.client_secret", problems),
+            refresh_token="",
+        )
+    else:
+        problems.add("credentials", "required: set service_account or oauth_client")
+    for field in ("project_id", "pubsub_topic", "pubsub_subscription", "push_audience"):
+        value = getattr(request, field)
+        if len(value) > MAX_SETTING_CHARS or value != value.strip() or any(ord(c) < 32 for c in value):
+            problems.add(field, f"must be at most {MAX_SETTING_CHARS} characters, without spaces around or controls")
+    if not request.pubsub_topic:
+        problems.add("pubsub_topic", "required: projects/<project>/topics/<name>")
+    problems.raise_if_any()
+    assert credential is not None
+    return ref, GoogleSettingsInput(
+        credential=credential, pubsub_topic=request.pubsub_topic, project_id=request.project_id,
+        pubsub_subscription=request.pubsub_subscription, push_audience=request.push_audience,
+    )
+
+
+def validate_tenant_ref(request) -> TenantRef:
+    problems = _Violations()
+    ref = _tenant_ref(request, problems)
+    problems.raise_if_any()
+    return ref

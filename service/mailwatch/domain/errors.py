@@ -96,6 +96,12 @@ class NotMigrated(MailwatchError):
     reason = "NOT_MIGRATED"
 
 
+class NoDefaultCredentials(MailwatchError):
+    """A registration without credentials, but the tenant has no default Google credentials."""
+
+    reason = "NO_DEFAULT_CREDENTIALS"
+
+
 # --- secrets at rest ----------------------------------------------------------
 
 

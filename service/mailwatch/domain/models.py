@@ -88,6 +88,54 @@ Credential = ServiceAccountCredential | OAuthCredential
 
 
 @dataclass(frozen=True)
+class TenantDefaultCredential:
+    """A registration that uses its tenant's default credentials: the tenant's service
+    account impersonating the address, or (with a refresh token) its OAuth client."""
+
+    refresh_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    """A tenant's Google setup: default credentials and the Pub/Sub topic in their project.
+
+    `credential` (None when not decrypted, e.g. for display) is a
+    ServiceAccountCredential with an empty subject, or an OAuthCredential with
+    an empty refresh token (each mailbox brings its own).
+    """
+
+    tenant_id: uuid.UUID
+    project_id: str
+    credential_kind: CredentialKind
+    credential_id: str  # the service account's e-mail or the OAuth client id (not secret)
+    pubsub_topic: str
+    pubsub_subscription: str | None = None  # None: push delivery
+    push_audience: str | None = None
+    updated: datetime | None = None
+    credential: Credential | None = field(default=None, repr=False)
+
+    def mailbox_credential(self, email_address: str, refresh_token: str | None) -> Credential:
+        """The credential of a mailbox registered with the tenant's defaults."""
+        if isinstance(self.credential, ServiceAccountCredential):
+            return ServiceAccountCredential(info=self.credential.info, subject=email_address)
+        if isinstance(self.credential, OAuthCredential):
+            return OAuthCredential(self.credential.client_id, self.credential.client_secret, refresh_token or "")
+        raise ValueError("the settings' credential was not decrypted")
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    """How pulling one Pub/Sub subscription goes (shared by every replica)."""
+
+    subscription: str
+    ok: bool | None  # None: never pulled yet
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class LabelFilter:
     label_ids: tuple[str, ...] = ()
     behavior: LabelFilterBehavior = LabelFilterBehavior.INCLUDE
@@ -128,6 +176,7 @@ class Mailbox:
     metadata_headers: tuple[str, ...] | None = None
     # NOTIFICATIONS_MISSED was sent and no notification has arrived since.
     notifications_missed_reported: bool = False
+    watch_topic: str | None = None  # the topic of its Gmail watch; None: the deployment's
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,20 @@ from __future__ import annotations
 
 import re
 
-from mailwatch.domain.errors import TopicProjectMismatch
-from mailwatch.domain.models import Credential, ServiceAccountCredential
+from mailwatch.domain.errors import (
+    FieldViolation,
+    GmailTopicNotPublishable,
+    InvalidArgument,
+    NoDefaultCredentials,
+    TopicProjectMismatch,
+)
+from mailwatch.domain.models import (
+    Credential,
+    GoogleSettings,
+    OAuthCredential,
+    ServiceAccountCredential,
+    TenantDefaultCredential,
+)
 
 _TOPIC = re.compile(r"^projects/(?P<project>[^/]+)/topics/[^/]+$")
 
@@ -31,8 +43,44 @@ def credential_project(credential: Credential) -> str | None:
     return None
 
 
-def check_topic_project(topic: str, credential: Credential) -> None:
-    """Raise TopicProjectMismatch when both projects are known and differ."""
-    own = credential_project(credential)
-    if own is not None and topic_project(topic) not in (None, own):
-        raise TopicProjectMismatch.between(topic=topic, credentials_project=own)
+def resolve_credential(
+    requested: Credential | TenantDefaultCredential, settings: GoogleSettings | None, email_address: str
+) -> Credential:
+    """The credential a registration uses: its own, or the tenant's defaults made its own."""
+    if not isinstance(requested, TenantDefaultCredential):
+        return requested
+    if settings is None:
+        raise NoDefaultCredentials(
+            "the tenant has no default Google credentials: pass service_account or oauth credentials, "
+            "or ask the operator to set the tenant's Google settings"
+        )
+    if isinstance(settings.credential, OAuthCredential) and not requested.refresh_token:
+        raise InvalidArgument([FieldViolation(
+            "oauth.refresh_token", "required: the tenant's default credentials are an OAuth client")])
+    if isinstance(settings.credential, ServiceAccountCredential) and requested.refresh_token:
+        raise InvalidArgument([FieldViolation(
+            "oauth", "the tenant's default credentials are a service account: send no OAuth credentials")])
+    return settings.mailbox_credential(email_address, requested.refresh_token)
+
+
+def watch_topic_for(
+    credential: Credential, *, from_tenant_defaults: bool, settings: GoogleSettings | None, deployment_topic: str
+) -> str:
+    """The topic a registration watches with: the tenant's when it has one in the
+    credentials' project, else the deployment's; TopicProjectMismatch when the
+    credentials' project is known and no configured topic is in it."""
+    candidates = [topic for topic in ((settings.pubsub_topic if settings else ""), deployment_topic) if topic]
+    if not candidates:
+        raise GmailTopicNotPublishable(
+            "no Pub/Sub topic configured: neither the tenant's Google settings nor the deployment "
+            "(MAILWATCH_PUBSUB_TOPIC) name one"
+        )
+    project = credential_project(credential)
+    if project is None and from_tenant_defaults and settings is not None:
+        project = settings.project_id  # an OAuth client's project, as the operator declared it
+    if project is None:
+        return candidates[0]  # unknown here; Gmail will say if it disagrees
+    for topic in candidates:
+        if topic_project(topic) == project:
+            return topic
+    raise TopicProjectMismatch.between(topic=candidates[0], credentials_project=project)

@@ -24,8 +24,10 @@ from mailwatch.domain.models import (
     MailboxState,
     NewEvent,
     ServiceAccountCredential,
+    TenantDefaultCredential,
 )
-from mailwatch.domain.projects import check_topic_project
+from mailwatch.domain.projects import resolve_credential, watch_topic_for
+from mailwatch.lifecycle.google_settings import load_google_settings
 from mailwatch.gmail.client import GmailClient
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind
@@ -47,26 +49,26 @@ class Lifecycle:
     topic: str
 
     async def register(
-        self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter, credential: Credential,
-        *, metadata_headers: tuple[str, ...] | None = None,
+        self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter,
+        requested: Credential | TenantDefaultCredential, *, metadata_headers: tuple[str, ...] | None = None,
     ) -> Mailbox:
         async with self.sessions() as session:
+            settings = await load_google_settings(session, self.secret_box, tenant_id)
+            credential = resolve_credential(requested, settings, email_address)
+            # Refused here, before Gmail is asked, when the credentials' project has no topic.
+            topic = watch_topic_for(credential, from_tenant_defaults=isinstance(requested, TenantDefaultCredential),
+                                    settings=settings, deployment_topic=self.topic)
             existing = await mailboxes.find_mailbox_by_address(session, tenant_id, email_address)
             if (
                 existing is not None and existing.state is MailboxState.ACTIVE
                 and existing.label_filter == label_filter and existing.metadata_headers == metadata_headers
+                and (existing.watch_topic or self.topic) == topic
             ):
                 stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
                 if self._stored_credential(stored) == credential:
                     return existing  # same registration again: nothing to do, no Gmail call
-        if not self.topic:
-            raise errors.GmailTopicNotPublishable(
-                "this mailwatch deployment has no Pub/Sub topic configured (MAILWATCH_PUBSUB_TOPIC)"
-            )
-        # Refused here, before Gmail is asked, when the key names another project.
-        check_topic_project(self.topic, credential)
         watch = await self.gmail.watch(
-            credential, email_address, topic=self.topic, label_filter=label_filter, tenant_id=tenant_id
+            credential, email_address, topic=topic, label_filter=label_filter, tenant_id=tenant_id
         )
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
@@ -80,6 +82,7 @@ class Lifecycle:
                 watch_expiration=watch.expiration,
                 next_renewal_at=next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address)),
                 metadata_headers=metadata_headers,
+                watch_topic=topic,
             )
             detail = {
                 "expiration": watch.expiration.isoformat(),

@@ -64,6 +64,7 @@ def to_mailbox(row) -> Mailbox:
         lease_expires_at=row.lease_expires_at,
         metadata_headers=None if row.metadata_headers is None else tuple(row.metadata_headers),
         notifications_missed_reported=row.notifications_missed_reported,
+        watch_topic=row.watch_topic,
     )
 
 
@@ -108,6 +109,7 @@ async def upsert_mailbox(
     watch_expiration: datetime | None = None,
     next_renewal_at: datetime | None = None,
     metadata_headers: Sequence[str] | None = None,
+    watch_topic: str | None = None,
 ) -> tuple[Mailbox, bool]:
     """Register: insert the tenant's mailbox for this address, or update the existing one.
 
@@ -134,6 +136,7 @@ async def upsert_mailbox(
         watch_expiration=watch_expiration,
         next_renewal_at=next_renewal_at,
         metadata_headers=None if metadata_headers is None else list(metadata_headers),
+        watch_topic=watch_topic,
     )
     statement = insert(mailboxes).values(**values)
     new = statement.excluded
@@ -155,6 +158,7 @@ async def upsert_mailbox(
             notified_history_id=case((was_stopped, None), else_=mailboxes.c.notified_history_id),
             watch_expiration=func.coalesce(new.watch_expiration, mailboxes.c.watch_expiration),
             next_renewal_at=func.coalesce(new.next_renewal_at, mailboxes.c.next_renewal_at),
+            watch_topic=func.coalesce(new.watch_topic, mailboxes.c.watch_topic),
             sync_due_at=case(
                 (was_stopped, None),
                 (was_auth_failed, func.coalesce(mailboxes.c.sync_due_at, func.now())),

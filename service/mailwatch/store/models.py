@@ -161,6 +161,9 @@ class MailboxRow(Base):
     notifications_missed_reported: Mapped[bool] = mapped_column(
         Boolean, nullable=False, server_default=text("false")
     )
+    # The topic of the mailbox's Gmail watch (its tenant's, or the deployment's);
+    # NULL for rows from before tenants had topics: the deployment's then.
+    watch_topic: Mapped[str | None] = mapped_column(Text)
     created: Mapped[datetime] = _created()
     updated: Mapped[datetime] = _updated()
 
@@ -187,6 +190,45 @@ class MailboxRow(Base):
             postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}'"),
         ),
     )
+
+
+class TenantGoogleSettingsRow(Base):
+    """A tenant's default Google credentials and its Pub/Sub topic (one row per tenant)."""
+
+    __tablename__ = "tenant_google_settings"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    credential_kind: Mapped[str] = mapped_column(Text, nullable=False)
+    # A service-account key (subject empty) or an OAuth client (refresh token
+    # empty), sealed like mailbox credentials.
+    credentials_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    credential_id: Mapped[str] = mapped_column(Text, nullable=False)  # SA e-mail or OAuth client id: not secret
+    pubsub_topic: Mapped[str] = mapped_column(Text, nullable=False)
+    pubsub_subscription: Mapped[str | None] = mapped_column(Text)  # NULL: push delivery
+    push_audience: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
+    )
+
+
+class SubscriptionStatusRow(Base):
+    """How pulling one Pub/Sub subscription goes, as ingest last saw it (any replica)."""
+
+    __tablename__ = "subscription_statuses"
+
+    subscription: Mapped[str] = mapped_column(Text, primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = _timestamp()
+    last_success_at: Mapped[datetime | None] = _timestamp()
+    updated: Mapped[datetime] = _updated()
 
 
 class ChangeEventRow(Base):
@@ -262,4 +304,6 @@ Index(
     postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}' AND sync_due_at IS NULL"),
 )
 change_events = ChangeEventRow.__table__
+tenant_google_settings = TenantGoogleSettingsRow.__table__
+subscription_statuses = SubscriptionStatusRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__

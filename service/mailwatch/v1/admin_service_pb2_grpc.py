@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from mailwatch.v1 import admin_service_pb2 as mailwatch_dot_v1_dot_admin__service__pb2
+from mailwatch.v1 import resources_pb2 as mailwatch_dot_v1_dot_resources__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -66,6 +67,26 @@ class AdminServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.SetTenantGoogleSettings = channel.unary_unary(
+                '/mailwatch.v1.AdminService/SetTenantGoogleSettings',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.SetTenantGoogleSettingsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
+                _registered_method=True)
+        self.GetTenantGoogleSettings = channel.unary_unary(
+                '/mailwatch.v1.AdminService/GetTenantGoogleSettings',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.GetTenantGoogleSettingsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
+                _registered_method=True)
+        self.ClearTenantGoogleSettings = channel.unary_unary(
+                '/mailwatch.v1.AdminService/ClearTenantGoogleSettings',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptionStatuses = channel.unary_unary(
+                '/mailwatch.v1.AdminService/ListSubscriptionStatuses',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -115,6 +136,41 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTenantGoogleSettings(self, request, context):
+        """Sets a tenant's Google settings (replacing earlier ones): default
+        credentials and the Pub/Sub topic + subscription in their project.
+        Mailboxes registered afterwards use them; registered ones keep theirs
+        until registered again. INVALID_ARGUMENT when the topic or subscription
+        is not in the credentials' project.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantGoogleSettings(self, request, context):
+        """Reads a tenant's Google settings (never the secrets) and subscription
+        health. NOT_FOUND when the tenant has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearTenantGoogleSettings(self, request, context):
+        """Removes a tenant's Google settings: the deployment's topic and per-mailbox
+        credentials apply again. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptionStatuses(self, request, context):
+        """Health of every subscription ingest pulls (the deployment's and each
+        tenant's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +198,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ApiKey.SerializeToString,
+            ),
+            'SetTenantGoogleSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantGoogleSettings,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.SetTenantGoogleSettingsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.SerializeToString,
+            ),
+            'GetTenantGoogleSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantGoogleSettings,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.GetTenantGoogleSettingsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.SerializeToString,
+            ),
+            'ClearTenantGoogleSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearTenantGoogleSettings,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsResponse.SerializeToString,
+            ),
+            'ListSubscriptionStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptionStatuses,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -286,6 +362,114 @@ class AdminService:
             '/mailwatch.v1.AdminService/RevokeApiKey',
             mailwatch_dot_v1_dot_admin__service__pb2.RevokeApiKeyRequest.SerializeToString,
             mailwatch_dot_v1_dot_admin__service__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantGoogleSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/SetTenantGoogleSettings',
+            mailwatch_dot_v1_dot_admin__service__pb2.SetTenantGoogleSettingsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantGoogleSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/GetTenantGoogleSettings',
+            mailwatch_dot_v1_dot_admin__service__pb2.GetTenantGoogleSettingsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearTenantGoogleSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/ClearTenantGoogleSettings',
+            mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_admin__service__pb2.ClearTenantGoogleSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptionStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/ListSubscriptionStatuses',
+            mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.SerializeToString,
+            mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

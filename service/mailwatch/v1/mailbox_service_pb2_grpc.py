@@ -82,6 +82,11 @@ class MailboxServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.FromString,
                 _registered_method=True)
+        self.GetGoogleSettings = channel.unary_unary(
+                '/mailwatch.v1.MailboxService/GetGoogleSettings',
+                request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetGoogleSettingsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
+                _registered_method=True)
 
 
 class MailboxServiceServicer:
@@ -104,7 +109,9 @@ class MailboxServiceServicer:
         STOPPED or AUTH_FAILED.
 
         FAILED_PRECONDITION with reason GMAIL_AUTH_FAILED, GMAIL_PERMISSION_DENIED
-        or GMAIL_TOPIC_NOT_PUBLISHABLE when Google refuses the watch.
+        or GMAIL_TOPIC_NOT_PUBLISHABLE when Google refuses the watch, and
+        TOPIC_PROJECT_MISMATCH when the topic is not in the credentials' Google
+        project (Gmail only publishes to its caller's project).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +190,15 @@ class MailboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGoogleSettings(self, request, context):
+        """The calling tenant's Google settings (set by the operator; never the
+        secrets) and the health of its Pub/Sub subscription. NOT_FOUND when the
+        tenant has none (it uses the deployment's topic).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MailboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +241,11 @@ def add_MailboxServiceServicer_to_server(servicer, server):
                     servicer.SendTestEvent,
                     request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.SerializeToString,
+            ),
+            'GetGoogleSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGoogleSettings,
+                    request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetGoogleSettingsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +471,33 @@ class MailboxService:
             '/mailwatch.v1.MailboxService/SendTestEvent',
             mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.SerializeToString,
             mailwatch_dot_v1_dot_resources__pb2.ChangeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGoogleSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.MailboxService/GetGoogleSettings',
+            mailwatch_dot_v1_dot_mailbox__service__pb2.GetGoogleSettingsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_resources__pb2.GoogleSettings.FromString,
             options,
             channel_credentials,
             insecure,

@@ -107,7 +107,8 @@ class RenewWorker(LoopWorker):
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
             watch = await self.gmail.watch(
-                credential, mailbox.email_address, topic=self.topic, label_filter=mailbox.label_filter,
+                credential, mailbox.email_address, topic=mailbox.watch_topic or self.topic,
+                label_filter=mailbox.label_filter,
                 tenant_id=mailbox.tenant_id,
             )
         except errors.GmailAuthFailed as exc:

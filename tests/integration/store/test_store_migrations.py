@@ -20,7 +20,8 @@ from mailwatch.store.models import Base
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications"}
+TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications", "tenant_google_settings",
+          "subscription_statuses"}
 
 
 def _inspect(url, fn):

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2
 
 from mailwatch.api import tokens, validation
 from mailwatch.domain.errors import InvalidArgument, InvalidCursor
-from mailwatch.domain.models import EventType, LabelFilterBehavior, MailboxState, OAuthCredential
+from mailwatch.domain.models import EventType, LabelFilterBehavior, MailboxState, OAuthCredential, TenantDefaultCredential
 from mailwatch.v1 import admin_service_pb2 as admin
 from mailwatch.v1 import mailbox_service_pb2 as mbx
 from mailwatch.v1 import resources_pb2 as res
@@ -85,7 +85,7 @@ CASES = [
     ("register", register(label_ids=["INBOX", "SENT", "INBOX"]), [("label_ids[2]", "duplicate")]),
     ("register", register(label_ids=[f"L{i}" for i in range(101)]), [("label_ids", "at most 100")]),
     ("register", register(label_filter_behavior=7), [("label_filter_behavior", "unknown")]),
-    ("register", mbx.RegisterMailboxRequest(email_address="a@example.com"), [("credentials", "required")]),
+    ("register", register(oauth=mbx.OAuthCredentials()), [("oauth.refresh_token", "required")]),
     ("register", register(oauth=None, service_account=sa(json_key="")), [("service_account.json_key", "required")]),
     ("register", register(oauth=None, service_account=sa(json_key="{not json")), [("service_account.json_key", "must be JSON")]),
     ("register", register(oauth=None, service_account=sa(json_key="[1]")), [("service_account.json_key", "JSON object")]),
@@ -115,7 +115,7 @@ CASES = [
     (
         "register",
         mbx.RegisterMailboxRequest(email_address="nope", label_ids=["A", "A"]),
-        [("email_address", "email address"), ("label_ids[1]", "duplicate"), ("credentials", "required")],
+        [("email_address", "email address"), ("label_ids[1]", "duplicate")],
     ),
     ("mailbox_id", "", [("mailbox_id", "required")]),
     ("mailbox_id", "not-a-uuid", [("mailbox_id", "UUID")]),
@@ -208,6 +208,13 @@ def test_register_service_account_subject_defaults_to_address():
     assert result.label_filter.behavior is LabelFilterBehavior.EXCLUDE
     explicit = validation.validate_register_mailbox(register(oauth=None, service_account=sa(subject="Bob@Example.com")))
     assert explicit.credential.subject == "bob@example.com"
+
+
+def test_register_without_credentials_means_the_tenants_defaults():
+    bare = validation.validate_register_mailbox(mbx.RegisterMailboxRequest(email_address="a@example.com"))
+    assert bare.credential == TenantDefaultCredential()
+    token_only = validation.validate_register_mailbox(register(oauth=mbx.OAuthCredentials(refresh_token="rt")))
+    assert token_only.credential == TenantDefaultCredential(refresh_token="rt")
 
 
 def test_behavior_without_labels_is_accepted():

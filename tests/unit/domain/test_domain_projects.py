@@ -1,14 +1,27 @@
-"""Which Google project a topic and a credential belong to, and the early mismatch check."""
+"""Which Google project a topic and a credential belong to; which topic a registration watches with."""
+
+import uuid
 
 import pytest
 
-from mailwatch.domain.errors import TopicProjectMismatch
-from mailwatch.domain.models import OAuthCredential, ServiceAccountCredential
-from mailwatch.domain.projects import check_topic_project, credential_project, topic_project
+from mailwatch.domain.errors import GmailTopicNotPublishable, InvalidArgument, NoDefaultCredentials, \
+    TopicProjectMismatch
+from mailwatch.domain.models import CredentialKind, GoogleSettings, OAuthCredential, ServiceAccountCredential, \
+    TenantDefaultCredential
+from mailwatch.domain.projects import credential_project, resolve_credential, topic_project, watch_topic_for
+
+OPERATOR_TOPIC = "projects/operator/topics/gmail"
+TENANT_TOPIC = "projects/tenant-a/topics/gmail"
+OAUTH = OAuthCredential("id", "secret", "refresh")
 
 
-def key_of(project):
-    return ServiceAccountCredential(info={"project_id": project, "client_email": "x@y"}, subject="a@b.c")
+def key_of(project, subject="a@b.c"):
+    return ServiceAccountCredential(info={"project_id": project, "client_email": "x@y"}, subject=subject)
+
+
+def settings_with(credential, project="tenant-a", topic=TENANT_TOPIC):
+    kind = CredentialKind.SERVICE_ACCOUNT if isinstance(credential, ServiceAccountCredential) else CredentialKind.OAUTH
+    return GoogleSettings(uuid.uuid4(), project, kind, "id", topic, credential=credential)
 
 
 def test_topic_project():
@@ -20,17 +33,49 @@ def test_topic_project():
 def test_credential_project_is_known_for_keys_only():
     assert credential_project(key_of("acme")) == "acme"
     assert credential_project(key_of("")) is None
-    assert credential_project(OAuthCredential("id", "secret", "refresh")) is None
+    assert credential_project(OAUTH) is None
+
+
+def test_a_key_watches_with_the_topic_of_its_own_project():
+    tenant = settings_with(key_of("tenant-a", subject=""))
+    assert watch_topic_for(key_of("tenant-a"), from_tenant_defaults=True, settings=tenant,
+                           deployment_topic=OPERATOR_TOPIC) == TENANT_TOPIC
+    assert watch_topic_for(key_of("operator"), from_tenant_defaults=False, settings=tenant,
+                           deployment_topic=OPERATOR_TOPIC) == OPERATOR_TOPIC
+    assert watch_topic_for(key_of("operator"), from_tenant_defaults=False, settings=None,
+                           deployment_topic=OPERATOR_TOPIC) == OPERATOR_TOPIC
 
 
 def test_mismatch_names_both_projects():
     with pytest.raises(TopicProjectMismatch) as refused:
-        check_topic_project("projects/operator/topics/gmail", key_of("tenant-a"))
-    assert refused.value.metadata == {"topic": "projects/operator/topics/gmail", "topic_project": "operator",
-                                      "credentials_project": "tenant-a"}
-    assert "'operator'" in refused.value.message and "'tenant-a'" in refused.value.message
+        watch_topic_for(key_of("elsewhere"), from_tenant_defaults=False, settings=None, deployment_topic=OPERATOR_TOPIC)
+    assert refused.value.metadata == {"topic": OPERATOR_TOPIC, "topic_project": "operator",
+                                      "credentials_project": "elsewhere"}
+    assert "'operator'" in refused.value.message and "'elsewhere'" in refused.value.message
 
 
-def test_no_refusal_when_a_project_is_unknown_or_they_agree():
-    check_topic_project("projects/acme/topics/gmail", key_of("acme"))
-    check_topic_project("projects/acme/topics/gmail", OAuthCredential("id", "secret", "refresh"))
+def test_an_oauth_default_client_uses_the_declared_project_an_override_the_first_topic():
+    tenant = settings_with(OAuthCredential("id", "secret", ""))
+    assert watch_topic_for(OAUTH, from_tenant_defaults=True, settings=tenant,
+                           deployment_topic=OPERATOR_TOPIC) == TENANT_TOPIC
+    assert watch_topic_for(OAUTH, from_tenant_defaults=False, settings=None,
+                           deployment_topic=OPERATOR_TOPIC) == OPERATOR_TOPIC
+
+
+def test_no_topic_anywhere():
+    with pytest.raises(GmailTopicNotPublishable):
+        watch_topic_for(OAUTH, from_tenant_defaults=False, settings=None, deployment_topic="")
+
+
+def test_resolving_the_tenants_defaults():
+    sa = settings_with(key_of("tenant-a", subject=""))
+    assert resolve_credential(TenantDefaultCredential(), sa, "ann@a.test").subject == "ann@a.test"
+    oauth = settings_with(OAuthCredential("id", "secret", ""))
+    assert resolve_credential(TenantDefaultCredential("rt"), oauth, "x@a.test") == OAuthCredential("id", "secret", "rt")
+    assert resolve_credential(OAUTH, None, "x@a.test") is OAUTH
+    with pytest.raises(NoDefaultCredentials):
+        resolve_credential(TenantDefaultCredential(), None, "x@a.test")
+    with pytest.raises(InvalidArgument):
+        resolve_credential(TenantDefaultCredential(), oauth, "x@a.test")
+    with pytest.raises(InvalidArgument):
+        resolve_credential(TenantDefaultCredential("rt"), sa, "x@a.test")

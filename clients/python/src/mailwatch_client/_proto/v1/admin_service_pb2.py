@@ -23,35 +23,51 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mailwatch_client._proto.v1 import mailbox_service_pb2 as mailwatch_dot_v1_dot_mailbox__service__pb2
+from mailwatch_client._proto.v1 import resources_pb2 as mailwatch_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mailwatch/v1/admin_service.proto\x12\x0cmailwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListTenantsResponse\x12%\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.mailwatch.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x13\x43reateApiKeyRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06tenant\"J\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.mailwatch.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"q\n\x12ListApiKeysRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06tenant\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.mailwatch.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13RevokeApiKeyRequest\x12\x12\n\napi_key_id\x18\x01 \x01(\t2\x9f\x03\n\x0c\x41\x64minService\x12G\n\x0c\x43reateTenant\x12!.mailwatch.v1.CreateTenantRequest\x1a\x14.mailwatch.v1.Tenant\x12R\n\x0bListTenants\x12 .mailwatch.v1.ListTenantsRequest\x1a!.mailwatch.v1.ListTenantsResponse\x12U\n\x0c\x43reateApiKey\x12!.mailwatch.v1.CreateApiKeyRequest\x1a\".mailwatch.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .mailwatch.v1.ListApiKeysRequest\x1a!.mailwatch.v1.ListApiKeysResponse\x12G\n\x0cRevokeApiKey\x12!.mailwatch.v1.RevokeApiKeyRequest\x1a\x14.mailwatch.v1.ApiKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mailwatch/v1/admin_service.proto\x12\x0cmailwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"mailwatch/v1/mailbox_service.proto\x1a\x1cmailwatch/v1/resources.proto\"S\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListTenantsResponse\x12%\n\x07tenants\x18\x01 \x03(\x0b\x32\x14.mailwatch.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x13\x43reateApiKeyRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06tenant\"J\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.mailwatch.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"q\n\x12ListApiKeysRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06tenant\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.mailwatch.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13RevokeApiKeyRequest\x12\x12\n\napi_key_id\x18\x01 \x01(\t\"\xbf\x02\n\x1eSetTenantGoogleSettingsRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x12\x42\n\x0fservice_account\x18\x03 \x01(\x0b\x32\'.mailwatch.v1.ServiceAccountCredentialsH\x01\x12\x36\n\x0coauth_client\x18\x04 \x01(\x0b\x32\x1e.mailwatch.v1.OAuthCredentialsH\x01\x12\x12\n\nproject_id\x18\x05 \x01(\t\x12\x14\n\x0cpubsub_topic\x18\x06 \x01(\t\x12\x1b\n\x13pubsub_subscription\x18\x07 \x01(\t\x12\x15\n\rpush_audience\x18\x08 \x01(\tB\x08\n\x06tenantB\r\n\x0b\x63redentials\"V\n\x1eGetTenantGoogleSettingsRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06tenant\"X\n ClearTenantGoogleSettingsRequest\x12\x13\n\ttenant_id\x18\x01 \x01(\tH\x00\x12\x15\n\x0btenant_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06tenant\"4\n!ClearTenantGoogleSettingsResponse\x12\x0f\n\x07\x63leared\x18\x01 \x01(\x08\"!\n\x1fListSubscriptionStatusesRequest\"\\\n ListSubscriptionStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.mailwatch.v1.TenantSubscriptionStatus\"_\n\x18TenantSubscriptionStatus\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0b\x32 .mailwatch.v1.SubscriptionStatus2\xe6\x06\n\x0c\x41\x64minService\x12G\n\x0c\x43reateTenant\x12!.mailwatch.v1.CreateTenantRequest\x1a\x14.mailwatch.v1.Tenant\x12R\n\x0bListTenants\x12 .mailwatch.v1.ListTenantsRequest\x1a!.mailwatch.v1.ListTenantsResponse\x12U\n\x0c\x43reateApiKey\x12!.mailwatch.v1.CreateApiKeyRequest\x1a\".mailwatch.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .mailwatch.v1.ListApiKeysRequest\x1a!.mailwatch.v1.ListApiKeysResponse\x12G\n\x0cRevokeApiKey\x12!.mailwatch.v1.RevokeApiKeyRequest\x1a\x14.mailwatch.v1.ApiKey\x12\x65\n\x17SetTenantGoogleSettings\x12,.mailwatch.v1.SetTenantGoogleSettingsRequest\x1a\x1c.mailwatch.v1.GoogleSettings\x12\x65\n\x17GetTenantGoogleSettings\x12,.mailwatch.v1.GetTenantGoogleSettingsRequest\x1a\x1c.mailwatch.v1.GoogleSettings\x12|\n\x19\x43learTenantGoogleSettings\x12..mailwatch.v1.ClearTenantGoogleSettingsRequest\x1a/.mailwatch.v1.ClearTenantGoogleSettingsResponse\x12y\n\x18ListSubscriptionStatuses\x12-.mailwatch.v1.ListSubscriptionStatusesRequest\x1a..mailwatch.v1.ListSubscriptionStatusesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailwatch_client._proto.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TENANT']._serialized_start=83
-  _globals['_TENANT']._serialized_end=166
-  _globals['_APIKEY']._serialized_start=169
-  _globals['_APIKEY']._serialized_end=322
-  _globals['_CREATETENANTREQUEST']._serialized_start=324
-  _globals['_CREATETENANTREQUEST']._serialized_end=359
-  _globals['_LISTTENANTSREQUEST']._serialized_start=361
-  _globals['_LISTTENANTSREQUEST']._serialized_end=420
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=422
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=507
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=509
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=584
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=586
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=660
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=662
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=775
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=777
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=863
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=865
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=906
-  _globals['_ADMINSERVICE']._serialized_start=909
-  _globals['_ADMINSERVICE']._serialized_end=1324
+  _globals['_TENANT']._serialized_start=149
+  _globals['_TENANT']._serialized_end=232
+  _globals['_APIKEY']._serialized_start=235
+  _globals['_APIKEY']._serialized_end=388
+  _globals['_CREATETENANTREQUEST']._serialized_start=390
+  _globals['_CREATETENANTREQUEST']._serialized_end=425
+  _globals['_LISTTENANTSREQUEST']._serialized_start=427
+  _globals['_LISTTENANTSREQUEST']._serialized_end=486
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=488
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=573
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=575
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=650
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=652
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=726
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=728
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=841
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=843
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=929
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=931
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=972
+  _globals['_SETTENANTGOOGLESETTINGSREQUEST']._serialized_start=975
+  _globals['_SETTENANTGOOGLESETTINGSREQUEST']._serialized_end=1294
+  _globals['_GETTENANTGOOGLESETTINGSREQUEST']._serialized_start=1296
+  _globals['_GETTENANTGOOGLESETTINGSREQUEST']._serialized_end=1382
+  _globals['_CLEARTENANTGOOGLESETTINGSREQUEST']._serialized_start=1384
+  _globals['_CLEARTENANTGOOGLESETTINGSREQUEST']._serialized_end=1472
+  _globals['_CLEARTENANTGOOGLESETTINGSRESPONSE']._serialized_start=1474
+  _globals['_CLEARTENANTGOOGLESETTINGSRESPONSE']._serialized_end=1526
+  _globals['_LISTSUBSCRIPTIONSTATUSESREQUEST']._serialized_start=1528
+  _globals['_LISTSUBSCRIPTIONSTATUSESREQUEST']._serialized_end=1561
+  _globals['_LISTSUBSCRIPTIONSTATUSESRESPONSE']._serialized_start=1563
+  _globals['_LISTSUBSCRIPTIONSTATUSESRESPONSE']._serialized_end=1655
+  _globals['_TENANTSUBSCRIPTIONSTATUS']._serialized_start=1657
+  _globals['_TENANTSUBSCRIPTIONSTATUS']._serialized_end=1752
+  _globals['_ADMINSERVICE']._serialized_start=1755
+  _globals['_ADMINSERVICE']._serialized_end=2625
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,8 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from mailwatch_client._proto.v1 import mailbox_service_pb2 as _mailbox_service_pb2
+from mailwatch_client._proto.v1 import resources_pb2 as _resources_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -96,3 +98,63 @@ class RevokeApiKeyRequest(_message.Message):
     API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     api_key_id: str
     def __init__(self, api_key_id: _Optional[str] = ...) -> None: ...
+
+class SetTenantGoogleSettingsRequest(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name", "service_account", "oauth_client", "project_id", "pubsub_topic", "pubsub_subscription", "push_audience")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    OAUTH_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PUSH_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    service_account: _mailbox_service_pb2.ServiceAccountCredentials
+    oauth_client: _mailbox_service_pb2.OAuthCredentials
+    project_id: str
+    pubsub_topic: str
+    pubsub_subscription: str
+    push_audience: str
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., service_account: _Optional[_Union[_mailbox_service_pb2.ServiceAccountCredentials, _Mapping]] = ..., oauth_client: _Optional[_Union[_mailbox_service_pb2.OAuthCredentials, _Mapping]] = ..., project_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ...) -> None: ...
+
+class GetTenantGoogleSettingsRequest(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ...) -> None: ...
+
+class ClearTenantGoogleSettingsRequest(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ...) -> None: ...
+
+class ClearTenantGoogleSettingsResponse(_message.Message):
+    __slots__ = ("cleared",)
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    cleared: bool
+    def __init__(self, cleared: _Optional[bool] = ...) -> None: ...
+
+class ListSubscriptionStatusesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSubscriptionStatusesResponse(_message.Message):
+    __slots__ = ("statuses",)
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedCompositeFieldContainer[TenantSubscriptionStatus]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[TenantSubscriptionStatus, _Mapping]]] = ...) -> None: ...
+
+class TenantSubscriptionStatus(_message.Message):
+    __slots__ = ("tenant_id", "status")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    status: _resources_pb2.SubscriptionStatus
+    def __init__(self, tenant_id: _Optional[str] = ..., status: _Optional[_Union[_resources_pb2.SubscriptionStatus, _Mapping]] = ...) -> None: ...

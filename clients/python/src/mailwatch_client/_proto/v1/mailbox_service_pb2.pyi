@@ -228,3 +228,7 @@ class SendTestEventRequest(_message.Message):
     mailbox_id: str
     note: str
     def __init__(self, mailbox_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class GetGoogleSettingsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

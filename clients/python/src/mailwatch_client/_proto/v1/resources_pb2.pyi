@@ -46,6 +46,12 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_WATCH_EXPIRING: _ClassVar[EventType]
     EVENT_TYPE_NOTIFICATIONS_MISSED: _ClassVar[EventType]
     EVENT_TYPE_TEST: _ClassVar[EventType]
+
+class SubscriptionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUBSCRIPTION_STATE_UNSPECIFIED: _ClassVar[SubscriptionState]
+    SUBSCRIPTION_STATE_OK: _ClassVar[SubscriptionState]
+    SUBSCRIPTION_STATE_FAILING: _ClassVar[SubscriptionState]
 MAILBOX_STATE_UNSPECIFIED: MailboxState
 MAILBOX_STATE_ACTIVE: MailboxState
 MAILBOX_STATE_AUTH_FAILED: MailboxState
@@ -71,9 +77,12 @@ EVENT_TYPE_MAILBOX_STOPPED: EventType
 EVENT_TYPE_WATCH_EXPIRING: EventType
 EVENT_TYPE_NOTIFICATIONS_MISSED: EventType
 EVENT_TYPE_TEST: EventType
+SUBSCRIPTION_STATE_UNSPECIFIED: SubscriptionState
+SUBSCRIPTION_STATE_OK: SubscriptionState
+SUBSCRIPTION_STATE_FAILING: SubscriptionState
 
 class Mailbox(_message.Message):
-    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata")
+    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata", "watch_topic")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +98,7 @@ class Mailbox(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    WATCH_TOPIC_FIELD_NUMBER: _ClassVar[int]
     id: str
     email_address: str
     state: MailboxState
@@ -104,7 +114,8 @@ class Mailbox(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     metadata: MetadataOptions
-    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ...) -> None: ...
+    watch_topic: str
+    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ..., watch_topic: _Optional[str] = ...) -> None: ...
 
 class LabelFilter(_message.Message):
     __slots__ = ("label_ids", "behavior")
@@ -188,3 +199,41 @@ class MetadataOptions(_message.Message):
     enabled: bool
     headers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, enabled: _Optional[bool] = ..., headers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GoogleSettings(_message.Message):
+    __slots__ = ("tenant_id", "project_id", "credential_kind", "credential_id", "pubsub_topic", "pubsub_subscription", "push_audience", "subscription_status", "update_time")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_KIND_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PUSH_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    project_id: str
+    credential_kind: CredentialKind
+    credential_id: str
+    pubsub_topic: str
+    pubsub_subscription: str
+    push_audience: str
+    subscription_status: SubscriptionStatus
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, tenant_id: _Optional[str] = ..., project_id: _Optional[str] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., credential_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ..., subscription_status: _Optional[_Union[SubscriptionStatus, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SubscriptionStatus(_message.Message):
+    __slots__ = ("subscription", "state", "last_error", "last_error_time", "last_success_time", "consecutive_failures")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    subscription: str
+    state: SubscriptionState
+    last_error: str
+    last_error_time: _timestamp_pb2.Timestamp
+    last_success_time: _timestamp_pb2.Timestamp
+    consecutive_failures: int
+    def __init__(self, subscription: _Optional[str] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,146 @@
+"""Queries on `tenant_google_settings` and `subscription_statuses`.
+
+Settings are read per tenant (tenant-scoped), except `pubsub_sources`, which
+lists every configured subscription and push audience for ingest: those are
+routing facts, never shown to a tenant. Only `find_settings` returns the
+sealed credential.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.errors import NotFound
+from mailwatch.domain.models import CredentialKind, GoogleSettings, SubscriptionStatus
+from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.models import subscription_statuses, tenant_google_settings
+
+_settings = tenant_google_settings
+_statuses = subscription_statuses
+
+
+def _not_found(tenant_id: uuid.UUID) -> NotFound:
+    return NotFound("the tenant has no Google settings", metadata={"tenant_id": str(tenant_id)})
+
+
+async def put_settings(
+    session: AsyncSession, tenant_id: uuid.UUID, *, project_id: str, credential_kind: CredentialKind,
+    credentials_ciphertext: bytes, credential_id: str, pubsub_topic: str, pubsub_subscription: str | None,
+    push_audience: str | None,
+) -> GoogleSettings:
+    """Insert or replace the tenant's settings. NotFound for an unknown tenant."""
+    values = dict(
+        project_id=project_id, credential_kind=credential_kind.value, credentials_ciphertext=credentials_ciphertext,
+        credential_id=credential_id, pubsub_topic=pubsub_topic, pubsub_subscription=pubsub_subscription,
+        push_audience=push_audience,
+    )
+    statement = (
+        insert(_settings).values(tenant_id=tenant_id, **values)
+        .on_conflict_do_update(index_elements=[_settings.c.tenant_id], set_={**values, "updated": func.now()})
+        .returning(*_settings.c)
+    )
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(statement)).one()
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc, "fk_tenant_google_settings_tenant_id_tenants"):
+            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
+        raise
+    return _settings_of(row)
+
+
+def _settings_of(row) -> GoogleSettings:
+    return GoogleSettings(
+        tenant_id=row.tenant_id, project_id=row.project_id, credential_kind=CredentialKind(row.credential_kind),
+        credential_id=row.credential_id, pubsub_topic=row.pubsub_topic, pubsub_subscription=row.pubsub_subscription,
+        push_audience=row.push_audience, updated=row.updated,
+    )
+
+
+async def find_settings(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[GoogleSettings, bytes] | None:
+    """The tenant's settings (credential not decrypted) and the sealed credential, or None."""
+    row = (await session.execute(select(*_settings.c).where(_settings.c.tenant_id == tenant_id))).one_or_none()
+    return None if row is None else (_settings_of(row), bytes(row.credentials_ciphertext))
+
+
+async def get_settings(session: AsyncSession, tenant_id: uuid.UUID) -> GoogleSettings:
+    """The tenant's settings for display (no secret); NotFound when it has none."""
+    found = await find_settings(session, tenant_id)
+    if found is None:
+        raise _not_found(tenant_id)
+    return found[0]
+
+
+async def clear_settings(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
+    result = await session.execute(delete(_settings).where(_settings.c.tenant_id == tenant_id))
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True)
+class PubSubSources:
+    """Every tenant's subscription (tenant id -> path) and push audience (audience -> tenant ids)."""
+
+    subscriptions: dict[uuid.UUID, str]
+    push_audiences: dict[str, set[uuid.UUID]]
+
+
+async def pubsub_sources(session: AsyncSession) -> PubSubSources:
+    """Cross-tenant, for ingest only: which subscriptions to pull and which push audiences to accept."""
+    rows = await session.execute(
+        select(_settings.c.tenant_id, _settings.c.pubsub_subscription, _settings.c.push_audience)
+    )
+    subscriptions: dict[uuid.UUID, str] = {}
+    audiences: dict[str, set[uuid.UUID]] = {}
+    for row in rows:
+        if row.pubsub_subscription:
+            subscriptions[row.tenant_id] = row.pubsub_subscription
+        if row.push_audience:
+            audiences.setdefault(row.push_audience, set()).add(row.tenant_id)
+    return PubSubSources(subscriptions, audiences)
+
+
+# --- subscription health --------------------------------------------------------
+
+
+async def record_pull(session: AsyncSession, subscription: str, *, error: str | None, now: datetime) -> None:
+    """Record one pull's outcome (success when `error` is None)."""
+    ok = error is None
+    statement = insert(_statuses).values(
+        subscription=subscription, ok=ok, consecutive_failures=0 if ok else 1,
+        last_error=error, last_error_at=None if ok else now, last_success_at=now if ok else None,
+    )
+    new = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[_statuses.c.subscription],
+        set_=dict(
+            ok=new.ok,
+            consecutive_failures=case((new.ok, 0), else_=_statuses.c.consecutive_failures + 1),
+            # The last failure stays visible (with its time) after recovery.
+            last_error=func.coalesce(new.last_error, _statuses.c.last_error),
+            last_error_at=func.coalesce(new.last_error_at, _statuses.c.last_error_at),
+            last_success_at=func.coalesce(new.last_success_at, _statuses.c.last_success_at),
+            updated=func.now(),
+        ),
+    )
+    await session.execute(statement)
+
+
+async def subscription_statuses_of(session: AsyncSession, subscriptions: list[str]) -> dict[str, SubscriptionStatus]:
+    """Status per subscription path; a path never pulled is absent."""
+    if not subscriptions:
+        return {}
+    rows = await session.execute(select(*_statuses.c).where(_statuses.c.subscription.in_(subscriptions)))
+    return {
+        row.subscription: SubscriptionStatus(
+            subscription=row.subscription, ok=row.ok, consecutive_failures=row.consecutive_failures,
+            last_error=row.last_error, last_error_at=row.last_error_at, last_success_at=row.last_success_at,
+        )
+        for row in rows
+    }
