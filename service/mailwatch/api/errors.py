@@ -65,6 +65,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailTopicNotPublishable: grpc.StatusCode.FAILED_PRECONDITION,
     domain.TopicProjectMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailPushClientConflict: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,

@@ -188,6 +188,13 @@ class GmailLabelRejected(GmailBadRequest):
     reason = "GMAIL_LABEL_REJECTED"
 
 
+class GmailPushClientConflict(GmailBadRequest):
+    """users.watch refused: the project already has a live watch on the user with
+    another topic ("Only one user push notification client allowed per developer")."""
+
+    reason = "GMAIL_PUSH_CLIENT_CONFLICT"
+
+
 class GmailMailboxNotFound(GmailError):
     reason = "GMAIL_MAILBOX_NOT_FOUND"
 

@@ -20,6 +20,8 @@ from mailwatch.domain.errors import (
 from mailwatch.domain.models import (
     Credential,
     GoogleSettings,
+    LabelFilter,
+    LabelFilterBehavior,
     OAuthCredential,
     ServiceAccountCredential,
     TenantDefaultCredential,
@@ -84,3 +86,24 @@ def watch_topic_for(
         if topic_project(topic) == project:
             return topic
     raise TopicProjectMismatch.between(topic=candidates[0], credentials_project=project)
+
+
+def union_filter(filters: list[LabelFilter]) -> LabelFilter:
+    """One Gmail watch filter that reports at least what each of `filters` wants.
+
+    Gmail keeps one watch per user and project, so registrations sharing it
+    need a filter that is never narrower than any of theirs (each registration
+    still filters its own events): no filter when any wants everything or the
+    behaviours are mixed; INCLUDE of the union of included labels; EXCLUDE of
+    the labels every registration excludes.
+    """
+    if not filters or any(not f.label_ids for f in filters):
+        return LabelFilter()
+    behaviors = {f.behavior for f in filters}
+    if behaviors == {LabelFilterBehavior.INCLUDE}:
+        labels = dict.fromkeys(label for f in filters for label in f.label_ids)
+        return LabelFilter(tuple(sorted(labels)), LabelFilterBehavior.INCLUDE)
+    if behaviors == {LabelFilterBehavior.EXCLUDE}:
+        common = set(filters[0].label_ids).intersection(*(f.label_ids for f in filters[1:]))
+        return LabelFilter(tuple(sorted(common)), LabelFilterBehavior.EXCLUDE) if common else LabelFilter()
+    return LabelFilter()

@@ -95,6 +95,8 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
             return errors.GmailHistoryExpired(detail, metadata=meta)
         if status == 404 and operation == "messages.get":
             return errors.GmailMessageNotFound(detail, metadata=meta)
+        if operation == "watch" and status == 400 and "only one user push notification client" in message.lower():
+            return errors.GmailPushClientConflict(f"{detail}: {message}", metadata=meta)
         caller_project = _refused_for_project(status, message) if operation == "watch" else None
         if caller_project is not None:
             # GmailClient.watch knows the topic and completes the message.

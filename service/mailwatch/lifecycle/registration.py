@@ -26,12 +26,13 @@ from mailwatch.domain.models import (
     ServiceAccountCredential,
     TenantDefaultCredential,
 )
-from mailwatch.domain.projects import resolve_credential, watch_topic_for
-from mailwatch.lifecycle.google_settings import load_google_settings
+from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
 from mailwatch.gmail.client import GmailClient
+from mailwatch.lifecycle.google_settings import load_google_settings
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
+from mailwatch.lifecycle.shared_watch import watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
-from mailwatch.store import changes, mailboxes
+from mailwatch.store import changes, mailboxes, watch_groups
 
 
 def _address(credential: Credential) -> str:
@@ -67,10 +68,20 @@ class Lifecycle:
                 stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
                 if self._stored_credential(stored) == credential:
                     return existing  # same registration again: nothing to do, no Gmail call
-        watch = await self.gmail.watch(
-            credential, email_address, topic=topic, label_filter=label_filter, tenant_id=tenant_id
+            # Registrations of this address in this Google project (any tenant) share one
+            # Gmail watch: it must report what any of them wants.
+            project = topic_project(topic) or ""
+            sharing = await watch_groups.group_members(
+                session, email_address, project, deployment_topic=self.topic,
+                exclude=existing.id if existing is not None else None,
+            )
+        watch = await watch_taking_over(
+            self.gmail, credential, email_address, topic=topic,
+            label_filter=union_filter([label_filter, *(member.label_filter for member in sharing)]),
+            tenant_id=tenant_id,
         )
         now = self.clock.now()
+        renew_at = next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address))
         async with self.sessions() as session, session.begin():
             mailbox, created = await mailboxes.upsert_mailbox(
                 session, tenant_id,
@@ -80,10 +91,15 @@ class Lifecycle:
                 credentials_ciphertext=self.secret_box.encrypt_credential(credential),
                 history_id=watch.history_id,
                 watch_expiration=watch.expiration,
-                next_renewal_at=next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address)),
+                next_renewal_at=renew_at,
                 metadata_headers=metadata_headers,
                 watch_topic=topic,
             )
+            if sharing:  # the shared watch was renewed for all of them
+                await watch_groups.adopt_shared_watch(
+                    session, email_address, project, deployment_topic=self.topic, exclude=mailbox.id,
+                    expiration=watch.expiration, next_renewal_at=renew_at,
+                )
             detail = {
                 "expiration": watch.expiration.isoformat(),
                 "registration": "created" if created else "updated",
@@ -139,10 +155,19 @@ class Lifecycle:
             if mailbox.state is MailboxState.STOPPED:
                 return mailbox
             ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
-        try:
-            await self.gmail.stop(
-                self.secret_box.decrypt_credential(ciphertext), mailbox.email_address, tenant_id=tenant_id
+            # users.stop would end the watch for every registration sharing it (same
+            # address and project, any tenant): leave it to them while one is ACTIVE.
+            # Its filter narrows at their next renewal; until then they may sync for
+            # changes only this one wanted, and find nothing of theirs.
+            still_needed = await watch_groups.group_members(
+                session, mailbox.email_address, topic_project(mailbox.watch_topic or self.topic) or "",
+                deployment_topic=self.topic, exclude=mailbox_id,
             )
+        try:
+            if not still_needed:
+                await self.gmail.stop(
+                    self.secret_box.decrypt_credential(ciphertext), mailbox.email_address, tenant_id=tenant_id
+                )
         except (errors.GmailAuthFailed, errors.GmailMailboxNotFound, errors.GmailPermissionDenied,
                 errors.CredentialUndecryptable):
             # Gmail cannot be told, but a dead watch expires by itself within 7

@@ -27,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, NewEvent
+from mailwatch.domain.projects import topic_project, union_filter
 from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
+from mailwatch.lifecycle.shared_watch import watch_taking_over
 from mailwatch.secrets import SecretBox
-from mailwatch.store import renewals
+from mailwatch.store import renewals, watch_groups
 from mailwatch.store.renewals import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.loop import LoopWorker
@@ -92,8 +94,17 @@ class RenewWorker(LoopWorker):
                 session, now=self.clock.now(), lease=self.lease, limit=self.batch_size
             )
         if claims:
-            await asyncio.gather(*(self._guarded(claim) for claim in claims))
+            # Registrations sharing one Gmail watch (same address and project) are renewed
+            # once; the others adopt the result (or, if it fails, are due again after the lease).
+            by_watch = {self._watch_key(claim.mailbox): claim for claim in reversed(claims)}
+            await asyncio.gather(*(self._guarded(claim) for claim in by_watch.values()))
         return len(claims)
+
+    def _topic(self, mailbox) -> str:
+        return mailbox.watch_topic or self.topic
+
+    def _watch_key(self, mailbox) -> tuple[str, str]:
+        return mailbox.email_address, topic_project(self._topic(mailbox)) or ""
 
     async def _guarded(self, claim: ClaimedRenewal) -> None:
         async with self._slots:
@@ -106,9 +117,14 @@ class RenewWorker(LoopWorker):
         credential: Credential | None = None
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
-            watch = await self.gmail.watch(
-                credential, mailbox.email_address, topic=mailbox.watch_topic or self.topic,
-                label_filter=mailbox.label_filter,
+            _, project = self._watch_key(mailbox)
+            async with self.sessions() as session:
+                sharing = await watch_groups.group_members(
+                    session, mailbox.email_address, project, deployment_topic=self.topic, exclude=mailbox.id
+                )
+            watch = await watch_taking_over(
+                self.gmail, credential, mailbox.email_address, topic=self._topic(mailbox),
+                label_filter=union_filter([mailbox.label_filter, *(member.label_filter for member in sharing)]),
                 tenant_id=mailbox.tenant_id,
             )
         except errors.GmailAuthFailed as exc:
@@ -167,6 +183,12 @@ class RenewWorker(LoopWorker):
             written = await renewals.record_renewal(
                 session, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
             )
+            if written:
+                email, project = self._watch_key(mailbox)
+                await watch_groups.adopt_shared_watch(
+                    session, email, project, deployment_topic=self.topic, exclude=mailbox.id,
+                    expiration=watch.expiration, next_renewal_at=due,
+                )
         if written and len(events) > 1:
             WATCHES_EXPIRED.inc()
         return "renewed" if written else "lease_lost"

@@ -36,6 +36,7 @@ TABLE = [
     (domain.GmailTopicNotPublishable("topic"), C.FAILED_PRECONDITION, "GMAIL_TOPIC_NOT_PUBLISHABLE"),
     (domain.TopicProjectMismatch.between(topic="projects/a/topics/t", credentials_project="b"),
      C.FAILED_PRECONDITION, "TOPIC_PROJECT_MISMATCH"),
+    (domain.GmailPushClientConflict("only one"), C.FAILED_PRECONDITION, "GMAIL_PUSH_CLIENT_CONFLICT"),
     (domain.GmailRateLimited("slow down", retry_after=2.5), C.RESOURCE_EXHAUSTED, "GMAIL_RATE_LIMITED"),
     (domain.GmailUnavailable("503"), C.UNAVAILABLE, "GMAIL_UNAVAILABLE"),
     (domain.GmailHistoryExpired("404"), C.FAILED_PRECONDITION, "GMAIL_HISTORY_EXPIRED"),

@@ -79,3 +79,17 @@ def test_resolving_the_tenants_defaults():
         resolve_credential(TenantDefaultCredential(), oauth, "x@a.test")
     with pytest.raises(InvalidArgument):
         resolve_credential(TenantDefaultCredential("rt"), sa, "x@a.test")
+
+
+def test_union_filter_is_never_narrower_than_any_registration():
+    from mailwatch.domain.models import LabelFilter, LabelFilterBehavior
+    from mailwatch.domain.projects import union_filter
+
+    inc, exc = LabelFilterBehavior.INCLUDE, LabelFilterBehavior.EXCLUDE
+    assert union_filter([LabelFilter(("INBOX",), inc), LabelFilter(("SENT", "INBOX"), inc)]) == \
+        LabelFilter(("INBOX", "SENT"), inc)
+    assert union_filter([LabelFilter(("INBOX",), inc), LabelFilter()]) == LabelFilter()  # one wants everything
+    assert union_filter([LabelFilter(("SPAM", "TRASH"), exc), LabelFilter(("SPAM",), exc)]) == \
+        LabelFilter(("SPAM",), exc)
+    assert union_filter([LabelFilter(("SPAM",), exc), LabelFilter(("TRASH",), exc)]) == LabelFilter()
+    assert union_filter([LabelFilter(("INBOX",), inc), LabelFilter(("SPAM",), exc)]) == LabelFilter()  # mixed

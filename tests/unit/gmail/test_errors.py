@@ -29,6 +29,8 @@ def http_error(status, reason="", message="", headers=None):
          "watch", errors.GmailTopicNotPublishable),
         (http_error(400, "invalidArgument", "Invalid topicName does not match projects/X/topics/*"), "watch",
          errors.TopicProjectMismatch),
+        (http_error(400, "invalidArgument", "Only one user push notification client allowed per developer "
+                                            "(call /stop then try again)"), "watch", errors.GmailPushClientConflict),
         (http_error(403, "forbidden", "User not authorized to perform this action."), "watch",
          errors.GmailTopicNotPublishable),
         (http_error(404, "notFound"), "getProfile", errors.GmailMailboxNotFound),

@@ -1,0 +1,77 @@
+"""Registrations that share one Gmail watch: one address, one Google project.
+
+Gmail keeps one watch per user per developer project, so every ACTIVE
+mailbox row (of any tenant) with the same address whose watch topic is in the
+same project shares it. These queries are deliberately cross-tenant, like
+ingest's: they return only what the watch needs (label filters, topics) to the
+lifecycle and renew code, never to an API caller. A row without a
+`watch_topic` (registered before topics were stored) uses the deployment's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.models import LabelFilter, LabelFilterBehavior
+from mailwatch.store.mailboxes import normalize_address
+from mailwatch.store.models import mailboxes
+from mailwatch.store.work import ACTIVE
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    id: uuid.UUID
+    label_filter: LabelFilter
+    watch_topic: str
+
+
+def _topic(deployment_topic: str):
+    return func.coalesce(mailboxes.c.watch_topic, literal(deployment_topic))
+
+
+def _in_group(email_address: str, project: str, deployment_topic: str, exclude: uuid.UUID | None):
+    condition = (
+        (mailboxes.c.email_address == normalize_address(email_address))
+        & (mailboxes.c.state == ACTIVE)
+        & (func.split_part(_topic(deployment_topic), "/", 2) == project)
+    )
+    if exclude is not None:
+        condition = condition & (mailboxes.c.id != exclude)
+    return condition
+
+
+async def group_members(
+    session: AsyncSession, email_address: str, project: str, *, deployment_topic: str,
+    exclude: uuid.UUID | None = None,
+) -> list[GroupMember]:
+    """The other ACTIVE registrations sharing the (address, project) watch."""
+    rows = await session.execute(
+        select(mailboxes.c.id, mailboxes.c.label_ids, mailboxes.c.label_filter_behavior,
+               _topic(deployment_topic).label("topic"))
+        .where(_in_group(email_address, project, deployment_topic, exclude))
+        .order_by(mailboxes.c.created, mailboxes.c.id)
+    )
+    return [
+        GroupMember(row.id, LabelFilter(tuple(row.label_ids), LabelFilterBehavior(row.label_filter_behavior)),
+                    row.topic)
+        for row in rows
+    ]
+
+
+async def adopt_shared_watch(
+    session: AsyncSession, email_address: str, project: str, *, deployment_topic: str, exclude: uuid.UUID,
+    expiration: datetime, next_renewal_at: datetime,
+) -> int:
+    """The shared watch was just (re)made through `exclude`: the other registrations take its
+    expiration and the same renewal time, so it is renewed once for all of them."""
+    result = await session.execute(
+        update(mailboxes)
+        .where(_in_group(email_address, project, deployment_topic, exclude))
+        .values(watch_expiration=expiration, next_renewal_at=next_renewal_at, renew_attempts=0)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,125 @@
+"""Registrations of one address in one Google project share one Gmail watch (Gmail allows one
+push client per user and project): union filter, own events, renewal once, stop only when no
+one needs it, and stop + watch when the project's watch has another topic — against the
+simulator, the Pub/Sub emulator and real Postgres, with the fallback poll off."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from google.cloud import pubsub_v1
+from prometheus_client import REGISTRY
+
+from mailwatch.clock import OffsetClock
+from mailwatch.v1 import mailbox_service_pb2
+from tests.fixtures.names import TEST_PROJECT
+from tests.integration.pipeline.helpers import collect, message_events
+from tests.integration.service.helpers import sa_request
+
+pytestmark = pytest.mark.integration
+
+ALICE = "shared@example.com"
+
+
+def calls(sim, method: str, email: str = ALICE) -> int:
+    return sim.counters()["calls"].get(email, {}).get(method, 0)
+
+
+def messages_seen(events) -> list[str]:
+    return [message_id for kind, message_id, _ in message_events(events) if kind == "EVENT_TYPE_MESSAGE_ADDED"]
+
+
+def insert(sim, labels) -> str:
+    sim.advance_clock(2)  # past Gmail's one notification per second
+    return sim.insert_message(ALICE, label_ids=labels)["id"]
+
+
+async def test_two_tenants_with_different_filters_share_one_watch_and_one_outlives_the_others_stop(make_service):
+    async with make_service(poll_enabled=False) as service:
+        sim = service.sim
+        _, inbox_tenant = await service.new_tenant()
+        _, starred_tenant = await service.new_tenant()
+        first = await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["INBOX"]),
+                                                        metadata=inbox_tenant)
+        await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["STARRED"]), metadata=starred_tenant)
+        watches = sim.mailbox(ALICE)["watches"]
+        assert [(w["projectId"], w["labelIds"], w["labelFilterBehavior"]) for w in watches] == [
+            (TEST_PROJECT, ["INBOX", "STARRED"], "INCLUDE")]
+
+        in_inbox, starred, both = insert(sim, ["INBOX"]), insert(sim, ["STARRED"]), insert(sim, ["INBOX", "STARRED"])
+        inbox_events = await collect(service, inbox_tenant, lambda ev: both in messages_seen(ev))
+        starred_events = await collect(service, starred_tenant, lambda ev: both in messages_seen(ev))
+        assert messages_seen(inbox_events) == [in_inbox, both]
+        assert messages_seen(starred_events) == [starred, both]
+
+        await service.mailboxes.StopMailbox(mailbox_service_pb2.StopMailboxRequest(mailbox_id=first.id),
+                                            metadata=inbox_tenant)
+        assert calls(sim, "users.stop") == 0  # the other tenant still needs the watch
+        later = insert(sim, ["STARRED"])
+        starred_events = await collect(service, starred_tenant, lambda ev: later in messages_seen(ev))
+        assert messages_seen(starred_events)[-1] == later  # by notification: the poll is off
+
+
+async def test_the_last_registration_to_stop_stops_the_watch(service):
+    _, first = await service.new_tenant()
+    _, second = await service.new_tenant()
+    one = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE), metadata=first)
+    two = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["INBOX"]), metadata=second)
+    assert service.sim.mailbox(ALICE)["watch"]["labelIds"] == []  # one wants everything
+    await service.mailboxes.StopMailbox(mailbox_service_pb2.StopMailboxRequest(mailbox_id=one.id), metadata=first)
+    assert calls(service.sim, "users.stop") == 0
+    await service.mailboxes.StopMailbox(mailbox_service_pb2.StopMailboxRequest(mailbox_id=two.id), metadata=second)
+    assert calls(service.sim, "users.stop") == 1 and service.sim.mailbox(ALICE)["watches"] == []
+
+
+async def test_a_shared_watch_is_renewed_once(make_service):
+    clock = OffsetClock()
+    async with make_service(clock=clock, renew_enabled=False) as service:
+        _, first = await service.new_tenant()
+        _, second = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["INBOX"]), metadata=first)
+        registered = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["SENT"]),
+                                                             metadata=second)
+        before = calls(service.sim, "users.watch")
+        service.sim.advance_clock(2 * 24 * 3600)
+        clock.advance(timedelta(days=2))
+        assert await service.app.renew_worker.run_once() == 2  # both due, one Gmail call
+        assert calls(service.sim, "users.watch") == before + 1
+        assert service.sim.mailbox(ALICE)["watch"]["labelIds"] == ["INBOX", "SENT"]
+        renewed = await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=registered.id),
+                                                     metadata=second)
+        assert renewed.watch_expire_time.seconds > registered.watch_expire_time.seconds
+        assert await service.app.renew_worker.run_once() == 0  # nobody is due again
+
+
+def _takeovers() -> float:
+    return REGISTRY.get_sample_value("mailwatch_watch_takeovers_total") or 0.0
+
+
+async def test_a_changed_topic_recovers_through_stop_then_watch(make_service):
+    suffix = uuid.uuid4().hex[:8]
+    moved = {"topic": f"projects/{TEST_PROJECT}/topics/moved-{suffix}",
+             "subscription": f"projects/{TEST_PROJECT}/subscriptions/moved-{suffix}"}
+    with pubsub_v1.PublisherClient() as publisher:
+        publisher.create_topic(name=moved["topic"])
+    with pubsub_v1.SubscriberClient() as subscriber:
+        subscriber.create_subscription(name=moved["subscription"], topic=moved["topic"])
+    request = None
+    async with make_service() as service:
+        _, auth = await service.new_tenant("mover")
+        request = sa_request(service.sim, ALICE)
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+        assert service.sim.mailbox(ALICE)["watch"]["topicName"] == service.topic
+    taken_over = _takeovers()
+    # The operator moves the deployment to another topic of the same project.
+    async with make_service(pubsub_topic=moved["topic"], pubsub_subscriptions=(moved["subscription"],),
+                            poll_enabled=False) as service:
+        mailbox = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+        assert mailbox.watch_topic == moved["topic"]
+        assert service.sim.mailbox(ALICE)["watch"]["topicName"] == moved["topic"]
+        assert calls(service.sim, "users.stop") == 1 and _takeovers() == taken_over + 1
+        later = insert(service.sim, ["INBOX"])
+        events = await collect(service, auth, lambda ev: later in messages_seen(ev))
+        assert later in messages_seen(events)
