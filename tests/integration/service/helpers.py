@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import grpc
 from google.rpc import error_details_pb2
@@ -53,3 +54,17 @@ def error_details(error: grpc.aio.AioRpcError):
 
 ACTIVE = resources_pb2.MAILBOX_STATE_ACTIVE
 STOPPED = resources_pb2.MAILBOX_STATE_STOPPED
+
+
+def tenant_topic(project: str) -> dict:
+    """A fresh topic + pull subscription in `project` on the emulator: {"topic", "subscription"}."""
+    from google.cloud import pubsub_v1
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"topic": f"projects/{project}/topics/gmail-{suffix}",
+             "subscription": f"projects/{project}/subscriptions/mailwatch-{suffix}"}
+    with pubsub_v1.PublisherClient() as publisher:
+        publisher.create_topic(name=names["topic"])
+    with pubsub_v1.SubscriberClient() as subscriber:
+        subscriber.create_subscription(name=names["subscription"], topic=names["topic"])
+    return names

@@ -4,32 +4,18 @@ MailboxService and the CLI, against the simulator's project rules and the Pub/Su
 from __future__ import annotations
 
 import json
-import uuid
 
 import grpc
 import pytest
-from google.cloud import pubsub_v1
 
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN
-from tests.integration.service.helpers import ACTIVE, error_details
+from tests.integration.service.helpers import ACTIVE, error_details, tenant_topic
 
 pytestmark = pytest.mark.integration
 
 OPERATOR = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-
-
-def tenant_topic(project: str) -> dict:
-    """A fresh topic + pull subscription in `project` on the emulator."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {"topic": f"projects/{project}/topics/gmail-{suffix}",
-             "subscription": f"projects/{project}/subscriptions/mailwatch-{suffix}"}
-    with pubsub_v1.PublisherClient() as publisher:
-        publisher.create_topic(name=names["topic"])
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(name=names["subscription"], topic=names["topic"])
-    return names
 
 
 async def set_sa_settings(service, tenant_id: str, project: str, names: dict) -> tuple[dict, resources_pb2.GoogleSettings]:

@@ -5,18 +5,16 @@ simulator, the Pub/Sub emulator and real Postgres, with the fallback poll off.""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
-from google.cloud import pubsub_v1
 from prometheus_client import REGISTRY
 
 from mailwatch.clock import OffsetClock
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.names import TEST_PROJECT
 from tests.integration.pipeline.helpers import collect, message_events
-from tests.integration.service.helpers import sa_request
+from tests.integration.service.helpers import sa_request, tenant_topic
 
 pytestmark = pytest.mark.integration
 
@@ -99,13 +97,7 @@ def _takeovers() -> float:
 
 
 async def test_a_changed_topic_recovers_through_stop_then_watch(make_service):
-    suffix = uuid.uuid4().hex[:8]
-    moved = {"topic": f"projects/{TEST_PROJECT}/topics/moved-{suffix}",
-             "subscription": f"projects/{TEST_PROJECT}/subscriptions/moved-{suffix}"}
-    with pubsub_v1.PublisherClient() as publisher:
-        publisher.create_topic(name=moved["topic"])
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(name=moved["subscription"], topic=moved["topic"])
+    moved = tenant_topic(TEST_PROJECT)
     request = None
     async with make_service() as service:
         _, auth = await service.new_tenant("mover")
