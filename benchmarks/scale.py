@@ -3,10 +3,16 @@
 Starts its own peers and stops each by its pid on exit: a throwaway Postgres
 (migrated), the Pub/Sub emulator (topic + the service's subscription), the
 Gmail simulator and `mailwatch serve` as child processes (so the service, the
-simulator and this load generator do not share one GIL). Then, through the
-public API, it registers N mailboxes (one tenant, one service-account key
-with domain-wide delegation, `--concurrency` RegisterMailbox calls in
-flight), and at each checkpoint (default 1,000 and 10,000 registered) reports:
+simulator and this load generator do not share one GIL). Then it registers
+mailboxes of one tenant sharing one service-account key with domain-wide
+delegation: the first `--single` with single RegisterMailbox calls
+(`--concurrency` in flight), next to the raw peer (as many users.watch calls
+straight to the simulator from this process, token grant included, same
+concurrency); then through BatchRegisterMailboxes up to `--api-mailboxes`
+(default 10,000); beyond that (up to 100,000) by a direct INSERT that copies a
+registered row (new id and "bulk…" address, renewal slots spread over the
+day) — the API path is what the registration figures measure, the copies
+only grow the table. At each checkpoint (default 1,000, 10,000, 100,000) it reports:
 
 - registrations/s since the previous checkpoint (each one is a users.watch,
   a token grant for the mailbox's subject, and one transaction);
@@ -18,12 +24,13 @@ flight), and at each checkpoint (default 1,000 and 10,000 registered) reports:
   so the two do not race for the same due mailboxes);
 - Postgres rows and bytes per mailbox (`mailboxes` with its indexes, and the
   change log it has produced so far), after VACUUM ANALYZE;
-- the service process's resident memory (VmRSS).
+- the service process's resident memory (VmRSS);
+- renewals/day one replica sustains: the renew tick's rate over a day.
 
 The fallback poll interval is set to a day so that 10,000 quiet mailboxes are
 not all synced during the run; its scan is still measured at each checkpoint.
 
-    /work/venv/bin/python benchmarks/scale.py [--mailboxes 10000] [--checkpoints 1000,10000] [--concurrency 64]
+    .venv/bin/python benchmarks/scale.py [--mailboxes 100000] [--checkpoints 1000,10000,100000] [--api-mailboxes 10000]
 
 All processes share this machine's cores: figures are for the whole stack on
 one host.
@@ -89,6 +96,10 @@ class Child:
                 raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
         return found[0]
 
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -128,8 +139,77 @@ async def _admin_key(target: str) -> str:
     return created.key
 
 
+async def _register_batches(target: str, api_key: str, key: dict, emails: list[str], in_flight: int) -> float:
+    """Register `emails` with BatchRegisterMailboxes (1,000 per call); returns the elapsed seconds."""
+    from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+
+    auth = [("authorization", f"Bearer {api_key}")]
+    credential = mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key))
+    chunks = [emails[i:i + 1000] for i in range(0, len(emails), 1000)]
+    slots = asyncio.Semaphore(in_flight)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
+
+        async def one(chunk: list[str]) -> None:
+            async with slots:
+                response = await stub.BatchRegisterMailboxes(
+                    mailbox_service_pb2.BatchRegisterMailboxesRequest(email_addresses=chunk, service_account=credential),
+                    metadata=auth, timeout=600,
+                )
+            failed = [r for r in response.results if r.status.code != 0]
+            if failed:
+                raise RuntimeError(f"{len(failed)} registrations failed, e.g. {failed[0]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return time.perf_counter() - started
+
+
+async def _raw_watch_rate(sim_url: str, key: dict, topic: str, emails: list[str], concurrency: int) -> float:
+    """The raw peer: users.watch calls/s straight to the simulator (token grant + watch per
+    address, as a registration makes them), no mailwatch in between."""
+    from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
+    from mailwatch.gmail.client import GmailClient
+
+    gmail = GmailClient(api_endpoint=sim_url, token_uri=f"{sim_url}/token", max_workers=concurrency)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(email: str) -> None:
+        async with slots:
+            await gmail.watch(ServiceAccountCredential(info=key, subject=email), email, topic=topic,
+                              label_filter=LabelFilter())
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(email) for email in emails))
+        return len(emails) / (time.perf_counter() - started)
+    finally:
+        gmail.close()
+
+
+def _insert_directly(url: str, template_email: str, emails: list[str]) -> float:
+    """Add mailboxes as copies of a registered one (new id and address, renewal slots spread
+    over the day): the API path is the registration benchmark; this only builds the table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        columns = [row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'mailboxes' "
+            "AND column_name NOT IN ('id', 'email_address', 'next_renewal_at') ORDER BY ordinal_position"
+        )]
+        copied = ", ".join(f"m.{c}" for c in columns)
+        started = time.perf_counter()
+        for start in range(0, len(emails), 10_000):
+            chunk = emails[start:start + 10_000]
+            conn.execute(
+                f"INSERT INTO mailboxes (id, email_address, next_renewal_at, {', '.join(columns)}) "
+                f"SELECT gen_random_uuid(), e.address, now() + make_interval(secs => 3600 + e.n %% 82800), {copied} "
+                "FROM mailboxes AS m, unnest(%s::text[]) WITH ORDINALITY AS e(address, n) WHERE m.email_address = %s",
+                (chunk, template_email),
+            )
+        return time.perf_counter() - started
+
+
 async def _register(target: str, api_key: str, key: dict, emails: list[str], concurrency: int) -> float:
-    """Register `emails`; returns the elapsed seconds."""
+    """Register `emails` one RegisterMailbox call each; returns the elapsed seconds."""
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
     auth = [("authorization", f"Bearer {api_key}")]
@@ -190,7 +270,8 @@ async def _renew_tick_ms(sessions, url: str, sim_url: str, secret_key: str, topi
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "UPDATE mailboxes SET next_renewal_at = now() - interval '1 second' "
-            "WHERE id IN (SELECT id FROM mailboxes ORDER BY random() LIMIT %s)", (due,)
+            "WHERE id IN (SELECT id FROM mailboxes WHERE email_address LIKE 'user%%' ORDER BY random() LIMIT %s)",
+            (due,)
         )
     gmail = GmailClient(api_endpoint=sim_url, token_uri=f"{sim_url}/token", max_workers=16)
     try:
@@ -296,52 +377,92 @@ async def run(args) -> None:
 
         api_key = await _admin_key(target)
         key = control.create_service_account_key(project_id=PROJECT)
-        emails = [f"user{n:05d}@scale.example.com" for n in range(args.mailboxes)]
-        for start in range(0, len(emails), 2000):
-            control.create_mailboxes(emails[start:start + 2000])
+        # Addresses past --api-mailboxes are only rows in Postgres (direct INSERT): "bulk…", never watched.
+        emails = [f"{'user' if n < args.api_mailboxes else 'bulk'}{n:06d}@scale.example.com"
+                  for n in range(args.mailboxes)]
+        for start in range(0, min(len(emails), args.api_mailboxes), 2000):
+            control.create_mailboxes(emails[start:min(start + 2000, args.api_mailboxes)])
 
         engine = create_engine(url, pool_size=4)
         sessions = session_factory(engine)
         rows = []
         done = 0
         try:
+            # Registration through the API: single calls for the first --single, then batches.
+            single = emails[:args.single]
+            cpu = service.cpu_seconds()
+            elapsed = await _register(target, api_key, key, single, args.concurrency)
+            cpu = service.cpu_seconds() - cpu
+            done = len(single)
+            print(f"RegisterMailbox x{len(single)}, {args.concurrency} in flight: {len(single) / elapsed:.0f} "
+                  f"registrations/s, service CPU {cpu / len(single) * 1000:.1f} ms each (load average {_load()})",
+                  flush=True)
+            raw_emails = [f"raw{n:05d}@scale.example.com" for n in range(len(single))]
+            control.create_mailboxes(raw_emails)
+            raw_rate = await _raw_watch_rate(sim_url, key, topic, raw_emails, args.concurrency)
+            print(f"raw peer: users.watch straight to the simulator, {args.concurrency} in flight: {raw_rate:.0f}/s "
+                  f"(load average {_load()})", flush=True)
             for checkpoint in checkpoints:
-                batch = emails[done:checkpoint]
-                elapsed = await _register(target, api_key, key, batch, args.concurrency)
+                cpu = service.cpu_seconds()
+                if checkpoint <= args.api_mailboxes:
+                    batch = emails[done:checkpoint]
+                    elapsed = await _register_batches(target, api_key, key, batch, args.batches_in_flight)
+                    how = f"BatchRegisterMailboxes, service CPU {(service.cpu_seconds() - cpu) / len(batch) * 1000:.1f} ms each"
+                else:
+                    batch = emails[done:checkpoint]
+                    elapsed = _insert_directly(url, emails[0], batch)
+                    how = "direct INSERT (not the API)"
                 done = checkpoint
                 rate = len(batch) / elapsed
-                print(f"registered {done}: {rate:.0f} registrations/s ({len(batch)} in {elapsed:.1f} s)", flush=True)
+                print(f"registered {done}: {rate:.0f}/s by {how} ({len(batch)} in {elapsed:.1f} s; "
+                      f"raw watch {raw_rate:.0f}/s; load average {_load()})", flush=True)
+                if not how.startswith("BatchRegisterMailboxes"):
+                    rate = float("nan")
                 notified = await _settle(url, done)
                 print(f"  watch notifications ingested for {notified} of {done} mailboxes", flush=True)
                 ticks = await _tick_ms(sessions)
                 storage = _storage(url)  # before the renew tick adds its WATCH_RENEWED events
                 renew_ms, renewed = await _renew_tick_ms(sessions, url, sim_url, secret_key, topic, args.due)
                 rss = service.rss_mib()
-                rows.append((done, rate, ticks, renew_ms, renewed, storage, rss))
+                rows.append((done, rate, ticks, renew_ms, renewed, storage, rss, _load()))
                 print("  tick (nothing due): " + ", ".join(f"{k} {v:.2f} ms" for k, v in ticks.items())
-                      + f"; renew tick with {renewed} due: {renew_ms:.0f} ms", flush=True)
+                      + f"; renew tick with {renewed} due: {renew_ms:.0f} ms "
+                      f"(sustains {renewed / renew_ms * 1000 * 86400:,.0f} renewals/day)", flush=True)
                 print("  storage: " + ", ".join(f"{k} {v:.1f}" for k, v in storage.items()), flush=True)
                 print(f"  service RSS: {rss:.0f} MiB", flush=True)
         finally:
             await engine.dispose()
 
     print()
-    print("| registered | registrations/s | tick: renewal claim | tick: poll scan | tick: sync claim "
-          f"| renew tick, {args.due} due | mailbox bytes (incl. indexes) | change-log rows / bytes per mailbox "
-          "| service RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for done, rate, ticks, renew_ms, renewed, storage, rss in rows:
+    print("| mailboxes | batch registrations/s | tick: renewal claim | tick: poll scan | tick: sync claim "
+          f"| renew tick, {args.due} due (renewals/day) | mailbox bytes (incl. indexes) "
+          "| change-log rows / bytes per mailbox | service RSS | load average |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for done, rate, ticks, renew_ms, renewed, storage, rss, load in rows:
         print(f"| {done:,} | {rate:.0f} | {ticks['renewal claim']:.2f} ms | {ticks['poll scan']:.2f} ms "
-              f"| {ticks['sync claim']:.2f} ms | {renew_ms:.0f} ms | {storage['mailbox bytes incl. indexes']:.0f} "
+              f"| {ticks['sync claim']:.2f} ms | {renew_ms:.0f} ms ({renewed / renew_ms * 1000 * 86400:,.0f}) "
+              f"| {storage['mailbox bytes incl. indexes']:.0f} "
               f"| {storage['change-log rows per mailbox']:.2f} / {storage['change-log bytes per mailbox']:.0f} "
-              f"| {rss:.0f} MiB |")
+              f"| {rss:.0f} MiB | {load} |")
+    first, last = rows[0][2], rows[-1][2]
+    print("tick growth from the first to the last checkpoint: " + ", ".join(
+        f"{name} {last[name] / first[name]:.2f}x" for name in first))
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mailboxes", type=int, default=10_000)
-    parser.add_argument("--checkpoints", default="1000,10000")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--mailboxes", type=int, default=100_000)
+    parser.add_argument("--checkpoints", default="1000,10000,100000")
+    parser.add_argument("--api-mailboxes", type=int, default=10_000,
+                        help="register this many through the API (BatchRegisterMailboxes); beyond, insert rows directly")
+    parser.add_argument("--single", type=int, default=500,
+                        help="register this many first with single RegisterMailbox calls (and as many raw watches)")
+    parser.add_argument("--batches-in-flight", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=64, help="single RegisterMailbox calls in flight")
     parser.add_argument("--due", type=int, default=100, help="renewals due in the measured renew tick")
     args = parser.parse_args()
     asyncio.run(run(args))

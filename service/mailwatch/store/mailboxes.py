@@ -8,11 +8,12 @@ Reads never load `credentials_ciphertext`; only `load_credentials_ciphertext` do
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import DateTime, Uuid, case, func, literal, literal_column, select, tuple_, update
+from sqlalchemy import DateTime, Uuid, bindparam, case, func, literal, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -97,6 +98,48 @@ async def find_mailbox_by_address(
     return None if row is None else to_mailbox(row)
 
 
+@functools.cache
+def _upsert_statement(names: tuple[str, ...]):
+    """The registration upsert, built once: building it (ON CONFLICT's `excluded`
+    proxies every column of the table) was a quarter of the service's CPU per
+    registration (profiled with py-spy under benchmarks/scale.py)."""
+    statement = insert(mailboxes).values({name: bindparam(name, type_=mailboxes.c[name].type) for name in names})
+    new = statement.excluded
+    was_stopped = mailboxes.c.state == MailboxState.STOPPED.value
+    was_auth_failed = mailboxes.c.state == MailboxState.AUTH_FAILED.value
+    statement = statement.on_conflict_do_update(
+        constraint="uq_mailboxes_tenant_id_email_address",
+        set_=dict(
+            state=MailboxState.ACTIVE.value,
+            label_ids=new.label_ids,
+            label_filter_behavior=new.label_filter_behavior,
+            credential_kind=new.credential_kind,
+            credentials_ciphertext=new.credentials_ciphertext,
+            metadata_headers=new.metadata_headers,
+            history_id=case(
+                (was_stopped, func.coalesce(new.history_id, mailboxes.c.history_id)),
+                else_=func.coalesce(mailboxes.c.history_id, new.history_id),
+            ),
+            notified_history_id=case((was_stopped, None), else_=mailboxes.c.notified_history_id),
+            watch_expiration=func.coalesce(new.watch_expiration, mailboxes.c.watch_expiration),
+            next_renewal_at=func.coalesce(new.next_renewal_at, mailboxes.c.next_renewal_at),
+            watch_topic=func.coalesce(new.watch_topic, mailboxes.c.watch_topic),
+            sync_due_at=case(
+                (was_stopped, None),
+                (was_auth_failed, func.coalesce(mailboxes.c.sync_due_at, func.now())),
+                else_=mailboxes.c.sync_due_at,
+            ),
+            backoff_until=None,
+            sync_attempts=0,
+            renew_attempts=0,  # a fresh watch: earlier renewal failures are moot
+            last_error=None,
+            last_error_at=None,
+            updated=func.now(),
+        ),
+    ).returning(*COLUMNS, literal_column("(xmax = 0)").label("inserted"))
+    return statement
+
+
 async def upsert_mailbox(
     session: AsyncSession,
     tenant_id: uuid.UUID,
@@ -138,43 +181,10 @@ async def upsert_mailbox(
         metadata_headers=None if metadata_headers is None else list(metadata_headers),
         watch_topic=watch_topic,
     )
-    statement = insert(mailboxes).values(**values)
-    new = statement.excluded
-    was_stopped = mailboxes.c.state == MailboxState.STOPPED.value
-    was_auth_failed = mailboxes.c.state == MailboxState.AUTH_FAILED.value
-    statement = statement.on_conflict_do_update(
-        constraint="uq_mailboxes_tenant_id_email_address",
-        set_=dict(
-            state=MailboxState.ACTIVE.value,
-            label_ids=new.label_ids,
-            label_filter_behavior=new.label_filter_behavior,
-            credential_kind=new.credential_kind,
-            credentials_ciphertext=new.credentials_ciphertext,
-            metadata_headers=new.metadata_headers,
-            history_id=case(
-                (was_stopped, func.coalesce(new.history_id, mailboxes.c.history_id)),
-                else_=func.coalesce(mailboxes.c.history_id, new.history_id),
-            ),
-            notified_history_id=case((was_stopped, None), else_=mailboxes.c.notified_history_id),
-            watch_expiration=func.coalesce(new.watch_expiration, mailboxes.c.watch_expiration),
-            next_renewal_at=func.coalesce(new.next_renewal_at, mailboxes.c.next_renewal_at),
-            watch_topic=func.coalesce(new.watch_topic, mailboxes.c.watch_topic),
-            sync_due_at=case(
-                (was_stopped, None),
-                (was_auth_failed, func.coalesce(mailboxes.c.sync_due_at, func.now())),
-                else_=mailboxes.c.sync_due_at,
-            ),
-            backoff_until=None,
-            sync_attempts=0,
-            renew_attempts=0,  # a fresh watch: earlier renewal failures are moot
-            last_error=None,
-            last_error_at=None,
-            updated=func.now(),
-        ),
-    ).returning(*COLUMNS, literal_column("(xmax = 0)").label("inserted"))
+    statement = _upsert_statement(tuple(values))
     try:
         async with session.begin_nested():
-            row = (await session.execute(statement)).one()
+            row = (await session.execute(statement, values)).one()
     except IntegrityError as exc:
         if is_foreign_key_violation(exc, "fk_mailboxes_tenant_id_tenants"):
             raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
