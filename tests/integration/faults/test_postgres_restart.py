@@ -137,7 +137,15 @@ async def test_every_rpc_is_unavailable_with_a_retry_hint_while_postgres_is_down
             metadata=auth,
         )
         operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
+        sim.create_mailbox("later@example.com")
         calls = {
+            "RegisterMailbox": lambda: service.mailboxes.RegisterMailbox(
+                mailbox_service_pb2.RegisterMailboxRequest(
+                    email_address="later@example.com",
+                    service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+                ),
+                metadata=auth,
+            ),
             "GetMailbox": lambda: service.mailboxes.GetMailbox(
                 mailbox_service_pb2.GetMailboxRequest(mailbox_id=registered.id), metadata=auth),
             "ListMailboxes": lambda: service.mailboxes.ListMailboxes(
@@ -148,6 +156,11 @@ async def test_every_rpc_is_unavailable_with_a_retry_hint_while_postgres_is_down
                 mailbox_service_pb2.StreamChangesRequest(), metadata=auth)),
             "CreateTenant": lambda: service.admin.CreateTenant(
                 admin_service_pb2.CreateTenantRequest(name="while-down"), metadata=operator),
+            "ListTenants": lambda: service.admin.ListTenants(admin_service_pb2.ListTenantsRequest(), metadata=operator),
+            "CreateApiKey": lambda: service.admin.CreateApiKey(
+                admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant_id), metadata=operator),
+            "ListApiKeys": lambda: service.admin.ListApiKeys(
+                admin_service_pb2.ListApiKeysRequest(tenant_id=tenant_id), metadata=operator),
         }
 
         server.stop_server()
