@@ -32,16 +32,16 @@ class DevDataDir:
     def simulator_file(self) -> str | None:
         return str(self.path / "gmail-sim.json") if self.path else None
 
-    def secret_key(self) -> str:
+    def secret_keys(self) -> tuple[str, ...]:
         configured = os.environ.get("MAILWATCH_SECRET_KEYS")
         if configured:
-            return configured.split(",")[0].strip()
+            return tuple(key.strip() for key in configured.split(",") if key.strip())
         if self.path is None:
-            return generate_key()
+            return (generate_key(),)
         key_file = self.path / "secret-key"
         if not key_file.exists():
             _write_private(key_file, generate_key())
-        return key_file.read_text().strip()
+        return (key_file.read_text().strip(),)
 
     def demo_api_key(self) -> str | None:
         if self.path is None:

@@ -138,7 +138,7 @@ async def run_dev(options: DevOptions) -> int:
 
         settings = Settings(
             database_url=database_url,
-            secret_keys=(data.secret_key(),),
+            secret_keys=data.secret_keys(),
             operator_token=OPERATOR_TOKEN,
             listen=options.listen,
             gmail_api_endpoint=sim_url,

@@ -218,7 +218,14 @@ class NotificationPublisher:
                                             "deadline": deadline})
 
     def _push(self, entry: dict, topic: str, data: bytes, push: dict) -> None:
-        error = self._sender.send(push["subscription"], push["message"])
+        # A retry goes where the subscription points now: like Pub/Sub after
+        # modifyPushConfig (the dev stack re-points it at each start).
+        subscription = self.push_subscriptions.get(push["subscription"].name)
+        if subscription is None:
+            self._push_finished(entry, f"{push['subscription'].name}: subscription deleted")
+            return
+        push = {**push, "subscription": subscription}
+        error = self._sender.send(subscription, push["message"])
         self._log.annotate(entry, attempts=entry.get("attempts", 0) + 1, **({"lastError": error} if error else {}))
         if error is None:
             self._push_finished(entry, None)

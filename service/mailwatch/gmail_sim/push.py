@@ -90,6 +90,10 @@ class PushSubscriptions:
         with self._lock:
             self._by_name[subscription.name] = subscription
 
+    def get(self, name: str) -> PushSubscription | None:
+        with self._lock:
+            return self._by_name.get(name)
+
     def remove(self, name: str) -> bool:
         with self._lock:
             return self._by_name.pop(name, None) is not None

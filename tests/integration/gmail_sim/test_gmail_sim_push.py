@@ -171,6 +171,17 @@ def test_an_unreachable_endpoint_is_retried_and_the_message_kept_queued(control,
     assert entry["status"] == "queued" and entry["lastError"] == "HTTP 404"
 
 
+def test_a_retry_follows_the_subscription_to_its_new_endpoint(control, gmail, receiver):
+    control.create_mailbox(ALICE)
+    control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url.replace("/push", "/old"))
+    watch(gmail)
+    wait_for(lambda: control.notifications(ALICE)[0].get("attempts", 0) >= 1)
+    control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url)  # re-pointed, as after a restart
+    assert control.flush_notifications(timeout=30)
+    assert control.notifications(ALICE)[0]["status"] == "pushed"
+    assert len(receiver.requests) == 1
+
+
 def test_watch_needs_a_topic_with_a_push_subscription_once_pushing(control, gmail, receiver):
     control.create_mailbox(ALICE)
     control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url)
