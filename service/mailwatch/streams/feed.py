@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import uuid
 from dataclasses import dataclass
@@ -159,7 +160,11 @@ class TenantFeed:
         subscription._feed = self
         self.subscriptions.add(subscription)
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"stream-feed-{self.tenant_id}")
+            # A context of its own: the feed outlives the RPC that started it, and
+            # its log records must not carry that request's id.
+            self._task = asyncio.create_task(
+                self._run(), name=f"stream-feed-{self.tenant_id}", context=contextvars.Context()
+            )
         return True
 
     def unsubscribe(self, subscription: Subscription) -> None:
