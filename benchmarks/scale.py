@@ -18,7 +18,8 @@ only grow the table. At each checkpoint (default 1,000, 10,000, 100,000) it repo
   a token grant for the mailbox's subject, and one transaction);
 - one scheduler tick: the due-time queries the workers run every loop — the
   renewal claim, the fallback-poll scan and the sync claim — with nothing
-  due (each in a transaction that is rolled back; median of 25), and a
+  due (each in a transaction that is rolled back; the fastest of 25, which
+  other load on the host cannot shrink, and the median), and a
   renewal tick with 100 renewals due (claim + 100 users.watch + writes), run
   by a RenewWorker in this process (the service's own renew worker is off,
   so the two do not race for the same due mailboxes);
@@ -237,7 +238,7 @@ async def _register(target: str, api_key: str, key: dict, emails: list[str], con
 
 
 async def _tick_ms(sessions, repeat: int = 25) -> dict[str, float]:
-    """Median milliseconds of each due-time query with nothing due (rolled back)."""
+    """Milliseconds of each due-time query with nothing due (rolled back): fastest and median of `repeat`."""
     from mailwatch.store import renewals, work
 
     now = datetime.now(timezone.utc)
@@ -257,7 +258,10 @@ async def _tick_ms(sessions, repeat: int = 25) -> dict[str, float]:
                 times.append((time.perf_counter() - started) * 1000)
             if found not in (0, []):
                 raise RuntimeError(f"{name}: expected nothing due, got {found!r}")
-        results[name] = statistics.median(times)
+        # The fastest run: other work on a shared host only ever adds time, so
+        # the minimum is what the query itself costs (the median is printed too).
+        results[name] = min(times)
+        results[f"{name} (median)"] = statistics.median(times)
     return results
 
 
@@ -445,8 +449,8 @@ async def run(args) -> None:
               f"| {storage['change-log rows per mailbox']:.2f} / {storage['change-log bytes per mailbox']:.0f} "
               f"| {rss:.0f} MiB | {load} |")
     first, last = rows[0][2], rows[-1][2]
-    print("tick growth from the first to the last checkpoint: " + ", ".join(
-        f"{name} {last[name] / first[name]:.2f}x" for name in first))
+    print("tick growth (fastest of 25) from the first to the last checkpoint: " + ", ".join(
+        f"{name} {last[name] / first[name]:.2f}x" for name in first if "median" not in name))
 
 
 def _load() -> str:
