@@ -7,6 +7,7 @@ workers receive what they need from here (nothing reads the environment).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +21,7 @@ from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.gmail.client import GmailClient
 from mailwatch.http import create_http_app, start_http
 from mailwatch.ingest.pull import PullIngestor
+from mailwatch.ingest.sources import configured_subscriptions
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.secrets import SecretBox
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory
@@ -79,8 +81,14 @@ class App:
             lease_seconds=settings.sync_lease_seconds,
         )
         ingestor = None
-        if settings.ingest_enabled and settings.pubsub_subscriptions:
-            ingestor = PullIngestor.from_settings(settings, sessions, on_marked_due=sync_worker.wake)
+        # A push-only deployment (no subscriptions, push on) pulls nothing, for tenants neither.
+        if settings.ingest_enabled and (settings.pubsub_subscriptions or not settings.push_enabled):
+            # The deployment's subscriptions and every tenant's (re-read as settings change).
+            ingestor = PullIngestor.from_settings(
+                settings, sessions, on_marked_due=sync_worker.wake, enabled=True,
+                sources=functools.partial(configured_subscriptions, sessions, settings.pubsub_subscriptions),
+                sources_refresh_seconds=settings.ingest_sources_refresh_seconds,
+            )
         return cls(
             settings=settings,
             engine=engine,

@@ -45,6 +45,8 @@ class Settings:
     ingest_enabled: bool = True
     ingest_batch_size: int = 1000  # messages per Pub/Sub pull
     ingest_pull_timeout: float = 5.0  # a pull waits this long for messages; shutdown waits for it too
+    # How often ingest looks for tenants' subscriptions added or removed (Google settings).
+    ingest_sources_refresh_seconds: float = 30.0
     retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
     prune_enabled: bool = True
     stream_poll_seconds: float = 5.0  # streams re-read even without a NOTIFY
@@ -89,7 +91,7 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "retention_hours", "stream_poll_seconds"):
+        for name in ("sync_concurrency", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "ingest_sources_refresh_seconds", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.http_listen:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from google.api_core import exceptions as google_exceptions
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,6 +57,7 @@ from mailwatch.clock import Clock, SystemClock
 from mailwatch.ingest import metrics
 from mailwatch.ingest.decode import MAX_DATA_BYTES, attributes_of
 from mailwatch.ingest.record import IngestStats, Received, record_batch
+from mailwatch.ingest.sources import DEPLOYMENT, SubscriptionHealth
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class PullIngestor:
         clock: Clock | None = None,
         subscriber_factory: Callable[[], object] = _default_subscriber,
         on_marked_due: Callable[[], None] | None = None,
+        sources: Callable[[], Awaitable[dict[str, str]]] | None = None,
+        sources_refresh_seconds: float = 30.0,
     ) -> None:
         if not 1 <= batch_size <= MAX_PULL_MESSAGES:
             raise ValueError(f"batch_size must be 1..{MAX_PULL_MESSAGES}, got {batch_size}")
@@ -120,6 +123,12 @@ class PullIngestor:
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
+        # Every subscription to pull -> its owner ("deployment" or a tenant id),
+        # re-read every `sources_refresh_seconds` (tenants' settings change).
+        self.sources = sources
+        self.sources_refresh_seconds = sources_refresh_seconds
+        self.health = SubscriptionHealth(sessionmaker, self.clock)
+        self._retired: dict[str, asyncio.Event] = {}  # subscription -> set when it is no longer configured
 
     @classmethod
     def from_settings(cls, settings, sessionmaker: async_sessionmaker[AsyncSession], **overrides) -> "PullIngestor":
@@ -154,21 +163,60 @@ class PullIngestor:
             "enabled": self.enabled,
             "running": self.running,
             "healthy": self.healthy,
-            "subscriptions": list(self.subscriptions),
+            "subscriptions": list(self._retired or self.subscriptions),
             **self.stats.snapshot(),
         }
 
     async def start(self) -> None:
-        if not self.enabled or not self.subscriptions or self._tasks:
+        if not self.enabled or self._tasks or not (self.subscriptions or self.sources):
             return
         self._stopping.clear()
-        self._client = await asyncio.to_thread(self._subscriber_factory)
+        if self.subscriptions:
+            self._client = await asyncio.to_thread(self._subscriber_factory)
         for subscription in self.subscriptions:
-            for n in range(self.concurrency):
-                self._tasks.append(
-                    asyncio.create_task(self._run(subscription), name=f"ingest-pull-{subscription}-{n}")
-                )
-        log.info("ingest pulling", extra={"subscriptions": list(self.subscriptions)})
+            self._spawn(subscription, DEPLOYMENT)
+        if self.sources is not None:
+            await self._refresh_sources()
+            self._tasks.append(asyncio.create_task(self._watch_sources(), name="ingest-sources"))
+        log.info("ingest pulling", extra={"subscriptions": list(self._retired)})
+
+    def _spawn(self, subscription: str, owner: str) -> None:
+        """Start `concurrency` pull loops for one subscription, with their own backoff."""
+        self.health.owned_by(subscription, owner)
+        retired = self._retired[subscription] = asyncio.Event()
+        for n in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._run(subscription, retired),
+                                                   name=f"ingest-pull-{subscription}-{n}"))
+
+    async def _refresh_sources(self) -> None:
+        try:
+            wanted = await self.sources()
+        except Exception as exc:  # noqa: BLE001 - keep pulling what we have; look again later
+            log.warning("could not read the configured subscriptions", extra={"error": repr(exc)})
+            return
+        if self._client is None and wanted:
+            # Made only once there is something to pull (it needs Google credentials or the emulator).
+            try:
+                self._client = await asyncio.to_thread(self._subscriber_factory)
+            except Exception as exc:  # noqa: BLE001 - e.g. no credentials: say so, try again later
+                log.error("cannot create the Pub/Sub client", extra={"error": repr(exc)})
+                return
+        for subscription, owner in wanted.items():
+            if subscription not in self._retired:
+                log.info("ingest starts pulling a subscription", extra={"subscription": subscription})
+                self._spawn(subscription, owner)
+        for subscription in [s for s in self._retired if s not in wanted and s not in self.subscriptions]:
+            log.info("ingest stops pulling a subscription", extra={"subscription": subscription})
+            self._retired.pop(subscription).set()  # its loops end after the batch they hold
+            self.health.forget(subscription)
+        self._tasks = [task for task in self._tasks if not task.done()]
+
+    async def _watch_sources(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.sources_refresh_seconds)
+            except TimeoutError:
+                await self._refresh_sources()
 
     async def stop(self) -> None:
         """Finish in-flight batches (a pull waits at most `pull_timeout`), then close."""
@@ -192,10 +240,11 @@ class PullIngestor:
 
     # --- the loop --------------------------------------------------------------
 
-    async def _run(self, subscription: str) -> None:
+    async def _run(self, subscription: str, retired: asyncio.Event | None = None) -> None:
         max_messages = self.batch_size
         backoff = self.backoff_initial
-        while not self._stopping.is_set():
+        retired = retired or asyncio.Event()
+        while not self._stopping.is_set() and not retired.is_set():
             try:
                 response = await asyncio.to_thread(
                     self._client.pull,
@@ -203,15 +252,18 @@ class PullIngestor:
                     timeout=self.pull_timeout,
                 )
             except google_exceptions.DeadlineExceeded:
+                await self.health.record(subscription, None)  # reachable, just quiet
                 continue  # nothing arrived within pull_timeout
             except Exception as exc:  # noqa: BLE001 - Pub/Sub trouble must not end the puller
                 self.stats.pull_failures += 1
                 self._consecutive_failures += 1
                 metrics.PULL_FAILURES.inc()
                 log.warning("pull failed; backing off", extra={"subscription": subscription, "error": repr(exc)})
+                await self.health.record(subscription, exc)  # visible to its tenant and the operator
                 await self._sleep(backoff)
                 backoff = self._next_backoff(backoff)
                 continue
+            await self.health.record(subscription, None)
             # The raw protobuf, not proto-plus's wrappers: reading each message's
             # fields through the wrappers cost ~100 µs per message (profiled), more
             # than the pull itself.

@@ -1,0 +1,92 @@
+"""Which subscriptions ingest pulls, and how each one is doing.
+
+Ingest pulls the deployment's subscriptions (MAILWATCH_PUBSUB_SUBSCRIPTIONS)
+and every subscription named in a tenant's Google settings, each with its own
+loops and backoff. A subscription that breaks (deleted, permission removed)
+must be visible to the tenant that owns it and to the operator, and must not
+stall the others: its health goes to `subscription_statuses` (shared by every
+replica, read through GetGoogleSettings / ListSubscriptionStatuses) and to a
+gauge labelled by owner (the tenant id, or "deployment": bounded by the number
+of tenants, never an address).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailwatch.clock import Clock
+from mailwatch.store import google_settings
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "deployment"
+
+SUBSCRIPTION_HEALTHY = Gauge(
+    "mailwatch_ingest_subscription_healthy",
+    "1 while the last pull of a subscription worked, 0 while it fails; by owner (tenant id or 'deployment').",
+    ["owner"],
+)
+
+# A healthy subscription's status row is refreshed at most this often (every
+# pull would be a write per second per subscription); a change is written at once.
+_OK_REFRESH_SECONDS = 60.0
+_ERROR_TEXT_LIMIT = 500
+
+
+async def configured_subscriptions(
+    sessionmaker: async_sessionmaker[AsyncSession], deployment: Sequence[str]
+) -> dict[str, str]:
+    """subscription path -> owner: the deployment's, then each tenant's."""
+    async with sessionmaker() as session:
+        sources = await google_settings.pubsub_sources(session)
+    owners = {path: DEPLOYMENT for path in deployment}
+    for tenant_id, path in sources.subscriptions.items():
+        owners.setdefault(path, str(tenant_id))
+    return owners
+
+
+def describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text[:_ERROR_TEXT_LIMIT]
+
+
+class SubscriptionHealth:
+    """Records pull outcomes per subscription (database + gauge), cheaply when nothing changes."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessionmaker = sessionmaker
+        self._clock = clock
+        self._owners: dict[str, str] = {}
+        self._written: dict[str, tuple[bool, float]] = {}  # subscription -> (ok, monotonic time written)
+
+    def owned_by(self, subscription: str, owner: str) -> None:
+        self._owners[subscription] = owner
+
+    def forget(self, subscription: str) -> None:
+        self._written.pop(subscription, None)
+        owner = self._owners.pop(subscription, None)
+        if owner is not None and owner not in self._owners.values():
+            SUBSCRIPTION_HEALTHY.remove(owner)
+
+    async def record(self, subscription: str, error: BaseException | None) -> None:
+        ok = error is None
+        SUBSCRIPTION_HEALTHY.labels(self._owners.get(subscription, DEPLOYMENT)).set(1 if ok else 0)
+        last = self._written.get(subscription)
+        now = time.monotonic()
+        if ok and last is not None and last[0] and now - last[1] < _OK_REFRESH_SECONDS:
+            return
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await google_settings.record_pull(
+                    session, subscription, error=None if ok else describe(error), now=self._clock.now()
+                )
+        except Exception as exc:  # noqa: BLE001 - status is best effort; pulling goes on
+            log.warning("could not record subscription status", extra={"subscription": subscription,
+                                                                        "error": repr(exc)})
+            return
+        self._written[subscription] = (ok, now)
