@@ -145,6 +145,7 @@ class App:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
+        await self.streamer.aclose()  # shared stream readers hold connections until they stop
         await self.notifier.stop()
         self.gmail.close()
         await self.engine.dispose()

@@ -184,6 +184,10 @@ class ChangeStreamer:
         # served from the feed's recent batches.
         self.max_pending_events = max_pending_events
         self._feeds: dict[uuid.UUID, TenantFeed] = {}
+        # Every feed started, until its reader task has ended: a feed closed while
+        # it was mid-read finishes that read on its own, and shutdown must wait
+        # for it (or it would hold a database connection past the engine's end).
+        self._running_feeds: set[TenantFeed] = set()
 
     def feed(self, tenant_id: uuid.UUID) -> TenantFeed | None:
         """The tenant's running shared reader, if any (tests, metrics)."""
@@ -311,10 +315,17 @@ class ChangeStreamer:
                 ring_events=self.max_pending_events,
                 on_close=self._feed_closed,
             )
+            self._running_feeds = {f for f in self._running_feeds if f.running or not f.closed}
+            self._running_feeds.add(feed)
         if not feed.subscribe(subscription):
             return None
         stats.joins += 1
         return subscription
+
+    async def aclose(self) -> None:
+        """Stop every shared reader, including closed ones still finishing a read (shutdown)."""
+        feeds, self._running_feeds = list(self._running_feeds), set()
+        await asyncio.gather(*(feed.aclose() for feed in feeds), return_exceptions=True)
 
     def _feed_closed(self, feed: TenantFeed) -> None:
         if self._feeds.get(feed.tenant_id) is feed:

@@ -239,6 +239,11 @@ class TenantFeed:
             subscription.mark_detached()
         self._close()
 
+    @property
+    def running(self) -> bool:
+        """Whether the reader task has started and not ended (it may outlive `closed`)."""
+        return self._task is not None and not self._task.done()
+
     async def aclose(self) -> None:
         """Stop the reader (tests; process shutdown) and detach everyone."""
         self._detach_all()
