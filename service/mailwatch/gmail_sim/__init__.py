@@ -66,6 +66,19 @@ Behaviour worth knowing:
   to the topic, at most one per second per user on the simulated clock (extras are dropped).
   Notifications stop after ``users.stop`` or once the watch expires. Publishing happens on a
   background thread.
+* Rate limits answer as Gmail does: 429 (``rateLimitExceeded``) or 403 (``userRateLimitExceeded``),
+  domain ``usageLimits``, status ``RESOURCE_EXHAUSTED``, the retry time in the message ("User-rate limit
+  exceeded.  Retry after 2026-11-29T17:20:36.724Z", simulated clock) and no ``Retry-After`` header. Such
+  a fault locks the user out until that time: every call before it gets the same answer and still costs
+  quota. More than ``concurrentRequestsPerUser`` (default 10) calls in flight for one user: 429 "Too many
+  concurrent requests for user." (``rateLimitExceeded``).
+* Permanent refusals can be injected per user (``refuse_user``): 403 "Delegation denied for <user>"
+  (``forbidden``), 403 ``domainPolicy``, 403 ``insufficientPermissions``, 400 ``failedPrecondition``
+  "Mail service not enabled"; at the token endpoint ``invalid_grant`` with Google's clock-skew text
+  ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your
+  iat and exp values in the JWT claim.", JWT grants only) and ``unauthorized_client``.
+* ``labelFilterBehavior`` / ``labelFilterAction`` accept only the discovery document's spelling,
+  ``include`` / ``exclude``.
 * Quota units per call follow Google's published table (getProfile 1, watch 100, stop 50,
   history.list 2, messages.list 5, messages.get 5, labels.list/get 1); every call is counted per
   user and per method, fault-injected ones included. Token grants count as ``oauth2.token`` (0 units).
@@ -76,7 +89,8 @@ Control API (HTTP JSON; ``SimulatorControl`` method in brackets)
 POST    /_sim/reset                                clear everything: mailboxes, credentials, faults, clock, counters [reset]
 GET     /_sim/config                               current settings [config]
 POST    /_sim/config                               {historyRetentionSeconds (null = keep forever), tokenLifetimeSeconds,
-                                                   notificationHistoryIdType: "number"|"string", seed} [configure]
+                                                   notificationHistoryIdType: "number"|"string", seed,
+                                                   concurrentRequestsPerUser (null = no cap)} [configure]
 POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
                                                    (idempotent) [create_mailbox, create_mailboxes]
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per
@@ -94,13 +108,19 @@ POST    /_sim/service-accounts                     {projectId?, name?, scopes?} 
 POST    /_sim/oauth-clients                        {projectId?} → {clientId, clientSecret, tokenUri} [create_oauth_client]
 POST    /_sim/refresh-tokens                       {clientId, emailAddress, scopes?} → {refreshToken} [issue_refresh_token]
 POST    /_sim/users/{email}/revoke | /restore      revoke / restore every credential of a user [revoke_user, restore_user]
+POST    /_sim/users/{email}/refusals               {kind}: a permanent refusal for the user (see above) [refuse_user]
+DELETE  /_sim/users/{email}/refusals               lift it [lift_refusal]
 GET     /_sim/clock                                {now, nowMs, offsetSeconds} [now]
 POST    /_sim/clock/advance                        {seconds} [advance_clock]
-GET     /_sim/faults                               {rules, notifications: {dropFraction, delaySeconds}} [faults]
+GET     /_sim/faults                               {rules, lockouts: {user: {code, reason, until, retryAfter}},
+                                                   refusals: {user: kind}, notifications: {dropFraction,
+                                                   delaySeconds}} [faults]
 POST    /_sim/faults                               {kind: rateLimitExceeded|429 | userRateLimitExceeded|403 |
-                                                   backendError|500, method ("users.history.list" or "*"), user?,
-                                                   fraction?, count? (next N matching calls), retryAfter?} [inject_fault]
-DELETE  /_sim/faults , /_sim/faults/{id}           clear all / one [clear_faults, remove_fault]
+                                                   concurrentRequests | backendError|500, method
+                                                   ("users.history.list" or "*"), user?, fraction?, count? (next N
+                                                   matching calls), retryAfter? (lockout seconds, default 900)}
+                                                   [inject_fault]
+DELETE  /_sim/faults , /_sim/faults/{id}           clear all (lockouts too) / one [clear_faults, remove_fault]
 POST    /_sim/notifications/faults                 {dropFraction, delaySeconds} [set_notification_faults]
 GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
                                                    counts, pending}; status: queued, published, unpublished (no emulator),
@@ -108,7 +128,7 @@ GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailA
 POST    /_sim/notifications/flush                  {timeout} → {flushed}: wait for queued ones [flush_notifications]
 GET     /_sim/counters                             {calls: {user: {method: n}}, methods, quotaUnits: {user: units},
                                                    totalCalls, totalQuotaUnits, batches: {requests, sizes: [parts
-                                                   per batch request]}} [counters]
+                                                   per batch request]}, peakConcurrentRequests: {user: n}} [counters]
 POST    /_sim/counters/reset                       [reset_counters]
 POST    /_sim/push-subscriptions                   {name, topic, pushConfig: {pushEndpoint, oidcToken?: {serviceAccountEmail,
                                                    audience?}}} (Pub/Sub's Subscription fields; replaces one of the same

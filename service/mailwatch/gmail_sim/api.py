@@ -5,7 +5,9 @@ batch endpoint both build one) and returns an `ApiResponse`. Per call it:
 routes the path (`gmail/v1/users/{userId}/...`), authenticates the bearer
 token, resolves `userId` ("me" = the token's user; another user's mailbox is
 "Delegation denied"), counts the call and its quota units, applies injected
-faults, rejects unknown or malformed parameters with 400, then runs the method.
+permanent refusals, holds one of the user's concurrent-request slots (429
+beyond the cap), applies lockouts and injected faults, rejects unknown or
+malformed parameters with 400, then runs the method.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from multidict import CIMultiDict, MultiDict
 from mailwatch.gmail_sim.auth import AccessToken
 from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found
 from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
+from mailwatch.gmail_sim.refusals import mail_service_not_enabled
 from mailwatch.gmail_sim.state import SimState
 
 STANDARD_PARAMS = frozenset({
@@ -30,6 +33,7 @@ STANDARD_PARAMS = frozenset({
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _MESSAGE_ID = re.compile(r"^[0-9a-fA-F]{1,40}$")
 _UINT64_MAX = 2**64 - 1
+WATCH_FILTER_BEHAVIORS = ("include", "exclude")
 
 
 @dataclass
@@ -150,7 +154,8 @@ async def watch(call: Call) -> ApiResponse:
         behavior, field_name = body.get("labelFilterAction"), "label_filter_action"
     if behavior is None:
         behavior = "include"
-    if not isinstance(behavior, str) or behavior.lower() not in ("include", "exclude"):
+    # The discovery document's enum spelling ("include" / "exclude") is the only one accepted.
+    if behavior not in WATCH_FILTER_BEHAVIORS:
         raise invalid_value(field_name, "TYPE_ENUM", str(behavior))
     if state.publisher.configured:
         try:
@@ -294,20 +299,23 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
     if user != token.email:
         raise forbidden(f"Delegation denied for {token.email}")
     if not state.has_mailbox(user):
-        raise GmailError(400, "Mail service not enabled", "failedPrecondition", status="FAILED_PRECONDITION")
+        raise mail_service_not_enabled()
+    # Google charges quota for refused calls too: count first.
     state.counters.record(user, name)
-    fault = state.faults.pick(name, user)
-    if fault is not None:
-        from mailwatch.gmail_sim.faults import fault_error
-
-        raise fault_error(fault, state.clock.now())
-    for key in request.query.keys():
-        if key not in allowed and key not in STANDARD_PARAMS:
-            raise bad_request(f'Invalid JSON payload received. Unknown name "{key}": Cannot bind query parameter. '
-                              f"Field '{key}' could not be found in request message.", "invalid")
-    call = Call(state, request, token, user, rest)
-    with state.lock:
-        result = handler(call)
-    if asyncio.iscoroutine(result):
-        result = await result
-    return result
+    refusal = state.refusals.api_error(user)
+    if refusal is not None:
+        raise refusal
+    with state.concurrency.slot(user):
+        fault = state.faults.answer(name, user, state.clock.now())
+        if fault is not None:
+            raise fault
+        for key in request.query.keys():
+            if key not in allowed and key not in STANDARD_PARAMS:
+                raise bad_request(f'Invalid JSON payload received. Unknown name "{key}": Cannot bind query '
+                                  f"parameter. Field '{key}' could not be found in request message.", "invalid")
+        call = Call(state, request, token, user, rest)
+        with state.lock:
+            result = handler(call)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailwatch.gmail_sim.clock import SimClock
 from mailwatch.gmail_sim.errors import GmailError, OAuthError, insufficient_scopes, unauthenticated
+from mailwatch.gmail_sim.refusals import Refusals
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _LEGACY_TOKEN_URIS = ("https://accounts.google.com/o/oauth2/token", "https://www.googleapis.com/oauth2/v4/token")
@@ -88,9 +89,10 @@ class AccessToken:
 
 
 class TokenAuthority:
-    def __init__(self, clock: SimClock, user_exists) -> None:
+    def __init__(self, clock: SimClock, user_exists, *, refusals: Refusals | None = None) -> None:
         self._clock = clock
         self._user_exists = user_exists  # callable(email) -> bool
+        self._refusals = refusals or Refusals()  # injected per-user token-endpoint refusals
         self._lock = threading.Lock()
         self.token_lifetime = 3600
         self.reset()
@@ -225,6 +227,9 @@ class TokenAuthority:
                                                     "method, or client not authorized for any of the scopes "
                                                     "requested.")
         email = str(subject).lower()
+        refusal = self._refusals.token_error(email, jwt=True)
+        if refusal is not None:
+            raise refusal
         if not self._user_exists(email) or email in self._revoked:
             raise OAuthError("invalid_grant", "Invalid email or User ID")
         return email, scopes, account.project_id
@@ -241,6 +246,9 @@ class TokenAuthority:
             raise OAuthError("invalid_client", "Unauthorized", status=401)
         if grant is None or grant.client_id != client_id:
             raise OAuthError("invalid_grant", "Bad Request")
+        refusal = self._refusals.token_error(grant.email, jwt=False)
+        if refusal is not None:
+            raise refusal
         if revoked or not self._user_exists(grant.email):
             raise OAuthError("invalid_grant", "Token has been expired or revoked.")
         requested = frozenset(form.get("scope", "").split())

@@ -68,8 +68,12 @@ class SimulatorControl:
         return self._call("GET", "/_sim/config")
 
     def configure(self, *, history_retention_seconds: float | None = ..., token_lifetime_seconds: int | None = None,
-                  notification_history_id_type: str | None = None, seed: int | None = None) -> dict:
+                  notification_history_id_type: str | None = None, seed: int | None = None,
+                  concurrent_requests_per_user: int | None = ...) -> dict:
+        """`concurrent_requests_per_user=None` lifts Gmail's per-user concurrency cap (default 10)."""
         body: dict = {}
+        if concurrent_requests_per_user is not ...:
+            body["concurrentRequestsPerUser"] = concurrent_requests_per_user
         if history_retention_seconds is not ...:
             body["historyRetentionSeconds"] = history_retention_seconds
         if token_lifetime_seconds is not None:
@@ -162,6 +166,15 @@ class SimulatorControl:
     def restore_user(self, email: str) -> None:
         self._call("POST", f"/_sim/users/{_e(email)}/restore", {})
 
+    def refuse_user(self, email: str, kind: str) -> None:
+        """Answer every call (API kinds) or grant (token kinds) for `email` with a permanent refusal:
+        delegationDenied, domainPolicy, insufficientPermissions, mailServiceNotEnabled | clockSkew,
+        unauthorizedClient."""
+        self._call("POST", f"/_sim/users/{_e(email)}/refusals", {"kind": kind})
+
+    def lift_refusal(self, email: str) -> None:
+        self._call("DELETE", f"/_sim/users/{_e(email)}/refusals")
+
     # -- clock -----------------------------------------------------------------------------------------
     def now(self) -> float:
         return float(self._call("GET", "/_sim/clock")["now"])
@@ -171,8 +184,10 @@ class SimulatorControl:
 
     # -- faults ----------------------------------------------------------------------------------------
     def inject_fault(self, kind: str, *, method: str = "*", user: str | None = None,
-                     fraction: float | None = None, count: int | None = None, retry_after: int = 1) -> dict:
-        """kind: "rateLimitExceeded"/"429", "userRateLimitExceeded"/"403" or "backendError"/"500"."""
+                     fraction: float | None = None, count: int | None = None, retry_after: int | None = None) -> dict:
+        """kind: "rateLimitExceeded"/"429", "userRateLimitExceeded"/"403", "concurrentRequests" or
+        "backendError"/"500". A rate-limit fault locks the user out for `retry_after` seconds of simulated
+        time (default 900), named in the message as Gmail does; `clear_faults` lifts lockouts too."""
         return self._call("POST", "/_sim/faults", {"kind": kind, "method": method, "user": user,
                                                    "fraction": fraction, "count": count, "retryAfter": retry_after})
 

@@ -98,6 +98,8 @@ async def set_config(request):
     kwargs = {}
     if "historyRetentionSeconds" in data:
         kwargs["history_retention_seconds"] = data["historyRetentionSeconds"]
+    if "concurrentRequestsPerUser" in data:
+        kwargs["concurrent_requests_per_user"] = data["concurrentRequestsPerUser"]
     try:
         return _json(_state(request).configure(
             token_lifetime_seconds=data.get("tokenLifetimeSeconds"),
@@ -288,7 +290,23 @@ async def list_faults(request):
     state = _state(request)
     faults = state.faults
     return _json({"rules": [r.to_json() for r in faults.rules()],
+                  "lockouts": faults.lockouts(state.clock.now()),
+                  "refusals": state.refusals.all(),
                   "notifications": {"dropFraction": faults.drop_fraction, "delaySeconds": faults.delay_seconds}})
+
+
+async def refuse_user(request):
+    data = await _body(request)
+    try:
+        _state(request).refusals.refuse(_email_arg(request), str(data.get("kind", "")))
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    return _json({})
+
+
+async def lift_refusal(request):
+    _state(request).refusals.lift(_email_arg(request))
+    return _json({})
 
 
 async def add_fault(request):
@@ -296,7 +314,7 @@ async def add_fault(request):
     try:
         rule = _state(request).faults.add(
             str(data.get("kind", "")), method=str(data.get("method") or "*"), user=data.get("user"),
-            fraction=data.get("fraction"), count=data.get("count"), retry_after=int(data.get("retryAfter", 1)))
+            fraction=data.get("fraction"), count=data.get("count"), retry_after=data.get("retryAfter"))
     except (TypeError, ValueError) as exc:
         raise ControlError(str(exc)) from None
     return _json(rule.to_json())
@@ -343,11 +361,14 @@ async def flush_notifications(request):
 
 
 async def get_counters(request):
-    return _json(_state(request).counters.snapshot())
+    state = _state(request)
+    return _json({**state.counters.snapshot(), "peakConcurrentRequests": state.concurrency.peaks()})
 
 
 async def reset_counters(request):
-    _state(request).counters.reset()
+    state = _state(request)
+    state.counters.reset()
+    state.concurrency.reset_peaks()
     return _json({})
 
 
@@ -387,6 +408,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/refresh-tokens", issue_refresh_token)
     r.add_post("/_sim/users/{email}/revoke", revoke_user)
     r.add_post("/_sim/users/{email}/restore", restore_user)
+    r.add_post("/_sim/users/{email}/refusals", refuse_user)
+    r.add_delete("/_sim/users/{email}/refusals", lift_refusal)
     r.add_get("/_sim/clock", get_clock)
     r.add_post("/_sim/clock/advance", advance_clock)
     r.add_get("/_sim/faults", list_faults)

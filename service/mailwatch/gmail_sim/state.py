@@ -15,6 +15,7 @@ import threading
 
 from mailwatch.gmail_sim.auth import DEFAULT_PROJECT, TokenAuthority
 from mailwatch.gmail_sim.clock import SimClock
+from mailwatch.gmail_sim.concurrency import ConcurrencyLimiter
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.faults import FaultInjector
 from mailwatch.gmail_sim.history import HistoryRecord
@@ -30,6 +31,7 @@ from mailwatch.gmail_sim.publisher import (
 from mailwatch.gmail_sim.push import PushSender, PushSubscriptions
 from mailwatch.gmail_sim.quota import CallCounters
 from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
+from mailwatch.gmail_sim.refusals import Refusals
 
 WEEK_SECONDS = 7 * 24 * 3600
 WATCH_LIFETIME_MS = WEEK_SECONDS * 1000
@@ -41,8 +43,10 @@ class SimState:
         self.default_project = default_project  # survives reset(): it is how the simulator was started
         self.clock = SimClock()
         self.mailboxes: dict[str, Mailbox] = {}
-        self.auth = TokenAuthority(self.clock, self.has_mailbox)
+        self.refusals = Refusals()
+        self.auth = TokenAuthority(self.clock, self.has_mailbox, refusals=self.refusals)
         self.faults = FaultInjector()
+        self.concurrency = ConcurrencyLimiter()
         self.limiter = NotificationRateLimiter()
         self.counters = CallCounters()
         self.log = NotificationLog()
@@ -67,14 +71,18 @@ class SimState:
             self.clock.reset()
             self.auth.reset()
             self.faults.reset()
+            self.concurrency.reset()
+            self.refusals.reset()
             self.limiter.reset()
             self.counters.reset()
             self.log.clear()
             self._configure_defaults()
 
     def configure(self, *, history_retention_seconds=..., token_lifetime_seconds=None,
-                  notification_history_id_type=None, seed=None) -> dict:
+                  notification_history_id_type=None, seed=None, concurrent_requests_per_user=...) -> dict:
         with self.lock:
+            if concurrent_requests_per_user is not ...:
+                self.concurrency.set_limit(concurrent_requests_per_user)
             if history_retention_seconds is not ...:
                 if history_retention_seconds is not None and float(history_retention_seconds) <= 0:
                     raise ValueError("historyRetentionSeconds must be positive or null")
@@ -99,6 +107,7 @@ class SimState:
             "tokenLifetimeSeconds": self.auth.token_lifetime,
             "notificationHistoryIdType": "number" if self.history_id_as_number else "string",
             "seed": self.seed,
+            "concurrentRequestsPerUser": self.concurrency.limit,
             "pubsubEmulatorHost": self.publisher.emulator_host,
             "defaultProjectId": self.default_project,
         }

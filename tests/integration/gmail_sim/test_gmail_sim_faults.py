@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timezone
 
 import pytest
 from googleapiclient.errors import HttpError
@@ -26,31 +28,72 @@ def reason_of(exc: HttpError) -> str:
     return json.loads(exc.content)["error"]["errors"][0]["reason"]
 
 
-def test_429_with_retry_after_for_next_n_calls(control, alice):
-    control.inject_fault("429", method="users.history.list", count=2, retry_after=7)
+def test_429_names_the_retry_time_in_the_message_and_locks_the_user_out(control, alice):
+    control.inject_fault("429", method="users.history.list", count=1, retry_after=900)
     start = str(control.history_id(ALICE))
-    assert alice.users().getProfile(userId="me").execute()  # other methods unaffected
-    for _ in range(2):
-        with pytest.raises(HttpError) as limited:
-            alice.users().history().list(userId="me", startHistoryId=start).execute()
-        assert limited.value.resp.status == 429
-        assert limited.value.resp["retry-after"] == "7"
-        assert reason_of(limited.value) == "rateLimitExceeded"
-        assert json.loads(limited.value.content)["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert alice.users().getProfile(userId="me").execute()  # before the lockout, other methods work
+    now = control.now()
+    with pytest.raises(HttpError) as limited:
+        alice.users().history().list(userId="me", startHistoryId=start).execute()
+    assert limited.value.resp.status == 429
+    assert "retry-after" not in limited.value.resp  # Gmail names the time in the message only
+    error = json.loads(limited.value.content)["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert error["errors"] == [{"message": error["message"], "domain": "usageLimits", "reason": "rateLimitExceeded"}]
+    match = re.fullmatch(r"User-rate limit exceeded\.  Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z",
+                         error["message"])
+    assert match, error["message"]
+    retry_at = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp()
+    assert 899 <= retry_at - now <= 901
+    # The lockout covers every method of the user until that time, with the same answer, and still costs quota.
+    for call in (alice.users().getProfile(userId="me"), alice.users().labels().list(userId="me")):
+        with pytest.raises(HttpError) as again:
+            call.execute()
+        assert again.value.resp.status == 429 and json.loads(again.value.content)["error"] == error
+    assert control.counters()["quotaUnits"][ALICE] == 1 + 2 + 1 + 1
+    assert control.faults()["lockouts"][ALICE]["reason"] == "rateLimitExceeded"
+    control.advance_clock(899)
+    with pytest.raises(HttpError):
+        alice.users().getProfile(userId="me").execute()
+    control.advance_clock(2)
     assert alice.users().history().list(userId="me", startHistoryId=start).execute()["historyId"] == start
+    assert control.faults()["lockouts"] == {}
 
 
 def test_403_user_rate_limit_exceeded(control, alice):
-    control.inject_fault("userRateLimitExceeded", user=ALICE, count=1, retry_after=2)
+    control.inject_fault("userRateLimitExceeded", user=ALICE, count=1, retry_after=60)
     with pytest.raises(HttpError) as limited:
         alice.users().messages().list(userId="me").execute()
     assert limited.value.resp.status == 403
     error = json.loads(limited.value.content)["error"]
     assert error["errors"][0] == {"message": error["message"], "domain": "usageLimits",
                                   "reason": "userRateLimitExceeded"}
+    assert error["status"] == "RESOURCE_EXHAUSTED"
     assert error["message"].startswith("User-rate limit exceeded.  Retry after ")
-    assert limited.value.resp["retry-after"] == "2"
+    assert "retry-after" not in limited.value.resp
+    with pytest.raises(HttpError):
+        alice.users().messages().list(userId="me").execute()  # locked out, though the rule is spent
+    control.advance_clock(61)
     alice.users().messages().list(userId="me").execute()
+
+
+def test_lockouts_are_per_user_and_cleared_with_the_faults(control, alice, gmail):
+    control.inject_fault("429", user=ALICE, count=1)
+    with pytest.raises(HttpError):
+        alice.users().getProfile(userId="me").execute()
+    gmail.for_user(BOB).users().getProfile(userId="me").execute()
+    control.clear_faults()
+    alice.users().getProfile(userId="me").execute()
+
+
+def test_too_many_concurrent_requests_fault(control, alice):
+    control.inject_fault("concurrentRequests", count=1)
+    with pytest.raises(HttpError) as limited:
+        alice.users().getProfile(userId="me").execute()
+    error = json.loads(limited.value.content)["error"]
+    assert limited.value.resp.status == 429 and error["message"] == "Too many concurrent requests for user."
+    assert error["errors"][0]["reason"] == "rateLimitExceeded"
+    alice.users().getProfile(userId="me").execute()  # no lockout
 
 
 def test_500_backend_error_and_client_retry(control, alice):
@@ -111,7 +154,7 @@ def test_call_counts_and_quota_units(control, alice, gmail):
 
 
 def test_fault_injected_calls_are_counted(control, alice):
-    control.inject_fault("429", count=1)
+    control.inject_fault("500", count=1)
     with pytest.raises(HttpError):
         alice.users().getProfile(userId="me").execute()
     assert control.counters()["calls"][ALICE]["users.getProfile"] == 1
@@ -121,7 +164,7 @@ def test_fault_injected_calls_are_counted(control, alice):
 def test_watch_returns_history_id_and_expiration_seven_days_ahead(control, alice):
     now_ms = control.now() * 1000
     response = alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t", "labelIds": ["INBOX"],
-                                                      "labelFilterBehavior": "INCLUDE"}).execute()
+                                                      "labelFilterBehavior": "include"}).execute()
     assert response["historyId"] == str(control.history_id(ALICE))
     expiration = int(response["expiration"])
     assert abs(expiration - (now_ms + 7 * 24 * 3600 * 1000)) < 5000
@@ -137,6 +180,9 @@ def test_watch_returns_history_id_and_expiration_seven_days_ahead(control, alice
     {"topicName": "projects/p/subscriptions/s"},
     {"topicName": "projects/sim-project/topics/t", "labelIds": ["NOPE"]},
     {"topicName": "projects/sim-project/topics/t", "labelFilterBehavior": "sometimes"},
+    # Only the discovery document's spelling of the enum.
+    {"topicName": "projects/sim-project/topics/t", "labelIds": ["INBOX"], "labelFilterBehavior": "INCLUDE"},
+    {"topicName": "projects/sim-project/topics/t", "labelIds": ["INBOX"], "labelFilterAction": "EXCLUDE"},
     {"topicName": "projects/sim-project/topics/t", "labelFilterAction": "maybe"},
 ])
 def test_watch_validation(alice, body):
@@ -206,14 +252,14 @@ def test_batch_answers_each_part_as_gmail(control, alice):
 
 
 def test_batch_part_faults_are_per_part(control, alice):
-    control.inject_fault("429", method="users.messages.list", count=1, retry_after=3)
+    control.inject_fault("concurrentRequests", method="users.messages.list", count=1)
     results = {}
     batch = BatchHttpRequest(callback=lambda i, r, e: results.__setitem__(i, (r, e)),
                              batch_uri=control.url + "/batch")
     batch.add(alice.users().messages().list(userId="me"), request_id="a")
     batch.add(alice.users().messages().list(userId="me"), request_id="b")
     batch.execute()
-    assert results["a"][1].resp.status == 429 and results["a"][1].resp["retry-after"] == "3"
+    assert results["a"][1].resp.status == 429
     assert results["b"] == ({"resultSizeEstimate": 0}, None)
 
 

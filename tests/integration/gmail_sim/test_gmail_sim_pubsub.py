@@ -125,7 +125,7 @@ def test_stop_ends_notifications(pubsub_gmail, alice, topic, pull):
 def test_label_filter_decides_which_changes_notify(pubsub_gmail, alice, topic, pull):
     control = pubsub_gmail.control
     alice.users().watch(userId="me", body={"topicName": topic, "labelIds": ["INBOX"],
-                                           "labelFilterBehavior": "INCLUDE"}).execute()
+                                           "labelFilterBehavior": "include"}).execute()
     pull.exactly(1)
     control.advance_clock(2)
     sent = control.insert_message(ALICE, label_ids=["SENT"])  # not INBOX: silent
@@ -139,7 +139,7 @@ def test_label_filter_decides_which_changes_notify(pubsub_gmail, alice, topic, p
 
     control.advance_clock(2)  # the re-watch's own notification counts against the 1/s limit too
     alice.users().watch(userId="me", body={"topicName": topic, "labelIds": ["INBOX"],
-                                           "labelFilterBehavior": "EXCLUDE"}).execute()
+                                           "labelFilterBehavior": "exclude"}).execute()
     pull.exactly(1)
     control.advance_clock(2)
     control.insert_message(ALICE, label_ids=["INBOX"])  # excluded

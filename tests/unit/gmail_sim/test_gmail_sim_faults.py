@@ -55,12 +55,51 @@ def test_fault_errors_are_gmail_shaped():
     rule = faults.add("403", retry_after=3)
     error = fault_error(rule, now=0.0)
     body = error.body()["error"]
-    assert error.code == 403 and error.headers["Retry-After"] == "3"
+    assert error.code == 403 and error.headers == {}  # no Retry-After: the time is in the message
     assert body["errors"][0]["reason"] == "userRateLimitExceeded"
     assert body["errors"][0]["domain"] == "usageLimits"
-    assert body["message"].startswith("User-rate limit exceeded.  Retry after 1970-01-01T00:00:03")
+    assert body["status"] == "RESOURCE_EXHAUSTED"
+    assert body["message"] == "User-rate limit exceeded.  Retry after 1970-01-01T00:00:03.000Z"
     assert fault_error(faults.add("429"), 0.0).code == 429
+    assert fault_error(faults.add("429"), 0.0).body()["error"]["message"].endswith("1970-01-01T00:15:00.000Z")
+    assert fault_error(faults.add("concurrentRequests"), 0.0).body()["error"]["message"] == (
+        "Too many concurrent requests for user.")
     assert fault_error(faults.add("500"), 0.0).body()["error"]["status"] == "INTERNAL"
+
+
+def test_a_rate_limit_locks_the_user_out_until_its_retry_time():
+    faults = FaultInjector()
+    faults.add("429", method="users.history.list", user="a@x.com", count=1, retry_after=60)
+    assert faults.answer("users.getProfile", "a@x.com", 100.0) is None
+    first = faults.answer("users.history.list", "a@x.com", 100.0)
+    assert first.code == 429
+    # Every method, same answer, until the retry time; other users are unaffected.
+    assert faults.answer("users.getProfile", "A@x.com", 159.9).body() == first.body()
+    assert faults.answer("users.getProfile", "b@x.com", 120.0) is None
+    assert faults.answer("users.getProfile", "a@x.com", 160.0) is None
+    assert faults.lockouts(160.0) == {}
+
+
+def test_concurrency_limiter_refuses_past_the_cap_and_keeps_the_peak():
+    from mailwatch.gmail_sim.concurrency import ConcurrencyLimiter
+    from mailwatch.gmail_sim.errors import GmailError
+
+    limiter = ConcurrencyLimiter(limit=2)
+    with limiter.slot("a@x.com"), limiter.slot("A@x.com"):
+        with limiter.slot("b@x.com"):
+            pass
+        with pytest.raises(GmailError) as refused:
+            with limiter.slot("a@x.com"):
+                pass
+        assert refused.value.code == 429 and refused.value.reason == "rateLimitExceeded"
+    with limiter.slot("a@x.com"):
+        pass
+    assert limiter.peaks() == {"a@x.com": 2, "b@x.com": 1}
+    limiter.set_limit(None)
+    with limiter.slot("a@x.com"), limiter.slot("a@x.com"), limiter.slot("a@x.com"):
+        pass
+    with pytest.raises(ValueError):
+        limiter.set_limit(0)
 
 
 def test_notification_drop_fraction():
