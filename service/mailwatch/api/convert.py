@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -34,11 +33,6 @@ CREDENTIAL_KIND_TO_PROTO, CREDENTIAL_KIND_FROM_PROTO = _enum_maps(
     models.CredentialKind, resources_pb2.CredentialKind, "CREDENTIAL_KIND_"
 )
 
-# Workers record a failure as "<REASON>: <message>" (the domain exception's
-# reason); anything else is a bare message.
-_REASON_PREFIX = re.compile(r"([A-Z][A-Z0-9_]{1,61}[A-Z0-9]): (.*)", re.DOTALL)
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -65,14 +59,12 @@ def label_filter_to_proto(label_filter: models.LabelFilter) -> resources_pb2.Lab
     )
 
 
-def mailbox_error_to_proto(message: str | None, at: datetime | None) -> resources_pb2.MailboxError | None:
-    if not message and at is None:
+def mailbox_error_to_proto(
+    reason: str | None, message: str | None, at: datetime | None
+) -> resources_pb2.MailboxError | None:
+    if not message and not reason and at is None:
         return None
-    reason = ""
-    match = _REASON_PREFIX.fullmatch(message or "")
-    if match:
-        reason, message = match.group(1), match.group(2)
-    return resources_pb2.MailboxError(message=message or "", time=timestamp(at), reason=reason)
+    return resources_pb2.MailboxError(message=message or "", time=timestamp(at), reason=reason or "")
 
 
 def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
@@ -88,7 +80,8 @@ def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
         next_renew_time=timestamp(mailbox.next_renewal_at),
         last_notification_time=timestamp(mailbox.last_notification_at),
         last_sync_time=timestamp(mailbox.last_sync_at),
-        last_error=mailbox_error_to_proto(mailbox.last_error, mailbox.last_error_at),
+        last_error=mailbox_error_to_proto(mailbox.last_error_reason, mailbox.last_error, mailbox.last_error_at),
+        next_attempt_time=timestamp(mailbox.next_attempt_at),
         create_time=timestamp(mailbox.created),
         update_time=timestamp(mailbox.updated),
         metadata=metadata_options_to_proto(mailbox.metadata_headers),

@@ -18,6 +18,7 @@ Clients parse the details with `grpc_status.rpc_status.from_call(call)`.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import NoReturn
 
 import grpc
@@ -63,11 +64,13 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailError: grpc.StatusCode.UNAVAILABLE,
     domain.GmailAuthFailed: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailAccessRefused: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailTopicNotPublishable: grpc.StatusCode.FAILED_PRECONDITION,
     domain.TopicProjectMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailPushClientConflict: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
+    domain.GmailClockSkew: grpc.StatusCode.UNAVAILABLE,
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,
     # A Gmail 400 that no request field explains (e.g. "Mail service not
     # enabled") is about the mailbox's Google side, not the caller's argument.
@@ -119,9 +122,11 @@ def rich_status(exc: domain.MailwatchError, *, request_id: str | None = None) ->
     violations = _field_violations(exc)
     if violations:
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None and retry_after >= 0:
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=_duration(retry_after)))
+    now = datetime.now(timezone.utc)
+    not_before = exc.not_before(now)
+    if not_before is not None:
+        delay = max(0.0, (not_before - now).total_seconds())
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=_duration(delay)))
     _add_request_info(status, request_id)
     return status
 

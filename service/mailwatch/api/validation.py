@@ -407,7 +407,7 @@ def validate_list_mailboxes(request: mailbox_service_pb2.ListMailboxesRequest) -
     for index, value in enumerate(request.states):
         state = MAILBOX_STATE_FROM_PROTO.get(value)
         if state is None:
-            problems.add(f"states[{index}]", "must be ACTIVE, AUTH_FAILED or STOPPED")
+            problems.add(f"states[{index}]", "must be one of " + ", ".join(s.value for s in MailboxState))
         elif state not in states:
             states.append(state)
     states_key = sorted(state.value for state in states)

@@ -4,15 +4,41 @@ layer maps to a gRPC code in one table (`mailwatch.api.errors`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 class MailwatchError(Exception):
-    reason = "MAILWATCH_ERROR"
+    """A failure with a stable `reason`, and what to do about it.
 
-    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+    `retryable`: whether trying the same work again later can succeed (a
+    worker backs off and retries) or not (a terminal state until the tenant
+    acts). `retry_after` (seconds) and `retry_at` (an instant) are the
+    earliest retry time the other side named, if it named one.
+    """
+
+    reason = "MAILWATCH_ERROR"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.metadata = metadata or {}
+        self.retry_after = retry_after
+        self.retry_at = retry_at
+
+    def not_before(self, now: datetime) -> datetime | None:
+        """The earliest moment a retry may happen, as the other side said; None if it did not say."""
+        candidates = [t for t in (self.retry_at,) if t is not None]
+        if self.retry_after is not None:
+            candidates.append(now + timedelta(seconds=self.retry_after))
+        return max(candidates) if candidates else None
 
 
 @dataclass(frozen=True)
@@ -83,11 +109,11 @@ class DatabaseUnavailable(MailwatchError):
     """
 
     reason = "DATABASE_UNAVAILABLE"
+    retryable = True
 
     def __init__(self, message: str = "the database is temporarily unavailable", *, retry_after: float = 1.0,
                  **kw) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after, **kw)
 
 
 class NotMigrated(MailwatchError):
@@ -121,19 +147,32 @@ class CredentialUndecryptable(MailwatchError):
 
 
 class GmailError(MailwatchError):
+    # Unless a subclass knows better, a Gmail failure may pass: back off and retry.
     reason = "GMAIL_ERROR"
+    retryable = True
 
 
 class GmailAuthFailed(GmailError):
-    """401 from the API or invalid_grant from the token endpoint."""
+    """The grant is gone: revoked or expired, the user deleted, delegation not granted
+    (unauthorized_client), or the API still answering 401 to a fresh token."""
 
     reason = "GMAIL_AUTH_FAILED"
+    retryable = False
 
 
 class GmailPermissionDenied(GmailError):
-    """403 that is not a rate limit: e.g. the service account is not delegated."""
+    """A 403 that is neither a rate limit nor a known permanent refusal."""
 
     reason = "GMAIL_PERMISSION_DENIED"
+
+
+class GmailAccessRefused(GmailPermissionDenied):
+    """Gmail refuses this user for good until someone changes the Google side: delegation
+    denied, domainPolicy, insufficientPermissions, "Mail service not enabled".
+    `metadata["gmail_reason"]` says which."""
+
+    reason = "GMAIL_ACCESS_REFUSED"
+    retryable = False
 
 
 class GmailTopicNotPublishable(GmailError):
@@ -159,17 +198,22 @@ class TopicProjectMismatch(GmailTopicNotPublishable):
 
 
 class GmailRateLimited(GmailError):
-    reason = "GMAIL_RATE_LIMITED"
+    """429 / 403 rate limits; `retry_at` / `retry_after` carry Gmail's retry time when it gave one."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
+    reason = "GMAIL_RATE_LIMITED"
 
 
 class GmailUnavailable(GmailError):
     """5xx or a transport failure: worth retrying later."""
 
     reason = "GMAIL_UNAVAILABLE"
+
+
+class GmailClockSkew(GmailUnavailable):
+    """The token endpoint refused our JWT's iat/exp: this host's clock is off. Not a
+    revoked grant: it passes once the clock is right, so it is retried."""
+
+    reason = "GMAIL_CLOCK_SKEW"
 
 
 class GmailHistoryExpired(GmailError):

@@ -12,6 +12,9 @@ class MailboxState(enum.StrEnum):
     ACTIVE = "ACTIVE"  # watched (or being re-watched) and synced
     AUTH_FAILED = "AUTH_FAILED"  # credentials revoked; no Gmail calls until re-registered
     STOPPED = "STOPPED"  # users.stop called; notifications ignored
+    # Gmail refused access for good (delegation denied, domain policy, insufficient
+    # permissions, mail service not enabled); no Gmail calls until re-registered.
+    ACCESS_REFUSED = "ACCESS_REFUSED"
 
 
 class LabelFilterBehavior(enum.StrEnum):
@@ -39,6 +42,7 @@ class EventType(enum.StrEnum):
     WATCH_EXPIRING = "WATCH_EXPIRING"  # renewal failing and expiry near (once per episode)
     NOTIFICATIONS_MISSED = "NOTIFICATIONS_MISSED"  # a fallback poll found unannounced changes (once per episode)
     TEST = "TEST"  # from SendTestEvent
+    ACCESS_REFUSED = "ACCESS_REFUSED"  # Gmail refused access for good; the mailbox is ACCESS_REFUSED
 
 
 # The headers fetched for MESSAGE_ADDED metadata when a registration enables
@@ -162,10 +166,12 @@ class Mailbox:
     next_renewal_at: datetime | None
     last_notification_at: datetime | None
     last_sync_at: datetime | None
-    last_error: str | None
+    last_error: str | None  # the message of the last failure
     last_error_at: datetime | None
     created: datetime
     updated: datetime
+    last_error_reason: str | None = None  # its stable UPPER_SNAKE reason
+    next_attempt_at: datetime | None = None  # when the failed work is tried again
     # Work scheduling, as the workers see it (defaults keep older callers valid).
     sync_due_at: datetime | None = None  # None = no sync wanted
     backoff_until: datetime | None = None

@@ -26,13 +26,23 @@ from googleapiclient.http import BatchHttpRequest
 from mailwatch.domain import errors
 from mailwatch.domain.errors import GmailMessageNotFound
 from mailwatch.domain.messages import Message
-from mailwatch.domain.models import Credential, LabelFilter, MessageMetadata, OAuthCredential, ServiceAccountCredential
+from mailwatch.domain.models import (
+    Credential,
+    LabelFilter,
+    LabelFilterBehavior,
+    MessageMetadata,
+    OAuthCredential,
+    ServiceAccountCredential,
+)
 from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_digest
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.messages import MISSING, message_from_resource, metadata_from_resource
 from mailwatch.gmail.quota import record_call
 
 T = TypeVar("T")
+
+# users.watch's labelFilterBehavior in the discovery document's enum spelling.
+WATCH_FILTER_BEHAVIOR = {LabelFilterBehavior.INCLUDE: "include", LabelFilterBehavior.EXCLUDE: "exclude"}
 
 HISTORY_PAGE_SIZE = 500  # Gmail's maximum maxResults for history.list
 MESSAGES_PAGE_SIZE = 500
@@ -167,7 +177,7 @@ class GmailClient:
         body: dict = {"topicName": topic}
         if label_filter.label_ids:
             body["labelIds"] = list(label_filter.label_ids)
-            body["labelFilterBehavior"] = label_filter.behavior.value
+            body["labelFilterBehavior"] = WATCH_FILTER_BEHAVIOR[label_filter.behavior]
         try:
             response = await self._call(
                 "watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id

@@ -89,12 +89,15 @@ def google_credentials(credential: Credential, *, token_uri: str) -> google.auth
         # A fresh copy per call (own token), sharing the parsed key.
         return _service_account(credential.info, token_uri).with_subject(credential.subject)
     if isinstance(credential, OAuthCredential):
+        # No scopes: a refresh that names scopes asks for exactly those, and Google
+        # answers invalid_scope when the user granted others (e.g. gmail.modify or
+        # mail.google.com without gmail.readonly). Unnamed, the new access token
+        # carries whatever the refresh token was granted.
         return oauth2_credentials.Credentials(
             token=None,
             refresh_token=credential.refresh_token,
             client_id=credential.client_id,
             client_secret=credential.client_secret,
             token_uri=token_uri,
-            scopes=list(GMAIL_SCOPES),
         )
     raise TypeError(f"unsupported credential type {type(credential).__name__}")

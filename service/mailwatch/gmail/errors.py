@@ -1,23 +1,47 @@
 """Classify what google-api-python-client and google-auth raise into domain errors.
 
 Gmail answers rate limits as 429, or as 403 with reason rateLimitExceeded /
-userRateLimitExceeded; everything else in 4xx is the caller's problem and
+userRateLimitExceeded, naming the retry time in the message ("User-rate limit
+exceeded.  Retry after 2026-11-29T17:20:36.724Z"), seldom in a Retry-After
+header: both are read. Delegation denied, domainPolicy,
+insufficientPermissions and "Mail service not enabled" will not fix
+themselves (GmailAccessRefused). At the token endpoint only a revoked or
+expired grant, a deleted user and unauthorized_client are final; an
+invalid_grant about the JWT's iat/exp is this host's clock being off
+(GmailClockSkew, retried). Everything else in 4xx is the caller's problem and
 5xx / transport failures are worth retrying.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import logging
 import re
 import socket
+import time
+from datetime import datetime, timezone
 
 import google.auth.exceptions
 import httplib2
 from googleapiclient.errors import HttpError
+from prometheus_client import Counter
 
 from mailwatch.domain import errors
 
+log = logging.getLogger(__name__)
+
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"})
+# 403 reasons that mean "not this user, not by this client, until an administrator acts".
+REFUSAL_REASONS = frozenset({"domainPolicy", "insufficientPermissions"})
+_RETRY_AFTER_TEXT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))")
+# Google's text for a JWT whose iat/exp it finds unreasonable: our clock, not the grant.
+_CLOCK_SKEW_TEXT = ("iat and exp", "reasonable timeframe")
+
+CLOCK_SKEW = Counter(
+    "mailwatch_gmail_clock_skew_total",
+    "Token requests refused because this host's clock disagrees with Google's (invalid_grant on iat/exp)",
+)
 
 
 def _error_reasons(error: HttpError) -> tuple[str, str]:
@@ -34,11 +58,70 @@ def _error_reasons(error: HttpError) -> tuple[str, str]:
 
 
 def _retry_after(error: HttpError) -> float | None:
+    """Retry-After in seconds (delta-seconds form); None when absent or an HTTP date (see `_retry_at`)."""
     value = error.resp.get("retry-after") if error.resp is not None else None
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
-        return None  # an HTTP date; the caller's own backoff applies
+        return None
+
+
+def _retry_at(error: HttpError, message: str) -> datetime | None:
+    """The instant Gmail named: "Retry after <RFC 3339>" in the message, or a Retry-After HTTP date."""
+    match = _RETRY_AFTER_TEXT.search(message)
+    if match:
+        try:
+            return datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    value = error.resp.get("retry-after") if error.resp is not None else None
+    if value is not None and not value.strip().replace(".", "", 1).isdigit():
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return None
+
+
+def _is_refusal(status: int, reason: str, message: str) -> bool:
+    if status == 403:
+        return reason in REFUSAL_REASONS or (reason == "forbidden" and "delegation denied" in message.lower())
+    return status == 400 and reason == "failedPrecondition"
+
+
+def _clock_skew(operation: str, description: str) -> errors.GmailClockSkew:
+    """Say it loudly, with this host's clock: the operator has to fix the clock."""
+    CLOCK_SKEW.inc()
+    now = time.time()
+    log.error(
+        "Google refused a token request for %s because of the JWT's iat/exp: this host's clock is probably off "
+        "(host clock %s, unix %.3f). Fix the clock (NTP); mailwatch keeps retrying.",
+        operation, datetime.fromtimestamp(now, tz=timezone.utc).isoformat(), now,
+        extra={"host_clock": now},
+    )
+    return errors.GmailClockSkew(
+        f"{operation}: the token endpoint refused the JWT's iat/exp (this host's clock is off?): {description}",
+        metadata={"oauth_error": "invalid_grant"},
+    )
+
+
+def _refresh_error(exc: google.auth.exceptions.RefreshError, operation: str) -> errors.GmailError:
+    payload = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    code = str(payload.get("error", ""))
+    description = str(payload.get("error_description", ""))
+    text = str(exc)
+    if not code:  # older google-auth: only "invalid_grant: description" in the text
+        code = next((c for c in ("invalid_grant", "unauthorized_client") if c in text), "")
+        description = description or text
+    if code == "invalid_grant" and all(part in (description or text) for part in _CLOCK_SKEW_TEXT):
+        return _clock_skew(operation, description)
+    if code in ("invalid_grant", "unauthorized_client"):
+        # Revoked / expired grant, deleted user, delegation not granted: final until registered again.
+        return errors.GmailAuthFailed(f"{operation}: credentials rejected by the token endpoint ({code})",
+                                      metadata={"oauth_error": code})
+    return errors.GmailUnavailable(f"{operation}: could not obtain an access token" + (f" ({code})" if code else ""),
+                                   metadata={"oauth_error": code} if code else None)
 
 
 # Gmail's refusal of a topic outside the caller's project names the caller's project.
@@ -71,15 +154,7 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
     if isinstance(exc, errors.GmailError):
         return exc
     if isinstance(exc, google.auth.exceptions.RefreshError):
-        # invalid_grant (revoked / expired refresh token, undelegated subject) is
-        # final until the tenant re-registers; anything else may be transient.
-        text = str(exc)
-        if "invalid_grant" in text or "unauthorized_client" in text or "access_denied" in text:
-            return errors.GmailAuthFailed(f"{operation}: credentials rejected by the token endpoint (invalid_grant)")
-        retryable = getattr(exc, "retryable", False)
-        if retryable:
-            return errors.GmailUnavailable(f"{operation}: token endpoint unavailable")
-        return errors.GmailAuthFailed(f"{operation}: could not obtain an access token")
+        return _refresh_error(exc, operation)
     if isinstance(exc, google.auth.exceptions.TransportError):
         return errors.GmailUnavailable(f"{operation}: token endpoint unreachable")
     if isinstance(exc, HttpError):
@@ -88,7 +163,10 @@ def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
         meta = {"http_status": str(status), "gmail_reason": reason}
         detail = f"{operation}: Gmail answered {status}" + (f" {reason}" if reason else "")
         if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
-            return errors.GmailRateLimited(detail, retry_after=_retry_after(exc), metadata=meta)
+            return errors.GmailRateLimited(f"{detail}: {message}" if message else detail, metadata=meta,
+                                           retry_after=_retry_after(exc), retry_at=_retry_at(exc, message))
+        if _is_refusal(status, reason, message):
+            return errors.GmailAccessRefused(f"{detail}: {message}", metadata=meta)
         if status == 401:
             return errors.GmailAuthFailed(detail, metadata=meta)
         if status == 404 and operation == "history.list":

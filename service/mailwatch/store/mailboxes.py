@@ -58,6 +58,8 @@ def to_mailbox(row) -> Mailbox:
         last_error_at=row.last_error_at,
         created=row.created,
         updated=row.updated,
+        last_error_reason=row.last_error_reason,
+        next_attempt_at=row.next_attempt_at,
         sync_due_at=row.sync_due_at,
         backoff_until=row.backoff_until,
         sync_attempts=row.sync_attempts,
@@ -106,7 +108,8 @@ def _upsert_statement(names: tuple[str, ...]):
     statement = insert(mailboxes).values({name: bindparam(name, type_=mailboxes.c[name].type) for name in names})
     new = statement.excluded
     was_stopped = mailboxes.c.state == MailboxState.STOPPED.value
-    was_auth_failed = mailboxes.c.state == MailboxState.AUTH_FAILED.value
+    # A terminal state (credentials or access refused) is left by registering again.
+    was_terminal = mailboxes.c.state.in_([MailboxState.AUTH_FAILED.value, MailboxState.ACCESS_REFUSED.value])
     statement = statement.on_conflict_do_update(
         constraint="uq_mailboxes_tenant_id_email_address",
         set_=dict(
@@ -126,14 +129,17 @@ def _upsert_statement(names: tuple[str, ...]):
             watch_topic=func.coalesce(new.watch_topic, mailboxes.c.watch_topic),
             sync_due_at=case(
                 (was_stopped, None),
-                (was_auth_failed, func.coalesce(mailboxes.c.sync_due_at, func.now())),
+                (was_terminal, func.coalesce(mailboxes.c.sync_due_at, func.now())),
                 else_=mailboxes.c.sync_due_at,
             ),
             backoff_until=None,
             sync_attempts=0,
             renew_attempts=0,  # a fresh watch: earlier renewal failures are moot
             last_error=None,
+            last_error_reason=None,
             last_error_at=None,
+            next_attempt_at=None,
+            gmail_retry_at=None,  # the watch just made went through
             updated=func.now(),
         ),
     ).returning(*COLUMNS, literal_column("(xmax = 0)").label("inserted"))
@@ -163,8 +169,8 @@ async def upsert_mailbox(
     `metadata_headers` (None = metadata off) always replaces the stored choice.
 
     The sync position survives re-registration so nothing is lost: an ACTIVE
-    mailbox keeps syncing from where it was, an AUTH_FAILED one catches up
-    (it is marked due now). A STOPPED mailbox starts again from the new watch's
+    mailbox keeps syncing from where it was, an AUTH_FAILED or ACCESS_REFUSED
+    one catches up from its stored history id (it is marked due now). A STOPPED mailbox starts again from the new watch's
     history id: what happened while it was stopped is not replayed.
     """
     values = dict(

@@ -149,8 +149,15 @@ class MailboxRow(Base):
     watch_expiry_reported: Mapped[datetime | None] = _timestamp()
     last_notification_at: Mapped[datetime | None] = _timestamp()
     last_sync_at: Mapped[datetime | None] = _timestamp()
-    last_error: Mapped[str | None] = mapped_column(Text)
+    # The last failure, as data: its stable reason, its message, when it happened,
+    # and when the failed work (sync or renewal) is tried again.
+    last_error: Mapped[str | None] = mapped_column(Text)  # the message
+    last_error_reason: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = _timestamp()
+    next_attempt_at: Mapped[datetime | None] = _timestamp()
+    # The retry time Gmail named in a rate-limit answer: no Gmail call (sync or
+    # renewal) is made for the mailbox before it.
+    gmail_retry_at: Mapped[datetime | None] = _timestamp()
     # Header names fetched as metadata for MESSAGE_ADDED events; NULL = metadata off.
     metadata_headers: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     # Early warnings, once per episode: the watch_expiration already announced

@@ -28,7 +28,14 @@ from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
-from mailwatch.store.work import ACTIVE, ERROR_TEXT_LIMIT, claimed_ids
+from mailwatch.store.work import (
+    ACTIVE,
+    FAILURE_COLUMNS,
+    claimed_ids,
+    failure_values,
+    gmail_allows,
+    gmail_retry_values,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def due_renewals_query(*, now: datetime, limit: int):
     """The ids of ACTIVE mailboxes whose renewal is due, earliest first, locked for the claim."""
     return (
         select(mailboxes.c.id)
-        .where(mailboxes.c.state == ACTIVE, mailboxes.c.next_renewal_at <= now)
+        .where(mailboxes.c.state == ACTIVE, mailboxes.c.next_renewal_at <= now, gmail_allows(now))
         .order_by(mailboxes.c.next_renewal_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -141,8 +148,8 @@ async def record_renewal(
         watch_expiration=expiration,
         next_renewal_at=next_renewal_at,
         renew_attempts=0,
-        last_error=case((renewal_failed_before, None), else_=mailboxes.c.last_error),
-        last_error_at=case((renewal_failed_before, None), else_=mailboxes.c.last_error_at),
+        gmail_retry_at=None,  # Gmail answered: any lockout is over
+        **{column: case((renewal_failed_before, None), else_=mailboxes.c[column]) for column in FAILURE_COLUMNS},
         updated=now,
     )
     return await _fenced_update(session, claim, values, events)
@@ -152,22 +159,27 @@ async def record_renewal_failure(
     session: AsyncSession,
     claim: ClaimedRenewal,
     *,
-    error: str,
+    reason: str,
+    message: str,
     retry_at: datetime,
+    gmail_retry_at: datetime | None = None,
     now: datetime,
     events: Sequence[NewEvent] = (),
     expiry_reported: bool = False,
     expiring_reported: bool = False,
 ) -> bool:
     """Try again at `retry_at`; with `expiry_reported` / `expiring_reported`, the watch's
-    lapse / coming lapse is now reported (events carry it)."""
+    lapse / coming lapse is now reported (events carry it).
+
+    `gmail_retry_at` (Gmail's own retry time, if it named one) also holds back
+    syncs: no Gmail call for the mailbox before it."""
     values: dict = dict(
         next_renewal_at=retry_at,
         renew_attempts=mailboxes.c.renew_attempts + 1,
-        last_error=error[:ERROR_TEXT_LIMIT],
-        last_error_at=now,
+        **failure_values(reason=reason, message=message, at=now, next_attempt_at=retry_at),
         updated=now,
     )
+    values.update(gmail_retry_values(gmail_retry_at))
     if expiry_reported:
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
     if expiring_reported:
@@ -175,23 +187,24 @@ async def record_renewal_failure(
     return await _fenced_update(session, claim, values, events)
 
 
-async def mark_auth_failed(
+async def mark_terminal(
     session: AsyncSession,
     claim: ClaimedRenewal,
     *,
-    error: str,
+    state: MailboxState,
+    reason: str,
+    message: str,
     now: datetime,
     events: Sequence[NewEvent],
     expiry_reported: bool = False,
 ) -> bool:
-    """Revoked credentials found by a renewal: AUTH_FAILED exactly as sync marks it
-    (no Gmail calls until registered again), with its event(s) in the same write."""
+    """Revoked credentials or refused access found by a renewal: the terminal state exactly
+    as sync marks it (no Gmail calls until registered again), with its event(s) in the same write."""
     values: dict = dict(
-        state=MailboxState.AUTH_FAILED.value,
+        state=state.value,
         sync_due_at=None,
         backoff_until=None,
-        last_error=error[:ERROR_TEXT_LIMIT],
-        last_error_at=now,
+        **failure_values(reason=reason, message=message, at=now, next_attempt_at=None),
         updated=now,
     )
     if expiry_reported:

@@ -24,6 +24,7 @@ from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
 
 ERROR_TEXT_LIMIT = 500
+FAILURE_COLUMNS = ("last_error", "last_error_reason", "last_error_at", "next_attempt_at")
 
 # The state as a SQL literal, not a bound parameter: a prepared statement's
 # generic plan can then still prove a partial index's `state = 'ACTIVE'`.
@@ -53,6 +54,11 @@ class LeaseLost(Exception):
     """The claim lapsed and another worker owns the mailbox now; drop the work."""
 
 
+def gmail_allows(now: datetime):
+    """No Gmail call for a mailbox before the retry time Gmail named (`gmail_retry_at`)."""
+    return or_(mailboxes.c.gmail_retry_at.is_(None), mailboxes.c.gmail_retry_at <= now)
+
+
 def _fence(mailbox_id: uuid.UUID, owner: str, expected_history_id: int | None):
     return and_(
         mailboxes.c.id == mailbox_id,
@@ -73,6 +79,7 @@ async def claim_due_syncs(
             mailboxes.c.state == MailboxState.ACTIVE.value,
             or_(mailboxes.c.lease_expires_at.is_(None), mailboxes.c.lease_expires_at < now),
             or_(mailboxes.c.backoff_until.is_(None), mailboxes.c.backoff_until <= now),
+            gmail_allows(now),
         )
         .order_by(mailboxes.c.sync_due_at)
         .limit(limit)
@@ -160,9 +167,12 @@ async def commit_sync_page(
             lease_owner=None,
             lease_expires_at=None,
             last_sync_at=now,
+            gmail_retry_at=None,  # Gmail answered: any lockout is over
             # A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
-            last_error=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error), else_=None),
-            last_error_at=case((mailboxes.c.renew_attempts > 0, mailboxes.c.last_error_at), else_=None),
+            **{
+                column: case((mailboxes.c.renew_attempts > 0, mailboxes.c[column]), else_=None)
+                for column in FAILURE_COLUMNS
+            },
         )
     result = await session.execute(
         update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
@@ -179,31 +189,60 @@ async def record_sync_failure(
     claimed: Mailbox,
     *,
     owner: str,
-    error: str,
+    reason: str,
+    message: str,
     retry_at: datetime,
+    gmail_retry_at: datetime | None,
     now: datetime,
 ) -> None:
-    """Release the claim, keep the mailbox due, and try again at `retry_at`."""
+    """Release the claim, keep the mailbox due, and try again at `retry_at`.
+
+    `gmail_retry_at` (Gmail's own retry time, if it named one) also holds back
+    renewals: no Gmail call for the mailbox before it."""
+    values: dict = dict(
+        lease_owner=None,
+        lease_expires_at=None,
+        backoff_until=retry_at,
+        sync_attempts=mailboxes.c.sync_attempts + 1,
+        **failure_values(reason=reason, message=message, at=now, next_attempt_at=retry_at),
+        updated=now,
+    )
+    values.update(gmail_retry_values(gmail_retry_at))
     await session.execute(
-        update(mailboxes)
-        .where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner)
-        .values(
-            lease_owner=None,
-            lease_expires_at=None,
-            backoff_until=retry_at,
-            sync_attempts=mailboxes.c.sync_attempts + 1,
-            last_error=error[:ERROR_TEXT_LIMIT],
-            last_error_at=now,
-            updated=now,
-        )
+        update(mailboxes).where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner).values(**values)
     )
 
 
-async def mark_auth_failed(
-    session: AsyncSession, claimed: Mailbox, *, owner: str, error: str, now: datetime, event: NewEvent
+def gmail_retry_values(gmail_retry_at: datetime | None) -> dict:
+    """Remember Gmail's retry time, keeping the later one (GREATEST ignores a NULL)."""
+    if gmail_retry_at is None:
+        return {}
+    return {"gmail_retry_at": func.greatest(mailboxes.c.gmail_retry_at, gmail_retry_at)}
+
+
+def failure_values(*, reason: str, message: str, at: datetime, next_attempt_at: datetime | None) -> dict:
+    """The columns that record a failure (GetMailbox's last_error and next_attempt_time)."""
+    return dict(
+        last_error_reason=reason,
+        last_error=message[:ERROR_TEXT_LIMIT],
+        last_error_at=at,
+        next_attempt_at=next_attempt_at,
+    )
+
+
+async def mark_terminal(
+    session: AsyncSession,
+    claimed: Mailbox,
+    *,
+    owner: str,
+    state: MailboxState,
+    reason: str,
+    message: str,
+    now: datetime,
+    event: NewEvent,
 ) -> bool:
-    """AUTH_FAILED stops all Gmail calls for the mailbox until it is registered
-    again; the event is written once, with the state change."""
+    """AUTH_FAILED / ACCESS_REFUSED stop all Gmail calls for the mailbox until it is
+    registered again; the event is written once, with the state change."""
     result = await session.execute(
         update(mailboxes)
         .where(
@@ -212,13 +251,12 @@ async def mark_auth_failed(
             mailboxes.c.state == MailboxState.ACTIVE.value,
         )
         .values(
-            state=MailboxState.AUTH_FAILED.value,
+            state=state.value,
             lease_owner=None,
             lease_expires_at=None,
             sync_due_at=None,
             backoff_until=None,
-            last_error=error[:ERROR_TEXT_LIMIT],
-            last_error_at=now,
+            **failure_values(reason=reason, message=message, at=now, next_attempt_at=None),
             updated=now,
         )
     )

@@ -3,8 +3,10 @@
 For each claimed mailbox it pages `history.list` from the last synced history
 id and commits every page's events together with the new history id (fenced
 on its lease), so a crash anywhere loses nothing and duplicates nothing.
-Failures are classified: expired history → full resync, revoked credentials →
-AUTH_FAILED, rate limits / 5xx → per-mailbox backoff honouring Retry-After.
+Failures are classified: expired history → full resync; revoked credentials →
+AUTH_FAILED and refused access → ACCESS_REFUSED (terminal, one lifecycle
+event, no more Gmail calls); rate limits / 5xx / clock skew → per-mailbox
+backoff, never before the retry time Gmail named (`workers.outcome`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain import errors
-from mailwatch.domain.models import Credential, EventType, Mailbox, NewEvent
+from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, NewEvent
 from mailwatch.gmail.client import GmailClient
 from mailwatch.secrets import SecretBox
 from mailwatch.store import work
@@ -31,6 +33,7 @@ from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
 from mailwatch.sync.history_events import events_from_history, newest_history_id
 from mailwatch.workers.loop import LoopWorker
+from mailwatch.workers.outcome import failure_of
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +114,20 @@ class SyncWorker(LoopWorker):
 
     async def sync_claimed(self, claim: work.ClaimedMailbox) -> str:
         mailbox = claim.mailbox
+        credential: Credential | None = None
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
             await self._sync_history(mailbox, credential)
             return "synced"
         except errors.GmailHistoryExpired:
             return await self._resync(mailbox, credential)
-        except errors.GmailAuthFailed as exc:
-            self.gmail.forget(credential, mailbox.tenant_id)
-            await self._auth_failed(mailbox, exc)
-            return "auth_failed"
         except work.LeaseLost:
             log.warning("lease on mailbox %s lost; another worker took it over", mailbox.id)
             return "lease_lost"
-        except errors.MailwatchError as exc:
-            await self._retry_later(mailbox, exc, retry_after=getattr(exc, "retry_after", None))
-            return "rate_limited" if isinstance(exc, errors.GmailRateLimited) else "retry"
-        except Exception as exc:  # noqa: BLE001 - one mailbox's bug must not stop the others
-            log.exception("sync of mailbox %s failed unexpectedly", mailbox.id)
-            await self._retry_later(mailbox, exc)
-            return "error"
+        except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not stop the others
+            if not isinstance(exc, errors.MailwatchError):
+                log.exception("sync of mailbox %s failed unexpectedly", mailbox.id)
+            return await self._failed(mailbox, credential, exc)
 
     async def _sync_history(self, mailbox: Mailbox, credential: Credential) -> None:
         synced = mailbox.history_id
@@ -185,12 +182,8 @@ class SyncWorker(LoopWorker):
                 message_count += len(messages)
                 if not page_token:
                     break
-        except errors.GmailAuthFailed as exc:
-            await self._auth_failed(mailbox, exc)
-            return "auth_failed"
         except errors.MailwatchError as exc:
-            await self._retry_later(mailbox, exc, retry_after=getattr(exc, "retry_after", None))
-            return "retry"
+            return await self._failed(mailbox, credential, exc)
         common = dict(mailbox_id=mailbox.id, email_address=mailbox.email_address)
         events = [
             NewEvent(type=EventType.RESYNC_REQUIRED, history_id=mailbox.history_id,
@@ -237,24 +230,28 @@ class SyncWorker(LoopWorker):
                 extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)},
             )
 
-    async def _auth_failed(self, mailbox: Mailbox, exc: errors.MailwatchError) -> None:
-        event = NewEvent(
-            mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.AUTH_FAILED,
-            detail={"reason": exc.reason, "message": exc.message},
-        )
-        async with self.sessions() as session, session.begin():
-            await work.mark_auth_failed(
-                session, mailbox, owner=self.owner, error=f"{exc.reason}: {exc.message}", now=self.clock.now(),
-                event=event,
-            )
-
-    async def _retry_later(self, mailbox: Mailbox, exc: BaseException, retry_after: float | None = None) -> None:
+    async def _failed(self, mailbox: Mailbox, credential: Credential | None, exc: BaseException) -> str:
+        """Record the failure: back off (never before Gmail's retry time), or end in a terminal state."""
         now = self.clock.now()
-        retry_at = self.backoff.next_attempt_at(now, mailbox.sync_attempts + 1, retry_after=retry_after)
-        # "REASON: message" is what GetMailbox splits into MailboxError.reason / message.
-        if isinstance(exc, errors.MailwatchError):
-            message = f"{exc.reason}: {exc.message}"
-        else:
-            message = f"INTERNAL: unexpected {type(exc).__name__} during sync"
+        failure = failure_of(exc, now, doing="sync")
         async with self.sessions() as session, session.begin():
-            await work.record_sync_failure(session, mailbox, owner=self.owner, error=message, retry_at=retry_at, now=now)
+            if failure.terminal is None:
+                backoff_at = self.backoff.next_attempt_at(now, mailbox.sync_attempts + 1)
+                await work.record_sync_failure(
+                    session, mailbox, owner=self.owner, reason=failure.reason, message=failure.message,
+                    retry_at=failure.retry_at(backoff_at), gmail_retry_at=failure.gmail_retry_at, now=now,
+                )
+                return failure.outcome
+            state, event_type = failure.terminal
+            if credential is not None and state is MailboxState.AUTH_FAILED:
+                self.gmail.forget(credential, mailbox.tenant_id)
+            event = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=event_type,
+                             history_id=mailbox.history_id, detail=failure.detail)
+            marked = await work.mark_terminal(
+                session, mailbox, owner=self.owner, state=state, reason=failure.reason, message=failure.message,
+                now=now, event=event,
+            )
+        if marked:
+            log.warning("mailbox %s is now %s: %s", mailbox.id, state.value, failure.message,
+                        extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)})
+        return failure.outcome

@@ -16,6 +16,7 @@ class MailboxState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MAILBOX_STATE_ACTIVE: _ClassVar[MailboxState]
     MAILBOX_STATE_AUTH_FAILED: _ClassVar[MailboxState]
     MAILBOX_STATE_STOPPED: _ClassVar[MailboxState]
+    MAILBOX_STATE_ACCESS_REFUSED: _ClassVar[MailboxState]
 
 class LabelFilterBehavior(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_WATCH_EXPIRING: _ClassVar[EventType]
     EVENT_TYPE_NOTIFICATIONS_MISSED: _ClassVar[EventType]
     EVENT_TYPE_TEST: _ClassVar[EventType]
+    EVENT_TYPE_ACCESS_REFUSED: _ClassVar[EventType]
 
 class SubscriptionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +58,7 @@ MAILBOX_STATE_UNSPECIFIED: MailboxState
 MAILBOX_STATE_ACTIVE: MailboxState
 MAILBOX_STATE_AUTH_FAILED: MailboxState
 MAILBOX_STATE_STOPPED: MailboxState
+MAILBOX_STATE_ACCESS_REFUSED: MailboxState
 LABEL_FILTER_BEHAVIOR_UNSPECIFIED: LabelFilterBehavior
 LABEL_FILTER_BEHAVIOR_INCLUDE: LabelFilterBehavior
 LABEL_FILTER_BEHAVIOR_EXCLUDE: LabelFilterBehavior
@@ -77,12 +80,13 @@ EVENT_TYPE_MAILBOX_STOPPED: EventType
 EVENT_TYPE_WATCH_EXPIRING: EventType
 EVENT_TYPE_NOTIFICATIONS_MISSED: EventType
 EVENT_TYPE_TEST: EventType
+EVENT_TYPE_ACCESS_REFUSED: EventType
 SUBSCRIPTION_STATE_UNSPECIFIED: SubscriptionState
 SUBSCRIPTION_STATE_OK: SubscriptionState
 SUBSCRIPTION_STATE_FAILING: SubscriptionState
 
 class Mailbox(_message.Message):
-    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata", "watch_topic")
+    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata", "watch_topic", "next_attempt_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +103,7 @@ class Mailbox(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     WATCH_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     email_address: str
     state: MailboxState
@@ -115,7 +120,8 @@ class Mailbox(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     metadata: MetadataOptions
     watch_topic: str
-    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ..., watch_topic: _Optional[str] = ...) -> None: ...
+    next_attempt_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ..., watch_topic: _Optional[str] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LabelFilter(_message.Message):
     __slots__ = ("label_ids", "behavior")

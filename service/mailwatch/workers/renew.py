@@ -6,10 +6,11 @@ the mailboxes were registered, and always days before the 7-day expiration.
 A renewal writes the new expiration, the next due time and WATCH_RENEWED in
 one transaction, fenced on its claim (`store.renewals`).
 
-Failures: revoked credentials → AUTH_FAILED, exactly as sync does (the
-mailbox makes no Gmail call until registered again); anything else → retry
-with jittered exponential backoff honouring Retry-After, never later than
-the moment the current watch expires. A watch that does lapse is reported
+Failures (`workers.outcome`, as for sync): revoked credentials → AUTH_FAILED,
+refused access → ACCESS_REFUSED (the mailbox makes no Gmail call until
+registered again); anything else → retry with jittered exponential backoff,
+never before the retry time Gmail named and otherwise never later than the
+moment the current watch expires. A watch that does lapse is reported
 once with WATCH_EXPIRED; the mailbox keeps syncing meanwhile, because the
 fallback poll only looks at the last sync time, and a renewal that succeeds
 later says WATCH_RENEWED.
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain import errors
-from mailwatch.domain.models import Credential, EventType, NewEvent
+from mailwatch.domain.models import Credential, EventType, MailboxState, NewEvent
 from mailwatch.domain.projects import topic_project, union_filter
 from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
@@ -36,6 +37,7 @@ from mailwatch.store import renewals, watch_groups
 from mailwatch.store.renewals import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.loop import LoopWorker
+from mailwatch.workers.outcome import Failure, failure_of
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,6 @@ RENEW_SECONDS = Histogram("mailwatch_renew_seconds", "Time to renew one watch")
 # A day between renewals leaves six days of retries before a watch lapses;
 # an hour's cap keeps retrying often enough within them.
 RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
-
-
-def _error_text(exc: BaseException) -> str:
-    # "REASON: message" is what GetMailbox splits into MailboxError.reason / message.
-    if isinstance(exc, errors.MailwatchError):
-        return f"{exc.reason}: {exc.message}"
-    return f"INTERNAL: unexpected {type(exc).__name__} during watch renewal"
 
 
 class RenewWorker(LoopWorker):
@@ -127,17 +122,10 @@ class RenewWorker(LoopWorker):
                 label_filter=union_filter([mailbox.label_filter, *(member.label_filter for member in sharing)]),
                 tenant_id=mailbox.tenant_id,
             )
-        except errors.GmailAuthFailed as exc:
-            if credential is not None:
-                self.gmail.forget(credential, mailbox.tenant_id)
-            return await self._auth_failed(claim, exc)
-        except errors.MailwatchError as exc:
-            retry_after = getattr(exc, "retry_after", None)
-            outcome = "rate_limited" if isinstance(exc, errors.GmailRateLimited) else "retry"
-            return await self._retry_later(claim, exc, retry_after=retry_after, outcome=outcome)
-        except Exception as exc:  # noqa: BLE001 - one mailbox's bug must not stop the others
-            log.exception("renewal of mailbox %s failed unexpectedly", mailbox.id)
-            return await self._retry_later(claim, exc, outcome="error")
+        except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not stop the others
+            if not isinstance(exc, errors.MailwatchError):
+                log.exception("renewal of mailbox %s failed unexpectedly", mailbox.id)
+            return await self._failed(claim, credential, exc)
         return await self._renewed(claim, watch)
 
     # --- outcomes -------------------------------------------------------------
@@ -193,36 +181,42 @@ class RenewWorker(LoopWorker):
             WATCHES_EXPIRED.inc()
         return "renewed" if written else "lease_lost"
 
-    async def _retry_later(
-        self, claim: ClaimedRenewal, exc: BaseException, *, outcome: str, retry_after: float | None = None
-    ) -> str:
+    async def _failed(self, claim: ClaimedRenewal, credential: Credential | None, exc: BaseException) -> str:
+        """Back off (never before Gmail's retry time), or end in a terminal state as sync does."""
         now = self.clock.now()
-        retry_at = self.backoff.next_attempt_at(now, claim.renew_attempts + 1, retry_after=retry_after)
+        failure = failure_of(exc, now, doing="watch renewal")
+        if failure.terminal is not None:
+            return await self._terminal(claim, credential, failure, now)
+        retry_at = failure.retry_at(self.backoff.next_attempt_at(now, claim.renew_attempts + 1))
         expiration = claim.mailbox.watch_expiration
-        if expiration is not None and expiration > now:
-            # Look again the moment the watch lapses, so WATCH_EXPIRED is not late.
+        if expiration is not None and expiration > now and failure.gmail_retry_at is None:
+            # Look again the moment the watch lapses, so WATCH_EXPIRED is not late
+            # (unless Gmail said not to call before a later time).
             retry_at = min(retry_at, expiration)
-        reason = exc.reason if isinstance(exc, errors.MailwatchError) else "INTERNAL"
-        events = self._expired_events(claim, now, reason)
-        expiring = self._expiring_events(claim, now, reason)
+        events = self._expired_events(claim, now, failure.reason)
+        expiring = self._expiring_events(claim, now, failure.reason)
         async with self.sessions() as session, session.begin():
             written = await renewals.record_renewal_failure(
-                session, claim, error=_error_text(exc), retry_at=retry_at, now=now,
-                events=events + expiring, expiry_reported=bool(events), expiring_reported=bool(expiring),
+                session, claim, reason=failure.reason, message=failure.message, retry_at=retry_at,
+                gmail_retry_at=failure.gmail_retry_at, now=now, events=events + expiring,
+                expiry_reported=bool(events), expiring_reported=bool(expiring),
             )
         if written and events:
             WATCHES_EXPIRED.inc()
-        return outcome if written else "lease_lost"
+        return failure.outcome if written else "lease_lost"
 
-    async def _auth_failed(self, claim: ClaimedRenewal, exc: errors.MailwatchError) -> str:
-        now = self.clock.now()
-        events = self._expired_events(claim, now, exc.reason)
-        events.append(self._event(claim, EventType.AUTH_FAILED, {"reason": exc.reason, "message": exc.message}))
+    async def _terminal(self, claim: ClaimedRenewal, credential: Credential | None, failure: Failure,
+                        now: datetime) -> str:
+        state, event_type = failure.terminal
+        if credential is not None and state is MailboxState.AUTH_FAILED:
+            self.gmail.forget(credential, claim.mailbox.tenant_id)
+        events = self._expired_events(claim, now, failure.reason)
+        events.append(self._event(claim, event_type, failure.detail))
         async with self.sessions() as session, session.begin():
-            written = await renewals.mark_auth_failed(
-                session, claim, error=_error_text(exc), now=now, events=events,
-                expiry_reported=len(events) > 1,
+            written = await renewals.mark_terminal(
+                session, claim, state=state, reason=failure.reason, message=failure.message, now=now,
+                events=events, expiry_reported=len(events) > 1,
             )
         if written and len(events) > 1:
             WATCHES_EXPIRED.inc()
-        return "auth_failed" if written else "lease_lost"
+        return failure.outcome if written else "lease_lost"

@@ -6,12 +6,38 @@ import asyncio
 import base64
 import json
 import time
+from datetime import datetime, timedelta, timezone
 
 from google.cloud import pubsub_v1
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 
 ET = resources_pb2.EventType
+DAY = 24 * 3600
+
+
+def advance(service, clock, seconds: float) -> None:
+    """Move the simulator's clock and the service's `OffsetClock` together."""
+    service.sim.advance_clock(seconds)
+    clock.advance(timedelta(seconds=seconds))
+
+
+async def get_mailbox(service, auth, mailbox_id):
+    return await service.mailboxes.GetMailbox(
+        mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id), metadata=auth
+    )
+
+
+async def register_sa_mailbox(service, email: str):
+    """(API-key metadata of a fresh tenant, its mailbox registered with a service-account key)."""
+    from tests.integration.service.helpers import sa_request
+
+    _, auth = await service.new_tenant()
+    return auth, await service.mailboxes.RegisterMailbox(sa_request(service.sim, email), metadata=auth)
+
+
+def timestamp(value) -> datetime:
+    return value.ToDatetime(tzinfo=timezone.utc)
 
 
 async def collect(service, auth, until, *, timeout: float = 30.0, **request_fields) -> list:

@@ -143,7 +143,8 @@ async def test_failures_back_off_honour_retry_after_and_clear_on_success(world):
     row = await world.row(mailbox)
     assert row.next_renewal_at >= T0 + timedelta(seconds=300)
     assert row.renew_attempts == 1
-    assert row.last_error == "GMAIL_RATE_LIMITED: watch: Gmail answered 429"
+    assert (row.last_error_reason, row.last_error) == ("GMAIL_RATE_LIMITED", "watch: Gmail answered 429")
+    assert row.next_attempt_at == row.next_renewal_at
     assert await world.events(mailbox) == []
 
     world.clock.advance(timedelta(seconds=299))
@@ -152,7 +153,50 @@ async def test_failures_back_off_honour_retry_after_and_clear_on_success(world):
     assert await world.worker.run_once() == 1
     row = await world.row(mailbox)
     assert row.renew_attempts == 0 and row.last_error is None
+    assert row.last_error_reason is None and row.next_attempt_at is None
     assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
+
+
+async def test_gmails_retry_time_holds_back_renewal_and_sync_even_past_the_watch_expiry(world, sessions):
+    mailbox = await world.add("locked@example.com", expires_in=timedelta(minutes=5))
+    retry_at = T0 + timedelta(minutes=30)
+    world.gmail.fail("locked@example.com", errors.GmailRateLimited("watch: Gmail answered 429", retry_at=retry_at))
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.next_renewal_at == retry_at == row.gmail_retry_at == row.next_attempt_at
+    # The sync claim honours it too: no Gmail call for the mailbox before Gmail's time.
+    from mailwatch.store import work
+
+    async with sessions() as session, session.begin():
+        await session.execute(update(mailboxes_table).where(mailboxes_table.c.id == mailbox.id)
+                              .values(sync_due_at=T0))
+    world.clock.current = retry_at - timedelta(seconds=1)
+    assert await world.worker.run_once() == 0
+    async with sessions() as session, session.begin():
+        assert await work.claim_due_syncs(session, owner="o", now=world.clock.now(),
+                                          lease=timedelta(minutes=1), limit=10) == []
+    world.clock.current = retry_at
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.gmail_retry_at is None and row.last_error is None
+
+
+async def test_refused_access_ends_in_access_refused_once(world):
+    mailbox = await world.add("refused@example.com")
+    world.gmail.fail("refused@example.com", errors.GmailAccessRefused(
+        "watch: Gmail answered 403 domainPolicy: The domain administrators have disabled Gmail apps.",
+        metadata={"gmail_reason": "domainPolicy", "http_status": "403"}))
+    assert await world.worker.run_once() == 1
+    row = await world.row(mailbox)
+    assert row.state == MailboxState.ACCESS_REFUSED.value and row.sync_due_at is None
+    assert row.last_error_reason == "GMAIL_ACCESS_REFUSED" and row.next_attempt_at is None
+    assert world.gmail.forgotten == 0  # the credentials are fine; access is not
+    (refused,) = await world.events(mailbox)
+    assert refused.type is EventType.ACCESS_REFUSED
+    assert refused.detail["gmail_reason"] == "domainPolicy" and "disabled Gmail apps" in refused.detail["message"]
+    world.clock.advance(timedelta(days=2))
+    assert await world.worker.run_once() == 0
+    assert len(world.gmail.calls) == 1
 
 
 async def test_backoff_grows_and_is_jittered(world):
@@ -219,7 +263,7 @@ async def test_revoked_credentials_mark_auth_failed_once_and_stop_renewals(world
     assert await world.worker.run_once() == 1
     row = await world.row(mailbox)
     assert row.state == MailboxState.AUTH_FAILED.value and row.sync_due_at is None
-    assert row.last_error == "GMAIL_AUTH_FAILED: watch: credentials rejected (invalid_grant)"
+    assert (row.last_error_reason, row.last_error) == ("GMAIL_AUTH_FAILED", "watch: credentials rejected (invalid_grant)")
     assert world.gmail.forgotten == 1
     (failed,) = await world.events(mailbox)
     assert failed.type is EventType.AUTH_FAILED and failed.detail["reason"] == "GMAIL_AUTH_FAILED"

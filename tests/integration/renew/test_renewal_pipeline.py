@@ -15,29 +15,14 @@ from prometheus_client import generate_latest
 
 from mailwatch.clock import OffsetClock
 from mailwatch.gmail import quota
-from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import collect, eventually, message_events, types
+from mailwatch.v1 import resources_pb2
+from tests.integration.pipeline.helpers import (
+    DAY, advance, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox, timestamp as ts,
+    types,
+)
 from tests.integration.service.helpers import oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
-
-DAY = 24 * 3600
-
-
-def advance(service, clock: OffsetClock, seconds: float) -> None:
-    service.sim.advance_clock(seconds)
-    clock.advance(timedelta(seconds=seconds))
-
-
-async def get(service, auth, mailbox_id):
-    return await service.mailboxes.GetMailbox(
-        mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id), metadata=auth
-    )
-
-
-def ts(value) -> datetime:
-    return value.ToDatetime(tzinfo=timezone.utc)
-
 
 def watch_calls(sim, email) -> int:
     return sim.counters()["calls"].get(email, {}).get("users.watch", 0)
@@ -157,8 +142,7 @@ async def test_rate_limited_renewal_backs_off_for_retry_after(make_service):
     clock = OffsetClock()
     async with make_service(clock=clock, sync_enabled=False, poll_enabled=False, renew_enabled=False) as service:
         sim = service.sim
-        _, auth = await service.new_tenant()
-        mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "slow@example.com"), metadata=auth)
+        auth, mailbox = await register_sa_mailbox(service, "slow@example.com")
         sim.inject_fault("rateLimitExceeded", method="users.watch", count=1, retry_after=900)
         advance(service, clock, 36 * 3600)
         assert await service.app.renew_worker.run_once() == 1

@@ -131,6 +131,18 @@ async def test_page_token_from_another_query_is_rejected(service):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def retry_info(error):
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    for detail in rpc_status.from_call(error).details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no RetryInfo")
+
+
 @pytest.mark.parametrize(
     "fault,code,reason",
     [
@@ -148,6 +160,11 @@ async def test_gmail_failures_map_to_clear_statuses(service, fault, code, reason
     assert caught.value.code() == code
     info, _ = error_details(caught.value)
     assert info.reason == reason and info.domain == "mailwatch.dev"
+    if fault != "backendError":
+        # Gmail's retry time (named in its message) reaches the caller as RetryInfo.
+        retry = retry_info(caught.value)
+        assert 20 < retry.retry_delay.seconds <= 30
+        service.sim.advance_clock(31)  # past Gmail's lockout of the user
     # Nothing half-registered: the retry succeeds and creates the mailbox.
     mailbox = await service.mailboxes.RegisterMailbox(request, metadata=auth)
     assert mailbox.state == ACTIVE

@@ -123,3 +123,37 @@ def test_accepts_plain_postgresql_urls(postgres_server, empty_database_url):
     plain = empty_database_url.replace("postgresql+psycopg://", "postgresql://")
     upgrade(plain)
     assert current(plain) == head()
+
+
+def test_failure_strings_become_columns_and_back(empty_database_url):
+    """0006 splits the "REASON: message" that workers used to write into reason and message."""
+    from sqlalchemy import text
+
+    upgrade(empty_database_url, "0005")
+
+    def seed(connection):
+        tenant = connection.execute(text("INSERT INTO tenants (name) VALUES ('t') RETURNING id")).scalar_one()
+        for email, error in [("a@x.com", "GMAIL_RATE_LIMITED: watch: Gmail answered 429: slow: down"),
+                             ("b@x.com", "connection reset by peer"), ("c@x.com", None)]:
+            connection.execute(text(
+                "INSERT INTO mailboxes (tenant_id, email_address, credential_kind, credentials_ciphertext, last_error) "
+                "VALUES (:t, :e, 'OAUTH', '\\x00', :err)"), {"t": tenant, "e": email, "err": error})
+        connection.commit()
+
+    def errors(connection):
+        rows = connection.execute(text(
+            "SELECT email_address, last_error_reason, last_error FROM mailboxes ORDER BY email_address"))
+        return [tuple(row) for row in rows]
+
+    _inspect(empty_database_url, seed)
+    upgrade(empty_database_url)
+    assert _inspect(empty_database_url, errors) == [
+        ("a@x.com", "GMAIL_RATE_LIMITED", "watch: Gmail answered 429: slow: down"),
+        ("b@x.com", None, "connection reset by peer"),
+        ("c@x.com", None, None),
+    ]
+    downgrade(empty_database_url, "0005")
+    rows = _inspect(empty_database_url, lambda c: [tuple(r) for r in c.execute(
+        text("SELECT email_address, last_error FROM mailboxes ORDER BY email_address"))])
+    assert rows == [("a@x.com", "GMAIL_RATE_LIMITED: watch: Gmail answered 429: slow: down"),
+                    ("b@x.com", "connection reset by peer"), ("c@x.com", None)]

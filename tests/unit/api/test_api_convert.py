@@ -28,8 +28,10 @@ def mailbox(**overrides) -> models.Mailbox:
         next_renewal_at=T0 + timedelta(days=1),
         last_notification_at=T0,
         last_sync_at=T0,
-        last_error="GMAIL_RATE_LIMITED: quota exceeded",
+        last_error="quota exceeded",
+        last_error_reason="GMAIL_RATE_LIMITED",
         last_error_at=T0 - timedelta(minutes=5),
+        next_attempt_at=T0 + timedelta(minutes=15),
         created=T0 - timedelta(days=3),
         updated=T0,
     )
@@ -70,6 +72,7 @@ def test_mailbox_to_proto():
     assert convert.datetime_from(proto.last_sync_time) == T0
     assert (proto.last_error.reason, proto.last_error.message) == ("GMAIL_RATE_LIMITED", "quota exceeded")
     assert convert.datetime_from(proto.last_error.time) == T0 - timedelta(minutes=5)
+    assert convert.datetime_from(proto.next_attempt_time) == T0 + timedelta(minutes=15)
     assert convert.datetime_from(proto.create_time) == T0 - timedelta(days=3)
     assert convert.datetime_from(proto.update_time) == T0
 
@@ -84,17 +87,20 @@ def test_mailbox_unset_fields():
             last_notification_at=None,
             last_sync_at=None,
             last_error=None,
+            last_error_reason=None,
             last_error_at=None,
+            next_attempt_at=None,
         )
     )
     assert (proto.history_id, proto.notified_history_id) == (0, 0)
-    for field in ["watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error"]:
+    for field in ["watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error",
+                  "next_attempt_time"]:
         assert not proto.HasField(field), field
 
 
-def test_last_error_without_reason():
-    proto = convert.mailbox_to_proto(mailbox(last_error="connection reset: peer went away"))
-    assert (proto.last_error.reason, proto.last_error.message) == ("", "connection reset: peer went away")
+def test_last_error_is_data_not_a_parsed_string():
+    proto = convert.mailbox_to_proto(mailbox(last_error="BAD_THING: happened", last_error_reason=None))
+    assert (proto.last_error.reason, proto.last_error.message) == ("", "BAD_THING: happened")
 
 
 def test_naive_datetimes_are_utc():

@@ -33,6 +33,8 @@ TABLE = [
     (domain.GmailError("gmail?"), C.UNAVAILABLE, "GMAIL_ERROR"),
     (domain.GmailAuthFailed("invalid_grant"), C.FAILED_PRECONDITION, "GMAIL_AUTH_FAILED"),
     (domain.GmailPermissionDenied("not delegated"), C.FAILED_PRECONDITION, "GMAIL_PERMISSION_DENIED"),
+    (domain.GmailAccessRefused("domainPolicy"), C.FAILED_PRECONDITION, "GMAIL_ACCESS_REFUSED"),
+    (domain.GmailClockSkew("iat and exp"), C.UNAVAILABLE, "GMAIL_CLOCK_SKEW"),
     (domain.GmailTopicNotPublishable("topic"), C.FAILED_PRECONDITION, "GMAIL_TOPIC_NOT_PUBLISHABLE"),
     (domain.TopicProjectMismatch.between(topic="projects/a/topics/t", credentials_project="b"),
      C.FAILED_PRECONDITION, "TOPIC_PROJECT_MISMATCH"),

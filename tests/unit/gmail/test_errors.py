@@ -1,4 +1,5 @@
 import json
+from datetime import datetime, timezone
 
 import google.auth.exceptions
 import httplib2
@@ -7,6 +8,9 @@ from googleapiclient.errors import HttpError
 
 from mailwatch.domain import errors
 from mailwatch.gmail.errors import classify
+
+CLOCK_SKEW = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
+              "Check your iat and exp values in the JWT claim.")
 
 
 def http_error(status, reason="", message="", headers=None):
@@ -21,7 +25,14 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(429, "rateLimitExceeded"), "history.list", errors.GmailRateLimited),
         (http_error(403, "userRateLimitExceeded"), "history.list", errors.GmailRateLimited),
         (http_error(403, "rateLimitExceeded"), "watch", errors.GmailRateLimited),
-        (http_error(403, "forbidden", "Delegation denied for a@x"), "history.list", errors.GmailPermissionDenied),
+        (http_error(403, "forbidden", "Delegation denied for a@x"), "history.list", errors.GmailAccessRefused),
+        (http_error(403, "domainPolicy", "The domain administrators have disabled Gmail apps."), "watch",
+         errors.GmailAccessRefused),
+        (http_error(403, "insufficientPermissions", "Request had insufficient authentication scopes."),
+         "history.list", errors.GmailAccessRefused),
+        (http_error(400, "failedPrecondition", "Mail service not enabled"), "watch", errors.GmailAccessRefused),
+        (http_error(403, "forbidden", "Metadata scope doesn't allow format FULL"), "messages.get",
+         errors.GmailPermissionDenied),
         (http_error(401, "authError"), "history.list", errors.GmailAuthFailed),
         (http_error(404, "notFound"), "history.list", errors.GmailHistoryExpired),
         (http_error(404, "notFound", "Resource not found (resource=t)."), "watch", errors.GmailTopicNotPublishable),
@@ -40,12 +51,61 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(500, "backendError"), "history.list", errors.GmailUnavailable),
         (http_error(503, ""), "watch", errors.GmailUnavailable),
         (google.auth.exceptions.RefreshError("invalid_grant: Token has been revoked."), "watch", errors.GmailAuthFailed),
+        (google.auth.exceptions.RefreshError("invalid_grant: Token has been expired or revoked.",
+                                             {"error": "invalid_grant",
+                                              "error_description": "Token has been expired or revoked."}),
+         "watch", errors.GmailAuthFailed),
+        (google.auth.exceptions.RefreshError("invalid_grant: Invalid email or User ID",
+                                             {"error": "invalid_grant", "error_description": "Invalid email or User ID"}),
+         "watch", errors.GmailAuthFailed),
+        (google.auth.exceptions.RefreshError("unauthorized_client: Client is unauthorized",
+                                             {"error": "unauthorized_client"}), "watch", errors.GmailAuthFailed),
+        (google.auth.exceptions.RefreshError(f"invalid_grant: {CLOCK_SKEW}",
+                                             {"error": "invalid_grant", "error_description": CLOCK_SKEW}),
+         "history.list", errors.GmailClockSkew),
+        (google.auth.exceptions.RefreshError("invalid_client: Unauthorized", {"error": "invalid_client"}), "watch",
+         errors.GmailUnavailable),
         (google.auth.exceptions.TransportError("connection refused"), "watch", errors.GmailUnavailable),
         (ConnectionRefusedError(), "history.list", errors.GmailUnavailable),
     ],
 )
 def test_classification(exc, operation, expected):
     assert type(classify(exc, operation=operation)) is expected
+
+
+def test_retry_time_is_read_from_the_message():
+    message = "User-rate limit exceeded.  Retry after 2026-11-29T17:20:36.724Z"
+    error = classify(http_error(429, "rateLimitExceeded", message), operation="history.list")
+    assert isinstance(error, errors.GmailRateLimited) and error.retryable
+    assert error.retry_at == datetime(2026, 11, 29, 17, 20, 36, 724000, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, 17, 0, tzinfo=timezone.utc)
+    assert error.not_before(now) == error.retry_at
+    assert classify(http_error(403, "userRateLimitExceeded", message), operation="watch").retry_at == error.retry_at
+
+
+def test_retry_after_http_date():
+    error = classify(http_error(429, "rateLimitExceeded", headers={"retry-after": "Sun, 29 Nov 2026 17:20:36 GMT"}),
+                     operation="history.list")
+    assert error.retry_at == datetime(2026, 11, 29, 17, 20, 36, tzinfo=timezone.utc) and error.retry_after is None
+
+
+def test_clock_skew_is_transient_counted_and_logged_with_the_host_clock(caplog):
+    from mailwatch.gmail.errors import CLOCK_SKEW as counter
+
+    before = counter._value.get()
+    exc = google.auth.exceptions.RefreshError(f"invalid_grant: {CLOCK_SKEW}",
+                                              {"error": "invalid_grant", "error_description": CLOCK_SKEW})
+    with caplog.at_level("ERROR", logger="mailwatch.gmail.errors"):
+        error = classify(exc, operation="history.list")
+    assert error.retryable and error.reason == "GMAIL_CLOCK_SKEW"
+    assert counter._value.get() == before + 1
+    assert "host clock" in caplog.text and str(datetime.now(timezone.utc).year) in caplog.text
+
+
+def test_permanent_failures_are_not_retryable():
+    assert not classify(http_error(403, "domainPolicy", "x"), operation="watch").retryable
+    assert not classify(google.auth.exceptions.RefreshError("invalid_grant: Bad Request"), operation="watch").retryable
+    assert classify(http_error(500, "backendError"), operation="watch").retryable
 
 
 def test_retry_after_is_kept():
