@@ -72,8 +72,9 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailUnavailable: grpc.StatusCode.UNAVAILABLE,
     domain.GmailClockSkew: grpc.StatusCode.UNAVAILABLE,
     domain.GmailHistoryExpired: grpc.StatusCode.FAILED_PRECONDITION,
-    # A Gmail 400 that no request field explains (e.g. "Mail service not
-    # enabled") is about the mailbox's Google side, not the caller's argument.
+    # A Gmail 400 that no request field explains is about the mailbox's Google
+    # side, not the caller's argument ("Mail service not enabled" is
+    # GmailAccessRefused, a permanent refusal).
     domain.GmailBadRequest: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailLabelRejected: grpc.StatusCode.INVALID_ARGUMENT,
     domain.GmailMailboxNotFound: grpc.StatusCode.FAILED_PRECONDITION,

@@ -47,7 +47,6 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(404, "notFound"), "getProfile", errors.GmailMailboxNotFound),
         (http_error(400, "invalidArgument", "Invalid pageToken"), "history.list", errors.GmailBadRequest),
         (http_error(400, "invalidArgument", "Invalid label: Label_424242"), "watch", errors.GmailLabelRejected),
-        (http_error(400, "failedPrecondition", "Mail service not enabled"), "watch", errors.GmailBadRequest),
         (http_error(500, "backendError"), "history.list", errors.GmailUnavailable),
         (http_error(503, ""), "watch", errors.GmailUnavailable),
         (google.auth.exceptions.RefreshError("invalid_grant: Token has been revoked."), "watch", errors.GmailAuthFailed),
