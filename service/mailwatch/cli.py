@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")
     secret.set_defaults(func=cmd_secret_key)
+    from mailwatch.pubsub_setup import add_parser as add_pubsub_parser
+    add_pubsub_parser(sub)
     from mailwatch.tail import add_parser as add_tail_parser
     add_tail_parser(sub)
     return parser

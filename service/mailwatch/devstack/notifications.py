@@ -26,12 +26,13 @@ PUSH_AUDIENCE = "mailwatch-dev/pubsub/push"
 
 
 def _create_pubsub_resources() -> None:
+    """What `mailwatch pubsub ensure` does for a real deployment (the emulator has no IAM)."""
     from google.cloud import pubsub_v1
 
-    with pubsub_v1.PublisherClient() as publisher:
-        publisher.create_topic(name=TOPIC)
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=30)
+    from mailwatch.pubsub_setup import ensure
+
+    with pubsub_v1.PublisherClient() as publisher, pubsub_v1.SubscriberClient() as subscriber:
+        ensure(TOPIC, SUBSCRIPTION, publisher=publisher, subscriber=subscriber)
 
 
 class EmulatorPath:
