@@ -21,7 +21,7 @@ from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.gmail.client import GmailClient
 from mailwatch.http import create_http_app, start_http
 from mailwatch.ingest.pull import PullIngestor
-from mailwatch.ingest.sources import configured_subscriptions
+from mailwatch.ingest.sources import TenantPushAudiences, configured_subscriptions
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.secrets import SecretBox
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory
@@ -54,6 +54,7 @@ class App:
     http_runner: web.AppRunner | None = None
     http_port: int | None = None  # bound port of MAILWATCH_HTTP_LISTEN, once started
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _background: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> "App":
@@ -128,9 +129,21 @@ class App:
         if self.ingestor is not None:
             await self.ingestor.start()
         if self.settings.http_listen:
-            http_app = create_http_app(self.settings, self.sessions, self.clock, on_marked_due=self.sync_worker.wake)
+            audiences = None
+            if self.settings.push_enabled:
+                audiences = TenantPushAudiences(self.sessions)
+                await audiences.refresh()
+                self._background.append(asyncio.create_task(self._refresh_audiences(audiences), name="push-audiences"))
+            http_app = create_http_app(self.settings, self.sessions, self.clock, on_marked_due=self.sync_worker.wake,
+                                       tenant_audiences=audiences)
             self.http_runner, self.http_port = await start_http(http_app, self.settings.http_listen)
         self._tasks = [asyncio.create_task(worker.run(), name=type(worker).__name__) for worker in self.workers]
+
+    async def _refresh_audiences(self, audiences: "TenantPushAudiences") -> None:
+        """Tenants' push audiences, re-read as their Google settings change (until stop cancels)."""
+        while True:
+            await asyncio.sleep(self.settings.ingest_sources_refresh_seconds)
+            await audiences.refresh()
 
     async def stop(self) -> None:
         """Stop taking work (finishing what is in flight), then stop the workers."""
@@ -142,7 +155,10 @@ class App:
         for worker in self.workers:
             worker.stop()
         tasks, self._tasks = self._tasks, []
-        await asyncio.gather(*tasks, return_exceptions=True)
+        background, self._background = self._background, []
+        for task in background:  # loops with nothing in flight: cancelled, not drained
+            task.cancel()
+        await asyncio.gather(*tasks, *background, return_exceptions=True)
 
     async def close(self) -> None:
         await self.streamer.aclose()  # shared stream readers hold connections until they stop

@@ -36,6 +36,7 @@ def create_http_app(
     sessions: async_sessionmaker[AsyncSession],
     clock: Clock,
     on_marked_due: Callable[[], None] | None = None,
+    tenant_audiences=None,
 ) -> web.Application:
     if settings.push_enabled:
         auth = None
@@ -45,6 +46,7 @@ def create_http_app(
                 service_account_email=settings.push_service_account_email,
                 certs_url=settings.push_certs_url,
                 issuers=settings.push_issuers,
+                tenant_audiences=tenant_audiences,
             )
         app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
     else:

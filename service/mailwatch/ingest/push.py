@@ -22,7 +22,7 @@ configurable so tests serve their own), with the certificates cached.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import logging
 import threading
 import time
@@ -75,6 +75,10 @@ class PushAuth:
     # (a key rotation is picked up quickly; garbage tokens cannot force a fetch each).
     certs_refetch_min_seconds: float = 30.0
     http_timeout: float = 10.0
+    # Tenants' own push subscriptions (their Google settings): audience -> the
+    # Google projects whose service accounts may sign for it. Read on each
+    # request (a holder refreshed in the background), so settings apply soon.
+    tenant_audiences: Callable[[], Mapping[str, frozenset[str]]] | None = None
 
 
 class PushAuthError(Exception):
@@ -178,15 +182,26 @@ class OidcVerifier:
     def _check_claims(self, claims: dict) -> dict:
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
-        if self.auth.audience not in audiences:
+        tenant_projects = self._tenant_projects(audiences)
+        if self.auth.audience not in audiences and not tenant_projects:
             raise PushAuthError(403, "wrong_audience")
         if claims.get("iss") not in self.auth.issuers:
             raise PushAuthError(403, "wrong_issuer")
-        if claims.get("email") != self.auth.service_account_email:
+        email = str(claims.get("email", ""))
+        # A tenant's push subscription signs as a service account of the tenant's project.
+        tenant_signer = any(email.endswith(f"@{project}.iam.gserviceaccount.com") for project in tenant_projects)
+        if not tenant_signer and (self.auth.audience not in audiences or email != self.auth.service_account_email):
             raise PushAuthError(403, "wrong_email")
         if claims.get("email_verified") is not True:
             raise PushAuthError(403, "email_not_verified")
         return claims
+
+    def _tenant_projects(self, audiences: list) -> set[str]:
+        if self.auth.tenant_audiences is None:
+            return set()
+        accepted = self.auth.tenant_audiences()
+        return {project for audience in audiences if isinstance(audience, str)
+                for project in accepted.get(audience, ())}
 
     def close(self) -> None:
         self._request.close()

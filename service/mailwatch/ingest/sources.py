@@ -90,3 +90,24 @@ class SubscriptionHealth:
                                                                         "error": repr(exc)})
             return
         self._written[subscription] = (ok, now)
+
+
+class TenantPushAudiences:
+    """The push audiences of tenants' Google settings (audience -> projects), for the push
+    endpoint's token check: read synchronously there, refreshed from the database here."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._current: dict[str, frozenset[str]] = {}
+
+    def __call__(self) -> dict[str, frozenset[str]]:
+        return self._current
+
+    async def refresh(self) -> None:
+        try:
+            async with self._sessionmaker() as session:
+                sources = await google_settings.pubsub_sources(session)
+        except Exception as exc:  # noqa: BLE001 - keep the last known audiences
+            log.warning("could not read tenants' push audiences", extra={"error": repr(exc)})
+            return
+        self._current = {audience: frozenset(projects) for audience, projects in sources.push_audiences.items()}

@@ -85,24 +85,25 @@ async def clear_settings(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
 
 @dataclass(frozen=True)
 class PubSubSources:
-    """Every tenant's subscription (tenant id -> path) and push audience (audience -> tenant ids)."""
+    """Every tenant's subscription (tenant id -> path) and push audience (audience -> Google projects)."""
 
     subscriptions: dict[uuid.UUID, str]
-    push_audiences: dict[str, set[uuid.UUID]]
+    push_audiences: dict[str, set[str]]
 
 
 async def pubsub_sources(session: AsyncSession) -> PubSubSources:
     """Cross-tenant, for ingest only: which subscriptions to pull and which push audiences to accept."""
     rows = await session.execute(
-        select(_settings.c.tenant_id, _settings.c.pubsub_subscription, _settings.c.push_audience)
+        select(_settings.c.tenant_id, _settings.c.pubsub_subscription, _settings.c.push_audience,
+               _settings.c.project_id)
     )
     subscriptions: dict[uuid.UUID, str] = {}
-    audiences: dict[str, set[uuid.UUID]] = {}
+    audiences: dict[str, set[str]] = {}
     for row in rows:
         if row.pubsub_subscription:
             subscriptions[row.tenant_id] = row.pubsub_subscription
         if row.push_audience:
-            audiences.setdefault(row.push_audience, set()).add(row.tenant_id)
+            audiences.setdefault(row.push_audience, set()).add(row.project_id)
     return PubSubSources(subscriptions, audiences)
 
 

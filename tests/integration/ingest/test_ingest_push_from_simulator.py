@@ -84,3 +84,42 @@ async def test_tokens_mailwatch_must_not_accept_are_refused(database_url, push_s
 
         await eventually(refused, timeout=30)
         assert all(n["status"] == "queued" for n in refused())  # Pub/Sub would keep redelivering
+
+
+async def test_a_tenants_own_push_subscription_and_audience_are_accepted(database_url, push_sim):
+    """A tenant in its own project pushes with its own audience, signed by its project's service account."""
+    import json
+
+    from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
+    from tests.fixtures.service import OPERATOR_TOKEN
+
+    tenant_topic = "projects/tenant-push-proj/topics/gmail"
+    tenant_audience = "https://tenant-push.example/push"
+    async with push_service(database_url, push_sim, ingest_sources_refresh_seconds=0.2) as service:
+        tenant_id, auth = await service.new_tenant()
+        key = push_sim.create_service_account_key(project_id="tenant-push-proj")
+        await service.admin.SetTenantGoogleSettings(admin_service_pb2.SetTenantGoogleSettingsRequest(
+            tenant_id=tenant_id, pubsub_topic=tenant_topic, push_audience=tenant_audience,
+            service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+        ), metadata=[("authorization", f"Bearer {OPERATOR_TOKEN}")])
+        endpoint = f"http://127.0.0.1:{service.app.http_port}/pubsub/push"
+        push_sim.create_push_subscription("projects/tenant-push-proj/subscriptions/push", tenant_topic, endpoint,
+                                          service_account_email="pusher@tenant-push-proj.iam.gserviceaccount.com",
+                                          audience=tenant_audience)
+        # Another project's signer claiming the tenant's audience is refused.
+        push_sim.create_push_subscription("projects/tenant-push-proj/subscriptions/forged", tenant_topic, endpoint,
+                                          service_account_email="pusher@elsewhere.iam.gserviceaccount.com",
+                                          audience=tenant_audience)
+
+        push_sim.create_mailbox("own@tenant-push.test")
+        await service.mailboxes.RegisterMailbox(
+            mailbox_service_pb2.RegisterMailboxRequest(email_address="own@tenant-push.test"), metadata=auth)
+        push_sim.advance_clock(2)
+        message = push_sim.insert_message("own@tenant-push.test", label_ids=["INBOX"])
+        events = await collect(service, auth, lambda ev: message["id"] in [e.message_id for e in ev])
+        assert message["id"] in [m[1] for m in message_events(events)]
+
+        def forged_refused():
+            return [n for n in push_sim.notifications("own@tenant-push.test") if n.get("lastError") == "HTTP 403"]
+
+        await eventually(forged_refused, timeout=30)
