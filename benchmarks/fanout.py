@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +45,9 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
-from pipeline import Child, _child_env, _load, percentile  # noqa: E402 - the pipeline benchmark's process helpers
+from pipeline import _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
+from tests.fixtures.factory import tenant_key_at  # noqa: E402 - pipeline put the repository root on sys.path
+from tests.fixtures.processes import Child, child_env  # noqa: E402
 
 OPERATOR_TOKEN = "fanout-operator-token"
 SERVICE = "mailwatch.v1.MailboxService"
@@ -277,15 +276,11 @@ async def run(args, *, target: str, raw_target: str, database_url: str, metrics_
 
     from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
     from mailwatch.store import changes, create_engine, mailboxes, session_factory
-    from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
+    from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
-        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-        operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name="fanout"), metadata=operator)
-        key = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id), metadata=operator)
-    metadata = [("authorization", f"Bearer {key.key}")]
-    tenant_id = uuid.UUID(tenant.id)
+    tenant = await tenant_key_at(target, "fanout", operator_token=OPERATOR_TOKEN)
+    metadata = tenant.auth
+    tenant_id = uuid.UUID(tenant.tenant_id)
 
     engine = create_engine(database_url, pool_size=2)
     sessions = session_factory(engine)
@@ -362,9 +357,9 @@ def main() -> int:
 
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE mailwatch")
-        upgrade(postgres.url("mailwatch", driver="postgresql+psycopg"))
+        upgrade(postgres.url("mailwatch"))
         http_port = free_port()
-        service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"], _child_env({
+        service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"], child_env({
             "MAILWATCH_DATABASE_URL": postgres.url("mailwatch"),
             "MAILWATCH_SECRET_KEYS": generate_key(),
             "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
@@ -378,13 +373,13 @@ def main() -> int:
         children.append(service)
         target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
         port_file = logdir / "raw.port"
-        raw = Child("raw", [sys.executable, __file__, "--raw-server", str(port_file)], _child_env({}), logdir)
+        raw = Child("raw", [sys.executable, __file__, "--raw-server", str(port_file)], child_env({}), logdir)
         children.append(raw)
         raw_target = raw.start(r"raw server on (\S+:\d+)").group(1)
         print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; service {target} (pid {service.pid}), "
               f"raw grpc.aio server {raw_target} (pid {raw.pid})", flush=True)
         asyncio.run(run(args, target=target, raw_target=raw_target, database_url=postgres.url(
-            "mailwatch", driver="postgresql+psycopg"), metrics_url=f"http://127.0.0.1:{http_port}/metrics"))
+            "mailwatch"), metrics_url=f"http://127.0.0.1:{http_port}/metrics"))
         print(f"load average at the end: {_load()}")
         return 0
     finally:

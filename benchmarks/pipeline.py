@@ -70,11 +70,9 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +80,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS.parent))  # the repository root: the test world's helpers
+
+from tests.fixtures.factory import tenant_key  # noqa: E402
+from tests.fixtures.processes import Child, child_env  # noqa: E402
+
 PROJECT = "mailwatch-bench"
 TOPIC = f"projects/{PROJECT}/topics/gmail"
 SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/mailwatch"
@@ -90,77 +93,6 @@ LABELS = ["INBOX", "UNREAD"]
 
 
 # --- child processes ---------------------------------------------------------------------------------
-
-
-class Child:
-    """A child process whose output goes to a log file; ready when `ready` matches that output."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = logdir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, ready: str, timeout: float = 60.0) -> re.Match:
-        self._log = open(self.log_path, "wb")
-        # Own session: a terminal's Ctrl-C reaches only us, and we stop the
-        # children in order, by pid.
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        pattern = re.compile(ready)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = pattern.search(self.log_path.read_text(errors="replace"))
-            if match:
-                return match
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
-
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            for sig in (signal.SIGCONT, signal.SIGTERM):  # a paused process handles SIGTERM only once resumed
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return None if process is None else process.returncode
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILWATCH_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 class CpuMeter:
@@ -667,18 +599,13 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
     from google.protobuf.duration_pb2 import Duration
 
     from mailwatch.gmail_sim import SimulatorControl
-    from mailwatch.v1 import (admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2,
-                              mailbox_service_pb2_grpc)
+    from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
     control = SimulatorControl(sim_url)
     async with grpc.aio.insecure_channel(target) as channel:
-        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         mailboxes = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
-        operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name="bench"), metadata=operator)
-        created = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id),
-                                           metadata=operator)
-        auth = [("authorization", f"Bearer {created.key}")]
+        tenant = await tenant_key(channel, "bench", operator_token=OPERATOR_TOKEN)
+        auth = tenant.auth
 
         emails = [f"user{i:04d}@bench.test" for i in range(args.mailboxes)]
         await asyncio.to_thread(control.create_mailboxes, emails)
@@ -720,7 +647,7 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
                 await phase_metadata(args, phase, register)
             await phase_throughput(args, phase)
             raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
-            ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.id)
+            ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.tenant_id)
             say(f"ingest / raw emulator pull+ack: {ingest:,.0f} / {raw:,.0f} = {ingest / raw:.2f}")
             say(f"stream: {consumer.events} events in {consumer.responses} responses "
                 f"({consumer.heartbeats} heartbeats)")
@@ -787,7 +714,7 @@ def main() -> int:
             database_url = postgres.url("mailwatch")
             from mailwatch.store.migrate import upgrade
 
-            upgrade(postgres.url("mailwatch", driver="postgresql+psycopg"))
+            upgrade(postgres.url("mailwatch"))
 
             emulator = PubSubEmulator()
             stack.callback(emulator.stop)
@@ -806,7 +733,7 @@ def main() -> int:
 
             sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
                                       "--port", str(free_port()), "--pubsub-emulator-host", emulator.host],
-                        _child_env({"PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+                        child_env({"PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
             children.append(sim)
             sim_url = sim.start(r"gmail-sim listening on (http://\S+)").group(1)
 
@@ -828,7 +755,7 @@ def main() -> int:
                 "MAILWATCH_LOG_LEVEL": "WARNING",
             }
             service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"],
-                            _child_env({**service_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+                            child_env({**service_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
             children.append(service)
             target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
 

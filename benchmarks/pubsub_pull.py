@@ -116,7 +116,7 @@ def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int)
 
     topic, subscription = _create(publisher, subscriber)
     with TemporaryPostgres() as postgres:
-        url = postgres.url("postgres", driver="postgresql+psycopg")
+        url = postgres.url("postgres")
         upgrade(url)
 
         async def run() -> float:

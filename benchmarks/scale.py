@@ -44,12 +44,9 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,83 +58,13 @@ from mailwatch.devstack.postgres import TemporaryPostgres
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 from mailwatch.secrets import generate_key
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import _load  # noqa: E402 - also puts the repository root on sys.path
+from tests.fixtures.factory import tenant_key_at  # noqa: E402
+from tests.fixtures.processes import Child, child_env  # noqa: E402
+
 PROJECT = "mailwatch-scale"
 OPERATOR_TOKEN = "scale-operator-token"
-
-
-class Child:
-    """A child process whose output goes to a log file; stopped by its own pid."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = logdir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, ready: str, timeout: float = 60.0) -> re.Match:
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
-        found: list[re.Match] = []
-        event = threading.Event()
-
-        def pump() -> None:
-            for line in self.process.stdout:
-                self._log.write(line)
-                self._log.flush()
-                if not found and (match := re.search(ready, line)):
-                    found.append(match)
-                    event.set()
-
-        self._pump = threading.Thread(target=pump, daemon=True)
-        self._pump.start()
-        deadline = time.monotonic() + timeout
-        while not event.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
-        return found[0]
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        self._pump.join(timeout=5)
-        self.process.stdout.close()
-        self._log.close()
-
-
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILWATCH_")}
-    env.update(extra)
-    return env
-
-
-async def _admin_key(target: str) -> str:
-    from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc
-
-    operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-    async with grpc.aio.insecure_channel(target) as channel:
-        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name="scale"), metadata=operator)
-        created = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id),
-                                           metadata=operator)
-    return created.key
 
 
 async def _register_batches(target: str, api_key: str, key: dict, emails: list[str], in_flight: int) -> float:
@@ -353,13 +280,13 @@ async def run(args) -> None:
 
         sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
                                   "--port", "0", "--pubsub-emulator-host", emulator.host],
-                    _child_env({}), logdir)
+                    child_env({}), logdir)
         sim_url = sim.start(r"gmail-sim listening on (\S+)").group(1)
         stack.callback(sim.stop)
         control = SimulatorControl(sim_url)
 
         secret_key = generate_key()
-        service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"], _child_env({
+        service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"], child_env({
             "MAILWATCH_DATABASE_URL": url,
             "MAILWATCH_SECRET_KEYS": secret_key,
             "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
@@ -379,7 +306,7 @@ async def run(args) -> None:
         print(f"peers up (logs in {logdir}); service pid {service.process.pid}, RSS {service.rss_mib():.0f} MiB",
               flush=True)
 
-        api_key = await _admin_key(target)
+        api_key = (await tenant_key_at(target, "scale", operator_token=OPERATOR_TOKEN)).key
         key = control.create_service_account_key(project_id=PROJECT)
         # Addresses past --api-mailboxes are only rows in Postgres (direct INSERT): "bulk…", never watched.
         emails = [f"{'user' if n < args.api_mailboxes else 'bulk'}{n:06d}@scale.example.com"
@@ -451,10 +378,6 @@ async def run(args) -> None:
     first, last = rows[0][2], rows[-1][2]
     print("tick growth (fastest of 25) from the first to the last checkpoint: " + ", ".join(
         f"{name} {last[name] / first[name]:.2f}x" for name in first if "median" not in name))
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:

@@ -15,11 +15,12 @@ import uuid
 import psycopg
 import pytest
 
+from mailwatch.database_url import sqlalchemy_url
 from mailwatch.devstack.postgres import TemporaryPostgres
 from mailwatch.devstack.pubsub_emulator import PubSubEmulator
 from tests.fixtures.names import TEST_PROJECT
 
-pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.service"]
+pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.factory", "tests.fixtures.service"]
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def _throwaway_database(server, prefix: str, template: str | None = None):
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"{clone}')
     try:
-        yield server.url(name, driver="postgresql+psycopg")
+        yield sqlalchemy_url(server.url(name))
     finally:
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

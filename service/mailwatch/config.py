@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from mailwatch import database_url as urls
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message is one line for the operator."""
@@ -84,8 +86,10 @@ class Settings:
     def validated(self) -> "Settings":
         if not self.database_url:
             raise ConfigError("MAILWATCH_DATABASE_URL is required (e.g. postgresql://user@host/db)")
-        if not self.database_url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-            raise ConfigError(f"MAILWATCH_DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…")
+        try:
+            urls.check(self.database_url)
+        except ValueError:
+            raise ConfigError(f"MAILWATCH_DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…") from None
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
@@ -118,8 +122,7 @@ class Settings:
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
-        scheme, sep, rest = self.database_url.partition("://")
-        return f"postgresql+psycopg{sep}{rest}"
+        return urls.sqlalchemy_url(self.database_url)
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -7,9 +7,12 @@ tests bind port 0 and talk to it over a real channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +23,7 @@ from mailwatch.api.auth import AuthInterceptor
 from mailwatch.api.error_interceptor import ErrorInterceptor
 from mailwatch.api.mailboxes import MailboxServicer
 from mailwatch.app import App
+from mailwatch.clock import Clock
 from mailwatch.config import ConfigError, Settings
 from mailwatch.domain.errors import MailwatchError
 from mailwatch.logs import configure_logging
@@ -75,6 +79,44 @@ async def set_health(health_servicer: health.aio.HealthServicer, status) -> None
         await health_servicer.set(name, status)
 
 
+@dataclass(frozen=True)
+class Running:
+    """A started process: its App (workers, sessions, HTTP side) and its bound gRPC port."""
+
+    app: App
+    server: grpc.aio.Server
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, clock: Clock | None = None,
+                  grace_seconds: float | None = None) -> AsyncIterator[Running]:
+    """The one start/stop sequence, shared by `serve`, `mailwatch dev` and the tests.
+
+    Start: the App (database checked), the gRPC server, health SERVING, then
+    the workers, ingest and the HTTP side. Stop, in reverse: health NOT_SERVING
+    (load balancers move away), the server stops accepting and finishes calls
+    in flight within the grace period (default MAILWATCH_GRACE_SECONDS), then
+    the App stops taking work and closes its connections.
+    """
+    app = await App.open(settings, clock=clock)
+    try:
+        server, port, health_servicer = create_server(app)
+        await server.start()
+        await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+        await app.start()
+        try:
+            yield Running(app, server, port)
+        finally:
+            grace = settings.grace_seconds if grace_seconds is None else grace_seconds
+            log.info("shutting down", extra={"grace_seconds": grace})
+            await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await server.stop(grace)
+            await app.stop()
+    finally:
+        await app.close()
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; then stop accepting, finish in-flight calls
     within the grace period, stop the workers and exit 0."""
@@ -83,29 +125,21 @@ async def serve(settings: Settings) -> int:
         raise ConfigError("MAILWATCH_PUBSUB_TOPIC is required (projects/PROJECT/topics/TOPIC Gmail publishes to)")
     server_credentials(settings)  # unusable TLS files stop start-up before anything connects
     try:
-        app = await App.open(settings)
+        async with running(settings) as started:
+            host = settings.listen.rpartition(":")[0]
+            print(f"mailwatch serving on {host}:{started.port}", flush=True)
+            log.info("serving", extra={"listen": f"{host}:{started.port}"})
+            await until_signalled()
     except MailwatchError as exc:
         print(f"mailwatch: {exc.message}", file=sys.stderr)
         return 2
-    try:
-        server, port, health_servicer = create_server(app)
-        await server.start()
-        await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-        await app.start()
-        host = settings.listen.rpartition(":")[0]
-        print(f"mailwatch serving on {host}:{port}", flush=True)
-        log.info("serving", extra={"listen": f"{host}:{port}"})
-
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-
-        log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
-        await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.stop(settings.grace_seconds)
-        await app.stop()
-    finally:
-        await app.close()
     return 0
+
+
+async def until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT (Ctrl-C)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()

@@ -11,17 +11,16 @@ resuming from the last cursor it saw.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import grpc
 import pytest
 
 from mailwatch.devstack.ports import free_port
-from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
+from tests.fixtures.factory import bearer, register_at, sa_request, tenant_key_at
 from tests.fixtures.processes import ServiceProcess, service_env
-from tests.fixtures.names import TEST_PROJECT
-from tests.fixtures.service import OPERATOR_TOKEN, service_settings
+from tests.fixtures.service import service_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -77,29 +76,10 @@ class Consumer:
                 if e.type in CHANGE_TYPES and e.mailbox_id == mailbox_id]
 
 
-async def _admin_key(target: str, name: str) -> str:
-    operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-    async with grpc.aio.insecure_channel(target) as channel:
-        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name=name), metadata=operator)
-        created = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id), metadata=operator)
-    return created.key
-
-
 async def _register(target: str, api_key: str, sim, email: str, label_ids=(), metadata: bool = False) -> str:
-    sim.create_mailbox(email)
-    key = sim.create_service_account_key(project_id=TEST_PROJECT)
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
-        mailbox = await stub.RegisterMailbox(
-            mailbox_service_pb2.RegisterMailboxRequest(
-                email_address=email, label_ids=list(label_ids),
-                service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
-                metadata=resources_pb2.MetadataOptions(enabled=True) if metadata else None,
-            ),
-            metadata=[("authorization", f"Bearer {api_key}")],
-        )
-    return mailbox.id
+    request = sa_request(sim, email, label_ids=list(label_ids),
+                         metadata=resources_pb2.MetadataOptions(enabled=True) if metadata else None)
+    return await register_at(target, bearer(api_key), request)
 
 
 def _make_changes(sim, email: str, expected: list, *, watched: bool = True, spam: bool = False) -> None:
@@ -136,8 +116,8 @@ async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_u
     target = service.target
     consumers: list[Consumer] = []
     try:
-        key_a = await _admin_key(target, "tenant-a")
-        key_b = await _admin_key(target, "tenant-b")
+        key_a = (await tenant_key_at(target, "tenant-a")).key
+        key_b = (await tenant_key_at(target, "tenant-b")).key
         mailboxes = {
             "a1@example.com": (await _register(target, key_a, gmail_sim, "a1@example.com"), key_a, False),
             "a2@example.com": (await _register(target, key_a, gmail_sim, "a2@example.com", ["INBOX"]), key_a, True),

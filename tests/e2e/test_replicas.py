@@ -10,18 +10,18 @@ the killed replica committed.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import grpc
 import psycopg
 import pytest
 
-from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
+from tests.fixtures.factory import register_at, service_account_request, tenant_key_at
 from tests.fixtures.processes import ServiceProcess, service_env
 from tests.fixtures.names import TEST_PROJECT
-from tests.fixtures.service import OPERATOR_TOKEN, service_settings
+from tests.fixtures.service import service_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -30,29 +30,6 @@ CHANGES = {ET.EVENT_TYPE_MESSAGE_ADDED, ET.EVENT_TYPE_MESSAGE_DELETED, ET.EVENT_
            ET.EVENT_TYPE_LABELS_REMOVED}
 LEASE_SECONDS = 3.0
 MAILBOXES = [f"replica{n}@example.com" for n in range(6)]
-
-
-async def _tenant_key(target: str) -> str:
-    operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
-    async with grpc.aio.insecure_channel(target) as channel:
-        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-        tenant = await admin.CreateTenant(admin_service_pb2.CreateTenantRequest(name="replicated"), metadata=operator)
-        created = await admin.CreateApiKey(admin_service_pb2.CreateApiKeyRequest(tenant_id=tenant.id),
-                                           metadata=operator)
-    return created.key
-
-
-async def _register(target: str, auth, sim, key: dict, email: str) -> str:
-    sim.create_mailbox(email)
-    async with grpc.aio.insecure_channel(target) as channel:
-        mailbox = await mailbox_service_pb2_grpc.MailboxServiceStub(channel).RegisterMailbox(
-            mailbox_service_pb2.RegisterMailboxRequest(
-                email_address=email,
-                service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
-            ),
-            metadata=auth,
-        )
-    return mailbox.id
 
 
 class Stream:
@@ -111,11 +88,11 @@ async def test_a_sigkilled_replicas_mailboxes_are_taken_over_with_no_lost_or_dup
     survivor, victim = ServiceProcess(env).start(), ServiceProcess(env).start()
     stream = None
     try:
-        api_key = await _tenant_key(survivor.target)
-        auth = [("authorization", f"Bearer {api_key}")]
+        auth = (await tenant_key_at(survivor.target, "replicated")).auth
         key = gmail_sim.create_service_account_key(project_id=TEST_PROJECT)
         for n, email in enumerate(MAILBOXES):  # through both replicas
-            await _register((survivor, victim)[n % 2].target, auth, gmail_sim, key, email)
+            gmail_sim.create_mailbox(email)
+            await register_at((survivor, victim)[n % 2].target, auth, service_account_request(email, key))
         stream = Stream(survivor.target, auth)
         expected: dict[str, list] = {email: [] for email in MAILBOXES}
 

@@ -9,24 +9,15 @@ import pytest
 from sqlalchemy import select
 
 from mailwatch.clock import OffsetClock
-from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
-from mailwatch.store import changes, mailboxes, tenants
+from mailwatch.domain.models import EventType, NewEvent
+from mailwatch.store import changes, tenants
 from mailwatch.store.models import change_events
 from mailwatch.workers.prune import PruneWorker
+from tests.fixtures.factory import Rows
 
 pytestmark = pytest.mark.integration
 
 RETENTION = timedelta(days=7)
-
-
-async def _tenant_with_mailbox(sessions, name):
-    async with sessions() as session, session.begin():
-        tenant = await tenants.create_tenant(session, name)
-        mailbox, _ = await mailboxes.upsert_mailbox(
-            session, tenant.id, email_address=f"{name}@example.com", label_filter=LabelFilter(),
-            credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"x",
-        )
-    return tenant, mailbox
 
 
 async def _append(sessions, mailbox, count, observed_at):
@@ -53,8 +44,8 @@ async def _watermark(sessions, tenant_id):
 
 async def test_prune_removes_old_events_in_chunks_raises_watermarks_and_keeps_recent(sessions):
     now = datetime.now(timezone.utc)
-    a, mailbox_a = await _tenant_with_mailbox(sessions, "a")
-    b, mailbox_b = await _tenant_with_mailbox(sessions, "b")
+    a, mailbox_a = await Rows(sessions).tenant_with_mailbox("a")
+    b, mailbox_b = await Rows(sessions).tenant_with_mailbox("b")
     old_a = await _append(sessions, mailbox_a, 120, now - timedelta(days=30))
     old_b = await _append(sessions, mailbox_b, 50, now - timedelta(days=8))
     recent_a = await _append(sessions, mailbox_a, 10, now - timedelta(days=6))
@@ -76,7 +67,7 @@ async def test_prune_removes_old_events_in_chunks_raises_watermarks_and_keeps_re
 
 async def test_prune_follows_the_injected_clock(sessions):
     now = datetime.now(timezone.utc)
-    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     events = await _append(sessions, mailbox, 3, now - timedelta(days=3))
     clock = OffsetClock()
     worker = PruneWorker(sessions=sessions, retention=RETENTION, clock=clock)
@@ -88,7 +79,7 @@ async def test_prune_follows_the_injected_clock(sessions):
 
 
 async def test_unbounded_prune_still_works(sessions):
-    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     old = await _append(sessions, mailbox, 7, datetime(2020, 1, 1, tzinfo=timezone.utc))
     async with sessions() as session, session.begin():
         assert await changes.prune_events(session, datetime(2021, 1, 1, tzinfo=timezone.utc)) == 7
@@ -96,7 +87,7 @@ async def test_unbounded_prune_still_works(sessions):
 
 
 async def test_the_worker_loop_prunes_until_stopped(sessions):
-    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     await _append(sessions, mailbox, 5, datetime(2020, 1, 1, tzinfo=timezone.utc))
     worker = PruneWorker(sessions=sessions, retention=RETENTION, loop_seconds=0.05, chunk_size=2)
     task = asyncio.create_task(worker.run())
@@ -115,7 +106,7 @@ async def test_the_worker_loop_prunes_until_stopped(sessions):
 
 
 async def test_a_disabled_worker_does_nothing(sessions):
-    tenant, mailbox = await _tenant_with_mailbox(sessions, "a")
+    tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     await _append(sessions, mailbox, 2, datetime(2020, 1, 1, tzinfo=timezone.utc))
     await asyncio.wait_for(PruneWorker(sessions=sessions, retention=RETENTION, enabled=False).run(), 1)
     assert len(await _remaining(sessions, tenant.id)) == 2

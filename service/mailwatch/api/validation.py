@@ -21,6 +21,7 @@ from mailwatch.api.convert import (
     LABEL_FILTER_BEHAVIOR_FROM_PROTO,
     MAILBOX_STATE_FROM_PROTO,
 )
+from mailwatch.domain import addresses
 from mailwatch.domain.errors import FieldViolation, InvalidArgument, InvalidCursor
 from mailwatch.domain.models import (
     DEFAULT_METADATA_HEADERS,
@@ -42,7 +43,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_LABEL_IDS = 100
 MAX_LABEL_ID_LENGTH = 256
-MAX_EMAIL_LENGTH = 254
 MAX_JSON_KEY_BYTES = 64 * 1024
 MAX_SECRET_LENGTH = 4096
 MAX_STREAM_MAILBOX_IDS = 1000
@@ -57,12 +57,6 @@ MAX_NOTE_LENGTH = 1000
 SERVICE_ACCOUNT_KEY_FIELDS = ("client_email", "private_key", "token_uri")
 MAX_SETTING_CHARS = 1024  # topic / subscription paths, project ids, audiences
 
-# Deliberately simple: one "@", a non-empty local part without spaces, and a
-# dotted domain of DNS labels. Gmail itself decides whether the mailbox exists.
-_EMAIL_RE = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-)
 _HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,100}")
 # Gmail message ids are hexadecimal (e.g. "18c2f1a3b4d5e6f7").
 _MESSAGE_ID_RE = re.compile(r"[0-9A-Fa-f]{1,40}")
@@ -131,9 +125,9 @@ def email_address(value: str, field: str, problems: _Violations, *, required: bo
         if required:
             problems.add(field, "required")
         return ""
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.fullmatch(value):
+    if not addresses.is_registrable(value):
         problems.add(field, "must be an email address such as alice@example.com")
-    return value.lower()
+    return addresses.normalize(value)
 
 
 def parse_uuid(value: str, field: str, problems: _Violations) -> uuid.UUID | None:

@@ -183,8 +183,9 @@ class TemporaryPostgres:
         """libpq connection URL for the `postgres` database."""
         return self.url("postgres")
 
-    def url(self, database: str, driver: str = "postgresql") -> str:
-        return f"{driver}://{self.user}@{self.host}:{self.port}/{database}"
+    def url(self, database: str) -> str:
+        """libpq URL of `database` (`mailwatch.database_url.sqlalchemy_url` for SQLAlchemy's)."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     def _run_as(self) -> dict:
         if self._os_user is None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +109,8 @@ async def _demo_tenant(app, data: DevDataDir) -> tuple[str, bool]:
 
 
 async def run_dev(options: DevOptions) -> int:
-    from mailwatch.app import App
     from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
-    from grpc_health.v1 import health_pb2
-
-    from mailwatch.server import create_server, set_health
+    from mailwatch.server import running, until_signalled
     from mailwatch.store import migrate
 
     data = DevDataDir(options.data_dir)
@@ -134,7 +130,7 @@ async def run_dev(options: DevOptions) -> int:
         sim_url = sim.start(host="127.0.0.1", port=options.sim_port)
         stack.callback(sim.stop)
         control = SimulatorControl(sim_url)
-        await asyncio.to_thread(migrate.upgrade, Settings(database_url=database_url).sqlalchemy_url)
+        await asyncio.to_thread(migrate.upgrade, database_url)
 
         settings = Settings(
             database_url=database_url,
@@ -151,47 +147,36 @@ async def run_dev(options: DevOptions) -> int:
         from mailwatch.logs import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)
-        app = await App.open(settings)
-        server, port, health = create_server(app)
-        await server.start()
-        await set_health(health, health_pb2.HealthCheckResponse.SERVING)
-        await app.start()
-        trickle: asyncio.Task | None = None
-        try:
-            await path.connect(control, app.http_port)
-            api_key, new_tenant = await _demo_tenant(app, data)
-            host = options.listen.rpartition(":")[0]
-            target = f"{host}:{port}"
-            if new_tenant:
-                await _register_demo(target, control, api_key)
-            if options.trickle_seconds > 0:
-                trickle = asyncio.create_task(_trickle(control, options.trickle_seconds))
-            print(
-                f"mailwatch dev stack ready\n"
-                f"  gRPC:            {target} (insecure)\n"
-                f"  API key:         {api_key}\n"
-                f"  Gmail simulator: {sim_url} (demo mailboxes: {', '.join(DEMO_MAILBOXES)})\n"
-                f"  Postgres:        {postgres_label}\n"
-                f"  notifications:   {path.name}\n"
-                f"  state:           {data.describe()}\n"
-                f"  operator token:  {OPERATOR_TOKEN}\n"
-                f"Try:\n"
-                f"  mailwatch tail --target {target} --api-key {api_key} --from earliest\n"
-                f"  curl -s -XPOST {sim_url}/_sim/messages -d '{{\"messages\": [{{\"emailAddress\": \"alice@demo.test\", \"labelIds\": [\"INBOX\"]}}]}}'\n"
-                f"Ctrl-C stops everything.",
-                flush=True,
-            )
-            stopping = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stopping.set)
-            await stopping.wait()
-        finally:
-            if trickle is not None:
-                trickle.cancel()
-                await asyncio.gather(trickle, return_exceptions=True)
-            await server.stop(2)
-            await app.stop()
-            await app.close()
+        async with running(settings, grace_seconds=2) as started:
+            trickle: asyncio.Task | None = None
+            try:
+                await path.connect(control, started.app.http_port)
+                api_key, new_tenant = await _demo_tenant(started.app, data)
+                host = options.listen.rpartition(":")[0]
+                target = f"{host}:{started.port}"
+                if new_tenant:
+                    await _register_demo(target, control, api_key)
+                if options.trickle_seconds > 0:
+                    trickle = asyncio.create_task(_trickle(control, options.trickle_seconds))
+                print(
+                    f"mailwatch dev stack ready\n"
+                    f"  gRPC:            {target} (insecure)\n"
+                    f"  API key:         {api_key}\n"
+                    f"  Gmail simulator: {sim_url} (demo mailboxes: {', '.join(DEMO_MAILBOXES)})\n"
+                    f"  Postgres:        {postgres_label}\n"
+                    f"  notifications:   {path.name}\n"
+                    f"  state:           {data.describe()}\n"
+                    f"  operator token:  {OPERATOR_TOKEN}\n"
+                    f"Try:\n"
+                    f"  mailwatch tail --target {target} --api-key {api_key} --from earliest\n"
+                    f"  curl -s -XPOST {sim_url}/_sim/messages -d '{{\"messages\": [{{\"emailAddress\": \"alice@demo.test\", \"labelIds\": [\"INBOX\"]}}]}}'\n"
+                    f"Ctrl-C stops everything.",
+                    flush=True,
+                )
+                await until_signalled()
+            finally:
+                if trickle is not None:
+                    trickle.cancel()
+                    await asyncio.gather(trickle, return_exceptions=True)
     print("mailwatch dev stack stopped", file=sys.stderr, flush=True)
     return 0

@@ -17,20 +17,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from mailwatch.domain import addresses
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
 
 # Gmail's payload is well under 1 KiB; anything near this is not from Gmail.
 MAX_DATA_BYTES = 64 * 1024
 # History ids are stored as Postgres bigint.
 MAX_HISTORY_ID = 2**63 - 1
-# RFC 5321 path limit; longer strings are not deliverable addresses.
-MAX_EMAIL_LENGTH = 254
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
-# Deliberately loose (Gmail has already validated the address): one "@", a
-# non-empty local part and domain, no whitespace or control characters — the
-# last also keeps NUL bytes, which Postgres text refuses, out of queries.
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 
 
 class MalformedReason(enum.StrEnum):
@@ -109,9 +104,9 @@ def parse_history_id(value: object) -> int:
 def parse_email_address(value: object) -> str:
     if not isinstance(value, str):
         raise MalformedNotification(MalformedReason.BAD_EMAIL_ADDRESS, type(value).__name__)
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(value) or storable_text(value) != value:
+    if not addresses.is_notified(value) or storable_text(value) != value:
         raise MalformedNotification(MalformedReason.BAD_EMAIL_ADDRESS, "not an address")
-    return value.lower()
+    return addresses.normalize(value)
 
 
 def decode_notification(data: bytes) -> Notification:

@@ -22,6 +22,8 @@ import hashlib
 import random
 from datetime import datetime, timedelta, timezone
 
+from mailwatch.domain import addresses
+
 RENEW_EVERY = timedelta(days=1)
 MIN_GAP = timedelta(hours=12)  # never renew again sooner than this after a watch
 
@@ -53,4 +55,4 @@ def next_renewal_at(
 
 def renewal_key(tenant_id: object, email_address: str) -> str:
     """The slot key of a mailbox: stable across re-registration, distinct per tenant."""
-    return f"{tenant_id}/{email_address.strip().lower()}"
+    return f"{tenant_id}/{addresses.normalize(email_address)}"

@@ -10,6 +10,5 @@ the caller commits (`async with sessions() as s, s.begin(): ...`).
 """
 
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory
-from mailwatch.store.urls import sqlalchemy_url
 
-__all__ = ["create_engine", "ensure_migrated", "session_factory", "sqlalchemy_url"]
+__all__ = ["create_engine", "ensure_migrated", "session_factory"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
-from mailwatch.store.urls import sqlalchemy_url
+from mailwatch.database_url import sqlalchemy_url
 
 
 def create_engine(

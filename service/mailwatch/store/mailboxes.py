@@ -2,7 +2,7 @@
 to read or change a mailbox without naming its tenant, and another tenant's
 mailbox is simply NotFound.
 
-Addresses are stored lower-cased (`normalize_address`); lookups normalise too.
+Addresses are stored lower-cased (`domain.addresses.normalize`); lookups normalise too.
 Reads never load `credentials_ciphertext`; only `load_credentials_ciphertext` does.
 """
 
@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailwatch.domain import addresses
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import (
     CredentialKind,
@@ -31,10 +32,6 @@ from mailwatch.store.models import mailboxes
 
 _SECRET_COLUMNS = {"credentials_ciphertext"}
 COLUMNS = tuple(column for column in mailboxes.c if column.name not in _SECRET_COLUMNS)
-
-
-def normalize_address(email_address: str) -> str:
-    return email_address.strip().lower()
 
 
 def to_mailbox(row) -> Mailbox:
@@ -93,7 +90,7 @@ async def find_mailbox_by_address(
         await session.execute(
             select(*COLUMNS).where(
                 (mailboxes.c.tenant_id == tenant_id)
-                & (mailboxes.c.email_address == normalize_address(email_address))
+                & (mailboxes.c.email_address == addresses.normalize(email_address))
             )
         )
     ).one_or_none()
@@ -175,7 +172,7 @@ async def upsert_mailbox(
     """
     values = dict(
         tenant_id=tenant_id,
-        email_address=normalize_address(email_address),
+        email_address=addresses.normalize(email_address),
         state=MailboxState.ACTIVE.value,
         label_ids=list(label_filter.label_ids),
         label_filter_behavior=label_filter.behavior.value,

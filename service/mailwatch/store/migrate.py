@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, pool
 
-from mailwatch.store.urls import sqlalchemy_url
+from mailwatch.database_url import sqlalchemy_url
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

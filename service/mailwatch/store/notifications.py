@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailwatch.store.mailboxes import normalize_address
+from mailwatch.domain import addresses
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, MALFORMED_MAX_PER_SOURCE, malformed_notifications
 
 
@@ -101,7 +101,7 @@ async def record_notification_batch(
     """
     collapsed: dict[str, int] = {}
     for address, history_id in latest.items():
-        key = normalize_address(address)
+        key = addresses.normalize(address)
         collapsed[key] = max(int(history_id), collapsed.get(key, 0))
     if not collapsed:
         return {}

@@ -18,7 +18,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import LabelFilter, LabelFilterBehavior
-from mailwatch.store.mailboxes import normalize_address
+from mailwatch.domain import addresses
 from mailwatch.store.models import mailboxes
 from mailwatch.store.work import ACTIVE
 
@@ -36,7 +36,7 @@ def _topic(deployment_topic: str):
 
 def _in_group(email_address: str, project: str, deployment_topic: str, exclude: uuid.UUID | None):
     condition = (
-        (mailboxes.c.email_address == normalize_address(email_address))
+        (mailboxes.c.email_address == addresses.normalize(email_address))
         & (mailboxes.c.state == ACTIVE)
         & (func.split_part(_topic(deployment_topic), "/", 2) == project)
     )

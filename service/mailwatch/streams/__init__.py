@@ -16,7 +16,7 @@ from mailwatch.streams.changes import (
     StreamStats,
     resolve_start,
 )
-from mailwatch.streams.notifier import ChangeNotifier, libpq_url
+from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.streams.query import StartKind, StreamQuery
 
 __all__ = [
@@ -28,6 +28,5 @@ __all__ = [
     "StartKind",
     "StreamQuery",
     "StreamStats",
-    "libpq_url",
     "resolve_start",
 ]

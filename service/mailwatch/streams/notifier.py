@@ -30,6 +30,7 @@ import psycopg
 from prometheus_client import Counter, Gauge
 from psycopg import sql
 
+from mailwatch.database_url import libpq_url
 from mailwatch.store.changes import CHANGES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,6 @@ log = logging.getLogger(__name__)
 NOTIFICATIONS = Counter("mailwatch_change_notifications_total", "NOTIFYs received on the change channel")
 LISTEN_CONNECTS = Counter("mailwatch_change_listen_connects_total", "LISTEN connections established")
 LISTENING = Gauge("mailwatch_change_listening", "1 while this process LISTENs for change notifications")
-
-
-def libpq_url(url: str) -> str:
-    """A libpq connection URL from a SQLAlchemy one (`postgresql+psycopg://` → `postgresql://`)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url  # a key=value conninfo string: libpq takes it as is
-    if scheme.startswith("postgresql+") or scheme.startswith("postgres+") or scheme == "postgres":
-        return f"postgresql://{rest}"
-    if scheme != "postgresql":
-        raise ValueError(f"not a postgresql:// URL (scheme {scheme!r})")
-    return url
 
 
 class ChangeNotifier:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import grpc
@@ -10,18 +9,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from tests.fixtures.factory import sa_request
 from tests.fixtures.names import TEST_PROJECT
 
-
-def sa_request(sim, email: str, **fields) -> mailbox_service_pb2.RegisterMailboxRequest:
-    """RegisterMailbox with a fresh service-account key (domain-wide delegation) from the simulator."""
-    sim.create_mailbox(email)
-    key = sim.create_service_account_key(project_id=TEST_PROJECT)
-    return mailbox_service_pb2.RegisterMailboxRequest(
-        email_address=email,
-        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
-        **fields,
-    )
+__all__ = ["ACTIVE", "STOPPED", "error_details", "oauth_request", "sa_request", "status_detail", "tenant_topic"]
 
 
 def oauth_request(sim, email: str, **fields) -> tuple[mailbox_service_pb2.RegisterMailboxRequest, dict, str]:

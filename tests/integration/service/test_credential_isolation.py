@@ -10,24 +10,17 @@ first tenant's credentials" is checked on both.
 
 from __future__ import annotations
 
-import json
 
 import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
+from tests.fixtures.factory import service_account_request
 from tests.integration.service.helpers import STOPPED, error_details
 
 pytestmark = pytest.mark.integration
 
 VICTIM = "victim@example.com"
-
-
-def _register(email: str, key: dict) -> mailbox_service_pb2.RegisterMailboxRequest:
-    return mailbox_service_pb2.RegisterMailboxRequest(
-        email_address=email,
-        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
-    )
 
 
 def _flip_one_byte(pem: str) -> str:
@@ -43,7 +36,7 @@ def _victim_calls(sim) -> dict:
 
 async def _refused(service, key: dict, auth) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await service.mailboxes.RegisterMailbox(_register(VICTIM, key), metadata=auth)
+        await service.mailboxes.RegisterMailbox(service_account_request(VICTIM, key), metadata=auth)
     return caught.value
 
 
@@ -53,7 +46,7 @@ async def _two_tenants_first_registered(service):
     _, second = await service.new_tenant()
     service.sim.create_mailbox(VICTIM)
     key = service.sim.create_service_account_key()
-    mailbox = await service.mailboxes.RegisterMailbox(_register(VICTIM, key), metadata=first)
+    mailbox = await service.mailboxes.RegisterMailbox(service_account_request(VICTIM, key), metadata=first)
     return first, second, key, mailbox
 
 
@@ -87,7 +80,7 @@ async def test_another_tenants_identifiers_with_another_private_key_are_refused(
 async def test_the_same_key_in_two_tenants_gets_a_token_per_tenant(service):
     """The cache is scoped to the tenant: even the identical secret shares no token across tenants."""
     _, second, key, _ = await _two_tenants_first_registered(service)
-    await service.mailboxes.RegisterMailbox(_register(VICTIM, key), metadata=second)
+    await service.mailboxes.RegisterMailbox(service_account_request(VICTIM, key), metadata=second)
     assert _victim_calls(service.sim) == {"oauth2.token": 2, "users.watch": 2}
 
 

@@ -10,17 +10,13 @@ from sqlalchemy import text
 
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import CredentialKind, LabelFilter, LabelFilterBehavior, MailboxState
-from mailwatch.store import mailboxes, tenants
+from mailwatch.store import mailboxes
+from tests.fixtures.factory import Rows
 
 pytestmark = pytest.mark.integration
 
 EXPIRES = datetime(2030, 1, 8, tzinfo=timezone.utc)
 RENEW = datetime(2030, 1, 2, tzinfo=timezone.utc)
-
-
-async def _tenant(sessions, name="acme"):
-    async with sessions() as session, session.begin():
-        return await tenants.create_tenant(session, name)
 
 
 async def _register(sessions, tenant_id, address="Alice@Example.com", **overrides):
@@ -39,7 +35,7 @@ async def _register(sessions, tenant_id, address="Alice@Example.com", **override
 
 
 async def test_register_creates_a_lower_cased_active_mailbox(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     mailbox, created = await _register(sessions, tenant.id)
     assert created
     assert mailbox.email_address == "alice@example.com"
@@ -59,7 +55,7 @@ async def test_register_creates_a_lower_cased_active_mailbox(sessions):
 
 
 async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     first, _ = await _register(sessions, tenant.id)
     async with sessions() as session, session.begin():
         await session.execute(
@@ -92,7 +88,7 @@ async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
 
 
 async def test_register_after_stop_takes_the_new_baseline(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     first, _ = await _register(sessions, tenant.id)
     async with sessions() as session, session.begin():
         stopped, changed = await mailboxes.mark_stopped(session, tenant.id, first.id)
@@ -103,15 +99,15 @@ async def test_register_after_stop_takes_the_new_baseline(sessions):
 
 
 async def test_register_without_rewatch_keeps_watch_fields(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     await _register(sessions, tenant.id)
     again, _ = await _register(sessions, tenant.id, history_id=None, watch_expiration=None, next_renewal_at=None)
     assert (again.history_id, again.watch_expiration, again.next_renewal_at) == (100, EXPIRES, RENEW)
 
 
 async def test_tenants_cannot_see_each_others_mailboxes(sessions):
-    a = await _tenant(sessions, "a")
-    b = await _tenant(sessions, "b")
+    a = await Rows(sessions).tenant("a")
+    b = await Rows(sessions).tenant("b")
     mailbox_a, _ = await _register(sessions, a.id)
     mailbox_b, created = await _register(sessions, b.id)  # same address, other tenant
     assert created and mailbox_b.id != mailbox_a.id
@@ -131,7 +127,7 @@ async def test_tenants_cannot_see_each_others_mailboxes(sessions):
 
 
 async def test_mark_stopped_is_idempotent(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     mailbox, _ = await _register(sessions, tenant.id)
     async with sessions() as session, session.begin():
         await session.execute(text("UPDATE mailboxes SET sync_due_at = now()"))
@@ -146,7 +142,7 @@ async def test_mark_stopped_is_idempotent(sessions):
 
 
 async def test_list_pages_with_keyset_and_filters_by_state(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     registered = []
     for n in range(7):
         mailbox, _ = await _register(sessions, tenant.id, address=f"user{n}@example.com")
@@ -180,7 +176,7 @@ async def test_register_for_unknown_tenant_is_not_found(sessions):
 
 
 async def test_state_check_constraint(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     await _register(sessions, tenant.id)
     from sqlalchemy.exc import IntegrityError
 
@@ -190,7 +186,7 @@ async def test_state_check_constraint(sessions):
 
 
 async def test_updated_moves_on_core_update(sessions):
-    tenant = await _tenant(sessions)
+    tenant = await Rows(sessions).tenant("acme")
     mailbox, _ = await _register(sessions, tenant.id)
     async with sessions() as session, session.begin():
         stopped, _ = await mailboxes.mark_stopped(session, tenant.id, mailbox.id)

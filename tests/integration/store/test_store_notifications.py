@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import text
 
-from mailwatch.domain.models import CredentialKind, LabelFilter, MailboxState
+from mailwatch.domain.models import MailboxState
 from mailwatch.store import mailboxes, notifications, tenants
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
 from mailwatch.store.notifications import MalformedRecord, NotificationOutcome
+from tests.fixtures.factory import add_mailbox
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +19,7 @@ NOW = datetime(2030, 1, 1, 12, tzinfo=timezone.utc)
 
 
 async def _mailbox(session, tenant_id, address, history_id=100):
-    mailbox, _ = await mailboxes.upsert_mailbox(
-        session, tenant_id, email_address=address, label_filter=LabelFilter(),
-        credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c", history_id=history_id,
-    )
-    return mailbox
+    return await add_mailbox(session, tenant_id, address, history_id=history_id)
 
 
 async def test_notifications_mark_active_mailboxes_due_across_tenants(sessions):

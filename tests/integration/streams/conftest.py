@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import pytest
 
 from mailwatch.streams import StartKind, StreamQuery
-from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, Mailbox, NewEvent
-from mailwatch.store import changes, mailboxes, tenants
+from mailwatch.domain.models import EventType, Mailbox, NewEvent
+from mailwatch.store import changes
 from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat
+from tests.fixtures.factory import Rows
 
 
 
@@ -25,30 +26,16 @@ class World:
     b1: Mailbox
 
 
-async def register(sessions, tenant_id, address) -> Mailbox:
-    async with sessions() as session, session.begin():
-        mailbox, _ = await mailboxes.upsert_mailbox(
-            session,
-            tenant_id,
-            email_address=address,
-            label_filter=LabelFilter(),
-            credential_kind=CredentialKind.OAUTH,
-            credentials_ciphertext=b"not-really-ciphertext",
-        )
-    return mailbox
-
-
 @pytest.fixture
 async def world(sessions) -> World:
-    async with sessions() as session, session.begin():
-        a = await tenants.create_tenant(session, "tenant-a")
-        b = await tenants.create_tenant(session, "tenant-b")
+    rows = Rows(sessions)
+    a, b = await rows.tenant("tenant-a"), await rows.tenant("tenant-b")
     return World(
         tenant_a=a.id,
         tenant_b=b.id,
-        a1=await register(sessions, a.id, "a1@example.com"),
-        a2=await register(sessions, a.id, "a2@example.com"),
-        b1=await register(sessions, b.id, "b1@example.com"),
+        a1=await rows.mailbox(a.id, "a1@example.com"),
+        a2=await rows.mailbox(a.id, "a2@example.com"),
+        b1=await rows.mailbox(b.id, "b1@example.com"),
     )
 
 

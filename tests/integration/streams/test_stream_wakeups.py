@@ -12,7 +12,8 @@ import pytest
 
 from mailwatch.streams import StartKind
 from mailwatch.store import create_engine, session_factory
-from mailwatch.streams import ChangeNotifier, ChangeStreamer, libpq_url
+from mailwatch.database_url import libpq_url
+from mailwatch.streams import ChangeNotifier, ChangeStreamer
 
 from .conftest import append, next_batch, query
 

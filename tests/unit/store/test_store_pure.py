@@ -1,32 +1,15 @@
-"""Store pieces that need no database: URLs, lock keys, key hashing, declared names."""
+"""Store pieces that need no database: lock keys, key hashing, declared names."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
 
-import pytest
-
 from mailwatch.store.api_keys import KEY_PREFIX, hash_api_key
 from mailwatch.store.changes import CHANGE_LOG_LOCK_CLASS, tenant_lock_key
-from mailwatch.store.urls import sqlalchemy_url
-from mailwatch.store.mailboxes import COLUMNS, normalize_address
+from mailwatch.store.mailboxes import COLUMNS
 from mailwatch.store.migrate import MIGRATION_LOCK_KEY, MIGRATIONS_DIR, head
 from mailwatch.store.models import Base
-
-
-@pytest.mark.parametrize(
-    "given",
-    ["postgresql://u:p%40ss@h:5432/db", "postgres://u:p%40ss@h:5432/db", "postgresql+psycopg://u:p%40ss@h:5432/db"],
-)
-def test_urls_get_the_psycopg_driver(given):
-    assert sqlalchemy_url(given) == "postgresql+psycopg://u:p%40ss@h:5432/db"
-
-
-@pytest.mark.parametrize("given", ["mysql://h/db", "h:5432/db", "postgresql+asyncpg://h/db"])
-def test_other_urls_are_refused(given):
-    with pytest.raises(ValueError):
-        sqlalchemy_url(given)
 
 
 def test_tenant_lock_key_is_a_stable_int4():
@@ -42,10 +25,6 @@ def test_tenant_lock_key_is_a_stable_int4():
 def test_api_key_hash_is_sha256():
     assert KEY_PREFIX == "mwk_"
     assert hash_api_key("mwk_abc") == hashlib.sha256(b"mwk_abc").digest()
-
-
-def test_addresses_are_normalised():
-    assert normalize_address("  Alice@Example.COM ") == "alice@example.com"
 
 
 def test_mailbox_reads_never_select_the_ciphertext():

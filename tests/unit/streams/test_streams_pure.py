@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from mailwatch.domain.errors import CursorExpired, InvalidCursor
-from mailwatch.streams import ChangeNotifier, StartKind, StreamQuery, StreamStats, libpq_url, resolve_start
+from mailwatch.streams import ChangeNotifier, StartKind, StreamQuery, StreamStats, resolve_start
 
 
 def _query(start, after=None):
@@ -46,24 +46,6 @@ def test_a_cursor_beyond_the_tenants_log_is_invalid():
 def test_a_new_tenant_starts_at_zero_everywhere():
     for start, after in ((StartKind.NOW, None), (StartKind.EARLIEST, None), (StartKind.CURSOR, 0)):
         assert resolve_start(_query(start, after), latest=0, pruned_through=0) == 0
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("postgresql+psycopg://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
-        ("postgres://u@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require"),
-        ("postgresql://h/db", "postgresql://h/db"),
-        ("host=h dbname=db", "host=h dbname=db"),
-    ],
-)
-def test_libpq_url(url, expected):
-    assert libpq_url(url) == expected
-
-
-def test_libpq_url_refuses_other_schemes():
-    with pytest.raises(ValueError):
-        libpq_url("mysql://h/db")
 
 
 def test_stream_stats_track_read_ahead():
