@@ -74,6 +74,7 @@ class App:
             api_endpoint=settings.gmail_api_endpoint,
             token_uri=settings.google_token_uri,
             max_workers=max(8, settings.sync_concurrency * 2),
+            calls_per_user=settings.gmail_calls_per_user,
         )
         notifier = ChangeNotifier(settings.database_url)
         sync_worker = SyncWorker(

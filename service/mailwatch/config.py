@@ -37,6 +37,10 @@ class Settings:
     # Workers (each can be switched off, e.g. to run API-only replicas).
     sync_enabled: bool = True
     sync_concurrency: int = 16  # mailboxes synced at once per replica
+    # Gmail calls in flight at once for one Gmail user, per replica (sync, renewal,
+    # registration and batches together); Gmail refuses a user's requests past
+    # about 10 in flight across all of that user's clients.
+    gmail_calls_per_user: int = 5
     sync_lease_seconds: float = 60.0  # a crashed replica's mailboxes are taken over after this
     renew_enabled: bool = True  # re-watch every mailbox about once a day (lifecycle.schedule)
     renew_loop_seconds: float = 5.0  # how often a replica looks for due renewals
@@ -95,7 +99,7 @@ class Settings:
             raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
         if self.grace_seconds < 0:
             raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "ingest_sources_refresh_seconds", "retention_hours", "stream_poll_seconds"):
+        for name in ("sync_concurrency", "gmail_calls_per_user", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "ingest_sources_refresh_seconds", "retention_hours", "stream_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
         if self.http_listen:

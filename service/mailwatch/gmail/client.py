@@ -38,6 +38,7 @@ from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.messages import MISSING, message_from_resource, metadata_from_resource
 from mailwatch.gmail.quota import record_call
+from mailwatch.gmail.user_calls import UserCallLimiter
 
 T = TypeVar("T")
 
@@ -94,7 +95,11 @@ class GmailClient:
         max_workers: int = 32,
         timeout: float = 30.0,
         credential_cache_size: int = 20_000,
+        calls_per_user: int = 5,
     ) -> None:
+        # Gmail refuses a user's requests past a small number in flight ("Too many
+        # concurrent requests for user"), counting all of that user's clients.
+        self._user_calls = UserCallLimiter(calls_per_user)
         self._api_endpoint = api_endpoint
         self._batch_uri = api_endpoint.rstrip("/") + "/batch/gmail/v1"
         self._token_uri = token_uri
@@ -155,7 +160,14 @@ class GmailClient:
             self._credentials.pop(_fingerprint(credential, tenant_id), None)
 
     async def _call(
-        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None
+        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None,
+        *, user: str,
+    ) -> dict:
+        async with self._user_calls.slot(user):
+            return await self._call_now(operation, credential, make_request, tenant_id)
+
+    async def _call_now(
+        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
     ) -> dict:
         record_call(operation, tenant_id)  # Google charges quota for refused calls too
 
@@ -180,7 +192,7 @@ class GmailClient:
             body["labelFilterBehavior"] = WATCH_FILTER_BEHAVIOR[label_filter.behavior]
         try:
             response = await self._call(
-                "watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id
+                "watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id, user=email
             )
         except errors.TopicProjectMismatch as exc:
             # Gmail names only the caller's project; say which topic it refused, too.
@@ -193,10 +205,12 @@ class GmailClient:
         )
 
     async def stop(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> None:
-        await self._call("stop", credential, lambda users: users.stop(userId=email), tenant_id)
+        await self._call("stop", credential, lambda users: users.stop(userId=email), tenant_id, user=email)
 
     async def profile(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> Profile:
-        response = await self._call("getProfile", credential, lambda users: users.getProfile(userId=email), tenant_id)
+        response = await self._call(
+            "getProfile", credential, lambda users: users.getProfile(userId=email), tenant_id, user=email
+        )
         return Profile(
             email_address=response.get("emailAddress", email),
             history_id=int(response["historyId"]),
@@ -214,7 +228,7 @@ class GmailClient:
         if label_id:
             params["labelId"] = label_id
         response = await self._call(
-            "history.list", credential, lambda users: users.history().list(**params), tenant_id
+            "history.list", credential, lambda users: users.history().list(**params), tenant_id, user=email
         )
         return HistoryPage(
             records=response.get("history", []),
@@ -231,7 +245,7 @@ class GmailClient:
         if page_token:
             params["pageToken"] = page_token
         response = await self._call(
-            "messages.list", credential, lambda users: users.messages().list(**params), tenant_id
+            "messages.list", credential, lambda users: users.messages().list(**params), tenant_id, user=email
         )
         return response.get("messages", []), response.get("nextPageToken")
 
@@ -246,7 +260,7 @@ class GmailClient:
         if fmt == "metadata" and metadata_headers:
             params["metadataHeaders"] = list(metadata_headers)
         response = await self._call(
-            "messages.get", credential, lambda users: users.messages().get(**params), tenant_id
+            "messages.get", credential, lambda users: users.messages().get(**params), tenant_id, user=email
         )
         return message_from_resource(response, fmt)
 
@@ -267,11 +281,12 @@ class GmailClient:
             chunk = unique[start : start + METADATA_BATCH_SIZE]
             for _ in chunk:
                 record_call("messages.get", tenant_id)  # each part is metered as its own call
-            found.update(
-                await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._metadata_batch, credential, email, chunk, headers, tenant_id
+            async with self._user_calls.slot(email):  # one batch request in flight per slot
+                found.update(
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._executor, self._metadata_batch, credential, email, chunk, headers, tenant_id
+                    )
                 )
-            )
         return found
 
     def _metadata_batch(

@@ -7,12 +7,15 @@ refusals end in ACCESS_REFUSED; OAuth refreshes keep the granted scopes.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
 import pytest
 from prometheus_client import REGISTRY
 
 from mailwatch.clock import OffsetClock
+from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
+from mailwatch.gmail.client import GmailClient
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.integration.pipeline.helpers import (
     DAY, advance, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox, timestamp as ts,
@@ -190,3 +193,25 @@ async def test_watch_label_filter_behavior_in_the_discovery_spelling(service):
     assert mailbox.state == resources_pb2.MAILBOX_STATE_ACTIVE
     watch = service.sim.mailbox("filtered@example.com")["watch"]
     assert watch["labelIds"] == ["SPAM"] and watch["labelFilterBehavior"] == "EXCLUDE"
+
+
+async def test_at_most_n_gmail_calls_in_flight_per_user(gmail_sim, pubsub_topic):
+    """Twelve watches for one user at once (each holds the simulator while it checks the topic on the
+    Pub/Sub emulator): with GMAIL_CALLS_PER_USER=2 Gmail never sees more than 2, so a cap of 2 refuses none."""
+    sim = gmail_sim
+    email = "crowded@example.com"
+    sim.create_mailbox(email)
+    sim.configure(concurrent_requests_per_user=2)
+    key = sim.create_service_account_key(project_id=pubsub_topic["project"])
+    gmail = GmailClient(api_endpoint=sim.url, token_uri=sim.token_uri, calls_per_user=2)
+    try:
+        credential = ServiceAccountCredential(info=key, subject=email)
+        results = await asyncio.gather(*(
+            gmail.watch(credential, email, topic=pubsub_topic["topic"], label_filter=LabelFilter())
+            for _ in range(12)
+        ))
+    finally:
+        gmail.close()
+    assert len(results) == 12 and all(r.history_id for r in results)
+    assert sim.counters()["calls"][email]["users.watch"] == 12
+    assert 1 <= sim.counters()["peakConcurrentRequests"][email] <= 2
