@@ -95,11 +95,6 @@ class Lifecycle:
                 metadata_headers=metadata_headers,
                 watch_topic=topic,
             )
-            if sharing:  # the shared watch was renewed for all of them
-                await watch_groups.adopt_shared_watch(
-                    session, email_address, project, deployment_topic=self.topic, exclude=mailbox.id,
-                    expiration=watch.expiration, next_renewal_at=renew_at,
-                )
             detail = {
                 "expiration": watch.expiration.isoformat(),
                 "registration": "created" if created else "updated",

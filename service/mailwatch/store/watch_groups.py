@@ -4,7 +4,9 @@ Gmail keeps one watch per user per developer project, so every ACTIVE
 mailbox row (of any tenant) with the same address whose watch topic is in the
 same project shares it. These queries are deliberately cross-tenant, like
 ingest's: they return only what the watch needs (label filters, topics) to the
-lifecycle and renew code, never to an API caller. A row without a
+lifecycle and renew code, never to an API caller, and never change another
+tenant's row (a tenant must not be able to tell that another watches the same
+address). A row without a
 `watch_topic` (registered before topics were stored) uses the deployment's.
 """
 
@@ -14,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import LabelFilter, LabelFilterBehavior
@@ -63,15 +65,12 @@ async def group_members(
     ]
 
 
-async def adopt_shared_watch(
+async def freshest_expiration(
     session: AsyncSession, email_address: str, project: str, *, deployment_topic: str, exclude: uuid.UUID,
-    expiration: datetime, next_renewal_at: datetime,
-) -> int:
-    """The shared watch was just (re)made through `exclude`: the other registrations take its
-    expiration and the same renewal time, so it is renewed once for all of them."""
-    result = await session.execute(
-        update(mailboxes)
+) -> datetime | None:
+    """The latest watch expiration among the other registrations sharing the watch: when one
+    renewed it recently, the others need not call Gmail again."""
+    return (await session.execute(
+        select(func.max(mailboxes.c.watch_expiration))
         .where(_in_group(email_address, project, deployment_topic, exclude))
-        .values(watch_expiration=expiration, next_renewal_at=next_renewal_at, renew_attempts=0)
-    )
-    return result.rowcount or 0
+    )).scalar_one_or_none()

@@ -50,6 +50,11 @@ RENEW_SECONDS = Histogram("mailwatch_renew_seconds", "Time to renew one watch")
 RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
 
 
+# A shared watch whose expiration is further out than this was renewed within the
+# last day (watches last 7 days): a registration sharing it skips its own call.
+SHARED_WATCH_FRESH = timedelta(days=6)
+
+
 class RenewWorker(LoopWorker):
     def __init__(
         self,
@@ -90,7 +95,7 @@ class RenewWorker(LoopWorker):
             )
         if claims:
             # Registrations sharing one Gmail watch (same address and project) are renewed
-            # once; the others adopt the result (or, if it fails, are due again after the lease).
+            # once per batch; the others are due again after the lease and then find it fresh.
             by_watch = {self._watch_key(claim.mailbox): claim for claim in reversed(claims)}
             await asyncio.gather(*(self._guarded(claim) for claim in by_watch.values()))
         return len(claims)
@@ -117,6 +122,13 @@ class RenewWorker(LoopWorker):
                 sharing = await watch_groups.group_members(
                     session, mailbox.email_address, project, deployment_topic=self.topic, exclude=mailbox.id
                 )
+                fresh = await watch_groups.freshest_expiration(
+                    session, mailbox.email_address, project, deployment_topic=self.topic, exclude=mailbox.id
+                )
+            if fresh is not None and fresh > self.clock.now() + SHARED_WATCH_FRESH:
+                # Another registration of this address and project renewed the shared watch
+                # within the last day (with a filter covering this one): no second call.
+                return await self._renewed(claim, WatchResult(history_id=mailbox.history_id or 0, expiration=fresh))
             watch = await watch_taking_over(
                 self.gmail, credential, mailbox.email_address, topic=self._topic(mailbox),
                 label_filter=union_filter([mailbox.label_filter, *(member.label_filter for member in sharing)]),
@@ -171,12 +183,6 @@ class RenewWorker(LoopWorker):
             written = await renewals.record_renewal(
                 session, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
             )
-            if written:
-                email, project = self._watch_key(mailbox)
-                await watch_groups.adopt_shared_watch(
-                    session, email, project, deployment_topic=self.topic, exclude=mailbox.id,
-                    expiration=watch.expiration, next_renewal_at=due,
-                )
         if written and len(events) > 1:
             WATCHES_EXPIRED.inc()
         return "renewed" if written else "lease_lost"

@@ -42,6 +42,11 @@ async def test_two_tenants_with_different_filters_share_one_watch_and_one_outliv
         first = await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["INBOX"]),
                                                         metadata=inbox_tenant)
         await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["STARRED"]), metadata=starred_tenant)
+        # The first tenant cannot tell that another registered the address: its watch fields are untouched.
+        again = await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=first.id),
+                                                   metadata=inbox_tenant)
+        assert (again.watch_expire_time, again.next_renew_time, again.label_filter) == (
+            first.watch_expire_time, first.next_renew_time, first.label_filter)
         watches = sim.mailbox(ALICE)["watches"]
         assert [(w["projectId"], w["labelIds"], w["labelFilterBehavior"]) for w in watches] == [
             (TEST_PROJECT, ["INBOX", "STARRED"], "INCLUDE")]
@@ -77,18 +82,25 @@ async def test_a_shared_watch_is_renewed_once(make_service):
     async with make_service(clock=clock, renew_enabled=False) as service:
         _, first = await service.new_tenant()
         _, second = await service.new_tenant()
-        await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["INBOX"]), metadata=first)
+        one = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["INBOX"]),
+                                                      metadata=first)
         registered = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["SENT"]),
                                                              metadata=second)
+        registrations = [(one, first), (registered, second)]
         before = calls(service.sim, "users.watch")
         service.sim.advance_clock(2 * 24 * 3600)
         clock.advance(timedelta(days=2))
         assert await service.app.renew_worker.run_once() == 2  # both due, one Gmail call
         assert calls(service.sim, "users.watch") == before + 1
         assert service.sim.mailbox(ALICE)["watch"]["labelIds"] == ["INBOX", "SENT"]
-        renewed = await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=registered.id),
-                                                     metadata=second)
-        assert renewed.watch_expire_time.seconds > registered.watch_expire_time.seconds
+        # The one left out of the batch is due again after the lease, and finds the watch fresh.
+        service.sim.advance_clock(120)
+        clock.advance(timedelta(seconds=120))
+        assert await service.app.renew_worker.run_once() == 1
+        assert calls(service.sim, "users.watch") == before + 1
+        renewed = [await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=m.id),
+                                                      metadata=auth) for m, auth in registrations]
+        assert all(m.watch_expire_time.seconds > registered.watch_expire_time.seconds for m in renewed)
         assert await service.app.renew_worker.run_once() == 0  # nobody is due again
 
 
