@@ -3,10 +3,9 @@ and whatever is kept is storable in Postgres text / jsonb (no NUL, valid UTF-8).
 
 from __future__ import annotations
 
-import os
-
 import base64
 import json
+import os
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
