@@ -47,7 +47,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def BatchRegisterMailboxes(self, request, context):
         batch = validation.validate_batch_register_mailboxes(request)
-        outcomes = await self._lifecycle.register_many(current_tenant_id(), batch.label_filter, batch.credentials)
+        outcomes = await self._lifecycle.register_many(current_tenant_id(), batch.label_filter, batch.registrations)
         request_id = current_request_id()
         results = []
         for address, outcome in zip(request.email_addresses, outcomes):

@@ -77,9 +77,10 @@ class MailboxRegistration:
 @dataclass(frozen=True)
 class BatchRegistration:
     label_filter: LabelFilter
-    # Per requested address, in order: its credential (subject = the address,
-    # lower-cased) or why that address is refused.
-    credentials: list[ServiceAccountCredential | InvalidArgument]
+    # Per requested address, in order: (address lower-cased, its credential:
+    # the request's service account with the address as subject, or the
+    # tenant's default), or why that address is refused.
+    registrations: list[tuple[str, Credential | TenantDefaultCredential] | InvalidArgument]
 
 
 @dataclass(frozen=True)
@@ -284,16 +285,13 @@ def validate_batch_register_mailboxes(
     label_ids = _label_ids(request.label_ids, problems)
     behavior = _label_filter_behavior(request.label_filter_behavior, problems)
     shared: ServiceAccountCredential | None = None
-    if not request.HasField("service_account"):
-        problems.add("service_account", "required: the service account every address uses")
-    else:
+    if request.HasField("service_account"):
         if request.service_account.subject:
             problems.add("service_account.subject", "must be empty: each mailbox impersonates its own address")
         shared = _service_account(request.service_account, "", problems)
     problems.raise_if_any()
-    assert shared is not None
 
-    addresses: list[str | InvalidArgument] = []
+    registrations: list[tuple[str, Credential | TenantDefaultCredential] | InvalidArgument] = []
     first_index: dict[str, int] = {}
     for index, value in enumerate(request.email_addresses):
         field = f"email_addresses[{index}]"
@@ -302,14 +300,14 @@ def validate_batch_register_mailboxes(
         if not one.items and email in first_index:
             one.add(field, f"duplicate of email_addresses[{first_index[email]}]")
         first_index.setdefault(email, index)
-        addresses.append(InvalidArgument(one.items) if one.items else email)
-    return BatchRegistration(
-        label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
-        credentials=[
-            address if isinstance(address, InvalidArgument) else dataclasses.replace(shared, subject=address)
-            for address in addresses
-        ],
-    )
+        if one.items:
+            registrations.append(InvalidArgument(one.items))
+        elif shared is not None:
+            registrations.append((email, dataclasses.replace(shared, subject=email)))
+        else:
+            registrations.append((email, TenantDefaultCredential()))  # the tenant's service account
+    return BatchRegistration(label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
+                             registrations=registrations)
 
 
 def _metadata_options(request: mailbox_service_pb2.RegisterMailboxRequest, problems: _Violations):

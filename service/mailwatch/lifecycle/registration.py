@@ -23,7 +23,6 @@ from mailwatch.domain.models import (
     Mailbox,
     MailboxState,
     NewEvent,
-    ServiceAccountCredential,
     TenantDefaultCredential,
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
@@ -33,12 +32,6 @@ from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
 from mailwatch.store import changes, mailboxes, watch_groups
-
-
-def _address(credential: Credential) -> str:
-    if isinstance(credential, ServiceAccountCredential) and credential.subject:
-        return credential.subject
-    raise TypeError("a batch registers service-account credentials, each with its address as subject")
 
 
 @dataclass
@@ -110,13 +103,13 @@ class Lifecycle:
         self,
         tenant_id: uuid.UUID,
         label_filter: LabelFilter,
-        credentials: Sequence[Credential | Exception],
+        registrations: Sequence[tuple[str, Credential | TenantDefaultCredential] | Exception],
         *,
         concurrency: int = 16,
     ) -> list[Mailbox | Exception]:
-        """Register each address (the credential's subject) as `register` would,
-        `concurrency` at a time; a failure (any exception) is returned in that
-        address's place and does not stop the others.
+        """Register each (address, credential) as `register` would, `concurrency`
+        at a time; a failure (any exception) is returned in that address's place
+        and does not stop the others.
 
         Entries that already are errors (refused by validation) are returned as
         they are. Bounded concurrency keeps a batch of 1,000 from asking Gmail for
@@ -125,16 +118,17 @@ class Lifecycle:
         """
         slots = asyncio.Semaphore(concurrency)
 
-        async def one(item: Credential | Exception) -> Mailbox | Exception:
+        async def one(item) -> Mailbox | Exception:
             if isinstance(item, Exception):
                 return item
+            address, credential = item
             async with slots:
                 try:
-                    return await self.register(tenant_id, _address(item), label_filter, item)
+                    return await self.register(tenant_id, address, label_filter, credential)
                 except Exception as exc:  # noqa: BLE001 - answered for this address alone
                     return exc
 
-        return list(await asyncio.gather(*(one(item) for item in credentials)))
+        return list(await asyncio.gather(*(one(item) for item in registrations)))
 
     def _stored_credential(self, ciphertext: bytes) -> Credential | None:
         """The stored credential, or None when no configured key opens it any more:

@@ -119,8 +119,9 @@ class MailboxServiceServicer:
 
     def BatchRegisterMailboxes(self, request, context):
         """Registers up to 1,000 mailboxes that share one service-account credential
-        with domain-wide delegation (each address is impersonated as itself), to
-        onboard a Workspace domain in few calls. Each address is registered as
+        with domain-wide delegation (each address is impersonated as itself): the
+        request's, or else the tenant's default service account. To onboard a
+        Workspace domain in few calls. Each address is registered as
         RegisterMailbox would register it, and answered on its own, in request
         order: an address that fails (not an address, a duplicate, refused by
         Gmail) does not fail the others. The call itself fails (INVALID_ARGUMENT)

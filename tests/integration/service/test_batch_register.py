@@ -9,7 +9,8 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.integration.service.helpers import ACTIVE, error_details, status_detail
+from tests.integration.service.helpers import ACTIVE, error_details, status_detail, tenant_topic
+from tests.integration.service.test_google_settings import set_sa_settings
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,6 @@ async def test_the_same_batch_again_changes_nothing(service):
         (lambda r: r.email_addresses.extend(f"u{i}@domain.test" for i in range(1001)), "email_addresses"),
         (lambda r: setattr(r.service_account, "subject", "admin@domain.test"), "service_account.subject"),
         (lambda r: setattr(r.service_account, "json_key", "{}"), "service_account.json_key"),
-        (lambda r: r.ClearField("service_account"), "service_account"),
         (lambda r: r.label_ids.append(""), "label_ids[0]"),
     ],
 )
@@ -99,3 +99,26 @@ async def test_a_bad_shared_part_fails_the_call(service, change, field):
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     _, bad_request = error_details(raised.value)
     assert field in [v.field for v in bad_request.field_violations]
+
+
+async def test_without_a_key_each_address_uses_the_tenants_default_service_account(service):
+    tenant_id, auth = await service.new_tenant()
+    names = tenant_topic("batch-proj")
+    await set_sa_settings(service, tenant_id, "batch-proj", names)
+    addresses = [f"dflt{i}@domain.test" for i in range(3)]
+    for address in addresses:
+        service.sim.create_mailbox(address)
+    request = mailbox_service_pb2.BatchRegisterMailboxesRequest(email_addresses=addresses)
+    response = await service.mailboxes.BatchRegisterMailboxes(request, metadata=auth)
+    assert [r.status.code for r in response.results] == [code_pb2.OK] * 3
+    for address, result in zip(addresses, response.results):
+        assert result.mailbox.watch_topic == names["topic"]
+        assert service.sim.mailbox(address)["watch"]["topicName"] == names["topic"]
+
+
+async def test_without_a_key_or_tenant_defaults_each_address_says_so(service):
+    _, auth = await service.new_tenant()
+    request = mailbox_service_pb2.BatchRegisterMailboxesRequest(email_addresses=["a@domain.test", "b@domain.test"])
+    response = await service.mailboxes.BatchRegisterMailboxes(request, metadata=auth)
+    assert [r.status.code for r in response.results] == [code_pb2.FAILED_PRECONDITION] * 2
+    assert all(status_detail(r.status, error_details_pb2.ErrorInfo).reason for r in response.results)
