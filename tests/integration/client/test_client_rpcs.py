@@ -87,6 +87,26 @@ async def test_mailbox_rpcs_sync(service):
     await asyncio.to_thread(scenario)
 
 
+async def test_register_mailboxes_answers_each_address(service):
+    _, auth = await service.new_tenant()
+    credentials = sa_credentials(service.sim, "fay@example.com")
+    service.sim.create_mailbox("gus@example.com")
+    addresses = ["fay@example.com", "not an address", "gus@example.com"]
+
+    async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+        results = await client.register_mailboxes(addresses, service_account=credentials, label_ids=["INBOX"])
+    assert [r.email_address for r in results] == addresses
+    assert [r.status.code for r in results] == [0, 3, 0]  # OK, INVALID_ARGUMENT, OK
+    assert list(results[2].mailbox.label_filter.label_ids) == ["INBOX"]
+
+    def again():
+        with MailwatchClient(service.target, api_key_of(auth)) as client:
+            return client.register_mailboxes(addresses[::2], service_account=credentials, label_ids=["INBOX"])
+
+    repeated = await asyncio.to_thread(again)  # the sync twin; idempotent per address
+    assert [r.mailbox.id for r in repeated] == [results[0].mailbox.id, results[2].mailbox.id]
+
+
 async def test_admin_rpcs_async(service, operator_token):
     name = f"acme-{uuid.uuid4().hex[:6]}"
     async with AsyncMailwatchClient(service.target, operator_token=operator_token) as admin:

@@ -128,6 +128,20 @@ def register_request(
     return request
 
 
+def batch_register_request(
+    email_addresses: Sequence[str],
+    service_account: mailbox_service_pb2.ServiceAccountCredentials | None,
+    label_ids: Sequence[str],
+    label_filter_behavior: int,
+) -> mailbox_service_pb2.BatchRegisterMailboxesRequest:
+    request = mailbox_service_pb2.BatchRegisterMailboxesRequest(
+        email_addresses=list(email_addresses), label_ids=list(label_ids), label_filter_behavior=label_filter_behavior
+    )
+    if service_account is not None:
+        request.service_account.CopyFrom(service_account)
+    return request
+
+
 def mailbox_states(states: Iterable[int | str]) -> list[int]:
     return [_enum_value(resources_pb2.MailboxState, "MAILBOX_STATE_", state) for state in states]
 
