@@ -166,13 +166,13 @@ async def _register(target: str, api_key: str, key: dict, emails: list[str], con
 
 async def _tick_ms(sessions, repeat: int = 25) -> dict[str, float]:
     """Milliseconds of each due-time query with nothing due (rolled back): fastest and median of `repeat`."""
-    from mailwatch.store import renewals, work
+    from mailwatch.store import claims, renewal_claims, sync_claims
 
     now = datetime.now(timezone.utc)
     queries = {
-        "renewal claim": lambda s: renewals.claim_due_renewals(s, now=now, lease=timedelta(minutes=1), limit=100),
-        "poll scan": lambda s: work.mark_quiet_mailboxes_due(s, now=now, quiet_for=timedelta(hours=1), limit=1000),
-        "sync claim": lambda s: work.claim_due_syncs(s, owner="bench", now=now, lease=timedelta(minutes=1), limit=50),
+        "renewal claim": lambda s: renewal_claims.claim_due_renewals(s, now=now, lease=timedelta(minutes=1), limit=100),
+        "poll scan": lambda s: claims.mark_quiet_mailboxes_due(s, now=now, quiet_for=timedelta(hours=1), limit=1000),
+        "sync claim": lambda s: sync_claims.claim_due_syncs(s, owner="bench", now=now, lease=timedelta(minutes=1), limit=50),
     }
     results = {}
     for name, query in queries.items():

@@ -27,7 +27,7 @@ from mailwatch.secrets import SecretBox
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
-from mailwatch.sync.worker import SyncWorker
+from mailwatch.workers.sync import SyncWorker
 from mailwatch.workers.poll import PollWorker
 from mailwatch.workers.prune import PruneWorker
 from mailwatch.workers.renew import RenewWorker

@@ -302,7 +302,7 @@ tenants = TenantRow.__table__
 api_keys = ApiKeyRow.__table__
 mailboxes = MailboxRow.__table__
 
-# Fallback poll (`store.work.mark_quiet_mailboxes_due`): ACTIVE mailboxes with no
+# Fallback poll (`store.claims.mark_quiet_mailboxes_due`): ACTIVE mailboxes with no
 # sync pending, oldest sync first. An expression index, so it is declared on
 # the table rather than in __table_args__.
 Index(

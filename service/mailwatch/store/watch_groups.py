@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.models import LabelFilter, LabelFilterBehavior
 from mailwatch.domain import addresses
 from mailwatch.store.models import mailboxes
-from mailwatch.store.work import ACTIVE
+from mailwatch.store.claims import ACTIVE
 
 
 @dataclass(frozen=True)

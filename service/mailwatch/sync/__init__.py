@@ -1,1 +1,2 @@
-"""History sync: turning Gmail history into change-log events, one mailbox at a time."""
+"""History sync's parts that need no claim: Gmail history -> change events, backoff,
+message metadata, NOTIFICATIONS_MISSED. The sync worker itself is `workers.sync`."""

@@ -13,7 +13,7 @@ from typing import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store import work
+from mailwatch.store import claims
 from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class PollWorker(LoopWorker):
 
     async def run_once(self) -> int:
         async with self.sessions() as session, session.begin():
-            marked = await work.mark_quiet_mailboxes_due(
+            marked = await claims.mark_quiet_mailboxes_due(
                 session, now=self.clock.now(), quiet_for=self.interval, limit=self.batch_size
             )
         if marked and self.on_due:

@@ -4,7 +4,7 @@ Each ACTIVE mailbox is due at its own slot of the day
 (`lifecycle.schedule.next_renewal_at`), so renewals are spread evenly however
 the mailboxes were registered, and always days before the 7-day expiration.
 A renewal writes the new expiration, the next due time and WATCH_RENEWED in
-one transaction, fenced on its claim (`store.renewals`).
+one transaction, fenced on its claim (`store.renewal_claims`).
 
 Failures (`workers.outcome`, as for sync): revoked credentials → AUTH_FAILED,
 refused access → ACCESS_REFUSED (the mailbox makes no Gmail call until
@@ -18,25 +18,23 @@ later says WATCH_RENEWED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, MailboxState, NewEvent
 from mailwatch.domain.projects import topic_project, union_filter
-from mailwatch.gmail.client import GmailClient, WatchResult
+from mailwatch.gmail.client import WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import watch_taking_over
-from mailwatch.secrets import SecretBox
-from mailwatch.store import renewals, watch_groups
-from mailwatch.store.renewals import ClaimedRenewal
+from mailwatch.store import renewal_claims, watch_groups
+from mailwatch.store.renewal_claims import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
-from mailwatch.workers.loop import LoopWorker
+from mailwatch.workers.claiming import ClaimingWorker
 from mailwatch.workers.outcome import Failure, failure_of
 
 log = logging.getLogger(__name__)
@@ -55,62 +53,42 @@ RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
 SHARED_WATCH_FRESH = timedelta(days=6)
 
 
-class RenewWorker(LoopWorker):
+class RenewWorker(ClaimingWorker[ClaimedRenewal]):
+    outcomes = RENEW_OUTCOMES
+    seconds = RENEW_SECONDS
+    default_backoff = RENEW_BACKOFF
+
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
-        gmail: GmailClient,
-        secret_box: SecretBox,
         topic: str,
-        clock: Clock | None = None,
-        enabled: bool = True,
         loop_seconds: float = 5.0,
         batch_size: int = 100,
         concurrency: int = 8,
-        lease_seconds: float = 60.0,
-        backoff: BackoffPolicy | None = None,
         expiring_horizon_seconds: float = 48 * 3600.0,
+        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, enabled, lease_seconds, backoff
     ) -> None:
-        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
+        super().__init__(loop_seconds=loop_seconds, batch_size=batch_size, concurrency=concurrency, **common)
         self.expiring_horizon = timedelta(seconds=expiring_horizon_seconds)
-        self.sessions = sessions
-        self.gmail = gmail
-        self.secret_box = secret_box
         self.topic = topic
-        self.clock = clock or SystemClock()
-        self.batch_size = batch_size
-        self.lease = timedelta(seconds=lease_seconds)
-        self.backoff = backoff or RENEW_BACKOFF
-        self._slots = asyncio.Semaphore(concurrency)
 
-    async def tick(self) -> bool:
-        return await self.run_once() >= self.batch_size
+    async def claim(self, session: AsyncSession, now: datetime) -> list[ClaimedRenewal]:
+        """Claim due renewals: each is due again after the lease unless an outcome is written."""
+        return await renewal_claims.claim_due_renewals(session, now=now, lease=self.lease, limit=self.batch_size)
 
-    async def run_once(self) -> int:
-        """Claim one batch of due renewals and renew them concurrently; returns how many."""
-        async with self.sessions() as session, session.begin():
-            claims = await renewals.claim_due_renewals(
-                session, now=self.clock.now(), lease=self.lease, limit=self.batch_size
-            )
-        if claims:
-            # Registrations sharing one Gmail watch (same address and project) are renewed
-            # once per batch; the others are due again after the lease and then find it fresh.
-            by_watch = {self._watch_key(claim.mailbox): claim for claim in reversed(claims)}
-            await asyncio.gather(*(self._guarded(claim) for claim in by_watch.values()))
-        return len(claims)
+    def to_process(self, claims: Sequence[ClaimedRenewal]) -> list[ClaimedRenewal]:
+        # Registrations sharing one Gmail watch (same address and project) are renewed
+        # once per batch; the others are due again after the lease and then find it fresh.
+        return list({self._watch_key(claim.mailbox): claim for claim in reversed(claims)}.values())
+
+    async def process(self, claim: ClaimedRenewal) -> str:
+        return await self.renew_claimed(claim)
 
     def _topic(self, mailbox) -> str:
         return mailbox.watch_topic or self.topic
 
     def _watch_key(self, mailbox) -> tuple[str, str]:
         return mailbox.email_address, topic_project(self._topic(mailbox)) or ""
-
-    async def _guarded(self, claim: ClaimedRenewal) -> None:
-        async with self._slots:
-            with RENEW_SECONDS.time():
-                outcome = await self.renew_claimed(claim)
-            RENEW_OUTCOMES.labels(outcome=outcome).inc()
 
     async def renew_claimed(self, claim: ClaimedRenewal) -> str:
         mailbox = claim.mailbox
@@ -180,7 +158,7 @@ class RenewWorker(LoopWorker):
         }))
         due = next_renewal_at(now, watch.expiration, key=renewal_key(mailbox.tenant_id, mailbox.email_address))
         async with self.sessions() as session, session.begin():
-            written = await renewals.record_renewal(
+            written = await renewal_claims.record_renewal(
                 session, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
             )
         if written and len(events) > 1:
@@ -202,7 +180,7 @@ class RenewWorker(LoopWorker):
         events = self._expired_events(claim, now, failure.reason)
         expiring = self._expiring_events(claim, now, failure.reason)
         async with self.sessions() as session, session.begin():
-            written = await renewals.record_renewal_failure(
+            written = await renewal_claims.record_renewal_failure(
                 session, claim, reason=failure.reason, message=failure.message, retry_at=retry_at,
                 gmail_retry_at=failure.gmail_retry_at, now=now, events=events + expiring,
                 expiry_reported=bool(events), expiring_reported=bool(expiring),
@@ -219,7 +197,7 @@ class RenewWorker(LoopWorker):
         events = self._expired_events(claim, now, failure.reason)
         events.append(self._event(claim, event_type, failure.detail))
         async with self.sessions() as session, session.begin():
-            written = await renewals.mark_terminal(
+            written = await renewal_claims.mark_terminal(
                 session, claim, state=state, reason=failure.reason, message=failure.message, now=now,
                 events=events, expiry_reported=len(events) > 1,
             )

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
-from mailwatch.store import renewals, work
+from mailwatch.store import claims, renewal_claims, sync_claims
 
 pytestmark = pytest.mark.integration
 
@@ -102,16 +102,16 @@ def captured(call) -> object:
 
 
 def renewal_claim():
-    return captured(lambda s: renewals.claim_due_renewals(s, now=NOW, lease=timedelta(minutes=1), limit=100))
+    return captured(lambda s: renewal_claims.claim_due_renewals(s, now=NOW, lease=timedelta(minutes=1), limit=100))
 
 
 def poll_mark():
-    return captured(lambda s: work.mark_quiet_mailboxes_due(s, now=NOW, quiet_for=timedelta(minutes=5), limit=1000))
+    return captured(lambda s: claims.mark_quiet_mailboxes_due(s, now=NOW, quiet_for=timedelta(minutes=5), limit=1000))
 
 
 def sync_claim():
     return captured(
-        lambda s: work.claim_due_syncs(s, owner="o", now=NOW, lease=timedelta(minutes=1), limit=50)
+        lambda s: sync_claims.claim_due_syncs(s, owner="o", now=NOW, lease=timedelta(minutes=1), limit=50)
     )
 
 

@@ -18,7 +18,7 @@ from mailwatch.domain.models import EventType, LabelFilter, MailboxState, OAuthC
 from mailwatch.gmail.client import WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind, generate_key
-from mailwatch.store import changes, mailboxes, renewals, tenants
+from mailwatch.store import changes, mailboxes, renewal_claims, tenants
 from mailwatch.store.models import mailboxes as mailboxes_table
 from mailwatch.workers.renew import RenewWorker
 
@@ -165,7 +165,7 @@ async def test_gmails_retry_time_holds_back_renewal_and_sync_even_past_the_watch
     row = await world.row(mailbox)
     assert row.next_renewal_at == retry_at == row.gmail_retry_at == row.next_attempt_at
     # The sync claim honours it too: no Gmail call for the mailbox before Gmail's time.
-    from mailwatch.store import work
+    from mailwatch.store import sync_claims
 
     async with sessions() as session, session.begin():
         await session.execute(update(mailboxes_table).where(mailboxes_table.c.id == mailbox.id)
@@ -173,7 +173,7 @@ async def test_gmails_retry_time_holds_back_renewal_and_sync_even_past_the_watch
     world.clock.current = retry_at - timedelta(seconds=1)
     assert await world.worker.run_once() == 0
     async with sessions() as session, session.begin():
-        assert await work.claim_due_syncs(session, owner="o", now=world.clock.now(),
+        assert await sync_claims.claim_due_syncs(session, owner="o", now=world.clock.now(),
                                           lease=timedelta(minutes=1), limit=10) == []
     world.clock.current = retry_at
     assert await world.worker.run_once() == 1
@@ -276,7 +276,7 @@ async def test_revoked_credentials_mark_auth_failed_once_and_stop_renewals(world
 async def test_a_claim_lost_to_re_registration_writes_nothing(world, sessions):
     mailbox = await world.add("raced@example.com")
     async with sessions() as session, session.begin():
-        (claim,) = await renewals.claim_due_renewals(session, now=T0, lease=timedelta(minutes=1), limit=10)
+        (claim,) = await renewal_claims.claim_due_renewals(session, now=T0, lease=timedelta(minutes=1), limit=10)
     # Meanwhile the tenant registers the mailbox again (a fresh watch, a new renewal time).
     async with sessions() as session, session.begin():
         await session.execute(
@@ -291,7 +291,7 @@ async def test_a_claim_lost_to_re_registration_writes_nothing(world, sessions):
 async def test_a_crashed_replicas_claim_is_taken_over_after_the_lease(world, sessions):
     mailbox = await world.add("orphan@example.com")
     async with sessions() as session, session.begin():
-        assert len(await renewals.claim_due_renewals(session, now=T0, lease=timedelta(seconds=60), limit=10)) == 1
+        assert len(await renewal_claims.claim_due_renewals(session, now=T0, lease=timedelta(seconds=60), limit=10)) == 1
     # ...and that replica dies before any outcome.
     assert await world.worker.run_once() == 0
     world.clock.advance(timedelta(seconds=60))

@@ -1,6 +1,6 @@
 """The renew worker's claim and outcomes on `mailboxes`.
 
-A renewal claim is one statement, like the sync claim (`store.work`):
+A renewal claim is one statement, like the sync claim (`store.sync_claims`):
 `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`. Its lease
 is the due time itself: claiming moves `next_renewal_at` to `now + lease`, so a
 replica that dies mid-renewal leaves the mailbox due again once the lease
@@ -11,7 +11,7 @@ mailbox can be re-watched while it is being synced.
 
 The due query is an index scan of `ix_mailboxes_renewal_due` (next_renewal_at
 WHERE state = 'ACTIVE'), and the claimed rows are found again by primary key
-(`work.claimed_ids`): a tick costs what is due, not what is registered.
+(`claims.claimed_ids`): a tick costs what is due, not what is registered.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
-from mailwatch.store.work import (
+from mailwatch.store.claims import (
     ACTIVE,
     FAILURE_COLUMNS,
     claimed_ids,
     failure_values,
     gmail_allows,
     gmail_retry_values,
+    terminal_values,
 )
 
 
@@ -200,13 +201,7 @@ async def mark_terminal(
 ) -> bool:
     """Revoked credentials or refused access found by a renewal: the terminal state exactly
     as sync marks it (no Gmail calls until registered again), with its event(s) in the same write."""
-    values: dict = dict(
-        state=state.value,
-        sync_due_at=None,
-        backoff_until=None,
-        **failure_values(reason=reason, message=message, at=now, next_attempt_at=None),
-        updated=now,
-    )
+    values = terminal_values(state=state, reason=reason, message=message, now=now)
     if expiry_reported:
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
     return await _fenced_update(session, claim, values, events)

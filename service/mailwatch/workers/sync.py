@@ -11,28 +11,24 @@ backoff, never before the retry time Gmail named (`workers.outcome`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailwatch.clock import Clock, SystemClock
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, NewEvent
-from mailwatch.gmail.client import GmailClient
-from mailwatch.secrets import SecretBox
-from mailwatch.store import work
+from mailwatch.store import sync_claims
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.store.mailboxes import mark_notifications_missed
 from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
 from mailwatch.sync.history_events import events_from_history, newest_history_id
-from mailwatch.workers.loop import LoopWorker
+from mailwatch.workers.claiming import ClaimingWorker
 from mailwatch.workers.outcome import failure_of
 
 log = logging.getLogger(__name__)
@@ -62,57 +58,37 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class SyncWorker(LoopWorker):
+class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
+    outcomes = SYNC_OUTCOMES
+    seconds = SYNC_SECONDS
+    default_backoff = BackoffPolicy()
+
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
-        gmail: GmailClient,
-        secret_box: SecretBox,
-        clock: Clock | None = None,
         owner: str | None = None,
-        enabled: bool = True,
         loop_seconds: float = 0.5,
         batch_size: int = 50,
         concurrency: int = 16,
-        lease_seconds: float = 60.0,
-        backoff: BackoffPolicy | None = None,
         catch_up_backoff: BackoffPolicy = CATCH_UP_BACKOFF,
         catch_up_attempts: int = CATCH_UP_ATTEMPTS,
+        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, enabled, lease_seconds, backoff
     ) -> None:
-        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
-        self.sessions = sessions
-        self.gmail = gmail
-        self.secret_box = secret_box
-        self.clock = clock or SystemClock()
+        super().__init__(loop_seconds=loop_seconds, batch_size=batch_size, concurrency=concurrency, **common)
         self.owner = owner or default_owner()
-        self.batch_size = batch_size
-        self.lease = timedelta(seconds=lease_seconds)
-        self.backoff = backoff or BackoffPolicy()
         self.catch_up_backoff = catch_up_backoff
         self.catch_up_attempts = catch_up_attempts
-        self._slots = asyncio.Semaphore(concurrency)
 
-    async def tick(self) -> bool:
-        return await self.run_once() >= self.batch_size
+    async def claim(self, session: AsyncSession, now: datetime) -> list[sync_claims.ClaimedMailbox]:
+        """Lease due mailboxes to this worker's owner name."""
+        return await sync_claims.claim_due_syncs(
+            session, owner=self.owner, now=now, lease=self.lease, limit=self.batch_size
+        )
 
-    async def run_once(self) -> int:
-        """Claim one batch of due mailboxes and sync them concurrently; returns how many."""
-        async with self.sessions() as session, session.begin():
-            claims = await work.claim_due_syncs(
-                session, owner=self.owner, now=self.clock.now(), lease=self.lease, limit=self.batch_size
-            )
-        if claims:
-            await asyncio.gather(*(self._guarded(claim) for claim in claims))
-        return len(claims)
+    async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
+        return await self.sync_claimed(claim)
 
-    async def _guarded(self, claim: work.ClaimedMailbox) -> None:
-        async with self._slots:
-            with SYNC_SECONDS.time():
-                outcome = await self.sync_claimed(claim)
-            SYNC_OUTCOMES.labels(outcome=outcome).inc()
-
-    async def sync_claimed(self, claim: work.ClaimedMailbox) -> str:
+    async def sync_claimed(self, claim: sync_claims.ClaimedMailbox) -> str:
         mailbox = claim.mailbox
         credential: Credential | None = None
         try:
@@ -121,7 +97,7 @@ class SyncWorker(LoopWorker):
             return "synced"
         except errors.GmailHistoryExpired:
             return await self._resync(mailbox, credential)
-        except work.LeaseLost:
+        except sync_claims.LeaseLost:
             log.warning("lease on mailbox %s lost; another worker took it over", mailbox.id)
             return "lease_lost"
         except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not stop the others
@@ -156,7 +132,7 @@ class SyncWorker(LoopWorker):
             if missed is not None:
                 events = [missed, *events]
             async with self.sessions() as session, session.begin():
-                committed = await work.commit_sync_page(
+                committed = await sync_claims.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=synced,
                     new_history_id=new_history_id, events=events, final=final,
                     now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
@@ -194,12 +170,12 @@ class SyncWorker(LoopWorker):
         ]
         try:
             async with self.sessions() as session, session.begin():
-                committed = await work.commit_sync_page(
+                committed = await sync_claims.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=mailbox.history_id,
                     new_history_id=profile.history_id, events=events, final=True,
                     now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
                 )
-        except work.LeaseLost:
+        except sync_claims.LeaseLost:
             return "lease_lost"
         self._report_catch_up(mailbox, committed, profile.history_id)
         return "resynced"
@@ -213,15 +189,15 @@ class SyncWorker(LoopWorker):
             "give_up_catch_up": attempt > self.catch_up_attempts,
         }
 
-    def _report_catch_up(self, mailbox: Mailbox, committed: work.PageCommit, gmail_history_id: int) -> None:
-        if committed.catch_up is work.CatchUp.BEHIND:
+    def _report_catch_up(self, mailbox: Mailbox, committed: sync_claims.PageCommit, gmail_history_id: int) -> None:
+        if committed.catch_up is sync_claims.CatchUp.BEHIND:
             SYNC_BEHIND_NOTIFICATION.inc()
             log.info(
                 "mailbox %s synced to history %d, short of notified %s; looking again with backoff",
                 mailbox.id, gmail_history_id, committed.notified_history_id,
                 extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)},
             )
-        elif committed.catch_up is work.CatchUp.GAVE_UP:
+        elif committed.catch_up is sync_claims.CatchUp.GAVE_UP:
             SUSPICIOUS_NOTIFICATIONS.inc()
             log.warning(
                 "suspicious notification for mailbox %s: history id %s is beyond Gmail's history (%d) after %d "
@@ -237,7 +213,7 @@ class SyncWorker(LoopWorker):
         async with self.sessions() as session, session.begin():
             if failure.terminal is None:
                 backoff_at = self.backoff.next_attempt_at(now, mailbox.sync_attempts + 1)
-                await work.record_sync_failure(
+                await sync_claims.record_sync_failure(
                     session, mailbox, owner=self.owner, reason=failure.reason, message=failure.message,
                     retry_at=failure.retry_at(backoff_at), gmail_retry_at=failure.gmail_retry_at, now=now,
                 )
@@ -247,7 +223,7 @@ class SyncWorker(LoopWorker):
                 self.gmail.forget(credential, mailbox.tenant_id)
             event = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=event_type,
                              history_id=mailbox.history_id, detail=failure.detail)
-            marked = await work.mark_terminal(
+            marked = await sync_claims.mark_terminal(
                 session, mailbox, owner=self.owner, state=state, reason=failure.reason, message=failure.message,
                 now=now, event=event,
             )

@@ -1,4 +1,4 @@
-"""The workers' claims and outcomes on `mailboxes` (sync now; renew and poll reuse the claim).
+"""The sync worker's claim and its fenced writes on `mailboxes`.
 
 A claim is one statement: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
 LOCKED) RETURNING`, so replicas never claim the same mailbox and a crashed
@@ -14,34 +14,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Uuid, and_, any_, case, cast, func, literal_column, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events
+from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_allows, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
-
-ERROR_TEXT_LIMIT = 500
-FAILURE_COLUMNS = ("last_error", "last_error_reason", "last_error_at", "next_attempt_at")
-
-# The state as a SQL literal, not a bound parameter: a prepared statement's
-# generic plan can then still prove a partial index's `state = 'ACTIVE'`.
-ACTIVE = literal_column(f"'{MailboxState.ACTIVE.value}'")
-
-
-def claimed_ids(due):
-    """`= ANY (CAST((SELECT array_agg(id) FROM (<due … FOR UPDATE SKIP LOCKED>)) AS uuid[]))`.
-
-    With `id IN (<due>)` the planner may join the due rows back to the table
-    with a hash join over a sequential scan of every mailbox whenever it
-    overestimates how many are due (always, for a generic plan); an array of
-    ids is an init-plan value that it looks up in the primary key.
-    """
-    locked = due.subquery("due")
-    # The cast makes ANY take one array value rather than the rows of a subquery.
-    return any_(cast(select(func.array_agg(locked.c.id)).scalar_subquery(), ARRAY(Uuid)))
 
 
 @dataclass(frozen=True)
@@ -52,11 +32,6 @@ class ClaimedMailbox:
 
 class LeaseLost(Exception):
     """The claim lapsed and another worker owns the mailbox now; drop the work."""
-
-
-def gmail_allows(now: datetime):
-    """No Gmail call for a mailbox before the retry time Gmail named (`gmail_retry_at`)."""
-    return or_(mailboxes.c.gmail_retry_at.is_(None), mailboxes.c.gmail_retry_at <= now)
 
 
 def _fence(mailbox_id: uuid.UUID, owner: str, expected_history_id: int | None):
@@ -213,23 +188,6 @@ async def record_sync_failure(
     )
 
 
-def gmail_retry_values(gmail_retry_at: datetime | None) -> dict:
-    """Remember Gmail's retry time, keeping the later one (GREATEST ignores a NULL)."""
-    if gmail_retry_at is None:
-        return {}
-    return {"gmail_retry_at": func.greatest(mailboxes.c.gmail_retry_at, gmail_retry_at)}
-
-
-def failure_values(*, reason: str, message: str, at: datetime, next_attempt_at: datetime | None) -> dict:
-    """The columns that record a failure (GetMailbox's last_error and next_attempt_time)."""
-    return dict(
-        last_error_reason=reason,
-        last_error=message[:ERROR_TEXT_LIMIT],
-        last_error_at=at,
-        next_attempt_at=next_attempt_at,
-    )
-
-
 async def mark_terminal(
     session: AsyncSession,
     claimed: Mailbox,
@@ -250,44 +208,10 @@ async def mark_terminal(
             mailboxes.c.lease_owner == owner,
             mailboxes.c.state == MailboxState.ACTIVE.value,
         )
-        .values(
-            state=state.value,
-            lease_owner=None,
-            lease_expires_at=None,
-            sync_due_at=None,
-            backoff_until=None,
-            **failure_values(reason=reason, message=message, at=now, next_attempt_at=None),
-            updated=now,
-        )
+        .values(lease_owner=None, lease_expires_at=None,
+                **terminal_values(state=state, reason=reason, message=message, now=now))
     )
     if result.rowcount != 1:
         return False
     await append_events(session, claimed.tenant_id, [event])
     return True
-
-
-async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quiet_for: timedelta, limit: int) -> int:
-    """Fallback poll: mark ACTIVE mailboxes not synced for `quiet_for` as due.
-
-    Dropped or delayed notifications then cost latency, never data. Bounded
-    by `limit` per call so a long outage does not become one huge update.
-    """
-    cutoff = now - quiet_for
-    last = func.coalesce(mailboxes.c.last_sync_at, mailboxes.c.created)
-    quiet = (
-        select(mailboxes.c.id)
-        .where(
-            mailboxes.c.state == ACTIVE,
-            mailboxes.c.sync_due_at.is_(None),
-            last < cutoff,
-        )
-        .order_by(last)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    # Served by ix_mailboxes_poll_due (the same coalesce, partial on the same
-    # conditions): the scan reads the quiet mailboxes only.
-    result = await session.execute(
-        update(mailboxes).where(mailboxes.c.id == claimed_ids(quiet)).values(sync_due_at=now)
-    )
-    return result.rowcount
