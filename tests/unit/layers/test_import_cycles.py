@@ -8,30 +8,20 @@ as a cycle with the submodules it re-exports when they import siblings.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-from tests.unit.layers.test_layers import PACKAGE_ROOT, _module_name
+from tests.unit.layers.test_layers import PACKAGE_ROOT, _module_name, import_statements
 
 
 def _edges(path: Path, root: Path, modules: set[str]) -> set[str]:
-    module = _module_name(path, root)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            for alias in node.names:
-                submodule = f"{target}.{alias.name}"
-                found.add(submodule if submodule in modules else target)
-    return {target for target in found if target in modules and target != module}
+    for target, names in import_statements(path, root):
+        if not names:
+            found.add(target)
+        for name in names:
+            submodule = f"{target}.{name}"
+            found.add(submodule if submodule in modules else target)
+    return {target for target in found if target in modules and target != _module_name(path, root)}
 
 
 def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:

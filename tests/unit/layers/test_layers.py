@@ -7,6 +7,7 @@ and fails on an import from a lower layer into `mailwatch.api`.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import mailwatch
@@ -22,14 +23,15 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, root: Path) -> set[str]:
-    """Every module `path` imports, relative imports resolved to absolute names."""
+def import_statements(path: Path, root: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(module, names) per import in `path`, anywhere in it: `import m` gives (m, ()),
+    `from m import a, b` gives (m, (a, b)); relative imports resolved to absolute names."""
     module = _module_name(path, root)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, ()
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -37,9 +39,16 @@ def _imports(path: Path, root: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.add(target)
-            # `from mailwatch import api` names the package through its alias.
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            yield target, tuple(alias.name for alias in node.names)
+
+
+def _imports(path: Path, root: Path) -> set[str]:
+    """Every module `path` imports (and, for `from m import a`, also `m.a`)."""
+    found: set[str] = set()
+    for target, names in import_statements(path, root):
+        found.add(target)
+        # `from mailwatch import api` names the package through its alias.
+        found.update(f"{target}.{name}" for name in names)
     return found
 
 
