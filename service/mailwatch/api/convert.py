@@ -197,10 +197,25 @@ def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_s
     )
 
 
+# Streams with the same filter (most: none) get the same batches from their
+# tenant's shared reader: the response message is built once and handed to
+# each of them (gRPC only serializes it; nothing mutates it).
+_RESPONSES_MAX = 1_000
+_responses: dict[tuple, mailbox_service_pb2.StreamChangesResponse] = {}
+
+
 def stream_item_to_proto(item: StreamItem) -> mailbox_service_pb2.StreamChangesResponse:
-    """One StreamChangesResponse per stream item (a batch of events or a heartbeat)."""
+    """One StreamChangesResponse per stream item (a batch of events or a heartbeat).
+
+    Responses for event batches are shared: treat them as read-only."""
     if isinstance(item, EventBatch):
-        return events_response(list(item.events))
+        key = tuple(event.id for event in item.events)
+        response = _responses.get(key)
+        if response is None:
+            response = _responses[key] = events_response(list(item.events))
+            if len(_responses) > _RESPONSES_MAX:
+                del _responses[next(iter(_responses))]
+        return response
     if isinstance(item, Heartbeat):
         return heartbeat_response(item.server_time, item.position)
     raise TypeError(f"not a stream item: {type(item).__name__}")

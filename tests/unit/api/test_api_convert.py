@@ -206,6 +206,20 @@ def test_stream_items_to_proto():
         convert.stream_item_to_proto(object())
 
 
+def test_streams_sending_the_same_batch_share_one_response():
+    events = tuple(
+        models.ChangeEvent(
+            id=uuid.uuid4(), sequence=n, tenant_id=uuid.uuid4(), mailbox_id=uuid.uuid4(),
+            email_address="a@example.com", type=models.EventType.MESSAGE_ADDED, observed_at=T0,
+        )
+        for n in (1, 2, 3)
+    )
+    first = convert.stream_item_to_proto(EventBatch(events, position=3))
+    assert convert.stream_item_to_proto(EventBatch(events, position=3)) is first
+    subset = convert.stream_item_to_proto(EventBatch(events[::2], position=3))  # another filter's batch
+    assert subset is not first and [e.id for e in subset.events] == [str(events[0].id), str(events[2].id)]
+
+
 def test_tenant_and_api_key_to_proto():
     tenant_id = uuid.uuid4()
     key = models.ApiKey(id=uuid.uuid4(), tenant_id=tenant_id, prefix="mwk_abcdefgh", created=T0, revoked_at=None)
