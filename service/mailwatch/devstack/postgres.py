@@ -141,12 +141,30 @@ def _runnable_by(bindir: Path, user: pwd.struct_passwd | None) -> Path:
 
 
 def _can_run(bindir: Path, user: pwd.struct_passwd) -> bool:
-    try:
-        probe = subprocess.run([str(bindir / "postgres"), "--version"], user=user.pw_uid, group=user.pw_gid,
-                               extra_groups=[], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except PermissionError:
-        return False
+    # `test -x` walks the path with the user's rights. (Executing the binary is no proof: setpriv
+    # starts it even from a directory the user cannot search, and it then fails to find itself.)
+    probe = subprocess.run(_as_user(user, [_system_tool("test"), "-x", str(bindir / "postgres")]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return probe.returncode == 0
+
+
+def _system_tool(name: str) -> str:
+    """A base-system tool, found even when $PATH was narrowed (as the tests do to hide peers)."""
+    search = os.pathsep.join(filter(None, [os.environ.get("PATH"), os.defpath, "/usr/bin:/usr/sbin:/sbin"]))
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise PostgresNotFound(f"`{name}` (util-linux / coreutils) is needed to run Postgres as another user")
+    return found
+
+
+def _as_user(user: pwd.struct_passwd | None, command: list[str]) -> list[str]:
+    """`command` run as `user` through util-linux's setpriv, which execs in place (the pid stays the
+    server's). Not Popen(user=...): changing credentials between fork and exec in a process with
+    threads (gRPC, asyncio's executor) sometimes crashed the child before it ran anything."""
+    if user is None:
+        return command
+    return [_system_tool("setpriv"), f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--",
+            *command]
 
 
 class TemporaryPostgres:
@@ -187,10 +205,8 @@ class TemporaryPostgres:
         """libpq URL of `database` (`mailwatch.database_url.sqlalchemy_url` for SQLAlchemy's)."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
-    def _run_as(self) -> dict:
-        if self._os_user is None:
-            return {}
-        return {"user": self._os_user.pw_uid, "group": self._os_user.pw_gid, "extra_groups": []}
+    def _command(self, *args: str) -> list[str]:
+        return _as_user(self._os_user, list(args))
 
     def _chown(self, path: Path) -> None:
         if self._os_user is not None:
@@ -213,8 +229,8 @@ class TemporaryPostgres:
         self._chown(self._log_path)  # pg_ctl start/restart append to it as the server user
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.datadir), *self._server_options()],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as(),
+                self._command(str(self.bindir / "postgres"), "-D", str(self.datadir), *self._server_options()),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:
             wait_for_port(self.host, self.port, timeout, alive=lambda: self._process.poll() is None)
@@ -236,8 +252,8 @@ class TemporaryPostgres:
 
     def _pg_ctl(self, *args: str, timeout: float = 60.0) -> None:
         subprocess.run(
-            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout, **self._run_as(),
+            self._command(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
         )
 
     def stop_server(self, mode: str = "fast") -> None:
@@ -269,9 +285,9 @@ class TemporaryPostgres:
             self.datadir.mkdir(parents=True, exist_ok=True)
             self._chown(self.datadir)
         result = subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-             "--auth=trust", "--encoding=UTF8", *([] if self.persistent else ["--no-sync"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **self._run_as(),
+            self._command(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
+                          "--auth=trust", "--encoding=UTF8", *([] if self.persistent else ["--no-sync"])),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         if result.returncode != 0:
             owner = (f" (Postgres refuses root, so it runs as `{self._os_user.pw_name}`, who must be able to reach "

@@ -74,3 +74,30 @@ def test_as_root_binaries_the_server_user_cannot_reach_are_run_from_a_readable_c
     finally:
         server.stop()
         shutil.rmtree(copy, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_as_root_without_a_postgres_user_the_server_runs_as_nobody(monkeypatch):
+    """A fresh machine has no `postgres` user: the embedded server runs as `nobody` instead."""
+    import pwd
+
+    real = pwd.getpwnam
+
+    def without_postgres(name):
+        if name == "postgres":
+            raise KeyError(name)
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", without_postgres)
+    server = TemporaryPostgres(embedded=True)
+    try:
+        server.start()
+        with psycopg.connect(server.dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        owner = (server.datadir / "PG_VERSION").stat().st_uid
+        assert owner == real("nobody").pw_uid
+        uid_line = next(line for line in Path(f"/proc/{server._process.pid}/status").read_text().splitlines()
+                        if line.startswith("Uid:"))
+        assert uid_line.split()[1] == str(owner)  # the postmaster itself (setpriv execs in place)
+    finally:
+        server.stop()
