@@ -10,7 +10,6 @@ first tenant's credentials" is checked on both.
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 
@@ -21,6 +20,14 @@ from tests.integration.service.helpers import STOPPED, error_details
 pytestmark = pytest.mark.integration
 
 VICTIM = "victim@example.com"
+
+
+@pytest.fixture
+async def quiet_service(make_service):
+    """No background sync or fallback poll: the victim's Gmail calls are exactly the ones the
+    test causes (a poll-triggered history.list would otherwise land at any moment)."""
+    async with make_service(sync_enabled=False, poll_enabled=False) as running:
+        yield running
 
 
 def _flip_one_byte(pem: str) -> str:
@@ -50,7 +57,8 @@ async def _two_tenants_first_registered(service):
     return first, second, key, mailbox
 
 
-async def test_another_tenants_identifiers_with_another_private_key_are_refused(service):
+async def test_another_tenants_identifiers_with_another_private_key_are_refused(quiet_service):
+    service = quiet_service
     _, second, key, _ = await _two_tenants_first_registered(service)
     before = _victim_calls(service.sim)
     assert before == {"oauth2.token": 1, "users.watch": 1}
@@ -77,8 +85,9 @@ async def test_another_tenants_identifiers_with_another_private_key_are_refused(
     assert list(listed.mailboxes) == [], "nothing was stored for the second tenant"
 
 
-async def test_the_same_key_in_two_tenants_gets_a_token_per_tenant(service):
+async def test_the_same_key_in_two_tenants_gets_a_token_per_tenant(quiet_service):
     """The cache is scoped to the tenant: even the identical secret shares no token across tenants."""
+    service = quiet_service
     _, second, key, _ = await _two_tenants_first_registered(service)
     await service.mailboxes.RegisterMailbox(service_account_request(VICTIM, key), metadata=second)
     assert _victim_calls(service.sim) == {"oauth2.token": 2, "users.watch": 2}
