@@ -126,7 +126,8 @@ def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int)
                 async with sessions() as session, session.begin():
                     tenant = (await session.execute(insert(tenants).values(name="bench").returning(tenants.c.id))).scalar_one()
                     await session.execute(insert(mailboxes), [
-                        {"tenant_id": tenant, "email_address": f"user{i}@example.com", "credential_kind": "OAUTH",
+                        {"tenant_id": tenant, "email_address": f"user{i}@example.com",
+                         "gmail_address": f"user{i}@example.com", "credential_kind": "OAUTH",
                          "credentials_ciphertext": b"x", "history_id": 1} for i in range(500)
                     ])
                 rate = _publish(publisher, topic, count)

@@ -153,6 +153,16 @@ class LabelFilter:
 
 
 @dataclass(frozen=True)
+class MessageLabels:
+    """A Gmail message's labels as `messages.get(format=minimal)` saw them."""
+
+    label_ids: tuple[str, ...]
+    history_id: int  # the last history record that changed the message
+    # Fetched in the same call for a mailbox with metadata on (no second messages.get).
+    metadata: "MessageMetadata | None" = None
+
+
+@dataclass(frozen=True)
 class Mailbox:
     id: uuid.UUID
     tenant_id: uuid.UUID
@@ -183,6 +193,9 @@ class Mailbox:
     # NOTIFICATIONS_MISSED was sent and no notification has arrived since.
     notifications_missed_reported: bool = False
     watch_topic: str | None = None  # the topic of its Gmail watch; None: the deployment's
+    # The address Gmail's notifications name (getProfile at registration); differs
+    # from email_address when the mailbox was registered under an alias.
+    gmail_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from mailwatch.domain.models import (
     Credential,
     LabelFilter,
     LabelFilterBehavior,
+    MessageLabels,
     MessageMetadata,
     OAuthCredential,
     ServiceAccountCredential,
@@ -48,6 +49,10 @@ WATCH_FILTER_BEHAVIOR = {LabelFilterBehavior.INCLUDE: "include", LabelFilterBeha
 HISTORY_PAGE_SIZE = 500  # Gmail's maximum maxResults for history.list
 MESSAGES_PAGE_SIZE = 500
 METADATA_BATCH_SIZE = 50  # Gmail allows 100 calls per batch; Google recommends at most 50
+# Every call acts as the authorised user: the impersonated subject or the OAuth
+# grant's user. Gmail refuses any other userId, even an alias of that very user
+# ("Delegation denied for <primary address>").
+ME = "me"
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,7 @@ class GmailClient:
             body["labelFilterBehavior"] = WATCH_FILTER_BEHAVIOR[label_filter.behavior]
         try:
             response = await self._call(
-                "watch", credential, lambda users: users.watch(userId=email, body=body), tenant_id, user=email
+                "watch", credential, lambda users: users.watch(userId=ME, body=body), tenant_id, user=email
             )
         except errors.TopicProjectMismatch as exc:
             # Gmail names only the caller's project; say which topic it refused, too.
@@ -205,11 +210,11 @@ class GmailClient:
         )
 
     async def stop(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> None:
-        await self._call("stop", credential, lambda users: users.stop(userId=email), tenant_id, user=email)
+        await self._call("stop", credential, lambda users: users.stop(userId=ME), tenant_id, user=email)
 
     async def profile(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> Profile:
         response = await self._call(
-            "getProfile", credential, lambda users: users.getProfile(userId=email), tenant_id, user=email
+            "getProfile", credential, lambda users: users.getProfile(userId=ME), tenant_id, user=email
         )
         return Profile(
             email_address=response.get("emailAddress", email),
@@ -222,7 +227,7 @@ class GmailClient:
         page_token: str | None = None, label_id: str | None = None, max_results: int = HISTORY_PAGE_SIZE,
         tenant_id: uuid.UUID | None = None,
     ) -> HistoryPage:
-        params: dict = {"userId": email, "startHistoryId": str(start_history_id), "maxResults": max_results}
+        params: dict = {"userId": ME, "startHistoryId": str(start_history_id), "maxResults": max_results}
         if page_token:
             params["pageToken"] = page_token
         if label_id:
@@ -241,7 +246,7 @@ class GmailClient:
         tenant_id: uuid.UUID | None = None,
     ) -> tuple[list[dict], str | None]:
         """One page of messages.list: [{"id", "threadId"}], next page token."""
-        params: dict = {"userId": email, "maxResults": max_results, "includeSpamTrash": True}
+        params: dict = {"userId": ME, "maxResults": max_results, "includeSpamTrash": True}
         if page_token:
             params["pageToken"] = page_token
         response = await self._call(
@@ -256,7 +261,7 @@ class GmailClient:
         metadata_headers: tuple[str, ...] = (), tenant_id: uuid.UUID | None = None,
     ) -> Message:
         """users.messages.get in Gmail's format `fmt` ("metadata", "full" or "raw")."""
-        params: dict = {"userId": email, "id": message_id, "format": fmt}
+        params: dict = {"userId": ME, "id": message_id, "format": fmt}
         if fmt == "metadata" and metadata_headers:
             params["metadataHeaders"] = list(metadata_headers)
         response = await self._call(
@@ -293,16 +298,47 @@ class GmailClient:
         self, credential: Credential, email: str, message_ids: list[str], headers: tuple[str, ...],
         tenant_id: uuid.UUID | None,
     ) -> dict[str, MessageMetadata]:
-        results: dict[str, MessageMetadata] = {}
+        return self._get_many(credential, message_ids, {"format": "metadata", "metadataHeaders": list(headers)},
+                              tenant_id, parse=metadata_from_resource, missing=MISSING)
+
+    async def message_labels(
+        self, credential: Credential, message_ids: list[str], *, tenant_id: uuid.UUID | None = None,
+        metadata_headers: tuple[str, ...] | None = None,
+    ) -> dict[str, MessageLabels | None]:
+        """Current labels and last-change history id of messages (`messages.get(format=minimal)`,
+        through the batch endpoint). A message Gmail no longer has maps to None; any other
+        refused part fails the whole lookup, so nothing is decided on a guess. With
+        `metadata_headers`, format=metadata brings the message's metadata in the same call."""
+        if metadata_headers is None:
+            params: dict = {"format": "minimal"}
+            parse = _labels_from_resource
+        else:
+            params = {"format": "metadata", "metadataHeaders": list(metadata_headers)}
+            parse = _labels_and_metadata_from_resource
+        found: dict[str, MessageLabels | None] = {}
+        unique = list(dict.fromkeys(message_ids))
+        for start in range(0, len(unique), METADATA_BATCH_SIZE):
+            chunk = unique[start : start + METADATA_BATCH_SIZE]
+            for _ in chunk:
+                record_call("messages.get", tenant_id)  # each part is metered as its own call
+            found.update(await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._get_many, credential, chunk, params, tenant_id, parse, None,
+            ))
+        return found
+
+    def _get_many(self, credential: Credential, message_ids: list[str], params: dict,
+                  tenant_id: uuid.UUID | None, parse: Callable[[dict], T], missing: T) -> dict[str, T]:
+        """One batch request of users.messages.get(**params) parts (blocking; on the pool)."""
+        results: dict[str, T] = {}
         failures: list[BaseException] = []
 
         def collect(request_id: str, response: dict | None, exception: BaseException | None) -> None:
             if exception is None:
-                results[request_id] = metadata_from_resource(response or {})
+                results[request_id] = parse(response or {})
                 return
             error = classify(exception, operation="messages.get")
             if isinstance(error, GmailMessageNotFound):
-                results[request_id] = MISSING
+                results[request_id] = missing
             else:
                 failures.append(error)
 
@@ -313,9 +349,7 @@ class GmailClient:
         try:
             authorized = self._authorized_http(credential, tenant_id)
             for message_id in message_ids:
-                part = users.messages().get(
-                    userId=email, id=message_id, format="metadata", metadataHeaders=list(headers)
-                )
+                part = users.messages().get(userId=ME, id=message_id, **params)
                 part.http = authorized  # each part carries the token in its own Authorization header
                 batch.add(part, request_id=message_id)
             batch.execute(http=authorized)
@@ -324,3 +358,13 @@ class GmailClient:
         if failures:
             raise failures[0]
         return results
+
+
+def _labels_from_resource(resource: dict) -> MessageLabels:
+    return MessageLabels(tuple(str(label) for label in resource.get("labelIds", [])),
+                         int(resource.get("historyId", 0)))
+
+
+def _labels_and_metadata_from_resource(resource: dict) -> MessageLabels:
+    labels = _labels_from_resource(resource)
+    return MessageLabels(labels.label_ids, labels.history_id, metadata_from_resource(resource))

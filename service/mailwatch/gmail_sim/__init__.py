@@ -44,11 +44,17 @@ Behaviour worth knowing:
   with id > ``startHistoryId`` (one record per change, with ``messages`` plus one of
   ``messagesAdded`` / ``messagesDeleted`` / ``labelsAdded`` / ``labelsRemoved``), filtered by
   ``historyTypes`` and ``labelId``, paged by ``maxResults`` (default 100, max 500) and
-  ``pageToken``; ``historyId`` is the mailbox's current id. A ``startHistoryId`` below the
+  ``pageToken``; ``historyId`` is the mailbox's current id. As the discovery document says,
+  messages in history carry only ``id`` and ``threadId`` (never ``labelIds``); ``labelsAdded`` /
+  ``labelsRemoved`` entries carry the ``labelIds`` they changed. A message's labels come from
+  ``messages.get``. A ``startHistoryId`` below the
   retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
   Malformed / unknown parameters answer 400.
 * A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
-  "Delegation denied". Unknown, expired (simulated clock) or revoked tokens answer 401 with
+  "Delegation denied". A mailbox may have aliases: impersonating one (JWT ``sub``) or a refresh
+  token issued for one yields the primary address's token; ``getProfile`` and notifications name
+  the primary address; addressing ``users/{alias}/…`` answers 403 "Delegation denied for
+  <primary>", as Gmail does (call as ``me``). Unknown, expired (simulated clock) or revoked tokens answer 401 with
   ``WWW-Authenticate``. Revoked users get ``invalid_grant`` (HTTP 400) from ``/token``.
 * Every token belongs to a Google developer project: the service-account key's ``project_id``, or
   the project the OAuth client was created in (``projectId`` when creating either; default
@@ -96,6 +102,11 @@ POST    /_sim/mailboxes                            {emails: [...], historyId?} �
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per
                                                    project), watch (the latest) [mailbox, history_id]
 POST    /_sim/mailboxes/{email}/labels             {name} → {id, name} (user label "Label_N") [create_label]
+POST    /_sim/mailboxes/{email}/aliases            {aliases: [...]} → {emailAddress, aliases} [add_aliases]
+POST    /_sim/mailboxes/{email}/messages/seed      {count (≤1,000,000), labelIds? (default INBOX)} → {historyId,
+                                                   messagesTotal, historyFloor}: messages that predate any watch, no
+                                                   history records, earlier history expires (100k in well under a
+                                                   second) [seed_messages]
 POST    /_sim/mailboxes/{email}/history/expire     {throughHistoryId} → {historyFloor} [expire_history]
 POST    /_sim/messages                             {messages: [{emailAddress, labelIds?, threadId?, subject?, from?, to?,
                                                    body?, internalDate?, headers?}]} → {messages: [{emailAddress, id,
@@ -121,6 +132,11 @@ POST    /_sim/faults                               {kind: rateLimitExceeded|429 
                                                    matching calls), retryAfter? (lockout seconds, default 900)}
                                                    [inject_fault]
 DELETE  /_sim/faults , /_sim/faults/{id}           clear all (lockouts too) / one [clear_faults, remove_fault]
+GET     /_sim/latency                              {rules} [latency]
+POST    /_sim/latency                              {method ("users.messages.list" or "*"), seconds, user?}: every
+                                                   matching call (each page, each batch part) waits that much more,
+                                                   holding its concurrency slot [add_latency]
+DELETE  /_sim/latency                              clear [clear_latency]
 POST    /_sim/notifications/faults                 {dropFraction, delaySeconds} [set_notification_faults]
 GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
                                                    counts, pending}; status: queued, published, unpublished (no emulator),

@@ -297,6 +297,8 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
     user_id, rest = args[0], args[1:]
     user = token.email if user_id == "me" else user_id.lower()
     if user != token.email:
+        # Tokens belong to the primary address; Gmail refuses even the user's own alias
+        # here ("Delegation denied for <primary>"): call as "me" or the primary address.
         raise forbidden(f"Delegation denied for {token.email}")
     if not state.has_mailbox(user):
         raise mail_service_not_enabled()
@@ -306,6 +308,9 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
     if refusal is not None:
         raise refusal
     with state.concurrency.slot(user):
+        delay = state.latency.delay(name, user)
+        if delay:  # a slow call holds its concurrency slot meanwhile, as at Google
+            await asyncio.sleep(delay)
         fault = state.faults.answer(name, user, state.clock.now())
         if fault is not None:
             raise fault

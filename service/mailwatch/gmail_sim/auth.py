@@ -89,9 +89,10 @@ class AccessToken:
 
 
 class TokenAuthority:
-    def __init__(self, clock: SimClock, user_exists, *, refusals: Refusals | None = None) -> None:
+    def __init__(self, clock: SimClock, canonical, *, refusals: Refusals | None = None) -> None:
         self._clock = clock
-        self._user_exists = user_exists  # callable(email) -> bool
+        # callable(address) -> the mailbox's primary address (for an alias too), or None
+        self._canonical = canonical
         self._refusals = refusals or Refusals()  # injected per-user token-endpoint refusals
         self._lock = threading.Lock()
         self.token_lifetime = 3600
@@ -226,11 +227,12 @@ class TokenAuthority:
             raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
                                                     "method, or client not authorized for any of the scopes "
                                                     "requested.")
-        email = str(subject).lower()
+        # Impersonating an alias acts as the mailbox's owner: the token is the primary address's.
+        email = self._canonical(str(subject)) or str(subject).lower()
         refusal = self._refusals.token_error(email, jwt=True)
         if refusal is not None:
             raise refusal
-        if not self._user_exists(email) or email in self._revoked:
+        if self._canonical(email) is None or email in self._revoked:
             raise OAuthError("invalid_grant", "Invalid email or User ID")
         return email, scopes, account.project_id
 
@@ -249,7 +251,7 @@ class TokenAuthority:
         refusal = self._refusals.token_error(grant.email, jwt=False)
         if refusal is not None:
             raise refusal
-        if revoked or not self._user_exists(grant.email):
+        if revoked or self._canonical(grant.email) is None:
             raise OAuthError("invalid_grant", "Token has been expired or revoked.")
         requested = frozenset(form.get("scope", "").split())
         if requested and not requested <= grant.scopes:

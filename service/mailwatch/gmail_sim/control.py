@@ -100,6 +100,18 @@ class SimulatorControl:
     def history_id(self, email: str) -> int:
         return int(self.mailbox(email)["historyId"])
 
+    def add_aliases(self, email: str, aliases: Iterable[str]) -> list[str]:
+        """Give the mailbox alias addresses; returns all of its aliases."""
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/aliases", {"aliases": list(aliases)})["aliases"]
+
+    def seed_messages(self, email: str, count: int, *, label_ids: list[str] | None = None) -> dict:
+        """Add `count` messages that predate any watch (no history records; earlier history
+        expires): a large mailbox in one cheap call. → {historyId, messagesTotal, historyFloor}"""
+        body: dict = {"count": count}
+        if label_ids is not None:
+            body["labelIds"] = list(label_ids)
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/messages/seed", body)
+
     def create_label(self, email: str, name: str) -> str:
         return self._call("POST", f"/_sim/mailboxes/{_e(email)}/labels", {"name": name})["id"]
 
@@ -190,6 +202,16 @@ class SimulatorControl:
         time (default 900), named in the message as Gmail does; `clear_faults` lifts lockouts too."""
         return self._call("POST", "/_sim/faults", {"kind": kind, "method": method, "user": user,
                                                    "fraction": fraction, "count": count, "retryAfter": retry_after})
+
+    def add_latency(self, method: str, seconds: float, *, user: str | None = None) -> dict:
+        """Delay every matching Gmail API call by `seconds` (method e.g. "users.messages.list", or "*")."""
+        return self._call("POST", "/_sim/latency", {"method": method, "seconds": seconds, "user": user})
+
+    def latency(self) -> list[dict]:
+        return self._call("GET", "/_sim/latency")["rules"]
+
+    def clear_latency(self) -> None:
+        self._call("DELETE", "/_sim/latency")
 
     def faults(self) -> dict:
         return self._call("GET", "/_sim/faults")

@@ -78,6 +78,7 @@ def _mailbox_info(state: SimState, email: str) -> dict:
         "messagesTotal": len(mailbox.messages),
         "historyFloor": mailbox.history.floor,
         "historyRecords": len(mailbox.history),
+        "aliases": state.aliases_of(mailbox),
         "labels": mailbox.labels_json(),
         "watch": None if latest is None else _watch_info(state, latest),
         "watches": [_watch_info(state, w) for w in watches],
@@ -122,6 +123,38 @@ async def create_mailboxes(request):
                 raise ControlError(str(exc)) from None
             out.append({"emailAddress": mailbox.email, "historyId": mailbox.history_id})
     return _json({"mailboxes": out})
+
+
+async def add_aliases(request):
+    state = _state(request)
+    data = await _body(request)
+    aliases = _list(data, "aliases")
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        try:
+            listed = state.add_aliases(mailbox, aliases)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+    return _json({"emailAddress": mailbox.email, "aliases": listed})
+
+
+async def seed_messages(request):
+    state = _state(request)
+    data = await _body(request)
+    count = data.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1_000_000:
+        raise ControlError("'count' must be an integer within [1, 1000000]")
+    labels = data.get("labelIds", ["INBOX"])
+    if not isinstance(labels, list) or not all(isinstance(l, str) for l in labels):
+        raise ControlError("'labelIds' must be a list of label ids")
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        try:
+            history_id = mailbox.seed_messages(count, now=state.clock.now(), label_ids=labels)
+        except UnknownLabel as exc:
+            raise ControlError(f"unknown label {exc.args[0]} in {mailbox.email}") from None
+        return _json({"emailAddress": mailbox.email, "historyId": history_id, "messagesTotal": len(mailbox.messages),
+                      "historyFloor": mailbox.history.floor})
 
 
 async def get_mailbox(request):
@@ -249,8 +282,7 @@ async def create_oauth_client(request):
 async def issue_refresh_token(request):
     state = _state(request)
     data = await _body(request)
-    email = str(data.get("emailAddress", ""))
-    _mailbox(state, email)
+    email = _mailbox(state, str(data.get("emailAddress", ""))).email  # a grant is the primary address's
     try:
         token = state.auth.issue_refresh_token(str(data.get("clientId", "")), email, data.get("scopes"))
     except KeyError:
@@ -258,13 +290,18 @@ async def issue_refresh_token(request):
     return _json({"refreshToken": token})
 
 
+def _user_arg(request: web.Request) -> str:
+    state = _state(request)
+    return state.canonical(_email_arg(request)) or _email_arg(request)
+
+
 async def revoke_user(request):
-    _state(request).auth.revoke_user(_email_arg(request))
+    _state(request).auth.revoke_user(_user_arg(request))
     return _json({})
 
 
 async def restore_user(request):
-    _state(request).auth.restore_user(_email_arg(request))
+    _state(request).auth.restore_user(_user_arg(request))
     return _json({})
 
 
@@ -284,6 +321,29 @@ async def advance_clock(request):
     except (TypeError, ValueError) as exc:
         raise ControlError(str(exc)) from None
     return _json(_clock_json(state))
+
+
+async def list_latency(request):
+    return _json({"rules": [r.to_json() for r in _state(request).latency.rules()]})
+
+
+async def add_latency(request):
+    state = _state(request)
+    data = await _body(request)
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise ControlError("'user' must be an email address")
+    try:
+        rule = state.latency.add(method=data.get("method"), seconds=data.get("seconds"),
+                                 user=user and (state.canonical(user) or user))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(str(exc)) from None
+    return _json(rule.to_json())
+
+
+async def clear_latency(request):
+    _state(request).latency.clear()
+    return _json({})
 
 
 async def list_faults(request):
@@ -399,6 +459,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/mailboxes", create_mailboxes)
     r.add_get("/_sim/mailboxes/{email}", get_mailbox)
     r.add_post("/_sim/mailboxes/{email}/labels", create_label)
+    r.add_post("/_sim/mailboxes/{email}/aliases", add_aliases)
+    r.add_post("/_sim/mailboxes/{email}/messages/seed", seed_messages)
     r.add_post("/_sim/mailboxes/{email}/history/expire", expire_history)
     r.add_post("/_sim/messages", insert_messages)
     r.add_post("/_sim/messages/delete", delete_messages)
@@ -412,6 +474,9 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/_sim/users/{email}/refusals", lift_refusal)
     r.add_get("/_sim/clock", get_clock)
     r.add_post("/_sim/clock/advance", advance_clock)
+    r.add_get("/_sim/latency", list_latency)
+    r.add_post("/_sim/latency", add_latency)
+    r.add_delete("/_sim/latency", clear_latency)
     r.add_get("/_sim/faults", list_faults)
     r.add_post("/_sim/faults", add_fault)
     r.add_delete("/_sim/faults", clear_faults)

@@ -37,17 +37,19 @@ class HistoryRecord:
         return frozenset(self.label_ids) | frozenset(self.changed)
 
     def to_json(self) -> dict:
+        # The discovery document: "Any `messages` contained in the response will
+        # typically only have `id` and `threadId` fields populated." So no message
+        # here carries labelIds; a label change names only the labels it changed.
         ref = {"id": self.message_id, "threadId": self.thread_id}
-        full = {"id": self.message_id, "threadId": self.thread_id, "labelIds": list(self.label_ids)}
         out: dict = {"id": str(self.id), "messages": [ref]}
         if self.kind == MESSAGE_ADDED:
-            out["messagesAdded"] = [{"message": full}]
+            out["messagesAdded"] = [{"message": dict(ref)}]
         elif self.kind == MESSAGE_DELETED:
-            out["messagesDeleted"] = [{"message": full}]
+            out["messagesDeleted"] = [{"message": dict(ref)}]
         elif self.kind == LABEL_ADDED:
-            out["labelsAdded"] = [{"message": full, "labelIds": list(self.changed)}]
+            out["labelsAdded"] = [{"message": dict(ref), "labelIds": list(self.changed)}]
         else:
-            out["labelsRemoved"] = [{"message": full, "labelIds": list(self.changed)}]
+            out["labelsRemoved"] = [{"message": dict(ref), "labelIds": list(self.changed)}]
         return out
 
 

@@ -19,6 +19,7 @@ from mailwatch.gmail_sim.concurrency import ConcurrencyLimiter
 from mailwatch.gmail_sim.errors import GmailError
 from mailwatch.gmail_sim.faults import FaultInjector
 from mailwatch.gmail_sim.history import HistoryRecord
+from mailwatch.gmail_sim.latency import LatencyInjector
 from mailwatch.gmail_sim.model import Mailbox, Watch
 from mailwatch.gmail_sim.oidc import OidcIssuer
 from mailwatch.gmail_sim.publisher import (
@@ -44,8 +45,10 @@ class SimState:
         self.clock = SimClock()
         self.mailboxes: dict[str, Mailbox] = {}
         self.refusals = Refusals()
-        self.auth = TokenAuthority(self.clock, self.has_mailbox, refusals=self.refusals)
+        self.aliases: dict[str, str] = {}  # alias (lower-cased) -> canonical address (lower-cased)
+        self.auth = TokenAuthority(self.clock, self.canonical, refusals=self.refusals)
         self.faults = FaultInjector()
+        self.latency = LatencyInjector()
         self.concurrency = ConcurrencyLimiter()
         self.limiter = NotificationRateLimiter()
         self.counters = CallCounters()
@@ -68,6 +71,8 @@ class SimState:
             self.publisher.clear()
             self.push_subscriptions.clear()
             self.mailboxes.clear()
+            self.aliases.clear()
+            self.latency.clear()
             self.clock.reset()
             self.auth.reset()
             self.faults.reset()
@@ -113,16 +118,29 @@ class SimState:
         }
 
     # -- mailboxes -----------------------------------------------------------------------------
+    def canonical(self, email: str) -> str | None:
+        """The mailbox's primary address for an address or one of its aliases (lower-cased), else None."""
+        key = email.lower()
+        if key in self.mailboxes:
+            return key
+        return self.aliases.get(key)
+
     def has_mailbox(self, email: str) -> bool:
-        return email.lower() in self.mailboxes
+        return self.canonical(email) is not None
 
     def mailbox(self, email: str) -> Mailbox:
-        return self.mailboxes[email.lower()]
+        """The mailbox an address (primary or alias) delivers to; KeyError if none."""
+        key = self.canonical(email)
+        if key is None:
+            raise KeyError(email)
+        return self.mailboxes[key]
 
     def create_mailbox(self, email: str, history_id: int | None = None) -> Mailbox:
         if not isinstance(email, str) or "@" not in email or email.strip() != email:
             raise ValueError(f"not an email address: {email!r}")
         with self.lock:
+            if email.lower() in self.aliases:
+                raise ValueError(f"{email} is an alias of {self.aliases[email.lower()]}")
             existing = self.mailboxes.get(email.lower())
             if existing is not None:
                 return existing
@@ -132,6 +150,25 @@ class SimState:
             mailbox = Mailbox.create(email, start, self._rng)
             self.mailboxes[email.lower()] = mailbox
             return mailbox
+
+    def add_aliases(self, mailbox: Mailbox, aliases: list[str]) -> list[str]:
+        """Give a mailbox alias addresses (mail to them lands in it; Gmail names the primary)."""
+        with self.lock:
+            for alias in aliases:
+                if not isinstance(alias, str) or "@" not in alias or alias.strip() != alias:
+                    raise ValueError(f"not an email address: {alias!r}")
+                key = alias.lower()
+                owner = self.canonical(key)
+                if owner is not None and owner != mailbox.email.lower():
+                    raise ValueError(f"{alias} already belongs to {owner}")
+                if key == mailbox.email.lower():
+                    raise ValueError(f"{alias} is the mailbox's own address")
+            for alias in aliases:
+                self.aliases[alias.lower()] = mailbox.email.lower()
+            return self.aliases_of(mailbox)
+
+    def aliases_of(self, mailbox: Mailbox) -> list[str]:
+        return sorted(a for a, owner in self.aliases.items() if owner == mailbox.email.lower())
 
     def prune_history(self, mailbox: Mailbox) -> None:
         if self.history_retention is not None:

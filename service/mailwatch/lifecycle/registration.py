@@ -15,7 +15,7 @@ from typing import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
-from mailwatch.domain import errors
+from mailwatch.domain import addresses, errors
 from mailwatch.domain.models import (
     Credential,
     EventType,
@@ -68,6 +68,7 @@ class Lifecycle:
                 session, email_address, project, deployment_topic=self.topic,
                 exclude=existing.id if existing is not None else None,
             )
+        gmail_address = await self._gmail_address(tenant_id, email_address, credential)
         watch = await watch_taking_over(
             self.gmail, credential, email_address, topic=topic,
             label_filter=union_filter([label_filter, *(member.label_filter for member in sharing)]),
@@ -87,6 +88,7 @@ class Lifecycle:
                 next_renewal_at=renew_at,
                 metadata_headers=metadata_headers,
                 watch_topic=topic,
+                gmail_address=gmail_address,
             )
             detail = {
                 "expiration": watch.expiration.isoformat(),
@@ -129,6 +131,25 @@ class Lifecycle:
                     return exc
 
         return list(await asyncio.gather(*(one(item) for item in registrations)))
+
+    async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str, credential: Credential) -> str:
+        """The address Gmail knows the authorised user by (its notifications name it).
+
+        Gmail is called as "me", so the credential alone picks the mailbox. It
+        may be the registered address's own primary address (registered under an
+        alias), but a service account told to impersonate *another* address than
+        the one registered must not watch that other mailbox under this name.
+        """
+        profile = await self.gmail.profile(credential, email_address, tenant_id=tenant_id)
+        canonical = addresses.normalize(profile.email_address)
+        registered = addresses.normalize(email_address)
+        if (isinstance(credential, ServiceAccountCredential) and canonical != registered
+                and addresses.normalize(credential.subject) != registered):
+            raise errors.GmailPermissionDenied(
+                "the service account impersonates another user than the registered address",
+                metadata={"gmail_address": canonical},
+            )
+        return canonical
 
     def _stored_credential(self, ciphertext: bytes) -> Credential | None:
         """The stored credential, or None when no configured key opens it any more:

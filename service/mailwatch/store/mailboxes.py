@@ -65,6 +65,7 @@ def to_mailbox(row) -> Mailbox:
         metadata_headers=None if row.metadata_headers is None else tuple(row.metadata_headers),
         notifications_missed_reported=row.notifications_missed_reported,
         watch_topic=row.watch_topic,
+        gmail_address=row.gmail_address,
     )
 
 
@@ -111,6 +112,7 @@ def _upsert_statement(names: tuple[str, ...]):
         constraint="uq_mailboxes_tenant_id_email_address",
         set_=dict(
             state=MailboxState.ACTIVE.value,
+            gmail_address=new.gmail_address,
             label_ids=new.label_ids,
             label_filter_behavior=new.label_filter_behavior,
             credential_kind=new.credential_kind,
@@ -156,6 +158,7 @@ async def upsert_mailbox(
     next_renewal_at: datetime | None = None,
     metadata_headers: Sequence[str] | None = None,
     watch_topic: str | None = None,
+    gmail_address: str | None = None,
 ) -> tuple[Mailbox, bool]:
     """Register: insert the tenant's mailbox for this address, or update the existing one.
 
@@ -169,10 +172,13 @@ async def upsert_mailbox(
     mailbox keeps syncing from where it was, an AUTH_FAILED or ACCESS_REFUSED
     one catches up from its stored history id (it is marked due now). A STOPPED mailbox starts again from the new watch's
     history id: what happened while it was stopped is not replayed.
+    `gmail_address` (default: the registered address) is the address Gmail's
+    notifications name.
     """
     values = dict(
         tenant_id=tenant_id,
         email_address=addresses.normalize(email_address),
+        gmail_address=addresses.normalize(gmail_address or email_address),
         state=MailboxState.ACTIVE.value,
         label_ids=list(label_filter.label_ids),
         label_filter_behavior=label_filter.behavior.value,

@@ -122,6 +122,9 @@ class MailboxRow(Base):
         Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
     )
     email_address: Mapped[str] = mapped_column(Text, nullable=False)  # always lower-cased
+    # The address Gmail names in notifications (getProfile's emailAddress at
+    # registration, lower-cased): the primary address when registered under an alias.
+    gmail_address: Mapped[str] = mapped_column(Text, nullable=False)
     state: Mapped[str] = mapped_column(
         Text, nullable=False, server_default=text(f"'{MailboxState.ACTIVE.value}'")
     )
@@ -185,6 +188,7 @@ class MailboxRow(Base):
         Index("ix_mailboxes_tenant_id_created_id", "tenant_id", "created", "id"),
         # Ingest knows only the address a notification names.
         Index("ix_mailboxes_email_address", "email_address"),
+        Index("ix_mailboxes_gmail_address", "gmail_address"),
         # The workers' due queries: small partial indexes over the rows they want.
         Index(
             "ix_mailboxes_sync_due",

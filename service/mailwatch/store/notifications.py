@@ -38,6 +38,8 @@ class MalformedRecord:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
+# Notifications name Gmail's canonical address (`gmail_address`), which is not
+# the registered one when a mailbox was registered under an alias.
 # Rows are locked in id order (ORDER BY … FOR UPDATE) so concurrent ingest
 # batches touching the same mailboxes cannot deadlock. A mailbox is made due
 # only when the notification is news (beyond what was synced); an earlier due
@@ -52,7 +54,7 @@ _RECORD = text(
         SELECT coalesce(CAST(:now AS timestamptz), now()) AS now
     ), locked AS (
         SELECT m.id, incoming.history_id
-        FROM mailboxes AS m JOIN incoming USING (email_address)
+        FROM mailboxes AS m JOIN incoming ON m.gmail_address = incoming.email_address
         WHERE m.state = 'ACTIVE'
         ORDER BY m.id
         FOR UPDATE OF m
@@ -69,7 +71,7 @@ _RECORD = text(
             updated = now()
         FROM locked, clock
         WHERE m.id = locked.id
-        RETURNING m.email_address, (m.history_id IS NULL OR locked.history_id > m.history_id) AS news
+        RETURNING m.gmail_address AS email_address, (m.history_id IS NULL OR locked.history_id > m.history_id) AS news
     ), per_address AS (
         SELECT email_address, count(*) AS active, count(*) FILTER (WHERE news) AS marked_due
         FROM recorded
@@ -79,7 +81,7 @@ _RECORD = text(
            coalesce(per_address.active, 0) AS active,
            coalesce(per_address.marked_due, 0) AS marked_due,
            (SELECT count(*) FROM mailboxes AS x
-            WHERE x.email_address = incoming.email_address AND x.state <> 'ACTIVE') AS inactive
+            WHERE x.gmail_address = incoming.email_address AND x.state <> 'ACTIVE') AS inactive
     FROM incoming LEFT JOIN per_address USING (email_address)
     """
 )

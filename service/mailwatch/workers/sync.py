@@ -21,17 +21,21 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain import errors
-from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, NewEvent
+from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, MessageLabels, NewEvent
+from mailwatch.gmail.client import HistoryPage
 from mailwatch.store import sync_claims
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.store.mailboxes import mark_notifications_missed
+from mailwatch.sync.history_events import events_from_history, labels_needed, last_changes, newest_history_id
 from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
-from mailwatch.sync.history_events import events_from_history, newest_history_id
 from mailwatch.workers.claiming import ClaimingWorker
 from mailwatch.workers.outcome import failure_of
 
 log = logging.getLogger(__name__)
+
+# Extra history.list calls one page may spend to trace a message's labels back to it.
+LOOKAHEAD_LISTINGS = 3
 
 SYNC_OUTCOMES = Counter("mailwatch_syncs_total", "Mailbox syncs by outcome", ["outcome"])
 SYNC_EVENTS = Counter("mailwatch_sync_events_total", "Change events written by sync")
@@ -111,11 +115,14 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             raise errors.GmailHistoryExpired("mailbox has no history id yet")
         page_token: str | None = None
         first_page_history_id: int | None = None
+        ahead: list[tuple[str, HistoryPage]] = []  # listed past the current page, not yet written
+        known: dict[str, MessageLabels | None] = {}
         while True:
-            page = await self.gmail.history_page(
-                credential, mailbox.email_address, start_history_id=mailbox.history_id, page_token=page_token,
-                tenant_id=mailbox.tenant_id,
-            )
+            if ahead:
+                page_token, page = ahead.pop(0)
+            else:
+                page = await self._history_page(mailbox, credential, page_token)
+            page = await self._label_history(mailbox, credential, page_token, page, ahead, known)
             if first_page_history_id is None:
                 first_page_history_id = page.history_id
             final = page.next_page_token is None
@@ -125,9 +132,10 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                 new_history_id = max([synced, *(int(r["id"]) for r in page.records)])
             events = events_from_history(
                 page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                label_filter=mailbox.label_filter,
+                label_filter=mailbox.label_filter, known_labels=known,
+                later_records=[record for _, later in ahead for record in later.records],
             )
-            events = await with_metadata(self.gmail, credential, mailbox, events)
+            events = await with_metadata(self.gmail, credential, mailbox, events, known)
             missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
             if missed is not None:
                 events = [missed, *events]
@@ -145,6 +153,48 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             if final:
                 return
             page_token = page.next_page_token
+
+    async def _history_page(self, mailbox: Mailbox, credential: Credential, page_token: str | None) -> HistoryPage:
+        return await self.gmail.history_page(
+            credential, mailbox.email_address, start_history_id=mailbox.history_id, page_token=page_token,
+            tenant_id=mailbox.tenant_id,
+        )
+
+    async def _label_history(
+        self, mailbox: Mailbox, credential: Credential, page_token: str | None, page: HistoryPage,
+        ahead: list[tuple[str, HistoryPage]], known: dict[str, MessageLabels | None],
+    ) -> HistoryPage:
+        """Fetch the labels the page's events need (into `known`) and list far enough ahead
+        (into `ahead`) that labels fetched after a later change can be traced back to the page.
+
+        A message asked about may have changed after the last record listed; then
+        the following page is listed, or, at the end of the listing, the last page
+        is listed again (it now reaches the change). Past LOOKAHEAD_LISTINGS such
+        messages are reported rather than guessed (see history_events).
+        """
+        for attempt in range(LOOKAHEAD_LISTINGS + 1):
+            window = [page, *(later for _, later in ahead)]
+            changed_at = last_changes(record for p in window for record in p.records)
+            needed = [i for p in window for i in labels_needed(p.records, mailbox.label_filter)
+                      if i not in known or (known[i] is not None and known[i].history_id < changed_at[i])]
+            if needed:
+                known.update(await self.gmail.message_labels(
+                    credential, list(dict.fromkeys(needed)), tenant_id=mailbox.tenant_id,
+                    metadata_headers=mailbox.metadata_headers,
+                ))
+            listed_through = max((int(r["id"]) for p in window for r in p.records), default=0)
+            relevant = {i for p in window[:1] for i in labels_needed(p.records, mailbox.label_filter)}
+            newest = max((known[i].history_id for i in relevant if known.get(i) is not None), default=0)
+            if newest <= listed_through or attempt == LOOKAHEAD_LISTINGS:
+                return page
+            last_token, last = ahead[-1] if ahead else (page_token, page)
+            if last.next_page_token:
+                ahead.append((last.next_page_token, await self._history_page(mailbox, credential, last.next_page_token)))
+            elif ahead:
+                ahead[-1] = (last_token, await self._history_page(mailbox, credential, last_token))
+            else:
+                page = await self._history_page(mailbox, credential, page_token)
+        return page
 
     async def _resync(self, mailbox: Mailbox, credential: Credential) -> str:
         """History older than Gmail keeps: take a full-sync baseline and say so."""

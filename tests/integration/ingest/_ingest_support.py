@@ -44,6 +44,7 @@ class Db:
                     .values(
                         tenant_id=tenant_id,
                         email_address=email.lower(),
+                        gmail_address=email.lower(),
                         state=state.value,
                         credential_kind=CredentialKind.OAUTH.value,
                         credentials_ciphertext=b"not-a-real-ciphertext",

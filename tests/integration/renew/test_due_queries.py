@@ -35,10 +35,10 @@ def populated(database_url):
         tenant = conn.execute("INSERT INTO tenants (name) VALUES ('t') RETURNING id").fetchone()[0]
         conn.execute(
             """
-            INSERT INTO mailboxes (tenant_id, email_address, state, credential_kind, credentials_ciphertext,
+            INSERT INTO mailboxes (tenant_id, email_address, gmail_address, state, credential_kind, credentials_ciphertext,
                                    history_id, watch_expiration, next_renewal_at, last_sync_at, sync_due_at,
                                    created)
-            SELECT %(tenant)s, 'user' || n || '@example.com',
+            SELECT %(tenant)s, 'user' || n || '@example.com', 'user' || n || '@example.com',
                    CASE WHEN n %% 50 = 0 THEN 'STOPPED' WHEN n %% 77 = 0 THEN 'AUTH_FAILED' ELSE 'ACTIVE' END,
                    'OAUTH', '\\x00', 1000 + n,
                    %(now)s + interval '6 days',

@@ -61,7 +61,7 @@ async def test_another_tenants_identifiers_with_another_private_key_are_refused(
     service = quiet_service
     _, second, key, _ = await _two_tenants_first_registered(service)
     before = _victim_calls(service.sim)
-    assert before == {"oauth2.token": 1, "users.watch": 1}
+    assert before == {"oauth2.token": 1, "users.getProfile": 1, "users.watch": 1}
 
     # The second tenant's own (valid, signing) key under the first one's identifiers:
     # the token endpoint checks the signature against the first key, and refuses.
@@ -90,7 +90,7 @@ async def test_the_same_key_in_two_tenants_gets_a_token_per_tenant(quiet_service
     service = quiet_service
     _, second, key, _ = await _two_tenants_first_registered(service)
     await service.mailboxes.RegisterMailbox(service_account_request(VICTIM, key), metadata=second)
-    assert _victim_calls(service.sim) == {"oauth2.token": 2, "users.watch": 2}
+    assert _victim_calls(service.sim) == {"oauth2.token": 2, "users.getProfile": 2, "users.watch": 2}
 
 
 async def test_a_mailbox_of_the_first_tenant_keeps_working(service):

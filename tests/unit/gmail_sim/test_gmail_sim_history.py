@@ -130,12 +130,12 @@ def test_scales_with_bisect():
 
 def test_record_json_shapes():
     added = HistoryRecord(5, 0.0, MESSAGE_ADDED, "m", "t", ("INBOX",)).to_json()
+    # Gmail's documented shape: history messages carry only id and threadId.
     assert added == {"id": "5", "messages": [{"id": "m", "threadId": "t"}],
-                     "messagesAdded": [{"message": {"id": "m", "threadId": "t", "labelIds": ["INBOX"]}}]}
+                     "messagesAdded": [{"message": {"id": "m", "threadId": "t"}}]}
     label = HistoryRecord(6, 0.0, LABEL_ADDED, "m", "t", ("INBOX", "STARRED"), ("STARRED",)).to_json()
-    assert label["labelsAdded"] == [{"message": {"id": "m", "threadId": "t", "labelIds": ["INBOX", "STARRED"]},
-                                     "labelIds": ["STARRED"]}]
+    assert label["labelsAdded"] == [{"message": {"id": "m", "threadId": "t"}, "labelIds": ["STARRED"]}]
     removed = HistoryRecord(7, 0.0, LABEL_REMOVED, "m", "t", ("INBOX",), ("STARRED",)).to_json()
     assert removed["labelsRemoved"][0]["labelIds"] == ["STARRED"]
     deleted = HistoryRecord(8, 0.0, MESSAGE_DELETED, "m", "t", ("INBOX",)).to_json()
-    assert deleted["messagesDeleted"][0]["message"]["id"] == "m"
+    assert deleted["messagesDeleted"] == [{"message": {"id": "m", "threadId": "t"}}]

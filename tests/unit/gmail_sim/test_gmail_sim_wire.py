@@ -67,7 +67,7 @@ def _assertion(key_json, claims, header=None):
 @pytest.fixture
 def authority():
     clock = SimClock()
-    return TokenAuthority(clock, lambda email: email == "a@x.com"), clock
+    return TokenAuthority(clock, lambda email: "a@x.com" if email.lower() in ("a@x.com", "alias@x.com") else None), clock
 
 
 def test_jwt_grant_verifies_signature_claims_and_expiry(authority):
@@ -83,6 +83,10 @@ def test_jwt_grant_verifies_signature_claims_and_expiry(authority):
     with pytest.raises(GmailError) as expired:
         auth.authenticate("Bearer " + body["access_token"])
     assert expired.value.code == 401
+    # Impersonating an alias yields the primary address's token.
+    email, _ = auth.grant({"grant_type": JWT_BEARER, "assertion": _assertion(key, dict(claims, sub="Alias@x.com"))},
+                          "http://sim/token")
+    assert email == "a@x.com"
 
     tampered = _assertion(key, claims).split(".")
     tampered[1] = _b64(json.dumps(dict(claims, sub="b@x.com")).encode())

@@ -3,7 +3,8 @@ import uuid
 import pytest
 
 from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior
-from mailwatch.sync.history_events import events_from_history, newest_history_id
+from mailwatch.domain.models import MessageLabels
+from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
 
 MAILBOX = uuid.uuid4()
 
@@ -67,3 +68,92 @@ def test_newest_history_id_covers_records_created_while_paging():
     assert newest_history_id(100, [{"id": "90"}, {"id": "101"}]) == 101
     assert newest_history_id(100, [{"id": "90"}]) == 100
     assert newest_history_id(100, []) == 100
+
+
+# -- history as Gmail documents it: messages carry only id and threadId ------------------------------
+def bare(hid, key, mid, changed=None):
+    entry = {"message": {"id": mid, "threadId": "t" + mid}}
+    if changed is not None:
+        entry["labelIds"] = changed
+    return {"id": str(hid), "messages": [{"id": mid, "threadId": "t" + mid}], key: [entry]}
+
+
+def test_without_a_filter_only_added_messages_need_labels_and_nothing_is_dropped():
+    records = [bare(1, "messagesAdded", "a"), bare(2, "labelsAdded", "a", ["STARRED"]),
+               bare(3, "messagesDeleted", "a"), added(4, "b", ["INBOX"])]
+    assert labels_needed(records, LabelFilter()) == ["a"]  # b came with its labels
+    assert [(e.type, e.label_ids) for e in translate(records)][-1] == (EventType.MESSAGE_ADDED, ("INBOX",))
+    records = records[:3]
+    assert [(e.type, e.label_ids) for e in translate(records)] == [
+        (EventType.MESSAGE_ADDED, ()), (EventType.LABELS_ADDED, ("STARRED",)), (EventType.MESSAGE_DELETED, ())]
+
+
+def test_label_changes_of_watched_labels_decide_without_fetching():
+    records = [bare(1, "labelsAdded", "a", ["INBOX"]), bare(2, "labelsRemoved", "b", ["INBOX", "UNREAD"])]
+    assert labels_needed(records, LabelFilter(("INBOX",))) == []
+    assert [(e.type, e.message_id) for e in translate(records, ["INBOX"])] == [
+        (EventType.LABELS_ADDED, "a"), (EventType.LABELS_REMOVED, "b")]
+
+
+def test_unknown_labels_are_fetched_once_per_message_and_decide():
+    records = [bare(1, "messagesAdded", "in"), bare(2, "messagesAdded", "spam"),
+               bare(3, "labelsAdded", "in", ["STARRED"]), bare(4, "labelsRemoved", "spam", ["UNREAD"]),
+               bare(5, "messagesAdded", "gone")]
+    label_filter = LabelFilter(("INBOX",))
+    assert labels_needed(records, label_filter) == ["in", "spam", "gone"]
+    known = {"in": MessageLabels(("INBOX", "STARRED"), 3), "spam": MessageLabels(("SPAM",), 4), "gone": None}
+    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+                                 label_filter=label_filter, known_labels=known)
+    assert [(e.type, e.message_id, e.label_ids) for e in events] == [
+        # Its labels when added: the later STARRED undone.
+        (EventType.MESSAGE_ADDED, "in", ("INBOX",)),
+        (EventType.LABELS_ADDED, "in", ("STARRED",)),
+        # Gone before it could be asked about: it cannot be proven outside the set, so it is reported.
+        (EventType.MESSAGE_ADDED, "gone", ()),
+    ]
+
+
+def test_a_message_that_left_the_set_later_in_the_page_is_still_reported_as_added():
+    records = [bare(1, "messagesAdded", "m"), bare(2, "labelsRemoved", "m", ["INBOX"]),
+               bare(3, "labelsAdded", "m", ["STARRED"])]
+    known = {"m": MessageLabels(("UNREAD", "STARRED"), 3)}  # fetched after all three changes
+    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+                                 label_filter=LabelFilter(("INBOX",)), known_labels=known)
+    assert [(e.type, e.label_ids) for e in events] == [
+        (EventType.MESSAGE_ADDED, ("UNREAD", "INBOX")), (EventType.LABELS_REMOVED, ("INBOX",))]
+
+
+def test_a_message_changed_after_the_page_is_reported_rather_than_guessed():
+    records = [bare(1, "messagesAdded", "m")]
+    known = {"m": MessageLabels(("SPAM",), 9)}  # changed by a record beyond this page
+    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+                                 label_filter=LabelFilter(("INBOX",)), known_labels=known)
+    assert [(e.type, e.message_id) for e in events] == [(EventType.MESSAGE_ADDED, "m")]
+
+
+def test_exclude_filter_with_unknown_labels():
+    records = [bare(1, "messagesAdded", "a"), bare(2, "messagesAdded", "b"), bare(3, "labelsAdded", "a", ["SPAM"])]
+    label_filter = LabelFilter(("SPAM",), LabelFilterBehavior.EXCLUDE)
+    assert labels_needed(records, label_filter) == ["a", "b"]
+    known = {"a": MessageLabels(("INBOX", "SPAM"), 3), "b": MessageLabels(("SPAM",), 2)}
+    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+                                 label_filter=label_filter, known_labels=known)
+    # a was outside SPAM when added, then entered it (left the watched set): both reported.
+    assert [(e.type, e.message_id) for e in events] == [(EventType.MESSAGE_ADDED, "a"), (EventType.LABELS_ADDED, "a")]
+
+
+def test_a_missing_fetch_never_drops_a_message():
+    records = [bare(1, "messagesAdded", "a"), bare(2, "labelsAdded", "b", ["STARRED"])]
+    events = translate(records, ["INBOX"])  # nothing fetched: unknown labels count as "maybe in the set"
+    assert [e.message_id for e in events] == ["a", "b"]
+
+
+def test_later_records_trace_labels_fetched_after_the_page_back_to_it():
+    page = [bare(1, "messagesAdded", "junk")]
+    later = [bare(2, "labelsAdded", "junk", ["STARRED"])]
+    known = {"junk": MessageLabels(("SPAM", "STARRED"), 2)}  # asked after the later change
+    kwargs = dict(mailbox_id=MAILBOX, email_address="a@example.com", label_filter=LabelFilter(("INBOX",)),
+                  known_labels=known)
+    assert events_from_history(page, later_records=later, **kwargs) == []
+    # Without the later history the fetched state is newer than the page: reported, not guessed.
+    assert [e.message_id for e in events_from_history(page, **kwargs)] == ["junk"]
