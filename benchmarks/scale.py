@@ -121,15 +121,16 @@ def _insert_directly(url: str, template_email: str, emails: list[str]) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         columns = [row[0] for row in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'mailboxes' "
-            "AND column_name NOT IN ('id', 'email_address', 'next_renewal_at') ORDER BY ordinal_position"
+            "AND column_name NOT IN ('id', 'email_address', 'gmail_address', 'next_renewal_at') "
+            "ORDER BY ordinal_position"
         )]
         copied = ", ".join(f"m.{c}" for c in columns)
         started = time.perf_counter()
         for start in range(0, len(emails), 10_000):
             chunk = emails[start:start + 10_000]
             conn.execute(
-                f"INSERT INTO mailboxes (id, email_address, next_renewal_at, {', '.join(columns)}) "
-                f"SELECT gen_random_uuid(), e.address, now() + make_interval(secs => 3600 + e.n %% 82800), {copied} "
+                f"INSERT INTO mailboxes (id, email_address, gmail_address, next_renewal_at, {', '.join(columns)}) "
+                f"SELECT gen_random_uuid(), e.address, e.address, now() + make_interval(secs => 3600 + e.n %% 82800), {copied} "
                 "FROM mailboxes AS m, unnest(%s::text[]) WITH ORDINALITY AS e(address, n) WHERE m.email_address = %s",
                 (chunk, template_email),
             )
