@@ -21,6 +21,7 @@ import cachetools
 import google_auth_httplib2
 import httplib2
 from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from mailwatch.domain import errors
@@ -328,36 +329,51 @@ class GmailClient:
 
     def _get_many(self, credential: Credential, message_ids: list[str], params: dict,
                   tenant_id: uuid.UUID | None, parse: Callable[[dict], T], missing: T) -> dict[str, T]:
-        """One batch request of users.messages.get(**params) parts (blocking; on the pool)."""
-        results: dict[str, T] = {}
-        failures: list[BaseException] = []
+        """One batch request of users.messages.get(**params) parts (blocking; on the pool).
 
-        def collect(request_id: str, response: dict | None, exception: BaseException | None) -> None:
-            if exception is None:
-                results[request_id] = parse(response or {})
-                return
-            error = classify(exception, operation="messages.get")
-            if isinstance(error, GmailMessageNotFound):
-                results[request_id] = missing
-            else:
-                failures.append(error)
+        The token is refreshed here, over this thread's connection, and written
+        into each part: left to itself, the batch refreshes over an Http of its
+        own that it never closes. A part refused 401 (the token expired on the
+        way) refreshes it once and the batch is sent again.
+        """
+        creds = self._authorized_http(credential, tenant_id).credentials
+        for attempt in (1, 2):
+            results: dict[str, T] = {}
+            failures: list[BaseException] = []
+            unauthorized: list[bool] = []
 
-        users = self._service().users()
-        # new_batch_http_request() would take Google's batch URI from the
-        # discovery document and ignore api_endpoint, so name it here.
-        batch = BatchHttpRequest(callback=collect, batch_uri=self._batch_uri)
-        try:
-            authorized = self._authorized_http(credential, tenant_id)
-            for message_id in message_ids:
-                part = users.messages().get(userId=ME, id=message_id, **params)
-                part.http = authorized  # each part carries the token in its own Authorization header
-                batch.add(part, request_id=message_id)
-            batch.execute(http=authorized)
-        except Exception as exc:  # noqa: BLE001 - classified into domain errors
-            raise classify(exc, operation="messages.get") from exc
-        if failures:
-            raise failures[0]
-        return results
+            def collect(request_id: str, response: dict | None, exception: BaseException | None) -> None:
+                if exception is None:
+                    results[request_id] = parse(response or {})
+                    return
+                if isinstance(exception, HttpError) and exception.resp.status == 401:
+                    unauthorized.append(True)
+                error = classify(exception, operation="messages.get")
+                if isinstance(error, GmailMessageNotFound):
+                    results[request_id] = missing
+                else:
+                    failures.append(error)
+
+            users = self._service().users()
+            # new_batch_http_request() would take Google's batch URI from the
+            # discovery document and ignore api_endpoint, so name it here.
+            batch = BatchHttpRequest(callback=collect, batch_uri=self._batch_uri)
+            try:
+                if attempt == 2 or not creds.valid:
+                    creds.refresh(google_auth_httplib2.Request(self._thread_http()))
+                for message_id in message_ids:
+                    part = users.messages().get(userId=ME, id=message_id, **params)
+                    creds.apply(part.headers)  # each part carries the token in its own Authorization header
+                    batch.add(part, request_id=message_id)
+                batch.execute(http=self._thread_http())
+            except Exception as exc:  # noqa: BLE001 - classified into domain errors
+                raise classify(exc, operation="messages.get") from exc
+            if unauthorized and attempt == 1:
+                continue
+            if failures:
+                raise failures[0]
+            return results
+        raise AssertionError("unreachable")
 
 
 def _labels_from_resource(resource: dict) -> MessageLabels:
