@@ -23,6 +23,7 @@ from mailwatch.domain.models import (
     Mailbox,
     MailboxState,
     NewEvent,
+    ServiceAccountCredential,
     TenantDefaultCredential,
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
