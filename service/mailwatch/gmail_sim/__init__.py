@@ -77,7 +77,8 @@ Behaviour worth knowing:
   exceeded.  Retry after 2026-11-29T17:20:36.724Z", simulated clock) and no ``Retry-After`` header. Such
   a fault locks the user out until that time: every call before it gets the same answer and still costs
   quota. More than ``concurrentRequestsPerUser`` (default 10) calls in flight for one user: 429 "Too many
-  concurrent requests for user." (``rateLimitExceeded``).
+  concurrent requests for user." (``rateLimitExceeded``). More than ``userQuotaUnitsPerMinute`` (default
+  15,000) quota units in 60 s for one user: a ``userRateLimitExceeded`` lockout until the window allows again.
 * Permanent refusals can be injected per user (``refuse_user``): 403 "Delegation denied for <user>"
   (``forbidden``), 403 ``domainPolicy``, 403 ``insufficientPermissions``, 400 ``failedPrecondition``
   "Mail service not enabled"; at the token endpoint ``invalid_grant`` with Google's clock-skew text
@@ -96,7 +97,8 @@ POST    /_sim/reset                                clear everything: mailboxes, 
 GET     /_sim/config                               current settings [config]
 POST    /_sim/config                               {historyRetentionSeconds (null = keep forever), tokenLifetimeSeconds,
                                                    notificationHistoryIdType: "number"|"string", seed,
-                                                   concurrentRequestsPerUser (null = no cap)} [configure]
+                                                   concurrentRequestsPerUser, userQuotaUnitsPerMinute (null = no
+                                                   cap)} [configure]
 POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
                                                    (idempotent) [create_mailbox, create_mailboxes]
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per

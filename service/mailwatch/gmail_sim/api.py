@@ -23,6 +23,7 @@ from multidict import CIMultiDict, MultiDict
 from mailwatch.gmail_sim.auth import AccessToken
 from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found
 from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
+from mailwatch.gmail_sim.quota import QUOTA_UNITS
 from mailwatch.gmail_sim.refusals import mail_service_not_enabled
 from mailwatch.gmail_sim.state import SimState
 
@@ -304,6 +305,9 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
         raise mail_service_not_enabled()
     # Google charges quota for refused calls too: count first.
     state.counters.record(user, name)
+    quota_until = state.user_quota.charge(user, QUOTA_UNITS.get(name, 0), state.clock.now())
+    if quota_until is not None:  # over 15,000 units a minute: Gmail locks the user out
+        state.faults.lock_out(user, 403, "userRateLimitExceeded", quota_until)
     refusal = state.refusals.api_error(user)
     if refusal is not None:
         raise refusal

@@ -101,6 +101,8 @@ async def set_config(request):
         kwargs["history_retention_seconds"] = data["historyRetentionSeconds"]
     if "concurrentRequestsPerUser" in data:
         kwargs["concurrent_requests_per_user"] = data["concurrentRequestsPerUser"]
+    if "userQuotaUnitsPerMinute" in data:
+        kwargs["user_quota_units_per_minute"] = data["userQuotaUnitsPerMinute"]
     try:
         return _json(_state(request).configure(
             token_lifetime_seconds=data.get("tokenLifetimeSeconds"),

@@ -184,6 +184,14 @@ class FaultInjector:
             return lockout.error()
         return fault_error(rule, now)
 
+    def lock_out(self, user: str, code: int, reason: str, until: float) -> None:
+        """Refuse every call of `user` until `until` (keeps a later lockout already running)."""
+        key = user.lower()
+        with self._lock:
+            current = self._lockouts.get(key)
+            if current is None or current.until < until:
+                self._lockouts[key] = Lockout(code, reason, until)
+
     def lockouts(self, now: float) -> dict[str, dict]:
         with self._lock:
             return {user: {"code": l.code, "reason": l.reason, "until": l.until, "retryAfter": rfc3339_ms(l.until)}

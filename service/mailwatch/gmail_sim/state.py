@@ -33,6 +33,7 @@ from mailwatch.gmail_sim.push import PushSender, PushSubscriptions
 from mailwatch.gmail_sim.quota import CallCounters
 from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
 from mailwatch.gmail_sim.refusals import Refusals
+from mailwatch.gmail_sim.user_quota import UserQuota
 
 WEEK_SECONDS = 7 * 24 * 3600
 WATCH_LIFETIME_MS = WEEK_SECONDS * 1000
@@ -50,6 +51,7 @@ class SimState:
         self.faults = FaultInjector()
         self.latency = LatencyInjector()
         self.concurrency = ConcurrencyLimiter()
+        self.user_quota = UserQuota()
         self.limiter = NotificationRateLimiter()
         self.counters = CallCounters()
         self.log = NotificationLog()
@@ -77,6 +79,7 @@ class SimState:
             self.auth.reset()
             self.faults.reset()
             self.concurrency.reset()
+            self.user_quota.reset()
             self.refusals.reset()
             self.limiter.reset()
             self.counters.reset()
@@ -84,10 +87,13 @@ class SimState:
             self._configure_defaults()
 
     def configure(self, *, history_retention_seconds=..., token_lifetime_seconds=None,
-                  notification_history_id_type=None, seed=None, concurrent_requests_per_user=...) -> dict:
+                  notification_history_id_type=None, seed=None, concurrent_requests_per_user=...,
+                  user_quota_units_per_minute=...) -> dict:
         with self.lock:
             if concurrent_requests_per_user is not ...:
                 self.concurrency.set_limit(concurrent_requests_per_user)
+            if user_quota_units_per_minute is not ...:
+                self.user_quota.set_limit(user_quota_units_per_minute)
             if history_retention_seconds is not ...:
                 if history_retention_seconds is not None and float(history_retention_seconds) <= 0:
                     raise ValueError("historyRetentionSeconds must be positive or null")
@@ -113,6 +119,7 @@ class SimState:
             "notificationHistoryIdType": "number" if self.history_id_as_number else "string",
             "seed": self.seed,
             "concurrentRequestsPerUser": self.concurrency.limit,
+            "userQuotaUnitsPerMinute": self.user_quota.units_per_minute,
             "pubsubEmulatorHost": self.publisher.emulator_host,
             "defaultProjectId": self.default_project,
         }

@@ -270,3 +270,22 @@ def test_batch_over_100_parts_is_rejected(control, alice):
     with pytest.raises(HttpError) as rejected:
         batch.execute()
     assert rejected.value.resp.status == 400
+
+
+def test_per_user_quota_per_minute_locks_the_user_out(control, alice, gmail):
+    control.configure(user_quota_units_per_minute=12)  # Gmail's is 15,000; 12 keeps the test short
+    for _ in range(2):
+        alice.users().messages().list(userId="me").execute()  # 5 units each
+    alice.users().getProfile(userId="me").execute()  # 11
+    now = control.now()
+    with pytest.raises(HttpError) as limited:
+        alice.users().messages().list(userId="me").execute()  # 16: over
+    error = json.loads(limited.value.content)["error"]
+    assert limited.value.resp.status == 403 and error["errors"][0]["reason"] == "userRateLimitExceeded"
+    assert error["message"].startswith("User-rate limit exceeded.  Retry after ")
+    until = control.faults()["lockouts"][ALICE]["until"]
+    assert now < until <= now + 61
+    gmail.for_user(BOB).users().getProfile(userId="me").execute()  # per user
+    control.advance_clock(until - control.now() + 61)  # the lockout and the units in the window are past
+    alice.users().messages().list(userId="me").execute()
+    assert control.config()["userQuotaUnitsPerMinute"] == 12

@@ -123,3 +123,19 @@ def test_rate_limiter_one_per_second_per_user():
     assert limiter.allow("a@x.com", 101.0)
     limiter.reset()
     assert limiter.allow("a@x.com", 101.1)
+
+
+def test_user_quota_sliding_minute():
+    from mailwatch.gmail_sim.user_quota import UserQuota
+
+    quota = UserQuota(units_per_minute=10)
+    assert quota.charge("a@x.com", 5, 100.0) is None
+    assert quota.charge("A@x.com", 5, 110.0) is None
+    assert quota.charge("b@x.com", 10, 110.0) is None  # other users have their own minute
+    # Over: allowed again once the first 5 units leave the window (at 160).
+    assert quota.charge("a@x.com", 1, 120.0) == 160.0
+    assert quota.charge("a@x.com", 1, 161.0) is None
+    quota.set_limit(None)
+    assert quota.charge("a@x.com", 10_000, 162.0) is None
+    with pytest.raises(ValueError):
+        quota.set_limit(0)
