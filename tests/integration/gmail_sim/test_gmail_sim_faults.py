@@ -222,6 +222,7 @@ def test_notification_faults_drop_and_rate_limit(control, alice):
     control.set_notification_faults(drop_fraction=1.0)
     control.advance_clock(2)
     control.insert_message(ALICE)
+    assert control.flush_notifications()  # the publisher thread has handled the queued one
     statuses = [n["status"] for n in control.notifications(ALICE)]
     assert statuses == ["unpublished", "dropped_rate_limit", "dropped_fault"]
 

@@ -84,6 +84,17 @@ async def eventually(check, *, timeout: float = 20.0, interval: float = 0.1):
         await asyncio.sleep(interval)
 
 
+async def claims_one(worker, *, timeout: float = 20.0) -> None:
+    """Run a worker's claim until it takes the due mailbox. A claim skips rows another
+    transaction holds at that moment (FOR UPDATE SKIP LOCKED), e.g. ingest recording a
+    notification, so one round may find nothing under load."""
+
+    async def claimed() -> bool:
+        return await worker.run_once() >= 1
+
+    await eventually(claimed, timeout=timeout)
+
+
 def publish_raw(topic: str, payloads: list[bytes]) -> None:
     with pubsub_v1.PublisherClient() as publisher:  # type: ignore[attr-defined]
         futures = [publisher.publish(topic, data) for data in payloads]

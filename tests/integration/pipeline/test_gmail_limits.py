@@ -18,8 +18,8 @@ from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
 from mailwatch.gmail.client import GmailClient
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.integration.pipeline.helpers import (
-    DAY, advance, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox, timestamp as ts,
-    types,
+    DAY, advance, claims_one, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox,
+    timestamp as ts, types,
 )
 from tests.integration.service.helpers import sa_request
 
@@ -44,7 +44,7 @@ async def test_gmails_retry_time_holds_back_every_gmail_call_for_the_user(make_s
         advance(service, clock, 2)  # past the watch notification's one-per-second window
         sim.inject_fault("userRateLimitExceeded", method="users.history.list", count=1, retry_after=2 * DAY)
         await due_after_a_notification(service, "locked@example.com")
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
 
         # GetMailbox says why and when: at Gmail's retry time, not at our own backoff's.
         limited = await get(service, auth, mailbox.id)
@@ -65,8 +65,8 @@ async def test_gmails_retry_time_holds_back_every_gmail_call_for_the_user(make_s
         assert calls(sim, "locked@example.com") == before
 
         advance(service, clock, 0.5 * DAY + 1)
-        assert await service.app.sync_worker.run_once() == 1
-        assert await service.app.renew_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
+        await claims_one(service.app.renew_worker)
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 2)
         assert len(message_events(events)) == 2
         recovered = await get(service, auth, mailbox.id)
@@ -93,7 +93,7 @@ async def test_clock_skew_is_retried_never_auth_failed(make_service, caplog):
         auth, mailbox = await registered_then_refused_tokens(service, "skewed@example.com", "clockSkew")
         skews = clock_skew_count()
         with caplog.at_level("ERROR", logger="mailwatch.gmail.errors"):
-            assert await service.app.sync_worker.run_once() == 1
+            await claims_one(service.app.sync_worker)
 
         skewed = await get(service, auth, mailbox.id)
         assert skewed.state == resources_pb2.MAILBOX_STATE_ACTIVE
@@ -105,7 +105,7 @@ async def test_clock_skew_is_retried_never_auth_failed(make_service, caplog):
         # The clock is fixed: the retry goes through and nothing was lost.
         sim.lift_refusal("skewed@example.com")
         await eventually(lambda: datetime.now(timezone.utc) >= ts(skewed.next_attempt_time), timeout=30)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 1)
         assert "AUTH_FAILED" not in types(events)
         assert (await get(service, auth, mailbox.id)).state == resources_pb2.MAILBOX_STATE_ACTIVE
@@ -157,7 +157,7 @@ async def test_permanent_refusals_end_in_access_refused_until_registered_again(m
 async def test_unauthorized_client_is_auth_failed(make_service):
     async with make_service(sync_enabled=False, poll_enabled=False) as service:
         auth, mailbox = await registered_then_refused_tokens(service, "undelegated@example.com", "unauthorizedClient")
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         failed = await get(service, auth, mailbox.id)
         assert failed.state == resources_pb2.MAILBOX_STATE_AUTH_FAILED
         assert failed.last_error.reason == "GMAIL_AUTH_FAILED" and "unauthorized_client" in failed.last_error.message
