@@ -188,67 +188,62 @@ def _headers(item: dict) -> list[tuple[str, str]]:
     return headers
 
 
-async def insert_messages(request):
+async def _each_item(request, key: str, apply) -> list:
+    """`apply(state, mailbox, item, now)` for every object under `key`, under one lock
+    and one clock reading; the results in order. A missing message is 404, an unknown label 400."""
     state = _state(request)
     data = await _body(request)
     out = []
     with state.lock:
         now = state.clock.now()
-        for item in _list(data, "messages"):
+        for item in _list(data, key):
             if not isinstance(item, dict):
-                raise ControlError("each message must be an object")
+                raise ControlError(f"each item of '{key}' must be an object")
             mailbox = _mailbox(state, str(item.get("emailAddress", "")))
-            labels = item.get("labelIds")
             try:
-                message, record = mailbox.insert_message(
-                    now=now, label_ids=list(labels) if labels is not None else ["INBOX", "UNREAD"],
-                    thread_id=item.get("threadId"), headers=_headers(item), body=str(item.get("body", "")),
-                    internal_date=int(item["internalDate"]) if item.get("internalDate") is not None else None,
-                )
+                out.append(apply(state, mailbox, item, now))
+            except UnknownMessage:
+                raise ControlError(f"no message {item.get('id')} in {mailbox.email}", 404) from None
             except UnknownLabel as exc:
                 raise ControlError(f"unknown label {exc.args[0]} in {mailbox.email}") from None
-            state.changed(mailbox, [record])
-            out.append({"emailAddress": mailbox.email, "id": message.id, "threadId": message.thread_id,
-                        "historyId": message.history_id})
-    return _json({"messages": out})
+    return out
+
+
+def _insert(state, mailbox, item: dict, now) -> dict:
+    labels = item.get("labelIds")
+    message, record = mailbox.insert_message(
+        now=now, label_ids=list(labels) if labels is not None else ["INBOX", "UNREAD"],
+        thread_id=item.get("threadId"), headers=_headers(item), body=str(item.get("body", "")),
+        internal_date=int(item["internalDate"]) if item.get("internalDate") is not None else None,
+    )
+    state.changed(mailbox, [record])
+    return {"emailAddress": mailbox.email, "id": message.id, "threadId": message.thread_id,
+            "historyId": message.history_id}
+
+
+def _delete(state, mailbox, item: dict, now) -> int:
+    record = mailbox.delete_message(str(item.get("id")), now=now)
+    state.changed(mailbox, [record])
+    return record.id
+
+
+def _modify(state, mailbox, item: dict, now) -> int:
+    records = mailbox.modify_labels(str(item.get("id")), now=now, add=list(item.get("addLabelIds") or []),
+                                    remove=list(item.get("removeLabelIds") or []))
+    state.changed(mailbox, records)
+    return mailbox.history_id
+
+
+async def insert_messages(request):
+    return _json({"messages": await _each_item(request, "messages", _insert)})
 
 
 async def delete_messages(request):
-    state = _state(request)
-    data = await _body(request)
-    out = []
-    with state.lock:
-        now = state.clock.now()
-        for item in _list(data, "messages"):
-            mailbox = _mailbox(state, str(item.get("emailAddress", "")))
-            try:
-                record = mailbox.delete_message(str(item.get("id")), now=now)
-            except UnknownMessage:
-                raise ControlError(f"no message {item.get('id')} in {mailbox.email}", 404) from None
-            state.changed(mailbox, [record])
-            out.append(record.id)
-    return _json({"historyIds": out})
+    return _json({"historyIds": await _each_item(request, "messages", _delete)})
 
 
 async def modify_messages(request):
-    state = _state(request)
-    data = await _body(request)
-    out = []
-    with state.lock:
-        now = state.clock.now()
-        for item in _list(data, "changes"):
-            mailbox = _mailbox(state, str(item.get("emailAddress", "")))
-            try:
-                records = mailbox.modify_labels(str(item.get("id")), now=now,
-                                                add=list(item.get("addLabelIds") or []),
-                                                remove=list(item.get("removeLabelIds") or []))
-            except UnknownMessage:
-                raise ControlError(f"no message {item.get('id')} in {mailbox.email}", 404) from None
-            except UnknownLabel as exc:
-                raise ControlError(f"unknown label {exc.args[0]} in {mailbox.email}") from None
-            state.changed(mailbox, records)
-            out.append(mailbox.history_id)
-    return _json({"historyIds": out})
+    return _json({"historyIds": await _each_item(request, "changes", _modify)})
 
 
 async def expire_history(request):
