@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.factory import register_sa_mailbox
 
 pytestmark = [
     pytest.mark.integration,
@@ -91,12 +91,6 @@ push_bodies = st.one_of(
 )
 
 
-async def _registered(service, email: str):
-    _, auth = await service.new_tenant()
-    mailbox = await service.mailboxes.RegisterMailbox(sa_request(service.sim, email), metadata=auth)
-    return mailbox, auth
-
-
 async def _synced_past(service, auth, mailbox_id: str, history_id: int, timeout: float = 60.0) -> None:
     """Wait (polling) until the mailbox has synced up to `history_id`: the real notification got through."""
     deadline = time.monotonic() + timeout
@@ -114,7 +108,7 @@ async def test_fuzzed_push_requests_are_acknowledged_and_kept(make_service):
         http_listen="127.0.0.1:0", push_enabled=True, push_verify_token=False, pubsub_subscriptions=(),
         poll_interval_seconds=3600.0,  # only the pushed notification may sync the mailbox
     ) as service:
-        mailbox, auth = await _registered(service, "pushed@example.com")
+        auth, mailbox = await register_sa_mailbox(service, "pushed@example.com")
         url = f"http://127.0.0.1:{service.app.http_port}/pubsub/push"
         statuses: dict[int, int] = {}
 
@@ -149,7 +143,7 @@ async def test_fuzzed_pubsub_messages_are_acknowledged_counted_and_kept(make_ser
     from google.cloud import pubsub_v1
 
     async with make_service(poll_interval_seconds=3600.0) as service:
-        mailbox, auth = await _registered(service, "pulled@example.com")
+        auth, mailbox = await register_sa_mailbox(service, "pulled@example.com")
         ingestor = service.app.ingestor
         assert ingestor is not None
         publisher = pubsub_v1.PublisherClient()

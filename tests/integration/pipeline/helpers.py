@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from google.cloud import pubsub_v1
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from tests.fixtures.factory import register_sa_mailbox  # noqa: F401 - the pipeline tests import it from here
 
 ET = resources_pb2.EventType
 DAY = 24 * 3600
@@ -26,14 +27,6 @@ async def get_mailbox(service, auth, mailbox_id):
     return await service.mailboxes.GetMailbox(
         mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id), metadata=auth
     )
-
-
-async def register_sa_mailbox(service, email: str):
-    """(API-key metadata of a fresh tenant, its mailbox registered with a service-account key)."""
-    from tests.integration.service.helpers import sa_request
-
-    _, auth = await service.new_tenant()
-    return auth, await service.mailboxes.RegisterMailbox(sa_request(service.sim, email), metadata=auth)
 
 
 def timestamp(value) -> datetime:
