@@ -79,7 +79,10 @@ async def test_the_last_registration_to_stop_stops_the_watch(service):
 
 async def test_a_shared_watch_is_renewed_once(make_service):
     clock = OffsetClock()
-    async with make_service(clock=clock, renew_enabled=False) as service:
+    # Nothing else may hold the mailbox rows when the renewal claims them (FOR UPDATE SKIP
+    # LOCKED skips a row a sync or the fallback poll holds): both must land in one batch.
+    async with make_service(clock=clock, renew_enabled=False, sync_enabled=False, poll_enabled=False,
+                            ingest_enabled=False) as service:
         _, first = await service.new_tenant()
         _, second = await service.new_tenant()
         one = await service.mailboxes.RegisterMailbox(sa_request(service.sim, ALICE, label_ids=["INBOX"]),
