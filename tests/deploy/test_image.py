@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mailwatch.database_url import libpq_url
 from mailwatch.secrets import generate_key
 from mailwatch_client import AsyncMailwatchClient
 from tests.deploy import podman as pm
@@ -60,7 +61,7 @@ def test_image_runs_as_a_numeric_non_root_user_with_an_exec_entrypoint(image):
 
 
 async def test_image_migrates_serves_streams_and_drains_on_sigterm(image, empty_database_url, gmail_sim, pubsub_topic):
-    database_url = empty_database_url.replace("postgresql+psycopg://", "postgresql://")
+    database_url = libpq_url(empty_database_url)
     grpc_port, http_port = free_port(), free_port()
     env = {
         "MAILWATCH_DATABASE_URL": database_url,

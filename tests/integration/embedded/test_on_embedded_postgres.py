@@ -10,6 +10,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from mailwatch.database_url import libpq_url
 from mailwatch.devstack.postgres import embedded_bindir, server_major_version
 from tests.integration.pipeline.test_stream_rpc import (  # noqa: F401 - collected here
     test_resume_from_a_cursor_continues_exactly_after_it,
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 def test_these_tests_run_on_the_embedded_server(postgres_server, database_url):
     """The override took: the server is the wheel's PostgreSQL 18, not the system's."""
     assert postgres_server.version == server_major_version(embedded_bindir()) == 18
-    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = libpq_url(database_url)
     with psycopg.connect(url) as conn:
         version = int(conn.execute("SHOW server_version_num").fetchone()[0])
     assert version >= 180000

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from mailwatch.database_url import libpq_url
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, tenants
@@ -166,7 +167,7 @@ async def test_concurrent_writers_never_let_a_reader_skip_an_event(sessions, ten
 
 
 async def _listen(postgres_server, database_url):
-    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    dsn = libpq_url(database_url)
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
     return conn

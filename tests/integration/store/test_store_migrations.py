@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import inspect, pool
 
+from mailwatch.database_url import libpq_url
 from mailwatch.domain.errors import NotMigrated
 from mailwatch.store import create_engine, ensure_migrated
 from mailwatch.store.migrate import current, downgrade, head, upgrade
@@ -120,7 +121,7 @@ async def test_ensure_migrated_refuses_an_unmigrated_database(empty_database_url
 
 
 def test_accepts_plain_postgresql_urls(postgres_server, empty_database_url):
-    plain = empty_database_url.replace("postgresql+psycopg://", "postgresql://")
+    plain = libpq_url(empty_database_url)
     upgrade(plain)
     assert current(plain) == head()
 
