@@ -84,6 +84,18 @@ class PageCommit:
     notified_history_id: int | None = None  # as read under the row lock (final pages)
 
 
+async def extend_lease(session: AsyncSession, mailbox_id: uuid.UUID, *, owner: str, now: datetime,
+                       lease: timedelta) -> bool:
+    """Heartbeat: push the claim's expiry to now + lease. False when `owner` no longer
+    holds it (released, or taken over after it lapsed)."""
+    result = await session.execute(
+        update(mailboxes)
+        .where(mailboxes.c.id == mailbox_id, mailboxes.c.lease_owner == owner)
+        .values(lease_expires_at=now + lease)
+    )
+    return result.rowcount == 1
+
+
 async def commit_sync_page(
     session: AsyncSession,
     claimed: Mailbox,

@@ -11,6 +11,7 @@ backoff, never before the retry time Gmail named (`workers.outcome`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -90,7 +91,30 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         )
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
-        return await self.sync_claimed(claim)
+        heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox))
+        try:
+            return await self.sync_claimed(claim)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _keep_lease(self, mailbox: Mailbox) -> None:
+        """Extend the claim every third of the lease while the sync works, so a long sync
+        or resync is not taken over by another replica. Fenced on the owner: once the
+        claim is released or lost, extending does nothing and the heartbeat stops."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.sessions() as session, session.begin():
+                    kept = await sync_claims.extend_lease(
+                        session, mailbox.id, owner=self.owner, now=self.clock.now(), lease=self.lease
+                    )
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
+                log.warning("could not extend the lease on mailbox %s", mailbox.id, exc_info=True)
+                continue
+            if not kept:
+                return
 
     async def sync_claimed(self, claim: sync_claims.ClaimedMailbox) -> str:
         mailbox = claim.mailbox
@@ -199,15 +223,10 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
     async def _resync(self, mailbox: Mailbox, credential: Credential) -> str:
         """History older than Gmail keeps: take a full-sync baseline and say so."""
         try:
+            # getProfile counts the messages: walking messages.list (5 units and a round
+            # trip per 500) only to count them made a large mailbox's resync outlive its lease.
             profile = await self.gmail.profile(credential, mailbox.email_address, tenant_id=mailbox.tenant_id)
-            message_count, page_token = 0, None
-            while True:
-                messages, page_token = await self.gmail.message_ids_page(
-                    credential, mailbox.email_address, page_token=page_token, tenant_id=mailbox.tenant_id
-                )
-                message_count += len(messages)
-                if not page_token:
-                    break
+            message_count = profile.messages_total
         except errors.MailwatchError as exc:
             return await self._failed(mailbox, credential, exc)
         common = dict(mailbox_id=mailbox.id, email_address=mailbox.email_address)
