@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.service import OPERATOR_TOKEN
 from tests.integration.fuzz.strategies import Pools, key_variants, messages
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = [
     pytest.mark.integration,

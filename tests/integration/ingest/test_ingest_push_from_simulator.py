@@ -13,8 +13,8 @@ import pytest
 from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import run_service, service_settings
-from tests.integration.pipeline.helpers import collect, eventually, message_events
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.pipeline import collect, eventually, message_events
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

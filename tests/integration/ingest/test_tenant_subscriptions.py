@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 from tests.fixtures.service import OPERATOR_TOKEN
-from tests.integration.pipeline.helpers import collect, eventually, message_events
-from tests.integration.service.helpers import tenant_topic
+from tests.fixtures.pipeline import collect, eventually, message_events
+from tests.fixtures.rpc import tenant_topic
 
 pytestmark = pytest.mark.integration
 

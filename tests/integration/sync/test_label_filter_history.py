@@ -10,10 +10,10 @@ import contextlib
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw,
 )
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import contextlib
 import pytest
 
 from mailwatch.workers.sync import SyncWorker
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw, types,
 )
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

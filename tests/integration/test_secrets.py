@@ -10,7 +10,7 @@ import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.names import TEST_PROJECT
-from tests.integration.service.helpers import oauth_request
+from tests.fixtures.rpc import oauth_request
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw, types,
 )
-from tests.integration.service.helpers import oauth_request, sa_request
+from tests.fixtures.rpc import oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from tests.integration.client.conftest import free_port
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from mailwatch.clock import OffsetClock
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.names import TEST_PROJECT
-from tests.integration.pipeline.helpers import collect, message_events
-from tests.integration.service.helpers import sa_request, tenant_topic
+from tests.fixtures.pipeline import collect, message_events
+from tests.fixtures.rpc import sa_request, tenant_topic
 
 pytestmark = pytest.mark.integration
 

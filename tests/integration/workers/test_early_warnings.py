@@ -13,8 +13,8 @@ from mailwatch.clock import OffsetClock
 from sqlalchemy import text
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import collect, eventually, types
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.pipeline import collect, eventually, types
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import collect, eventually, message_events
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.pipeline import collect, eventually, message_events
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from prometheus_client import generate_latest
 from mailwatch.clock import OffsetClock
 from mailwatch.gmail import quota
 from mailwatch.v1 import resources_pb2
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     DAY, advance, claims_one, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox,
     timestamp as ts, types,
 )
-from tests.integration.service.helpers import oauth_request, sa_request
+from tests.fixtures.rpc import oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import json
 import aiohttp
 import pytest
 
-from tests.integration.pipeline.helpers import collect, message_events
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.pipeline import collect, message_events
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from mailwatch.clock import OffsetClock
 from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
 from mailwatch.gmail.client import GmailClient
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     DAY, advance, claims_one, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox,
     timestamp as ts, types,
 )
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

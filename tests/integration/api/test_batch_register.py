@@ -9,8 +9,8 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.integration.service.helpers import ACTIVE, error_details, status_detail, tenant_topic
-from tests.integration.service.test_google_settings import set_sa_settings
+from tests.fixtures.rpc import ACTIVE, error_details, status_detail, tenant_topic
+from tests.integration.api.test_google_settings import set_sa_settings
 
 pytestmark = pytest.mark.integration
 

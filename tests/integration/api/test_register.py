@@ -10,7 +10,7 @@ import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.fixtures.names import TEST_PROJECT
-from tests.integration.service.helpers import ACTIVE, STOPPED, error_details, oauth_request, sa_request
+from tests.fixtures.rpc import ACTIVE, STOPPED, error_details, oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.service import OPERATOR_TOKEN
-from tests.integration.service.helpers import error_details, sa_request
+from tests.fixtures.rpc import error_details, sa_request
 
 pytestmark = pytest.mark.integration
 

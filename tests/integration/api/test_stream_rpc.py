@@ -10,8 +10,8 @@ from google.protobuf import duration_pb2
 
 from mailwatch.store import changes
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import collect, message_events
-from tests.integration.service.helpers import error_details, sa_request
+from tests.fixtures.pipeline import collect, message_events
+from tests.fixtures.rpc import error_details, sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN
-from tests.integration.service.helpers import ACTIVE, error_details, tenant_topic
+from tests.fixtures.rpc import ACTIVE, error_details, tenant_topic
 
 pytestmark = pytest.mark.integration
 

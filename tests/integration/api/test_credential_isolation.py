@@ -15,7 +15,7 @@ import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.factory import service_account_request
-from tests.integration.service.helpers import STOPPED, error_details
+from tests.fixtures.rpc import STOPPED, error_details
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.integration.pipeline.helpers import collect, types
-from tests.integration.service.helpers import error_details, sa_request
+from tests.fixtures.pipeline import collect, types
+from tests.fixtures.rpc import error_details, sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from prometheus_client import REGISTRY
 
 from mailwatch.clock import OffsetClock
 from mailwatch.workers.sync import CATCH_UP_ATTEMPTS
-from tests.integration.pipeline.helpers import (
+from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw,
 )
-from tests.integration.service.helpers import sa_request
+from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.service import OPERATOR_TOKEN
 from tests.fixtures.raw_grpc import raw_call
-from tests.integration.service.helpers import error_details
+from tests.fixtures.rpc import error_details
 
 pytestmark = pytest.mark.integration
 
