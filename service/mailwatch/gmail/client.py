@@ -281,29 +281,13 @@ class GmailClient:
         maps to a metadata marked missing; any other failure of any part raises,
         so the caller retries the whole set rather than committing a gap.
         """
-        found: dict[str, MessageMetadata] = {}
-        unique = list(dict.fromkeys(message_ids))
-        for start in range(0, len(unique), METADATA_BATCH_SIZE):
-            chunk = unique[start : start + METADATA_BATCH_SIZE]
-            for _ in chunk:
-                record_call("messages.get", tenant_id)  # each part is metered as its own call
-            async with self._user_calls.slot(email):  # one batch request in flight per slot
-                found.update(
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._executor, self._metadata_batch, credential, email, chunk, headers, tenant_id
-                    )
-                )
-        return found
-
-    def _metadata_batch(
-        self, credential: Credential, email: str, message_ids: list[str], headers: tuple[str, ...],
-        tenant_id: uuid.UUID | None,
-    ) -> dict[str, MessageMetadata]:
-        return self._get_many(credential, message_ids, {"format": "metadata", "metadataHeaders": list(headers)},
-                              tenant_id, parse=metadata_from_resource, missing=MISSING)
+        return await self._get_batched(
+            credential, email, message_ids, {"format": "metadata", "metadataHeaders": list(headers)},
+            tenant_id, metadata_from_resource, MISSING,
+        )
 
     async def message_labels(
-        self, credential: Credential, message_ids: list[str], *, tenant_id: uuid.UUID | None = None,
+        self, credential: Credential, email: str, message_ids: list[str], *, tenant_id: uuid.UUID | None = None,
         metadata_headers: tuple[str, ...] | None = None,
     ) -> dict[str, MessageLabels | None]:
         """Current labels and last-change history id of messages (`messages.get(format=minimal)`,
@@ -316,15 +300,22 @@ class GmailClient:
         else:
             params = {"format": "metadata", "metadataHeaders": list(metadata_headers)}
             parse = _labels_and_metadata_from_resource
-        found: dict[str, MessageLabels | None] = {}
+        return await self._get_batched(credential, email, message_ids, params, tenant_id, parse, None)
+
+    async def _get_batched(self, credential: Credential, email: str, message_ids: list[str], params: dict,
+                           tenant_id: uuid.UUID | None, parse: Callable[[dict], T], missing: T) -> dict[str, T]:
+        """users.messages.get(**params) for each distinct id, in batch requests of at most
+        METADATA_BATCH_SIZE parts, each batch holding one of the user's in-flight slots."""
+        found: dict[str, T] = {}
         unique = list(dict.fromkeys(message_ids))
         for start in range(0, len(unique), METADATA_BATCH_SIZE):
             chunk = unique[start : start + METADATA_BATCH_SIZE]
             for _ in chunk:
                 record_call("messages.get", tenant_id)  # each part is metered as its own call
-            found.update(await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._get_many, credential, chunk, params, tenant_id, parse, None,
-            ))
+            async with self._user_calls.slot(email):
+                found.update(await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._get_many, credential, chunk, params, tenant_id, parse, missing,
+                ))
         return found
 
     def _get_many(self, credential: Credential, message_ids: list[str], params: dict,

@@ -203,7 +203,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                       if i not in known or (known[i] is not None and known[i].history_id < changed_at[i])]
             if needed:
                 known.update(await self.gmail.message_labels(
-                    credential, list(dict.fromkeys(needed)), tenant_id=mailbox.tenant_id,
+                    credential, mailbox.email_address, list(dict.fromkeys(needed)), tenant_id=mailbox.tenant_id,
                     metadata_headers=mailbox.metadata_headers,
                 ))
             listed_through = max((int(r["id"]) for p in window for r in p.records), default=0)
