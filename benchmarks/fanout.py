@@ -20,10 +20,17 @@ process, in the same run, and the ratio is printed.
    ChangeEvent) on every stream's queue when told to.
 2. backlog: `--backlog` changes appended first, then one stream
    (START_POSITION_EARLIEST, max_batch_size 1000) reads them all; events/s.
+   Repeated `--rounds` times (each later round reads a fresh backlog from the
+   cursor before it), each next to a raw drain; the median ratio is printed.
    Raw peer: the raw server sends as many pre-built events, one per message
    (what a stream without batching would do), as fast as grpc.aio goes.
 
-    .venv/bin/python benchmarks/fanout.py [--streams 1000] [--changes 30] [--spacing 0.2] [--backlog 10000]
+    .venv/bin/python benchmarks/fanout.py [--streams 1000] [--changes 30] [--spacing 0.2] [--backlog 10000] [--rounds 3]
+
+`--streams 0` skips the fan-out phase. Each phase also prints the CPU
+seconds the service process and the raw server used (from /proc): on a
+shared machine that, and the ratio to the raw peer in the same run, are the
+figures to compare; wall-clock rates move with everyone else's load.
 
 Every process shares this machine's cores (the load average is printed): the
 figures are for the whole stack on one host, client included.
@@ -199,7 +206,8 @@ def _metric(url: str, *names: str) -> float:
 READ_METRICS = ("mailwatch_stream_reads_total", "mailwatch_stream_feed_reads_total")
 
 
-async def fanout_service(args, target, metadata, append_one, metrics_url) -> tuple[list[float], float]:
+async def fanout_service(args, target, metadata, append_one, metrics_url, service: Child) -> tuple[list[float], float, float]:
+    """Latencies, Postgres reads per change, and the service's CPU seconds over the changes (streams already open)."""
     import grpc
 
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
@@ -213,6 +221,7 @@ async def fanout_service(args, target, metadata, append_one, metrics_url) -> tup
         print(f"    {args.streams} streams open in {time.perf_counter() - started:.1f}s", flush=True)
         await asyncio.sleep(1.0)
         reads_before = _metric(metrics_url, *READ_METRICS)
+        cpu_before = service.cpu_seconds()
         latencies = []
         try:
             for i in range(args.changes):
@@ -221,13 +230,14 @@ async def fanout_service(args, target, metadata, append_one, metrics_url) -> tup
                 await streams.wait_all(message_id)
                 latencies += [t - committed for t in streams.arrivals[message_id]]
                 await asyncio.sleep(args.spacing)
+            cpu = service.cpu_seconds() - cpu_before
         finally:
             await streams.close()
         reads = _metric(metrics_url, *READ_METRICS) - reads_before
-    return latencies, reads / args.changes
+    return latencies, reads / args.changes, cpu
 
 
-async def fanout_raw(args, raw_target) -> list[float]:
+async def fanout_raw(args, raw_target, raw_child: Child) -> tuple[list[float], float]:
     import grpc
 
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
@@ -238,6 +248,7 @@ async def fanout_raw(args, raw_target) -> list[float]:
         await streams.open(mailbox_service_pb2.StreamChangesRequest())
         publish = channel.unary_unary(f"/{SERVICE}/Publish")
         await asyncio.sleep(1.0)
+        cpu_before = raw_child.cpu_seconds()
         latencies = []
         try:
             for i in range(args.changes):
@@ -249,9 +260,43 @@ async def fanout_raw(args, raw_target) -> list[float]:
                 await streams.wait_all(event.message_id)
                 latencies += [t - sent for t in streams.arrivals[event.message_id]]
                 await asyncio.sleep(args.spacing)
+            cpu = raw_child.cpu_seconds() - cpu_before
         finally:
             await streams.close()
-    return latencies
+    return latencies, cpu
+
+
+async def fanout_phase(args, target, raw_target, metadata, append_one, metrics_url, service: Child,
+                       raw_child: Child) -> None:
+    print(f"[1] fan-out: {args.streams} streams, {args.changes} single changes every {args.spacing}s "
+          f"(load average {_load()})", flush=True)
+    latencies, reads_per_change, service_cpu = await fanout_service(
+        args, target, metadata, append_one, metrics_url, service)
+    raw, raw_cpu = await fanout_raw(args, raw_target, raw_child)
+    p99, raw_p99 = percentile(latencies, 99), percentile(raw, 99)
+    # CPU over the changes only (the streams are open by then), both sides.
+    print(f"    mailwatch: commit -> on every stream: {_summary(latencies)}; "
+          f"Postgres reads per change {reads_per_change:.2f}; "
+          f"service CPU {_cpu_per(service_cpu, args.changes, 1) * 1000:.0f} ms per change")
+    print(f"    raw grpc.aio (queue put -> on every stream): {_summary(raw)}; "
+          f"raw server CPU {_cpu_per(raw_cpu, args.changes, 1) * 1000:.0f} ms per change")
+    print(f"    p99 mailwatch / raw: {p99 * 1000:.0f} / {raw_p99 * 1000:.0f} ms = {p99 / raw_p99:.1f}x "
+          f"(load average {_load()})", flush=True)
+
+
+async def _current_cursor(target: str, metadata) -> bytes:
+    """The tenant's current position: the cursor of a START_NOW stream's opening heartbeat."""
+    import grpc
+
+    from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(
+            mailbox_service_pb2.StreamChangesRequest(start_position=mailbox_service_pb2.START_POSITION_NOW),
+            metadata=metadata)
+        response = await call.read()
+        call.cancel()
+    return response.heartbeat.cursor
 
 
 async def drain(stub, request, metadata, expected: int) -> float:
@@ -271,7 +316,12 @@ async def drain(stub, request, metadata, expected: int) -> float:
 # --- orchestration -------------------------------------------------------------------------------------
 
 
-async def run(args, *, target: str, raw_target: str, database_url: str, metrics_url: str) -> None:
+def _cpu_per(seconds: float, units: float, per: float) -> float:
+    return seconds / units * per if units else float("nan")
+
+
+async def run(args, *, target: str, raw_target: str, database_url: str, metrics_url: str,
+              service: Child, raw: Child) -> None:
     import grpc
 
     from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
@@ -300,33 +350,50 @@ async def run(args, *, target: str, raw_target: str, database_url: str, metrics_
         return time.perf_counter()  # committed
 
     try:
-        print(f"[1] fan-out: {args.streams} streams, {args.changes} single changes every {args.spacing}s "
-              f"(load average {_load()})", flush=True)
-        latencies, reads_per_change = await fanout_service(args, target, metadata, append_one, metrics_url)
-        raw = await fanout_raw(args, raw_target)
-        p99, raw_p99 = percentile(latencies, 99), percentile(raw, 99)
-        print(f"    mailwatch: commit -> on every stream: {_summary(latencies)}; "
-              f"Postgres reads per change {reads_per_change:.2f}")
-        print(f"    raw grpc.aio (queue put -> on every stream): {_summary(raw)}")
-        print(f"    p99 mailwatch / raw: {p99 * 1000:.0f} / {raw_p99 * 1000:.0f} ms = {p99 / raw_p99:.1f}x "
-              f"(load average {_load()})", flush=True)
+        if args.streams > 0:
+            await fanout_phase(args, target, raw_target, metadata, append_one, metrics_url, service, raw)
 
         print(f"[2] backlog: {args.backlog} changes, one stream from the earliest (load average {_load()})",
               flush=True)
-        for offset in range(0, args.backlog, 5000):
-            async with sessions() as session, session.begin():
-                await changes.append_events(session, tenant_id, [
-                    new_event(f"backlog-{i}") for i in range(offset, min(args.backlog, offset + 5000))])
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
-            ours = await drain(stub, mailbox_service_pb2.StreamChangesRequest(
-                start_position=mailbox_service_pb2.START_POSITION_EARLIEST, max_batch_size=1000),
-                metadata, args.backlog + args.changes)
-        async with grpc.aio.insecure_channel(raw_target) as channel:
-            stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
-            raw_rate = await drain(stub, mailbox_service_pb2.StreamChangesRequest(max_batch_size=1), (), 10_000)
-        print(f"    mailwatch (batches of up to 1000): {ours:,.0f} events/s; raw grpc.aio, one event per message: "
-              f"{raw_rate:,.0f} events/s; ratio {ours / raw_rate:.2f} (load average {_load()})", flush=True)
+        async def append_backlog(round_number: int) -> None:
+            for offset in range(0, args.backlog, 5000):
+                async with sessions() as session, session.begin():
+                    await changes.append_events(session, tenant_id, [
+                        new_event(f"backlog-{round_number}-{i}")
+                        for i in range(offset, min(args.backlog, offset + 5000))])
+
+        await append_backlog(1)
+        ratios = []
+        for round_number in range(1, args.rounds + 1):
+            if round_number == 1:
+                expected = args.backlog + (args.changes if args.streams > 0 else 0)
+                start = mailbox_service_pb2.StreamChangesRequest(
+                    start_position=mailbox_service_pb2.START_POSITION_EARLIEST, max_batch_size=1000)
+            else:
+                # A fresh backlog each round, read from the cursor before it: nothing
+                # the service converted in an earlier round is reused.
+                expected = args.backlog
+                start = mailbox_service_pb2.StreamChangesRequest(
+                    cursor=await _current_cursor(target, metadata), max_batch_size=1000)
+                await append_backlog(round_number)
+            # Back to back, alternating: both see the same machine (other load comes and goes).
+            service_cpu = service.cpu_seconds()
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
+                ours = await drain(stub, start, metadata, expected)
+            service_cpu = service.cpu_seconds() - service_cpu
+            raw_cpu = raw.cpu_seconds()
+            async with grpc.aio.insecure_channel(raw_target) as channel:
+                stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)
+                raw_rate = await drain(stub, mailbox_service_pb2.StreamChangesRequest(max_batch_size=1), (), 10_000)
+            raw_cpu = raw.cpu_seconds() - raw_cpu
+            ratios.append(ours / raw_rate)
+            print(f"    round {round_number}: mailwatch (batches of up to 1000): {ours:,.0f} events/s, "
+                  f"service CPU {_cpu_per(service_cpu, expected, 10_000):.2f} s per 10k events; "
+                  f"raw grpc.aio, one event per message: {raw_rate:,.0f} events/s, "
+                  f"raw server CPU {_cpu_per(raw_cpu, 10_000, 10_000):.2f} s per 10k; "
+                  f"ratio {ours / raw_rate:.2f} (load average {_load()})", flush=True)
+        print(f"    ratio mailwatch / raw, median of {len(ratios)}: {statistics.median(ratios):.2f}", flush=True)
     finally:
         await engine.dispose()
 
@@ -337,6 +404,8 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=30)
     parser.add_argument("--spacing", type=float, default=0.2, help="seconds between two changes (default 0.2)")
     parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="backlog drains, each next to a raw one (default 3; the median ratio is printed)")
     parser.add_argument("--raw-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
@@ -379,7 +448,8 @@ def main() -> int:
         print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; service {target} (pid {service.pid}), "
               f"raw grpc.aio server {raw_target} (pid {raw.pid})", flush=True)
         asyncio.run(run(args, target=target, raw_target=raw_target, database_url=postgres.url(
-            "mailwatch"), metrics_url=f"http://127.0.0.1:{http_port}/metrics"))
+            "mailwatch"), metrics_url=f"http://127.0.0.1:{http_port}/metrics",
+            service=service, raw=raw))
         print(f"load average at the end: {_load()}")
         return 0
     finally:

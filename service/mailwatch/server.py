@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -126,6 +127,7 @@ async def serve(settings: Settings) -> int:
     server_credentials(settings)  # unusable TLS files stop start-up before anything connects
     try:
         async with running(settings) as started:
+            freeze_startup_heap()
             host = settings.listen.rpartition(":")[0]
             print(f"mailwatch serving on {host}:{started.port}", flush=True)
             log.info("serving", extra={"listen": f"{host}:{started.port}"})
@@ -134,6 +136,21 @@ async def serve(settings: Settings) -> int:
         print(f"mailwatch: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up allocated out of every later garbage collection.
+
+    The modules, settings, protobuf descriptors and SQLAlchemy metadata of a
+    started service are a few hundred thousand objects that live for ever, and
+    each full (gen-2) collection walked all of them: profiled on a stream
+    draining a 10,000-event backlog, one such collection took 60-115 ms (about
+    a third of the drain), and on 1,000 streams it lands on the latency of
+    whichever change is in flight. Frozen, a full collection walks only what
+    was allocated since (gc.freeze, as CPython's docs suggest for servers).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def until_signalled() -> None:

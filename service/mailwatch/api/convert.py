@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from google.protobuf import timestamp_pb2
 
@@ -183,8 +183,31 @@ def message_responses(message: messages.Message) -> Iterator[mailbox_service_pb2
             yield response(raw_chunk=message.raw[start : start + MESSAGE_CHUNK_BYTES])
 
 
-def events_response(events: "list[models.ChangeEvent]") -> mailbox_service_pb2.StreamChangesResponse:
-    return mailbox_service_pb2.StreamChangesResponse(events=[_cached_event_proto(e) for e in events])
+# A response stays under gRPC's default 4 MiB receive limit, which a client
+# keeps unless it raises it: a batch of events carrying message metadata
+# (headers, snippet) can outgrow it long before max_batch_size events. Each
+# event costs its size plus at most 6 bytes of framing (tag, length varint).
+MAX_RESPONSE_BYTES = 4_000_000
+_EVENT_FRAMING_BYTES = 6
+
+
+def events_responses(events: "Sequence[models.ChangeEvent]") -> tuple[mailbox_service_pb2.StreamChangesResponse, ...]:
+    """The events in order, in as few responses as MAX_RESPONSE_BYTES allows
+    (one unless they are large; an event larger than the limit travels alone)."""
+    protos = [_cached_event_proto(e) for e in events]
+    response = mailbox_service_pb2.StreamChangesResponse(events=protos)
+    if response.ByteSize() <= MAX_RESPONSE_BYTES:
+        return (response,)
+    responses, chunk, size = [], [], 0
+    for proto in protos:
+        framed = proto.ByteSize() + _EVENT_FRAMING_BYTES
+        if chunk and size + framed > MAX_RESPONSE_BYTES:
+            responses.append(mailbox_service_pb2.StreamChangesResponse(events=chunk))
+            chunk, size = [], 0
+        chunk.append(proto)
+        size += framed
+    responses.append(mailbox_service_pb2.StreamChangesResponse(events=chunk))
+    return tuple(responses)
 
 
 def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_service_pb2.StreamChangesResponse:
@@ -198,26 +221,29 @@ def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_s
 
 
 # Streams with the same filter (most: none) get the same batches from their
-# tenant's shared reader: the response message is built once and handed to
-# each of them (gRPC only serializes it; nothing mutates it).
+# tenant's shared reader: the responses are built once and handed to each of
+# them (gRPC only serializes them; nothing mutates them).
 _RESPONSES_MAX = 1_000
-_responses: dict[tuple, mailbox_service_pb2.StreamChangesResponse] = {}
+_responses: dict[tuple, tuple[mailbox_service_pb2.StreamChangesResponse, ...]] = {}
 
 
-def stream_item_to_proto(item: StreamItem) -> mailbox_service_pb2.StreamChangesResponse:
-    """One StreamChangesResponse per stream item (a batch of events or a heartbeat).
+def stream_responses(item: StreamItem) -> tuple[mailbox_service_pb2.StreamChangesResponse, ...]:
+    """The StreamChangesResponses of one stream item, in order: a heartbeat, or
+    a batch's events (more than one response only when they would exceed
+    MAX_RESPONSE_BYTES together; each event carries its own cursor, so a
+    split changes nothing about resuming).
 
     Responses for event batches are shared: treat them as read-only."""
     if isinstance(item, EventBatch):
         key = tuple(event.id for event in item.events)
-        response = _responses.get(key)
-        if response is None:
-            response = _responses[key] = events_response(list(item.events))
+        responses = _responses.get(key)
+        if responses is None:
+            responses = _responses[key] = events_responses(item.events)
             if len(_responses) > _RESPONSES_MAX:
                 del _responses[next(iter(_responses))]
-        return response
+        return responses
     if isinstance(item, Heartbeat):
-        return heartbeat_response(item.server_time, item.position)
+        return (heartbeat_response(item.server_time, item.position),)
     raise TypeError(f"not a stream item: {type(item).__name__}")
 
 

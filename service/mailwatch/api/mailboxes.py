@@ -100,7 +100,8 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
         async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
             async for item in items:
-                yield convert.stream_item_to_proto(item)
+                for response in convert.stream_responses(item):
+                    yield response
 
     async def GetMessage(self, request, context):
         query = validation.validate_get_message(request)

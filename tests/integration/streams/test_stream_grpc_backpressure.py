@@ -24,7 +24,7 @@ from contextlib import aclosing
 import grpc
 import pytest
 
-from mailwatch.api.convert import stream_item_to_proto
+from mailwatch.api.convert import stream_responses
 from mailwatch.api.tokens import decode_cursor
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes
@@ -50,7 +50,8 @@ class _StreamOnly(mailbox_service_pb2_grpc.MailboxServiceServicer):
         q = query(StartKind.EARLIEST, batch=BATCH)
         async with aclosing(self.streamer.stream(self.tenant_id, q, stats=self.stats)) as stream:
             async for item in stream:
-                yield stream_item_to_proto(item)
+                for response in stream_responses(item):
+                    yield response
 
 
 async def test_a_slow_grpc_client_bounds_what_the_server_reads(streamer, sessions, world):

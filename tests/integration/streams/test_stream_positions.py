@@ -13,7 +13,7 @@ from mailwatch.api.tokens import decode_cursor, encode_cursor
 from mailwatch.streams import StartKind
 from mailwatch.domain.errors import InvalidCursor, NotFound
 from mailwatch.domain.models import EventType
-from mailwatch.api.convert import stream_item_to_proto
+from mailwatch.api.convert import stream_responses
 from mailwatch.streams import EventBatch, Heartbeat, StreamStats
 
 from .conftest import append, collect, next_batch, next_item, query
@@ -158,7 +158,7 @@ async def test_idle_heartbeats_carry_a_cursor_that_resumes_exactly(streamer, ses
     assert isinstance(heartbeat, Heartbeat) and isinstance(second, Heartbeat)
     assert heartbeat.position == events[-1].sequence
     assert heartbeat.server_time.tzinfo is not None
-    response = stream_item_to_proto(heartbeat)
+    (response,) = stream_responses(heartbeat)
     assert response.heartbeat.cursor == encode_cursor(events[-1].sequence)
 
     later = await append(sessions, world.a1, 2)
@@ -230,7 +230,7 @@ async def test_resuming_from_the_last_cursor_gives_no_gap_and_no_duplicate(strea
                 for _ in range(3):  # take a few batches, then hang up mid-stream
                     batch = await next_batch(stream)
                     delivered.extend(batch.events)
-                    last_cursor = stream_item_to_proto(batch).events[-1].cursor
+                    last_cursor = stream_responses(batch)[-1].events[-1].cursor
     finally:
         stop_writing.set()
         await writing

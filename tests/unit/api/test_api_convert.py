@@ -134,12 +134,12 @@ def test_a_batch_of_the_same_events_converts_the_same_every_time():
         )
         for n in (1, 2)
     ]
-    first = convert.events_response(events)
-    second = convert.events_response(events[::-1])
+    (first,) = convert.events_responses(events)
+    (second,) = convert.events_responses(events[::-1])
     assert list(second.events) == list(first.events)[::-1]
     assert [dict(e.attributes) for e in first.events] == [{"baseline": "1"}, {"baseline": "2"}]
     first.events[0].message_id = "changed by a consumer of one response"
-    assert convert.events_response(events[:1]).events[0].message_id == ""
+    assert convert.events_responses(events[:1])[0].events[0].message_id == ""
 
 
 def test_change_event_to_proto():
@@ -182,7 +182,7 @@ def test_lifecycle_event_without_message_fields():
 
 
 def test_stream_responses():
-    batch = convert.events_response([])
+    (batch,) = convert.events_responses([])
     assert not batch.HasField("heartbeat") and list(batch.events) == []
     heartbeat = convert.heartbeat_response(T0, 5)
     assert tokens.decode_cursor(heartbeat.heartbeat.cursor) == 5
@@ -197,13 +197,13 @@ def test_stream_items_to_proto():
             message_id=f"m{sequence}",
         )
 
-    response = convert.stream_item_to_proto(EventBatch((event(7), event(9)), position=12))
+    (response,) = convert.stream_responses(EventBatch((event(7), event(9)), position=12))
     assert [tokens.decode_cursor(e.cursor) for e in response.events] == [7, 9]
-    response = convert.stream_item_to_proto(Heartbeat(server_time=T0, position=12))
+    (response,) = convert.stream_responses(Heartbeat(server_time=T0, position=12))
     assert response.heartbeat.cursor == tokens.encode_cursor(12)
     assert convert.datetime_from(response.heartbeat.server_time) == T0
     with pytest.raises(TypeError):
-        convert.stream_item_to_proto(object())
+        convert.stream_responses(object())
 
 
 def test_streams_sending_the_same_batch_share_one_response():
@@ -214,10 +214,39 @@ def test_streams_sending_the_same_batch_share_one_response():
         )
         for n in (1, 2, 3)
     )
-    first = convert.stream_item_to_proto(EventBatch(events, position=3))
-    assert convert.stream_item_to_proto(EventBatch(events, position=3)) is first
-    subset = convert.stream_item_to_proto(EventBatch(events[::2], position=3))  # another filter's batch
-    assert subset is not first and [e.id for e in subset.events] == [str(events[0].id), str(events[2].id)]
+    first = convert.stream_responses(EventBatch(events, position=3))
+    assert convert.stream_responses(EventBatch(events, position=3)) is first
+    (subset,) = convert.stream_responses(EventBatch(events[::2], position=3))  # another filter's batch
+    assert subset is not first[0] and [e.id for e in subset.events] == [str(events[0].id), str(events[2].id)]
+
+
+def _large_event(sequence: int, header_bytes: int) -> models.ChangeEvent:
+    """A MESSAGE_ADDED carrying metadata of about `header_bytes` (a long header value)."""
+    return models.ChangeEvent(
+        id=uuid.uuid4(), sequence=sequence, tenant_id=uuid.uuid4(), mailbox_id=uuid.uuid4(),
+        email_address="a@example.com", type=models.EventType.MESSAGE_ADDED, observed_at=T0,
+        message_id=f"m{sequence}",
+        metadata=models.MessageMetadata(headers=(("Subject", "x" * header_bytes),), snippet="s", size_estimate=1),
+    )
+
+
+def test_a_batch_too_large_for_one_response_is_split_in_order_under_the_limit():
+    # 1,000 events of ~20 kB: ~20 MB, far over gRPC's default 4 MiB receive limit in one message.
+    events = tuple(_large_event(n, 20_000) for n in range(1, 1001))
+    responses = convert.stream_responses(EventBatch(events, position=1000))
+    assert len(responses) > 1
+    assert all(r.ByteSize() <= convert.MAX_RESPONSE_BYTES for r in responses)
+    assert all(len(r.SerializeToString()) <= 4 * 1024 * 1024 for r in responses)
+    sent = [tokens.decode_cursor(e.cursor) for r in responses for e in r.events]
+    assert sent == list(range(1, 1001))  # every event once, in order, each with its own cursor
+
+
+def test_a_small_batch_stays_one_response_and_a_huge_event_travels_alone():
+    small = tuple(_large_event(n, 100) for n in range(1, 1001))
+    assert len(convert.stream_responses(EventBatch(small, position=1000))) == 1
+    huge = (_large_event(1, 100), _large_event(2, convert.MAX_RESPONSE_BYTES), _large_event(3, 100))
+    responses = convert.stream_responses(EventBatch(huge, position=3))
+    assert [[tokens.decode_cursor(e.cursor) for e in r.events] for r in responses] == [[1], [2], [3]]
 
 
 def test_tenant_and_api_key_to_proto():
