@@ -1,15 +1,17 @@
-"""RegisterMailbox and StopMailbox: the Gmail call, then one transaction.
+"""RegisterMailbox, BatchRegisterMailboxes and StopMailbox: the Gmail calls, then one transaction.
 
 Gmail is called before anything is written, so a refused watch leaves no
-half-registered mailbox; the mailbox row and its lifecycle event are written
-together so a stream never sees one without the other.
+half-registered mailbox; the mailbox rows and their lifecycle events are
+written together so a stream never sees one without the other. A single
+registration is a batch of one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,12 +29,34 @@ from mailwatch.domain.models import (
     TenantDefaultCredential,
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
-from mailwatch.gmail.client import GmailClient
+from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.google_settings import load_google_settings
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
 from mailwatch.store import changes, mailboxes, watch_groups
+from mailwatch.store.watch_groups import GroupMember
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """An address to watch: its credential and topic, its row if any, and the
+    registrations sharing its watch (filled in by the same read)."""
+
+    email_address: str
+    credential: Credential = field(repr=False)
+    topic: str
+    existing: Mailbox | None
+    sharing: list[GroupMember] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class _Watched:
+    plan: _Plan
+    gmail_address: str
+    watch: WatchResult
 
 
 @dataclass
@@ -47,60 +71,11 @@ class Lifecycle:
         self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter,
         requested: Credential | TenantDefaultCredential, *, metadata_headers: tuple[str, ...] | None = None,
     ) -> Mailbox:
-        async with self.sessions() as session:
-            settings = await load_google_settings(session, self.secret_box, tenant_id)
-            credential = resolve_credential(requested, settings, email_address)
-            # Refused here, before Gmail is asked, when the credentials' project has no topic.
-            topic = watch_topic_for(credential, from_tenant_defaults=isinstance(requested, TenantDefaultCredential),
-                                    settings=settings, deployment_topic=self.topic)
-            existing = await mailboxes.find_mailbox_by_address(session, tenant_id, email_address)
-            if (
-                existing is not None and existing.state is MailboxState.ACTIVE
-                and existing.label_filter == label_filter and existing.metadata_headers == metadata_headers
-                and (existing.watch_topic or self.topic) == topic
-            ):
-                stored = await mailboxes.load_credentials_ciphertext(session, tenant_id, existing.id)
-                if self._stored_credential(stored) == credential:
-                    return existing  # same registration again: nothing to do, no Gmail call
-            # Registrations of this address in this Google project (any tenant) share one
-            # Gmail watch: it must report what any of them wants.
-            project = topic_project(topic) or ""
-            sharing = await watch_groups.group_members(
-                session, email_address, project, deployment_topic=self.topic,
-                exclude=existing.id if existing is not None else None,
-            )
-        gmail_address = await self._gmail_address(tenant_id, email_address, credential)
-        watch = await watch_taking_over(
-            self.gmail, credential, email_address, topic=topic,
-            label_filter=union_filter([label_filter, *(member.label_filter for member in sharing)]),
-            tenant_id=tenant_id,
-        )
-        now = self.clock.now()
-        renew_at = next_renewal_at(now, watch.expiration, key=renewal_key(tenant_id, email_address))
-        async with self.sessions() as session, session.begin():
-            mailbox, created = await mailboxes.upsert_mailbox(
-                session, tenant_id,
-                email_address=email_address,
-                label_filter=label_filter,
-                credential_kind=credential_kind(credential),
-                credentials_ciphertext=self.secret_box.encrypt_credential(credential),
-                history_id=watch.history_id,
-                watch_expiration=watch.expiration,
-                next_renewal_at=renew_at,
-                metadata_headers=metadata_headers,
-                watch_topic=topic,
-                gmail_address=gmail_address,
-            )
-            detail = {
-                "expiration": watch.expiration.isoformat(),
-                "registration": "created" if created else "updated",
-                "previous_state": existing.state.value if existing else "",
-            }
-            await changes.append_events(session, tenant_id, [
-                NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                         type=EventType.WATCH_STARTED, history_id=watch.history_id, detail=detail),
-            ])
-        return mailbox
+        (outcome,) = await self.register_many(
+            tenant_id, label_filter, [(email_address, requested)], metadata_headers=metadata_headers)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def register_many(
         self,
@@ -108,30 +83,174 @@ class Lifecycle:
         label_filter: LabelFilter,
         registrations: Sequence[tuple[str, Credential | TenantDefaultCredential] | Exception],
         *,
+        metadata_headers: tuple[str, ...] | None = None,
         concurrency: int = 16,
     ) -> list[Mailbox | Exception]:
-        """Register each (address, credential) as `register` would, `concurrency`
-        at a time; a failure (any exception) is returned in that address's place
-        and does not stop the others.
+        """Register each (address, credential) (addresses distinct); a failure (any
+        exception) is returned in that address's place and does not stop the others.
 
         Entries that already are errors (refused by validation) are returned as
-        they are. Bounded concurrency keeps a batch of 1,000 from asking Gmail for
-        1,000 watches at once (users.watch costs 100 of the project's 1,200,000
-        quota units per minute) or from taking every database connection.
+        they are. Three steps, each done once for the whole batch:
+
+        1. one read: the tenant's settings, the addresses' existing rows (an
+           unchanged ACTIVE registration returns as it is, with no Gmail call)
+           and the registrations that share each address's watch;
+        2. Gmail: getProfile and users.watch per address, `concurrency`
+           addresses at a time (users.watch costs 100 of the project's
+           1,200,000 quota units per minute, and the pool's threads are shared
+           with syncs);
+        3. one transaction: every watched row in one upsert, every
+           WATCH_STARTED event in one insert (so a stream never sees a row
+           without its event). If it fails, each row is written on its own,
+           so one bad row fails only its own address.
+
+        Profiled under benchmarks/scale.py (py-spy, GIL samples of the
+        service during BatchRegisterMailboxes): with a session, ~6 statements
+        and a commit per address, SQLAlchemy + psycopg were ~40% of the
+        service's CPU per registration, and every address queued on the
+        tenant's change-log lock in its own transaction. What is left per
+        address is Gmail's: a token grant for the address (each delegated
+        subject needs its own token), getProfile and users.watch over HTTP,
+        and ingesting the notification the watch triggers.
         """
+        outcomes: list = list(registrations)
+        todo = [index for index, item in enumerate(registrations) if not isinstance(item, Exception)]
+        if not todo:
+            return outcomes
+        try:
+            planned = await self._plan(tenant_id, label_filter, metadata_headers,
+                                       [registrations[index] for index in todo])
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is unreachable: every address says so
+            planned = [exc] * len(todo)
         slots = asyncio.Semaphore(concurrency)
 
-        async def one(item) -> Mailbox | Exception:
-            if isinstance(item, Exception):
-                return item
-            address, credential = item
+        async def watched(plan: _Plan | Mailbox | Exception) -> _Watched | Mailbox | Exception:
+            if not isinstance(plan, _Plan):
+                return plan
             async with slots:
                 try:
-                    return await self.register(tenant_id, address, label_filter, credential)
+                    return await self._watch(tenant_id, label_filter, plan)
                 except Exception as exc:  # noqa: BLE001 - answered for this address alone
                     return exc
 
-        return list(await asyncio.gather(*(one(item) for item in registrations)))
+        results = await asyncio.gather(*(watched(plan) for plan in planned))
+        writes = [result for result in results if isinstance(result, _Watched)]
+        written = await self._write_all(tenant_id, label_filter, metadata_headers, writes)
+        for index, result in zip(todo, results):
+            outcomes[index] = written[id(result)] if isinstance(result, _Watched) else result
+        return outcomes
+
+    async def _plan(
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
+        registrations: Sequence[tuple[str, Credential | TenantDefaultCredential]],
+    ) -> list[_Plan | Mailbox | Exception]:
+        """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), or why not."""
+        async with self.sessions() as session:
+            settings = await load_google_settings(session, self.secret_box, tenant_id)
+            existing = await mailboxes.find_mailboxes_by_addresses(
+                session, tenant_id, [address for address, _ in registrations])
+            plans: list[_Plan | Mailbox | Exception] = []
+            for email_address, requested in registrations:
+                try:
+                    credential = resolve_credential(requested, settings, email_address)
+                    # Refused here, before Gmail is asked, when the credentials' project has no topic.
+                    topic = watch_topic_for(credential, from_tenant_defaults=isinstance(requested, TenantDefaultCredential),
+                                            settings=settings, deployment_topic=self.topic)
+                except Exception as exc:  # noqa: BLE001 - answered for this address alone
+                    plans.append(exc)
+                    continue
+                plans.append(_Plan(email_address, credential, topic,
+                                   existing.get(addresses.normalize(email_address))))
+            # Same registration again (same filter, options, topic and credential): nothing to do.
+            same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
+                    and plan.existing.state is MailboxState.ACTIVE and plan.existing.label_filter == label_filter
+                    and plan.existing.metadata_headers == metadata_headers
+                    and (plan.existing.watch_topic or self.topic) == plan.topic]
+            stored = await mailboxes.load_credentials_ciphertexts(
+                session, tenant_id, [plan.existing.id for plan in same])
+            unchanged = {id(plan) for plan in same
+                         if plan.existing.id in stored and self._stored_credential(stored[plan.existing.id]) == plan.credential}
+            plans = [plan.existing if id(plan) in unchanged else plan for plan in plans]
+            # Registrations of an address in one Google project (any tenant) share one
+            # Gmail watch: it must report what any of them wants.
+            to_watch = [plan for plan in plans if isinstance(plan, _Plan)]
+            sharing = await watch_groups.groups_members(
+                session, [(plan.email_address, topic_project(plan.topic) or "",
+                           plan.existing.id if plan.existing is not None else None) for plan in to_watch],
+                deployment_topic=self.topic,
+            )
+        for plan, members in zip(to_watch, sharing):
+            plan.sharing = members
+        return plans
+
+    async def _watch(self, tenant_id: uuid.UUID, label_filter: LabelFilter, plan: _Plan) -> _Watched:
+        gmail_address = await self._gmail_address(tenant_id, plan.email_address, plan.credential)
+        watch = await watch_taking_over(
+            self.gmail, plan.credential, plan.email_address, topic=plan.topic,
+            label_filter=union_filter([label_filter, *(member.label_filter for member in plan.sharing)]),
+            tenant_id=tenant_id,
+        )
+        return _Watched(plan, gmail_address, watch)
+
+    async def _write_all(
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
+        writes: list[_Watched],
+    ) -> dict[int, Mailbox | Exception]:
+        """Each write's mailbox (or error), keyed by id(write): all in one transaction,
+        or, when that fails, one transaction each so that the failure is its own."""
+        if not writes:
+            return {}
+        try:
+            return dict(zip(map(id, writes), await self._write(tenant_id, label_filter, metadata_headers, writes)))
+        except Exception as exc:  # noqa: BLE001 - answered per address below
+            if len(writes) == 1:
+                return {id(writes[0]): exc}
+            # Only the type: the statement's parameters (sealed credentials) stay out of logs.
+            log.warning("writing a batch of %d registrations failed (%s); writing each on its own",
+                        len(writes), type(exc).__name__, extra={"tenant_id": str(tenant_id)})
+        written: dict[int, Mailbox | Exception] = {}
+        for write in writes:
+            try:
+                (written[id(write)],) = await self._write(tenant_id, label_filter, metadata_headers, [write])
+            except Exception as exc:  # noqa: BLE001 - answered for this address alone
+                written[id(write)] = exc
+        return written
+
+    async def _write(
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
+        writes: list[_Watched],
+    ) -> list[Mailbox]:
+        """Gmail is called before anything is written, so a refused watch leaves no
+        half-registered mailbox; rows and their events are written together."""
+        now = self.clock.now()
+        rows = [
+            mailboxes.MailboxUpsert(
+                email_address=write.plan.email_address,
+                label_filter=label_filter,
+                credential_kind=credential_kind(write.plan.credential),
+                credentials_ciphertext=self.secret_box.encrypt_credential(write.plan.credential),
+                history_id=write.watch.history_id,
+                watch_expiration=write.watch.expiration,
+                next_renewal_at=next_renewal_at(now, write.watch.expiration,
+                                                key=renewal_key(tenant_id, write.plan.email_address)),
+                metadata_headers=metadata_headers,
+                watch_topic=write.plan.topic,
+                gmail_address=write.gmail_address,
+            )
+            for write in writes
+        ]
+        async with self.sessions() as session, session.begin():
+            upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows)
+            await changes.append_events(session, tenant_id, [
+                NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                         type=EventType.WATCH_STARTED, history_id=write.watch.history_id, detail={
+                             "expiration": write.watch.expiration.isoformat(),
+                             "registration": "created" if created else "updated",
+                             "previous_state": write.plan.existing.state.value if write.plan.existing else "",
+                         })
+                for write, (mailbox, created) in zip(writes, upserted)
+            ])
+        return [mailbox for mailbox, _ in upserted]
 
     async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str, credential: Credential) -> str:
         """The address Gmail knows the authorised user by (its notifications name it).

@@ -7,9 +7,10 @@ import json
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
+from sqlalchemy import text
 
 from mailwatch.v1 import mailbox_service_pb2
-from tests.fixtures.rpc import ACTIVE, error_details, status_detail, tenant_topic
+from tests.fixtures.rpc import ACTIVE, STOPPED, error_details, status_detail, tenant_topic
 from tests.integration.api.test_google_settings import set_sa_settings
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,73 @@ async def test_the_same_batch_again_changes_nothing(service):
     assert [r.mailbox.id for r in second.results] == [r.mailbox.id for r in first.results]
     calls = service.sim.counters()["calls"]
     assert all(calls[address]["users.watch"] == 1 for address in addresses)
+
+
+async def _watch_started(service, tenant_id: str) -> dict[str, list[dict]]:
+    """The tenant's WATCH_STARTED events' details by address, in log order."""
+    async with service.app.sessions() as session:
+        rows = await session.execute(text(
+            "SELECT email_address, detail FROM change_events WHERE tenant_id = :tenant AND event_type = 'WATCH_STARTED' "
+            "ORDER BY sequence"), {"tenant": tenant_id})
+        found: dict[str, list[dict]] = {}
+        for address, detail in rows:
+            found.setdefault(address, []).append(detail)
+        return found
+
+
+async def test_a_batch_mixing_unchanged_stopped_and_new_addresses_treats_each_as_registering_it_alone(service):
+    tenant_id, auth = await service.new_tenant()
+    addresses = [f"mix{i}@domain.test" for i in range(3)]
+    for address in addresses:
+        service.sim.create_mailbox(address)
+    key = service.sim.create_service_account_key()
+    first = await service.mailboxes.BatchRegisterMailboxes(_batch(key, addresses[:2]), metadata=auth)
+    stopped = await service.mailboxes.StopMailbox(
+        mailbox_service_pb2.StopMailboxRequest(mailbox_id=first.results[1].mailbox.id), metadata=auth)
+    assert stopped.state == STOPPED
+
+    again = await service.mailboxes.BatchRegisterMailboxes(_batch(key, addresses), metadata=auth)
+
+    assert [r.status.code for r in again.results] == [code_pb2.OK] * 3
+    assert [r.mailbox.id for r in again.results[:2]] == [r.mailbox.id for r in first.results]
+    assert all(r.mailbox.state == ACTIVE for r in again.results)
+    calls = service.sim.counters()["calls"]
+    # Unchanged: no second watch. Stopped: watched again. New: watched once.
+    assert [calls[address]["users.watch"] for address in addresses] == [1, 2, 1]
+    events = await _watch_started(service, tenant_id)
+    assert [(d["registration"], d["previous_state"]) for d in events[addresses[0]]] == [("created", "")]
+    assert [(d["registration"], d["previous_state"]) for d in events[addresses[1]]] == [
+        ("created", ""), ("updated", "STOPPED")]
+    assert [(d["registration"], d["previous_state"]) for d in events[addresses[2]]] == [("created", "")]
+
+
+async def test_a_row_that_cannot_be_written_fails_only_its_own_address(service):
+    """The batch is written in one transaction; when that fails, each row is
+    written on its own, so the others are registered (row and event) and only
+    the address whose row Postgres refuses fails."""
+    tenant_id, auth = await service.new_tenant()
+    addresses = [f"row{i}@domain.test" for i in range(3)]
+    for address in addresses:
+        service.sim.create_mailbox(address)
+    async with service.app.sessions() as session, session.begin():
+        # A real refusal by Postgres for one address (this test's database only).
+        await session.execute(text(
+            "CREATE FUNCTION refuse_row1() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"))
+        await session.execute(text(
+            "CREATE TRIGGER refuse_row1 BEFORE INSERT ON mailboxes FOR EACH ROW "
+            "WHEN (NEW.email_address = 'row1@domain.test') EXECUTE FUNCTION refuse_row1()"))
+
+    response = await service.mailboxes.BatchRegisterMailboxes(
+        _batch(service.sim.create_service_account_key(), addresses), metadata=auth)
+
+    codes = [r.status.code for r in response.results]
+    assert codes[0] == codes[2] == code_pb2.OK and codes[1] != code_pb2.OK
+    assert not response.results[1].HasField("mailbox")
+    listed = await service.mailboxes.ListMailboxes(mailbox_service_pb2.ListMailboxesRequest(), metadata=auth)
+    assert sorted(m.email_address for m in listed.mailboxes) == [addresses[0], addresses[2]]
+    events = await _watch_started(service, tenant_id)
+    assert sorted(events) == [addresses[0], addresses[2]] and all(len(e) == 1 for e in events.values())
 
 
 @pytest.mark.parametrize(

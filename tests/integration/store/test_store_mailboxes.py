@@ -192,3 +192,36 @@ async def test_updated_moves_on_core_update(sessions):
         stopped, _ = await mailboxes.mark_stopped(session, tenant.id, mailbox.id)
     assert stopped.updated > mailbox.updated - timedelta(seconds=0)
     assert stopped.updated != mailbox.updated
+
+
+async def test_upsert_many_writes_every_row_in_one_call_and_answers_in_input_order(sessions):
+    tenant = await Rows(sessions).tenant("acme")
+    existing, _ = await _register(sessions, tenant.id, "Bob@Example.com", history_id=7)
+    rows = [
+        mailboxes.MailboxUpsert(email_address=address, label_filter=LabelFilter(), credential_kind=CredentialKind.OAUTH,
+                                credentials_ciphertext=address.lower().encode(), history_id=500, watch_expiration=EXPIRES,
+                                next_renewal_at=RENEW)
+        for address in ("zed@example.com", "BOB@example.com", "amy@example.com")
+    ]
+    async with sessions() as session, session.begin():
+        written = await mailboxes.upsert_mailboxes(session, tenant.id, rows)
+
+    assert [(m.email_address, created) for m, created in written] == [
+        ("zed@example.com", True), ("bob@example.com", False), ("amy@example.com", True)]
+    bob = written[1][0]
+    assert bob.id == existing.id and bob.history_id == 7  # an ACTIVE mailbox keeps its sync position
+    assert bob.label_filter == LabelFilter()
+    async with sessions() as session:
+        found = await mailboxes.find_mailboxes_by_addresses(session, tenant.id, ["amy@example.com", "ZED@example.com"])
+        assert sorted(found) == ["amy@example.com", "zed@example.com"]
+        stored = await mailboxes.load_credentials_ciphertexts(session, tenant.id, [m.id for m, _ in written])
+    assert stored == {m.id: m.email_address.encode() for m, _ in written}
+
+
+async def test_upsert_many_refuses_an_address_twice(sessions):
+    tenant = await Rows(sessions).tenant("acme")
+    row = mailboxes.MailboxUpsert(email_address="a@example.com", label_filter=LabelFilter(),
+                                  credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c")
+    async with sessions() as session, session.begin():
+        with pytest.raises(ValueError):
+            await mailboxes.upsert_mailboxes(session, tenant.id, [row, row])
