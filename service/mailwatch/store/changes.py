@@ -145,31 +145,14 @@ async def append_events(
     return [_event(row) for row in returned]
 
 
-async def read_events(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    after_sequence: int,
-    *,
-    mailbox_ids: Iterable[uuid.UUID] | None = None,
-    types: Iterable[EventType] | None = None,
-    limit: int = 1000,
-) -> list[ChangeEvent]:
-    """Up to `limit` committed events with sequence > after_sequence, in sequence order.
+async def read_events(session: AsyncSession, tenant_id: uuid.UUID, after_sequence: int, **filters) -> list[ChangeEvent]:
+    """The events of `scan_events` (same keywords), without how far it looked.
 
-    Empty `mailbox_ids`/`types` (or None) mean no filter. With filters, a page
-    may hold fewer than `limit` rows although more match further on; resume
-    from the last returned sequence (or use `latest_sequence` to skip ahead).
+    With filters, a page may hold fewer than `limit` rows although more match
+    further on; resume from the last returned sequence (or use `latest_sequence`
+    to skip ahead).
     """
-    mailbox_ids = list(mailbox_ids or ())
-    type_values = [EventType(t).value for t in types or ()]
-    params = {"tenant_id": tenant_id, "after": after_sequence, "limit": limit,
-              "mailbox_ids": mailbox_ids, "types": type_values}
-    sql = f"""
-    SELECT {_READ_COLUMNS} FROM change_events
-    WHERE tenant_id = %(tenant_id)s AND sequence > %(after)s AND {_filter_sql(bool(mailbox_ids), bool(type_values))}
-    ORDER BY sequence LIMIT %(limit)s
-    """
-    return [_event(row) for row in await _fetch_tuples(session, sql, params)]
+    return (await scan_events(session, tenant_id, after_sequence, **filters)).events
 
 
 @dataclass(frozen=True)
@@ -192,8 +175,9 @@ async def scan_events(
     limit: int = 1000,
     scan_limit: int | None = None,
 ) -> ScannedEvents:
-    """Like `read_events`, but also says how far the read looked, so a filtered
-    reader can move past rows that do not match without ever receiving them.
+    """Up to `limit` committed events after `after_sequence` that match the filters
+    (empty or None: no filter), in sequence order, and how far the read looked, so
+    a filtered reader can move past rows that do not match without ever receiving them.
 
     One statement (one snapshot): walk at most `scan_limit` (default `limit`)
     rows of the tenant after `after_sequence` along the (tenant_id, sequence)
