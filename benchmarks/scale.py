@@ -97,9 +97,10 @@ async def _raw_watch_rate(sim_url: str, key: dict, topic: str, emails: list[str]
     """The raw peer: users.watch calls/s straight to the simulator (token grant + watch per
     address, as a registration makes them), no mailwatch in between."""
     from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
+    from mailwatch.config import GmailSettings
     from mailwatch.gmail.client import GmailClient
 
-    gmail = GmailClient(api_endpoint=sim_url, token_uri=f"{sim_url}/token", max_workers=concurrency)
+    gmail = GmailClient(GmailSettings(api_endpoint=sim_url, token_uri=f"{sim_url}/token"), max_workers=concurrency)
     slots = asyncio.Semaphore(concurrency)
 
     async def one(email: str) -> None:
@@ -195,6 +196,7 @@ async def _tick_ms(sessions, repeat: int = 25) -> dict[str, float]:
 
 async def _renew_tick_ms(sessions, url: str, sim_url: str, secret_key: str, topic: str, due: int) -> tuple[float, int]:
     """Make `due` random mailboxes due, then time one RenewWorker tick renewing them."""
+    from mailwatch.config import GmailSettings
     from mailwatch.gmail.client import GmailClient
     from mailwatch.secrets import SecretBox
     from mailwatch.workers.renew import RenewWorker
@@ -205,7 +207,7 @@ async def _renew_tick_ms(sessions, url: str, sim_url: str, secret_key: str, topi
             "WHERE id IN (SELECT id FROM mailboxes WHERE email_address LIKE 'user%%' ORDER BY random() LIMIT %s)",
             (due,)
         )
-    gmail = GmailClient(api_endpoint=sim_url, token_uri=f"{sim_url}/token", max_workers=16)
+    gmail = GmailClient(GmailSettings(api_endpoint=sim_url, token_uri=f"{sim_url}/token"), max_workers=16)
     try:
         worker = RenewWorker(sessions=sessions, gmail=gmail, secret_box=SecretBox([secret_key]), topic=topic,
                              batch_size=due, concurrency=16)

@@ -10,7 +10,6 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -63,33 +62,26 @@ class App:
             secret_box = SecretBox(settings.secret_keys)  # fails fast without a usable key
         except SecretsNotConfigured as exc:
             raise ConfigError(f"MAILWATCH_SECRET_KEYS: {exc.message} (make one with `mailwatch secret-key`)") from None
-        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync_concurrency + 4))
+        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync.concurrency + 4))
         try:
             await ensure_migrated(engine)
         except BaseException:
             await engine.dispose()
             raise
         sessions = session_factory(engine)
-        gmail = GmailClient(
-            api_endpoint=settings.gmail_api_endpoint,
-            token_uri=settings.google_token_uri,
-            max_workers=max(8, settings.sync_concurrency * 2),
-            calls_per_user=settings.gmail_calls_per_user,
-        )
+        # Gmail calls block a thread each: enough threads for every mailbox syncing at once.
+        gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2))
         notifier = ChangeNotifier(settings.database_url)
-        sync_worker = SyncWorker(
-            sessions=sessions, gmail=gmail, secret_box=secret_box, clock=clock,
-            enabled=settings.sync_enabled, concurrency=settings.sync_concurrency,
-            lease_seconds=settings.sync_lease_seconds,
-        )
+        sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,
+                                 clock=clock)
         ingestor = None
+        subscriptions = settings.pubsub.subscriptions
         # A push-only deployment (no subscriptions, push on) pulls nothing, for tenants neither.
-        if settings.ingest_enabled and (settings.pubsub_subscriptions or not settings.push_enabled):
+        if settings.ingest.enabled and (subscriptions or not settings.push.enabled):
             # The deployment's subscriptions and every tenant's (re-read as settings change).
             ingestor = PullIngestor.from_settings(
-                settings, sessions, on_marked_due=sync_worker.wake, enabled=True,
-                sources=functools.partial(configured_subscriptions, sessions, settings.pubsub_subscriptions),
-                sources_refresh_seconds=settings.ingest_sources_refresh_seconds,
+                settings.ingest, sessions, subscriptions, on_marked_due=sync_worker.wake,
+                sources=functools.partial(configured_subscriptions, sessions, subscriptions),
             )
         return cls(
             settings=settings,
@@ -98,23 +90,17 @@ class App:
             secret_box=secret_box,
             gmail=gmail,
             clock=clock,
-            lifecycle=Lifecycle(sessions, gmail, secret_box, clock, settings.pubsub_topic),
+            lifecycle=Lifecycle(sessions, gmail, secret_box, clock, settings.pubsub.topic),
             notifier=notifier,
-            streamer=ChangeStreamer(sessions, notifier, clock=clock, poll_seconds=settings.stream_poll_seconds),
+            streamer=ChangeStreamer.from_settings(settings.stream, sessions, notifier, clock=clock),
             sync_worker=sync_worker,
-            prune_worker=PruneWorker(
-                sessions=sessions, clock=clock, retention=timedelta(hours=settings.retention_hours),
-                enabled=settings.prune_enabled,
-            ),
-            poll_worker=PollWorker(
-                sessions, interval=timedelta(seconds=settings.poll_interval_seconds), clock=clock,
-                enabled=settings.poll_enabled, on_due=sync_worker.wake,
-            ),
+            prune_worker=PruneWorker(settings=settings.prune, sessions=sessions, clock=clock),
+            poll_worker=PollWorker(sessions, settings=settings.poll, clock=clock, on_due=sync_worker.wake),
             renew_worker=RenewWorker(
-                sessions=sessions, gmail=gmail, secret_box=secret_box, topic=settings.pubsub_topic, clock=clock,
-                enabled=settings.renew_enabled,  # tenants' own topics need renewing too
-                loop_seconds=settings.renew_loop_seconds, lease_seconds=settings.sync_lease_seconds,
-                expiring_horizon_seconds=settings.watch_expiring_hours * 3600,
+                settings=settings.renew, sessions=sessions, gmail=gmail, secret_box=secret_box, clock=clock,
+                topic=settings.pubsub.topic,  # the deployment's; tenants' own topics are renewed too
+                # A renewal claim is taken over after the same lease as a sync's.
+                lease_seconds=settings.sync.lease_seconds,
             ),
             ingestor=ingestor,
         )
@@ -129,21 +115,21 @@ class App:
         await self.notifier.start()
         if self.ingestor is not None:
             await self.ingestor.start()
-        if self.settings.http_listen:
+        if self.settings.http.listen:
             audiences = None
-            if self.settings.push_enabled:
+            if self.settings.push.enabled:
                 audiences = TenantPushAudiences(self.sessions)
                 await audiences.refresh()
                 self._background.append(asyncio.create_task(self._refresh_audiences(audiences), name="push-audiences"))
-            http_app = create_http_app(self.settings, self.sessions, self.clock, on_marked_due=self.sync_worker.wake,
-                                       tenant_audiences=audiences)
-            self.http_runner, self.http_port = await start_http(http_app, self.settings.http_listen)
+            http_app = create_http_app(self.settings.push, self.sessions, self.clock,
+                                       on_marked_due=self.sync_worker.wake, tenant_audiences=audiences)
+            self.http_runner, self.http_port = await start_http(http_app, self.settings.http)
         self._tasks = [asyncio.create_task(worker.run(), name=type(worker).__name__) for worker in self.workers]
 
     async def _refresh_audiences(self, audiences: "TenantPushAudiences") -> None:
         """Tenants' push audiences, re-read as their Google settings change (until stop cancels)."""
         while True:
-            await asyncio.sleep(self.settings.ingest_sources_refresh_seconds)
+            await asyncio.sleep(self.settings.ingest.sources_refresh_seconds)
             await audiences.refresh()
 
     async def stop(self) -> None:

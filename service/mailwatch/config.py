@@ -1,127 +1,316 @@
 """Settings from MAILWATCH_* environment variables, loaded once and passed down.
 
-A bad value stops start-up with a one-line explanation (`ConfigError`).
+`Settings` holds what the whole process shares (database, keys, gRPC
+address) and one section per component (`sync`, `renew`, `poll`, `prune`,
+`ingest`, `stream`, `http`, `push`, `tls`, `gmail`, `pubsub`, `log`); each
+component is handed its section whole. A field's variable is
+MAILWATCH_<SECTION>_<FIELD> unless the field names another (`env=`): the
+variables predate the sections and users' deployments and the Helm chart
+set them, so they never change. `ENV_SETTINGS` lists them all, the one
+source the chart's and README's checks read.
+
+A bad value stops start-up with a one-line explanation (`ConfigError`),
+checked in one place: `Settings.validated()`, which asks each section.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, fields, replace
-from typing import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import ClassVar, Mapping, NamedTuple
 
 from mailwatch import database_url as urls
+
+PREFIX = "MAILWATCH_"
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message is one line for the operator."""
 
 
+def setting(default, *, env: str = "", positive: bool = False):
+    """A field with its variable's name (when section + field does not spell it) and whether it must be > 0."""
+    return field(default=default, metadata={"env": env, "positive": positive})
+
+
+class _Section:
+    """What every settings section shares: its variables' names and the checks of single values."""
+
+    #: MAILWATCH_<prefix>_<FIELD>, the prefix being the section's name ("" for the top level).
+    prefix: ClassVar[str] = ""
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable that sets field `name` of this section."""
+        declared = next(f for f in fields(cls) if f.name == name).metadata.get("env")
+        return declared or f"{PREFIX}{cls.prefix.upper()}{'_' if cls.prefix else ''}{name.upper()}"
+
+    def validate(self) -> None:
+        """Raise ConfigError for the first bad value; sections add their own rules after this."""
+        for f in fields(self):
+            if f.metadata.get("positive") and getattr(self, f.name) <= 0:
+                raise ConfigError(f"{self.env_name(f.name)} must be positive")
+
+
+def _listen_address(value: str, env: str) -> None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{env} must be HOST:PORT, got {value!r}")
+
+
 @dataclass(frozen=True)
-class Settings:
+class PubSubSettings(_Section):
+    """The deployment's own Pub/Sub resources (tenants may configure their own)."""
+
+    prefix: ClassVar[str] = "pubsub"
+    # The topic Gmail publishes to (users.watch topicName), for registration and renewal.
+    topic: str = ""
+    # The pull subscription(s) ingest reads; the admin API reports them too.
+    subscriptions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GmailSettings(_Section):
+    """How the Gmail client reaches Google; tests and the dev stack point these at the simulator."""
+
+    prefix: ClassVar[str] = "gmail"
+    api_endpoint: str = "https://gmail.googleapis.com/"
+    token_uri: str = setting("https://oauth2.googleapis.com/token", env="MAILWATCH_GOOGLE_TOKEN_URI")
+    # Gmail calls in flight at once for one Gmail user, per replica (sync, renewal,
+    # registration and batches together); Gmail refuses a user's requests past
+    # about 10 in flight across all of that user's clients.
+    calls_per_user: int = setting(5, positive=True)
+
+
+@dataclass(frozen=True)
+class LogSettings(_Section):
+    prefix: ClassVar[str] = "log"
+    format: str = "json"  # json | text
+    level: str = "INFO"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.format not in ("json", "text"):
+            raise ConfigError(f"{self.env_name('format')} must be json or text, got {self.format!r}")
+        if self.level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(f"{self.env_name('level')} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.level!r}")
+
+
+# Workers (each can be switched off, e.g. to run API-only replicas).
+
+
+@dataclass(frozen=True)
+class SyncSettings(_Section):
+    """The history sync worker (workers/sync.py)."""
+
+    prefix: ClassVar[str] = "sync"
+    enabled: bool = True
+    concurrency: int = setting(16, positive=True)  # mailboxes synced at once per replica
+    # A crashed replica's mailboxes (and renewals) are taken over after this.
+    lease_seconds: float = setting(60.0, positive=True)
+
+
+@dataclass(frozen=True)
+class RenewSettings(_Section):
+    """The watch renewal worker (workers/renew.py): re-watch every mailbox about once a day."""
+
+    prefix: ClassVar[str] = "renew"
+    enabled: bool = True
+    loop_seconds: float = setting(5.0, positive=True)  # how often a replica looks for due renewals
+    # WATCH_EXPIRING is sent when renewal keeps failing and the watch expires within this many hours.
+    watch_expiring_hours: float = setting(48.0, env="MAILWATCH_WATCH_EXPIRING_HOURS", positive=True)
+
+
+@dataclass(frozen=True)
+class PollSettings(_Section):
+    """The fallback poll (workers/poll.py)."""
+
+    prefix: ClassVar[str] = "poll"
+    enabled: bool = True
+    interval_seconds: float = setting(300.0, positive=True)  # a mailbox quiet this long is synced anyway
+
+
+@dataclass(frozen=True)
+class PruneSettings(_Section):
+    """The change-log pruner (workers/prune.py)."""
+
+    prefix: ClassVar[str] = "prune"
+    enabled: bool = True
+    # Change-log rows older than this are pruned.
+    retention_hours: float = setting(7 * 24.0, env="MAILWATCH_RETENTION_HOURS", positive=True)
+
+
+@dataclass(frozen=True)
+class IngestSettings(_Section):
+    """The Pub/Sub pull ingestor (ingest/pull.py)."""
+
+    prefix: ClassVar[str] = "ingest"
+    enabled: bool = True
+    batch_size: int = setting(1000, positive=True)  # messages per Pub/Sub pull
+    pull_timeout: float = setting(5.0, positive=True)  # a pull waits this long; shutdown waits for it too
+    # How often ingest (and push) look for tenants' subscriptions added or removed (Google settings).
+    sources_refresh_seconds: float = setting(30.0, positive=True)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.batch_size > 1000:  # Pub/Sub returns at most 1000 messages per pull
+            raise ConfigError(f"{self.env_name('batch_size')} must be at most 1000, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class StreamSettings(_Section):
+    """Change streams (streams/changes.py)."""
+
+    prefix: ClassVar[str] = "stream"
+    poll_seconds: float = setting(5.0, positive=True)  # streams re-read even without a NOTIFY
+
+
+@dataclass(frozen=True)
+class HttpSettings(_Section):
+    """Plain HTTP for /metrics (Prometheus), /healthz and, with push, /pubsub/push (http.py)."""
+
+    prefix: ClassVar[str] = "http"
+    listen: str = ""  # HOST:PORT; empty: not served
+
+    def validate(self) -> None:
+        super().validate()
+        if self.listen:
+            _listen_address(self.listen, self.env_name("listen"))
+
+
+@dataclass(frozen=True)
+class PushSettings(_Section):
+    """Pub/Sub push delivery (ingest/push.py)."""
+
+    prefix: ClassVar[str] = "push"
+    enabled: bool = False
+    verify_token: bool = True  # verify the push subscription's OIDC token
+    audience: str = ""
+    service_account_email: str = ""
+    certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    # Who may sign push tokens (`iss`): Google; the dev stack names the Gmail
+    # simulator's own issuer, verified by the same code.
+    issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.enabled and self.verify_token):
+            return
+        if not (self.audience and self.service_account_email):
+            raise ConfigError(
+                f"push needs {self.env_name('audience')} and {self.env_name('service_account_email')} "
+                f"(or {self.env_name('verify_token')}=false on a private network)"
+            )
+        if not self.issuers:
+            raise ConfigError(f"{self.env_name('issuers')} must name at least one token issuer")
+
+
+@dataclass(frozen=True)
+class TlsSettings(_Section):
+    """TLS on the gRPC port (tls.py): a PEM certificate chain and its key (both, or
+    neither for plaintext); with a client CA, clients must present a certificate
+    it signed (mutual TLS). Files are re-read when they change."""
+
+    prefix: ClassVar[str] = "tls"
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"{self.env_name('cert_file')} and {self.env_name('key_file')} go together")
+        if self.client_ca_file and not self.cert_file:
+            raise ConfigError(
+                f"{self.env_name('client_ca_file')} (mutual TLS) needs "
+                f"{self.env_name('cert_file')} and {self.env_name('key_file')}"
+            )
+
+
+def _section(kind: type):
+    return field(default_factory=kind, metadata={"section": True})
+
+
+@dataclass(frozen=True)
+class Settings(_Section):
     database_url: str = ""
     # Fernet keys (urlsafe base64, 32 bytes), comma separated: the first encrypts,
     # all decrypt, so keys can be rotated.
     secret_keys: tuple[str, ...] = ()
     operator_token: str = ""  # guards the admin RPCs; empty disables them
-    listen: str = "127.0.0.1:50051"
-    grace_seconds: float = 10.0
-    # Google endpoints; tests and the dev stack point these at the simulator.
-    gmail_api_endpoint: str = "https://gmail.googleapis.com/"
-    google_token_uri: str = "https://oauth2.googleapis.com/token"
-    # The Pub/Sub topic Gmail publishes to (users.watch topicName) and the
-    # subscription(s) ingest pulls from.
-    pubsub_topic: str = ""
-    pubsub_subscriptions: tuple[str, ...] = ()
-    log_format: str = "json"  # json | text
-    log_level: str = "INFO"
-    # Workers (each can be switched off, e.g. to run API-only replicas).
-    sync_enabled: bool = True
-    sync_concurrency: int = 16  # mailboxes synced at once per replica
-    # Gmail calls in flight at once for one Gmail user, per replica (sync, renewal,
-    # registration and batches together); Gmail refuses a user's requests past
-    # about 10 in flight across all of that user's clients.
-    gmail_calls_per_user: int = 5
-    sync_lease_seconds: float = 60.0  # a crashed replica's mailboxes are taken over after this
-    renew_enabled: bool = True  # re-watch every mailbox about once a day (lifecycle.schedule)
-    renew_loop_seconds: float = 5.0  # how often a replica looks for due renewals
-    # WATCH_EXPIRING is sent when renewal keeps failing and the watch expires within this many hours.
-    watch_expiring_hours: float = 48.0
-    poll_enabled: bool = True
-    poll_interval_seconds: float = 300.0  # a mailbox quiet this long is synced without a notification
-    ingest_enabled: bool = True
-    ingest_batch_size: int = 1000  # messages per Pub/Sub pull
-    ingest_pull_timeout: float = 5.0  # a pull waits this long for messages; shutdown waits for it too
-    # How often ingest looks for tenants' subscriptions added or removed (Google settings).
-    ingest_sources_refresh_seconds: float = 30.0
-    retention_hours: float = 7 * 24.0  # change-log rows older than this are pruned
-    prune_enabled: bool = True
-    stream_poll_seconds: float = 5.0  # streams re-read even without a NOTIFY
-    # Plain HTTP endpoint for /metrics (Prometheus), /healthz and, when push is
-    # enabled, the Pub/Sub push endpoint /pubsub/push. Empty: not served.
-    http_listen: str = ""
-    push_enabled: bool = False
-    push_verify_token: bool = True  # verify the push subscription's OIDC token
-    push_audience: str = ""
-    push_service_account_email: str = ""
-    push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
-    # Who may sign push tokens (`iss`): Google; the dev stack names the Gmail
-    # simulator's own issuer, verified by the same code.
-    push_issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
-    # TLS on the gRPC port: a PEM certificate chain and its key (both, or
-    # neither for plaintext); with a client CA, clients must present a
-    # certificate it signed (mutual TLS). Files are re-read when they change.
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    tls_client_ca_file: str = ""
+    listen: str = "127.0.0.1:50051"  # the gRPC address
+    grace_seconds: float = 10.0  # calls in flight may finish this long after SIGTERM
+    pubsub: PubSubSettings = _section(PubSubSettings)
+    gmail: GmailSettings = _section(GmailSettings)
+    log: LogSettings = _section(LogSettings)
+    sync: SyncSettings = _section(SyncSettings)
+    renew: RenewSettings = _section(RenewSettings)
+    poll: PollSettings = _section(PollSettings)
+    prune: PruneSettings = _section(PruneSettings)
+    ingest: IngestSettings = _section(IngestSettings)
+    stream: StreamSettings = _section(StreamSettings)
+    http: HttpSettings = _section(HttpSettings)
+    push: PushSettings = _section(PushSettings)
+    tls: TlsSettings = _section(TlsSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
-        """Read MAILWATCH_<FIELD> variables; keyword overrides (e.g. CLI flags) win."""
+        """Read the MAILWATCH_* variables of `environ` (default: the process's);
+        keyword overrides (CLI flags, tests) win and are named like the variable
+        without its prefix (`listen=`, `sync_lease_seconds=`); None means unset."""
         environ = os.environ if environ is None else environ
-        values: dict = {}
-        for f in fields(cls):
-            raw = environ.get(f"MAILWATCH_{f.name.upper()}")
-            if raw is None:
+        unknown = set(overrides) - {entry.key for entry in ENV_SETTINGS}
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values: dict[str, dict] = {}
+        for entry in ENV_SETTINGS:
+            if overrides.get(entry.key) is not None:
+                value = overrides[entry.key]
+            elif entry.env in environ:
+                value = _parse(entry.env, entry.type, environ[entry.env])
+            else:
                 continue
-            values[f.name] = _parse(f.name, f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values).validated()
+            values.setdefault(entry.section, {})[entry.field] = value
+        top = values.pop("", {})
+        sections = {name: SECTIONS[name](**given) for name, given in values.items()}
+        return cls(**top, **sections).validated()
 
     def validated(self) -> "Settings":
+        """Every check, in one place: the top level's, each section's, and those across sections."""
+        self.validate()
+        if self.push.enabled and not self.http.listen:
+            raise ConfigError(
+                f"{self.push.env_name('enabled')} needs {self.http.env_name('listen')} (where Pub/Sub pushes to)"
+            )
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        return self
+
+    def validate(self) -> None:
         if not self.database_url:
-            raise ConfigError("MAILWATCH_DATABASE_URL is required (e.g. postgresql://user@host/db)")
+            raise ConfigError(f"{PREFIX}DATABASE_URL is required (e.g. postgresql://user@host/db)")
         try:
             urls.check(self.database_url)
         except ValueError:
-            raise ConfigError(f"MAILWATCH_DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…") from None
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(f"MAILWATCH_LISTEN must be HOST:PORT, got {self.listen!r}")
-        if self.grace_seconds < 0:
-            raise ConfigError("MAILWATCH_GRACE_SECONDS must not be negative")
-        for name in ("sync_concurrency", "gmail_calls_per_user", "sync_lease_seconds", "renew_loop_seconds", "watch_expiring_hours", "poll_interval_seconds", "ingest_batch_size", "ingest_pull_timeout", "ingest_sources_refresh_seconds", "retention_hours", "stream_poll_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"MAILWATCH_{name.upper()} must be positive")
-        if self.http_listen:
-            http_host, _, http_port = self.http_listen.rpartition(":")
-            if not http_host or not http_port.isdigit():
-                raise ConfigError(f"MAILWATCH_HTTP_LISTEN must be HOST:PORT, got {self.http_listen!r}")
-        if self.push_enabled and not self.http_listen:
-            raise ConfigError("MAILWATCH_PUSH_ENABLED needs MAILWATCH_HTTP_LISTEN (where Pub/Sub pushes to)")
-        if self.push_enabled and self.push_verify_token and not (self.push_audience and self.push_service_account_email):
             raise ConfigError(
-                "push needs MAILWATCH_PUSH_AUDIENCE and MAILWATCH_PUSH_SERVICE_ACCOUNT_EMAIL "
-                "(or MAILWATCH_PUSH_VERIFY_TOKEN=false on a private network)"
-            )
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ConfigError("MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together")
-        if self.tls_client_ca_file and not self.tls_cert_file:
-            raise ConfigError("MAILWATCH_TLS_CLIENT_CA_FILE (mutual TLS) needs MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE")
-        if self.push_enabled and self.push_verify_token and not self.push_issuers:
-            raise ConfigError("MAILWATCH_PUSH_ISSUERS must name at least one token issuer")
-        if self.log_format not in ("json", "text"):
-            raise ConfigError(f"MAILWATCH_LOG_FORMAT must be json or text, got {self.log_format!r}")
-        return self
+                f"{PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…"
+            ) from None
+        _listen_address(self.listen, self.env_name("listen"))
+        if self.grace_seconds < 0:
+            raise ConfigError(f"{self.env_name('grace_seconds')} must not be negative")
+
+    def environment(self) -> dict[str, str]:
+        """These settings as MAILWATCH_* variables (what `from_env` reads back), e.g. for a child process."""
+        env = {}
+        for entry in ENV_SETTINGS:
+            value = getattr(getattr(self, entry.section) if entry.section else self, entry.field)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[entry.env] = str(value)
+        return env
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -129,11 +318,40 @@ class Settings:
         return urls.sqlalchemy_url(self.database_url)
 
 
+SECTIONS: dict[str, type[_Section]] = {
+    f.name: f.default_factory for f in fields(Settings) if f.metadata.get("section")  # type: ignore[misc]
+}
+
+
+class EnvSetting(NamedTuple):
+    env: str  # MAILWATCH_SYNC_LEASE_SECONDS
+    key: str  # sync_lease_seconds: the variable without its prefix, the name of a `from_env` override
+    section: str  # "sync" ("" for the top level)
+    field: str  # lease_seconds
+    type: str  # the field's annotation, which says how the variable is parsed
+    default: object
+
+
+def _env_settings() -> tuple[EnvSetting, ...]:
+    found = []
+    for section, kind in (("", Settings), *SECTIONS.items()):
+        for f in fields(kind):
+            if f.metadata.get("section"):
+                continue
+            env = kind.env_name(f.name)
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            found.append(EnvSetting(env, env.removeprefix(PREFIX).lower(), section, f.name, str(f.type), default))
+    return tuple(found)
+
+
+#: Every variable the service reads, in the order the sections are declared.
+ENV_SETTINGS = _env_settings()
+
+
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def _parse(name: str, kind, raw: str):
-    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+def _parse(env: str, kind: str, raw: str):
     try:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -147,5 +365,5 @@ def _parse(name: str, kind, raw: str):
             return int(raw)
     except ValueError:
         expected = "true or false" if kind == "bool" else "a number"
-        raise ConfigError(f"MAILWATCH_{name.upper()} must be {expected}, got {raw!r}") from None
+        raise ConfigError(f"{env} must be {expected}, got {raw!r}") from None
     return raw

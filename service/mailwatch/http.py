@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
-from mailwatch.config import Settings
+from mailwatch.config import HttpSettings, PushSettings
 from mailwatch.fleet_metrics import FleetMetrics
 from mailwatch.ingest.push import DEFAULT_PATH, PushAuth, create_push_app
 
@@ -32,20 +32,20 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 def create_http_app(
-    settings: Settings,
+    push: PushSettings,
     sessions: async_sessionmaker[AsyncSession],
     clock: Clock,
     on_marked_due: Callable[[], None] | None = None,
     tenant_audiences=None,
 ) -> web.Application:
-    if settings.push_enabled:
+    if push.enabled:
         auth = None
-        if settings.push_verify_token:
+        if push.verify_token:
             auth = PushAuth(
-                audience=settings.push_audience,
-                service_account_email=settings.push_service_account_email,
-                certs_url=settings.push_certs_url,
-                issuers=settings.push_issuers,
+                audience=push.audience,
+                service_account_email=push.service_account_email,
+                certs_url=push.certs_url,
+                issuers=push.issuers,
                 tenant_audiences=tenant_audiences,
             )
         app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
@@ -57,9 +57,9 @@ def create_http_app(
     return app
 
 
-async def start_http(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
-    """Serve `app` on HOST:PORT (port 0 picks one); returns the runner and the bound port."""
-    host, _, port = listen.rpartition(":")
+async def start_http(app: web.Application, settings: HttpSettings) -> tuple[web.AppRunner, int]:
+    """Serve `app` on the section's HOST:PORT (port 0 picks one); returns the runner and the bound port."""
+    host, _, port = settings.listen.rpartition(":")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

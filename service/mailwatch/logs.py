@@ -10,6 +10,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from mailwatch.config import LogSettings
 from mailwatch.request_context import RequestContextFilter
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -29,13 +30,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
+def configure_logging(settings: LogSettings = LogSettings()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestContextFilter())
-    if log_format == "json":
+    if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(settings.level.upper())

@@ -60,12 +60,12 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(app.sessions, api_key_cache=interceptor.cache, secret_box=app.secret_box,
-                      deployment_subscriptions=app.settings.pubsub_subscriptions), server
+                      deployment_subscriptions=app.settings.pubsub.subscriptions), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    credentials = server_credentials(app.settings)
+    credentials = server_credentials(app.settings.tls)
     if credentials is None:
         port = server.add_insecure_port(app.settings.listen)
     else:
@@ -121,10 +121,10 @@ async def running(settings: Settings, *, clock: Clock | None = None,
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; then stop accepting, finish in-flight calls
     within the grace period, stop the workers and exit 0."""
-    configure_logging(settings.log_format, settings.log_level)
-    if not settings.pubsub_topic:
+    configure_logging(settings.log)
+    if not settings.pubsub.topic:
         raise ConfigError("MAILWATCH_PUBSUB_TOPIC is required (projects/PROJECT/topics/TOPIC Gmail publishes to)")
-    server_credentials(settings)  # unusable TLS files stop start-up before anything connects
+    server_credentials(settings.tls)  # unusable TLS files stop start-up before anything connects
     try:
         async with running(settings) as started:
             freeze_startup_heap()

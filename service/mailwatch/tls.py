@@ -18,7 +18,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mailwatch.config import ConfigError, Settings
+from mailwatch.config import ConfigError, TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,14 @@ def _check(cert_chain: bytes, private_key: bytes, client_ca: bytes | None) -> No
             raise ConfigError("MAILWATCH_TLS_CLIENT_CA_FILE holds no PEM certificate") from None
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def server_credentials(settings: TlsSettings) -> grpc.ServerCredentials | None:
     """Credentials for the gRPC port: None (plaintext) unless a certificate is configured.
 
     With a client CA, clients must present a certificate it signed (mutual TLS).
     """
-    if not settings.tls_cert_file:
+    if not settings.cert_file:
         return None
-    files = CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    files = CertificateFiles(settings.cert_file, settings.key_file, settings.client_ca_file)
     return grpc.dynamic_ssl_server_credentials(
-        files.load(), files.fetch, require_client_authentication=bool(settings.tls_client_ca_file)
+        files.load(), files.fetch, require_client_authentication=bool(settings.client_ca_file)
     )

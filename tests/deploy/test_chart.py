@@ -2,7 +2,7 @@
 hosted-CI workflow .github/workflows/chart.yml runs helm lint, kubeconform and kind).
 
 What these tests hold the chart to: its values obey its own schema; every
-setting the service reads (derived from `Settings`, so a new setting fails
+setting the service reads (`mailwatch.config.ENV_SETTINGS`, so a new setting fails
 here until the chart carries it) has a value and reaches the container's
 environment; every `.Values` path a template uses exists; every metric an
 alert or the dashboard names is exported by a running `mailwatch serve`.
@@ -11,7 +11,6 @@ alert or the dashboard names is exported by a running `mailwatch serve`.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 import urllib.request
@@ -21,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mailwatch.config import Settings
+from mailwatch.config import ENV_SETTINGS, Settings
 from mailwatch.secrets import generate_key
 from tests.fixtures.processes import ServiceProcess
 from tests.integration.client.conftest import free_port
@@ -106,23 +105,23 @@ def test_every_setting_has_a_value_in_the_chart(values):
     configmap = (TEMPLATES / "configmap.yaml").read_text()
     config_keys = {snakecase(key): key for key in values["config"]}
     missing, derived = [], []
-    for field in dataclasses.fields(Settings):
-        env = f"MAILWATCH_{field.name.upper()}"
-        if field.name in SECRET_SETTINGS:
-            assert SECRET_SETTINGS[field.name] in values["secrets"]
-        elif re.search(rf"^\s*{env}:", configmap, re.MULTILINE):
-            derived.append(field.name)  # set by the chart itself (listen addresses, TLS files)
-        elif field.name not in config_keys:
-            camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), field.name)
-            missing.append(f"{camel} ({env})")
+    for setting in ENV_SETTINGS:
+        # The chart's config keys are the variables in camelCase: syncLeaseSeconds is MAILWATCH_SYNC_LEASE_SECONDS.
+        if setting.key in SECRET_SETTINGS:
+            assert SECRET_SETTINGS[setting.key] in values["secrets"]
+        elif re.search(rf"^\s*{setting.env}:", configmap, re.MULTILINE):
+            derived.append(setting.key)  # set by the chart itself (listen addresses, TLS files)
+        elif setting.key not in config_keys:
+            camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), setting.key)
+            missing.append(f"{camel} ({setting.env})")
         else:
-            assert values["config"][config_keys[field.name]] is not None, f"config.{config_keys[field.name]} is null"
+            assert values["config"][config_keys[setting.key]] is not None, f"config.{config_keys[setting.key]} is null"
     assert not missing, (
         "settings the service reads but the chart does not set; add each under `config:` in "
         f"deploy/helm/mailwatch/values.yaml with a comment, and to values.schema.json: {', '.join(missing)}"
     )
     assert {"listen", "http_listen", "tls_cert_file"} <= set(derived)
-    known = {field.name for field in dataclasses.fields(Settings)}
+    known = {setting.key for setting in ENV_SETTINGS}
     stale = [key for key, name in ((k, snakecase(k)) for k in values["config"]) if name not in known]
     assert not stale, f"values.yaml config keys that are no setting of the service: {stale}"
 
@@ -162,9 +161,9 @@ def test_settings_reach_the_container_environment(values):
     env |= {"MAILWATCH_LISTEN": "0.0.0.0:50051", "MAILWATCH_HTTP_LISTEN": "0.0.0.0:8080",
             "MAILWATCH_TLS_CERT_FILE": "", "MAILWATCH_TLS_KEY_FILE": "", "MAILWATCH_TLS_CLIENT_CA_FILE": ""}
     settings = Settings.from_env(env)
-    assert settings.pubsub_subscriptions == tuple(example["config"]["pubsubSubscriptions"])
+    assert settings.pubsub.subscriptions == tuple(example["config"]["pubsubSubscriptions"])
     assert settings.grace_seconds == example["config"]["graceSeconds"]
-    assert settings.sync_enabled is True
+    assert settings.sync.enabled is True
 
 
 def _values_paths(text: str) -> set[str]:

@@ -19,7 +19,7 @@ from mailwatch.devstack.ports import free_port
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.factory import bearer, register_at, sa_request, tenant_key_at
-from tests.fixtures.processes import ServiceProcess, service_env
+from tests.fixtures.processes import ServiceProcess
 from tests.fixtures.service import service_settings
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +111,7 @@ async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_u
         database_url, gmail_sim.url, pubsub_topic["topic"], pubsub_topic["subscription"],
         listen=f"127.0.0.1:{port}", sync_lease_seconds=5.0, grace_seconds=1.0,
     )
-    env = service_env(settings)
+    env = settings.environment()
     service = ServiceProcess(env).start()
     target = service.target
     consumers: list[Consumer] = []

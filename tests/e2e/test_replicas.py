@@ -19,7 +19,7 @@ import pytest
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.factory import register_at, service_account_request, tenant_key_at
-from tests.fixtures.processes import ServiceProcess, service_env
+from tests.fixtures.processes import ServiceProcess
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import service_settings
 
@@ -84,7 +84,7 @@ async def test_a_sigkilled_replicas_mailboxes_are_taken_over_with_no_lost_or_dup
         database_url, gmail_sim.url, pubsub_topic["topic"], pubsub_topic["subscription"],
         sync_lease_seconds=LEASE_SECONDS, poll_interval_seconds=1.0, grace_seconds=1.0,
     )
-    env = service_env(settings)
+    env = settings.environment()
     survivor, victim = ServiceProcess(env).start(), ServiceProcess(env).start()
     stream = None
     try:

@@ -121,6 +121,6 @@ def test_unusable_tls_files_stop_startup_with_a_reason(pki):
     with pytest.raises(ConfigError, match="cannot read"):
         CertificateFiles(str(pki["dir"] / "missing.crt"), str(pki["key_file"])).load()
     with pytest.raises(ConfigError, match="go together"):
-        Settings(database_url="postgresql://x/y", tls_cert_file=str(pki["cert_file"])).validated()
+        Settings.from_env({}, database_url="postgresql://x/y", tls_cert_file=str(pki["cert_file"]))
     with pytest.raises(ConfigError, match="needs MAILWATCH_TLS_CERT_FILE"):
-        Settings(database_url="postgresql://x/y", tls_client_ca_file=str(pki["ca_file"])).validated()
+        Settings.from_env({}, database_url="postgresql://x/y", tls_client_ca_file=str(pki["ca_file"]))

@@ -132,7 +132,8 @@ async def run_dev(options: DevOptions) -> int:
         control = SimulatorControl(sim_url)
         await asyncio.to_thread(migrate.upgrade, database_url)
 
-        settings = Settings(
+        settings = Settings.from_env(
+            {},  # the dev stack's own settings, not the shell's
             database_url=database_url,
             secret_keys=data.secret_keys(),
             operator_token=OPERATOR_TOKEN,
@@ -143,10 +144,10 @@ async def run_dev(options: DevOptions) -> int:
             log_level=os.environ.get("MAILWATCH_LOG_LEVEL", "WARNING"),
             poll_interval_seconds=options.poll_interval_seconds,
             **path.settings(sim_url),
-        ).validated()
+        )
         from mailwatch.logs import configure_logging
 
-        configure_logging(settings.log_format, settings.log_level)
+        configure_logging(settings.log)
         async with running(settings, grace_seconds=2) as started:
             trickle: asyncio.Task | None = None
             try:

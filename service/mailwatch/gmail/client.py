@@ -24,6 +24,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
+from mailwatch.config import GmailSettings
 from mailwatch.domain import errors
 from mailwatch.domain.errors import GmailMessageNotFound
 from mailwatch.domain.messages import Message
@@ -95,20 +96,18 @@ class GmailClient:
 
     def __init__(
         self,
+        settings: GmailSettings,
         *,
-        api_endpoint: str,
-        token_uri: str,
         max_workers: int = 32,
         timeout: float = 30.0,
         credential_cache_size: int = 20_000,
-        calls_per_user: int = 5,
     ) -> None:
         # Gmail refuses a user's requests past a small number in flight ("Too many
         # concurrent requests for user"), counting all of that user's clients.
-        self._user_calls = UserCallLimiter(calls_per_user)
-        self._api_endpoint = api_endpoint
-        self._batch_uri = api_endpoint.rstrip("/") + "/batch/gmail/v1"
-        self._token_uri = token_uri
+        self._user_calls = UserCallLimiter(settings.calls_per_user)
+        self._api_endpoint = settings.api_endpoint
+        self._batch_uri = settings.api_endpoint.rstrip("/") + "/batch/gmail/v1"
+        self._token_uri = settings.token_uri
         self._timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gmail")
         self._credentials: cachetools.LRUCache = cachetools.LRUCache(maxsize=credential_cache_size)

@@ -54,6 +54,7 @@ from google.api_core import exceptions as google_exceptions
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
+from mailwatch.config import IngestSettings
 from mailwatch.ingest import metrics
 from mailwatch.ingest.decode import MAX_DATA_BYTES, attributes_of
 from mailwatch.ingest.record import IngestStats, Received, record_batch
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 # Pub/Sub accepts at most 1000 messages per pull and keeps ack requests small.
 MAX_PULL_MESSAGES = 1000
 ACK_CHUNK = 1000
+# Several pullers per subscription: one pulls while the others write and ack.
+PULLERS_PER_SUBSCRIPTION = 4
 
 
 def _default_subscriber():
@@ -131,21 +134,16 @@ class PullIngestor:
         self._retired: dict[str, asyncio.Event] = {}  # subscription -> set when it is no longer configured
 
     @classmethod
-    def from_settings(cls, settings, sessionmaker: async_sessionmaker[AsyncSession], **overrides) -> "PullIngestor":
-        """Build from `mailwatch.config.Settings` (subscriptions; enabled when any is set).
-
-        Optional settings attributes are used when present: `ingest_enabled`,
-        `ingest_batch_size`, `ingest_concurrency`, `ingest_pull_timeout`.
-        """
-        kwargs = {
-            "enabled": getattr(settings, "ingest_enabled", True) and bool(settings.pubsub_subscriptions),
-            "batch_size": getattr(settings, "ingest_batch_size", MAX_PULL_MESSAGES),
-            # Several pullers per subscription: one pulls while the others write and ack.
-            "concurrency": getattr(settings, "ingest_concurrency", 4),
-            "pull_timeout": getattr(settings, "ingest_pull_timeout", 10.0),
-        }
-        kwargs.update(overrides)
-        return cls(sessionmaker, settings.pubsub_subscriptions, **kwargs)
+    def from_settings(
+        cls, settings: IngestSettings, sessionmaker: async_sessionmaker[AsyncSession], subscriptions: Sequence[str],
+        **wiring,
+    ) -> "PullIngestor":
+        """Built from its settings section; `wiring` is the rest (clock, on_marked_due, sources)."""
+        return cls(
+            sessionmaker, subscriptions, enabled=settings.enabled, batch_size=settings.batch_size,
+            concurrency=PULLERS_PER_SUBSCRIPTION, pull_timeout=settings.pull_timeout,
+            sources_refresh_seconds=settings.sources_refresh_seconds, **wiring,
+        )
 
     # --- lifecycle -----------------------------------------------------------
 

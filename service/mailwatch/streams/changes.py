@@ -66,6 +66,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
+from mailwatch.config import StreamSettings
 from mailwatch.domain.errors import CursorExpired, InvalidCursor
 from mailwatch.domain.models import ChangeEvent
 from mailwatch.store import changes as change_log
@@ -156,6 +157,14 @@ def resolve_start(query: StreamQuery, *, latest: int, pruned_through: int) -> in
 class ChangeStreamer:
     """Opens change streams. One per process, shared by all streams; it also
     owns the process's shared per-tenant readers (`streams.feed`)."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: StreamSettings, sessions: async_sessionmaker[AsyncSession], notifier: ChangeNotifier | None,
+        *, clock: Clock | None = None,
+    ) -> "ChangeStreamer":
+        """Built from its settings section (the rest of the constructor's knobs are for tests)."""
+        return cls(sessions, notifier, clock=clock, poll_seconds=settings.poll_seconds)
 
     def __init__(
         self,

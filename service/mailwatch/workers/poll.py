@@ -13,6 +13,7 @@ from typing import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
+from mailwatch.config import PollSettings
 from mailwatch.store import claims
 from mailwatch.workers.loop import LoopWorker
 
@@ -24,17 +25,17 @@ class PollWorker(LoopWorker):
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
-        interval: timedelta,
+        settings: PollSettings = PollSettings(),
         clock: Clock | None = None,
-        enabled: bool = True,
         loop_seconds: float | None = None,
         batch_size: int = 1000,
         on_due: Callable[[], None] | None = None,
     ) -> None:
         # Checking ten times per interval keeps the extra latency under 10%.
-        super().__init__(enabled=enabled, loop_seconds=loop_seconds or max(0.2, interval.total_seconds() / 10))
+        super().__init__(enabled=settings.enabled,
+                         loop_seconds=loop_seconds or max(0.2, settings.interval_seconds / 10))
         self.sessions = sessions
-        self.interval = interval
+        self.interval = timedelta(seconds=settings.interval_seconds)
         self.clock = clock or SystemClock()
         self.batch_size = batch_size
         self.on_due = on_due

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
+from mailwatch.config import PruneSettings
 from mailwatch.ingest.metrics import MALFORMED_DROPPED
 from mailwatch.store import changes, notifications
 from mailwatch.workers.loop import LoopWorker
@@ -43,19 +44,16 @@ class PruneWorker(LoopWorker):
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        retention: timedelta,
+        settings: PruneSettings = PruneSettings(),
         clock: Clock | None = None,
-        enabled: bool = True,
         loop_seconds: float = 300.0,
         chunk_size: int = 10_000,
     ) -> None:
-        if retention <= timedelta(0):
-            raise ValueError("retention must be positive")
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
-        super().__init__(enabled=enabled, loop_seconds=loop_seconds)
+        super().__init__(enabled=settings.enabled, loop_seconds=loop_seconds)
         self.sessions = sessions
-        self.retention = retention
+        self.retention = timedelta(hours=settings.retention_hours)
         self.clock = clock or SystemClock()
         self.chunk_size = chunk_size
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailwatch.config import RenewSettings
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, MailboxState, NewEvent
 from mailwatch.domain.projects import topic_project, union_filter
@@ -62,14 +63,14 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         self,
         *,
         topic: str,
-        loop_seconds: float = 5.0,
+        settings: RenewSettings = RenewSettings(),
         batch_size: int = 100,
         concurrency: int = 8,
-        expiring_horizon_seconds: float = 48 * 3600.0,
-        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, enabled, lease_seconds, backoff
+        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, lease_seconds, backoff
     ) -> None:
-        super().__init__(loop_seconds=loop_seconds, batch_size=batch_size, concurrency=concurrency, **common)
-        self.expiring_horizon = timedelta(seconds=expiring_horizon_seconds)
+        super().__init__(enabled=settings.enabled, loop_seconds=settings.loop_seconds, batch_size=batch_size,
+                         concurrency=concurrency, **common)
+        self.expiring_horizon = timedelta(hours=settings.watch_expiring_hours)
         self.topic = topic
 
     async def claim(self, session: AsyncSession, now: datetime) -> list[ClaimedRenewal]:

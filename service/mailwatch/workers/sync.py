@@ -21,6 +21,7 @@ from datetime import datetime
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailwatch.config import SyncSettings
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, MessageLabels, NewEvent
 from mailwatch.gmail.client import HistoryPage
@@ -71,15 +72,16 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
     def __init__(
         self,
         *,
+        settings: SyncSettings = SyncSettings(),
         owner: str | None = None,
         loop_seconds: float = 0.5,
         batch_size: int = 50,
-        concurrency: int = 16,
         catch_up_backoff: BackoffPolicy = CATCH_UP_BACKOFF,
         catch_up_attempts: int = CATCH_UP_ATTEMPTS,
-        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, enabled, lease_seconds, backoff
+        **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, backoff
     ) -> None:
-        super().__init__(loop_seconds=loop_seconds, batch_size=batch_size, concurrency=concurrency, **common)
+        super().__init__(enabled=settings.enabled, loop_seconds=loop_seconds, batch_size=batch_size,
+                         concurrency=settings.concurrency, lease_seconds=settings.lease_seconds, **common)
         self.owner = owner or default_owner()
         self.catch_up_backoff = catch_up_backoff
         self.catch_up_attempts = catch_up_attempts

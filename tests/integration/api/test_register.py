@@ -188,7 +188,7 @@ async def test_unpublishable_topic_is_reported(service, database_url, gmail_sim,
     settings = service_settings(
         database_url, gmail_sim.url, "projects/mailwatch-test/topics/does-not-exist", pubsub_topic["subscription"]
     )
-    async with run_service(settings, gmail_sim, settings.pubsub_topic, pubsub_topic["subscription"]) as other:
+    async with run_service(settings, gmail_sim, settings.pubsub.topic, pubsub_topic["subscription"]) as other:
         _, auth = await other.new_tenant()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await other.mailboxes.RegisterMailbox(sa_request(gmail_sim, "hank@example.com"), metadata=auth)

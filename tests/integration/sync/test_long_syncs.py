@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 
+from mailwatch.config import SyncSettings
 from mailwatch.workers.sync import SyncWorker
 from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw, types,
@@ -28,8 +29,8 @@ def calls(sim, email: str, method: str) -> int:
 async def two_replicas(service):
     """Two sync workers with their own owner names sharing the service's database and Gmail client."""
     app = service.app
-    replicas = [SyncWorker(sessions=app.sessions, gmail=app.gmail, secret_box=app.secret_box,
-                           owner=f"replica-{n}", lease_seconds=LEASE_SECONDS, loop_seconds=0.05) for n in (1, 2)]
+    replicas = [SyncWorker(settings=SyncSettings(lease_seconds=LEASE_SECONDS), sessions=app.sessions, gmail=app.gmail,
+                           secret_box=app.secret_box, owner=f"replica-{n}", loop_seconds=0.05) for n in (1, 2)]
     tasks = [asyncio.create_task(replica.run()) for replica in replicas]
     try:
         yield replicas

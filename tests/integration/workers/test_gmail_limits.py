@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mailwatch.clock import OffsetClock
+from mailwatch.config import GmailSettings
 from mailwatch.domain.models import LabelFilter, ServiceAccountCredential
 from mailwatch.gmail.client import GmailClient
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
@@ -203,7 +204,7 @@ async def test_at_most_n_gmail_calls_in_flight_per_user(gmail_sim, pubsub_topic)
     sim.create_mailbox(email)
     sim.configure(concurrent_requests_per_user=2)
     key = sim.create_service_account_key(project_id=pubsub_topic["project"])
-    gmail = GmailClient(api_endpoint=sim.url, token_uri=sim.token_uri, calls_per_user=2)
+    gmail = GmailClient(GmailSettings(api_endpoint=sim.url, token_uri=sim.token_uri, calls_per_user=2))
     try:
         credential = ServiceAccountCredential(info=key, subject=email)
         results = await asyncio.gather(*(

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from mailwatch.clock import OffsetClock
+from mailwatch.config import ConfigError, PruneSettings
 from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, tenants
 from mailwatch.store.models import change_events
@@ -17,7 +18,7 @@ from tests.fixtures.factory import Rows
 
 pytestmark = pytest.mark.integration
 
-RETENTION = timedelta(days=7)
+PRUNE = PruneSettings(retention_hours=7 * 24)
 
 
 async def _append(sessions, mailbox, count, observed_at):
@@ -51,7 +52,7 @@ async def test_prune_removes_old_events_in_chunks_raises_watermarks_and_keeps_re
     recent_a = await _append(sessions, mailbox_a, 10, now - timedelta(days=6))
     recent_b = await _append(sessions, mailbox_b, 5, None)  # the database's now()
 
-    worker = PruneWorker(sessions=sessions, retention=RETENTION, chunk_size=40)
+    worker = PruneWorker(sessions=sessions, settings=PRUNE, chunk_size=40)
     result = await worker.run_once()
 
     assert result.deleted == 170
@@ -70,7 +71,7 @@ async def test_prune_follows_the_injected_clock(sessions):
     tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     events = await _append(sessions, mailbox, 3, now - timedelta(days=3))
     clock = OffsetClock()
-    worker = PruneWorker(sessions=sessions, retention=RETENTION, clock=clock)
+    worker = PruneWorker(sessions=sessions, settings=PRUNE, clock=clock)
     assert (await worker.run_once()).deleted == 0
     clock.advance(timedelta(days=5))
     assert (await worker.run_once()).deleted == 3
@@ -89,7 +90,7 @@ async def test_unbounded_prune_still_works(sessions):
 async def test_the_worker_loop_prunes_until_stopped(sessions):
     tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     await _append(sessions, mailbox, 5, datetime(2020, 1, 1, tzinfo=timezone.utc))
-    worker = PruneWorker(sessions=sessions, retention=RETENTION, loop_seconds=0.05, chunk_size=2)
+    worker = PruneWorker(sessions=sessions, settings=PRUNE, loop_seconds=0.05, chunk_size=2)
     task = asyncio.create_task(worker.run())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
@@ -108,15 +109,15 @@ async def test_the_worker_loop_prunes_until_stopped(sessions):
 async def test_a_disabled_worker_does_nothing(sessions):
     tenant, mailbox = await Rows(sessions).tenant_with_mailbox("a")
     await _append(sessions, mailbox, 2, datetime(2020, 1, 1, tzinfo=timezone.utc))
-    await asyncio.wait_for(PruneWorker(sessions=sessions, retention=RETENTION, enabled=False).run(), 1)
+    await asyncio.wait_for(PruneWorker(sessions=sessions, settings=PruneSettings(enabled=False)).run(), 1)
     assert len(await _remaining(sessions, tenant.id)) == 2
 
 
 def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="MAILWATCH_RETENTION_HOURS must be positive"):
+        PruneSettings(retention_hours=0).validate()
     with pytest.raises(ValueError):
-        PruneWorker(sessions=None, retention=timedelta(0))
-    with pytest.raises(ValueError):
-        PruneWorker(sessions=None, retention=RETENTION, chunk_size=0)
+        PruneWorker(sessions=None, settings=PRUNE, chunk_size=0)
 
 
 async def test_the_prune_worker_also_expires_kept_malformed_notifications(sessions):
@@ -140,7 +141,7 @@ async def test_the_prune_worker_also_expires_kept_malformed_notifications(sessio
         await session.execute(text("UPDATE malformed_notifications SET received_at = now() - interval '30 days'"
                                    " WHERE pubsub_message_id <> '2'"))
     before = dropped()
-    await PruneWorker(sessions=sessions, retention=RETENTION, clock=clock, chunk_size=1).run_once()
+    await PruneWorker(sessions=sessions, settings=PRUNE, clock=clock, chunk_size=1).run_once()
     async with sessions() as session:
         left = (await session.execute(select(malformed_notifications.c.pubsub_message_id))).scalars().all()
     assert left == ["2"]

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailwatch.config import GmailSettings
 from mailwatch.domain.errors import GmailAuthFailed
 from mailwatch.domain.models import ServiceAccountCredential
 from mailwatch.gmail.client import GmailClient, _fingerprint
@@ -41,7 +42,7 @@ def test_cache_key_covers_the_private_key_and_the_tenant():
 
 async def test_a_stored_key_that_cannot_sign_is_an_auth_failure():
     """A key stored before registration checked keys must end as AUTH_FAILED, not an unexpected error."""
-    client = GmailClient(api_endpoint="http://127.0.0.1:9/", token_uri="http://127.0.0.1:9/token")
+    client = GmailClient(GmailSettings(api_endpoint="http://127.0.0.1:9/", token_uri="http://127.0.0.1:9/token"))
     try:
         broken = ServiceAccountCredential(info={**INFO, "private_key": "garbage"}, subject="a@example.com")
         with pytest.raises(GmailAuthFailed) as caught:
