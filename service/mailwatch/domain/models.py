@@ -43,6 +43,7 @@ class EventType(enum.StrEnum):
     NOTIFICATIONS_MISSED = "NOTIFICATIONS_MISSED"  # a fallback poll found unannounced changes (once per episode)
     TEST = "TEST"  # from SendTestEvent
     ACCESS_REFUSED = "ACCESS_REFUSED"  # Gmail refused access for good; the mailbox is ACCESS_REFUSED
+    HISTORY_SKIPPED = "HISTORY_SKIPPED"  # a history record kept failing (poison history) and was skipped
 
 
 # The headers fetched for MESSAGE_ADDED metadata when a registration enables
@@ -186,6 +187,8 @@ class Mailbox:
     sync_due_at: datetime | None = None  # None = no sync wanted
     backoff_until: datetime | None = None
     sync_attempts: int = 0
+    # Failed or lost attempts at the page starting at history_id (as the sync claim counted them).
+    page_failures: int = 0
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     # Header names fetched as metadata for MESSAGE_ADDED events; None = metadata off.

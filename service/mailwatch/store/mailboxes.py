@@ -61,6 +61,7 @@ def to_mailbox(row) -> Mailbox:
         sync_due_at=row.sync_due_at,
         backoff_until=row.backoff_until,
         sync_attempts=row.sync_attempts,
+        page_failures=row.page_failures,
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         metadata_headers=None if row.metadata_headers is None else tuple(row.metadata_headers),

@@ -145,6 +145,12 @@ class MailboxRow(Base):
     lease_expires_at: Mapped[datetime | None] = _timestamp()
     backoff_until: Mapped[datetime | None] = _timestamp()
     sync_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Poison history: consecutive attempts at the history page starting at
+    # page_failures_history_id that raised unexpectedly or whose worker was lost
+    # (lease lapsed, nothing committed or recorded). Gmail's errors do not count;
+    # any normal page commit resets it. A count for another history id is stale (0).
+    page_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    page_failures_history_id: Mapped[int | None] = mapped_column(BigInteger)
     # Renewal: consecutive failed users.watch calls (for backoff), and the
     # watch_expiration whose lapse was already reported with WATCH_EXPIRED
     # (a new watch has a new expiration, so the flag resets by itself).
@@ -184,6 +190,7 @@ class MailboxRow(Base):
         CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
         CheckConstraint("sync_attempts >= 0", name="sync_attempts_non_negative"),
         CheckConstraint("renew_attempts >= 0", name="renew_attempts_non_negative"),
+        CheckConstraint("page_failures >= 0", name="page_failures_non_negative"),
         # ListMailboxes pages by (created, id) within a tenant.
         Index("ix_mailboxes_tenant_id_created_id", "tenant_id", "created", "id"),
         # Ingest knows only the address a notification names.

@@ -42,10 +42,28 @@ def _fence(mailbox_id: uuid.UUID, owner: str, expected_history_id: int | None):
     )
 
 
+def _page_failures_so_far():
+    """The failures counted against the page the mailbox stands at: a count kept
+    for another history id is stale (the history id moved since), so 0."""
+    return case(
+        (mailboxes.c.page_failures_history_id.is_not_distinct_from(mailboxes.c.history_id), mailboxes.c.page_failures),
+        else_=0,
+    )
+
+
+def _page_failed(extra=1) -> dict:
+    """One more failure counted against the page the mailbox stands at."""
+    return {"page_failures": _page_failures_so_far() + extra, "page_failures_history_id": mailboxes.c.history_id}
+
+
 async def claim_due_syncs(
     session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[ClaimedMailbox]:
-    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first."""
+    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first.
+
+    A row still naming a lease owner was claimed and never released: that
+    worker was lost (killed, out of memory) with no commit and no recorded
+    failure, so the attempt counts against the page (`page_failures`)."""
     due = (
         select(mailboxes.c.id)
         .where(
@@ -63,7 +81,11 @@ async def claim_due_syncs(
     rows = await session.execute(
         update(mailboxes)
         .where(mailboxes.c.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=now + lease)
+        .values(
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            **_page_failed(case((mailboxes.c.lease_owner.is_not(None), 1), else_=0)),
+        )
         .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
     )
     return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
@@ -109,6 +131,7 @@ async def commit_sync_page(
     lease: timedelta,
     catch_up_at: datetime | None = None,
     give_up_catch_up: bool = False,
+    keep_page_failures: bool = False,
 ) -> PageCommit:
     """Write one page's events and the new history id in the caller's transaction.
 
@@ -122,8 +145,17 @@ async def commit_sync_page(
     taken to be bogus: it is lowered to what Gmail showed and the mailbox is
     no longer due. Without this, a notification naming a history id Gmail
     will never reach (2^62) kept a mailbox syncing in a loop for ever.
+
+    A committed page ends the count of failures against the page, except with
+    `keep_page_failures` (a poison page worked through one record at a time):
+    then the count moves along with the history id, so a worker lost on a
+    later record of that page still counts against it.
     """
     values: dict = {"history_id": new_history_id, "lease_expires_at": now + lease, "updated": now}
+    if keep_page_failures:
+        values["page_failures_history_id"] = new_history_id
+    else:
+        values.update(page_failures=0, page_failures_history_id=None)
     outcome = PageCommit(CatchUp.NOT_FINAL)
     if final:
         # Lock the row first, so the notified id we judge is the one we overwrite
@@ -181,11 +213,13 @@ async def record_sync_failure(
     retry_at: datetime,
     gmail_retry_at: datetime | None,
     now: datetime,
+    page_failed: bool = False,
 ) -> None:
     """Release the claim, keep the mailbox due, and try again at `retry_at`.
 
     `gmail_retry_at` (Gmail's own retry time, if it named one) also holds back
-    renewals: no Gmail call for the mailbox before it."""
+    renewals: no Gmail call for the mailbox before it. `page_failed`: the
+    failure counts against the page the mailbox stands at (poison history)."""
     values: dict = dict(
         lease_owner=None,
         lease_expires_at=None,
@@ -195,6 +229,8 @@ async def record_sync_failure(
         updated=now,
     )
     values.update(gmail_retry_values(gmail_retry_at))
+    if page_failed:
+        values.update(_page_failed())
     await session.execute(
         update(mailboxes).where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner).values(**values)
     )

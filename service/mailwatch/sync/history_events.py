@@ -91,6 +91,19 @@ def last_changes(records: Iterable[dict]) -> dict[str, int]:
     return last
 
 
+def message_ids(record: dict) -> list[str]:
+    """Every message id a history record names, in first-seen order (its `messages`
+    list and each kind of change), read leniently: for reporting a record that
+    could not be processed."""
+    ids: dict[str, None] = {}
+    for key in ("messages", *_ORDER):
+        for entry in _entries(record, key):
+            message = entry if key == "messages" and isinstance(entry, dict) else _message(entry)
+            if message.get("id"):
+                ids[str(message["id"])] = None
+    return list(ids)
+
+
 def _labels_after_each_entry(
     records: list[dict], later: list[dict], known: KnownLabels,
 ) -> dict[tuple[int, str, int], tuple | None]:

@@ -48,6 +48,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_NOTIFICATIONS_MISSED: _ClassVar[EventType]
     EVENT_TYPE_TEST: _ClassVar[EventType]
     EVENT_TYPE_ACCESS_REFUSED: _ClassVar[EventType]
+    EVENT_TYPE_HISTORY_SKIPPED: _ClassVar[EventType]
 
 class SubscriptionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -81,6 +82,7 @@ EVENT_TYPE_WATCH_EXPIRING: EventType
 EVENT_TYPE_NOTIFICATIONS_MISSED: EventType
 EVENT_TYPE_TEST: EventType
 EVENT_TYPE_ACCESS_REFUSED: EventType
+EVENT_TYPE_HISTORY_SKIPPED: EventType
 SUBSCRIPTION_STATE_UNSPECIFIED: SubscriptionState
 SUBSCRIPTION_STATE_OK: SubscriptionState
 SUBSCRIPTION_STATE_FAILING: SubscriptionState

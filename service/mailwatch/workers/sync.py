@@ -7,6 +7,12 @@ Failures are classified: expired history → full resync; revoked credentials �
 AUTH_FAILED and refused access → ACCESS_REFUSED (terminal, one lifecycle
 event, no more Gmail calls); rate limits / 5xx / clock skew → per-mailbox
 backoff, never before the retry time Gmail named (`workers.outcome`).
+
+Poison history: a page that raised unexpectedly, or whose worker was lost,
+`poison_after` times in a row (`page_failures`, counted by the store) is then
+worked through one history record at a time; a record that still raises, or
+on which a worker is lost again, is skipped with a HISTORY_SKIPPED event
+naming its message ids, and everything around it is delivered as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -25,10 +32,14 @@ from mailwatch.config import SyncSettings
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, MessageLabels, NewEvent
 from mailwatch.gmail.client import HistoryPage
+from mailwatch.ingest.decode import storable_text
 from mailwatch.store import sync_claims
+from mailwatch.store._errors import is_database_unavailable
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.store.mailboxes import mark_notifications_missed
-from mailwatch.sync.history_events import events_from_history, labels_needed, last_changes, newest_history_id
+from mailwatch.sync.history_events import (
+    events_from_history, labels_needed, last_changes, message_ids, newest_history_id,
+)
 from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
 from mailwatch.workers.claiming import ClaimingWorker
@@ -58,6 +69,18 @@ SUSPICIOUS_NOTIFICATIONS = Counter(
 CATCH_UP_BACKOFF = BackoffPolicy(base_seconds=1.0, max_seconds=32.0)
 CATCH_UP_ATTEMPTS = 6
 
+#: Consecutive unexpected failures or lost workers at the same history page
+#: before it is worked through record by record (and its failing records skipped).
+#: A bug or an answer our code cannot handle fails every time; a crash that
+#: happens to hit one page twice in a row is rare, five times is not chance.
+POISON_AFTER = 5
+
+HISTORY_SKIPPED = Counter(
+    "mailwatch_history_records_skipped_total",
+    "History records skipped after repeated failures (poison history), by cause",
+    ["cause"],
+)
+
 
 def default_owner() -> str:
     """A lease owner name unique to this process."""
@@ -78,6 +101,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         batch_size: int = 50,
         catch_up_backoff: BackoffPolicy = CATCH_UP_BACKOFF,
         catch_up_attempts: int = CATCH_UP_ATTEMPTS,
+        poison_after: int = POISON_AFTER,
         **common,  # ClaimingWorker's: sessions, gmail, secret_box, clock, backoff
     ) -> None:
         super().__init__(enabled=settings.enabled, loop_seconds=loop_seconds, batch_size=batch_size,
@@ -85,6 +109,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         self.owner = owner or default_owner()
         self.catch_up_backoff = catch_up_backoff
         self.catch_up_attempts = catch_up_attempts
+        self.poison_after = poison_after
 
     async def claim(self, session: AsyncSession, now: datetime) -> list[sync_claims.ClaimedMailbox]:
         """Lease due mailboxes to this worker's owner name."""
@@ -123,7 +148,10 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         credential: Credential | None = None
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
-            await self._sync_history(mailbox, credential)
+            if mailbox.page_failures >= self.poison_after and mailbox.history_id is not None:
+                await self._sync_record_by_record(mailbox, credential)
+            else:
+                await self._sync_history(mailbox, credential)
             return "synced"
         except errors.GmailHistoryExpired:
             return await self._resync(mailbox, credential)
@@ -156,12 +184,10 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                 new_history_id = max(synced, newest_history_id(first_page_history_id, page.records))
             else:
                 new_history_id = max([synced, *(int(r["id"]) for r in page.records)])
-            events = events_from_history(
-                page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                label_filter=mailbox.label_filter, known_labels=known,
+            events = await self._events(
+                mailbox, credential, page.records, known,
                 later_records=[record for _, later in ahead for record in later.records],
             )
-            events = await with_metadata(self.gmail, credential, mailbox, events, known)
             missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
             if missed is not None:
                 events = [missed, *events]
@@ -179,6 +205,91 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             if final:
                 return
             page_token = page.next_page_token
+
+    async def _events(
+        self, mailbox: Mailbox, credential: Credential, records: list[dict],
+        known: dict[str, MessageLabels | None], *, later_records: list[dict],
+    ) -> list[NewEvent]:
+        """The records' change events, with message metadata for a mailbox that wants it."""
+        events = events_from_history(
+            records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
+            label_filter=mailbox.label_filter, known_labels=known, later_records=later_records,
+        )
+        return await with_metadata(self.gmail, credential, mailbox, events, known)
+
+    async def _fetch_labels(
+        self, mailbox: Mailbox, credential: Credential, needed: list[str], known: dict[str, MessageLabels | None],
+    ) -> None:
+        """Ask Gmail for the labels (and metadata, if wanted) of `needed` into `known`."""
+        if needed:
+            known.update(await self.gmail.message_labels(
+                credential, mailbox.email_address, list(dict.fromkeys(needed)), tenant_id=mailbox.tenant_id,
+                metadata_headers=mailbox.metadata_headers,
+            ))
+
+    async def _sync_record_by_record(self, mailbox: Mailbox, credential: Credential) -> None:
+        """Poison history: the page at the mailbox's history id failed `poison_after` times.
+
+        Its records are processed and committed one at a time (the failure count
+        moves along with them); a record that raises is skipped with a
+        HISTORY_SKIPPED event in the same transaction as the history id that
+        passes it. If the count grew past the bound, the worker was lost on the
+        first record left (a lost worker cannot be caught): that one is skipped
+        without trying again. The rest of the history then syncs as usual, and
+        its first commit ends the count.
+        """
+        page = await self._history_page(mailbox, credential, None)
+        synced = mailbox.history_id
+        lost_on_first = mailbox.page_failures > self.poison_after
+        for index, record in enumerate(page.records):
+            record_id = max(synced, int(record["id"]))
+            later = page.records[index + 1:]
+            if index == 0 and lost_on_first:
+                await self._skip_record(mailbox, synced, record, cause="worker_lost",
+                                        error="the sync worker was lost while processing it")
+                synced = record_id
+                continue
+            try:
+                known: dict[str, MessageLabels | None] = {}
+                await self._fetch_labels(mailbox, credential, labels_needed([record], mailbox.label_filter), known)
+                events = await self._events(mailbox, credential, [record], known, later_records=later)
+                await self._commit_record(mailbox, synced, record_id, events)
+            except (errors.MailwatchError, sync_claims.LeaseLost):
+                raise  # Gmail's answers and a lost lease have their own handling
+            except Exception as exc:  # noqa: BLE001 - this record is the poison: skip it, keep the rest
+                if is_database_unavailable(exc):
+                    raise
+                await self._skip_record(mailbox, synced, record, cause="exception",
+                                        error=f"{type(exc).__name__}: {exc}")
+            synced = record_id
+        await self._sync_history(replace(mailbox, history_id=synced), credential)
+
+    async def _commit_record(self, mailbox: Mailbox, synced: int, record_id: int, events: list[NewEvent]) -> None:
+        async with self.sessions() as session, session.begin():
+            await sync_claims.commit_sync_page(
+                session, mailbox, owner=self.owner, expected_history_id=synced, new_history_id=record_id,
+                events=events, final=False, now=self.clock.now(), lease=self.lease, keep_page_failures=True,
+            )
+
+    async def _skip_record(self, mailbox: Mailbox, synced: int, record: dict, *, cause: str, error: str) -> None:
+        """Pass `record` with a HISTORY_SKIPPED event naming its message ids (one transaction)."""
+        ids = message_ids(record)
+        event = NewEvent(
+            mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.HISTORY_SKIPPED,
+            history_id=int(record["id"]),
+            detail={"reason": "PROCESSING_FAILED" if cause == "exception" else "WORKER_LOST",
+                    # Text jsonb can hold, whatever the failure said: the skip must commit.
+                    "message_ids": storable_text(",".join(ids)), "error": storable_text(error[:500]),
+                    "attempts": str(mailbox.page_failures)},
+        )
+        await self._commit_record(mailbox, synced, max(synced, int(record["id"])), [event])
+        HISTORY_SKIPPED.labels(cause=cause).inc()
+        log.error(
+            "poison history: skipped history record %s of mailbox %s after %d failed attempts (%s); "
+            "its messages get no change events: %s",
+            record["id"], mailbox.id, mailbox.page_failures, error, ", ".join(ids) or "(none named)",
+            extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)},
+        )
 
     async def _history_page(self, mailbox: Mailbox, credential: Credential, page_token: str | None) -> HistoryPage:
         return await self.gmail.history_page(
@@ -203,11 +314,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             changed_at = last_changes(record for p in window for record in p.records)
             needed = [i for p in window for i in labels_needed(p.records, mailbox.label_filter)
                       if i not in known or (known[i] is not None and known[i].history_id < changed_at[i])]
-            if needed:
-                known.update(await self.gmail.message_labels(
-                    credential, mailbox.email_address, list(dict.fromkeys(needed)), tenant_id=mailbox.tenant_id,
-                    metadata_headers=mailbox.metadata_headers,
-                ))
+            await self._fetch_labels(mailbox, credential, needed, known)
             listed_through = max((int(r["id"]) for p in window for r in p.records), default=0)
             relevant = {i for p in window[:1] for i in labels_needed(p.records, mailbox.label_filter)}
             newest = max((known[i].history_id for i in relevant if known.get(i) is not None), default=0)
@@ -287,6 +394,9 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                 await sync_claims.record_sync_failure(
                     session, mailbox, owner=self.owner, reason=failure.reason, message=failure.message,
                     retry_at=failure.retry_at(backoff_at), gmail_retry_at=failure.gmail_retry_at, now=now,
+                    # Only our own unexpected failures can be a poison page; Gmail's errors
+                    # and a database outage say nothing about the page.
+                    page_failed=not isinstance(exc, errors.MailwatchError) and not is_database_unavailable(exc),
                 )
                 return failure.outcome
             state, event_type = failure.terminal

@@ -4,7 +4,7 @@ import pytest
 
 from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior
 from mailwatch.domain.models import MessageLabels
-from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
+from mailwatch.sync.history_events import events_from_history, labels_needed, message_ids, newest_history_id
 
 MAILBOX = uuid.uuid4()
 
@@ -157,3 +157,16 @@ def test_later_records_trace_labels_fetched_after_the_page_back_to_it():
     assert events_from_history(page, later_records=later, **kwargs) == []
     # Without the later history the fetched state is newer than the page: reported, not guessed.
     assert [e.message_id for e in events_from_history(page, **kwargs)] == ["junk"]
+
+
+def test_message_ids_names_every_message_of_a_record_once_and_ignores_odd_shapes():
+    record = {
+        "id": "7",
+        "messages": [{"id": "m1", "threadId": "t"}, "not an object", {"threadId": "no id"}],
+        "messagesAdded": [{"message": {"id": "m1"}}, {"message": {"id": "m2"}}],
+        "messagesDeleted": [{"message": {"id": "m3"}}],
+        "labelsAdded": [{"message": {"id": "m2"}, "labelIds": ["X"]}, {"message": "odd"}],
+        "labelsRemoved": "not a list",
+    }
+    assert message_ids(record) == ["m1", "m2", "m3"]
+    assert message_ids({"id": "8"}) == []
