@@ -235,8 +235,8 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         HISTORY_SKIPPED event in the same transaction as the history id that
         passes it. If the count grew past the bound, the worker was lost on the
         first record left (a lost worker cannot be caught): that one is skipped
-        without trying again. The rest of the history then syncs as usual, and
-        its first commit ends the count.
+        without trying again. The page's last record ends the count, and the rest
+        of the history syncs as usual (a failure there is a new page's).
         """
         page = await self._history_page(mailbox, credential, None)
         synced = mailbox.history_id
@@ -244,8 +244,9 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         for index, record in enumerate(page.records):
             record_id = max(synced, int(record["id"]))
             later = page.records[index + 1:]
+            keep_count = bool(later)
             if index == 0 and lost_on_first:
-                await self._skip_record(mailbox, synced, record, cause="worker_lost",
+                await self._skip_record(mailbox, synced, record, keep_count, cause="worker_lost",
                                         error="the sync worker was lost while processing it")
                 synced = record_id
                 continue
@@ -253,25 +254,29 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                 known: dict[str, MessageLabels | None] = {}
                 await self._fetch_labels(mailbox, credential, labels_needed([record], mailbox.label_filter), known)
                 events = await self._events(mailbox, credential, [record], known, later_records=later)
-                await self._commit_record(mailbox, synced, record_id, events)
+                await self._commit_record(mailbox, synced, record_id, events, keep_count)
             except (errors.MailwatchError, sync_claims.LeaseLost):
                 raise  # Gmail's answers and a lost lease have their own handling
             except Exception as exc:  # noqa: BLE001 - this record is the poison: skip it, keep the rest
                 if is_database_unavailable(exc):
                     raise
-                await self._skip_record(mailbox, synced, record, cause="exception",
+                await self._skip_record(mailbox, synced, record, keep_count, cause="exception",
                                         error=f"{type(exc).__name__}: {exc}")
             synced = record_id
         await self._sync_history(replace(mailbox, history_id=synced), credential)
 
-    async def _commit_record(self, mailbox: Mailbox, synced: int, record_id: int, events: list[NewEvent]) -> None:
+    async def _commit_record(
+        self, mailbox: Mailbox, synced: int, record_id: int, events: list[NewEvent], keep_count: bool,
+    ) -> None:
         async with self.sessions() as session, session.begin():
             await sync_claims.commit_sync_page(
                 session, mailbox, owner=self.owner, expected_history_id=synced, new_history_id=record_id,
-                events=events, final=False, now=self.clock.now(), lease=self.lease, keep_page_failures=True,
+                events=events, final=False, now=self.clock.now(), lease=self.lease, keep_page_failures=keep_count,
             )
 
-    async def _skip_record(self, mailbox: Mailbox, synced: int, record: dict, *, cause: str, error: str) -> None:
+    async def _skip_record(
+        self, mailbox: Mailbox, synced: int, record: dict, keep_count: bool, *, cause: str, error: str,
+    ) -> None:
         """Pass `record` with a HISTORY_SKIPPED event naming its message ids (one transaction)."""
         ids = message_ids(record)
         event = NewEvent(
@@ -282,7 +287,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
                     "message_ids": storable_text(",".join(ids)), "error": storable_text(error[:500]),
                     "attempts": str(mailbox.page_failures)},
         )
-        await self._commit_record(mailbox, synced, max(synced, int(record["id"])), [event])
+        await self._commit_record(mailbox, synced, max(synced, int(record["id"])), [event], keep_count)
         HISTORY_SKIPPED.labels(cause=cause).inc()
         log.error(
             "poison history: skipped history record %s of mailbox %s after %d failed attempts (%s); "
