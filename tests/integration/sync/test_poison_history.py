@@ -15,6 +15,7 @@ import contextlib
 import pytest
 from sqlalchemy import text
 
+from mailwatch.config import SyncSettings
 from mailwatch.v1 import resources_pb2
 from mailwatch.workers.sync import POISON_AFTER, SyncWorker
 from tests.fixtures.pipeline import claims_one, collect, eventually, get_mailbox, register_sa_mailbox
@@ -178,8 +179,8 @@ def lookups(sim, email: str) -> int:
 async def lost_on_the_page(service, email: str, n: int) -> None:
     """A sync worker claims the mailbox, reaches the page's label lookup and is lost there
     (its task cancelled, as a killed process would stop): the lease is never released."""
-    worker = SyncWorker(sessions=service.app.sessions, gmail=service.app.gmail, secret_box=service.app.secret_box,
-                        owner=f"doomed-{n}", lease_seconds=DOOMED_LEASE_SECONDS)
+    worker = SyncWorker(settings=SyncSettings(lease_seconds=DOOMED_LEASE_SECONDS), sessions=service.app.sessions,
+                        gmail=service.app.gmail, secret_box=service.app.secret_box, owner=f"doomed-{n}")
     before = lookups(service.sim, email)
     await due_now(service)
     for _ in range(600):
