@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from google.protobuf import timestamp_pb2
 
@@ -40,12 +40,19 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime (naive ones are taken as UTC); None stays None."""
     if value is None:
         return None
+    result = timestamp_pb2.Timestamp()
+    _set_time(result, value)
+    return result
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     # Exact integer arithmetic, and a fraction of Timestamp.FromDatetime's cost
     # (it runs once per streamed event).
     since = value - _EPOCH
-    return timestamp_pb2.Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
+    target.seconds = since.days * 86400 + since.seconds
+    target.nanos = since.microseconds * 1000
 
 
 def datetime_from(value: timestamp_pb2.Timestamp) -> datetime:
@@ -98,13 +105,33 @@ def attributes(detail: dict) -> dict[str, str]:
 
 
 def change_event_to_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEvent:
-    return resources_pb2.ChangeEvent(
+    proto = resources_pb2.ChangeEvent(**_event_fields(event))
+    _set_time(proto.observe_time, event.observed_at)
+    return proto
+
+
+def _add_events(response: mailbox_service_pb2.StreamChangesResponse, events: "Iterable[models.ChangeEvent]") -> None:
+    """Append `events` to a response, built in place.
+
+    This runs for every event streamed: profiled on a 10,000-event backlog,
+    once the rows were cheap to read, building these messages was the largest
+    part of the service's CPU. A finished ChangeEvent handed to a response is
+    copied into it, and a Timestamp handed to an event is copied again, so
+    each event is created inside the response and its time set in place
+    (~3 µs an event instead of ~5)."""
+    add = response.events.add
+    for event in events:
+        _set_time(add(**_event_fields(event)).observe_time, event.observed_at)
+
+
+def _event_fields(event: models.ChangeEvent) -> dict:
+    """A ChangeEvent's fields except observe_time (see `_set_time`)."""
+    return dict(
         id=str(event.id),
         cursor=encode_cursor(event.sequence),
         type=EVENT_TYPE_TO_PROTO[event.type],
         mailbox_id="" if event.mailbox_id is None else str(event.mailbox_id),
         email_address=event.email_address or "",
-        observe_time=timestamp(event.observed_at),
         history_id=event.history_id or 0,
         message_id=event.message_id or "",
         thread_id=event.thread_id or "",
@@ -112,24 +139,6 @@ def change_event_to_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEven
         attributes=attributes(event.detail) if event.detail else None,
         metadata=None if event.metadata is None else metadata_to_proto(event.metadata),
     )
-
-
-# Every stream of a tenant sends the same recent events (the shared reader
-# hands them the same objects): convert each once. Keyed by the event's id
-# (unique); the entries are never mutated, a response copies them. A plain
-# dict evicting the oldest insertion: an LRU's bookkeeping cost more than the
-# conversion it saves for a lone consumer.
-_CONVERTED_MAX = 50_000
-_converted: dict = {}
-
-
-def _cached_event_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEvent:
-    proto = _converted.get(event.id)
-    if proto is None:
-        proto = _converted[event.id] = change_event_to_proto(event)
-        if len(_converted) > _CONVERTED_MAX:
-            del _converted[next(iter(_converted))]
-    return proto
 
 
 def _headers(pairs) -> list[resources_pb2.MessageHeader]:
@@ -194,19 +203,19 @@ _EVENT_FRAMING_BYTES = 6
 def events_responses(events: "Sequence[models.ChangeEvent]") -> tuple[mailbox_service_pb2.StreamChangesResponse, ...]:
     """The events in order, in as few responses as MAX_RESPONSE_BYTES allows
     (one unless they are large; an event larger than the limit travels alone)."""
-    protos = [_cached_event_proto(e) for e in events]
-    response = mailbox_service_pb2.StreamChangesResponse(events=protos)
+    response = mailbox_service_pb2.StreamChangesResponse()
+    _add_events(response, events)
     if response.ByteSize() <= MAX_RESPONSE_BYTES:
         return (response,)
-    responses, chunk, size = [], [], 0
-    for proto in protos:
+    responses, chunk, size = [], mailbox_service_pb2.StreamChangesResponse(), 0
+    for proto in response.events:
         framed = proto.ByteSize() + _EVENT_FRAMING_BYTES
-        if chunk and size + framed > MAX_RESPONSE_BYTES:
-            responses.append(mailbox_service_pb2.StreamChangesResponse(events=chunk))
-            chunk, size = [], 0
-        chunk.append(proto)
+        if chunk.events and size + framed > MAX_RESPONSE_BYTES:
+            responses.append(chunk)
+            chunk, size = mailbox_service_pb2.StreamChangesResponse(), 0
+        chunk.events.append(proto)
         size += framed
-    responses.append(mailbox_service_pb2.StreamChangesResponse(events=chunk))
+    responses.append(chunk)
     return tuple(responses)
 
 
@@ -222,7 +231,8 @@ def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_s
 
 # Streams with the same filter (most: none) get the same batches from their
 # tenant's shared reader: the responses are built once and handed to each of
-# them (gRPC only serializes them; nothing mutates them).
+# them (gRPC only serializes them; nothing mutates them). A batch a stream read
+# on its own (a backlog) is nobody else's: it is converted without the cache.
 _RESPONSES_MAX = 1_000
 _responses: dict[tuple, tuple[mailbox_service_pb2.StreamChangesResponse, ...]] = {}
 
@@ -233,8 +243,10 @@ def stream_responses(item: StreamItem) -> tuple[mailbox_service_pb2.StreamChange
     MAX_RESPONSE_BYTES together; each event carries its own cursor, so a
     split changes nothing about resuming).
 
-    Responses for event batches are shared: treat them as read-only."""
+    Responses for shared event batches are shared: treat them as read-only."""
     if isinstance(item, EventBatch):
+        if not item.shared:
+            return events_responses(item.events)
         key = tuple(event.id for event in item.events)
         responses = _responses.get(key)
         if responses is None:

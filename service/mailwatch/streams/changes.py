@@ -89,6 +89,9 @@ STREAMS_EXPIRED = Counter("mailwatch_streams_expired_total", "Streams refused or
 class EventBatch:
     events: tuple[ChangeEvent, ...]  # 1..max_batch_size, ascending sequence
     position: int  # scanned through: >= events[-1].sequence (greater when filters skipped rows)
+    # From the tenant's shared reader: other streams of the tenant send the same
+    # events now (worth converting once for all); False for a stream's own read.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,10 +278,7 @@ class ChangeStreamer:
                         yield self._heartbeat(position, stats)
                         last_sent = loop.time()
                         continue
-                    try:
-                        await asyncio.wait_for(subscription.ready.wait(), heartbeat_due - loop.time())
-                    except TimeoutError:
-                        pass
+                    await subscription.wait(heartbeat_due - loop.time())
                     continue
                 stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
                 if shared.end <= position:
@@ -290,14 +290,17 @@ class ChangeStreamer:
                     subscription.close()
                     subscription = None
                     continue
-                wanted = [e for e in shared.events if e.sequence > position and matches(e)]
+                if matches is None and shared.start == position:
+                    wanted = shared.events  # the usual case: every stream shares the feed's tuple as is
+                else:
+                    wanted = [e for e in shared.events if e.sequence > position and (matches is None or matches(e))]
                 stats.record_shared(len(wanted))
                 size = query.max_batch_size
                 for offset in range(0, len(wanted), size):
                     chunk = tuple(wanted[offset : offset + size])
                     last_chunk = offset + size >= len(wanted)
                     position = stats.position = shared.end if last_chunk else chunk[-1].sequence
-                    batch = self._batch(chunk, position, stats)
+                    batch = self._batch(chunk, position, stats, shared=True)
                     yield batch
                     stats.events_yielded += len(batch.events)
                     last_sent = loop.time()
@@ -363,10 +366,11 @@ class ChangeStreamer:
 
     # --- items -------------------------------------------------------------------------
 
-    def _batch(self, events: tuple[ChangeEvent, ...], position: int, stats: StreamStats) -> EventBatch:
+    def _batch(self, events: tuple[ChangeEvent, ...], position: int, stats: StreamStats, *,
+               shared: bool = False) -> EventBatch:
         stats.batches += 1
         STREAM_EVENTS.inc(len(events))
-        return EventBatch(events, position)
+        return EventBatch(events, position, shared)
 
     def _heartbeat(self, position: int, stats: StreamStats) -> Heartbeat:
         stats.heartbeats += 1
@@ -394,8 +398,9 @@ class ChangeStreamer:
         return scanned
 
 
-def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool]:
-    """The stream's filter, applied to the feed's unfiltered batches (the same test `scan_events` makes in SQL)."""
+def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool] | None:
+    """The stream's filter, applied to the feed's unfiltered batches (the same test
+    `scan_events` makes in SQL); None when the stream takes every event."""
     mailbox_ids = frozenset(query.mailbox_ids)
     types = frozenset(query.event_types)
     if mailbox_ids and types:
@@ -404,4 +409,4 @@ def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool]:
         return lambda event: event.mailbox_id in mailbox_ids
     if types:
         return lambda event: event.type in types
-    return lambda event: True
+    return None

@@ -214,10 +214,13 @@ def test_streams_sending_the_same_batch_share_one_response():
         )
         for n in (1, 2, 3)
     )
-    first = convert.stream_responses(EventBatch(events, position=3))
-    assert convert.stream_responses(EventBatch(events, position=3)) is first
-    (subset,) = convert.stream_responses(EventBatch(events[::2], position=3))  # another filter's batch
+    first = convert.stream_responses(EventBatch(events, position=3, shared=True))
+    assert convert.stream_responses(EventBatch(events, position=3, shared=True)) is first
+    (subset,) = convert.stream_responses(EventBatch(events[::2], position=3, shared=True))  # another filter's batch
     assert subset is not first[0] and [e.id for e in subset.events] == [str(events[0].id), str(events[2].id)]
+    # A stream's own read (a backlog) is nobody else's: not kept.
+    own = convert.stream_responses(EventBatch(events, position=3))
+    assert own is not first and own[0] is not first[0] and own[0] == first[0]
 
 
 def _large_event(sequence: int, header_bytes: int) -> models.ChangeEvent:

@@ -10,7 +10,7 @@ import pytest
 
 from mailwatch.domain.models import ChangeEvent, EventType
 from mailwatch.store.changes import ScannedEvents
-from mailwatch.streams.feed import Subscription, TenantFeed
+from mailwatch.streams.feed import FeedBatch, Subscription, TenantFeed
 
 TENANT = uuid.uuid4()
 
@@ -108,7 +108,7 @@ async def test_a_full_queue_detaches_only_that_subscription():
         await until(lambda: fast.pending_events == 2)
         drain(fast)
     assert slow.detached and slow not in feed.subscriptions
-    assert slow.pending_events <= 5 and slow.ready.is_set()
+    assert slow.pending_events <= 5 and slow.ready
     # What it kept is contiguous from where it joined.
     kept = drain(slow)
     assert kept[0].start == 0 and all(a.end == b.start for a, b in zip(kept, kept[1:]))
@@ -155,7 +155,7 @@ async def test_trouble_detaches_everyone_and_closes_the_feed(trouble):
     log.changed.set()
     log.generation += 1
     await until(lambda: feed.closed)
-    assert all(s.detached and s.ready.is_set() for s in subscriptions)
+    assert all(s.detached and s.ready for s in subscriptions)
     assert closed == [feed] and not feed.subscriptions
     assert all(drain(s) == [] for s in subscriptions)  # nothing read past the trouble
 
@@ -174,3 +174,41 @@ async def test_the_feed_stops_when_its_last_subscription_leaves():
     assert feed.closed and closed == [feed]
     await until(lambda: feed._task.done())
     assert not feed.subscribe(Subscription(0, 100))  # a closed feed takes nobody: the streamer starts a new one
+
+
+async def test_a_waiting_subscription_wakes_for_a_batch_and_for_being_detached():
+    log = Log()
+    feed = log.feed()
+    subscription = Subscription(0, 100)
+    feed.subscribe(subscription)
+    await until(lambda: feed.reads == 1)
+    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    log.append(2)
+    await asyncio.wait_for(waiting, 10)  # woken by the batch, long before the timeout
+    assert subscription.ready and [len(b.events) for b in drain(subscription)] == [2]
+    assert not subscription.ready
+    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await feed.aclose()
+    await asyncio.wait_for(waiting, 10)  # woken by being detached
+    assert subscription.detached and subscription.ready
+
+
+async def test_a_waiting_subscription_returns_after_its_timeout_and_cancels_cleanly():
+    subscription = Subscription(0, 100)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await subscription.wait(0.05)
+    assert loop.time() - started >= 0.04 and not subscription.ready
+    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # A batch offered after the waiter left is simply queued for the next take.
+    assert subscription.offer(FeedBatch(0, 1, ()))
+    assert subscription.ready
+    await asyncio.wait_for(subscription.wait(60.0), 10)  # ready: returns at once

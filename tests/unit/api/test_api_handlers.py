@@ -1,0 +1,82 @@
+"""Streaming responses through both interceptors: every response in order, a
+failure mid-stream mapped like any other, a cancelled call closes the servicer's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+import grpc
+import pytest
+
+from mailwatch.api.auth import AuthInterceptor
+from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc, resources_pb2
+
+TENANT = "7b0c3c1e-4f5d-4a55-8d6b-1d2e3f405162"
+AUTH = (("authorization", "Bearer key-1"),)
+
+
+class _Streaming(mailbox_service_pb2_grpc.MailboxServiceServicer):
+    def __init__(self, count: int, fail_after: int | None = None) -> None:
+        self.count, self.fail_after = count, fail_after
+        self.closed = asyncio.Event()
+
+    async def StreamChanges(self, request, context):
+        try:
+            for n in range(self.count):
+                if n == self.fail_after:
+                    raise RuntimeError("broke mid-stream")
+                yield mailbox_service_pb2.StreamChangesResponse(events=[resources_pb2.ChangeEvent(id=str(n))])
+            await asyncio.Event().wait()  # then stay open, as a live stream does
+        finally:
+            self.closed.set()
+
+
+def _interceptors():
+    auth = AuthInterceptor(None)
+    auth.cache.put(hashlib.sha256(b"key-1").digest(), uuid.UUID(TENANT))  # a known key: no lookup
+    return [ErrorInterceptor(), auth]
+
+
+async def _read(call, count):
+    return [(await call.read()).events[0].id for _ in range(count)]
+
+
+async def test_every_response_arrives_in_order_and_a_cancelled_call_closes_the_stream(grpc_serve):
+    servicer = _Streaming(200)
+    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer),
+                          interceptors=_interceptors()) as channel:
+        call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(
+            mailbox_service_pb2.StreamChangesRequest(), metadata=AUTH)
+        assert await _read(call, 200) == [str(n) for n in range(200)]
+        assert not servicer.closed.is_set()
+        call.cancel()
+        await asyncio.wait_for(servicer.closed.wait(), 30)  # closed by the call's end, not by garbage collection
+
+
+async def test_a_failure_mid_stream_ends_it_with_the_mapped_status(grpc_serve):
+    servicer = _Streaming(10, fail_after=3)
+    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer),
+                          interceptors=_interceptors()) as channel:
+        call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(
+            mailbox_service_pb2.StreamChangesRequest(), metadata=AUTH)
+        assert await _read(call, 3) == ["0", "1", "2"]
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+    assert raised.value.code() is grpc.StatusCode.INTERNAL
+    assert "broke" not in raised.value.details()
+    assert servicer.closed.is_set()
+
+
+async def test_an_unauthenticated_stream_sends_nothing(grpc_serve):
+    servicer = _Streaming(5)
+    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer),
+                          interceptors=_interceptors()) as channel:
+        call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(
+            mailbox_service_pb2.StreamChangesRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert not servicer.closed.is_set()  # the servicer never ran
