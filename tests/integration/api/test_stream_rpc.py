@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from mailwatch.api.tokens import decode_cursor
+from mailwatch.domain.models import EventType, MessageMetadata, NewEvent
 from mailwatch.store import changes
-from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc, resources_pb2
+from tests.fixtures.factory import Rows
 from tests.fixtures.pipeline import collect, message_events
 from tests.fixtures.rpc import error_details, sa_request
 
@@ -76,3 +80,34 @@ async def test_expired_cursor_is_failed_precondition_with_a_reason(service):
     info, _ = error_details(caught.value)
     assert info.reason == "CURSOR_EXPIRED"
     assert "earliest_cursor" in info.metadata
+
+
+async def test_a_backlog_of_large_events_arrives_whole_under_the_clients_default_message_limit(service):
+    # 600 events carrying ~12 kB of message metadata each: one batch of them is
+    # ~7 MB, over the 4 MiB a default client accepts in one message.
+    tenant_id, auth = await service.new_tenant()
+    tenant_id = uuid.UUID(tenant_id)
+    mailbox = await Rows(service.app.sessions).mailbox(tenant_id, "large@example.com")
+    metadata = MessageMetadata(headers=(("Subject", "s" * 12_000),), snippet="snippet", size_estimate=12_345)
+    new = [NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.MESSAGE_ADDED,
+                    message_id=f"large-{n:04d}", thread_id="t", metadata=metadata) for n in range(600)]
+    async with service.app.sessions() as session, session.begin():
+        written = await changes.append_events(session, tenant_id, new)
+    sizes = []
+    request = mailbox_service_pb2.StreamChangesRequest(
+        start_position=mailbox_service_pb2.START_POSITION_EARLIEST, max_batch_size=1000)
+    events = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:  # gRPC's default limits
+        call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(request, metadata=auth)
+        try:
+            async for response in call:
+                sizes.append(response.ByteSize())
+                events.extend(response.events)
+                if len(events) >= len(written):
+                    break
+        finally:
+            call.cancel()
+    assert [e.message_id for e in events] == [e.message_id for e in written]  # all, once, in order
+    assert [decode_cursor(e.cursor) for e in events] == [e.sequence for e in written]
+    assert events[0].metadata.headers[0].value == "s" * 12_000
+    assert len(sizes) > 1 and max(sizes) <= 4 * 1024 * 1024
