@@ -119,6 +119,26 @@ async def test_a_batch_mixing_unchanged_stopped_and_new_addresses_treats_each_as
     assert [(d["registration"], d["previous_state"]) for d in events[addresses[2]]] == [("created", "")]
 
 
+async def test_a_batch_is_written_at_once_its_events_contiguous_in_request_order(service):
+    """One transaction for the batch: a stream sees its WATCH_STARTED events
+    together, in the order the addresses were asked for (with a transaction
+    per address they came in the order Gmail answered, mixed with others')."""
+    tenant_id, auth = await service.new_tenant()
+    addresses = [f"order{i}@domain.test" for i in (7, 2, 9, 0, 5, 1, 8, 3)]
+    for address in addresses:
+        service.sim.create_mailbox(address)
+    response = await service.mailboxes.BatchRegisterMailboxes(
+        _batch(service.sim.create_service_account_key(), addresses), metadata=auth)
+    assert [r.status.code for r in response.results] == [code_pb2.OK] * len(addresses)
+    async with service.app.sessions() as session:
+        rows = (await session.execute(text(
+            "SELECT sequence, email_address FROM change_events WHERE tenant_id = :tenant "
+            "AND event_type = 'WATCH_STARTED' ORDER BY sequence"), {"tenant": tenant_id})).all()
+    assert [address for _, address in rows] == addresses
+    sequences = [sequence for sequence, _ in rows]
+    assert sequences == list(range(sequences[0], sequences[0] + len(addresses)))
+
+
 async def test_a_row_that_cannot_be_written_fails_only_its_own_address(service):
     """The batch is written in one transaction; when that fails, each row is
     written on its own, so the others are registered (row and event) and only
