@@ -53,6 +53,11 @@ phase; `oauth2.token` grants are not Gmail API calls and are left out);
 that phase (phases 1-2) or that were published to the topic (phase 4).
 
     /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
+        [--phases latency,metadata,throughput,ingest] [--profile DIR]
+
+The latency phase also prints the service's CPU per change (the issue's "CPU
+per notification, paced"); `--profile DIR` samples the service with py-spy
+(`pip install py-spy`) during the latency and ingest phases.
 
 All processes share this machine's cores: figures are for the whole stack on
 one host, not for the service alone. Measured with the defaults on 2 cores
@@ -90,6 +95,7 @@ TOPIC = f"projects/{PROJECT}/topics/gmail"
 SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/mailwatch"
 OPERATOR_TOKEN = "bench-operator-token"
 LABELS = ["INBOX", "UNREAD"]
+PHASES = ("latency", "metadata", "throughput", "ingest")
 
 
 # --- child processes ---------------------------------------------------------------------------------
@@ -137,6 +143,46 @@ class CpuMeter:
         now, wall = self._read(), time.monotonic() - self._started
         parts = [f"{name} {now[name] - self._before.get(name, 0.0):.1f}" for name in now]
         return f"CPU seconds over {wall:.1f}s: " + ", ".join(parts)
+
+
+class Profiler:
+    """`--profile DIR`: py-spy samples the service process during a phase, writing
+    collapsed stacks (one file per phase, one line per stack with its sample count:
+    flamegraph.pl and speedscope read them). `--gil` keeps only the samples of the
+    thread holding the GIL, i.e. where the service's Python CPU went. py-spy pauses
+    the process at each sample: a profiled run's latency and CPU figures are not
+    comparable with an unprofiled one's."""
+
+    def __init__(self, directory: Path | None, pid: int) -> None:
+        self.directory = directory
+        self.pid = pid
+        self._process = None
+        self._path: Path | None = None
+
+    def start(self, name: str) -> None:
+        if self.directory is None:
+            return
+        import subprocess
+
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self._path = self.directory / f"{name}.txt"
+        self._process = subprocess.Popen(
+            [spy, "record", "--pid", str(self.pid), "--format", "raw", "--rate", "200", "--threads", "--gil",
+             "--output", str(self._path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> str:
+        process, self._process = self._process, None
+        if process is None:
+            return ""
+        process.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        try:
+            process.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a stuck profiler must not hang the benchmark
+            process.kill()
+            process.wait()
+        return f"profile: {self._path}"
 
 
 def _postmaster_pid(postgres) -> int | None:
@@ -334,7 +380,8 @@ class ServiceMetrics:
         return (f"ingest {batches:.0f} batches (mean {mean_batch:.0f} msgs, write "
                 f"{mean_ms('mailwatch_ingest_batch_write_seconds')}); "
                 f"{d.get('mailwatch_sync_seconds_count', 0):.0f} syncs (mean {mean_ms('mailwatch_sync_seconds')}), "
-                f"{d.get('mailwatch_sync_events_total', 0):.0f} events written; "
+                f"{d.get('mailwatch_sync_events_total', 0):.0f} events written, "
+                f"{d.get('mailwatch_sync_behind_notification_total', 0):.0f} ended short of a notification; "
                 f"{d.get('mailwatch_stream_reads_total', 0):.0f} stream reads")
 
 
@@ -346,6 +393,7 @@ class Phase:
     cpu: CpuMeter
     emails: list[str]
     say: Report
+    profiler: Profiler
 
 
 async def phase_latency(args, ph: Phase) -> None:
@@ -358,6 +406,7 @@ async def phase_latency(args, ph: Phase) -> None:
     await asyncio.to_thread(meter.start)
     await asyncio.to_thread(ph.metrics.start)
     ph.cpu.start()
+    ph.profiler.start("latency")
     sent: dict[tuple[str, str], float] = {}
     started = time.monotonic()
     for i in range(count):
@@ -370,6 +419,7 @@ async def phase_latency(args, ph: Phase) -> None:
         sent[(email, result["id"])] = time.monotonic()
     missing = await consumer.wait_for(sent, timeout=args.poll_interval * 2 + 30)
     cpu = ph.cpu.summary()
+    profiled = ph.profiler.stop()
     await asyncio.sleep(0.5)
     usage = await asyncio.to_thread(meter.read)
     arrived = [k for k in sent if k in consumer.arrivals]
@@ -385,7 +435,18 @@ async def phase_latency(args, ph: Phase) -> None:
     say(f"    Gmail: {usage.describe()}")
     say(f"    Gmail per notification: {usage.per(published)}")
     say(f"    service: {await asyncio.to_thread(ph.metrics.summary)}")
-    say(f"    {cpu}")
+    say(f"    {cpu}; service CPU per change: {_service_cpu_ms(cpu, count)}")
+    if profiled:
+        say(f"    {profiled}")
+
+
+def _service_cpu_ms(summary: str, count: int) -> str:
+    """The service's CPU seconds (from a CpuMeter summary) per unit of work, in ms."""
+    for part in summary.split(": ", 1)[1].split(", "):
+        name, _, value = part.rpartition(" ")
+        if name == "service":
+            return f"{float(value) / count * 1000:.2f} ms"
+    return "n/a"
 
 
 async def phase_metadata(args, ph: Phase, register) -> None:
@@ -540,8 +601,10 @@ async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url:
             ph.cpu.start()
             started = time.monotonic()
             service.resume()
+            ph.profiler.start("ingest")
         done = await _wait_notified(psycopg, database_url, tenant_id, targets, timeout=120.0)
         cpu = ph.cpu.summary()
+        profiled = ph.profiler.stop()
         elapsed = done - started
         rate = count / elapsed
         missing = await consumer.wait_for(keys, timeout=args.poll_interval * 2 + 60)
@@ -558,6 +621,8 @@ async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url:
     say(f"    Gmail per notification: {usage.per(count)}")
     say(f"    service: {metrics_summary}")
     say(f"    until all recorded: {cpu}")
+    if profiled:
+        say(f"    {profiled}")
     return rate
 
 
@@ -641,14 +706,19 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
         try:
             await consumer.wait_open(timeout=30)  # first heartbeat: the stream's start position is fixed
             await asyncio.sleep(1.0)  # the watches' own notifications settle
-            phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say)
-            await phase_latency(args, phase)
-            if args.metadata_changes:
+            profiler = Profiler(args.profile, service.pid)
+            phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say, profiler)
+            phases = set(args.phases.split(","))
+            if "latency" in phases:
+                await phase_latency(args, phase)
+            if "metadata" in phases and args.metadata_changes:
                 await phase_metadata(args, phase, register)
-            await phase_throughput(args, phase)
-            raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
-            ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.tenant_id)
-            say(f"ingest / raw emulator pull+ack: {ingest:,.0f} / {raw:,.0f} = {ingest / raw:.2f}")
+            if "throughput" in phases:
+                await phase_throughput(args, phase)
+            if "ingest" in phases:
+                raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
+                ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.tenant_id)
+                say(f"ingest / raw emulator pull+ack: {ingest:,.0f} / {raw:,.0f} = {ingest / raw:.2f}")
             say(f"stream: {consumer.events} events in {consumer.responses} responses "
                 f"({consumer.heartbeats} heartbeats)")
         finally:
@@ -687,7 +757,16 @@ def main() -> int:
     parser.add_argument("--sync-concurrency", type=int, default=16,
                         help="service MAILWATCH_SYNC_CONCURRENCY (default 16)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the service with py-spy during the latency and ingest phases; "
+                             "collapsed stacks written to DIR/<phase>.txt")
     args = parser.parse_args()
+    if set(args.phases.split(",")) - set(PHASES):
+        parser.error(f"--phases: choose from {','.join(PHASES)}")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.mailboxes < 1 or args.changes < 1 or args.notifications < 1 or args.latency_changes < 1:
         parser.error("sizes must be positive")
 

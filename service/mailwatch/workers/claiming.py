@@ -1,11 +1,22 @@
 """The shape of a worker that claims due mailboxes and calls Gmail for each.
 
-Sync and renew share it: every round claims one batch in a short transaction
-(`claim`), then processes the claims concurrently, at most `concurrency` at a
-time (`process`, which returns a bounded outcome label and never raises: a
-mailbox's failure is recorded on that mailbox). Each is timed and counted in
-the subclass's own metrics. A full batch means more may be due: the loop
-ticks again at once.
+Sync and renew share it: a claim is one short transaction (`claim`), and the
+claims are processed concurrently, at most `concurrency` at a time (`process`,
+which returns a bounded outcome label and never raises: a mailbox's failure is
+recorded on that mailbox). Each is timed and counted in the subclass's own
+metrics.
+
+With `pipelined` (sync), the running loop (`tick`) claims only as many mailboxes as it has free slots
+and does not wait for them: a mailbox that becomes due while others are being
+processed is claimed as soon as it is woken and a slot is free. Claiming a
+whole batch and waiting for all of it (what `run_once` still does, for tests
+and one-off rounds) made a notification that arrived during a round wait for
+the round's slowest sync, and left the claimed mailboxes beyond the free slots
+leased while they waited: at 100 notifications/s over 150 mailboxes that
+wait was most of the change-to-stream latency (`benchmarks/pipeline.py`). When
+every free slot was filled, more may be due: the loop ticks again as soon as
+one frees up. Renewal keeps whole rounds: its claims of one round are merged
+by shared watch (`to_process`), which small claims would split.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
     seconds: Histogram
     #: Retry pacing when the constructor is given none.
     default_backoff: BackoffPolicy = BackoffPolicy()
+    #: Claim into free slots as they free up (True), or whole rounds: claim a batch, wait for all of it.
+    pipelined: bool = False
 
     def __init__(
         self,
@@ -56,10 +69,12 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff = backoff or self.default_backoff
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task] = set()  # started by tick(), not finished yet
 
-    async def claim(self, session: AsyncSession, now: datetime) -> Sequence[Claim]:
-        """Claim up to `batch_size` due mailboxes (one statement, in the caller's transaction)."""
+    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> Sequence[Claim]:
+        """Claim up to `limit` due mailboxes (one statement, in the caller's transaction)."""
         raise NotImplementedError
 
     async def process(self, claim: Claim) -> str:
@@ -71,12 +86,33 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         return claims
 
     async def tick(self) -> bool:
-        return await self.run_once() >= self.batch_size
+        """Pipelined: fill the free slots with claims and start them without waiting for
+        them. Otherwise one round. True when the claim was full (more may be due)."""
+        if not self.pipelined:
+            return await self.run_once() >= self.batch_size
+        if len(self._running) >= self.concurrency:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        free = min(self.batch_size, self.concurrency - len(self._running))
+        async with self.sessions() as session, session.begin():
+            claims = await self.claim(session, self.clock.now(), free)
+        for claim in self.to_process(claims):
+            task = asyncio.create_task(self._guarded(claim))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(claims) >= free
+
+    async def run(self) -> None:
+        """The loop; once stopped, the claims it started finish (their outcomes are written)."""
+        try:
+            await super().run()
+        finally:
+            while self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
 
     async def run_once(self) -> int:
-        """Claim one batch and process it concurrently; returns how many were claimed."""
+        """Claim one batch and process all of it; returns how many were claimed."""
         async with self.sessions() as session, session.begin():
-            claims = await self.claim(session, self.clock.now())
+            claims = await self.claim(session, self.clock.now(), self.batch_size)
         if claims:
             await asyncio.gather(*(self._guarded(claim) for claim in self.to_process(claims)))
         return len(claims)

@@ -73,9 +73,9 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         self.expiring_horizon = timedelta(hours=settings.watch_expiring_hours)
         self.topic = topic
 
-    async def claim(self, session: AsyncSession, now: datetime) -> list[ClaimedRenewal]:
+    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> list[ClaimedRenewal]:
         """Claim due renewals: each is due again after the lease unless an outcome is written."""
-        return await renewal_claims.claim_due_renewals(session, now=now, lease=self.lease, limit=self.batch_size)
+        return await renewal_claims.claim_due_renewals(session, now=now, lease=self.lease, limit=limit)
 
     def to_process(self, claims: Sequence[ClaimedRenewal]) -> list[ClaimedRenewal]:
         # Registrations sharing one Gmail watch (same address and project) are renewed

@@ -91,6 +91,7 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
     outcomes = SYNC_OUTCOMES
     seconds = SYNC_SECONDS
     default_backoff = BackoffPolicy()
+    pipelined = True  # a notification is claimed as soon as a slot is free (see workers.claiming)
 
     def __init__(
         self,
@@ -111,11 +112,9 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         self.catch_up_attempts = catch_up_attempts
         self.poison_after = poison_after
 
-    async def claim(self, session: AsyncSession, now: datetime) -> list[sync_claims.ClaimedMailbox]:
+    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> list[sync_claims.ClaimedMailbox]:
         """Lease due mailboxes to this worker's owner name."""
-        return await sync_claims.claim_due_syncs(
-            session, owner=self.owner, now=now, lease=self.lease, limit=self.batch_size
-        )
+        return await sync_claims.claim_due_syncs(session, owner=self.owner, now=now, lease=self.lease, limit=limit)
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
         heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox))

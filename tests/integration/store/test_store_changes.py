@@ -102,19 +102,26 @@ async def test_tenants_do_not_see_each_others_events(sessions, tenant):
         assert await changes.latest_sequence(session, other.id) == 0
 
 
+async def _blocked_writer(sessions, tenant, events) -> asyncio.Task:
+    """A second writer of the tenant's log, started while the test holds the tenant's lock."""
+
+    async def write():
+        async with sessions() as session, session.begin():
+            return await changes.append_events(session, tenant.id, events)
+
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.3)
+    assert not writer.done(), "the second writer must wait for the tenant's lock"
+    return writer
+
+
 async def test_a_blocked_writer_draws_its_sequences_after_the_first_commits(sessions, tenant):
     mailbox = uuid.uuid4()
     first = sessions()
     await first.begin()
     first_events = await changes.append_events(first, tenant.id, _events(mailbox, 2))
 
-    async def second_writer():
-        async with sessions() as session, session.begin():
-            return await changes.append_events(session, tenant.id, _events(mailbox, 2, start=100))
-
-    second = asyncio.create_task(second_writer())
-    await asyncio.sleep(0.3)
-    assert not second.done(), "the second writer must wait for the tenant's lock"
+    second = await _blocked_writer(sessions, tenant, _events(mailbox, 2, start=100))
 
     # A different tenant is not held up.
     async with sessions() as session, session.begin():
@@ -125,6 +132,23 @@ async def test_a_blocked_writer_draws_its_sequences_after_the_first_commits(sess
     await first.close()
     second_events = await asyncio.wait_for(second, 10)
     assert max(e.sequence for e in first_events) < min(e.sequence for e in second_events)
+
+
+async def test_a_blocked_writer_draws_no_sequence_before_it_holds_the_lock(sessions, tenant):
+    """The lock, the notify and the insert are one statement: the blocked writer
+    must not draw its sequence numbers while it waits, or the first writer's next
+    append (drawn later, committed first) would let a reader skip past them."""
+    mailbox = uuid.uuid4()
+    first = sessions()
+    await first.begin()
+    await changes.append_events(first, tenant.id, _events(mailbox, 1))
+
+    second = await _blocked_writer(sessions, tenant, _events(mailbox, 3, start=100))
+    later = await changes.append_events(first, tenant.id, _events(mailbox, 2, start=10))
+    await first.commit()
+    await first.close()
+    second_events = await asyncio.wait_for(second, 10)
+    assert max(e.sequence for e in later) < min(e.sequence for e in second_events)
 
 
 async def test_concurrent_writers_never_let_a_reader_skip_an_event(sessions, tenant):
