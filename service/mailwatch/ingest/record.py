@@ -26,7 +26,7 @@ from mailwatch.ingest.decode import (
     truncate,
 )
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store.notifications import MalformedRecord, insert_malformed, record_notification_batch
+from mailwatch.store.notifications import MalformedKept, MalformedRecord, insert_malformed, record_notification_batch
 
 
 _SYSTEM_CLOCK = SystemClock()
@@ -128,10 +128,19 @@ async def record_batch(
     now = (clock or _SYSTEM_CLOCK).now()
 
     async def write():
-        async with sessionmaker() as session, session.begin():
-            outcomes = await record_notification_batch(session, latest, now=now)
-            kept = await insert_malformed(session, malformed)
-        return outcomes, kept
+        async with sessionmaker() as session:
+            if not malformed:
+                # One statement, run in autocommit: it is its own transaction, so the
+                # mailbox rows it locks are released the moment it completes rather than
+                # a COMMIT round trip later (batches naming the same mailboxes, and the
+                # syncs they start, queue on those locks), and BEGIN/COMMIT cost no
+                # round trips. Committed when it returns, as before.
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                return await record_notification_batch(session, latest, now=now), MalformedKept()
+            async with session.begin():
+                outcomes = await record_notification_batch(session, latest, now=now)
+                kept = await insert_malformed(session, malformed)
+            return outcomes, kept
 
     started = time.perf_counter()
     outcomes, kept = await asyncio.wait_for(write(), timeout) if timeout else await write()

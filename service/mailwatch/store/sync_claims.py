@@ -157,50 +157,87 @@ async def commit_sync_page(
     else:
         values.update(page_failures=0, page_failures_history_id=None)
     outcome = PageCommit(CatchUp.NOT_FINAL)
-    if final:
-        # Lock the row first, so the notified id we judge is the one we overwrite
-        # (ingest raises it concurrently under the same lock).
-        notified = (
+    if not final:
+        await _update_fenced(session, claimed, owner, expected_history_id, values)
+    elif give_up_catch_up:
+        outcome = await _final_page_giving_up(session, claimed, owner, expected_history_id, values, new_history_id, now)
+    else:
+        # One statement judges and writes: an UPDATE's SET sees the row as it locked
+        # it (the newest version if ingest raised notified_history_id meanwhile), so
+        # the notified id judged is the one kept, as with SELECT … FOR UPDATE first,
+        # for one round trip less per sync.
+        behind = mailboxes.c.notified_history_id > new_history_id
+        values.update(
+            sync_due_at=case((behind, now), else_=None),
+            sync_attempts=case((behind, mailboxes.c.sync_attempts + 1), else_=0),
+            backoff_until=case((behind, catch_up_at or now), else_=None),
+            **_released(now),
+        )
+        row = (
             await session.execute(
-                select(mailboxes.c.notified_history_id)
+                update(mailboxes)
                 .where(_fence(claimed.id, owner, expected_history_id))
-                .with_for_update()
+                .values(**values)
+                .returning(mailboxes.c.notified_history_id)
             )
         ).first()
-        if notified is None:
+        if row is None:
             raise LeaseLost(str(claimed.id))
-        notified_id = notified.notified_history_id
-        behind = notified_id is not None and notified_id > new_history_id
-        if not behind:
-            outcome = PageCommit(CatchUp.CAUGHT_UP, notified_id)
-            values.update(sync_due_at=None, sync_attempts=0, backoff_until=None)
-        elif give_up_catch_up:
-            outcome = PageCommit(CatchUp.GAVE_UP, notified_id)
-            values.update(sync_due_at=None, sync_attempts=0, backoff_until=None, notified_history_id=new_history_id)
-        else:
-            outcome = PageCommit(CatchUp.BEHIND, notified_id)
-            values.update(
-                sync_due_at=now, sync_attempts=mailboxes.c.sync_attempts + 1, backoff_until=catch_up_at or now
-            )
-        values.update(
-            lease_owner=None,
-            lease_expires_at=None,
-            last_sync_at=now,
-            gmail_retry_at=None,  # Gmail answered: any lockout is over
-            # A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
-            **{
-                column: case((mailboxes.c.renew_attempts > 0, mailboxes.c[column]), else_=None)
-                for column in FAILURE_COLUMNS
-            },
-        )
+        notified_id = row.notified_history_id
+        caught_up = notified_id is None or notified_id <= new_history_id
+        outcome = PageCommit(CatchUp.CAUGHT_UP if caught_up else CatchUp.BEHIND, notified_id)
+    if events:
+        await append_events(session, claimed.tenant_id, events)
+    return outcome
+
+
+# A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
+_KEEP_RENEWAL_ERRORS = {
+    column: case((mailboxes.c.renew_attempts > 0, mailboxes.c[column]), else_=None) for column in FAILURE_COLUMNS
+}
+
+
+def _released(now: datetime) -> dict:
+    """The columns a final page writes besides the catch-up ones: the claim ends."""
+    return dict(
+        lease_owner=None,
+        lease_expires_at=None,
+        last_sync_at=now,
+        gmail_retry_at=None,  # Gmail answered: any lockout is over
+        **_KEEP_RENEWAL_ERRORS,
+    )
+
+
+async def _update_fenced(session: AsyncSession, claimed: Mailbox, owner: str, expected_history_id: int | None,
+                         values: dict) -> None:
     result = await session.execute(
         update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
     )
     if result.rowcount != 1:
         raise LeaseLost(str(claimed.id))
-    if events:
-        await append_events(session, claimed.tenant_id, events)
-    return outcome
+
+
+async def _final_page_giving_up(session: AsyncSession, claimed: Mailbox, owner: str, expected_history_id: int | None,
+                                values: dict, new_history_id: int, now: datetime) -> PageCommit:
+    """The final page of a mailbox whose catch-up bound is reached: if it is still behind
+    its notified id, the notified id is lowered to what Gmail showed (which needs the
+    notified id judged under the row lock, read first)."""
+    notified = (
+        await session.execute(
+            select(mailboxes.c.notified_history_id)
+            .where(_fence(claimed.id, owner, expected_history_id))
+            .with_for_update()
+        )
+    ).first()
+    if notified is None:
+        raise LeaseLost(str(claimed.id))
+    notified_id = notified.notified_history_id
+    behind = notified_id is not None and notified_id > new_history_id
+    values.update(sync_due_at=None, sync_attempts=0, backoff_until=None, **_released(now))
+    if behind:
+        values["notified_history_id"] = new_history_id
+    await _update_fenced(session, claimed, owner, expected_history_id, values)
+    return PageCommit(CatchUp.GAVE_UP if behind else CatchUp.CAUGHT_UP, notified_id)
 
 
 async def record_sync_failure(

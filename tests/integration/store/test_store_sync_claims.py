@@ -1,0 +1,89 @@
+"""The sync claim's fenced page commit, against concurrent writers of the same row."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from mailwatch.domain.models import EventType, NewEvent
+from mailwatch.store import changes, sync_claims
+from tests.fixtures.factory import Rows
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+LEASE = timedelta(seconds=60)
+
+
+async def _claimed(sessions, address: str):
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    await rows.mailbox(tenant.id, address, history_id=100)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address = :address"),
+                              {"now": NOW, "address": address})
+        [claim] = await sync_claims.claim_due_syncs(session, owner="me", now=NOW, lease=LEASE, limit=10)
+    return tenant, claim.mailbox
+
+
+def _event(mailbox) -> NewEvent:
+    return NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.MESSAGE_ADDED,
+                    history_id=120, message_id="m1", thread_id="t1", label_ids=("INBOX",))
+
+
+async def _final_page(sessions, mailbox, *, owner="me", events=()):
+    async with sessions() as session, session.begin():
+        return await sync_claims.commit_sync_page(
+            session, mailbox, owner=owner, expected_history_id=100, new_history_id=120, events=list(events),
+            final=True, now=NOW, lease=LEASE,
+        )
+
+
+async def _row(sessions, mailbox):
+    async with sessions() as session:
+        return (await session.execute(
+            text("SELECT notified_history_id, sync_due_at, sync_attempts, lease_owner, history_id "
+                 "FROM mailboxes WHERE id = :id"), {"id": mailbox.id})).one()
+
+
+async def test_a_notification_recorded_while_the_final_page_waits_for_the_row_is_judged(sessions):
+    """The final page judges the notified id under the row lock: one raised by a writer
+    that held the row (ingest) while the page waited is the one compared, not the one
+    the page's statement started from."""
+    _, mailbox = await _claimed(sessions, "judged@example.com")
+    ingest = sessions()
+    await ingest.begin()
+    await ingest.execute(text("UPDATE mailboxes SET notified_history_id = 500 WHERE id = :id"), {"id": mailbox.id})
+    page = asyncio.create_task(_final_page(sessions, mailbox))
+    await asyncio.sleep(0.3)
+    assert not page.done(), "the final page must wait for the row"
+    await ingest.commit()
+    await ingest.close()
+    committed = await asyncio.wait_for(page, 10)
+    assert committed.catch_up is sync_claims.CatchUp.BEHIND and committed.notified_history_id == 500
+    row = await _row(sessions, mailbox)
+    assert (row.notified_history_id, row.sync_due_at, row.sync_attempts, row.lease_owner, row.history_id) == (
+        500, NOW, 1, None, 120)
+
+
+async def test_a_final_page_caught_up_releases_the_claim_and_writes_its_events(sessions):
+    tenant, mailbox = await _claimed(sessions, "caught@example.com")
+    committed = await _final_page(sessions, mailbox, events=[_event(mailbox)])
+    assert committed.catch_up is sync_claims.CatchUp.CAUGHT_UP
+    row = await _row(sessions, mailbox)
+    assert (row.sync_due_at, row.sync_attempts, row.lease_owner, row.history_id) == (None, 0, None, 120)
+    async with sessions() as session:
+        assert [e.message_id for e in await changes.read_events(session, tenant.id, 0)] == ["m1"]
+
+
+async def test_a_final_page_of_a_lost_lease_writes_nothing(sessions):
+    tenant, mailbox = await _claimed(sessions, "lost@example.com")
+    with pytest.raises(sync_claims.LeaseLost):
+        await _final_page(sessions, mailbox, owner="someone-else", events=[_event(mailbox)])
+    row = await _row(sessions, mailbox)
+    assert (row.lease_owner, row.history_id) == ("me", 100)
+    async with sessions() as session:
+        assert await changes.read_events(session, tenant.id, 0) == []
