@@ -91,32 +91,6 @@ def _fingerprint(credential: Credential, tenant_id: uuid.UUID | None) -> str:
     return secret_digest(str(tenant_id) if tenant_id else None, *material)
 
 
-class _UsersResource:
-    """`users()` and the sub-resources we call, built once per pool thread.
-
-    Every `service.users()` and `users.messages()` builds a new discovery
-    `Resource`, which creates all of that resource's methods from the
-    discovery document (parameter maps, docstrings). Built per call, that was
-    ~12% of the service's CPU per notification (py-spy, `benchmarks/pipeline.py`
-    paced phase: two calls per sync, history.list and the labels' batched
-    messages.get). The objects hold no per-request state, so one per thread
-    (beside the thread's `Http`) serves every call."""
-
-    def __init__(self, users) -> None:
-        self._users = users
-        self._history = users.history()
-        self._messages = users.messages()
-
-    def history(self):
-        return self._history
-
-    def messages(self):
-        return self._messages
-
-    def __getattr__(self, name: str):  # watch, stop, getProfile: methods of `users` itself
-        return getattr(self._users, name)
-
-
 class GmailClient:
     """Async facade over the Gmail API for one deployment (one endpoint, one token URI)."""
 
@@ -160,18 +134,16 @@ class GmailClient:
                 self._connections.append(http)
         return http
 
-    def _users(self) -> "_UsersResource":
-        """This pool thread's `users` resource (and its sub-resources), built once."""
-        users = getattr(self._local, "users", None)
-        if users is None:
+    def _service(self):
+        service = getattr(self._local, "service", None)
+        if service is None:
             # Requests are executed with a per-call authorized Http, so the
             # service is built once per thread around the thread's plain one.
-            service = build(
+            service = self._local.service = build(
                 "gmail", "v1", static_discovery=True, http=self._thread_http(),
                 client_options={"api_endpoint": self._api_endpoint},
             )
-            users = self._local.users = _UsersResource(service.users())
-        return users
+        return service
 
     def _users(self) -> "_ThreadUsers":
         """This pool thread's `users` resource, built once (see `_ThreadUsers`)."""
@@ -407,7 +379,9 @@ class _ThreadUsers:
 
     Building a discovery Resource creates every method it describes: profiled
     under benchmarks/scale.py, `service.users()` per call was ~8% of the
-    service's CPU per registration (~0.12 ms each; `users.messages()` ~0.5 ms).
+    service's CPU per registration (~0.12 ms each; `users.messages()` ~0.5 ms),
+    and under benchmarks/pipeline.py's paced phase ~12% of the service's CPU per
+    notification (history.list and the labels' batched messages.get per sync).
     A Resource only builds requests (executed with the caller's authorised
     Http), so one per thread is reused safely.
     """
