@@ -78,7 +78,10 @@ async def test_the_same_batch_again_changes_nothing(service):
     second = await service.mailboxes.BatchRegisterMailboxes(_batch(key, addresses), metadata=auth)
     assert [r.mailbox.id for r in second.results] == [r.mailbox.id for r in first.results]
     calls = service.sim.counters()["calls"]
-    assert all(calls[address]["users.watch"] == 1 for address in addresses)
+    # Per address: one token grant (its own subject), shared by getProfile and
+    # users.watch; the second batch asked Gmail nothing.
+    assert all(calls[address] == {"oauth2.token": 1, "users.getProfile": 1, "users.watch": 1}
+               for address in addresses), calls
 
 
 async def _watch_started(service, tenant_id: str) -> dict[str, list[dict]]:
