@@ -83,8 +83,26 @@ async def notifier(database_url):
 
 
 @pytest.fixture
-def streamer(sessions, notifier):
-    return ChangeStreamer(sessions, notifier, poll_seconds=30.0, fallback_poll_seconds=0.2)
+async def make_streamer():
+    """Builds ChangeStreamers and stops their shared readers when the test ends,
+    before the engine is disposed: a reader still mid-read would otherwise hold
+    a pooled connection past the test, to be garbage-collected open later."""
+    made: list[ChangeStreamer] = []
+
+    def make(*args, **kwargs) -> ChangeStreamer:
+        made.append(ChangeStreamer(*args, **kwargs))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for streamer in made:
+            await streamer.aclose()
+
+
+@pytest.fixture
+def streamer(make_streamer, sessions, notifier):
+    return make_streamer(sessions, notifier, poll_seconds=30.0, fallback_poll_seconds=0.2)
 
 
 async def next_item(stream, timeout: float = 10.0):

@@ -119,10 +119,9 @@ async def test_filters_by_mailbox_and_type_and_position_still_advances(streamer,
     assert isinstance(heartbeat, Heartbeat) and heartbeat.position == tail[-1].sequence
 
 
-async def test_a_selective_filter_scans_a_long_log_in_bounded_steps(sessions, notifier, world):
-    from mailwatch.streams import ChangeStreamer
+async def test_a_selective_filter_scans_a_long_log_in_bounded_steps(make_streamer, sessions, notifier, world):
 
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30, scan_rows=100)
+    streamer = make_streamer(sessions, notifier, poll_seconds=30, scan_rows=100)
     await append(sessions, world.a1, 1050)
     wanted = await append(sessions, world.a2, 1)
     stats = StreamStats()

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, aclosing
 import pytest
 
 from mailwatch.domain.models import EventType
-from mailwatch.streams import ChangeStreamer, EventBatch, StartKind, StreamStats
+from mailwatch.streams import EventBatch, StartKind, StreamStats
 
 from .conftest import append, collect, next_batch, next_item, query
 
@@ -27,8 +27,8 @@ async def _joined(stream, stats: StreamStats, timeout: float = 10.0) -> asyncio.
     return pending
 
 
-async def test_streams_of_a_tenant_share_one_reader(sessions, notifier, world):
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30)
+async def test_streams_of_a_tenant_share_one_reader(make_streamer, sessions, notifier, world):
+    streamer = make_streamer(sessions, notifier, poll_seconds=30)
     count = 20
     async with AsyncExitStack() as stack:
         streams, stats = [], []
@@ -59,11 +59,11 @@ async def test_streams_of_a_tenant_share_one_reader(sessions, notifier, world):
         assert feed.reads - reads_before <= 10 + 2
 
 
-async def test_a_slow_stream_does_not_delay_a_fast_one_and_still_gets_everything_once_in_order(
+async def test_a_slow_stream_does_not_delay_a_fast_one_and_still_gets_everything_once_in_order(make_streamer, 
     sessions, notifier, world
 ):
     # A small queue bound so the slow stream overflows quickly.
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30, max_pending_events=50)
+    streamer = make_streamer(sessions, notifier, poll_seconds=30, max_pending_events=50)
     slow_stats, fast_stats = StreamStats(), StreamStats()
     async with (
         aclosing(streamer.stream(world.tenant_a, query(batch=7), stats=slow_stats)) as slow,
@@ -107,8 +107,8 @@ async def test_a_slow_stream_does_not_delay_a_fast_one_and_still_gets_everything
     assert slow_stats.joins == 2  # caught up again and rejoined
 
 
-async def test_shared_batches_respect_each_streams_filter_and_batch_size(sessions, notifier, world):
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30)
+async def test_shared_batches_respect_each_streams_filter_and_batch_size(make_streamer, sessions, notifier, world):
+    streamer = make_streamer(sessions, notifier, poll_seconds=30)
     stats_all, stats_a2 = StreamStats(), StreamStats()
     deleted_on_a2 = query(mailbox_ids=[world.a2.id], types=[EventType.MESSAGE_DELETED], batch=2, heartbeat=0.5)
     async with (
@@ -140,8 +140,8 @@ async def test_shared_batches_respect_each_streams_filter_and_batch_size(session
     assert stats_a2.reads == 1 and stats_all.reads == 1
 
 
-async def test_the_reader_stops_when_its_last_stream_ends(sessions, notifier, world):
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30)
+async def test_the_reader_stops_when_its_last_stream_ends(make_streamer, sessions, notifier, world):
+    streamer = make_streamer(sessions, notifier, poll_seconds=30)
     stats = StreamStats()
     async with aclosing(streamer.stream(world.tenant_a, query(), stats=stats)) as stream:
         await next_item(stream)

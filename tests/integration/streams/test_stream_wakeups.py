@@ -13,7 +13,7 @@ import pytest
 from mailwatch.streams import StartKind
 from mailwatch.store import create_engine, session_factory
 from mailwatch.database_url import libpq_url
-from mailwatch.streams import ChangeNotifier, ChangeStreamer
+from mailwatch.streams import ChangeNotifier
 
 from .conftest import append, next_batch, query
 
@@ -73,27 +73,27 @@ async def test_a_commit_from_another_process_wakes_the_stream_at_once(streamer, 
     assert batch.events[0].message_id == "from-another-process"
 
 
-async def test_without_a_listener_the_stream_polls_at_the_fallback_interval(sessions, database_url, world):
+async def test_without_a_listener_the_stream_polls_at_the_fallback_interval(make_streamer, sessions, database_url, world):
     # Never started: not connected, so the streamer polls every fallback_poll_seconds.
     notifier = ChangeNotifier(database_url)
-    streamer = ChangeStreamer(sessions, notifier, poll_seconds=30, fallback_poll_seconds=0.3)
+    streamer = make_streamer(sessions, notifier, poll_seconds=30, fallback_poll_seconds=0.3)
     elapsed, batch, _ = await _time_to_delivery(streamer, sessions, world)
     assert elapsed < 2.0
 
 
-async def test_without_any_notifier_the_stream_polls(sessions, world):
-    streamer = ChangeStreamer(sessions, None, poll_seconds=0.3)
+async def test_without_any_notifier_the_stream_polls(make_streamer, sessions, world):
+    streamer = make_streamer(sessions, None, poll_seconds=0.3)
     elapsed, batch, _ = await _time_to_delivery(streamer, sessions, world)
     assert len(batch.events) == 1 and elapsed < 2.0
 
 
-async def test_a_missed_notification_is_caught_by_the_poll(sessions, database_url, world):
+async def test_a_missed_notification_is_caught_by_the_poll(make_streamer, sessions, database_url, world):
     # A connected notifier that never hears our tenant (a notification lost on
     # the way): the stream still finds the event at its next poll.
     notifier = ChangeNotifier(database_url, channel="some_other_channel")
     await notifier.start(wait_connected=10)
     try:
-        streamer = ChangeStreamer(sessions, notifier, poll_seconds=0.5, fallback_poll_seconds=0.5)
+        streamer = make_streamer(sessions, notifier, poll_seconds=0.5, fallback_poll_seconds=0.5)
         elapsed, batch, _ = await _time_to_delivery(streamer, sessions, world)
     finally:
         await notifier.stop()
