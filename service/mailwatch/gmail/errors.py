@@ -28,6 +28,7 @@ from googleapiclient.errors import HttpError
 from prometheus_client import Counter
 
 from mailwatch.domain import errors
+from mailwatch.domain.text import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,19 @@ CLOCK_SKEW = Counter(
 
 
 def _error_reasons(error: HttpError) -> tuple[str, str]:
-    """(first reason, message) from a Google JSON error body, tolerant of junk."""
+    """(first reason, message) from a Google JSON error body, tolerant of junk; storable,
+    since both end up in `mailboxes.last_error` and in ACCESS_REFUSED's event."""
     try:
         body = json.loads(error.content.decode("utf-8", "replace"))
         err = body.get("error", {}) if isinstance(body, dict) else {}
         if isinstance(err, str):  # OAuth-style {"error": "invalid_grant"}
-            return err, str(body.get("error_description", ""))
-        details = err.get("errors") or [{}]
-        return str(details[0].get("reason", "")), str(err.get("message", ""))
+            reason, message = err, body.get("error_description", "")
+        else:
+            details = err.get("errors") or [{}]
+            reason, message = details[0].get("reason", ""), err.get("message", "")
     except (ValueError, AttributeError, TypeError, IndexError):
         return "", ""
+    return storable_text(reason), storable_text(message)
 
 
 def _retry_after(error: HttpError) -> float | None:

@@ -10,6 +10,7 @@ import base64
 
 from mailwatch.domain.messages import Message, MessagePart
 from mailwatch.domain.models import MessageMetadata
+from mailwatch.domain.text import storable_text
 
 MISSING = MessageMetadata(missing=True)
 
@@ -23,10 +24,18 @@ def _headers(payload: dict | None) -> tuple[tuple[str, str], ...]:
 
 
 def metadata_from_resource(resource: dict) -> MessageMetadata:
+    """The metadata a MESSAGE_ADDED carries (and GetMessage's metadata format shows).
+
+    Header names and values and the snippet are the sender's text: a Subject with
+    a NUL in it is real mail, and Postgres' jsonb cannot hold U+0000 (nor a lone
+    surrogate), so they are made storable here, where Gmail's answer becomes ours,
+    rather than letting the sync's commit fail on every attempt.
+    """
     internal = resource.get("internalDate")
+    headers = _headers(resource.get("payload"))
     return MessageMetadata(
-        headers=_headers(resource.get("payload")),
-        snippet=str(resource.get("snippet", "")),
+        headers=tuple((storable_text(name), storable_text(value)) for name, value in headers),
+        snippet=storable_text(resource.get("snippet", "")),
         size_estimate=int(resource.get("sizeEstimate") or 0),
         internal_date_ms=int(internal) if internal not in (None, "") else None,
     )

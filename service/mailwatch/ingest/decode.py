@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mailwatch.domain import addresses
+from mailwatch.domain.text import storable_text
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
 
 # Gmail's payload is well under 1 KiB; anything near this is not from Gmail.
@@ -68,17 +69,6 @@ class PushMessage:
     subscription: str | None = None
     data_error: MalformedReason | None = None
     raw_data: bytes = b""  # what arrived in the data field, for the malformed record
-
-
-def storable_text(value: object) -> str:
-    """`value` as text Postgres accepts in `text` and `jsonb`: no NUL, valid UTF-8.
-
-    Pub/Sub attributes and push message ids are the publisher's to choose; one
-    NUL or lone surrogate would make the durable write fail, and a message
-    that is never written is never acknowledged: redelivered for ever, and in
-    a pulled batch holding every other message of the batch back with it.
-    """
-    return str(value).replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def truncate(data: bytes | None) -> bytes | None:

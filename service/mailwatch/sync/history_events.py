@@ -23,6 +23,7 @@ import uuid
 from typing import Iterable, Mapping
 
 from mailwatch.domain.models import EventType, LabelFilter, MessageLabels, NewEvent
+from mailwatch.domain.text import storable_text
 
 _ADDED, _DELETED, _LABELS_ADDED, _LABELS_REMOVED = "messagesAdded", "messagesDeleted", "labelsAdded", "labelsRemoved"
 _LABEL_CHANGES = ((_LABELS_ADDED, EventType.LABELS_ADDED), (_LABELS_REMOVED, EventType.LABELS_REMOVED))
@@ -164,15 +165,17 @@ def events_from_history(
     events: list[NewEvent] = []
 
     def emit(kind: EventType, history_id: int, message: dict, label_ids: tuple[str, ...]) -> None:
+        # Ids are Gmail's text (history records and messages.get): made storable here,
+        # where they become our event, so no answer can make the page's commit fail.
         events.append(
             NewEvent(
                 mailbox_id=mailbox_id,
                 email_address=email_address,
                 type=kind,
                 history_id=history_id,
-                message_id=str(message["id"]),
-                thread_id=str(message.get("threadId")) if message.get("threadId") else None,
-                label_ids=label_ids,
+                message_id=storable_text(message["id"]),
+                thread_id=storable_text(message["threadId"]) if message.get("threadId") else None,
+                label_ids=tuple(storable_text(label) for label in label_ids),
             )
         )
 

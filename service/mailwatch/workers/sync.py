@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.config import SyncSettings
 from mailwatch.domain import errors
 from mailwatch.domain.models import Credential, EventType, Mailbox, MailboxState, MessageLabels, NewEvent
+from mailwatch.domain.text import storable_text
 from mailwatch.gmail.client import HistoryPage
-from mailwatch.ingest.decode import storable_text
 from mailwatch.store import sync_claims
 from mailwatch.store._errors import is_database_unavailable
 from mailwatch.sync.backoff import BackoffPolicy

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.fixtures.pipeline import collect, eventually, message_events
+from tests.fixtures.pipeline import claims_one, collect, eventually, get_mailbox, message_events, register_sa_mailbox
 from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
@@ -123,3 +123,25 @@ async def test_a_failed_fetch_commits_nothing_and_the_retry_delivers_each_event_
         added = [e for e in events if e.type == ADDED]
         assert [e.message_id for e in added] == [message["id"]]
         assert headers_of(added[0])["Subject"] == "Retry me"
+
+
+async def test_a_header_with_a_nul_arrives_with_u_fffd_in_its_place(make_service):
+    # Real mail can carry a NUL in a header; Postgres' jsonb cannot hold U+0000. Once this made
+    # every commit of the page fail, and poison handling then skipped the message.
+    email = "nul@example.com"
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        auth, mailbox = await register_sa_mailbox(
+            service, email, metadata=resources_pb2.MetadataOptions(enabled=True, headers=["Subject"]))
+        sim.advance_clock(2)  # past Gmail's one-notification-per-second window of the watch
+        message = sim.insert_message(email, label_ids=["INBOX"], subject="Invoice\x00attached")
+        async with service.app.sessions() as session, session.begin():
+            await session.execute(text("UPDATE mailboxes SET sync_due_at = now()"))
+        await claims_one(service.app.sync_worker)
+
+        current = await get_mailbox(service, auth, mailbox.id)
+        assert current.history_id >= message["historyId"] and not current.HasField("last_error")
+        events = await collect(service, auth, lambda ev: any(e.type == ADDED for e in ev))
+        [added] = [e for e in events if e.type == ADDED]
+        assert added.message_id == message["id"] and headers_of(added) == {"Subject": "Invoice\ufffdattached"}
+        assert not [e for e in events if e.type == resources_pb2.EVENT_TYPE_HISTORY_SKIPPED]

@@ -126,3 +126,10 @@ def test_topic_outside_the_callers_project_names_that_project():
     refusal = http_error(400, "invalidArgument", "Invalid topicName does not match projects/tenant-a/topics/*")
     error = classify(refusal, operation="watch")
     assert error.reason == "TOPIC_PROJECT_MISMATCH" and error.metadata["credentials_project"] == "tenant-a"
+
+
+def test_gmail_error_text_is_storable():
+    # The reason and message end in mailboxes.last_error and ACCESS_REFUSED's event.
+    error = classify(http_error(403, "domain\x00Policy", "Disabled\x00by admin\ud800"), operation="watch")
+    assert "Disabled\ufffdby admin?" in error.message and "\x00" not in error.message
+    assert error.metadata["gmail_reason"] == "domain\ufffdPolicy"

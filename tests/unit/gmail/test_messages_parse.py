@@ -54,3 +54,18 @@ def test_raw_message_decodes_the_source():
     source = b"Subject: x\r\n\r\n" + bytes(range(256))
     message = message_from_resource({"id": "1", "threadId": "1", "raw": b64url(source)}, "raw")
     assert message.raw == source and message.payload is None
+
+
+def test_metadata_text_is_made_storable():
+    # Real mail can carry a NUL or a lone surrogate in a header; Postgres' jsonb holds neither.
+    resource = {"id": "m1", "snippet": "hi\x00there\ud83d", "payload": {"headers": [
+        {"name": "Subject", "value": "Invoice\x00attached"}, {"name": "X-\x00", "value": "\udc00"},
+        {"name": "From", "value": "Ünïcode 😀 <a@example.com>"},
+    ]}}
+    metadata = metadata_from_resource(resource)
+    assert metadata.headers == (
+        ("Subject", "Invoice\ufffdattached"), ("X-\ufffd", "?"), ("From", "Ünïcode 😀 <a@example.com>"),
+    )
+    assert metadata.snippet == "hi\ufffdthere?"
+    assert message_from_resource({**resource, "payload": {"headers": resource["payload"]["headers"]}},
+                                 "metadata").metadata == metadata

@@ -16,7 +16,6 @@ from mailwatch.ingest.decode import (
     decode_notification,
     decode_push_envelope,
     parse_email_address,
-    storable_text,
 )
 
 HOSTILE = st.sampled_from(["\x00", "a\x00b", "\ud800", "x\udfff@y.z", "a\ud800@b.c", "a\x00@b.c", "😀"])
@@ -71,12 +70,6 @@ def test_any_push_body_parses_or_is_malformed_and_keeps_only_storable_text(body)
 @given(attributes=st.dictionaries(TEXT, TEXT, max_size=4))
 def test_attributes_are_storable(attributes):
     assert all(_storable(k) and _storable(v) for k, v in attributes_of(attributes).items())
-
-
-def test_storable_text_replaces_what_postgres_refuses():
-    assert storable_text("a\x00b") == "a\ufffdb"
-    assert storable_text("x\ud800y") == "x?y"
-    assert storable_text("plain é 😀") == "plain é 😀"
 
 
 def test_an_address_postgres_cannot_store_is_malformed():

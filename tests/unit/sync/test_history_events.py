@@ -170,3 +170,12 @@ def test_message_ids_names_every_message_of_a_record_once_and_ignores_odd_shapes
     }
     assert message_ids(record) == ["m1", "m2", "m3"]
     assert message_ids({"id": "8"}) == []
+
+
+def test_ids_gmail_sends_become_storable_event_text():
+    records = [{"id": "10", "messagesAdded": [{"message": {"id": "m\x001", "threadId": "t\ud800", "labelIds": ["IN\x00BOX"]}}]},
+               {"id": "11", "labelsAdded": [{"message": {"id": "m2", "threadId": "t2"}, "labelIds": ["L\x00"]}]}]
+    events = translate(records)
+    assert [(e.message_id, e.thread_id, e.label_ids) for e in events] == [
+        ("m\ufffd1", "t?", ("IN\ufffdBOX",)), ("m2", "t2", ("L\ufffd",)),
+    ]
