@@ -79,6 +79,12 @@ Behaviour worth knowing:
   quota. More than ``concurrentRequestsPerUser`` (default 10) calls in flight for one user: 429 "Too many
   concurrent requests for user." (``rateLimitExceeded``). More than ``userQuotaUnitsPerMinute`` (default
   15,000) quota units in 60 s for one user: a ``userRateLimitExceeded`` lockout until the window allows again.
+  More than ``projectQuotaUnitsPerMinute`` (default 1,200,000) units in 60 s for one Google Cloud project
+  (the token's: the service-account key's ``project_id`` or the OAuth client's project), whoever the
+  users: 429 ``rateLimitExceeded``, domain ``usageLimits``, "Quota exceeded for quota metric 'Queries' and
+  limit 'Queries per minute' of service 'gmail.googleapis.com' for consumer 'project_number:<12 digits>'."
+  (no retry time), for every call of that project until its window allows again; other projects are
+  unaffected. Both limits charge refused calls too.
 * Permanent refusals can be injected per user (``refuse_user``): 403 "Delegation denied for <user>"
   (``forbidden``), 403 ``domainPolicy``, 403 ``insufficientPermissions``, 400 ``failedPrecondition``
   "Mail service not enabled"; at the token endpoint ``invalid_grant`` with Google's clock-skew text
@@ -97,8 +103,8 @@ POST    /_sim/reset                                clear everything: mailboxes, 
 GET     /_sim/config                               current settings [config]
 POST    /_sim/config                               {historyRetentionSeconds (null = keep forever), tokenLifetimeSeconds,
                                                    notificationHistoryIdType: "number"|"string", seed,
-                                                   concurrentRequestsPerUser, userQuotaUnitsPerMinute (null = no
-                                                   cap)} [configure]
+                                                   concurrentRequestsPerUser, userQuotaUnitsPerMinute,
+                                                   projectQuotaUnitsPerMinute (null = no cap)} [configure]
 POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
                                                    (idempotent) [create_mailbox, create_mailboxes]
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per

@@ -20,8 +20,8 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch.gmail_sim.auth import AccessToken
-from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found
+from mailwatch.gmail_sim.auth import AccessToken, project_number
+from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found, project_rate_limited
 from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
 from mailwatch.gmail_sim.quota import QUOTA_UNITS
 from mailwatch.gmail_sim.refusals import mail_service_not_enabled
@@ -303,11 +303,15 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
         raise forbidden(f"Delegation denied for {token.email}")
     if not state.has_mailbox(user):
         raise mail_service_not_enabled()
-    # Google charges quota for refused calls too: count first.
+    # Google charges quota for refused calls too: count first, against both limits.
     state.counters.record(user, name)
-    quota_until = state.user_quota.charge(user, QUOTA_UNITS.get(name, 0), state.clock.now())
+    units, now = QUOTA_UNITS.get(name, 0), state.clock.now()
+    project_until = state.project_quota.charge(token.project_id, units, now)
+    quota_until = state.user_quota.charge(user, units, now)
     if quota_until is not None:  # over 15,000 units a minute: Gmail locks the user out
         state.faults.lock_out(user, 403, "userRateLimitExceeded", quota_until)
+    if project_until is not None:  # the whole project is over 1,200,000 units a minute
+        raise project_rate_limited(project_number(token.project_id))
     refusal = state.refusals.api_error(user)
     if refusal is not None:
         raise refusal

@@ -19,6 +19,7 @@ from the token endpoint and 401 from the API for tokens already issued.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -45,6 +46,12 @@ GMAIL_READ_SCOPES = frozenset({SCOPE_FULL, SCOPE_MODIFY, SCOPE_READONLY, SCOPE_M
 DEFAULT_SCOPES = (SCOPE_READONLY,)
 DEFAULT_PROJECT = "sim-project"
 _CLOCK_SKEW = 300
+
+
+def project_number(project_id: str) -> int:
+    """A stable 12-digit number for a project id: Google's errors name the consumer project by number."""
+    digest = hashlib.sha256(project_id.encode("utf-8")).digest()
+    return 100_000_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000_000
 
 
 def _b64url_decode(part: str) -> bytes:

@@ -69,14 +69,18 @@ class SimulatorControl:
 
     def configure(self, *, history_retention_seconds: float | None = ..., token_lifetime_seconds: int | None = None,
                   notification_history_id_type: str | None = None, seed: int | None = None,
-                  concurrent_requests_per_user: int | None = ..., user_quota_units_per_minute: int | None = ...) -> dict:
+                  concurrent_requests_per_user: int | None = ..., user_quota_units_per_minute: int | None = ...,
+                  project_quota_units_per_minute: int | None = ...) -> dict:
         """`concurrent_requests_per_user=None` lifts Gmail's per-user concurrency cap (default 10);
-        `user_quota_units_per_minute=None` its per-user quota (default 15,000 units a minute)."""
+        `user_quota_units_per_minute=None` its per-user quota (default 15,000 units a minute);
+        `project_quota_units_per_minute=None` its per-project quota (default 1,200,000 units a minute)."""
         body: dict = {}
         if concurrent_requests_per_user is not ...:
             body["concurrentRequestsPerUser"] = concurrent_requests_per_user
         if user_quota_units_per_minute is not ...:
             body["userQuotaUnitsPerMinute"] = user_quota_units_per_minute
+        if project_quota_units_per_minute is not ...:
+            body["projectQuotaUnitsPerMinute"] = project_quota_units_per_minute
         if history_retention_seconds is not ...:
             body["historyRetentionSeconds"] = history_retention_seconds
         if token_lifetime_seconds is not None:

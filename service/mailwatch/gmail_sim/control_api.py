@@ -103,6 +103,8 @@ async def set_config(request):
         kwargs["concurrent_requests_per_user"] = data["concurrentRequestsPerUser"]
     if "userQuotaUnitsPerMinute" in data:
         kwargs["user_quota_units_per_minute"] = data["userQuotaUnitsPerMinute"]
+    if "projectQuotaUnitsPerMinute" in data:
+        kwargs["project_quota_units_per_minute"] = data["projectQuotaUnitsPerMinute"]
     try:
         return _json(_state(request).configure(
             token_lifetime_seconds=data.get("tokenLifetimeSeconds"),

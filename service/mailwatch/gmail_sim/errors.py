@@ -99,3 +99,12 @@ class OAuthError(Exception):
 
     def body(self) -> dict:
         return {"error": self.error, "error_description": self.description}
+
+
+def project_rate_limited(project_number: int) -> GmailError:
+    """Gmail's answer once a Cloud project has spent its quota units for the minute.
+
+    Google names the quota and the consumer project (by number) and no retry time."""
+    message = ("Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service "
+               f"'gmail.googleapis.com' for consumer 'project_number:{project_number}'.")
+    return GmailError(429, message, "rateLimitExceeded", domain="usageLimits", status="RESOURCE_EXHAUSTED")

@@ -33,7 +33,7 @@ from mailwatch.gmail_sim.push import PushSender, PushSubscriptions
 from mailwatch.gmail_sim.quota import CallCounters
 from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
 from mailwatch.gmail_sim.refusals import Refusals
-from mailwatch.gmail_sim.user_quota import UserQuota
+from mailwatch.gmail_sim.unit_quota import PROJECT_UNITS_PER_MINUTE, USER_UNITS_PER_MINUTE, UnitQuota
 
 WEEK_SECONDS = 7 * 24 * 3600
 WATCH_LIFETIME_MS = WEEK_SECONDS * 1000
@@ -51,7 +51,8 @@ class SimState:
         self.faults = FaultInjector()
         self.latency = LatencyInjector()
         self.concurrency = ConcurrencyLimiter()
-        self.user_quota = UserQuota()
+        self.user_quota = UnitQuota("userQuotaUnitsPerMinute", USER_UNITS_PER_MINUTE)
+        self.project_quota = UnitQuota("projectQuotaUnitsPerMinute", PROJECT_UNITS_PER_MINUTE)
         self.limiter = NotificationRateLimiter()
         self.counters = CallCounters()
         self.log = NotificationLog()
@@ -80,6 +81,7 @@ class SimState:
             self.faults.reset()
             self.concurrency.reset()
             self.user_quota.reset()
+            self.project_quota.reset()
             self.refusals.reset()
             self.limiter.reset()
             self.counters.reset()
@@ -88,12 +90,14 @@ class SimState:
 
     def configure(self, *, history_retention_seconds=..., token_lifetime_seconds=None,
                   notification_history_id_type=None, seed=None, concurrent_requests_per_user=...,
-                  user_quota_units_per_minute=...) -> dict:
+                  user_quota_units_per_minute=..., project_quota_units_per_minute=...) -> dict:
         with self.lock:
             if concurrent_requests_per_user is not ...:
                 self.concurrency.set_limit(concurrent_requests_per_user)
             if user_quota_units_per_minute is not ...:
                 self.user_quota.set_limit(user_quota_units_per_minute)
+            if project_quota_units_per_minute is not ...:
+                self.project_quota.set_limit(project_quota_units_per_minute)
             if history_retention_seconds is not ...:
                 if history_retention_seconds is not None and float(history_retention_seconds) <= 0:
                     raise ValueError("historyRetentionSeconds must be positive or null")
@@ -120,6 +124,7 @@ class SimState:
             "seed": self.seed,
             "concurrentRequestsPerUser": self.concurrency.limit,
             "userQuotaUnitsPerMinute": self.user_quota.units_per_minute,
+            "projectQuotaUnitsPerMinute": self.project_quota.units_per_minute,
             "pubsubEmulatorHost": self.publisher.emulator_host,
             "defaultProjectId": self.default_project,
         }

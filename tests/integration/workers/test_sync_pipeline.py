@@ -194,6 +194,33 @@ async def test_gmail_errors_back_off_and_lose_nothing(make_service, fault):
         assert not recovered.last_error.reason
 
 
+async def test_project_quota_429_backs_off_and_loses_nothing(make_service):
+    """Gmail's per-project limit (429 rateLimitExceeded, no retry time) is a rate limit like the others."""
+    async with make_service() as service:
+        _, auth = await service.new_tenant()
+        sim = service.sim
+        mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "crowded@example.com"), metadata=auth)
+        sim.configure(project_quota_units_per_minute=1)  # the registration's units already fill the minute
+        message = sim.insert_message("crowded@example.com", label_ids=["INBOX"])
+
+        async def mailbox_now():
+            return await service.mailboxes.GetMailbox(
+                mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox.id), metadata=auth
+            )
+
+        async def backing_off():
+            return (await mailbox_now()).last_error.reason == "GMAIL_RATE_LIMITED"
+
+        await eventually(backing_off)
+        limited = await mailbox_now()
+        assert limited.state == resources_pb2.MAILBOX_STATE_ACTIVE  # not a terminal state
+        assert "Queries per minute" in limited.last_error.message
+        sim.configure(project_quota_units_per_minute=None)
+        events = await collect(service, auth, lambda ev: message["id"] in [e.message_id for e in ev], timeout=40)
+        assert [m for _, m, _ in message_events(events)] == [message["id"]]
+        assert not (await mailbox_now()).last_error.reason
+
+
 async def test_retry_after_is_honoured(make_service, database_url):
     async with make_service(sync_enabled=False, poll_enabled=False) as service:
         _, auth = await service.new_tenant()

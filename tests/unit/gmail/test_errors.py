@@ -25,6 +25,9 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(429, "rateLimitExceeded"), "history.list", errors.GmailRateLimited),
         (http_error(403, "userRateLimitExceeded"), "history.list", errors.GmailRateLimited),
         (http_error(403, "rateLimitExceeded"), "watch", errors.GmailRateLimited),
+        (http_error(429, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' and limit 'Queries per "
+                    "minute' of service 'gmail.googleapis.com' for consumer 'project_number:123456789012'."),
+         "history.list", errors.GmailRateLimited),  # the per-project limit: no retry time, back off
         (http_error(403, "forbidden", "Delegation denied for a@x"), "history.list", errors.GmailAccessRefused),
         (http_error(403, "domainPolicy", "The domain administrators have disabled Gmail apps."), "watch",
          errors.GmailAccessRefused),

@@ -126,9 +126,9 @@ def test_rate_limiter_one_per_second_per_user():
 
 
 def test_user_quota_sliding_minute():
-    from mailwatch.gmail_sim.user_quota import UserQuota
+    from mailwatch.gmail_sim.unit_quota import UnitQuota
 
-    quota = UserQuota(units_per_minute=10)
+    quota = UnitQuota("userQuotaUnitsPerMinute", 10)
     assert quota.charge("a@x.com", 5, 100.0) is None
     assert quota.charge("A@x.com", 5, 110.0) is None
     assert quota.charge("b@x.com", 10, 110.0) is None  # other users have their own minute
@@ -139,3 +139,24 @@ def test_user_quota_sliding_minute():
     assert quota.charge("a@x.com", 10_000, 162.0) is None
     with pytest.raises(ValueError):
         quota.set_limit(0)
+
+
+def test_project_quota_keeps_a_running_total_of_its_window():
+    from mailwatch.gmail_sim.unit_quota import UnitQuota
+
+    quota = UnitQuota("projectQuotaUnitsPerMinute", 1_000)
+    for n in range(1_000):  # one unit every 0.1 s: 600 units a minute at most
+        assert quota.charge("proj-a", 1, 100.0 + n / 10) is None
+    assert quota.charge("proj-b", 1_000, 200.0) is None  # each project has its own minute
+    assert quota.charge("proj-b", 1, 200.0) == 260.0
+    quota.set_limit(5)
+    quota.reset()
+    assert quota.units_per_minute == 1_000 and quota.charge("proj-b", 1_000, 201.0) is None
+
+
+def test_project_numbers_are_stable_twelve_digit_numbers():
+    from mailwatch.gmail_sim.auth import project_number
+
+    assert project_number("sim-project") == project_number("sim-project")
+    assert project_number("sim-project") != project_number("other-project")
+    assert len(str(project_number("sim-project"))) == 12
