@@ -105,4 +105,6 @@ async def test_a_slow_grpc_client_bounds_what_the_server_reads(streamer, session
     bound = 3 * BATCH + in_window
     assert bound < TOTAL // 8  # still far from the backlog: a bound that means something
     assert max(ahead_while_slow) <= bound, (max(ahead_while_slow), bound)
-    assert stats.reads == TOTAL // BATCH
+    # One read per batch; gRPC may ask the stream for one more item after the
+    # last batch before the client's cancel arrives, and that read finds the end.
+    assert TOTAL // BATCH <= stats.reads <= TOTAL // BATCH + 1
