@@ -83,39 +83,33 @@ def _event(values) -> ChangeEvent:
 # The whole batch travels as ONE json parameter: a multi-row VALUES list with
 # thousands of placeholders costs more to build and parse client-side than
 # Postgres needs to insert the rows (measured: ~7k rows/s vs ~50k rows/s).
-_APPEND = """
-    WITH writer_lock AS MATERIALIZED (
-        SELECT 1 AS held
-        FROM pg_advisory_xact_lock(CAST(%(lock_class)s AS int4), CAST(%(lock_key)s AS int4)),
-             pg_notify(%(channel)s, %(payload)s)
-    )
+# The lock and the NOTIFY, as one CTE read before any row reaches the INSERT.
+# `FROM page` (the updated rows of `update_and_append`) makes the lock wait for
+# the UPDATE's row lock first, the order every other writer takes them in.
+_WRITER_LOCK = """
+    writer_lock AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(CAST(%(mw_lock_class)s AS int4), CAST(%(mw_lock_key)s AS int4)),
+               pg_notify(%(mw_channel)s, %(mw_payload)s)
+        {source}
+    )"""
+_INSERT_EVENTS = """
     INSERT INTO change_events (
         tenant_id, mailbox_id, email_address, event_type, history_id,
         message_id, thread_id, label_ids, detail, metadata, observed_at
     )
-    SELECT CAST(%(tenant_id)s AS uuid), r.mailbox_id, r.email_address, r.event_type, r.history_id,
+    SELECT CAST(%(mw_tenant_id)s AS uuid), r.mailbox_id, r.email_address, r.event_type, r.history_id,
            r.message_id, r.thread_id, coalesce(r.label_ids, '{}'), coalesce(r.detail, '{}'), r.metadata,
            coalesce(r.observed_at, now())
-    FROM jsonb_to_recordset(CAST(%(rows)s AS jsonb)) AS r(
+    FROM jsonb_to_recordset(CAST(%(mw_rows)s AS jsonb)) AS r(
         n integer, mailbox_id uuid, email_address text, event_type text, history_id bigint,
         message_id text, thread_id text, label_ids text[], detail jsonb, metadata jsonb, observed_at timestamptz
     ) CROSS JOIN writer_lock
     ORDER BY r.n
     RETURNING """ + _READ_COLUMNS
+_APPEND = "WITH" + _WRITER_LOCK.format(source="") + _INSERT_EVENTS
 
 
-async def append_events(
-    session: AsyncSession, tenant_id: uuid.UUID, events: Sequence[NewEvent]
-) -> list[ChangeEvent]:
-    """Append events to the tenant's log, in the given order, within the caller's transaction.
-
-    Returns them with their sequence numbers (ascending in input order). The
-    caller commits; until then other writers for this tenant wait. One
-    statement: lock, notify and insert (see `_APPEND`). Events without an
-    observed time get the transaction's.
-    """
-    if not events:
-        return []
+def _append_params(tenant_id: uuid.UUID, events: Sequence[NewEvent]) -> dict:
     rows = [
         {
             "n": position,
@@ -132,24 +126,58 @@ async def append_events(
         }
         for position, event in enumerate(events)
     ]
+    return {
+        "mw_lock_class": CHANGE_LOG_LOCK_CLASS,
+        "mw_lock_key": tenant_lock_key(tenant_id),
+        "mw_channel": CHANGES_CHANNEL,
+        "mw_payload": str(tenant_id),
+        "mw_tenant_id": tenant_id,
+        "mw_rows": json.dumps(rows),
+    }
+
+
+async def append_events(
+    session: AsyncSession, tenant_id: uuid.UUID, events: Sequence[NewEvent]
+) -> list[ChangeEvent]:
+    """Append events to the tenant's log, in the given order, within the caller's transaction.
+
+    Returns them with their sequence numbers (ascending in input order). The
+    caller commits; until then other writers for this tenant wait. One
+    statement: lock, notify and insert (see `_APPEND`). Events without an
+    observed time get the transaction's.
+    """
+    if not events:
+        return []
     # Read back as binary tuples, like a stream read (`_fetch_tuples`): no SQLAlchemy
     # statement or result layer on the path every sync's commit takes.
-    returned = await _fetch_tuples(
-        session,
-        _APPEND,
-        {
-            "lock_class": CHANGE_LOG_LOCK_CLASS,
-            "lock_key": tenant_lock_key(tenant_id),
-            "channel": CHANGES_CHANNEL,
-            "payload": str(tenant_id),
-            "tenant_id": tenant_id,
-            "rows": json.dumps(rows),
-        },
-    )
+    returned = await _fetch_tuples(session, _APPEND, _append_params(tenant_id, events))
     # Identity values were drawn in `n` order (INSERT … SELECT … ORDER BY), so
     # ascending sequence is input order.
     returned.sort(key=lambda row: row[0])
     return [_event(row) for row in returned]
+
+
+async def update_and_append(
+    session: AsyncSession, update_statement, tenant_id: uuid.UUID, events: Sequence[NewEvent]
+) -> list[tuple]:
+    """Run a fenced `UPDATE … RETURNING` and, if it updated a row, append `events`
+    (as `append_events`), in ONE statement; the UPDATE's RETURNING rows, as tuples.
+
+    A sync's page commit is this statement alone, so it runs in autocommit: its
+    own transaction, whose locks (the mailbox row, the tenant's writer lock) end
+    when Postgres finishes it. In a transaction the row lock was held from the
+    UPDATE through the lock wait, the INSERT and the COMMIT round trips, and ingest
+    batches naming the mailbox queued behind it (`benchmarks/pipeline.py` phase 4:
+    batch writes of ~200 ms). No row updated (the fence failed): nothing appended.
+    """
+    if not events:
+        return [tuple(row) for row in await session.execute(update_statement)]
+    connection = await session.connection()
+    compiled = update_statement.compile(dialect=connection.dialect)
+    params = {**compiled.params, **_append_params(tenant_id, events)}
+    sql = (f"WITH page AS ({compiled}),{_WRITER_LOCK.format(source='FROM page')}, "
+           f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
+    return await _fetch_tuples(session, sql, params)
 
 
 async def read_events(session: AsyncSession, tenant_id: uuid.UUID, after_sequence: int, **filters) -> list[ChangeEvent]:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
-from mailwatch.store.changes import append_events
+from mailwatch.store.changes import append_events, update_and_append
 from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_allows, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
@@ -133,7 +133,10 @@ async def commit_sync_page(
     give_up_catch_up: bool = False,
     keep_page_failures: bool = False,
 ) -> PageCommit:
-    """Write one page's events and the new history id in the caller's transaction.
+    """Write one page's events and the new history id: ONE statement (the fenced
+    UPDATE and the append, `changes.update_and_append`), except a give-up page's
+    (`give_up_catch_up`: the notified id is read under the row lock first), so a
+    caller may run it in autocommit.
 
     On the final page the claim is released and the mailbox is left due only
     if a notification announced something newer than what was synced, which
@@ -158,9 +161,10 @@ async def commit_sync_page(
         values.update(page_failures=0, page_failures_history_id=None)
     outcome = PageCommit(CatchUp.NOT_FINAL)
     if not final:
-        await _update_fenced(session, claimed, owner, expected_history_id, values)
+        await _update_fenced(session, claimed, owner, expected_history_id, values, events)
     elif give_up_catch_up:
-        outcome = await _final_page_giving_up(session, claimed, owner, expected_history_id, values, new_history_id, now)
+        outcome = await _final_page_giving_up(
+            session, claimed, owner, expected_history_id, values, new_history_id, now, events)
     else:
         # One statement judges and writes: an UPDATE's SET sees the row as it locked
         # it (the newest version if ingest raised notified_history_id meanwhile), so
@@ -173,21 +177,10 @@ async def commit_sync_page(
             backoff_until=case((behind, catch_up_at or now), else_=None),
             **_released(now),
         )
-        row = (
-            await session.execute(
-                update(mailboxes)
-                .where(_fence(claimed.id, owner, expected_history_id))
-                .values(**values)
-                .returning(mailboxes.c.notified_history_id)
-            )
-        ).first()
-        if row is None:
-            raise LeaseLost(str(claimed.id))
-        notified_id = row.notified_history_id
+        [(notified_id,)] = await _update_fenced(session, claimed, owner, expected_history_id, values, events,
+                                                returning=mailboxes.c.notified_history_id)
         caught_up = notified_id is None or notified_id <= new_history_id
         outcome = PageCommit(CatchUp.CAUGHT_UP if caught_up else CatchUp.BEHIND, notified_id)
-    if events:
-        await append_events(session, claimed.tenant_id, events)
     return outcome
 
 
@@ -209,16 +202,18 @@ def _released(now: datetime) -> dict:
 
 
 async def _update_fenced(session: AsyncSession, claimed: Mailbox, owner: str, expected_history_id: int | None,
-                         values: dict) -> None:
-    result = await session.execute(
-        update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
-    )
-    if result.rowcount != 1:
+                         values: dict, events: list[NewEvent], *, returning=mailboxes.c.id) -> list[tuple]:
+    """The fenced UPDATE and the page's events, one statement (`changes.update_and_append`)."""
+    statement = update(mailboxes).where(_fence(claimed.id, owner, expected_history_id)).values(**values)
+    rows = await update_and_append(session, statement.returning(returning), claimed.tenant_id, events)
+    if len(rows) != 1:
         raise LeaseLost(str(claimed.id))
+    return rows
 
 
 async def _final_page_giving_up(session: AsyncSession, claimed: Mailbox, owner: str, expected_history_id: int | None,
-                                values: dict, new_history_id: int, now: datetime) -> PageCommit:
+                                values: dict, new_history_id: int, now: datetime,
+                                events: list[NewEvent]) -> PageCommit:
     """The final page of a mailbox whose catch-up bound is reached: if it is still behind
     its notified id, the notified id is lowered to what Gmail showed (which needs the
     notified id judged under the row lock, read first)."""
@@ -236,7 +231,7 @@ async def _final_page_giving_up(session: AsyncSession, claimed: Mailbox, owner: 
     values.update(sync_due_at=None, sync_attempts=0, backoff_until=None, **_released(now))
     if behind:
         values["notified_history_id"] = new_history_id
-    await _update_fenced(session, claimed, owner, expected_history_id, values)
+    await _update_fenced(session, claimed, owner, expected_history_id, values, events)
     return PageCommit(CatchUp.GAVE_UP if behind else CatchUp.CAUGHT_UP, notified_id)
 
 

@@ -13,11 +13,37 @@ Poison history: a page that raised unexpectedly, or whose worker was lost,
 worked through one history record at a time; a record that still raises, or
 on which a worker is lost again, is skipped with a HISTORY_SKIPPED event
 naming its message ids, and everything around it is delivered as usual.
+
+Where the CPU per notification goes (issue 14; py-spy on the service during
+`benchmarks/pipeline.py --mailboxes 150 --latency-changes 600 --phases latency
+--profile DIR`: 100 notifications/s, one tenant, a host at load 3-10). Before:
+~8.2 ms of service CPU per notification, ~11-13 ms per sync (syncs coalesce
+notifications). The event loop held ~75% of it, the Gmail pool threads ~22%:
+- ~12%: a discovery `Resource` built per Gmail call (`service.users()`,
+  `users.messages()`: every method of the resource, from the discovery
+  document). Now built once per pool thread (`gmail.client._ThreadUsers`).
+- ~33%: SQLAlchemy around each statement (ORM session and transaction
+  machinery, statements and their cache keys built per call), and ~33%
+  psycopg's and asyncio's cost per round trip: ten per sync (claim: pre-ping,
+  BEGIN, UPDATE, COMMIT; page: pre-ping, BEGIN, SELECT … FOR UPDATE, UPDATE,
+  lock + NOTIFY, INSERT, COMMIT). Now five: the claim runs in autocommit, and a
+  page's commit is ONE statement in autocommit (`_page_transaction`,
+  `store.changes.update_and_append`), which also ends its row and tenant locks
+  when Postgres finishes it rather than a COMMIT round trip later.
+- the rest: the two Gmail exchanges per sync (history.list and the labels'
+  messages.get: history gives added messages no labels) through httplib2 and
+  http.client, ingest's batch write, the stream's read.
+After: ~5-6 ms per notification, ~6.5 ms per sync at load 7-10 (A/B back to
+back, the same noise on both sides). The rest is spread over SQLAlchemy's
+session per transaction, psycopg per round trip, the Gmail exchanges and the
+event loop's scheduling, with no single hot spot; 2 ms would take leaving
+SQLAlchemy's ORM session on this path and fewer Gmail exchanges per sync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -190,11 +216,12 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
             if missed is not None:
                 events = [missed, *events]
-            async with self.sessions() as session, session.begin():
+            catch_up = self._catch_up(mailbox)
+            async with self.sessions() as session, self._page_transaction(session, missed, catch_up):
                 committed = await sync_claims.commit_sync_page(
                     session, mailbox, owner=self.owner, expected_history_id=synced,
                     new_history_id=new_history_id, events=events, final=final,
-                    now=self.clock.now(), lease=self.lease, **self._catch_up(mailbox),
+                    now=self.clock.now(), lease=self.lease, **catch_up,
                 )
                 if missed is not None:
                     await mark_notifications_missed(session, mailbox.id)
@@ -204,6 +231,20 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             if final:
                 return
             page_token = page.next_page_token
+
+    @contextlib.asynccontextmanager
+    async def _page_transaction(self, session: AsyncSession, missed: NewEvent | None, catch_up: dict):
+        """A page's commit is usually ONE statement (`commit_sync_page`), run in
+        autocommit: its locks end as Postgres finishes it, with no BEGIN or COMMIT
+        round trip (while the mailbox row is locked, ingest batches naming it wait).
+        The rare pages that write more (NOTIFICATIONS_MISSED's mark, a give-up page)
+        run in a transaction."""
+        if missed is None and not catch_up["give_up_catch_up"]:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            yield
+        else:
+            async with session.begin():
+                yield
 
     async def _events(
         self, mailbox: Mailbox, credential: Credential, records: list[dict],
