@@ -87,3 +87,21 @@ async def test_a_final_page_of_a_lost_lease_writes_nothing(sessions):
     assert (row.lease_owner, row.history_id) == ("me", 100)
     async with sessions() as session:
         assert await changes.read_events(session, tenant.id, 0) == []
+
+
+async def test_pages_of_the_same_shape_each_write_their_own_values(sessions):
+    """The statement's SQL is compiled once per shape: each call's values still go in."""
+    _, first = await _claimed(sessions, "first@example.com")
+    _, second = await _claimed(sessions, "second@example.com")
+    for mailbox, new_history_id in ((first, 130), (second, 140)):
+        async with sessions() as session, session.begin():
+            await sync_claims.commit_sync_page(
+                session, mailbox, owner="me", expected_history_id=100, new_history_id=new_history_id,
+                events=[_event(mailbox)], final=False, now=NOW, lease=LEASE,
+            )
+    assert (await _row(sessions, first)).history_id == 130
+    assert (await _row(sessions, second)).history_id == 140
+    async with sessions() as session:
+        for mailbox in (first, second):
+            [event] = await changes.read_events(session, mailbox.tenant_id, 0)
+            assert event.mailbox_id == mailbox.id
