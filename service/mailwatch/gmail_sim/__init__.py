@@ -78,7 +78,8 @@ Behaviour worth knowing:
   a fault locks the user out until that time: every call before it gets the same answer and still costs
   quota. More than ``concurrentRequestsPerUser`` (default 10) calls in flight for one user: 429 "Too many
   concurrent requests for user." (``rateLimitExceeded``). More than ``userQuotaUnitsPerMinute`` (default
-  15,000) quota units in 60 s for one user: a ``userRateLimitExceeded`` lockout until the window allows again.
+  6,000: Gmail's for Cloud projects created since May 2026; older ones have 15,000) quota units in 60 s
+  for one user: a ``userRateLimitExceeded`` lockout until the window allows again.
   More than ``projectQuotaUnitsPerMinute`` (default 1,200,000) units in 60 s for one Google Cloud project
   (the token's: the service-account key's ``project_id`` or the OAuth client's project), whoever the
   users: 429 ``rateLimitExceeded``, domain ``usageLimits``, "Quota exceeded for quota metric 'Queries' and

@@ -308,7 +308,7 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
     units, now = QUOTA_UNITS.get(name, 0), state.clock.now()
     project_until = state.project_quota.charge(token.project_id, units, now)
     quota_until = state.user_quota.charge(user, units, now)
-    if quota_until is not None:  # over 15,000 units a minute: Gmail locks the user out
+    if quota_until is not None:  # over 6,000 units a minute: Gmail locks the user out
         state.faults.lock_out(user, 403, "userRateLimitExceeded", quota_until)
     if project_until is not None:  # the whole project is over 1,200,000 units a minute
         raise project_rate_limited(project_number(token.project_id))

@@ -72,7 +72,8 @@ class SimulatorControl:
                   concurrent_requests_per_user: int | None = ..., user_quota_units_per_minute: int | None = ...,
                   project_quota_units_per_minute: int | None = ...) -> dict:
         """`concurrent_requests_per_user=None` lifts Gmail's per-user concurrency cap (default 10);
-        `user_quota_units_per_minute=None` its per-user quota (default 15,000 units a minute);
+        `user_quota_units_per_minute=None` its per-user quota (default 6,000 units a minute, Gmail's
+        for projects created since May 2026);
         `project_quota_units_per_minute=None` its per-project quota (default 1,200,000 units a minute)."""
         body: dict = {}
         if concurrent_requests_per_user is not ...:

@@ -3,7 +3,9 @@
 Google applies two limits at once (developers.google.com/gmail/api/reference/quota):
 1,200,000 quota units per minute per project (`rateLimitExceeded`, 429) and
 15,000 per minute per user (`userRateLimitExceeded`; 6,000 for projects created
-on or after May 1, 2026). Each call's units (`quota.QUOTA_UNITS`) are charged
+on or after May 1, 2026: the simulator defaults to the stricter 6,000; it counts a
+user's units across all projects, which is stricter still than Google's "per user
+per project"). Each call's units (`quota.QUOTA_UNITS`) are charged
 to its key (the user's address, or the token's project) in a sliding 60-second
 window on the simulated clock; a charge that takes the key past the limit is
 refused until enough units have left the window. Refused calls are charged too,
@@ -16,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict, deque
 
-USER_UNITS_PER_MINUTE = 15_000
+USER_UNITS_PER_MINUTE = 6_000
 PROJECT_UNITS_PER_MINUTE = 1_200_000
 WINDOW_SECONDS = 60.0
 

@@ -274,7 +274,7 @@ def test_batch_over_100_parts_is_rejected(control, alice):
 
 
 def test_per_user_quota_per_minute_locks_the_user_out(control, alice, gmail):
-    control.configure(user_quota_units_per_minute=12)  # Gmail's is 15,000; 12 keeps the test short
+    control.configure(user_quota_units_per_minute=12)  # Gmail's is 6,000; 12 keeps the test short
     for _ in range(2):
         alice.users().messages().list(userId="me").execute()  # 5 units each
     alice.users().getProfile(userId="me").execute()  # 11
@@ -290,3 +290,15 @@ def test_per_user_quota_per_minute_locks_the_user_out(control, alice, gmail):
     control.advance_clock(until - control.now() + 61)  # the lockout and the units in the window are past
     alice.users().messages().list(userId="me").execute()
     assert control.config()["userQuotaUnitsPerMinute"] == 12
+
+
+def test_per_user_quota_defaults_to_6000_units_a_minute(control, alice):
+    """Gmail's per-user limit for Cloud projects created since May 2026 (older ones keep 15,000)."""
+    assert control.config()["userQuotaUnitsPerMinute"] == 6_000
+    control.configure(project_quota_units_per_minute=None)  # only the per-user rule is under test
+    control.advance_clock(61)  # the fixture's getProfile leaves the window
+    for _ in range(120):
+        alice.users().stop(userId="me").execute()  # 50 units each: 6,000
+    with pytest.raises(HttpError) as limited:
+        alice.users().getProfile(userId="me").execute()  # 6,001
+    assert limited.value.resp.status == 403 and reason_of(limited.value) == "userRateLimitExceeded"
