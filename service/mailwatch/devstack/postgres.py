@@ -275,10 +275,14 @@ class TemporaryPostgres:
         self._wait_ready(timeout)
 
     def _reap(self) -> None:
-        # The postmaster we started directly has exited: collect it. A pg_ctl
-        # started one is not our child; stop() finds it by its pid file.
-        if self._process is not None and self._process.poll() is not None:
-            self._process = None
+        # pg_ctl stopped the postmaster we started directly: collect it. `pg_ctl
+        # stop -w` returns once the pid file is gone, a moment before that process
+        # has exited, so wait for it: left behind, its exit would later be taken
+        # by `_wait_ready` for the new server's ("postgres exited"). A pg_ctl
+        # started postmaster is not our child; stop() finds it by its pid file.
+        process, self._process = self._process, None
+        if process is not None:
+            process.wait(timeout=60)
 
     def _initdb(self) -> None:
         if self.persistent:
