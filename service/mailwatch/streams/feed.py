@@ -47,6 +47,9 @@ from mailwatch.store.changes import ScannedEvents
 
 log = logging.getLogger(__name__)
 
+#: How long closing a feed waits for a read in progress before cancelling it.
+READ_FINISH_SECONDS = 5.0
+
 FEEDS_OPEN = Gauge("mailwatch_stream_feeds_open", "Shared per-tenant change-log readers running in this process")
 FEED_READS = Counter("mailwatch_stream_feed_reads_total", "Change-log reads made by shared per-tenant readers")
 FEED_DETACHED = Counter(
@@ -234,8 +237,8 @@ class TenantFeed:
                     return
                 if scanned.through_sequence > self.position:
                     self._publish(FeedBatch(self.position, scanned.through_sequence, tuple(scanned.events)))
-                if not scanned.caught_up:
-                    continue
+                if not scanned.caught_up or self.closed:
+                    continue  # read on, or end (closed during the read)
                 self._waiting = True
                 try:
                     await self._wait(self.tenant_id, self._poll_interval(), token)
@@ -279,5 +282,10 @@ class TenantFeed:
         self._detach_all()
         task = self._task
         if task is not None and not task.done():
+            if not self._waiting:
+                # Mid-read: let the read finish (the loop ends on `closed`), so its
+                # pooled connection goes back to the pool instead of being left,
+                # cancelled mid-statement, to the garbage collector still open.
+                await asyncio.wait({task}, timeout=READ_FINISH_SECONDS)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

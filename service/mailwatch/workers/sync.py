@@ -150,20 +150,28 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         return await sync_claims.claim_due_syncs(session, owner=self.owner, now=now, lease=self.lease, limit=limit)
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
-        heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox))
+        done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox, done))
         try:
             return await self.sync_claimed(claim)
         finally:
-            heartbeat.cancel()
+            # Told to stop, not cancelled: a cancel landing mid-statement would leave
+            # its pooled connection to the garbage collector, still open.
+            done.set()
             await asyncio.gather(heartbeat, return_exceptions=True)
 
-    async def _keep_lease(self, mailbox: Mailbox) -> None:
-        """Extend the claim every third of the lease while the sync works, so a long sync
-        or resync is not taken over by another replica. Fenced on the owner: once the
-        claim is released or lost, extending does nothing and the heartbeat stops."""
+    async def _keep_lease(self, mailbox: Mailbox, done: asyncio.Event) -> None:
+        """Extend the claim every third of the lease while the sync works (until `done`),
+        so a long sync or resync is not taken over by another replica. Fenced on the
+        owner: once the claim is released or lost, extending does nothing and the
+        heartbeat stops."""
         interval = self.lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(done.wait(), interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 async with self.sessions() as session, session.begin():
                     kept = await sync_claims.extend_lease(
