@@ -39,6 +39,10 @@ def create_engine(
         pool_recycle=1800,
         pool_use_lifo=True,
         connect_args={"options": "-c TimeZone=UTC", "application_name": application_name},
+        # A database error's text must not carry its statement's parameters:
+        # they include sealed credentials and mailbox addresses, and unexpected
+        # errors are logged.
+        hide_parameters=True,
         echo=echo,
     )
 
