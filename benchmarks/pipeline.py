@@ -53,7 +53,12 @@ phase; `oauth2.token` grants are not Gmail API calls and are left out);
 that phase (phases 1-2) or that were published to the topic (phase 4).
 
     /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
-        [--phases latency,metadata,throughput,ingest] [--profile DIR]
+        [--phases latency,metadata,throughput,ingest] [--profile DIR] [--ingest-replica]
+
+`--ingest-replica` runs ingest in a second `mailwatch serve` with every other
+worker off (and ingest off in the first), as a deployment with separate ingest
+replicas would: in one process, ingest shares its core with the syncs its own
+notifications cause.
 
 The latency phase also prints the service's CPU per change (the issue's "CPU
 per notification, paced"); `--profile DIR` samples the service with py-spy
@@ -562,7 +567,7 @@ def phase_raw(args, publisher, subscriber, say: Report) -> float:
     return rate
 
 
-async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url: str, tenant_id: str) -> float:
+async def phase_ingest(args, ph: Phase, services: list[Child], publisher, database_url: str, tenant_id: str) -> float:
     import psycopg
 
     emails, say, consumer, control = ph.emails, ph.say, ph.consumer, ph.control
@@ -589,7 +594,8 @@ async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url:
 
         meter = GmailMeter(control)
         await asyncio.to_thread(ph.metrics.start)  # the HTTP side pauses with the service
-        service.pause()
+        for service in services:
+            service.pause()
         try:
             payloads = [json.dumps({"emailAddress": e, "historyId": h}, separators=(",", ":")).encode()
                         for e, h in changes]
@@ -600,7 +606,8 @@ async def phase_ingest(args, ph: Phase, service: Child, publisher, database_url:
         finally:
             ph.cpu.start()
             started = time.monotonic()
-            service.resume()
+            for service in services:
+                service.resume()
             ph.profiler.start("ingest")
         done = await _wait_notified(psycopg, database_url, tenant_id, targets, timeout=120.0)
         cpu = ph.cpu.summary()
@@ -659,7 +666,7 @@ async def _wait_notified(psycopg, database_url: str, tenant_id: str, targets: di
 
 
 async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, database_url: str, service: Child,
-                     cpu: CpuMeter, publisher, subscriber, say: Report) -> None:
+                     ingest_replicas: list[Child], cpu: CpuMeter, publisher, subscriber, say: Report) -> None:
     import grpc
     from google.protobuf.duration_pb2 import Duration
 
@@ -717,7 +724,8 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
                 await phase_throughput(args, phase)
             if "ingest" in phases:
                 raw = await asyncio.to_thread(phase_raw, args, publisher, subscriber, say)
-                ingest = await phase_ingest(args, phase, service, publisher, database_url, tenant.tenant_id)
+                ingest = await phase_ingest(args, phase, [service, *ingest_replicas], publisher, database_url,
+                                            tenant.tenant_id)
                 say(f"ingest / raw emulator pull+ack: {ingest:,.0f} / {raw:,.0f} = {ingest / raw:.2f}")
             say(f"stream: {consumer.events} events in {consumer.responses} responses "
                 f"({consumer.heartbeats} heartbeats)")
@@ -756,6 +764,9 @@ def main() -> int:
                         help="service MAILWATCH_POLL_INTERVAL_SECONDS: fallback sync of quiet mailboxes (default 5)")
     parser.add_argument("--sync-concurrency", type=int, default=16,
                         help="service MAILWATCH_SYNC_CONCURRENCY (default 16)")
+    parser.add_argument("--ingest-replica", action="store_true",
+                        help="ingest in a second `mailwatch serve` with every other worker off (the first one "
+                             "with MAILWATCH_INGEST_ENABLED=false), as a deployment with ingest replicas runs")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
@@ -833,12 +844,24 @@ def main() -> int:
                 "MAILWATCH_LOG_FORMAT": "text",
                 "MAILWATCH_LOG_LEVEL": "WARNING",
             }
+            ingest_replicas: list[Child] = []
+            if args.ingest_replica:
+                service_env["MAILWATCH_INGEST_ENABLED"] = "false"
+                replica_env = {**service_env, "MAILWATCH_INGEST_ENABLED": "true", "MAILWATCH_SYNC_ENABLED": "false",
+                               "MAILWATCH_RENEW_ENABLED": "false", "MAILWATCH_POLL_ENABLED": "false",
+                               "MAILWATCH_PRUNE_ENABLED": "false", "MAILWATCH_HTTP_LISTEN": ""}
+                replica = Child("ingest-replica", [sys.executable, "-m", "mailwatch.cli", "serve"],
+                                child_env({**replica_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+                children.append(replica)
+                replica.start(r"mailwatch serving on (\S+:\d+)")
+                ingest_replicas.append(replica)
             service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"],
                             child_env({**service_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
             children.append(service)
             target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
 
-            cpu = CpuMeter({"service": service.pid, "simulator": sim.pid, "emulator": emulator._process.pid},
+            cpu = CpuMeter({"service": service.pid, **{r.name: r.pid for r in ingest_replicas},
+                            "simulator": sim.pid, "emulator": emulator._process.pid},
                            postmaster=_postmaster_pid(postgres))
             shown = {k: v for k, v in service_env.items()
                      if k not in ("MAILWATCH_SECRET_KEYS", "MAILWATCH_OPERATOR_TOKEN", "MAILWATCH_DATABASE_URL")}
@@ -850,7 +873,8 @@ def main() -> int:
                 f"--notifications {args.notifications}")
             asyncio.run(run_phases(args, target=target, sim_url=sim_url,
                                    metrics_url=f"http://127.0.0.1:{http_port}/metrics", database_url=database_url,
-                                   service=service, cpu=cpu, publisher=publisher, subscriber=subscriber, say=say))
+                                   service=service, ingest_replicas=ingest_replicas, cpu=cpu, publisher=publisher,
+                                   subscriber=subscriber, say=say))
             say(f"load average at the end: {_load()} (other processes on this host skew every figure)")
             failed = False
         except KeyboardInterrupt:
