@@ -86,9 +86,17 @@ async def test_each_typed_error(service, operator_token):
         with pytest.raises((UnauthenticatedError, PermissionDeniedError)):  # API keys are no operator credential
             await tenant_as_admin.list_tenants()
 
-    with pytest.raises(DeadlineExceededError):
-        async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
-            await client.list_mailboxes(timeout=0.000001)
+    # A deadline the server cannot meet: Gmail takes a second to answer getProfile.
+    # (A microsecond deadline on a quick call was not enough: gRPC rounds a deadline
+    # up to the next millisecond, and an idle machine answered within it.)
+    credentials = sa_credentials(sim, "slow@example.com")
+    sim.add_latency("users.getProfile", 1.0, user="slow@example.com")
+    try:
+        with pytest.raises(DeadlineExceededError):
+            async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+                await client.register_mailbox("slow@example.com", credentials=credentials, timeout=0.1)
+    finally:
+        sim.clear_latency()
 
 
 async def test_admin_disabled_is_its_own_error(make_service):
