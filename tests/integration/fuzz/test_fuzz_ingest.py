@@ -150,6 +150,14 @@ async def test_fuzzed_pubsub_messages_are_acknowledged_counted_and_kept(make_ser
         published = {"count": 0}
 
         def fuzz() -> None:
+            def wait_for(condition) -> None:
+                """Until `condition()` holds (60 s at most), with no failed write meanwhile."""
+                deadline = time.monotonic() + 60
+                while not condition():
+                    assert time.monotonic() < deadline, ingestor.status()
+                    assert ingestor.stats.write_failures == 0, ingestor.status()
+                    time.sleep(0.05)
+
             @settings(FUZZ, max_examples=max(5, FUZZ.max_examples // 6))
             @given(batch=st.lists(st.tuples(pubsub_datas, pubsub_attribute_maps), min_size=1, max_size=20))
             def publish(batch):
@@ -157,21 +165,14 @@ async def test_fuzzed_pubsub_messages_are_acknowledged_counted_and_kept(make_ser
                 # Start from a settled ingestor: a message counted but not yet acknowledged
                 # (the registration's own watch notification, in flight) would otherwise be
                 # taken for one of ours by the acknowledgement count below.
-                deadline = time.monotonic() + 60
-                while stats.acked + stats.nacked < stats.received:
-                    assert time.monotonic() < deadline, ingestor.status()
-                    time.sleep(0.05)
+                wait_for(lambda: stats.acked + stats.nacked >= stats.received)
                 before, counted_before = stats.acked, stats.malformed + stats.unknown + stats.accepted + stats.inactive
                 publisher.api.publish(request={"topic": service.topic, "messages": [
                     {"data": data, "attributes": attributes} for data, attributes in batch
                 ]})
                 published["count"] += len(batch)
-                deadline = time.monotonic() + 60
                 # Every message acknowledged (none left to be redelivered) and the loop still pulling.
-                while stats.acked < before + len(batch):
-                    assert time.monotonic() < deadline, ingestor.status()
-                    assert stats.write_failures == 0, ingestor.status()
-                    time.sleep(0.05)
+                wait_for(lambda: stats.acked >= before + len(batch))
                 # ... and each one counted as what it is (malformed, or a notification for an unknown mailbox).
                 assert stats.malformed + stats.unknown + stats.accepted + stats.inactive >= counted_before + len(batch)
 
