@@ -7,7 +7,7 @@ component is handed its section whole. A field's variable is
 MAILWATCH_<SECTION>_<FIELD> unless the field names another (`env=`): the
 variables predate the sections and users' deployments and the Helm chart
 set them, so they never change. `ENV_SETTINGS` lists them all, the one
-source the chart's and README's checks read.
+source the chart's and the configuration page's checks read.
 
 A bad value stops start-up with a one-line explanation (`ConfigError`),
 checked in one place: `Settings.validated()`, which asks each section.
