@@ -6,8 +6,10 @@ address) and one section per component (`sync`, `renew`, `poll`, `prune`,
 component is handed its section whole. A field's variable is
 MAILWATCH_<SECTION>_<FIELD> unless the field names another (`env=`): the
 variables predate the sections and users' deployments and the Helm chart
-set them, so they never change. `ENV_SETTINGS` lists them all, the one
-source the chart's and the configuration page's checks read.
+set them, so they never change. Each field carries its description, from
+which docs/configuration.md and the chart's values.yaml comments are
+generated (scripts/gen_config_docs.py). `ENV_SETTINGS` lists every variable
+with its description, the one source the chart's checks and that generator read.
 
 A bad value stops start-up with a one-line explanation (`ConfigError`),
 checked in one place: `Settings.validated()`, which asks each section.
@@ -29,9 +31,11 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message is one line for the operator."""
 
 
-def setting(default, *, env: str = "", positive: bool = False):
-    """A field with its variable's name (when section + field does not spell it) and whether it must be > 0."""
-    return field(default=default, metadata={"env": env, "positive": positive})
+def setting(default, description: str, *, env: str = "", positive: bool = False):
+    """A field with what it means for the operator (the configuration page and the
+    chart's values.yaml comments are generated from it: scripts/gen_config_docs.py),
+    its variable's name when section + field does not spell it, and whether it must be > 0."""
+    return field(default=default, metadata={"description": description, "env": env, "positive": positive})
 
 
 class _Section:
@@ -64,10 +68,16 @@ class PubSubSettings(_Section):
     """The deployment's own Pub/Sub resources (tenants may configure their own)."""
 
     prefix: ClassVar[str] = "pubsub"
-    # The topic Gmail publishes to (users.watch topicName), for registration and renewal.
-    topic: str = ""
-    # The pull subscription(s) ingest reads; the admin API reports them too.
-    subscriptions: tuple[str, ...] = ()
+    topic: str = setting(
+        "",
+        "Topic `users.watch` asks Gmail to publish to (`projects/PROJECT/topics/TOPIC`), for credentials of its "
+        "project; required unless every tenant has its own (`mailwatch tenants google-settings`).",
+    )
+    subscriptions: tuple[str, ...] = setting(
+        (),
+        "Pull subscription(s) ingest reads (`projects/PROJECT/subscriptions/NAME`), comma separated; "
+        "empty with push delivery.",
+    )
 
 
 @dataclass(frozen=True)
@@ -75,19 +85,30 @@ class GmailSettings(_Section):
     """How the Gmail client reaches Google; tests and the dev stack point these at the simulator."""
 
     prefix: ClassVar[str] = "gmail"
-    api_endpoint: str = "https://gmail.googleapis.com/"
-    token_uri: str = setting("https://oauth2.googleapis.com/token", env="MAILWATCH_GOOGLE_TOKEN_URI")
-    # Gmail calls in flight at once for one Gmail user, per replica (sync, renewal,
-    # registration and batches together); Gmail refuses a user's requests past
-    # about 10 in flight across all of that user's clients.
-    calls_per_user: int = setting(5, positive=True)
+    api_endpoint: str = setting(
+        "https://gmail.googleapis.com/", "Gmail API endpoint; change it only to point at the Gmail simulator."
+    )
+    token_uri: str = setting(
+        "https://oauth2.googleapis.com/token",
+        "OAuth token endpoint; change it only to point at the Gmail simulator.",
+        env="MAILWATCH_GOOGLE_TOKEN_URI",
+    )
+    calls_per_user: int = setting(
+        5,
+        "Gmail calls in flight at once for one Gmail user, per replica (sync, renewal, registration and batches "
+        "together); more wait their turn. Gmail refuses a user's requests past about 10 in flight across all of "
+        "that user's clients.",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)
 class LogSettings(_Section):
+    """Log lines (logs.py): structured, carrying tenant and request ids, never secrets."""
+
     prefix: ClassVar[str] = "log"
-    format: str = "json"  # json | text
-    level: str = "INFO"
+    format: str = setting("json", "Log format: `json` (for log pipelines) or `text`.")
+    level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 
     def validate(self) -> None:
         super().validate()
@@ -105,10 +126,14 @@ class SyncSettings(_Section):
     """The history sync worker (workers/sync.py)."""
 
     prefix: ClassVar[str] = "sync"
-    enabled: bool = True
-    concurrency: int = setting(16, positive=True)  # mailboxes synced at once per replica
-    # A crashed replica's mailboxes (and renewals) are taken over after this.
-    lease_seconds: float = setting(60.0, positive=True)
+    enabled: bool = setting(True, "Run the history sync worker in this replica.")
+    concurrency: int = setting(16, "Mailboxes synced at once per replica.", positive=True)
+    lease_seconds: float = setting(
+        60.0,
+        "Seconds after which a crashed replica's mailboxes (and renewals) are taken over; a live worker extends "
+        "its lease every third of it.",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,10 +141,19 @@ class RenewSettings(_Section):
     """The watch renewal worker (workers/renew.py): re-watch every mailbox about once a day."""
 
     prefix: ClassVar[str] = "renew"
-    enabled: bool = True
-    loop_seconds: float = setting(5.0, positive=True)  # how often a replica looks for due renewals
-    # WATCH_EXPIRING is sent when renewal keeps failing and the watch expires within this many hours.
-    watch_expiring_hours: float = setting(48.0, env="MAILWATCH_WATCH_EXPIRING_HOURS", positive=True)
+    enabled: bool = setting(
+        True,
+        "Run the renewal worker in this replica: `users.watch` again daily per mailbox, at a time of day spread by "
+        "address; failures back off, and an expired watch emits `WATCH_EXPIRED` once.",
+    )
+    loop_seconds: float = setting(5.0, "How often a replica looks for due renewals, in seconds.", positive=True)
+    watch_expiring_hours: float = setting(
+        48.0,
+        "`WATCH_EXPIRING` is sent (once per watch) when renewal keeps failing and the watch expires within this "
+        "many hours.",
+        env="MAILWATCH_WATCH_EXPIRING_HOURS",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -127,8 +161,10 @@ class PollSettings(_Section):
     """The fallback poll (workers/poll.py)."""
 
     prefix: ClassVar[str] = "poll"
-    enabled: bool = True
-    interval_seconds: float = setting(300.0, positive=True)  # a mailbox quiet this long is synced anyway
+    enabled: bool = setting(True, "Run the fallback poll in this replica (it covers notifications Gmail dropped).")
+    interval_seconds: float = setting(
+        300.0, "A mailbox quiet this many seconds is synced without a notification.", positive=True
+    )
 
 
 @dataclass(frozen=True)
@@ -136,9 +172,15 @@ class PruneSettings(_Section):
     """The change-log pruner (workers/prune.py)."""
 
     prefix: ClassVar[str] = "prune"
-    enabled: bool = True
-    # Change-log rows older than this are pruned.
-    retention_hours: float = setting(7 * 24.0, env="MAILWATCH_RETENTION_HOURS", positive=True)
+    enabled: bool = setting(True, "Run the retention pruner in this replica.")
+    retention_hours: float = setting(
+        7 * 24.0,
+        "Change-log events older than this many hours are pruned; a consumer whose cursor is older gets "
+        "`CURSOR_EXPIRED`. Malformed notifications kept for inspection expire with them (each source keeps at most "
+        "its newest 1,000; drops are counted in `mailwatch_malformed_notifications_dropped_total`).",
+        env="MAILWATCH_RETENTION_HOURS",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -146,11 +188,19 @@ class IngestSettings(_Section):
     """The Pub/Sub pull ingestor (ingest/pull.py)."""
 
     prefix: ClassVar[str] = "ingest"
-    enabled: bool = True
-    batch_size: int = setting(1000, positive=True)  # messages per Pub/Sub pull
-    pull_timeout: float = setting(5.0, positive=True)  # a pull waits this long; shutdown waits for it too
-    # How often ingest (and push) look for tenants' subscriptions added or removed (Google settings).
-    sources_refresh_seconds: float = setting(30.0, positive=True)
+    enabled: bool = setting(
+        True, "Pull notifications from the Pub/Sub subscription(s) in this replica (batched pull, one ack per batch)."
+    )
+    batch_size: int = setting(1000, "Messages per Pub/Sub pull (at most 1000).", positive=True)
+    pull_timeout: float = setting(
+        5.0, "Seconds a pull waits for messages; shutdown waits for a pull in flight too.", positive=True
+    )
+    sources_refresh_seconds: float = setting(
+        30.0,
+        "How often, in seconds, ingest (and push) look for tenants' subscriptions added or removed in their "
+        "Google settings; each subscription gets its own pull loop.",
+        positive=True,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -163,7 +213,9 @@ class StreamSettings(_Section):
     """Change streams (streams/changes.py)."""
 
     prefix: ClassVar[str] = "stream"
-    poll_seconds: float = setting(5.0, positive=True)  # streams re-read even without a NOTIFY
+    poll_seconds: float = setting(
+        5.0, "Streams re-read the change log this often, in seconds, even without a NOTIFY.", positive=True
+    )
 
 
 @dataclass(frozen=True)
@@ -171,7 +223,9 @@ class HttpSettings(_Section):
     """Plain HTTP for /metrics (Prometheus), /healthz and, with push, /pubsub/push (http.py)."""
 
     prefix: ClassVar[str] = "http"
-    listen: str = ""  # HOST:PORT; empty: not served
+    listen: str = setting(
+        "", "HOST:PORT serving `/metrics` (Prometheus), `/healthz` and, with push, `/pubsub/push`; empty: not served."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -184,14 +238,20 @@ class PushSettings(_Section):
     """Pub/Sub push delivery (ingest/push.py)."""
 
     prefix: ClassVar[str] = "push"
-    enabled: bool = False
-    verify_token: bool = True  # verify the push subscription's OIDC token
-    audience: str = ""
-    service_account_email: str = ""
-    certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
-    # Who may sign push tokens (`iss`): Google; the dev stack names the Gmail
-    # simulator's own issuer, verified by the same code.
-    issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
+    enabled: bool = setting(False, "Accept Pub/Sub push deliveries on `/pubsub/push` (served on `MAILWATCH_HTTP_LISTEN`).")
+    verify_token: bool = setting(
+        True, "Verify the push subscription's OIDC token; turn off only on a private network."
+    )
+    audience: str = setting("", "Audience configured on the push subscription (usually the push URL).")
+    service_account_email: str = setting("", "Service account the push subscription signs its tokens as.")
+    certs_url: str = setting(
+        "https://www.googleapis.com/oauth2/v1/certs", "Where the token-signing certificates are fetched from."
+    )
+    issuers: tuple[str, ...] = setting(
+        ("https://accounts.google.com", "accounts.google.com"),
+        "Issuers (`iss`) whose push tokens are accepted, comma separated: Google's; the dev stack names the Gmail "
+        "simulator's, verified by the same code.",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -213,9 +273,15 @@ class TlsSettings(_Section):
     it signed (mutual TLS). Files are re-read when they change."""
 
     prefix: ClassVar[str] = "tls"
-    cert_file: str = ""
-    key_file: str = ""
-    client_ca_file: str = ""
+    cert_file: str = setting(
+        "",
+        "PEM certificate chain: the gRPC port serves TLS (with `MAILWATCH_TLS_KEY_FILE`); re-read when it changes "
+        "(cert-manager rotation), no restart. Empty: plaintext.",
+    )
+    key_file: str = setting("", "PEM private key of `MAILWATCH_TLS_CERT_FILE`.")
+    client_ca_file: str = setting(
+        "", "PEM CA: clients must present a certificate it signed (mutual TLS). Empty: no client certificates."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -234,13 +300,17 @@ def _section(kind: type):
 
 @dataclass(frozen=True)
 class Settings(_Section):
-    database_url: str = ""
-    # Fernet keys (urlsafe base64, 32 bytes), comma separated: the first encrypts,
-    # all decrypt, so keys can be rotated.
-    secret_keys: tuple[str, ...] = ()
-    operator_token: str = ""  # guards the admin RPCs; empty disables them
-    listen: str = "127.0.0.1:50051"  # the gRPC address
-    grace_seconds: float = 10.0  # calls in flight may finish this long after SIGTERM
+    """What the whole process shares: the database, the keys, the gRPC address and the drain."""
+
+    database_url: str = setting("", "The database, a `postgresql://` URL (required).")
+    secret_keys: tuple[str, ...] = setting(
+        (),
+        "Fernet keys, comma separated (required): the first encrypts, all decrypt, so keys can be rotated. Make one "
+        "with `mailwatch secret-key`; losing them loses every stored Google credential.",
+    )
+    operator_token: str = setting("", "Bearer token guarding the admin RPCs (`AdminService`); empty disables them.")
+    listen: str = setting("127.0.0.1:50051", "The gRPC address, HOST:PORT (`mailwatch serve --listen`).")
+    grace_seconds: float = setting(10.0, "Seconds calls in flight may take to finish after SIGTERM (the drain).")
     pubsub: PubSubSettings = _section(PubSubSettings)
     gmail: GmailSettings = _section(GmailSettings)
     log: LogSettings = _section(LogSettings)
@@ -330,6 +400,7 @@ class EnvSetting(NamedTuple):
     field: str  # lease_seconds
     type: str  # the field's annotation, which says how the variable is parsed
     default: object
+    description: str  # what it means, for the operator
 
 
 def _env_settings() -> tuple[EnvSetting, ...]:
@@ -340,7 +411,8 @@ def _env_settings() -> tuple[EnvSetting, ...]:
                 continue
             env = kind.env_name(f.name)
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            found.append(EnvSetting(env, env.removeprefix(PREFIX).lower(), section, f.name, str(f.type), default))
+            key = env.removeprefix(PREFIX).lower()
+            found.append(EnvSetting(env, key, section, f.name, str(f.type), default, f.metadata["description"]))
     return tuple(found)
 
 
