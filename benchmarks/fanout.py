@@ -412,8 +412,8 @@ def main() -> int:
         asyncio.run(raw_server(args.raw_server))
         return 0
 
-    from mailwatch.devstack.ports import free_port
-    from mailwatch.devstack.postgres import TemporaryPostgres
+    from mailwatch_devstack.ports import free_port
+    from mailwatch_devstack.postgres import TemporaryPostgres
     from mailwatch.secrets import generate_key
     from mailwatch.store.migrate import upgrade
 

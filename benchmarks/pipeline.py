@@ -3,8 +3,8 @@
 Starts its own peers and stops every one of them by pid on exit (also on
 Ctrl-C / SIGTERM / failure):
 
-- a throwaway Postgres (`mailwatch.devstack.postgres`), migrated;
-- the Pub/Sub emulator (`mailwatch.devstack.pubsub_emulator`) with the Gmail
+- a throwaway Postgres (`mailwatch_devstack.postgres`), migrated;
+- the Pub/Sub emulator (`mailwatch_devstack.pubsub_emulator`) with the Gmail
   topic and the service's pull subscription;
 - the Gmail simulator as a child process (`python -m mailwatch.cli gmail-sim`);
 - the service as a child process (`python -m mailwatch.cli serve`, MAILWATCH_*
@@ -670,7 +670,7 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
     import grpc
     from google.protobuf.duration_pb2 import Duration
 
-    from mailwatch.gmail_sim import SimulatorControl
+    from mailwatch_devstack.gmail_sim import SimulatorControl
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
     control = SimulatorControl(sim_url)
@@ -783,9 +783,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
-    from mailwatch.devstack.ports import free_port
-    from mailwatch.devstack.postgres import TemporaryPostgres
-    from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+    from mailwatch_devstack.ports import free_port
+    from mailwatch_devstack.postgres import TemporaryPostgres
+    from mailwatch_devstack.pubsub_emulator import PubSubEmulator
     from mailwatch.secrets import generate_key
 
     say = Report()

@@ -1,6 +1,6 @@
 """Streaming pull vs synchronous batched pull against the Pub/Sub emulator.
 
-Starts its own emulator (`mailwatch.devstack.pubsub_emulator.PubSubEmulator`),
+Starts its own emulator (`mailwatch_devstack.pubsub_emulator.PubSubEmulator`),
 publishes N small Gmail-shaped notifications for each mode on a fresh
 subscription, and measures how fast each mode drains them:
 
@@ -28,7 +28,7 @@ import time
 import uuid
 from concurrent import futures
 
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 
 PROJECT = "mailwatch-bench"
 
@@ -108,7 +108,7 @@ def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int)
 
     from sqlalchemy import insert
 
-    from mailwatch.devstack.postgres import TemporaryPostgres
+    from mailwatch_devstack.postgres import TemporaryPostgres
     from mailwatch.ingest import PullIngestor
     from mailwatch.store import create_engine, session_factory
     from mailwatch.store.migrate import upgrade

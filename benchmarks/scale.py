@@ -54,8 +54,8 @@ from pathlib import Path
 import grpc
 import psycopg
 
-from mailwatch.devstack.postgres import TemporaryPostgres
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+from mailwatch_devstack.postgres import TemporaryPostgres
+from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from mailwatch.secrets import generate_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -256,7 +256,7 @@ async def _settle(url: str, registered: int, timeout: float = 5.0) -> int:
 async def run(args) -> None:
     from google.cloud import pubsub_v1
 
-    from mailwatch.gmail_sim import SimulatorControl
+    from mailwatch_devstack.gmail_sim import SimulatorControl
     from mailwatch.store import create_engine, session_factory
     from mailwatch.store.migrate import upgrade
 

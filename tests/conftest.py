@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from mailwatch.database_url import sqlalchemy_url
-from mailwatch.devstack.postgres import TemporaryPostgres
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator
+from mailwatch_devstack.postgres import TemporaryPostgres
+from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from tests.fixtures.names import TEST_PROJECT
 
 pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.factory", "tests.fixtures.service"]

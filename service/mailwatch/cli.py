@@ -4,8 +4,8 @@
   migrate     apply database migrations
   tenants     create / list tenants
   api-keys    create / list / revoke a tenant's API keys
-  gmail-sim   run the Gmail API simulator
-  dev         run a complete local stack until Ctrl-C
+  gmail-sim   run the Gmail API simulator (the lab, mailwatch-devstack)
+  dev         run a complete local stack until Ctrl-C (the lab, likewise)
   secret-key  print a fresh key for MAILWATCH_SECRET_KEYS
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
 from mailwatch.config import ConfigError, Settings
+from mailwatch.lab_commands import add_lab_commands
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
@@ -107,20 +107,6 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gmail_sim(args: argparse.Namespace, rest: list[str]) -> int:
-    from mailwatch.gmail_sim.cli import main as sim_main
-
-    return sim_main(rest)
-
-
-def cmd_dev(args: argparse.Namespace) -> int:
-    from mailwatch.devstack.stack import DevOptions, run_dev
-
-    options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle,
-                         embedded_postgres=args.embedded_postgres, data_dir=args.data_dir)
-    return asyncio.run(run_dev(options))
-
-
 def cmd_secret_key(args: argparse.Namespace) -> int:
     from mailwatch.secrets import generate_key
 
@@ -159,21 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_db(keys_sub.add_parser("revoke", help="revoke an API key")).add_argument("id")
     keys.set_defaults(func=cmd_api_keys)
 
-    sim = sub.add_parser("gmail-sim", help="run the Gmail API simulator (see `mailwatch gmail-sim --help`)", add_help=False)
-    sim.set_defaults(func=cmd_gmail_sim, passthrough=True)
-
-    dev = sub.add_parser("dev", help="run a complete local stack (Postgres, Pub/Sub emulator, Gmail simulator, service)")
-    dev.add_argument("--listen", default="127.0.0.1:50051", help="gRPC HOST:PORT (default 127.0.0.1:50051)")
-    dev.add_argument("--sim-port", type=int, default=8089, help="Gmail simulator port (default 8089)")
-    dev.add_argument("--trickle", type=float, default=0.0, metavar="SECONDS",
-                     help="generate demo mailbox activity every SECONDS (default: off)")
-    dev.add_argument("--embedded-postgres", action="store_true",
-                     help="use the PostgreSQL server shipped as a Python package even when the system has one "
-                          "(it is used anyway when no server binaries are found)")
-    dev.add_argument("--data-dir", type=Path, metavar="DIR",
-                     help="keep the stack's state (database, keys, simulator mailboxes) in DIR across restarts "
-                          "(default: throwaway)")
-    dev.set_defaults(func=cmd_dev)
+    add_lab_commands(sub)
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")
     secret.set_defaults(func=cmd_secret_key)

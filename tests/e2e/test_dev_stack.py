@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mailwatch.devstack.ports import free_port
-from mailwatch.gmail_sim import SimulatorControl
+from mailwatch_devstack.ports import free_port
+from mailwatch_devstack.gmail_sim import SimulatorControl
 from mailwatch_client import EventType, MailwatchClient, RetryConfig
 from tests.fixtures.processes import DevStackProcess
 

@@ -15,7 +15,7 @@ import asyncio
 import grpc
 import pytest
 
-from mailwatch.devstack.ports import free_port
+from mailwatch_devstack.ports import free_port
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.factory import bearer, register_at, sa_request, tenant_key_at

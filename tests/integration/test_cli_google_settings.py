@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mailwatch.cli import main
-from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from mailwatch.secrets import generate_key
 
 pytestmark = pytest.mark.integration

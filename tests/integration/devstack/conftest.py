@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailwatch.devstack.postgres import TemporaryPostgres
+from mailwatch_devstack.postgres import TemporaryPostgres
 from tests.fixtures.peers import create_migrated
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mailwatch.devstack.postgres import TemporaryPostgres, embedded_bindir
+from mailwatch_devstack.postgres import TemporaryPostgres, embedded_bindir
 
 pytestmark = pytest.mark.integration
 

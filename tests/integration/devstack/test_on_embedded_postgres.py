@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from mailwatch.database_url import libpq_url
-from mailwatch.devstack.postgres import embedded_bindir, server_major_version
+from mailwatch_devstack.postgres import embedded_bindir, server_major_version
 from tests.integration.api.test_stream_rpc import (  # noqa: F401 - collected here
     test_resume_from_a_cursor_continues_exactly_after_it,
 )

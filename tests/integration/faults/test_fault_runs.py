@@ -23,8 +23,8 @@ import pytest
 from google.cloud import pubsub_v1
 from prometheus_client import REGISTRY
 
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator
-from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.pubsub_emulator import PubSubEmulator
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from tests.fixtures.service import run_service, service_settings
 from tests.integration.client.conftest import api_key_of, sa_credentials

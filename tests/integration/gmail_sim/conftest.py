@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from tests.integration.gmail_sim.support import Gmail
 
 

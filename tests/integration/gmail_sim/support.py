@@ -8,7 +8,7 @@ from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 
-from mailwatch.gmail_sim import SimulatorControl
+from mailwatch_devstack.gmail_sim import SimulatorControl
 
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
 ALICE = "alice@example.com"

@@ -1,4 +1,4 @@
-"""`python -m mailwatch.gmail_sim.cli`: readiness line, serves, exits cleanly on SIGTERM."""
+"""`python -m mailwatch_devstack.gmail_sim.cli`: readiness line, serves, exits cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mailwatch.gmail_sim import SimulatorControl
+from mailwatch_devstack.gmail_sim import SimulatorControl
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def test_cli_serves_until_sigterm():
     env = dict(os.environ)
     env.pop("PUBSUB_EMULATOR_HOST", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailwatch.gmail_sim.cli", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "mailwatch_devstack.gmail_sim.cli", "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

@@ -8,7 +8,7 @@ import re
 import pytest
 from googleapiclient.errors import HttpError
 
-from mailwatch.gmail_sim import SimulatorControlError
+from mailwatch_devstack.gmail_sim import SimulatorControlError
 from tests.integration.gmail_sim.support import ALICE, BOB, Gmail
 
 pytestmark = pytest.mark.integration

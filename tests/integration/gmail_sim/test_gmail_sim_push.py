@@ -20,7 +20,7 @@ from google.auth import jwt as google_jwt
 from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
-from mailwatch.gmail_sim import SimulatorControlError
+from mailwatch_devstack.gmail_sim import SimulatorControlError
 from tests.integration.gmail_sim.support import ALICE
 
 pytestmark = pytest.mark.integration

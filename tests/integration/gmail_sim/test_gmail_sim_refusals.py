@@ -77,7 +77,7 @@ def test_unauthorized_client(control, gmail, mailboxes, model):
 
 
 def test_unknown_refusal_is_rejected(control, mailboxes):
-    from mailwatch.gmail_sim import SimulatorControlError
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
 
     with pytest.raises(SimulatorControlError) as rejected:
         control.refuse_user(ALICE, "sometimes")

@@ -8,7 +8,7 @@ import pytest
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 
-from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from tests.integration.gmail_sim.support import ALICE, READONLY
 
 pytestmark = pytest.mark.integration

@@ -50,7 +50,7 @@ def test_latency_delays_only_the_chosen_method_and_user(control, alice):
 
 
 def test_latency_rules_are_validated(control):
-    from mailwatch.gmail_sim import SimulatorControlError
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
 
     for bad in ({"method": "users.messages.list", "seconds": -1}, {"method": "", "seconds": 1},
                 {"method": "*", "seconds": "slow"}, {"method": "*", "seconds": 1, "user": 5}):
@@ -82,7 +82,7 @@ def test_seed_100k_messages_then_page_them(control, alice):
 
 
 def test_seed_is_validated(control, alice):
-    from mailwatch.gmail_sim import SimulatorControlError
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
 
     for count, labels in ((0, None), (-5, None), ("many", None), (10, ["NoSuchLabel"])):
         with pytest.raises(SimulatorControlError) as refused:
@@ -139,7 +139,7 @@ def test_alias_acts_as_its_mailbox_and_gmail_names_the_primary(control, gmail):
 
 
 def test_aliases_are_validated(control):
-    from mailwatch.gmail_sim import SimulatorControlError
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
 
     control.create_mailboxes([ALICE, "bob@example.com"])
     control.add_aliases(ALICE, [ALIAS])

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.ingest._ingest_support import ACK_DEADLINE_SECONDS, eventually, notification
 from prometheus_client import REGISTRY
 
-from mailwatch.devstack.ports import free_port
+from mailwatch_devstack.ports import free_port
 from mailwatch.domain.models import MailboxState
 from mailwatch.ingest import PullIngestor
 from mailwatch.store import create_engine, session_factory

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from mailwatch.devstack.ports import free_port
+from mailwatch_devstack.ports import free_port
 from mailwatch.ingest import STATS_KEY, PushAuth, create_push_app
 from mailwatch.store import create_engine, session_factory
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import run_service, service_settings
 from tests.fixtures.pipeline import collect, eventually, message_events

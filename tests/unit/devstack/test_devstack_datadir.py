@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from mailwatch.devstack.datadir import DevDataDir
+from mailwatch_devstack.datadir import DevDataDir
 
 
 def test_the_secret_key_and_demo_api_key_are_kept_private_and_reused(tmp_path, monkeypatch):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from mailwatch.devstack.postgres import (
+from mailwatch_devstack.postgres import (
     EMBEDDED_INSTALL,
     PostgresNotFound,
     embedded_bindir,
     find_bindir,
     system_bindir,
 )
-from mailwatch.devstack.pubsub_emulator import EmulatorNotFound, find_emulator
+from mailwatch_devstack.pubsub_emulator import EmulatorNotFound, find_emulator
 
 
 def test_an_empty_bindir_setting_hides_the_system_postgres_and_falls_back_to_the_embedded_one():
@@ -32,7 +32,7 @@ def test_a_configured_bindir_wins_and_a_wrong_one_is_an_error(tmp_path):
 
 
 def test_initdb_on_the_path_is_found_when_nothing_else_is(tmp_path, monkeypatch):
-    monkeypatch.setattr("mailwatch.devstack.postgres.DEFAULT_BINDIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("mailwatch_devstack.postgres.DEFAULT_BINDIR", str(tmp_path / "nowhere"))
     (tmp_path / "initdb").touch(mode=0o755)
     assert system_bindir({"PATH": f"/nonexistent:{tmp_path}"}) == tmp_path
     assert system_bindir({"PATH": "/nonexistent"}) is None
@@ -62,7 +62,7 @@ def test_the_emulator_without_java_counts_as_absent(tmp_path):
 
 
 def test_the_emulator_is_found_on_the_path(tmp_path, monkeypatch):
-    monkeypatch.setattr("mailwatch.devstack.pubsub_emulator.DEFAULT_EMULATOR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("mailwatch_devstack.pubsub_emulator.DEFAULT_EMULATOR", str(tmp_path / "nowhere"))
     for name in ("cloud-pubsub-emulator", "java"):
         (tmp_path / name).touch(mode=0o755)
     assert Path(find_emulator({"PATH": str(tmp_path)})) == tmp_path / "cloud-pubsub-emulator"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mailwatch.gmail_sim.faults import FaultInjector, fault_error
-from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
+from mailwatch_devstack.gmail_sim.faults import FaultInjector, fault_error
+from mailwatch_devstack.gmail_sim.ratelimit import NotificationRateLimiter
 
 
 def test_next_n_calls_of_one_method():
@@ -81,8 +81,8 @@ def test_a_rate_limit_locks_the_user_out_until_its_retry_time():
 
 
 def test_concurrency_limiter_refuses_past_the_cap_and_keeps_the_peak():
-    from mailwatch.gmail_sim.concurrency import ConcurrencyLimiter
-    from mailwatch.gmail_sim.errors import GmailError
+    from mailwatch_devstack.gmail_sim.concurrency import ConcurrencyLimiter
+    from mailwatch_devstack.gmail_sim.errors import GmailError
 
     limiter = ConcurrencyLimiter(limit=2)
     with limiter.slot("a@x.com"), limiter.slot("A@x.com"):
@@ -126,7 +126,7 @@ def test_rate_limiter_one_per_second_per_user():
 
 
 def test_user_quota_sliding_minute():
-    from mailwatch.gmail_sim.unit_quota import UnitQuota
+    from mailwatch_devstack.gmail_sim.unit_quota import UnitQuota
 
     quota = UnitQuota("userQuotaUnitsPerMinute", 10)
     assert quota.charge("a@x.com", 5, 100.0) is None
@@ -142,7 +142,7 @@ def test_user_quota_sliding_minute():
 
 
 def test_project_quota_keeps_a_running_total_of_its_window():
-    from mailwatch.gmail_sim.unit_quota import UnitQuota
+    from mailwatch_devstack.gmail_sim.unit_quota import UnitQuota
 
     quota = UnitQuota("projectQuotaUnitsPerMinute", 1_000)
     for n in range(1_000):  # one unit every 0.1 s: 600 units a minute at most
@@ -155,7 +155,7 @@ def test_project_quota_keeps_a_running_total_of_its_window():
 
 
 def test_project_numbers_are_stable_twelve_digit_numbers():
-    from mailwatch.gmail_sim.auth import project_number
+    from mailwatch_devstack.gmail_sim.auth import project_number
 
     assert project_number("sim-project") == project_number("sim-project")
     assert project_number("sim-project") != project_number("other-project")

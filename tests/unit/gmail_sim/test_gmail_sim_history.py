@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailwatch.gmail_sim.history import (
+from mailwatch_devstack.gmail_sim.history import (
     LABEL_ADDED,
     LABEL_REMOVED,
     MESSAGE_ADDED,

@@ -2,9 +2,9 @@
 
 import pytest
 
-from mailwatch.gmail_sim.clock import SimClock
-from mailwatch.gmail_sim.history import LABEL_ADDED, LABEL_REMOVED, MESSAGE_ADDED
-from mailwatch.gmail_sim.model import Mailbox, UnknownLabel, UnknownMessage, Watch
+from mailwatch_devstack.gmail_sim.clock import SimClock
+from mailwatch_devstack.gmail_sim.history import LABEL_ADDED, LABEL_REMOVED, MESSAGE_ADDED
+from mailwatch_devstack.gmail_sim.model import Mailbox, UnknownLabel, UnknownMessage, Watch
 
 
 def mailbox():

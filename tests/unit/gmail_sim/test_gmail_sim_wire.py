@@ -8,11 +8,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from mailwatch.gmail_sim.auth import GOOGLE_TOKEN_URI, JWT_BEARER, TokenAuthority
-from mailwatch.gmail_sim.batch import _parse_inner, handle_batch
-from mailwatch.gmail_sim.clock import SimClock
-from mailwatch.gmail_sim.errors import GmailError, OAuthError
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim.auth import GOOGLE_TOKEN_URI, JWT_BEARER, TokenAuthority
+from mailwatch_devstack.gmail_sim.batch import _parse_inner, handle_batch
+from mailwatch_devstack.gmail_sim.clock import SimClock
+from mailwatch_devstack.gmail_sim.errors import GmailError, OAuthError
+from mailwatch_devstack.gmail_sim.state import SimState
 
 
 def test_parse_inner_request_line_headers_body():

@@ -7,10 +7,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from mailwatch.gmail_sim.errors import GmailError
-from mailwatch.gmail_sim.model import UnknownLabel, UnknownMessage
-from mailwatch.gmail_sim.push import PushSubscription
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim.errors import GmailError
+from mailwatch_devstack.gmail_sim.model import UnknownLabel, UnknownMessage
+from mailwatch_devstack.gmail_sim.push import PushSubscription
+from mailwatch_devstack.gmail_sim.state import SimState
 
 STATE_KEY = web.AppKey("gmail_sim_state", SimState)
 

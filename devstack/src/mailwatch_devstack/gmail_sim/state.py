@@ -13,27 +13,27 @@ import json
 import random
 import threading
 
-from mailwatch.gmail_sim.auth import DEFAULT_PROJECT, TokenAuthority
-from mailwatch.gmail_sim.clock import SimClock
-from mailwatch.gmail_sim.concurrency import ConcurrencyLimiter
-from mailwatch.gmail_sim.errors import GmailError
-from mailwatch.gmail_sim.faults import FaultInjector
-from mailwatch.gmail_sim.history import HistoryRecord
-from mailwatch.gmail_sim.latency import LatencyInjector
-from mailwatch.gmail_sim.model import Mailbox, Watch
-from mailwatch.gmail_sim.oidc import OidcIssuer
-from mailwatch.gmail_sim.publisher import (
+from mailwatch_devstack.gmail_sim.auth import DEFAULT_PROJECT, TokenAuthority
+from mailwatch_devstack.gmail_sim.clock import SimClock
+from mailwatch_devstack.gmail_sim.concurrency import ConcurrencyLimiter
+from mailwatch_devstack.gmail_sim.errors import GmailError
+from mailwatch_devstack.gmail_sim.faults import FaultInjector
+from mailwatch_devstack.gmail_sim.history import HistoryRecord
+from mailwatch_devstack.gmail_sim.latency import LatencyInjector
+from mailwatch_devstack.gmail_sim.model import Mailbox, Watch
+from mailwatch_devstack.gmail_sim.oidc import OidcIssuer
+from mailwatch_devstack.gmail_sim.publisher import (
     DROPPED_FAULT,
     DROPPED_RATE_LIMIT,
     QUEUED,
     NotificationLog,
     NotificationPublisher,
 )
-from mailwatch.gmail_sim.push import PushSender, PushSubscriptions
-from mailwatch.gmail_sim.quota import CallCounters
-from mailwatch.gmail_sim.ratelimit import NotificationRateLimiter
-from mailwatch.gmail_sim.refusals import Refusals
-from mailwatch.gmail_sim.unit_quota import PROJECT_UNITS_PER_MINUTE, USER_UNITS_PER_MINUTE, UnitQuota
+from mailwatch_devstack.gmail_sim.push import PushSender, PushSubscriptions
+from mailwatch_devstack.gmail_sim.quota import CallCounters
+from mailwatch_devstack.gmail_sim.ratelimit import NotificationRateLimiter
+from mailwatch_devstack.gmail_sim.refusals import Refusals
+from mailwatch_devstack.gmail_sim.unit_quota import PROJECT_UNITS_PER_MINUTE, USER_UNITS_PER_MINUTE, UnitQuota
 
 WEEK_SECONDS = 7 * 24 * 3600
 WATCH_LIFETIME_MS = WEEK_SECONDS * 1000

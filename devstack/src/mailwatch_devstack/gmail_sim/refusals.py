@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 
-from mailwatch.gmail_sim.errors import GmailError, OAuthError, forbidden, insufficient_scopes
+from mailwatch_devstack.gmail_sim.errors import GmailError, OAuthError, forbidden, insufficient_scopes
 
 CLOCK_SKEW_TEXT = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
                    "Check your iat and exp values in the JWT claim.")

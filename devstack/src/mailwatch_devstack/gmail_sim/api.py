@@ -20,12 +20,12 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch.gmail_sim.auth import AccessToken, project_number
-from mailwatch.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found, project_rate_limited
-from mailwatch.gmail_sim.history import HISTORY_TYPES, HistoryExpired
-from mailwatch.gmail_sim.quota import QUOTA_UNITS
-from mailwatch.gmail_sim.refusals import mail_service_not_enabled
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim.auth import AccessToken, project_number
+from mailwatch_devstack.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found, project_rate_limited
+from mailwatch_devstack.gmail_sim.history import HISTORY_TYPES, HistoryExpired
+from mailwatch_devstack.gmail_sim.quota import QUOTA_UNITS
+from mailwatch_devstack.gmail_sim.refusals import mail_service_not_enabled
+from mailwatch_devstack.gmail_sim.state import SimState
 
 STANDARD_PARAMS = frozenset({
     "alt", "fields", "key", "prettyPrint", "quotaUser", "access_token", "oauth_token", "upload_protocol",

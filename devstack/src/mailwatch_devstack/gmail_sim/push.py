@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mailwatch.gmail_sim.oidc import OidcIssuer
+from mailwatch_devstack.gmail_sim.oidc import OidcIssuer
 
 ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")

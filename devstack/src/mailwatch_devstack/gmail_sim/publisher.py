@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 
-from mailwatch.gmail_sim.push import PushSender, PushSubscriptions, backoff
+from mailwatch_devstack.gmail_sim.push import PushSender, PushSubscriptions, backoff
 
 QUEUED = "queued"
 PUBLISHED = "published"

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mailwatch.devstack.ports import free_port, wait_for_port
+from mailwatch_devstack.ports import free_port, wait_for_port
 
 DEFAULT_EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 EMULATOR_ENV = "MAILWATCH_PUBSUB_EMULATOR"

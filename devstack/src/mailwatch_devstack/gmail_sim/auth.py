@@ -30,9 +30,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mailwatch.gmail_sim.clock import SimClock
-from mailwatch.gmail_sim.errors import GmailError, OAuthError, insufficient_scopes, unauthenticated
-from mailwatch.gmail_sim.refusals import Refusals
+from mailwatch_devstack.gmail_sim.clock import SimClock
+from mailwatch_devstack.gmail_sim.errors import GmailError, OAuthError, insufficient_scopes, unauthenticated
+from mailwatch_devstack.gmail_sim.refusals import Refusals
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _LEGACY_TOKEN_URIS = ("https://accounts.google.com/o/oauth2/token", "https://www.googleapis.com/oauth2/v4/token")

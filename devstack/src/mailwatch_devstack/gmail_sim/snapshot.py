@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from mailwatch.gmail_sim.auth import AccessToken, OAuthClient, RefreshGrant, ServiceAccount
-from mailwatch.gmail_sim.history import HistoryLog, HistoryRecord
-from mailwatch.gmail_sim.model import Mailbox, Message, Watch
-from mailwatch.gmail_sim.push import PushSubscription
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim.auth import AccessToken, OAuthClient, RefreshGrant, ServiceAccount
+from mailwatch_devstack.gmail_sim.history import HistoryLog, HistoryRecord
+from mailwatch_devstack.gmail_sim.model import Mailbox, Message, Watch
+from mailwatch_devstack.gmail_sim.push import PushSubscription
+from mailwatch_devstack.gmail_sim.state import SimState
 
 VERSION = 1
 

@@ -15,16 +15,16 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch.gmail_sim import control_api
-from mailwatch.gmail_sim.api import ApiRequest, dispatch
-from mailwatch.gmail_sim.batch import handle_batch
-from mailwatch.gmail_sim.control_api import STATE_KEY
-from mailwatch.gmail_sim.errors import GmailError, OAuthError, backend_error
-from mailwatch.gmail_sim.auth import DEFAULT_PROJECT
-from mailwatch.gmail_sim.oidc import CERTS_PATH, DISCOVERY_PATH, JWKS_PATH
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim import control_api
+from mailwatch_devstack.gmail_sim.api import ApiRequest, dispatch
+from mailwatch_devstack.gmail_sim.batch import handle_batch
+from mailwatch_devstack.gmail_sim.control_api import STATE_KEY
+from mailwatch_devstack.gmail_sim.errors import GmailError, OAuthError, backend_error
+from mailwatch_devstack.gmail_sim.auth import DEFAULT_PROJECT
+from mailwatch_devstack.gmail_sim.oidc import CERTS_PATH, DISCOVERY_PATH, JWKS_PATH
+from mailwatch_devstack.gmail_sim.state import SimState
 
-log = logging.getLogger("mailwatch.gmail_sim")
+log = logging.getLogger("mailwatch_devstack.gmail_sim")
 
 
 @web.middleware
@@ -132,7 +132,7 @@ class GmailSimulator:
         if self._thread is not None:
             raise RuntimeError("simulator already started")
         if self.state_file is not None:
-            from mailwatch.gmail_sim.snapshot import load_file
+            from mailwatch_devstack.gmail_sim.snapshot import load_file
 
             load_file(self.state, self.state_file)
         ready = threading.Event()
@@ -189,7 +189,7 @@ class GmailSimulator:
         self._loop = None
         self.state.publisher.stop()
         if self.state_file is not None:
-            from mailwatch.gmail_sim.snapshot import save_file
+            from mailwatch_devstack.gmail_sim.snapshot import save_file
 
             save_file(self.state, self.state_file)
 

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mailwatch.devstack.ports import free_port, wait_for_port
+from mailwatch_devstack.ports import free_port, wait_for_port
 
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 BINDIR_ENV = "MAILWATCH_PG_BINDIR"

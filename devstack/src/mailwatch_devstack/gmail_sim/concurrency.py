@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections import defaultdict
 
-from mailwatch.gmail_sim.faults import too_many_concurrent
+from mailwatch_devstack.gmail_sim.faults import too_many_concurrent
 
 DEFAULT_LIMIT = 10
 

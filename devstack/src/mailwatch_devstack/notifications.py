@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 
-from mailwatch.devstack.pubsub_emulator import PubSubEmulator, find_emulator
+from mailwatch_devstack.pubsub_emulator import PubSubEmulator, find_emulator
 
 PROJECT = "mailwatch-dev"
 TOPIC = f"projects/{PROJECT}/topics/gmail"

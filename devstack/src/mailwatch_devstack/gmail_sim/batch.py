@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch.gmail_sim.api import ApiRequest, ApiResponse, dispatch
-from mailwatch.gmail_sim.errors import bad_request
-from mailwatch.gmail_sim.state import SimState
+from mailwatch_devstack.gmail_sim.api import ApiRequest, ApiResponse, dispatch
+from mailwatch_devstack.gmail_sim.errors import bad_request
+from mailwatch_devstack.gmail_sim.state import SimState
 
 MAX_BATCH = 100
 
@@ -85,7 +85,7 @@ async def handle_batch(state: SimState, content_type: str, body: bytes) -> tuple
         try:
             inner = _parse_inner(payload)
         except Exception as exc:  # noqa: BLE001 - a malformed part is answered, not crashed on
-            from mailwatch.gmail_sim.errors import GmailError
+            from mailwatch_devstack.gmail_sim.errors import GmailError
 
             error = exc if isinstance(exc, GmailError) else bad_request("Failed to parse batch part.", "badRequest")
             response = ApiResponse(error.code, error.body(), error.headers)

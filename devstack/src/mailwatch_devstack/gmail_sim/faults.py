@@ -22,7 +22,7 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from mailwatch.gmail_sim.errors import GmailError
+from mailwatch_devstack.gmail_sim.errors import GmailError
 
 KINDS = {
     "rateLimitExceeded": "rateLimitExceeded", "429": "rateLimitExceeded",

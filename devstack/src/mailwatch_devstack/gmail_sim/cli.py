@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from mailwatch.gmail_sim.server import GmailSimulator
+from mailwatch_devstack.gmail_sim.server import GmailSimulator
 
 
 def main(argv: list[str] | None = None) -> int:

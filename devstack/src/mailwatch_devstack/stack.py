@@ -26,9 +26,9 @@ import grpc
 import psycopg
 
 from mailwatch.config import Settings
-from mailwatch.devstack import notifications
-from mailwatch.devstack.datadir import DevDataDir
-from mailwatch.devstack.postgres import TemporaryPostgres
+from mailwatch_devstack import notifications
+from mailwatch_devstack.datadir import DevDataDir
+from mailwatch_devstack.postgres import TemporaryPostgres
 
 DEMO_TENANT = "demo"
 DEMO_MAILBOXES = ("alice@demo.test", "bob@demo.test", "carol@demo.test")
@@ -109,7 +109,7 @@ async def _demo_tenant(app, data: DevDataDir) -> tuple[str, bool]:
 
 
 async def run_dev(options: DevOptions) -> int:
-    from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+    from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
     from mailwatch.server import running, until_signalled
     from mailwatch.store import migrate
 

@@ -2,7 +2,7 @@
 
 Use in-process::
 
-    from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
+    from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 
     sim = GmailSimulator(pubsub_emulator_host="127.0.0.1:8085")   # or None: notifications only logged
     url = sim.start(host="127.0.0.1", port=0)                     # "http://127.0.0.1:PORT", background thread
@@ -178,7 +178,7 @@ Method names used by counters and fault rules: ``users.getProfile``, ``users.wat
 ``users.labels.get``.
 """
 
-from mailwatch.gmail_sim.control import SimulatorControl, SimulatorControlError
-from mailwatch.gmail_sim.server import GmailSimulator
+from mailwatch_devstack.gmail_sim.control import SimulatorControl, SimulatorControlError
+from mailwatch_devstack.gmail_sim.server import GmailSimulator
 
 __all__ = ["GmailSimulator", "SimulatorControl", "SimulatorControlError"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timezone
 
-from mailwatch.gmail_sim.history import (
+from mailwatch_devstack.gmail_sim.history import (
     LABEL_ADDED,
     LABEL_REMOVED,
     MESSAGE_ADDED,
