@@ -20,8 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailwatch.api.admin import AdminServicer
-from mailwatch.api.auth import AuthInterceptor
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
 from mailwatch.api.mailboxes import MailboxServicer
 from mailwatch.app import App
 from mailwatch.clock import Clock
@@ -43,11 +42,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server with every service added and its port bound, not yet started."""
-    interceptor = AuthInterceptor(app.sessions, operator_token=app.settings.operator_token)
+    auth = AuthInterceptor(app.sessions, operator_token=app.settings.operator_token)
     server = grpc.aio.server(
-        # First is outermost: errors (and request decoding) wrap authentication,
-        # so a refused key and a servicer's failure end the same way.
-        interceptors=[ErrorInterceptor(), interceptor],
+        interceptors=server_interceptors(auth),
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -59,7 +56,7 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
         MailboxServicer(app.sessions, app.lifecycle, app.streamer), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(app.sessions, api_key_cache=interceptor.cache, secret_box=app.secret_box,
+        AdminServicer(app.sessions, api_key_cache=auth.cache, secret_box=app.secret_box,
                       deployment_subscriptions=app.settings.pubsub.subscriptions), server
     )
     health_servicer = health.aio.HealthServicer()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api import convert, tokens, validation
-from mailwatch.api.auth import ApiKeyCache
+from mailwatch.api.interceptors.auth import ApiKeyCache
 from mailwatch.domain.errors import FieldViolation, InvalidArgument, SecretsNotConfigured
 from mailwatch.lifecycle import google_settings
 from mailwatch.secrets import SecretBox

@@ -1,6 +1,6 @@
 """The one table: domain exception -> gRPC status code + google.rpc details.
 
-The ErrorInterceptor (`mailwatch.api.error_interceptor`) ends every RPC that
+The ErrorInterceptor (`mailwatch.api.interceptors.errors`) ends every RPC that
 raises with `abort_with_error`, which turns a `MailwatchError` into a rich
 status (ErrorInfo with the exception's stable `reason`, BadRequest field
 violations for every INVALID_ARGUMENT, RetryInfo when Gmail said when to
@@ -88,8 +88,8 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
 }
 
 # Codes that mean "the caller (or their Google setup) got something wrong":
-# logged at INFO, not as server errors.
-_CALLER_CODES = frozenset(
+# logged at INFO, not as server errors (`interceptors.access_log`).
+CALLER_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.UNAUTHENTICATED,
@@ -168,7 +168,8 @@ def to_grpc_status(exc: BaseException, *, request_id: str | None = None) -> grpc
 
 
 async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-    """End the RPC with the status for `exc`, logging it as it deserves.
+    """End the RPC with the status for `exc`; an unexpected one (INTERNAL) is
+    logged with its traceback (other failures: the access log interceptor).
 
     A `grpc.aio.AbortError` (the servicer already aborted) is re-raised as is.
     """
@@ -178,10 +179,6 @@ async def abort_with_error(context: grpc.aio.ServicerContext, exc: BaseException
     status = to_grpc_status(exc, request_id=request_id)
     if status.code is grpc.StatusCode.INTERNAL:
         log.error("unexpected error in RPC", exc_info=exc, extra={"request_id": request_id})
-    elif status.code in _CALLER_CODES:
-        log.info("RPC failed: %s: %s", status.code.name, status.details)
-    else:
-        log.warning("RPC failed: %s: %s", status.code.name, status.details)
     await context.abort_with_status(status)
 
 

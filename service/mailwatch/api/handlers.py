@@ -67,8 +67,8 @@ def rebuild(
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codec)
 
 
-def around(behavior: Behavior, *, prepare: Prepare, on_error: OnError | None = None) -> Behavior:
-    """`behavior` run after `prepare`; with `on_error`, any exception of either ends there."""
+def around(behavior: Behavior, *, prepare: Prepare | None = None, on_error: OnError | None = None) -> Behavior:
+    """`behavior` run after `prepare` (if any); with `on_error`, any exception of either ends there."""
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -79,7 +79,8 @@ def around(behavior: Behavior, *, prepare: Prepare, on_error: OnError | None = N
             # Wrapped again by an outer interceptor, this is a plain coroutine
             # (`single` below): the layers cost nothing per message.
             try:
-                request = await prepare(request, context)
+                if prepare is not None:
+                    request = await prepare(request, context)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         await context.write(response)
@@ -92,7 +93,8 @@ def around(behavior: Behavior, *, prepare: Prepare, on_error: OnError | None = N
 
     async def single(request: Any, context: grpc.aio.ServicerContext):
         try:
-            request = await prepare(request, context)
+            if prepare is not None:
+                request = await prepare(request, context)
             result = behavior(request, context)
             if inspect.isawaitable(result):  # coroutine behaviours, incl. ones that stream with context.write
                 result = await result

@@ -13,8 +13,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from grpc_status import rpc_status
 
 from mailwatch.api.admin import AdminServicer
-from mailwatch.api.auth import AuthInterceptor
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
 from mailwatch.request_context import current_tenant_id
 from mailwatch.store.db import create_engine, session_factory
 from mailwatch.v1 import (
@@ -42,7 +41,7 @@ async def api(database_url):
     engine = create_engine(database_url, pool_size=2)
     sessions = session_factory(engine)
     interceptor = AuthInterceptor(sessions, operator_token="op-token", cache_ttl=60)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
+    server = grpc.aio.server(interceptors=server_interceptors(interceptor))
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(sessions, api_key_cache=interceptor.cache), server
     )

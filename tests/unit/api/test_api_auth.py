@@ -12,8 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from mailwatch.api import auth
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import auth, server_interceptors
 from mailwatch.domain.errors import Unauthenticated
 from mailwatch.request_context import RequestContextFilter, current_request_id, current_tenant_id
 from mailwatch.v1 import (
@@ -105,7 +104,7 @@ async def world(grpc_serve):
         (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, Mailboxes()),
         (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()),
         (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
-        interceptors=[ErrorInterceptor(), interceptor],
+        interceptors=server_interceptors(interceptor),
     ) as channel:
         yield {
             "keys": keys,
@@ -221,7 +220,7 @@ async def test_admin_needs_the_operator_token(world):
 async def test_admin_disabled_without_operator_token(grpc_serve):
     interceptor = auth.AuthInterceptor(fake_sessionmaker(), operator_token="", authenticate_api_key=Keys().authenticate)
     async with grpc_serve(
-        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()), interceptors=[ErrorInterceptor(), interceptor]
+        (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()), interceptors=server_interceptors(interceptor)
     ) as channel:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         for metadata in [(), bearer(""), bearer("anything")]:

@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import server_interceptors
 from mailwatch.request_context import REQUEST_ID_METADATA_KEY
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
 from tests.fixtures.raw_grpc import raw_call
@@ -50,7 +50,7 @@ def _raising_servicer(service, base):
 @pytest.fixture
 async def channel(grpc_serve):
     servicers = [(add, _raising_servicer(service, base)) for service, base, add in SERVICES]
-    async with grpc_serve(*servicers, interceptors=[ErrorInterceptor()]) as channel:
+    async with grpc_serve(*servicers, interceptors=server_interceptors(None)) as channel:
         yield channel
 
 

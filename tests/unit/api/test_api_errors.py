@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.api import errors, tokens
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import server_interceptors
 from mailwatch.domain import errors as domain
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
@@ -167,7 +167,7 @@ class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
 async def failing(grpc_serve):
     servicer = Failing()
     async with grpc_serve(
-        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=[ErrorInterceptor()]
+        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=server_interceptors(None)
     ) as channel:
         yield servicer, mailbox_service_pb2_grpc.MailboxServiceStub(channel)
 

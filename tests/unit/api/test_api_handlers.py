@@ -10,8 +10,7 @@ import uuid
 import grpc
 import pytest
 
-from mailwatch.api.auth import AuthInterceptor
-from mailwatch.api.error_interceptor import ErrorInterceptor
+from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc, resources_pb2
 
 TENANT = "7b0c3c1e-4f5d-4a55-8d6b-1d2e3f405162"
@@ -37,7 +36,7 @@ class _Streaming(mailbox_service_pb2_grpc.MailboxServiceServicer):
 def _interceptors():
     auth = AuthInterceptor(None)
     auth.cache.put(hashlib.sha256(b"key-1").digest(), uuid.UUID(TENANT))  # a known key: no lookup
-    return [ErrorInterceptor(), auth]
+    return server_interceptors(auth)
 
 
 async def _read(call, count):

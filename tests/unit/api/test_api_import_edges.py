@@ -31,8 +31,8 @@ def _imports(module: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("mailwatch.api.auth", "mailwatch.api.errors"),
-        ("mailwatch.api.errors", "mailwatch.api.auth"),
+        ("mailwatch.api.interceptors.auth", "mailwatch.api.errors"),
+        ("mailwatch.api.errors", "mailwatch.api.interceptors"),
         ("mailwatch.logs", "mailwatch.api"),
         ("mailwatch.request_context", "mailwatch.api"),
         ("mailwatch.store.migrate", "mailwatch.store.db"),

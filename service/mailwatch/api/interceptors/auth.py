@@ -11,13 +11,10 @@
 The check runs inside the RPC's own task (the interceptor wraps the method
 handler rather than deciding in `intercept_service`), so it honours
 cancellation and deadlines and works the same for unary and streaming
-methods. A refusal is raised; the ErrorInterceptor, installed before this one,
-turns it into the call's status. On success the tenant id is in a contextvar
-for the rest of the call (`mailwatch.request_context.current_tenant_id()`):
-
-    server = grpc.aio.server(interceptors=[
-        ErrorInterceptor(), AuthInterceptor(sessionmaker, operator_token=settings.operator_token),
-    ])
+methods. A refusal is raised; the error interceptor, outside this one
+(`mailwatch.api.interceptors`), turns it into the call's status. On success
+the tenant id is in a contextvar for the rest of the call
+(`mailwatch.request_context.current_tenant_id()`):
 
     async def GetMailbox(self, request, context):
         tenant_id = current_tenant_id()

@@ -1,0 +1,73 @@
+"""The interceptor list: each failure is logged once, at the level its code deserves,
+and an undecodable request or a refused key ends like a servicer's failure."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+
+from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
+from mailwatch.domain import errors as domain
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+from tests.fixtures.raw_grpc import raw_call
+
+GET_MAILBOX = mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].methods_by_name["GetMailbox"]
+
+
+class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
+    exc: BaseException = domain.NotFound("mailbox not found")
+
+    async def GetMailbox(self, request, context):
+        raise self.exc
+
+
+@pytest.fixture
+async def failing(grpc_serve):
+    servicer = Failing()
+    async with grpc_serve(
+        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=server_interceptors(None)
+    ) as channel:
+        yield servicer, channel
+
+
+def _lines(caplog) -> list[tuple[int, str]]:
+    return [(record.levelno, record.getMessage()) for record in caplog.records if record.name.startswith("mailwatch.api")]
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (domain.NotFound("mailbox not found"), (logging.INFO, "RPC failed: NOT_FOUND: mailbox not found")),
+    (domain.DatabaseUnavailable(), (logging.WARNING, "RPC failed: UNAVAILABLE: ")),
+])
+async def test_a_failed_call_is_logged_once_at_its_level(failing, caplog, exc, expected):
+    servicer, channel = failing
+    servicer.exc = exc
+    with caplog.at_level(logging.INFO, logger="mailwatch.api"):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
+    [(level, message)] = _lines(caplog)
+    assert (level, message[: len(expected[1])]) == expected
+
+
+async def test_an_unexpected_error_is_logged_once_with_its_traceback(failing, caplog):
+    servicer, channel = failing
+    servicer.exc = RuntimeError("boom")
+    with caplog.at_level(logging.INFO, logger="mailwatch.api"):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
+    assert raised.value.code() is grpc.StatusCode.INTERNAL
+    [record] = [record for record in caplog.records if record.name.startswith("mailwatch.api")]
+    assert (record.levelno, record.getMessage(), str(record.exc_info[1])) == (logging.ERROR, "unexpected error in RPC", "boom")
+
+
+async def test_an_undecodable_request_is_refused_before_authentication(grpc_serve, caplog):
+    """Decoding runs outside auth: bytes that are no request are INVALID_ARGUMENT even without a key."""
+    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, Failing()),
+                          interceptors=server_interceptors(AuthInterceptor(None))) as channel:
+        with caplog.at_level(logging.INFO, logger="mailwatch.api"):
+            error = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"\xff\xff\xff\xff")
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+            unauthenticated = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"")
+            assert unauthenticated.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert [message.split(":")[1].strip() for _, message in _lines(caplog)] == ["INVALID_ARGUMENT", "UNAUTHENTICATED"]
