@@ -1,28 +1,21 @@
-"""`AsyncMailwatchClient`: the asyncio client (grpc.aio), same surface as `MailwatchClient`."""
+"""`AsyncMailwatchClient`: the asyncio client (grpc.aio), same surface as `MailwatchClient`
+(its RPC methods come from `_calls.CALLS`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterable, Sequence
 
 import grpc
+import grpc.aio
 
+from mailwatch_client import _calls as calls
 from mailwatch_client import _common as common
-from mailwatch_client._checkpoint import CheckpointStore
-from mailwatch_client._common import DEFAULT, Metadata, Page, Start
-from mailwatch_client._config import DEFAULT_STREAM_RETRY, NO_RETRY, KeepAliveConfig, RetryConfig, TLSConfig
-from mailwatch_client._errors import from_rpc_error
-from mailwatch_client._proto.v1 import (
-    admin_service_pb2,
-    admin_service_pb2_grpc,
-    mailbox_service_pb2,
-    mailbox_service_pb2_grpc,
-    resources_pb2,
-)
-from mailwatch_client._stream import AsyncChangeStream, _StreamState
+from mailwatch_client._calls import Call
+from mailwatch_client._core import ClientCore
+from mailwatch_client._stream import AsyncChangeStream
 
 
-class AsyncMailwatchClient:
+class AsyncMailwatchClient(ClientCore):
     """An asyncio client for mailwatch's MailboxService and AdminService.
 
         async with AsyncMailwatchClient("mailwatch.example.com:443", api_key, tls=True) as client:
@@ -35,37 +28,8 @@ class AsyncMailwatchClient:
     it inside the event loop that uses it (grpc.aio channels belong to one loop).
     """
 
-    def __init__(
-        self,
-        target: str,
-        api_key: str | None = None,
-        *,
-        operator_token: str | None = None,
-        tls: bool | TLSConfig = False,
-        timeout: float | None = 30.0,
-        retry: RetryConfig = RetryConfig(),
-        stream_retry: RetryConfig = DEFAULT_STREAM_RETRY,
-        keepalive: KeepAliveConfig | None = None,
-        metadata: Metadata = (),
-        channel_options: Iterable[tuple[str, Any]] = (),
-    ) -> None:
-        self.target = target
-        self._timeout = timeout
-        self._retry = retry
-        self._stream_retry = stream_retry
-        self._metadata = tuple(metadata)
-        self._api_auth = common.bearer(api_key)
-        self._operator_auth = common.bearer(operator_token)
-        tls_config = common.tls_config(tls)
-        options = common.channel_options(keepalive, channel_options, tls_config)
-        if tls_config is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, common.channel_credentials(tls_config), options=options)
-        self._mailboxes = mailbox_service_pb2_grpc.MailboxServiceStub(self._channel)
-        self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-
-    # --- lifecycle ------------------------------------------------------------
+    _channels = grpc.aio
+    _change_stream = AsyncChangeStream
 
     async def close(self) -> None:
         await self._channel.close()
@@ -76,244 +40,54 @@ class AsyncMailwatchClient:
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
 
-    # --- plumbing -------------------------------------------------------------
-
-    async def _call(self, method, request, *, auth, timeout, metadata, retry: RetryConfig | None, idempotent: bool):
-        policy = (retry or self._retry) if idempotent else NO_RETRY
-        deadline = common.Deadline(self._timeout if timeout is DEFAULT else timeout)
+    async def _call(self, method, request, *, auth, timeout, metadata, retry, idempotent: bool):
+        """`await method(request)` with the call's deadline and metadata, retried as `Attempts` decides."""
+        attempts = self._attempts(timeout, retry, idempotent)
         md = common.call_metadata(auth, self._metadata, metadata)
-        attempts = 0
         while True:
-            attempts += 1
             try:
-                return await method(request, timeout=deadline.remaining(), metadata=md)
+                return await method(request, timeout=attempts.next_timeout(), metadata=md)
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or not policy.allows(attempts):
-                    raise from_rpc_error(exc) from None
-                delay = policy.backoff(attempts)
-                if not deadline.allows_wait(delay):
-                    raise from_rpc_error(exc) from None
+                delay = attempts.delay_after(exc)
             await asyncio.sleep(delay)
 
-    # --- MailboxService -------------------------------------------------------
+    def _sender(self, call: Call):
+        """The stub's method, or for a streaming answer one that reads and folds every response."""
+        method = self._stub_method(call)
+        if call.fold is None:
+            return method
 
-    async def register_mailbox(
-        self,
-        email_address: str,
-        *,
-        credentials: common.Credentials,
-        label_ids: Sequence[str] = (),
-        label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
-        message_metadata: bool | Sequence[str] = False,
-        timeout: float | None = DEFAULT,
-        metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> resources_pb2.Mailbox:
-        """Start watching a mailbox (idempotent per address: retried on UNAVAILABLE).
+        async def read_all(request, *, timeout, metadata):
+            folded = call.fold(request)
+            async for response in method(request, timeout=timeout, metadata=metadata):
+                folded.add(response)
+            return folded.result()
 
-        `message_metadata`: True for metadata (default headers) on MESSAGE_ADDED
-        events, or the header names wanted; False for none.
-        """
-        request = common.register_request(
-            email_address, credentials, label_ids, label_filter_behavior, message_metadata
-        )
-        return await self._call(self._mailboxes.RegisterMailbox, request, auth=self._api_auth, timeout=timeout,
-                          metadata=metadata, retry=retry, idempotent=True)
+        return read_all
 
-    async def register_mailboxes(
-        self,
-        email_addresses: Sequence[str],
-        *,
-        service_account: mailbox_service_pb2.ServiceAccountCredentials | None = None,
-        label_ids: Sequence[str] = (),
-        label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
-        timeout: float | None = DEFAULT,
-        metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> list[mailbox_service_pb2.MailboxRegistrationResult]:
-        """Register up to 1,000 addresses sharing one service account (the tenant's
-        default when None); one result per address, in order, each with its own
-        `status` (a google.rpc.Status: code 0 and `mailbox` on success).
-        Idempotent per address: retried on UNAVAILABLE."""
-        request = common.batch_register_request(email_addresses, service_account, label_ids, label_filter_behavior)
-        response = await self._call(self._mailboxes.BatchRegisterMailboxes, request, auth=self._api_auth,
-                                  timeout=timeout, metadata=metadata, retry=retry, idempotent=True)
-        return list(response.results)
 
-    async def stop_mailbox(
-        self, mailbox_id: str, *, timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> resources_pb2.Mailbox:
-        """Stop watching a mailbox (idempotent)."""
-        request = mailbox_service_pb2.StopMailboxRequest(mailbox_id=mailbox_id)
-        return await self._call(self._mailboxes.StopMailbox, request, auth=self._api_auth, timeout=timeout,
-                          metadata=metadata, retry=retry, idempotent=True)
+def _unary(call: Call):
+    async def method(self: AsyncMailwatchClient, *args, timeout=common.DEFAULT, metadata=(), retry=None, **kwargs):
+        response = await self._call(self._sender(call), call.request(*args, **kwargs), auth=self._auth(call),
+                                    timeout=timeout, metadata=metadata, retry=retry, idempotent=call.idempotent)
+        return calls.result(call, response)
 
-    async def get_mailbox(
-        self, mailbox_id: str, *, timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> resources_pb2.Mailbox:
-        request = mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id)
-        return await self._call(self._mailboxes.GetMailbox, request, auth=self._api_auth, timeout=timeout,
-                          metadata=metadata, retry=retry, idempotent=True)
+    return method
 
-    async def list_mailboxes(
-        self, *, page_size: int = 0, page_token: str = "", states: Sequence[int | str] = (),
-        timeout: float | None = DEFAULT, metadata: Metadata = (), retry: RetryConfig | None = None,
-    ) -> Page[resources_pb2.Mailbox]:
-        """One page of mailboxes (states: MailboxState values or names like "ACTIVE")."""
-        request = mailbox_service_pb2.ListMailboxesRequest(
-            page_size=page_size, page_token=page_token, states=common.mailbox_states(states)
-        )
-        response = await self._call(self._mailboxes.ListMailboxes, request, auth=self._api_auth, timeout=timeout,
-                              metadata=metadata, retry=retry, idempotent=True)
-        return Page(list(response.mailboxes), response.next_page_token)
 
-    async def iter_mailboxes(
-        self, *, page_size: int = 0, states: Sequence[int | str] = (), timeout: float | None = DEFAULT,
-        metadata: Metadata = (), retry: RetryConfig | None = None,
-    ) -> AsyncIterator[resources_pb2.Mailbox]:
-        """Every mailbox, fetching pages as needed (`timeout` applies per page)."""
+def _pages(call: Call):
+    async def walk(self: AsyncMailwatchClient, *args, **kwargs):
+        list_page = getattr(self, call.name)
         token = ""
         while True:
-            page = await self.list_mailboxes(page_size=page_size, page_token=token, states=states, timeout=timeout,
-                                       metadata=metadata, retry=retry)
+            page = await list_page(*args, page_token=token, **kwargs)
             for item in page.items:
                 yield item
             token = page.next_page_token
             if not token:
                 return
 
-    def stream_changes(
-        self,
-        *,
-        mailbox_ids: Sequence[str] = (),
-        event_types: Sequence[int | str] = (),
-        start: Start = "now",
-        checkpoint: CheckpointStore | None = None,
-        max_batch_size: int = 0,
-        heartbeat_interval: float | None = None,
-        idle_timeout: float | None = DEFAULT,
-        metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> AsyncChangeStream:
-        """A resuming async iterator of change events (see `AsyncChangeStream`).
+    return walk
 
-        `start`: "now", "earliest" or a cursor; ignored when `checkpoint`
-        holds a position. `event_types`: EventType values or names
-        ("MESSAGE_ADDED"). `idle_timeout`: reconnect when nothing (not even a
-        heartbeat) arrived for that long; default 3 heartbeat intervals
-        (15 s when `heartbeat_interval` is None), None disables it.
-        `retry`: the reconnect policy (default: forever, backoff up to 10 s).
-        """
-        if idle_timeout is DEFAULT:
-            idle_timeout = 3 * (heartbeat_interval or 15.0) + 5.0
-        state = _StreamState(
-            mailbox_ids=mailbox_ids, event_types=event_types, start=start, checkpoint=checkpoint,
-            max_batch_size=max_batch_size, heartbeat_interval=heartbeat_interval,
-            retry=retry or self._stream_retry, idle_timeout=idle_timeout,
-        )
-        md = common.call_metadata(self._api_auth, self._metadata, metadata)
-        return AsyncChangeStream(lambda request: self._mailboxes.StreamChanges(request, metadata=md), state)
 
-    async def get_message(
-        self, mailbox_id: str, message_id: str, *, format: str = "metadata", metadata_headers: Sequence[str] = (),
-        timeout: float | None = DEFAULT, metadata: Metadata = (), retry: RetryConfig | None = None,
-    ) -> common.FetchedMessage:
-        """Read a message of one of the tenant's mailboxes from Gmail ("metadata", "full" or "raw"),
-        its streamed body chunks reassembled."""
-        request = common.get_message_request(mailbox_id, message_id, format, metadata_headers)
-
-        async def fetch(request, *, timeout, metadata):
-            assembler = common.MessageAssembler(format)
-            async for response in self._mailboxes.GetMessage(request, timeout=timeout, metadata=metadata):
-                assembler.add(response)
-            return assembler.result()
-
-        return await self._call(fetch, request, auth=self._api_auth, timeout=timeout, metadata=metadata,
-                          retry=retry, idempotent=True)
-
-    async def send_test_event(
-        self, mailbox_id: str = "", *, note: str = "", timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> resources_pb2.ChangeEvent:
-        """Put a TEST event into the tenant's stream (for one mailbox, or tenant-wide); not retried."""
-        request = mailbox_service_pb2.SendTestEventRequest(mailbox_id=mailbox_id, note=note)
-        return await self._call(self._mailboxes.SendTestEvent, request, auth=self._api_auth, timeout=timeout,
-                          metadata=metadata, retry=retry, idempotent=False)
-
-    # --- AdminService (operator token) ----------------------------------------
-
-    async def create_tenant(
-        self, name: str, *, timeout: float | None = DEFAULT, metadata: Metadata = ()
-    ) -> admin_service_pb2.Tenant:
-        """Create a tenant (not idempotent: never retried)."""
-        return await self._call(self._admin.CreateTenant, admin_service_pb2.CreateTenantRequest(name=name),
-                          auth=self._operator_auth, timeout=timeout, metadata=metadata, retry=None, idempotent=False)
-
-    async def list_tenants(
-        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = DEFAULT,
-        metadata: Metadata = (), retry: RetryConfig | None = None,
-    ) -> Page[admin_service_pb2.Tenant]:
-        request = admin_service_pb2.ListTenantsRequest(page_size=page_size, page_token=page_token)
-        response = await self._call(self._admin.ListTenants, request, auth=self._operator_auth, timeout=timeout,
-                              metadata=metadata, retry=retry, idempotent=True)
-        return Page(list(response.tenants), response.next_page_token)
-
-    async def iter_tenants(
-        self, *, page_size: int = 0, timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> AsyncIterator[admin_service_pb2.Tenant]:
-        token = ""
-        while True:
-            page = await self.list_tenants(page_size=page_size, page_token=token, timeout=timeout, metadata=metadata,
-                                     retry=retry)
-            for item in page.items:
-                yield item
-            token = page.next_page_token
-            if not token:
-                return
-
-    async def create_api_key(
-        self, *, tenant_id: str | None = None, tenant_name: str | None = None, timeout: float | None = DEFAULT,
-        metadata: Metadata = (),
-    ) -> admin_service_pb2.CreateApiKeyResponse:
-        """Issue an API key (`.key` is the plaintext, returned only here). Never retried."""
-        request = common.create_api_key_request(tenant_id, tenant_name)
-        return await self._call(self._admin.CreateApiKey, request, auth=self._operator_auth, timeout=timeout,
-                          metadata=metadata, retry=None, idempotent=False)
-
-    async def list_api_keys(
-        self, *, tenant_id: str | None = None, tenant_name: str | None = None, page_size: int = 0,
-        page_token: str = "", timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> Page[admin_service_pb2.ApiKey]:
-        request = common.tenant_selector(
-            admin_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token), tenant_id, tenant_name
-        )
-        response = await self._call(self._admin.ListApiKeys, request, auth=self._operator_auth, timeout=timeout,
-                              metadata=metadata, retry=retry, idempotent=True)
-        return Page(list(response.api_keys), response.next_page_token)
-
-    async def iter_api_keys(
-        self, *, tenant_id: str | None = None, tenant_name: str | None = None, page_size: int = 0,
-        timeout: float | None = DEFAULT, metadata: Metadata = (), retry: RetryConfig | None = None,
-    ) -> AsyncIterator[admin_service_pb2.ApiKey]:
-        token = ""
-        while True:
-            page = await self.list_api_keys(tenant_id=tenant_id, tenant_name=tenant_name, page_size=page_size,
-                                      page_token=token, timeout=timeout, metadata=metadata, retry=retry)
-            for item in page.items:
-                yield item
-            token = page.next_page_token
-            if not token:
-                return
-
-    async def revoke_api_key(
-        self, api_key_id: str, *, timeout: float | None = DEFAULT, metadata: Metadata = (),
-        retry: RetryConfig | None = None,
-    ) -> admin_service_pb2.ApiKey:
-        """Revoke an API key (idempotent)."""
-        request = admin_service_pb2.RevokeApiKeyRequest(api_key_id=api_key_id)
-        return await self._call(self._admin.RevokeApiKey, request, auth=self._operator_auth, timeout=timeout,
-                          metadata=metadata, retry=retry, idempotent=True)
+calls.install(AsyncMailwatchClient, _unary, _pages, awaitable=True)

@@ -9,7 +9,8 @@ from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, Union
 import grpc
 from google.protobuf import duration_pb2
 
-from mailwatch_client._config import KeepAliveConfig, TLSConfig
+from mailwatch_client._config import KeepAliveConfig, RetryConfig, TLSConfig
+from mailwatch_client._errors import from_rpc_error
 from mailwatch_client._proto.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 T = TypeVar("T")
@@ -99,6 +100,30 @@ class Deadline:
 
     def allows_wait(self, seconds: float) -> bool:
         return self.at is None or time.monotonic() + seconds < self.at
+
+
+class Attempts:
+    """The retry decisions of one unary call, whichever twin makes it: one
+    deadline shared by all attempts, and after a failure either the delay
+    before the next attempt or the typed error to raise."""
+
+    def __init__(self, policy: RetryConfig, timeout: float | None) -> None:
+        self.policy = policy
+        self.deadline = Deadline(timeout)
+        self.made = 0
+
+    def next_timeout(self) -> float | None:
+        """Count an attempt and return what is left of the deadline for it."""
+        self.made += 1
+        return self.deadline.remaining()
+
+    def delay_after(self, exc: grpc.RpcError) -> float:
+        """Seconds to wait before retrying `exc`; raises its typed error when it is not retried."""
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and self.policy.allows(self.made):
+            delay = self.policy.backoff(self.made)
+            if self.deadline.allows_wait(delay):
+                return delay
+        raise from_rpc_error(exc) from None
 
 
 # --- requests -----------------------------------------------------------------
@@ -240,10 +265,10 @@ class FetchedMessage:
 class MessageAssembler:
     """Collects GetMessage's streamed responses into a FetchedMessage."""
 
-    def __init__(self, format: str) -> None:
+    def __init__(self, request: mailbox_service_pb2.GetMessageRequest) -> None:
         self._message: mailbox_service_pb2.Message | None = None
         self._parts: dict[str, bytearray] = {}
-        self._raw: bytearray | None = bytearray() if format == "raw" else None
+        self._raw: bytearray | None = bytearray() if request.format == mailbox_service_pb2.MESSAGE_FORMAT_RAW else None
 
     def add(self, response: mailbox_service_pb2.GetMessageResponse) -> None:
         kind = response.WhichOneof("content")
