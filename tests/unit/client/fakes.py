@@ -98,4 +98,4 @@ class SilentCall(ScriptedCall):
     async def read(self):
         import asyncio
 
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # silent until the reader gives up (the test's idle timeout cancels it)

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from mailwatch.gmail.user_calls import UserCallLimiter
+from tests.fixtures.waiting import eventually, stays
 
 
 async def test_at_most_n_in_flight_per_user_and_users_are_independent():
@@ -22,9 +23,10 @@ async def test_at_most_n_in_flight_per_user_and_users_are_independent():
             in_flight[key] -= 1
 
     tasks = [asyncio.create_task(call(u)) for u in ["a@x.com", "A@x.com", "a@x.com", "b@x.com"]]
-    for _ in range(20):  # let every task run until it holds a slot or waits for one
-        await asyncio.sleep(0)
-    assert in_flight == {"a@x.com": 2, "b@x.com": 1}  # the third call for a@ waits its turn
+    await eventually(lambda: in_flight == {"a@x.com": 2, "b@x.com": 1})
+    # The third call for a@ waits its turn: while no slot is released, it never gets in
+    # (0.1 s is thousands of loop turns in which it could have).
+    await stays(lambda: in_flight == {"a@x.com": 2, "b@x.com": 1}, 0.1, what="two calls per user")
     release.set()
     await asyncio.gather(*tasks)
     assert peak == {"a@x.com": 2, "b@x.com": 1}

@@ -11,6 +11,7 @@ import pytest
 from mailwatch.domain.models import ChangeEvent, EventType
 from mailwatch.store.changes import ScannedEvents
 from mailwatch.streams.feed import FeedBatch, Subscription, TenantFeed
+from tests.fixtures.waiting import eventually
 
 TENANT = uuid.uuid4()
 
@@ -40,7 +41,7 @@ class Log:
         return new
 
     async def read(self, tenant_id, after):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real read suspends here: other tasks run meanwhile
         if self.fail is not None:
             raise self.fail
         newer = [e for e in self.events if e.sequence > after][: self.read_rows]
@@ -68,15 +69,6 @@ class Log:
         )
 
 
-async def until(condition, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail("condition not reached")
-        await asyncio.sleep(0.001)
-
-
 def drain(subscription):
     batches = []
     while (batch := subscription.take()) is not None:
@@ -90,7 +82,7 @@ async def test_batches_are_contiguous_and_hold_every_event():
     subscription = Subscription(0, 1000)
     assert feed.subscribe(subscription)
     written = log.append(7) + log.append(1)
-    await until(lambda: feed.position == 8)
+    await eventually(lambda: feed.position == 8)
     batches = drain(subscription)
     assert [(b.start, b.end) for b in batches][0][0] == 0
     assert all(a.end == b.start for a, b in zip(batches, batches[1:]))
@@ -105,7 +97,7 @@ async def test_a_full_queue_detaches_only_that_subscription():
     assert feed.subscribe(slow) and feed.subscribe(fast)
     for _ in range(4):
         log.append(2)
-        await until(lambda: fast.pending_events == 2)
+        await eventually(lambda: fast.pending_events == 2)
         drain(fast)
     assert slow.detached and slow not in feed.subscriptions
     assert slow.pending_events <= 5 and slow.ready
@@ -123,7 +115,7 @@ async def test_joining_behind_the_feed_replays_its_recent_batches_or_refuses():
     feed.subscribe(first)
     for _ in range(3):
         log.append(2)
-        await until(lambda: first.pending_events == 2)
+        await eventually(lambda: first.pending_events == 2)
         drain(first)
     assert feed.position == 6
     late = Subscription(3, 100)  # inside the last two batches (kept: 4 events)
@@ -145,7 +137,7 @@ async def test_trouble_detaches_everyone_and_closes_the_feed(trouble):
     subscriptions = [Subscription(0, 100) for _ in range(3)]
     for s in subscriptions:
         feed.subscribe(s)
-    await until(lambda: feed.reads == 1)
+    await eventually(lambda: feed.reads == 1)
     if trouble == "read fails":
         log.fail = OSError("connection lost")
     else:
@@ -154,7 +146,7 @@ async def test_trouble_detaches_everyone_and_closes_the_feed(trouble):
         log.events = log.events[3:]
     log.changed.set()
     log.generation += 1
-    await until(lambda: feed.closed)
+    await eventually(lambda: feed.closed)
     assert all(s.detached and s.ready for s in subscriptions)
     assert closed == [feed] and not feed.subscriptions
     assert all(drain(s) == [] for s in subscriptions)  # nothing read past the trouble
@@ -167,12 +159,12 @@ async def test_the_feed_stops_when_its_last_subscription_leaves():
     a, b = Subscription(0, 100), Subscription(0, 100)
     feed.subscribe(a)
     feed.subscribe(b)
-    await until(lambda: feed.reads == 1)
+    await eventually(lambda: feed.reads == 1)
     a.close()
     assert not feed.closed
     b.close()
     assert feed.closed and closed == [feed]
-    await until(lambda: feed._task.done())
+    await eventually(lambda: feed._task.done())
     assert not feed.subscribe(Subscription(0, 100))  # a closed feed takes nobody: the streamer starts a new one
 
 
@@ -181,17 +173,15 @@ async def test_a_waiting_subscription_wakes_for_a_batch_and_for_being_detached()
     feed = log.feed()
     subscription = Subscription(0, 100)
     feed.subscribe(subscription)
-    await until(lambda: feed.reads == 1)
+    await eventually(lambda: feed.reads == 1)
     waiting = asyncio.ensure_future(subscription.wait(60.0))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
+    await eventually(lambda: subscription._waiter is not None)  # it waits
     log.append(2)
     await asyncio.wait_for(waiting, 10)  # woken by the batch, long before the timeout
     assert subscription.ready and [len(b.events) for b in drain(subscription)] == [2]
     assert not subscription.ready
     waiting = asyncio.ensure_future(subscription.wait(60.0))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
+    await eventually(lambda: subscription._waiter is not None)
     await feed.aclose()
     await asyncio.wait_for(waiting, 10)  # woken by being detached
     assert subscription.detached and subscription.ready
@@ -204,7 +194,7 @@ async def test_a_waiting_subscription_returns_after_its_timeout_and_cancels_clea
     await subscription.wait(0.05)
     assert loop.time() - started >= 0.04 and not subscription.ready
     waiting = asyncio.ensure_future(subscription.wait(60.0))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: subscription._waiter is not None)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

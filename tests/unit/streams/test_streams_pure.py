@@ -9,6 +9,7 @@ import pytest
 
 from mailwatch.domain.errors import CursorExpired, InvalidCursor
 from mailwatch.streams import ChangeNotifier, StartKind, StreamQuery, StreamStats, resolve_start
+from tests.fixtures.waiting import eventually
 
 
 def _query(start, after=None):
@@ -64,7 +65,7 @@ async def test_a_tenant_wakeup_wakes_all_its_waiters_and_no_others():
     a, b = uuid.uuid4(), uuid.uuid4()
     waiters = [asyncio.ensure_future(notifier.wait(a, 5)) for _ in range(3)]
     other = asyncio.ensure_future(notifier.wait(b, 0.2))
-    await asyncio.sleep(0)
+    await eventually(lambda: {a, b} <= notifier._events.keys())  # all four are waiting
     notifier.notify_local(a)
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert await other is False
@@ -95,7 +96,8 @@ async def test_stop_wakes_every_waiter_and_an_unreachable_database_is_retried_qu
                               reconnect_max_seconds=0.05, connect_timeout_seconds=1)
     await notifier.start(wait_connected=0.2)
     assert not notifier.connected
-    waiter = asyncio.ensure_future(notifier.wait(uuid.uuid4(), 30))
-    await asyncio.sleep(0.1)
+    tenant = uuid.uuid4()
+    waiter = asyncio.ensure_future(notifier.wait(tenant, 30))
+    await eventually(lambda: tenant in notifier._events and notifier._failures >= 2)  # waiting; retried
     await notifier.stop()
     assert await asyncio.wait_for(waiter, 1) is True

@@ -1,6 +1,7 @@
 import asyncio
 
 from mailwatch.workers.loop import LoopWorker
+from tests.fixtures.waiting import eventually, stays
 
 
 class Scripted(LoopWorker):
@@ -22,8 +23,10 @@ class Scripted(LoopWorker):
 async def test_busy_ticks_run_back_to_back_then_it_sleeps():
     worker = Scripted([True, True, False], loop_seconds=60)
     task = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.05)
-    assert worker.ticks == 3  # the third said "idle": now sleeping for 60 s
+    await eventually(lambda: worker.ticks == 3)
+    # The third said "idle": it now sleeps for 60 s, so no fourth tick comes (0.2 s is many
+    # back-to-back ticks, had it not gone to sleep).
+    await stays(lambda: worker.ticks == 3, 0.2, what="no tick while asleep")
     worker.stop()
     await asyncio.wait_for(task, 1)
 
@@ -31,10 +34,10 @@ async def test_busy_ticks_run_back_to_back_then_it_sleeps():
 async def test_wake_interrupts_the_sleep():
     worker = Scripted([False, False], loop_seconds=60)
     task = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.05)
+    await eventually(lambda: worker.ticks == 1)
+    await stays(lambda: worker.ticks == 1, 0.2, what="asleep for its 60 s")  # asleep: only a wake ends it
     worker.wake()
-    await asyncio.sleep(0.05)
-    assert worker.ticks == 2
+    await eventually(lambda: worker.ticks == 2)
     worker.stop()
     await asyncio.wait_for(task, 1)
 
@@ -42,9 +45,8 @@ async def test_wake_interrupts_the_sleep():
 async def test_a_failing_tick_does_not_end_the_worker(caplog):
     worker = Scripted([RuntimeError("db down"), False], loop_seconds=0.01)
     task = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.1)
-    assert worker.ticks >= 2 and not task.done()
-    assert "tick failed" in caplog.text
+    await eventually(lambda: worker.ticks >= 2 and "tick failed" in caplog.text)
+    assert not task.done()
     worker.stop()
     await asyncio.wait_for(task, 1)
 
