@@ -1,89 +1,125 @@
-"""The Helm chart, checked without a helm binary (none can be installed here; the
-hosted-CI workflow .github/workflows/chart.yml runs helm lint, kubeconform and kind).
+"""The Helm chart, rendered and linted by Helm's own engine (tests/deploy/chart.py: helm-python-sdk,
+Helm v4's library, no helm binary) with every example values file and the documented minimum.
 
-What these tests hold the chart to: its values obey its own schema; every
-setting the service reads (`mailwatch.config.ENV_SETTINGS`, so a new setting fails
-here until the chart carries it) has a value and reaches the container's
-environment; every `.Values` path a template uses exists; every metric an
-alert or the dashboard names is exported by a running `mailwatch serve`.
+What these tests hold the chart to: Helm renders and lints it cleanly; every rendered object is
+valid, strictly (no unknown field), against the API schemas of the oldest Kubernetes the chart
+admits (Chart.yaml kubeVersion) and of the newest kubernetes-validate knows; values the schema
+refuses fail the render; every setting the service reads (`mailwatch.config.ENV_SETTINGS`, so a
+new setting fails here until the chart carries it) reaches the container's environment as
+Kubernetes would assemble it from the rendered ConfigMap, Secret and Deployment, and the result
+is a valid Settings; every metric an alert or the dashboard names is exported by a running
+`mailwatch serve`. The alert rules themselves: tests/deploy/test_alerts.py (promtool).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
 import urllib.request
-from pathlib import Path
 
-import jsonschema
+import helm_python as helm
+import kubernetes_validate
 import pytest
-import yaml
+from kubernetes_validate.utils import all_versions
 
 from mailwatch.config import ENV_SETTINGS, Settings
 from mailwatch.secrets import generate_key
+from tests.deploy.chart import CHART, NAMESPACE, Rendered, lint, load_values, oldest_kubernetes, render, value_sets
 from tests.fixtures.processes import ServiceProcess
 from tests.integration.client.conftest import free_port
 
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mailwatch"
-TEMPLATES = CHART / "templates"
-EXAMPLE_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-
-# Settings that live in the Secret, and the key of `secrets` each comes from.
-SECRET_SETTINGS = {"database_url": "databaseUrl", "secret_keys": "secretKeys", "operator_token": "operatorToken"}
-
-
-def load_yaml(path: Path):
-    return yaml.safe_load(path.read_text())
-
-
-def merged(defaults: dict, override: dict) -> dict:
-    """Helm's merge of a user values file over values.yaml (maps merge, everything else replaces)."""
-    result = copy.deepcopy(defaults)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
+VALUE_SETS = value_sets()
+OLDEST = oldest_kubernetes()
+NEWEST = kubernetes_validate.latest_version()
+# Prometheus Operator resources: no Kubernetes schema; checked by what reads them instead.
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # promtool check rules + unit tests: test_alerts.py
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),  # test_service_monitor_scrapes_the_metrics_port
+}
+# A Secret the user made (existingSecret in full-values.yaml), as the cluster would hold it.
+EXISTING_SECRET_DATA = {"database-url": "postgresql://mailwatch@postgres.db.svc/mailwatch", "secret-keys": generate_key()}
 
 
-def snakecase(camel: str) -> str:
-    """Sprig's `snakecase` for the lower camelCase keys this chart uses."""
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", camel).lower()
-
-
-def to_env_value(value) -> str:
-    """What configmap.yaml renders: lists comma-joined, booleans lower case, numbers as Go prints them."""
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-@pytest.fixture(scope="module")
-def values() -> dict:
-    return load_yaml(CHART / "values.yaml")
-
-
-@pytest.fixture(scope="module")
-def schema() -> dict:
-    return json.loads((CHART / "values.schema.json").read_text())
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS), ids=str)
+def example(request) -> tuple[dict, Rendered]:
+    values = VALUE_SETS[request.param]
+    return values, render(values)
 
 
 def test_chart_has_example_values_files():
-    assert {path.name for path in EXAMPLE_VALUES} >= {"minimal-values.yaml", "full-values.yaml"}
+    assert {"minimal-values.yaml", "full-values.yaml", "documented"} <= set(VALUE_SETS)
 
 
-@pytest.mark.parametrize("path", [CHART / "values.yaml", *EXAMPLE_VALUES], ids=lambda p: p.name)
-def test_values_files_follow_the_schema(path, values, schema):
-    jsonschema.Draft7Validator.check_schema(schema)
-    document = merged(values, load_yaml(path))
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document), key=str)
-    assert not errors, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+def test_oldest_supported_kubernetes_has_schemas():
+    """The chart claims Kubernetes >= 1.27, where gRPC container probes (the pods' readiness
+    and liveness probes) became GA; everything else it uses is older (PodDisruptionBudget
+    policy/v1 1.21, HorizontalPodAutoscaler autoscaling/v2 1.23). The validator must know it."""
+    assert OLDEST == "1.27.0"
+    assert OLDEST.rsplit(".", 1)[0] in {v.rsplit(".", 1)[0] for v in all_versions()}
+
+
+def test_every_rendered_object_is_valid_for_the_oldest_and_newest_kubernetes(example):
+    values, rendered = example
+    checked = set()
+    for obj in rendered.objects:
+        kind = (obj["apiVersion"], obj["kind"])
+        if kind in CUSTOM_RESOURCES:
+            continue
+        for version in (OLDEST, NEWEST):
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = ".".join(map(str, error.path))
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: {path}: {error.message}")
+            except kubernetes_validate.SchemaNotFoundError as error:
+                pytest.fail(f"{error.message}: a Kubernetes API the chart must not use, or a custom resource to check otherwise")
+        checked.add(obj["kind"])
+    assert {"Deployment", "ConfigMap", "Service", "ServiceAccount", "Job", "PodDisruptionBudget"} <= checked
+
+
+def test_validation_is_strict_and_knows_the_version(example):
+    """What the check above would catch: an unknown field, and a field newer than the oldest
+    supported release (pod-level resources, Kubernetes 1.32)."""
+    deployment = copy.deepcopy(example[1].one("Deployment"))
+    kubernetes_validate.validate(deployment, OLDEST, strict=True)
+    misspelled = copy.deepcopy(deployment)
+    misspelled["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(misspelled, OLDEST, strict=True)
+    newer = copy.deepcopy(deployment)
+    newer["spec"]["template"]["spec"]["resources"] = {"limits": {"memory": "1Gi"}}
+    kubernetes_validate.validate(newer, "1.34.0", strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(newer, OLDEST, strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_is_clean(name):
+    report = lint(VALUE_SETS[name], kube_version=OLDEST)
+    findings = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors; infos are advice
+    assert not findings and not report["errors"], json.dumps(report, indent=2)
+    assert report["total_charts_linted"] == 1
+
+
+def test_one_object_per_template_each_in_the_release_namespace(example):
+    _, rendered = example
+    for template in rendered.manifests:
+        assert len(rendered.objects_of(template)) <= 1, template
+    assert all(obj["metadata"]["namespace"] == NAMESPACE for obj in rendered.objects)
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert all(name.startswith("mailwatch.") for name in re.findall(r'define "([^"]+)"', helpers))
+
+
+def test_defaults_alone_are_refused_with_what_is_missing():
+    with pytest.raises(helm.HelmRenderError, match="is required"):
+        render({})
+    minimal = VALUE_SETS["minimal-values.yaml"]
+    with pytest.raises(helm.HelmRenderError, match="config.pubsubTopic is required"):
+        render({"secrets": minimal["secrets"]})
+    with pytest.raises(helm.HelmRenderError, match="secrets.databaseUrl is required"):
+        render({"config": minimal["config"]})
 
 
 @pytest.mark.parametrize(
@@ -96,34 +132,86 @@ def test_values_files_follow_the_schema(path, values, schema):
         {"replicaCount": "two"},
         {"tls": {"mountPath": "relative"}},
     ],
+    ids=lambda o: json.dumps(o),
 )
-def test_schema_refuses_bad_values(override, values, schema):
-    assert list(jsonschema.Draft7Validator(schema).iter_errors(merged(values, override)))
+def test_schema_refuses_bad_values(override):
+    values = copy.deepcopy(VALUE_SETS["minimal-values.yaml"])
+    for key, value in override.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    with pytest.raises(helm.HelmValuesError, match="values don't meet the specifications of the schema"):
+        render(values)
 
 
-def test_every_setting_has_a_value_in_the_chart(values):
-    configmap = (TEMPLATES / "configmap.yaml").read_text()
-    config_keys = {snakecase(key): key for key in values["config"]}
-    missing, derived = [], []
-    for setting in ENV_SETTINGS:
-        # The chart's config keys are the variables in camelCase: syncLeaseSeconds is MAILWATCH_SYNC_LEASE_SECONDS.
-        if setting.key in SECRET_SETTINGS:
-            assert SECRET_SETTINGS[setting.key] in values["secrets"]
-        elif re.search(rf"^\s*{setting.env}:", configmap, re.MULTILINE):
-            derived.append(setting.key)  # set by the chart itself (listen addresses, TLS files)
-        elif setting.key not in config_keys:
-            camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), setting.key)
-            missing.append(f"{camel} ({setting.env})")
+def _secret_data(rendered: Rendered, name: str) -> dict[str, str]:
+    secrets = [s for s in rendered.all("Secret") if s["metadata"]["name"] == name]
+    if not secrets:
+        return EXISTING_SECRET_DATA  # not the chart's: the user's existingSecret
+    (secret,) = secrets
+    data = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+    return data | secret.get("stringData", {})
+
+
+def container_environment(rendered: Rendered, container: dict) -> dict[str, str]:
+    """The environment Kubernetes gives the container: envFrom ConfigMaps, then env entries
+    with literal values or Secret keys (an optional key the Secret lacks is left out)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= rendered.one("ConfigMap", source["configMapRef"]["name"])["data"]
+    for variable in container.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+            continue
+        reference = variable["valueFrom"]["secretKeyRef"]
+        data = _secret_data(rendered, reference["name"])
+        if reference["key"] in data:
+            env[variable["name"]] = data[reference["key"]]
         else:
-            assert values["config"][config_keys[setting.key]] is not None, f"config.{config_keys[setting.key]} is null"
+            assert reference.get("optional"), f"{variable['name']}: Secret {reference['name']} has no key {reference['key']}"
+    return env
+
+
+def _container(workload: dict) -> dict:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_settings_reach_the_container_environment(example):
+    """Every setting the service reads is in the server container's environment, nothing
+    else MAILWATCH_* is, and the service accepts the result with the values' meaning."""
+    values, rendered = example
+    env = container_environment(rendered, _container(rendered.one("Deployment")))
+    operator_token_optional = bool(values.get("existingSecret"))
+    expected = {s.env for s in ENV_SETTINGS if not (operator_token_optional and s.key == "operator_token")}
+    missing = sorted(expected - env.keys())
     assert not missing, (
         "settings the service reads but the chart does not set; add each under `config:` in "
-        f"deploy/helm/mailwatch/values.yaml with a comment, and to values.schema.json: {', '.join(missing)}"
+        f"deploy/helm/mailwatch/values.yaml with a comment, and to values.schema.json: {missing}"
     )
-    assert {"listen", "http_listen", "tls_cert_file"} <= set(derived)
-    known = {setting.key for setting in ENV_SETTINGS}
-    stale = [key for key, name in ((k, snakecase(k)) for k in values["config"]) if name not in known]
-    assert not stale, f"values.yaml config keys that are no setting of the service: {stale}"
+    unknown = sorted(name for name in env.keys() - expected if name.startswith("MAILWATCH_"))
+    assert not unknown, f"the chart sets variables the service does not read: {unknown}"
+
+    settings = Settings.from_env(env)
+    config = values["config"]
+    assert settings.pubsub.topic == config["pubsubTopic"]
+    assert settings.pubsub.subscriptions == tuple(config.get("pubsubSubscriptions", ()))
+    assert settings.sync.concurrency == config.get("syncConcurrency", 16)
+    assert settings.listen == "0.0.0.0:50051" and settings.http.listen == "0.0.0.0:8080"
+    if values.get("existingSecret"):
+        assert settings.database_url == EXISTING_SECRET_DATA["database-url"]
+    else:
+        assert settings.database_url == values["secrets"]["databaseUrl"]
+        assert settings.secret_keys == (values["secrets"]["secretKeys"],)
+    tls = values.get("tls", {})
+    assert bool(settings.tls.cert_file) == bool(tls.get("enabled"))
+    assert bool(settings.tls.client_ca_file) == bool(tls.get("clientAuth"))
+
+
+def test_migration_job_reaches_the_same_database(example):
+    values, rendered = example
+    server = container_environment(rendered, _container(rendered.one("Deployment")))
+    migration = container_environment(rendered, _container(rendered.one("Job")))
+    assert migration["MAILWATCH_DATABASE_URL"] == server["MAILWATCH_DATABASE_URL"]
+    assert _container(rendered.one("Job"))["args"] == ["migrate"]
 
 
 def test_every_config_value_is_documented_by_a_comment():
@@ -140,38 +228,15 @@ def test_every_config_value_is_documented_by_a_comment():
     assert not undocumented, f"config keys without a comment above them: {undocumented}"
 
 
-def test_settings_reach_the_container_environment(values):
-    """The ConfigMap renders every config key as MAILWATCH_<SNAKE>, the Deployment
-    loads it and the Secret's keys; the result is a valid Settings."""
-    configmap = (TEMPLATES / "configmap.yaml").read_text()
-    assert "range $key, $value := .Values.config" in configmap
-    assert "MAILWATCH_{{ $key | snakecase | upper }}" in configmap
-    deployment = (TEMPLATES / "deployment.yaml").read_text()
-    assert re.search(r"configMapRef:\s*\n\s*name: \{\{ include \"mailwatch.fullname\" \. \}\}", deployment)
-    assert 'include "mailwatch.secretEnv"' in deployment
-    helpers = (TEMPLATES / "_helpers.tpl").read_text()
-    secret_env = helpers[helpers.index('define "mailwatch.secretEnv"'):]
-    for name in SECRET_SETTINGS:
-        assert f"- name: MAILWATCH_{name.upper()}" in secret_env
-
-    # The environment the minimal install produces is accepted by the service as it stands.
-    example = merged(values, load_yaml(CHART / "ci" / "minimal-values.yaml"))
-    env = {f"MAILWATCH_{snakecase(key).upper()}": to_env_value(value) for key, value in example["config"].items()}
-    env |= {f"MAILWATCH_{name.upper()}": example["secrets"][key] for name, key in SECRET_SETTINGS.items()}
-    env |= {"MAILWATCH_LISTEN": "0.0.0.0:50051", "MAILWATCH_HTTP_LISTEN": "0.0.0.0:8080",
-            "MAILWATCH_TLS_CERT_FILE": "", "MAILWATCH_TLS_KEY_FILE": "", "MAILWATCH_TLS_CLIENT_CA_FILE": ""}
-    settings = Settings.from_env(env)
-    assert settings.pubsub.subscriptions == tuple(example["config"]["pubsubSubscriptions"])
-    assert settings.grace_seconds == example["config"]["graceSeconds"]
-    assert settings.sync.enabled is True
-
-
-def _values_paths(text: str) -> set[str]:
-    return set(re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", text))
-
-
-def test_every_values_path_in_the_templates_exists(values):
-    used = {path for template in TEMPLATES.iterdir() for path in _values_paths(template.read_text())}
+def test_every_values_path_in_the_templates_exists():
+    """A template reading a value absent from values.yaml renders it as empty; Helm's strict lint
+    catches only a missing parent (nil pointer), not a missing leaf, so the paths are compared here."""
+    values = load_values(CHART / "values.yaml")
+    used = {
+        path
+        for template in (CHART / "templates").iterdir()
+        for path in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", template.read_text())
+    }
     assert len(used) > 50  # the scan finds the chart's paths at all
     missing = []
     for path in sorted(used):
@@ -184,28 +249,30 @@ def test_every_values_path_in_the_templates_exists(values):
     assert not missing, f".Values paths used in templates but absent from values.yaml: {missing}"
 
 
-def test_one_resource_per_template_and_chart_name_prefixed_helpers():
-    for template in TEMPLATES.glob("*.yaml"):
-        text = template.read_text()
-        assert len(re.findall(r"^kind:", text, re.MULTILINE)) == 1, template.name
-        assert "namespace:" in text, f"{template.name} names no namespace"
-    helpers = (TEMPLATES / "_helpers.tpl").read_text()
-    assert all(name.startswith("mailwatch.") for name in re.findall(r'define "([^"]+)"', helpers))
+def test_a_configuration_change_rolls_the_pods():
+    values = VALUE_SETS["minimal-values.yaml"]
+    before = render(values).one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    changed = copy.deepcopy(values)
+    changed["config"]["logLevel"] = "DEBUG"
+    after = render(changed).one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert after["checksum/config"] != before["checksum/config"]
+    assert after["checksum/secret"] == before["checksum/secret"]
+    changed["secrets"]["operatorToken"] = "another-token-entirely"
+    assert render(changed).one("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] != before["checksum/secret"]
 
 
-def test_template_blocks_are_balanced():
-    """Every if/with/range/define is closed by its own end (what helm would refuse first)."""
-    action = re.compile(r"\{\{-?\s*(/\*.*?\*/|[^}]*?)\s*-?\}\}", re.DOTALL)
-    for template in TEMPLATES.iterdir():
-        depth = 0
-        for match in action.finditer(template.read_text()):
-            word = (match.group(1).split() or [""])[0]
-            if word in ("if", "with", "range", "define", "block"):
-                depth += 1
-            elif word == "end":
-                depth -= 1
-                assert depth >= 0, f"{template.name}: an end closes nothing at offset {match.start()}"
-        assert depth == 0, f"{template.name}: {depth} blocks left open"
+def test_service_monitor_scrapes_the_metrics_port():
+    rendered = render(VALUE_SETS["full-values.yaml"])
+    monitor, service, deployment = rendered.one("ServiceMonitor"), rendered.one("Service"), rendered.one("Deployment")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    container_ports = {p["name"]: p["containerPort"] for p in _container(deployment)["ports"]}
+    assert port["targetPort"] in container_ports and endpoint["path"] == "/metrics"
+    env = container_environment(rendered, _container(deployment))
+    assert env["MAILWATCH_HTTP_LISTEN"].endswith(f":{container_ports[port['targetPort']]}")
+    assert set(monitor["spec"]) == {"selector", "endpoints"} and set(endpoint) == {"port", "path", "interval"}
 
 
 def _named_metrics(text: str) -> set[str]:
@@ -228,9 +295,11 @@ def _exported_metrics(exposition: str) -> set[str]:
 
 @pytest.mark.e2e
 def test_alerts_and_dashboard_name_only_metrics_the_service_exports(database_url):
-    rule_exprs = re.findall(r"^\s*expr: (.*)$", (TEMPLATES / "prometheusrule.yaml").read_text(), re.MULTILINE)
-    rules = _named_metrics("\n".join(rule_exprs))
-    panels = json.loads((CHART / "dashboards" / "mailwatch.json").read_text())["panels"]
+    rendered = render(VALUE_SETS["full-values.yaml"])
+    rule = rendered.one("PrometheusRule")
+    rules = _named_metrics("\n".join(r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]))
+    dashboard_json = rendered.one("ConfigMap", "mailwatch-dashboard")["data"]["mailwatch.json"]
+    panels = json.loads(dashboard_json)["panels"]
     dashboard = _named_metrics("\n".join(target["expr"] for panel in panels for target in panel["targets"]))
     assert len(rules) >= 8 and len(dashboard) >= 10  # the scan finds them at all
 
