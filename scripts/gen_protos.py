@@ -60,25 +60,21 @@ def generate(out: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
         if path.name.endswith(GENERATED_SUFFIXES):
             path.unlink()
     (package_dir / "__init__.py").touch(exist_ok=True)
+    run_protoc(proto_root, f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}")
+    return sorted(p for p in package_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
+
+def run_protoc(proto_root: Path, *outputs: str) -> None:
+    """protoc over every proto with the import paths the contract needs, writing `outputs`
+    (e.g. --python_out=DIR, or -oFILE for a descriptor set, which tests/unit/test_protos_lint.py lints)."""
     # The well-known types (google/protobuf/*.proto) ship inside grpc_tools;
     # google/rpc/*.proto (google.rpc.Status) inside googleapis-common-protos.
     well_known = resources.files("grpc_tools") / "_proto"
     googleapis = Path(status_pb2.__file__).resolve().parents[2]
     files = [str(path.relative_to(proto_root)) for path in proto_files(proto_root)]
-    args = [
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"-I{well_known}",
-        f"-I{googleapis}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
-        *files,
-    ]
+    args = ["grpc_tools.protoc", f"-I{proto_root}", f"-I{well_known}", f"-I{googleapis}", *outputs, *files]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
-    return sorted(p for p in package_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
 _SERVICE_IMPORT = re.compile(r"^from mailwatch\.v1 import ", re.MULTILINE)
