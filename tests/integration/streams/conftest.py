@@ -12,8 +12,9 @@ import pytest
 from mailwatch.streams import StartKind, StreamQuery
 from mailwatch.domain.models import EventType, Mailbox, NewEvent
 from mailwatch.store import changes
-from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat
+from mailwatch.streams import ChangeNotifier, ChangeStreamer, EventBatch, Heartbeat, StreamStats
 from tests.fixtures.factory import Rows
+from tests.fixtures.waiting import eventually
 
 
 
@@ -103,6 +104,11 @@ async def make_streamer():
 @pytest.fixture
 def streamer(make_streamer, sessions, notifier):
     return make_streamer(sessions, notifier, poll_seconds=30.0, fallback_poll_seconds=0.2)
+
+
+async def idle(stats: StreamStats) -> None:
+    """Until the stream (observed through `stats`) has caught up and waits on its tenant's shared reader."""
+    await eventually(lambda: stats.joins >= 1, what="the stream waits on its tenant's feed")
 
 
 async def next_item(stream, timeout: float = 10.0):

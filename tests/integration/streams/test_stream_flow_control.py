@@ -37,7 +37,7 @@ async def test_a_slow_consumer_holds_at_most_one_batch_read_ahead(streamer, sess
     async def watch():
         while True:  # sample from outside while the consumer dawdles
             samples.append(stats.events_read - taken)
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # the sampling interval
 
     watcher = asyncio.create_task(watch())
     try:

@@ -16,7 +16,9 @@ from mailwatch.domain.models import EventType
 from mailwatch.api.convert import stream_responses
 from mailwatch.streams import EventBatch, Heartbeat, StreamStats
 
-from .conftest import append, collect, next_batch, next_item, query
+from tests.fixtures.waiting import stays
+
+from .conftest import append, collect, idle, next_batch, next_item, query
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +35,10 @@ async def test_the_stream_opens_with_a_heartbeat_at_its_start_position(streamer,
 
 async def test_start_now_skips_history_and_delivers_new_events(streamer, sessions, world):
     await append(sessions, world.a1, 3)
-    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW))) as stream:
+    stats = StreamStats()
+    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW), stats=stats)) as stream:
         pending = asyncio.ensure_future(next_batch(stream))
-        await asyncio.sleep(0.2)
+        await idle(stats)  # it has read from NOW and found nothing
         assert not pending.done()
         new = await append(sessions, world.a1, 2, start=100)
         batch = await pending
@@ -63,9 +66,11 @@ async def test_cursor_resumes_after_that_event(streamer, sessions, world):
 
 async def test_cursor_at_latest_waits_for_new_events(streamer, sessions, world):
     events = await append(sessions, world.a1, 2)
-    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.CURSOR, events[-1].sequence))) as stream:
+    stats = StreamStats()
+    cursor = query(StartKind.CURSOR, events[-1].sequence)
+    async with aclosing(streamer.stream(world.tenant_a, cursor, stats=stats)) as stream:
         pending = asyncio.ensure_future(next_batch(stream))
-        await asyncio.sleep(0.2)
+        await idle(stats)  # it has read from the cursor and found nothing
         assert not pending.done()
         new = await append(sessions, world.a1, 1)
         assert [e.sequence for e in (await pending).events] == [new[0].sequence]
@@ -81,9 +86,10 @@ async def test_cursor_beyond_the_tenants_log_is_invalid(streamer, sessions, worl
 
 
 async def test_order_is_commit_order_across_concurrent_writers(streamer, sessions, world):
-    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW, batch=37))) as stream:
+    stats = StreamStats()
+    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW, batch=37), stats=stats)) as stream:
         pending = asyncio.ensure_future(collect(stream, 300, timeout=30))
-        await asyncio.sleep(0.1)
+        await idle(stats)  # NOW is fixed before the writers start
 
         async def writer(mailbox, rounds):
             written = []
@@ -189,8 +195,10 @@ async def test_tenants_never_see_each_others_events(streamer, sessions, world):
         more_a = await append(sessions, world.a2, 1)
         assert [e.id for e in await collect(stream_a, 1)] == [more_a[0].id]
         b_after = asyncio.ensure_future(next_batch(stream_b))
-        await asyncio.sleep(0.3)
-        assert not b_after.done()
+        # Tenant b's stream gets nothing of tenant a's: a's event, delivered to a's stream
+        # already, would reach b's within this time if isolation failed (both are woken by
+        # the same commit's NOTIFY).
+        await stays(lambda: not b_after.done(), 0.5, what="tenant b's stream stays empty")
         b_after.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await b_after
@@ -216,7 +224,7 @@ async def test_resuming_from_the_last_cursor_gives_no_gap_and_no_duplicate(strea
         while not stop_writing.is_set():
             written.extend(await append(sessions, world.a1 if i % 2 else world.a2, 1 + i % 3, start=i * 10))
             i += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # pace the writer so the reader's reconnects fall between commits
 
     writing = asyncio.create_task(writer())
     delivered = []

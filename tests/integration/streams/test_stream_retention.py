@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 
@@ -62,4 +61,3 @@ async def test_prune_of_another_tenant_does_not_disturb_a_stream(streamer, sessi
         await _prune(sessions)
         rest = await collect(stream, 1)
     assert [e.id for e in list(first.events) + rest] == [e.id for e in mine]
-    await asyncio.sleep(0)

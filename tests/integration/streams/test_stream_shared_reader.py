@@ -10,7 +10,9 @@ import pytest
 from mailwatch.domain.models import EventType
 from mailwatch.streams import EventBatch, StartKind, StreamStats
 
-from .conftest import append, collect, next_batch, next_item, query
+from tests.fixtures.waiting import eventually
+
+from .conftest import append, collect, idle, next_batch, next_item, query
 
 pytestmark = pytest.mark.integration
 
@@ -19,10 +21,7 @@ async def _joined(stream, stats: StreamStats, timeout: float = 10.0) -> asyncio.
     """Ask for the next item and wait until the stream has caught up and joined
     its tenant's feed; returns the pending request for that item."""
     pending = asyncio.ensure_future(anext(stream))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not stats.joins and loop.time() < deadline and not pending.done():
-        await asyncio.sleep(0.01)
+    await eventually(lambda: stats.joins or pending.done(), timeout=timeout)
     assert stats.joins, "the stream never joined the shared reader"
     return pending
 
@@ -39,11 +38,7 @@ async def test_streams_of_a_tenant_share_one_reader(make_streamer, sessions, not
             streams.append(stream)
             stats.append(s)
         pending = [asyncio.ensure_future(collect(s, 30)) for s in streams]
-        await asyncio.sleep(0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not all(s.joins for s in stats) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: all(s.joins for s in stats), what="every stream joined the feed")
         feed = streamer.feed(world.tenant_a)
         assert feed is not None and len(feed.subscriptions) == count
         reads_before = feed.reads
@@ -152,9 +147,10 @@ async def test_the_reader_stops_when_its_last_stream_ends(make_streamer, session
         await asyncio.gather(pending, return_exceptions=True)
     assert streamer.feed(world.tenant_a) is None and feed.closed
     # And the next stream starts a new one that works.
-    async with aclosing(streamer.stream(world.tenant_a, query())) as stream:
+    again = StreamStats()
+    async with aclosing(streamer.stream(world.tenant_a, query(), stats=again)) as stream:
         await next_item(stream)
         pending = asyncio.ensure_future(next_batch(stream))
-        await asyncio.sleep(0.1)
+        await idle(again)
         written = await append(sessions, world.a1, 1)
         assert [e.id for e in (await pending).events] == [written[0].id]

@@ -13,17 +13,19 @@ import pytest
 from mailwatch.streams import StartKind
 from mailwatch.store import create_engine, session_factory
 from mailwatch.database_url import libpq_url
-from mailwatch.streams import ChangeNotifier
+from mailwatch.streams import ChangeNotifier, StreamStats
+from tests.fixtures.waiting import eventually
 
-from .conftest import append, next_batch, query
+from .conftest import append, idle, next_batch, query
 
 pytestmark = pytest.mark.integration
 
 
-async def _time_to_delivery(streamer, sessions_for_writer, world, *, settle=0.3):
-    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW))) as stream:
+async def _time_to_delivery(streamer, sessions_for_writer, world):
+    stats = StreamStats()
+    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW), stats=stats)) as stream:
         pending = asyncio.ensure_future(next_batch(stream, timeout=20))
-        await asyncio.sleep(settle)  # the stream is idle, waiting
+        await idle(stats)
         assert not pending.done()
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -61,9 +63,10 @@ async def test_a_commit_from_another_process_wakes_the_stream_at_once(streamer, 
         asyncio.run(main())
         """
     )
-    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW))) as stream:
+    stats = StreamStats()
+    async with aclosing(streamer.stream(world.tenant_a, query(StartKind.NOW), stats=stats)) as stream:
         pending = asyncio.ensure_future(next_batch(stream, timeout=30))
-        await asyncio.sleep(0.3)
+        await idle(stats)
         process = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
         assert await process.wait() == 0
         loop = asyncio.get_running_loop()
@@ -101,20 +104,16 @@ async def test_a_missed_notification_is_caught_by_the_poll(make_streamer, sessio
 
 
 async def test_the_notifier_reconnects_after_its_connection_is_killed(streamer, notifier, sessions, database_url, world):
+    token = notifier.token(world.tenant_a)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
         killed = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'mailwatch-listen' AND datname = current_database()"
         ).fetchall()
     assert killed == [(True,)]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    # It notices (the wake-all on disconnect), then comes back.
-    while notifier.connected and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    while not notifier.connected and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert notifier.connected
+    # It notices (the wake-all on disconnect changes every tenant's token), then comes back.
+    await eventually(lambda: notifier.token(world.tenant_a) != token and notifier.connected,
+                     what="the listener noticed and reconnected")
     elapsed, batch, _ = await _time_to_delivery(streamer, sessions, world)
     assert elapsed < 2.0  # woken by NOTIFY again (poll_seconds is 30)
 
@@ -122,7 +121,7 @@ async def test_the_notifier_reconnects_after_its_connection_is_killed(streamer, 
 async def test_waiters_of_one_tenant_all_wake_on_one_notification(notifier, sessions, world):
     waiters = [asyncio.ensure_future(notifier.wait(world.tenant_a, 20)) for _ in range(50)]
     other = asyncio.ensure_future(notifier.wait(world.tenant_b, 1.0))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: {world.tenant_a, world.tenant_b} <= notifier._events.keys())  # all are waiting
     await append(sessions, world.a1, 1)
     assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True] * 50
     assert await other is False
@@ -131,10 +130,8 @@ async def test_waiters_of_one_tenant_all_wake_on_one_notification(notifier, sess
 async def test_a_notification_between_read_and_wait_is_not_slept_through(notifier, sessions, world):
     token = notifier.token(world.tenant_a)  # taken before "reading the log"
     await append(sessions, world.a1, 1)  # commits while the reader is busy
+    await eventually(lambda: notifier.token(world.tenant_a) != token, what="the notification arrived")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while notifier.token(world.tenant_a) == token and loop.time() < deadline:
-        await asyncio.sleep(0.01)
     started = loop.time()
     assert await notifier.wait(world.tenant_a, 10, token=token) is True
     assert loop.time() - started < 0.1
