@@ -44,15 +44,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_session(settings: Settings, work):
+async def _with_database(settings: Settings, work):
+    """`work(sessions)` on a database of its own, closed afterwards."""
     from mailwatch.store.db import create_engine, session_factory
 
     engine = create_engine(settings.sqlalchemy_url)
     try:
-        async with session_factory(engine)() as session:
-            result = await work(session)
-            await session.commit()
-            return result
+        return await work(session_factory(engine))
     finally:
         await engine.dispose()
 
@@ -64,12 +62,12 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     if args.action == "google-settings":
         from mailwatch.google_settings_cli import cmd_google_settings
 
-        return cmd_google_settings(args, settings, _with_session)
+        return cmd_google_settings(args, settings, _with_database)
     if args.action == "create":
-        tenant = asyncio.run(_with_session(settings, lambda s: tenants.create_tenant(s, args.name)))
+        tenant = asyncio.run(_with_database(settings, lambda db: tenants.add_tenant(db, args.name)))
         print(f"created tenant {tenant.name} ({tenant.id})")
     else:
-        for tenant in asyncio.run(_with_session(settings, tenants.list_tenants)):
+        for tenant in asyncio.run(_with_database(settings, tenants.tenant_page)):
             print(f"{tenant.id}  {tenant.name}  created {tenant.created:%Y-%m-%d %H:%M:%S}Z")
     return 0
 
@@ -82,19 +80,17 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.action == "create":
-        async def create(session):
-            tenant = await tenants.get_tenant_by_name(session, args.tenant)
-            return await api_keys.create_api_key(session, tenant.id)
+        async def create(db):
+            return await api_keys.issue_api_key(db, await tenants.resolve_tenant(db, name=args.tenant))
 
-        key, plaintext = asyncio.run(_with_session(settings, create))
+        key, plaintext = asyncio.run(_with_database(settings, create))
         print(f"API key {key.id} for tenant {args.tenant} (shown once, store it now):", file=sys.stderr)
         print(plaintext)
     elif args.action == "list":
-        async def list_keys(session):
-            tenant = await tenants.get_tenant_by_name(session, args.tenant)
-            return await api_keys.list_api_keys(session, tenant.id)
+        async def list_keys(db):
+            return await api_keys.api_key_page(db, await tenants.resolve_tenant(db, name=args.tenant))
 
-        for key in asyncio.run(_with_session(settings, list_keys)):
+        for key in asyncio.run(_with_database(settings, list_keys)):
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
             print(f"{key.id}  {key.prefix}…  {state}")
     else:
@@ -102,7 +98,7 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
             key_id = uuid.UUID(args.id)
         except ValueError:
             raise InvalidArgument([FieldViolation("id", "must be an API key id (a UUID)")]) from None
-        key = asyncio.run(_with_session(settings, lambda s: api_keys.revoke_api_key(s, key_id)))
+        key = asyncio.run(_with_database(settings, lambda db: api_keys.revoke_key(db, key_id)))
         print(f"revoked API key {key.id}")
     return 0
 

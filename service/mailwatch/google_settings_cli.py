@@ -69,7 +69,7 @@ def _describe(settings, status=None) -> str:
     return "\n".join(lines)
 
 
-def cmd_google_settings(args: argparse.Namespace, settings, with_session) -> int:
+def cmd_google_settings(args: argparse.Namespace, settings, with_database) -> int:
     from mailwatch.lifecycle.google_settings import GoogleSettingsInput, save_google_settings
     from mailwatch.secrets import SecretBox
     from mailwatch.store import google_settings as store
@@ -82,24 +82,19 @@ def cmd_google_settings(args: argparse.Namespace, settings, with_session) -> int
             pubsub_subscription=args.subscription, push_audience=args.push_audience,
         )
 
-        async def save(session):
-            tenant = await tenants.get_tenant_by_name(session, args.tenant)
-            return await save_google_settings(session, box, tenant.id, wanted)
+        async def save(db):
+            return await save_google_settings(db, box, await tenants.resolve_tenant(db, name=args.tenant), wanted)
 
-        print(_describe(asyncio.run(with_session(settings, save))))
+        print(_describe(asyncio.run(with_database(settings, save))))
     elif args.google_action == "show":
-        async def show(session):
-            tenant = await tenants.get_tenant_by_name(session, args.tenant)
-            found = await store.get_settings(session, tenant.id)
-            statuses = await store.subscription_statuses_of(session, [found.pubsub_subscription or ""])
-            return found, statuses.get(found.pubsub_subscription or "")
+        async def show(db):
+            return await store.settings_with_status(db, await tenants.resolve_tenant(db, name=args.tenant))
 
-        print(_describe(*asyncio.run(with_session(settings, show))))
+        print(_describe(*asyncio.run(with_database(settings, show))))
     else:
-        async def clear(session):
-            tenant = await tenants.get_tenant_by_name(session, args.tenant)
-            return await store.clear_settings(session, tenant.id)
+        async def clear(db):
+            return await store.remove_settings(db, await tenants.resolve_tenant(db, name=args.tenant))
 
-        cleared = asyncio.run(with_session(settings, clear))
+        cleared = asyncio.run(with_database(settings, clear))
         print("cleared" if cleared else "the tenant had no Google settings", file=sys.stderr)
     return 0

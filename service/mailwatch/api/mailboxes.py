@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
-from datetime import datetime
 
 import grpc
 from google.rpc import status_pb2
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailwatch.api import convert, errors, tokens, validation
-from mailwatch.domain.errors import FieldViolation, InvalidArgument
+from mailwatch.api import convert, errors, validation
+from mailwatch.api.paging import after_created_id, one_page
 from mailwatch.lifecycle import messages
-from mailwatch.lifecycle import google_settings
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.request_context import current_request_id, current_tenant_id
+from mailwatch.store import google_settings as settings_store
 from mailwatch.store import mailboxes as mailbox_store
+from mailwatch.store.db import Sessions
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
@@ -32,7 +30,7 @@ OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
 
 
 class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], lifecycle: Lifecycle, streamer: ChangeStreamer) -> None:
+    def __init__(self, sessions: Sessions, lifecycle: Lifecycle, streamer: ChangeStreamer) -> None:
         self._sessions = sessions
         self._lifecycle = lifecycle
         self._streamer = streamer
@@ -68,27 +66,17 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
-        async with self._sessions() as session:
-            mailbox = await mailbox_store.get_mailbox(session, current_tenant_id(), mailbox_id)
-        return convert.mailbox_to_proto(mailbox)
+        return convert.mailbox_to_proto(await mailbox_store.fetch_mailbox(self._sessions, current_tenant_id(), mailbox_id))
 
     async def ListMailboxes(self, request, context):
         query = validation.validate_list_mailboxes(request)
-        after = _page_position(query.page.position)
-        async with self._sessions() as session:
-            # One extra row tells whether another page exists.
-            found = await mailbox_store.list_mailboxes(
-                session, current_tenant_id(), states=query.states, after=after, limit=query.page.page_size + 1
-            )
-        page, more = found[: query.page.page_size], len(found) > query.page.page_size
-        next_token = ""
-        if more:
-            last = page[-1]
-            next_token = tokens.encode_page_token(
-                [last.created.isoformat(), str(last.id)], fingerprint=query.page.fingerprint
-            )
+        found = await mailbox_store.mailbox_page(
+            self._sessions, current_tenant_id(), states=query.states, after=after_created_id(query.page.position),
+            limit=query.page.page_size + 1,
+        )
+        mailboxes, next_token = one_page(found, query.page, lambda last: [last.created.isoformat(), str(last.id)])
         return mailbox_service_pb2.ListMailboxesResponse(
-            mailboxes=[convert.mailbox_to_proto(m) for m in page], next_page_token=next_token
+            mailboxes=[convert.mailbox_to_proto(m) for m in mailboxes], next_page_token=next_token
         )
 
     async def StreamChanges(self, request, context):
@@ -119,16 +107,6 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
 
     async def GetGoogleSettings(self, request, context):
-        settings, status = await google_settings.google_settings_with_status(self._sessions, current_tenant_id())
+        settings, status = await settings_store.settings_with_status(self._sessions, current_tenant_id())
         return convert.google_settings_to_proto(settings, status)
 
-
-def _page_position(position) -> tuple[datetime, uuid.UUID] | None:
-    """(created, id) of the last mailbox of the previous page, from a page token."""
-    if position is None:
-        return None
-    try:
-        created, mailbox_id = position
-        return datetime.fromisoformat(created), uuid.UUID(mailbox_id)
-    except (TypeError, ValueError):
-        raise InvalidArgument([FieldViolation("page_token", "page token is not valid")]) from None

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field, replace
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from dataclasses import dataclass, field
 
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
-from mailwatch.domain.models import Credential, GoogleSettings, OAuthCredential, ServiceAccountCredential, \
-    SubscriptionStatus
+from mailwatch.domain.models import Credential, GoogleSettings, OAuthCredential, ServiceAccountCredential
 from mailwatch.domain.projects import credential_project, topic_project
 from mailwatch.secrets import SecretBox, credential_kind
 from mailwatch.store import google_settings as store
+from mailwatch.store.db import Sessions
 
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 # Google project ids: 6-30 of [a-z0-9-], starting with a letter; legacy ones carry a "domain:" prefix.
@@ -70,35 +68,14 @@ def checked(settings: GoogleSettingsInput) -> tuple[str, str]:
 
 
 async def save_google_settings(
-    session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, settings: GoogleSettingsInput
+    sessions: Sessions, box: SecretBox, tenant_id: uuid.UUID, settings: GoogleSettingsInput
 ) -> GoogleSettings:
-    """Check, seal and store (in the caller's transaction); NotFound for an unknown tenant."""
+    """Check, seal and store; NotFound for an unknown tenant."""
     project, credential_id = checked(settings)
-    return await store.put_settings(
-        session, tenant_id, project_id=project, credential_kind=credential_kind(settings.credential),
+    return await store.save_settings(
+        sessions, tenant_id, project_id=project, credential_kind=credential_kind(settings.credential),
         credentials_ciphertext=box.encrypt_credential(settings.credential), credential_id=credential_id,
         pubsub_topic=settings.pubsub_topic, pubsub_subscription=settings.pubsub_subscription or None,
         push_audience=settings.push_audience or None,
     )
 
-
-async def google_settings_with_status(
-    sessions: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID
-) -> tuple[GoogleSettings, SubscriptionStatus | None]:
-    """The tenant's settings (no secret) and its subscription's health; NotFound without settings."""
-    async with sessions() as session:
-        settings = await store.get_settings(session, tenant_id)
-        status = None
-        if settings.pubsub_subscription:
-            statuses = await store.subscription_statuses_of(session, [settings.pubsub_subscription])
-            status = statuses.get(settings.pubsub_subscription)
-    return settings, status
-
-
-async def load_google_settings(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID) -> GoogleSettings | None:
-    """The tenant's settings with the credential decrypted, or None."""
-    found = await store.find_settings(session, tenant_id)
-    if found is None:
-        return None
-    settings, ciphertext = found
-    return replace(settings, credential=box.decrypt_credential(ciphertext))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 from mailwatch.domain.messages import Message
-from mailwatch.domain.models import ChangeEvent, EventType, NewEvent
+from mailwatch.domain.models import ChangeEvent
 from mailwatch.lifecycle.registration import Lifecycle
-from mailwatch.store import changes, mailboxes
+from mailwatch.store import registrations
 
 
 async def read_message(
@@ -17,9 +17,7 @@ async def read_message(
 ) -> Message:
     """The message in Gmail's format `fmt`, fetched with the mailbox's credentials
     (NotFound for another tenant's mailbox, as for a missing one)."""
-    async with lifecycle.sessions() as session:
-        mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
-        ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+    mailbox, ciphertext = await registrations.mailbox_with_credentials(lifecycle.sessions, tenant_id, mailbox_id)
     return await lifecycle.gmail.get_message(
         lifecycle.secret_box.decrypt_credential(ciphertext), mailbox.email_address, message_id,
         fmt=fmt, metadata_headers=metadata_headers if fmt == "metadata" else (), tenant_id=tenant_id,
@@ -30,14 +28,4 @@ async def send_test_event(
     lifecycle: Lifecycle, tenant_id: uuid.UUID, mailbox_id: uuid.UUID | None, note: str
 ) -> ChangeEvent:
     """Append a TEST event (for one mailbox, or the tenant as a whole) and return it with its cursor."""
-    async with lifecycle.sessions() as session, session.begin():
-        mailbox = None if mailbox_id is None else await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
-        detail = {"note": note} if note else {}
-        [event] = await changes.append_events(session, tenant_id, [
-            NewEvent(
-                mailbox_id=None if mailbox is None else mailbox.id,
-                email_address=None if mailbox is None else mailbox.email_address,
-                type=EventType.TEST, detail=detail,
-            )
-        ])
-    return event
+    return await registrations.append_test_event(lifecycle.sessions, tenant_id, mailbox_id, note)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
 from mailwatch.domain import addresses, errors
@@ -30,11 +28,12 @@ from mailwatch.domain.models import (
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
 from mailwatch.gmail.client import GmailClient, WatchResult
-from mailwatch.lifecycle.google_settings import load_google_settings
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
-from mailwatch.store import changes, mailboxes, watch_groups
+from mailwatch.store import mailboxes
+from mailwatch.store import registrations as registrations_store
+from mailwatch.store.db import Sessions
 from mailwatch.store.watch_groups import GroupMember
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class _Watched:
 
 @dataclass
 class Lifecycle:
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     gmail: GmailClient
     secret_box: SecretBox
     clock: Clock
@@ -155,43 +154,41 @@ class Lifecycle:
         registrations: Sequence[tuple[str, Credential | TenantDefaultCredential]],
     ) -> list[_Plan | Mailbox | Exception]:
         """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), or why not."""
-        async with self.sessions() as session:
-            settings = await load_google_settings(session, self.secret_box, tenant_id)
-            existing = await mailboxes.find_mailboxes_by_addresses(
-                session, tenant_id, [address for address, _ in registrations])
-            plans: list[_Plan | Mailbox | Exception] = []
-            for email_address, requested in registrations:
-                try:
-                    credential = resolve_credential(requested, settings, email_address)
-                    # Refused here, before Gmail is asked, when the credentials' project has no topic.
-                    topic = watch_topic_for(credential, from_tenant_defaults=isinstance(requested, TenantDefaultCredential),
-                                            settings=settings, deployment_topic=self.topic)
-                except Exception as exc:  # noqa: BLE001 - answered for this address alone
-                    plans.append(exc)
-                    continue
-                plans.append(_Plan(email_address, credential, topic,
-                                   existing.get(addresses.normalize(email_address))))
-            # Same registration again (same filter, options, topic and credential): nothing to do.
-            same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
-                    and plan.existing.state is MailboxState.ACTIVE and plan.existing.label_filter == label_filter
-                    and plan.existing.metadata_headers == metadata_headers
-                    and (plan.existing.watch_topic or self.topic) == plan.topic]
-            stored = await mailboxes.load_credentials_ciphertexts(
-                session, tenant_id, [plan.existing.id for plan in same])
-            unchanged = {id(plan) for plan in same
-                         if plan.existing.id in stored and self._stored_credential(stored[plan.existing.id]) == plan.credential}
-            plans = [plan.existing if id(plan) in unchanged else plan for plan in plans]
-            # Registrations of an address in one Google project (any tenant) share one
-            # Gmail watch: it must report what any of them wants.
-            to_watch = [plan for plan in plans if isinstance(plan, _Plan)]
-            sharing = await watch_groups.groups_members(
-                session, [(plan.email_address, topic_project(plan.topic) or "",
-                           plan.existing.id if plan.existing is not None else None) for plan in to_watch],
-                deployment_topic=self.topic,
-            )
-        for plan, members in zip(to_watch, sharing):
+        sealed, existing = await registrations_store.registration_reads(
+            self.sessions, tenant_id, [address for address, _ in registrations])
+        settings = None if sealed is None else replace(sealed[0], credential=self.secret_box.decrypt_credential(sealed[1]))
+        plans: list[_Plan | Mailbox | Exception] = []
+        for email_address, requested in registrations:
+            try:
+                credential = resolve_credential(requested, settings, email_address)
+                # Refused here, before Gmail is asked, when the credentials' project has no topic.
+                topic = watch_topic_for(credential, from_tenant_defaults=isinstance(requested, TenantDefaultCredential),
+                                        settings=settings, deployment_topic=self.topic)
+            except Exception as exc:  # noqa: BLE001 - answered for this address alone
+                plans.append(exc)
+                continue
+            plans.append(_Plan(email_address, credential, topic,
+                               existing.get(addresses.normalize(email_address))))
+        # Same registration again (same filter, options, topic and credential): nothing to do.
+        same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
+                and plan.existing.state is MailboxState.ACTIVE and plan.existing.label_filter == label_filter
+                and plan.existing.metadata_headers == metadata_headers
+                and (plan.existing.watch_topic or self.topic) == plan.topic]
+        # Registrations of an address in one Google project (any tenant) share one
+        # Gmail watch: it must report what any of them wants. Read for every planned
+        # address with the stored credentials, and ignored for those found unchanged.
+        candidates = [plan for plan in plans if isinstance(plan, _Plan)]
+        stored, sharing = await registrations_store.stored_and_sharing(
+            self.sessions, tenant_id, [plan.existing.id for plan in same],
+            [(plan.email_address, topic_project(plan.topic) or "",
+              plan.existing.id if plan.existing is not None else None) for plan in candidates],
+            deployment_topic=self.topic,
+        )
+        for plan, members in zip(candidates, sharing):
             plan.sharing = members
-        return plans
+        unchanged = {id(plan) for plan in same
+                     if plan.existing.id in stored and self._stored_credential(stored[plan.existing.id]) == plan.credential}
+        return [plan.existing if id(plan) in unchanged else plan for plan in plans]
 
     async def _watch(self, tenant_id: uuid.UUID, label_filter: LabelFilter, plan: _Plan) -> _Watched:
         gmail_address = await self._gmail_address(tenant_id, plan.email_address, plan.credential)
@@ -249,9 +246,8 @@ class Lifecycle:
             )
             for write in writes
         ]
-        async with self.database_slots, self.sessions() as session, session.begin():
-            upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows)
-            await changes.append_events(session, tenant_id, [
+        def events_of(upserted: list[tuple[Mailbox, bool]]) -> list[NewEvent]:
+            return [
                 NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
                          type=EventType.WATCH_STARTED, history_id=write.watch.history_id, detail={
                              "expiration": write.watch.expiration.isoformat(),
@@ -259,7 +255,10 @@ class Lifecycle:
                              "previous_state": write.plan.existing.state.value if write.plan.existing else "",
                          })
                 for write, (mailbox, created) in zip(writes, upserted)
-            ])
+            ]
+
+        async with self.database_slots:
+            upserted = await registrations_store.save_registrations(self.sessions, tenant_id, rows, events_of)
         return [mailbox for mailbox, _ in upserted]
 
     async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str, credential: Credential) -> str:
@@ -290,19 +289,14 @@ class Lifecycle:
             return None
 
     async def stop(self, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
-        async with self.sessions() as session:
-            mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
-            if mailbox.state is MailboxState.STOPPED:
-                return mailbox
-            ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
-            # users.stop would end the watch for every registration sharing it (same
-            # address and project, any tenant): leave it to them while one is ACTIVE.
-            # Its filter narrows at their next renewal; until then they may sync for
-            # changes only this one wanted, and find nothing of theirs.
-            still_needed = await watch_groups.group_members(
-                session, mailbox.email_address, topic_project(mailbox.watch_topic or self.topic) or "",
-                deployment_topic=self.topic, exclude=mailbox_id,
-            )
+        # users.stop would end the watch for every registration sharing it (same
+        # address and project, any tenant): leave it to them while one is ACTIVE.
+        # Its filter narrows at their next renewal; until then they may sync for
+        # changes only this one wanted, and find nothing of theirs.
+        mailbox, ciphertext, still_needed = await registrations_store.mailbox_to_stop(
+            self.sessions, tenant_id, mailbox_id, deployment_topic=self.topic)
+        if ciphertext is None:
+            return mailbox  # already STOPPED
         try:
             if not still_needed:
                 await self.gmail.stop(
@@ -313,11 +307,4 @@ class Lifecycle:
             # Gmail cannot be told, but a dead watch expires by itself within 7
             # days and notifications for a STOPPED mailbox are ignored.
             pass
-        async with self.sessions() as session, session.begin():
-            mailbox, changed = await mailboxes.mark_stopped(session, tenant_id, mailbox_id)
-            if changed:
-                await changes.append_events(session, tenant_id, [
-                    NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                             type=EventType.MAILBOX_STOPPED, history_id=mailbox.history_id),
-                ])
-        return mailbox
+        return await registrations_store.stop_mailbox(self.sessions, tenant_id, mailbox_id)

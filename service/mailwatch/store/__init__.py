@@ -5,8 +5,11 @@ taking an `AsyncSession` (one module per table), and Alembic migrations.
     from mailwatch.store import tenants, api_keys, mailboxes, changes, notifications
 
 Queries return `mailwatch.domain.models` dataclasses, never ORM rows, and raise
-`mailwatch.domain.errors` exceptions. They run inside the caller's transaction;
-the caller commits (`async with sessions() as s, s.begin(): ...`).
+`mailwatch.domain.errors` exceptions. A query takes an `AsyncSession` and runs
+in its transaction; the verbs the rest of the service calls take the `Sessions`
+handle (`db.Sessions`) and choose their own mode (`db.transaction`: a unit of
+work; `db.autocommit`: one statement; `db.reading`: reads). Nothing outside
+`store/` opens a session (tests/unit/layers/test_store_owns_transactions.py).
 """
 
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory

@@ -1,4 +1,6 @@
-"""Queries on `api_keys`: issue, revoke, list, authenticate.
+"""Queries on `api_keys`: issue, revoke, list, authenticate; and the same as
+verbs that open their own session (`issue_api_key`, `revoke_key`,
+`api_key_page`, `authenticate`) for the admin API, the auth interceptor and the CLI.
 
 A key is `mwk_` + 32 random bytes (urlsafe base64). Only its SHA-256 is
 stored. Authentication hashes the presented key and looks the hash up through
@@ -12,14 +14,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import DateTime, Uuid, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound, Unauthenticated
 from mailwatch.domain.models import ApiKey
 from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.models import api_keys
 
 KEY_PREFIX = "mwk_"
@@ -77,13 +81,22 @@ async def revoke_api_key(
     return _api_key(row)
 
 
-async def list_api_keys(session: AsyncSession, tenant_id: uuid.UUID) -> list[ApiKey]:
-    rows = await session.execute(
-        select(*_COLUMNS)
-        .where(api_keys.c.tenant_id == tenant_id)
-        .order_by(api_keys.c.created, api_keys.c.id)
-    )
-    return [_api_key(row) for row in rows]
+async def list_api_keys(
+    session: AsyncSession, tenant_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int | None = None,
+) -> list[ApiKey]:
+    """The tenant's keys in (created, id) order; with `after`, only those after it (keyset paging)."""
+    statement = select(*_COLUMNS).where(api_keys.c.tenant_id == tenant_id)
+    if after is not None:
+        after_created, after_id = after
+        statement = statement.where(
+            tuple_(api_keys.c.created, api_keys.c.id)
+            > tuple_(literal(after_created, DateTime(timezone=True)), literal(after_id, Uuid))
+        )
+    statement = statement.order_by(api_keys.c.created, api_keys.c.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [_api_key(row) for row in await session.execute(statement)]
 
 
 async def authenticate_api_key(session: AsyncSession, plaintext: str | None) -> uuid.UUID:
@@ -104,3 +117,26 @@ async def authenticate_api_key(session: AsyncSession, plaintext: str | None) -> 
     if row is None or row.revoked_at is not None:
         raise failure
     return row.tenant_id
+
+
+async def issue_api_key(sessions: Sessions, tenant_id: uuid.UUID) -> tuple[ApiKey, str]:
+    async with transaction(sessions) as session:
+        return await create_api_key(session, tenant_id)
+
+
+async def revoke_key(sessions: Sessions, key_id: uuid.UUID) -> ApiKey:
+    async with transaction(sessions) as session:
+        return await revoke_api_key(session, key_id)
+
+
+async def api_key_page(
+    sessions: Sessions, tenant_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int | None = None,
+) -> list[ApiKey]:
+    async with reading(sessions) as session:
+        return await list_api_keys(session, tenant_id, after=after, limit=limit)
+
+
+async def authenticate(sessions: Sessions, plaintext: str | None) -> uuid.UUID:
+    async with reading(sessions) as session:
+        return await authenticate_api_key(session, plaintext)

@@ -8,6 +8,9 @@ every `timestamptz` comes back as an aware UTC datetime.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
@@ -47,8 +50,34 @@ def create_engine(
     )
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def session_factory(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.asynccontextmanager
+async def transaction(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    """A unit of work: committed when the block ends, rolled back if it raises."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def autocommit(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    """For a verb that is ONE statement: it is its own transaction, with no BEGIN
+    and COMMIT round trips, and its locks end when Postgres finishes it."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def reading(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    """Reads only: whatever the block runs ends (rolled back) with it; nothing is committed."""
+    async with sessions() as session:
+        yield session
 
 
 async def ensure_migrated(engine: AsyncEngine) -> None:

@@ -2,8 +2,12 @@
 
 Settings are read per tenant (tenant-scoped), except `pubsub_sources`, which
 lists every configured subscription and push audience for ingest: those are
-routing facts, never shown to a tenant. Only `find_settings` returns the
-sealed credential.
+routing facts, never shown to a tenant. Only `find_settings` (and
+`sealed_settings`) return the sealed credential.
+
+Verbs that open their own session (for the admin API, the CLI, ingest and
+registration): `save_settings`, `remove_settings`, `settings_with_status`,
+`sealed_settings`, `subscription_statuses`, `sources`, `record_pull_outcome`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import CredentialKind, GoogleSettings, SubscriptionStatus
 from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.models import subscription_statuses, tenant_google_settings
 
 _settings = tenant_google_settings
@@ -145,3 +150,58 @@ async def subscription_statuses_of(session: AsyncSession, subscriptions: list[st
         )
         for row in rows
     }
+
+
+# --- verbs ----------------------------------------------------------------------
+
+
+async def save_settings(sessions: Sessions, tenant_id: uuid.UUID, **values) -> GoogleSettings:
+    """`put_settings` as its own transaction (same keyword arguments)."""
+    async with transaction(sessions) as session:
+        return await put_settings(session, tenant_id, **values)
+
+
+async def remove_settings(sessions: Sessions, tenant_id: uuid.UUID) -> bool:
+    """Clear the tenant's settings; whether it had any."""
+    async with transaction(sessions) as session:
+        return await clear_settings(session, tenant_id)
+
+
+async def settings_with_status(
+    sessions: Sessions, tenant_id: uuid.UUID
+) -> tuple[GoogleSettings, SubscriptionStatus | None]:
+    """The tenant's settings (no secret) and its subscription's health; NotFound without settings."""
+    async with reading(sessions) as session:
+        settings = await get_settings(session, tenant_id)
+        status = None
+        if settings.pubsub_subscription:
+            statuses = await subscription_statuses_of(session, [settings.pubsub_subscription])
+            status = statuses.get(settings.pubsub_subscription)
+    return settings, status
+
+
+async def sealed_settings(sessions: Sessions, tenant_id: uuid.UUID) -> tuple[GoogleSettings, bytes] | None:
+    async with reading(sessions) as session:
+        return await find_settings(session, tenant_id)
+
+
+async def sources(sessions: Sessions) -> PubSubSources:
+    async with reading(sessions) as session:
+        return await pubsub_sources(session)
+
+
+async def subscription_statuses(
+    sessions: Sessions, deployment: tuple[str, ...]
+) -> tuple[list[tuple[uuid.UUID | None, str]], dict[str, SubscriptionStatus]]:
+    """Every subscription ingest pulls, with its owner (None: the deployment's
+    `deployment` paths first, then each tenant's), and the statuses recorded for them."""
+    async with reading(sessions) as session:
+        configured = await pubsub_sources(session)
+        owned: list[tuple[uuid.UUID | None, str]] = [
+            *((None, path) for path in deployment), *configured.subscriptions.items()]
+        return owned, await subscription_statuses_of(session, [path for _, path in owned])
+
+
+async def record_pull_outcome(sessions: Sessions, subscription: str, *, error: str | None, now: datetime) -> None:
+    async with transaction(sessions) as session:
+        await record_pull(session, subscription, error=error, now=now)

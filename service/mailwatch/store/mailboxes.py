@@ -29,6 +29,7 @@ from mailwatch.domain.models import (
     MailboxState,
 )
 from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store.db import Sessions, reading
 from mailwatch.store.models import mailboxes
 
 _SECRET_COLUMNS = {"credentials_ciphertext"}
@@ -324,3 +325,18 @@ async def mark_notifications_missed(session: AsyncSession, mailbox_id: uuid.UUID
     await session.execute(
         update(mailboxes).where(mailboxes.c.id == mailbox_id).values(notifications_missed_reported=True)
     )
+
+
+async def fetch_mailbox(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
+    """`get_mailbox` in a session of its own."""
+    async with reading(sessions) as session:
+        return await get_mailbox(session, tenant_id, mailbox_id)
+
+
+async def mailbox_page(
+    sessions: Sessions, tenant_id: uuid.UUID, *, states: Sequence[MailboxState] = (),
+    after: tuple[datetime, uuid.UUID] | None = None, limit: int = 100,
+) -> list[Mailbox]:
+    """`list_mailboxes` in a session of its own."""
+    async with reading(sessions) as session:
+        return await list_mailboxes(session, tenant_id, states=states, after=after, limit=limit)

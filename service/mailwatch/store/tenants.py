@@ -1,4 +1,5 @@
-"""Queries on `tenants`."""
+"""Queries on `tenants`, and the verbs the admin API and the CLI call (each
+opens its own session: `add_tenant`, `tenant_page`, `resolve_tenant`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from mailwatch.domain.models import Tenant
 from mailwatch.store._errors import is_unique_violation
+from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.models import tenants
 
 _COLUMNS = (tenants.c.id, tenants.c.name, tenants.c.created, tenants.c.pruned_through_sequence)
@@ -57,6 +59,34 @@ async def get_tenant_by_name(session: AsyncSession, name: str) -> Tenant:
     return _tenant(row)
 
 
-async def list_tenants(session: AsyncSession) -> list[Tenant]:
-    rows = await session.execute(select(*_COLUMNS).order_by(tenants.c.name))
-    return [_tenant(row) for row in rows]
+# Names in code point order (Python's), whatever the database's collation.
+_BY_NAME = tenants.c.name.collate("C")
+
+
+async def list_tenants(session: AsyncSession, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+    """Tenants by name; with `after`, only those named after it (keyset paging)."""
+    statement = select(*_COLUMNS).order_by(_BY_NAME)
+    if after is not None:
+        statement = statement.where(_BY_NAME > after)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [_tenant(row) for row in await session.execute(statement)]
+
+
+async def add_tenant(sessions: Sessions, name: str) -> Tenant:
+    async with transaction(sessions) as session:
+        return await create_tenant(session, name)
+
+
+async def tenant_page(sessions: Sessions, *, after: str | None = None, limit: int | None = None) -> list[Tenant]:
+    async with reading(sessions) as session:
+        return await list_tenants(session, after=after, limit=limit)
+
+
+async def resolve_tenant(sessions: Sessions, *, tenant_id: uuid.UUID | None = None, name: str | None = None) -> uuid.UUID:
+    """The id of the tenant named `name`, or of `tenant_id`; NotFound when there is none."""
+    async with reading(sessions) as session:
+        if name is not None:
+            return (await get_tenant_by_name(session, name)).id
+        assert tenant_id is not None
+        return (await get_tenant(session, tenant_id)).id

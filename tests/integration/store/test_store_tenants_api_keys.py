@@ -31,6 +31,14 @@ async def test_create_get_list_tenants(sessions):
             await tenants.get_tenant_by_name(session, "gamma")
 
 
+async def test_tenant_pages_are_in_code_point_order_whatever_the_collation(sessions):
+    """Page tokens hold a name and compare in Python's order: SQL must order the same way."""
+    for name in ("b", "B", "a", "Ä"):
+        await tenants.add_tenant(sessions, name)
+    assert [t.name for t in await tenants.tenant_page(sessions)] == sorted(["b", "B", "a", "Ä"])
+    assert [t.name for t in await tenants.tenant_page(sessions, after="B", limit=2)] == ["a", "b"]
+
+
 async def test_duplicate_tenant_name_is_already_exists_and_keeps_the_transaction(sessions):
     async with sessions() as session, session.begin():
         await tenants.create_tenant(session, "acme")

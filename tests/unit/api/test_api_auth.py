@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 
@@ -28,19 +27,12 @@ GOOD_KEY = "mwk_good"
 OPERATOR_TOKEN = "operator-secret"
 
 
-class FakeSession:
-    commits = 0
-
-    async def commit(self):
-        FakeSession.commits += 1
+class FakeDatabase:
+    """Stands for the sessions handle the interceptor hands to the key lookup."""
 
 
-def fake_sessionmaker():
-    @contextlib.asynccontextmanager
-    async def session():
-        yield FakeSession()
-
-    return session
+def fake_database():
+    return FakeDatabase()
 
 
 class Keys:
@@ -48,8 +40,8 @@ class Keys:
         self.lookups = 0
         self.valid = {GOOD_KEY: TENANT}
 
-    async def authenticate(self, session, plaintext):
-        assert isinstance(session, FakeSession)
+    async def authenticate(self, sessions, plaintext):
+        assert isinstance(sessions, FakeDatabase)
         self.lookups += 1
         if plaintext not in self.valid:
             raise Unauthenticated("missing, unknown or revoked API key")
@@ -92,7 +84,7 @@ class Clock:
 async def world(grpc_serve):
     keys, clock = Keys(), Clock()
     interceptor = auth.AuthInterceptor(
-        fake_sessionmaker(),
+        fake_database(),
         operator_token=OPERATOR_TOKEN,
         cache_ttl=5.0,
         authenticate_api_key=keys.authenticate,
@@ -218,7 +210,7 @@ async def test_admin_needs_the_operator_token(world):
 
 
 async def test_admin_disabled_without_operator_token(grpc_serve):
-    interceptor = auth.AuthInterceptor(fake_sessionmaker(), operator_token="", authenticate_api_key=Keys().authenticate)
+    interceptor = auth.AuthInterceptor(fake_database(), operator_token="", authenticate_api_key=Keys().authenticate)
     async with grpc_serve(
         (admin_service_pb2_grpc.add_AdminServiceServicer_to_server, Admin()), interceptors=server_interceptors(interceptor)
     ) as channel:

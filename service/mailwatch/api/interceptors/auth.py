@@ -2,7 +2,7 @@
 
 - `mailwatch.v1.MailboxService` (and any service not listed below): a tenant
   API key, `authorization: Bearer <key>`, checked with
-  `mailwatch.store.api_keys.authenticate_api_key`.
+  `mailwatch.store.api_keys.authenticate`.
 - `mailwatch.v1.AdminService`: the operator token (`Settings.operator_token`),
   compared in constant time. An empty operator token disables the service:
   PERMISSION_DENIED, reason ADMIN_DISABLED.
@@ -37,11 +37,11 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.api.handlers import Behavior, WrappingInterceptor, around, rebuild
 from mailwatch.domain.errors import AdminDisabled, Unauthenticated
 from mailwatch.request_context import set_tenant_id
+from mailwatch.store.db import Sessions
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ PUBLIC_SERVICES = frozenset(
     }
 )
 
-AuthenticateApiKey = Callable[[AsyncSession, str], Awaitable[uuid.UUID]]
+AuthenticateApiKey = Callable[[Sessions, str], Awaitable[uuid.UUID]]
 
 
 class ApiKeyCache:
@@ -97,14 +97,14 @@ class ApiKeyCache:
 class AuthInterceptor(WrappingInterceptor):
     """See the module docstring.
 
-    `sessionmaker` opens the sessions API keys are looked up in;
-    `authenticate_api_key` defaults to `mailwatch.store.api_keys.authenticate_api_key`
+    `sessions`: the database API keys are looked up in;
+    `authenticate_api_key` defaults to `mailwatch.store.api_keys.authenticate`
     (injectable for tests).
     """
 
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession] | None,
+        sessions: Sessions | None,
         *,
         operator_token: str = "",
         cache_ttl: float = 5.0,
@@ -112,7 +112,7 @@ class AuthInterceptor(WrappingInterceptor):
         authenticate_api_key: AuthenticateApiKey | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._sessions = sessions
         # Compared as digests so neither the content nor the length leaks through timing.
         self._operator_digest = hashlib.sha256(operator_token.encode()).digest() if operator_token else b""
         self._authenticate_api_key = authenticate_api_key
@@ -137,13 +137,10 @@ class AuthInterceptor(WrappingInterceptor):
     async def _lookup(self, key: str) -> uuid.UUID:
         authenticate = self._authenticate_api_key
         if authenticate is None:
-            from mailwatch.store.api_keys import authenticate_api_key as authenticate
-        if self._sessionmaker is None:
-            raise RuntimeError("AuthInterceptor has no sessionmaker to look API keys up with")
-        async with self._sessionmaker() as session:
-            tenant_id = await authenticate(session, key)
-            await session.commit()  # the lookup may record last use; harmless when it does not
-        return tenant_id
+            from mailwatch.store.api_keys import authenticate
+        if self._sessions is None:
+            raise RuntimeError("AuthInterceptor has no database to look API keys up in")
+        return await authenticate(self._sessions, key)
 
     async def _check_operator(self, context: grpc.aio.ServicerContext) -> None:
         if not self._operator_digest:

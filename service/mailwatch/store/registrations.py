@@ -1,0 +1,107 @@
+"""The reads and writes of registering and stopping mailboxes (`lifecycle`):
+each verb opens its own session; the Gmail calls happen between them.
+
+- `registration_reads`: the tenant's sealed settings and the addresses' rows;
+- `stored_and_sharing`: stored credentials of unchanged-looking rows and the
+  registrations sharing each address's watch;
+- `save_registrations`: the rows in one upsert and their events in one insert,
+  one transaction (a stream never sees a row without its event);
+- `mailbox_to_stop` / `stop_mailbox`: what stopping needs to tell Gmail, then
+  the state change and MAILBOX_STOPPED, one transaction;
+- `mailbox_with_credentials`: a mailbox and its sealed credential (GetMessage);
+- `append_test_event`: SendTestEvent's TEST event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable, Sequence
+
+from mailwatch.domain.models import ChangeEvent, EventType, GoogleSettings, Mailbox, MailboxState, NewEvent
+from mailwatch.domain.projects import topic_project
+from mailwatch.store import changes, google_settings, mailboxes, watch_groups
+from mailwatch.store.db import Sessions, reading, transaction
+from mailwatch.store.watch_groups import GroupMember
+
+
+async def registration_reads(
+    sessions: Sessions, tenant_id: uuid.UUID, email_addresses: Sequence[str]
+) -> tuple[tuple[GoogleSettings, bytes] | None, dict[str, Mailbox]]:
+    """The tenant's settings with their sealed credential (or None), and the rows of
+    `email_addresses` by normalized address."""
+    async with reading(sessions) as session:
+        settings = await google_settings.find_settings(session, tenant_id)
+        return settings, await mailboxes.find_mailboxes_by_addresses(session, tenant_id, email_addresses)
+
+
+async def stored_and_sharing(
+    sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID],
+    groups: Sequence[tuple[str, str, uuid.UUID | None]], *, deployment_topic: str,
+) -> tuple[dict[uuid.UUID, bytes], list[list[GroupMember]]]:
+    """The sealed credentials of `mailbox_ids`, and `watch_groups.groups_members` of `groups`."""
+    async with reading(sessions) as session:
+        stored = await mailboxes.load_credentials_ciphertexts(session, tenant_id, mailbox_ids)
+        return stored, await watch_groups.groups_members(session, groups, deployment_topic=deployment_topic)
+
+
+async def save_registrations(
+    sessions: Sessions, tenant_id: uuid.UUID, rows: Sequence[mailboxes.MailboxUpsert],
+    events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]],
+) -> list[tuple[Mailbox, bool]]:
+    """Upsert `rows` and append `events_of(upserted)` in one transaction; (mailbox, created) per row."""
+    async with transaction(sessions) as session:
+        upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows)
+        await changes.append_events(session, tenant_id, events_of(upserted))
+    return upserted
+
+
+async def mailbox_with_credentials(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> tuple[Mailbox, bytes]:
+    """The tenant's mailbox and its sealed credential; NotFound for another tenant's."""
+    async with reading(sessions) as session:
+        mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
+        return mailbox, await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+
+
+async def mailbox_to_stop(
+    sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID, *, deployment_topic: str
+) -> tuple[Mailbox, bytes | None, list[GroupMember]]:
+    """The mailbox; unless it is STOPPED already (then None and []), its sealed
+    credential and the other ACTIVE registrations sharing its watch."""
+    async with reading(sessions) as session:
+        mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
+        if mailbox.state is MailboxState.STOPPED:
+            return mailbox, None, []
+        ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+        sharing = await watch_groups.group_members(
+            session, mailbox.email_address, topic_project(mailbox.watch_topic or deployment_topic) or "",
+            deployment_topic=deployment_topic, exclude=mailbox_id,
+        )
+        return mailbox, ciphertext, sharing
+
+
+async def stop_mailbox(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
+    """Mark it STOPPED and, the first time, append MAILBOX_STOPPED: one transaction."""
+    async with transaction(sessions) as session:
+        mailbox, changed = await mailboxes.mark_stopped(session, tenant_id, mailbox_id)
+        if changed:
+            await changes.append_events(session, tenant_id, [
+                NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                         type=EventType.MAILBOX_STOPPED, history_id=mailbox.history_id),
+            ])
+    return mailbox
+
+
+async def append_test_event(
+    sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID | None, note: str
+) -> ChangeEvent:
+    """Append a TEST event (for one of the tenant's mailboxes, or the tenant as a whole): one transaction."""
+    async with transaction(sessions) as session:
+        mailbox = None if mailbox_id is None else await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
+        [event] = await changes.append_events(session, tenant_id, [
+            NewEvent(
+                mailbox_id=None if mailbox is None else mailbox.id,
+                email_address=None if mailbox is None else mailbox.email_address,
+                type=EventType.TEST, detail={"note": note} if note else {},
+            )
+        ])
+    return event
