@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2  # noqa: F401  (see SERVICE_NAMES)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -36,6 +37,10 @@ SERVICE_NAMES = (
     mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+# Reflection answers from the process's default descriptor pool, which holds what is imported:
+# error_details_pb2 puts the google.rpc detail messages our errors carry (ErrorInfo,
+# BadRequest, RetryInfo, RequestInfo, ...) there, so grpcurl and other reflection clients
+# decode a status's details instead of printing bytes.
 # Streams can be long and carry batches of up to a thousand events.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
