@@ -136,7 +136,12 @@ export class World {
     if (this.exited) return;
     const exited = new Promise((resolve) => this.child.once("exit", resolve));
     this.child.stdin.end(`${JSON.stringify({ id: 0, cmd: "stop" })}\n`);
-    const timedOut = await Promise.race([exited.then(() => false), delay(60_000).then(() => true)]);
+    const patience = new AbortController();
+    const timedOut = await Promise.race([
+      exited.then(() => false),
+      delay(60_000, true, { signal: patience.signal }).catch(() => false),
+    ]);
+    patience.abort(); // no timer left to keep the test process alive
     if (timedOut && this.child.pid !== undefined) {
       process.kill(this.child.pid, "SIGKILL");
       await exited;

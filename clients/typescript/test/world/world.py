@@ -36,15 +36,9 @@ sys.path.insert(0, str(ROOT))  # tests.fixtures: the Python suite's process and 
 from tests.fixtures.certificates import CertificateAuthority  # noqa: E402
 from tests.fixtures.processes import ServiceProcess, child_env  # noqa: E402
 
-try:  # the lab in its own distribution (mailwatch-devstack)
-    from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
-    from mailwatch_devstack.ports import free_port
-    from mailwatch_devstack.postgres import TemporaryPostgres
-except ImportError:  # the lab inside the service package
-    from mailwatch.devstack.ports import free_port
-    from mailwatch.devstack.postgres import TemporaryPostgres
-    from mailwatch.gmail_sim import GmailSimulator, SimulatorControl
-
+from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl  # noqa: E402
+from mailwatch_devstack.ports import free_port  # noqa: E402
+from mailwatch_devstack.postgres import TemporaryPostgres  # noqa: E402
 from mailwatch.config import Settings  # noqa: E402
 from mailwatch.database_url import sqlalchemy_url  # noqa: E402
 from mailwatch.secrets import generate_key  # noqa: E402
