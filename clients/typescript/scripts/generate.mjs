@@ -7,7 +7,7 @@
 //
 // Python: $MAILWATCH_PYTHON, else the repository's .venv (README's install).
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -53,6 +53,15 @@ export function generate(outDir) {
     `-I${googleapis}`,
     ...PROTOS,
   ], { stdio: ["ignore", "inherit", "inherit"] });
+  // The header names the protoc that ran; the code does not depend on it (the
+  // plugin reads descriptors), so a grpcio-tools upgrade must not make the
+  // committed code look stale.
+  for (const entry of readdirSync(outDir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile() && entry.name.endsWith(".ts")) {
+      const path = join(entry.parentPath ?? entry.path, entry.name);
+      writeFileSync(path, readFileSync(path, "utf8").replace(/^\/\/\s+protoc\s+v\S+\n/m, ""));
+    }
+  }
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
