@@ -95,9 +95,11 @@ def test_validation_is_strict_and_knows_the_version(example):
         kubernetes_validate.validate(newer, OLDEST, strict=True)
 
 
+@pytest.mark.parametrize("kube_version", [OLDEST, NEWEST])
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_helm_lint_is_clean(name):
-    report = lint(VALUE_SETS[name], kube_version=OLDEST)
+def test_helm_lint_is_clean(name, kube_version):
+    """Lint for both ends of the supported range (lint flags APIs deprecated in the given release)."""
+    report = lint(VALUE_SETS[name], kube_version=kube_version)
     findings = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors; infos are advice
     assert not findings and not report["errors"], json.dumps(report, indent=2)
     assert report["total_charts_linted"] == 1
