@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import os
-import time
 
 import pytest
 import requests
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.factory import register_sa_mailbox
+from tests.fixtures.waiting import eventually, eventually_sync
 
 pytestmark = [
     pytest.mark.integration,
@@ -92,14 +92,14 @@ push_bodies = st.one_of(
 
 
 async def _synced_past(service, auth, mailbox_id: str, history_id: int, timeout: float = 60.0) -> None:
-    """Wait (polling) until the mailbox has synced up to `history_id`: the real notification got through."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id), metadata=auth)
-        if got.history_id >= history_id:
-            return
-        assert time.monotonic() < deadline, f"mailbox still at history {got.history_id}, wanted {history_id}: {got}"
-        await asyncio.sleep(0.1)
+    """Until the mailbox has synced up to `history_id`: the real notification got through."""
+
+    async def synced() -> bool:
+        request = mailbox_service_pb2.GetMailboxRequest(mailbox_id=mailbox_id)
+        got = await service.mailboxes.GetMailbox(request, metadata=auth)
+        return got.history_id >= history_id
+
+    await eventually(synced, timeout=timeout, what=f"mailbox synced to history {history_id}")
 
 
 @pytest.mark.timeout(600)
@@ -152,11 +152,15 @@ async def test_fuzzed_pubsub_messages_are_acknowledged_counted_and_kept(make_ser
         def fuzz() -> None:
             def wait_for(condition) -> None:
                 """Until `condition()` holds (60 s at most), with no failed write meanwhile."""
-                deadline = time.monotonic() + 60
-                while not condition():
-                    assert time.monotonic() < deadline, ingestor.status()
+
+                def met() -> bool:
                     assert ingestor.stats.write_failures == 0, ingestor.status()
-                    time.sleep(0.05)
+                    return condition()
+
+                try:
+                    eventually_sync(met, timeout=60, what="ingest settled")
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}; {ingestor.status()}") from None
 
             @settings(FUZZ, max_examples=max(5, FUZZ.max_examples // 6))
             @given(batch=st.lists(st.tuples(pubsub_datas, pubsub_attribute_maps), min_size=1, max_size=20))

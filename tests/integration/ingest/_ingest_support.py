@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -113,15 +112,3 @@ class PubSub:
 
 def notification(email: str, history_id: int | str) -> dict:
     return {"emailAddress": email, "historyId": str(history_id) if isinstance(history_id, int) else history_id}
-
-
-async def eventually(predicate, timeout: float = 20.0, interval: float = 0.05):
-    """Await an async predicate until it returns truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)

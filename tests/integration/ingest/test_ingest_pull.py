@@ -6,7 +6,8 @@ import asyncio
 import threading
 
 import pytest
-from tests.integration.ingest._ingest_support import ACK_DEADLINE_SECONDS, eventually, notification
+from tests.fixtures.waiting import eventually, stays
+from tests.integration.ingest._ingest_support import ACK_DEADLINE_SECONDS, notification
 from prometheus_client import REGISTRY
 
 from mailwatch_devstack.ports import free_port
@@ -42,7 +43,7 @@ async def test_marks_registered_mailboxes_due_with_the_highest_history_id(db, se
         {"emailAddress": "other@example.com", "historyId": 120},  # a JSON number is accepted too
     ])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 4))
+        await eventually(lambda: worker.stats.acked >= 4)
     for mailbox_id in (shared_a, shared_b):
         row = await db.row(mailbox_id)
         assert row.notified_history_id == 170
@@ -63,13 +64,13 @@ async def test_duplicates_and_out_of_order_never_lower_the_notified_id(db, sessi
 
     pubsub.publish([notification("a@example.com", n) for n in (300, 200, 500, 500)])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 4))
+        await eventually(lambda: worker.stats.acked >= 4)
         assert (await db.row(mailbox)).notified_history_id == 500
         # Separate batches: a higher id, then a lower one arriving later.
         pubsub.publish([notification("a@example.com", 600)])
-        await eventually(lambda: _ready(worker.stats.acked >= 5))
+        await eventually(lambda: worker.stats.acked >= 5)
         pubsub.publish([notification("a@example.com", 400), notification("a@example.com", 600)])
-        await eventually(lambda: _ready(worker.stats.acked >= 7))
+        await eventually(lambda: worker.stats.acked >= 7)
     assert (await db.row(mailbox)).notified_history_id == 600
 
 
@@ -79,7 +80,7 @@ async def test_a_burst_of_500_notifications_is_one_pending_sync(db, sessions, pu
 
     pubsub.publish([notification("busy@example.com", 1000 + n) for n in range(1, 501)])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 500))
+        await eventually(lambda: worker.stats.acked >= 500)
     row = await db.row(mailbox)
     assert row.notified_history_id == 1500
     assert row.sync_due_at is not None
@@ -96,7 +97,7 @@ async def test_notifications_not_newer_than_the_synced_id_do_not_mark_due(db, se
 
     pubsub.publish([notification("synced@example.com", 900), notification("synced@example.com", 1000)])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 2))
+        await eventually(lambda: worker.stats.acked >= 2)
     row = await db.row(mailbox)
     assert row.notified_history_id == 1000
     assert row.sync_due_at is None
@@ -117,7 +118,7 @@ async def test_unknown_and_inactive_mailboxes_are_acked_and_counted(db, sessions
         notification("revoked@example.com", 500),
     ])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 3))
+        await eventually(lambda: worker.stats.acked >= 3)
     assert (worker.stats.unknown, worker.stats.inactive, worker.stats.accepted) == (1, 2, 0)
     for mailbox_id in (stopped, revoked):
         row = await db.row(mailbox_id)
@@ -147,7 +148,7 @@ async def test_malformed_messages_are_acked_counted_and_kept(db, sessions, pubsu
 
     pubsub.publish([data for data, _ in MALFORMED] + [notification("a@example.com", 101)])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= len(MALFORMED) + 1))
+        await eventually(lambda: worker.stats.acked >= len(MALFORMED) + 1)
         assert worker.running  # malformed input never stops the puller
     assert worker.stats.malformed == len(MALFORMED)
     assert worker.stats.accepted == 1
@@ -169,9 +170,14 @@ async def test_acked_messages_are_not_redelivered_after_the_ack_deadline(db, ses
     await db.mailbox(tenant, "a@example.com")
     pubsub.publish([notification("a@example.com", 200 + n) for n in range(20)] + [b"garbage"])
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 21))
-    await asyncio.sleep(ACK_DEADLINE_SECONDS + 2)
-    assert await asyncio.to_thread(pubsub.pull_all, 2.0) == []
+        await eventually(lambda: worker.stats.acked >= 21)
+
+    async def nothing_redelivered() -> bool:
+        return await asyncio.to_thread(pubsub.pull_all, 0.5) == []
+
+    # The time is what is under test: an unacknowledged message would come back once its ack
+    # deadline passed, so nothing may come back for the deadline and two seconds more.
+    await stays(nothing_redelivered, ACK_DEADLINE_SECONDS + 2, what="no redelivery after the ack deadline")
 
 
 async def test_database_unreachable_nothing_is_acked_and_messages_come_back(db, sessions, pubsub):
@@ -182,7 +188,7 @@ async def test_database_unreachable_nothing_is_acked_and_messages_come_back(db, 
     dead_engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere")
     try:
         async with ingestor(session_factory(dead_engine), pubsub) as broken:
-            await eventually(lambda: _ready(broken.stats.write_failures >= 2))
+            await eventually(lambda: broken.stats.write_failures >= 2)
             assert not broken.healthy
     finally:
         await dead_engine.dispose()
@@ -193,7 +199,7 @@ async def test_database_unreachable_nothing_is_acked_and_messages_come_back(db, 
 
     # Nacked, so Pub/Sub redelivers them to a worker whose database is back.
     async with ingestor(sessions, pubsub) as worker:
-        await eventually(lambda: _ready(worker.stats.acked >= 3))
+        await eventually(lambda: worker.stats.acked >= 3)
         assert worker.healthy
     row = await db.row(mailbox)
     assert (row.notified_history_id, row.sync_due_at is not None) == (301, True)
@@ -232,11 +238,11 @@ async def test_lost_ack_means_redelivery_and_the_write_is_idempotent(db, session
 
     flaky = _FlakySubscriber()
     async with ingestor(sessions, pubsub, subscriber_factory=lambda: flaky) as worker:
-        await eventually(lambda: _ready(worker.stats.ack_failures == 1))
+        await eventually(lambda: worker.stats.ack_failures == 1)
         first = await db.row(mailbox)
         assert first.notified_history_id == 250
         # Redelivered after the ack deadline; recorded again, changing nothing.
-        await eventually(lambda: _ready(worker.stats.acked == 1), timeout=ACK_DEADLINE_SECONDS + 20)
+        await eventually(lambda: worker.stats.acked == 1, timeout=ACK_DEADLINE_SECONDS + 20)
     second = await db.row(mailbox)
     assert worker.stats.accepted == 2
     assert second.notified_history_id == 250
@@ -279,8 +285,8 @@ async def test_stop_finishes_the_in_flight_batch(db, sessions, pubsub):
     await worker.start()
     await asyncio.to_thread(gated.pulling.wait, 10)
     stopping = asyncio.create_task(worker.stop())
-    await asyncio.sleep(0.1)
-    assert not stopping.done()
+    # Stopping waits for the batch in flight, held at the gate: it cannot finish meanwhile.
+    await stays(lambda: not stopping.done(), 0.3, what="stop waits for the batch in flight")
     gated.release.set()
     await asyncio.wait_for(stopping, 30)
     assert not worker.running
@@ -296,7 +302,3 @@ async def test_disabled_ingestor_does_not_pull(sessions, pubsub):
     await worker.stop()
     assert worker.status()["enabled"] is False
     assert len(await asyncio.to_thread(pubsub.pull_all, 2.0)) == 1
-
-
-async def _ready(value):
-    return value
