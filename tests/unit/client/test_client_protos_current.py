@@ -1,4 +1,10 @@
-"""The client's copy of the generated code is current, and coexists with the service's."""
+"""The client's copy of the generated code is current, and coexists with the service's.
+
+Current means what scripts/gen_protos.py makes with the locked grpcio-tools;
+on a machine with another release installed, version stamps alone do not
+fail the comparison (how: tests/fixtures/generated_code.py, and the service
+copy's test, tests/unit/test_protos_current.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.fixtures.generated_code import explain, stale_files
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "clients" / "python" / "src" / "mailwatch_client" / "_proto" / "v1"
@@ -25,13 +33,8 @@ def test_client_generated_code_is_current(tmp_path):
         path.name: path.read_bytes() for path in COMMITTED.iterdir() if path.name.endswith(gen_protos.GENERATED_SUFFIXES)
     }
     assert fresh, "no proto files found"
-    stale = sorted(name for name in fresh.keys() & committed.keys() if fresh[name] != committed[name])
-    missing = sorted(fresh.keys() - committed.keys())
-    extra = sorted(committed.keys() - fresh.keys())
-    assert not (stale or missing or extra), (
-        f"the client's generated code is out of date (stale={stale}, missing={missing}, extra={extra}); "
-        "run: python scripts/gen_protos.py"
-    )
+    problems = stale_files(fresh, committed)
+    assert not any(problems.values()), explain(problems)
 
 
 def test_client_code_does_not_import_the_service_package():
