@@ -264,15 +264,6 @@ def test_batch_part_faults_are_per_part(control, alice):
     assert results["b"] == ({"resultSizeEstimate": 0}, None)
 
 
-def test_batch_over_100_parts_is_rejected(control, alice):
-    batch = BatchHttpRequest(batch_uri=control.batch_uri)
-    for i in range(101):
-        batch.add(alice.users().getProfile(userId="me"), request_id=str(i))
-    with pytest.raises(HttpError) as rejected:
-        batch.execute()
-    assert rejected.value.resp.status == 400
-
-
 def test_per_user_quota_per_minute_locks_the_user_out(control, alice, gmail):
     control.configure(user_quota_units_per_minute=12)  # Gmail's is 6,000; 12 keeps the test short
     for _ in range(2):

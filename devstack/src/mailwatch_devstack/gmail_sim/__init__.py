@@ -35,7 +35,11 @@ discovery document's ``rootUrl`` and ignores ``api_endpoint`` (googleapis/google
 
 Gmail API surface: ``users.getProfile``, ``users.watch``, ``users.stop``, ``users.history.list``,
 ``users.messages.list``, ``users.messages.get`` (minimal / metadata / full / raw),
-``users.labels.list`` / ``get``, and the batch endpoint (≤100 parts). Errors are Gmail-shaped:
+``users.labels.list`` / ``get``, and the batch endpoint (≤100 parts; more is 400 "Inner request count
+exceeds the limit. Received: N, Limit: 100"). A batch's parts are separate requests run together, as at
+Gmail: each is counted and charged, and holds one of its user's concurrency slots until the batch is
+answered, so parts past ``concurrentRequestsPerUser`` are answered 429 "Too many concurrent requests for
+user." one by one inside a 200 batch (``batchPartsConcurrent: false`` runs them one at a time). Errors are Gmail-shaped:
 ``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``.
 
 Behaviour worth knowing:
@@ -44,10 +48,15 @@ Behaviour worth knowing:
   with id > ``startHistoryId`` (one record per change, with ``messages`` plus one of
   ``messagesAdded`` / ``messagesDeleted`` / ``labelsAdded`` / ``labelsRemoved``), filtered by
   ``historyTypes`` and ``labelId``, paged by ``maxResults`` (default 100, max 500) and
-  ``pageToken``; ``historyId`` is the mailbox's current id. As the discovery document says,
-  messages in history carry only ``id`` and ``threadId`` (never ``labelIds``); ``labelsAdded`` /
-  ``labelsRemoved`` entries carry the ``labelIds`` they changed. A message's labels come from
-  ``messages.get``. A ``startHistoryId`` below the
+  ``pageToken``; ``historyId`` is the mailbox's current id. As real Gmail does, the message of a
+  ``messagesAdded`` / ``labelsAdded`` / ``labelsRemoved`` entry carries ``labelIds``: its labels
+  **when the page is served**, not when the record happened (none once the message is gone);
+  ``historyLabelIds: false`` leaves only ``id`` and ``threadId``, which the discovery document
+  allows. ``labelsAdded`` / ``labelsRemoved`` entries also carry the ``labelIds`` they changed; a
+  relabel made with ``oneRecord`` is one record with both. ``emptyHistoryPages: true`` precedes
+  every page of records with one carrying a ``nextPageToken`` and no ``history``, as Gmail may.
+  ``messageVisibilityDelaySeconds``: for that long after a message is added, ``messages.get``
+  answers 404 for it although the history lists it. A ``startHistoryId`` below the
   retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
   Malformed / unknown parameters answer 400.
 * A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
@@ -105,7 +114,9 @@ GET     /_sim/config                               current settings [config]
 POST    /_sim/config                               {historyRetentionSeconds (null = keep forever), tokenLifetimeSeconds,
                                                    notificationHistoryIdType: "number"|"string", seed,
                                                    concurrentRequestsPerUser, userQuotaUnitsPerMinute,
-                                                   projectQuotaUnitsPerMinute (null = no cap)} [configure]
+                                                   projectQuotaUnitsPerMinute (null = no cap), batchPartsConcurrent,
+                                                   historyLabelIds, messageVisibilityDelaySeconds,
+                                                   emptyHistoryPages} [configure]
 POST    /_sim/mailboxes                            {emails: [...], historyId?} → {mailboxes: [{emailAddress, historyId}]}
                                                    (idempotent) [create_mailbox, create_mailboxes]
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per
@@ -121,7 +132,7 @@ POST    /_sim/messages                             {messages: [{emailAddress, la
                                                    body?, internalDate?, headers?}]} → {messages: [{emailAddress, id,
                                                    threadId, historyId}]} [insert_message, insert_messages]
 POST    /_sim/messages/delete                      {messages: [{emailAddress, id}]} → {historyIds} [delete_message(s)]
-POST    /_sim/messages/modify                      {changes: [{emailAddress, id, addLabelIds, removeLabelIds}]}
+POST    /_sim/messages/modify                      {changes: [{emailAddress, id, addLabelIds, removeLabelIds, oneRecord?}]}
                                                    → {historyIds} [modify_labels, add_labels, remove_labels, modify_labels_bulk]
 POST    /_sim/service-accounts                     {projectId?, name?, scopes?} → service-account JSON key (RSA, token_uri
                                                    = {url}/token; scopes = what delegation allows) [create_service_account_key]

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, MultiDict
 
 from mailwatch_devstack.gmail_sim.auth import AccessToken, project_number
+from mailwatch_devstack.gmail_sim.concurrency import BatchSlots
 from mailwatch_devstack.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found, project_rate_limited
 from mailwatch_devstack.gmail_sim.history import HISTORY_TYPES, HistoryExpired
 from mailwatch_devstack.gmail_sim.quota import QUOTA_UNITS
@@ -44,6 +45,7 @@ class ApiRequest:
     query: MultiDict = field(default_factory=MultiDict)
     headers: CIMultiDict = field(default_factory=CIMultiDict)
     body: bytes = b""
+    batch: BatchSlots | None = None  # a batch part: its concurrency slot is held until the batch ends
 
 
 @dataclass
@@ -188,27 +190,43 @@ def history_list(call: Call) -> ApiResponse:
             raise invalid_value("history_types", "TYPE_ENUM", value)
     label_id = _one(call, "labelId") or None
     max_results = _max_results(call)
-    page_after = None
+    page_after, primed = None, False
     token = _one(call, "pageToken")
     if token:
-        if not token.isdigit() or int(token) < start:
+        # "<id>": resume after that record; "<id>e": the same, past the empty page served first.
+        digits, primed = (token[:-1], True) if token.endswith("e") else (token, False)
+        if not digits.isdigit() or int(digits) < start:
             raise bad_request("Invalid pageToken", "invalid")
-        page_after = int(token)
+        page_after = int(digits)
     state.prune_history(mailbox)
+    wanted = frozenset(types) if types else None
     try:
         records, next_after = mailbox.history.query(
-            start, types=frozenset(types) if types else None, label_id=label_id,
-            max_results=max_results, page_after=page_after,
+            start, types=wanted, label_id=label_id, max_results=max_results, page_after=page_after,
         )
     except HistoryExpired:
         raise not_found() from None
     body: dict = {}
+    if records and state.empty_history_pages and not primed:
+        # Gmail may answer a page with a nextPageToken and no history; the records follow.
+        body["nextPageToken"] = f"{start if page_after is None else page_after}e"
+        body["historyId"] = str(mailbox.history_id)
+        return ApiResponse(200, body)
     if records:
-        body["history"] = [record.to_json() for record in records]
+        labels_of = _current_labels(mailbox) if state.history_label_ids else None
+        body["history"] = [record.to_json(labels_of, wanted) for record in records]
     if next_after is not None:
         body["nextPageToken"] = str(next_after)
     body["historyId"] = str(mailbox.history_id)
     return ApiResponse(200, body)
+
+
+def _current_labels(mailbox):
+    """A message's labels as they are now (None once the message is gone)."""
+    def labels_of(message_id: str):
+        message = mailbox.messages.get(message_id)
+        return None if message is None else message.label_ids
+    return labels_of
 
 
 def messages_list(call: Call) -> ApiResponse:
@@ -241,7 +259,7 @@ def messages_get(call: Call) -> ApiResponse:
     if not _MESSAGE_ID.match(message_id):
         raise bad_request("Invalid id value", "invalidArgument")
     message = mailbox.messages.get(message_id.lower())
-    if message is None:
+    if message is None or call.state.clock.now() < message.visible_at:
         raise not_found()
     return ApiResponse(200, message.to_json(fmt, call.query.getall("metadataHeaders", [])))
 
@@ -315,7 +333,7 @@ async def _dispatch(state: SimState, request: ApiRequest) -> ApiResponse:
     refusal = state.refusals.api_error(user)
     if refusal is not None:
         raise refusal
-    with state.concurrency.slot(user):
+    with state.concurrency.slot(user, request.batch):
         delay = state.latency.delay(name, user)
         if delay:  # a slow call holds its concurrency slot meanwhile, as at Google
             await asyncio.sleep(delay)

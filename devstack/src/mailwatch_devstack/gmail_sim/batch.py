@@ -2,13 +2,22 @@
 
 Each part of the request is an `application/http` message (request line,
 headers with its own Authorization, optional body) with a Content-ID; each is
-answered as if called alone, in order, and the response part carries
-`Content-ID: <response-ID>` and the inner HTTP response, as Google does.
-Gmail allows at most 100 calls per batch.
+answered as a call of its own, and the response part (in the request's order)
+carries `Content-ID: <response-ID>` and the inner HTTP response, as Google does.
+
+As at Gmail, the parts are separate requests run at the same time: each counts
+against its user's quota and concurrency cap, and holds its concurrency slot
+until the whole batch is answered, so with the default cap of 10 the 11th part
+for one user onwards is answered 429 "Too many concurrent requests for user."
+(the batch itself is 200). The setting `batchPartsConcurrent: false` runs them
+one at a time instead (each slot released before the next part starts).
+Gmail allows at most 100 calls per batch; more is 400 "Inner request count
+exceeds the limit. Received: N, Limit: 100" (Google's text, no `errors` list).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import uuid
@@ -18,7 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 from multidict import CIMultiDict, MultiDict
 
 from mailwatch_devstack.gmail_sim.api import ApiRequest, ApiResponse, dispatch
-from mailwatch_devstack.gmail_sim.errors import bad_request
+from mailwatch_devstack.gmail_sim.concurrency import BatchSlots
+from mailwatch_devstack.gmail_sim.errors import GmailError, bad_request
 from mailwatch_devstack.gmail_sim.state import SimState
 
 MAX_BATCH = 100
@@ -75,23 +85,42 @@ async def handle_batch(state: SimState, content_type: str, body: bytes) -> tuple
     if not parts:
         raise bad_request("Failed to parse batch request, error: 0 items.", "badRequest")
     if len(parts) > MAX_BATCH:
-        raise bad_request(f"Too many requests in batch (limit {MAX_BATCH}).", "batchSizeTooLarge")
+        raise GmailError(400, f"Inner request count exceeds the limit. Received: {len(parts)}, "
+                              f"Limit: {MAX_BATCH}", None)
     state.counters.record_batch(len(parts))
-    rendered = []
+    inner: list[ApiRequest | ApiResponse] = []
     for part in parts:
         payload = part.get_payload(decode=False)
         if not isinstance(payload, str):
             raise bad_request("Failed to parse batch request, error: nested multipart.", "badRequest")
         try:
-            inner = _parse_inner(payload)
-        except Exception as exc:  # noqa: BLE001 - a malformed part is answered, not crashed on
-            from mailwatch_devstack.gmail_sim.errors import GmailError
-
-            error = exc if isinstance(exc, GmailError) else bad_request("Failed to parse batch part.", "badRequest")
-            response = ApiResponse(error.code, error.body(), error.headers)
-        else:
-            response = await dispatch(state, inner)
-        rendered.append(_render_part(part.get("Content-ID"), response))
+            inner.append(_parse_inner(payload))
+        except GmailError as error:  # a malformed part is answered, not crashed on
+            inner.append(ApiResponse(error.code, error.body(), error.headers))
+        except Exception:  # noqa: BLE001
+            error = bad_request("Failed to parse batch part.", "badRequest")
+            inner.append(ApiResponse(error.code, error.body(), error.headers))
+    responses = await _run_parts(state, inner)
+    rendered = [_render_part(part.get("Content-ID"), response) for part, response in zip(parts, responses)]
     boundary = f"batch_{uuid.uuid4().hex}"
     out = "".join(f"--{boundary}\r\n{part}\r\n" for part in rendered) + f"--{boundary}--\r\n"
     return f"multipart/mixed; boundary={boundary}", out.encode("utf-8")
+
+
+async def _run_parts(state: SimState, inner: list[ApiRequest | ApiResponse]) -> list[ApiResponse]:
+    """Answer the parsed parts: all at once, each holding its concurrency slot until every part
+    is answered (Gmail's way), or one after the other when `batchPartsConcurrent` is off."""
+    if not state.batch_parts_concurrent:
+        return [item if isinstance(item, ApiResponse) else await dispatch(state, item) for item in inner]
+    slots = BatchSlots()
+    try:
+        # gather starts the parts in order, so which of them get a slot is deterministic.
+        async def answer(item):
+            if isinstance(item, ApiResponse):
+                return item
+            item.batch = slots
+            return await dispatch(state, item)
+
+        return list(await asyncio.gather(*(answer(item) for item in inner)))
+    finally:
+        state.concurrency.release_all(slots)

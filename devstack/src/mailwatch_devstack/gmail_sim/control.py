@@ -70,12 +70,27 @@ class SimulatorControl:
     def configure(self, *, history_retention_seconds: float | None = ..., token_lifetime_seconds: int | None = None,
                   notification_history_id_type: str | None = None, seed: int | None = None,
                   concurrent_requests_per_user: int | None = ..., user_quota_units_per_minute: int | None = ...,
-                  project_quota_units_per_minute: int | None = ...) -> dict:
+                  project_quota_units_per_minute: int | None = ..., batch_parts_concurrent: bool | None = None,
+                  history_label_ids: bool | None = None, message_visibility_delay_seconds: float | None = None,
+                  empty_history_pages: bool | None = None) -> dict:
         """`concurrent_requests_per_user=None` lifts Gmail's per-user concurrency cap (default 10);
         `user_quota_units_per_minute=None` its per-user quota (default 6,000 units a minute, Gmail's
         for projects created since May 2026);
-        `project_quota_units_per_minute=None` its per-project quota (default 1,200,000 units a minute)."""
+        `project_quota_units_per_minute=None` its per-project quota (default 1,200,000 units a minute).
+        `batch_parts_concurrent=False`: a batch's parts run one at a time (default: together, each
+        holding a concurrency slot until the batch is answered, as at Gmail);
+        `history_label_ids=False`: history's messages carry only id and threadId (default: the
+        message's labels when the page is served, as real Gmail);
+        `message_visibility_delay_seconds`: for that long after a change, messages.get answers 404
+        for the message the history lists (default 0);
+        `empty_history_pages=True`: each history page with records is preceded by one with a
+        nextPageToken and no history."""
         body: dict = {}
+        for key, value in (("batchPartsConcurrent", batch_parts_concurrent), ("historyLabelIds", history_label_ids),
+                           ("messageVisibilityDelaySeconds", message_visibility_delay_seconds),
+                           ("emptyHistoryPages", empty_history_pages)):
+            if value is not None:
+                body[key] = value
         if concurrent_requests_per_user is not ...:
             body["concurrentRequestsPerUser"] = concurrent_requests_per_user
         if user_quota_units_per_minute is not ...:
@@ -147,9 +162,11 @@ class SimulatorControl:
         return self._call("POST", "/_sim/messages/delete", body)["historyIds"]
 
     def modify_labels(self, email: str, message_id: str, *, add: Iterable[str] = (),
-                      remove: Iterable[str] = ()) -> int:
-        return self.modify_labels_bulk([{"emailAddress": email, "id": message_id,
-                                         "addLabelIds": list(add), "removeLabelIds": list(remove)}])[0]
+                      remove: Iterable[str] = (), one_record: bool = False) -> int:
+        """`one_record`: a change that both adds and removes labels is one history record with
+        labelsAdded and labelsRemoved (otherwise one record each)."""
+        return self.modify_labels_bulk([{"emailAddress": email, "id": message_id, "addLabelIds": list(add),
+                                         "removeLabelIds": list(remove), "oneRecord": one_record}])[0]
 
     def add_labels(self, email: str, message_id: str, label_ids: Iterable[str]) -> int:
         return self.modify_labels(email, message_id, add=label_ids)
@@ -158,7 +175,8 @@ class SimulatorControl:
         return self.modify_labels(email, message_id, remove=label_ids)
 
     def modify_labels_bulk(self, changes: list[dict]) -> list[int]:
-        """Each change: emailAddress, id, addLabelIds, removeLabelIds; returns the history id after each."""
+        """Each change: emailAddress, id, addLabelIds, removeLabelIds, oneRecord?; returns the history id
+        after each."""
         return self._call("POST", "/_sim/messages/modify", {"changes": changes})["historyIds"]
 
     def expire_history(self, email: str, through_history_id: int) -> int:

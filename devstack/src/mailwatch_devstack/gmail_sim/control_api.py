@@ -105,6 +105,11 @@ async def set_config(request):
         kwargs["user_quota_units_per_minute"] = data["userQuotaUnitsPerMinute"]
     if "projectQuotaUnitsPerMinute" in data:
         kwargs["project_quota_units_per_minute"] = data["projectQuotaUnitsPerMinute"]
+    for key, name in (("batchPartsConcurrent", "batch_parts_concurrent"), ("historyLabelIds", "history_label_ids"),
+                      ("messageVisibilityDelaySeconds", "message_visibility_delay_seconds"),
+                      ("emptyHistoryPages", "empty_history_pages")):
+        if data.get(key) is not None:
+            kwargs[name] = data[key]
     try:
         return _json(_state(request).configure(
             token_lifetime_seconds=data.get("tokenLifetimeSeconds"),
@@ -217,6 +222,7 @@ def _insert(state, mailbox, item: dict, now) -> dict:
         now=now, label_ids=list(labels) if labels is not None else ["INBOX", "UNREAD"],
         thread_id=item.get("threadId"), headers=_headers(item), body=str(item.get("body", "")),
         internal_date=int(item["internalDate"]) if item.get("internalDate") is not None else None,
+        visible_after=state.message_visibility_delay,
     )
     state.changed(mailbox, [record])
     return {"emailAddress": mailbox.email, "id": message.id, "threadId": message.thread_id,
@@ -231,7 +237,8 @@ def _delete(state, mailbox, item: dict, now) -> int:
 
 def _modify(state, mailbox, item: dict, now) -> int:
     records = mailbox.modify_labels(str(item.get("id")), now=now, add=list(item.get("addLabelIds") or []),
-                                    remove=list(item.get("removeLabelIds") or []))
+                                    remove=list(item.get("removeLabelIds") or []),
+                                    one_record=item.get("oneRecord") is True)
     state.changed(mailbox, records)
     return mailbox.history_id
 

@@ -27,7 +27,7 @@ class GmailError(Exception):
         self,
         code: int,
         message: str,
-        reason: str,
+        reason: str | None,
         *,
         domain: str = "global",
         status: str | None = None,
@@ -44,6 +44,8 @@ class GmailError(Exception):
         self.extra = dict(extra or {})
 
     def body(self) -> dict:
+        if self.reason is None:  # some of Google's front-end errors carry no `errors` list
+            return {"error": {"code": self.code, "message": self.message, "status": self.status}}
         item = {"message": self.message, "domain": self.domain, "reason": self.reason}
         item.update(self.extra)
         return {"error": {"code": self.code, "message": self.message, "errors": [item], "status": self.status}}

@@ -29,27 +29,43 @@ class HistoryRecord:
     thread_id: str
     label_ids: tuple[str, ...]  # the message's labels after the change (at deletion for deletes)
     changed: tuple[str, ...] = ()  # labels added / removed by a label change
+    removed: tuple[str, ...] = ()  # labels a labelAdded record also removed (one record for a relabel)
+
+    def kinds(self) -> frozenset[str]:
+        return frozenset((self.kind, LABEL_REMOVED)) if self.removed else frozenset((self.kind,))
 
     def relates_to(self, label_id: str) -> bool:
-        return label_id in self.label_ids or label_id in self.changed
+        return label_id in self.label_ids or label_id in self.changed or label_id in self.removed
 
     def related_labels(self) -> frozenset[str]:
-        return frozenset(self.label_ids) | frozenset(self.changed)
+        return frozenset(self.label_ids) | frozenset(self.changed) | frozenset(self.removed)
 
-    def to_json(self) -> dict:
-        # The discovery document: "Any `messages` contained in the response will
-        # typically only have `id` and `threadId` fields populated." So no message
-        # here carries labelIds; a label change names only the labels it changed.
+    def to_json(self, labels_of=None, types: frozenset[str] | None = None) -> dict:
+        """The record as history.list renders it.
+
+        `labels_of(message_id)`: the message's labels now (None once it is gone), given to each
+        added / relabelled message as real Gmail does (its labels when the page is served, not
+        when the record happened); without it, messages carry only id and threadId, which the
+        discovery document allows ("typically only have id and threadId"). `types`: the
+        historyTypes asked for (a relabel record shows only the parts asked for)."""
         ref = {"id": self.message_id, "threadId": self.thread_id}
+        message = dict(ref)
+        if labels_of is not None and self.kind != MESSAGE_DELETED:
+            labels = labels_of(self.message_id)
+            if labels is not None:
+                message["labelIds"] = list(labels)
         out: dict = {"id": str(self.id), "messages": [ref]}
+        wanted = self.kinds() if types is None else self.kinds() & types
         if self.kind == MESSAGE_ADDED:
-            out["messagesAdded"] = [{"message": dict(ref)}]
+            out["messagesAdded"] = [{"message": message}]
         elif self.kind == MESSAGE_DELETED:
-            out["messagesDeleted"] = [{"message": dict(ref)}]
-        elif self.kind == LABEL_ADDED:
-            out["labelsAdded"] = [{"message": dict(ref), "labelIds": list(self.changed)}]
+            out["messagesDeleted"] = [{"message": message}]
         else:
-            out["labelsRemoved"] = [{"message": dict(ref), "labelIds": list(self.changed)}]
+            if self.kind == LABEL_ADDED and LABEL_ADDED in wanted:
+                out["labelsAdded"] = [{"message": dict(message), "labelIds": list(self.changed)}]
+            if self.kind == LABEL_REMOVED or (self.removed and LABEL_REMOVED in wanted):
+                removed = self.changed if self.kind == LABEL_REMOVED else self.removed
+                out["labelsRemoved"] = [{"message": dict(message), "labelIds": list(removed)}]
         return out
 
 
@@ -121,7 +137,7 @@ class HistoryLog:
         while index < end:
             record = records[index]
             index += 1
-            if types is not None and record.kind not in types:
+            if types is not None and types.isdisjoint(record.kinds()):
                 continue
             if label_id is not None and not record.relates_to(label_id):
                 continue

@@ -51,6 +51,7 @@ class Message:
     history_id: int
     headers: list[tuple[str, str]]
     body: str
+    visible_at: float = 0.0  # simulated time from which messages.get finds it (history lists it at once)
 
     @property
     def snippet(self) -> str:
@@ -184,7 +185,9 @@ class Mailbox:
     def insert_message(
         self, *, now: float, label_ids: list[str], thread_id: str | None = None,
         headers: list[tuple[str, str]] | None = None, body: str = "", internal_date: int | None = None,
+        visible_after: float = 0.0,
     ) -> tuple[Message, HistoryRecord]:
+        """`visible_after`: seconds during which messages.get does not find it yet."""
         labels = list(dict.fromkeys(label_ids))
         self.check_labels(labels)
         message_id = self._new_message_id()
@@ -192,7 +195,8 @@ class Mailbox:
         hid = self._next_history_id()
         message = Message(id=message_id, thread_id=thread, label_ids=labels,
                           internal_date=internal_date if internal_date is not None else int(now * 1000),
-                          history_id=hid, headers=list(headers or ()), body=body)
+                          history_id=hid, headers=list(headers or ()), body=body,
+                          visible_at=now + visible_after if visible_after else 0.0)
         self.messages[message_id] = message
         self.thread_sizes[thread] = self.thread_sizes.get(thread, 0) + 1
         record = HistoryRecord(hid, now, MESSAGE_ADDED, message_id, thread, tuple(labels))
@@ -213,8 +217,10 @@ class Mailbox:
         self.history.append(record)
         return record
 
-    def modify_labels(self, message_id: str, *, now: float, add=(), remove=()) -> list[HistoryRecord]:
-        """Apply a label change; one record for the labels added, one for those removed."""
+    def modify_labels(self, message_id: str, *, now: float, add=(), remove=(),
+                      one_record: bool = False) -> list[HistoryRecord]:
+        """Apply a label change: one record for the labels added, one for those removed, or with
+        `one_record` a single record carrying both (as Gmail records some relabels)."""
         message = self.messages.get(message_id)
         if message is None:
             raise UnknownMessage(message_id)
@@ -225,6 +231,15 @@ class Mailbox:
         records = []
         if added:
             message.label_ids.extend(added)
+        if added and removed and one_record:
+            gone = set(removed)
+            message.label_ids[:] = [l for l in message.label_ids if l not in gone]
+            hid = self._next_history_id()
+            message.history_id = hid
+            records.append(HistoryRecord(hid, now, LABEL_ADDED, message.id, message.thread_id,
+                                         tuple(message.label_ids), tuple(added), tuple(removed)))
+            added = removed = []
+        if added:
             hid = self._next_history_id()
             message.history_id = hid
             records.append(HistoryRecord(hid, now, LABEL_ADDED, message.id, message.thread_id,

@@ -48,7 +48,11 @@ def dump(state: SimState) -> dict:
             "version": VERSION,
             "clockOffset": state.clock.offset,
             "config": {"seed": state.seed, "historyRetention": state.history_retention,
-                       "historyIdAsNumber": state.history_id_as_number, "tokenLifetime": auth.token_lifetime},
+                       "historyIdAsNumber": state.history_id_as_number, "tokenLifetime": auth.token_lifetime,
+                       "batchPartsConcurrent": state.batch_parts_concurrent,
+                       "historyLabelIds": state.history_label_ids,
+                       "messageVisibilityDelaySeconds": state.message_visibility_delay,
+                       "emptyHistoryPages": state.empty_history_pages},
             "mailboxes": [_mailbox(mailbox) for mailbox in state.mailboxes.values()],
             "auth": {
                 "serviceAccounts": [_record(account, public_key=account.public_key.public_bytes(
@@ -83,7 +87,11 @@ def load(state: SimState, snapshot: dict) -> None:
         config = snapshot["config"]
         state.configure(seed=config["seed"], history_retention_seconds=config["historyRetention"],
                         notification_history_id_type="number" if config["historyIdAsNumber"] else "string",
-                        token_lifetime_seconds=config["tokenLifetime"])
+                        token_lifetime_seconds=config["tokenLifetime"],
+                        batch_parts_concurrent=config.get("batchPartsConcurrent"),
+                        history_label_ids=config.get("historyLabelIds"),
+                        message_visibility_delay_seconds=config.get("messageVisibilityDelaySeconds"),
+                        empty_history_pages=config.get("emptyHistoryPages"))
         state.clock.advance(snapshot["clockOffset"])
         for item in snapshot["mailboxes"]:
             mailbox = _load_mailbox(item, state)
@@ -110,7 +118,8 @@ def _load_mailbox(item: dict, state: SimState) -> Mailbox:
     mailbox.history = HistoryLog(floor=item["historyFloor"])
     for record in item["history"]:
         mailbox.history.append(HistoryRecord(**{**record, "label_ids": tuple(record["label_ids"]),
-                                                "changed": tuple(record["changed"])}))
+                                                "changed": tuple(record["changed"]),
+                                                "removed": tuple(record.get("removed", ()))}))
     for message in item["messages"]:
         loaded = Message(**{**message, "headers": [tuple(header) for header in message["headers"]]})
         mailbox.messages[loaded.id] = loaded

@@ -68,6 +68,17 @@ class SimState:
         self._rng = random.Random(self.seed)
         self.history_retention: float | None = WEEK_SECONDS
         self.history_id_as_number = True  # Gmail's push payload carries historyId as a JSON number
+        # A batch's parts are in flight together, each holding a concurrency slot (Gmail's way).
+        self.batch_parts_concurrent = True
+        # History's messagesAdded / labelsAdded / labelsRemoved messages carry the message's labels
+        # as they are when the page is served, as real Gmail sends them (the discovery document
+        # allows them to be absent: off leaves only id and threadId).
+        self.history_label_ids = True
+        # For this long after a change, messages.get answers 404 for the message the history
+        # already lists (Gmail's notification can outrun its own read path).
+        self.message_visibility_delay = 0.0
+        # Every history.list page with records is preceded by one with a nextPageToken and no history.
+        self.empty_history_pages = False
 
     def reset(self) -> None:
         with self.lock:
@@ -90,8 +101,24 @@ class SimState:
 
     def configure(self, *, history_retention_seconds=..., token_lifetime_seconds=None,
                   notification_history_id_type=None, seed=None, concurrent_requests_per_user=...,
-                  user_quota_units_per_minute=..., project_quota_units_per_minute=...) -> dict:
+                  user_quota_units_per_minute=..., project_quota_units_per_minute=...,
+                  batch_parts_concurrent=None, history_label_ids=None, message_visibility_delay_seconds=None,
+                  empty_history_pages=None) -> dict:
         with self.lock:
+            for name, value in (("batchPartsConcurrent", batch_parts_concurrent),
+                                ("historyLabelIds", history_label_ids), ("emptyHistoryPages", empty_history_pages)):
+                if value is not None and not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+            if message_visibility_delay_seconds is not None:
+                if isinstance(message_visibility_delay_seconds, bool) or float(message_visibility_delay_seconds) < 0:
+                    raise ValueError("messageVisibilityDelaySeconds must be a non-negative number")
+                self.message_visibility_delay = float(message_visibility_delay_seconds)
+            if batch_parts_concurrent is not None:
+                self.batch_parts_concurrent = batch_parts_concurrent
+            if history_label_ids is not None:
+                self.history_label_ids = history_label_ids
+            if empty_history_pages is not None:
+                self.empty_history_pages = empty_history_pages
             if concurrent_requests_per_user is not ...:
                 self.concurrency.set_limit(concurrent_requests_per_user)
             if user_quota_units_per_minute is not ...:
@@ -125,6 +152,10 @@ class SimState:
             "concurrentRequestsPerUser": self.concurrency.limit,
             "userQuotaUnitsPerMinute": self.user_quota.units_per_minute,
             "projectQuotaUnitsPerMinute": self.project_quota.units_per_minute,
+            "batchPartsConcurrent": self.batch_parts_concurrent,
+            "historyLabelIds": self.history_label_ids,
+            "messageVisibilityDelaySeconds": self.message_visibility_delay,
+            "emptyHistoryPages": self.empty_history_pages,
             "pubsubEmulatorHost": self.publisher.emulator_host,
             "defaultProjectId": self.default_project,
         }

@@ -1,0 +1,100 @@
+"""History as Gmail serves it: labels as of serving time, empty pages, relabel records,
+and messages the history lists before messages.get can see them."""
+
+from __future__ import annotations
+
+import pytest
+from googleapiclient.errors import HttpError
+
+from tests.integration.gmail_sim.support import ALICE
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def alice(control, gmail):
+    control.create_mailbox(ALICE)
+    return gmail.for_user(ALICE)
+
+
+def pages(service, start: int, **kwargs) -> list[dict]:
+    out, token = [], None
+    while True:
+        page = service.users().history().list(userId="me", startHistoryId=str(start), pageToken=token,
+                                              **kwargs).execute()
+        out.append(page)
+        token = page.get("nextPageToken")
+        if not token:
+            return out
+
+
+def test_an_add_shows_the_labels_the_message_has_when_the_page_is_served(control, alice):
+    start = control.history_id(ALICE)
+    message = control.insert_message(ALICE, label_ids=["INBOX", "UNREAD"])
+    before = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    assert before[0]["messagesAdded"][0]["message"]["labelIds"] == ["INBOX", "UNREAD"]
+    control.remove_labels(ALICE, message["id"], ["INBOX"])  # archived before the sync reads it
+    [added, archived] = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    # The same record, served again: the message no longer carries INBOX.
+    assert added["id"] == before[0]["id"]
+    assert added["messagesAdded"] == [{"message": {"id": message["id"], "threadId": message["threadId"],
+                                                   "labelIds": ["UNREAD"]}}]
+    assert archived["labelsRemoved"] == [{"message": {"id": message["id"], "threadId": message["threadId"],
+                                                      "labelIds": ["UNREAD"]}, "labelIds": ["INBOX"]}]
+
+
+def test_pages_with_a_token_and_no_history_then_every_record_once(control, alice):
+    start = control.history_id(ALICE)
+    inserted = control.insert_messages([{"emailAddress": ALICE} for _ in range(5)])
+    assert control.configure(empty_history_pages=True)["emptyHistoryPages"] is True
+    served = pages(alice, start, maxResults=2)
+    assert [len(p.get("history", [])) for p in served] == [0, 2, 0, 2, 0, 1]
+    assert all("nextPageToken" in p for p in served[:-1]) and "nextPageToken" not in served[-1]
+    assert all(p["historyId"] == str(control.history_id(ALICE)) for p in served)
+    got = [h["messagesAdded"][0]["message"]["id"] for p in served for h in p.get("history", [])]
+    assert got == [m["id"] for m in inserted]
+    # Nothing new: no empty page to page through.
+    current = control.history_id(ALICE)
+    assert pages(alice, current) == [{"historyId": str(current)}]
+
+
+def test_one_record_can_both_add_and_remove_labels(control, alice):
+    start = control.history_id(ALICE)
+    message = control.insert_message(ALICE, label_ids=["INBOX", "UNREAD"])
+    control.modify_labels(ALICE, message["id"], add=["STARRED"], remove=["UNREAD", "INBOX"], one_record=True)
+    [_, relabel] = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    now = {"id": message["id"], "threadId": message["threadId"], "labelIds": ["STARRED"]}
+    assert relabel["labelsAdded"] == [{"message": now, "labelIds": ["STARRED"]}]
+    assert relabel["labelsRemoved"] == [{"message": now, "labelIds": ["UNREAD", "INBOX"]}]
+    # Asked for one kind of change, the record shows that part only.
+    [only_removed] = alice.users().history().list(userId="me", startHistoryId=str(start),
+                                                  historyTypes=["labelRemoved"]).execute()["history"]
+    assert only_removed["id"] == relabel["id"] and "labelsAdded" not in only_removed
+    assert only_removed["labelsRemoved"] == relabel["labelsRemoved"]
+    for label in ("UNREAD", "STARRED"):  # a labelId filter finds it by a label added or removed
+        found = alice.users().history().list(userId="me", startHistoryId=str(start), labelId=label).execute()
+        assert relabel["id"] in [h["id"] for h in found["history"]]
+
+
+def test_a_message_is_listed_before_messages_get_finds_it(control, alice):
+    control.configure(message_visibility_delay_seconds=30)
+    start = control.history_id(ALICE)
+    message = control.insert_message(ALICE, label_ids=["INBOX"])
+    [added] = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    assert added["messagesAdded"][0]["message"]["id"] == message["id"]
+    with pytest.raises(HttpError) as missing:
+        alice.users().messages().get(userId="me", id=message["id"], format="metadata").execute()
+    assert missing.value.resp.status == 404
+    control.advance_clock(31)
+    found = alice.users().messages().get(userId="me", id=message["id"], format="metadata").execute()
+    assert found["id"] == message["id"]
+
+
+def test_settings_are_validated(control):
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
+
+    for bad in ({"messageVisibilityDelaySeconds": -1}, {"messageVisibilityDelaySeconds": True},
+                {"historyLabelIds": "yes"}, {"emptyHistoryPages": 1}, {"batchPartsConcurrent": "no"}):
+        with pytest.raises(SimulatorControlError) as refused:
+            control._call("POST", "/_sim/config", bad)
+        assert refused.value.status == 400
