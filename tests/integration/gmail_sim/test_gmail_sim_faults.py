@@ -10,6 +10,7 @@ import pytest
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
+from mailwatch_devstack.gmail_sim import SimulatorControlError
 from tests.integration.gmail_sim.support import ALICE, BOB
 
 pytestmark = pytest.mark.integration
@@ -293,3 +294,48 @@ def test_per_user_quota_defaults_to_6000_units_a_minute(control, alice):
     with pytest.raises(HttpError) as limited:
         alice.users().getProfile(userId="me").execute()  # 6,001
     assert limited.value.resp.status == 403 and reason_of(limited.value) == "userRateLimitExceeded"
+
+
+def test_notification_faults_per_mailbox(control, alice, gmail):
+    bob = gmail.for_user(BOB)
+    for service in (alice, bob):
+        service.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
+    control.set_notification_faults(drop_fraction=1.0, email=ALICE)
+    faults = control.set_notification_faults(delay_seconds=0.2, email=BOB)
+    assert faults["byMailbox"] == {ALICE: {"dropFraction": 1.0}, BOB: {"delaySeconds": 0.2}}
+    assert (faults["dropFraction"], faults["delaySeconds"]) == (0.0, 0.0)  # the global setting is untouched
+    control.advance_clock(2)
+    control.insert_messages([{"emailAddress": ALICE}, {"emailAddress": BOB}])
+    assert control.flush_notifications()
+    assert [n["status"] for n in control.notifications(ALICE)] == ["unpublished", "dropped_fault"]
+    assert [n["status"] for n in control.notifications(BOB)] == ["unpublished", "unpublished"]
+    # The mailbox's own setting wins over the global one, until cleared.
+    control.set_notification_faults(drop_fraction=1.0)
+    control.set_notification_faults(drop_fraction=0.0, email=BOB)
+    control.advance_clock(2)
+    control.insert_message(BOB)
+    control.clear_notification_faults(BOB)
+    control.advance_clock(2)
+    control.insert_message(BOB)
+    assert control.flush_notifications()
+    assert [n["status"] for n in control.notifications(BOB)][2:] == ["unpublished", "dropped_fault"]
+    with pytest.raises(SimulatorControlError) as unknown:
+        control.set_notification_faults(drop_fraction=1.0, email="nobody@example.com")
+    assert unknown.value.status == 404
+
+
+def test_a_watch_made_to_lapse_and_its_renewal_refused(control, alice):
+    watched = alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
+    control.refuse_watch(ALICE)
+    with pytest.raises(HttpError) as refused:
+        alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
+    assert refused.value.resp.status == 500 and reason_of(refused.value) == "backendError"
+    assert control.mailbox(ALICE)["watch"]["expiration"] == int(watched["expiration"])  # the old watch stands
+    info = control.expire_watch(ALICE)
+    assert info["watch"]["expired"] is True and info["watch"]["expiration"] <= control.now() * 1000
+    control.advance_clock(2)
+    control.insert_message(ALICE)
+    assert len(control.notifications(ALICE)) == 1  # only the watch's own: a lapsed watch notifies no one
+    control.refuse_watch(ALICE, False)
+    renewed = alice.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/t"}).execute()
+    assert int(renewed["expiration"]) > control.now() * 1000 and control.mailbox(ALICE)["watch"]["expired"] is False

@@ -171,6 +171,36 @@ def test_an_unreachable_endpoint_is_retried_and_the_message_kept_queued(control,
     assert entry["status"] == "queued" and entry["lastError"] == "HTTP 404"
 
 
+def test_an_unacknowledged_push_is_retried_for_the_subscriptions_retention(control, gmail, receiver):
+    control.create_mailbox(ALICE)
+    dead = receiver.url.replace("/push", "/nowhere")
+    control.create_push_subscription(SUBSCRIPTION, TOPIC, dead, message_retention_duration="3600s")
+    watch(gmail)
+
+    def attempts() -> int:
+        return control.notifications(ALICE)[0].get("attempts", 0)
+
+    wait_for(lambda: attempts() >= 1)
+    control.advance_clock(11 * 60)  # past ten minutes: Pub/Sub keeps retrying within the retention
+    tried = attempts()
+    wait_for(lambda: attempts() > tried)
+    assert control.notifications(ALICE)[0]["status"] == "queued"
+    control.advance_clock(3600)  # past the retention: the next failure is the last
+    wait_for(lambda: control.notifications(ALICE)[0]["status"] == "failed")
+    assert control.notifications(ALICE)[0]["error"].endswith("HTTP 404")
+
+
+def test_push_retention_defaults_to_pubsubs_seven_days_and_is_validated(control, receiver):
+    control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url)
+    assert control.push_subscriptions()[0]["messageRetentionDuration"] == "604800s"
+    for bad in ("599s", "2678401s", "7d", 3600):
+        with pytest.raises(SimulatorControlError) as error:
+            control._call("POST", "/_sim/push-subscriptions", {
+                "name": SUBSCRIPTION, "topic": TOPIC, "pushConfig": {"pushEndpoint": receiver.url},
+                "messageRetentionDuration": bad})
+        assert error.value.status == 400 and "messageRetentionDuration" in str(error.value)
+
+
 def test_a_retry_follows_the_subscription_to_its_new_endpoint(control, gmail, receiver):
     control.create_mailbox(ALICE)
     control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url.replace("/push", "/old"))

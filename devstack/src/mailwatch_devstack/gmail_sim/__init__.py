@@ -145,7 +145,7 @@ GET     /_sim/clock                                {now, nowMs, offsetSeconds} [
 POST    /_sim/clock/advance                        {seconds} [advance_clock]
 GET     /_sim/faults                               {rules, lockouts: {user: {code, reason, until, retryAfter}},
                                                    refusals: {user: kind}, notifications: {dropFraction,
-                                                   delaySeconds}} [faults]
+                                                   delaySeconds, byMailbox: {user: {...}}}} [faults]
 POST    /_sim/faults                               {kind: rateLimitExceeded|429 | userRateLimitExceeded|403 |
                                                    concurrentRequests | backendError|500, method
                                                    ("users.history.list" or "*"), user?, fraction?, count? (next N
@@ -157,7 +157,12 @@ POST    /_sim/latency                              {method ("users.messages.list
                                                    matching call (each page, each batch part) waits that much more,
                                                    holding its concurrency slot [add_latency]
 DELETE  /_sim/latency                              clear [clear_latency]
-POST    /_sim/notifications/faults                 {dropFraction, delaySeconds} [set_notification_faults]
+POST    /_sim/notifications/faults                 {dropFraction, delaySeconds, emailAddress? (that mailbox only, overriding
+                                                   the global setting)} [set_notification_faults]
+DELETE  /_sim/mailboxes/{email}/notifications/faults  the mailbox follows the global setting again [clear_notification_faults]
+POST    /_sim/mailboxes/{email}/watch/expire       {projectId?}: the watch lapses now, notifications stop [expire_watch]
+POST    /_sim/mailboxes/{email}/watch/refusal      {refuse: bool}: every users.watch of the mailbox (renewals too)
+                                                   answers 500 backendError [refuse_watch]
 GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
                                                    counts, pending}; status: queued, published, unpublished (no emulator),
                                                    failed, dropped_rate_limit, dropped_fault, pushed [notifications, notification_counts]
@@ -167,7 +172,8 @@ GET     /_sim/counters                             {calls: {user: {method: n}}, 
                                                    per batch request]}, peakConcurrentRequests: {user: n}} [counters]
 POST    /_sim/counters/reset                       [reset_counters]
 POST    /_sim/push-subscriptions                   {name, topic, pushConfig: {pushEndpoint, oidcToken?: {serviceAccountEmail,
-                                                   audience?}}} (Pub/Sub's Subscription fields; replaces one of the same
+                                                   audience?}}, messageRetentionDuration? ("604800s")} (Pub/Sub's
+                                                   Subscription fields; replaces one of the same
                                                    name) [create_push_subscription]
 GET     /_sim/push-subscriptions                   {subscriptions: [...]} [push_subscriptions]
 GET     /_sim/oidc                                 {issuer, certsUri, jwksUri} of the push tokens' issuer [oidc]
@@ -180,7 +186,9 @@ its topic itself (``push.py``): a POST in Pub/Sub's push format, with an ID toke
 simulator's own OIDC issuer (``iss`` is the simulator's URL; keys at ``/oauth2/v1/certs`` as
 ``{kid: x509 PEM}`` like Google's, ``/oauth2/v3/certs`` as JWKS, ``/.well-known/openid-configuration``).
 Status codes 102/200/201/202/204 acknowledge; anything else is retried with exponential backoff
-(0.5 s doubling to 60 s) for up to 10 minutes, then the notification is ``failed``. Acknowledged ones
+(0.5 s doubling to 60 s) for as long as the subscription retains messages (its
+``messageRetentionDuration``, Pub/Sub's default 7 days, on the simulated clock), then the notification
+is ``failed``. Acknowledged ones
 are ``pushed``. While push subscriptions exist, ``watch`` needs its topic to have one (404 otherwise),
 as Gmail needs the topic to exist.
 

@@ -249,9 +249,23 @@ class SimulatorControl:
         self._call("DELETE", "/_sim/faults")
 
     def set_notification_faults(self, *, drop_fraction: float | None = None,
-                                delay_seconds: float | None = None) -> dict:
-        body = {"dropFraction": drop_fraction, "delaySeconds": delay_seconds}
+                                delay_seconds: float | None = None, email: str | None = None) -> dict:
+        """Drop a fraction of the watch notifications and delay the rest: for every mailbox, or with
+        `email` for that mailbox only (overriding the global setting for it)."""
+        body = {"dropFraction": drop_fraction, "delaySeconds": delay_seconds, "emailAddress": email}
         return self._call("POST", "/_sim/notifications/faults", body)["notifications"]
+
+    def clear_notification_faults(self, email: str) -> dict:
+        """The mailbox follows the global notification faults again."""
+        return self._call("DELETE", f"/_sim/mailboxes/{_e(email)}/notifications/faults")["notifications"]
+
+    def expire_watch(self, email: str, *, project_id: str | None = None) -> dict:
+        """Let the mailbox's watch (the project's, or every one) lapse now; → the mailbox's info."""
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/watch/expire", {"projectId": project_id})
+
+    def refuse_watch(self, email: str, refuse: bool = True) -> None:
+        """Every users.watch of the mailbox (renewals too) answers 500 backendError until lifted."""
+        self._call("POST", f"/_sim/mailboxes/{_e(email)}/watch/refusal", {"refuse": refuse})
 
     # -- notifications and counters -----------------------------------------------------------------------
     def notifications(self, email: str | None = None) -> list[dict]:
@@ -271,13 +285,19 @@ class SimulatorControl:
 
     # -- Pub/Sub push without the emulator --------------------------------------------------------------
     def create_push_subscription(self, name: str, topic: str, push_endpoint: str, *,
-                                 service_account_email: str | None = None, audience: str | None = None) -> dict:
+                                 service_account_email: str | None = None, audience: str | None = None,
+                                 message_retention_duration: str | None = None) -> dict:
         """Deliver `topic`'s notifications to `push_endpoint` in Pub/Sub's push format; with a service
-        account, each request carries an ID token for it signed by the simulator's issuer (`oidc()`)."""
+        account, each request carries an ID token for it signed by the simulator's issuer (`oidc()`).
+        An unacknowledged push is retried with backoff for `message_retention_duration` ("604800s",
+        Pub/Sub's default 7 days) of simulated time."""
         config: dict = {"pushEndpoint": push_endpoint}
         if service_account_email is not None:
             config["oidcToken"] = {"serviceAccountEmail": service_account_email, "audience": audience}
-        return self._call("POST", "/_sim/push-subscriptions", {"name": name, "topic": topic, "pushConfig": config})
+        body = {"name": name, "topic": topic, "pushConfig": config}
+        if message_retention_duration is not None:
+            body["messageRetentionDuration"] = message_retention_duration
+        return self._call("POST", "/_sim/push-subscriptions", body)
 
     def push_subscriptions(self) -> list[dict]:
         return self._call("GET", "/_sim/push-subscriptions")["subscriptions"]

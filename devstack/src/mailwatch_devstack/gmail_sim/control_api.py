@@ -358,7 +358,7 @@ async def list_faults(request):
     return _json({"rules": [r.to_json() for r in faults.rules()],
                   "lockouts": faults.lockouts(state.clock.now()),
                   "refusals": state.refusals.all(),
-                  "notifications": {"dropFraction": faults.drop_fraction, "delaySeconds": faults.delay_seconds}})
+                  "notifications": faults.notification_faults()})
 
 
 async def refuse_user(request):
@@ -404,11 +404,41 @@ async def delete_fault(request):
 async def notification_faults(request):
     data = await _body(request)
     try:
-        _state(request).faults.set_notification_faults(drop_fraction=data.get("dropFraction"),
-                                                       delay_seconds=data.get("delaySeconds"))
+        state = _state(request)
+        email = data.get("emailAddress")
+        user = None if email is None else _mailbox(state, str(email)).email
+        state.faults.set_notification_faults(drop_fraction=data.get("dropFraction"),
+                                             delay_seconds=data.get("delaySeconds"), user=user)
     except (TypeError, ValueError) as exc:
         raise ControlError(str(exc)) from None
     return await list_faults(request)
+
+
+async def clear_mailbox_notification_faults(request):
+    state = _state(request)
+    state.faults.clear_notification_faults(_mailbox(state, _email_arg(request)).email)
+    return await list_faults(request)
+
+
+async def expire_watch(request):
+    state = _state(request)
+    data = await _body(request)
+    project_id = data.get("projectId")
+    if project_id is not None and not isinstance(project_id, str):
+        raise ControlError("'projectId' must be a string")
+    with state.lock:
+        state.expire_watches(_mailbox(state, _email_arg(request)), project_id)
+        return _json(_mailbox_info(state, _email_arg(request)))
+
+
+async def refuse_watch(request):
+    state = _state(request)
+    data = await _body(request)
+    refuse = data.get("refuse", True)
+    if not isinstance(refuse, bool):
+        raise ControlError("'refuse' must be true or false")
+    state.refuse_watches(_mailbox(state, _email_arg(request)), refuse)
+    return _json({"refused": sorted(state.watch_refusals)})
 
 
 async def list_notifications(request):
@@ -488,6 +518,9 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/_sim/faults", clear_faults)
     r.add_delete("/_sim/faults/{rule_id}", delete_fault)
     r.add_post("/_sim/notifications/faults", notification_faults)
+    r.add_delete("/_sim/mailboxes/{email}/notifications/faults", clear_mailbox_notification_faults)
+    r.add_post("/_sim/mailboxes/{email}/watch/expire", expire_watch)
+    r.add_post("/_sim/mailboxes/{email}/watch/refusal", refuse_watch)
     r.add_get("/_sim/notifications", list_notifications)
     r.add_post("/_sim/notifications/flush", flush_notifications)
     r.add_get("/_sim/counters", get_counters)

@@ -97,6 +97,8 @@ class FaultInjector:
         self._next_id = 1
         self.drop_fraction = 0.0
         self.delay_seconds = 0.0
+        # Per mailbox (lower-cased address): {"dropFraction", "delaySeconds"}, overriding the above.
+        self._per_user: dict[str, dict[str, float]] = {}
 
     def reset(self, seed: int = 0) -> None:
         with self._lock:
@@ -105,6 +107,7 @@ class FaultInjector:
             self._lockouts.clear()
             self.drop_fraction = 0.0
             self.delay_seconds = 0.0
+            self._per_user.clear()
 
     def seed(self, seed: int) -> None:
         with self._lock:
@@ -199,19 +202,47 @@ class FaultInjector:
 
     # -- notifications -------------------------------------------------------------------------
     def set_notification_faults(self, *, drop_fraction: float | None = None,
-                                delay_seconds: float | None = None) -> None:
+                                delay_seconds: float | None = None, user: str | None = None) -> None:
+        """Drop a fraction of notifications and delay the rest: for every mailbox, or with `user`
+        for that mailbox only (its setting wins over the global one; the other keeps the global)."""
+        if drop_fraction is not None and not 0.0 <= float(drop_fraction) <= 1.0:
+            raise ValueError("drop_fraction must be within [0, 1]")
+        if delay_seconds is not None and float(delay_seconds) < 0:
+            raise ValueError("delay_seconds must not be negative")
         with self._lock:
+            if user is not None:
+                override = self._per_user.setdefault(user.lower(), {})
+                if drop_fraction is not None:
+                    override["dropFraction"] = float(drop_fraction)
+                if delay_seconds is not None:
+                    override["delaySeconds"] = float(delay_seconds)
+                return
             if drop_fraction is not None:
-                if not 0.0 <= float(drop_fraction) <= 1.0:
-                    raise ValueError("drop_fraction must be within [0, 1]")
                 self.drop_fraction = float(drop_fraction)
             if delay_seconds is not None:
-                if float(delay_seconds) < 0:
-                    raise ValueError("delay_seconds must not be negative")
                 self.delay_seconds = float(delay_seconds)
 
-    def drop_notification(self) -> bool:
+    def clear_notification_faults(self, user: str) -> None:
+        """The mailbox follows the global notification faults again."""
         with self._lock:
-            if self.drop_fraction <= 0.0:
+            self._per_user.pop(user.lower(), None)
+
+    def notification_faults(self) -> dict:
+        with self._lock:
+            return {"dropFraction": self.drop_fraction, "delaySeconds": self.delay_seconds,
+                    "byMailbox": {user: dict(override) for user, override in self._per_user.items()}}
+
+    def _notification_setting(self, user: str | None, key: str, default: float) -> float:
+        override = self._per_user.get(user.lower()) if user else None
+        return override.get(key, default) if override else default
+
+    def notification_delay(self, user: str | None = None) -> float:
+        with self._lock:
+            return self._notification_setting(user, "delaySeconds", self.delay_seconds)
+
+    def drop_notification(self, user: str | None = None) -> bool:
+        with self._lock:
+            fraction = self._notification_setting(user, "dropFraction", self.drop_fraction)
+            if fraction <= 0.0:
                 return False
-            return self.drop_fraction >= 1.0 or self._rng.random() < self.drop_fraction
+            return fraction >= 1.0 or self._rng.random() < fraction

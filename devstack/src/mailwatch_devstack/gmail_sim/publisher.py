@@ -75,12 +75,13 @@ class NotificationLog:
 class NotificationPublisher:
     def __init__(self, emulator_host: str | None, log: NotificationLog, *,
                  push_subscriptions: PushSubscriptions | None = None, push_sender: PushSender | None = None,
-                 push_retry_seconds: float = 600.0) -> None:
+                 clock=time.time) -> None:
+        """`clock`: the simulated time a push's retention is measured on."""
         self.emulator_host = emulator_host
         self._log = log
         self.push_subscriptions = push_subscriptions
         self._sender = push_sender
-        self.push_retry_seconds = push_retry_seconds
+        self._clock = clock
         self._push_outcomes: dict[int, list] = {}  # log seq -> [pushes outstanding, first final error]
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, int, dict, str, bytes, dict | None]] = []
@@ -212,10 +213,10 @@ class NotificationPublisher:
         self._log.annotate(entry, messageId=message["messageId"], attempts=0)
         with self._cond:
             self._push_outcomes[entry["seq"]] = [len(subscriptions), None]
-        deadline = time.monotonic() + self.push_retry_seconds
+        published = self._clock()
         for subscription in subscriptions:
             self._push(entry, topic, data, {"subscription": subscription, "message": message, "attempt": 1,
-                                            "deadline": deadline})
+                                            "published": published})
 
     def _push(self, entry: dict, topic: str, data: bytes, push: dict) -> None:
         # A retry goes where the subscription points now: like Pub/Sub after
@@ -231,7 +232,8 @@ class NotificationPublisher:
             self._push_finished(entry, None)
             return
         delay = backoff(push["attempt"])
-        if time.monotonic() + delay > push["deadline"]:
+        # Retried for as long as the subscription retains the message (Pub/Sub's rule).
+        if self._clock() + delay > push["published"] + subscription.retention_seconds:
             self._push_finished(entry, f"{push['subscription'].name}: {error}")
             return
         self.submit(entry, topic, data, delay, {**push, "attempt": push["attempt"] + 1})

@@ -13,7 +13,9 @@ push format::
 with `Authorization: Bearer <ID token>` signed by the simulator's own issuer
 (`oidc.OidcIssuer`) when the subscription has an `oidcToken`. As with Pub/Sub,
 102/200/201/202/204 acknowledge; anything else (or no answer) is retried with
-exponential backoff until the retry deadline.
+exponential backoff for as long as the subscription retains messages
+(`messageRetentionDuration`, Pub/Sub's default 7 days, 10 minutes to 31 days),
+on the simulator's clock so a test can let days pass.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 MIN_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600  # Pub/Sub's default messageRetentionDuration
+MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS = 600, 31 * 24 * 3600
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class PushSubscription:
     endpoint: str
     service_account_email: str | None = None  # None: requests carry no token
     audience: str | None = None  # None: the endpoint URL, as Pub/Sub defaults it
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS  # how long an unacknowledged message is retried
 
     @classmethod
     def from_json(cls, data: dict) -> "PushSubscription":
@@ -60,23 +66,37 @@ class PushSubscription:
         parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("'pushConfig.pushEndpoint' must be an http(s) URL")
+        retention = _retention(data.get("messageRetentionDuration"))
         oidc = config.get("oidcToken")
         if oidc is None:
-            return cls(name, topic, endpoint)
+            return cls(name, topic, endpoint, retention_seconds=retention)
         email = oidc.get("serviceAccountEmail") if isinstance(oidc, dict) else None
         if not isinstance(email, str) or "@" not in email:
             raise ValueError("'pushConfig.oidcToken.serviceAccountEmail' must be an email address")
         audience = oidc.get("audience") or None
         if audience is not None and not isinstance(audience, str):
             raise ValueError("'pushConfig.oidcToken.audience' must be a string")
-        return cls(name, topic, endpoint, email, audience)
+        return cls(name, topic, endpoint, email, audience, retention)
 
     def to_json(self) -> dict:
         config: dict = {"pushEndpoint": self.endpoint}
         if self.service_account_email:
             config["oidcToken"] = {"serviceAccountEmail": self.service_account_email,
                                    "audience": self.audience or self.endpoint}
-        return {"name": self.name, "topic": self.topic, "pushConfig": config}
+        return {"name": self.name, "topic": self.topic, "pushConfig": config,
+                "messageRetentionDuration": f"{self.retention_seconds:g}s"}
+
+
+def _retention(value) -> float:
+    """Pub/Sub's `messageRetentionDuration` ("604800s"), within its bounds; default 7 days."""
+    if value is None:
+        return DEFAULT_RETENTION_SECONDS
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    seconds = float(match.group(1)) if match else -1
+    if not MIN_RETENTION_SECONDS <= seconds <= MAX_RETENTION_SECONDS:
+        raise ValueError("'messageRetentionDuration' must be a duration such as \"604800s\", "
+                         "from 10 minutes to 31 days")
+    return seconds
 
 
 class PushSubscriptions:

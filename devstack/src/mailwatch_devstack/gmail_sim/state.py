@@ -16,7 +16,7 @@ import threading
 from mailwatch_devstack.gmail_sim.auth import DEFAULT_PROJECT, TokenAuthority
 from mailwatch_devstack.gmail_sim.clock import SimClock
 from mailwatch_devstack.gmail_sim.concurrency import ConcurrencyLimiter
-from mailwatch_devstack.gmail_sim.errors import GmailError
+from mailwatch_devstack.gmail_sim.errors import GmailError, backend_error
 from mailwatch_devstack.gmail_sim.faults import FaultInjector
 from mailwatch_devstack.gmail_sim.history import HistoryRecord
 from mailwatch_devstack.gmail_sim.latency import LatencyInjector
@@ -47,6 +47,7 @@ class SimState:
         self.mailboxes: dict[str, Mailbox] = {}
         self.refusals = Refusals()
         self.aliases: dict[str, str] = {}  # alias (lower-cased) -> canonical address (lower-cased)
+        self.watch_refusals: set[str] = set()  # mailboxes (lower-cased) whose users.watch fails (500)
         self.auth = TokenAuthority(self.clock, self.canonical, refusals=self.refusals)
         self.faults = FaultInjector()
         self.latency = LatencyInjector()
@@ -60,7 +61,7 @@ class SimState:
         self.push_subscriptions = PushSubscriptions()
         self.publisher = NotificationPublisher(pubsub_emulator_host, self.log,
                                                push_subscriptions=self.push_subscriptions,
-                                               push_sender=PushSender(self.issuer))
+                                               push_sender=PushSender(self.issuer), clock=self.clock.now)
         self._configure_defaults()
 
     def _configure_defaults(self) -> None:
@@ -86,6 +87,7 @@ class SimState:
             self.push_subscriptions.clear()
             self.mailboxes.clear()
             self.aliases.clear()
+            self.watch_refusals.clear()
             self.latency.clear()
             self.clock.reset()
             self.auth.reset()
@@ -226,6 +228,8 @@ class SimState:
         is refused until `users.stop`.
         """
         with self.lock:
+            if mailbox.email.lower() in self.watch_refusals:
+                raise backend_error()  # as when Gmail cannot reach Pub/Sub: a renewal that keeps failing
             now_ms = self.clock.now_ms()
             current = mailbox.watches.get(project_id)
             if current is not None and current.live(now_ms) and current.topic_name != topic:
@@ -236,6 +240,19 @@ class SimState:
             # "A successful watch immediately sends one notification."
             self._send(mailbox, watch)
             return watch
+
+    def expire_watches(self, mailbox: Mailbox, project_id: str | None = None) -> None:
+        """Let the mailbox's watch (the project's, or every one) lapse now: notifications stop."""
+        with self.lock:
+            now_ms = self.clock.now_ms()
+            for project, watch in mailbox.watches.items():
+                if project_id in (None, project):
+                    watch.expiration_ms = min(watch.expiration_ms, now_ms)
+
+    def refuse_watches(self, mailbox: Mailbox, refuse: bool) -> None:
+        """Make every users.watch of the mailbox (a renewal too) fail with 500 backendError, or stop that."""
+        with self.lock:
+            (self.watch_refusals.add if refuse else self.watch_refusals.discard)(mailbox.email.lower())
 
     def stop(self, mailbox: Mailbox, project_id: str) -> None:
         """End the project's watch: for every caller of that project, not only this one."""
@@ -263,11 +280,11 @@ class SimState:
         if not self.limiter.allow(f"{mailbox.email}|{watch.project_id}", now):
             self.log.add(entry, DROPPED_RATE_LIMIT)
             return
-        if self.faults.drop_notification():
+        if self.faults.drop_notification(mailbox.email):
             self.log.add(entry, DROPPED_FAULT)
             return
         payload = {"emailAddress": mailbox.email,
                    "historyId": history_id if self.history_id_as_number else str(history_id)}
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         self.log.add(entry, QUEUED)
-        self.publisher.submit(entry, watch.topic_name, data, self.faults.delay_seconds)
+        self.publisher.submit(entry, watch.topic_name, data, self.faults.notification_delay(mailbox.email))
