@@ -98,3 +98,41 @@ def test_settings_are_validated(control):
         with pytest.raises(SimulatorControlError) as refused:
             control._call("POST", "/_sim/config", bad)
         assert refused.value.status == 400
+
+
+def test_drafts_are_recorded_as_gmail_records_them(control, alice):
+    start = control.history_id(ALICE)
+    draft = control.save_draft(ALICE, subject="Plans", body="first")
+    saved = control.save_draft(ALICE, draft_id=draft["draftId"], subject="Plans", body="first, then more")
+    assert saved["draftId"] == draft["draftId"] and saved["id"] != draft["id"]
+    assert saved["threadId"] == draft["threadId"]
+    sent = control.send_draft(ALICE, draft["draftId"])
+    assert sent["labelIds"] == ["SENT"] and sent["threadId"] == draft["threadId"]
+    assert sent["id"] not in (draft["id"], saved["id"])
+    history = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    changes = [(kind, entry["message"]["id"], entry["message"].get("labelIds"))
+               for record in history for kind in ("messagesAdded", "messagesDeleted") for entry in record.get(kind, [])]
+    # Each version is a new message with DRAFT; the previous one is deleted; sending adds a SENT
+    # message and deletes the draft's (served now: the deleted ones have no labels to show).
+    assert changes == [("messagesAdded", draft["id"], None), ("messagesAdded", saved["id"], None),
+                       ("messagesDeleted", draft["id"], None), ("messagesAdded", sent["id"], ["SENT"]),
+                       ("messagesDeleted", saved["id"], None)]
+    got = alice.users().messages().get(userId="me", id=sent["id"], format="full").execute()
+    assert got["labelIds"] == ["SENT"] and got["snippet"] == "first, then more"
+    for gone in (draft["id"], saved["id"]):
+        with pytest.raises(HttpError) as missing:
+            alice.users().messages().get(userId="me", id=gone).execute()
+        assert missing.value.resp.status == 404
+    from mailwatch_devstack.gmail_sim import SimulatorControlError
+
+    with pytest.raises(SimulatorControlError) as unknown:
+        control.send_draft(ALICE, draft["draftId"])  # sent: the draft is gone
+    assert unknown.value.status == 404
+
+
+def test_a_draft_version_is_labelled_draft_only_while_it_lasts(control, alice):
+    start = control.history_id(ALICE)
+    draft = control.save_draft(ALICE, body="v1")
+    [added] = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    assert added["messagesAdded"][0]["message"]["labelIds"] == ["DRAFT"]
+    assert alice.users().messages().get(userId="me", id=draft["id"], format="minimal").execute()["labelIds"] == ["DRAFT"]

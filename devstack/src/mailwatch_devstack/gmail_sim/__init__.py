@@ -131,6 +131,12 @@ POST    /_sim/mailboxes/{email}/history/expire     {throughHistoryId} → {histo
 POST    /_sim/messages                             {messages: [{emailAddress, labelIds?, threadId?, subject?, from?, to?,
                                                    body?, internalDate?, headers?}]} → {messages: [{emailAddress, id,
                                                    threadId, historyId}]} [insert_message, insert_messages]
+POST    /_sim/mailboxes/{email}/drafts            {subject?, from?, to?, body?, headers?, threadId?} → {draftId, id, threadId,
+                                                   historyId}: a new draft (a message with only DRAFT) [save_draft]
+POST    /_sim/mailboxes/{email}/drafts/{draftId}  same body: its next version, as Gmail autosaves: a new message with
+                                                   DRAFT added, the previous one deleted, same thread [save_draft]
+POST    /_sim/mailboxes/{email}/drafts/{draftId}/send  → {id, threadId, labelIds, historyId}: a new message with SENT
+                                                   added, the draft's deleted [send_draft]
 POST    /_sim/messages/delete                      {messages: [{emailAddress, id}]} → {historyIds} [delete_message(s)]
 POST    /_sim/messages/modify                      {changes: [{emailAddress, id, addLabelIds, removeLabelIds, oneRecord?}]}
                                                    → {historyIds} [modify_labels, add_labels, remove_labels, modify_labels_bulk]

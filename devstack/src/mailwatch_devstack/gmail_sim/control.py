@@ -154,6 +154,19 @@ class SimulatorControl:
         body, internalDate (ms), headers ([[name, value], ...])."""
         return self._call("POST", "/_sim/messages", {"messages": messages})["messages"]
 
+    def save_draft(self, email: str, *, draft_id: str | None = None, subject: str | None = "Draft",
+                   to: str | None = "someone@example.com", body: str = "", thread_id: str | None = None) -> dict:
+        """Create a draft, or (with `draft_id`) save its next version as Gmail's autosave does: a new
+        message with DRAFT, the previous one deleted. → {draftId, id, threadId, historyId}"""
+        item = {"subject": subject, "from": email, "to": to, "body": body, "threadId": thread_id}
+        path = f"/_sim/mailboxes/{_e(email)}/drafts" + (f"/{quote(draft_id, safe='')}" if draft_id else "")
+        return self._call("POST", path, item)
+
+    def send_draft(self, email: str, draft_id: str) -> dict:
+        """Send a draft: a new message with SENT in its thread, the draft's message deleted.
+        → {id, threadId, labelIds, historyId}. (Mail sent without a draft: `insert_message(label_ids=["SENT"])`.)"""
+        return self._call("POST", f"/_sim/mailboxes/{_e(email)}/drafts/{quote(draft_id, safe='')}/send", {})
+
     def delete_message(self, email: str, message_id: str) -> int:
         return self.delete_messages([(email, message_id)])[0]
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from mailwatch_devstack.gmail_sim.errors import GmailError
-from mailwatch_devstack.gmail_sim.model import UnknownLabel, UnknownMessage
+from mailwatch_devstack.gmail_sim.model import UnknownDraft, UnknownLabel, UnknownMessage
 from mailwatch_devstack.gmail_sim.push import PushSubscription
 from mailwatch_devstack.gmail_sim.state import SimState
 
@@ -241,6 +241,40 @@ def _modify(state, mailbox, item: dict, now) -> int:
                                     one_record=item.get("oneRecord") is True)
     state.changed(mailbox, records)
     return mailbox.history_id
+
+
+async def save_draft(request):
+    """Create a draft (no draft id in the path) or save its next version (an autosave)."""
+    state = _state(request)
+    data = await _body(request)
+    draft_id = request.match_info.get("draft_id")
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        try:
+            draft_id, message, records = mailbox.save_draft(
+                now=state.clock.now(), draft_id=draft_id, headers=_headers(data), body=str(data.get("body", "")),
+                thread_id=data.get("threadId"))
+        except UnknownDraft:
+            raise ControlError(f"no draft {draft_id} in {mailbox.email}", 404) from None
+        except UnknownMessage:
+            raise ControlError(f"no thread {data.get('threadId')} in {mailbox.email}", 404) from None
+        state.changed(mailbox, records)
+        return _json({"draftId": draft_id, "id": message.id, "threadId": message.thread_id,
+                      "historyId": mailbox.history_id})
+
+
+async def send_draft(request):
+    state = _state(request)
+    draft_id = request.match_info["draft_id"]
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        try:
+            message, records = mailbox.send_draft(draft_id, now=state.clock.now())
+        except UnknownDraft:
+            raise ControlError(f"no draft {draft_id} in {mailbox.email}", 404) from None
+        state.changed(mailbox, records)
+        return _json({"id": message.id, "threadId": message.thread_id, "labelIds": list(message.label_ids),
+                      "historyId": mailbox.history_id})
 
 
 async def insert_messages(request):
@@ -498,6 +532,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/mailboxes/{email}/aliases", add_aliases)
     r.add_post("/_sim/mailboxes/{email}/messages/seed", seed_messages)
     r.add_post("/_sim/mailboxes/{email}/history/expire", expire_history)
+    r.add_post("/_sim/mailboxes/{email}/drafts", save_draft)
+    r.add_post("/_sim/mailboxes/{email}/drafts/{draft_id}", save_draft)
+    r.add_post("/_sim/mailboxes/{email}/drafts/{draft_id}/send", send_draft)
     r.add_post("/_sim/messages", insert_messages)
     r.add_post("/_sim/messages/delete", delete_messages)
     r.add_post("/_sim/messages/modify", modify_messages)

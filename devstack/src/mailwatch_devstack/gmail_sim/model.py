@@ -38,6 +38,10 @@ class UnknownMessage(KeyError):
     pass
 
 
+class UnknownDraft(KeyError):
+    pass
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii")
 
@@ -135,6 +139,7 @@ class Mailbox:
     # One push client per developer project (Gmail's rule): project id -> its watch.
     watches: dict[str, Watch] = field(default_factory=dict)
     counter: int = 0
+    drafts: dict[str, str] = field(default_factory=dict)  # draft id -> the message it holds now
 
     @classmethod
     def create(cls, email: str, history_id: int, rng: random.Random | int) -> "Mailbox":
@@ -207,6 +212,8 @@ class Mailbox:
         message = self.messages.pop(message_id, None)
         if message is None:
             raise UnknownMessage(message_id)
+        for draft_id in [d for d, held in self.drafts.items() if held == message_id]:
+            del self.drafts[draft_id]  # deleting a draft's message deletes the draft
         remaining = self.thread_sizes.get(message.thread_id, 1) - 1
         if remaining > 0:
             self.thread_sizes[message.thread_id] = remaining
@@ -254,6 +261,40 @@ class Mailbox:
         for record in records:
             self.history.append(record)
         return records
+
+    # -- drafts: what Gmail records for them -------------------------------------------------
+    def save_draft(self, *, now: float, draft_id: str | None = None, headers: list[tuple[str, str]] | None = None,
+                   body: str = "", thread_id: str | None = None) -> tuple[str, Message, list[HistoryRecord]]:
+        """Create a draft, or save a new version of one (an autosave). A draft's message carries
+        only DRAFT and cannot change: each version is a new message (messageAdded, DRAFT) and the
+        previous one is deleted (messageDeleted), in the same thread; the draft id stays."""
+        previous = None
+        if draft_id is not None:
+            if draft_id not in self.drafts:
+                raise UnknownDraft(draft_id)
+            previous = self.messages[self.drafts[draft_id]]
+            thread_id = previous.thread_id
+        elif thread_id is not None and thread_id not in self.thread_sizes:
+            raise UnknownMessage(thread_id)
+        message, added = self.insert_message(now=now, label_ids=["DRAFT"], thread_id=thread_id,
+                                             headers=headers, body=body)
+        records = [added]
+        if previous is not None:
+            records.append(self.delete_message(previous.id, now=now))
+        else:
+            draft_id = f"r{self.rng.getrandbits(62)}"
+        self.drafts[draft_id] = message.id
+        return draft_id, message, records
+
+    def send_draft(self, draft_id: str, *, now: float) -> tuple[Message, list[HistoryRecord]]:
+        """Send a draft: a new message with SENT (a new id, the same thread and content) is added
+        and the draft, with its message, is deleted."""
+        if draft_id not in self.drafts:
+            raise UnknownDraft(draft_id)
+        draft = self.messages[self.drafts[draft_id]]
+        sent, added = self.insert_message(now=now, label_ids=["SENT"], thread_id=draft.thread_id,
+                                          headers=list(draft.headers), body=draft.body)
+        return sent, [added, self.delete_message(draft.id, now=now)]
 
     def seed_messages(self, count: int, *, now: float, label_ids: list[str]) -> int:
         """Add `count` messages that were already there before anyone watched: no history

@@ -75,6 +75,7 @@ def _mailbox(mailbox: Mailbox) -> dict:
         "messages": [_record(message) for message in mailbox.messages.values()],
         "threadSizes": dict(mailbox.thread_sizes), "userLabels": dict(mailbox.user_labels),
         "watches": {project: _record(watch) for project, watch in mailbox.watches.items()},
+        "drafts": dict(mailbox.drafts),
     }
 
 
@@ -125,6 +126,7 @@ def _load_mailbox(item: dict, state: SimState) -> Mailbox:
         mailbox.messages[loaded.id] = loaded
     mailbox.thread_sizes.update(item["threadSizes"])
     mailbox.user_labels.update(item["userLabels"])
+    mailbox.drafts.update(item.get("drafts", {}))
     for project, watch in item["watches"].items():
         mailbox.watches[project] = Watch(**{**watch, "label_ids": frozenset(watch["label_ids"])})
     return mailbox
