@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def alice(control, gmail):
     control.create_mailbox(ALICE)
+    control.configure(history_label_ids=True)  # Gmail's way (off by default for now: see state.py)
     return gmail.for_user(ALICE)
 
 

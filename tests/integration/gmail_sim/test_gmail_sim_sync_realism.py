@@ -93,6 +93,7 @@ def test_seed_is_validated(control, alice):
 
 # -- history as documented --------------------------------------------------------------------------
 def test_history_messages_carry_their_labels_as_served_and_label_changes_name_theirs(control, alice):
+    control.configure(history_label_ids=True)  # Gmail's way (off by default for now: see state.py)
     start = control.history_id(ALICE)
     message = control.insert_message(ALICE, label_ids=["INBOX", "UNREAD"])
     control.modify_labels(ALICE, message["id"], add=["STARRED"], remove=["UNREAD"])

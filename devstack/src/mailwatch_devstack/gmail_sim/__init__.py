@@ -36,10 +36,11 @@ discovery document's ``rootUrl`` and ignores ``api_endpoint`` (googleapis/google
 Gmail API surface: ``users.getProfile``, ``users.watch``, ``users.stop``, ``users.history.list``,
 ``users.messages.list``, ``users.messages.get`` (minimal / metadata / full / raw),
 ``users.labels.list`` / ``get``, and the batch endpoint (≤100 parts; more is 400 "Inner request count
-exceeds the limit. Received: N, Limit: 100"). A batch's parts are separate requests run together, as at
-Gmail: each is counted and charged, and holds one of its user's concurrency slots until the batch is
-answered, so parts past ``concurrentRequestsPerUser`` are answered 429 "Too many concurrent requests for
-user." one by one inside a 200 batch (``batchPartsConcurrent: false`` runs them one at a time). Errors are Gmail-shaped:
+exceeds the limit. Received: N, Limit: 100"). Each part is counted and charged. With
+``batchPartsConcurrent: true`` (Gmail's way; off by default until the service's sync copes with it) the
+parts are separate requests run together: each holds one of its user's concurrency slots until the batch
+is answered, so parts past ``concurrentRequestsPerUser`` are answered 429 "Too many concurrent requests for
+user." one by one inside a 200 batch; off, they run one at a time. Errors are Gmail-shaped:
 ``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``.
 
 Behaviour worth knowing:
@@ -48,11 +49,11 @@ Behaviour worth knowing:
   with id > ``startHistoryId`` (one record per change, with ``messages`` plus one of
   ``messagesAdded`` / ``messagesDeleted`` / ``labelsAdded`` / ``labelsRemoved``), filtered by
   ``historyTypes`` and ``labelId``, paged by ``maxResults`` (default 100, max 500) and
-  ``pageToken``; ``historyId`` is the mailbox's current id. As real Gmail does, the message of a
+  ``pageToken``; ``historyId`` is the mailbox's current id. With ``historyLabelIds: true`` (real
+  Gmail's way; off by default until the service's sync copes with it), the message of a
   ``messagesAdded`` / ``labelsAdded`` / ``labelsRemoved`` entry carries ``labelIds``: its labels
-  **when the page is served**, not when the record happened (none once the message is gone);
-  ``historyLabelIds: false`` leaves only ``id`` and ``threadId``, which the discovery document
-  allows. ``labelsAdded`` / ``labelsRemoved`` entries also carry the ``labelIds`` they changed; a
+  **when the page is served**, not when the record happened (none once the message is gone); off,
+  messages carry only ``id`` and ``threadId``, which the discovery document allows. ``labelsAdded`` / ``labelsRemoved`` entries also carry the ``labelIds`` they changed; a
   relabel made with ``oneRecord`` is one record with both. ``emptyHistoryPages: true`` precedes
   every page of records with one carrying a ``nextPageToken`` and no ``history``, as Gmail may.
   ``messageVisibilityDelaySeconds``: for that long after a message is added, ``messages.get``

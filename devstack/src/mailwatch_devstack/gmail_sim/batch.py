@@ -5,12 +5,13 @@ headers with its own Authorization, optional body) with a Content-ID; each is
 answered as a call of its own, and the response part (in the request's order)
 carries `Content-ID: <response-ID>` and the inner HTTP response, as Google does.
 
-As at Gmail, the parts are separate requests run at the same time: each counts
-against its user's quota and concurrency cap, and holds its concurrency slot
+Each part counts against its user's quota. With `batchPartsConcurrent: true`
+(Gmail's way; off by default until the service's sync copes with it), the parts
+are separate requests run at the same time: each holds its concurrency slot
 until the whole batch is answered, so with the default cap of 10 the 11th part
 for one user onwards is answered 429 "Too many concurrent requests for user."
-(the batch itself is 200). The setting `batchPartsConcurrent: false` runs them
-one at a time instead (each slot released before the next part starts).
+(the batch itself is 200). Off, they run one at a time (each slot released
+before the next part starts).
 Gmail allows at most 100 calls per batch; more is 400 "Inner request count
 exceeds the limit. Received: N, Limit: 100" (Google's text, no `errors` list).
 """
