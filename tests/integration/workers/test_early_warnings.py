@@ -114,3 +114,41 @@ async def test_notifications_missed_once_per_episode_and_a_notification_ends_it(
         events = await collect(service, auth, lambda ev: fourth["id"] in [e.message_id for e in ev])
         assert types(events).count("NOTIFICATIONS_MISSED") == 2
         assert types(events)[-2:] == ["NOTIFICATIONS_MISSED", "MESSAGE_ADDED"]
+
+
+async def test_watch_expiring_for_the_one_mailbox_whose_renewal_gmail_keeps_refusing(make_service):
+    """The simulator's control API refuses one mailbox's users.watch and lets its watch lapse;
+    only that mailbox is warned, then reported expired, while its neighbour renews."""
+    clock = OffsetClock()
+    async with make_service(clock=clock, renew_loop_seconds=0.2, poll_enabled=False) as service:
+        sim = service.sim
+        sim.configure(history_retention_seconds=None)
+        _, auth = await service.new_tenant()
+        for email in ("fading@example.com", "steady@example.com"):
+            await service.mailboxes.RegisterMailbox(sa_request(sim, email), metadata=auth)
+        sim.refuse_watch("fading@example.com")
+
+        def of(events, kind: str) -> list[str]:
+            return [e.email_address for e in events if types([e]) == [kind]]
+
+        advance(service, clock, 5.5 * DAY)  # renewals due; fading's watch expires within 48 h
+        events = await collect(service, auth, lambda ev: of(ev, "WATCH_EXPIRING") and of(ev, "WATCH_RENEWED"))
+        assert of(events, "WATCH_EXPIRING") == ["fading@example.com"]
+        assert of(events, "WATCH_RENEWED") == ["steady@example.com"]
+        [warning] = [e for e in events if e.type == resources_pb2.EVENT_TYPE_WATCH_EXPIRING]
+        assert warning.attributes["reason"] == "GMAIL_UNAVAILABLE"
+
+        # At Gmail the watch lapses (made to lapse now); the service reports it once its own
+        # record of the expiration is past, for that mailbox only.
+        assert sim.expire_watch("fading@example.com")["watch"]["expired"] is True
+        assert sim.mailbox("steady@example.com")["watch"]["expired"] is False
+        advance(service, clock, 2 * DAY)
+        events = await collect(service, auth, lambda ev: of(ev, "WATCH_EXPIRED"))
+        assert of(events, "WATCH_EXPIRED") == ["fading@example.com"]
+        assert of(events, "WATCH_EXPIRING") == ["fading@example.com"]
+
+        # Gmail accepts the watch again: the next renewal succeeds.
+        sim.refuse_watch("fading@example.com", False)
+        advance(service, clock, 3600)
+        events = await collect(service, auth, lambda ev: "fading@example.com" in of(ev, "WATCH_RENEWED"))
+        assert sim.mailbox("fading@example.com")["watch"]["expired"] is False
