@@ -378,6 +378,43 @@ describe("change streams", () => {
     await consumer;
   });
 
+  it("waits as long as RetryInfo asks while the database is down, then resumes", { timeout: 90_000 }, async () => {
+    const tenant = await world.newTenant();
+    const client = clientFor(tenant);
+    const first = await client.sendTestEvent("", { note: "before the outage" });
+    // A 1 ms backoff: only the server's hint (RetryInfo, 1 s for DATABASE_UNAVAILABLE) spaces the attempts.
+    const stream = client.streamChanges({
+      start: first.cursor,
+      heartbeatIntervalMs: 1000,
+      retry: { initialBackoffMs: 1, maxBackoffMs: 1, jitter: 0 },
+    });
+    const received: ChangeEvent[] = [];
+    const consumer = consume(stream, received);
+    await waitUntil(() => stream.cursor !== undefined, "the stream's first heartbeat", 20_000);
+    await world.command("stop_postgres");
+    let down = true;
+    try {
+      await waitUntil(() => stream.reconnects >= 1, "the stream cut by the outage", 30_000);
+      const cut = Date.now();
+      await waitUntil(() => stream.reconnects >= 3, "two more attempts", 30_000);
+      const elapsed = Date.now() - cut;
+      assert.ok(elapsed >= 1800, `two reconnects ${elapsed} ms apart in all: the 1 s hint was not honoured`);
+      await world.command("start_postgres");
+      down = false;
+    } finally {
+      if (down) await world.command("start_postgres");
+    }
+    const after = await client.sendTestEvent("", { note: "after the outage", retry: { maxAttempts: 1 } });
+    await waitUntil(() => received.some((e) => e.id === after.id), "an event made after recovery");
+    const committed = await world.committed(tenant.tenantId);
+    assert.deepEqual(
+      received.map((e) => e.id),
+      committed.slice(committed.indexOf(first.id) + 1),
+    );
+    await stream.close();
+    await consumer;
+  });
+
   it("reconnects a silent stream after its idle timeout without losing or repeating events", { timeout: 60_000 }, async () => {
     const tenant = await world.newTenant();
     const client = clientFor(tenant);
