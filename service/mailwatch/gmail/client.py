@@ -38,7 +38,9 @@ from mailwatch.domain.models import (
     ServiceAccountCredential,
 )
 from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_digest
+from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
+from mailwatch.gmail.history import HistoryPage, history_page
 from mailwatch.gmail.messages import MISSING, message_from_resource, metadata_from_resource
 from mailwatch.gmail.quota import record_call
 from mailwatch.gmail.user_calls import UserCallLimiter
@@ -49,7 +51,6 @@ T = TypeVar("T")
 WATCH_FILTER_BEHAVIOR = {LabelFilterBehavior.INCLUDE: "include", LabelFilterBehavior.EXCLUDE: "exclude"}
 
 HISTORY_PAGE_SIZE = 500  # Gmail's maximum maxResults for history.list
-MESSAGES_PAGE_SIZE = 500
 METADATA_BATCH_SIZE = 50  # Gmail allows 100 calls per batch; Google recommends at most 50
 # Every call acts as the authorised user: the impersonated subject or the OAuth
 # grant's user. Gmail refuses any other userId, even an alias of that very user
@@ -61,13 +62,6 @@ ME = "me"
 class WatchResult:
     history_id: int
     expiration: datetime
-
-
-@dataclass(frozen=True)
-class HistoryPage:
-    records: list[dict]
-    history_id: int  # the mailbox's current history id at the time of the call
-    next_page_token: str | None
 
 
 @dataclass(frozen=True)
@@ -172,23 +166,23 @@ class GmailClient:
             self._credentials.pop(_fingerprint(credential, tenant_id), None)
 
     async def _call(
-        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None,
+        self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None,
         *, user: str,
     ) -> dict:
         async with self._user_calls.slot(user):
-            return await self._call_now(operation, credential, make_request, tenant_id)
+            return await self._call_now(call, credential, make_request, tenant_id)
 
     async def _call_now(
-        self, operation: str, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
+        self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
     ) -> dict:
-        record_call(operation, tenant_id)  # Google charges quota for refused calls too
+        record_call(call, tenant_id)  # Google charges quota for refused calls too
 
         def run() -> dict:
             try:
                 request = make_request(self._users())
                 return request.execute(http=self._authorized_http(credential, tenant_id), num_retries=0)
             except Exception as exc:  # noqa: BLE001 - classified into domain errors
-                raise classify(exc, operation=operation) from exc
+                raise classify(exc, call=call) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
@@ -204,7 +198,7 @@ class GmailClient:
             body["labelFilterBehavior"] = WATCH_FILTER_BEHAVIOR[label_filter.behavior]
         try:
             response = await self._call(
-                "watch", credential, lambda users: users.watch(userId=ME, body=body), tenant_id, user=email
+                GmailCall.WATCH, credential, lambda users: users.watch(userId=ME, body=body), tenant_id, user=email
             )
         except errors.TopicProjectMismatch as exc:
             # Gmail names only the caller's project; say which topic it refused, too.
@@ -217,11 +211,11 @@ class GmailClient:
         )
 
     async def stop(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> None:
-        await self._call("stop", credential, lambda users: users.stop(userId=ME), tenant_id, user=email)
+        await self._call(GmailCall.STOP, credential, lambda users: users.stop(userId=ME), tenant_id, user=email)
 
     async def profile(self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None) -> Profile:
         response = await self._call(
-            "getProfile", credential, lambda users: users.getProfile(userId=ME), tenant_id, user=email
+            GmailCall.GET_PROFILE, credential, lambda users: users.getProfile(userId=ME), tenant_id, user=email
         )
         return Profile(
             email_address=response.get("emailAddress", email),
@@ -239,27 +233,9 @@ class GmailClient:
             params["pageToken"] = page_token
         if label_id:
             params["labelId"] = label_id
-        response = await self._call(
-            "history.list", credential, lambda users: users.history().list(**params), tenant_id, user=email
-        )
-        return HistoryPage(
-            records=response.get("history", []),
-            history_id=int(response["historyId"]),
-            next_page_token=response.get("nextPageToken"),
-        )
-
-    async def message_ids_page(
-        self, credential: Credential, email: str, *, page_token: str | None = None, max_results: int = MESSAGES_PAGE_SIZE,
-        tenant_id: uuid.UUID | None = None,
-    ) -> tuple[list[dict], str | None]:
-        """One page of messages.list: [{"id", "threadId"}], next page token."""
-        params: dict = {"userId": ME, "maxResults": max_results, "includeSpamTrash": True}
-        if page_token:
-            params["pageToken"] = page_token
-        response = await self._call(
-            "messages.list", credential, lambda users: users.messages().list(**params), tenant_id, user=email
-        )
-        return response.get("messages", []), response.get("nextPageToken")
+        return history_page(await self._call(
+            GmailCall.HISTORY_LIST, credential, lambda users: users.history().list(**params), tenant_id, user=email
+        ))
 
     # --- messages (GetMessage, metadata on MESSAGE_ADDED) --------------------
 
@@ -272,7 +248,7 @@ class GmailClient:
         if fmt == "metadata" and metadata_headers:
             params["metadataHeaders"] = list(metadata_headers)
         response = await self._call(
-            "messages.get", credential, lambda users: users.messages().get(**params), tenant_id, user=email
+            GmailCall.MESSAGES_GET, credential, lambda users: users.messages().get(**params), tenant_id, user=email
         )
         return message_from_resource(response, fmt)
 
@@ -317,7 +293,7 @@ class GmailClient:
         for start in range(0, len(unique), METADATA_BATCH_SIZE):
             chunk = unique[start : start + METADATA_BATCH_SIZE]
             for _ in chunk:
-                record_call("messages.get", tenant_id)  # each part is metered as its own call
+                record_call(GmailCall.MESSAGES_GET, tenant_id)  # each part is metered as its own call
             async with self._user_calls.slot(email):
                 found.update(await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._get_many, credential, chunk, params, tenant_id, parse, missing,
@@ -345,7 +321,7 @@ class GmailClient:
                     return
                 if isinstance(exception, HttpError) and exception.resp.status == 401:
                     unauthorized.append(True)
-                error = classify(exception, operation="messages.get")
+                error = classify(exception, call=GmailCall.MESSAGES_GET)
                 if isinstance(error, GmailMessageNotFound):
                     results[request_id] = missing
                 else:
@@ -364,7 +340,7 @@ class GmailClient:
                     batch.add(part, request_id=message_id)
                 batch.execute(http=self._thread_http())
             except Exception as exc:  # noqa: BLE001 - classified into domain errors
-                raise classify(exc, operation="messages.get") from exc
+                raise classify(exc, call=GmailCall.MESSAGES_GET) from exc
             if unauthorized and attempt == 1:
                 continue
             if failures:
@@ -377,13 +353,9 @@ class _ThreadUsers:
     """The discovery `users` resource of one pool thread, with the nested resources
     the calls use built once too.
 
-    Building a discovery Resource creates every method it describes: profiled
-    under benchmarks/scale.py, `service.users()` per call was ~8% of the
-    service's CPU per registration (~0.12 ms each; `users.messages()` ~0.5 ms),
-    and under benchmarks/pipeline.py's paced phase ~12% of the service's CPU per
-    notification (history.list and the labels' batched messages.get per sync).
-    A Resource only builds requests (executed with the caller's authorised
-    Http), so one per thread is reused safely.
+    Building a discovery Resource creates every method it describes, which is
+    costly per call (docs/performance.md). A Resource only builds requests
+    (executed with the caller's authorised Http), so one per thread is reused safely.
     """
 
     def __init__(self, users) -> None:

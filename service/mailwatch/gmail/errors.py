@@ -29,6 +29,7 @@ from prometheus_client import Counter
 
 from mailwatch.domain import errors
 from mailwatch.domain.text import storable_text
+from mailwatch.gmail.calls import GmailCall
 
 log = logging.getLogger(__name__)
 
@@ -153,49 +154,68 @@ def _is_topic_problem(status: int, message: str) -> bool:
     return False
 
 
-def classify(exc: BaseException, *, operation: str) -> errors.GmailError:
+# What a 404 means depends on the call; any other call's 404 is an unknown mailbox.
+_NOT_FOUND: dict[GmailCall, type[errors.GmailError]] = {
+    GmailCall.HISTORY_LIST: errors.GmailHistoryExpired,
+    GmailCall.MESSAGES_GET: errors.GmailMessageNotFound,
+}
+
+
+def _watch_refusal(status: int, message: str, detail: str, meta: dict) -> errors.GmailError | None:
+    """users.watch's own refusals: another push client, the topic, the label filter."""
+    if status == 400 and "only one user push notification client" in message.lower():
+        return errors.GmailPushClientConflict(f"{detail}: {message}", metadata=meta)
+    caller_project = _refused_for_project(status, message)
+    if caller_project is not None:
+        # GmailClient.watch knows the topic and completes the message.
+        return errors.TopicProjectMismatch(f"{detail}: {message}",
+                                           metadata={**meta, "credentials_project": caller_project})
+    if _is_topic_problem(status, message):
+        return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
+    if status == 400 and "label" in message.lower():
+        # Gmail: 400 invalidArgument "Invalid label: <id>" for a label the mailbox lacks.
+        return errors.GmailLabelRejected(f"Gmail refused the label filter: {message}", metadata=meta)
+    return None
+
+
+# Refusals only one call can meet, read from its status and message.
+_CALL_REFUSALS = {GmailCall.WATCH: _watch_refusal}
+
+
+def classify(exc: BaseException, *, call: GmailCall) -> errors.GmailError:
     """Map an exception from a Gmail call to the domain error the service acts on."""
     if isinstance(exc, errors.GmailError):
         return exc
     if isinstance(exc, google.auth.exceptions.RefreshError):
-        return _refresh_error(exc, operation)
+        return _refresh_error(exc, call)
     if isinstance(exc, google.auth.exceptions.TransportError):
-        return errors.GmailUnavailable(f"{operation}: token endpoint unreachable")
+        return errors.GmailUnavailable(f"{call}: token endpoint unreachable")
     if isinstance(exc, HttpError):
-        status = exc.resp.status if exc.resp is not None else 0
-        reason, message = _error_reasons(exc)
-        meta = {"http_status": str(status), "gmail_reason": reason}
-        detail = f"{operation}: Gmail answered {status}" + (f" {reason}" if reason else "")
-        if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
-            return errors.GmailRateLimited(f"{detail}: {message}" if message else detail, metadata=meta,
-                                           retry_after=_retry_after(exc), retry_at=_retry_at(exc, message))
-        if _is_refusal(status, reason, message):
-            return errors.GmailAccessRefused(f"{detail}: {message}", metadata=meta)
-        if status == 401:
-            return errors.GmailAuthFailed(detail, metadata=meta)
-        if status == 404 and operation == "history.list":
-            return errors.GmailHistoryExpired(detail, metadata=meta)
-        if status == 404 and operation == "messages.get":
-            return errors.GmailMessageNotFound(detail, metadata=meta)
-        if operation == "watch" and status == 400 and "only one user push notification client" in message.lower():
-            return errors.GmailPushClientConflict(f"{detail}: {message}", metadata=meta)
-        caller_project = _refused_for_project(status, message) if operation == "watch" else None
-        if caller_project is not None:
-            # GmailClient.watch knows the topic and completes the message.
-            return errors.TopicProjectMismatch(f"{detail}: {message}",
-                                               metadata={**meta, "credentials_project": caller_project})
-        if operation == "watch" and _is_topic_problem(status, message):
-            return errors.GmailTopicNotPublishable(f"{detail}: {message}", metadata=meta)
-        if operation == "watch" and status == 400 and "label" in message.lower():
-            # Gmail: 400 invalidArgument "Invalid label: <id>" for a label the mailbox lacks.
-            return errors.GmailLabelRejected(f"Gmail refused the label filter: {message}", metadata=meta)
-        if status == 404:
-            return errors.GmailMailboxNotFound(detail, metadata=meta)
-        if status == 403:
-            return errors.GmailPermissionDenied(f"{detail}: {message}", metadata=meta)
-        if status >= 500:
-            return errors.GmailUnavailable(detail, metadata=meta)
-        return errors.GmailBadRequest(f"{detail}: {message}", metadata=meta)
+        return _http_error(exc, call)
     if isinstance(exc, (OSError, socket.timeout, httplib2.HttpLib2Error, TimeoutError)):
-        return errors.GmailUnavailable(f"{operation}: {type(exc).__name__} talking to Gmail")
+        return errors.GmailUnavailable(f"{call}: {type(exc).__name__} talking to Gmail")
     raise exc
+
+
+def _http_error(exc: HttpError, call: GmailCall) -> errors.GmailError:
+    status = exc.resp.status if exc.resp is not None else 0
+    reason, message = _error_reasons(exc)
+    meta = {"http_status": str(status), "gmail_reason": reason}
+    detail = f"{call}: Gmail answered {status}" + (f" {reason}" if reason else "")
+    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
+        return errors.GmailRateLimited(f"{detail}: {message}" if message else detail, metadata=meta,
+                                       retry_after=_retry_after(exc), retry_at=_retry_at(exc, message))
+    if _is_refusal(status, reason, message):
+        return errors.GmailAccessRefused(f"{detail}: {message}", metadata=meta)
+    if status == 401:
+        return errors.GmailAuthFailed(detail, metadata=meta)
+    refusal = _CALL_REFUSALS[call](status, message, detail, meta) if call in _CALL_REFUSALS else None
+    if refusal is not None:
+        return refusal
+    if status == 404:
+        return _NOT_FOUND.get(call, errors.GmailMailboxNotFound)(detail, metadata=meta)
+    if status == 403:
+        return errors.GmailPermissionDenied(f"{detail}: {message}", metadata=meta)
+    if status >= 500:
+        return errors.GmailUnavailable(detail, metadata=meta)
+    return errors.GmailBadRequest(f"{detail}: {message}", metadata=meta)

@@ -319,14 +319,6 @@ async def load_credentials_ciphertexts(
     return {row.id: bytes(row.credentials_ciphertext) for row in rows}
 
 
-async def mark_notifications_missed(session: AsyncSession, mailbox_id: uuid.UUID) -> None:
-    """NOTIFICATIONS_MISSED has been written for this mailbox (in the caller's
-    transaction); the next notification that arrives clears the mark."""
-    await session.execute(
-        update(mailboxes).where(mailboxes.c.id == mailbox_id).values(notifications_missed_reported=True)
-    )
-
-
 async def fetch_mailbox(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
     """`get_mailbox` in a session of its own."""
     async with reading(sessions) as session:

@@ -4,7 +4,9 @@ A claim is one statement: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
 LOCKED) RETURNING`, so replicas never claim the same mailbox and a crashed
 replica's claims lapse with their lease. Every write made under a claim is
 fenced on (lease owner, expected history id): a replica that lost its lease
-cannot commit over the one that took the mailbox over.
+cannot commit over the one that took the mailbox over. Each verb opens its
+own session and picks its transaction mode: a verb that is one statement runs
+in autocommit (no BEGIN and COMMIT round trips; its row lock ends with it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events, update_and_append
+from mailwatch.store.db import Sessions, autocommit, transaction
 from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_allows, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
@@ -106,20 +109,21 @@ class PageCommit:
     notified_history_id: int | None = None  # as read under the row lock (final pages)
 
 
-async def extend_lease(session: AsyncSession, mailbox_id: uuid.UUID, *, owner: str, now: datetime,
+async def extend_lease(sessions: Sessions, mailbox_id: uuid.UUID, *, owner: str, now: datetime,
                        lease: timedelta) -> bool:
     """Heartbeat: push the claim's expiry to now + lease. False when `owner` no longer
     holds it (released, or taken over after it lapsed)."""
-    result = await session.execute(
-        update(mailboxes)
-        .where(mailboxes.c.id == mailbox_id, mailboxes.c.lease_owner == owner)
-        .values(lease_expires_at=now + lease)
-    )
+    async with autocommit(sessions) as session:
+        result = await session.execute(
+            update(mailboxes)
+            .where(mailboxes.c.id == mailbox_id, mailboxes.c.lease_owner == owner)
+            .values(lease_expires_at=now + lease)
+        )
     return result.rowcount == 1
 
 
 async def commit_sync_page(
-    session: AsyncSession,
+    sessions: Sessions,
     claimed: Mailbox,
     *,
     owner: str,
@@ -132,11 +136,16 @@ async def commit_sync_page(
     catch_up_at: datetime | None = None,
     give_up_catch_up: bool = False,
     keep_page_failures: bool = False,
+    notifications_missed: bool = False,
 ) -> PageCommit:
-    """Write one page's events and the new history id: ONE statement (the fenced
-    UPDATE and the append, `changes.update_and_append`), except a give-up page's
-    (`give_up_catch_up`: the notified id is read under the row lock first), so a
-    caller may run it in autocommit.
+    """Write one page's events and the new history id: ONE statement in autocommit
+    (the fenced UPDATE and the append, `changes.update_and_append`), except a
+    give-up page's (`give_up_catch_up`: the notified id is read under the row lock
+    first, in a transaction).
+
+    `notifications_missed`: the events include NOTIFICATIONS_MISSED, so the
+    mailbox is marked as having reported the episode (the next notification
+    that arrives clears the mark).
 
     On the final page the claim is released and the mailbox is left due only
     if a notification announced something newer than what was synced, which
@@ -155,17 +164,20 @@ async def commit_sync_page(
     later record of that page still counts against it.
     """
     values: dict = {"history_id": new_history_id, "lease_expires_at": now + lease, "updated": now}
+    if notifications_missed:
+        values["notifications_missed_reported"] = True
     if keep_page_failures:
         values["page_failures_history_id"] = new_history_id
     else:
         values.update(page_failures=0, page_failures_history_id=None)
-    outcome = PageCommit(CatchUp.NOT_FINAL)
-    if not final:
-        await _update_fenced(session, claimed, owner, expected_history_id, values, events)
-    elif give_up_catch_up:
-        outcome = await _final_page_giving_up(
-            session, claimed, owner, expected_history_id, values, new_history_id, now, events)
-    else:
+    if final and give_up_catch_up:
+        async with transaction(sessions) as session:
+            return await _final_page_giving_up(
+                session, claimed, owner, expected_history_id, values, new_history_id, now, events)
+    async with autocommit(sessions) as session:
+        if not final:
+            await _update_fenced(session, claimed, owner, expected_history_id, values, events)
+            return PageCommit(CatchUp.NOT_FINAL)
         # One statement judges and writes: an UPDATE's SET sees the row as it locked
         # it (the newest version if ingest raised notified_history_id meanwhile), so
         # the notified id judged is the one kept, as with SELECT … FOR UPDATE first,
@@ -179,9 +191,8 @@ async def commit_sync_page(
         )
         [(notified_id,)] = await _update_fenced(session, claimed, owner, expected_history_id, values, events,
                                                 returning=mailboxes.c.notified_history_id)
-        caught_up = notified_id is None or notified_id <= new_history_id
-        outcome = PageCommit(CatchUp.CAUGHT_UP if caught_up else CatchUp.BEHIND, notified_id)
-    return outcome
+    caught_up = notified_id is None or notified_id <= new_history_id
+    return PageCommit(CatchUp.CAUGHT_UP if caught_up else CatchUp.BEHIND, notified_id)
 
 
 # A failing renewal's error stays visible (GetMailbox) until a renewal succeeds.
@@ -236,7 +247,7 @@ async def _final_page_giving_up(session: AsyncSession, claimed: Mailbox, owner: 
 
 
 async def record_sync_failure(
-    session: AsyncSession,
+    sessions: Sessions,
     claimed: Mailbox,
     *,
     owner: str,
@@ -263,13 +274,14 @@ async def record_sync_failure(
     values.update(gmail_retry_values(gmail_retry_at))
     if page_failed:
         values.update(_page_failed())
-    await session.execute(
-        update(mailboxes).where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner).values(**values)
-    )
+    async with autocommit(sessions) as session:
+        await session.execute(
+            update(mailboxes).where(mailboxes.c.id == claimed.id, mailboxes.c.lease_owner == owner).values(**values)
+        )
 
 
 async def mark_terminal(
-    session: AsyncSession,
+    sessions: Sessions,
     claimed: Mailbox,
     *,
     owner: str,
@@ -281,17 +293,18 @@ async def mark_terminal(
 ) -> bool:
     """AUTH_FAILED / ACCESS_REFUSED stop all Gmail calls for the mailbox until it is
     registered again; the event is written once, with the state change."""
-    result = await session.execute(
-        update(mailboxes)
-        .where(
-            mailboxes.c.id == claimed.id,
-            mailboxes.c.lease_owner == owner,
-            mailboxes.c.state == MailboxState.ACTIVE.value,
+    async with transaction(sessions) as session:
+        result = await session.execute(
+            update(mailboxes)
+            .where(
+                mailboxes.c.id == claimed.id,
+                mailboxes.c.lease_owner == owner,
+                mailboxes.c.state == MailboxState.ACTIVE.value,
+            )
+            .values(lease_owner=None, lease_expires_at=None,
+                    **terminal_values(state=state, reason=reason, message=message, now=now))
         )
-        .values(lease_owner=None, lease_expires_at=None,
-                **terminal_values(state=state, reason=reason, message=message, now=now))
-    )
-    if result.rowcount != 1:
-        return False
-    await append_events(session, claimed.tenant_id, [event])
+        if result.rowcount != 1:
+            return False
+        await append_events(session, claimed.tenant_id, [event])
     return True

@@ -6,7 +6,7 @@ the mailboxes were registered, and always days before the 7-day expiration.
 A renewal writes the new expiration, the next due time and WATCH_RENEWED in
 one transaction, fenced on its claim (`store.renewal_claims`).
 
-Failures (`workers.outcome`, as for sync): revoked credentials → AUTH_FAILED,
+Failures (`domain.failures`, as for sync): revoked credentials → AUTH_FAILED,
 refused access → ACCESS_REFUSED (the mailbox makes no Gmail call until
 registered again); anything else → retry with jittered exponential backoff,
 never before the retry time Gmail named and otherwise never later than the
@@ -36,7 +36,7 @@ from mailwatch.store import renewal_claims, watch_groups
 from mailwatch.store.renewal_claims import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.claiming import ClaimingWorker
-from mailwatch.workers.outcome import Failure, failure_of
+from mailwatch.domain.failures import Failure, failure_of
 
 log = logging.getLogger(__name__)
 

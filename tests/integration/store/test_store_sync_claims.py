@@ -35,11 +35,10 @@ def _event(mailbox) -> NewEvent:
 
 
 async def _final_page(sessions, mailbox, *, owner="me", events=()):
-    async with sessions() as session, session.begin():
-        return await sync_claims.commit_sync_page(
-            session, mailbox, owner=owner, expected_history_id=100, new_history_id=120, events=list(events),
-            final=True, now=NOW, lease=LEASE,
-        )
+    return await sync_claims.commit_sync_page(
+        sessions, mailbox, owner=owner, expected_history_id=100, new_history_id=120, events=list(events),
+        final=True, now=NOW, lease=LEASE,
+    )
 
 
 async def _row(sessions, mailbox):
@@ -94,11 +93,10 @@ async def test_pages_of_the_same_shape_each_write_their_own_values(sessions):
     _, first = await _claimed(sessions, "first@example.com")
     _, second = await _claimed(sessions, "second@example.com")
     for mailbox, new_history_id in ((first, 130), (second, 140)):
-        async with sessions() as session, session.begin():
-            await sync_claims.commit_sync_page(
-                session, mailbox, owner="me", expected_history_id=100, new_history_id=new_history_id,
-                events=[_event(mailbox)], final=False, now=NOW, lease=LEASE,
-            )
+        await sync_claims.commit_sync_page(
+            sessions, mailbox, owner="me", expected_history_id=100, new_history_id=new_history_id,
+            events=[_event(mailbox)], final=False, now=NOW, lease=LEASE,
+        )
     assert (await _row(sessions, first)).history_id == 130
     assert (await _row(sessions, second)).history_id == 140
     async with sessions() as session:

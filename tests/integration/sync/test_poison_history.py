@@ -4,7 +4,7 @@ messages; everything before and after it arrives exactly once.
 
 Poison handling is the safety net for bugs we do not know of yet, so the poison here is
 injected, narrowly: the `poisoned` fixture wraps the sync worker's per-record processing
-(`mailwatch.workers.sync.events_from_history`, the name the worker calls) so that it
+(`mailwatch.sync.mailbox.events_from_history`, the name the sync calls) so that it
 raises for any history record naming one of the poisoned message ids, as an unknown bug
 in our processing of that message would: every time, and for nothing else. Everything
 else (Gmail over HTTP, Postgres, the store's failure count) is real.
@@ -25,10 +25,10 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.config import SyncSettings
-from mailwatch.sync.history_events import message_ids
+from mailwatch.sync import mailbox as sync
+from mailwatch.sync.mailbox import POISON_AFTER
 from mailwatch.v1 import resources_pb2
-from mailwatch.workers import sync
-from mailwatch.workers.sync import POISON_AFTER, SyncWorker
+from mailwatch.workers.sync import SyncWorker
 from tests.fixtures.pipeline import claims_one, collect, eventually, get_mailbox, register_sa_mailbox
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,8 @@ def poisoned(monkeypatch) -> set[str]:
     def events_from_history(records, **kwargs):
         records = list(records)
         for record in records:
-            if named := ids.intersection(message_ids(record)):
-                raise UnknownBug(f"history record {record['id']} names {sorted(named)}")
+            if named := ids.intersection(record.message_ids):
+                raise UnknownBug(f"history record {record.id} names {sorted(named)}")
         return real(records, **kwargs)
 
     monkeypatch.setattr(sync, "events_from_history", events_from_history)

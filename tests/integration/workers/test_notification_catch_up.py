@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mailwatch.clock import OffsetClock
-from mailwatch.workers.sync import CATCH_UP_ATTEMPTS
+from mailwatch.sync.mailbox import CATCH_UP_ATTEMPTS
 from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw,
 )

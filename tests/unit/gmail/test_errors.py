@@ -7,6 +7,7 @@ import pytest
 from googleapiclient.errors import HttpError
 
 from mailwatch.domain import errors
+from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
 
 CLOCK_SKEW = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
@@ -72,22 +73,22 @@ def http_error(status, reason="", message="", headers=None):
     ],
 )
 def test_classification(exc, operation, expected):
-    assert type(classify(exc, operation=operation)) is expected
+    assert type(classify(exc, call=GmailCall(operation))) is expected
 
 
 def test_retry_time_is_read_from_the_message():
     message = "User-rate limit exceeded.  Retry after 2026-11-29T17:20:36.724Z"
-    error = classify(http_error(429, "rateLimitExceeded", message), operation="history.list")
+    error = classify(http_error(429, "rateLimitExceeded", message), call=GmailCall.HISTORY_LIST)
     assert isinstance(error, errors.GmailRateLimited) and error.retryable
     assert error.retry_at == datetime(2026, 11, 29, 17, 20, 36, 724000, tzinfo=timezone.utc)
     now = datetime(2026, 11, 29, 17, 0, tzinfo=timezone.utc)
     assert error.not_before(now) == error.retry_at
-    assert classify(http_error(403, "userRateLimitExceeded", message), operation="watch").retry_at == error.retry_at
+    assert classify(http_error(403, "userRateLimitExceeded", message), call=GmailCall.WATCH).retry_at == error.retry_at
 
 
 def test_retry_after_http_date():
     error = classify(http_error(429, "rateLimitExceeded", headers={"retry-after": "Sun, 29 Nov 2026 17:20:36 GMT"}),
-                     operation="history.list")
+                     call=GmailCall.HISTORY_LIST)
     assert error.retry_at == datetime(2026, 11, 29, 17, 20, 36, tzinfo=timezone.utc) and error.retry_after is None
 
 
@@ -98,41 +99,41 @@ def test_clock_skew_is_transient_counted_and_logged_with_the_host_clock(caplog):
     exc = google.auth.exceptions.RefreshError(f"invalid_grant: {CLOCK_SKEW}",
                                               {"error": "invalid_grant", "error_description": CLOCK_SKEW})
     with caplog.at_level("ERROR", logger="mailwatch.gmail.errors"):
-        error = classify(exc, operation="history.list")
+        error = classify(exc, call=GmailCall.HISTORY_LIST)
     assert error.retryable and error.reason == "GMAIL_CLOCK_SKEW"
     assert counter._value.get() == before + 1
     assert "host clock" in caplog.text and str(datetime.now(timezone.utc).year) in caplog.text
 
 
 def test_permanent_failures_are_not_retryable():
-    assert not classify(http_error(403, "domainPolicy", "x"), operation="watch").retryable
-    assert not classify(google.auth.exceptions.RefreshError("invalid_grant: Bad Request"), operation="watch").retryable
-    assert classify(http_error(500, "backendError"), operation="watch").retryable
+    assert not classify(http_error(403, "domainPolicy", "x"), call=GmailCall.WATCH).retryable
+    assert not classify(google.auth.exceptions.RefreshError("invalid_grant: Bad Request"), call=GmailCall.WATCH).retryable
+    assert classify(http_error(500, "backendError"), call=GmailCall.WATCH).retryable
 
 
 def test_retry_after_is_kept():
-    error = classify(http_error(429, "rateLimitExceeded", headers={"retry-after": "17"}), operation="history.list")
+    error = classify(http_error(429, "rateLimitExceeded", headers={"retry-after": "17"}), call=GmailCall.HISTORY_LIST)
     assert isinstance(error, errors.GmailRateLimited) and error.retry_after == 17.0
 
 
 def test_garbage_body_still_classifies_by_status():
     resp = httplib2.Response({"status": 502})
-    assert isinstance(classify(HttpError(resp, b"<html>bad gateway"), operation="watch"), errors.GmailUnavailable)
+    assert isinstance(classify(HttpError(resp, b"<html>bad gateway"), call=GmailCall.WATCH), errors.GmailUnavailable)
 
 
 def test_programming_errors_are_not_swallowed():
     with pytest.raises(KeyError):
-        classify(KeyError("x"), operation="watch")
+        classify(KeyError("x"), call=GmailCall.WATCH)
 
 
 def test_topic_outside_the_callers_project_names_that_project():
     refusal = http_error(400, "invalidArgument", "Invalid topicName does not match projects/tenant-a/topics/*")
-    error = classify(refusal, operation="watch")
+    error = classify(refusal, call=GmailCall.WATCH)
     assert error.reason == "TOPIC_PROJECT_MISMATCH" and error.metadata["credentials_project"] == "tenant-a"
 
 
 def test_gmail_error_text_is_storable():
     # The reason and message end in mailboxes.last_error and ACCESS_REFUSED's event.
-    error = classify(http_error(403, "domain\x00Policy", "Disabled\x00by admin\ud800"), operation="watch")
+    error = classify(http_error(403, "domain\x00Policy", "Disabled\x00by admin\ud800"), call=GmailCall.WATCH)
     assert "Disabled\ufffdby admin?" in error.message and "\x00" not in error.message
     assert error.metadata["gmail_reason"] == "domain\ufffdPolicy"

@@ -4,14 +4,19 @@ import pytest
 
 from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior
 from mailwatch.domain.models import MessageLabels
-from mailwatch.sync.history_events import events_from_history, labels_needed, message_ids, newest_history_id
+from mailwatch.gmail.history import history_record
+from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
 
 MAILBOX = uuid.uuid4()
 
 
+def parse(records):
+    return [history_record(record) for record in records]
+
+
 def translate(records, label_ids=(), behavior=LabelFilterBehavior.INCLUDE):
     return events_from_history(
-        records, mailbox_id=MAILBOX, email_address="a@example.com",
+        parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
         label_filter=LabelFilter(tuple(label_ids), behavior),
     )
 
@@ -65,8 +70,8 @@ def test_deleted_message_without_known_labels_is_reported(labels, expected):
 
 
 def test_newest_history_id_covers_records_created_while_paging():
-    assert newest_history_id(100, [{"id": "90"}, {"id": "101"}]) == 101
-    assert newest_history_id(100, [{"id": "90"}]) == 100
+    assert newest_history_id(100, parse([{"id": "90"}, {"id": "101"}])) == 101
+    assert newest_history_id(100, parse([{"id": "90"}])) == 100
     assert newest_history_id(100, []) == 100
 
 
@@ -81,7 +86,7 @@ def bare(hid, key, mid, changed=None):
 def test_without_a_filter_only_added_messages_need_labels_and_nothing_is_dropped():
     records = [bare(1, "messagesAdded", "a"), bare(2, "labelsAdded", "a", ["STARRED"]),
                bare(3, "messagesDeleted", "a"), added(4, "b", ["INBOX"])]
-    assert labels_needed(records, LabelFilter()) == ["a"]  # b came with its labels
+    assert labels_needed(parse(records), LabelFilter()) == ["a"]  # b came with its labels
     assert [(e.type, e.label_ids) for e in translate(records)][-1] == (EventType.MESSAGE_ADDED, ("INBOX",))
     records = records[:3]
     assert [(e.type, e.label_ids) for e in translate(records)] == [
@@ -90,7 +95,7 @@ def test_without_a_filter_only_added_messages_need_labels_and_nothing_is_dropped
 
 def test_label_changes_of_watched_labels_decide_without_fetching():
     records = [bare(1, "labelsAdded", "a", ["INBOX"]), bare(2, "labelsRemoved", "b", ["INBOX", "UNREAD"])]
-    assert labels_needed(records, LabelFilter(("INBOX",))) == []
+    assert labels_needed(parse(records), LabelFilter(("INBOX",))) == []
     assert [(e.type, e.message_id) for e in translate(records, ["INBOX"])] == [
         (EventType.LABELS_ADDED, "a"), (EventType.LABELS_REMOVED, "b")]
 
@@ -100,9 +105,9 @@ def test_unknown_labels_are_fetched_once_per_message_and_decide():
                bare(3, "labelsAdded", "in", ["STARRED"]), bare(4, "labelsRemoved", "spam", ["UNREAD"]),
                bare(5, "messagesAdded", "gone")]
     label_filter = LabelFilter(("INBOX",))
-    assert labels_needed(records, label_filter) == ["in", "spam", "gone"]
+    assert labels_needed(parse(records), label_filter) == ["in", "spam", "gone"]
     known = {"in": MessageLabels(("INBOX", "STARRED"), 3), "spam": MessageLabels(("SPAM",), 4), "gone": None}
-    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+    events = events_from_history(parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
                                  label_filter=label_filter, known_labels=known)
     assert [(e.type, e.message_id, e.label_ids) for e in events] == [
         # Its labels when added: the later STARRED undone.
@@ -117,7 +122,7 @@ def test_a_message_that_left_the_set_later_in_the_page_is_still_reported_as_adde
     records = [bare(1, "messagesAdded", "m"), bare(2, "labelsRemoved", "m", ["INBOX"]),
                bare(3, "labelsAdded", "m", ["STARRED"])]
     known = {"m": MessageLabels(("UNREAD", "STARRED"), 3)}  # fetched after all three changes
-    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+    events = events_from_history(parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
                                  label_filter=LabelFilter(("INBOX",)), known_labels=known)
     assert [(e.type, e.label_ids) for e in events] == [
         (EventType.MESSAGE_ADDED, ("UNREAD", "INBOX")), (EventType.LABELS_REMOVED, ("INBOX",))]
@@ -126,7 +131,7 @@ def test_a_message_that_left_the_set_later_in_the_page_is_still_reported_as_adde
 def test_a_message_changed_after_the_page_is_reported_rather_than_guessed():
     records = [bare(1, "messagesAdded", "m")]
     known = {"m": MessageLabels(("SPAM",), 9)}  # changed by a record beyond this page
-    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+    events = events_from_history(parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
                                  label_filter=LabelFilter(("INBOX",)), known_labels=known)
     assert [(e.type, e.message_id) for e in events] == [(EventType.MESSAGE_ADDED, "m")]
 
@@ -134,9 +139,9 @@ def test_a_message_changed_after_the_page_is_reported_rather_than_guessed():
 def test_exclude_filter_with_unknown_labels():
     records = [bare(1, "messagesAdded", "a"), bare(2, "messagesAdded", "b"), bare(3, "labelsAdded", "a", ["SPAM"])]
     label_filter = LabelFilter(("SPAM",), LabelFilterBehavior.EXCLUDE)
-    assert labels_needed(records, label_filter) == ["a", "b"]
+    assert labels_needed(parse(records), label_filter) == ["a", "b"]
     known = {"a": MessageLabels(("INBOX", "SPAM"), 3), "b": MessageLabels(("SPAM",), 2)}
-    events = events_from_history(records, mailbox_id=MAILBOX, email_address="a@example.com",
+    events = events_from_history(parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
                                  label_filter=label_filter, known_labels=known)
     # a was outside SPAM when added, then entered it (left the watched set): both reported.
     assert [(e.type, e.message_id) for e in events] == [(EventType.MESSAGE_ADDED, "a"), (EventType.LABELS_ADDED, "a")]
@@ -154,12 +159,12 @@ def test_later_records_trace_labels_fetched_after_the_page_back_to_it():
     known = {"junk": MessageLabels(("SPAM", "STARRED"), 2)}  # asked after the later change
     kwargs = dict(mailbox_id=MAILBOX, email_address="a@example.com", label_filter=LabelFilter(("INBOX",)),
                   known_labels=known)
-    assert events_from_history(page, later_records=later, **kwargs) == []
+    assert events_from_history(parse(page), later_records=parse(later), **kwargs) == []
     # Without the later history the fetched state is newer than the page: reported, not guessed.
-    assert [e.message_id for e in events_from_history(page, **kwargs)] == ["junk"]
+    assert [e.message_id for e in events_from_history(parse(page), **kwargs)] == ["junk"]
 
 
-def test_message_ids_names_every_message_of_a_record_once_and_ignores_odd_shapes():
+def test_a_record_names_every_message_once_and_ignores_odd_shapes():
     record = {
         "id": "7",
         "messages": [{"id": "m1", "threadId": "t"}, "not an object", {"threadId": "no id"}],
@@ -168,8 +173,8 @@ def test_message_ids_names_every_message_of_a_record_once_and_ignores_odd_shapes
         "labelsAdded": [{"message": {"id": "m2"}, "labelIds": ["X"]}, {"message": "odd"}],
         "labelsRemoved": "not a list",
     }
-    assert message_ids(record) == ["m1", "m2", "m3"]
-    assert message_ids({"id": "8"}) == []
+    assert history_record(record).message_ids == ("m1", "m2", "m3")
+    assert history_record({"id": "8"}).message_ids == ()
 
 
 def test_ids_gmail_sends_become_storable_event_text():

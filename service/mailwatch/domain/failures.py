@@ -1,4 +1,4 @@
-"""What a worker does with a failed Gmail job: one decision for sync and renew alike.
+"""What a worker does with a failed Gmail job: one decision for sync and renew alike (pure).
 
 Retry semantics live on the domain error (`retryable`, `retry_at` /
 `retry_after`); this module turns an exception into a `Failure`: the stable
