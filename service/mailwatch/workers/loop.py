@@ -22,6 +22,8 @@ class LoopWorker:
         self.loop_seconds = loop_seconds
         self._wake = asyncio.Event()
         self._stopping = False
+        #: How many times the worker has gone to sleep (an observable state: tests wait on it).
+        self.sleeps = 0
 
     async def tick(self) -> bool:
         """One unit of work; True when more is waiting (tick again without sleeping)."""
@@ -54,6 +56,7 @@ class LoopWorker:
                 busy = False
             if busy or self._stopping:
                 continue
+            self.sleeps += 1
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.loop_seconds)
             except TimeoutError:

@@ -15,6 +15,7 @@ from mailwatch.store import changes, tenants
 from mailwatch.store.models import change_events
 from mailwatch.workers.prune import PruneWorker
 from tests.fixtures.factory import Rows
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -92,16 +93,14 @@ async def test_the_worker_loop_prunes_until_stopped(sessions):
     await _append(sessions, mailbox, 5, datetime(2020, 1, 1, tzinfo=timezone.utc))
     worker = PruneWorker(sessions=sessions, settings=PRUNE, loop_seconds=0.05, chunk_size=2)
     task = asyncio.create_task(worker.run())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while await _remaining(sessions, tenant.id) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert await _remaining(sessions, tenant.id) == []
+
+    async def all_pruned() -> bool:
+        return await _remaining(sessions, tenant.id) == []
+
+    await eventually(all_pruned)
     # An event that expires later is caught by a later pass of the same loop.
     await _append(sessions, mailbox, 1, datetime(2020, 1, 2, tzinfo=timezone.utc))
-    while await _remaining(sessions, tenant.id) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert await _remaining(sessions, tenant.id) == []
+    await eventually(all_pruned)
     worker.stop()
     await asyncio.wait_for(task, 5)
 

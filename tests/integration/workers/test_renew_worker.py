@@ -21,6 +21,7 @@ from mailwatch.secrets import SecretBox, credential_kind, generate_key
 from mailwatch.store import changes, mailboxes, renewal_claims, tenants
 from mailwatch.store.models import mailboxes as mailboxes_table
 from mailwatch.workers.renew import RenewWorker
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -311,7 +312,9 @@ async def test_two_workers_divide_the_due_mailboxes(world, sessions):
 
     first = asyncio.create_task(world.worker.run_once())
     second = asyncio.create_task(other.run_once())
-    await asyncio.sleep(0.3)
+    # Both have claimed once both hold their full concurrency of watch calls at the gate.
+    await eventually(lambda: len(world.gmail.calls) == world.worker.concurrency + other.concurrency,
+                     what="both workers hold watch calls")
     world.gmail.gate.set()
     claimed = await asyncio.gather(first, second)
     assert sorted(claimed) == [10, 20]

@@ -3,16 +3,14 @@ against real Postgres, the Pub/Sub emulator and the Gmail simulator."""
 
 from __future__ import annotations
 
-import asyncio
 
 import psycopg
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.fixtures.pipeline import (
-    collect, eventually, gmail_notification, message_events, publish_raw, types,
-)
+from tests.fixtures.pipeline import collect, gmail_notification, message_events, publish_raw, types
 from tests.fixtures.rpc import oauth_request, sa_request
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -279,11 +277,14 @@ async def test_unknown_and_stopped_mailboxes_are_ignored(service):
 async def test_a_notification_wakes_the_sync_worker_at_once(make_service):
     """Ingest wakes the in-process sync worker: no waiting for its next round."""
     async with make_service(poll_enabled=False) as service:
-        service.app.sync_worker.loop_seconds = 3600  # only a wake-up can start a sync now
+        worker = service.app.sync_worker
+        worker.loop_seconds = 3600  # only a wake-up can start a sync now
+        sleeps = worker.sleeps
         _, auth = await service.new_tenant()
         sim = service.sim
         await service.mailboxes.RegisterMailbox(sa_request(sim, "prompt@example.com"), metadata=auth)
-        await asyncio.sleep(1)  # the worker is now asleep for the hour
+        # Once the worker goes to sleep again, it sleeps for the hour (a sleep begun before used the old length).
+        await eventually(lambda: worker.sleeps > sleeps, what="the sync worker asleep for the hour")
         sim.advance_clock(2)  # past the watch notification's one-per-second window
         message = sim.insert_message("prompt@example.com", label_ids=["INBOX"])
         events = await collect(service, auth, lambda ev: message["id"] in [e.message_id for e in ev], timeout=10)
