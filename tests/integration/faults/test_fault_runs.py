@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
 
 import pytest
@@ -27,6 +26,7 @@ from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from tests.fixtures.service import run_service, service_settings
+from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
@@ -38,11 +38,8 @@ CHANGES_PER_OUTAGE = 8  # made in Gmail while each peer is down (or, for the sim
 
 
 async def wait_until(check, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
+    """`eventually` with the patience an outage and its recovery need."""
+    await eventually(check, timeout=timeout, what=what)
 
 
 def sync_retries() -> float:
@@ -77,7 +74,7 @@ class Load:
                 self.inserted[address].append(message["id"])
                 self.count += 1
             turn += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the pace of changes in Gmail
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 
 import grpc
 import pytest
@@ -22,20 +21,13 @@ from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN, run_service, service_settings
+from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
 
 MESSAGE_ADDED = EventType.Value("EVENT_TYPE_MESSAGE_ADDED")
 FAST_RECONNECT = RetryConfig(initial_backoff=0.1, max_backoff=0.5, max_attempts=0)
-
-
-async def wait_until(check, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -73,22 +65,24 @@ async def test_streams_and_workers_ride_out_a_postgres_restart(private_postgres,
 
             consumer = asyncio.create_task(consume())
             try:
-                await wait_until(lambda: sorted(added(events)) == sorted(inserted), what="events before the restart")
+                await eventually(lambda: sorted(added(events)) == sorted(inserted), timeout=60,
+                                 what="events before the restart")
 
                 # Changes keep happening in Gmail while the database restarts.
                 restart = asyncio.create_task(asyncio.to_thread(server.restart))
                 while not restart.done():
                     inserted += [sim.insert_message(a, label_ids=["INBOX"])["id"] for a in addresses]
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.2)  # the pace of changes in Gmail during the restart
                 await restart
                 inserted += [sim.insert_message(a, label_ids=["INBOX"])["id"] for a in addresses for _ in range(2)]
 
-                await wait_until(lambda: len(added(events)) >= len(inserted), what="every change after the restart")
-                await wait_until(lambda: service.app.notifier.connected, what="LISTEN reconnected")
+                await eventually(lambda: len(added(events)) >= len(inserted), timeout=60,
+                                 what="every change after the restart")
+                await eventually(lambda: service.app.notifier.connected, timeout=60, what="LISTEN reconnected")
                 # One more change after everything settled: the whole pipeline is live again.
                 last = sim.insert_message(addresses[0], label_ids=["INBOX"])["id"]
                 inserted.append(last)
-                await wait_until(lambda: last in added(events), what="a change made after recovery")
+                await eventually(lambda: last in added(events), timeout=60, what="a change made after recovery")
                 assert not consumer.done(), consumer  # the consumer never gave up
                 assert stream.reconnects >= 1  # the stream really was cut by the restart
             finally:
@@ -184,10 +178,7 @@ async def test_every_rpc_is_unavailable_with_a_retry_hint_while_postgres_is_down
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
                 return False
 
-        deadline = time.monotonic() + 60
-        while not await get_works():
-            assert time.monotonic() < deadline, "GetMailbox never recovered"
-            await asyncio.sleep(0.1)
+        await eventually(get_works, timeout=60, what="GetMailbox recovered")
 
 
 async def _first_response(call):
