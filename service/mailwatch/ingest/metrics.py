@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from mailwatch.ingest.decode import MalformedReason
+
+SOURCES = ("pull", "push")
+
 # source: "pull" | "push"
 # outcome: "accepted" (an ACTIVE mailbox recorded it) | "unknown_mailbox" |
 #          "inactive_mailbox" (STOPPED / AUTH_FAILED) | "malformed"
@@ -58,3 +62,11 @@ BATCH_SIZE = Histogram(
     "Messages per pulled batch.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
 )
+
+# Every label combination of the counters the alerts watch exists from start-up at 0: a series
+# that first appears at 1 shows Prometheus no increase, so the first malformed notification or
+# failed write would not fire MailwatchMalformedNotifications / MailwatchIngestErrors.
+for _source in SOURCES:
+    WRITE_FAILURES.labels(_source)
+    for _reason in MalformedReason:
+        MALFORMED.labels(_source, _reason.value)
