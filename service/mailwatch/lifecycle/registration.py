@@ -29,7 +29,7 @@ from mailwatch.domain.models import (
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
 from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
-from mailwatch.lifecycle.shared_watch import watch_taking_over
+from mailwatch.lifecycle.shared_watch import shared_watch_expiration, watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
 from mailwatch.store import mailboxes
 from mailwatch.store import registrations as registrations_store
@@ -191,7 +191,13 @@ class Lifecycle:
         return [plan.existing if id(plan) in unchanged else plan for plan in plans]
 
     async def _watch(self, tenant_id: uuid.UUID, label_filter: LabelFilter, plan: _Plan) -> _Watched:
-        gmail_address = await self._gmail_address(tenant_id, plan.email_address, plan.credential)
+        gmail_address, history_id = await self._gmail_address(tenant_id, plan.email_address, plan.credential)
+        shared = shared_watch_expiration(plan.sharing, topic=plan.topic, label_filter=label_filter,
+                                         now=self.clock.now())
+        if shared is not None:
+            # Another registration of this address and project keeps a watch that already reports
+            # everything this one wants: no second users.watch (100 units); start from now.
+            return _Watched(plan, gmail_address, WatchResult(history_id=history_id, expiration=shared))
         watch = await watch_taking_over(
             self.gmail, plan.credential, plan.email_address, topic=plan.topic,
             label_filter=union_filter([label_filter, *(member.label_filter for member in plan.sharing)]),
@@ -261,8 +267,10 @@ class Lifecycle:
             upserted = await registrations_store.save_registrations(self.sessions, tenant_id, rows, events_of)
         return [mailbox for mailbox, _ in upserted]
 
-    async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str, credential: Credential) -> str:
-        """The address Gmail knows the authorised user by (its notifications name it).
+    async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str,
+                             credential: Credential) -> tuple[str, int]:
+        """The address Gmail knows the authorised user by (its notifications name it), and the
+        mailbox's current history id.
 
         Gmail is called as "me", so the credential alone picks the mailbox. It
         may be the registered address's own primary address (registered under an
@@ -278,7 +286,7 @@ class Lifecycle:
                 "the service account impersonates another user than the registered address",
                 metadata={"gmail_address": canonical},
             )
-        return canonical
+        return canonical, profile.history_id
 
     def _stored_credential(self, ciphertext: bytes) -> Credential | None:
         """The stored credential, or None when no configured key opens it any more:

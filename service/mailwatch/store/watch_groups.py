@@ -31,6 +31,7 @@ class GroupMember:
     id: uuid.UUID
     label_filter: LabelFilter
     watch_topic: str
+    watch_expiration: datetime | None = None
 
 
 def _topic(deployment_topic: str):
@@ -65,7 +66,7 @@ async def groups_members(
     topic = _topic(deployment_topic)
     rows = await session.execute(
         select(mailboxes.c.id, mailboxes.c.email_address, mailboxes.c.label_ids, mailboxes.c.label_filter_behavior,
-               topic.label("topic"), func.split_part(topic, "/", 2).label("project"))
+               mailboxes.c.watch_expiration, topic.label("topic"), func.split_part(topic, "/", 2).label("project"))
         .where(mailboxes.c.email_address.in_(sorted({addresses.normalize(address) for address, _, _ in groups}))
                & (mailboxes.c.state == ACTIVE))
         .order_by(mailboxes.c.created, mailboxes.c.id)
@@ -73,7 +74,8 @@ async def groups_members(
     found: dict[tuple[str, str], list[GroupMember]] = {}
     for row in rows:
         found.setdefault((row.email_address, row.project), []).append(GroupMember(
-            row.id, LabelFilter(tuple(row.label_ids), LabelFilterBehavior(row.label_filter_behavior)), row.topic))
+            row.id, LabelFilter(tuple(row.label_ids), LabelFilterBehavior(row.label_filter_behavior)), row.topic,
+            row.watch_expiration))
     return [
         [member for member in found.get((addresses.normalize(address), project), ()) if member.id != exclude]
         for address, project, exclude in groups

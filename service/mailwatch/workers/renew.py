@@ -31,7 +31,7 @@ from mailwatch.domain.models import Credential, EventType, MailboxState, NewEven
 from mailwatch.domain.projects import topic_project, union_filter
 from mailwatch.gmail.client import WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
-from mailwatch.lifecycle.shared_watch import watch_taking_over
+from mailwatch.lifecycle.shared_watch import SHARED_WATCH_FRESH, watch_taking_over
 from mailwatch.store import renewal_claims, watch_groups
 from mailwatch.store.renewal_claims import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
@@ -47,11 +47,6 @@ RENEW_SECONDS = Histogram("mailwatch_renew_seconds", "Time to renew one watch")
 # A day between renewals leaves six days of retries before a watch lapses;
 # an hour's cap keeps retrying often enough within them.
 RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
-
-
-# A shared watch whose expiration is further out than this was renewed within the
-# last day (watches last 7 days): a registration sharing it skips its own call.
-SHARED_WATCH_FRESH = timedelta(days=6)
 
 
 class RenewWorker(ClaimingWorker[ClaimedRenewal]):

@@ -107,6 +107,44 @@ async def test_a_shared_watch_is_renewed_once(make_service):
         assert await service.app.renew_worker.run_once() == 0  # nobody is due again
 
 
+async def test_a_registration_the_shared_watch_already_covers_makes_no_watch_call(make_service):
+    async with make_service(poll_enabled=False) as service:
+        sim = service.sim
+        _, everything = await service.new_tenant()
+        _, inbox_only = await service.new_tenant()
+        _, also_everything = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE), metadata=everything)
+        watched = sim.mailbox(ALICE)["watch"]
+        assert calls(sim, "users.watch") == 1
+        # The project's watch reports everything: an INBOX-only or another unfiltered registration
+        # of the address (another tenant, same project) adds nothing to it; no second call.
+        narrow = await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["INBOX"]),
+                                                         metadata=inbox_only)
+        wide = await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE), metadata=also_everything)
+        assert calls(sim, "users.watch") == 1 and sim.mailbox(ALICE)["watch"] == watched
+        assert narrow.watch_expire_time.ToMilliseconds() == wide.watch_expire_time.ToMilliseconds() == int(
+            watched["expiration"])
+        # Each still gets what it registered for, by the shared watch's notifications.
+        in_inbox, archived = insert(sim, ["INBOX"]), insert(sim, ["CATEGORY_UPDATES"])
+        narrow_events = await collect(service, inbox_only, lambda ev: in_inbox in messages_seen(ev))
+        wide_events = await collect(service, also_everything, lambda ev: archived in messages_seen(ev))
+        assert messages_seen(narrow_events) == [in_inbox]
+        assert messages_seen(wide_events) == [in_inbox, archived]
+
+
+async def test_a_registration_the_shared_watch_does_not_cover_widens_it(make_service):
+    async with make_service(poll_enabled=False) as service:
+        sim = service.sim
+        _, inbox_tenant = await service.new_tenant()
+        _, sent_tenant = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["INBOX"]), metadata=inbox_tenant)
+        await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["INBOX"]), metadata=sent_tenant)
+        assert calls(sim, "users.watch") == 1  # the same filter: covered
+        await service.mailboxes.RegisterMailbox(sa_request(sim, ALICE, label_ids=["SENT"]), metadata=sent_tenant)
+        assert calls(sim, "users.watch") == 2  # SENT is not reported yet: the watch is widened
+        assert sim.mailbox(ALICE)["watch"]["labelIds"] == ["INBOX", "SENT"]
+
+
 def _takeovers() -> float:
     return REGISTRY.get_sample_value("mailwatch_watch_takeovers_total") or 0.0
 
