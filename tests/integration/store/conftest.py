@@ -4,9 +4,26 @@ from a template that `mailwatch migrate` built once)."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
+
+from tests.fixtures.waiting import eventually
 
 
 @pytest.fixture
 def migrated_url(database_url):
     return database_url
 
+
+
+async def blocked_on_a_lock(sessions) -> None:
+    """Until a statement in this test's database waits for a lock another transaction holds
+    (a row lock or an advisory lock: pg_stat_activity says so)."""
+
+    async def waiting() -> bool:
+        async with sessions() as session:
+            count = await session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ))
+        return count > 0
+
+    await eventually(waiting, what="a statement waits for a lock")

@@ -18,6 +18,8 @@ from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, tenants
 from mailwatch.store.changes import CHANGES_CHANNEL
 
+from .conftest import blocked_on_a_lock
+
 pytestmark = pytest.mark.integration
 
 
@@ -110,7 +112,7 @@ async def _blocked_writer(sessions, tenant, events) -> asyncio.Task:
             return await changes.append_events(session, tenant.id, events)
 
     writer = asyncio.create_task(write())
-    await asyncio.sleep(0.3)
+    await blocked_on_a_lock(sessions)
     assert not writer.done(), "the second writer must wait for the tenant's lock"
     return writer
 
@@ -177,7 +179,7 @@ async def test_concurrent_writers_never_let_a_reader_skip_an_event(sessions, ten
                 last = page[-1].sequence
             elif done:
                 return
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # a polling consumer's pace
 
     reading = asyncio.create_task(reader())
     await asyncio.gather(*(writer(n) for n in range(6)))

@@ -12,6 +12,8 @@ from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, sync_claims
 from tests.fixtures.factory import Rows
 
+from .conftest import blocked_on_a_lock
+
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -57,7 +59,7 @@ async def test_a_notification_recorded_while_the_final_page_waits_for_the_row_is
     await ingest.begin()
     await ingest.execute(text("UPDATE mailboxes SET notified_history_id = 500 WHERE id = :id"), {"id": mailbox.id})
     page = asyncio.create_task(_final_page(sessions, mailbox))
-    await asyncio.sleep(0.3)
+    await blocked_on_a_lock(sessions)
     assert not page.done(), "the final page must wait for the row"
     await ingest.commit()
     await ingest.close()
