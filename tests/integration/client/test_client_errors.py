@@ -26,6 +26,7 @@ from mailwatch_client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from tests.fixtures.waiting import stays
 from tests.integration.client.conftest import api_key_of, free_port, sa_credentials
 
 pytestmark = pytest.mark.integration
@@ -143,8 +144,9 @@ async def test_calls_wait_for_a_server_that_is_not_up_yet(make_service):
         started = time.monotonic()
         call = asyncio.create_task(client.list_mailboxes())
         blocking = asyncio.create_task(asyncio.to_thread(_sync_list, service.target, key, patient))
-        await asyncio.sleep(1.0)
-        assert not call.done() and not blocking.done()
+        # While no server listens, both keep retrying (backoff 0.1 to 0.5 s: a second is several
+        # attempts, each failing at once): neither call ends.
+        await stays(lambda: not call.done() and not blocking.done(), 1.0, what="calls retrying")
         async with make_service(**same):
             page = await asyncio.wait_for(call, 20)
             sync_page = await asyncio.wait_for(blocking, 20)

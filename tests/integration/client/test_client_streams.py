@@ -22,6 +22,7 @@ from mailwatch_client import (
     RetryConfig,
 )
 from mailwatch.secrets import generate_key
+from tests.fixtures.waiting import eventually, stays
 from tests.integration.client.conftest import api_key_of, free_port, sa_credentials
 
 pytestmark = pytest.mark.integration
@@ -32,14 +33,6 @@ FAST_RECONNECT = RetryConfig(initial_backoff=0.1, max_backoff=0.5, max_attempts=
 
 def added_ids(events) -> list[str]:
     return [e.message_id for e in events if e.type == MESSAGE_ADDED]
-
-
-async def wait_until(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_async_stream_resumes_across_a_server_restart_without_duplicates_or_gaps(make_service, tmp_path):
@@ -66,17 +59,19 @@ async def test_async_stream_resumes_across_a_server_restart_without_duplicates_o
 
         consumer = asyncio.create_task(consume())
         try:
-            await wait_until(lambda: len(added_ids(events)) >= 3)
+            await eventually(lambda: len(added_ids(events)) >= 3)
 
             await running.aclose()  # the server goes away (graceful stop) ...
             during = [sim.insert_message("ida@example.com", label_ids=["INBOX"])["id"] for _ in range(2)]
-            await asyncio.sleep(0.5)
-            assert not consumer.done(), consumer  # ... the iterator keeps trying
+            await eventually(lambda: stream.reconnects >= 2 or consumer.done())  # ... the iterator keeps trying
+            assert not consumer.done(), consumer
 
             async with make_service(**same) as restarted:  # ... and comes back on the same address
                 after = [restarted.sim.insert_message("ida@example.com", label_ids=["INBOX"])["id"]]
-                await wait_until(lambda: len(added_ids(events)) >= 6)
-                await asyncio.sleep(1.5)  # a heartbeat or two: nothing else may arrive
+                await eventually(lambda: len(added_ids(events)) >= 6)
+                # Nothing else may arrive: a duplicate resent after the reconnect would come
+                # within a heartbeat or two (the interval is 1 s).
+                await stays(lambda: len(added_ids(events)) == 6, 1.5, what="no duplicate arrives")
                 assert stream.reconnects >= 1
         finally:
             await stream.aclose()
@@ -109,13 +104,13 @@ async def test_sync_stream_resumes_across_a_server_restart(make_service):
                 events.append(event)
 
         consumer = asyncio.create_task(asyncio.to_thread(consume))
-        await wait_until(lambda: added_ids(events) == [before])
+        await eventually(lambda: added_ids(events) == [before])
     finally:
         await first.__aexit__(None, None, None)
     try:
         during = sim.insert_message("jo@example.com", label_ids=["INBOX"])["id"]
         async with make_service(**same):
-            await wait_until(lambda: len(added_ids(events)) >= 2)
+            await eventually(lambda: len(added_ids(events)) >= 2)
     finally:
         stream.close()  # from another thread: ends the blocked iteration
         await asyncio.wait_for(consumer, 10)
@@ -167,7 +162,7 @@ async def test_heartbeats_advance_the_cursor(service):
         stream = client.stream_changes(start="earliest", event_types=["MESSAGE_DELETED"], checkpoint=store,
                                        heartbeat_interval=1)
         task = asyncio.create_task(anext(stream))
-        await wait_until(lambda: stream.cursor is not None, timeout=10)
+        await eventually(lambda: stream.cursor is not None, timeout=10)
         assert store.load() == stream.cursor
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
