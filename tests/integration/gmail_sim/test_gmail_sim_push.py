@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -21,6 +20,7 @@ from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
 from mailwatch_devstack.gmail_sim import SimulatorControlError
+from tests.fixtures.waiting import eventually_sync
 from tests.integration.gmail_sim.support import ALICE
 
 pytestmark = pytest.mark.integration
@@ -80,15 +80,6 @@ def receiver():
         receiver.stop()
 
 
-def wait_for(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-    return result
-
-
 def watch(gmail, topic: str = TOPIC):
     service = gmail.service(gmail.sa_credentials(ALICE))
     return service.users().watch(userId="me", body={"topicName": topic}).execute()
@@ -103,7 +94,7 @@ def test_notifications_arrive_in_pubsub_push_format_with_a_verifiable_token(cont
     watched = watch(gmail)
     control.advance_clock(2)  # past Gmail's one notification per second per user
     inserted = control.insert_message(ALICE, label_ids=["INBOX"])
-    wait_for(lambda: len(receiver.requests) >= 2)
+    eventually_sync(lambda: len(receiver.requests) >= 2)
 
     first, second = receiver.requests[:2]
     assert first["body"]["subscription"] == SUBSCRIPTION
@@ -130,7 +121,7 @@ def test_the_jwks_and_the_certificates_publish_the_same_signing_key(control, gma
     control.create_mailbox(ALICE)
     control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url, service_account_email=PUSHER)
     watch(gmail)
-    wait_for(lambda: receiver.requests)
+    eventually_sync(lambda: receiver.requests)
     token = receiver.requests[0]["headers"]["Authorization"].split(" ", 1)[1]
     header = google_jwt.decode_header(token)
     with requests.Session() as session:
@@ -166,7 +157,7 @@ def test_an_unreachable_endpoint_is_retried_and_the_message_kept_queued(control,
     dead = receiver.url.replace("/push", "/nowhere")  # 404 from the receiver: not an acknowledgement
     control.create_push_subscription(SUBSCRIPTION, TOPIC, dead)
     watch(gmail)
-    wait_for(lambda: control.notifications(ALICE)[0].get("attempts", 0) >= 2)
+    eventually_sync(lambda: control.notifications(ALICE)[0].get("attempts", 0) >= 2)
     entry = control.notifications(ALICE)[0]
     assert entry["status"] == "queued" and entry["lastError"] == "HTTP 404"
 
@@ -180,13 +171,13 @@ def test_an_unacknowledged_push_is_retried_for_the_subscriptions_retention(contr
     def attempts() -> int:
         return control.notifications(ALICE)[0].get("attempts", 0)
 
-    wait_for(lambda: attempts() >= 1)
+    eventually_sync(lambda: attempts() >= 1)
     control.advance_clock(11 * 60)  # past ten minutes: Pub/Sub keeps retrying within the retention
     tried = attempts()
-    wait_for(lambda: attempts() > tried)
+    eventually_sync(lambda: attempts() > tried)
     assert control.notifications(ALICE)[0]["status"] == "queued"
     control.advance_clock(3600)  # past the retention: the next failure is the last
-    wait_for(lambda: control.notifications(ALICE)[0]["status"] == "failed")
+    eventually_sync(lambda: control.notifications(ALICE)[0]["status"] == "failed")
     assert control.notifications(ALICE)[0]["error"].endswith("HTTP 404")
 
 
@@ -205,7 +196,7 @@ def test_a_retry_follows_the_subscription_to_its_new_endpoint(control, gmail, re
     control.create_mailbox(ALICE)
     control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url.replace("/push", "/old"))
     watch(gmail)
-    wait_for(lambda: control.notifications(ALICE)[0].get("attempts", 0) >= 1)
+    eventually_sync(lambda: control.notifications(ALICE)[0].get("attempts", 0) >= 1)
     control.create_push_subscription(SUBSCRIPTION, TOPIC, receiver.url)  # re-pointed, as after a restart
     assert control.flush_notifications(timeout=30)
     assert control.notifications(ALICE)[0]["status"] == "pushed"

@@ -29,7 +29,8 @@ from mailwatch.sync import mailbox as sync
 from mailwatch.sync.mailbox import POISON_AFTER
 from mailwatch.v1 import resources_pb2
 from mailwatch.workers.sync import SyncWorker
-from tests.fixtures.pipeline import claims_one, collect, eventually, get_mailbox, register_sa_mailbox
+from tests.fixtures.pipeline import claims_one, collect, get_mailbox, register_sa_mailbox
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -220,17 +221,19 @@ async def lost_on_the_page(service, email: str, n: int) -> None:
                         gmail=service.app.gmail, secret_box=service.app.secret_box, owner=f"doomed-{n}")
     before = lookups(service.sim, email)
     await due_now(service)
-    for _ in range(600):
+
+    async def claimed_and_lost() -> bool:
         run = asyncio.create_task(worker.run_once())
         await eventually(lambda: run.done() or lookups(service.sim, email) > before, timeout=60)
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-            return
-        assert run.result() == 0  # the last lost worker's lease has not lapsed yet: claim again
-        await asyncio.sleep(0.1)
-    raise AssertionError("the mailbox was never claimed")
+        if run.done():
+            assert run.result() == 0  # the last lost worker's lease has not lapsed yet: claim again
+            return False
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        return True
+
+    await eventually(claimed_and_lost, timeout=60, interval=0.1, what="the mailbox claimed")
 
 
 async def test_a_page_whose_worker_is_lost_n_times_is_skipped(make_service):
