@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from mailwatch_devstack.ports import free_port
 from mailwatch_devstack.gmail_sim import SimulatorControl
 from mailwatch_client import EventType, MailwatchClient, RetryConfig
 from tests.fixtures.processes import DevStackProcess
+from tests.fixtures.waiting import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -103,11 +103,16 @@ class TailProcess:
             self.lines.append(line.rstrip("\n"))
 
     def wait_for(self, predicate, timeout: float = 90.0) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"tail output so far: {self.lines[-20:]}")
-            time.sleep(0.1)
+        def seen() -> bool:
+            if predicate(self.lines):
+                return True
+            assert self.process.poll() is None, f"tail exited; its output: {self.lines[-20:]}"
+            return False
+
+        try:
+            eventually_sync(seen, timeout=timeout, what="tail's output")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; tail output so far: {self.lines[-20:]}") from None
         return list(self.lines)
 
     def interrupt(self) -> tuple[int, str]:

@@ -21,6 +21,7 @@ from mailwatch.v1 import resources_pb2
 from tests.fixtures.factory import bearer, register_at, sa_request, tenant_key_at
 from tests.fixtures.processes import ServiceProcess
 from tests.fixtures.service import service_settings
+from tests.fixtures.waiting import eventually, stays
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ class Consumer:
                                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
                     raise
             self.reconnects += 1
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the consumer's reconnect backoff
 
     def changes(self, mailbox_id: str) -> list[tuple[str, str]]:
         return [(ET.Name(e.type), e.message_id) for e in self.events
@@ -94,15 +95,6 @@ def _make_changes(sim, email: str, expected: list, *, watched: bool = True, spam
     expected += [("EVENT_TYPE_LABELS_ADDED", first["id"]), ("EVENT_TYPE_LABELS_REMOVED", first["id"])]
     sim.delete_message(email, second["id"])
     expected.append(("EVENT_TYPE_MESSAGE_DELETED", second["id"]))
-
-
-async def _until(condition, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_url, gmail_sim, pubsub_topic):
@@ -139,20 +131,25 @@ async def test_two_tenants_survive_a_sigkill_without_gap_or_duplicate(database_u
         # Phase 1: everything flows.
         for email, (_, _, filtered) in mailboxes.items():
             _make_changes(gmail_sim, email, expected[email], spam=filtered)
-        await _until(delivered, 30, "phase 1 changes")
+        await eventually(delivered, timeout=30, what="phase 1 changes")
 
-        # Phase 2: changes, then SIGKILL while they are in flight.
+        # Phase 2: changes, then SIGKILL while they are in flight (the first has reached a consumer).
+        seen = sum(len(consumer.events) for consumer in consumers)
         for email, (_, _, filtered) in mailboxes.items():
             _make_changes(gmail_sim, email, expected[email], spam=filtered)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: sum(len(consumer.events) for consumer in consumers) > seen,
+                         what="phase 2 under way")
         service.kill()
 
         # Phase 3: changes while the service is down (notifications wait in Pub/Sub).
         for email, (_, _, filtered) in mailboxes.items():
             _make_changes(gmail_sim, email, expected[email], spam=filtered)
         service = ServiceProcess(env).start()
-        await _until(delivered, 45, "all changes after the restart")
-        await asyncio.sleep(1.5)  # anything extra (a duplicate) would arrive now
+        await eventually(delivered, timeout=45, what="all changes after the restart")
+        # Anything extra (a duplicate) would arrive within this time: delivery takes well under it.
+        total = sum(len(consumer.events) for consumer in consumers)
+        await stays(lambda: sum(len(consumer.events) for consumer in consumers) == total, 1.5,
+                    what="no duplicate arrives")
 
         for email, (mailbox_id, key, _) in mailboxes.items():
             assert consumer_of[key].changes(mailbox_id) == expected[email], email
