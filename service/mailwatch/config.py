@@ -244,6 +244,12 @@ class PushSettings(_Section):
     )
     audience: str = setting("", "Audience configured on the push subscription (usually the push URL).")
     service_account_email: str = setting("", "Service account the push subscription signs its tokens as.")
+    accept_unwrapped: bool = setting(
+        False,
+        "Also accept deliveries of push subscriptions with payload unwrapping (`pushConfig.noWrapper`): the body "
+        "is the Gmail notification itself, the message id in `x-goog-pubsub-message-id` (with write metadata). "
+        "Enveloped deliveries are accepted either way.",
+    )
     certs_url: str = setting(
         "https://www.googleapis.com/oauth2/v1/certs", "Where the token-signing certificates are fetched from."
     )

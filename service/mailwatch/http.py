@@ -48,7 +48,8 @@ def create_http_app(
                 issuers=push.issuers,
                 tenant_audiences=tenant_audiences,
             )
-        app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due)
+        app = create_push_app(sessions, auth=auth, path=DEFAULT_PATH, clock=clock, on_marked_due=on_marked_due,
+                              accept_unwrapped=push.accept_unwrapped)
     else:
         app = web.Application()
     app[FLEET_METRICS] = FleetMetrics(sessions, clock)

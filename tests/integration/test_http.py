@@ -41,6 +41,24 @@ async def test_push_delivery_feeds_the_pipeline(make_service):
         assert message_events(events)[-1][1] == message["id"]
 
 
+async def test_unwrapped_push_delivery_feeds_the_pipeline_when_configured(make_service):
+    async with make_service(
+        http_listen="127.0.0.1:0", push_enabled=True, push_verify_token=False, push_accept_unwrapped=True,
+        pubsub_subscriptions=(), poll_enabled=False,  # only the push can start the sync
+    ) as service:
+        _, auth = await service.new_tenant()
+        sim = service.sim
+        await service.mailboxes.RegisterMailbox(sa_request(sim, "unwrapped@example.com"), metadata=auth)
+        message = sim.insert_message("unwrapped@example.com", label_ids=["INBOX"])
+        data = {"emailAddress": "unwrapped@example.com", "historyId": message["historyId"]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{service.app.http_port}/pubsub/push", json=data,
+                                 headers={"x-goog-pubsub-message-id": "7"}) as r:
+                assert r.status == 204
+        events = await collect(service, auth, lambda ev: message["id"] in [e.message_id for e in ev])
+        assert message_events(events)[-1][1] == message["id"]
+
+
 async def test_push_requires_a_token_when_verification_is_on(make_service):
     async with make_service(
         http_listen="127.0.0.1:0", push_enabled=True, push_audience="https://mailwatch.example/push",

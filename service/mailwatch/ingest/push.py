@@ -14,6 +14,12 @@ anything else is retried with backoff until the message expires. So:
   else (audience, issuer, service-account email, unverified email);
   503 when the signing certificates cannot be fetched.
 
+With `accept_unwrapped`, a subscription with payload unwrapping
+(`pushConfig.noWrapper`) is understood too: its body is the message data
+itself (Gmail's JSON, not base64) and the message id, with write metadata on,
+comes in the `x-goog-pubsub-message-id` header. A body that is a push
+envelope is read as one either way.
+
 Signature and expiry are checked by `google.oauth2.id_token.verify_token`
 against `certs_url` (Google's `{kid: x509 PEM}` endpoint by default;
 configurable so tests serve their own), with the certificates cached.
@@ -40,6 +46,7 @@ from mailwatch.ingest.decode import (
     MalformedNotification,
     MalformedReason,
     decode_push_envelope,
+    storable_text,
     truncate,
 )
 from mailwatch.ingest.record import IngestStats, Received, record_batch
@@ -224,11 +231,13 @@ def create_push_app(
     write_timeout: float | None = None,
     clock: Clock | None = None,
     on_marked_due: Callable[[], None] | None = None,
+    accept_unwrapped: bool = False,
 ) -> web.Application:
     """The push endpoint as an aiohttp application (POST `path`).
 
     Without `auth`, requests are not authenticated (only for a private network
-    or tests). `app[STATS_KEY]` holds per-app counts.
+    or tests). `accept_unwrapped`: also take bodies without the push envelope
+    (payload unwrapping). `app[STATS_KEY]` holds per-app counts.
     """
     verifier = OidcVerifier(auth) if auth is not None else None
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -248,7 +257,7 @@ def create_push_app(
                 log.warning("push request rejected", extra={"reason": exc.reason})
                 return _reject(exc.status, exc.reason)
 
-        received = await _read_message(request)
+        received = await _read_message(request, accept_unwrapped)
         stats.received += 1
         try:
             await record_batch(sessionmaker, [received], source=PUSH_SOURCE, source_label="push",
@@ -271,7 +280,10 @@ def create_push_app(
     return app
 
 
-async def _read_message(request: web.Request) -> Received:
+UNWRAPPED_MESSAGE_ID_HEADER = "x-goog-pubsub-message-id"  # Pub/Sub's, with write metadata on
+
+
+async def _read_message(request: web.Request, accept_unwrapped: bool = False) -> Received:
     """The request as one Received message; malformed ones carry their reason."""
     try:
         body = await request.read()
@@ -280,6 +292,10 @@ async def _read_message(request: web.Request) -> Received:
     try:
         message = decode_push_envelope(body)
     except MalformedNotification as exc:
+        if accept_unwrapped and exc.reason is MalformedReason.BAD_ENVELOPE:
+            # Payload unwrapping: the body is the data; a bad one is found (and kept) when decoded.
+            message_id = request.headers.get(UNWRAPPED_MESSAGE_ID_HEADER)
+            return Received(message_id=storable_text(message_id) if message_id else None, data=body)
         return Received(message_id=None, data=None, error=exc.reason, raw_data=truncate(body))
     return Received(
         message_id=message.message_id,

@@ -270,3 +270,41 @@ async def test_without_auth_configured_no_token_is_needed(db, sessions):
         response = await client.post("/push", json=push_body(gmail("A@example.com", 101)))
         assert response.status == 204
     assert (await db.row(mailbox)).notified_history_id == 101
+
+
+def unwrapped_headers(key_pem: bytes, message_id: str) -> dict:
+    """What Pub/Sub sends with payload unwrapping and write metadata on (the data is the body)."""
+    return {**bearer(token(key_pem)), "Content-Type": "application/json", "x-goog-pubsub-message-id": message_id,
+            "x-goog-pubsub-subscription-name": "projects/mailwatch-test/subscriptions/push",
+            "x-goog-pubsub-publish-time": "2024-05-01T00:00:00.000Z"}
+
+
+async def test_unwrapped_payloads_are_accepted_when_configured(db, sessions, certs_url, google_key):
+    tenant = await db.tenant()
+    mailbox = await db.mailbox(tenant, "a@example.com", history_id=100)
+    app = create_push_app(sessions, auth=PushAuth(audience=AUDIENCE, service_account_email=PUSHER,
+                                                  certs_url=certs_url), accept_unwrapped=True)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        response = await client.post("/pubsub/push", data=gmail("a@example.com", 120),
+                                     headers=unwrapped_headers(google_key[0], "m-9"))
+        assert response.status == 204
+        assert (await db.row(mailbox)).notified_history_id == 120
+        # Enveloped deliveries (another subscription on the same endpoint) still are.
+        response = await client.post("/pubsub/push", json=push_body(gmail("a@example.com", 130)),
+                                     headers=bearer(token(google_key[0])))
+        assert response.status == 204
+        assert (await db.row(mailbox)).notified_history_id == 130
+        # An unwrapped body that is no Gmail notification is kept, with its message id, and acknowledged.
+        response = await client.post("/pubsub/push", data=b"not json", headers=unwrapped_headers(google_key[0], "m-10"))
+        assert response.status == 204
+    assert [(r.reason, r.pubsub_message_id, r.data) for r in await db.malformed()] == [("not_json", "m-10", b"not json")]
+
+
+async def test_unwrapped_payloads_are_malformed_unless_configured(db, push_client, google_key):
+    tenant = await db.tenant()
+    mailbox = await db.mailbox(tenant, "a@example.com", history_id=100)
+    response = await push_client.post("/pubsub/push", data=gmail("a@example.com", 120),
+                                      headers=unwrapped_headers(google_key[0], "m-9"))
+    assert response.status == 204
+    assert (await db.row(mailbox)).notified_history_id is None
+    assert [r.reason for r in await db.malformed()] == ["bad_envelope"]
