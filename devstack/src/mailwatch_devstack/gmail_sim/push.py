@@ -14,7 +14,7 @@ with `Authorization: Bearer <ID token>` signed by the simulator's own issuer
 (`oidc.OidcIssuer`) when the subscription has an `oidcToken`. As with Pub/Sub,
 102/200/201/202/204 acknowledge; anything else (or no answer) is retried with
 exponential backoff for as long as the subscription retains messages
-(`messageRetentionDuration`, Pub/Sub's default 7 days, 10 minutes to 31 days),
+(`messageRetentionDuration`: Pub/Sub's default and longest 7 days, at least 10 minutes),
 on the simulator's clock so a test can let days pass.
 """
 
@@ -38,7 +38,7 @@ _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 MIN_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600  # Pub/Sub's default messageRetentionDuration
-MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS = 600, 31 * 24 * 3600
+MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS = 600, DEFAULT_RETENTION_SECONDS  # a subscription's bounds
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -95,7 +95,7 @@ def _retention(value) -> float:
     seconds = float(match.group(1)) if match else -1
     if not MIN_RETENTION_SECONDS <= seconds <= MAX_RETENTION_SECONDS:
         raise ValueError("'messageRetentionDuration' must be a duration such as \"604800s\", "
-                         "from 10 minutes to 31 days")
+                         "from 10 minutes to 7 days")
     return seconds
 
 
