@@ -681,7 +681,8 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
 
         emails = [f"user{i:04d}@bench.test" for i in range(args.mailboxes)]
         await asyncio.to_thread(control.create_mailboxes, emails)
-        key = json.dumps(await asyncio.to_thread(control.create_service_account_key, name="mailwatch-bench", project_id=PROJECT))
+        key = json.dumps(await asyncio.to_thread(control.create_service_account_key, name="mailwatch-bench", project_id=PROJECT,
+                                                  delegate_domains=["bench.test"]))
         slots = asyncio.Semaphore(8)
 
         async def register(email: str, metadata: bool = False) -> None:

@@ -310,7 +310,7 @@ async def run(args) -> None:
               flush=True)
 
         api_key = (await tenant_key_at(target, "scale", operator_token=OPERATOR_TOKEN)).key
-        key = control.create_service_account_key(project_id=PROJECT)
+        key = control.create_service_account_key(project_id=PROJECT, delegate_domains=["scale.example.com"])
         # Addresses past --api-mailboxes are only rows in Postgres (direct INSERT): "bulk…", never watched.
         emails = [f"{'user' if n < args.api_mailboxes else 'bulk'}{n:06d}@scale.example.com"
                   for n in range(args.mailboxes)]

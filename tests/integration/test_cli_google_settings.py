@@ -7,8 +7,9 @@ import json
 import pytest
 
 from mailwatch.cli import main
-from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
+from mailwatch_devstack.gmail_sim import GmailSimulator
 from mailwatch.secrets import generate_key
+from tests.fixtures.simulator import TestSimulator
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,7 @@ def key_file(tmp_path):
     sim = GmailSimulator()
     url = sim.start(host="127.0.0.1", port=0)
     try:
-        key = SimulatorControl(url).create_service_account_key(project_id="cli-project")
+        key = TestSimulator(url).create_service_account_key(project_id="cli-project")
     finally:
         sim.stop()
     path = tmp_path / "key.json"

@@ -56,7 +56,10 @@ def _ensure_database(server: TemporaryPostgres) -> str:
 async def _register_demo(target: str, control, api_key: str) -> list[str]:
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
-    key = control.create_service_account_key(name="mailwatch-demo", project_id=notifications.PROJECT)
+    # The demo domain's administrator grants the key domain-wide delegation, as a Workspace customer would.
+    domains = sorted({email.rpartition("@")[2] for email in DEMO_MAILBOXES})
+    key = control.create_service_account_key(name="mailwatch-demo", project_id=notifications.PROJECT,
+                                             delegate_domains=domains)
     auth = [("authorization", f"Bearer {api_key}")]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = mailbox_service_pb2_grpc.MailboxServiceStub(channel)

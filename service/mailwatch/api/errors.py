@@ -65,6 +65,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.GmailAuthFailed: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailPermissionDenied: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailAccessRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.GmailAddressMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailTopicNotPublishable: grpc.StatusCode.FAILED_PRECONDITION,
     domain.TopicProjectMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailPushClientConflict: grpc.StatusCode.FAILED_PRECONDITION,

@@ -166,6 +166,14 @@ class GmailPermissionDenied(GmailError):
     reason = "GMAIL_PERMISSION_DENIED"
 
 
+class GmailAddressMismatch(GmailPermissionDenied):
+    """The credentials act for another mailbox than the registered address: Gmail's user
+    (getProfile) is neither that address nor has it among its send-as aliases."""
+
+    reason = "GMAIL_ADDRESS_MISMATCH"
+    retryable = False
+
+
 class GmailAccessRefused(GmailPermissionDenied):
     """Gmail refuses this user for good until someone changes the Google side: delegation
     denied, domainPolicy, insufficientPermissions, "Mail service not enabled".

@@ -54,6 +54,8 @@ def failure_of(exc: BaseException, now: datetime, *, doing: str) -> Failure:
     if not exc.retryable:
         terminal = next((t for cls, t in TERMINAL.items() if isinstance(exc, cls)), None)
     detail = {"reason": exc.reason, "message": exc.message}
-    if "gmail_reason" in exc.metadata:
-        detail["gmail_reason"] = str(exc.metadata["gmail_reason"])
+    # What Google said, for the lifecycle event: the API's reason, the token endpoint's error.
+    for key in ("gmail_reason", "oauth_error"):
+        if exc.metadata.get(key):
+            detail[key] = str(exc.metadata[key])
     return Failure(exc.reason, exc.message, terminal, exc.not_before(now), detail)

@@ -223,6 +223,17 @@ class GmailClient:
             messages_total=int(response.get("messagesTotal", 0)),
         )
 
+    async def send_as_addresses(
+        self, credential: Credential, email: str, *, tenant_id: uuid.UUID | None = None,
+    ) -> tuple[str, ...]:
+        """The addresses the authorised user sends mail as (users.settings.sendAs.list): its
+        primary address and its aliases."""
+        response = await self._call(
+            "settings.sendAs.list", credential, lambda users: users.settings().sendAs().list(userId=ME), tenant_id,
+            user=email,
+        )
+        return tuple(str(entry["sendAsEmail"]) for entry in response.get("sendAs", ()) if entry.get("sendAsEmail"))
+
     async def history_page(
         self, credential: Credential, email: str, *, start_history_id: int,
         page_token: str | None = None, label_id: str | None = None, max_results: int = HISTORY_PAGE_SIZE,

@@ -5,11 +5,16 @@ userRateLimitExceeded, naming the retry time in the message ("User-rate limit
 exceeded.  Retry after 2026-11-29T17:20:36.724Z"), seldom in a Retry-After
 header: both are read. Delegation denied, domainPolicy,
 insufficientPermissions and "Mail service not enabled" will not fix
-themselves (GmailAccessRefused). At the token endpoint only a revoked or
-expired grant, a deleted user and unauthorized_client are final; an
-invalid_grant about the JWT's iat/exp is this host's clock being off
-(GmailClockSkew, retried). Everything else in 4xx is the caller's problem and
-5xx / transport failures are worth retrying.
+themselves (GmailAccessRefused). At the token endpoint a revoked or
+expired grant, a deleted user, unauthorized_client (no domain-wide
+delegation for that domain and scope), invalid_client (unknown client, wrong
+secret), deleted_client and a refused impersonation (an alias as the JWT
+`sub`) are final (GmailAuthFailed); admin_policy_enforced (the Workspace
+administrator blocks the app) and policy_enforced (Advanced Protection) are
+final refusals (GmailAccessRefused). An invalid_grant about the JWT's iat/exp
+is this host's clock being off (GmailClockSkew, retried). Anything else the
+token endpoint answers (server_error, temporarily_unavailable, 5xx) is worth
+retrying, as are transport failures.
 """
 
 from __future__ import annotations
@@ -111,22 +116,37 @@ def _clock_skew(operation: str, description: str) -> errors.GmailClockSkew:
     )
 
 
+# Token-endpoint errors that no retry fixes: the grant, the client or the delegation is gone
+# (AUTH_FAILED until registered again with working credentials) ...
+FINAL_TOKEN_ERRORS = frozenset({"invalid_grant", "unauthorized_client", "invalid_client", "deleted_client"})
+# ... or a policy refuses this user to this client (ACCESS_REFUSED until an administrator acts).
+POLICY_TOKEN_ERRORS = frozenset({"admin_policy_enforced", "policy_enforced"})
+# invalid_request is usually a malformed request (ours: retried like any other failure), except
+# Google's refusal to impersonate an address that is not a user's primary one.
+_IMPERSONATION_TEXT = "invalid impersonation"
+
+
 def _refresh_error(exc: google.auth.exceptions.RefreshError, operation: str) -> errors.GmailError:
     payload = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
-    code = str(payload.get("error", ""))
-    description = str(payload.get("error_description", ""))
+    code = storable_text(str(payload.get("error", "")))
+    description = storable_text(str(payload.get("error_description", "")))
     text = str(exc)
     if not code:  # older google-auth: only "invalid_grant: description" in the text
-        code = next((c for c in ("invalid_grant", "unauthorized_client") if c in text), "")
+        known = sorted(FINAL_TOKEN_ERRORS | POLICY_TOKEN_ERRORS, key=len, reverse=True)
+        code = next((c for c in known if c in text), "")
         description = description or text
     if code == "invalid_grant" and all(part in (description or text) for part in _CLOCK_SKEW_TEXT):
         return _clock_skew(operation, description)
-    if code in ("invalid_grant", "unauthorized_client"):
-        # Revoked / expired grant, deleted user, delegation not granted: final until registered again.
-        return errors.GmailAuthFailed(f"{operation}: credentials rejected by the token endpoint ({code})",
-                                      metadata={"oauth_error": code})
-    return errors.GmailUnavailable(f"{operation}: could not obtain an access token" + (f" ({code})" if code else ""),
-                                   metadata={"oauth_error": code} if code else None)
+    said = f"{code}: {description}" if description else code
+    metadata = {"oauth_error": code, "oauth_error_description": description}
+    if code in POLICY_TOKEN_ERRORS:
+        return errors.GmailAccessRefused(f"{operation}: the token endpoint refused by policy ({said})",
+                                         metadata={**metadata, "gmail_reason": code})
+    if code in FINAL_TOKEN_ERRORS or (code == "invalid_request" and _IMPERSONATION_TEXT in description.lower()):
+        return errors.GmailAuthFailed(f"{operation}: credentials rejected by the token endpoint ({said})",
+                                      metadata=metadata)
+    return errors.GmailUnavailable(f"{operation}: could not obtain an access token" + (f" ({said})" if code else ""),
+                                   metadata=metadata if code else None)
 
 
 # Gmail's refusal of a topic outside the caller's project names the caller's project.

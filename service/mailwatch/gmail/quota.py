@@ -25,6 +25,7 @@ UNITS = {
     "messages.get": 5,
     "labels.list": 1,
     "labels.get": 1,
+    "settings.sendAs.list": 1,
 }
 
 NO_TENANT = "none"  # a call made outside any tenant's work (none today; kept bounded)

@@ -23,7 +23,6 @@ from mailwatch.domain.models import (
     Mailbox,
     MailboxState,
     NewEvent,
-    ServiceAccountCredential,
     TenantDefaultCredential,
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
@@ -272,20 +271,23 @@ class Lifecycle:
         """The address Gmail knows the authorised user by (its notifications name it), and the
         mailbox's current history id.
 
-        Gmail is called as "me", so the credential alone picks the mailbox. It
-        may be the registered address's own primary address (registered under an
-        alias), but a service account told to impersonate *another* address than
-        the one registered must not watch that other mailbox under this name.
+        Gmail is called as "me", so the credential alone picks the mailbox: an
+        OAuth grant of another user, or a service account told to impersonate
+        another address, would watch that other mailbox under this name. So the
+        user must be the registered address, or have it among its send-as
+        aliases (registered under an alias: Gmail names the primary address).
         """
         profile = await self.gmail.profile(credential, email_address, tenant_id=tenant_id)
         canonical = addresses.normalize(profile.email_address)
         registered = addresses.normalize(email_address)
-        if (isinstance(credential, ServiceAccountCredential) and canonical != registered
-                and addresses.normalize(credential.subject) != registered):
-            raise errors.GmailPermissionDenied(
-                "the service account impersonates another user than the registered address",
-                metadata={"gmail_address": canonical},
-            )
+        if canonical != registered:
+            send_as = await self.gmail.send_as_addresses(credential, email_address, tenant_id=tenant_id)
+            if registered not in {addresses.normalize(address) for address in send_as}:
+                raise errors.GmailAddressMismatch(
+                    f"the credentials act for the Gmail user {canonical}, and {email_address} is neither that "
+                    f"address nor one of its send-as aliases",
+                    metadata={"gmail_address": canonical},
+                )
         return canonical, profile.history_id
 
     def _stored_credential(self, ciphertext: bytes) -> Credential | None:

@@ -26,6 +26,7 @@ from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from tests.fixtures.service import run_service, service_settings
+from tests.fixtures.simulator import TestSimulator
 from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
@@ -118,7 +119,7 @@ async def test_postgres_emulator_and_simulator_outages_lose_and_duplicate_nothin
     simulator = GmailSimulator(pubsub_emulator_host=emulator.host)
     sim_url = simulator.start(host="127.0.0.1", port=0)
     sim_port = int(sim_url.rsplit(":", 1)[1])
-    sim = SimulatorControl(sim_url)
+    sim = TestSimulator(sim_url)
     settings = service_settings(
         url, sim_url, pubsub_names["topic"], pubsub_names["subscription"], sync_lease_seconds=3
     )

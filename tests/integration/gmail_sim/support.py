@@ -11,8 +11,12 @@ from googleapiclient.discovery import build
 from mailwatch_devstack.gmail_sim import SimulatorControl
 
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
-ALICE = "alice@example.com"
-BOB = "bob@example.com"
+METADATA = "https://www.googleapis.com/auth/gmail.metadata"
+DOMAIN = "example.com"
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+# What the suite's domain lets its service account do.
+DELEGATED_SCOPES = [READONLY, METADATA, "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"]
 
 
 class Gmail:
@@ -34,7 +38,9 @@ class Gmail:
 
     def sa_credentials(self, email: str, scopes=(READONLY,)):
         if self._sa_key is None:
-            self._sa_key = self.control.create_service_account_key(project_id=self.project)
+            # The suite's domain grants the key domain-wide delegation (test_gmail_sim_delegation.py: without).
+            self._sa_key = self.control.create_service_account_key(project_id=self.project, delegate_domains=[DOMAIN],
+                                                                   scopes=DELEGATED_SCOPES)
         return service_account.Credentials.from_service_account_info(self._sa_key, scopes=list(scopes),
                                                                      subject=email)
 

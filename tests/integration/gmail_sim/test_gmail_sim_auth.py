@@ -29,7 +29,7 @@ def tokens_issued(control, email):
 
 
 def test_service_account_domain_wide_delegation(control, gmail, mailboxes):
-    key = control.create_service_account_key(project_id="acme")
+    key = control.create_service_account_key(project_id="acme", delegate_domains=["example.com"])
     assert key["type"] == "service_account" and key["token_uri"] == control.token_uri
     assert key["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
     creds = service_account.Credentials.from_service_account_info(key, scopes=[READONLY], subject=ALICE)
@@ -77,7 +77,7 @@ def test_unknown_subject_is_invalid_grant(gmail, mailboxes):
 
 
 def test_scope_outside_delegation_is_unauthorized_client(control, gmail, mailboxes):
-    key = control.create_service_account_key(scopes=[READONLY])
+    key = control.create_service_account_key(delegate_domains=["example.com"], scopes=[READONLY])
     creds = service_account.Credentials.from_service_account_info(
         key, scopes=["https://mail.google.com/"], subject=ALICE)
     with pytest.raises(RefreshError) as refused:

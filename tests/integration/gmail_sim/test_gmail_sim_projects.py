@@ -23,7 +23,7 @@ def _error(exc: HttpError) -> dict:
 
 
 def _sa_service(gmail, control, project: str, email: str = ALICE):
-    key = control.create_service_account_key(project_id=project)
+    key = control.create_service_account_key(project_id=project, delegate_domains=[email.rpartition("@")[2]])
     creds = service_account.Credentials.from_service_account_info(key, scopes=[READONLY], subject=email)
     return gmail.service(creds)
 

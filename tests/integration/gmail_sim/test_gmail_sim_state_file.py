@@ -9,7 +9,11 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 
 from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
-from tests.integration.gmail_sim.support import ALICE, READONLY
+from tests.integration.gmail_sim.support import ALICE, DOMAIN, READONLY
+
+# What a grant made without scopes allows: Gmail's read scopes.
+DELEGATED = {READONLY, "https://www.googleapis.com/auth/gmail.metadata",
+             "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"}
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,7 @@ def test_mailboxes_history_credentials_and_push_subscriptions_survive_a_restart(
         control = SimulatorControl(url)
         control.create_mailbox(ALICE)
         label = control.create_label(ALICE, "Projects")
-        key = control.create_service_account_key()
+        key = control.create_service_account_key(delegate_domains=[DOMAIN])
         client = control.create_oauth_client()
         refresh_token = control.issue_refresh_token(client["clientId"], ALICE)
         start = control.history_id(ALICE)
@@ -53,7 +57,9 @@ def test_mailboxes_history_credentials_and_push_subscriptions_survive_a_restart(
         assert {k: after[k] for k in ("historyId", "messagesTotal", "historyFloor", "labels", "watches")} == \
                {k: before[k] for k in ("historyId", "messagesTotal", "historyFloor", "labels", "watches")}
         assert control.now() >= clock
-        # The same key still gets tokens, and the history continues from where it was.
+        # The domain's delegation grant survived: the same key still gets tokens, and the history
+        # continues from where it was.
+        assert control.delegations(DOMAIN) == {key["client_id"]: sorted(DELEGATED)}
         with gmail(url, key, ALICE) as service:
             history = service.users().history().list(userId="me", startHistoryId=start).execute()
             message = service.users().messages().get(userId="me", id=kept["id"], format="metadata").execute()

@@ -125,23 +125,22 @@ def test_alias_acts_as_its_mailbox_and_gmail_names_the_primary(control, gmail):
     control.create_mailbox(ALICE)
     assert control.add_aliases(ALICE, [ALIAS]) == [ALIAS]
     assert control.mailbox(ALIAS)["emailAddress"] == ALICE
-    # Domain-wide delegation impersonating the alias gets the owner's token.
-    as_alias = gmail.for_user(ALIAS)
-    profile = as_alias.users().getProfile(userId="me").execute()
-    assert profile["emailAddress"] == ALICE
+    # Domain-wide delegation impersonates the primary address (an alias is refused:
+    # test_gmail_sim_delegation.py); a user who consented signed in under the alias gets the owner's token.
+    as_owner = gmail.for_user(ALICE)
     oauth = gmail.service(gmail.user_credentials(ALIAS))
     assert oauth.users().getProfile(userId="me").execute()["emailAddress"] == ALICE
     # Addressed by the alias, Gmail refuses: the token is the primary address's.
-    for service in (as_alias, oauth):
+    for service in (as_owner, oauth):
         with pytest.raises(HttpError) as denied:
             service.users().getProfile(userId=ALIAS).execute()
         assert denied.value.resp.status == 403
         assert error_of(denied.value)["errors"][0] == {"message": f"Delegation denied for {ALICE}",
                                                        "domain": "global", "reason": "forbidden"}
-    assert as_alias.users().getProfile(userId=ALICE).execute()["emailAddress"] == ALICE
+    assert oauth.users().getProfile(userId=ALICE).execute()["emailAddress"] == ALICE
 
     # Mail to the alias lands in the mailbox; the notification names the primary address.
-    as_alias.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/gmail"}).execute()
+    oauth.users().watch(userId="me", body={"topicName": "projects/sim-project/topics/gmail"}).execute()
     control.advance_clock(2)  # past the one-notification-per-second window of the watch's own
     inserted = control.insert_message(ALIAS, label_ids=["INBOX"])
     sent = control.notifications()

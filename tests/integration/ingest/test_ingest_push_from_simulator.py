@@ -15,6 +15,7 @@ from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import run_service, service_settings
 from tests.fixtures.pipeline import collect, eventually, message_events
 from tests.fixtures.rpc import sa_request
+from tests.fixtures.simulator import TestSimulator
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def push_sim():
     sim = GmailSimulator(pubsub_emulator_host=None, default_project=TEST_PROJECT)
     url = sim.start(host="127.0.0.1", port=0)
     try:
-        yield SimulatorControl(url)
+        yield TestSimulator(url)
     finally:
         sim.stop()
 

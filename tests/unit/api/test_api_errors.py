@@ -33,6 +33,7 @@ TABLE = [
     (domain.GmailError("gmail?"), C.UNAVAILABLE, "GMAIL_ERROR"),
     (domain.GmailAuthFailed("invalid_grant"), C.FAILED_PRECONDITION, "GMAIL_AUTH_FAILED"),
     (domain.GmailPermissionDenied("not delegated"), C.FAILED_PRECONDITION, "GMAIL_PERMISSION_DENIED"),
+    (domain.GmailAddressMismatch("another user"), C.FAILED_PRECONDITION, "GMAIL_ADDRESS_MISMATCH"),
     (domain.GmailAccessRefused("domainPolicy"), C.FAILED_PRECONDITION, "GMAIL_ACCESS_REFUSED"),
     (domain.GmailClockSkew("iat and exp"), C.UNAVAILABLE, "GMAIL_CLOCK_SKEW"),
     (domain.GmailTopicNotPublishable("topic"), C.FAILED_PRECONDITION, "GMAIL_TOPIC_NOT_PUBLISHABLE"),

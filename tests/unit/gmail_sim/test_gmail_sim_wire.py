@@ -76,6 +76,11 @@ def test_jwt_grant_verifies_signature_claims_and_expiry(authority):
     now = int(time.time())
     claims = {"iss": key["client_email"], "aud": GOOGLE_TOKEN_URI, "iat": now, "exp": now + 3600,
               "scope": "https://www.googleapis.com/auth/gmail.readonly", "sub": "a@x.com"}
+    # No domain-wide delegation yet: the key impersonates nobody.
+    with pytest.raises(OAuthError) as undelegated:
+        auth.grant({"grant_type": JWT_BEARER, "assertion": _assertion(key, claims)}, "http://sim/token")
+    assert undelegated.value.error == "unauthorized_client" and undelegated.value.status == 401
+    auth.grant_delegation("X.com", key["client_id"], ["https://www.googleapis.com/auth/gmail.readonly"])
     email, body = auth.grant({"grant_type": JWT_BEARER, "assertion": _assertion(key, claims)}, "http://sim/token")
     assert email == "a@x.com" and body["token_type"] == "Bearer" and body["expires_in"] == 3600
     assert auth.authenticate("Bearer " + body["access_token"]).email == "a@x.com"
@@ -83,10 +88,12 @@ def test_jwt_grant_verifies_signature_claims_and_expiry(authority):
     with pytest.raises(GmailError) as expired:
         auth.authenticate("Bearer " + body["access_token"])
     assert expired.value.code == 401
-    # Impersonating an alias yields the primary address's token.
-    email, _ = auth.grant({"grant_type": JWT_BEARER, "assertion": _assertion(key, dict(claims, sub="Alias@x.com"))},
-                          "http://sim/token")
-    assert email == "a@x.com"
+    # Only a primary address can be impersonated, not an alias of it.
+    with pytest.raises(OAuthError) as alias:
+        auth.grant({"grant_type": JWT_BEARER, "assertion": _assertion(key, dict(claims, sub="Alias@x.com"))},
+                   "http://sim/token")
+    assert alias.value.body() == {"error": "invalid_request",
+                                  "error_description": "Invalid impersonation prn email address."}
 
     tampered = _assertion(key, claims).split(".")
     tampered[1] = _b64(json.dumps(dict(claims, sub="b@x.com")).encode())

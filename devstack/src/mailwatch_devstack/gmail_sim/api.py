@@ -22,7 +22,15 @@ from multidict import CIMultiDict, MultiDict
 
 from mailwatch_devstack.gmail_sim.auth import AccessToken, project_number
 from mailwatch_devstack.gmail_sim.concurrency import BatchSlots
-from mailwatch_devstack.gmail_sim.errors import GmailError, bad_request, forbidden, invalid_value, not_found, project_rate_limited
+from mailwatch_devstack.gmail_sim.errors import (
+    GmailError,
+    bad_request,
+    forbidden,
+    insufficient_scopes,
+    invalid_value,
+    not_found,
+    project_rate_limited,
+)
 from mailwatch_devstack.gmail_sim.history import HISTORY_TYPES, HistoryExpired
 from mailwatch_devstack.gmail_sim.quota import QUOTA_UNITS
 from mailwatch_devstack.gmail_sim.refusals import mail_service_not_enabled
@@ -264,6 +272,18 @@ def messages_get(call: Call) -> ApiResponse:
     return ApiResponse(200, message.to_json(fmt, call.query.getall("metadataHeaders", [])))
 
 
+def send_as_list(call: Call) -> ApiResponse:
+    """users.settings.sendAs.list: the primary address, then each alias as a verified send-as alias."""
+    if call.token.metadata_only:  # not among the method's scopes in the discovery document
+        raise insufficient_scopes()
+    mailbox = call.state.mailbox(call.user)
+    entries = [{"sendAsEmail": mailbox.email, "displayName": "", "replyToAddress": "", "signature": "",
+                "isPrimary": True, "isDefault": True}]
+    entries += [{"sendAsEmail": alias, "displayName": "", "replyToAddress": "", "signature": "", "isDefault": False,
+                 "treatAsAlias": True, "verificationStatus": "accepted"} for alias in call.state.aliases_of(mailbox)]
+    return ApiResponse(200, {"sendAs": entries})
+
+
 def labels_list(call: Call) -> ApiResponse:
     return ApiResponse(200, {"labels": call.state.mailbox(call.user).labels_json()})
 
@@ -287,6 +307,7 @@ ROUTES = [
     ("GET", re.compile(_USER + r"/messages/([^/]+)$"), "users.messages.get", messages_get,
      frozenset({"format", "metadataHeaders"})),
     ("GET", re.compile(_USER + r"/labels$"), "users.labels.list", labels_list, frozenset()),
+    ("GET", re.compile(_USER + r"/settings/sendAs$"), "users.settings.sendAs.list", send_as_list, frozenset()),
     ("GET", re.compile(_USER + r"/labels/([^/]+)$"), "users.labels.get", labels_get, frozenset()),
 ]
 

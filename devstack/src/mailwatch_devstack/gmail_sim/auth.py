@@ -8,9 +8,14 @@ grants mailwatch uses, so unmodified google-auth credentials refresh against it:
   matching public key; `sub` names the impersonated user (domain-wide delegation).
   google-auth always puts Google's own token URL in `aud`; both it and the
   simulator's URL are accepted. `iat`/`exp` are checked against the real clock,
-  because the client signs with the real clock.
+  because the client signs with the real clock. Impersonation needs a
+  domain-wide delegation grant: the sub's domain's administrator authorises the
+  service account's client id for a set of scopes (`grant_delegation`); without
+  one for that domain covering every requested scope, `unauthorized_client`.
+  The sub must be a user's primary address: an alias is `invalid_request`.
 * refresh token (`refresh_token`): client id + secret + a refresh token issued
-  for one user through the control API.
+  for one user through the control API. An unknown client or a wrong secret is
+  `invalid_client`, a deleted client `deleted_client` (HTTP 401 each).
 
 Access tokens expire on the simulator clock. A revoked user gets `invalid_grant`
 from the token endpoint and 401 from the API for tokens already issued.
@@ -32,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailwatch_devstack.gmail_sim.clock import SimClock
 from mailwatch_devstack.gmail_sim.errors import GmailError, OAuthError, insufficient_scopes, unauthenticated
-from mailwatch_devstack.gmail_sim.refusals import Refusals
+from mailwatch_devstack.gmail_sim.refusals import UNAUTHORIZED_CLIENT_TEXT, Refusals
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _LEGACY_TOKEN_URIS = ("https://accounts.google.com/o/oauth2/token", "https://www.googleapis.com/oauth2/v4/token")
@@ -58,20 +63,26 @@ def _b64url_decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
+# Google's token-endpoint answers (error, description, HTTP status).
+ALIAS_SUBJECT_TEXT = "Invalid impersonation prn email address."
+CLIENT_NOT_FOUND_TEXT = "The OAuth client was not found."
+CLIENT_DELETED_TEXT = "The OAuth client was deleted."
+
+
 @dataclass(slots=True)
 class ServiceAccount:
     client_email: str
-    client_id: str
+    client_id: str  # what a Workspace administrator authorises for domain-wide delegation
     key_id: str
     public_key: rsa.RSAPublicKey
     project_id: str
-    scopes: frozenset[str]  # what domain-wide delegation allows
 
 
 @dataclass(slots=True)
 class OAuthClient:
     secret: str
     project_id: str  # the Google project the client was created in
+    deleted: bool = False  # deleted in the Cloud console (restorable for 30 days)
 
 
 @dataclass(slots=True)
@@ -112,11 +123,13 @@ class TokenAuthority:
             self._refresh: dict[str, RefreshGrant] = {}
             self._access: dict[str, AccessToken] = {}
             self._revoked: set[str] = set()
+            # (domain, service account client id) -> the scopes its administrator authorised
+            self._delegations: dict[tuple[str, str], frozenset[str]] = {}
             self.token_lifetime = 3600
 
     # -- issuing (control API) -----------------------------------------------------------------
     def create_service_account(self, *, token_uri: str, project_id: str = DEFAULT_PROJECT,
-                               name: str | None = None, scopes=None) -> dict:
+                               name: str | None = None) -> dict:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode("ascii")
@@ -124,10 +137,8 @@ class TokenAuthority:
         client_id = str(100000000000000000000 + secrets.randbelow(10**20))
         name = name or f"sim-{secrets.token_hex(4)}"
         email = f"{name}@{project_id}.iam.gserviceaccount.com"
-        allowed = frozenset(scopes) if scopes else GMAIL_READ_SCOPES
         with self._lock:
-            self._service_accounts[email] = ServiceAccount(email, client_id, key_id, key.public_key(),
-                                                           project_id, allowed)
+            self._service_accounts[email] = ServiceAccount(email, client_id, key_id, key.public_key(), project_id)
         return {
             "type": "service_account",
             "project_id": project_id,
@@ -148,6 +159,31 @@ class TokenAuthority:
         with self._lock:
             self._clients[client_id] = OAuthClient(secret, project_id)
         return client_id, secret
+
+    def delete_oauth_client(self, client_id: str, *, deleted: bool = True) -> None:
+        """Delete (or, `deleted=False`, restore) an OAuth client; KeyError if unknown."""
+        with self._lock:
+            self._clients[client_id].deleted = deleted
+
+    def grant_delegation(self, domain: str, client_id: str, scopes) -> frozenset[str]:
+        """Domain-wide delegation, as a Workspace administrator grants it (Admin console,
+        Security > API controls): the service account `client_id` may impersonate the
+        domain's users for `scopes` (the set replaces an earlier grant's)."""
+        granted = frozenset(str(scope) for scope in scopes)
+        if not granted or not client_id:
+            raise ValueError("a delegation grant needs a client id and at least one scope")
+        with self._lock:
+            self._delegations[(domain.lower(), str(client_id))] = granted
+        return granted
+
+    def revoke_delegation(self, domain: str, client_id: str) -> bool:
+        with self._lock:
+            return self._delegations.pop((domain.lower(), str(client_id)), None) is not None
+
+    def delegations(self, domain: str) -> dict[str, list[str]]:
+        with self._lock:
+            return {client: sorted(scopes) for (granted_domain, client), scopes in self._delegations.items()
+                    if granted_domain == domain.lower()}
 
     def issue_refresh_token(self, client_id: str, email: str, scopes=None) -> str:
         with self._lock:
@@ -230,18 +266,21 @@ class TokenAuthority:
         if not subject:
             # A service account has no mailbox of its own; Gmail needs delegation.
             return account.client_email.lower(), scopes, account.project_id
-        if not scopes <= account.scopes:
-            raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
-                                                    "method, or client not authorized for any of the scopes "
-                                                    "requested.")
-        # Impersonating an alias acts as the mailbox's owner: the token is the primary address's.
-        email = self._canonical(str(subject)) or str(subject).lower()
-        refusal = self._refusals.token_error(email, jwt=True)
+        subject = str(subject).lower()
+        with self._lock:
+            delegated = self._delegations.get((subject.rpartition("@")[2], account.client_id), frozenset())
+        if not scopes <= delegated:
+            # No grant for the subject's domain, or one that lacks a requested scope.
+            raise OAuthError("unauthorized_client", UNAUTHORIZED_CLIENT_TEXT, status=401)
+        primary = self._canonical(subject)
+        if primary is not None and primary != subject:
+            raise OAuthError("invalid_request", ALIAS_SUBJECT_TEXT)  # only a primary address can be impersonated
+        refusal = self._refusals.token_error(subject, jwt=True)
         if refusal is not None:
             raise refusal
-        if self._canonical(email) is None or email in self._revoked:
+        if primary is None or subject in self._revoked:
             raise OAuthError("invalid_grant", "Invalid email or User ID")
-        return email, scopes, account.project_id
+        return subject, scopes, account.project_id
 
     def _refresh_grant(self, form: dict[str, str]) -> tuple[str, frozenset[str], str]:
         client_id = form.get("client_id", "")
@@ -250,7 +289,9 @@ class TokenAuthority:
             grant = self._refresh.get(form.get("refresh_token", ""))
             revoked = grant is not None and grant.email in self._revoked
         if client is None:
-            raise OAuthError("invalid_client", "The OAuth client was not found.", status=401)
+            raise OAuthError("invalid_client", CLIENT_NOT_FOUND_TEXT, status=401)
+        if client.deleted:
+            raise OAuthError("deleted_client", CLIENT_DELETED_TEXT, status=401)
         if form.get("client_secret") != client.secret:
             raise OAuthError("invalid_client", "Unauthorized", status=401)
         if grant is None or grant.client_id != client_id:

@@ -198,14 +198,35 @@ class SimulatorControl:
 
     # -- credentials ---------------------------------------------------------------------------------
     def create_service_account_key(self, *, project_id: str | None = None, name: str | None = None,
-                                   scopes: list[str] | None = None) -> dict:
-        return self._call("POST", "/_sim/service-accounts", {"projectId": project_id, "name": name,
-                                                              "scopes": scopes})
+                                   delegate_domains: Iterable[str] = (), scopes: list[str] | None = None) -> dict:
+        """A service-account JSON key. It impersonates nobody until a domain grants its client id
+        domain-wide delegation: `delegate_domains` does that at once (for `scopes`, default Gmail's
+        read scopes), as `grant_delegation` does later."""
+        key = self._call("POST", "/_sim/service-accounts", {"projectId": project_id, "name": name})
+        for domain in delegate_domains:
+            self.grant_delegation(domain, key["client_id"], scopes=scopes)
+        return key
+
+    def grant_delegation(self, domain: str, client_id: str, *, scopes: list[str] | None = None) -> dict:
+        """Domain-wide delegation as the domain's administrator grants it: service account `client_id`
+        may impersonate `domain`'s users for `scopes` (None: Gmail's read scopes); replaces an earlier grant."""
+        return self._call("POST", f"/_sim/domains/{_e(domain)}/delegations", {"clientId": client_id, "scopes": scopes})
+
+    def revoke_delegation(self, domain: str, client_id: str) -> None:
+        self._call("DELETE", f"/_sim/domains/{_e(domain)}/delegations/{_e(client_id)}")
+
+    def delegations(self, domain: str) -> dict[str, list[str]]:
+        """{client id: scopes} granted in `domain`."""
+        return self._call("GET", f"/_sim/domains/{_e(domain)}/delegations")["delegations"]
 
     def create_oauth_client(self, *, project_id: str | None = None) -> dict:
         """An OAuth client created in Google project `project_id` (its calls act for that project;
         None: the simulator's default project)."""
         return self._call("POST", "/_sim/oauth-clients", {"projectId": project_id})
+
+    def delete_oauth_client(self, client_id: str, *, restore: bool = False) -> None:
+        """Delete the client as in the Cloud console (its grants answer deleted_client), or restore it."""
+        self._call("POST", f"/_sim/oauth-clients/{_e(client_id)}/delete", {"restore": restore})
 
     def issue_refresh_token(self, client_id: str, email: str, *, scopes: list[str] | None = None) -> str:
         body = {"clientId": client_id, "emailAddress": email, "scopes": scopes}
@@ -220,7 +241,7 @@ class SimulatorControl:
     def refuse_user(self, email: str, kind: str) -> None:
         """Answer every call (API kinds) or grant (token kinds) for `email` with a permanent refusal:
         delegationDenied, domainPolicy, insufficientPermissions, mailServiceNotEnabled | clockSkew,
-        unauthorizedClient."""
+        unauthorizedClient, adminPolicyEnforced, policyEnforced (refresh-token grants only)."""
         self._call("POST", f"/_sim/users/{_e(email)}/refusals", {"kind": kind})
 
     def lift_refusal(self, email: str) -> None:

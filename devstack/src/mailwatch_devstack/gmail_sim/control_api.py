@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from mailwatch_devstack.gmail_sim.auth import GMAIL_READ_SCOPES
 from mailwatch_devstack.gmail_sim.errors import GmailError
 from mailwatch_devstack.gmail_sim.model import UnknownDraft, UnknownLabel, UnknownMessage
 from mailwatch_devstack.gmail_sim.push import PushSubscription
@@ -309,14 +310,58 @@ async def create_service_account(request):
     data = await _body(request)
     key = _state(request).auth.create_service_account(
         token_uri=_token_uri(request), project_id=str(data.get("projectId") or _state(request).default_project),
-        name=data.get("name"), scopes=data.get("scopes"))
+        name=data.get("name"))
     return _json(key)
+
+
+def _domain_arg(request: web.Request) -> str:
+    domain = unquote(request.match_info["domain"])
+    if not domain or "@" in domain or "/" in domain:
+        raise ControlError(f"not a domain: {domain!r}")
+    return domain.lower()
+
+
+async def grant_delegation(request):
+    data = await _body(request)
+    domain = _domain_arg(request)
+    scopes = data.get("scopes")
+    if scopes is None:
+        scopes = sorted(GMAIL_READ_SCOPES)
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        raise ControlError("'scopes' must be a list of OAuth scopes")
+    try:
+        granted = _state(request).auth.grant_delegation(domain, str(data.get("clientId") or ""), scopes)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    return _json({"domain": domain, "clientId": str(data["clientId"]), "scopes": sorted(granted)})
+
+
+async def list_delegations(request):
+    domain = _domain_arg(request)
+    return _json({"domain": domain, "delegations": _state(request).auth.delegations(domain)})
+
+
+async def revoke_delegation(request):
+    domain = _domain_arg(request)
+    if not _state(request).auth.revoke_delegation(domain, unquote(request.match_info["client_id"])):
+        raise ControlError(f"no delegation for {request.match_info['client_id']} in {domain}", 404)
+    return _json({})
 
 
 async def create_oauth_client(request):
     data = await _body(request)
     client_id, secret = _state(request).auth.create_oauth_client(str(data.get("projectId") or _state(request).default_project))
     return _json({"clientId": client_id, "clientSecret": secret, "tokenUri": _token_uri(request)})
+
+
+async def delete_oauth_client(request):
+    data = await _body(request)
+    try:
+        _state(request).auth.delete_oauth_client(unquote(request.match_info["client_id"]),
+                                                 deleted=not data.get("restore", False))
+    except KeyError:
+        raise ControlError(f"no OAuth client {request.match_info['client_id']}", 404) from None
+    return _json({})
 
 
 async def issue_refresh_token(request):
@@ -540,6 +585,10 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/messages/modify", modify_messages)
     r.add_post("/_sim/service-accounts", create_service_account)
     r.add_post("/_sim/oauth-clients", create_oauth_client)
+    r.add_post("/_sim/oauth-clients/{client_id}/delete", delete_oauth_client)
+    r.add_post("/_sim/domains/{domain}/delegations", grant_delegation)
+    r.add_get("/_sim/domains/{domain}/delegations", list_delegations)
+    r.add_delete("/_sim/domains/{domain}/delegations/{client_id}", revoke_delegation)
     r.add_post("/_sim/refresh-tokens", issue_refresh_token)
     r.add_post("/_sim/users/{email}/revoke", revoke_user)
     r.add_post("/_sim/users/{email}/restore", restore_user)

@@ -19,6 +19,7 @@ QUOTA_UNITS = {
     "users.messages.get": 5,
     "users.labels.list": 1,
     "users.labels.get": 1,
+    "users.settings.sendAs.list": 1,
     "oauth2.token": 0,
 }
 

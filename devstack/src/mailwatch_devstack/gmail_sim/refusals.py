@@ -14,8 +14,12 @@ Token-endpoint refusals (answered to grants for the user):
   says when the caller's clock is off. Transient for the caller (fix the clock), yet the same
   ``invalid_grant`` error code as a revoked grant. Only JWT (service-account) grants carry
   iat/exp, so only those get it.
-* ``unauthorizedClient``: ``unauthorized_client`` — domain-wide delegation not granted to the
-  service account (or the OAuth client not allowed for the user).
+* ``unauthorizedClient``: ``unauthorized_client`` — the OAuth client not allowed for the user
+  (a service account without domain-wide delegation gets it anyway: see ``auth.py``).
+* ``adminPolicyEnforced``: ``admin_policy_enforced`` — the user's Workspace administrator
+  blocks the app (API controls).
+* ``policyEnforced``: ``policy_enforced`` — the account's Advanced Protection refuses the app
+  (refresh-token grants only: it concerns apps a user consented to).
 """
 
 from __future__ import annotations
@@ -28,9 +32,15 @@ CLOCK_SKEW_TEXT = ("Invalid JWT: Token must be a short-lived token (60 minutes) 
                    "Check your iat and exp values in the JWT claim.")
 UNAUTHORIZED_CLIENT_TEXT = ("Client is unauthorized to retrieve access tokens using this method, or client not "
                             "authorized for any of the scopes requested.")
+# Google's descriptions of the two policy refusals (its OAuth guide's error table).
+ADMIN_POLICY_TEXT = ("The Google Account is unable to authorize one or more scopes requested due to the policies "
+                     "of their Google Workspace administrator.")
+POLICY_TEXT = ("The Google Account is unable to authorize one or more scopes requested due to the policies of "
+               "Advanced Protection.")
 
 API_KINDS = frozenset({"delegationDenied", "domainPolicy", "insufficientPermissions", "mailServiceNotEnabled"})
-TOKEN_KINDS = frozenset({"clockSkew", "unauthorizedClient"})
+TOKEN_KINDS = frozenset({"clockSkew", "unauthorizedClient", "adminPolicyEnforced", "policyEnforced"})
+_REFRESH_ONLY = frozenset({"policyEnforced"})
 KINDS = API_KINDS | TOKEN_KINDS
 
 
@@ -51,7 +61,11 @@ def api_refusal(kind: str, user: str) -> GmailError:
 def token_refusal(kind: str) -> OAuthError:
     if kind == "clockSkew":
         return OAuthError("invalid_grant", CLOCK_SKEW_TEXT)
-    return OAuthError("unauthorized_client", UNAUTHORIZED_CLIENT_TEXT)
+    if kind == "adminPolicyEnforced":
+        return OAuthError("admin_policy_enforced", ADMIN_POLICY_TEXT)
+    if kind == "policyEnforced":
+        return OAuthError("policy_enforced", POLICY_TEXT)
+    return OAuthError("unauthorized_client", UNAUTHORIZED_CLIENT_TEXT, status=401)
 
 
 class Refusals:
@@ -85,6 +99,6 @@ class Refusals:
     def token_error(self, user: str, *, jwt: bool) -> OAuthError | None:
         with self._lock:
             kind = self._by_user.get(user.lower())
-        if kind == "unauthorizedClient" or (kind == "clockSkew" and jwt):
-            return token_refusal(kind)
-        return None
+        if kind not in TOKEN_KINDS or (jwt and kind in _REFRESH_ONLY) or (kind == "clockSkew" and not jwt):
+            return None
+        return token_refusal(kind)

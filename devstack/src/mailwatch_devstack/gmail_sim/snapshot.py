@@ -2,7 +2,7 @@
 
 Kept: mailboxes (messages, labels, history and its floor, the watch, id
 counters), credentials (service-account public keys, OAuth clients, refresh
-and access tokens, revoked users), push subscriptions, settings and the
+and access tokens, revoked users, domain-wide delegation grants), push subscriptions, settings and the
 clock's offset. Not kept: queued notifications, counters, fault rules and the
 OIDC signing key (receivers refetch the certificates on an unknown key id).
 A snapshot is written atomically (temporary file, then rename).
@@ -62,6 +62,8 @@ def dump(state: SimState) -> dict:
                 "refreshTokens": {token: _record(grant) for token, grant in auth._refresh.items()},
                 "accessTokens": {token: _record(access) for token, access in auth._access.items()},
                 "revoked": sorted(auth._revoked),
+                "delegations": [{"domain": domain, "clientId": client_id, "scopes": sorted(scopes)}
+                                for (domain, client_id), scopes in auth._delegations.items()],
             },
             "pushSubscriptions": [subscription.to_json() for subscription in state.push_subscriptions.all()],
         }
@@ -100,7 +102,8 @@ def load(state: SimState, snapshot: dict) -> None:
         auth, saved = state.auth, snapshot["auth"]
         for item in saved["serviceAccounts"]:
             key = serialization.load_pem_public_key(item["public_key"].encode("ascii"))
-            account = ServiceAccount(**{**item, "public_key": key, "scopes": frozenset(item["scopes"])})
+            item = {name: value for name, value in item.items() if name != "scopes"}  # older snapshots
+            account = ServiceAccount(**{**item, "public_key": key})
             auth._service_accounts[account.client_email] = account
         for client_id, item in saved["clients"].items():
             auth._clients[client_id] = OAuthClient(**item)
@@ -109,6 +112,8 @@ def load(state: SimState, snapshot: dict) -> None:
         for token, item in saved["accessTokens"].items():
             auth._access[token] = AccessToken(**{**item, "scopes": frozenset(item["scopes"])})
         auth._revoked.update(saved["revoked"])
+        for item in saved.get("delegations", ()):
+            auth.grant_delegation(item["domain"], item["clientId"], item["scopes"])
         for item in snapshot["pushSubscriptions"]:
             state.push_subscriptions.put(PushSubscription.from_json(item))
 
