@@ -184,9 +184,12 @@ class GmailAccessRefused(GmailPermissionDenied):
 
 
 class GmailTopicNotPublishable(GmailError):
-    """users.watch refused: the topic is malformed or Gmail may not publish to it."""
+    """users.watch refused: the topic is malformed, missing, or Gmail may not publish to it
+    (no publisher role for gmail-api-push@system.gserviceaccount.com). Final until the
+    topic is fixed and the mailbox registered again."""
 
     reason = "GMAIL_TOPIC_NOT_PUBLISHABLE"
+    retryable = False
 
 
 class TopicProjectMismatch(GmailTopicNotPublishable):
@@ -235,9 +238,11 @@ class GmailBadRequest(GmailError):
 
 
 class GmailLabelRejected(GmailBadRequest):
-    """users.watch refused the label filter: a label id the mailbox does not have."""
+    """users.watch refused the label filter: a label id the mailbox does not have (or no
+    longer has). Final until registered again with another filter."""
 
     reason = "GMAIL_LABEL_REJECTED"
+    retryable = False
 
 
 class GmailPushClientConflict(GmailBadRequest):

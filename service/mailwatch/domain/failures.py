@@ -19,6 +19,9 @@ from mailwatch.domain.models import EventType, MailboxState
 TERMINAL: dict[type[errors.MailwatchError], tuple[MailboxState, EventType]] = {
     errors.GmailAuthFailed: (MailboxState.AUTH_FAILED, EventType.AUTH_FAILED),
     errors.GmailAccessRefused: (MailboxState.ACCESS_REFUSED, EventType.ACCESS_REFUSED),
+    # Gmail will not watch as asked (the topic, the label filter): renewing again changes nothing.
+    errors.GmailTopicNotPublishable: (MailboxState.ACCESS_REFUSED, EventType.ACCESS_REFUSED),
+    errors.GmailLabelRejected: (MailboxState.ACCESS_REFUSED, EventType.ACCESS_REFUSED),
 }
 
 

@@ -13,7 +13,8 @@ class MailboxState(enum.StrEnum):
     AUTH_FAILED = "AUTH_FAILED"  # credentials revoked; no Gmail calls until re-registered
     STOPPED = "STOPPED"  # users.stop called; notifications ignored
     # Gmail refused access for good (delegation denied, domain policy, insufficient
-    # permissions, mail service not enabled); no Gmail calls until re-registered.
+    # permissions, mail service not enabled, a watch refused for its topic or label
+    # filter); no Gmail calls until re-registered.
     ACCESS_REFUSED = "ACCESS_REFUSED"
 
 

@@ -1,12 +1,16 @@
 """Gmail message resources (users.messages.get JSON) -> domain messages. Pure parsing.
 
 Gmail encodes bodies and the raw source as base64url, sometimes without
-padding; `internalDate` is milliseconds since the epoch as a string.
+padding; `internalDate` is milliseconds since the epoch as a string. In
+format=raw Gmail sends no payload: the headers are read from the source.
 """
 
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
+import re
 
 from mailwatch.domain.messages import Message, MessagePart
 from mailwatch.domain.models import MessageMetadata
@@ -23,7 +27,17 @@ def _headers(payload: dict | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(h.get("name", "")), str(h.get("value", ""))) for h in (payload or {}).get("headers", ()))
 
 
-def metadata_from_resource(resource: dict) -> MessageMetadata:
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a line break before whitespace continues the header (RFC 5322 folding)
+
+
+def _source_headers(source: bytes) -> tuple[tuple[str, str], ...]:
+    """The top-level headers of an RFC 822 source, unfolded, values as written (as Gmail's payload shows them)."""
+    parsed = _HEADER_PARSER.parsebytes(source)
+    return tuple((str(name), _FOLD.sub("", str(value)).strip()) for name, value in parsed.items())
+
+
+def metadata_from_resource(resource: dict, *, source: bytes | None = None) -> MessageMetadata:
     """The metadata a MESSAGE_ADDED carries (and GetMessage's metadata format shows).
 
     Header names and values and the snippet are the sender's text: a Subject with
@@ -32,7 +46,7 @@ def metadata_from_resource(resource: dict) -> MessageMetadata:
     rather than letting the sync's commit fail on every attempt.
     """
     internal = resource.get("internalDate")
-    headers = _headers(resource.get("payload"))
+    headers = _source_headers(source) if source is not None else _headers(resource.get("payload"))
     return MessageMetadata(
         headers=tuple((storable_text(name), storable_text(value)) for name, value in headers),
         snippet=storable_text(resource.get("snippet", "")),
@@ -56,11 +70,12 @@ def _part(resource: dict) -> MessagePart:
 
 def message_from_resource(resource: dict, fmt: str) -> Message:
     """A domain Message from messages.get(format=fmt)."""
+    raw = _b64url(resource.get("raw", "")) if fmt == "raw" else None
     return Message(
         id=str(resource["id"]),
         thread_id=str(resource.get("threadId", "")),
         label_ids=tuple(resource.get("labelIds", ())),
-        metadata=metadata_from_resource(resource),
+        metadata=metadata_from_resource(resource, source=raw),
         payload=_part(resource["payload"]) if fmt == "full" and "payload" in resource else None,
-        raw=_b64url(resource.get("raw", "")) if fmt == "raw" else None,
+        raw=raw,
     )

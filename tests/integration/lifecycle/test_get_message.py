@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email.message import EmailMessage
 
 import grpc
 import pytest
@@ -60,6 +61,31 @@ async def test_get_message_in_every_format_including_a_source_over_4_mb(make_ser
             bodies.setdefault(response.part_chunk.part_id, bytearray()).extend(response.part_chunk.data)
         assert bytes(bodies[payload.part_id]).decode() .replace("\r\n", "\n") == body
         assert payload.body_size == len(bodies[payload.part_id])
+
+
+async def test_raw_format_carries_the_headers_as_full_does(service):
+    """The proto promises every header for RAW as for FULL; Gmail's format=raw has no payload to take them from."""
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "headers@example.com"), metadata=auth)
+    mail = EmailMessage()
+    mail["From"] = "Carol <carol@example.com>"
+    mail["To"] = "headers@example.com"
+    mail["Subject"] = "A subject long enough that it is folded " + "over several lines " * 6
+    mail["X-Ticket"] = "T-9"
+    mail.set_content("see attachment")
+    mail.add_attachment(b"%PDF-1.4 ...", maintype="application", subtype="pdf", filename="a.pdf")
+    source = mail.as_bytes(policy=email.policy.SMTP)
+    assert b"over\r\n several" in source  # the Subject is folded in the source
+    inserted = sim.insert_raw_message("headers@example.com", source)
+
+    [raw_head, *chunks] = await get_message(service, auth, mailbox.id, inserted["id"], FORMAT.MESSAGE_FORMAT_RAW)
+    assert b"".join(r.raw_chunk for r in chunks) == source
+    full = (await get_message(service, auth, mailbox.id, inserted["id"], FORMAT.MESSAGE_FORMAT_FULL))[0].message
+    raw_headers = [(h.name, h.value) for h in raw_head.message.metadata.headers]
+    assert raw_headers == [(h.name, h.value) for h in full.metadata.headers]
+    assert raw_headers == [(name, " ".join(str(value).split())) for name, value in mail.items()]
+    assert ("X-Ticket", "T-9") in raw_headers and raw_head.message.metadata.snippet == "see attachment"
 
 
 async def test_get_message_errors_and_isolation(make_service):

@@ -54,6 +54,15 @@ def test_raw_message_decodes_the_source():
     source = b"Subject: x\r\n\r\n" + bytes(range(256))
     message = message_from_resource({"id": "1", "threadId": "1", "raw": b64url(source)}, "raw")
     assert message.raw == source and message.payload is None
+    assert message.metadata.headers == (("Subject", "x"),)
+
+
+def test_raw_message_headers_come_from_the_source_unfolded_and_storable():
+    source = (b"From: a@example.com\r\nSubject: a folded\r\n\tsubject\r\nX-Nul: a\x00b\r\n"
+              b"Content-Type: text/plain\r\n\r\nSubject: not a header\r\n")
+    message = message_from_resource({"id": "1", "threadId": "1", "raw": b64url(source)}, "raw")
+    assert message.metadata.headers == (("From", "a@example.com"), ("Subject", "a folded\tsubject"),
+                                        ("X-Nul", "a\ufffdb"), ("Content-Type", "text/plain"))
 
 
 def test_metadata_text_is_made_storable():

@@ -35,7 +35,8 @@ discovery document's ``rootUrl`` and ignores ``api_endpoint`` (googleapis/google
 
 Gmail API surface: ``users.getProfile``, ``users.watch``, ``users.stop``, ``users.history.list``,
 ``users.messages.list``, ``users.messages.get`` (minimal / metadata / full / raw),
-``users.labels.list`` / ``get``, and the batch endpoint (≤100 parts; more is 400 "Inner request count
+``users.messages.attachments.get``, ``users.labels.list`` / ``get``, ``users.settings.sendAs.list``,
+and the batch endpoint (≤100 parts; more is 400 "Inner request count
 exceeds the limit. Received: N, Limit: 100"). Each part is counted and charged. With
 ``batchPartsConcurrent: true`` (Gmail's way; off by default until the service's sync copes with it) the
 parts are separate requests run together: each holds one of its user's concurrency slots until the batch
@@ -61,11 +62,27 @@ Behaviour worth knowing:
   retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
   Malformed / unknown parameters answer 400.
 * A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
-  "Delegation denied". A mailbox may have aliases: impersonating one (JWT ``sub``) or a refresh
-  token issued for one yields the primary address's token; ``getProfile`` and notifications name
-  the primary address; addressing ``users/{alias}/…`` answers 403 "Delegation denied for
-  <primary>", as Gmail does (call as ``me``). Unknown, expired (simulated clock) or revoked tokens answer 401 with
-  ``WWW-Authenticate``. Revoked users get ``invalid_grant`` (HTTP 400) from ``/token``.
+  "Delegation denied". A mailbox may have aliases: a refresh token issued for one yields the primary
+  address's token; ``getProfile`` and notifications name the primary address; ``settings.sendAs.list``
+  lists the primary address and each alias (``treatAsAlias``, ``accepted``); addressing
+  ``users/{alias}/…`` answers 403 "Delegation denied for <primary>", as Gmail does (call as ``me``).
+  Unknown, expired (simulated clock) or revoked tokens answer 401 with ``WWW-Authenticate``. Revoked
+  users get ``invalid_grant`` (HTTP 400) from ``/token``.
+* Domain-wide delegation is granted per domain, client id and scope (``grant_delegation``), as a
+  Workspace administrator grants it: a service-account key impersonates nobody until the subject's
+  domain grants its ``client_id`` every requested scope; otherwise ``unauthorized_client`` (HTTP 401).
+  Impersonating an alias (JWT ``sub``) is ``invalid_request`` "Invalid impersonation prn email
+  address." (HTTP 400); only primary addresses can be impersonated. An unknown OAuth client or a wrong
+  secret is ``invalid_client`` (HTTP 401, "The OAuth client was not found." / "Unauthorized"), a deleted
+  one ``deleted_client`` "The OAuth client was deleted." (HTTP 401; ``delete_oauth_client``, restorable).
+* Messages inserted from their RFC 822 source (``insert_raw_message``): ``format=full`` is the MIME
+  tree (``MessagePart``: ``partId`` "", "0", "1.0", …, ``mimeType``, ``filename``, the part's headers,
+  ``body`` ``{size, data}``, or ``{attachmentId, size}`` for a part with a file name, ``{size: 0}`` for a
+  multipart), ``users.messages.attachments.get`` serves an attachment as ``{attachmentId, size, data}``
+  (base64url; any size: the control API accepts bodies up to 64 MB), an id that is not one of the
+  message's attachments is 400 "Invalid attachment token" (``invalidArgument``); ``format=raw`` is the
+  source byte for byte; ``metadata`` its top-level headers (unfolded), the snippet its first text part.
+  The metadata scope may not read attachments (403 ``insufficientPermissions``).
 * Every token belongs to a Google developer project: the service-account key's ``project_id``, or
   the project the OAuth client was created in (``projectId`` when creating either; default
   ``GmailSimulator(default_project=...)``, ``sim-project`` unless set). ``watch``'s topic must be in that project, else 400 invalidArgument "Invalid
@@ -100,11 +117,19 @@ Behaviour worth knowing:
   (``forbidden``), 403 ``domainPolicy``, 403 ``insufficientPermissions``, 400 ``failedPrecondition``
   "Mail service not enabled"; at the token endpoint ``invalid_grant`` with Google's clock-skew text
   ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your
-  iat and exp values in the JWT claim.", JWT grants only) and ``unauthorized_client``.
+  iat and exp values in the JWT claim.", JWT grants only), ``unauthorized_client``,
+  ``admin_policy_enforced`` (the Workspace administrator blocks the app) and ``policy_enforced``
+  (Advanced Protection; refresh-token grants only), each with Google's description.
+* ``watch`` refuses a topic Gmail may not publish to (``set_gmail_publisher(topic, granted=False)``: no
+  publisher role for gmail-api-push@system.gserviceaccount.com; topics allow it unless told otherwise,
+  as after ``mailwatch pubsub ensure``) with 403 ``forbidden`` "Error sending test message to Cloud
+  PubSub <topic> : User not authorized to perform this action.", and a label id the mailbox does not
+  have (a name is not an id) with 400 ``invalidArgument`` "Invalid label: <id>".
 * ``labelFilterBehavior`` / ``labelFilterAction`` accept only the discovery document's spelling,
   ``include`` / ``exclude``.
 * Quota units per call follow Google's published table (getProfile 1, watch 100, stop 50,
-  history.list 2, messages.list 5, messages.get 5, labels.list/get 1); every call is counted per
+  history.list 2, messages.list 5, messages.get 5, messages.attachments.get 5, labels.list/get 1,
+  settings.sendAs.list 1); every call is counted per
   user and per method, fault-injected ones included. Token grants count as ``oauth2.token`` (0 units).
 
 Control API (HTTP JSON; ``SimulatorControl`` method in brackets)
@@ -123,6 +148,7 @@ POST    /_sim/mailboxes                            {emails: [...], historyId?} �
 GET     /_sim/mailboxes/{email}                    historyId, messagesTotal, historyFloor, labels, watches (one per
                                                    project), watch (the latest) [mailbox, history_id]
 POST    /_sim/mailboxes/{email}/labels             {name} → {id, name} (user label "Label_N") [create_label]
+DELETE  /_sim/mailboxes/{email}/labels/{id}        delete a user label; it leaves its messages → {historyIds} [delete_label]
 POST    /_sim/mailboxes/{email}/aliases            {aliases: [...]} → {emailAddress, aliases} [add_aliases]
 POST    /_sim/mailboxes/{email}/messages/seed      {count (≤1,000,000), labelIds? (default INBOX)} → {historyId,
                                                    messagesTotal, historyFloor}: messages that predate any watch, no
@@ -130,8 +156,10 @@ POST    /_sim/mailboxes/{email}/messages/seed      {count (≤1,000,000), labelI
                                                    second) [seed_messages]
 POST    /_sim/mailboxes/{email}/history/expire     {throughHistoryId} → {historyFloor} [expire_history]
 POST    /_sim/messages                             {messages: [{emailAddress, labelIds?, threadId?, subject?, from?, to?,
-                                                   body?, internalDate?, headers?}]} → {messages: [{emailAddress, id,
-                                                   threadId, historyId}]} [insert_message, insert_messages]
+                                                   body?, internalDate?, headers?} or {emailAddress, raw (RFC 822 source,
+                                                   base64url), labelIds?, threadId?, internalDate?}]} → {messages:
+                                                   [{emailAddress, id, threadId, historyId}]} [insert_message,
+                                                   insert_raw_message, insert_messages]
 POST    /_sim/mailboxes/{email}/drafts            {subject?, from?, to?, body?, headers?, threadId?} → {draftId, id, threadId,
                                                    historyId}: a new draft (a message with only DRAFT) [save_draft]
 POST    /_sim/mailboxes/{email}/drafts/{draftId}  same body: its next version, as Gmail autosaves: a new message with
@@ -141,12 +169,19 @@ POST    /_sim/mailboxes/{email}/drafts/{draftId}/send  → {id, threadId, labelI
 POST    /_sim/messages/delete                      {messages: [{emailAddress, id}]} → {historyIds} [delete_message(s)]
 POST    /_sim/messages/modify                      {changes: [{emailAddress, id, addLabelIds, removeLabelIds, oneRecord?}]}
                                                    → {historyIds} [modify_labels, add_labels, remove_labels, modify_labels_bulk]
-POST    /_sim/service-accounts                     {projectId?, name?, scopes?} → service-account JSON key (RSA, token_uri
-                                                   = {url}/token; scopes = what delegation allows) [create_service_account_key]
+POST    /_sim/service-accounts                     {projectId?, name?} → service-account JSON key (RSA, token_uri
+                                                   = {url}/token) [create_service_account_key, which can also grant it]
+POST    /_sim/domains/{domain}/delegations         {clientId, scopes? (default Gmail's four read scopes)}: domain-wide
+                                                   delegation for that domain (replaces the client's grant) [grant_delegation]
+GET     /_sim/domains/{domain}/delegations         {domain, delegations: {clientId: scopes}} [delegations]
+DELETE  /_sim/domains/{domain}/delegations/{id}    take a grant back [revoke_delegation]
 POST    /_sim/oauth-clients                        {projectId?} → {clientId, clientSecret, tokenUri} [create_oauth_client]
+POST    /_sim/oauth-clients/{clientId}/delete      {restore?}: delete (or restore) the client [delete_oauth_client]
 POST    /_sim/refresh-tokens                       {clientId, emailAddress, scopes?} → {refreshToken} [issue_refresh_token]
 POST    /_sim/users/{email}/revoke | /restore      revoke / restore every credential of a user [revoke_user, restore_user]
-POST    /_sim/users/{email}/refusals               {kind}: a permanent refusal for the user (see above) [refuse_user]
+POST    /_sim/users/{email}/refusals               {kind}: a permanent refusal for the user (see above; token kinds
+                                                   clockSkew, unauthorizedClient, adminPolicyEnforced,
+                                                   policyEnforced) [refuse_user]
 DELETE  /_sim/users/{email}/refusals               lift it [lift_refusal]
 GET     /_sim/clock                                {now, nowMs, offsetSeconds} [now]
 POST    /_sim/clock/advance                        {seconds} [advance_clock]
@@ -183,6 +218,8 @@ POST    /_sim/push-subscriptions                   {name, topic, pushConfig: {pu
                                                    Subscription fields; replaces one of the same
                                                    name) [create_push_subscription]
 GET     /_sim/push-subscriptions                   {subscriptions: [...]} [push_subscriptions]
+POST    /_sim/topics/gmail-publisher               {topic, granted}: whether Gmail may publish to the topic [set_gmail_publisher]
+GET     /_sim/topics/gmail-publisher               {unpublishable: [topics]}
 GET     /_sim/oidc                                 {issuer, certsUri, jwksUri} of the push tokens' issuer [oidc]
 ======  =========================================  ==============================================================
 
@@ -200,8 +237,8 @@ are ``pushed``. While push subscriptions exist, ``watch`` needs its topic to hav
 as Gmail needs the topic to exist.
 
 Method names used by counters and fault rules: ``users.getProfile``, ``users.watch``, ``users.stop``,
-``users.history.list``, ``users.messages.list``, ``users.messages.get``, ``users.labels.list``,
-``users.labels.get``.
+``users.history.list``, ``users.messages.list``, ``users.messages.get``,
+``users.messages.attachments.get``, ``users.labels.list``, ``users.labels.get``, ``users.settings.sendAs.list``.
 """
 
 from mailwatch_devstack.gmail_sim.control import SimulatorControl, SimulatorControlError

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, MultiDict
 
+from mailwatch_devstack.gmail_sim import mime
 from mailwatch_devstack.gmail_sim.auth import AccessToken, project_number
 from mailwatch_devstack.gmail_sim.concurrency import BatchSlots
 from mailwatch_devstack.gmail_sim.errors import (
@@ -176,6 +177,11 @@ async def watch(call: Call) -> ApiResponse:
                              "backendError") from None
         if not exists:
             raise GmailError(404, f"Resource not found (resource={topic.rsplit('/', 1)[-1]}).", "notFound")
+    if not state.gmail_may_publish(topic):
+        # Gmail publishes a test message as gmail-api-push@system.gserviceaccount.com, which needs
+        # the publisher role on the topic.
+        raise GmailError(403, f"Error sending test message to Cloud PubSub {topic} : User not authorized to "
+                              "perform this action.", "forbidden")
     registered = state.watch(mailbox, project_id, topic, label_ids, behavior.upper())
     return ApiResponse(200, {"historyId": str(registered.history_id), "expiration": str(registered.expiration_ms)})
 
@@ -284,6 +290,22 @@ def send_as_list(call: Call) -> ApiResponse:
     return ApiResponse(200, {"sendAs": entries})
 
 
+def attachments_get(call: Call) -> ApiResponse:
+    """users.messages.attachments.get: a MessagePartBody with the attachment's bytes (base64url)."""
+    if call.token.metadata_only:  # not among the method's scopes in the discovery document
+        raise insufficient_scopes()
+    message_id, attachment_id = call.path_args
+    if not _MESSAGE_ID.match(message_id):
+        raise bad_request("Invalid id value", "invalidArgument")
+    message = call.state.mailbox(call.user).messages.get(message_id.lower())
+    if message is None:
+        raise not_found()
+    found = message.attachment(attachment_id)
+    if found is None:
+        raise bad_request("Invalid attachment token", "invalidArgument")
+    return ApiResponse(200, {"attachmentId": attachment_id, "size": found.size, "data": mime.b64url(found.data)})
+
+
 def labels_list(call: Call) -> ApiResponse:
     return ApiResponse(200, {"labels": call.state.mailbox(call.user).labels_json()})
 
@@ -306,6 +328,8 @@ ROUTES = [
      frozenset({"labelIds", "includeSpamTrash", "maxResults", "pageToken", "q"})),
     ("GET", re.compile(_USER + r"/messages/([^/]+)$"), "users.messages.get", messages_get,
      frozenset({"format", "metadataHeaders"})),
+    ("GET", re.compile(_USER + r"/messages/([^/]+)/attachments/([^/]+)$"), "users.messages.attachments.get",
+     attachments_get, frozenset()),
     ("GET", re.compile(_USER + r"/labels$"), "users.labels.list", labels_list, frozenset()),
     ("GET", re.compile(_USER + r"/settings/sendAs$"), "users.settings.sendAs.list", send_as_list, frozenset()),
     ("GET", re.compile(_USER + r"/labels/([^/]+)$"), "users.labels.get", labels_get, frozenset()),

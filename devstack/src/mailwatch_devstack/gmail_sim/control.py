@@ -7,6 +7,7 @@ HTTP status and the Gmail-shaped error body.
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -138,6 +139,10 @@ class SimulatorControl:
     def create_label(self, email: str, name: str) -> str:
         return self._call("POST", f"/_sim/mailboxes/{_e(email)}/labels", {"name": name})["id"]
 
+    def delete_label(self, email: str, label_id: str) -> list[int]:
+        """Delete a user label (it leaves every message that had it); the history ids of those changes."""
+        return self._call("DELETE", f"/_sim/mailboxes/{_e(email)}/labels/{_e(label_id)}")["historyIds"]
+
     def insert_message(self, email: str, *, label_ids: list[str] | None = None, thread_id: str | None = None,
                        subject: str | None = "Hello", sender: str | None = "sender@example.com",
                        to: str | None = None, body: str = "Hello from the Gmail simulator.",
@@ -149,9 +154,20 @@ class SimulatorControl:
             item.pop("labelIds")
         return self.insert_messages([item])[0]
 
+    def insert_raw_message(self, email: str, source: bytes, *, label_ids: list[str] | None = None,
+                           thread_id: str | None = None, internal_date: int | None = None) -> dict:
+        """Insert a message from its RFC 822 source (multipart, attachments and all): format=full shows
+        its MIME tree, attachments.get serves its attachments, format=raw returns `source` as it is."""
+        item: dict = {"emailAddress": email, "raw": base64.urlsafe_b64encode(source).decode("ascii"),
+                      "threadId": thread_id, "internalDate": internal_date}
+        if label_ids is not None:
+            item["labelIds"] = list(label_ids)
+        return self.insert_messages([item])[0]
+
     def insert_messages(self, messages: list[dict]) -> list[dict]:
         """Bulk insert; each item: emailAddress, and optionally labelIds, threadId, subject, from, to,
-        body, internalDate (ms), headers ([[name, value], ...])."""
+        body, internalDate (ms), headers ([[name, value], ...]) — or, instead of the fields, raw
+        (the RFC 822 source, base64url)."""
         return self._call("POST", "/_sim/messages", {"messages": messages})["messages"]
 
     def save_draft(self, email: str, *, draft_id: str | None = None, subject: str | None = "Draft",
@@ -332,6 +348,11 @@ class SimulatorControl:
         if message_retention_duration is not None:
             body["messageRetentionDuration"] = message_retention_duration
         return self._call("POST", "/_sim/push-subscriptions", body)
+
+    def set_gmail_publisher(self, topic: str, *, granted: bool) -> None:
+        """Whether the topic lets gmail-api-push@system.gserviceaccount.com publish (default: yes, as
+        after `mailwatch pubsub ensure`); without it users.watch on the topic is refused 403."""
+        self._call("POST", "/_sim/topics/gmail-publisher", {"topic": topic, "granted": granted})
 
     def push_subscriptions(self) -> list[dict]:
         return self._call("GET", "/_sim/push-subscriptions")["subscriptions"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -14,6 +16,7 @@ from mailwatch_devstack.gmail_sim.push import PushSubscription
 from mailwatch_devstack.gmail_sim.state import SimState
 
 STATE_KEY = web.AppKey("gmail_sim_state", SimState)
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
 
 class ControlError(GmailError):
@@ -184,6 +187,18 @@ async def create_label(request):
     return _json({"id": label_id, "name": name})
 
 
+async def delete_label(request):
+    state = _state(request)
+    with state.lock:
+        mailbox = _mailbox(state, _email_arg(request))
+        try:
+            records = mailbox.delete_label(unquote(request.match_info["label_id"]), now=state.clock.now())
+        except UnknownLabel as exc:
+            raise ControlError(f"no user label {exc.args[0]} in {mailbox.email}", 404) from None
+        state.changed(mailbox, records)
+        return _json({"historyIds": [record.id for record in records]})
+
+
 def _headers(item: dict) -> list[tuple[str, str]]:
     headers = []
     for key, name in (("from", "From"), ("to", "To"), ("subject", "Subject")):
@@ -217,13 +232,35 @@ async def _each_item(request, key: str, apply) -> list:
     return out
 
 
+_FIELD_KEYS = ("from", "to", "subject", "headers", "body")
+
+
+def _source(item: dict) -> bytes | None:
+    """The RFC 822 source of a raw insert (`raw`, base64url as in Gmail's Message.raw), or None."""
+    raw = item.get("raw")
+    if raw is None:
+        return None
+    if any(item.get(key) not in (None, "", []) for key in _FIELD_KEYS):
+        raise ControlError("'raw' carries the whole message: leave out " + ", ".join(_FIELD_KEYS))
+    try:
+        source = base64.urlsafe_b64decode(str(raw) + "=" * (-len(str(raw)) % 4))
+    except (ValueError, TypeError):
+        raise ControlError("'raw' must be the message's RFC 822 source, base64url-encoded") from None
+    if not source.strip():
+        raise ControlError("'raw' is empty")
+    return source
+
+
 def _insert(state, mailbox, item: dict, now) -> dict:
     labels = item.get("labelIds")
+    source = _source(item)
     message, record = mailbox.insert_message(
         now=now, label_ids=list(labels) if labels is not None else ["INBOX", "UNREAD"],
-        thread_id=item.get("threadId"), headers=_headers(item), body=str(item.get("body", "")),
+        thread_id=item.get("threadId"), headers=_headers(item) if source is None else None,
+        body=str(item.get("body", "")),
         internal_date=int(item["internalDate"]) if item.get("internalDate") is not None else None,
         visible_after=state.message_visibility_delay,
+        source=source,
     )
     state.changed(mailbox, [record])
     return {"emailAddress": mailbox.email, "id": message.id, "threadId": message.thread_id,
@@ -556,6 +593,21 @@ async def create_push_subscription(request):
     return _json(subscription.to_json())
 
 
+async def set_gmail_publisher(request):
+    data = await _body(request)
+    topic, granted = data.get("topic"), data.get("granted")
+    if not isinstance(topic, str) or not _TOPIC.match(topic):
+        raise ControlError("'topic' must be projects/<project>/topics/<topic>")
+    if not isinstance(granted, bool):
+        raise ControlError("'granted' must be true or false")
+    _state(request).set_gmail_publisher(topic, granted)
+    return _json({"topic": topic, "granted": granted})
+
+
+async def list_gmail_publishers(request):
+    return _json({"unpublishable": sorted(_state(request).unpublishable_topics)})
+
+
 async def list_push_subscriptions(request):
     return _json({"subscriptions": [s.to_json() for s in _state(request).push_subscriptions.all()]})
 
@@ -574,6 +626,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/mailboxes", create_mailboxes)
     r.add_get("/_sim/mailboxes/{email}", get_mailbox)
     r.add_post("/_sim/mailboxes/{email}/labels", create_label)
+    r.add_delete("/_sim/mailboxes/{email}/labels/{label_id}", delete_label)
     r.add_post("/_sim/mailboxes/{email}/aliases", add_aliases)
     r.add_post("/_sim/mailboxes/{email}/messages/seed", seed_messages)
     r.add_post("/_sim/mailboxes/{email}/history/expire", expire_history)
@@ -613,4 +666,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/counters/reset", reset_counters)
     r.add_post("/_sim/push-subscriptions", create_push_subscription)
     r.add_get("/_sim/push-subscriptions", list_push_subscriptions)
+    r.add_post("/_sim/topics/gmail-publisher", set_gmail_publisher)
+    r.add_get("/_sim/topics/gmail-publisher", list_gmail_publishers)
     r.add_get("/_sim/oidc", oidc_issuer)

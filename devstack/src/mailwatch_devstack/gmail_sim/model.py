@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timezone
 
+from mailwatch_devstack.gmail_sim import mime
 from mailwatch_devstack.gmail_sim.history import (
     LABEL_ADDED,
     LABEL_REMOVED,
@@ -56,14 +57,20 @@ class Message:
     headers: list[tuple[str, str]]
     body: str
     visible_at: float = 0.0  # simulated time from which messages.get finds it (history lists it at once)
+    # The RFC 822 source (base64) of a message inserted raw; "" for one made from fields
+    # (headers + a text body), whose source is made on demand.
+    source: str = ""
 
     @property
     def snippet(self) -> str:
         return " ".join(self.body.split())[:200]
 
     def all_headers(self) -> list[tuple[str, str]]:
-        """The stored headers plus Date and Message-ID when the inserter gave none (made on demand)."""
+        """The stored headers plus Date and Message-ID when the inserter gave none (made on demand);
+        a raw message's headers are its source's, as they are."""
         headers = list(self.headers)
+        if self.source:
+            return headers
         names = {name.lower() for name, _ in headers}
         if "date" not in names:
             date = datetime.fromtimestamp(self.internal_date / 1000, tz=timezone.utc)
@@ -73,8 +80,19 @@ class Message:
         return headers
 
     def raw(self) -> bytes:
+        if self.source:
+            return base64.b64decode(self.source)
         head = "".join(f"{name}: {value}\r\n" for name, value in self.all_headers())
         return (head + "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + self.body).encode("utf-8")
+
+    @property
+    def mime_type(self) -> str:
+        content_type = next((value for name, value in self.headers if name.lower() == "content-type"), "")
+        return content_type.split(";")[0].strip().lower() or "text/plain"
+
+    def attachment(self, attachment_id: str) -> mime.Attachment | None:
+        """One of the message's attachments by its id (MessagePartBody.attachmentId), or None."""
+        return mime.attachment(mime.parse(self.raw()), self.id, attachment_id) if self.source else None
 
     def to_json(self, fmt: str = "full", metadata_headers: list[str] | None = None) -> dict:
         raw = self.raw()
@@ -92,11 +110,14 @@ class Message:
         if fmt == "raw":
             out["raw"] = _b64url(raw)
             return out
+        if fmt == "full" and self.source:
+            out["payload"] = mime.message_part(mime.parse(raw), self.id)
+            return out
         headers = self.all_headers()
         if fmt == "metadata" and metadata_headers:
             wanted = {name.lower() for name in metadata_headers}
             headers = [h for h in headers if h[0].lower() in wanted]
-        payload: dict = {"mimeType": "text/plain", "headers": [{"name": n, "value": v} for n, v in headers]}
+        payload: dict = {"mimeType": self.mime_type, "headers": [{"name": n, "value": v} for n, v in headers]}
         if fmt == "full":
             body = self.body.encode("utf-8")
             payload = {"partId": "", "mimeType": "text/plain", "filename": "", "headers": payload["headers"],
@@ -165,6 +186,15 @@ class Mailbox:
         self.user_labels[label_id] = name
         return label_id
 
+    def delete_label(self, label_id: str, *, now: float) -> list[HistoryRecord]:
+        """Delete a user label: it leaves every message that had it (a labelsRemoved record each)."""
+        if label_id not in self.user_labels:
+            raise UnknownLabel(label_id)
+        records = [record for message in list(self.messages.values()) if label_id in message.label_ids
+                   for record in self.modify_labels(message.id, now=now, remove=[label_id])]
+        del self.user_labels[label_id]
+        return records
+
     def labels_json(self) -> list[dict]:
         out = [{"id": l, "name": l, "type": "system"} for l in SYSTEM_LABELS]
         out += [{"id": i, "name": n, "type": "user", "messageListVisibility": "show",
@@ -191,8 +221,13 @@ class Mailbox:
         self, *, now: float, label_ids: list[str], thread_id: str | None = None,
         headers: list[tuple[str, str]] | None = None, body: str = "", internal_date: int | None = None,
         visible_after: float = 0.0,
+        source: bytes | None = None,
     ) -> tuple[Message, HistoryRecord]:
-        """`visible_after`: seconds during which messages.get does not find it yet."""
+        """A new message from fields (`headers`, a text `body`) or from its RFC 822 `source`;
+        `visible_after`: seconds during which messages.get does not find it yet."""
+        if source is not None:
+            root = mime.parse(source)
+            headers, body = mime.headers(root), mime.text(root)
         labels = list(dict.fromkeys(label_ids))
         self.check_labels(labels)
         message_id = self._new_message_id()
@@ -201,7 +236,8 @@ class Mailbox:
         message = Message(id=message_id, thread_id=thread, label_ids=labels,
                           internal_date=internal_date if internal_date is not None else int(now * 1000),
                           history_id=hid, headers=list(headers or ()), body=body,
-                          visible_at=now + visible_after if visible_after else 0.0)
+                          visible_at=now + visible_after if visible_after else 0.0,
+                          source=base64.b64encode(source).decode("ascii") if source is not None else "")
         self.messages[message_id] = message
         self.thread_sizes[thread] = self.thread_sizes.get(thread, 0) + 1
         record = HistoryRecord(hid, now, MESSAGE_ADDED, message_id, thread, tuple(labels))

@@ -17,6 +17,7 @@ QUOTA_UNITS = {
     "users.history.list": 2,
     "users.messages.list": 5,
     "users.messages.get": 5,
+    "users.messages.attachments.get": 5,
     "users.labels.list": 1,
     "users.labels.get": 1,
     "users.settings.sendAs.list": 1,

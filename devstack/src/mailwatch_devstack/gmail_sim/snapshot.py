@@ -66,6 +66,7 @@ def dump(state: SimState) -> dict:
                                 for (domain, client_id), scopes in auth._delegations.items()],
             },
             "pushSubscriptions": [subscription.to_json() for subscription in state.push_subscriptions.all()],
+            "unpublishableTopics": sorted(state.unpublishable_topics),
         }
 
 
@@ -116,6 +117,7 @@ def load(state: SimState, snapshot: dict) -> None:
             auth.grant_delegation(item["domain"], item["clientId"], item["scopes"])
         for item in snapshot["pushSubscriptions"]:
             state.push_subscriptions.put(PushSubscription.from_json(item))
+        state.unpublishable_topics.update(snapshot.get("unpublishableTopics", ()))
 
 
 def _load_mailbox(item: dict, state: SimState) -> Mailbox:

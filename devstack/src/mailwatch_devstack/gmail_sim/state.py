@@ -48,6 +48,9 @@ class SimState:
         self.refusals = Refusals()
         self.aliases: dict[str, str] = {}  # alias (lower-cased) -> canonical address (lower-cased)
         self.watch_refusals: set[str] = set()  # mailboxes (lower-cased) whose users.watch fails (500)
+        # Topics whose IAM policy does not let gmail-api-push@system.gserviceaccount.com publish
+        # (the emulator has no IAM: a topic allows Gmail unless told otherwise here).
+        self.unpublishable_topics: set[str] = set()
         self.auth = TokenAuthority(self.clock, self.canonical, refusals=self.refusals)
         self.faults = FaultInjector()
         self.latency = LatencyInjector()
@@ -91,6 +94,7 @@ class SimState:
             self.mailboxes.clear()
             self.aliases.clear()
             self.watch_refusals.clear()
+            self.unpublishable_topics.clear()
             self.latency.clear()
             self.clock.reset()
             self.auth.reset()
@@ -217,6 +221,15 @@ class SimState:
 
     def aliases_of(self, mailbox: Mailbox) -> list[str]:
         return sorted(a for a, owner in self.aliases.items() if owner == mailbox.email.lower())
+
+    def set_gmail_publisher(self, topic: str, granted: bool) -> None:
+        """Grant (or take away) Gmail's publisher role on a topic: users.watch on it is refused without."""
+        with self.lock:
+            (self.unpublishable_topics.discard if granted else self.unpublishable_topics.add)(topic)
+
+    def gmail_may_publish(self, topic: str) -> bool:
+        with self.lock:
+            return topic not in self.unpublishable_topics
 
     def prune_history(self, mailbox: Mailbox) -> None:
         if self.history_retention is not None:
