@@ -9,7 +9,7 @@ Queries return `mailwatch.domain.models` dataclasses, never ORM rows, and raise
 in its transaction; the verbs the rest of the service calls take the `Sessions`
 handle (`db.Sessions`) and choose their own mode (`db.transaction`: a unit of
 work; `db.autocommit`: one statement; `db.reading`: reads). Nothing outside
-`store/` opens a session (tests/unit/layers/test_store_owns_transactions.py).
+`store/` opens a session (tests/unit/layers/test_layers_store_owns_transactions.py).
 """
 
 from mailwatch.store.db import create_engine, ensure_migrated, session_factory

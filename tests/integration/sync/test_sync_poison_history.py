@@ -11,7 +11,7 @@ else (Gmail over HTTP, Postgres, the store's failure count) is real.
 
 (The poison these tests once used, a Subject header carrying NUL on a metadata mailbox,
 was a real bug of that kind; it is fixed, Gmail's text being made storable, and
-tests/integration/sync/test_message_metadata.py shows such a message delivered.)
+tests/integration/sync/test_sync_message_metadata.py shows such a message delivered.)
 
 A worker lost on a page needs no injected bug: a slow Gmail call and a cancelled task.
 """

@@ -12,14 +12,14 @@ import pytest
 
 from mailwatch.database_url import libpq_url
 from mailwatch_devstack.postgres import embedded_bindir, server_major_version
-from tests.integration.api.test_stream_rpc import (  # noqa: F401 - collected here
+from tests.integration.api.test_api_stream_rpc import (  # noqa: F401 - collected here
     test_resume_from_a_cursor_continues_exactly_after_it,
 )
-from tests.integration.workers.test_sync_pipeline import (  # noqa: F401 - collected here
+from tests.integration.workers.test_worker_sync_pipeline import (  # noqa: F401 - collected here
     test_changes_reach_the_stream_in_history_order,
     test_expired_history_triggers_a_full_resync,
 )
-from tests.integration.api.test_register import (  # noqa: F401 - collected here
+from tests.integration.api.test_api_register import (  # noqa: F401 - collected here
     test_register_is_idempotent_and_rewatches_only_on_change,
     test_register_with_service_account_watches_and_stores,
 )

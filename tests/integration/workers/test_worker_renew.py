@@ -1,6 +1,6 @@
 """RenewWorker against real Postgres, with a scripted Gmail and a clock the test moves.
 
-The simulator-backed tests (test_renewal_pipeline.py) show the whole service
+The simulator-backed tests (test_worker_renewal_pipeline.py) show the whole service
 doing this; these pin the worker's decisions one by one.
 """
 

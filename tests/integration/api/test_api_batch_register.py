@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.rpc import ACTIVE, STOPPED, error_details, status_detail, tenant_topic
-from tests.integration.api.test_google_settings import set_sa_settings
+from tests.integration.api.test_api_google_settings import set_sa_settings
 
 pytestmark = pytest.mark.integration
 
