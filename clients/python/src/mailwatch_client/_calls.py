@@ -12,7 +12,8 @@ The request builder is a plain function whose signature and docstring are the
 client method's (less `self` and the `timeout`, `metadata` and `retry` every
 method takes); `install` puts one method per entry on a client class, made
 by that twin's own `unary` / `pages` factories (blocking or asyncio). A new
-RPC is therefore one entry here. `stream_changes`, the resuming change
+RPC is therefore one entry here; scripts/gen_client_stubs.py then rewrites the
+twins' type stubs (_client.pyi, _async_client.pyi) from the same table. `stream_changes`, the resuming change
 stream, is the one call not in the table: it is a long-lived iterator, not a
 call with a result (see `_core.ClientCore.stream_changes`).
 """
