@@ -3,22 +3,15 @@ scripts/gen_config_docs.py writes from the settings' descriptions now."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 from mailwatch.config import ENV_SETTINGS
+from tests.fixtures.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_config_docs", ROOT / "scripts" / "gen_config_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_config_docs", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_config_docs")
 
 
 def test_the_configuration_page_is_current():

@@ -12,22 +12,17 @@ does not fail the test while any real difference does; the committed
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from tests.fixtures.generated_code import explain, stale_files
+from tests.fixtures.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "service" / "mailwatch" / "v1"
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_protos", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_protos")
 
 
 def test_generated_code_is_current(tmp_path):

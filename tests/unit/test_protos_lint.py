@@ -9,25 +9,20 @@ to lint and are excluded. buf comes from npm at the version package-lock.json pi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.fixtures.buf import buf_executable
+from tests.fixtures.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 
 
 def _gen_protos():
-    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_protos", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_protos")
 
 
 def buf_lint(proto_root: Path, scratch: Path) -> tuple[int, list[dict]]:

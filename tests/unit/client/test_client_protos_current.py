@@ -8,22 +8,19 @@ copy's test, tests/unit/test_protos_current.py).
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.fixtures.generated_code import explain, stale_files
+from tests.fixtures.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "clients" / "python" / "src" / "mailwatch_client" / "_proto" / "v1"
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_protos_for_client", ROOT / "scripts" / "gen_protos.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_protos", "gen_protos_for_client")
 
 
 def test_client_generated_code_is_current(tmp_path):

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
-from pathlib import Path
 
 from mailwatch_client._calls import CALLS
+from tests.fixtures.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_client_stubs", ROOT / "scripts" / "gen_client_stubs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_client_stubs", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_client_stubs")
 
 
 def test_the_stubs_are_current_and_declare_every_call():
