@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import ConfigError, Settings
@@ -23,7 +22,7 @@ from mailwatch.ingest.pull import PullIngestor
 from mailwatch.ingest.sources import TenantPushAudiences, configured_subscriptions
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.secrets import SecretBox
-from mailwatch.store.db import create_engine, ensure_migrated, session_factory
+from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.workers.sync import SyncWorker
@@ -37,8 +36,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class App:
     settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    engine: Engine
+    sessions: Sessions
     secret_box: SecretBox
     gmail: GmailClient
     clock: Clock

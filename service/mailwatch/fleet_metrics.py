@@ -15,10 +15,10 @@ import logging
 import time
 
 from prometheus_client import Gauge
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
-from mailwatch.store.fleet import fleet_summary
+from mailwatch.store.db import Sessions
+from mailwatch.store import fleet
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ REFRESH_FAILURES = Gauge(
 class FleetMetrics:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Sessions,
         clock: Clock,
         *,
         min_interval: float = 10.0,
@@ -63,9 +63,8 @@ class FleetMetrics:
                 # Bounded: Prometheus gives up on a scrape after ~10 s, and the
                 # process's own counters must still be served when Postgres hangs.
                 async with asyncio.timeout(self.query_timeout):
-                    async with self.sessions() as session:
-                        now = self.clock.now()
-                        summary = await fleet_summary(session, now)
+                    now = self.clock.now()
+                    summary = await fleet.summary(self.sessions, now)
             except Exception:
                 # A scrape must still answer (the process counters matter most
                 # when the database is in trouble); the stale flag says so.

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
 from mailwatch.config import HttpSettings, PushSettings
 from mailwatch.fleet_metrics import FleetMetrics
 from mailwatch.ingest.push import DEFAULT_PATH, PushAuth, create_push_app
+from mailwatch.store.db import Sessions
 
 
 FLEET_METRICS = web.AppKey("fleet_metrics", FleetMetrics)
@@ -33,7 +33,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def create_http_app(
     push: PushSettings,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     clock: Clock,
     on_marked_due: Callable[[], None] | None = None,
     tenant_audiences=None,

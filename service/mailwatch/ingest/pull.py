@@ -61,7 +61,6 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from google.api_core import exceptions as google_exceptions
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import IngestSettings
@@ -69,6 +68,7 @@ from mailwatch.ingest import metrics
 from mailwatch.ingest.decode import MAX_DATA_BYTES, attributes_of
 from mailwatch.ingest.record import IngestStats, Received, record_batch
 from mailwatch.ingest.sources import DEPLOYMENT, SubscriptionHealth
+from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class PullIngestor:
 
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        sessionmaker: Sessions,
         subscriptions: Sequence[str],
         *,
         enabled: bool = True,
@@ -145,7 +145,7 @@ class PullIngestor:
 
     @classmethod
     def from_settings(
-        cls, settings: IngestSettings, sessionmaker: async_sessionmaker[AsyncSession], subscriptions: Sequence[str],
+        cls, settings: IngestSettings, sessionmaker: Sessions, subscriptions: Sequence[str],
         **wiring,
     ) -> "PullIngestor":
         """Built from its settings section; `wiring` is the rest (clock, on_marked_due, sources)."""

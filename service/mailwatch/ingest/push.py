@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from aiohttp import web
 from google.auth import exceptions as google_auth_exceptions
 from google.auth import transport
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
 from mailwatch.ingest import metrics
@@ -50,6 +49,7 @@ from mailwatch.ingest.decode import (
     truncate,
 )
 from mailwatch.ingest.record import IngestStats, Received, record_batch
+from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _bearer(header: str | None) -> str | None:
 
 
 def create_push_app(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: Sessions,
     *,
     auth: PushAuth | None = None,
     path: str = DEFAULT_PATH,

@@ -2,8 +2,7 @@
 
 Shared by pull and push: decode every message, collapse valid notifications
 to the highest history id per address, then in ONE transaction record them
-(`store.notifications.record_notification_batch`) and keep the malformed ones
-(`store.notifications.insert_malformed`). Only after that commit may the
+and keep the malformed ones (`store.notifications.write_batch`). Only after that commit may the
 caller acknowledge; if it raises, nothing may be acknowledged.
 """
 
@@ -13,8 +12,6 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.ingest import metrics
 from mailwatch.ingest.decode import (
@@ -26,7 +23,8 @@ from mailwatch.ingest.decode import (
     truncate,
 )
 from mailwatch.clock import Clock, SystemClock
-from mailwatch.store.notifications import MalformedKept, MalformedRecord, insert_malformed, record_notification_batch
+from mailwatch.store.db import Sessions
+from mailwatch.store.notifications import MalformedRecord, write_batch
 
 
 _SYSTEM_CLOCK = SystemClock()
@@ -105,7 +103,7 @@ def classify(messages: Sequence[Received], source: str) -> tuple[list[Notificati
 
 
 async def record_batch(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     messages: Sequence[Received],
     *,
     source: str,
@@ -127,23 +125,9 @@ async def record_batch(
     latest = collapse(n for n in decoded if n is not None)
     now = (clock or _SYSTEM_CLOCK).now()
 
-    async def write():
-        async with sessionmaker() as session:
-            if not malformed:
-                # One statement, run in autocommit: it is its own transaction, so the
-                # mailbox rows it locks are released the moment it completes rather than
-                # a COMMIT round trip later (batches naming the same mailboxes, and the
-                # syncs they start, queue on those locks), and BEGIN/COMMIT cost no
-                # round trips. Committed when it returns, as before.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                return await record_notification_batch(session, latest, now=now), MalformedKept()
-            async with session.begin():
-                outcomes = await record_notification_batch(session, latest, now=now)
-                kept = await insert_malformed(session, malformed)
-            return outcomes, kept
-
     started = time.perf_counter()
-    outcomes, kept = await asyncio.wait_for(write(), timeout) if timeout else await write()
+    write = write_batch(sessions, latest, malformed, now=now)
+    outcomes, kept = await asyncio.wait_for(write, timeout) if timeout else await write
     metrics.BATCH_SECONDS.labels(source_label).observe(time.perf_counter() - started)
 
     accepted = unknown = inactive = 0

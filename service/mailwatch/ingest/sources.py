@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 
 from prometheus_client import Gauge
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock
 from mailwatch.store import google_settings
+from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,10 @@ _ERROR_TEXT_LIMIT = 500
 
 
 async def configured_subscriptions(
-    sessionmaker: async_sessionmaker[AsyncSession], deployment: Sequence[str]
+    sessions: Sessions, deployment: Sequence[str]
 ) -> dict[str, str]:
     """subscription path -> owner: the deployment's, then each tenant's."""
-    async with sessionmaker() as session:
-        sources = await google_settings.pubsub_sources(session)
+    sources = await google_settings.sources(sessions)
     owners = {path: DEPLOYMENT for path in deployment}
     for tenant_id, path in sources.subscriptions.items():
         owners.setdefault(path, str(tenant_id))
@@ -58,8 +57,8 @@ def describe(error: BaseException) -> str:
 class SubscriptionHealth:
     """Records pull outcomes per subscription (database + gauge), cheaply when nothing changes."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], clock: Clock) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, sessions: Sessions, clock: Clock) -> None:
+        self._sessions = sessions
         self._clock = clock
         self._owners: dict[str, str] = {}
         self._written: dict[str, tuple[bool, float]] = {}  # subscription -> (ok, monotonic time written)
@@ -81,10 +80,9 @@ class SubscriptionHealth:
         if ok and last is not None and last[0] and now - last[1] < _OK_REFRESH_SECONDS:
             return
         try:
-            async with self._sessionmaker() as session, session.begin():
-                await google_settings.record_pull(
-                    session, subscription, error=None if ok else describe(error), now=self._clock.now()
-                )
+            await google_settings.record_pull_outcome(
+                self._sessions, subscription, error=None if ok else describe(error), now=self._clock.now()
+            )
         except Exception as exc:  # noqa: BLE001 - status is best effort; pulling goes on
             log.warning("could not record subscription status", extra={"subscription": subscription,
                                                                         "error": repr(exc)})
@@ -96,8 +94,8 @@ class TenantPushAudiences:
     """The push audiences of tenants' Google settings (audience -> projects), for the push
     endpoint's token check: read synchronously there, refreshed from the database here."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
         self._current: dict[str, frozenset[str]] = {}
 
     def __call__(self) -> dict[str, frozenset[str]]:
@@ -105,8 +103,7 @@ class TenantPushAudiences:
 
     async def refresh(self) -> None:
         try:
-            async with self._sessionmaker() as session:
-                sources = await google_settings.pubsub_sources(session)
+            sources = await google_settings.sources(self._sessions)
         except Exception as exc:  # noqa: BLE001 - keep the last known audiences
             log.warning("could not read tenants' push audiences", extra={"error": repr(exc)})
             return

@@ -28,7 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import ChangeEvent, EventType, MessageMetadata, NewEvent
+from mailwatch.store.db import Sessions, reading, transaction
+from mailwatch.store.mailboxes import get_mailbox
 from mailwatch.store.models import change_events, tenants
+from mailwatch.store.tenants import get_tenant
 
 CHANGES_CHANNEL = "mailwatch_changes"
 
@@ -390,3 +393,25 @@ async def prune_events(session: AsyncSession, older_than: datetime, *, limit: in
         raise ValueError("limit must be positive")
     row = (await session.execute(_PRUNE, {"older_than": older_than, "limit": limit})).one()
     return int(row.deleted)
+
+
+async def prune_chunk(sessions: Sessions, older_than: datetime, *, limit: int) -> int:
+    """`prune_events` as its own transaction: one chunk."""
+    async with transaction(sessions) as session:
+        return await prune_events(session, older_than, limit=limit)
+
+
+async def scan(sessions: Sessions, tenant_id: uuid.UUID, after_sequence: int, **options) -> ScannedEvents:
+    """`scan_events` (same options) in a session of its own: a stream's read."""
+    async with reading(sessions) as session:
+        return await scan_events(session, tenant_id, after_sequence, **options)
+
+
+async def stream_bounds(sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Iterable[uuid.UUID]) -> tuple[int, int]:
+    """(pruned watermark, latest sequence) of the tenant's log, for a stream about to
+    start; NotFound when one of `mailbox_ids` is not the tenant's."""
+    async with reading(sessions) as session:
+        for mailbox_id in mailbox_ids:
+            await get_mailbox(session, tenant_id, mailbox_id)  # NotFound if not ours
+        tenant = await get_tenant(session, tenant_id)
+        return tenant.pruned_through_sequence, await latest_sequence(session, tenant_id)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import MailboxState
+from mailwatch.store.db import Sessions, transaction
 from mailwatch.store.models import mailboxes
 
 ERROR_TEXT_LIMIT = 500
@@ -99,3 +100,9 @@ async def mark_quiet_mailboxes_due(session: AsyncSession, *, now: datetime, quie
         update(mailboxes).where(mailboxes.c.id == claimed_ids(quiet)).values(sync_due_at=now)
     )
     return result.rowcount
+
+
+async def mark_quiet_due(sessions: Sessions, *, now: datetime, quiet_for: timedelta, limit: int) -> int:
+    """`mark_quiet_mailboxes_due` as its own transaction."""
+    async with transaction(sessions) as session:
+        return await mark_quiet_mailboxes_due(session, now=now, quiet_for=quiet_for, limit=limit)

@@ -50,6 +50,7 @@ def create_engine(
     )
 
 
+Engine = AsyncEngine
 Sessions = async_sessionmaker[AsyncSession]
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import MailboxState
+from mailwatch.store.db import Sessions, reading
 
 # One pass over mailboxes grouped by state; cost grows with the number of
 # mailboxes, which is why callers cache the result between scrapes.
@@ -46,3 +47,9 @@ async def fleet_summary(session: AsyncSession, now: datetime) -> FleetSummary:
                 "soonest_watch_expiration": row.soonest_watch_expiration,
             }
     return FleetSummary(mailboxes_by_state=by_state, **summary)
+
+
+async def summary(sessions: Sessions, now: datetime) -> FleetSummary:
+    """`fleet_summary` in a session of its own."""
+    async with reading(sessions) as session:
+        return await fleet_summary(session, now)

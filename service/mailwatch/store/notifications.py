@@ -3,7 +3,8 @@
 `record_notification_batch` is deliberately cross-tenant: a notification names only
 an email address, and several tenants may watch the same Gmail mailbox. It
 changes scheduling columns only and reports counts per address; it never
-returns mailbox data.
+returns mailbox data. `write_batch` is the verb ingest calls: the batch's
+writes in the mode they need.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain import addresses
+from mailwatch.store.db import Sessions, autocommit, transaction
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, MALFORMED_MAX_PER_SOURCE, malformed_notifications
 
 
@@ -176,6 +178,24 @@ _CAP = text(
 )
 
 
+async def write_batch(
+    sessions: Sessions, latest: Mapping[str, int], malformed: Sequence[MalformedRecord], *, now: datetime
+) -> tuple[dict[str, NotificationOutcome], MalformedKept]:
+    """Record a batch's notifications (`latest`: highest history id per address) and keep
+    its malformed messages, durably: committed when this returns."""
+    if not malformed:
+        # One statement, run in autocommit: it is its own transaction, so the
+        # mailbox rows it locks are released the moment it completes rather than
+        # a COMMIT round trip later (batches naming the same mailboxes, and the
+        # syncs they start, queue on those locks), and BEGIN/COMMIT cost no
+        # round trips.
+        async with autocommit(sessions) as session:
+            return await record_notification_batch(session, latest, now=now), MalformedKept()
+    async with transaction(sessions) as session:
+        outcomes = await record_notification_batch(session, latest, now=now)
+        return outcomes, await insert_malformed(session, malformed)
+
+
 async def prune_malformed(session: AsyncSession, older_than: datetime, *, limit: int) -> int:
     """Delete up to `limit` malformed notifications received before `older_than`; rows deleted."""
     result = await session.execute(_PRUNE_MALFORMED, {"older_than": older_than, "limit": limit})
@@ -193,3 +213,9 @@ _PRUNE_MALFORMED = text(
     )
     """
 )
+
+
+async def prune_malformed_chunk(sessions: Sessions, older_than: datetime, *, limit: int) -> int:
+    """`prune_malformed` as its own transaction: one chunk."""
+    async with transaction(sessions) as session:
+        return await prune_malformed(session, older_than, limit=limit)

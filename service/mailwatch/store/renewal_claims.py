@@ -12,6 +12,10 @@ mailbox can be re-watched while it is being synced.
 The due query is an index scan of `ix_mailboxes_renewal_due` (next_renewal_at
 WHERE state = 'ACTIVE'), and the claimed rows are found again by primary key
 (`claims.claimed_ids`): a tick costs what is due, not what is registered.
+
+Verbs: `claim_renewals` (one statement, autocommit), `watch_group_state`
+(reads), and the outcomes `record_renewal`, `record_renewal_failure`,
+`mark_terminal` (each one transaction: the fenced update and its events).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events
+from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
+from mailwatch.store.watch_groups import GroupMember, freshest_expiration, group_members
 from mailwatch.store.claims import (
     ACTIVE,
     FAILURE_COLUMNS,
@@ -110,28 +116,50 @@ def _fence(claim: ClaimedRenewal):
     )
 
 
-async def _fenced_update(session: AsyncSession, claim: ClaimedRenewal, values: dict, events: Sequence[NewEvent]) -> bool:
-    """Apply `values` if the claim still holds, then append `events` in the same transaction.
+async def claim_renewals(sessions: Sessions, *, now: datetime, lease: timedelta, limit: int) -> list[ClaimedRenewal]:
+    """`claim_due_renewals`, ONE statement, in autocommit: no BEGIN and COMMIT round
+    trips around it, and its row locks end as Postgres finishes it."""
+    async with autocommit(sessions) as session:
+        return await claim_due_renewals(session, now=now, lease=lease, limit=limit)
+
+
+async def watch_group_state(
+    sessions: Sessions, mailbox: Mailbox, project: str, *, deployment_topic: str
+) -> tuple[list[GroupMember], datetime | None]:
+    """The other ACTIVE registrations sharing the mailbox's watch, and the freshest
+    expiration among them (`watch_groups`)."""
+    async with reading(sessions) as session:
+        sharing = await group_members(
+            session, mailbox.email_address, project, deployment_topic=deployment_topic, exclude=mailbox.id)
+        fresh = await freshest_expiration(
+            session, mailbox.email_address, project, deployment_topic=deployment_topic, exclude=mailbox.id)
+    return sharing, fresh
+
+
+async def _fenced_update(sessions: Sessions, claim: ClaimedRenewal, values: dict, events: Sequence[NewEvent]) -> bool:
+    """Apply `values` if the claim still holds, then append `events`: one transaction.
 
     Events without a history id get the mailbox's synced history id as of this
     write (read under the row lock), like other lifecycle events: a stream
     never sees a lifecycle event positioned before changes already delivered.
     """
-    row = (
-        await session.execute(
-            update(mailboxes).where(_fence(claim)).values(**values).returning(mailboxes.c.history_id)
-        )
-    ).one_or_none()
-    if row is None:
-        return False
-    if events:
-        stamped = [e if e.history_id is not None else dataclasses.replace(e, history_id=row.history_id) for e in events]
-        await append_events(session, claim.mailbox.tenant_id, stamped)
+    async with transaction(sessions) as session:
+        row = (
+            await session.execute(
+                update(mailboxes).where(_fence(claim)).values(**values).returning(mailboxes.c.history_id)
+            )
+        ).one_or_none()
+        if row is None:
+            return False
+        if events:
+            stamped = [e if e.history_id is not None else dataclasses.replace(e, history_id=row.history_id)
+                       for e in events]
+            await append_events(session, claim.mailbox.tenant_id, stamped)
     return True
 
 
 async def record_renewal(
-    session: AsyncSession,
+    sessions: Sessions,
     claim: ClaimedRenewal,
     *,
     expiration: datetime,
@@ -153,11 +181,11 @@ async def record_renewal(
         **{column: case((renewal_failed_before, None), else_=mailboxes.c[column]) for column in FAILURE_COLUMNS},
         updated=now,
     )
-    return await _fenced_update(session, claim, values, events)
+    return await _fenced_update(sessions, claim, values, events)
 
 
 async def record_renewal_failure(
-    session: AsyncSession,
+    sessions: Sessions,
     claim: ClaimedRenewal,
     *,
     reason: str,
@@ -185,11 +213,11 @@ async def record_renewal_failure(
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
     if expiring_reported:
         values["watch_expiring_reported"] = claim.mailbox.watch_expiration
-    return await _fenced_update(session, claim, values, events)
+    return await _fenced_update(sessions, claim, values, events)
 
 
 async def mark_terminal(
-    session: AsyncSession,
+    sessions: Sessions,
     claim: ClaimedRenewal,
     *,
     state: MailboxState,
@@ -204,4 +232,4 @@ async def mark_terminal(
     values = terminal_values(state=state, reason=reason, message=message, now=now)
     if expiry_reported:
         values["watch_expiry_reported"] = claim.mailbox.watch_expiration
-    return await _fenced_update(session, claim, values, events)
+    return await _fenced_update(sessions, claim, values, events)

@@ -79,15 +79,13 @@ from datetime import datetime
 from typing import AsyncIterator, Callable
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import StreamSettings
 from mailwatch.domain.errors import CursorExpired, InvalidCursor
 from mailwatch.domain.models import ChangeEvent
 from mailwatch.store import changes as change_log
-from mailwatch.store import mailboxes as mailbox_store
-from mailwatch.store import tenants as tenant_store
+from mailwatch.store.db import Sessions
 from mailwatch.streams.feed import Subscription, TenantFeed
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.streams.query import StartKind, StreamQuery
@@ -179,7 +177,7 @@ class ChangeStreamer:
 
     @classmethod
     def from_settings(
-        cls, settings: StreamSettings, sessions: async_sessionmaker[AsyncSession], notifier: ChangeNotifier | None,
+        cls, settings: StreamSettings, sessions: Sessions, notifier: ChangeNotifier | None,
         *, clock: Clock | None = None,
     ) -> "ChangeStreamer":
         """Built from its settings section (the rest of the constructor's knobs are for tests)."""
@@ -187,7 +185,7 @@ class ChangeStreamer:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Sessions,
         notifier: ChangeNotifier | None,
         *,
         clock: Clock | None = None,
@@ -228,12 +226,8 @@ class ChangeStreamer:
         CursorExpired. `stream` calls it first; call it yourself to fail the RPC
         before sending anything (the errors surface on the first iteration anyway).
         """
-        async with self.sessions() as session:
-            for mailbox_id in query.mailbox_ids:
-                await mailbox_store.get_mailbox(session, tenant_id, mailbox_id)  # NotFound if not ours
-            tenant = await tenant_store.get_tenant(session, tenant_id)
-            latest = await change_log.latest_sequence(session, tenant_id)
-        return resolve_start(query, latest=latest, pruned_through=tenant.pruned_through_sequence)
+        pruned_through, latest = await change_log.stream_bounds(self.sessions, tenant_id, query.mailbox_ids)
+        return resolve_start(query, latest=latest, pruned_through=pruned_through)
 
     async def stream(
         self,
@@ -361,10 +355,9 @@ class ChangeStreamer:
 
     async def _read_all(self, tenant_id: uuid.UUID, position: int) -> change_log.ScannedEvents:
         """One unfiltered read for a feed: every event after `position`, up to feed_read_rows."""
-        async with self.sessions() as session:
-            return await change_log.scan_events(
-                session, tenant_id, position, limit=self.feed_read_rows, scan_limit=self.feed_read_rows
-            )
+        return await change_log.scan(
+            self.sessions, tenant_id, position, limit=self.feed_read_rows, scan_limit=self.feed_read_rows
+        )
 
     def _token(self, tenant_id: uuid.UUID) -> int | None:
         return self.notifier.token(tenant_id) if self.notifier is not None else None
@@ -396,16 +389,15 @@ class ChangeStreamer:
     async def _scan(
         self, tenant_id: uuid.UUID, position: int, query: StreamQuery, stats: StreamStats
     ) -> change_log.ScannedEvents:
-        async with self.sessions() as session:
-            scanned = await change_log.scan_events(
-                session,
-                tenant_id,
-                position,
-                mailbox_ids=query.mailbox_ids,
-                types=query.event_types,
-                limit=query.max_batch_size,
-                scan_limit=max(self.scan_rows, query.max_batch_size) if query.filtered else query.max_batch_size,
-            )
+        scanned = await change_log.scan(
+            self.sessions,
+            tenant_id,
+            position,
+            mailbox_ids=query.mailbox_ids,
+            types=query.event_types,
+            limit=query.max_batch_size,
+            scan_limit=max(self.scan_rows, query.max_batch_size) if query.filtered else query.max_batch_size,
+        )
         STREAM_READS.inc()
         stats.record_read(len(scanned.events))
         if scanned.pruned_through_sequence > position:

@@ -6,9 +6,8 @@ happens. A notification is only a wake-up: streams always re-read the log
 from their own position, and also re-read on a timer, so a notification lost
 while the connection was down costs latency, never data (procrastinate's rule).
 
-The connection is a plain psycopg 3 `AsyncConnection` in autocommit mode, not
-one borrowed from the SQLAlchemy pool: it is held for the life of the process
-and must never be handed to a transaction. If it drops, the notifier reconnects
+The connection is the store's (`store.listen.Listener`: a dedicated one,
+outside the pool, held for the life of the process). If it drops, the notifier reconnects
 with exponential backoff; meanwhile `connected` is False and the streamer polls
 faster. On every (re)connect all waiters are woken, because commits made while
 nobody was listening announced themselves to no one.
@@ -26,12 +25,10 @@ import logging
 import random
 import uuid
 
-import psycopg
 from prometheus_client import Counter, Gauge
-from psycopg import sql
 
-from mailwatch.database_url import libpq_url
 from mailwatch.store.changes import CHANGES_CHANNEL
+from mailwatch.store.listen import Listener
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +51,15 @@ class ChangeNotifier:
         connect_timeout_seconds: float = 10.0,
         application_name: str = "mailwatch-listen",
     ) -> None:
-        self._conninfo = libpq_url(url)
         self.channel = channel
         self.reconnect_min_seconds = reconnect_min_seconds
         self.reconnect_max_seconds = reconnect_max_seconds
         self.health_check_seconds = health_check_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.application_name = application_name
+        self._listener = Listener(url, channel, connect_timeout_seconds=connect_timeout_seconds,
+                                  application_name=application_name)
         self._task: asyncio.Task | None = None
-        self._conn: psycopg.AsyncConnection | None = None
         self._connected = asyncio.Event()
         # Generations: `_counter` counts wake-ups; a tenant's token is the
         # counter value of its latest wake-up (or of the latest wake-all).
@@ -172,18 +169,8 @@ class ChangeNotifier:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _listen(self) -> None:
-        self._conn = await psycopg.AsyncConnection.connect(
-            self._conninfo,
-            autocommit=True,
-            connect_timeout=max(1, int(self.connect_timeout_seconds)),
-            application_name=self.application_name,
-            # Notice a silently dead peer (e.g. a failover) within about a minute.
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
-        await self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        listener = self._listener
+        await listener.open()
         LISTEN_CONNECTS.inc()
         self._failures = 0
         self._set_connected()
@@ -191,10 +178,10 @@ class ChangeNotifier:
         self._wake_all()
         log.info("listening for change notifications on %r", self.channel)
         while True:
-            async for notify in self._conn.notifies(timeout=self.health_check_seconds):
-                self._on_notify(notify.payload)
+            async for payload in listener.payloads(timeout=self.health_check_seconds):
+                self._on_notify(payload)
             # Quiet for a while: prove the connection is alive (raises if not).
-            await self._conn.execute("SELECT 1")
+            await listener.check_alive()
 
     def _on_notify(self, payload: str) -> None:
         NOTIFICATIONS.inc()
@@ -206,9 +193,4 @@ class ChangeNotifier:
         self._wake(tenant_id)
 
     async def _close_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
-                pass
+        await self._listener.close()

@@ -27,11 +27,12 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.gmail.client import GmailClient
 from mailwatch.secrets import SecretBox
+from mailwatch.store.db import Sessions
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.loop import LoopWorker
 
@@ -50,7 +51,7 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Sessions,
         gmail: GmailClient,
         secret_box: SecretBox,
         clock: Clock | None = None,

@@ -10,11 +10,11 @@ import logging
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import PollSettings
 from mailwatch.store import claims
+from mailwatch.store.db import Sessions
 from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class PollWorker(LoopWorker):
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Sessions,
         *,
         settings: PollSettings = PollSettings(),
         clock: Clock | None = None,
@@ -41,10 +41,9 @@ class PollWorker(LoopWorker):
         self.on_due = on_due
 
     async def run_once(self) -> int:
-        async with self.sessions() as session, session.begin():
-            marked = await claims.mark_quiet_mailboxes_due(
-                session, now=self.clock.now(), quiet_for=self.interval, limit=self.batch_size
-            )
+        marked = await claims.mark_quiet_due(
+            self.sessions, now=self.clock.now(), quiet_for=self.interval, limit=self.batch_size
+        )
         if marked and self.on_due:
             self.on_due()
         return marked

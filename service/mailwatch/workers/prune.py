@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import PruneSettings
 from mailwatch.ingest.metrics import MALFORMED_DROPPED
 from mailwatch.store import changes, notifications
+from mailwatch.store.db import Sessions
 from mailwatch.workers.loop import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class PruneWorker(LoopWorker):
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        sessions: Sessions,
         settings: PruneSettings = PruneSettings(),
         clock: Clock | None = None,
         loop_seconds: float = 300.0,
@@ -71,8 +71,7 @@ class PruneWorker(LoopWorker):
         older_than = self.clock.now() - self.retention
         deleted = chunks = 0
         while not self._stopping:
-            async with self.sessions() as session, session.begin():
-                count = await changes.prune_events(session, older_than, limit=self.chunk_size)
+            count = await changes.prune_chunk(self.sessions, older_than, limit=self.chunk_size)
             chunks += 1
             deleted += count
             PRUNED_EVENTS.inc(count)
@@ -94,8 +93,7 @@ class PruneWorker(LoopWorker):
         """Malformed notifications kept for inspection expire like the change log."""
         deleted = 0
         while not self._stopping:
-            async with self.sessions() as session, session.begin():
-                count = await notifications.prune_malformed(session, older_than, limit=self.chunk_size)
+            count = await notifications.prune_malformed_chunk(self.sessions, older_than, limit=self.chunk_size)
             deleted += count
             MALFORMED_DROPPED.labels("expired").inc(count)
             if count < self.chunk_size:

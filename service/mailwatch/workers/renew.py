@@ -32,7 +32,7 @@ from mailwatch.domain.projects import topic_project, union_filter
 from mailwatch.gmail.client import WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import SHARED_WATCH_FRESH, watch_taking_over
-from mailwatch.store import renewal_claims, watch_groups
+from mailwatch.store import renewal_claims
 from mailwatch.store.renewal_claims import ClaimedRenewal
 from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.claiming import ClaimingWorker
@@ -92,13 +92,8 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
             _, project = self._watch_key(mailbox)
-            async with self.sessions() as session:
-                sharing = await watch_groups.group_members(
-                    session, mailbox.email_address, project, deployment_topic=self.topic, exclude=mailbox.id
-                )
-                fresh = await watch_groups.freshest_expiration(
-                    session, mailbox.email_address, project, deployment_topic=self.topic, exclude=mailbox.id
-                )
+            sharing, fresh = await renewal_claims.watch_group_state(
+                self.sessions, mailbox, project, deployment_topic=self.topic)
             if fresh is not None and fresh > self.clock.now() + SHARED_WATCH_FRESH:
                 # Another registration of this address and project renewed the shared watch
                 # within the last day (with a filter covering this one): no second call.
@@ -153,10 +148,9 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
             "watch_history_id": str(watch.history_id),
         }))
         due = next_renewal_at(now, watch.expiration, key=renewal_key(mailbox.tenant_id, mailbox.email_address))
-        async with self.sessions() as session, session.begin():
-            written = await renewal_claims.record_renewal(
-                session, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
-            )
+        written = await renewal_claims.record_renewal(
+            self.sessions, claim, expiration=watch.expiration, next_renewal_at=due, now=now, events=events
+        )
         if written and len(events) > 1:
             WATCHES_EXPIRED.inc()
         return "renewed" if written else "lease_lost"
@@ -175,12 +169,11 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
             retry_at = min(retry_at, expiration)
         events = self._expired_events(claim, now, failure.reason)
         expiring = self._expiring_events(claim, now, failure.reason)
-        async with self.sessions() as session, session.begin():
-            written = await renewal_claims.record_renewal_failure(
-                session, claim, reason=failure.reason, message=failure.message, retry_at=retry_at,
-                gmail_retry_at=failure.gmail_retry_at, now=now, events=events + expiring,
-                expiry_reported=bool(events), expiring_reported=bool(expiring),
-            )
+        written = await renewal_claims.record_renewal_failure(
+            self.sessions, claim, reason=failure.reason, message=failure.message, retry_at=retry_at,
+            gmail_retry_at=failure.gmail_retry_at, now=now, events=events + expiring,
+            expiry_reported=bool(events), expiring_reported=bool(expiring),
+        )
         if written and events:
             WATCHES_EXPIRED.inc()
         return failure.outcome if written else "lease_lost"
@@ -192,11 +185,10 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
             self.gmail.forget(credential, claim.mailbox.tenant_id)
         events = self._expired_events(claim, now, failure.reason)
         events.append(self._event(claim, event_type, failure.detail))
-        async with self.sessions() as session, session.begin():
-            written = await renewal_claims.mark_terminal(
-                session, claim, state=state, reason=failure.reason, message=failure.message, now=now,
-                events=events, expiry_reported=len(events) > 1,
-            )
+        written = await renewal_claims.mark_terminal(
+            self.sessions, claim, state=state, reason=failure.reason, message=failure.message, now=now,
+            events=events, expiry_reported=len(events) > 1,
+        )
         if written and len(events) > 1:
             WATCHES_EXPIRED.inc()
         return failure.outcome if written else "lease_lost"
