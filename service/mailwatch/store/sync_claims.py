@@ -94,6 +94,13 @@ async def claim_due_syncs(
     return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
 
 
+async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[ClaimedMailbox]:
+    """`claim_due_syncs`, ONE statement, in autocommit: no BEGIN and COMMIT round
+    trips around it (two of its four, with the pool's pre-ping)."""
+    async with autocommit(sessions) as session:
+        return await claim_due_syncs(session, owner=owner, now=now, lease=lease, limit=limit)
+
+
 class CatchUp(enum.Enum):
     """How a final page left the mailbox against its highest notified history id."""
 

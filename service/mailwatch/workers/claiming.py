@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.gmail.client import GmailClient
@@ -74,8 +73,8 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         self._slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task] = set()  # started by tick(), not finished yet
 
-    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> Sequence[Claim]:
-        """Claim up to `limit` due mailboxes: ONE statement (the session is in autocommit)."""
+    async def claim(self, now: datetime, limit: int) -> Sequence[Claim]:
+        """Claim up to `limit` due mailboxes: a store verb, ONE statement in autocommit."""
         raise NotImplementedError
 
     async def process(self, claim: Claim) -> str:
@@ -117,11 +116,7 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         return len(claims)
 
     async def _claim(self, limit: int) -> Sequence[Claim]:
-        """A claim is one statement, so it runs in autocommit: no BEGIN and COMMIT
-        round trips around it (two of its four, with the pool's pre-ping)."""
-        async with self.sessions() as session:
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            return await self.claim(session, self.clock.now(), limit)
+        return await self.claim(self.clock.now(), limit)
 
     async def _guarded(self, claim: Claim) -> None:
         async with self._slots:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.config import RenewSettings
 from mailwatch.domain import errors
@@ -68,9 +67,9 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         self.expiring_horizon = timedelta(hours=settings.watch_expiring_hours)
         self.topic = topic
 
-    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> list[ClaimedRenewal]:
+    async def claim(self, now: datetime, limit: int) -> list[ClaimedRenewal]:
         """Claim due renewals: each is due again after the lease unless an outcome is written."""
-        return await renewal_claims.claim_due_renewals(session, now=now, lease=self.lease, limit=limit)
+        return await renewal_claims.claim_renewals(self.sessions, now=now, lease=self.lease, limit=limit)
 
     def to_process(self, claims: Sequence[ClaimedRenewal]) -> list[ClaimedRenewal]:
         # Registrations sharing one Gmail watch (same address and project) are renewed

@@ -15,7 +15,6 @@ import uuid
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.config import SyncSettings
 from mailwatch.store import sync_claims
@@ -61,9 +60,9 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
             catch_up_attempts=catch_up_attempts, poison_after=poison_after,
         )
 
-    async def claim(self, session: AsyncSession, now: datetime, limit: int) -> list[sync_claims.ClaimedMailbox]:
+    async def claim(self, now: datetime, limit: int) -> list[sync_claims.ClaimedMailbox]:
         """Lease due mailboxes to this worker's owner name."""
-        return await sync_claims.claim_due_syncs(session, owner=self.owner, now=now, lease=self.lease, limit=limit)
+        return await sync_claims.claim_syncs(self.sessions, owner=self.owner, now=now, lease=self.lease, limit=limit)
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
         done = asyncio.Event()

@@ -34,7 +34,7 @@ class Listed(ClaimingWorker[str]):
         self.finished: list[str] = []
         self.release: dict[str, asyncio.Event] = {}
 
-    async def claim(self, session, now, limit: int) -> list[str]:
+    async def claim(self, now, limit: int) -> list[str]:
         self.limits.append(limit)
         claimed, self.due = self.due[:limit], self.due[limit:]
         return claimed

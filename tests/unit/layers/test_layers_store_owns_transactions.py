@@ -15,10 +15,6 @@ from pathlib import Path
 
 from tests.unit.layers.test_layers import PACKAGE_ROOT
 
-# Modules whose database access is still being moved into store/ verbs;
-# each entry goes when its module is clean (the next test says when).
-NOT_YET = {"workers/claiming.py", "workers/renew.py", "workers/sync.py"}
-
 _DRIVERS = ("sqlalchemy", "psycopg")
 _TRANSACTION_CALLS = {"begin", "begin_nested", "commit", "rollback", "execution_options"}
 _SESSION_FACTORY = re.compile(r"^_?(sessions|sessionmaker)$")
@@ -85,13 +81,8 @@ def _outside_store() -> dict[str, list[str]]:
 
 
 def test_nothing_outside_store_opens_a_session_or_chooses_a_transaction_mode():
-    offending = {module: found for module, found in _outside_store().items() if found and module not in NOT_YET}
+    offending = {module: found for module, found in _outside_store().items() if found}
     assert not offending, f"database access outside store/ (use a store verb): {offending}"
-
-
-def test_the_allow_list_only_names_modules_that_still_need_it():
-    clean = sorted(module for module, found in _outside_store().items() if module in NOT_YET and not found)
-    assert not clean, f"remove from NOT_YET (they are clean now): {clean}"
 
 
 def test_the_check_sees_each_kind_of_access(tmp_path):
