@@ -138,10 +138,11 @@ class AdminServiceServicer:
 
     def SetTenantGoogleSettings(self, request, context):
         """Sets a tenant's Google settings (replacing earlier ones): default
-        credentials and the Pub/Sub topic + subscription in their project.
-        Mailboxes registered afterwards use them; registered ones keep theirs
-        until registered again. INVALID_ARGUMENT when the topic or subscription
-        is not in the credentials' project.
+        credentials, the Pub/Sub topic in their project and the subscription
+        mailwatch reads it through (in any project: Gmail's rule binds the
+        topic, not the subscription). Mailboxes registered afterwards use them;
+        registered ones keep theirs until registered again. INVALID_ARGUMENT
+        when the topic is not in the credentials' project.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -130,6 +130,28 @@ async def test_settings_whose_topic_is_outside_the_credentials_project_are_refus
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_the_subscription_may_be_in_another_project_than_the_topic(service):
+    """Gmail's rule binds the topic to the credentials' project; the subscription reading it may
+    live anywhere (here the operator's project), as the rpc's documentation says."""
+    tenant_id, _ = await service.new_tenant()
+    key = service.sim.create_service_account_key(project_id="tenant-g-proj")
+    settings = await service.admin.SetTenantGoogleSettings(admin_service_pb2.SetTenantGoogleSettingsRequest(
+        tenant_id=tenant_id, pubsub_topic="projects/tenant-g-proj/topics/gmail",
+        pubsub_subscription=f"projects/{TEST_PROJECT}/subscriptions/tenant-g-reader",
+        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+    ), metadata=OPERATOR)
+    assert (settings.pubsub_topic, settings.pubsub_subscription) == (
+        "projects/tenant-g-proj/topics/gmail", f"projects/{TEST_PROJECT}/subscriptions/tenant-g-reader")
+    # The topic, though, must be the credentials' project's, wherever the subscription is.
+    refused = await _failure(service.admin.SetTenantGoogleSettings(admin_service_pb2.SetTenantGoogleSettingsRequest(
+        tenant_id=tenant_id, pubsub_topic=f"projects/{TEST_PROJECT}/topics/gmail",
+        pubsub_subscription="projects/tenant-g-proj/subscriptions/mailwatch",
+        service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),
+    ), metadata=OPERATOR))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error_details(refused)[1].field_violations] == ["pubsub_topic"]
+
+
 async def test_clear_returns_the_tenant_to_the_deployment_topic(service):
     tenant_id, auth = await service.new_tenant()
     await set_sa_settings(service, tenant_id, "tenant-f-proj", tenant_topic("tenant-f-proj"))
