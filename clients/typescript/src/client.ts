@@ -25,8 +25,10 @@ import { eventTypes, mailboxStates } from "./enums.js";
 import { GrpcStatus, toRpcError } from "./errors.js";
 import {
   type GetMessageRequest,
+  type ListMessagesRequest,
   MailboxServiceClient,
   type MailboxRegistrationResult,
+  type Message,
   MessageFormat,
   type OAuthCredentials,
   type ServiceAccountCredentials,
@@ -97,6 +99,20 @@ export interface ListMailboxesOptions extends CallOptions {
   pageToken?: string;
   /** MailboxState values or names ("ACTIVE"). */
   states?: (MailboxState | string)[];
+}
+
+export interface ListMessagesOptions extends CallOptions {
+  /** Only messages carrying every one of these Gmail label ids. */
+  labelIds?: string[];
+  /** A Gmail search query ("from:bob after:2026/01/01"). */
+  query?: string;
+  /** Also each message's current labels (one more Gmail call per message; pages of at most 100). */
+  includeLabels?: boolean;
+  /** Include SPAM and TRASH. */
+  includeSpamTrash?: boolean;
+  /** 0: 100; at most 500 (100 with includeLabels). */
+  pageSize?: number;
+  pageToken?: string;
 }
 
 export interface Page<T> {
@@ -310,6 +326,34 @@ export class MailwatchClient {
     return this.withRetries(options, true, (metadata, callOptions) =>
       fetchMessage(this.stub.getMessage(request, metadata, callOptions), format),
     );
+  }
+
+  /**
+   * One page of a mailbox's messages from Gmail, newest first (id, thread id, and the labels
+   * with `includeLabels`): to reconcile after an outage or a RESYNC_REQUIRED. Retried on UNAVAILABLE.
+   */
+  async listMessages(mailboxId: string, options: ListMessagesOptions = {}): Promise<Page<Message>> {
+    const request: ListMessagesRequest = {
+      mailboxId,
+      labelIds: options.labelIds ?? [],
+      query: options.query ?? "",
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? "",
+      includeLabels: options.includeLabels ?? false,
+      includeSpamTrash: options.includeSpamTrash ?? false,
+    };
+    const response = await this.unary(this.stub.listMessages, request, options, true);
+    return { items: response.messages, nextPageToken: response.nextPageToken };
+  }
+
+  /** Every message of `listMessages`, fetching pages as needed (`timeoutMs` applies per page). */
+  async *iterMessages(mailboxId: string, options: Omit<ListMessagesOptions, "pageToken"> = {}): AsyncGenerator<Message> {
+    let pageToken = "";
+    do {
+      const page = await this.listMessages(mailboxId, { ...options, pageToken });
+      yield* page.items;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
   }
 
   /** Appends a TEST event to the tenant's change log (for one mailbox, or tenant-wide). Never retried. */

@@ -9,6 +9,7 @@ export {
   type ClientOptions,
   type GetMessageOptions,
   type ListMailboxesOptions,
+  type ListMessagesOptions,
   type MailboxCredentials,
   type Page,
   type RegisterMailboxesOptions,

@@ -182,6 +182,39 @@ describe("MailboxService calls", () => {
   });
 });
 
+describe("listing messages", () => {
+  it("pages a mailbox's messages newest first, with labels when asked", { timeout: 120_000 }, async () => {
+    const tenant = await world.newTenant();
+    const client = clientFor(tenant);
+    const email = "ts-list@example.com";
+    const mailbox = await client.registerMailbox(email, { credentials: await world.serviceAccount(email) });
+    const ids: string[] = [];
+    for (let n = 0; n < 5; n += 1) {
+      ids.push(await world.insertMessage(email, { subject: `m${n}`, label_ids: n % 2 ? ["INBOX", "STARRED"] : ["INBOX"] }));
+    }
+    const newestFirst = [...ids].reverse();
+
+    const page = await client.listMessages(mailbox.id, { pageSize: 2 });
+    assert.deepEqual(page.items.map((m) => m.id), newestFirst.slice(0, 2));
+    assert.ok(page.nextPageToken);
+    assert.deepEqual(page.items[0].labelIds, []); // labels only when asked
+    const all: string[] = [];
+    for await (const message of client.iterMessages(mailbox.id, { pageSize: 2 })) all.push(message.id);
+    assert.deepEqual(all, newestFirst);
+
+    const starred = await client.listMessages(mailbox.id, { labelIds: ["STARRED"], includeLabels: true });
+    assert.deepEqual(starred.items.map((m) => m.id), [ids[3], ids[1]]);
+    assert.deepEqual(starred.items.map((m) => [...m.labelIds].sort()), [["INBOX", "STARRED"], ["INBOX", "STARRED"]]);
+    assert.equal(starred.nextPageToken, "");
+
+    const badToken = await rejection(client.listMessages(mailbox.id, { pageToken: page.nextPageToken, query: "x" }));
+    assert.ok(badToken instanceof InvalidArgumentError);
+    assert.deepEqual(badToken.fieldViolations.map((v) => v.field), ["page_token"]);
+    const stranger = clientFor(await world.newTenant());
+    assert.ok((await rejection(stranger.listMessages(mailbox.id))) instanceof NotFoundError);
+  });
+});
+
 describe("errors", () => {
   it("has a typed error with the server's details for each failure", { timeout: 120_000 }, async () => {
     const tenant = await world.newTenant();

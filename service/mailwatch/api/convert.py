@@ -192,6 +192,15 @@ def message_responses(message: messages.Message) -> Iterator[mailbox_service_pb2
             yield response(raw_chunk=message.raw[start : start + MESSAGE_CHUNK_BYTES])
 
 
+def message_list_to_proto(page: messages.MessageListPage, next_page_token: str) -> mailbox_service_pb2.ListMessagesResponse:
+    """ListMessages' response: the listed messages (id, thread, labels when fetched) and our page token."""
+    return mailbox_service_pb2.ListMessagesResponse(
+        messages=[mailbox_service_pb2.Message(id=m.id, thread_id=m.thread_id, label_ids=list(m.label_ids))
+                  for m in page.messages],
+        next_page_token=next_page_token, result_size_estimate=page.result_size_estimate,
+    )
+
+
 # A response stays under gRPC's default 4 MiB receive limit, which a client
 # keeps unless it raises it: a batch of events carrying message metadata
 # (headers, snippet) can outgrow it long before max_batch_size events. Each

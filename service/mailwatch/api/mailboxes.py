@@ -13,7 +13,7 @@ import logging
 import grpc
 from google.rpc import status_pb2
 
-from mailwatch.api import convert, errors, validation
+from mailwatch.api import convert, errors, tokens, validation
 from mailwatch.api.paging import after_created_id, one_page
 from mailwatch.lifecycle import messages
 from mailwatch.lifecycle.registration import Lifecycle
@@ -99,6 +99,19 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         )
         for response in convert.message_responses(message):
             yield response
+
+    async def ListMessages(self, request, context):
+        query = validation.validate_list_messages(request)
+        page = await messages.list_messages(
+            self._lifecycle, current_tenant_id(), query.mailbox_id, label_ids=query.label_ids, query=query.query,
+            include_spam_trash=query.include_spam_trash, include_labels=query.include_labels,
+            page_size=query.page_size, page_token=query.gmail_page_token,
+        )
+        # Gmail's token, bound to this request's parameters (AIP-158), is the next page's position.
+        next_token = "" if page.next_page_token is None else tokens.encode_page_token(
+            page.next_page_token, fingerprint=query.fingerprint
+        )
+        return convert.message_list_to_proto(page, next_token)
 
     async def SendTestEvent(self, request, context):
         mailbox_id, note = validation.validate_send_test_event(request)

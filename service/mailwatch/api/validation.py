@@ -54,6 +54,10 @@ MIN_HEARTBEAT_SECONDS = 1.0
 MAX_HEARTBEAT_SECONDS = 300.0
 MAX_HEADER_NAMES = 20
 MAX_NOTE_LENGTH = 1000
+DEFAULT_MESSAGE_PAGE_SIZE = 100  # Gmail's own default for messages.list
+MAX_MESSAGE_PAGE_SIZE = 500  # Gmail's maximum maxResults
+MAX_LABELED_MESSAGE_PAGE_SIZE = 100  # with labels every message is one more Gmail call (5 units)
+MAX_QUERY_CHARS = 2000
 SERVICE_ACCOUNT_KEY_FIELDS = ("client_email", "private_key", "token_uri")
 MAX_SETTING_CHARS = 1024  # topic / subscription paths, project ids, audiences
 
@@ -368,6 +372,44 @@ def validate_get_message(request: mailbox_service_pb2.GetMessageRequest) -> Mess
     problems.raise_if_any()
     assert mailbox_id is not None and fmt is not None
     return MessageQuery(mailbox_id, request.message_id.lower(), fmt, headers or DEFAULT_METADATA_HEADERS)
+
+
+@dataclass(frozen=True)
+class MessageListQuery:
+    mailbox_id: uuid.UUID
+    label_ids: tuple[str, ...]
+    query: str
+    include_spam_trash: bool
+    include_labels: bool
+    page_size: int  # Gmail's maxResults
+    gmail_page_token: str | None  # None: the first page
+    fingerprint: str  # binds the next page token to the other parameters
+
+
+def validate_list_messages(request: mailbox_service_pb2.ListMessagesRequest) -> MessageListQuery:
+    problems = _Violations()
+    mailbox_id = parse_uuid(request.mailbox_id, "mailbox_id", problems)
+    label_ids = _label_ids(request.label_ids, problems)
+    if len(request.query) > MAX_QUERY_CHARS:
+        problems.add("query", f"at most {MAX_QUERY_CHARS} characters")
+    elif any(ord(ch) < 0x20 and ch not in "\t\n\r" for ch in request.query):
+        problems.add("query", "must not contain control characters")
+    # page_size is not part of the token's binding: AIP-158 lets it change between pages.
+    page = page_request(
+        request.page_size, request.page_token, problems, "ListMessages", request.mailbox_id.lower(),
+        sorted(set(label_ids)), request.query, request.include_spam_trash, request.include_labels,
+    )
+    if page.position is not None and not (isinstance(page.position, str) and page.position):
+        problems.add("page_token", "page token is not valid")
+    problems.raise_if_any()
+    assert mailbox_id is not None
+    cap = MAX_LABELED_MESSAGE_PAGE_SIZE if request.include_labels else MAX_MESSAGE_PAGE_SIZE
+    return MessageListQuery(
+        mailbox_id=mailbox_id, label_ids=label_ids, query=request.query,
+        include_spam_trash=request.include_spam_trash, include_labels=request.include_labels,
+        page_size=DEFAULT_MESSAGE_PAGE_SIZE if request.page_size <= 0 else min(request.page_size, cap),
+        gmail_page_token=page.position, fingerprint=page.fingerprint,
+    )
 
 
 def validate_send_test_event(request: mailbox_service_pb2.SendTestEventRequest) -> tuple[uuid.UUID | None, str]:

@@ -239,7 +239,8 @@ class GmailBadRequest(GmailError):
 
 class GmailLabelRejected(GmailBadRequest):
     """users.watch refused the label filter: a label id the mailbox does not have (or no
-    longer has). Final until registered again with another filter."""
+    longer has). Final until registered again with another filter. messages.list refuses
+    its label ids the same way (ListMessages: INVALID_ARGUMENT on label_ids)."""
 
     reason = "GMAIL_LABEL_REJECTED"
     retryable = False

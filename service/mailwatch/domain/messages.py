@@ -1,4 +1,4 @@
-"""A Gmail message as GetMessage returns it: pure data, no I/O."""
+"""A Gmail message as GetMessage returns it, and a page of a mailbox's listing: pure data, no I/O."""
 
 from __future__ import annotations
 
@@ -34,3 +34,21 @@ class Message:
     metadata: MessageMetadata
     payload: MessagePart | None = None  # format=full
     raw: bytes | None = field(default=None, repr=False)  # format=raw: the RFC 822 source
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """A message as users.messages.list names it; labels only when they were asked for."""
+
+    id: str
+    thread_id: str
+    label_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MessageListPage:
+    """One page of users.messages.list, newest first."""
+
+    messages: tuple[ListedMessage, ...]
+    next_page_token: str | None  # Gmail's token; None on the last page
+    result_size_estimate: int

@@ -10,4 +10,5 @@ class GmailCall(enum.StrEnum):
     WATCH = "watch"
     STOP = "stop"
     HISTORY_LIST = "history.list"
+    MESSAGES_LIST = "messages.list"
     MESSAGES_GET = "messages.get"

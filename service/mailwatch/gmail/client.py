@@ -27,7 +27,7 @@ from googleapiclient.http import BatchHttpRequest
 from mailwatch.config import GmailSettings
 from mailwatch.domain import errors
 from mailwatch.domain.errors import GmailMessageNotFound
-from mailwatch.domain.messages import Message
+from mailwatch.domain.messages import Message, MessageListPage
 from mailwatch.domain.models import (
     Credential,
     LabelFilter,
@@ -41,7 +41,7 @@ from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_
 from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.history import HistoryPage, history_page
-from mailwatch.gmail.messages import MISSING, message_from_resource, metadata_from_resource
+from mailwatch.gmail.messages import MISSING, message_from_resource, message_list_page, metadata_from_resource
 from mailwatch.gmail.quota import record_call
 from mailwatch.gmail.user_calls import UserCallLimiter
 
@@ -262,6 +262,25 @@ class GmailClient:
             GmailCall.MESSAGES_GET, credential, lambda users: users.messages().get(**params), tenant_id, user=email
         )
         return message_from_resource(response, fmt)
+
+    async def list_messages(
+        self, credential: Credential, email: str, *, label_ids: tuple[str, ...] = (), query: str = "",
+        include_spam_trash: bool = False, max_results: int = 100, page_token: str | None = None,
+        tenant_id: uuid.UUID | None = None,
+    ) -> MessageListPage:
+        """One page of users.messages.list (newest first; ids and thread ids only)."""
+        params: dict = {"userId": ME, "maxResults": max_results}
+        if label_ids:
+            params["labelIds"] = list(label_ids)
+        if query:
+            params["q"] = query
+        if include_spam_trash:
+            params["includeSpamTrash"] = True
+        if page_token:
+            params["pageToken"] = page_token
+        return message_list_page(await self._call(
+            GmailCall.MESSAGES_LIST, credential, lambda users: users.messages().list(**params), tenant_id, user=email
+        ))
 
     async def messages_metadata(
         self, credential: Credential, email: str, message_ids: list[str], *, headers: tuple[str, ...],

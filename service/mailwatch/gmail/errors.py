@@ -198,8 +198,15 @@ def _watch_refusal(status: int, message: str, detail: str, meta: dict) -> errors
     return None
 
 
+def _list_refusal(status: int, message: str, detail: str, meta: dict) -> errors.GmailError | None:
+    """messages.list's 400 for a label id the mailbox lacks ("Invalid label: <id>")."""
+    if status == 400 and "label" in message.lower():
+        return errors.GmailLabelRejected(f"Gmail refused the label ids: {message}", metadata=meta)
+    return None
+
+
 # Refusals only one call can meet, read from its status and message.
-_CALL_REFUSALS = {GmailCall.WATCH: _watch_refusal}
+_CALL_REFUSALS = {GmailCall.WATCH: _watch_refusal, GmailCall.MESSAGES_LIST: _list_refusal}
 
 
 def classify(exc: BaseException, *, call: GmailCall) -> errors.GmailError:

@@ -12,7 +12,7 @@ import email.parser
 import email.policy
 import re
 
-from mailwatch.domain.messages import Message, MessagePart
+from mailwatch.domain.messages import ListedMessage, Message, MessageListPage, MessagePart
 from mailwatch.domain.models import MessageMetadata
 from mailwatch.domain.text import storable_text
 
@@ -78,4 +78,15 @@ def message_from_resource(resource: dict, fmt: str) -> Message:
         metadata=metadata_from_resource(resource, source=raw),
         payload=_part(resource["payload"]) if fmt == "full" and "payload" in resource else None,
         raw=raw,
+    )
+
+
+def message_list_page(response: dict) -> MessageListPage:
+    """A page of users.messages.list: messages carry only id and threadId, a
+    page may come without `messages`, and the last one without a token."""
+    return MessageListPage(
+        messages=tuple(ListedMessage(id=str(m["id"]), thread_id=str(m.get("threadId", "")))
+                       for m in response.get("messages", ())),
+        next_page_token=response.get("nextPageToken") or None,
+        result_size_estimate=int(response.get("resultSizeEstimate") or 0),
     )

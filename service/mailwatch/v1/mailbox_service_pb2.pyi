@@ -221,6 +221,34 @@ class PartChunk(_message.Message):
     data: bytes
     def __init__(self, part_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class ListMessagesRequest(_message.Message):
+    __slots__ = ("mailbox_id", "label_ids", "query", "page_size", "page_token", "include_labels", "include_spam_trash")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SPAM_TRASH_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    query: str
+    page_size: int
+    page_token: str
+    include_labels: bool
+    include_spam_trash: bool
+    def __init__(self, mailbox_id: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_labels: _Optional[bool] = ..., include_spam_trash: _Optional[bool] = ...) -> None: ...
+
+class ListMessagesResponse(_message.Message):
+    __slots__ = ("messages", "next_page_token", "result_size_estimate")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SIZE_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    next_page_token: str
+    result_size_estimate: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., result_size_estimate: _Optional[int] = ...) -> None: ...
+
 class SendTestEventRequest(_message.Message):
     __slots__ = ("mailbox_id", "note")
     MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]

@@ -77,6 +77,11 @@ class MailboxServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.FromString,
                 _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/mailwatch.v1.MailboxService/ListMessages',
+                request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
         self.SendTestEvent = channel.unary_unary(
                 '/mailwatch.v1.MailboxService/SendTestEvent',
                 request_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.SendTestEventRequest.SerializeToString,
@@ -183,6 +188,19 @@ class MailboxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMessages(self, request, context):
+        """Lists the messages of one of the tenant's mailboxes from Gmail
+        (users.messages.list), with the mailbox's credentials, newest first,
+        paged: to compare a consumer's state with the mailbox after an outage or
+        a RESYNC_REQUIRED. Each page costs 5 Gmail quota units, plus 5 per
+        message with include_labels; Gmail's rate limits answer
+        RESOURCE_EXHAUSTED with RetryInfo (the time Gmail named). A label id
+        Gmail refuses ("Invalid label") answers INVALID_ARGUMENT on label_ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendTestEvent(self, request, context):
         """Appends a TEST event to the tenant's change log (optionally for one
         mailbox) and returns it, so a consumer can check its wiring end to end.
@@ -237,6 +255,11 @@ def add_MailboxServiceServicer_to_server(servicer, server):
                     servicer.GetMessage,
                     request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesResponse.SerializeToString,
             ),
             'SendTestEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.SendTestEvent,
@@ -445,6 +468,33 @@ class MailboxService:
             '/mailwatch.v1.MailboxService/GetMessage',
             mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageRequest.SerializeToString,
             mailwatch_dot_v1_dot_mailbox__service__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.MailboxService/ListMessages',
+            mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesRequest.SerializeToString,
+            mailwatch_dot_v1_dot_mailbox__service__pb2.ListMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

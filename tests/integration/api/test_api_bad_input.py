@@ -96,6 +96,14 @@ OTHER_CASES = [
     ("ListMailboxes", mailbox_service_pb2.ListMailboxesRequest(page_token="garbage!"), "page_token"),
     ("ListMailboxes", mailbox_service_pb2.ListMailboxesRequest(states=[42]), "states[0]"),
     ("SendTestEvent", mailbox_service_pb2.SendTestEventRequest(note="a\x00b"), "note"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(), "mailbox_id"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="nope"), "mailbox_id"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", page_size=-1), "page_size"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", page_token="garbage!"), "page_token"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", label_ids=["INBOX", ""]), "label_ids[1]"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", label_ids=["INBOX", "INBOX"]), "label_ids[1]"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", query="x" * 2001), "query"),
+    ("ListMessages", mailbox_service_pb2.ListMessagesRequest(mailbox_id="00000000-0000-0000-0000-000000000001", query="from:a\x00"), "query"),
 ]
 
 

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 from mailwatch_client import AsyncMailwatchClient, EventType, RetryConfig
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.names import TEST_PROJECT
+from tests.fixtures.rpc import retry_delay_of
 from tests.fixtures.service import OPERATOR_TOKEN, run_service, service_settings
 from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
@@ -92,17 +93,6 @@ async def test_streams_and_workers_ride_out_a_postgres_restart(private_postgres,
     assert sorted(added(events)) == sorted(inserted)  # no gap, no duplicate
     ids = [e.id for e in events]
     assert len(ids) == len(set(ids))
-
-
-def retry_delay_of(error: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(error)
-    assert status is not None, error
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.ToTimedelta().total_seconds()
-    return None
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str | None:

@@ -119,6 +119,25 @@ def get_message(
     return common.get_message_request(mailbox_id, message_id, format, metadata_headers)
 
 
+def list_messages(
+    mailbox_id: str,
+    *,
+    label_ids: Sequence[str] = (),
+    query: str = "",
+    include_labels: bool = False,
+    include_spam_trash: bool = False,
+    page_size: int = 0,
+    page_token: str = "",
+) -> mailbox_service_pb2.ListMessagesRequest:
+    """One page of a mailbox's messages from Gmail, newest first (id, thread id, and the
+    labels with `include_labels`): to reconcile after an outage or a RESYNC_REQUIRED.
+    `label_ids`: only messages with all of them; `query`: Gmail search syntax."""
+    return mailbox_service_pb2.ListMessagesRequest(
+        mailbox_id=mailbox_id, label_ids=list(label_ids), query=query, include_labels=include_labels,
+        include_spam_trash=include_spam_trash, page_size=page_size, page_token=page_token,
+    )
+
+
 def send_test_event(mailbox_id: str = "", *, note: str = "") -> mailbox_service_pb2.SendTestEventRequest:
     """Put a TEST event into the tenant's stream (for one mailbox, or tenant-wide); not retried."""
     return mailbox_service_pb2.SendTestEventRequest(mailbox_id=mailbox_id, note=note)
@@ -168,6 +187,8 @@ CALLS: tuple[Call, ...] = (
     Call("mailboxes", "GetMailbox", get_mailbox, "resources_pb2.Mailbox", idempotent=True),
     Call("mailboxes", "ListMailboxes", list_mailboxes, "resources_pb2.Mailbox", idempotent=True, pages="mailboxes"),
     Call("mailboxes", "GetMessage", get_message, "FetchedMessage", idempotent=True, fold=common.MessageAssembler),
+    Call("mailboxes", "ListMessages", list_messages, "mailbox_service_pb2.Message", idempotent=True,
+         pages="messages"),
     Call("mailboxes", "SendTestEvent", send_test_event, "resources_pb2.ChangeEvent", idempotent=False),
     Call("admin", "CreateTenant", create_tenant, "admin_service_pb2.Tenant", idempotent=False),
     Call("admin", "ListTenants", list_tenants, "admin_service_pb2.Tenant", idempotent=True, pages="tenants"),

@@ -410,6 +410,59 @@ export interface PartChunk {
   data: Buffer;
 }
 
+/** Request for MailboxService.ListMessages. */
+export interface ListMessagesRequest {
+  /** Required. The mailbox id. */
+  mailboxId: string;
+  /**
+   * Only messages carrying every one of these Gmail label ids (at most 100).
+   * Empty: every message.
+   */
+  labelIds: string[];
+  /**
+   * A Gmail search query (as in Gmail's search box, e.g. "from:bob
+   * after:2026/01/01"; at most 2,000 characters). Empty: no query. Gmail
+   * refuses queries to credentials with only the gmail.metadata scope
+   * (FAILED_PRECONDITION, reason GMAIL_PERMISSION_DENIED).
+   */
+  query: string;
+  /**
+   * Maximum number of messages to return. 0: 100. Values above 500 (Gmail's
+   * maximum) are treated as 500, and with include_labels above 100 as 100
+   * (each message then costs a Gmail call). Negative: INVALID_ARGUMENT.
+   * Fewer may be returned even when more exist; only an empty
+   * next_page_token means the end.
+   */
+  pageSize: number;
+  /**
+   * next_page_token of a previous call, to get the next page. Every other
+   * field but page_size must be the same as in that call, otherwise
+   * INVALID_ARGUMENT.
+   */
+  pageToken: string;
+  /**
+   * Also return each message's current label ids (messages.get format=minimal
+   * for every message of the page, in Gmail batches: 5 quota units each). A
+   * message deleted between the listing and that lookup is left out.
+   */
+  includeLabels: boolean;
+  /** Include messages in SPAM and TRASH (Gmail leaves them out by default). */
+  includeSpamTrash: boolean;
+}
+
+/** Response for MailboxService.ListMessages. */
+export interface ListMessagesResponse {
+  /**
+   * The messages of this page, newest first: id and thread_id, and label_ids
+   * when include_labels was set. No other field is set.
+   */
+  messages: Message[];
+  /** Opaque token for the next page; empty when there are no more. */
+  nextPageToken: string;
+  /** Gmail's estimate of the number of messages that match (not exact). */
+  resultSizeEstimate: number;
+}
+
 /** Request for MailboxService.SendTestEvent. */
 export interface SendTestEventRequest {
   /**
@@ -2531,6 +2584,312 @@ export const PartChunk: MessageFns<PartChunk> = {
   },
 };
 
+function createBaseListMessagesRequest(): ListMessagesRequest {
+  return {
+    mailboxId: "",
+    labelIds: [],
+    query: "",
+    pageSize: 0,
+    pageToken: "",
+    includeLabels: false,
+    includeSpamTrash: false,
+  };
+}
+
+export const ListMessagesRequest: MessageFns<ListMessagesRequest> = {
+  encode(message: ListMessagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mailboxId !== "") {
+      writer.uint32(10).string(message.mailboxId);
+    }
+    for (const v of message.labelIds) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.query !== "") {
+      writer.uint32(26).string(message.query);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(32).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(42).string(message.pageToken);
+    }
+    if (message.includeLabels !== false) {
+      writer.uint32(48).bool(message.includeLabels);
+    }
+    if (message.includeSpamTrash !== false) {
+      writer.uint32(56).bool(message.includeSpamTrash);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMessagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMessagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.mailboxId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labelIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.includeLabels = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.includeSpamTrash = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMessagesRequest {
+    return {
+      mailboxId: isSet(object.mailboxId)
+        ? globalThis.String(object.mailboxId)
+        : isSet(object.mailbox_id)
+        ? globalThis.String(object.mailbox_id)
+        : "",
+      labelIds: globalThis.Array.isArray(object?.labelIds)
+        ? object.labelIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.label_ids)
+        ? object.label_ids.map((e: any) => globalThis.String(e))
+        : [],
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+      includeLabels: isSet(object.includeLabels)
+        ? globalThis.Boolean(object.includeLabels)
+        : isSet(object.include_labels)
+        ? globalThis.Boolean(object.include_labels)
+        : false,
+      includeSpamTrash: isSet(object.includeSpamTrash)
+        ? globalThis.Boolean(object.includeSpamTrash)
+        : isSet(object.include_spam_trash)
+        ? globalThis.Boolean(object.include_spam_trash)
+        : false,
+    };
+  },
+
+  toJSON(message: ListMessagesRequest): unknown {
+    const obj: any = {};
+    if (message.mailboxId !== "") {
+      obj.mailboxId = message.mailboxId;
+    }
+    if (message.labelIds?.length) {
+      obj.labelIds = message.labelIds;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    if (message.includeLabels !== false) {
+      obj.includeLabels = message.includeLabels;
+    }
+    if (message.includeSpamTrash !== false) {
+      obj.includeSpamTrash = message.includeSpamTrash;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMessagesRequest>, I>>(base?: I): ListMessagesRequest {
+    return ListMessagesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMessagesRequest>, I>>(object: I): ListMessagesRequest {
+    const message = createBaseListMessagesRequest();
+    message.mailboxId = object.mailboxId ?? "";
+    message.labelIds = object.labelIds?.map((e) => e) || [];
+    message.query = object.query ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    message.includeLabels = object.includeLabels ?? false;
+    message.includeSpamTrash = object.includeSpamTrash ?? false;
+    return message;
+  },
+};
+
+function createBaseListMessagesResponse(): ListMessagesResponse {
+  return { messages: [], nextPageToken: "", resultSizeEstimate: 0 };
+}
+
+export const ListMessagesResponse: MessageFns<ListMessagesResponse> = {
+  encode(message: ListMessagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      Message.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.resultSizeEstimate !== 0) {
+      writer.uint32(24).int64(message.resultSizeEstimate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMessagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMessagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(Message.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.resultSizeEstimate = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMessagesResponse {
+    return {
+      messages: globalThis.Array.isArray(object?.messages) ? object.messages.map((e: any) => Message.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+      resultSizeEstimate: isSet(object.resultSizeEstimate)
+        ? globalThis.Number(object.resultSizeEstimate)
+        : isSet(object.result_size_estimate)
+        ? globalThis.Number(object.result_size_estimate)
+        : 0,
+    };
+  },
+
+  toJSON(message: ListMessagesResponse): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => Message.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    if (message.resultSizeEstimate !== 0) {
+      obj.resultSizeEstimate = Math.round(message.resultSizeEstimate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMessagesResponse>, I>>(base?: I): ListMessagesResponse {
+    return ListMessagesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMessagesResponse>, I>>(object: I): ListMessagesResponse {
+    const message = createBaseListMessagesResponse();
+    message.messages = object.messages?.map((e) => Message.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    message.resultSizeEstimate = object.resultSizeEstimate ?? 0;
+    return message;
+  },
+};
+
 function createBaseSendTestEventRequest(): SendTestEventRequest {
   return { mailboxId: "", note: "" };
 }
@@ -2805,6 +3164,25 @@ export const MailboxServiceService = {
     responseDeserialize: (value: Buffer): GetMessageResponse => GetMessageResponse.decode(value),
   },
   /**
+   * Lists the messages of one of the tenant's mailboxes from Gmail
+   * (users.messages.list), with the mailbox's credentials, newest first,
+   * paged: to compare a consumer's state with the mailbox after an outage or
+   * a RESYNC_REQUIRED. Each page costs 5 Gmail quota units, plus 5 per
+   * message with include_labels; Gmail's rate limits answer
+   * RESOURCE_EXHAUSTED with RetryInfo (the time Gmail named). A label id
+   * Gmail refuses ("Invalid label") answers INVALID_ARGUMENT on label_ids.
+   */
+  listMessages: {
+    path: "/mailwatch.v1.MailboxService/ListMessages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListMessagesRequest): Buffer => Buffer.from(ListMessagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListMessagesRequest => ListMessagesRequest.decode(value),
+    responseSerialize: (value: ListMessagesResponse): Buffer =>
+      Buffer.from(ListMessagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListMessagesResponse => ListMessagesResponse.decode(value),
+  },
+  /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
    */
@@ -2894,6 +3272,16 @@ export interface MailboxServiceServer extends UntypedServiceImplementation {
    * MESSAGE_NOT_FOUND.
    */
   getMessage: handleServerStreamingCall<GetMessageRequest, GetMessageResponse>;
+  /**
+   * Lists the messages of one of the tenant's mailboxes from Gmail
+   * (users.messages.list), with the mailbox's credentials, newest first,
+   * paged: to compare a consumer's state with the mailbox after an outage or
+   * a RESYNC_REQUIRED. Each page costs 5 Gmail quota units, plus 5 per
+   * message with include_labels; Gmail's rate limits answer
+   * RESOURCE_EXHAUSTED with RetryInfo (the time Gmail named). A label id
+   * Gmail refuses ("Invalid label") answers INVALID_ARGUMENT on label_ids.
+   */
+  listMessages: handleUnaryCall<ListMessagesRequest, ListMessagesResponse>;
   /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
@@ -3050,6 +3438,30 @@ export interface MailboxServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GetMessageResponse>;
+  /**
+   * Lists the messages of one of the tenant's mailboxes from Gmail
+   * (users.messages.list), with the mailbox's credentials, newest first,
+   * paged: to compare a consumer's state with the mailbox after an outage or
+   * a RESYNC_REQUIRED. Each page costs 5 Gmail quota units, plus 5 per
+   * message with include_labels; Gmail's rate limits answer
+   * RESOURCE_EXHAUSTED with RetryInfo (the time Gmail named). A label id
+   * Gmail refuses ("Invalid label") answers INVALID_ARGUMENT on label_ids.
+   */
+  listMessages(
+    request: ListMessagesRequest,
+    callback: (error: ServiceError | null, response: ListMessagesResponse) => void,
+  ): ClientUnaryCall;
+  listMessages(
+    request: ListMessagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListMessagesResponse) => void,
+  ): ClientUnaryCall;
+  listMessages(
+    request: ListMessagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListMessagesResponse) => void,
+  ): ClientUnaryCall;
   /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
