@@ -30,9 +30,11 @@ export enum MailboxState {
   MAILBOX_STATE_STOPPED = 3,
   /**
    * MAILBOX_STATE_ACCESS_REFUSED - Gmail refuses access to this mailbox until something changes on the Google
-   * side: delegation denied, the domain's policy (domainPolicy), missing scopes
-   * (insufficientPermissions), or "Mail service not enabled". last_error says
-   * which. No Gmail calls are made; registering again (after fixing it) resumes
+   * side: delegation denied, the domain's policy (domainPolicy, or the token
+   * endpoint's admin_policy_enforced / policy_enforced), missing scopes
+   * (insufficientPermissions), "Mail service not enabled", or a watch renewal
+   * refused for its topic (Gmail may not publish to it) or label filter (a label
+   * the mailbox no longer has). last_error says which. No Gmail calls are made; registering again (after fixing it) resumes
    * from the last synced history id, so nothing in between is lost.
    */
   MAILBOX_STATE_ACCESS_REFUSED = 4,
@@ -198,7 +200,12 @@ export enum EventType {
    * consumer should reconcile its view of the mailbox.
    */
   EVENT_TYPE_RESYNCED = 9,
-  /** EVENT_TYPE_AUTH_FAILED - Google rejected the mailbox's credentials; the mailbox is AUTH_FAILED. */
+  /**
+   * EVENT_TYPE_AUTH_FAILED - Google rejected the mailbox's credentials; the mailbox is AUTH_FAILED.
+   * Attributes: "reason" (GMAIL_AUTH_FAILED), "message", and "oauth_error" when
+   * the token endpoint refused (invalid_grant, invalid_client, deleted_client,
+   * unauthorized_client, invalid_request for an alias impersonated).
+   */
   EVENT_TYPE_AUTH_FAILED = 10,
   /** EVENT_TYPE_MAILBOX_STOPPED - The mailbox was stopped. */
   EVENT_TYPE_MAILBOX_STOPPED = 11,
@@ -219,8 +226,12 @@ export enum EventType {
   EVENT_TYPE_TEST = 14,
   /**
    * EVENT_TYPE_ACCESS_REFUSED - Gmail refused access for good; the mailbox is ACCESS_REFUSED. Attributes:
-   * "reason" (GMAIL_ACCESS_REFUSED), "gmail_reason" (forbidden, domainPolicy,
-   * insufficientPermissions, failedPrecondition) and "message" (Gmail's text).
+   * "reason" (GMAIL_ACCESS_REFUSED, or GMAIL_TOPIC_NOT_PUBLISHABLE /
+   * GMAIL_LABEL_REJECTED when Gmail refused to renew the watch on its topic or
+   * label filter), "gmail_reason" (forbidden, domainPolicy,
+   * insufficientPermissions, failedPrecondition, admin_policy_enforced,
+   * policy_enforced), "oauth_error" (a token endpoint's policy refusal) and
+   * "message" (Gmail's text).
    */
   EVENT_TYPE_ACCESS_REFUSED = 20,
   /**
