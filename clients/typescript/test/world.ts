@@ -119,10 +119,11 @@ export class World {
     return this.command<string[]>("committed", { tenant_id: tenantId });
   }
 
-  /** A mailbox in the simulator and a delegated service-account key (JSON) that reaches it. */
+  /** A mailbox in the simulator and a service-account key (JSON) its domain granted delegation. */
   async serviceAccount(email: string): Promise<{ serviceAccount: { jsonKey: string } }> {
     await this.sim("create_mailbox", [email]);
-    const key = await this.sim("create_service_account_key", [], { project_id: this.project });
+    const domain = email.slice(email.lastIndexOf("@") + 1);
+    const key = await this.sim("create_service_account_key", [], { project_id: this.project, delegate_domains: [domain] });
     return { serviceAccount: { jsonKey: JSON.stringify(key) } };
   }
 
