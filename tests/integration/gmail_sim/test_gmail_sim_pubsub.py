@@ -170,3 +170,26 @@ def test_watch_on_missing_topic_answers_like_gmail(pubsub_names, alice):
         alice.users().watch(userId="me", body={"topicName": pubsub_names["topic"]}).execute()
     assert missing.value.resp.status == 404
     assert json.loads(missing.value.content)["error"]["errors"][0]["reason"] == "notFound"
+
+
+def test_many_users_notified_at_once_each_arrive_once_with_their_publish_delay(pubsub_gmail, topic, pull):
+    """Everything due is published to the emulator together (one call per topic): each notification
+    still arrives exactly once with its own payload, and the log says how long it waited."""
+    control = pubsub_gmail.control
+    users = [f"user{i:03d}@example.com" for i in range(120)]
+    control.create_mailboxes(users)
+    control.set_notification_faults(delay_seconds=0.3)  # the watches' notifications become due together
+    expected = []
+    for user in users:
+        watch = pubsub_gmail.for_user(user).users().watch(userId="me", body={"topicName": topic}).execute()
+        expected.append((user, int(watch["historyId"])))
+    control.set_notification_faults(delay_seconds=0)
+    control.advance_clock(1.5)
+    changed = control.insert_messages([{"emailAddress": user} for user in users])  # one moment, 120 users
+    expected += [(c["emailAddress"], c["historyId"]) for c in changed]
+    assert control.flush_notifications()
+    got = [json.loads(m.data) for m in pull.exactly(2 * len(users), timeout=60)]
+    assert sorted((p["emailAddress"], p["historyId"]) for p in got) == sorted(expected)
+    log = control.notifications()
+    assert [n["status"] for n in log] == ["published"] * (2 * len(users))
+    assert all(n["publishedAfterSeconds"] >= 0 for n in log)

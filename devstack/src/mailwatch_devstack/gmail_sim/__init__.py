@@ -207,7 +207,9 @@ POST    /_sim/mailboxes/{email}/watch/refusal      {refuse: bool}: every users.w
                                                    answers 500 backendError [refuse_watch]
 GET     /_sim/notifications?emailAddress=          {notifications: [{seq, emailAddress, historyId, topic, time, status}],
                                                    counts, pending}; status: queued, published, unpublished (no emulator),
-                                                   failed, dropped_rate_limit, dropped_fault, pushed [notifications, notification_counts]
+                                                   failed, dropped_rate_limit, dropped_fault, pushed; a published one
+                                                   has publishedAfterSeconds (queued behind others + the publish
+                                                   call) [notifications, notification_counts]
 POST    /_sim/notifications/flush                  {timeout} → {flushed}: wait for queued ones [flush_notifications]
 GET     /_sim/counters                             {calls: {user: {method: n}}, methods, quotaUnits: {user: units},
                                                    totalCalls, totalQuotaUnits, batches: {requests, sizes: [parts
