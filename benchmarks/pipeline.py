@@ -101,6 +101,9 @@ SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/mailwatch"
 OPERATOR_TOKEN = "bench-operator-token"
 LABELS = ["INBOX", "UNREAD"]
 PHASES = ("latency", "metadata", "throughput", "ingest")
+STAGE_METRIC = "mailwatch_pipeline_stage_seconds"
+STAGES = ("published_to_pulled", "pulled_to_recorded", "due_to_claimed", "claimed_to_committed", "commit")
+SHAPES = {"labels": True, "bare": False}  # history messages with their labelIds (Gmail's way), or without
 
 
 # --- child processes ---------------------------------------------------------------------------------
@@ -365,12 +368,41 @@ class ServiceMetrics:
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name.endswith(("_sum", "_count", "_total")):
+                if sample.name.startswith(STAGE_METRIC):
+                    # per stage (and per bucket): mailwatch.stages
+                    key = f"{sample.name}|{sample.labels.get('stage')}|{sample.labels.get('le', '')}"
+                    values[key] = sample.value
+                elif sample.name.endswith(("_sum", "_count", "_total")):
                     values[sample.name] = values.get(sample.name, 0.0) + sample.value
         return values
 
     def start(self) -> None:
         self._before = self._read()
+
+    def stages(self) -> dict[str, str]:
+        """Per stage the service sees (mailwatch.stages) over the phase: mean, and p50 / p99 as the
+        upper bound of the histogram bucket they fall in."""
+        now = self._read()
+        d = {k: v - self._before.get(k, 0.0) for k, v in now.items() if k.startswith(STAGE_METRIC)}
+        found: dict[str, str] = {}
+        for stage in STAGES:
+            count = d.get(f"{STAGE_METRIC}_count|{stage}|", 0)
+            if not count:
+                found[stage] = "no samples"
+                continue
+            total = d.get(f"{STAGE_METRIC}_sum|{stage}|", 0.0)
+            buckets = sorted((float(k.rsplit("|", 1)[1]), v) for k, v in d.items()
+                             if k.startswith(f"{STAGE_METRIC}_bucket|{stage}|"))
+
+            def bound(q: float) -> str:
+                for le, cumulative in buckets:
+                    if cumulative >= q * count:
+                        return "> 300 s" if le == float("inf") else f"<= {le * 1000:g} ms"
+                return "?"
+
+            found[stage] = (f"mean {total / count * 1000:.0f} ms, p50 {bound(0.5)}, p99 {bound(0.99)} "
+                            f"(n={count:.0f})")
+        return found
 
     def summary(self) -> str:
         now = self._read()
@@ -401,44 +433,71 @@ class Phase:
     profiler: Profiler
 
 
-async def phase_latency(args, ph: Phase) -> None:
+async def phase_latency(args, ph: Phase, shape: str) -> None:
+    """Paced single changes; each change's latency split into its stages:
+    the simulator's change -> publish (per notification, from its log), the stages
+    the service sees (mailwatch.stages, from its histograms), and commit -> on the
+    stream (per change, from each event's observe_time)."""
     emails, say, consumer = ph.emails, ph.say, ph.consumer
+    await asyncio.to_thread(ph.control.configure, history_label_ids=SHAPES[shape])
     rate = len(emails) / args.latency_spacing  # changes/s such that each mailbox changes once per spacing
     count = args.latency_changes
-    say(f"[1] latency: {count} single-message inserts, {rate:.1f}/s round-robin over {len(emails)} mailboxes "
-        f"(each mailbox every {args.latency_spacing:.1f}s)")
+    say(f"[1] latency, history {'with' if SHAPES[shape] else 'without'} labelIds: {count} single-message "
+        f"inserts, {rate:.1f}/s round-robin over {len(emails)} mailboxes (each mailbox every "
+        f"{args.latency_spacing:.1f}s)")
+    await asyncio.sleep(1.1)  # Gmail's 1 notification/s/user window of any earlier change has passed
     meter = GmailMeter(ph.control)
     await asyncio.to_thread(meter.start)
     await asyncio.to_thread(ph.metrics.start)
+    first_seq = max((e["seq"] for e in await asyncio.to_thread(ph.control.notifications)), default=0)
     ph.cpu.start()
-    ph.profiler.start("latency")
+    ph.profiler.start(f"latency-{shape}")
     sent: dict[tuple[str, str], float] = {}
+    last_insert: dict[str, float] = {}
     started = time.monotonic()
     for i in range(count):
-        delay = started + i / rate - time.monotonic()
+        email = emails[i % len(emails)]
+        # On schedule, and never sooner than the spacing after this mailbox's last change: a
+        # benchmark that fell behind (a loaded host) must not catch up in a burst that puts two
+        # changes of a mailbox inside Gmail's 1 notification/s window (one would be dropped).
+        delay = max(started + i / rate, last_insert.get(email, 0.0) + args.latency_spacing) - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        email = emails[i % len(emails)]
+        last_insert[email] = time.monotonic()
         (result,) = await _insert(ph.control, [{"emailAddress": email, "labelIds": LABELS,
                                                 "subject": f"latency {i}"}])
         sent[(email, result["id"])] = time.monotonic()
+    inserting = time.monotonic() - started
     missing = await consumer.wait_for(sent, timeout=args.poll_interval * 2 + 30)
     cpu = ph.cpu.summary()
     profiled = ph.profiler.stop()
     await asyncio.sleep(0.5)
     usage = await asyncio.to_thread(meter.read)
+    stages = await asyncio.to_thread(ph.metrics.stages)
+    log = [e for e in await asyncio.to_thread(ph.control.notifications) if e["seq"] > first_seq]
+    publish = [e["publishedAfterSeconds"] for e in log if "publishedAfterSeconds" in e]
     arrived = [k for k in sent if k in consumer.arrivals]
     latencies = [consumer.arrivals[k] - sent[k] for k in arrived]
     delivery = [consumer.observed[k] for k in arrived]
     published = usage.notifications.get("published", 0)
+    say(f"    inserted at {count / inserting:.1f}/s (target {rate:.1f}/s)")
     say(f"    change-to-stream latency: {_latency_summary(latencies)}")
-    say(f"      of which sync observed -> on the stream (commit, NOTIFY, stream read, gRPC): "
-        f"{_latency_summary(delivery)}")
+    say("      by stage:")
+    say(f"        Gmail change -> published (simulator's queue + publish call): {_latency_summary(publish)}")
+    say(f"        published -> pulled (Pub/Sub, ingest's pull): {stages['published_to_pulled']}")
+    say(f"        pulled -> recorded (ingest's batch write): {stages['pulled_to_recorded']}")
+    say(f"        recorded -> sync claimed (oldest due notification): {stages['due_to_claimed']}")
+    say(f"        sync claimed -> committed (Gmail's answers, CPU, commit): {stages['claimed_to_committed']}")
+    say(f"          of which page commits: {stages['commit']}")
+    say(f"        committed -> on the stream (NOTIFY, stream read, gRPC): {_latency_summary(delivery)}")
     if missing:
         say(f"    MISSING: {len(missing)} changes never reached the stream")
     say(f"    notifications by the simulator: {usage.notifications}")
     say(f"    Gmail: {usage.describe()}")
     say(f"    Gmail per notification: {usage.per(published)}")
+    if arrived:
+        say(f"    Gmail per delivered change: {usage.calls / len(arrived):.2f} calls, "
+            f"{usage.units / len(arrived):.2f} quota units")
     say(f"    service: {await asyncio.to_thread(ph.metrics.summary)}")
     say(f"    {cpu}; service CPU per change: {_service_cpu_ms(cpu, count)}")
     if profiled:
@@ -718,7 +777,8 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
             phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say, profiler)
             phases = set(args.phases.split(","))
             if "latency" in phases:
-                await phase_latency(args, phase)
+                for shape in args.history_shapes.split(","):
+                    await phase_latency(args, phase, shape)
             if "metadata" in phases and args.metadata_changes:
                 await phase_metadata(args, phase, register)
             if "throughput" in phases:
@@ -753,6 +813,10 @@ def main() -> int:
     parser.add_argument("--latency-spacing", type=float, default=1.5,
                         help="seconds between two changes of one mailbox in the latency phase (default 1.5; "
                              "below 1 the simulator drops notifications, as Gmail does)")
+    parser.add_argument("--history-shapes", default="labels,bare",
+                        help="latency phase once per history shape: 'labels' (history messages carry their "
+                             "labelIds, as Gmail's do) and/or 'bare' (id and threadId only, which the discovery "
+                             "document allows); default both")
     parser.add_argument("--metadata-mailboxes", type=int, default=10,
                         help="mailboxes with message metadata (and as many plain ones) in phase 1b (default 10)")
     parser.add_argument("--metadata-changes", type=int, default=100,
@@ -775,6 +839,8 @@ def main() -> int:
                         help="sample the service with py-spy during the latency and ingest phases; "
                              "collapsed stacks written to DIR/<phase>.txt")
     args = parser.parse_args()
+    if not args.history_shapes or set(args.history_shapes.split(",")) - set(SHAPES):
+        parser.error(f"--history-shapes: choose from {','.join(SHAPES)}")
     if set(args.phases.split(",")) - set(PHASES):
         parser.error(f"--phases: choose from {','.join(PHASES)}")
     if args.profile is not None:

@@ -58,10 +58,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from google.api_core import exceptions as google_exceptions
 
+from mailwatch import stages
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import IngestSettings
 from mailwatch.ingest import metrics
@@ -271,6 +273,7 @@ class PullIngestor:
                 await self._sleep(backoff)
                 backoff = self._next_backoff(backoff)
                 continue
+            pulled_at = time.time()  # wall clock, as Pub/Sub's publish times are
             await self.health.record(subscription, None)
             # The raw protobuf, not proto-plus's wrappers: reading each message's
             # fields through the wrappers cost ~100 µs per message (profiled), more
@@ -279,11 +282,12 @@ class PullIngestor:
             if not received_messages:
                 await self._sleep(self.idle_seconds)
                 continue
-            batch, ack_ids, total_bytes = self._take(received_messages)
+            batch, ack_ids, total_bytes = self._take(received_messages, pulled_at)
             del response, received_messages
             max_messages = self._next_pull_size(max_messages, len(batch), total_bytes)
             metrics.BATCH_SIZE.observe(len(batch))
             self.stats.received += len(batch)
+            write_started = time.perf_counter()
             try:
                 await record_batch(
                     self.sessionmaker,
@@ -307,16 +311,20 @@ class PullIngestor:
                 await self._sleep(backoff)
                 backoff = self._next_backoff(backoff)
                 continue
+            stages.observe(stages.PULLED_TO_RECORDED, time.perf_counter() - write_started)
             self._consecutive_failures = 0
             backoff = self.backoff_initial
             await self._acknowledge(subscription, ack_ids)
 
-    def _take(self, received_messages) -> tuple[list[Received], list[str], int]:
+    def _take(self, received_messages, pulled_at: float) -> tuple[list[Received], list[str], int]:
         batch: list[Received] = []
         ack_ids: list[str] = []
         total = 0
         for item in received_messages:
             message = item.message
+            published = message.publish_time
+            if published.seconds:
+                stages.observe(stages.PUBLISHED_TO_PULLED, pulled_at - published.seconds - published.nanos / 1e9)
             data = message.data
             total += len(data)
             # Anything longer is malformed; one byte over the limit is enough

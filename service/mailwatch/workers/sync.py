@@ -11,11 +11,13 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
 
+from mailwatch import stages
 from mailwatch.config import SyncSettings
 from mailwatch.store import sync_claims
 from mailwatch.sync.backoff import BackoffPolicy
@@ -62,14 +64,21 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
 
     async def claim(self, now: datetime, limit: int) -> list[sync_claims.ClaimedMailbox]:
         """Lease due mailboxes to this worker's owner name."""
-        return await sync_claims.claim_syncs(self.sessions, owner=self.owner, now=now, lease=self.lease, limit=limit)
+        claims = await sync_claims.claim_syncs(self.sessions, owner=self.owner, now=now, lease=self.lease,
+                                               limit=limit)
+        for claim in claims:
+            if claim.mailbox.sync_due_at is not None:
+                stages.observe(stages.DUE_TO_CLAIMED, (now - claim.mailbox.sync_due_at).total_seconds())
+        return claims
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
         done = asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox.id, done))
+        started = time.perf_counter()
         try:
             return await self.mailbox_sync.run(claim)
         finally:
+            stages.observe(stages.CLAIMED_TO_COMMITTED, time.perf_counter() - started)
             # Told to stop, not cancelled: a cancel landing mid-statement would leave
             # its pooled connection to the garbage collector, still open.
             done.set()
