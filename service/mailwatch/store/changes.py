@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-import cachetools
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -162,10 +161,11 @@ async def append_events(
 
 
 async def update_and_append(
-    session: AsyncSession, update_statement, tenant_id: uuid.UUID, events: Sequence[NewEvent]
+    session: AsyncSession, update_sql: str, params: dict, tenant_id: uuid.UUID, events: Sequence[NewEvent]
 ) -> list[tuple]:
-    """Run a fenced `UPDATE … RETURNING` and, if it updated a row, append `events`
-    (as `append_events`), in ONE statement; the UPDATE's RETURNING rows, as tuples.
+    """Run a fenced `UPDATE … RETURNING` (its SQL in the driver's `%(name)s` style, and
+    its parameters) and, if it updated a row, append `events` (as `append_events`), in
+    ONE statement; the UPDATE's RETURNING rows, as tuples.
 
     A sync's page commit is this statement alone, so it runs in autocommit: its
     own transaction, whose locks (the mailbox row, the tenant's writer lock) end
@@ -175,26 +175,10 @@ async def update_and_append(
     batch writes of ~200 ms). No row updated (the fence failed): nothing appended.
     """
     if not events:
-        return [tuple(row) for row in await session.execute(update_statement)]
-    connection = await session.connection()
-    sql, params = _compiled_update(update_statement, connection.dialect)
-    return await _fetch_tuples(session, sql, {**params, **_append_params(tenant_id, events)})
-
-
-# The UPDATE's SQL per statement shape, compiled once: a sync has a handful of
-# shapes, and compiling per call was a fifth of the service's CPU per
-# notification (profiled). SQLAlchemy's own compiled cache does it, keyed by the
-# statement's cache key; this call's bound values come back with it.
-_COMPILED_UPDATES: cachetools.LRUCache = cachetools.LRUCache(maxsize=64)
-
-
-def _compiled_update(update_statement, dialect) -> tuple[str, dict]:
-    compiled, extracted, _, _ = update_statement._compile_w_cache(
-        dialect, compiled_cache=_COMPILED_UPDATES, column_keys=[]
-    )
-    sql = (f"WITH page AS ({compiled}),{_WRITER_LOCK.format(source='FROM page')}, "
+        return await _fetch_tuples(session, update_sql, params)
+    sql = (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
            f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
-    return sql, compiled.construct_params(extracted_parameters=extracted)
+    return await _fetch_tuples(session, sql, {**params, **_append_params(tenant_id, events)})
 
 
 async def read_events(session: AsyncSession, tenant_id: uuid.UUID, after_sequence: int, **filters) -> list[ChangeEvent]:
