@@ -122,7 +122,8 @@ def test_policy_refusals(control, gmail, mailboxes, kind, error, jwt_too):
     assert caught.value.args[1]["error"] == error and caught.value.retryable is False
     assert "unable to authorize one or more scopes" in caught.value.args[1]["error_description"]
     if jwt_too:
-        assert gmail.sa_credentials(ALICE) and refused(gmail, gmail._sa_key, ALICE).args[1]["error"] == error
+        key = control.create_service_account_key(delegate_domains=["example.com"])
+        assert refused(gmail, key, ALICE).args[1]["error"] == error
     else:
         assert gmail.for_user(ALICE).users().getProfile(userId="me").execute()["emailAddress"] == ALICE
     gmail.service(gmail.user_credentials(BOB)).users().getProfile(userId="me").execute()  # others unaffected
