@@ -128,3 +128,41 @@ def test_generated_keys_are_distinct_valid_keys():
     keys = {generate_key() for _ in range(5)}
     assert len(keys) == 5
     SecretBox(sorted(keys))
+
+
+class FakeTimer:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_decrypted_credentials_are_kept_per_tenant_and_ciphertext_for_a_bounded_time():
+    import uuid
+
+    timer = FakeTimer()
+    box = SecretBox([generate_key()], cache_seconds=60, timer=timer)
+    ciphertext = box.encrypt_credential(SERVICE_ACCOUNT)
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    first = box.decrypt_credential(ciphertext, tenant_id=tenant)
+    assert box.decrypt_credential(bytearray(ciphertext), tenant_id=tenant) is first  # kept: not decrypted again
+    assert box.decrypt_credential(ciphertext, tenant_id=other) is not first  # another tenant: its own entry
+    assert box.decrypt_credential(ciphertext, tenant_id=other) == first
+    again = box.encrypt_credential(SERVICE_ACCOUNT)  # a new ciphertext (re-registration) is a new entry
+    assert box.decrypt_credential(again, tenant_id=tenant) is not first
+    timer.now = 61  # past the bound: decrypted afresh
+    assert box.decrypt_credential(ciphertext, tenant_id=tenant) is not first
+
+
+def test_the_credential_cache_is_bounded_in_size_and_never_keeps_a_failure():
+    box = SecretBox([generate_key()], cache_size=2)
+    sealed = [box.encrypt_credential(OAUTH) for _ in range(3)]
+    first = box.decrypt_credential(sealed[0])
+    box.decrypt_credential(sealed[1])
+    box.decrypt_credential(sealed[2])  # the oldest entry goes
+    assert box.decrypt_credential(sealed[0]) is not first
+    foreign = SecretBox([generate_key()]).encrypt_credential(OAUTH)
+    for _ in range(2):
+        with pytest.raises(CredentialUndecryptable):
+            box.decrypt_credential(foreign)

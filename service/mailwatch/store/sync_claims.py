@@ -234,8 +234,8 @@ def _page_update(end: PageEnd, *, notifications_missed: bool, keep_page_failures
     (building and compiling it per commit cost a fifth of the service's CPU per
     notification, profiled): every value is a named bind parameter (`p_*`, see
     `_commit_sync_page`), so a call only fills in its parameters."""
-    values: dict = {"history_id": _NEW_HISTORY_ID, "lease_expires_at": bindparam("p_lease_expires_at", type_=DateTime(timezone=True)),
-                    "updated": _NOW}
+    values: dict = {"history_id": _NEW_HISTORY_ID, "updated": _NOW,
+                    "lease_expires_at": bindparam("p_lease_expires_at", type_=DateTime(timezone=True))}
     if notifications_missed:
         values["notifications_missed_reported"] = True
     if keep_page_failures:

@@ -91,7 +91,7 @@ class MailboxSync:
         mailbox = claim.mailbox
         credential: Credential | None = None
         try:
-            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext)
+            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
             if mailbox.page_failures >= self.poison_after and mailbox.history_id is not None:
                 mailbox = await self._work_through_poison(mailbox, credential)
             await self._sync_history(mailbox, credential)
