@@ -55,9 +55,9 @@ that phase (phases 1-2) or that were published to the topic (phase 4).
     /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
         [--phases latency,metadata,throughput,ingest] [--profile DIR] [--ingest-replica]
 
-`--ingest-replica` runs ingest in a second `mailwatch serve` with every other
-worker off (and ingest off in the first), as a deployment with separate ingest
-replicas would: in one process, ingest shares its core with the syncs its own
+`--ingest-replica` runs ingest in a second `mailwatch serve --role ingest`
+(MAILWATCH_ROLE=ingest) and the first as `--role sync`, as a deployment with
+separate ingest replicas would: in one process, ingest shares its core with the syncs its own
 notifications cause.
 
 The latency phase also prints the service's CPU per change (the issue's "CPU
@@ -830,8 +830,8 @@ def main() -> int:
     parser.add_argument("--sync-concurrency", type=int, default=16,
                         help="service MAILWATCH_SYNC_CONCURRENCY (default 16)")
     parser.add_argument("--ingest-replica", action="store_true",
-                        help="ingest in a second `mailwatch serve` with every other worker off (the first one "
-                             "with MAILWATCH_INGEST_ENABLED=false), as a deployment with ingest replicas runs")
+                        help="ingest in a second `mailwatch serve` with MAILWATCH_ROLE=ingest (the first one "
+                             "with MAILWATCH_ROLE=sync), as a deployment with ingest replicas runs")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
@@ -913,10 +913,8 @@ def main() -> int:
             }
             ingest_replicas: list[Child] = []
             if args.ingest_replica:
-                service_env["MAILWATCH_INGEST_ENABLED"] = "false"
-                replica_env = {**service_env, "MAILWATCH_INGEST_ENABLED": "true", "MAILWATCH_SYNC_ENABLED": "false",
-                               "MAILWATCH_RENEW_ENABLED": "false", "MAILWATCH_POLL_ENABLED": "false",
-                               "MAILWATCH_PRUNE_ENABLED": "false", "MAILWATCH_HTTP_LISTEN": ""}
+                service_env["MAILWATCH_ROLE"] = "sync"
+                replica_env = {**service_env, "MAILWATCH_ROLE": "ingest", "MAILWATCH_HTTP_LISTEN": ""}
                 replica = Child("ingest-replica", [sys.executable, "-m", "mailwatch.cli", "serve"],
                                 child_env({**replica_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
                 children.append(replica)

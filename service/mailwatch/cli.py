@@ -27,7 +27,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailwatch.server import serve
 
-    settings = _settings(args, listen=args.listen)
+    settings = _settings(args, listen=args.listen, role=args.role)
     return asyncio.run(serve(settings))
 
 
@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = with_db(sub.add_parser("serve", help="run the gRPC service and its workers"))
     serve.add_argument("--listen", help="HOST:PORT to listen on (default: $MAILWATCH_LISTEN or 127.0.0.1:50051)")
+    serve.add_argument("--role", choices=("all", "api", "ingest", "sync"),
+                       help="what this replica runs besides the API: all (default: $MAILWATCH_ROLE or all), api "
+                            "(no workers), ingest (Pub/Sub pull), sync (sync, renewal, fallback poll, pruning)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = with_db(sub.add_parser("migrate", help="apply database migrations"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import ClassVar, Mapping, NamedTuple
 
 from mailwatch import database_url as urls
@@ -192,6 +192,12 @@ class IngestSettings(_Section):
         True, "Pull notifications from the Pub/Sub subscription(s) in this replica (batched pull, one ack per batch)."
     )
     batch_size: int = setting(1000, "Messages per Pub/Sub pull (at most 1000).", positive=True)
+    concurrency: int = setting(
+        4,
+        "Pull loops per subscription in this replica, each with at most one batch in flight (one pulls while the "
+        "others write and acknowledge).",
+        positive=True,
+    )
     pull_timeout: float = setting(
         5.0, "Seconds a pull waits for messages; shutdown waits for a pull in flight too.", positive=True
     )
@@ -316,6 +322,12 @@ class Settings(_Section):
     )
     operator_token: str = setting("", "Bearer token guarding the admin RPCs (`AdminService`); empty disables them.")
     listen: str = setting("127.0.0.1:50051", "The gRPC address, HOST:PORT (`mailwatch serve --listen`).")
+    role: str = setting(
+        "all",
+        "What this replica runs besides the gRPC API, health and metrics (`mailwatch serve --role`): `all` every "
+        "worker; `api` none; `ingest` the Pub/Sub pull only; `sync` the sync, renewal, fallback poll and pruning. "
+        "A worker runs when its role includes it and its own `*_ENABLED` is true.",
+    )
     grace_seconds: float = setting(10.0, "Seconds calls in flight may take to finish after SIGTERM (the drain).")
     pubsub: PubSubSettings = _section(PubSubSettings)
     gmail: GmailSettings = _section(GmailSettings)
@@ -361,7 +373,13 @@ class Settings(_Section):
             )
         for name in SECTIONS:
             getattr(self, name).validate()
-        return self
+        return self.for_role()
+
+    def for_role(self) -> "Settings":
+        """These settings with every worker section outside the role switched off."""
+        off = {name: replace(getattr(self, name), enabled=False) for name in WORKER_SECTIONS
+               if name not in ROLES[self.role]}
+        return replace(self, **off) if off else self
 
     def validate(self) -> None:
         if not self.database_url:
@@ -373,6 +391,8 @@ class Settings(_Section):
                 f"{PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url.split(':')[0]}://…"
             ) from None
         _listen_address(self.listen, self.env_name("listen"))
+        if self.role not in ROLES:
+            raise ConfigError(f"{self.env_name('role')} must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.grace_seconds < 0:
             raise ConfigError(f"{self.env_name('grace_seconds')} must not be negative")
 
@@ -393,6 +413,15 @@ class Settings(_Section):
         """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
         return urls.sqlalchemy_url(self.database_url)
 
+
+#: The worker sections a replica of each role runs (`MAILWATCH_ROLE`); the API runs in every role.
+WORKER_SECTIONS = ("sync", "renew", "poll", "prune", "ingest")
+ROLES: dict[str, frozenset[str]] = {
+    "all": frozenset(WORKER_SECTIONS),
+    "api": frozenset(),
+    "ingest": frozenset({"ingest"}),
+    "sync": frozenset({"sync", "renew", "poll", "prune"}),
+}
 
 SECTIONS: dict[str, type[_Section]] = {
     f.name: f.default_factory for f in fields(Settings) if f.metadata.get("section")  # type: ignore[misc]

@@ -17,7 +17,7 @@ VARIABLES = """
     INGEST_ENABLED INGEST_BATCH_SIZE INGEST_PULL_TIMEOUT INGEST_SOURCES_REFRESH_SECONDS RETENTION_HOURS
     PRUNE_ENABLED STREAM_POLL_SECONDS HTTP_LISTEN PUSH_ENABLED PUSH_VERIFY_TOKEN PUSH_AUDIENCE
     PUSH_SERVICE_ACCOUNT_EMAIL PUSH_CERTS_URL PUSH_ISSUERS TLS_CERT_FILE TLS_KEY_FILE TLS_CLIENT_CA_FILE
-    PUSH_ACCEPT_UNWRAPPED
+    PUSH_ACCEPT_UNWRAPPED ROLE INGEST_CONCURRENCY
 """.split()
 
 
@@ -113,3 +113,34 @@ def test_a_bad_value_stops_start_up_with_one_line_naming_its_variable(environ, m
 def test_push_without_token_verification_needs_no_audience():
     settings = Settings.from_env(DATABASE, push_enabled=True, http_listen="h:1", push_verify_token=False)
     assert settings.push.enabled and not settings.push.audience
+
+
+@pytest.mark.parametrize(
+    ("role", "running"),
+    [
+        ("all", {"sync", "renew", "poll", "prune", "ingest"}),
+        ("api", set()),
+        ("ingest", {"ingest"}),
+        ("sync", {"sync", "renew", "poll", "prune"}),
+    ],
+)
+def test_a_role_runs_its_workers_only_and_each_flag_still_switches_its_worker_off(role, running):
+    workers = ("sync", "renew", "poll", "prune", "ingest")
+    settings = Settings.from_env({**DATABASE, "MAILWATCH_ROLE": role})
+    assert {name for name in workers if getattr(settings, name).enabled} == running
+    assert Settings.from_env(DATABASE, role=role) == settings  # `mailwatch serve --role`
+    flagged = Settings.from_env({**DATABASE, "MAILWATCH_ROLE": role, "MAILWATCH_POLL_ENABLED": "false"})
+    assert {name for name in workers if getattr(flagged, name).enabled} == running - {"poll"}
+    assert Settings.from_env(settings.environment()) == settings
+
+
+def test_an_unknown_role_stops_start_up_naming_the_roles():
+    with pytest.raises(ConfigError, match="MAILWATCH_ROLE must be one of all, api, ingest, sync, got 'worker'"):
+        Settings.from_env({**DATABASE, "MAILWATCH_ROLE": "worker"})
+
+
+def test_ingest_concurrency_is_a_setting():
+    assert Settings.from_env(DATABASE).ingest.concurrency == 4
+    assert Settings.from_env({**DATABASE, "MAILWATCH_INGEST_CONCURRENCY": "2"}).ingest.concurrency == 2
+    with pytest.raises(ConfigError, match="MAILWATCH_INGEST_CONCURRENCY must be positive"):
+        Settings.from_env({**DATABASE, "MAILWATCH_INGEST_CONCURRENCY": "0"})
