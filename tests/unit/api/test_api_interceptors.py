@@ -12,6 +12,7 @@ from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
 from mailwatch.domain import errors as domain
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from tests.fixtures.raw_grpc import raw_call
+from tests.fixtures.waiting import eventually
 
 GET_MAILBOX = mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].methods_by_name["GetMailbox"]
 
@@ -36,6 +37,12 @@ def _lines(caplog) -> list[tuple[int, str]]:
     return [(record.levelno, record.getMessage()) for record in caplog.records if record.name.startswith("mailwatch.api")]
 
 
+async def _logged(caplog, count: int = 1) -> list[tuple[int, str]]:
+    """The api's log lines once there are `count` of them: the access log is written after the
+    status has gone to the client, so the caller can see its error first on a busy machine."""
+    return await eventually(lambda: len(_lines(caplog)) >= count and _lines(caplog), what=f"{count} api log line(s)")
+
+
 @pytest.mark.parametrize(("exc", "expected"), [
     (domain.NotFound("mailbox not found"), (logging.INFO, "RPC failed: NOT_FOUND: mailbox not found")),
     (domain.DatabaseUnavailable(), (logging.WARNING, "RPC failed: UNAVAILABLE: ")),
@@ -46,7 +53,7 @@ async def test_a_failed_call_is_logged_once_at_its_level(failing, caplog, exc, e
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError):
             await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
-    [(level, message)] = _lines(caplog)
+        [(level, message)] = await _logged(caplog)
     assert (level, message[: len(expected[1])]) == expected
 
 
@@ -56,6 +63,7 @@ async def test_an_unexpected_error_is_logged_once_with_its_traceback(failing, ca
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
+        await _logged(caplog)
     assert raised.value.code() is grpc.StatusCode.INTERNAL
     [record] = [record for record in caplog.records if record.name.startswith("mailwatch.api")]
     assert (record.levelno, record.getMessage(), str(record.exc_info[1])) == (logging.ERROR, "unexpected error in RPC", "boom")
@@ -70,4 +78,5 @@ async def test_an_undecodable_request_is_refused_before_authentication(grpc_serv
             assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
             unauthenticated = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"")
             assert unauthenticated.code() is grpc.StatusCode.UNAUTHENTICATED
-    assert [message.split(":")[1].strip() for _, message in _lines(caplog)] == ["INVALID_ARGUMENT", "UNAUTHENTICATED"]
+            lines = await _logged(caplog, 2)
+    assert [message.split(":")[1].strip() for _, message in lines] == ["INVALID_ARGUMENT", "UNAUTHENTICATED"]
