@@ -329,3 +329,44 @@ def test_alerts_and_dashboard_name_only_metrics_the_service_exports(database_url
         service.kill()
     assert not rules - exported, f"alerts name metrics the service does not export: {sorted(rules - exported)}"
     assert not dashboard - exported, f"the dashboard names metrics the service does not export: {sorted(dashboard - exported)}"
+
+
+ROLES = [{"role": "api", "replicas": 2}, {"role": "ingest", "replicas": 1}, {"role": "sync", "replicas": 3}]
+WORKERS = ("sync", "renew", "poll", "prune", "ingest")
+
+
+def test_roles_make_one_valid_deployment_per_role_each_running_its_workers_behind_the_service():
+    values = {**copy.deepcopy(VALUE_SETS["minimal-values.yaml"]), "roles": ROLES}
+    rendered = render(values)
+    deployments = {d["metadata"]["name"]: d for d in rendered.all("Deployment")}
+    assert sorted(deployments) == ["mailwatch-api", "mailwatch-ingest", "mailwatch-sync"]
+    service_selector = rendered.one("Service")["spec"]["selector"]
+    running = {}
+    for spec in ROLES:
+        deployment = deployments[f"mailwatch-{spec['role']}"]
+        for version in (OLDEST, NEWEST):
+            kubernetes_validate.validate(deployment, version, strict=True)
+        assert deployment["spec"]["replicas"] == spec["replicas"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert service_selector.items() <= pod_labels.items()  # every role serves the API
+        others = [d for d in deployments.values() if d is not deployment]
+        assert not any(deployment["spec"]["selector"]["matchLabels"].items()
+                       <= d["spec"]["template"]["metadata"]["labels"].items() for d in others)
+        settings = Settings.from_env(container_environment(rendered, _container(deployment)))
+        assert settings.role == spec["role"]
+        running[spec["role"]] = {name for name in WORKERS if getattr(settings, name).enabled}
+    assert running == {"api": set(), "ingest": {"ingest"}, "sync": {"sync", "renew", "poll", "prune"}}
+    report = lint(values, kube_version=OLDEST)
+    assert not [m for m in report["messages"] if m["severity"] >= 2] and not report["errors"], report
+
+
+def test_roles_refuse_autoscaling_and_unknown_roles():
+    minimal = VALUE_SETS["minimal-values.yaml"]
+    with pytest.raises(helm.HelmRenderError, match="with roles, set each role's replicas"):
+        render({**copy.deepcopy(minimal), "roles": ROLES, "autoscaling": {"enabled": True}})
+    with pytest.raises(helm.HelmValuesError, match="/roles/0/role"):
+        render({**copy.deepcopy(minimal), "roles": [{"role": "worker", "replicas": 1}]})
+    single = render(copy.deepcopy(minimal)).one("Deployment")  # no roles: one Deployment running config.role
+    assert single["metadata"]["name"] == "mailwatch"
+    assert "MAILWATCH_ROLE" not in {e["name"] for e in _container(single).get("env", [])}
