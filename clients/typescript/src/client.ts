@@ -41,7 +41,13 @@ import type {
   Mailbox,
   MailboxState,
 } from "./gen/mailwatch/v1/resources.js";
-import { fetchMessage, type FetchedMessage, type MessageFormatName } from "./messages.js";
+import {
+  fetchAttachment,
+  type FetchedAttachment,
+  fetchMessage,
+  type FetchedMessage,
+  type MessageFormatName,
+} from "./messages.js";
 import { ChangeStream, type Start } from "./stream.js";
 
 export interface ClientOptions {
@@ -325,6 +331,23 @@ export class MailwatchClient {
     };
     return this.withRetries(options, true, (metadata, callOptions) =>
       fetchMessage(this.stub.getMessage(request, metadata, callOptions), format),
+    );
+  }
+
+  /**
+   * Reads one attachment of a message (`attachmentId`: a part's `attachmentId` in
+   * `getMessage(..., { format: "full" })`): its size, then its bytes as a stream.
+   * Retried on UNAVAILABLE until the size arrives; `timeoutMs` bounds the whole read.
+   */
+  async getAttachment(
+    mailboxId: string,
+    messageId: string,
+    attachmentId: string,
+    options: CallOptions = {},
+  ): Promise<FetchedAttachment> {
+    const request = { mailboxId, messageId, attachmentId };
+    return this.withRetries(options, true, (metadata, callOptions) =>
+      fetchAttachment(this.stub.getAttachment(request, metadata, callOptions)),
     );
   }
 

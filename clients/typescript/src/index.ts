@@ -55,7 +55,7 @@ export {
   UnauthenticatedError,
   UnavailableError,
 } from "./errors.js";
-export { readAll, type FetchedMessage, type MessageFormatName } from "./messages.js";
+export { readAll, type FetchedAttachment, type FetchedMessage, type MessageFormatName } from "./messages.js";
 export {
   type ChangeEvent,
   CredentialKind,

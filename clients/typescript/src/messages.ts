@@ -1,10 +1,15 @@
-/** GetMessage's streamed answer: the message first, then its bytes as a stream. */
+/** GetMessage's and GetAttachment's streamed answers: the message (or size) first, then the bytes as a stream. */
 import { Readable } from "node:stream";
 
 import type { ClientReadableStream } from "@grpc/grpc-js";
 
 import { toRpcError } from "./errors.js";
-import type { GetMessageResponse, Message, PartChunk } from "./gen/mailwatch/v1/mailbox_service.js";
+import type {
+  GetAttachmentResponse,
+  GetMessageResponse,
+  Message,
+  PartChunk,
+} from "./gen/mailwatch/v1/mailbox_service.js";
 
 export type MessageFormatName = "metadata" | "full" | "raw";
 
@@ -33,42 +38,25 @@ export async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer
 }
 
 /**
- * Waits for the call's first response (the message) and hands the rest out
- * as a stream. Errors before the message reject (so the caller may retry the
- * call); later ones fail the stream with a typed error.
+ * The call's first response, and the rest as an iterator. Errors before the
+ * first response reject (so the caller may retry the call); later ones fail
+ * the iteration with a typed error. Leaving the iteration early cancels the call.
  */
-export async function fetchMessage(
-  call: ClientReadableStream<GetMessageResponse>,
-  format: MessageFormatName,
-): Promise<FetchedMessage> {
+async function firstThenRest<R>(
+  call: ClientReadableStream<R>,
+): Promise<{ first: R | undefined; rest: () => AsyncGenerator<R> }> {
   const responses = call[Symbol.asyncIterator]();
-  let first: IteratorResult<GetMessageResponse>;
+  let first: IteratorResult<R>;
   try {
     first = await responses.next();
   } catch (failure) {
     throw toRpcError(failure);
   }
-  if (first.done || first.value.message === undefined) {
-    call.cancel();
-    throw new TypeError("GetMessage answered without a message");
-  }
-  const message = first.value.message;
-  if (format === "metadata") {
-    try {
-      while (!(await responses.next()).done) {
-        // nothing else is sent for metadata; read to the call's end
-      }
-    } catch (failure) {
-      throw toRpcError(failure);
-    }
-    return { message };
-  }
-
-  async function* rest(): AsyncGenerator<GetMessageResponse> {
+  async function* rest(): AsyncGenerator<R> {
     let finished = false;
     try {
       for (;;) {
-        let next: IteratorResult<GetMessageResponse>;
+        let next: IteratorResult<R>;
         try {
           next = await responses.next();
         } catch (failure) {
@@ -86,7 +74,29 @@ export async function fetchMessage(
       }
     }
   }
+  return { first: first.done ? undefined : first.value, rest };
+}
 
+/**
+ * Waits for the call's first response (the message) and hands the rest out
+ * as a stream (see `firstThenRest`).
+ */
+export async function fetchMessage(
+  call: ClientReadableStream<GetMessageResponse>,
+  format: MessageFormatName,
+): Promise<FetchedMessage> {
+  const { first, rest } = await firstThenRest(call);
+  if (first?.message === undefined) {
+    call.cancel();
+    throw new TypeError("GetMessage answered without a message");
+  }
+  const message = first.message;
+  if (format === "metadata") {
+    for await (const _ of rest()) {
+      // nothing else is sent for metadata; read to the call's end
+    }
+    return { message };
+  }
   if (format === "raw") {
     async function* bytes(): AsyncGenerator<Buffer> {
       for await (const response of rest()) {
@@ -105,4 +115,32 @@ export async function fetchMessage(
     }
   }
   return { message, parts: parts() };
+}
+
+/**
+ * An attachment read with `getAttachment`: its size, and its bytes as a stream
+ * that comes off the call as it is read (`readAll(data)` for one Buffer).
+ */
+export interface FetchedAttachment {
+  /** The attachment's size in bytes. */
+  size: number;
+  /** The attachment's bytes. */
+  data: Readable;
+}
+
+/** Waits for the call's first response (the size) and hands the bytes out as a stream. */
+export async function fetchAttachment(call: ClientReadableStream<GetAttachmentResponse>): Promise<FetchedAttachment> {
+  const { first, rest } = await firstThenRest(call);
+  if (first?.size === undefined) {
+    call.cancel();
+    throw new TypeError("GetAttachment answered without a size");
+  }
+  async function* bytes(): AsyncGenerator<Buffer> {
+    for await (const response of rest()) {
+      if (response.data !== undefined) {
+        yield response.data;
+      }
+    }
+  }
+  return { size: Number(first.size), data: Readable.from(bytes(), { objectMode: false }) };
 }

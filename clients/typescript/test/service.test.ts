@@ -2,6 +2,7 @@
 // call, every error shape, retries, TLS, and change streams that survive
 // server and Postgres restarts with nothing lost and nothing repeated.
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -212,6 +213,59 @@ describe("listing messages", () => {
     assert.deepEqual(badToken.fieldViolations.map((v) => v.field), ["page_token"]);
     const stranger = clientFor(await world.newTenant());
     assert.ok((await rejection(stranger.listMessages(mailbox.id))) instanceof NotFoundError);
+  });
+});
+
+describe("attachments", () => {
+  it("streams an attachment past gRPC's 4 MiB byte-exact", { timeout: 120_000 }, async () => {
+    const client = clientFor(await world.newTenant());
+    const email = "ts-att@example.com";
+    const mailbox = await client.registerMailbox(email, { credentials: await world.serviceAccount(email) });
+    const attachment = randomBytes(6 * 1024 * 1024 + 3);
+    const base64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+    const source = Buffer.from(
+      [
+        `From: bob@example.com`,
+        `To: ${email}`,
+        `Subject: Data`,
+        `MIME-Version: 1.0`,
+        `Content-Type: multipart/mixed; boundary="b1"`,
+        ``,
+        `--b1`,
+        `Content-Type: text/plain`,
+        ``,
+        `The data is attached.`,
+        `--b1`,
+        `Content-Type: application/octet-stream`,
+        `Content-Disposition: attachment; filename="data.bin"`,
+        `Content-Transfer-Encoding: base64`,
+        ``,
+        base64,
+        `--b1--`,
+        ``,
+      ].join("\r\n"),
+    );
+    const [inserted] = await world.sim<{ id: string }[]>("insert_messages", [
+      [{ emailAddress: email, raw: source.toString("base64url"), labelIds: ["INBOX"] }],
+    ]);
+    const full = await client.getMessage(mailbox.id, inserted.id, { format: "full" });
+    for await (const _ of full.parts!) {
+      // read to the end to release the call
+    }
+    const part = full.message.payload!.parts.find((p) => p.filename === "data.bin")!;
+    assert.ok(part.attachmentId);
+
+    const fetched = await client.getAttachment(mailbox.id, inserted.id, part.attachmentId);
+    assert.equal(fetched.size, attachment.length);
+    const data = await readAll(fetched.data);
+    assert.equal(createHash("sha256").update(data).digest("hex"), createHash("sha256").update(attachment).digest("hex"));
+
+    const unknown = await rejection(client.getAttachment(mailbox.id, inserted.id, "ANGjdJnope"));
+    assert.ok(unknown instanceof NotFoundError);
+    assert.equal(unknown.reason, "ATTACHMENT_NOT_FOUND");
+    const bad = await rejection(client.getAttachment(mailbox.id, inserted.id, "not/base64url"));
+    assert.ok(bad instanceof InvalidArgumentError);
+    assert.deepEqual(bad.fieldViolations.map((v) => v.field), ["attachment_id"]);
   });
 });
 

@@ -192,6 +192,15 @@ def message_responses(message: messages.Message) -> Iterator[mailbox_service_pb2
             yield response(raw_chunk=message.raw[start : start + MESSAGE_CHUNK_BYTES])
 
 
+def attachment_responses(data: bytes) -> Iterator[mailbox_service_pb2.GetAttachmentResponse]:
+    """GetAttachment's responses: the size, then the bytes in chunks of at most MESSAGE_CHUNK_BYTES."""
+    response = mailbox_service_pb2.GetAttachmentResponse
+    yield response(size=len(data))
+    view = memoryview(data)
+    for start in range(0, len(data), MESSAGE_CHUNK_BYTES):
+        yield response(data=bytes(view[start : start + MESSAGE_CHUNK_BYTES]))
+
+
 def message_list_to_proto(page: messages.MessageListPage, next_page_token: str) -> mailbox_service_pb2.ListMessagesResponse:
     """ListMessages' response: the listed messages (id, thread, labels when fetched) and our page token."""
     return mailbox_service_pb2.ListMessagesResponse(

@@ -86,6 +86,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     # under a running one, calls fail until the operator migrates.
     domain.NotMigrated: grpc.StatusCode.UNAVAILABLE,
     domain.GmailMessageNotFound: grpc.StatusCode.NOT_FOUND,
+    domain.GmailAttachmentNotFound: grpc.StatusCode.NOT_FOUND,
 }
 
 # Codes that mean "the caller (or their Google setup) got something wrong":

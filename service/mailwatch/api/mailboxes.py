@@ -100,6 +100,14 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         for response in convert.message_responses(message):
             yield response
 
+    async def GetAttachment(self, request, context):
+        query = validation.validate_get_attachment(request)
+        data = await messages.read_attachment(
+            self._lifecycle, current_tenant_id(), query.mailbox_id, query.message_id, query.attachment_id
+        )
+        for response in convert.attachment_responses(data):
+            yield response
+
     async def ListMessages(self, request, context):
         query = validation.validate_list_messages(request)
         page = await messages.list_messages(

@@ -374,6 +374,33 @@ def validate_get_message(request: mailbox_service_pb2.GetMessageRequest) -> Mess
     return MessageQuery(mailbox_id, request.message_id.lower(), fmt, headers or DEFAULT_METADATA_HEADERS)
 
 
+MAX_ATTACHMENT_ID_CHARS = 4096
+_ATTACHMENT_ID_RE = re.compile(r"[A-Za-z0-9_-]+")  # Gmail's attachment ids are base64url
+
+
+@dataclass(frozen=True)
+class AttachmentQuery:
+    mailbox_id: uuid.UUID
+    message_id: str
+    attachment_id: str
+
+
+def validate_get_attachment(request: mailbox_service_pb2.GetAttachmentRequest) -> AttachmentQuery:
+    problems = _Violations()
+    mailbox_id = parse_uuid(request.mailbox_id, "mailbox_id", problems)
+    if not _MESSAGE_ID_RE.fullmatch(request.message_id):
+        problems.add("message_id", "required: a Gmail message id (hexadecimal, at most 40 characters)")
+    if not request.attachment_id:
+        problems.add("attachment_id", "required")
+    elif len(request.attachment_id) > MAX_ATTACHMENT_ID_CHARS:
+        problems.add("attachment_id", f"at most {MAX_ATTACHMENT_ID_CHARS} characters")
+    elif not _ATTACHMENT_ID_RE.fullmatch(request.attachment_id):
+        problems.add("attachment_id", "must be a Gmail attachment id (base64url: letters, digits, '-' and '_')")
+    problems.raise_if_any()
+    assert mailbox_id is not None
+    return AttachmentQuery(mailbox_id, request.message_id.lower(), request.attachment_id)
+
+
 @dataclass(frozen=True)
 class MessageListQuery:
     mailbox_id: uuid.UUID

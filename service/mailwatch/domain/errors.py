@@ -257,6 +257,14 @@ class GmailMailboxNotFound(GmailError):
     reason = "GMAIL_MAILBOX_NOT_FOUND"
 
 
+class GmailAttachmentNotFound(GmailError):
+    """messages.attachments.get refused the attachment id (Gmail: 400 "Invalid attachment token"):
+    not one of the message's attachments."""
+
+    reason = "ATTACHMENT_NOT_FOUND"
+    retryable = False
+
+
 class GmailMessageNotFound(GmailError):
     """messages.get answered 404: the message is gone (deleted) or never existed."""
 

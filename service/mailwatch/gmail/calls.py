@@ -12,3 +12,4 @@ class GmailCall(enum.StrEnum):
     HISTORY_LIST = "history.list"
     MESSAGES_LIST = "messages.list"
     MESSAGES_GET = "messages.get"
+    ATTACHMENTS_GET = "messages.attachments.get"

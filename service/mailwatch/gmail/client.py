@@ -41,7 +41,13 @@ from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_
 from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.history import HistoryPage, history_page
-from mailwatch.gmail.messages import MISSING, message_from_resource, message_list_page, metadata_from_resource
+from mailwatch.gmail.messages import (
+    MISSING,
+    attachment_from_resource,
+    message_from_resource,
+    message_list_page,
+    metadata_from_resource,
+)
 from mailwatch.gmail.quota import record_call
 from mailwatch.gmail.user_calls import UserCallLimiter
 
@@ -262,6 +268,18 @@ class GmailClient:
             GmailCall.MESSAGES_GET, credential, lambda users: users.messages().get(**params), tenant_id, user=email
         )
         return message_from_resource(response, fmt)
+
+    async def get_attachment(
+        self, credential: Credential, email: str, message_id: str, attachment_id: str, *,
+        tenant_id: uuid.UUID | None = None,
+    ) -> bytes:
+        """users.messages.attachments.get: the attachment's decoded bytes (Gmail sends it whole)."""
+        response = await self._call(
+            GmailCall.ATTACHMENTS_GET, credential,
+            lambda users: users.messages().attachments().get(userId=ME, messageId=message_id, id=attachment_id),
+            tenant_id, user=email,
+        )
+        return attachment_from_resource(response)
 
     async def list_messages(
         self, credential: Credential, email: str, *, label_ids: tuple[str, ...] = (), query: str = "",

@@ -178,6 +178,7 @@ def _is_topic_problem(status: int, message: str) -> bool:
 _NOT_FOUND: dict[GmailCall, type[errors.GmailError]] = {
     GmailCall.HISTORY_LIST: errors.GmailHistoryExpired,
     GmailCall.MESSAGES_GET: errors.GmailMessageNotFound,
+    GmailCall.ATTACHMENTS_GET: errors.GmailMessageNotFound,
 }
 
 
@@ -205,8 +206,19 @@ def _list_refusal(status: int, message: str, detail: str, meta: dict) -> errors.
     return None
 
 
+def _attachment_refusal(status: int, message: str, detail: str, meta: dict) -> errors.GmailError | None:
+    """attachments.get's 400 for an id that is not one of the message's ("Invalid attachment token")."""
+    if status == 400 and "attachment" in message.lower():
+        return errors.GmailAttachmentNotFound(f"{detail}: {message}", metadata=meta)
+    return None
+
+
 # Refusals only one call can meet, read from its status and message.
-_CALL_REFUSALS = {GmailCall.WATCH: _watch_refusal, GmailCall.MESSAGES_LIST: _list_refusal}
+_CALL_REFUSALS = {
+    GmailCall.WATCH: _watch_refusal,
+    GmailCall.MESSAGES_LIST: _list_refusal,
+    GmailCall.ATTACHMENTS_GET: _attachment_refusal,
+}
 
 
 def classify(exc: BaseException, *, call: GmailCall) -> errors.GmailError:

@@ -81,6 +81,11 @@ def message_from_resource(resource: dict, fmt: str) -> Message:
     )
 
 
+def attachment_from_resource(resource: dict) -> bytes:
+    """The decoded bytes of users.messages.attachments.get's MessagePartBody."""
+    return _b64url(resource.get("data", ""))
+
+
 def message_list_page(response: dict) -> MessageListPage:
     """A page of users.messages.list: messages carry only id and threadId, a
     page may come without `messages`, and the last one without a token."""

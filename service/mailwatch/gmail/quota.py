@@ -23,6 +23,7 @@ UNITS = {
     "history.list": 2,
     "messages.list": 5,
     "messages.get": 5,
+    "messages.attachments.get": 5,
     "labels.list": 1,
     "labels.get": 1,
     "settings.sendAs.list": 1,

@@ -1,4 +1,4 @@
-"""GetMessage, ListMessages and SendTestEvent: a tenant reads its own mailbox's
+"""GetMessage, GetAttachment, ListMessages and SendTestEvent: a tenant reads its own mailbox's
 messages through mailwatch's stored credentials, or checks its stream's wiring
 with a TEST event."""
 
@@ -23,6 +23,17 @@ async def read_message(
     return await lifecycle.gmail.get_message(
         lifecycle.secret_box.decrypt_credential(ciphertext), mailbox.email_address, message_id,
         fmt=fmt, metadata_headers=metadata_headers if fmt == "metadata" else (), tenant_id=tenant_id,
+    )
+
+
+async def read_attachment(
+    lifecycle: Lifecycle, tenant_id: uuid.UUID, mailbox_id: uuid.UUID, message_id: str, attachment_id: str
+) -> bytes:
+    """An attachment's bytes, fetched with the mailbox's credentials (NotFound for another tenant's mailbox)."""
+    mailbox, ciphertext = await registrations.mailbox_with_credentials(lifecycle.sessions, tenant_id, mailbox_id)
+    return await lifecycle.gmail.get_attachment(
+        lifecycle.secret_box.decrypt_credential(ciphertext), mailbox.email_address, message_id, attachment_id,
+        tenant_id=tenant_id,
     )
 
 

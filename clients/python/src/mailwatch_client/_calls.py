@@ -119,6 +119,14 @@ def get_message(
     return common.get_message_request(mailbox_id, message_id, format, metadata_headers)
 
 
+def get_attachment(mailbox_id: str, message_id: str, attachment_id: str) -> mailbox_service_pb2.GetAttachmentRequest:
+    """The bytes of one attachment of a message (`attachment_id`: a part's `attachment_id` in
+    `get_message(..., format="full")`), its streamed chunks reassembled."""
+    return mailbox_service_pb2.GetAttachmentRequest(
+        mailbox_id=mailbox_id, message_id=message_id, attachment_id=attachment_id
+    )
+
+
 def list_messages(
     mailbox_id: str,
     *,
@@ -189,6 +197,7 @@ CALLS: tuple[Call, ...] = (
     Call("mailboxes", "GetMessage", get_message, "FetchedMessage", idempotent=True, fold=common.MessageAssembler),
     Call("mailboxes", "ListMessages", list_messages, "mailbox_service_pb2.Message", idempotent=True,
          pages="messages"),
+    Call("mailboxes", "GetAttachment", get_attachment, "bytes", idempotent=True, fold=common.AttachmentAssembler),
     Call("mailboxes", "SendTestEvent", send_test_event, "resources_pb2.ChangeEvent", idempotent=False),
     Call("admin", "CreateTenant", create_tenant, "admin_service_pb2.Tenant", idempotent=False),
     Call("admin", "ListTenants", list_tenants, "admin_service_pb2.Tenant", idempotent=True, pages="tenants"),

@@ -262,6 +262,25 @@ class FetchedMessage:
     raw: bytes | None = None
 
 
+class AttachmentAssembler:
+    """Collects GetAttachment's streamed responses into the attachment's bytes."""
+
+    def __init__(self, request: mailbox_service_pb2.GetAttachmentRequest) -> None:
+        self._size: int | None = None
+        self._data = bytearray()
+
+    def add(self, response: mailbox_service_pb2.GetAttachmentResponse) -> None:
+        if response.WhichOneof("content") == "size":
+            self._size = response.size
+        else:
+            self._data.extend(response.data)
+
+    def result(self) -> bytes:
+        if self._size is None or self._size != len(self._data):
+            raise ValueError(f"GetAttachment announced {self._size} bytes and sent {len(self._data)}")
+        return bytes(self._data)
+
+
 class MessageAssembler:
     """Collects GetMessage's streamed responses into a FetchedMessage."""
 

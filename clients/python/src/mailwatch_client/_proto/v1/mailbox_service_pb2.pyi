@@ -249,6 +249,24 @@ class ListMessagesResponse(_message.Message):
     result_size_estimate: int
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., result_size_estimate: _Optional[int] = ...) -> None: ...
 
+class GetAttachmentRequest(_message.Message):
+    __slots__ = ("mailbox_id", "message_id", "attachment_id")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: str
+    message_id: str
+    attachment_id: str
+    def __init__(self, mailbox_id: _Optional[str] = ..., message_id: _Optional[str] = ..., attachment_id: _Optional[str] = ...) -> None: ...
+
+class GetAttachmentResponse(_message.Message):
+    __slots__ = ("size", "data")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    data: bytes
+    def __init__(self, size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class SendTestEventRequest(_message.Message):
     __slots__ = ("mailbox_id", "note")
     MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]

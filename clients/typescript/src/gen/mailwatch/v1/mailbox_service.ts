@@ -463,6 +463,32 @@ export interface ListMessagesResponse {
   resultSizeEstimate: number;
 }
 
+/** Request for MailboxService.GetAttachment. */
+export interface GetAttachmentRequest {
+  /** Required. The mailbox id. */
+  mailboxId: string;
+  /** Required. The Gmail message id. */
+  messageId: string;
+  /**
+   * Required. The attachment id (MessagePart.attachment_id of the message's
+   * FULL format; at most 4,096 characters of base64url).
+   */
+  attachmentId: string;
+}
+
+/**
+ * Response for MailboxService.GetAttachment: exactly one field is set. The
+ * first response is `size`; then the `data` chunks, whose lengths add up to it.
+ */
+export interface GetAttachmentResponse {
+  /** The attachment's size in bytes (decoded). */
+  size?:
+    | number
+    | undefined;
+  /** The next piece of the attachment's bytes. */
+  data?: Buffer | undefined;
+}
+
 /** Request for MailboxService.SendTestEvent. */
 export interface SendTestEventRequest {
   /**
@@ -2890,6 +2916,204 @@ export const ListMessagesResponse: MessageFns<ListMessagesResponse> = {
   },
 };
 
+function createBaseGetAttachmentRequest(): GetAttachmentRequest {
+  return { mailboxId: "", messageId: "", attachmentId: "" };
+}
+
+export const GetAttachmentRequest: MessageFns<GetAttachmentRequest> = {
+  encode(message: GetAttachmentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mailboxId !== "") {
+      writer.uint32(10).string(message.mailboxId);
+    }
+    if (message.messageId !== "") {
+      writer.uint32(18).string(message.messageId);
+    }
+    if (message.attachmentId !== "") {
+      writer.uint32(26).string(message.attachmentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAttachmentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAttachmentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.mailboxId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.messageId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetAttachmentRequest {
+    return {
+      mailboxId: isSet(object.mailboxId)
+        ? globalThis.String(object.mailboxId)
+        : isSet(object.mailbox_id)
+        ? globalThis.String(object.mailbox_id)
+        : "",
+      messageId: isSet(object.messageId)
+        ? globalThis.String(object.messageId)
+        : isSet(object.message_id)
+        ? globalThis.String(object.message_id)
+        : "",
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetAttachmentRequest): unknown {
+    const obj: any = {};
+    if (message.mailboxId !== "") {
+      obj.mailboxId = message.mailboxId;
+    }
+    if (message.messageId !== "") {
+      obj.messageId = message.messageId;
+    }
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetAttachmentRequest>, I>>(base?: I): GetAttachmentRequest {
+    return GetAttachmentRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetAttachmentRequest>, I>>(object: I): GetAttachmentRequest {
+    const message = createBaseGetAttachmentRequest();
+    message.mailboxId = object.mailboxId ?? "";
+    message.messageId = object.messageId ?? "";
+    message.attachmentId = object.attachmentId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetAttachmentResponse(): GetAttachmentResponse {
+  return { size: undefined, data: undefined };
+}
+
+export const GetAttachmentResponse: MessageFns<GetAttachmentResponse> = {
+  encode(message: GetAttachmentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== undefined) {
+      writer.uint32(8).int64(message.size);
+    }
+    if (message.data !== undefined) {
+      writer.uint32(18).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAttachmentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAttachmentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetAttachmentResponse {
+    return {
+      size: isSet(object.size) ? globalThis.Number(object.size) : undefined,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : undefined,
+    };
+  },
+
+  toJSON(message: GetAttachmentResponse): unknown {
+    const obj: any = {};
+    if (message.size !== undefined) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.data !== undefined) {
+      obj.data = base64FromBytes(message.data);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetAttachmentResponse>, I>>(base?: I): GetAttachmentResponse {
+    return GetAttachmentResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetAttachmentResponse>, I>>(object: I): GetAttachmentResponse {
+    const message = createBaseGetAttachmentResponse();
+    message.size = object.size ?? undefined;
+    message.data = object.data ?? undefined;
+    return message;
+  },
+};
+
 function createBaseSendTestEventRequest(): SendTestEventRequest {
   return { mailboxId: "", note: "" };
 }
@@ -3183,6 +3407,27 @@ export const MailboxServiceService = {
     responseDeserialize: (value: Buffer): ListMessagesResponse => ListMessagesResponse.decode(value),
   },
   /**
+   * Reads one attachment of a message of one of the tenant's mailboxes from
+   * Gmail (users.messages.attachments.get), with the mailbox's credentials.
+   * The attachment id is a MessagePart.attachment_id of GetMessage's FULL
+   * format. The first response carries the size; the decoded bytes follow in
+   * order as chunks of at most 1 MiB (attachments go far past gRPC's default
+   * 4 MiB message size). Gmail answers an attachment in one piece, so the
+   * server holds it while it streams it. A message Gmail no longer has
+   * answers NOT_FOUND, reason MESSAGE_NOT_FOUND; an attachment id the message
+   * does not have, NOT_FOUND, reason ATTACHMENT_NOT_FOUND. 5 Gmail quota units.
+   */
+  getAttachment: {
+    path: "/mailwatch.v1.MailboxService/GetAttachment" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: GetAttachmentRequest): Buffer => Buffer.from(GetAttachmentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetAttachmentRequest => GetAttachmentRequest.decode(value),
+    responseSerialize: (value: GetAttachmentResponse): Buffer =>
+      Buffer.from(GetAttachmentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetAttachmentResponse => GetAttachmentResponse.decode(value),
+  },
+  /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
    */
@@ -3282,6 +3527,18 @@ export interface MailboxServiceServer extends UntypedServiceImplementation {
    * Gmail refuses ("Invalid label") answers INVALID_ARGUMENT on label_ids.
    */
   listMessages: handleUnaryCall<ListMessagesRequest, ListMessagesResponse>;
+  /**
+   * Reads one attachment of a message of one of the tenant's mailboxes from
+   * Gmail (users.messages.attachments.get), with the mailbox's credentials.
+   * The attachment id is a MessagePart.attachment_id of GetMessage's FULL
+   * format. The first response carries the size; the decoded bytes follow in
+   * order as chunks of at most 1 MiB (attachments go far past gRPC's default
+   * 4 MiB message size). Gmail answers an attachment in one piece, so the
+   * server holds it while it streams it. A message Gmail no longer has
+   * answers NOT_FOUND, reason MESSAGE_NOT_FOUND; an attachment id the message
+   * does not have, NOT_FOUND, reason ATTACHMENT_NOT_FOUND. 5 Gmail quota units.
+   */
+  getAttachment: handleServerStreamingCall<GetAttachmentRequest, GetAttachmentResponse>;
   /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
@@ -3462,6 +3719,26 @@ export interface MailboxServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListMessagesResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Reads one attachment of a message of one of the tenant's mailboxes from
+   * Gmail (users.messages.attachments.get), with the mailbox's credentials.
+   * The attachment id is a MessagePart.attachment_id of GetMessage's FULL
+   * format. The first response carries the size; the decoded bytes follow in
+   * order as chunks of at most 1 MiB (attachments go far past gRPC's default
+   * 4 MiB message size). Gmail answers an attachment in one piece, so the
+   * server holds it while it streams it. A message Gmail no longer has
+   * answers NOT_FOUND, reason MESSAGE_NOT_FOUND; an attachment id the message
+   * does not have, NOT_FOUND, reason ATTACHMENT_NOT_FOUND. 5 Gmail quota units.
+   */
+  getAttachment(
+    request: GetAttachmentRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<GetAttachmentResponse>;
+  getAttachment(
+    request: GetAttachmentRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<GetAttachmentResponse>;
   /**
    * Appends a TEST event to the tenant's change log (optionally for one
    * mailbox) and returns it, so a consumer can check its wiring end to end.
