@@ -50,6 +50,7 @@ TABLE = [
     (domain.NotMigrated("schema at 0001"), C.UNAVAILABLE, "NOT_MIGRATED"),
     (domain.AdminDisabled("no operator token"), C.PERMISSION_DENIED, "ADMIN_DISABLED"),
     (domain.GmailMessageNotFound("gone"), C.NOT_FOUND, "MESSAGE_NOT_FOUND"),
+    (domain.GmailAttachmentNotFound("400"), C.NOT_FOUND, "ATTACHMENT_NOT_FOUND"),
 ]
 
 
