@@ -276,7 +276,10 @@ def _storage(url: str) -> dict[str, float]:
         heap, total = conn.execute(
             "SELECT pg_table_size('mailboxes'), pg_total_relation_size('mailboxes')"
         ).fetchone()
-        log_total = conn.execute("SELECT pg_total_relation_size('change_events')").fetchone()[0]
+        # The log is partitioned: its bytes are its partitions' (the parent holds none).
+        log_total = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('change_events')"
+        ).fetchone()[0]
     return {
         "mailboxes": count,
         "mailbox row+toast bytes": heap / count,

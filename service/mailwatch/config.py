@@ -175,8 +175,9 @@ class PruneSettings(_Section):
     enabled: bool = setting(True, "Run the retention pruner in this replica.")
     retention_hours: float = setting(
         7 * 24.0,
-        "Change-log events older than this many hours are pruned; a consumer whose cursor is older gets "
-        "`CURSOR_EXPIRED`. Malformed notifications kept for inspection expire with them (each source keeps at most "
+        "Change-log events are kept at least this many hours: the log has a partition per UTC day, dropped whole "
+        "once its last moment is older than this (so events live up to a day longer); a consumer whose cursor is "
+        "older gets `CURSOR_EXPIRED`. Malformed notifications kept for inspection expire with them (each source keeps at most "
         "its newest 1,000; drops are counted in `mailwatch_malformed_notifications_dropped_total`).",
         env="MAILWATCH_RETENTION_HOURS",
         positive=True,

@@ -334,11 +334,14 @@ async def latest_sequence(session: AsyncSession, tenant_id: uuid.UUID) -> int:
 # time (a prefix of the expired rows in sequence order, so every tenant's cut
 # still covers all its expired rows below it): a backlog is removed in bounded
 # transactions by calling again until fewer than `limit` rows go.
-_PRUNE = text(
-    """
+#
+# The prune worker runs it on the default partition only (whole days are
+# dropped instead: store/partitions.py); called on `change_events` it cuts
+# across all of them.
+_PRUNE = """
     WITH expired AS (
         SELECT tenant_id, sequence
-        FROM change_events
+        FROM {table}
         WHERE observed_at < :older_than
         ORDER BY sequence
         LIMIT :limit
@@ -354,35 +357,40 @@ _PRUNE = text(
         WHERE tenants.id = cut.tenant_id
         RETURNING tenants.id
     ), deleted AS (
-        DELETE FROM change_events
+        DELETE FROM {table} AS e
         USING cut
-        WHERE change_events.tenant_id = cut.tenant_id AND change_events.sequence <= cut.through
+        WHERE e.tenant_id = cut.tenant_id AND e.sequence <= cut.through
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM raised) AS tenants
     """
-)
+_PRUNABLE = ("change_events", "change_events_default")
 
 
-async def prune_events(session: AsyncSession, older_than: datetime, *, limit: int | None = None) -> int:
+async def prune_events(
+    session: AsyncSession, older_than: datetime, *, limit: int | None = None, table: str = "change_events"
+) -> int:
     """Delete events observed before `older_than` (and any older-sequenced ones of the
     same tenant), raising each affected tenant's pruned_through_sequence. Returns rows deleted.
 
     `limit` bounds how many expired rows one call cuts (None: all). Rows deleted
     is at least the number cut, so fewer than `limit` deleted means none remain.
+    `table`: the whole log, or only its default partition (the prune worker's).
     """
+    if table not in _PRUNABLE:
+        raise ValueError(f"cannot prune {table!r}")
     if older_than.tzinfo is None:
         raise ValueError("older_than must be timezone-aware")
     if limit is not None and limit < 1:
         raise ValueError("limit must be positive")
-    row = (await session.execute(_PRUNE, {"older_than": older_than, "limit": limit})).one()
+    row = (await session.execute(text(_PRUNE.format(table=table)), {"older_than": older_than, "limit": limit})).one()
     return int(row.deleted)
 
 
-async def prune_chunk(sessions: Sessions, older_than: datetime, *, limit: int) -> int:
+async def prune_chunk(sessions: Sessions, older_than: datetime, *, limit: int, table: str = "change_events") -> int:
     """`prune_events` as its own transaction: one chunk."""
     async with transaction(sessions) as session:
-        return await prune_events(session, older_than, limit=limit)
+        return await prune_events(session, older_than, limit=limit, table=table)
 
 
 async def scan(sessions: Sessions, tenant_id: uuid.UUID, after_sequence: int, **options) -> ScannedEvents:

@@ -254,6 +254,10 @@ class ChangeEventRow(Base):
 
     # Global identity; per-tenant order equals commit order because writers
     # hold a per-tenant advisory lock while drawing values (see changes.py).
+    # The table is range-partitioned by observed_at (a partition per UTC day,
+    # plus a default one; store/partitions.py), and Postgres wants the partition
+    # key in every unique constraint: hence (sequence, observed_at) and
+    # (id, observed_at). The identity alone keeps sequence unique.
     sequence: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(
         Uuid, nullable=False, server_default=text("gen_random_uuid()")
@@ -277,13 +281,14 @@ class ChangeEventRow(Base):
     detail: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
     # MESSAGE_ADDED of a metadata-enabled mailbox: MessageMetadata.to_json().
     metadata_: Mapped[dict | None] = mapped_column("metadata", JSONB)
-    observed_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
+    observed_at: Mapped[datetime] = _timestamp(nullable=False, primary_key=True, server_default=func.now())
 
     __table_args__ = (
-        UniqueConstraint("id"),
+        UniqueConstraint("id", "observed_at"),
         Index("ix_change_events_tenant_id_sequence", "tenant_id", "sequence"),
-        # Retention deletes by age.
+        # Retention deletes the default partition's expired rows by age.
         Index("ix_change_events_observed_at", "observed_at"),
+        {"postgresql_partition_by": "RANGE (observed_at)"},
     )
 
 

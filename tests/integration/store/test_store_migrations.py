@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import inspect, pool
+from sqlalchemy import inspect, pool, text
 
 from mailwatch.database_url import libpq_url
 from mailwatch.domain.errors import NotMigrated
@@ -34,8 +34,13 @@ def _inspect(url, fn):
         engine.dispose()
 
 
+def _partitions(connection) -> set[str]:
+    """The change log's partitions: made and dropped at run time, not declared."""
+    return set(connection.execute(text("SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")).scalars())
+
+
 def _tables(url) -> set[str]:
-    return set(_inspect(url, lambda c: inspect(c).get_table_names())) - {"alembic_version"}
+    return set(_inspect(url, lambda c: set(inspect(c).get_table_names()) - _partitions(c))) - {"alembic_version"}
 
 
 def test_upgrade_from_empty_then_downgrade_to_base(empty_database_url):
@@ -59,9 +64,12 @@ def test_migrations_build_exactly_the_declared_models(empty_database_url):
     upgrade(empty_database_url)
 
     def diff(connection):
-        context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
-        )
+        partitions = _partitions(connection)
+        assert partitions  # the default one and days ahead
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "compare_server_default": True,
+            "include_name": lambda name, type_, parent: not (type_ == "table" and name in partitions),
+        })
         return compare_metadata(context, Base.metadata)
 
     assert _inspect(empty_database_url, diff) == []
@@ -128,8 +136,6 @@ def test_accepts_plain_postgresql_urls(postgres_server, empty_database_url):
 
 def test_failure_strings_become_columns_and_back(empty_database_url):
     """0006 splits the "REASON: message" that workers used to write into reason and message."""
-    from sqlalchemy import text
-
     upgrade(empty_database_url, "0005")
 
     def seed(connection):
@@ -158,3 +164,56 @@ def test_failure_strings_become_columns_and_back(empty_database_url):
         text("SELECT email_address, last_error FROM mailboxes ORDER BY email_address"))])
     assert rows == [("a@x.com", "GMAIL_RATE_LIMITED: watch: Gmail answered 429: slow: down"),
                     ("b@x.com", "connection reset by peer"), ("c@x.com", None)]
+
+
+def test_a_populated_change_log_becomes_partitioned_and_back(empty_database_url):
+    """0009 attaches the existing rows as one partition (no copy), keeps every sequence,
+    continues the identity after them, and a skewed future row goes to the default partition."""
+    upgrade(empty_database_url, "0008")
+
+    def seed(connection):
+        tenant = connection.execute(text("INSERT INTO tenants (name) VALUES ('t') RETURNING id")).scalar_one()
+        for days_ago in (9, 3, 0, -40):  # -40: a clock 40 days ahead
+            connection.execute(text(
+                "INSERT INTO change_events (tenant_id, mailbox_id, email_address, event_type, observed_at) "
+                "SELECT :t, gen_random_uuid(), 'a@x.com', 'MESSAGE_ADDED', now() - make_interval(days => :d) "
+                "FROM generate_series(1, 5)"), {"t": tenant, "d": days_ago})
+        connection.commit()
+
+    def rows(connection):
+        return [tuple(row) for row in connection.execute(text(
+            "SELECT sequence, id, observed_at FROM change_events ORDER BY sequence"))]
+
+    def homes(connection):
+        return dict(connection.execute(text("SELECT sequence, tableoid::regclass::text FROM change_events")).all())
+
+    _inspect(empty_database_url, seed)
+    before = _inspect(empty_database_url, rows)
+    upgrade(empty_database_url)
+    assert _inspect(empty_database_url, rows) == before
+    where = _inspect(empty_database_url, homes)
+    assert {where[s] for s, *_ in before[:15]} == {"change_events_legacy"}
+    assert {where[s] for s, *_ in before[15:]} == {"change_events_default"}
+    assert _inspect(empty_database_url, lambda c: c.execute(text(
+        "SELECT relkind FROM pg_class WHERE relname = 'change_events'")).scalar_one()) == "p"
+
+    def append(connection):
+        tenant = connection.execute(text("SELECT id FROM tenants")).scalar_one()
+        sequence = connection.execute(text(
+            "INSERT INTO change_events (tenant_id, mailbox_id, email_address, event_type) "
+            "VALUES (:t, gen_random_uuid(), 'a@x.com', 'MESSAGE_ADDED') RETURNING sequence, tableoid::regclass::text"),
+            {"t": tenant}).one()
+        connection.commit()
+        return tuple(sequence)
+
+    sequence, home = _inspect(empty_database_url, append)
+    assert sequence > before[-1][0]
+    assert home == "change_events_legacy"  # today's rows stay in it until the day ends
+    downgrade(empty_database_url, "0008")
+    after = _inspect(empty_database_url, rows)
+    assert after[:-1] == before and after[-1][0] == sequence
+    assert _inspect(empty_database_url, lambda c: c.execute(text(
+        "SELECT relkind FROM pg_class WHERE relname = 'change_events'")).scalar_one()) == "r"
+    # and up again: the identity continues after everything copied back
+    upgrade(empty_database_url)
+    assert _inspect(empty_database_url, append)[0] > sequence

@@ -41,7 +41,7 @@ def test_declared_names_follow_the_convention():
         "pk_tenants", "uq_tenants_name", "uq_api_keys_key_hash", "fk_api_keys_tenant_id_tenants",
         "uq_mailboxes_tenant_id_email_address", "ck_mailboxes_state_valid", "ix_mailboxes_sync_due",
         "ix_mailboxes_renewal_due", "ix_mailboxes_email_address", "ix_change_events_tenant_id_sequence",
-        "pk_change_events", "uq_change_events_id",
+        "pk_change_events", "uq_change_events_id_observed_at",
     } <= names
 
 
