@@ -227,12 +227,23 @@ async def _renew_tick_ms(sessions, url: str, sim_url: str, secret_key: str, topi
         gmail.close()
 
 
+# The log is partitioned: its bytes are its partitions' (the parent holds none).
+_LOG_BYTES = "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_partition_tree('change_events')"
+
+
+async def _partitions_for_the_old_day(sessions) -> None:
+    """The day partitions those rows belong in, as the prune worker made them when that day was near."""
+    from mailwatch.store import partitions
+
+    await partitions.ensure_day_partitions(sessions, (datetime.now(timezone.utc) - timedelta(days=9)).date(), 2)
+
+
 def _day_of_changes(url: str, sample: int) -> dict[str, float]:
     """Insert `sample` MESSAGE_ADDED rows observed eight days ago, spread over the mailboxes
     (message and thread ids, two labels, as a sync writes them); returns their bytes."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) change_events")
-        before = conn.execute("SELECT pg_total_relation_size('change_events')").fetchone()[0]
+        before = conn.execute(_LOG_BYTES).fetchone()[0]
         tenant = conn.execute("SELECT tenant_id FROM mailboxes LIMIT 1").fetchone()[0]
         started = time.perf_counter()
         for start in range(0, sample, 100_000):
@@ -251,13 +262,13 @@ def _day_of_changes(url: str, sample: int) -> dict[str, float]:
             )
         inserted = time.perf_counter() - started
         conn.execute("VACUUM (ANALYZE) change_events")
-        after = conn.execute("SELECT pg_total_relation_size('change_events')").fetchone()[0]
+        after = conn.execute(_LOG_BYTES).fetchone()[0]
     per_change = (after - before) / sample
     return {"rows": sample, "insert rows/s": sample / inserted, "bytes per change": per_change,
             "GB per day of 50 M": per_change * 50e6 / 1e9}
 
 
-async def _prune_ms(sessions) -> tuple[float, int]:
+async def _prune_ms(sessions) -> tuple[float, int, int]:
     """One retention pass of the prune worker (7 days) over what `_day_of_changes` left."""
     from mailwatch.config import PruneSettings
     from mailwatch.workers.prune import PruneWorker
@@ -265,7 +276,7 @@ async def _prune_ms(sessions) -> tuple[float, int]:
     worker = PruneWorker(sessions=sessions, settings=PruneSettings(enabled=True, retention_hours=7 * 24))
     started = time.perf_counter()
     result = await worker.run_once()
-    return (time.perf_counter() - started) * 1000, result.deleted
+    return (time.perf_counter() - started) * 1000, result.deleted, len(result.partitions_dropped)
 
 
 def _storage(url: str) -> dict[str, float]:
@@ -277,9 +288,7 @@ def _storage(url: str) -> dict[str, float]:
             "SELECT pg_table_size('mailboxes'), pg_total_relation_size('mailboxes')"
         ).fetchone()
         # The log is partitioned: its bytes are its partitions' (the parent holds none).
-        log_total = conn.execute(
-            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('change_events')"
-        ).fetchone()[0]
+        log_total = conn.execute(_LOG_BYTES).fetchone()[0]
     return {
         "mailboxes": count,
         "mailbox row+toast bytes": heap / count,
@@ -424,13 +433,14 @@ async def run(args) -> None:
                 print("  storage: " + ", ".join(f"{k} {v:.1f}" for k, v in storage.items()), flush=True)
                 print(f"  service RSS: {rss:.0f} MiB", flush=True)
             if args.day_sample:
+                await _partitions_for_the_old_day(sessions)
                 day = _day_of_changes(url, args.day_sample)
                 print(f"a day of changes: {day['rows']:,} rows at {day['insert rows/s']:,.0f}/s (direct INSERT), "
                       f"{day['bytes per change']:.0f} bytes per change incl. indexes, "
                       f"{day['GB per day of 50 M']:.1f} GB per day of 50 million (load average {_load()})", flush=True)
-                prune_ms, pruned = await _prune_ms(sessions)
-                print(f"prune of that day: {pruned:,} rows in {prune_ms / 1000:.1f} s "
-                      f"({pruned / prune_ms * 1000:,.0f} rows/s; load average {_load()})", flush=True)
+                prune_ms, deleted, dropped = await _prune_ms(sessions)
+                print(f"prune of that day: {dropped} day partitions dropped, {deleted:,} rows deleted one by one, "
+                      f"in {prune_ms / 1000:.1f} s (load average {_load()})", flush=True)
         finally:
             await engine.dispose()
 
