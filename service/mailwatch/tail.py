@@ -1,7 +1,7 @@
 """`mailwatch tail`: print a tenant's change events as they arrive.
 
     mailwatch tail --target 127.0.0.1:50051 --api-key KEY [--mailbox ID ...] [--types MESSAGE_ADDED,...]
-                   [--from earliest|now|CURSOR] [--checkpoint FILE] [--json]
+                   [--from earliest|now|CURSOR] [--checkpoint FILE] [--json] [--save-attachments DIR]
                    [--tls] [--ca-cert FILE] [--client-cert FILE --client-key FILE] [--server-name NAME]
 
 One line per event (or one JSON object per line with --json) on stdout.
@@ -49,6 +49,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="load the position from FILE and keep saving it there")
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
+    parser.add_argument("--save-attachments", metavar="DIR",
+                        help="save each new message's attachments to DIR/<message id>/<file name>")
     parser.set_defaults(func=cmd_tail)
     return parser
 
@@ -134,13 +136,28 @@ def _metadata_json(metadata) -> dict:
     }
 
 
+def _save(client, event, directory: str, err: TextIO, gone: type[Exception]) -> None:
+    """Save the event's attachments, saying where on stderr; a message deleted since is noted, not fatal."""
+    from mailwatch.tail_attachments import save_attachments
+
+    try:
+        for path in save_attachments(client, event, directory):
+            print(f"mailwatch tail: saved {path}", file=err, flush=True)
+    except gone:
+        print(f"mailwatch tail: message {event.message_id} is gone; no attachments saved", file=err, flush=True)
+    except OSError as exc:
+        print(f"mailwatch tail: could not save the attachments of {event.message_id}: {exc}", file=err, flush=True)
+
+
 def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     import logging
 
     from mailwatch_client import (
         CursorExpiredError,
+        EventType,
         FileCheckpointStore,
         MailwatchClient,
+        NotFoundError,
         RPCError,
         cursor_from_str,
         cursor_to_str,
@@ -191,6 +208,8 @@ def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
         )
         for event in stream:
             print(format_event(event, as_json=args.json), file=out, flush=True)
+            if args.save_attachments and event.type == EventType.Value("EVENT_TYPE_MESSAGE_ADDED"):
+                _save(client, event, args.save_attachments, err, NotFoundError)
             printed_cursor = event.cursor
     except KeyboardInterrupt:
         pass

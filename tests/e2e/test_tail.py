@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import json
 import os
 import re
 import signal
 import sys
+from email.message import EmailMessage
 
 import pytest
 
 from mailwatch_client import AsyncMailwatchClient, cursor_from_str
+from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.e2e
@@ -110,3 +113,39 @@ async def test_tail_reports_a_bad_key_without_a_traceback(service):
         tail.kill()
     assert code == 1
     assert "UNAUTHENTICATED" in stderr and "Traceback" not in stderr
+
+
+async def test_tail_saves_each_new_messages_attachments(service, tmp_path):
+    """--save-attachments: two attachments (one of 5 MB) byte-exact under DIR/<message id>/,
+    a hostile file name kept inside that folder, a message without attachments leaves nothing."""
+    _, auth = await service.new_tenant()
+    key = api_key_of(auth)
+    sim = service.sim
+    async with AsyncMailwatchClient(service.target, key) as client:
+        await client.register_mailbox("att@example.com", credentials=sa_credentials(sim, "att@example.com"))
+    large, small = os.urandom(5 * 1024 * 1024 + 1), b"col1,col2\n1,2\n"
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "bob@example.com", "att@example.com", "Files"
+    message.set_content("Two files.")
+    message.add_attachment(large, maintype="application", subtype="octet-stream", filename="data.bin")
+    message.add_attachment(small, maintype="text", subtype="csv", filename="../../escape.csv")
+    plain = sim.insert_message("att@example.com", label_ids=["INBOX"])  # no attachments: no folder
+    inserted = sim.insert_raw_message("att@example.com", message.as_bytes(policy=email.policy.SMTP),
+                                      label_ids=["INBOX"])
+
+    folder = tmp_path / inserted["id"]
+    tail = await Tail.start(service.target, key, "--from", "earliest", "--types", "MESSAGE_ADDED",
+                            "--save-attachments", str(tmp_path))
+    try:
+        await tail.read_until(lambda lines: any(inserted["id"] in line for line in lines))
+        await eventually(lambda: {p.name for p in folder.iterdir()} == {"data.bin", "escape.csv"}
+                         and (folder / "data.bin").stat().st_size == len(large) if folder.exists() else False)
+        code, stderr = await tail.interrupt()
+    finally:
+        tail.kill()
+    assert code == 0, stderr
+    assert (folder / "data.bin").read_bytes() == large
+    assert (folder / "escape.csv").read_bytes().replace(b"\r\n", b"\n") == small
+    assert sorted(p.name for p in tmp_path.iterdir()) == [inserted["id"]], "nothing outside the message folders"
+    assert not (tmp_path / plain["id"]).exists()
+    assert f"saved {folder / 'data.bin'}" in stderr and "Traceback" not in stderr
