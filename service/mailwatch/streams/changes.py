@@ -25,9 +25,9 @@ Mailbox filters are checked at open: an id that is not one of the tenant's
 mailboxes raises `NotFound` (another tenant's mailbox looks exactly like a
 missing one). Reads are scoped by tenant anyway, so nothing could leak.
 
-Reading has two modes:
+Reading has two modes, one method each; `stream` alternates between them:
 
-- **On its own** while catching up (a backlog, a resume from an old cursor):
+- **On its own** (`_read_alone`) while catching up (a backlog, a resume from an old cursor):
   one bounded `store.changes.scan_events` per step (one statement: walk at
   most `scan_rows` rows along the (tenant_id, sequence) index, filter in SQL,
   return the matches plus how far it looked). Unfiltered streams scan exactly
@@ -35,7 +35,7 @@ Reading has two modes:
   next item, so a slow consumer holds at most one batch in this generator;
   under grpc.aio the handler's `await context.write()` holds the generator
   until the transport accepts the previous message.
-- **Shared** once a read finds it caught up: the stream joins its tenant's
+- **Shared** (`_follow`) once a read finds it caught up: the stream joins its tenant's
   `TenantFeed` (`streams.feed`), which reads each new stretch of the log once
   for every caught-up stream of the tenant in this process; the stream
   filters the shared batches itself. A stream whose consumer lets more than
@@ -72,6 +72,7 @@ CPU from /proc, back to back on the same machine):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -250,75 +251,91 @@ class ChangeStreamer:
         stats = stats if stats is not None else StreamStats()
         position = start_position if start_position is not None else await self.open_position(tenant_id, query)
         stats.start_position = stats.position = position
-        loop = asyncio.get_running_loop()
-        heartbeat_seconds = query.heartbeat_seconds
-        matches = _matcher(query)
-        subscription: Subscription | None = None
+        progress = _Progress(position, asyncio.get_running_loop().time())
         STREAMS_OPEN.inc()
         try:
             # The opening heartbeat hands the consumer its start position at once:
             # a START_NOW consumer cut off before any event still resumes without a gap.
             yield self._heartbeat(position, stats)
-            last_sent = loop.time()
+            progress.sent()
             while True:
+                async with contextlib.aclosing(self._read_alone(tenant_id, query, progress, stats)) as items:
+                    async for item in items:
+                        yield item
+                subscription = self._join(tenant_id, progress.position, stats)
                 if subscription is None:
-                    # On its own: one bounded read from the stream's position.
-                    scanned = await self._scan(tenant_id, position, query, stats)
-                    position = stats.position = scanned.through_sequence
-                    if scanned.events:
-                        batch = self._batch(tuple(scanned.events), position, stats)
-                        yield batch
-                        stats.events_yielded += len(batch.events)  # the consumer took it and asks for more
-                        last_sent = loop.time()
-                    if scanned.caught_up:
-                        subscription = self._join(tenant_id, position, stats)
-                    elif loop.time() - last_sent >= heartbeat_seconds:
-                        # Keep heartbeats flowing while a filter skips a long stretch without a match.
-                        yield self._heartbeat(position, stats)
-                        last_sent = loop.time()
                     continue
-
-                shared = subscription.take()
-                if shared is None:
-                    if subscription.detached:
-                        subscription = None  # its queue is drained: read on from its end
-                        continue
-                    heartbeat_due = last_sent + heartbeat_seconds
-                    if loop.time() >= heartbeat_due:
-                        yield self._heartbeat(position, stats)
-                        last_sent = loop.time()
-                        continue
-                    await subscription.wait(heartbeat_due - loop.time())
-                    continue
-                stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
-                if shared.end <= position:
-                    continue  # joined behind the feed: already seen
-                if shared.start > position:
-                    # Never expected (the queue is contiguous from where the stream
-                    # joined); reading on its own from its position is always correct.
-                    log.warning("stream queue out of step (%d > %d); reading on its own", shared.start, position)
+                try:
+                    async with contextlib.aclosing(self._follow(subscription, query, progress, stats)) as items:
+                        async for item in items:
+                            yield item
+                finally:
                     subscription.close()
-                    subscription = None
-                    continue
-                if matches is None and shared.start == position:
-                    wanted = shared.events  # the usual case: every stream shares the feed's tuple as is
-                else:
-                    wanted = [e for e in shared.events if e.sequence > position and (matches is None or matches(e))]
-                stats.record_shared(len(wanted))
-                size = query.max_batch_size
-                for offset in range(0, len(wanted), size):
-                    chunk = tuple(wanted[offset : offset + size])
-                    last_chunk = offset + size >= len(wanted)
-                    position = stats.position = shared.end if last_chunk else chunk[-1].sequence
-                    batch = self._batch(chunk, position, stats, shared=True)
-                    yield batch
-                    stats.events_yielded += len(batch.events)
-                    last_sent = loop.time()
-                position = stats.position = shared.end
         finally:
-            if subscription is not None:
-                subscription.close()
             STREAMS_OPEN.dec()
+
+    async def _read_alone(
+        self, tenant_id: uuid.UUID, query: StreamQuery, progress: _Progress, stats: StreamStats
+    ) -> AsyncIterator[StreamItem]:
+        """Catching up: bounded reads of its own from the stream's position, until one finds nothing more."""
+        while True:
+            scanned = await self._scan(tenant_id, progress.position, query, stats)
+            progress.position = stats.position = scanned.through_sequence
+            if scanned.events:
+                batch = self._batch(tuple(scanned.events), progress.position, stats)
+                yield batch
+                stats.events_yielded += len(batch.events)  # the consumer took it and asks for more
+                progress.sent()
+            if scanned.caught_up:
+                return
+            if progress.since_sent() >= query.heartbeat_seconds:
+                # Keep heartbeats flowing while a filter skips a long stretch without a match.
+                yield self._heartbeat(progress.position, stats)
+                progress.sent()
+
+    async def _follow(
+        self, subscription: Subscription, query: StreamQuery, progress: _Progress, stats: StreamStats
+    ) -> AsyncIterator[StreamItem]:
+        """Caught up: the feed's batches from the subscription's queue (filtered, cut to the
+        stream's batch size), heartbeats while idle; returns when the stream must read alone again."""
+        heartbeat_seconds = query.heartbeat_seconds
+        matches = _matcher(query)
+        while True:
+            shared = subscription.take()
+            if shared is None:
+                if subscription.detached:
+                    return  # its queue is drained: read on from its end
+                heartbeat_due = progress.last_sent + heartbeat_seconds
+                if progress.now() >= heartbeat_due:
+                    yield self._heartbeat(progress.position, stats)
+                    progress.sent()
+                    continue
+                await subscription.wait(heartbeat_due - progress.now())
+                continue
+            stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
+            position = progress.position
+            if shared.end <= position:
+                continue  # joined behind the feed: already seen
+            if shared.start > position:
+                # Never expected (the queue is contiguous from where the stream
+                # joined); reading on its own from its position is always correct.
+                log.warning("stream queue out of step (%d > %d); reading on its own", shared.start, position)
+                return
+            if matches is None and shared.start == position:
+                wanted = shared.events  # the usual case: every stream shares the feed's tuple as is
+            else:
+                wanted = [e for e in shared.events if e.sequence > position and (matches is None or matches(e))]
+            stats.record_shared(len(wanted))
+            size = query.max_batch_size
+            for offset in range(0, len(wanted), size):
+                chunk = tuple(wanted[offset : offset + size])
+                last_chunk = offset + size >= len(wanted)
+                progress.position = stats.position = shared.end if last_chunk else chunk[-1].sequence
+                batch = self._batch(chunk, progress.position, stats, shared=True)
+                yield batch
+                stats.events_yielded += len(batch.events)
+                progress.sent()
+            progress.position = stats.position = shared.end
 
     # --- the shared readers ----------------------------------------------------------
 
@@ -404,6 +421,23 @@ class ChangeStreamer:
             # Retention removed events this stream had not read yet.
             raise cursor_expired(scanned.pruned_through_sequence)
         return scanned
+
+
+@dataclass
+class _Progress:
+    """Where a stream is and when it last sent something, carried across its two modes."""
+
+    position: int
+    last_sent: float
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def sent(self) -> None:
+        self.last_sent = self.now()
+
+    def since_sent(self) -> float:
+        return self.now() - self.last_sent
 
 
 def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool] | None:
