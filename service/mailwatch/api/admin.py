@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from typing import Sequence
 
-from mailwatch.api import convert, validation
+from mailwatch.api import convert
 from mailwatch.api.interceptors.auth import ApiKeyCache
 from mailwatch.api.paging import after_created_id, after_text, one_page
+from mailwatch.api.validation import admin as validation
 from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.lifecycle import google_settings
 from mailwatch.secrets import SecretBox

@@ -1,4 +1,4 @@
-"""Domain <-> proto conversions. Pure functions; no validation here (see validation.py)."""
+"""Domain <-> proto conversions. Pure functions; no validation here (see validation/)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ import logging
 import grpc
 from google.rpc import status_pb2
 
-from mailwatch.api import convert, errors, tokens, validation
+from mailwatch.api import convert, errors, tokens
 from mailwatch.api.paging import after_created_id, one_page
+from mailwatch.api.validation import mailboxes as validation
 from mailwatch.lifecycle import messages
 from mailwatch.lifecycle.registration import Lifecycle
 from mailwatch.request_context import current_request_id, current_tenant_id

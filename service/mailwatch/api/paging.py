@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 
 from mailwatch.api import tokens
-from mailwatch.api.validation import PageRequest
+from mailwatch.api.validation.fields import PageRequest
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 
 T = TypeVar("T")

@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import duration_pb2
 
-from mailwatch.api import tokens, validation
+from mailwatch.api import tokens
+from mailwatch.api.validation import admin as admin_validation
+from mailwatch.api.validation import mailboxes as mailbox_validation
 from mailwatch.domain.errors import InvalidArgument, InvalidCursor
 from mailwatch.domain.models import EventType, LabelFilterBehavior, MailboxState, OAuthCredential, TenantDefaultCredential
 from mailwatch.v1 import admin_service_pb2 as admin
@@ -152,16 +154,16 @@ CASES = [
 ]
 
 VALIDATORS = {
-    "register": validation.validate_register_mailbox,
-    "mailbox_id": validation.validate_mailbox_id,
-    "list": validation.validate_list_mailboxes,
-    "stream": validation.validate_stream_changes,
-    "create_tenant": validation.validate_create_tenant,
-    "create_api_key": validation.validate_create_api_key,
-    "list_api_keys": validation.validate_list_api_keys,
-    "list_tenants": validation.validate_list_tenants,
-    "revoke": validation.validate_revoke_api_key,
-    "send_test_event": validation.validate_send_test_event,
+    "register": mailbox_validation.validate_register_mailbox,
+    "mailbox_id": mailbox_validation.validate_mailbox_id,
+    "list": mailbox_validation.validate_list_mailboxes,
+    "stream": mailbox_validation.validate_stream_changes,
+    "create_tenant": admin_validation.validate_create_tenant,
+    "create_api_key": admin_validation.validate_create_api_key,
+    "list_api_keys": admin_validation.validate_list_api_keys,
+    "list_tenants": admin_validation.validate_list_tenants,
+    "revoke": admin_validation.validate_revoke_api_key,
+    "send_test_event": mailbox_validation.validate_send_test_event,
 }
 
 
@@ -177,17 +179,17 @@ def test_violations(validator, request_, expected):
 
 def test_secrets_never_appear_in_violations():
     with pytest.raises(InvalidArgument) as raised:
-        validation.validate_register_mailbox(
+        mailbox_validation.validate_register_mailbox(
             register(oauth=None, service_account=sa(json_key=json.dumps({"private_key": "TOPSECRET"})))
         )
     assert "TOPSECRET" not in str(raised.value)
     with pytest.raises(InvalidArgument) as raised:
-        validation.validate_register_mailbox(register(oauth=None, service_account=sa(json_key=sa_key_with("TOPSECRET"))))
+        mailbox_validation.validate_register_mailbox(register(oauth=None, service_account=sa(json_key=sa_key_with("TOPSECRET"))))
     assert "TOPSECRET" not in str(raised.value)
 
 
 def test_register_oauth_normalises():
-    result = validation.validate_register_mailbox(register(email_address="  Alice@Example.COM "))
+    result = mailbox_validation.validate_register_mailbox(register(email_address="  Alice@Example.COM "))
     assert result.email_address == "alice@example.com"
     assert result.label_filter.label_ids == ()
     assert result.label_filter.behavior is LabelFilterBehavior.INCLUDE
@@ -195,7 +197,7 @@ def test_register_oauth_normalises():
 
 
 def test_register_service_account_subject_defaults_to_address():
-    result = validation.validate_register_mailbox(
+    result = mailbox_validation.validate_register_mailbox(
         register(
             oauth=None,
             service_account=sa(),
@@ -206,49 +208,49 @@ def test_register_service_account_subject_defaults_to_address():
     assert result.credential.subject == "alice@example.com"
     assert result.credential.info["client_email"] == "robot@project.iam.gserviceaccount.com"
     assert result.label_filter.behavior is LabelFilterBehavior.EXCLUDE
-    explicit = validation.validate_register_mailbox(register(oauth=None, service_account=sa(subject="Bob@Example.com")))
+    explicit = mailbox_validation.validate_register_mailbox(register(oauth=None, service_account=sa(subject="Bob@Example.com")))
     assert explicit.credential.subject == "bob@example.com"
 
 
 def test_register_without_credentials_means_the_tenants_defaults():
-    bare = validation.validate_register_mailbox(mbx.RegisterMailboxRequest(email_address="a@example.com"))
+    bare = mailbox_validation.validate_register_mailbox(mbx.RegisterMailboxRequest(email_address="a@example.com"))
     assert bare.credential == TenantDefaultCredential()
-    token_only = validation.validate_register_mailbox(register(oauth=mbx.OAuthCredentials(refresh_token="rt")))
+    token_only = mailbox_validation.validate_register_mailbox(register(oauth=mbx.OAuthCredentials(refresh_token="rt")))
     assert token_only.credential == TenantDefaultCredential(refresh_token="rt")
 
 
 def test_behavior_without_labels_is_accepted():
-    result = validation.validate_register_mailbox(register(label_filter_behavior=res.LABEL_FILTER_BEHAVIOR_EXCLUDE))
+    result = mailbox_validation.validate_register_mailbox(register(label_filter_behavior=res.LABEL_FILTER_BEHAVIOR_EXCLUDE))
     assert result.label_filter == result.label_filter.__class__((), LabelFilterBehavior.EXCLUDE)
 
 
 @pytest.mark.parametrize(("size", "expected"), [(0, 50), (1, 1), (1000, 1000), (5000, 1000)])
 def test_page_size(size, expected):
-    assert validation.validate_list_mailboxes(mbx.ListMailboxesRequest(page_size=size)).page.page_size == expected
+    assert mailbox_validation.validate_list_mailboxes(mbx.ListMailboxesRequest(page_size=size)).page.page_size == expected
 
 
 def test_list_page_token_is_bound_to_states_in_any_order():
-    first = validation.validate_list_mailboxes(
+    first = mailbox_validation.validate_list_mailboxes(
         mbx.ListMailboxesRequest(states=[res.MAILBOX_STATE_ACTIVE, res.MAILBOX_STATE_STOPPED])
     )
     assert first.states == (MailboxState.ACTIVE, MailboxState.STOPPED)
     assert first.page.position is None
     token = tokens.encode_page_token(["t", "id"], fingerprint=first.page.fingerprint)
-    again = validation.validate_list_mailboxes(
+    again = mailbox_validation.validate_list_mailboxes(
         mbx.ListMailboxesRequest(states=[res.MAILBOX_STATE_STOPPED, res.MAILBOX_STATE_ACTIVE], page_token=token)
     )
     assert again.page.position == ["t", "id"]
 
 
 def test_stream_defaults():
-    query = validation.validate_stream_changes(mbx.StreamChangesRequest())
-    assert query.start == validation.StartKind.NOW and query.after_sequence is None
+    query = mailbox_validation.validate_stream_changes(mbx.StreamChangesRequest())
+    assert query.start == mailbox_validation.StartKind.NOW and query.after_sequence is None
     assert (query.mailbox_ids, query.event_types) == ((), ())
     assert (query.max_batch_size, query.heartbeat_seconds) == (500, 15.0)
 
 
 def test_stream_full_request():
-    query = validation.validate_stream_changes(
+    query = mailbox_validation.validate_stream_changes(
         mbx.StreamChangesRequest(
             mailbox_ids=[UUID, UUID.upper()],
             event_types=[res.EVENT_TYPE_MESSAGE_ADDED, res.EVENT_TYPE_MESSAGE_ADDED, res.EVENT_TYPE_RESYNCED],
@@ -259,37 +261,37 @@ def test_stream_full_request():
     )
     assert query.mailbox_ids == (uuid.UUID(UUID),)
     assert query.event_types == (EventType.MESSAGE_ADDED, EventType.RESYNCED)
-    assert (query.start, query.after_sequence) == (validation.StartKind.CURSOR, 41)
+    assert (query.start, query.after_sequence) == (mailbox_validation.StartKind.CURSOR, 41)
     assert (query.max_batch_size, query.heartbeat_seconds) == (1000, 1.0)
 
 
 @pytest.mark.parametrize(
     ("position", "expected"),
     [
-        (mbx.START_POSITION_EARLIEST, validation.StartKind.EARLIEST),
-        (mbx.START_POSITION_NOW, validation.StartKind.NOW),
-        (mbx.START_POSITION_UNSPECIFIED, validation.StartKind.NOW),
+        (mbx.START_POSITION_EARLIEST, mailbox_validation.StartKind.EARLIEST),
+        (mbx.START_POSITION_NOW, mailbox_validation.StartKind.NOW),
+        (mbx.START_POSITION_UNSPECIFIED, mailbox_validation.StartKind.NOW),
     ],
 )
 def test_stream_start_positions(position, expected):
-    assert validation.validate_stream_changes(mbx.StreamChangesRequest(start_position=position)).start == expected
+    assert mailbox_validation.validate_stream_changes(mbx.StreamChangesRequest(start_position=position)).start == expected
 
 
 def test_heartbeat_clamped_above():
-    query = validation.validate_stream_changes(mbx.StreamChangesRequest(heartbeat_interval=duration_pb2.Duration(seconds=3600)))
+    query = mailbox_validation.validate_stream_changes(mbx.StreamChangesRequest(heartbeat_interval=duration_pb2.Duration(seconds=3600)))
     assert query.heartbeat_seconds == 300.0
 
 
 def test_bad_cursor_alone_keeps_its_reason():
     with pytest.raises(InvalidCursor):
-        validation.validate_stream_changes(mbx.StreamChangesRequest(cursor=b"junk"))
+        mailbox_validation.validate_stream_changes(mbx.StreamChangesRequest(cursor=b"junk"))
 
 
 def test_admin_results():
-    assert validation.validate_create_tenant(admin.CreateTenantRequest(name="Acme.prod_1")) == "Acme.prod_1"
+    assert admin_validation.validate_create_tenant(admin.CreateTenantRequest(name="Acme.prod_1")) == "Acme.prod_1"
     tenant_id = uuid.uuid4()
-    assert validation.validate_create_api_key(admin.CreateApiKeyRequest(tenant_id=str(tenant_id))).tenant_id == tenant_id
-    ref, page = validation.validate_list_api_keys(admin.ListApiKeysRequest(tenant_name="acme", page_size=3))
+    assert admin_validation.validate_create_api_key(admin.CreateApiKeyRequest(tenant_id=str(tenant_id))).tenant_id == tenant_id
+    ref, page = admin_validation.validate_list_api_keys(admin.ListApiKeysRequest(tenant_name="acme", page_size=3))
     assert (ref.tenant_name, page.page_size) == ("acme", 3)
     key_id = uuid.uuid4()
-    assert validation.validate_revoke_api_key(admin.RevokeApiKeyRequest(api_key_id=str(key_id))) == key_id
+    assert admin_validation.validate_revoke_api_key(admin.RevokeApiKeyRequest(api_key_id=str(key_id))) == key_id
