@@ -10,6 +10,7 @@ import pytest
 
 from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
 from mailwatch.domain import errors as domain
+from mailwatch.request_context import REQUEST_ID_METADATA_KEY, RequestContextFilter
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 from tests.fixtures.raw_grpc import raw_call
 from tests.fixtures.waiting import eventually
@@ -33,8 +34,24 @@ async def failing(grpc_serve):
         yield servicer, channel
 
 
+REQUEST_ID = "interceptor-test"
+METADATA = ((REQUEST_ID_METADATA_KEY, REQUEST_ID),)
+
+
+@pytest.fixture
+def caplog(caplog):
+    """Records carry their request id: lines of other tests' calls still ending are left out."""
+    caplog.handler.addFilter(RequestContextFilter())
+    return caplog
+
+
+def _records(caplog) -> list[logging.LogRecord]:
+    return [record for record in caplog.records
+            if record.name.startswith("mailwatch.api") and getattr(record, "request_id", None) == REQUEST_ID]
+
+
 def _lines(caplog) -> list[tuple[int, str]]:
-    return [(record.levelno, record.getMessage()) for record in caplog.records if record.name.startswith("mailwatch.api")]
+    return [(record.levelno, record.getMessage()) for record in _records(caplog)]
 
 
 async def _logged(caplog, count: int = 1) -> list[tuple[int, str]]:
@@ -52,7 +69,8 @@ async def test_a_failed_call_is_logged_once_at_its_level(failing, caplog, exc, e
     servicer.exc = exc
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError):
-            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
+            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(
+                mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
         [(level, message)] = await _logged(caplog)
     assert (level, message[: len(expected[1])]) == expected
 
@@ -62,10 +80,11 @@ async def test_an_unexpected_error_is_logged_once_with_its_traceback(failing, ca
     servicer.exc = RuntimeError("boom")
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(mailbox_service_pb2.GetMailboxRequest())
+            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(
+                mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
         await _logged(caplog)
     assert raised.value.code() is grpc.StatusCode.INTERNAL
-    [record] = [record for record in caplog.records if record.name.startswith("mailwatch.api")]
+    [record] = _records(caplog)
     assert (record.levelno, record.getMessage(), str(record.exc_info[1])) == (logging.ERROR, "unexpected error in RPC", "boom")
 
 
@@ -74,9 +93,10 @@ async def test_an_undecodable_request_is_refused_before_authentication(grpc_serv
     async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, Failing()),
                           interceptors=server_interceptors(AuthInterceptor(None))) as channel:
         with caplog.at_level(logging.INFO, logger="mailwatch.api"):
-            error = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"\xff\xff\xff\xff")
+            error = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"\xff\xff\xff\xff",
+                                   metadata=METADATA)
             assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-            unauthenticated = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"")
+            unauthenticated = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"", metadata=METADATA)
             assert unauthenticated.code() is grpc.StatusCode.UNAUTHENTICATED
             lines = await _logged(caplog, 2)
     assert [message.split(":")[1].strip() for _, message in lines] == ["INVALID_ARGUMENT", "UNAUTHENTICATED"]
