@@ -65,12 +65,8 @@ per notification, paced"); `--profile DIR` samples the service with py-spy
 (`pip install py-spy`) during the latency and ingest phases.
 
 All processes share this machine's cores: figures are for the whole stack on
-one host, not for the service alone. Measured with the defaults on 2 cores
-shared with other test runs (load average ~3): latency p50 1.0-1.9 s, p99
-2.0-4.4 s; backlog drain 1.7k-3.1k changes/s; ingest 1.1k-1.7k
-notifications/s against a raw emulator pull+ack of 5.4k-8.5k msg/s (ratio
-0.19-0.26); one history.list (2 quota units) per published notification or
-fewer, as notifications collapse.
+one host, not for the service alone; each run prints its load average.
+Measurements and what they showed: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,40 +1,23 @@
 """Pull ingest: batched synchronous pull from the Gmail notification subscription(s).
 
-Why synchronous `pull(max_messages=…)` + one batched `acknowledge`, not
-streaming pull: `benchmarks/pubsub_pull.py` measured 20,000 small messages on
-the emulator here at ≈18.6k msg/s for pull(1000) + one acknowledge per batch
-against ≈1.9k msg/s for streaming pull with an ack per message (DESIGN.md's
-figures agree: ≈24k vs ≈2k; under load from other processes the batched
-figure dropped to 8–11k, streaming stayed ≈1.8k). Batching also fits the write side: a pulled
-batch becomes ONE Postgres statement (many notifications for a mailbox
-collapse to its highest history id), and we ack exactly the ids of the batch
-we just committed — no per-message callbacks on the client's thread pool to
-re-batch, and "ack only after the durable write" is one line to read.
-End to end (`--ingest`: pull + Postgres write + ack, 500 mailboxes) one
-puller sustains ≈3.3k msg/s here; the emulator hands out ≈100 messages per
-pull and a batch write takes ≈13 ms — far above Gmail's 1 notification/s per
-mailbox for thousands of mailboxes, and replicas add pullers.
+Synchronous `pull(max_messages=…)` + one batched `acknowledge`, not streaming
+pull: on the emulator it moves about ten times the messages per second of
+streaming pull with an ack per message (`benchmarks/pubsub_pull.py`; figures in
+docs/performance.md). It also fits the write side: a pulled batch becomes ONE
+Postgres statement in autocommit (many notifications for a mailbox collapse to
+its highest history id), and we ack exactly the ids of the batch we just
+committed — no per-message callbacks on the client's thread pool to re-batch,
+and "ack only after the durable write" is one line to read.
 
-Where the time went (cProfile of `benchmarks/pubsub_pull.py --ingest`, 20,000
-messages, machine under load): per 100-message batch, reading the pulled
-messages through proto-plus's wrappers (`message.data`, `.message_id`,
-`.attributes`: marshal rules and wrapper objects per field) cost ≈11 ms, the
-one-statement write ≈15-30 ms, the pull and the acknowledge the rest, all one
-after the other. So the messages are read from the raw protobuf
-(`type(response).pb(response)`: C accessors), and each subscription runs
-several pullers (`MAILWATCH_INGEST_CONCURRENCY`, default 4) so one pulls while others
-write and ack. Same run, same load: 1.7k → 5.8k-6.8k msg/s against a raw
-pull+ack of 5-13k msg/s.
-
-In the whole pipeline (`benchmarks/pipeline.py` phase 4: every batch names
-the same 150 mailboxes, whose syncs run meanwhile) the batch write waited on
-the mailbox rows syncs held through their commit's lock wait and round trips.
-A sync's page commit is now one statement in autocommit and so is a batch's
-write (`record.py`): A/B back to back at load ~5, batch write 606 -> 101 ms,
-602 -> 2,404 notifications/s, 0.04 -> 0.19 of the raw pull+ack rate in the
-same runs (the service's CPU for the drain 23.7 -> 4.6 s: its syncs no longer
-build a discovery Resource per message looked up). Still short of 0.5 there:
-the rows are shared, so batches and page commits still take turns on them.
+Where a batch's time goes: the pull, reading the messages (from the raw
+protobuf, `type(response).pb(response)`: proto-plus's wrappers cost more per
+message than the pull itself), the one-statement write, which waits on mailbox
+rows a sync's page commit holds, and the acknowledge. Each subscription runs
+several pullers (`MAILWATCH_INGEST_CONCURRENCY`, default 4) so one pulls while
+others write and ack; under a heavy load, ingest runs in replicas of its own
+(`MAILWATCH_ROLE=ingest`), where it does not share a core with the syncs its
+notifications cause. The stages a notification spends here are exported as
+`mailwatch_pipeline_stage_seconds` (`mailwatch.stages`).
 
 Flow control: each subscription has `concurrency` puller(s), each with at
 most one batch in flight, so at most `batch_size × concurrency` messages per

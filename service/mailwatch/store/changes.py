@@ -75,13 +75,10 @@ def _event(values) -> ChangeEvent:
 # notification and inserts the batch. The lock is taken before any sequence
 # number is drawn: identity values are drawn as ModifyTable receives rows, and
 # no row reaches it before the sort has read its whole input, which is joined
-# to the locking CTE (MATERIALIZED: evaluated once, never inlined). Holding the
-# lock from its own round trip through the INSERT's and the COMMIT's (three
-# waits for the event loop, under load) made every commit of a tenant queue
-# behind the one before it: at 100 notifications/s to one tenant a sync's
-# commit took 110 ms at p50 with 16 syncs in flight, 300 ms with 32
-# (`benchmarks/pipeline.py`, paced phase). Now the lock is held from the
-# INSERT's round trip to the COMMIT's.
+# to the locking CTE (MATERIALIZED: evaluated once, never inlined). The lock
+# serialises every commit of a tenant, so it is held for one statement only,
+# never across a round trip to the client: a page commit of a busy tenant
+# waits for the commits ahead of it (the `commit` stage of mailwatch.stages).
 #
 # The whole batch travels as ONE json parameter: a multi-row VALUES list with
 # thousands of placeholders costs more to build and parse client-side than
@@ -161,10 +158,11 @@ async def append_events(
 
 
 async def update_and_append(
-    session: AsyncSession, update_sql: str, params: dict, tenant_id: uuid.UUID, events: Sequence[NewEvent]
+    connection, update_sql: str, params: dict, tenant_id: uuid.UUID, events: Sequence[NewEvent]
 ) -> list[tuple]:
     """Run a fenced `UPDATE … RETURNING` (its SQL in the driver's `%(name)s` style, and
-    its parameters) and, if it updated a row, append `events` (as `append_events`), in
+    its parameters) on the driver's `connection` (`db.driver_autocommit`, or a
+    transaction's: `driver_connection`) and, if it updated a row, append `events` (as `append_events`), in
     ONE statement; the UPDATE's RETURNING rows, as tuples.
 
     A sync's page commit is this statement alone, so it runs in autocommit: its
@@ -174,11 +172,15 @@ async def update_and_append(
     batches naming the mailbox queued behind it (`benchmarks/pipeline.py` phase 4:
     batch writes of ~200 ms). No row updated (the fence failed): nothing appended.
     """
-    if not events:
-        return await _fetch_tuples(session, update_sql, params)
-    sql = (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
-           f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
-    return await _fetch_tuples(session, sql, {**params, **_append_params(tenant_id, events)})
+    if events:
+        sql = (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
+               f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
+        params = {**params, **_append_params(tenant_id, events)}
+    else:
+        sql = update_sql
+    async with connection.cursor(binary=True) as cursor:
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
 
 
 async def read_events(session: AsyncSession, tenant_id: uuid.UUID, after_sequence: int, **filters) -> list[ChangeEvent]:
@@ -261,6 +263,11 @@ async def scan_events(
 _WINDOW_END = 1 + _READ_COLUMN_COUNT
 _WINDOW_ROWS = _WINDOW_END + 1
 _MATCHES = _WINDOW_END + 2
+
+
+async def driver_connection(session: AsyncSession):
+    """The driver's (psycopg) connection under `session`, in its transaction."""
+    return (await (await session.connection()).get_raw_connection()).driver_connection
 
 
 async def _fetch_tuples(session: AsyncSession, sql: str, params: dict) -> list[tuple]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
 from mailwatch.database_url import sqlalchemy_url
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def create_engine(
@@ -72,6 +76,16 @@ async def autocommit(sessions: Sessions) -> AsyncIterator[AsyncSession]:
     async with sessions() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
+
+
+@contextlib.asynccontextmanager
+async def driver_autocommit(sessions: Sessions) -> AsyncIterator["psycopg.AsyncConnection"]:
+    """A pooled connection in autocommit, as the driver's own (psycopg) connection: for
+    the statements every notification's sync runs, built and compiled once, with no
+    ORM session or SQLAlchemy execution layer around them."""
+    async with sessions.kw["bind"].connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield (await connection.get_raw_connection()).driver_connection
 
 
 @contextlib.asynccontextmanager

@@ -18,15 +18,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, Uuid, and_, bindparam, case, or_, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, Text, Uuid, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.engine import Compiled
+from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
-from mailwatch.store.changes import append_events, update_and_append
-from mailwatch.store.db import Sessions, autocommit, transaction
+from mailwatch.store.changes import append_events, driver_connection, update_and_append
+from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction
 from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_allows, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
@@ -67,11 +68,36 @@ def _page_failed(extra=1) -> dict:
 async def claim_due_syncs(
     session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[ClaimedMailbox]:
-    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first.
+    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first (`_CLAIM`),
+    on the caller's session."""
+    rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit))
+    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
+
+
+async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[ClaimedMailbox]:
+    """`claim_due_syncs` as the sync worker runs it for every claim: ONE statement in
+    autocommit, compiled once and run on the driver's connection (no ORM session and
+    no SQLAlchemy execution or result layer on this path)."""
+    sql, compiled = _compiled_claim()
+    async with driver_autocommit(sessions) as connection:
+        async with connection.cursor(binary=True, row_factory=namedtuple_row) as cursor:
+            await cursor.execute(sql, compiled.construct_params(_claim_params(owner, now, lease, limit)))
+            rows = await cursor.fetchall()
+    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
+
+
+def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int) -> dict:
+    return {"p_owner": owner, "p_now": now, "p_lease_expires_at": now + lease, "p_limit": limit}
+
+
+@functools.cache
+def _claim_statement():
+    """The claim: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`.
 
     A row still naming a lease owner was claimed and never released: that
     worker was lost (killed, out of memory) with no commit and no recorded
     failure, so the attempt counts against the page (`page_failures`)."""
+    now = bindparam("p_now", type_=DateTime(timezone=True))
     due = (
         select(mailboxes.c.id)
         .where(
@@ -83,27 +109,25 @@ async def claim_due_syncs(
             gmail_allows(now),
         )
         .order_by(mailboxes.c.sync_due_at)
-        .limit(limit)
+        .limit(bindparam("p_limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    rows = await session.execute(
+    return (
         update(mailboxes)
         .where(mailboxes.c.id.in_(due.scalar_subquery()))
         .values(
-            lease_owner=owner,
-            lease_expires_at=now + lease,
+            lease_owner=bindparam("p_owner", type_=Text),
+            lease_expires_at=bindparam("p_lease_expires_at", type_=DateTime(timezone=True)),
             **_page_failed(case((mailboxes.c.lease_owner.is_not(None), 1), else_=0)),
         )
         .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
     )
-    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
 
 
-async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[ClaimedMailbox]:
-    """`claim_due_syncs`, ONE statement, in autocommit: no BEGIN and COMMIT round
-    trips around it (two of its four, with the pool's pre-ping)."""
-    async with autocommit(sessions) as session:
-        return await claim_due_syncs(session, owner=owner, now=now, lease=lease, limit=limit)
+@functools.cache
+def _compiled_claim() -> tuple[str, Compiled]:
+    compiled = _claim_statement().compile(dialect=psycopg.dialect())
+    return compiled.string, compiled
 
 
 class CatchUp(enum.Enum):
@@ -195,15 +219,15 @@ async def _commit_sync_page(sessions: Sessions, claimed: Mailbox, owner: str, ex
     if final and give_up_catch_up:
         async with transaction(sessions) as session:
             return await _final_page_giving_up(session, claimed, params, shape, new_history_id, events)
-    async with autocommit(sessions) as session:
+    async with driver_autocommit(sessions) as connection:
         if not final:
-            await _update_fenced(session, claimed, _page_update(PageEnd.MORE, **shape), params, events)
+            await _update_fenced(connection, claimed, _page_update(PageEnd.MORE, **shape), params, events)
             return PageCommit(CatchUp.NOT_FINAL)
         # One statement judges and writes: an UPDATE's SET sees the row as it locked
         # it (the newest version if ingest raised notified_history_id meanwhile), so
         # the notified id judged is the one kept, as with SELECT … FOR UPDATE first,
         # for one round trip less per sync.
-        [(notified_id,)] = await _update_fenced(session, claimed, _page_update(PageEnd.FINAL, **shape), params,
+        [(notified_id,)] = await _update_fenced(connection, claimed, _page_update(PageEnd.FINAL, **shape), params,
                                                 events)
     caught_up = notified_id is None or notified_id <= new_history_id
     return PageCommit(CatchUp.CAUGHT_UP if caught_up else CatchUp.BEHIND, notified_id)
@@ -273,11 +297,12 @@ def _released() -> dict:
     )
 
 
-async def _update_fenced(session: AsyncSession, claimed: Mailbox, update: tuple[str, Compiled], params: dict,
+async def _update_fenced(connection, claimed: Mailbox, update: tuple[str, Compiled], params: dict,
                          events: list[NewEvent]) -> list[tuple]:
-    """The fenced UPDATE and the page's events, one statement (`changes.update_and_append`)."""
+    """The fenced UPDATE and the page's events, one statement (`changes.update_and_append`),
+    on the driver's connection."""
     sql, compiled = update
-    rows = await update_and_append(session, sql, compiled.construct_params(params), claimed.tenant_id, events)
+    rows = await update_and_append(connection, sql, compiled.construct_params(params), claimed.tenant_id, events)
     if len(rows) != 1:
         raise LeaseLost(str(claimed.id))
     return rows
@@ -300,7 +325,7 @@ async def _final_page_giving_up(session: AsyncSession, claimed: Mailbox, params:
     notified_id = notified.notified_history_id
     behind = notified_id is not None and notified_id > new_history_id
     end = PageEnd.GIVE_UP_LOWER if behind else PageEnd.GIVE_UP
-    await _update_fenced(session, claimed, _page_update(end, **shape), params, events)
+    await _update_fenced(await driver_connection(session), claimed, _page_update(end, **shape), params, events)
     return PageCommit(CatchUp.GAVE_UP if behind else CatchUp.CAUGHT_UP, notified_id)
 
 

@@ -54,9 +54,12 @@ def populated(database_url):
     return url
 
 
-def _prepared(statement) -> tuple[str, list]:
-    """The statement as the service sends it: SQL with $n placeholders, and the values."""
+def _prepared(executed) -> tuple[str, list]:
+    """The statement as the service sends it: SQL with $n placeholders, and the values
+    (its own, and those of the call's parameters for one built with named parameters)."""
+    statement, params = executed
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    bound = compiled.construct_params(params)
     names: list[str] = []
 
     def placeholder(match: re.Match) -> str:
@@ -64,7 +67,7 @@ def _prepared(statement) -> tuple[str, list]:
         return f"${len(names)}"
 
     text = re.sub(r"%\((\w+)\)s", placeholder, compiled.string)
-    return text, [compiled.params[name] for name in names]
+    return text, [bound[name] for name in names]
 
 
 def explain(url: str, statement, *, generic: bool) -> str:
@@ -79,15 +82,15 @@ def explain(url: str, statement, *, generic: bool) -> str:
 
 
 class CapturingSession:
-    """Stands in for an AsyncSession to catch the exact statement a store function runs."""
+    """Stands in for an AsyncSession to catch the exact statement a store function runs, with its parameters."""
 
     rowcount = 0
 
     def __init__(self) -> None:
         self.statements: list = []
 
-    async def execute(self, statement):
-        self.statements.append(statement)
+    async def execute(self, statement, params=None):
+        self.statements.append((statement, params or {}))
         return self
 
     def __iter__(self):
