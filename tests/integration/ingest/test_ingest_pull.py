@@ -302,3 +302,26 @@ async def test_disabled_ingestor_does_not_pull(sessions, pubsub):
     await worker.stop()
     assert worker.status()["enabled"] is False
     assert len(await asyncio.to_thread(pubsub.pull_all, 2.0)) == 1
+
+
+async def test_each_pulled_notification_and_batch_write_is_timed_by_stage(db, sessions, pubsub):
+    """mailwatch_pipeline_stage_seconds: Pub/Sub's publish time to the pull, per message, and
+    the batch write, per batch (what benchmarks/pipeline.py splits a change's latency with)."""
+    from prometheus_client import REGISTRY
+
+    def count(stage: str) -> float:
+        return REGISTRY.get_sample_value("mailwatch_pipeline_stage_seconds_count", {"stage": stage}) or 0.0
+
+    def total(stage: str) -> float:
+        return REGISTRY.get_sample_value("mailwatch_pipeline_stage_seconds_sum", {"stage": stage}) or 0.0
+
+    tenant = await db.tenant()
+    await db.mailbox(tenant, "timed@example.com", history_id=100)
+    before = {stage: (count(stage), total(stage)) for stage in ("published_to_pulled", "pulled_to_recorded")}
+    pubsub.publish([notification("timed@example.com", 101 + n) for n in range(3)])
+    async with ingestor(sessions, pubsub) as worker:
+        await eventually(lambda: worker.stats.acked >= 3)
+    assert count("published_to_pulled") - before["published_to_pulled"][0] == 3
+    assert count("pulled_to_recorded") - before["pulled_to_recorded"][0] >= 1
+    assert total("pulled_to_recorded") > before["pulled_to_recorded"][1]  # a write takes some time
+    assert 0 <= total("published_to_pulled") - before["published_to_pulled"][1] < 3 * 60  # seconds, not ms
