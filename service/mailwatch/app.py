@@ -20,7 +20,8 @@ from mailwatch.gmail.client import GmailClient
 from mailwatch.http import create_http_app, start_http
 from mailwatch.ingest.pull import PullIngestor
 from mailwatch.ingest.sources import TenantPushAudiences, configured_subscriptions
-from mailwatch.lifecycle.registration import Lifecycle
+from mailwatch.lifecycle.messages import MailboxMessages
+from mailwatch.lifecycle.registration import Registrations
 from mailwatch.secrets import SecretBox
 from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
@@ -41,7 +42,8 @@ class App:
     secret_box: SecretBox
     gmail: GmailClient
     clock: Clock
-    lifecycle: Lifecycle
+    registrations: Registrations
+    messages: MailboxMessages
     notifier: ChangeNotifier
     streamer: ChangeStreamer
     sync_worker: SyncWorker
@@ -89,7 +91,8 @@ class App:
             secret_box=secret_box,
             gmail=gmail,
             clock=clock,
-            lifecycle=Lifecycle(sessions, gmail, secret_box, clock, settings.pubsub.topic),
+            registrations=Registrations(sessions, gmail, secret_box, clock, settings.pubsub.topic),
+            messages=MailboxMessages(sessions, gmail, secret_box),
             notifier=notifier,
             streamer=ChangeStreamer.from_settings(settings.stream, sessions, notifier, clock=clock),
             sync_worker=sync_worker,

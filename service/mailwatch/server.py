@@ -58,7 +58,7 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
         ],
     )
     mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server(
-        MailboxServicer(app.sessions, app.lifecycle, app.streamer), server
+        MailboxServicer(app.sessions, app.registrations, app.messages, app.streamer), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(app.sessions, api_key_cache=auth.cache, secret_box=app.secret_box,

@@ -16,11 +16,12 @@ from google.rpc import status_pb2
 from mailwatch.api import convert, errors, tokens
 from mailwatch.api.paging import after_created_id, one_page
 from mailwatch.api.validation import mailboxes as validation
-from mailwatch.lifecycle import messages
-from mailwatch.lifecycle.registration import Lifecycle
+from mailwatch.lifecycle.messages import MailboxMessages
+from mailwatch.lifecycle.registration import Registrations
 from mailwatch.request_context import current_request_id, current_tenant_id
 from mailwatch.store import google_settings as settings_store
 from mailwatch.store import mailboxes as mailbox_store
+from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
@@ -31,14 +32,17 @@ OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
 
 
 class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
-    def __init__(self, sessions: Sessions, lifecycle: Lifecycle, streamer: ChangeStreamer) -> None:
+    def __init__(
+        self, sessions: Sessions, registrations: Registrations, messages: MailboxMessages, streamer: ChangeStreamer,
+    ) -> None:
         self._sessions = sessions
-        self._lifecycle = lifecycle
+        self._registrations = registrations
+        self._messages = messages
         self._streamer = streamer
 
     async def RegisterMailbox(self, request, context):
         registration = validation.validate_register_mailbox(request)
-        mailbox = await self._lifecycle.register(
+        mailbox = await self._registrations.register(
             current_tenant_id(), registration.email_address, registration.label_filter, registration.credential,
             metadata_headers=registration.metadata_headers,
         )
@@ -46,7 +50,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def BatchRegisterMailboxes(self, request, context):
         batch = validation.validate_batch_register_mailboxes(request)
-        outcomes = await self._lifecycle.register_many(current_tenant_id(), batch.label_filter, batch.registrations)
+        outcomes = await self._registrations.register_many(current_tenant_id(), batch.label_filter, batch.registrations)
         request_id = current_request_id()
         results = []
         for address, outcome in zip(request.email_addresses, outcomes):
@@ -63,7 +67,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def StopMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
-        return convert.mailbox_to_proto(await self._lifecycle.stop(current_tenant_id(), mailbox_id))
+        return convert.mailbox_to_proto(await self._registrations.stop(current_tenant_id(), mailbox_id))
 
     async def GetMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
@@ -94,8 +98,8 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetMessage(self, request, context):
         query = validation.validate_get_message(request)
-        message = await messages.read_message(
-            self._lifecycle, current_tenant_id(), query.mailbox_id, query.message_id,
+        message = await self._messages.read_message(
+            current_tenant_id(), query.mailbox_id, query.message_id,
             fmt=query.format, metadata_headers=query.metadata_headers,
         )
         for response in convert.message_responses(message):
@@ -103,16 +107,16 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetAttachment(self, request, context):
         query = validation.validate_get_attachment(request)
-        data = await messages.read_attachment(
-            self._lifecycle, current_tenant_id(), query.mailbox_id, query.message_id, query.attachment_id
+        data = await self._messages.read_attachment(
+            current_tenant_id(), query.mailbox_id, query.message_id, query.attachment_id
         )
         for response in convert.attachment_responses(data):
             yield response
 
     async def ListMessages(self, request, context):
         query = validation.validate_list_messages(request)
-        page = await messages.list_messages(
-            self._lifecycle, current_tenant_id(), query.mailbox_id, label_ids=query.label_ids, query=query.query,
+        page = await self._messages.list_messages(
+            current_tenant_id(), query.mailbox_id, label_ids=query.label_ids, query=query.query,
             include_spam_trash=query.include_spam_trash, include_labels=query.include_labels,
             page_size=query.page_size, page_token=query.gmail_page_token,
         )
@@ -124,7 +128,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def SendTestEvent(self, request, context):
         mailbox_id, note = validation.validate_send_test_event(request)
-        event = await messages.send_test_event(self._lifecycle, current_tenant_id(), mailbox_id, note)
+        event = await registrations_store.append_test_event(self._sessions, current_tenant_id(), mailbox_id, note)
         return convert.change_event_to_proto(event)
 
 

@@ -58,7 +58,9 @@ class _Watched:
 
 
 @dataclass
-class Lifecycle:
+class Registrations:
+    """Registering and stopping mailboxes: Gmail first, then the store."""
+
     sessions: Sessions
     gmail: GmailClient
     secret_box: SecretBox
