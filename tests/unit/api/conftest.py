@@ -7,6 +7,10 @@ import contextlib
 import grpc
 import pytest
 
+from mailwatch.api.interceptors import server_interceptors
+from mailwatch.domain import errors as domain
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+
 
 @contextlib.asynccontextmanager
 async def serve(*servicers, interceptors=()):
@@ -26,3 +30,29 @@ async def serve(*servicers, interceptors=()):
 @pytest.fixture
 def grpc_serve():
     return serve
+
+
+class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
+    """GetMailbox raises whatever `self.exc` is; StreamChanges does so after one response."""
+
+    exc: BaseException = domain.NotFound("mailbox not found")
+
+    async def GetMailbox(self, request, context):
+        raise self.exc
+
+    async def StopMailbox(self, request, context):
+        await context.abort(grpc.StatusCode.ABORTED, "servicer aborted itself")
+
+    async def StreamChanges(self, request, context):
+        yield mailbox_service_pb2.StreamChangesResponse()
+        raise self.exc
+
+
+@pytest.fixture
+async def failing():
+    """(servicer, stub): a `Failing` servicer behind the production interceptors."""
+    servicer = Failing()
+    async with serve(
+        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=server_interceptors(None)
+    ) as channel:
+        yield servicer, mailbox_service_pb2_grpc.MailboxServiceStub(channel)

@@ -13,9 +13,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mailwatch.api import errors, tokens
-from mailwatch.api.interceptors import server_interceptors
 from mailwatch.domain import errors as domain
-from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
+from mailwatch.v1 import mailbox_service_pb2
 
 C = grpc.StatusCode
 
@@ -147,31 +146,6 @@ def test_base_mailwatch_error_is_internal_without_its_message():
 
 
 # --- over a real channel ---------------------------------------------------------
-
-
-class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
-    """GetMailbox raises whatever `self.exc` is; StreamChanges does so after one response."""
-
-    exc: BaseException = domain.NotFound("mailbox not found")
-
-    async def GetMailbox(self, request, context):
-        raise self.exc
-
-    async def StopMailbox(self, request, context):
-        await context.abort(C.ABORTED, "servicer aborted itself")
-
-    async def StreamChanges(self, request, context):
-        yield mailbox_service_pb2.StreamChangesResponse()
-        raise self.exc
-
-
-@pytest.fixture
-async def failing(grpc_serve):
-    servicer = Failing()
-    async with grpc_serve(
-        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=server_interceptors(None)
-    ) as channel:
-        yield servicer, mailbox_service_pb2_grpc.MailboxServiceStub(channel)
 
 
 @pytest.mark.parametrize(("exc", "code", "reason"), TABLE, ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)

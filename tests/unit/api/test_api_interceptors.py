@@ -16,24 +16,6 @@ from tests.fixtures.raw_grpc import raw_call
 from tests.fixtures.waiting import eventually
 
 GET_MAILBOX = mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].methods_by_name["GetMailbox"]
-
-
-class Failing(mailbox_service_pb2_grpc.MailboxServiceServicer):
-    exc: BaseException = domain.NotFound("mailbox not found")
-
-    async def GetMailbox(self, request, context):
-        raise self.exc
-
-
-@pytest.fixture
-async def failing(grpc_serve):
-    servicer = Failing()
-    async with grpc_serve(
-        (mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, servicer), interceptors=server_interceptors(None)
-    ) as channel:
-        yield servicer, channel
-
-
 REQUEST_ID = "interceptor-test"
 METADATA = ((REQUEST_ID_METADATA_KEY, REQUEST_ID),)
 
@@ -65,23 +47,21 @@ async def _logged(caplog, count: int = 1) -> list[tuple[int, str]]:
     (domain.DatabaseUnavailable(), (logging.WARNING, "RPC failed: UNAVAILABLE: ")),
 ])
 async def test_a_failed_call_is_logged_once_at_its_level(failing, caplog, exc, expected):
-    servicer, channel = failing
+    servicer, stub = failing
     servicer.exc = exc
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError):
-            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(
-                mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
+            await stub.GetMailbox(mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
         [(level, message)] = await _logged(caplog)
     assert (level, message[: len(expected[1])]) == expected
 
 
 async def test_an_unexpected_error_is_logged_once_with_its_traceback(failing, caplog):
-    servicer, channel = failing
+    servicer, stub = failing
     servicer.exc = RuntimeError("boom")
     with caplog.at_level(logging.INFO, logger="mailwatch.api"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await mailbox_service_pb2_grpc.MailboxServiceStub(channel).GetMailbox(
-                mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
+            await stub.GetMailbox(mailbox_service_pb2.GetMailboxRequest(), metadata=METADATA)
         await _logged(caplog)
     assert raised.value.code() is grpc.StatusCode.INTERNAL
     [record] = _records(caplog)
@@ -90,7 +70,8 @@ async def test_an_unexpected_error_is_logged_once_with_its_traceback(failing, ca
 
 async def test_an_undecodable_request_is_refused_before_authentication(grpc_serve, caplog):
     """Decoding runs outside auth: bytes that are no request are INVALID_ARGUMENT even without a key."""
-    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server, Failing()),
+    async with grpc_serve((mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server,
+                           mailbox_service_pb2_grpc.MailboxServiceServicer()),
                           interceptors=server_interceptors(AuthInterceptor(None))) as channel:
         with caplog.at_level(logging.INFO, logger="mailwatch.api"):
             error = await raw_call(channel, GET_MAILBOX.containing_service, GET_MAILBOX, b"\xff\xff\xff\xff",
