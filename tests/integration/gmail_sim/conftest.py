@@ -14,14 +14,18 @@ from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
 from tests.integration.gmail_sim.support import Gmail
 
 
-@pytest.fixture(scope="module")
-def _plain_sim():
-    sim = GmailSimulator(pubsub_emulator_host=None)
+def _running(pubsub_emulator_host: str | None):
+    sim = GmailSimulator(pubsub_emulator_host=pubsub_emulator_host)
     sim.start(host="127.0.0.1", port=0)
     try:
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="module")
+def _plain_sim():
+    yield from _running(None)
 
 
 @pytest.fixture
@@ -37,12 +41,7 @@ def control(sim):
 
 @pytest.fixture(scope="module")
 def _pubsub_sim(pubsub_emulator):
-    sim = GmailSimulator(pubsub_emulator_host=pubsub_emulator.host)
-    sim.start(host="127.0.0.1", port=0)
-    try:
-        yield sim
-    finally:
-        sim.stop()
+    yield from _running(pubsub_emulator.host)
 
 
 @pytest.fixture

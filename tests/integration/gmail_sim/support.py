@@ -19,6 +19,22 @@ BOB = f"bob@{DOMAIN}"
 DELEGATED_SCOPES = [READONLY, METADATA, "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"]
 
 
+def all_pages(list_method, **params) -> list[dict]:
+    """Every page of a Gmail list call (e.g. `service.users().history().list`), following nextPageToken."""
+    pages, token = [], None
+    while True:
+        page = list_method(pageToken=token, **params).execute()
+        pages.append(page)
+        token = page.get("nextPageToken")
+        if not token:
+            return pages
+
+
+def history_pages(service, start: int, **params) -> list[dict]:
+    """Every page of users.history.list from `start`."""
+    return all_pages(service.users().history().list, userId="me", startHistoryId=str(start), **params)
+
+
 class Gmail:
     """Builds Gmail services against one simulator and closes them all at the end."""
 

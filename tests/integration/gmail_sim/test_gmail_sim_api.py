@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from googleapiclient.errors import HttpError
 
-from tests.integration.gmail_sim.support import ALICE
+from tests.integration.gmail_sim.support import ALICE, all_pages, history_pages
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,8 @@ def test_messages_list_paging_and_label_filter(control, alice):
     ids = [control.insert_message(ALICE, label_ids=["INBOX", work] if i % 2 else ["INBOX"])["id"]
            for i in range(7)]
     control.insert_message(ALICE, label_ids=["TRASH"])
-    seen, token = [], None
-    while True:
-        page = alice.users().messages().list(userId="me", maxResults=3, pageToken=token).execute()
-        seen += [m["id"] for m in page.get("messages", [])]
-        token = page.get("nextPageToken")
-        if not token:
-            break
+    seen = [m["id"] for page in all_pages(alice.users().messages().list, userId="me", maxResults=3)
+            for m in page.get("messages", [])]
     assert seen == list(reversed(ids))  # newest first, TRASH excluded
     filtered = alice.users().messages().list(userId="me", labelIds=[work]).execute()
     assert [m["id"] for m in filtered["messages"]] == [ids[5], ids[3], ids[1]]
@@ -95,17 +90,6 @@ def test_labels_list(control, alice):
 
 
 # -- history -----------------------------------------------------------------------------------------
-def all_history(service, start, **kwargs):
-    pages, token = [], None
-    while True:
-        response = service.users().history().list(userId="me", startHistoryId=str(start), pageToken=token,
-                                                  **kwargs).execute()
-        pages.append(response)
-        token = response.get("nextPageToken")
-        if not token:
-            return pages
-
-
 @pytest.mark.parametrize("history_label_ids", [False, True])
 def test_history_records_every_change_with_gmail_shapes(control, alice, history_label_ids):
     control.configure(history_label_ids=history_label_ids)
@@ -138,7 +122,7 @@ def test_history_nothing_new_returns_only_history_id(control, alice):
 def test_history_paging(control, alice):
     start = control.history_id(ALICE)
     inserted = control.insert_messages([{"emailAddress": ALICE} for _ in range(25)])
-    pages = all_history(alice, start, maxResults=10)
+    pages = history_pages(alice, start, maxResults=10)
     assert [len(p.get("history", [])) for p in pages] == [10, 10, 5]
     got = [h["messagesAdded"][0]["message"]["id"] for p in pages for h in p["history"]]
     assert got == [m["id"] for m in inserted]

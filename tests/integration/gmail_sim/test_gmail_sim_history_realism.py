@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from googleapiclient.errors import HttpError
 
-from tests.integration.gmail_sim.support import ALICE
+from tests.integration.gmail_sim.support import ALICE, history_pages
 
 pytestmark = pytest.mark.integration
 
@@ -16,17 +16,6 @@ def alice(control, gmail):
     control.create_mailbox(ALICE)
     control.configure(history_label_ids=True)  # Gmail's way (off by default for now: see state.py)
     return gmail.for_user(ALICE)
-
-
-def pages(service, start: int, **kwargs) -> list[dict]:
-    out, token = [], None
-    while True:
-        page = service.users().history().list(userId="me", startHistoryId=str(start), pageToken=token,
-                                              **kwargs).execute()
-        out.append(page)
-        token = page.get("nextPageToken")
-        if not token:
-            return out
 
 
 def test_an_add_shows_the_labels_the_message_has_when_the_page_is_served(control, alice):
@@ -48,7 +37,7 @@ def test_pages_with_a_token_and_no_history_then_every_record_once(control, alice
     start = control.history_id(ALICE)
     inserted = control.insert_messages([{"emailAddress": ALICE} for _ in range(5)])
     assert control.configure(empty_history_pages=True)["emptyHistoryPages"] is True
-    served = pages(alice, start, maxResults=2)
+    served = history_pages(alice, start, maxResults=2)
     assert [len(p.get("history", [])) for p in served] == [0, 2, 0, 2, 0, 1]
     assert all("nextPageToken" in p for p in served[:-1]) and "nextPageToken" not in served[-1]
     assert all(p["historyId"] == str(control.history_id(ALICE)) for p in served)
@@ -56,7 +45,7 @@ def test_pages_with_a_token_and_no_history_then_every_record_once(control, alice
     assert got == [m["id"] for m in inserted]
     # Nothing new: no empty page to page through.
     current = control.history_id(ALICE)
-    assert pages(alice, current) == [{"historyId": str(current)}]
+    assert history_pages(alice, current) == [{"historyId": str(current)}]
 
 
 def test_one_record_can_both_add_and_remove_labels(control, alice):
