@@ -96,8 +96,8 @@ class GmailSettings(_Section):
     calls_per_user: int = setting(
         5,
         "Gmail calls in flight at once for one Gmail user, per replica (sync, renewal, registration and batches "
-        "together); more wait their turn. Gmail refuses a user's requests past about 10 in flight across all of "
-        "that user's clients.",
+        "together: each part of a batch counts, so it also caps a batch's size); more wait their turn. Gmail "
+        "refuses a user's requests past about 10 in flight across all of that user's clients.",
         positive=True,
     )
 

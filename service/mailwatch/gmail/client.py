@@ -33,7 +33,6 @@ from mailwatch.domain.models import (
     LabelFilter,
     LabelFilterBehavior,
     MessageLabels,
-    MessageMetadata,
     OAuthCredential,
     ServiceAccountCredential,
 )
@@ -42,7 +41,6 @@ from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.history import HistoryPage, history_page
 from mailwatch.gmail.messages import (
-    MISSING,
     attachment_from_resource,
     message_from_resource,
     message_list_page,
@@ -50,6 +48,7 @@ from mailwatch.gmail.messages import (
 )
 from mailwatch.gmail.quota import record_call
 from mailwatch.gmail.user_calls import UserCallLimiter
+from mailwatch.domain.backoff import BackoffPolicy
 
 T = TypeVar("T")
 
@@ -57,7 +56,17 @@ T = TypeVar("T")
 WATCH_FILTER_BEHAVIOR = {LabelFilterBehavior.INCLUDE: "include", LabelFilterBehavior.EXCLUDE: "exclude"}
 
 HISTORY_PAGE_SIZE = 500  # Gmail's maximum maxResults for history.list
-METADATA_BATCH_SIZE = 50  # Gmail allows 100 calls per batch; Google recommends at most 50
+# Parts per batch request. Gmail runs a batch's parts as separate requests at once and
+# answers those past the user's concurrency limit 429 one by one (public reports: at
+# 50 and 100 parts; ~25 fine); each part also holds one of our per-user slots, so a
+# batch is never larger than GMAIL_CALLS_PER_USER either.
+BATCH_PARTS = 25
+# A batch's refused parts are sent again after a short backoff (or Gmail's own retry
+# time, if it is no longer than PART_MAX_WAIT), at most PART_ATTEMPTS times in all;
+# past that the lookup fails and the sync backs off as a whole.
+PART_ATTEMPTS = 5
+PART_BACKOFF = BackoffPolicy(base_seconds=0.5, max_seconds=4.0)
+PART_MAX_WAIT = 10.0
 # Every call acts as the authorised user: the impersonated subject or the OAuth
 # grant's user. Gmail refuses any other userId, even an alias of that very user
 # ("Delegation denied for <primary address>").
@@ -300,81 +309,106 @@ class GmailClient:
             GmailCall.MESSAGES_LIST, credential, lambda users: users.messages().list(**params), tenant_id, user=email
         ))
 
-    async def messages_metadata(
-        self, credential: Credential, email: str, message_ids: list[str], *, headers: tuple[str, ...],
-        tenant_id: uuid.UUID | None = None,
-    ) -> dict[str, MessageMetadata]:
-        """messages.get(format=metadata) for many messages, through Gmail's batch endpoint.
-
-        At most METADATA_BATCH_SIZE calls per batch (Google recommends 50; more
-        trips the per-user concurrency limit). A message Gmail no longer has
-        maps to a metadata marked missing; any other failure of any part raises,
-        so the caller retries the whole set rather than committing a gap.
-        """
-        return await self._get_batched(
-            credential, email, message_ids, {"format": "metadata", "metadataHeaders": list(headers)},
-            tenant_id, metadata_from_resource, MISSING,
-        )
-
     async def message_labels(
         self, credential: Credential, email: str, message_ids: list[str], *, tenant_id: uuid.UUID | None = None,
-        metadata_headers: tuple[str, ...] | None = None,
+        metadata_headers: tuple[str, ...] | None = None, into: dict[str, MessageLabels | None] | None = None,
+        not_found_grace: float = 0.0,
     ) -> dict[str, MessageLabels | None]:
         """Current labels and last-change history id of messages (`messages.get(format=minimal)`,
-        through the batch endpoint). A message Gmail no longer has maps to None; any other
-        refused part fails the whole lookup, so nothing is decided on a guess. With
-        `metadata_headers`, format=metadata brings the message's metadata in the same call."""
+        through the batch endpoint); with `metadata_headers`, format=metadata brings the
+        message's metadata in the same call.
+
+        A message Gmail does not have maps to None, after `not_found_grace` seconds of
+        asking again (Gmail's history can list a message before messages.get finds it).
+        Parts Gmail refused for a while (rate limits, 5xx) are asked again after their
+        backoff, the others kept; a part still refused, or refused for good, raises. What
+        was found is written into `into` as it arrives, so a caller that keeps it never
+        asks Gmail for it twice, even when the lookup raises.
+        """
         if metadata_headers is None:
             params: dict = {"format": "minimal"}
             parse = _labels_from_resource
         else:
             params = {"format": "metadata", "metadataHeaders": list(metadata_headers)}
             parse = _labels_and_metadata_from_resource
-        return await self._get_batched(credential, email, message_ids, params, tenant_id, parse, None)
-
-    async def _get_batched(self, credential: Credential, email: str, message_ids: list[str], params: dict,
-                           tenant_id: uuid.UUID | None, parse: Callable[[dict], T], missing: T) -> dict[str, T]:
-        """users.messages.get(**params) for each distinct id, in batch requests of at most
-        METADATA_BATCH_SIZE parts, each batch holding one of the user's in-flight slots."""
-        found: dict[str, T] = {}
-        unique = list(dict.fromkeys(message_ids))
-        for start in range(0, len(unique), METADATA_BATCH_SIZE):
-            chunk = unique[start : start + METADATA_BATCH_SIZE]
-            for _ in chunk:
-                record_call(GmailCall.MESSAGES_GET, tenant_id)  # each part is metered as its own call
-            async with self._user_calls.slot(email):
-                found.update(await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._get_many, credential, chunk, params, tenant_id, parse, missing,
-                ))
+        found = {} if into is None else into
+        await self._get_batched(credential, email, list(dict.fromkeys(message_ids)), params, tenant_id, parse,
+                                found, not_found_grace)
         return found
 
+    async def _get_batched(self, credential: Credential, email: str, message_ids: list[str], params: dict,
+                           tenant_id: uuid.UUID | None, parse: Callable[[dict], T], found: dict[str, T | None],
+                           not_found_grace: float) -> None:
+        """users.messages.get(**params) for each id, in batch requests of at most BATCH_PARTS
+        parts, each part holding one of the user's in-flight slots (Gmail counts a batch's
+        parts as requests in flight); only the parts that failed are sent again."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pending = message_ids
+        for attempt in range(1, PART_ATTEMPTS + 1):
+            refused: dict[str, errors.GmailError] = {}
+            not_found: list[str] = []
+            size = min(BATCH_PARTS, self._user_calls.limit)
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                for _ in chunk:
+                    record_call(GmailCall.MESSAGES_GET, tenant_id)  # each part is metered as its own call
+                async with self._user_calls.slots(email, len(chunk)):
+                    results, failures = await loop.run_in_executor(
+                        self._executor, self._get_many, credential, chunk, params, tenant_id, parse,
+                    )
+                found.update(results)
+                for message_id, error in failures.items():
+                    if isinstance(error, GmailMessageNotFound):
+                        not_found.append(message_id)
+                    else:
+                        refused[message_id] = error
+                for error in refused.values():
+                    # Refused for good, or for longer than a lookup waits: the rest would be
+                    # refused (and charged) too; the caller keeps what was found.
+                    if not error.retryable or (_seconds_until(error) or 0.0) > PART_MAX_WAIT:
+                        raise error
+            asked_to_wait = [w for w in (_seconds_until(error) for error in refused.values()) if w is not None]
+            delay = PART_BACKOFF.delay(attempt, retry_after=max(asked_to_wait, default=None))
+            waited = loop.time() - started
+            for message_id in not_found:
+                if attempt < PART_ATTEMPTS and waited + delay <= not_found_grace:
+                    refused[message_id] = GmailMessageNotFound("messages.get: not found yet")
+                else:
+                    found[message_id] = None
+            if not refused:
+                return
+            if attempt == PART_ATTEMPTS or delay > PART_MAX_WAIT:
+                raise next((e for e in refused.values() if not isinstance(e, GmailMessageNotFound)),
+                           next(iter(refused.values())))
+            await asyncio.sleep(delay)
+            pending = list(refused)
+
     def _get_many(self, credential: Credential, message_ids: list[str], params: dict,
-                  tenant_id: uuid.UUID | None, parse: Callable[[dict], T], missing: T) -> dict[str, T]:
-        """One batch request of users.messages.get(**params) parts (blocking; on the pool).
+                  tenant_id: uuid.UUID | None, parse: Callable[[dict], T],
+                  ) -> tuple[dict[str, T], dict[str, errors.GmailError]]:
+        """One batch request of users.messages.get(**params) parts (blocking; on the pool):
+        the parsed answers and each refused part's error.
 
         The token is refreshed here, over this thread's connection, and written
         into each part: left to itself, the batch refreshes over an Http of its
-        own that it never closes. A part refused 401 (the token expired on the
-        way) refreshes it once and the batch is sent again.
+        own that it never closes. Parts refused 401 (the token expired on the
+        way) refresh it once and are sent again.
         """
         creds = self._authorized_http(credential, tenant_id).credentials
+        results: dict[str, T] = {}
+        failures: dict[str, errors.GmailError] = {}
+        unauthorized: list[str] = []
+
+        def collect(request_id: str, response: dict | None, exception: BaseException | None) -> None:
+            if exception is None:
+                results[request_id] = parse(response or {})
+                return
+            if isinstance(exception, HttpError) and exception.resp.status == 401:
+                unauthorized.append(request_id)
+            failures[request_id] = classify(exception, call=GmailCall.MESSAGES_GET)
+
         for attempt in (1, 2):
-            results: dict[str, T] = {}
-            failures: list[BaseException] = []
-            unauthorized: list[bool] = []
-
-            def collect(request_id: str, response: dict | None, exception: BaseException | None) -> None:
-                if exception is None:
-                    results[request_id] = parse(response or {})
-                    return
-                if isinstance(exception, HttpError) and exception.resp.status == 401:
-                    unauthorized.append(True)
-                error = classify(exception, call=GmailCall.MESSAGES_GET)
-                if isinstance(error, GmailMessageNotFound):
-                    results[request_id] = missing
-                else:
-                    failures.append(error)
-
             users = self._users()
             # new_batch_http_request() would take Google's batch URI from the
             # discovery document and ignore api_endpoint, so name it here.
@@ -389,12 +423,20 @@ class GmailClient:
                 batch.execute(http=self._thread_http())
             except Exception as exc:  # noqa: BLE001 - classified into domain errors
                 raise classify(exc, call=GmailCall.MESSAGES_GET) from exc
-            if unauthorized and attempt == 1:
-                continue
-            if failures:
-                raise failures[0]
-            return results
-        raise AssertionError("unreachable")
+            if not unauthorized or attempt == 2:
+                break
+            message_ids, unauthorized[:] = list(unauthorized), []
+            for message_id in message_ids:
+                failures.pop(message_id, None)
+        return results, failures
+
+
+def _seconds_until(error: errors.GmailError) -> float | None:
+    """How long Gmail asked to wait before this part is sent again, if it said."""
+    retry_at = getattr(error, "retry_at", None)
+    if retry_at is not None:
+        return max(0.0, (retry_at - datetime.now(timezone.utc)).total_seconds())
+    return getattr(error, "retry_after", None)
 
 
 class _ThreadUsers:

@@ -4,16 +4,19 @@ Gmail's history is unfiltered, while a mailbox's label filter decides what the
 tenant sees. A label change is shown when the message was in the watched set
 before *or* after it, so a consumer sees a message leave its set too.
 
-Messages in history records may come without their labels. A label change
-still names the labels it changed, which settles every change that touches a
-watched label. For the rest, the caller fetches the message's current labels
-and last-change history id (`messages.get(format=minimal)`; `labels_needed`
-says which ids) and the labels at each record are rebuilt by undoing the
-page's later changes — valid when nothing changed the message after the page.
-A message whose labels at that point cannot be known (gone, or changed since)
-is reported: it cannot be proven outside the watched set, and dropping it
-would lose an event. MESSAGE_ADDED carries the message's labels, so added
-messages are looked up whether or not a filter is set.
+A message's labels at a record are never read off the record: Gmail gives a
+history message the labels it has *when the page is served* (or none at
+all), and `messages.get` gives them as they are now with the id of the last
+record that changed the message. Either is a state "after every record up to
+history id H" (`MessageLabels`: the page's `historyId`, or the message's own),
+and the labels at each record are rebuilt from it by undoing the changes
+listed after the record, up to H. That is only possible when every record up
+to H is listed (`covered_through`); `labels_needed` says which messages need a
+state at all (added messages, whose event carries their labels; under a
+filter, label changes that do not themselves touch a watched label). A
+message whose labels at a record cannot be known (gone, or changed beyond the
+listing) is reported: it cannot be proven outside the watched set, and
+dropping it would lose an event.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import uuid
 from typing import Iterable, Mapping
 
 from mailwatch.domain.models import EventType, LabelFilter, MessageLabels, NewEvent
-from mailwatch.gmail.history import ChangeKind, HistoryChange, HistoryRecord
+from mailwatch.gmail.history import ChangeKind, HistoryChange, HistoryPage, HistoryRecord
 
 _EVENT = {
     ChangeKind.MESSAGE_ADDED: EventType.MESSAGE_ADDED,
@@ -41,20 +44,53 @@ def _touches_filter(changed: tuple[str, ...], label_filter: LabelFilter) -> bool
 
 
 def labels_needed(records: Iterable[HistoryRecord], label_filter: LabelFilter) -> list[str]:
-    """Message ids (in first-seen order) whose labels must be fetched: added messages
-    without labels and, under a filter, messages whose label change does not itself
+    """Message ids (in first-seen order) whose labels at their records must be known:
+    added messages and, under a filter, messages whose label change does not itself
     touch a watched label."""
     needed: dict[str, None] = {}
     for record in records:
         for change in record.changes:
-            if change.message.label_ids is not None:
-                continue
             if change.kind is ChangeKind.MESSAGE_ADDED or (
                 change.kind in _LABEL_CHANGES and label_filter.label_ids
                 and not _touches_filter(change.label_ids, label_filter)
             ):
                 needed[change.message.id] = None
     return list(needed)
+
+
+def served_labels(pages: Iterable[HistoryPage]) -> dict[str, MessageLabels]:
+    """The labels the history gave each message, as of the last of `pages` (in listing
+    order) that names it with labels: its labels after every record up to that page's
+    `historyId`, the mailbox's history id when Gmail served it."""
+    served: dict[str, MessageLabels] = {}
+    for page in pages:
+        for record in page.records:
+            for change in record.changes:
+                if change.message.label_ids is not None:
+                    served[change.message.id] = MessageLabels(change.message.label_ids, page.history_id)
+    return served
+
+
+def covered_through(pages: list[HistoryPage]) -> int:
+    """The history id up to which every record is listed in `pages` (consecutive pages of
+    one listing): the last record's, or the last page's `historyId` if it ended the
+    listing (every record up to it was listed by then)."""
+    last_record = max((record.id for page in pages for record in page.records), default=0)
+    if pages and pages[-1].next_page_token is None:
+        return max(last_record, pages[-1].history_id)
+    return last_record
+
+
+def usable(state: MessageLabels | None, last_change: int, covered: int) -> bool:
+    """Whether `state` can be traced back through the listing to a message whose last
+    listed record is `last_change`: no listed change after it, none missing before it."""
+    return state is not None and last_change <= state.history_id <= covered
+
+
+def deleted_messages(records: Iterable[HistoryRecord]) -> frozenset[str]:
+    """Ids of the messages these records delete."""
+    return frozenset(change.message.id for record in records for change in record.changes
+                     if change.kind is ChangeKind.MESSAGE_DELETED)
 
 
 def last_changes(records: Iterable[HistoryRecord]) -> dict[str, int]:
@@ -67,19 +103,18 @@ def last_changes(records: Iterable[HistoryRecord]) -> dict[str, int]:
 
 
 def _labels_after_each_change(
-    records: list[HistoryRecord], later: list[HistoryRecord], known: KnownLabels,
+    records: list[HistoryRecord], later: list[HistoryRecord], known: KnownLabels, covered: int,
 ) -> dict[tuple[int, int], tuple[str, ...] | None]:
-    """For every change of a looked-up message, keyed (record index, change index):
-    its labels right after that change.
+    """For every change of a message with a known state, keyed (record index, change
+    index): its labels right after that change.
 
-    Walks the history backwards from the fetched labels (through `later`, the
-    records after the page, then the page), undoing each label change. Only
-    valid when the fetched state is no newer than the last record walked;
-    otherwise (or for a message that is gone) the answer is None.
+    Walks the history backwards from the state (through `later`, the records after
+    the page, then the page), undoing each label change. Only valid when the state
+    is no older than the message's last record walked and every record up to the
+    state is listed (`usable`); otherwise (or for a message that is gone) None.
     """
     # In history order: the page's records (with their index), then the later ones.
     chronological = [*enumerate(records), *((None, record) for record in later)]
-    page_last = max((record.id for _, record in chronological), default=0)
     current: dict[str, list[str] | None] = {}
     after: dict[tuple[int, int], tuple[str, ...] | None] = {}
     for index, record in reversed(chronological):
@@ -90,8 +125,7 @@ def _labels_after_each_change(
                 continue
             if message_id not in current:  # its last record in the window: the walk starts here
                 state = known[message_id]
-                usable = state is not None and record.id <= state.history_id <= page_last
-                current[message_id] = list(state.label_ids) if usable else None
+                current[message_id] = list(state.label_ids) if usable(state, record.id, covered) else None
             labels = current[message_id]
             if index is not None:
                 after[(index, position)] = None if labels is None else tuple(labels)
@@ -112,22 +146,26 @@ def events_from_history(
     label_filter: LabelFilter,
     known_labels: KnownLabels | None = None,
     later_records: Iterable[HistoryRecord] = (),
+    covered: int | None = None,
 ) -> list[NewEvent]:
     """Events in history order; within one record: added, deleted, labels added, labels removed.
 
-    `known_labels` holds what `messages.get` said about the ids `labels_needed`
-    named; `later_records` (history after these records, already listed) let
-    labels fetched after later changes be traced back to these records.
+    `known_labels` holds a state per message (`MessageLabels`: labels after every
+    record up to its history id, from `served_labels` or `messages.get`);
+    `later_records` (history after these records, already listed) let a state
+    newer than these records be traced back to them; `covered`: every record up
+    to it is among these and the later ones (default: the last one's id).
     """
-    records = list(records)
-    rebuilt = _labels_after_each_change(records, list(later_records), known_labels or {})
+    records, later_records = list(records), list(later_records)
+    if covered is None:
+        covered = max((record.id for record in [*records, *later_records]), default=0)
+    rebuilt = _labels_after_each_change(records, later_records, known_labels or {}, covered)
     events: list[NewEvent] = []
     for index, record in enumerate(records):
         for position, change in enumerate(record.changes):
-            own = change.message.label_ids
-            # A deleted message is judged by what its record says: it cannot be asked about any more.
-            after = own if own is not None or change.kind is ChangeKind.MESSAGE_DELETED else rebuilt.get((index, position))
-            if _admits(change, after, own is not None, label_filter):
+            # A deleted message's labels are never known: Gmail's state comes after the deletion.
+            after = None if change.kind is ChangeKind.MESSAGE_DELETED else rebuilt.get((index, position))
+            if _admits(change, after, label_filter):
                 reported = change.label_ids if change.kind in _LABEL_CHANGES else (after or ())
                 events.append(_event(change, record.id, reported, mailbox_id, email_address))
     return events
@@ -141,23 +179,18 @@ def _event(change: HistoryChange, history_id: int, label_ids: tuple[str, ...],
     )
 
 
-def _admits(change: HistoryChange, after: tuple[str, ...] | None, exact: bool, label_filter: LabelFilter) -> bool:
+def _admits(change: HistoryChange, after: tuple[str, ...] | None, label_filter: LabelFilter) -> bool:
     """Whether the tenant sees this change: the message was in the watched set at it
     (before or after it, for a label change), or that cannot be ruled out."""
-    if change.kind is ChangeKind.MESSAGE_ADDED:
-        return after is None or label_filter.admits(after)
-    if change.kind is ChangeKind.MESSAGE_DELETED:
-        # Without labels it cannot be proven outside the watched set.
-        return not after or label_filter.admits(after)
-    if not label_filter.label_ids:
+    if not label_filter.label_ids or after is None:
+        # No filter, or labels that cannot be known (a deleted message's never are):
+        # report it rather than risk losing it.
         return True
-    changed = change.label_ids
-    if after is not None and (exact or not _touches_filter(changed, label_filter)):
-        before = set(after) - set(changed) if change.kind is ChangeKind.LABELS_ADDED else set(after) | set(changed)
+    if change.kind in _LABEL_CHANGES:
+        changed = set(change.label_ids)
+        before = set(after) - changed if change.kind is ChangeKind.LABELS_ADDED else set(after) | changed
         return label_filter.admits(tuple(before)) or label_filter.admits(after)
-    # A watched label itself changed (the message entered or left the set), or the
-    # labels cannot be known: report it rather than risk losing it.
-    return after is None or _touches_filter(changed, label_filter)
+    return label_filter.admits(after)
 
 
 def newest_history_id(first_page_history_id: int, records: Iterable[HistoryRecord]) -> int:

@@ -1,13 +1,15 @@
 """Listing a mailbox's history page by page, with the labels its events need.
 
-History records may name a message without its labels. The labels are then
-asked of Gmail (`messages.get`, batched) as they are *now*, and traced back
-to each record by undoing the changes listed after it (`history_events`).
-That only works when every change after the record is listed: a message
-asked about may have changed after the last record listed, so the listing
-reads ahead (the following page; or, at the end of the history, the last
-page again, which now reaches the change). Past LOOKAHEAD_LISTINGS such
-reads the message is reported rather than guessed.
+A message's labels at a record are rebuilt from a later state of the message
+by undoing the changes listed after the record (`history_events`). The state
+comes from the history itself when Gmail gave the message's labels (as of
+when the page was served) and every record up to then is listed; otherwise
+it is asked of Gmail (`messages.get`, batched; as of the message's last
+change). Tracing back needs every change after the record: a message may have
+changed after the last record listed, so the listing reads ahead (the
+following page; or, at the end of the history, the last page again, which now
+reaches the change). Past LOOKAHEAD_LISTINGS such reads the message is
+reported rather than guessed.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from dataclasses import dataclass, field
 from mailwatch.domain.models import Credential, Mailbox, MessageLabels
 from mailwatch.gmail.client import GmailClient
 from mailwatch.gmail.history import HistoryPage, HistoryRecord
-from mailwatch.sync.history_events import labels_needed, last_changes
+from mailwatch.sync.history_events import (
+    covered_through, deleted_messages, labels_needed, last_changes, served_labels, usable,
+)
+from mailwatch.sync.metadata import NOT_YET_VISIBLE_SECONDS
 
 # Extra history.list calls one page may spend to trace a message's labels back to it.
 LOOKAHEAD_LISTINGS = 3
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    page: HistoryPage
+    later: tuple[HistoryRecord, ...]  # records listed after the page (its labels are traced back through them)
+    labels: dict[str, MessageLabels | None]  # a state per message (None: Gmail no longer has it)
+    covered: int  # every record up to this history id is in the page or `later`
+    deleted: frozenset[str]  # messages the page or `later` delete
 
 
 @dataclass
@@ -31,28 +45,27 @@ class HistoryListing:
     credential: Credential
     mailbox: Mailbox
     start_history_id: int
-    # What Gmail said about messages' labels so far (None: Gmail no longer has it).
-    known: dict[str, MessageLabels | None] = field(default_factory=dict)
+    # What messages.get said about messages so far (None: Gmail no longer has it).
+    fetched: dict[str, MessageLabels | None] = field(default_factory=dict)
     # Pages listed past the current one, not yet handed out: (their token, page).
     _ahead: list[tuple[str, HistoryPage]] = field(default_factory=list)
     _token: str | None = None
     _done: bool = False
 
-    async def next_page(self) -> tuple[HistoryPage, tuple[HistoryRecord, ...]] | None:
-        """The next page with its labels looked up (in `known`), and the records listed
-        after it (which the labels are traced back through); None after the last page."""
+    async def next_page(self) -> ListedPage | None:
+        """The next page with the states its events need; None after the last page."""
         if self._done:
             return None
         if self._ahead:
             self._token, page = self._ahead.pop(0)
         else:
             page = await self.page(self._token)
-        page = await self._label(page)
-        if page.next_page_token is None:
+        listed = await self._label(page)
+        if listed.page.next_page_token is None:
             self._done = True
         else:
-            self._token = page.next_page_token
-        return page, tuple(record for _, later in self._ahead for record in later.records)
+            self._token = listed.page.next_page_token
+        return listed
 
     async def page(self, token: str | None) -> HistoryPage:
         return await self.gmail.history_page(
@@ -60,31 +73,58 @@ class HistoryListing:
             page_token=token, tenant_id=self.mailbox.tenant_id,
         )
 
-    async def fetch_labels(self, needed: list[str]) -> None:
-        """Ask Gmail for the labels (and metadata, if wanted) of `needed` into `known`."""
-        if needed:
-            self.known.update(await self.gmail.message_labels(
-                self.credential, self.mailbox.email_address, list(dict.fromkeys(needed)),
-                tenant_id=self.mailbox.tenant_id, metadata_headers=self.mailbox.metadata_headers,
-            ))
+    async def fetch_labels(self, needed: list[str], deleted: frozenset[str]) -> None:
+        """Ask Gmail for the labels (and metadata, if wanted) of `needed` into `fetched`.
+        A message the listed history deletes is gone: not asked about. Any other that
+        Gmail does not find yet is asked about again for a moment (the history can list
+        a message before messages.get finds it)."""
+        asked = [i for i in dict.fromkeys(needed) if i not in deleted]
+        for message_id in needed:
+            if message_id in deleted:
+                self.fetched[message_id] = None
+        if asked:
+            await self.gmail.message_labels(
+                self.credential, self.mailbox.email_address, asked, tenant_id=self.mailbox.tenant_id,
+                metadata_headers=self.mailbox.metadata_headers, into=self.fetched,
+                not_found_grace=NOT_YET_VISIBLE_SECONDS,
+            )
 
-    async def _label(self, page: HistoryPage) -> HistoryPage:
-        """Fetch the labels the page's events need and list far enough ahead that labels
-        fetched after a later change can be traced back to the page."""
+    def states(self, pages: list[HistoryPage]) -> ListedPage:
+        """The first of `pages` with the best state of each message the window names."""
+        records = [record for page in pages for record in page.records]
+        covered = covered_through(pages)
+        changed_at = last_changes(records)
+        served = served_labels(pages)
+        labels: dict[str, MessageLabels | None] = {}
+        for message_id, last_change in changed_at.items():
+            candidates = [served.get(message_id), self.fetched.get(message_id)]
+            best = next((s for s in candidates if usable(s, last_change, covered)), None)
+            if best is not None or message_id in self.fetched or message_id in served:
+                labels[message_id] = best or next((s for s in candidates if s is not None), None)
+        return ListedPage(pages[0], tuple(records[len(pages[0].records):]), labels, covered,
+                          deleted_messages(records))
+
+    async def _label(self, page: HistoryPage) -> ListedPage:
+        """Find a usable state for every message the page's events need (from the history, or
+        fetched), listing far enough ahead that a state newer than the page can be traced back."""
         label_filter = self.mailbox.label_filter
         for attempt in range(LOOKAHEAD_LISTINGS + 1):
-            window = [page, *(later for _, later in self._ahead)]
-            changed_at = last_changes(record for p in window for record in p.records)
-            known = self.known
+            pages = [page, *(later for _, later in self._ahead)]
+            listed = self.states(pages)
+            changed_at = last_changes(record for p in pages for record in p.records)
             await self.fetch_labels([
-                i for p in window for i in labels_needed(p.records, label_filter)
-                if i not in known or (known[i] is not None and known[i].history_id < changed_at[i])
-            ])
-            listed_through = max((r.id for p in window for r in p.records), default=0)
-            relevant = labels_needed(page.records, label_filter)
-            newest = max((known[i].history_id for i in relevant if known.get(i) is not None), default=0)
-            if newest <= listed_through or attempt == LOOKAHEAD_LISTINGS:
-                return page
+                i for p in pages for i in labels_needed(p.records, label_filter)
+                if not usable(listed.labels.get(i), changed_at[i], listed.covered)
+                and (i not in self.fetched or (self.fetched[i] is not None
+                                               and self.fetched[i].history_id < changed_at[i]))
+            ], listed.deleted)
+            listed = self.states(pages)
+            # States newer than the listing: read further so they can be traced back to this page.
+            beyond = [i for i in labels_needed(page.records, label_filter)
+                      if not usable(listed.labels.get(i), changed_at[i], listed.covered)
+                      and listed.labels.get(i) is not None and listed.labels[i].history_id > listed.covered]
+            if not beyond or attempt == LOOKAHEAD_LISTINGS:
+                return listed
             last_token, last = self._ahead[-1] if self._ahead else (self._token, page)
             if last.next_page_token:
                 self._ahead.append((last.next_page_token, await self.page(last.next_page_token)))
@@ -92,4 +132,4 @@ class HistoryListing:
                 self._ahead[-1] = (last_token, await self.page(last_token))
             else:
                 page = await self.page(self._token)
-        return page
+        return self.states([page, *(later for _, later in self._ahead)])

@@ -19,9 +19,10 @@ naming its message ids, and everything around it is delivered as usual.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import cachetools
 from prometheus_client import Counter
 
 from mailwatch.clock import Clock
@@ -35,9 +36,9 @@ from mailwatch.secrets import SecretBox
 from mailwatch.store import sync_claims
 from mailwatch.store._errors import is_database_unavailable
 from mailwatch.store.db import Sessions
-from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
-from mailwatch.sync.listing import HistoryListing
+from mailwatch.sync.listing import HistoryListing, ListedPage
 from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
 
@@ -71,6 +72,9 @@ CATCH_UP_ATTEMPTS = 6
 #: happens to hit one page twice in a row is rare, five times is not chance.
 POISON_AFTER = 5
 
+#: How long what a failed sync fetched is kept for the mailbox's next attempt.
+CARRY_SECONDS = 600.0
+
 
 @dataclass(frozen=True)
 class MailboxSync:
@@ -86,15 +90,21 @@ class MailboxSync:
     catch_up_backoff: BackoffPolicy = CATCH_UP_BACKOFF
     catch_up_attempts: int = CATCH_UP_ATTEMPTS
     poison_after: int = POISON_AFTER
+    # What a failed attempt had already fetched from Gmail, per mailbox: the next attempt
+    # starts from it instead of asking again (a state that has gone stale since is
+    # recognised as such and fetched anew, see history_events; metadata does not change).
+    carried: cachetools.TTLCache = field(
+        default_factory=lambda: cachetools.TTLCache(maxsize=10_000, ttl=CARRY_SECONDS), compare=False)
 
     async def run(self, claim: sync_claims.ClaimedMailbox) -> str:
         mailbox = claim.mailbox
         credential: Credential | None = None
+        fetched = self._carried_over(mailbox)
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
             if mailbox.page_failures >= self.poison_after and mailbox.history_id is not None:
-                mailbox = await self._work_through_poison(mailbox, credential)
-            await self._sync_history(mailbox, credential)
+                mailbox = await self._work_through_poison(mailbox, credential, fetched)
+            await self._sync_history(mailbox, credential, fetched)
             return "synced"
         except errors.GmailHistoryExpired:
             return await self._resync(mailbox, credential)
@@ -104,22 +114,33 @@ class MailboxSync:
         except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not stop the others
             if not isinstance(exc, errors.MailwatchError):
                 log.exception("sync of mailbox %s failed unexpectedly", mailbox.id)
+            self._carry(mailbox, fetched)
             return await self._failed(mailbox, credential, exc)
 
-    async def _sync_history(self, mailbox: Mailbox, credential: Credential) -> None:
+    def _carried_over(self, mailbox: Mailbox) -> dict[str, MessageLabels | None]:
+        return dict(self.carried.pop(mailbox.id, {}))
+
+    def _carry(self, mailbox: Mailbox, fetched: dict[str, MessageLabels | None]) -> None:
+        # Only what Gmail had: a message not found may just not have been visible yet.
+        kept = {message_id: state for message_id, state in fetched.items() if state is not None}
+        if kept:
+            self.carried[mailbox.id] = kept
+
+    async def _sync_history(self, mailbox: Mailbox, credential: Credential,
+                            fetched: dict[str, MessageLabels | None]) -> None:
         synced = mailbox.history_id
         if synced is None:  # never watched successfully: nothing to page from
             raise errors.GmailHistoryExpired("mailbox has no history id yet")
-        listing = HistoryListing(self.gmail, credential, mailbox, synced)
+        listing = HistoryListing(self.gmail, credential, mailbox, synced, fetched)
         first_page_history_id: int | None = None
         while (listed := await listing.next_page()) is not None:
-            page, later_records = listed
+            page = listed.page
             if first_page_history_id is None:
                 first_page_history_id = page.history_id
             final = page.next_page_token is None
             newest = newest_history_id(first_page_history_id, page.records) if final else 0
             new_history_id = max([synced, newest, *(record.id for record in page.records)])
-            events = await self._events(mailbox, credential, page.records, listing.known, later_records)
+            events = await self._events(mailbox, credential, listed, fetched)
             missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
             if missed is not None:
                 events = [missed, *events]
@@ -132,18 +153,18 @@ class MailboxSync:
             SYNC_EVENTS.inc(len(events))
             synced = new_history_id
 
-    async def _events(
-        self, mailbox: Mailbox, credential: Credential, records: tuple[HistoryRecord, ...],
-        known: dict[str, MessageLabels | None], later_records: tuple[HistoryRecord, ...],
-    ) -> list[NewEvent]:
-        """The records' change events, with message metadata for a mailbox that wants it."""
+    async def _events(self, mailbox: Mailbox, credential: Credential, listed: ListedPage,
+                      fetched: dict[str, MessageLabels | None]) -> list[NewEvent]:
+        """The page's change events, with message metadata for a mailbox that wants it."""
         events = events_from_history(
-            records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
-            label_filter=mailbox.label_filter, known_labels=known, later_records=later_records,
+            listed.page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
+            label_filter=mailbox.label_filter, known_labels=listed.labels, later_records=listed.later,
+            covered=listed.covered,
         )
-        return await with_metadata(self.gmail, credential, mailbox, events, known)
+        return await with_metadata(self.gmail, credential, mailbox, events, fetched, deleted=listed.deleted)
 
-    async def _work_through_poison(self, mailbox: Mailbox, credential: Credential) -> Mailbox:
+    async def _work_through_poison(self, mailbox: Mailbox, credential: Credential,
+                                   fetched: dict[str, MessageLabels | None]) -> Mailbox:
         """Poison history: the page at the mailbox's history id failed `poison_after` times.
 
         Its records are processed and committed one at a time (the failure count
@@ -154,7 +175,7 @@ class MailboxSync:
         without trying again. The page's last record ends the count; the mailbox
         as it then stands is returned, and the rest of its history syncs as usual.
         """
-        listing = HistoryListing(self.gmail, credential, mailbox, mailbox.history_id)
+        listing = HistoryListing(self.gmail, credential, mailbox, mailbox.history_id, fetched)
         page = await listing.page(None)
         synced = mailbox.history_id
         lost_on_first = mailbox.page_failures > self.poison_after
@@ -168,8 +189,12 @@ class MailboxSync:
                 synced = record_id
                 continue
             try:
-                await listing.fetch_labels(labels_needed([record], mailbox.label_filter))
-                events = await self._events(mailbox, credential, (record,), listing.known, later)
+                # The record alone, with the rest of the page to trace its labels back through.
+                window = replace(page, records=page.records[index:])
+                await listing.fetch_labels(labels_needed([record], mailbox.label_filter),
+                                           listing.states([window]).deleted)
+                alone = replace(listing.states([window]), page=replace(page, records=(record,)), later=later)
+                events = await self._events(mailbox, credential, alone, fetched)
                 await self._commit_record(mailbox, synced, record_id, events, keep_count)
             except (errors.MailwatchError, sync_claims.LeaseLost):
                 raise  # Gmail's answers and a lost lease have their own handling

@@ -31,8 +31,8 @@ from prometheus_client import Counter, Histogram
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.gmail.client import GmailClient
 from mailwatch.secrets import SecretBox
+from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.store.db import Sessions
-from mailwatch.sync.backoff import BackoffPolicy
 from mailwatch.workers.loop import LoopWorker
 
 Claim = TypeVar("Claim")

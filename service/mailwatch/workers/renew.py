@@ -33,7 +33,7 @@ from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import SHARED_WATCH_FRESH, watch_taking_over
 from mailwatch.store import renewal_claims
 from mailwatch.store.renewal_claims import ClaimedRenewal
-from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.workers.claiming import ClaimingWorker
 from mailwatch.domain.failures import Failure, failure_of
 

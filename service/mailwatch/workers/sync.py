@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 from mailwatch import stages
 from mailwatch.config import SyncSettings
 from mailwatch.store import sync_claims
-from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.sync.mailbox import CATCH_UP_ATTEMPTS, CATCH_UP_BACKOFF, POISON_AFTER, MailboxSync
 from mailwatch.workers.claiming import ClaimingWorker
 

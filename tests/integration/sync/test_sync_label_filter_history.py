@@ -9,6 +9,8 @@ import contextlib
 
 import pytest
 
+from mailwatch.config import GmailSettings
+from mailwatch.gmail.client import PART_ATTEMPTS
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.pipeline import (
     collect, eventually, gmail_notification, message_events, publish_raw,
@@ -16,6 +18,8 @@ from tests.fixtures.pipeline import (
 from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
+
+CALLS_PER_USER = GmailSettings().calls_per_user  # the service's default: parts in flight per user
 
 
 def gmail_calls(sim, email: str, method: str) -> int:
@@ -26,11 +30,14 @@ def gmail_calls(sim, email: str, method: str) -> int:
 def inbox_only(make_service):
     """`async with inbox_only(email) as (service, auth):` a service that syncs only when told
     (`run_once`), with `email` registered under an INCLUDE INBOX filter, past the watch's own
-    notification window, counters reset."""
+    notification window, counters reset; history messages carry their labels (as served)
+    only with `history_label_ids=True`."""
 
     @contextlib.asynccontextmanager
-    async def start(email):
+    async def start(email, *, history_label_ids=False):
         async with make_service(sync_enabled=False, poll_enabled=False) as service:
+            # Messages in history without labels, as the discovery document allows, unless asked.
+            service.sim.configure(history_label_ids=history_label_ids)
             _, auth = await service.new_tenant()
             await service.mailboxes.RegisterMailbox(sa_request(service.sim, email, label_ids=["INBOX"]),
                                                     metadata=auth)
@@ -74,7 +81,7 @@ async def test_include_filter_keeps_every_event_of_the_watched_set(inbox_only):
         assert sim.counters()["batches"]["sizes"] == [5]
 
 
-async def test_lookups_go_in_batches_of_50(inbox_only):
+async def test_lookups_go_in_batches_no_larger_than_the_calls_allowed_per_user(inbox_only):
     email = "many@example.com"
     async with inbox_only(email) as (service, auth):
         sim = service.sim
@@ -84,7 +91,8 @@ async def test_lookups_go_in_batches_of_50(inbox_only):
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 60)
         assert [m for _, m, _ in message_events(events)] == [m["id"] for i, m in enumerate(inserted) if i % 2]
         assert gmail_calls(sim, email, "users.messages.get") == 120
-        assert sim.counters()["batches"]["sizes"] == [50, 50, 20]
+        # Each part is a request in flight for the user: a batch holds one slot per part.
+        assert sim.counters()["batches"]["sizes"] == [CALLS_PER_USER] * (120 // CALLS_PER_USER)
 
 
 async def test_a_message_gone_before_the_lookup_is_reported_not_dropped(inbox_only):
@@ -104,7 +112,8 @@ async def test_a_refused_lookup_retries_the_page_instead_of_guessing(inbox_only)
     async with inbox_only(email) as (service, auth):
         sim = service.sim
         kept = sim.insert_message(email, label_ids=["INBOX"])
-        sim.inject_fault("500", method="users.messages.get", count=1)
+        # Refused every time the sync asks (it asks again a few times, briefly, before giving up).
+        sim.inject_fault("500", method="users.messages.get", count=PART_ATTEMPTS)
         await sync_everything_once(service, email)  # the lookup fails: nothing is committed
         assert await service.app.sync_worker.run_once() == 0  # backing off
         listed = await service.mailboxes.ListMailboxes(mailbox_service_pb2.ListMailboxesRequest(), metadata=auth)

@@ -215,7 +215,7 @@ def lookups(sim, email: str) -> int:
 
 
 async def lost_on_the_page(service, email: str, n: int) -> None:
-    """A sync worker claims the mailbox, reaches the page's label lookup and is lost there
+    """A sync worker claims the mailbox, reaches the page's message lookup and is lost there
     (its task cancelled, as a killed process would stop): the lease is never released."""
     worker = SyncWorker(settings=SyncSettings(lease_seconds=DOOMED_LEASE_SECONDS), sessions=service.app.sessions,
                         gmail=service.app.gmail, secret_box=service.app.secret_box, owner=f"doomed-{n}")
@@ -240,8 +240,7 @@ async def test_a_page_whose_worker_is_lost_n_times_is_skipped(make_service):
     email = "lost@example.com"
     async with make_service(sync_enabled=False, poll_enabled=False) as service:
         sim = service.sim
-        auth, mailbox = await register_sa_mailbox(service, email)
-        sim.advance_clock(2)
+        auth, mailbox = await registered(service, email)  # metadata: a messages.get per added message
         before = sim.insert_message(email, label_ids=["INBOX"], subject="Before")
         await attempt(service)
         doomed = sim.insert_message(email, label_ids=["INBOX"], subject="Doomed")

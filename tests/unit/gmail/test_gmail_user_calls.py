@@ -36,3 +36,34 @@ async def test_at_most_n_in_flight_per_user_and_users_are_independent():
 def test_limit_must_be_positive():
     with pytest.raises(ValueError):
         UserCallLimiter(0)
+
+
+async def test_a_batch_holds_one_slot_per_part_and_waits_its_turn():
+    limiter = UserCallLimiter(3)
+    order: list[str] = []
+    release_single = asyncio.Event()
+    release_batch = asyncio.Event()
+
+    async def single(name, release):
+        async with limiter.slot("a@x.com"):
+            order.append(name)
+            await release.wait()
+
+    async def batch(parts, release):
+        async with limiter.slots("a@x.com", parts):
+            order.append(f"batch of {parts}")
+            await release.wait()
+
+    first = asyncio.create_task(single("first", release_single))
+    await eventually(lambda: order == ["first"])
+    # Three parts need all three slots: the batch waits for the one held...
+    batched = asyncio.create_task(batch(3, release_batch))
+    # ...and a call arriving after it waits behind it, though a slot is free for it now.
+    late = asyncio.create_task(single("late", release_single))
+    await stays(lambda: order == ["first"], 0.1, what="the batch waiting for its three slots, the late call behind it")
+    release_single.set()
+    await eventually(lambda: order == ["first", "batch of 3"])
+    release_batch.set()
+    await asyncio.gather(first, batched, late)
+    assert order == ["first", "batch of 3", "late"]
+    assert limiter.in_use() == 0

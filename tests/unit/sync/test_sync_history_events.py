@@ -4,8 +4,10 @@ import pytest
 
 from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior
 from mailwatch.domain.models import MessageLabels
-from mailwatch.gmail.history import history_record
-from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
+from mailwatch.gmail.history import HistoryPage, history_record
+from mailwatch.sync.history_events import (
+    covered_through, events_from_history, labels_needed, newest_history_id, served_labels, usable,
+)
 
 MAILBOX = uuid.uuid4()
 
@@ -14,10 +16,19 @@ def parse(records):
     return [history_record(record) for record in records]
 
 
+def served_page(records, history_id=None, next_page_token=None):
+    """`records` as Gmail serves them on one page: every message carrying the labels it has
+    when the page is served (as given in the records), the mailbox at `history_id`."""
+    parsed = tuple(parse(records))
+    return HistoryPage(parsed, history_id or max(r.id for r in parsed), next_page_token)
+
+
 def translate(records, label_ids=(), behavior=LabelFilterBehavior.INCLUDE):
+    page = served_page(records)
     return events_from_history(
-        parse(records), mailbox_id=MAILBOX, email_address="a@example.com",
-        label_filter=LabelFilter(tuple(label_ids), behavior),
+        page.records, mailbox_id=MAILBOX, email_address="a@example.com",
+        label_filter=LabelFilter(tuple(label_ids), behavior), known_labels=served_labels([page]),
+        covered=covered_through([page]),
     )
 
 
@@ -25,21 +36,52 @@ def added(hid, mid, labels):
     return {"id": str(hid), "messagesAdded": [{"message": {"id": mid, "threadId": "t" + mid, "labelIds": labels}}]}
 
 
+def relabelled(hid, key, mid, labels, changed):
+    return {"id": str(hid), key: [{"message": {"id": mid, "threadId": "t" + mid, "labelIds": labels}, "labelIds": changed}]}
+
+
 def test_every_record_kind_becomes_its_event_in_order():
+    # Served after all four records: m1 is gone, m2 is now STARRED only.
     records = [
-        added(10, "m1", ["INBOX"]),
-        {"id": "11", "labelsAdded": [{"message": {"id": "m1", "threadId": "tm1", "labelIds": ["INBOX", "STARRED"]}, "labelIds": ["STARRED"]}]},
-        {"id": "12", "labelsRemoved": [{"message": {"id": "m1", "threadId": "tm1", "labelIds": ["STARRED"]}, "labelIds": ["INBOX"]}]},
-        {"id": "13", "messagesDeleted": [{"message": {"id": "m1", "threadId": "tm1"}}]},
+        added(10, "m1", None),
+        {"id": "11", "messagesDeleted": [{"message": {"id": "m1", "threadId": "tm1"}}]},
+        added(12, "m2", ["STARRED"]),
+        relabelled(13, "labelsAdded", "m2", ["STARRED"], ["STARRED"]),
+        relabelled(14, "labelsRemoved", "m2", ["STARRED"], ["INBOX"]),
     ]
     events = translate(records)
     assert [(e.type, e.history_id, e.message_id, e.label_ids) for e in events] == [
-        (EventType.MESSAGE_ADDED, 10, "m1", ("INBOX",)),
-        (EventType.LABELS_ADDED, 11, "m1", ("STARRED",)),
-        (EventType.LABELS_REMOVED, 12, "m1", ("INBOX",)),
-        (EventType.MESSAGE_DELETED, 13, "m1", ()),
+        (EventType.MESSAGE_ADDED, 10, "m1", ()),  # gone before the page was served: its labels are unknown
+        (EventType.MESSAGE_DELETED, 11, "m1", ()),
+        (EventType.MESSAGE_ADDED, 12, "m2", ("INBOX",)),  # its labels then: the later changes undone
+        (EventType.LABELS_ADDED, 13, "m2", ("STARRED",)),
+        (EventType.LABELS_REMOVED, 14, "m2", ("INBOX",)),
     ]
-    assert all(e.thread_id == "tm1" and e.mailbox_id == MAILBOX for e in events)
+    assert all(e.thread_id == "t" + e.message_id and e.mailbox_id == MAILBOX for e in events)
+
+
+def test_labels_in_history_are_as_served_so_an_add_archived_before_the_sync_is_kept():
+    # Added to INBOX, archived before the page was served: Gmail shows it without INBOX.
+    records = [added(5, "m", ["UNREAD"]), relabelled(6, "labelsRemoved", "m", ["UNREAD"], ["INBOX"])]
+    assert [(e.type, e.label_ids) for e in translate(records, ["INBOX"])] == [
+        (EventType.MESSAGE_ADDED, ("UNREAD", "INBOX")), (EventType.LABELS_REMOVED, ("INBOX",))]
+    # Added outside INBOX, moved there later: no add the consumer never saw in its set, then the move.
+    records = [added(5, "n", ["INBOX"]), relabelled(6, "labelsAdded", "n", ["INBOX"], ["INBOX"])]
+    assert [(e.type, e.label_ids) for e in translate(records, ["INBOX"])] == [(EventType.LABELS_ADDED, ("INBOX",))]
+
+
+def test_served_labels_of_a_page_with_more_to_come_are_traced_only_through_what_is_listed():
+    # Page 1 served at history 20; records 7..20 are on a page not listed yet.
+    page = served_page([added(5, "m", ["SPAM"])], history_id=20, next_page_token="p2")
+    kwargs = dict(mailbox_id=MAILBOX, email_address="a@example.com", label_filter=LabelFilter(("INBOX",)),
+                  known_labels=served_labels([page]))
+    assert not usable(served_labels([page])["m"], 5, covered_through([page]))
+    # Unknown: reported, not dropped on a guess.
+    assert [e.message_id for e in events_from_history(page.records, covered=covered_through([page]), **kwargs)] == ["m"]
+    # With the rest listed (up to the page's history id), SPAM was its label at 5: dropped.
+    rest = served_page([relabelled(9, "labelsAdded", "x", ["X"], ["X"])], history_id=21)
+    assert events_from_history(page.records, later_records=rest.records, covered=covered_through([page, rest]),
+                               **kwargs) == []
 
 
 def test_include_filter_keeps_only_matching_messages():
@@ -53,9 +95,9 @@ def test_exclude_filter_drops_matching_messages():
 
 
 def test_label_change_that_moves_a_message_out_of_the_watched_set_is_reported():
-    leaving = {"id": "7", "labelsRemoved": [{"message": {"id": "m", "labelIds": ["ARCHIVE"]}, "labelIds": ["INBOX"]}]}
-    entering = {"id": "8", "labelsAdded": [{"message": {"id": "n", "labelIds": ["INBOX"]}, "labelIds": ["INBOX"]}]}
-    unrelated = {"id": "9", "labelsAdded": [{"message": {"id": "o", "labelIds": ["SPAM", "X"]}, "labelIds": ["X"]}]}
+    leaving = relabelled(7, "labelsRemoved", "m", ["ARCHIVE"], ["INBOX"])
+    entering = relabelled(8, "labelsAdded", "n", ["INBOX"], ["INBOX"])
+    unrelated = relabelled(9, "labelsAdded", "o", ["SPAM", "X"], ["X"])
     events = translate([leaving, entering, unrelated], label_ids=["INBOX"])
     assert [(e.type, e.message_id) for e in events] == [
         (EventType.LABELS_REMOVED, "m"),
@@ -63,10 +105,11 @@ def test_label_change_that_moves_a_message_out_of_the_watched_set_is_reported():
     ]
 
 
-@pytest.mark.parametrize("labels,expected", [([], 1), (["INBOX"], 1), (["SPAM"], 0)])
-def test_deleted_message_without_known_labels_is_reported(labels, expected):
+@pytest.mark.parametrize("labels", [[], ["INBOX"], ["SPAM"]])
+def test_a_deleted_message_is_always_reported(labels):
+    # Gmail's labels for it come after its deletion: they cannot prove it was outside the set.
     record = {"id": "3", "messagesDeleted": [{"message": {"id": "m", "labelIds": labels}}]}
-    assert len(translate([record], label_ids=["INBOX"])) == expected
+    assert len(translate([record], label_ids=["INBOX"])) == 1
 
 
 def test_newest_history_id_covers_records_created_while_paging():
@@ -86,7 +129,8 @@ def bare(hid, key, mid, changed=None):
 def test_without_a_filter_only_added_messages_need_labels_and_nothing_is_dropped():
     records = [bare(1, "messagesAdded", "a"), bare(2, "labelsAdded", "a", ["STARRED"]),
                bare(3, "messagesDeleted", "a"), added(4, "b", ["INBOX"])]
-    assert labels_needed(parse(records), LabelFilter()) == ["a"]  # b came with its labels
+    # Both need a state (labels in history are as served: the listing decides whether they do).
+    assert labels_needed(parse(records), LabelFilter()) == ["a", "b"]
     assert [(e.type, e.label_ids) for e in translate(records)][-1] == (EventType.MESSAGE_ADDED, ("INBOX",))
     records = records[:3]
     assert [(e.type, e.label_ids) for e in translate(records)] == [

@@ -1,7 +1,7 @@
 import random
 from datetime import datetime, timedelta, timezone
 
-from mailwatch.sync.backoff import BackoffPolicy
+from mailwatch.domain.backoff import BackoffPolicy
 
 
 def test_delay_grows_exponentially_within_jitter_bounds():
