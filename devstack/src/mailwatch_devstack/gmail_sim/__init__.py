@@ -38,7 +38,7 @@ Gmail API surface: ``users.getProfile``, ``users.watch``, ``users.stop``, ``user
 ``users.messages.attachments.get``, ``users.labels.list`` / ``get``, ``users.settings.sendAs.list``,
 and the batch endpoint (≤100 parts; more is 400 "Inner request count
 exceeds the limit. Received: N, Limit: 100"). Each part is counted and charged. With
-``batchPartsConcurrent: true`` (Gmail's way; off by default until the service's sync copes with it) the
+``batchPartsConcurrent: true`` (Gmail's way, the default) the
 parts are separate requests run together: each holds one of its user's concurrency slots until the batch
 is answered, so parts past ``concurrentRequestsPerUser`` are answered 429 "Too many concurrent requests for
 user." one by one inside a 200 batch; off, they run one at a time. Errors are Gmail-shaped:
@@ -51,7 +51,7 @@ Behaviour worth knowing:
   ``messagesAdded`` / ``messagesDeleted`` / ``labelsAdded`` / ``labelsRemoved``), filtered by
   ``historyTypes`` and ``labelId``, paged by ``maxResults`` (default 100, max 500) and
   ``pageToken``; ``historyId`` is the mailbox's current id. With ``historyLabelIds: true`` (real
-  Gmail's way; off by default until the service's sync copes with it), the message of a
+  Gmail's way, the default), the message of a
   ``messagesAdded`` / ``labelsAdded`` / ``labelsRemoved`` entry carries ``labelIds``: its labels
   **when the page is served**, not when the record happened (none once the message is gone); off,
   messages carry only ``id`` and ``threadId``, which the discovery document allows. ``labelsAdded`` / ``labelsRemoved`` entries also carry the ``labelIds`` they changed; a

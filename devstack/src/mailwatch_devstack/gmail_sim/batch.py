@@ -6,7 +6,7 @@ answered as a call of its own, and the response part (in the request's order)
 carries `Content-ID: <response-ID>` and the inner HTTP response, as Google does.
 
 Each part counts against its user's quota. With `batchPartsConcurrent: true`
-(Gmail's way; off by default until the service's sync copes with it), the parts
+(Gmail's way, the default), the parts
 are separate requests run at the same time: each holds its concurrency slot
 until the whole batch is answered, so with the default cap of 10 the 11th part
 for one user onwards is answered 429 "Too many concurrent requests for user."

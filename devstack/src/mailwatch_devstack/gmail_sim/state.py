@@ -72,15 +72,12 @@ class SimState:
         self._rng = random.Random(self.seed)
         self.history_retention: float | None = WEEK_SECONDS
         self.history_id_as_number = True  # Gmail's push payload carries historyId as a JSON number
-        # Gmail's way is on for both of these; they are off by default only until the service's
-        # sync copes with them (issue 21, items 10 and 12: per-part 429s in its batches of 50, labels
-        # as of serving time); the simulator's own tests turn them on.
         # A batch's parts are in flight together, each holding a concurrency slot until the batch ends.
-        self.batch_parts_concurrent = False
+        self.batch_parts_concurrent = True
         # History's messagesAdded / labelsAdded / labelsRemoved messages carry the message's labels
         # as they are when the page is served, as real Gmail sends them (the discovery document
         # allows them to be absent: off leaves only id and threadId).
-        self.history_label_ids = False
+        self.history_label_ids = True
         # For this long after a change, messages.get answers 404 for the message the history
         # already lists (Gmail's notification can outrun its own read path).
         self.message_visibility_delay = 0.0
