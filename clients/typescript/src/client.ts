@@ -134,6 +134,11 @@ export interface StreamChangesOptions {
   mailboxIds?: string[];
   /** Only these types: EventType values or names ("MESSAGE_ADDED"). */
   eventTypes?: (EventType | string)[];
+  /**
+   * Only the events of one share of the tenant's mailboxes, so `count` replicas can split one
+   * stream (each with its own checkpoint): replica `index` of `count` (see `StreamPartition`).
+   */
+  partition?: { index: number; count: number };
   /** Loads the position at the start, saves it as the stream goes (see `ChangeStream`). */
   checkpoint?: CheckpointStore;
   /** Events per response (0: the server's default). */
@@ -303,6 +308,7 @@ export class MailwatchClient {
     return new ChangeStream((request) => this.stub.streamChanges(request, metadata), {
       mailboxIds: options.mailboxIds ?? [],
       eventTypes: eventTypes(options.eventTypes ?? []),
+      partition: options.partition,
       start: options.start ?? "now",
       checkpoint: options.checkpoint,
       maxBatchSize: options.maxBatchSize ?? 0,

@@ -42,6 +42,7 @@ export type Start = "now" | "earliest" | Uint8Array;
 export interface StreamSettings {
   mailboxIds: string[];
   eventTypes: EventType[];
+  partition?: { index: number; count: number } | undefined;
   start: Start;
   checkpoint: CheckpointStore | undefined;
   maxBatchSize: number;
@@ -127,6 +128,7 @@ export class ChangeStream implements AsyncIterableIterator<ChangeEvent> {
       eventTypes: [...settings.eventTypes],
       maxBatchSize: settings.maxBatchSize,
       heartbeatInterval: undefined,
+      partition: settings.partition === undefined ? undefined : { ...settings.partition },
     };
     if (settings.heartbeatIntervalMs !== undefined) {
       const ms = settings.heartbeatIntervalMs;

@@ -401,6 +401,33 @@ describe("errors", () => {
 });
 
 describe("change streams", () => {
+  it("split by partition: each event in exactly one, as the documented hash places its mailbox", { timeout: 120_000 }, async () => {
+    const tenant = await world.newTenant();
+    const client = clientFor(tenant);
+    const partitionOf = (mailboxId: string, count: number) =>
+      mailboxId === "" ? 0 : parseInt(createHash("md5").update(mailboxId).digest("hex").slice(0, 8), 16) % count;
+    const sent: ChangeEvent[] = [];
+    for (let n = 0; n < 6; n++) {
+      const email = `ts-part${n}@example.com`;
+      const mailbox = await client.registerMailbox(email, { credentials: await world.serviceAccount(email) });
+      sent.push(await client.sendTestEvent(mailbox.id, { note: `partition ${n}` }));
+    }
+    sent.push(await client.sendTestEvent("", { note: "tenant-wide" }));
+    const received: ChangeEvent[][] = [[], []];
+    const streams = [0, 1].map((index) => client.streamChanges({ start: "earliest", partition: { index, count: 2 } }));
+    const consumers = streams.map((stream, index) => consume(stream, received[index]));
+    const sentIds = new Set(sent.map((e) => e.id));
+    const testsOf = (events: ChangeEvent[]) => events.filter((e) => sentIds.has(e.id));
+    await waitUntil(() => testsOf(received[0]).length + testsOf(received[1]).length >= sent.length, "every test event");
+    for (const stream of streams) await stream.close();
+    await Promise.all(consumers);
+    for (const index of [0, 1]) {
+      for (const event of received[index]) assert.equal(partitionOf(event.mailboxId, 2), index, event.id);
+    }
+    const delivered = [...testsOf(received[0]), ...testsOf(received[1])].map((e) => e.id).sort();
+    assert.deepEqual(delivered, [...sentIds].sort());
+  });
+
   it("survive a graceful and a crashing server restart: every committed event once", { timeout: 150_000 }, async () => {
     const tenant = await world.newTenant();
     const client = clientFor(tenant);

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import ChangeEvent, EventType, MessageMetadata, NewEvent
+from mailwatch.domain.stream_partitions import StreamPartition
 from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.mailboxes import get_mailbox
 from mailwatch.store.models import change_events, tenants
@@ -210,11 +211,13 @@ async def scan_events(
     *,
     mailbox_ids: Iterable[uuid.UUID] | None = None,
     types: Iterable[EventType] | None = None,
+    partition: StreamPartition | None = None,
     limit: int = 1000,
     scan_limit: int | None = None,
 ) -> ScannedEvents:
     """Up to `limit` committed events after `after_sequence` that match the filters
-    (empty or None: no filter), in sequence order, and how far the read looked, so
+    (empty or None: no filter; `partition`: only the mailboxes of that stream
+    partition, see `PARTITION_SQL`), in sequence order, and how far the read looked, so
     a filtered reader can move past rows that do not match without ever receiving them.
 
     One statement (one snapshot): walk at most `scan_limit` (default `limit`)
@@ -236,8 +239,9 @@ async def scan_events(
     mailbox_ids = list(mailbox_ids or ())
     type_values = [EventType(t).value for t in types or ()]
     params = {"tenant_id": tenant_id, "after": after_sequence, "scan_limit": scan_limit, "picked_limit": limit + 1,
-              "mailbox_ids": mailbox_ids, "types": type_values}
-    rows = await _fetch_tuples(session, _scan_sql(bool(mailbox_ids), bool(type_values)), params)
+              "mailbox_ids": mailbox_ids, "types": type_values,
+              "partition_index": partition.index if partition else 0, "partition_count": partition.count if partition else 1}
+    rows = await _fetch_tuples(session, _scan_sql(bool(mailbox_ids), bool(type_values), partition is not None), params)
     if not rows:
         raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)})
     # Each row is (pruned_through, *_READ_COLUMNS, window_end, window_rows, matches);
@@ -280,20 +284,27 @@ async def _fetch_tuples(session: AsyncSession, sql: str, params: dict) -> list[t
         return await cursor.fetchall()
 
 
-def _filter_sql(by_mailbox: bool, by_type: bool) -> str:
+# A mailbox's stream partition, as domain.stream_partitions.partition_of computes it:
+# the first 32 bits of MD5(id text), unsigned, modulo the count; no mailbox: 0.
+PARTITION_SQL = "coalesce(mod(('x' || left(md5(mailbox_id::text), 8))::bit(32)::bigint, %(partition_count)s), 0)"
+
+
+def _filter_sql(by_mailbox: bool, by_type: bool, by_partition: bool = False) -> str:
     """The stream filters as SQL over the `_READ_COLUMNS` (arrays bound as `= ANY(...)`: one placeholder each)."""
     conditions = []
     if by_mailbox:
         conditions.append("mailbox_id = ANY(%(mailbox_ids)s)")
     if by_type:
         conditions.append("event_type = ANY(%(types)s)")
+    if by_partition:
+        conditions.append(f"{PARTITION_SQL} = %(partition_index)s")
     return " AND ".join(conditions) or "true"
 
 
 @functools.cache
-def _scan_sql(by_mailbox: bool, by_type: bool) -> str:
+def _scan_sql(by_mailbox: bool, by_type: bool, by_partition: bool = False) -> str:
     """The scan query for one filter shape (built once: every stream read runs it)."""
-    matches = _filter_sql(by_mailbox, by_type)
+    matches = _filter_sql(by_mailbox, by_type, by_partition)
     # The window aggregates sit one level below the filter so they see the whole
     # window; one more pick than wanted tells "exactly `limit` matches" from "more follow".
     return f"""

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -412,6 +413,7 @@ class ChangeStreamer:
             position,
             mailbox_ids=query.mailbox_ids,
             types=query.event_types,
+            partition=query.partition,
             limit=query.max_batch_size,
             scan_limit=max(self.scan_rows, query.max_batch_size) if query.filtered else query.max_batch_size,
         )
@@ -445,6 +447,12 @@ def _matcher(query: StreamQuery) -> Callable[[ChangeEvent], bool] | None:
     `scan_events` makes in SQL); None when the stream takes every event."""
     mailbox_ids = frozenset(query.mailbox_ids)
     types = frozenset(query.event_types)
+    if query.partition is not None:
+        partition = query.partition
+        rest = _matcher(dataclasses.replace(query, partition=None))
+        if rest is None:
+            return lambda event: partition.holds(event.mailbox_id)
+        return lambda event: partition.holds(event.mailbox_id) and rest(event)
     if mailbox_ids and types:
         return lambda event: event.mailbox_id in mailbox_ids and event.type in types
     if mailbox_ids:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailwatch.domain.models import EventType
+from mailwatch.domain.stream_partitions import StreamPartition
 
 
 class StartKind(enum.Enum):
@@ -28,7 +29,8 @@ class StreamQuery:
     after_sequence: int | None  # with StartKind.CURSOR: deliver events with sequence > this
     max_batch_size: int
     heartbeat_seconds: float
+    partition: StreamPartition | None = None  # None: every mailbox
 
     @property
     def filtered(self) -> bool:
-        return bool(self.mailbox_ids or self.event_types)
+        return bool(self.mailbox_ids or self.event_types or self.partition)

@@ -126,20 +126,30 @@ class ListMailboxesResponse(_message.Message):
     def __init__(self, mailboxes: _Optional[_Iterable[_Union[_resources_pb2.Mailbox, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StreamChangesRequest(_message.Message):
-    __slots__ = ("mailbox_ids", "event_types", "cursor", "start_position", "max_batch_size", "heartbeat_interval")
+    __slots__ = ("mailbox_ids", "event_types", "cursor", "start_position", "max_batch_size", "heartbeat_interval", "partition")
     MAILBOX_IDS_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     START_POSITION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     mailbox_ids: _containers.RepeatedScalarFieldContainer[str]
     event_types: _containers.RepeatedScalarFieldContainer[_resources_pb2.EventType]
     cursor: bytes
     start_position: StartPosition
     max_batch_size: int
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, mailbox_ids: _Optional[_Iterable[str]] = ..., event_types: _Optional[_Iterable[_Union[_resources_pb2.EventType, str]]] = ..., cursor: _Optional[bytes] = ..., start_position: _Optional[_Union[StartPosition, str]] = ..., max_batch_size: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    partition: StreamPartition
+    def __init__(self, mailbox_ids: _Optional[_Iterable[str]] = ..., event_types: _Optional[_Iterable[_Union[_resources_pb2.EventType, str]]] = ..., cursor: _Optional[bytes] = ..., start_position: _Optional[_Union[StartPosition, str]] = ..., max_batch_size: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., partition: _Optional[_Union[StreamPartition, _Mapping]] = ...) -> None: ...
+
+class StreamPartition(_message.Message):
+    __slots__ = ("index", "count")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    count: int
+    def __init__(self, index: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StreamChangesResponse(_message.Message):
     __slots__ = ("events", "heartbeat")

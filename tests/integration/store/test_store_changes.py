@@ -350,3 +350,21 @@ async def test_prune_with_a_limit_works_through_a_backlog_in_bounded_steps(sessi
         assert (await tenants.get_tenant(session, tenant.id)).pruned_through_sequence == old[-1].sequence
         with pytest.raises(ValueError):
             await changes.prune_events(session, cutoff, limit=0)
+
+
+async def test_the_scan_partitions_mailboxes_as_the_domain_hash_does(sessions, tenant):
+    """PARTITION_SQL and domain.stream_partitions.partition_of agree (the feed and the scan filter alike)."""
+    from mailwatch.domain.stream_partitions import StreamPartition, partition_of
+
+    mailboxes = [uuid.uuid4() for _ in range(60)]
+    async with sessions() as session, session.begin():
+        appended = await changes.append_events(session, tenant.id, [e for m in mailboxes for e in _events(m, 1)])
+        appended += await changes.append_events(session, tenant.id, [NewEvent(
+            mailbox_id=None, email_address=None, type=EventType.TEST)])
+    seen = []
+    async with sessions() as session:
+        for index in range(5):
+            scanned = await changes.scan_events(session, tenant.id, 0, partition=StreamPartition(index, 5))
+            assert [e.id for e in scanned.events] == [e.id for e in appended if partition_of(e.mailbox_id, 5) == index]
+            seen += scanned.events
+    assert sorted(e.sequence for e in seen) == [e.sequence for e in appended]

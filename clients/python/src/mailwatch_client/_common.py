@@ -211,11 +211,15 @@ def stream_request(
     start: Start,
     max_batch_size: int,
     heartbeat_interval: float | None,
+    partition: tuple[int, int] | None = None,
 ) -> mailbox_service_pb2.StreamChangesRequest:
     """The request that resumes after `position`, or begins at `start` when there is none yet."""
     request = mailbox_service_pb2.StreamChangesRequest(
         mailbox_ids=list(mailbox_ids), event_types=event_types(types), max_batch_size=max_batch_size
     )
+    if partition is not None:
+        index, count = partition
+        request.partition.CopyFrom(mailbox_service_pb2.StreamPartition(index=index, count=count))
     if heartbeat_interval is not None:
         whole, fraction = divmod(heartbeat_interval, 1)
         request.heartbeat_interval.CopyFrom(duration_pb2.Duration(seconds=int(whole), nanos=int(fraction * 1e9)))

@@ -82,6 +82,7 @@ class ClientCore:
         idle_timeout: float | None = DEFAULT,
         metadata: Metadata = (),
         retry: RetryConfig | None = None,
+        partition: tuple[int, int] | None = None,
     ):
         """A resuming iterator of change events (`ChangeStream`; `AsyncChangeStream` on the asyncio client).
 
@@ -91,13 +92,16 @@ class ClientCore:
         heartbeat) arrived for that long; default 3 heartbeat intervals
         (15 s when `heartbeat_interval` is None), None disables it.
         `retry`: the reconnect policy (default: forever, backoff up to 10 s).
+        `partition`: (index, count): only the events of that share of the
+        tenant's mailboxes, so `count` replicas can split one stream (each
+        with its own checkpoint).
         """
         if idle_timeout is DEFAULT:
             idle_timeout = 3 * (heartbeat_interval or 15.0) + 5.0
         state = _StreamState(
             mailbox_ids=mailbox_ids, event_types=event_types, start=start, checkpoint=checkpoint,
             max_batch_size=max_batch_size, heartbeat_interval=heartbeat_interval,
-            retry=retry or self._stream_retry, idle_timeout=idle_timeout,
+            retry=retry or self._stream_retry, idle_timeout=idle_timeout, partition=partition,
         )
         md = common.call_metadata(self._api_auth, self._metadata, metadata)
         return self._change_stream(lambda request: self._mailboxes.StreamChanges(request, metadata=md), state)

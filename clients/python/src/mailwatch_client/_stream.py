@@ -64,8 +64,10 @@ class _StreamState:
         heartbeat_interval: float | None,
         retry: RetryConfig,
         idle_timeout: float | None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.mailbox_ids = list(mailbox_ids)
+        self.partition = partition
         self.event_types = list(event_types)
         self.start = start
         self.checkpoint = checkpoint
@@ -91,6 +93,7 @@ class _StreamState:
             start=self.start,
             max_batch_size=self.max_batch_size,
             heartbeat_interval=self.heartbeat_interval,
+            partition=self.partition,
         )
 
     def is_new(self, event: resources_pb2.ChangeEvent) -> bool:

@@ -22,6 +22,7 @@ from mailwatch.domain.models import (
     ServiceAccountCredential,
     TenantDefaultCredential,
 )
+from mailwatch.domain.stream_partitions import MAX_PARTITIONS, StreamPartition
 from mailwatch.streams.query import StartKind, StreamQuery
 from mailwatch.v1 import mailbox_service_pb2
 
@@ -320,6 +321,16 @@ def validate_stream_changes(request: mailbox_service_pb2.StreamChangesRequest) -
             requested = interval.seconds + interval.nanos / 1e9
             heartbeat_seconds = min(max(requested, MIN_HEARTBEAT_SECONDS), MAX_HEARTBEAT_SECONDS)
 
+    partition = None
+    if request.HasField("partition"):
+        index, count = request.partition.index, request.partition.count
+        if not 0 <= count <= MAX_PARTITIONS:
+            problems.add("partition.count", f"must be from 0 to {MAX_PARTITIONS}")
+        elif not 0 <= index < max(count, 1):
+            problems.add("partition.index", f"must be from 0 to {max(count, 1) - 1} (count - 1)")
+        elif count > 1:
+            partition = StreamPartition(index, count)
+
     start, after_sequence = StartKind.NOW, None
     cursor_problem: InvalidCursor | None = None
     which = request.WhichOneof("start")
@@ -350,6 +361,7 @@ def validate_stream_changes(request: mailbox_service_pb2.StreamChangesRequest) -
         after_sequence=after_sequence,
         max_batch_size=max_batch_size,
         heartbeat_seconds=heartbeat_seconds,
+        partition=partition,
     )
 
 

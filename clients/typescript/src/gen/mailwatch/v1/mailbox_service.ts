@@ -293,7 +293,35 @@ export interface StreamChangesRequest {
    * How long the stream may stay silent before the server sends a heartbeat.
    * Unset or zero: 15 seconds. Clamped to [1 second, 5 minutes].
    */
-  heartbeatInterval: Duration | undefined;
+  heartbeatInterval:
+    | Duration
+    | undefined;
+  /**
+   * Only the events of one partition of the tenant's mailboxes, so that
+   * `count` consumer replicas can split one tenant's stream without listing
+   * mailbox ids: replica `index` of `count` opens the stream with this. Each
+   * event belongs to exactly one partition, and within a partition order and
+   * cursors work as without one. Combines with the other filters. Unset (or
+   * a count of 0 or 1): every mailbox.
+   */
+  partition: StreamPartition | undefined;
+}
+
+/**
+ * A share of a tenant's mailboxes, by a stable hash of the mailbox id: a
+ * mailbox is in partition `h mod count`, where `h` is the first 32 bits
+ * (8 hex digits, unsigned) of the MD5 of the mailbox id in its canonical
+ * lowercase hyphenated form. Events of no mailbox (a tenant-wide TEST event)
+ * are in partition 0.
+ */
+export interface StreamPartition {
+  /** Which partition, from 0 to count - 1. Otherwise INVALID_ARGUMENT. */
+  index: number;
+  /**
+   * How many partitions the mailboxes are split into, at most 1024.
+   * Negative or above 1024: INVALID_ARGUMENT.
+   */
+  count: number;
 }
 
 /**
@@ -1571,6 +1599,7 @@ function createBaseStreamChangesRequest(): StreamChangesRequest {
     startPosition: undefined,
     maxBatchSize: 0,
     heartbeatInterval: undefined,
+    partition: undefined,
   };
 }
 
@@ -1597,6 +1626,9 @@ export const StreamChangesRequest: MessageFns<StreamChangesRequest> = {
     }
     if (message.heartbeatInterval !== undefined) {
       Duration.encode(message.heartbeatInterval, writer.uint32(50).fork()).join();
+    }
+    if (message.partition !== undefined) {
+      StreamPartition.encode(message.partition, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1672,6 +1704,14 @@ export const StreamChangesRequest: MessageFns<StreamChangesRequest> = {
             message.heartbeatInterval = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.partition = StreamPartition.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1712,6 +1752,7 @@ export const StreamChangesRequest: MessageFns<StreamChangesRequest> = {
         : isSet(object.heartbeat_interval)
         ? Duration.fromJSON(object.heartbeat_interval)
         : undefined,
+      partition: isSet(object.partition) ? StreamPartition.fromJSON(object.partition) : undefined,
     };
   },
 
@@ -1735,6 +1776,9 @@ export const StreamChangesRequest: MessageFns<StreamChangesRequest> = {
     if (message.heartbeatInterval !== undefined) {
       obj.heartbeatInterval = Duration.toJSON(message.heartbeatInterval);
     }
+    if (message.partition !== undefined) {
+      obj.partition = StreamPartition.toJSON(message.partition);
+    }
     return obj;
   },
 
@@ -1751,6 +1795,94 @@ export const StreamChangesRequest: MessageFns<StreamChangesRequest> = {
     message.heartbeatInterval = (object.heartbeatInterval !== undefined && object.heartbeatInterval !== null)
       ? Duration.fromPartial(object.heartbeatInterval)
       : undefined;
+    message.partition = (object.partition !== undefined && object.partition !== null)
+      ? StreamPartition.fromPartial(object.partition)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStreamPartition(): StreamPartition {
+  return { index: 0, count: 0 };
+}
+
+export const StreamPartition: MessageFns<StreamPartition> = {
+  encode(message: StreamPartition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).int32(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamPartition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamPartition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamPartition {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: StreamPartition): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamPartition>, I>>(base?: I): StreamPartition {
+    return StreamPartition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamPartition>, I>>(object: I): StreamPartition {
+    const message = createBaseStreamPartition();
+    message.index = object.index ?? 0;
+    message.count = object.count ?? 0;
     return message;
   },
 };
