@@ -78,6 +78,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     # GmailAccessRefused, a permanent refusal).
     domain.GmailBadRequest: grpc.StatusCode.FAILED_PRECONDITION,
     domain.GmailLabelRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    domain.GmailQueryRejected: grpc.StatusCode.INVALID_ARGUMENT,
     domain.GmailMailboxNotFound: grpc.StatusCode.FAILED_PRECONDITION,
     # A Postgres restart or failover: the client library resumes / retries on
     # UNAVAILABLE, so a consumer rides it out instead of stopping for good.
@@ -207,6 +208,8 @@ def _field_violations(exc: domain.MailwatchError) -> list[error_details_pb2.BadR
     elif isinstance(exc, domain.GmailLabelRejected):
         # Gmail names the label but not its position in the request.
         pairs = [("label_ids", exc.message)]
+    elif isinstance(exc, domain.GmailQueryRejected):
+        pairs = [("query", exc.message)]
     else:
         pairs = []
     return [error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in pairs]

@@ -246,6 +246,13 @@ class GmailLabelRejected(GmailBadRequest):
     retryable = False
 
 
+class GmailQueryRejected(GmailBadRequest):
+    """messages.list refused its search query `q` (ListMessages: INVALID_ARGUMENT on query)."""
+
+    reason = "GMAIL_QUERY_REJECTED"
+    retryable = False
+
+
 class GmailPushClientConflict(GmailBadRequest):
     """users.watch refused: the project already has a live watch on the user with
     another topic ("Only one user push notification client allowed per developer")."""

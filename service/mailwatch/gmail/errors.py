@@ -200,7 +200,10 @@ def _watch_refusal(status: int, message: str, detail: str, meta: dict) -> errors
 
 
 def _list_refusal(status: int, message: str, detail: str, meta: dict) -> errors.GmailError | None:
-    """messages.list's 400 for a label id the mailbox lacks ("Invalid label: <id>")."""
+    """messages.list's 400 for its search query ("Invalid query: …") or a label id the mailbox
+    lacks ("Invalid label: <id>")."""
+    if status == 400 and message.lower().startswith("invalid query"):
+        return errors.GmailQueryRejected(f"Gmail refused the query: {message}", metadata=meta)
     if status == 400 and "label" in message.lower():
         return errors.GmailLabelRejected(f"Gmail refused the label ids: {message}", metadata=meta)
     return None

@@ -129,3 +129,38 @@ async def test_gmail_rate_limit_is_resource_exhausted_with_retry_info(service):
     assert info.reason == "GMAIL_RATE_LIMITED"
     # Gmail names its retry time in the message; the caller gets it as RetryInfo.
     assert 500 < retry_delay_of(caught.value) <= 600
+
+
+async def test_a_query_lists_exactly_the_matching_messages(service):
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    address = "search@example.com"
+    credentials = sa_credentials(sim, address)
+    now_ms = int(sim.now() * 1000)
+    items = [
+        {"subject": "Invoice 1", "from": "billing@shop.test", "labelIds": ["INBOX", "UNREAD"]},
+        {"subject": "Lunch", "from": "bob@example.com", "labelIds": ["INBOX"]},
+        {"subject": "Invoice 2", "from": "billing@shop.test", "labelIds": ["INBOX"],
+         "internalDate": now_ms - 40 * 86_400_000},
+        {"subject": "Invoice 3", "from": "billing@shop.test", "labelIds": ["TRASH"]},
+    ]
+    inserted = sim.insert_messages([{"emailAddress": address, **item} for item in items])
+    ids = [m["id"] for m in inserted]
+
+    async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+        mailbox = await client.register_mailbox(address, credentials=credentials)
+
+        async def listed(query, **kwargs):
+            return {m.id async for m in client.iter_messages(mailbox.id, query=query, page_size=1, **kwargs)}
+
+        assert await listed("from:billing@shop.test") == {ids[0], ids[2]}
+        assert await listed("subject:invoice is:unread") == {ids[0]}
+        assert await listed("invoice newer_than:30d") == {ids[0]}
+        assert await listed("invoice -is:unread in:anywhere") == {ids[2], ids[3]}
+        assert await listed("lunch OR in:trash") == {ids[1], ids[3]}
+
+        # An operator the simulator cannot evaluate is refused, naming it, never ignored.
+        with pytest.raises(InvalidArgumentError) as caught:
+            await client.list_messages(mailbox.id, query="invoice filename:pdf")
+        assert [v.field for v in caught.value.field_violations] == ["query"]
+        assert "'filename:'" in caught.value.field_violations[0].description

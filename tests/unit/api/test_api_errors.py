@@ -44,6 +44,7 @@ TABLE = [
     (domain.GmailHistoryExpired("404"), C.FAILED_PRECONDITION, "GMAIL_HISTORY_EXPIRED"),
     (domain.GmailBadRequest("400"), C.FAILED_PRECONDITION, "GMAIL_BAD_REQUEST"),
     (domain.GmailLabelRejected("400"), C.INVALID_ARGUMENT, "GMAIL_LABEL_REJECTED"),
+    (domain.GmailQueryRejected("400"), C.INVALID_ARGUMENT, "GMAIL_QUERY_REJECTED"),
     (domain.GmailMailboxNotFound("no such user"), C.FAILED_PRECONDITION, "GMAIL_MAILBOX_NOT_FOUND"),
     (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     (domain.NotMigrated("schema at 0001"), C.UNAVAILABLE, "NOT_MIGRATED"),
@@ -92,6 +93,12 @@ def test_a_rejected_label_points_at_label_ids():
     exc = domain.GmailLabelRejected("Gmail refused the label filter: Invalid label: Label_424242")
     bad_request = _detail(errors.rich_status(exc), error_details_pb2.BadRequest)
     assert [(v.field, v.description) for v in bad_request.field_violations] == [("label_ids", exc.message)]
+
+
+def test_a_rejected_query_points_at_query():
+    exc = domain.GmailQueryRejected("Gmail refused the query: Invalid query: 'filename:'")
+    bad_request = _detail(errors.rich_status(exc), error_details_pb2.BadRequest)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [("query", exc.message)]
 
 
 def test_cursor_expired_names_the_earliest_cursor():

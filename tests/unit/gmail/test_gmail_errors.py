@@ -54,6 +54,8 @@ def http_error(status, reason="", message="", headers=None):
         (http_error(400, "invalidArgument", "Invalid label: Label_424242"), "messages.list",
          errors.GmailLabelRejected),
         (http_error(400, "invalidArgument", "Invalid pageToken"), "messages.list", errors.GmailBadRequest),
+        (http_error(400, "invalidArgument", "Invalid query: the simulator cannot evaluate the search operator "
+                                            "'label_id:'"), "messages.list", errors.GmailQueryRejected),
         (http_error(404, "notFound"), "messages.list", errors.GmailMailboxNotFound),
         (http_error(400, "invalidArgument", "Invalid attachment token"), "messages.attachments.get",
          errors.GmailAttachmentNotFound),

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, MultiDict
 
-from mailwatch_devstack.gmail_sim import mime
+from mailwatch_devstack.gmail_sim import mime, search
 from mailwatch_devstack.gmail_sim.auth import AccessToken, project_number
 from mailwatch_devstack.gmail_sim.concurrency import BatchSlots
 from mailwatch_devstack.gmail_sim.errors import (
@@ -245,14 +245,22 @@ def _current_labels(mailbox):
 
 def messages_list(call: Call) -> ApiResponse:
     mailbox = call.state.mailbox(call.user)
-    if _one(call, "q") and call.token.metadata_only:
+    q = _one(call, "q")
+    if q and call.token.metadata_only:
         raise forbidden("Metadata scope does not support 'q' parameter")
+    query = None
+    if q:
+        try:
+            query = search.parse(q, now_ms=call.state.clock.now_ms())
+        except search.UnsupportedQuery as refused:
+            # Stricter than Gmail (which answers what it can): never a silently ignored operator.
+            raise bad_request(f"Invalid query: {refused}", "invalidArgument") from None
     label_ids = call.query.getall("labelIds", [])
     include = _bool(call, "includeSpamTrash", "include_spam_trash")
     limit = _max_results(call)
     offset = _page_offset(call)
     page, next_offset, total = mailbox.list_messages(label_ids=label_ids, include_spam_trash=include,
-                                                     offset=offset, limit=limit)
+                                                     offset=offset, limit=limit, query=query)
     body: dict = {}
     if page:
         body["messages"] = [{"id": m.id, "threadId": m.thread_id} for m in page]

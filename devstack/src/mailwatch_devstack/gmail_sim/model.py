@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timezone
 
-from mailwatch_devstack.gmail_sim import mime
+from mailwatch_devstack.gmail_sim import mime, search
 from mailwatch_devstack.gmail_sim.history import (
     LABEL_ADDED,
     LABEL_REMOVED,
@@ -89,6 +89,20 @@ class Message:
     def mime_type(self) -> str:
         content_type = next((value for name, value in self.headers if name.lower() == "content-type"), "")
         return content_type.split(";")[0].strip().lower() or "text/plain"
+
+    def search_view(self, user_labels: dict[str, str]) -> search.MessageView:
+        """What a search query reads of this message (`user_labels`: the mailbox's id -> name)."""
+        fields: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            fields.setdefault(name.lower(), []).append(value)
+        has_attachment = bool(self.source) and any(
+            part.get_filename() for part in mime.parse(self.raw()).walk() if not part.is_multipart())
+        return search.MessageView(
+            label_ids=frozenset(self.label_ids),
+            user_label_names=frozenset(user_labels[l].casefold() for l in self.label_ids if l in user_labels),
+            headers={name: " ".join(values) for name, values in fields.items()},
+            body=self.body, internal_date_ms=self.internal_date, has_attachment=has_attachment,
+        )
 
     def attachment(self, attachment_id: str) -> mime.Attachment | None:
         """One of the message's attachments by its id (MessagePartBody.attachmentId), or None."""
@@ -352,16 +366,20 @@ class Mailbox:
         return hid
 
     # -- reads -----------------------------------------------------------------------------
-    def list_messages(self, *, label_ids: list[str], include_spam_trash: bool, offset: int, limit: int):
-        """Newest first; returns (page, next offset or None, total matching estimate)."""
+    def list_messages(self, *, label_ids: list[str], include_spam_trash: bool, offset: int, limit: int,
+                      query: search.Query | None = None):
+        """Newest first; returns (page, next offset or None, total matching estimate). A `query`
+        that names spam or trash searches them too, as Gmail's does."""
         wanted = set(label_ids)
-        hidden = set() if include_spam_trash else {"SPAM", "TRASH"} - wanted
-        if not wanted and not hidden:  # everything: slice without filtering (large mailboxes)
+        reach = include_spam_trash or (query is not None and query.reaches_spam_trash)
+        hidden = set() if reach else {"SPAM", "TRASH"} - wanted
+        if not wanted and not hidden and query is None:  # everything: slice without filtering (large mailboxes)
             total = len(self.messages)
             page = list(islice(reversed(self.messages.values()), offset, offset + limit))
         else:
             matched = [m for m in reversed(self.messages.values())
-                       if wanted.issubset(m.label_ids) and hidden.isdisjoint(m.label_ids)]
+                       if wanted.issubset(m.label_ids) and hidden.isdisjoint(m.label_ids)
+                       and (query is None or query.matches(m.search_view(self.user_labels)))]
             total = len(matched)
             page = matched[offset: offset + limit]
         next_offset = offset + limit if offset + limit < total else None
