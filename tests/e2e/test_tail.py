@@ -50,10 +50,14 @@ class Tail:
         await asyncio.wait_for(read(), timeout)
         return self.lines
 
+    async def exited(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Its exit code and stderr, once it has ended."""
+        _, stderr = await asyncio.wait_for(self.process.communicate(), timeout)
+        return self.process.returncode, stderr.decode()
+
     async def interrupt(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(self.process.communicate(), 30)
-        return self.process.returncode, stderr.decode()
+        return await self.exited()
 
     def kill(self) -> None:
         if self.process.returncode is None:
@@ -107,8 +111,7 @@ async def test_tail_prints_events_and_stops_on_sigint_with_the_last_cursor(servi
 async def test_tail_reports_a_bad_key_without_a_traceback(service):
     tail = await Tail.start(service.target, "wrong-key", "--from", "earliest")
     try:
-        code = await asyncio.wait_for(tail.process.wait(), 30)
-        stderr = (await tail.process.stderr.read()).decode()
+        code, stderr = await tail.exited()
     finally:
         tail.kill()
     assert code == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from mailwatch_client import AsyncMailwatchClient, TLSConfig
@@ -47,8 +45,7 @@ async def test_tail_over_mutual_tls_with_a_custom_ca_and_client_certificate(make
 async def test_tail_reports_an_unreadable_ca_file(tmp_path):
     tail = await Tail.start("127.0.0.1:1", "key", "--ca-cert", str(tmp_path / "missing.crt"))
     try:
-        code = await asyncio.wait_for(tail.process.wait(), 30)
-        stderr = (await tail.process.stderr.read()).decode()
+        code, stderr = await tail.exited()
     finally:
         tail.kill()
     assert code == 2
