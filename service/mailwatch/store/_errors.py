@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+
 import psycopg.errors
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from mailwatch.domain.errors import NotFound
 
 
 def _cause(exc: BaseException) -> BaseException | None:
@@ -58,3 +64,15 @@ def is_foreign_key_violation(exc: BaseException, constraint: str | None = None) 
     if not isinstance(_cause(exc), psycopg.errors.ForeignKeyViolation):
         return False
     return constraint is None or constraint_name(exc) == constraint
+
+
+@contextlib.contextmanager
+def tenant_must_exist(tenant_id: uuid.UUID, constraint: str) -> Iterator[None]:
+    """A write of a tenant's row: its foreign key to tenants (`constraint`) failing means
+    the tenant does not exist, which the caller sees as NotFound."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if is_foreign_key_violation(exc, constraint):
+            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
+        raise

@@ -17,12 +17,11 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import DateTime, Uuid, func, insert, literal, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound, Unauthenticated
 from mailwatch.domain.models import ApiKey
-from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store._errors import tenant_must_exist
 from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.models import api_keys
 
@@ -52,13 +51,9 @@ async def create_api_key(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[A
         .values(tenant_id=tenant_id, prefix=plaintext[:_DISPLAY_LENGTH], key_hash=hash_api_key(plaintext))
         .returning(*_COLUMNS)
     )
-    try:
+    with tenant_must_exist(tenant_id, "fk_api_keys_tenant_id_tenants"):
         async with session.begin_nested():
             row = (await session.execute(statement)).one()
-    except IntegrityError as exc:
-        if is_foreign_key_violation(exc, "fk_api_keys_tenant_id_tenants"):
-            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
-        raise
     return _api_key(row), plaintext
 
 

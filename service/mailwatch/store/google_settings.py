@@ -18,12 +18,11 @@ from datetime import datetime
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import CredentialKind, GoogleSettings, SubscriptionStatus
-from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store._errors import tenant_must_exist
 from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.models import subscription_statuses, tenant_google_settings
 
@@ -51,13 +50,9 @@ async def put_settings(
         .on_conflict_do_update(index_elements=[_settings.c.tenant_id], set_={**values, "updated": func.now()})
         .returning(*_settings.c)
     )
-    try:
+    with tenant_must_exist(tenant_id, "fk_tenant_google_settings_tenant_id_tenants"):
         async with session.begin_nested():
             row = (await session.execute(statement)).one()
-    except IntegrityError as exc:
-        if is_foreign_key_violation(exc, "fk_tenant_google_settings_tenant_id_tenants"):
-            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
-        raise
     return _settings_of(row)
 
 

@@ -16,7 +16,6 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, Uuid, bindparam, case, func, literal, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain import addresses
@@ -28,7 +27,7 @@ from mailwatch.domain.models import (
     Mailbox,
     MailboxState,
 )
-from mailwatch.store._errors import is_foreign_key_violation
+from mailwatch.store._errors import tenant_must_exist
 from mailwatch.store.db import Sessions, reading
 from mailwatch.store.models import mailboxes
 
@@ -227,12 +226,8 @@ async def upsert_mailboxes(
     if len({value["email_address"] for value in values}) != len(values):
         raise ValueError("upsert_mailboxes: an address appears twice")  # ON CONFLICT could not update it twice
     statement = _upsert_statement(tuple(values[0]))
-    try:
+    with tenant_must_exist(tenant_id, "fk_mailboxes_tenant_id_tenants"):
         returned = (await session.execute(statement, sorted(values, key=lambda v: v["email_address"]))).all()
-    except IntegrityError as exc:
-        if is_foreign_key_violation(exc, "fk_mailboxes_tenant_id_tenants"):
-            raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)}) from None
-        raise
     by_address = {row.email_address: (to_mailbox(row), bool(row.inserted)) for row in returned}
     return [by_address[value["email_address"]] for value in values]
 

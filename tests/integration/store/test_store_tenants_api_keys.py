@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.domain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from mailwatch.store import api_keys, tenants
+from mailwatch.domain.models import CredentialKind, LabelFilter, LabelFilterBehavior
+from mailwatch.store import api_keys, google_settings, mailboxes, tenants
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +126,25 @@ async def test_key_for_missing_tenant_is_not_found(sessions):
             await api_keys.create_api_key(session, uuid.uuid4())
         # transaction still usable after the savepoint rollback
         await tenants.create_tenant(session, "still-fine")
+
+
+async def test_a_tenants_rows_written_for_an_unknown_tenant_are_not_found(sessions):
+    """Each write that references tenants turns the foreign-key violation into NotFound naming the tenant."""
+    unknown = uuid.uuid4()
+    writes = [
+        lambda session: api_keys.create_api_key(session, unknown),
+        lambda session: google_settings.put_settings(
+            session, unknown, project_id="p", credential_kind=CredentialKind.SERVICE_ACCOUNT,
+            credentials_ciphertext=b"c", credential_id="id", pubsub_topic="projects/p/topics/t",
+            pubsub_subscription=None, push_audience=None,
+        ),
+        lambda session: mailboxes.upsert_mailbox(
+            session, unknown, email_address="a@example.com", label_filter=LabelFilter((), LabelFilterBehavior.INCLUDE),
+            credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c",
+        ),
+    ]
+    for write in writes:
+        with pytest.raises(NotFound) as caught:
+            async with sessions() as session, session.begin():
+                await write(session)
+        assert (str(caught.value), caught.value.metadata) == ("tenant not found", {"tenant_id": str(unknown)})
