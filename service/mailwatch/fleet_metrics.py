@@ -17,8 +17,8 @@ import time
 from prometheus_client import Gauge
 
 from mailwatch.clock import Clock
-from mailwatch.store.db import Sessions
 from mailwatch.store import fleet
+from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ import logging
 from datetime import timedelta
 from typing import Callable
 
-
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import PollSettings
 from mailwatch.store import claims
