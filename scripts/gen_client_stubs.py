@@ -71,6 +71,10 @@ def _method(call: Call, awaitable: bool) -> list[str]:
         star = [] if "*" in walk else ["*"]
         items = f"{'AsyncIterator' if awaitable else 'Iterator'}[{call.returns}]"
         lines.append(f"    def iter_{call.pages}({', '.join(walk + star + list(_OPTIONS))}) -> {items}: ...")
+    if call.chunks is not None:
+        star = [] if "*" in own else ["*"]
+        pieces = f"{'AsyncIterator' if awaitable else 'Iterator'}[bytes]"
+        lines.append(f"    def {call.name}_stream({', '.join(own + star + list(_OPTIONS))}) -> {pieces}: ...")
     return lines
 
 

@@ -109,3 +109,57 @@ async def test_unknown_attachment_gone_message_and_another_tenant(service):
     async with AsyncMailwatchClient(service.target, api_key_of(alice)) as client:
         with pytest.raises(NotFoundError):
             await client.get_attachment(mailbox.id, inserted["id"], ids["report.pdf"])
+
+
+async def test_a_12_mb_attachment_streams_chunk_by_chunk_in_both_twins(service):
+    """get_attachment_stream hands over the chunks as they arrive (each at most the server's 1 MiB),
+    so a consumer can write a large attachment to disk without holding it whole."""
+    sim = service.sim
+    _, alice = await service.new_tenant()
+    _, bob = await service.new_tenant()
+    credentials = sa_credentials(sim, "stream@example.com")
+    inserted = sim.insert_raw_message("stream@example.com", source(), label_ids=["INBOX"])
+    expected = hashlib.sha256(LARGE).digest()
+
+    def received(sizes: list[int], digest) -> None:
+        assert sum(sizes) == len(LARGE) and digest.digest() == expected
+        assert len(sizes) == 13 and max(sizes) <= 1024 * 1024, sizes
+
+    async with AsyncMailwatchClient(service.target, api_key_of(alice)) as client:
+        mailbox = await client.register_mailbox("stream@example.com", credentials=credentials)
+        ids = _attachment_ids((await client.get_message(mailbox.id, inserted["id"], format="full")).message)
+        sizes, digest = [], hashlib.sha256()
+        async for chunk in client.get_attachment_stream(mailbox.id, inserted["id"], ids["data.bin"]):
+            sizes.append(len(chunk))
+            digest.update(chunk)
+        received(sizes, digest)
+        # Stopping early ends the call; the client stays usable.
+        async for chunk in client.get_attachment_stream(mailbox.id, inserted["id"], ids["data.bin"]):
+            assert chunk == LARGE[:len(chunk)]
+            break
+        assert [c async for c in client.get_attachment_stream(mailbox.id, inserted["id"], ids["report.pdf"])] == [
+            SMALL]
+
+    def sync_twin():
+        with MailwatchClient(service.target, api_key_of(alice)) as client:
+            sizes, digest = [], hashlib.sha256()
+            for chunk in client.get_attachment_stream(mailbox.id, inserted["id"], ids["data.bin"]):
+                sizes.append(len(chunk))
+                digest.update(chunk)
+            return sizes, digest
+
+    received(*await asyncio.to_thread(sync_twin))
+
+    # Another tenant's mailbox is NOT_FOUND through the stream too, as the typed error.
+    async with AsyncMailwatchClient(service.target, api_key_of(bob)) as client:
+        with pytest.raises(NotFoundError):
+            async for _ in client.get_attachment_stream(mailbox.id, inserted["id"], ids["data.bin"]):
+                pass
+
+    def sync_other_tenant():
+        with MailwatchClient(service.target, api_key_of(bob)) as client:
+            with pytest.raises(NotFoundError):
+                for _ in client.get_attachment_stream(mailbox.id, inserted["id"], ids["data.bin"]):
+                    pass
+
+    await asyncio.to_thread(sync_other_tenant)

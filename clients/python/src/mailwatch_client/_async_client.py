@@ -12,6 +12,7 @@ from mailwatch_client import _calls as calls
 from mailwatch_client import _common as common
 from mailwatch_client._calls import Call
 from mailwatch_client._core import ClientCore
+from mailwatch_client._errors import from_rpc_error
 from mailwatch_client._stream import AsyncChangeStream
 
 
@@ -90,4 +91,37 @@ def _pages(call: Call):
     return walk
 
 
-calls.install(AsyncMailwatchClient, _unary, _pages, awaitable=True)
+def _chunks(call: Call):
+    async def read(self: AsyncMailwatchClient, *args, timeout=common.DEFAULT, metadata=(), retry=None, **kwargs):
+        request = call.request(*args, **kwargs)
+        stub = self._stub_method(call)
+
+        async def first_response(request, *, timeout, metadata):
+            # Opening the stream and its first response are retried; a later failure is not (the
+            # caller already has earlier chunks).
+            responses = stub(request, timeout=timeout, metadata=metadata)
+            first = await responses.read()
+            return responses, None if first is grpc.aio.EOF else first
+
+        responses, first = await self._call(first_response, request, auth=self._auth(call), timeout=timeout,
+                                            metadata=metadata, retry=retry, idempotent=call.idempotent)
+        reader = call.chunks(request)
+        try:
+            response = first
+            while response is not None:
+                data = reader.add(response)
+                if data:
+                    yield data
+                response = await responses.read()
+                if response is grpc.aio.EOF:
+                    response = None
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            responses.cancel()  # a no-op once the stream ended; frees it when the caller stops early
+        reader.result()
+
+    return read
+
+
+calls.install(AsyncMailwatchClient, _unary, _pages, awaitable=True, chunks=_chunks)

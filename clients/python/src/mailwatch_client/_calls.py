@@ -53,6 +53,10 @@ class Call:
     fold: Callable[[Any], Any] | None = None
     #: A List call: the response's repeated field; the method returns a `Page`, and `iter_<field>` walks them all.
     pages: str = ""
+    #: Server streaming readable piece by piece as well: the twin adds `<name>_stream`, an iterator over the
+    #: bytes `chunks(request)`'s `add` returns for each response (its `result()` checks the end), so the
+    #: caller never holds the whole answer.
+    chunks: Callable[[Any], Any] | None = None
 
     @property
     def name(self) -> str:
@@ -197,7 +201,8 @@ CALLS: tuple[Call, ...] = (
     Call("mailboxes", "GetMessage", get_message, "FetchedMessage", idempotent=True, fold=common.MessageAssembler),
     Call("mailboxes", "ListMessages", list_messages, "mailbox_service_pb2.Message", idempotent=True,
          pages="messages"),
-    Call("mailboxes", "GetAttachment", get_attachment, "bytes", idempotent=True, fold=common.AttachmentAssembler),
+    Call("mailboxes", "GetAttachment", get_attachment, "bytes", idempotent=True, fold=common.AttachmentAssembler,
+         chunks=common.AttachmentChunks),
     Call("mailboxes", "SendTestEvent", send_test_event, "resources_pb2.ChangeEvent", idempotent=False),
     Call("admin", "CreateTenant", create_tenant, "admin_service_pb2.Tenant", idempotent=False),
     Call("admin", "ListTenants", list_tenants, "admin_service_pb2.Tenant", idempotent=True, pages="tenants"),
@@ -239,18 +244,27 @@ def _named(method: Callable[..., Any], cls: type, name: str, signature: inspect.
     return method
 
 
+def chunks_doc(call: Call) -> str:
+    return (f"`{call.name}`'s bytes as they arrive, chunk by chunk (an iterator), without holding them "
+            "whole; retried on UNAVAILABLE only until the first chunk, and ends with ValueError when "
+            "fewer or more bytes arrive than announced.")
+
+
 def install(
     cls: type,
     unary: Callable[[Call], Callable[..., Any]],
     pages: Callable[[Call], Callable[..., Any]],
     *,
     awaitable: bool,
+    chunks: Callable[[Call], Callable[..., Any]] | None = None,
 ):
-    """Give `cls` one method per entry of CALLS (and an `iter_*` per List call).
+    """Give `cls` one method per entry of CALLS (an `iter_*` per List call, a `*_stream` per
+    call with `chunks`).
 
     `unary(call)` returns the twin's method for one call: f(self, *args,
     timeout, metadata, retry, **kwargs). `pages(call)` the twin's walk over
     every page of a List call: f(self, *args, **kwargs) yielding the items.
+    `chunks(call)` the twin's reader of a streamed answer piece by piece.
     `awaitable`: the twin's methods are coroutines and its walks async iterators.
     """
     for call in CALLS:
@@ -263,4 +277,8 @@ def install(
             doc = f"Every item of `{call.name}`, fetching pages as needed (`timeout` applies per page)."
             items = f"{'AsyncIterator' if awaitable else 'Iterator'}[{call.returns}]"
             setattr(cls, name, _named(pages(call), cls, name, _signature(call, items, drop="page_token"), doc))
+        if call.chunks is not None and chunks is not None:
+            name = f"{call.name}_stream"
+            pieces = f"{'AsyncIterator' if awaitable else 'Iterator'}[bytes]"
+            setattr(cls, name, _named(chunks(call), cls, name, _signature(call, pieces), chunks_doc(call)))
     return cls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import grpc
@@ -10,6 +11,7 @@ from mailwatch_client import _calls as calls
 from mailwatch_client import _common as common
 from mailwatch_client._calls import Call
 from mailwatch_client._core import ClientCore
+from mailwatch_client._errors import from_rpc_error
 from mailwatch_client._stream import ChangeStream
 
 
@@ -94,4 +96,32 @@ def _pages(call: Call):
     return walk
 
 
-calls.install(MailwatchClient, _unary, _pages, awaitable=False)
+def _chunks(call: Call):
+    def read(self: MailwatchClient, *args, timeout=common.DEFAULT, metadata=(), retry=None, **kwargs):
+        request = call.request(*args, **kwargs)
+        stub = self._stub_method(call)
+
+        def first_response(request, *, timeout, metadata):
+            # Opening the stream and its first response are retried; a later failure is not (the
+            # caller already has earlier chunks).
+            responses = stub(request, timeout=timeout, metadata=metadata)
+            return responses, next(responses, None)
+
+        responses, first = self._call(first_response, request, auth=self._auth(call), timeout=timeout,
+                                      metadata=metadata, retry=retry, idempotent=call.idempotent)
+        reader = call.chunks(request)
+        try:
+            for response in itertools.chain(() if first is None else (first,), responses):
+                data = reader.add(response)
+                if data:
+                    yield data
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            responses.cancel()  # a no-op once the stream ended; frees it when the caller stops early
+        reader.result()
+
+    return read
+
+
+calls.install(MailwatchClient, _unary, _pages, awaitable=False, chunks=_chunks)

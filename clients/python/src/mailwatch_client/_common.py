@@ -266,22 +266,40 @@ class FetchedMessage:
     raw: bytes | None = None
 
 
-class AttachmentAssembler:
-    """Collects GetAttachment's streamed responses into the attachment's bytes."""
+class AttachmentChunks:
+    """Reads GetAttachment's streamed responses one at a time: `add` returns a response's bytes
+    (empty for the size announcement), `result` checks that the announced size arrived."""
 
     def __init__(self, request: mailbox_service_pb2.GetAttachmentRequest) -> None:
         self._size: int | None = None
-        self._data = bytearray()
+        self._received = 0
 
-    def add(self, response: mailbox_service_pb2.GetAttachmentResponse) -> None:
+    def add(self, response: mailbox_service_pb2.GetAttachmentResponse) -> bytes:
         if response.WhichOneof("content") == "size":
             self._size = response.size
-        else:
-            self._data.extend(response.data)
+            return b""
+        self._received += len(response.data)
+        return response.data
 
-    def result(self) -> bytes:
-        if self._size is None or self._size != len(self._data):
-            raise ValueError(f"GetAttachment announced {self._size} bytes and sent {len(self._data)}")
+    def result(self) -> None:
+        if self._size is None or self._size != self._received:
+            raise ValueError(f"GetAttachment announced {self._size} bytes and sent {self._received}")
+
+
+class AttachmentAssembler(AttachmentChunks):
+    """Collects GetAttachment's streamed responses into the attachment's bytes."""
+
+    def __init__(self, request: mailbox_service_pb2.GetAttachmentRequest) -> None:
+        super().__init__(request)
+        self._data = bytearray()
+
+    def add(self, response: mailbox_service_pb2.GetAttachmentResponse) -> bytes:
+        data = super().add(response)
+        self._data.extend(data)
+        return data
+
+    def result(self) -> bytes:  # type: ignore[override]
+        super().result()
         return bytes(self._data)
 
 
