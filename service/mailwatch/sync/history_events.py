@@ -22,9 +22,9 @@ dropping it would lose an event.
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
-from mailwatch.domain.models import EventType, LabelFilter, MessageLabels, NewEvent
+from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior, MessageLabels, NewEvent
 from mailwatch.gmail.history import ChangeKind, HistoryChange, HistoryPage, HistoryRecord
 
 _EVENT = {
@@ -156,19 +156,47 @@ def events_from_history(
     newer than these records be traced back to them; `covered`: every record up
     to it is among these and the later ones (default: the last one's id).
     """
+    events: list[NewEvent] = []
+    for record, change, after in _judged(records, later_records, known_labels, covered):
+        if _admits(change, after, label_filter):
+            reported = change.label_ids if change.kind in _LABEL_CHANGES else (after or ())
+            events.append(_event(change, record.id, reported, mailbox_id, email_address))
+    return events
+
+
+def announced_by_watch(
+    records: Iterable[HistoryRecord], *, label_filter: LabelFilter, known_labels: KnownLabels | None = None,
+    later_records: Iterable[HistoryRecord] = (), covered: int | None = None,
+) -> int:
+    """How many of these changes Gmail's watch with `label_filter` announces for certain (same
+    arguments as `events_from_history`): every change without a filter; under a filter, a
+    change to a message whose labels at it are known to be in the watched set (before or after
+    it), or, under INCLUDE, one that adds or removes a watched label. A change reported only
+    because its message's labels are unknown (a deletion, a message gone) proves nothing."""
+    count = 0
+    for _, change, after in _judged(records, later_records, known_labels, covered):
+        if not label_filter.label_ids:
+            count += 1
+        elif after is not None:
+            count += _admits(change, after, label_filter)
+        elif change.kind in _LABEL_CHANGES and label_filter.behavior is LabelFilterBehavior.INCLUDE:
+            count += _touches_filter(change.label_ids, label_filter)
+    return count
+
+
+def _judged(records: Iterable[HistoryRecord], later_records: Iterable[HistoryRecord],
+            known_labels: KnownLabels | None, covered: int | None,
+            ) -> Iterator[tuple[HistoryRecord, HistoryChange, tuple[str, ...] | None]]:
+    """Each change of `records` in order, with its message's labels right after it (None: unknown)."""
     records, later_records = list(records), list(later_records)
     if covered is None:
         covered = max((record.id for record in [*records, *later_records]), default=0)
     rebuilt = _labels_after_each_change(records, later_records, known_labels or {}, covered)
-    events: list[NewEvent] = []
     for index, record in enumerate(records):
         for position, change in enumerate(record.changes):
             # A deleted message's labels are never known: Gmail's state comes after the deletion.
             after = None if change.kind is ChangeKind.MESSAGE_DELETED else rebuilt.get((index, position))
-            if _admits(change, after, label_filter):
-                reported = change.label_ids if change.kind in _LABEL_CHANGES else (after or ())
-                events.append(_event(change, record.id, reported, mailbox_id, email_address))
-    return events
+            yield record, change, after
 
 
 def _event(change: HistoryChange, history_id: int, label_ids: tuple[str, ...],

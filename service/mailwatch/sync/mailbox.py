@@ -37,7 +37,7 @@ from mailwatch.store import sync_claims
 from mailwatch.store._errors import is_database_unavailable
 from mailwatch.store.db import Sessions
 from mailwatch.domain.backoff import BackoffPolicy
-from mailwatch.sync.history_events import events_from_history, labels_needed, newest_history_id
+from mailwatch.sync.history_events import announced_by_watch, events_from_history, labels_needed, newest_history_id
 from mailwatch.sync.listing import HistoryListing, ListedPage
 from mailwatch.sync.metadata import with_metadata
 from mailwatch.sync.warnings import notifications_missed_event
@@ -141,7 +141,12 @@ class MailboxSync:
             newest = newest_history_id(first_page_history_id, page.records) if final else 0
             new_history_id = max([synced, newest, *(record.id for record in page.records)])
             events = await self._events(mailbox, credential, listed, fetched)
-            missed = notifications_missed_event(mailbox, events) if synced == mailbox.history_id else None
+            missed = None
+            if events and synced == mailbox.history_id:  # the sync's first page: was anything announced?
+                missed = notifications_missed_event(mailbox, announced_by_watch(
+                    listed.page.records, label_filter=mailbox.label_filter, known_labels=listed.labels,
+                    later_records=listed.later, covered=listed.covered,
+                ))
             if missed is not None:
                 events = [missed, *events]
             committed = await sync_claims.commit_sync_page(

@@ -24,9 +24,11 @@ def unannounced(mailbox: Mailbox) -> bool:
     return mailbox.history_id is not None and (notified is None or notified <= mailbox.history_id)
 
 
-def notifications_missed_event(mailbox: Mailbox, changes: list[NewEvent]) -> NewEvent | None:
-    """The NOTIFICATIONS_MISSED event to write before `changes`, if this is a new episode."""
-    if not changes or mailbox.notifications_missed_reported or not unannounced(mailbox):
+def notifications_missed_event(mailbox: Mailbox, announced: int) -> NewEvent | None:
+    """The NOTIFICATIONS_MISSED event to write before the sync's changes, if this is a new
+    episode: `announced` of them are changes the mailbox's watch would have announced (a
+    change outside its label filter comes with no notification, so finding one proves nothing)."""
+    if not announced or mailbox.notifications_missed_reported or not unannounced(mailbox):
         return None
     NOTIFICATIONS_MISSED.inc()
     return NewEvent(

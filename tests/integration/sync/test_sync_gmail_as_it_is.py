@@ -167,3 +167,27 @@ async def test_a_message_deleted_in_the_listed_history_is_not_waited_for(make_se
         [added] = [e for e in events if e.type == ADDED]
         assert added.metadata.missing
         assert lookups(sim, email) == 0  # its deletion is in the history: nothing to ask
+
+
+async def test_what_a_consumer_sees_of_drafts_and_sent_mail(make_service):
+    """docs/api.md: each autosave is a new message with DRAFT and the previous version's deletion;
+    sending adds a message with SENT and deletes the draft. A version already gone when the sync
+    reads the history is reported added without labels (they cannot be known any more)."""
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        everything = await registered(service, "writer@example.com")
+        draft = sim.save_draft("writer@example.com", subject="v1")
+        second = sim.save_draft("writer@example.com", draft_id=draft["draftId"], subject="v2")
+        sent = sim.send_draft("writer@example.com", draft["draftId"])
+        sim.insert_message("writer@example.com", label_ids=["INBOX"])  # makes the watch notify
+        await one_sync(service)
+        events = await collect(service, everything, lambda ev: sent["id"] in [e.message_id for e in ev])
+        seen = [(kind, message, tuple(sorted(labels))) for kind, message, labels in message_events(events)]
+        assert seen[:5] == [
+            ("EVENT_TYPE_MESSAGE_ADDED", draft["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", second["id"], ()),
+            ("EVENT_TYPE_MESSAGE_DELETED", draft["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", sent["id"], tuple(sorted(sent["labelIds"]))),
+            ("EVENT_TYPE_MESSAGE_DELETED", second["id"], ()),
+        ]
+        assert "SENT" in sent["labelIds"]

@@ -152,3 +152,29 @@ async def test_watch_expiring_for_the_one_mailbox_whose_renewal_gmail_keeps_refu
         advance(service, clock, 3600)
         events = await collect(service, auth, lambda ev: "fading@example.com" in of(ev, "WATCH_RENEWED"))
         assert sim.mailbox("fading@example.com")["watch"]["expired"] is False
+
+
+async def test_notifications_missed_only_for_changes_the_watch_would_have_announced(make_service):
+    """Under an INCLUDE INBOX watch Gmail announces nothing about a message outside INBOX. The
+    fallback poll finding such a change (the deletion of a spam message, reported because a
+    deleted message's labels cannot be known) is no sign of dropped notifications; a new INBOX
+    message found by the poll is."""
+    async with make_service(poll_interval_seconds=1.0) as service:
+        sim = service.sim
+        email = "filtered-quiet@example.com"
+        _, auth = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, email, label_ids=["INBOX"]), metadata=auth)
+        sim.advance_clock(2)
+        sim.set_notification_faults(drop_fraction=1.0)
+
+        spam = sim.insert_message(email, label_ids=["SPAM"])
+        sim.delete_message(email, spam["id"])
+        events = await collect(service, auth, lambda ev: spam["id"] in [e.message_id for e in ev])
+        assert types(events)[-1] == "MESSAGE_DELETED"
+        assert "NOTIFICATIONS_MISSED" not in types(events)
+
+        sim.advance_clock(2)
+        inbox = sim.insert_message(email, label_ids=["INBOX"])
+        events = await collect(service, auth, lambda ev: inbox["id"] in [e.message_id for e in ev])
+        assert types(events).count("NOTIFICATIONS_MISSED") == 1
+        assert types(events)[-2:] == ["NOTIFICATIONS_MISSED", "MESSAGE_ADDED"]

@@ -6,7 +6,8 @@ from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior
 from mailwatch.domain.models import MessageLabels
 from mailwatch.gmail.history import HistoryPage, history_record
 from mailwatch.sync.history_events import (
-    covered_through, events_from_history, labels_needed, newest_history_id, served_labels, usable,
+    announced_by_watch, covered_through, events_from_history, labels_needed, newest_history_id, served_labels,
+    usable,
 )
 
 MAILBOX = uuid.uuid4()
@@ -228,3 +229,19 @@ def test_ids_gmail_sends_become_storable_event_text():
     assert [(e.message_id, e.thread_id, e.label_ids) for e in events] == [
         ("m\ufffd1", "t?", ("IN\ufffdBOX",)), ("m2", "t2", ("L\ufffd",)),
     ]
+
+
+def test_the_watch_announces_only_changes_it_can_be_shown_to_cover():
+    page = served_page([
+        added(1, "in", ["INBOX"]),  # in the watched set: announced
+        added(2, "gone", None),  # gone before the page was served: reported, but proves nothing
+        {"id": "3", "messagesDeleted": [{"message": {"id": "old"}}]},  # a deletion: labels never known
+        relabelled(4, "labelsAdded", "moved", ["INBOX"], ["INBOX"]),  # a watched label itself changed
+        relabelled(5, "labelsAdded", "spam", ["SPAM", "X"], ["X"]),  # outside the set: not even an event
+    ])
+    kwargs = dict(known_labels=served_labels([page]), covered=covered_through([page]))
+    inbox = LabelFilter(("INBOX",))
+    assert len(events_from_history(page.records, mailbox_id=MAILBOX, email_address="a@example.com",
+                                   label_filter=inbox, **kwargs)) == 4
+    assert announced_by_watch(page.records, label_filter=inbox, **kwargs) == 2
+    assert announced_by_watch(page.records, label_filter=LabelFilter(), **kwargs) == 5  # no filter: everything
