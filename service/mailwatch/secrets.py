@@ -9,9 +9,9 @@ dropping the old one.
 Nothing in this module puts key material or plaintext in an exception message
 or a repr.
 
-Decrypting is a Fernet HMAC + AES pass and a JSON parse per call; a sync does
-it for every claim (about 4% of the service's CPU per notification when it was
-profiled), so decrypted credentials are kept in a small cache keyed by (tenant,
+Decrypting is a Fernet HMAC + AES pass and a JSON parse per call, and a sync
+does it for every claim (its share of the CPU per notification is in
+docs/performance.md), so decrypted credentials are kept in a small cache keyed by (tenant,
 SHA-256 of the ciphertext): bounded in size and time (`CACHE_SIZE`,
 `CACHE_SECONDS`), so plaintext credentials do not stay in memory indefinitely
 after their mailbox stops being synced. A new ciphertext (re-registration,

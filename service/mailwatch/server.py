@@ -145,11 +145,10 @@ def freeze_startup_heap() -> None:
 
     The modules, settings, protobuf descriptors and SQLAlchemy metadata of a
     started service are a few hundred thousand objects that live for ever, and
-    each full (gen-2) collection walked all of them: profiled on a stream
-    draining a 10,000-event backlog, one such collection took 60-115 ms (about
-    a third of the drain), and on 1,000 streams it lands on the latency of
-    whichever change is in flight. Frozen, a full collection walks only what
-    was allocated since (gc.freeze, as CPython's docs suggest for servers).
+    an unfrozen full (gen-2) collection walks all of them: a pause of tens of
+    milliseconds (docs/performance.md) that lands on the latency of whichever
+    change is in flight. Frozen, a full collection walks only what was
+    allocated since (gc.freeze, as CPython's docs suggest for servers).
     """
     gc.collect()
     gc.freeze()

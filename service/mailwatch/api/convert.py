@@ -113,12 +113,11 @@ def change_event_to_proto(event: models.ChangeEvent) -> resources_pb2.ChangeEven
 def _add_events(response: mailbox_service_pb2.StreamChangesResponse, events: "Iterable[models.ChangeEvent]") -> None:
     """Append `events` to a response, built in place.
 
-    This runs for every event streamed: profiled on a 10,000-event backlog,
-    once the rows were cheap to read, building these messages was the largest
-    part of the service's CPU. A finished ChangeEvent handed to a response is
-    copied into it, and a Timestamp handed to an event is copied again, so
-    each event is created inside the response and its time set in place
-    (~3 µs an event instead of ~5)."""
+    This runs for every event streamed, and building these messages is the
+    largest part of the CPU of draining a backlog (docs/performance.md). A
+    finished ChangeEvent handed to a response is copied into it, and a
+    Timestamp handed to an event is copied again, so each event is created
+    inside the response and its time set in place."""
     add = response.events.add
     for event in events:
         _set_time(add(**_event_fields(event)).observe_time, event.observed_at)

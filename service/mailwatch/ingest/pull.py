@@ -257,8 +257,7 @@ class PullIngestor:
             pulled_at = time.time()  # wall clock, as Pub/Sub's publish times are
             await self.health.record(subscription, None)
             # The raw protobuf, not proto-plus's wrappers: reading each message's
-            # fields through the wrappers cost ~100 µs per message (profiled), more
-            # than the pull itself.
+            # fields through the wrappers costs more than the pull itself.
             received_messages = type(response).pb(response).received_messages
             if not received_messages:
                 await self._sleep(self.idle_seconds)

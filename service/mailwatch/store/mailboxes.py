@@ -107,8 +107,7 @@ async def find_mailboxes_by_addresses(
 @functools.cache
 def _upsert_statement(names: tuple[str, ...]):
     """The registration upsert, built once: building it (ON CONFLICT's `excluded`
-    proxies every column of the table) was a quarter of the service's CPU per
-    registration (profiled with py-spy under benchmarks/scale.py)."""
+    proxies every column of the table) is a large share of a registration's CPU."""
     statement = insert(mailboxes).values({name: bindparam(name, type_=mailboxes.c[name].type) for name in names})
     new = statement.excluded
     was_stopped = mailboxes.c.state == MailboxState.STOPPED.value
@@ -213,8 +212,8 @@ async def upsert_mailboxes(
 ) -> list[tuple[Mailbox, bool]]:
     """`upsert_mailbox` for many addresses (distinct) in one statement; results in input order.
 
-    A batch registration writes all its rows at once: one statement per row
-    was most of the service's CPU per batched registration (profiled). Rows
+    A batch registration writes all its rows at once: a statement per row
+    would be most of the CPU of a batched registration. Rows
     are sent in address order, so two batches that overlap lock their common
     rows in the same order and cannot deadlock. Any failure fails them all and
     aborts the caller's transaction (no savepoint: two more round trips per

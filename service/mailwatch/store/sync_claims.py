@@ -255,8 +255,8 @@ _NEW_HISTORY_ID = bindparam("p_new_history_id", type_=BigInteger)
 @functools.cache
 def _page_update(end: PageEnd, *, notifications_missed: bool, keep_page_failures: bool) -> tuple[str, Compiled]:
     """The fenced UPDATE … RETURNING of a page commit, one per shape, compiled once
-    (building and compiling it per commit cost a fifth of the service's CPU per
-    notification, profiled): every value is a named bind parameter (`p_*`, see
+    (building and compiling it per commit would be a fifth of the CPU per
+    notification): every value is a named bind parameter (`p_*`, see
     `_commit_sync_page`), so a call only fills in its parameters."""
     values: dict = {"history_id": _NEW_HISTORY_ID, "updated": _NOW,
                     "lease_expires_at": bindparam("p_lease_expires_at", type_=DateTime(timezone=True))}

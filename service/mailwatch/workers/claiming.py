@@ -9,11 +9,11 @@ metrics.
 With `pipelined` (sync), the running loop (`tick`) claims only as many mailboxes as it has free slots
 and does not wait for them: a mailbox that becomes due while others are being
 processed is claimed as soon as it is woken and a slot is free. Claiming a
-whole batch and waiting for all of it (what `run_once` still does, for tests
-and one-off rounds) made a notification that arrived during a round wait for
-the round's slowest sync, and left the claimed mailboxes beyond the free slots
-leased while they waited: at 100 notifications/s over 150 mailboxes that
-wait was most of the change-to-stream latency (`benchmarks/pipeline.py`). When
+whole batch and waiting for all of it (what `run_once` does, for tests and
+one-off rounds) would make a notification that arrives during a round wait for
+the round's slowest sync, and leave the claimed mailboxes beyond the free slots
+leased while they wait: under a steady stream of notifications that wait would
+be most of the change-to-stream latency (docs/performance.md). When
 every free slot was filled, more may be due: the loop ticks again as soon as
 one frees up. Renewal keeps whole rounds: its claims of one round are merged
 by shared watch (`to_process`), which small claims would split.
