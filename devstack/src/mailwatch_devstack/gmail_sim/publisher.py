@@ -198,9 +198,9 @@ class NotificationPublisher:
 
     def _deliver_all(self, items: list[tuple]) -> None:
         """Pushes one by one; to the emulator, one publish call per topic for everything due
-        (one call per notification, from one thread, could not keep up with 100
-        notifications/s in a busy process, and they queued for seconds: Gmail's
-        own publishing has no such queue)."""
+        (a call per notification, from one thread, falls behind a busy stack's
+        notifications, which then queue for seconds: Gmail's own publishing has
+        no such queue)."""
         by_topic: dict[str, list[tuple]] = {}
         for item in items:
             due, _, _, entry, topic, data, push = item
