@@ -86,13 +86,6 @@ async def get_mailbox(session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: u
     return to_mailbox(row)
 
 
-async def find_mailbox_by_address(
-    session: AsyncSession, tenant_id: uuid.UUID, email_address: str
-) -> Mailbox | None:
-    found = await find_mailboxes_by_addresses(session, tenant_id, [email_address])
-    return found.get(addresses.normalize(email_address))
-
-
 async def find_mailboxes_by_addresses(
     session: AsyncSession, tenant_id: uuid.UUID, email_addresses: Sequence[str]
 ) -> dict[str, Mailbox]:

@@ -49,8 +49,8 @@ async def test_register_creates_a_lower_cased_active_mailbox(sessions):
 
     async with sessions() as session:
         assert await mailboxes.get_mailbox(session, tenant.id, mailbox.id) == mailbox
-        assert await mailboxes.find_mailbox_by_address(session, tenant.id, " ALICE@example.COM ") == mailbox
-        assert await mailboxes.find_mailbox_by_address(session, tenant.id, "bob@example.com") is None
+        found = await mailboxes.find_mailboxes_by_addresses(session, tenant.id, [" ALICE@example.COM ", "bob@example.com"])
+        assert found == {"alice@example.com": mailbox}
         assert await mailboxes.load_credentials_ciphertext(session, tenant.id, mailbox.id) == b"ciphertext-1"
 
 
@@ -120,7 +120,8 @@ async def test_tenants_cannot_see_each_others_mailboxes(sessions):
             await mailboxes.load_credentials_ciphertext(session, b.id, mailbox_a.id)
         with pytest.raises(NotFound):
             await mailboxes.mark_stopped(session, b.id, mailbox_a.id)
-        assert await mailboxes.find_mailbox_by_address(session, b.id, "alice@example.com") == mailbox_b
+        assert await mailboxes.find_mailboxes_by_addresses(session, b.id, ["alice@example.com"]) == {
+            "alice@example.com": mailbox_b}
         assert [m.id for m in await mailboxes.list_mailboxes(session, a.id)] == [mailbox_a.id]
     async with sessions() as session:
         assert (await mailboxes.get_mailbox(session, a.id, mailbox_a.id)).state is MailboxState.ACTIVE
