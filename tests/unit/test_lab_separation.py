@@ -9,8 +9,6 @@ import ast
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pytest
-
 from mailwatch import lab_commands
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from mailwatch.v1 import mailbox_service_pb2, resources_pb2
+from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.rpc import error_details, sa_request
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, aclosing
 import pytest
 
 from mailwatch.domain.models import EventType
-from mailwatch.streams import EventBatch, StartKind, StreamStats
+from mailwatch.streams import EventBatch, StreamStats
 
 from tests.fixtures.waiting import eventually
 

@@ -43,7 +43,6 @@ STANDARD_PARAMS = frozenset({
 })
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _MESSAGE_ID = re.compile(r"^[0-9a-fA-F]{1,40}$")
-_UINT64_MAX = 2**64 - 1
 WATCH_FILTER_BEHAVIORS = ("include", "exclude")
 
 

@@ -83,10 +83,6 @@ class HistoryLog:
     def __len__(self) -> int:
         return len(self._records)
 
-    @property
-    def last_id(self) -> int | None:
-        return self._ids[-1] if self._ids else None
-
     def append(self, record: HistoryRecord) -> None:
         if self._ids and record.id <= self._ids[-1]:
             raise ValueError("history ids must increase")

@@ -42,11 +42,10 @@ from mailwatch.api.handlers import Behavior, WrappingInterceptor, around, rebuil
 from mailwatch.domain.errors import AdminDisabled, Unauthenticated
 from mailwatch.request_context import set_tenant_id
 from mailwatch.store.db import Sessions
-from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
+from mailwatch.v1 import admin_service_pb2
 
 log = logging.getLogger(__name__)
 
-MAILBOX_SERVICE = mailbox_service_pb2.DESCRIPTOR.services_by_name["MailboxService"].full_name
 ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 PUBLIC_SERVICES = frozenset(
     {
