@@ -17,7 +17,7 @@ def view(*, labels=("INBOX",), user_labels=(), subject="", sender="", to="", cc=
     headers = {name: value for name, value in (("subject", subject), ("from", sender), ("to", to), ("cc", cc))
                if value}
     return MessageView(frozenset(labels), frozenset(n.casefold() for n in user_labels), headers, body,
-                       NOW_MS - int(age_days * DAY_MS), attachment)
+                       NOW_MS - int(age_days * DAY_MS), lambda: attachment)
 
 
 def matches(q: str, message: MessageView) -> bool:
@@ -84,7 +84,7 @@ def test_dates_are_midnight_pacific_or_epoch_seconds():
     midnight = int(datetime(2026, 12, 1, tzinfo=PACIFIC).timestamp() * 1000)
 
     def at(ms):
-        return MessageView(frozenset(), frozenset(), {}, "", ms, False)
+        return MessageView(frozenset(), frozenset(), {}, "", ms, lambda: False)
 
     for q in ("after:2026/12/01", "after:2026-12-01", "after:12/01/2026", f"after:{midnight // 1000}"):
         assert matches(q, at(midnight)) and not matches(q, at(midnight - 1)), q

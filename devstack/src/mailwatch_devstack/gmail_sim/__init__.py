@@ -61,6 +61,15 @@ Behaviour worth knowing:
   answers 404 for it although the history lists it. A ``startHistoryId`` below the
   retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
   Malformed / unknown parameters answer 400.
+* ``messages.list``'s ``q`` is evaluated with Gmail's search operators (``search.py``): ``from:`` /
+  ``to:`` / ``cc:`` / ``bcc:`` / ``subject:``, ``label:``, ``in:`` (inbox, sent, drafts, trash, spam,
+  anywhere, …), ``is:`` (unread, read, starred, important), ``has:`` (attachment, userlabels,
+  nouserlabels), ``category:``, ``after:`` / ``before:`` (midnight Pacific, or epoch seconds),
+  ``older_than:`` / ``newer_than:``, quoted phrases, plain words (subject, body, addresses; whole
+  words), ``-``, ``OR`` / ``AND``, ``( )`` and ``{ }``; a query naming spam or trash searches them
+  without ``includeSpamTrash``. An operator it cannot evaluate (``filename:``, ``size:``,
+  ``is:muted``, …) or a malformed query answers 400 "Invalid query: …" naming it: stricter than
+  Gmail, never an ignored filter.
 * A token works only for its own user (``me`` resolves to it); another user's mailbox answers 403
   "Delegation denied". A mailbox may have aliases: a refresh token issued for one yields the primary
   address's token; ``getProfile`` and notifications name the primary address; ``settings.sendAs.list``

@@ -95,8 +95,10 @@ class Message:
         fields: dict[str, list[str]] = {}
         for name, value in self.headers:
             fields.setdefault(name.lower(), []).append(value)
-        has_attachment = bool(self.source) and any(
-            part.get_filename() for part in mime.parse(self.raw()).walk() if not part.is_multipart())
+
+        def has_attachment() -> bool:
+            return bool(self.source) and any(
+                part.get_filename() for part in mime.parse(self.raw()).walk() if not part.is_multipart())
         return search.MessageView(
             label_ids=frozenset(self.label_ids),
             user_label_names=frozenset(user_labels[l].casefold() for l in self.label_ids if l in user_labels),

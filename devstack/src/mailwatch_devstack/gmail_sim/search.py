@@ -55,7 +55,7 @@ class MessageView:
     headers: dict[str, str]  # lower-cased name -> the values joined by a space
     body: str
     internal_date_ms: int
-    has_attachment: bool
+    has_attachment: Callable[[], bool]  # asked only by has:attachment (it parses a raw message's MIME)
 
 
 Predicate = Callable[[MessageView], bool]
@@ -158,7 +158,7 @@ def _operator(name: str, value: str, now_ms: int) -> tuple[Predicate, bool]:
         return _has_label(label_id, present), False
     if name == "has":
         if low == "attachment":
-            return (lambda view: view.has_attachment), False
+            return (lambda view: view.has_attachment()), False
         if low in ("userlabels", "nouserlabels"):
             want = low == "userlabels"
             return (lambda view: bool(view.user_label_names) == want), False
