@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2
-from mailwatch_client import AsyncMailwatchClient, MailwatchClient, NotFoundError
+from mailwatch_client import AsyncMailwatchClient, MailwatchClient, NotFoundError, RetryConfig
 from tests.fixtures.rpc import error_details, sa_request
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
@@ -163,3 +163,29 @@ async def test_a_12_mb_attachment_streams_chunk_by_chunk_in_both_twins(service):
                     pass
 
     await asyncio.to_thread(sync_other_tenant)
+
+
+async def test_the_stream_is_retried_on_unavailable_before_its_first_chunk(service):
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    credentials = sa_credentials(sim, "flakyatt@example.com")
+    inserted = sim.insert_raw_message("flakyatt@example.com", source(), label_ids=["INBOX"])
+    quick = RetryConfig(initial_backoff=0.05, max_backoff=0.2, max_attempts=5)
+    async with AsyncMailwatchClient(service.target, api_key_of(auth), retry=quick) as client:
+        mailbox = await client.register_mailbox("flakyatt@example.com", credentials=credentials)
+        ids = _attachment_ids((await client.get_message(mailbox.id, inserted["id"], format="full")).message)
+        # Gmail answers 500 twice: the server says UNAVAILABLE before any chunk, the client tries again.
+        sim.inject_fault("backendError", method="users.messages.attachments.get", count=2)
+        before = _attachment_calls(sim, "flakyatt@example.com")
+        chunks = [c async for c in client.get_attachment_stream(mailbox.id, inserted["id"], ids["report.pdf"])]
+        assert b"".join(chunks) == SMALL
+        assert _attachment_calls(sim, "flakyatt@example.com") - before == 3
+
+    def sync_twin():
+        with MailwatchClient(service.target, api_key_of(auth), retry=quick) as client:
+            sim.inject_fault("backendError", method="users.messages.attachments.get", count=1)
+            return b"".join(client.get_attachment_stream(mailbox.id, inserted["id"], ids["report.pdf"]))
+
+    before = _attachment_calls(sim, "flakyatt@example.com")
+    assert await asyncio.to_thread(sync_twin) == SMALL
+    assert _attachment_calls(sim, "flakyatt@example.com") - before == 2

@@ -26,7 +26,8 @@ def test_every_call_names_an_rpc_of_its_service_once():
 
 def test_each_call_is_the_same_method_on_both_twins():
     for call in CALLS:
-        names = [call.name] + ([f"iter_{call.pages}"] if call.pages else [])
+        names = [call.name] + ([f"iter_{call.pages}"] if call.pages else []) + (
+            [f"{call.name}_stream"] if call.chunks else [])
         for name in names:
             sync, aio = getattr(MailwatchClient, name), getattr(AsyncMailwatchClient, name)
             sync_signature, async_signature = inspect.signature(sync), inspect.signature(aio)
@@ -38,6 +39,9 @@ def test_each_call_is_the_same_method_on_both_twins():
         if call.pages:
             assert inspect.isgeneratorfunction(getattr(MailwatchClient, f"iter_{call.pages}"))
             assert inspect.isasyncgenfunction(getattr(AsyncMailwatchClient, f"iter_{call.pages}"))
+        if call.chunks:
+            assert inspect.isgeneratorfunction(getattr(MailwatchClient, f"{call.name}_stream"))
+            assert inspect.isasyncgenfunction(getattr(AsyncMailwatchClient, f"{call.name}_stream"))
 
 
 def test_a_method_refuses_arguments_its_call_does_not_take():
