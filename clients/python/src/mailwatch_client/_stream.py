@@ -107,7 +107,13 @@ class _StreamState:
             self._recent.popitem(last=False)
         return True
 
-    def heartbeat(self, response) -> None:
+    def take(self, response) -> Iterator[resources_pb2.ChangeEvent]:
+        """The response's events not handed out before. The position moves past each
+        event once the consumer asks for the next, and then to the heartbeat's cursor."""
+        for event in response.events:
+            if self.is_new(event):
+                yield event
+            self.cursor = event.cursor
         if response.HasField("heartbeat") and response.heartbeat.cursor:
             self.cursor = response.heartbeat.cursor
 
@@ -117,12 +123,24 @@ class _StreamState:
             return None
         return self.cursor
 
-    def resumable(self, exc: grpc.RpcError, *, idle: bool) -> bool:
+    def interrupted(self, exc: grpc.RpcError, *, idle: bool) -> RPCError:
+        """The typed error of a call that failed; raised unless the stream resumes after it
+        (UNAVAILABLE, or a silent call we cancelled ourselves)."""
         code = exc.code()
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return True
-        # We cancelled a silent call ourselves.
-        return idle and code == grpc.StatusCode.CANCELLED
+        if not (code == grpc.StatusCode.UNAVAILABLE or (idle and code == grpc.StatusCode.CANCELLED)):
+            raise from_rpc_error(exc) from None
+        error = from_rpc_error(exc)
+        log.warning("change stream interrupted (%s); resuming", error)
+        return error
+
+    def retry_delay(self, failures: int, error: RPCError | None) -> float | None:
+        """How long to wait before reopening after `failures` calls in a row ended without a
+        response; None to stop (or `error` raised) once the retry policy allows no more."""
+        if self.retry.allows(failures):
+            return self.retry.backoff(failures)
+        if error is not None:
+            raise error
+        return None
 
 
 class ChangeStream(Iterator[resources_pb2.ChangeEvent]):
@@ -223,31 +241,23 @@ class ChangeStream(Iterator[resources_pb2.ChangeEvent]):
                         finally:
                             self._waiting_since = None
                         failures = 0
-                        for event in response.events:
-                            if state.is_new(event):
-                                yield event
-                            state.cursor = event.cursor
-                        state.heartbeat(response)
+                        yield from state.take(response)
                         self._save()
                     error: RPCError | None = None
                     log.info("change stream ended by the server; reopening")
                 except grpc.RpcError as exc:
                     if self._closed:
                         return
-                    if not state.resumable(exc, idle=self._idle_cancelled):
-                        raise from_rpc_error(exc) from None
-                    error = from_rpc_error(exc)
-                    log.warning("change stream interrupted (%s); resuming", error)
+                    error = state.interrupted(exc, idle=self._idle_cancelled)
                 finally:
                     call.cancel()
                     with self._lock:
                         self._call = None
                 failures += 1
-                if not state.retry.allows(failures):
-                    if error is not None:
-                        raise error
+                delay = state.retry_delay(failures, error)
+                if delay is None:
                     return
-                self._sleep(state.retry.backoff(failures))
+                self._sleep(delay)
                 state.reconnects += 1
         finally:
             self._watchdog_stop.set()
@@ -357,11 +367,8 @@ class AsyncChangeStream(AsyncIterator[resources_pb2.ChangeEvent]):
                     if response is grpc.aio.EOF:
                         break
                     failures = 0
-                    for event in response.events:
-                        if state.is_new(event):
-                            yield event
-                        state.cursor = event.cursor
-                    state.heartbeat(response)
+                    for event in state.take(response):
+                        yield event
                     await self._save()
                 error: RPCError | None = None
                 log.info("change stream ended by the server; reopening")
@@ -377,19 +384,15 @@ class AsyncChangeStream(AsyncIterator[resources_pb2.ChangeEvent]):
             except grpc.RpcError as exc:
                 if self._closed:
                     return
-                if not state.resumable(exc, idle=idle):
-                    raise from_rpc_error(exc) from None
-                error = from_rpc_error(exc)
-                log.warning("change stream interrupted (%s); resuming", error)
+                error = state.interrupted(exc, idle=idle)
             finally:
                 call.cancel()
                 self._call = None
             failures += 1
-            if not state.retry.allows(failures):
-                if error is not None:
-                    raise error
+            delay = state.retry_delay(failures, error)
+            if delay is None:
                 return
-            await asyncio.sleep(state.retry.backoff(failures))
+            await asyncio.sleep(delay)
             state.reconnects += 1
 
 
