@@ -143,7 +143,23 @@ class _StreamState:
         return None
 
 
-class ChangeStream(Iterator[resources_pb2.ChangeEvent]):
+class _Positioned:
+    """What both flavours tell about their position."""
+
+    _state: _StreamState
+
+    @property
+    def cursor(self) -> bytes | None:
+        """The position: resume after it to continue where this iterator is."""
+        return self._state.cursor
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the iterator reopened the call."""
+        return self._state.reconnects
+
+
+class ChangeStream(_Positioned, Iterator[resources_pb2.ChangeEvent]):
     """A resuming iterator of change events (see the module docstring).
 
     Use it in a `with` block (or call `close()`), which cancels the open call
@@ -170,16 +186,6 @@ class ChangeStream(Iterator[resources_pb2.ChangeEvent]):
         if state.checkpoint is not None:
             state.restore(state.checkpoint.load())
         self._events = self._run()
-
-    @property
-    def cursor(self) -> bytes | None:
-        """The position: resume after it to continue where this iterator is."""
-        return self._state.cursor
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the iterator reopened the call."""
-        return self._state.reconnects
 
     def __iter__(self) -> "ChangeStream":
         return self
@@ -287,7 +293,7 @@ class ChangeStream(Iterator[resources_pb2.ChangeEvent]):
         self._watchdog.start()
 
 
-class AsyncChangeStream(AsyncIterator[resources_pb2.ChangeEvent]):
+class AsyncChangeStream(_Positioned, AsyncIterator[resources_pb2.ChangeEvent]):
     """The asyncio flavour of `ChangeStream`:
 
         async with client.stream_changes(start="earliest") as stream:
@@ -302,14 +308,6 @@ class AsyncChangeStream(AsyncIterator[resources_pb2.ChangeEvent]):
         self._closed = False
         self._restored = False
         self._events = self._run()
-
-    @property
-    def cursor(self) -> bytes | None:
-        return self._state.cursor
-
-    @property
-    def reconnects(self) -> int:
-        return self._state.reconnects
 
     def __aiter__(self) -> "AsyncChangeStream":
         return self
