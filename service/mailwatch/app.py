@@ -16,6 +16,7 @@ from aiohttp import web
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import ConfigError, Settings
 from mailwatch.domain.errors import SecretsNotConfigured
+from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.gmail.client import GmailClient
 from mailwatch.http import create_http_app, start_http
 from mailwatch.ingest.pull import PullIngestor
@@ -23,6 +24,7 @@ from mailwatch.ingest.sources import TenantPushAudiences, configured_subscriptio
 from mailwatch.lifecycle.messages import MailboxMessages
 from mailwatch.lifecycle.registration import Registrations
 from mailwatch.secrets import SecretBox
+from mailwatch.store import google_settings as settings_store
 from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
@@ -71,7 +73,10 @@ class App:
             raise
         sessions = session_factory(engine)
         # Gmail calls block a thread each: enough threads for every mailbox syncing at once.
-        gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2))
+        # Each tenant's Gmail quota budget: its own (Google settings) or the deployment's.
+        budgets = TenantBudgets(settings.gmail.tenant_units_per_minute,
+                                override=lambda tenant_id: settings_store.gmail_budget(sessions, tenant_id))
+        gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2), budgets=budgets)
         notifier = ChangeNotifier(settings.database_url)
         sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,
                                  clock=clock)

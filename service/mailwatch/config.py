@@ -100,6 +100,20 @@ class GmailSettings(_Section):
         "refuses a user's requests past about 10 in flight across all of that user's clients.",
         positive=True,
     )
+    tenant_units_per_minute: int = setting(
+        0,
+        "Each tenant's budget of Gmail quota units a minute, per replica (0: none), so that one tenant's bulk "
+        "registration, backfill or resync storm cannot take the quota of a Google project tenants share (Gmail "
+        "allows 1,200,000 units a minute per project). A tenant past its budget waits (its calls are deferred, "
+        "its due syncs left unclaimed) while other tenants' work goes on. A tenant's Google settings may set its "
+        "own (`gmail_units_per_minute`).",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tenant_units_per_minute < 0:
+            raise ConfigError(f"{self.env_name('tenant_units_per_minute')} must not be negative (0: no budget), "
+                              f"got {self.tenant_units_per_minute}")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(app.sessions, api_key_cache=auth.cache, secret_box=app.secret_box,
-                      deployment_subscriptions=app.settings.pubsub.subscriptions), server
+                      deployment_subscriptions=app.settings.pubsub.subscriptions, budgets=app.gmail.budgets), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -15,6 +15,7 @@ from mailwatch.api.interceptors.auth import ApiKeyCache
 from mailwatch.api.paging import after_created_id, after_text, one_page
 from mailwatch.api.validation import admin as validation
 from mailwatch.domain.errors import SecretsNotConfigured
+from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.lifecycle import google_settings
 from mailwatch.secrets import SecretBox
 from mailwatch.store import api_keys as api_key_store
@@ -35,11 +36,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         api_key_cache: ApiKeyCache | None = None,
         secret_box: SecretBox | None = None,
         deployment_subscriptions: Sequence[str] = (),
+        budgets: TenantBudgets | None = None,
     ) -> None:
         self._sessions = sessions
         self._api_key_cache = api_key_cache
         self._secret_box = secret_box  # seals tenants' default credentials
         self._deployment_subscriptions = tuple(deployment_subscriptions)  # MAILWATCH_PUBSUB_SUBSCRIPTIONS
+        self._budgets = budgets or TenantBudgets(0)  # the Gmail client's: a new budget applies at once
 
     async def CreateTenant(self, request, context):
         name = validation.validate_create_tenant(request)
@@ -83,18 +86,21 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         ref, settings = validation.validate_set_google_settings(request)
         if self._secret_box is None:
             raise SecretsNotConfigured("this server cannot seal credentials (MAILWATCH_SECRET_KEYS)")
-        saved = await google_settings.save_google_settings(
-            self._sessions, self._secret_box, await self._tenant_id(ref), settings)
-        return convert.google_settings_to_proto(saved)
+        tenant_id = await self._tenant_id(ref)
+        saved = await google_settings.save_google_settings(self._sessions, self._secret_box, tenant_id, settings)
+        self._budgets.forget(tenant_id)
+        return convert.google_settings_to_proto(saved, gmail_budget=self._budgets.default)
 
     async def GetTenantGoogleSettings(self, request, context):
         ref = validation.validate_tenant_ref(request)
         settings, status = await settings_store.settings_with_status(self._sessions, await self._tenant_id(ref))
-        return convert.google_settings_to_proto(settings, status)
+        return convert.google_settings_to_proto(settings, status, gmail_budget=self._budgets.default)
 
     async def ClearTenantGoogleSettings(self, request, context):
         ref = validation.validate_tenant_ref(request)
-        cleared = await settings_store.remove_settings(self._sessions, await self._tenant_id(ref))
+        tenant_id = await self._tenant_id(ref)
+        cleared = await settings_store.remove_settings(self._sessions, tenant_id)
+        self._budgets.forget(tenant_id)
         return admin_service_pb2.ClearTenantGoogleSettingsResponse(cleared=cleared)
 
     async def ListSubscriptionStatuses(self, request, context):

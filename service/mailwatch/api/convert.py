@@ -306,9 +306,10 @@ def subscription_status_to_proto(
 
 
 def google_settings_to_proto(
-    settings: models.GoogleSettings, status: models.SubscriptionStatus | None = None
+    settings: models.GoogleSettings, status: models.SubscriptionStatus | None = None, *, gmail_budget: int = 0,
 ) -> resources_pb2.GoogleSettings:
-    """The settings without their secret (only the SA e-mail / OAuth client id)."""
+    """The settings without their secret (only the SA e-mail / OAuth client id); `gmail_budget` is
+    the deployment's Gmail quota budget, shown when the tenant has none of its own."""
     return resources_pb2.GoogleSettings(
         tenant_id=str(settings.tenant_id),
         project_id=settings.project_id,
@@ -321,4 +322,7 @@ def google_settings_to_proto(
             subscription_status_to_proto(settings.pubsub_subscription, status) if settings.pubsub_subscription else None
         ),
         update_time=timestamp(settings.updated),
+        gmail_units_per_minute=(
+            gmail_budget if settings.gmail_units_per_minute is None else settings.gmail_units_per_minute
+        ),
     )

@@ -134,5 +134,5 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetGoogleSettings(self, request, context):
         settings, status = await settings_store.settings_with_status(self._sessions, current_tenant_id())
-        return convert.google_settings_to_proto(settings, status)
+        return convert.google_settings_to_proto(settings, status, gmail_budget=self._registrations.gmail.budgets.default)
 

@@ -119,6 +119,7 @@ class GoogleSettings:
     push_audience: str | None = None
     updated: datetime | None = None
     credential: Credential | None = field(default=None, repr=False)
+    gmail_units_per_minute: int | None = None  # the tenant's own Gmail quota budget; None: the deployment's
 
     def mailbox_credential(self, email_address: str, refresh_token: str | None) -> Credential:
         """The credential of a mailbox registered with the tenant's defaults."""

@@ -37,6 +37,7 @@ from mailwatch.domain.models import (
     ServiceAccountCredential,
 )
 from mailwatch.gmail.credentials import UnusableKey, google_credentials, secret_digest
+from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.errors import classify
 from mailwatch.gmail.history import HistoryPage, history_page
@@ -110,7 +111,10 @@ class GmailClient:
         max_workers: int = 32,
         timeout: float = 30.0,
         credential_cache_size: int = 20_000,
+        budgets: TenantBudgets | None = None,
     ) -> None:
+        # Each tenant's share of the project's quota units (gmail/budget.py).
+        self.budgets = budgets or TenantBudgets(settings.tenant_units_per_minute)
         # Gmail refuses a user's requests past a small number in flight ("Too many
         # concurrent requests for user"), counting all of that user's clients.
         self._user_calls = UserCallLimiter(settings.calls_per_user)
@@ -184,6 +188,7 @@ class GmailClient:
         self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None = None,
         *, user: str,
     ) -> dict:
+        await self.budgets.spend(tenant_id, call)  # before taking a user slot: waiting holds none
         async with self._user_calls.slot(user):
             return await self._call_now(call, credential, make_request, tenant_id)
 
@@ -352,6 +357,7 @@ class GmailClient:
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
                 for _ in chunk:
+                    await self.budgets.spend(tenant_id, GmailCall.MESSAGES_GET)
                     record_call(GmailCall.MESSAGES_GET, tenant_id)  # each part is metered as its own call
                 async with self._user_calls.slots(email, len(chunk)):
                     results, failures = await loop.run_in_executor(

@@ -32,6 +32,7 @@ class GoogleSettingsInput:
     project_id: str = ""  # required for an OAuth client; a key names its own
     pubsub_subscription: str = ""  # empty: push delivery
     push_audience: str = ""
+    gmail_units_per_minute: int | None = None  # the tenant's own Gmail quota budget; None: the deployment's
 
 
 def checked(settings: GoogleSettingsInput) -> tuple[str, str]:
@@ -76,6 +77,6 @@ async def save_google_settings(
         sessions, tenant_id, project_id=project, credential_kind=credential_kind(settings.credential),
         credentials_ciphertext=box.encrypt_credential(settings.credential), credential_id=credential_id,
         pubsub_topic=settings.pubsub_topic, pubsub_subscription=settings.pubsub_subscription or None,
-        push_audience=settings.push_audience or None,
+        push_audience=settings.push_audience or None, gmail_units_per_minute=settings.gmail_units_per_minute,
     )
 

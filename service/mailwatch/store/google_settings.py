@@ -37,13 +37,13 @@ def _not_found(tenant_id: uuid.UUID) -> NotFound:
 async def put_settings(
     session: AsyncSession, tenant_id: uuid.UUID, *, project_id: str, credential_kind: CredentialKind,
     credentials_ciphertext: bytes, credential_id: str, pubsub_topic: str, pubsub_subscription: str | None,
-    push_audience: str | None,
+    push_audience: str | None, gmail_units_per_minute: int | None = None,
 ) -> GoogleSettings:
     """Insert or replace the tenant's settings. NotFound for an unknown tenant."""
     values = dict(
         project_id=project_id, credential_kind=credential_kind.value, credentials_ciphertext=credentials_ciphertext,
         credential_id=credential_id, pubsub_topic=pubsub_topic, pubsub_subscription=pubsub_subscription,
-        push_audience=push_audience,
+        push_audience=push_audience, gmail_units_per_minute=gmail_units_per_minute,
     )
     statement = (
         insert(_settings).values(tenant_id=tenant_id, **values)
@@ -60,7 +60,7 @@ def _settings_of(row) -> GoogleSettings:
     return GoogleSettings(
         tenant_id=row.tenant_id, project_id=row.project_id, credential_kind=CredentialKind(row.credential_kind),
         credential_id=row.credential_id, pubsub_topic=row.pubsub_topic, pubsub_subscription=row.pubsub_subscription,
-        push_audience=row.push_audience, updated=row.updated,
+        push_audience=row.push_audience, updated=row.updated, gmail_units_per_minute=row.gmail_units_per_minute,
     )
 
 
@@ -178,6 +178,13 @@ async def settings_with_status(
 async def sealed_settings(sessions: Sessions, tenant_id: uuid.UUID) -> tuple[GoogleSettings, bytes] | None:
     async with reading(sessions) as session:
         return await find_settings(session, tenant_id)
+
+
+async def gmail_budget(sessions: Sessions, tenant_id: uuid.UUID) -> int | None:
+    """The tenant's own Gmail quota budget (units a minute); None: it has none of its own."""
+    async with reading(sessions) as session:
+        return (await session.execute(
+            select(_settings.c.gmail_units_per_minute).where(_settings.c.tenant_id == tenant_id))).scalar_one_or_none()
 
 
 async def sources(sessions: Sessions) -> PubSubSources:

@@ -202,6 +202,13 @@ class MailboxRow(Base):
             "sync_due_at",
             postgresql_where=text("sync_due_at IS NOT NULL"),
         ),
+        # The sync claim's turns: each tenant's oldest due mailboxes (store/sync_claims.py).
+        Index(
+            "ix_mailboxes_tenant_sync_due",
+            "tenant_id",
+            "sync_due_at",
+            postgresql_where=text("sync_due_at IS NOT NULL"),
+        ),
         Index(
             "ix_mailboxes_renewal_due",
             "next_renewal_at",
@@ -227,11 +234,14 @@ class TenantGoogleSettingsRow(Base):
     pubsub_topic: Mapped[str] = mapped_column(Text, nullable=False)
     pubsub_subscription: Mapped[str | None] = mapped_column(Text)  # NULL: push delivery
     push_audience: Mapped[str | None] = mapped_column(Text)
+    # The tenant's own Gmail quota budget (units a minute per replica); NULL: the deployment's.
+    gmail_units_per_minute: Mapped[int | None] = mapped_column(BigInteger)
     created: Mapped[datetime] = _created()
     updated: Mapped[datetime] = _updated()
 
     __table_args__ = (
         CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
+        CheckConstraint("gmail_units_per_minute >= 0", name="gmail_units_per_minute_non_negative"),
     )
 
 

@@ -15,10 +15,14 @@ import enum
 import functools
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, Integer, Text, Uuid, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    BigInteger, DateTime, Integer, Text, Uuid, all_, and_, bindparam, case, cast, func, or_, select, true, update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.engine import Compiled
 from psycopg.rows import namedtuple_row
@@ -28,9 +32,9 @@ from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
 from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction
-from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_allows, gmail_retry_values, terminal_values
+from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
-from mailwatch.store.models import mailboxes
+from mailwatch.store.models import mailboxes, tenants
 
 
 @dataclass(frozen=True)
@@ -66,50 +70,81 @@ def _page_failed(extra=1) -> dict:
 
 
 async def claim_due_syncs(
-    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
+    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int,
+    skip_tenants: Sequence[uuid.UUID] = (),
 ) -> list[ClaimedMailbox]:
     """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first (`_CLAIM`),
-    on the caller's session."""
-    rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit))
+    on the caller's session; none of `skip_tenants` (past their Gmail quota budget: their
+    turn comes when it refills)."""
+    rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit, skip_tenants))
     return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
 
 
-async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int) -> list[ClaimedMailbox]:
+async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int,
+                      skip_tenants: Sequence[uuid.UUID] = ()) -> list[ClaimedMailbox]:
     """`claim_due_syncs` as the sync worker runs it for every claim: ONE statement in
     autocommit, compiled once and run on the driver's connection (no ORM session and
     no SQLAlchemy execution or result layer on this path)."""
     sql, compiled = _compiled_claim()
     async with driver_autocommit(sessions) as connection:
         async with connection.cursor(binary=True, row_factory=namedtuple_row) as cursor:
-            await cursor.execute(sql, compiled.construct_params(_claim_params(owner, now, lease, limit)))
+            await cursor.execute(sql, compiled.construct_params(_claim_params(owner, now, lease, limit, skip_tenants)))
             rows = await cursor.fetchall()
     return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
 
 
-def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int) -> dict:
-    return {"p_owner": owner, "p_now": now, "p_lease_expires_at": now + lease, "p_limit": limit}
+def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID]) -> dict:
+    return {"p_owner": owner, "p_now": now, "p_lease_expires_at": now + lease, "p_limit": limit,
+            "p_skip_tenants": list(skip_tenants)}
 
 
 @functools.cache
 def _claim_statement():
     """The claim: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`.
 
+    Tenants take turns: each tenant's oldest due mailbox first, then each
+    one's second, and so on (oldest due first within a turn), so a tenant
+    whose thousands of mailboxes became due at once (a bulk registration's
+    first notifications, a resync storm) does not make another tenant's one
+    due mailbox wait behind all of them. Each tenant contributes at most
+    `p_limit` candidates (`ix_mailboxes_sync_due` per tenant), and tenants in
+    `p_skip_tenants` (past their Gmail quota budget) none.
+
     A row still naming a lease owner was claimed and never released: that
     worker was lost (killed, out of memory) with no commit and no recorded
     failure, so the attempt counts against the page (`page_failures`)."""
     now = bindparam("p_now", type_=DateTime(timezone=True))
+    limit = bindparam("p_limit", type_=Integer)
+
+    def is_due(rows):
+        return (
+            rows.c.sync_due_at.is_not(None),
+            rows.c.sync_due_at <= now,
+            rows.c.state == MailboxState.ACTIVE.value,
+            or_(rows.c.lease_expires_at.is_(None), rows.c.lease_expires_at < now),
+            or_(rows.c.backoff_until.is_(None), rows.c.backoff_until <= now),
+            or_(rows.c.gmail_retry_at.is_(None), rows.c.gmail_retry_at <= now),
+        )
+
+    candidates = mailboxes.alias("candidate")
+    per_tenant = (
+        select(candidates.c.id, candidates.c.sync_due_at)
+        .where(candidates.c.tenant_id == tenants.c.id, *is_due(candidates))
+        .order_by(candidates.c.sync_due_at)
+        .limit(limit)
+        .lateral("due")
+    )
+    turns = (
+        select(per_tenant.c.id, per_tenant.c.sync_due_at,
+               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c.sync_due_at).label("turn"))
+        .select_from(tenants.join(per_tenant, true()))
+        .where(tenants.c.id != all_(cast(bindparam("p_skip_tenants"), ARRAY(Uuid))))
+        .subquery("turns")
+    )
+    picked = select(turns.c.id).order_by(turns.c.turn, turns.c.sync_due_at).limit(limit)
     due = (
         select(mailboxes.c.id)
-        .where(
-            mailboxes.c.sync_due_at.is_not(None),
-            mailboxes.c.sync_due_at <= now,
-            mailboxes.c.state == MailboxState.ACTIVE.value,
-            or_(mailboxes.c.lease_expires_at.is_(None), mailboxes.c.lease_expires_at < now),
-            or_(mailboxes.c.backoff_until.is_(None), mailboxes.c.backoff_until <= now),
-            gmail_allows(now),
-        )
-        .order_by(mailboxes.c.sync_due_at)
-        .limit(bindparam("p_limit", type_=Integer))
+        .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
         .with_for_update(skip_locked=True)
     )
     return (

@@ -100,7 +100,7 @@ class RevokeApiKeyRequest(_message.Message):
     def __init__(self, api_key_id: _Optional[str] = ...) -> None: ...
 
 class SetTenantGoogleSettingsRequest(_message.Message):
-    __slots__ = ("tenant_id", "tenant_name", "service_account", "oauth_client", "project_id", "pubsub_topic", "pubsub_subscription", "push_audience")
+    __slots__ = ("tenant_id", "tenant_name", "service_account", "oauth_client", "project_id", "pubsub_topic", "pubsub_subscription", "push_audience", "gmail_units_per_minute")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class SetTenantGoogleSettingsRequest(_message.Message):
     PUBSUB_TOPIC_FIELD_NUMBER: _ClassVar[int]
     PUBSUB_SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PUSH_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    GMAIL_UNITS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     tenant_name: str
     service_account: _mailbox_service_pb2.ServiceAccountCredentials
@@ -117,7 +118,8 @@ class SetTenantGoogleSettingsRequest(_message.Message):
     pubsub_topic: str
     pubsub_subscription: str
     push_audience: str
-    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., service_account: _Optional[_Union[_mailbox_service_pb2.ServiceAccountCredentials, _Mapping]] = ..., oauth_client: _Optional[_Union[_mailbox_service_pb2.OAuthCredentials, _Mapping]] = ..., project_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ...) -> None: ...
+    gmail_units_per_minute: int
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., service_account: _Optional[_Union[_mailbox_service_pb2.ServiceAccountCredentials, _Mapping]] = ..., oauth_client: _Optional[_Union[_mailbox_service_pb2.OAuthCredentials, _Mapping]] = ..., project_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ..., gmail_units_per_minute: _Optional[int] = ...) -> None: ...
 
 class GetTenantGoogleSettingsRequest(_message.Message):
     __slots__ = ("tenant_id", "tenant_name")

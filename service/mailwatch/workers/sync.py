@@ -63,9 +63,10 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         )
 
     async def claim(self, now: datetime, limit: int) -> list[sync_claims.ClaimedMailbox]:
-        """Lease due mailboxes to this worker's owner name."""
+        """Lease due mailboxes to this worker's owner name, none of a tenant past its Gmail quota
+        budget (its syncs would only wait for it, holding slots other tenants can use)."""
         claims = await sync_claims.claim_syncs(self.sessions, owner=self.owner, now=now, lease=self.lease,
-                                               limit=limit)
+                                               limit=limit, skip_tenants=self.gmail.budgets.deferred())
         for claim in claims:
             if claim.mailbox.sync_due_at is not None:
                 stages.observe(stages.DUE_TO_CLAIMED, (now - claim.mailbox.sync_due_at).total_seconds())

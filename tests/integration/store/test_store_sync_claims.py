@@ -105,3 +105,38 @@ async def test_pages_of_the_same_shape_each_write_their_own_values(sessions):
         for mailbox in (first, second):
             [event] = await changes.read_events(session, mailbox.tenant_id, 0)
             assert event.mailbox_id == mailbox.id
+
+
+async def test_the_claim_leaves_the_mailboxes_of_tenants_past_their_gmail_budget_due(sessions):
+    rows = Rows(sessions)
+    over, within = await rows.tenant(), await rows.tenant()
+    await rows.mailbox(over.id, "over@budget.test", history_id=100)
+    await rows.mailbox(within.id, "within@budget.test", history_id=100)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address LIKE '%@budget.test'"),
+                              {"now": NOW})
+
+    claimed = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=10,
+                                            skip_tenants=[over.id])
+    assert [c.mailbox.email_address for c in claimed] == ["within@budget.test"]
+    # Its turn comes once the tenant is no longer skipped; its due time was kept.
+    later = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=10)
+    assert [c.mailbox.email_address for c in later] == ["over@budget.test"]
+
+
+async def test_tenants_take_turns_so_one_tenants_flood_of_due_mailboxes_does_not_hold_back_anothers(sessions):
+    rows = Rows(sessions)
+    flooding, steady = await rows.tenant(), await rows.tenant()
+    for n in range(5):
+        await rows.mailbox(flooding.id, f"flood{n}@turns.test", history_id=100)
+    await rows.mailbox(steady.id, "steady@turns.test", history_id=100)
+    async with sessions() as session, session.begin():
+        # The flood became due first; the steady tenant's one mailbox last.
+        await session.execute(text(
+            "UPDATE mailboxes SET sync_due_at = :now - make_interval(secs => 10 - coalesce(substring(email_address "
+            "FROM 'flood([0-9])')::int, 9)) WHERE email_address LIKE '%@turns.test'"), {"now": NOW})
+
+    first = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=2)
+    assert sorted(c.mailbox.email_address for c in first) == ["flood0@turns.test", "steady@turns.test"]
+    rest = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=10)
+    assert sorted(c.mailbox.email_address for c in rest) == [f"flood{n}@turns.test" for n in range(1, 5)]

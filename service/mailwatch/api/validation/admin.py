@@ -111,11 +111,15 @@ def validate_set_google_settings(
             problems.add(field, f"must be at most {MAX_SETTING_CHARS} characters, without spaces around or controls")
     if not request.pubsub_topic:
         problems.add("pubsub_topic", "required: projects/<project>/topics/<name>")
+    budget = request.gmail_units_per_minute if request.HasField("gmail_units_per_minute") else None
+    if budget is not None and budget < 0:
+        problems.add("gmail_units_per_minute", "must not be negative (0: no budget; unset: the deployment's)")
     problems.raise_if_any()
     assert credential is not None
     return ref, GoogleSettingsInput(
         credential=credential, pubsub_topic=request.pubsub_topic, project_id=request.project_id,
         pubsub_subscription=request.pubsub_subscription, push_audience=request.push_audience,
+        gmail_units_per_minute=budget,
     )
 
 

@@ -209,7 +209,7 @@ class MetadataOptions(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., headers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GoogleSettings(_message.Message):
-    __slots__ = ("tenant_id", "project_id", "credential_kind", "credential_id", "pubsub_topic", "pubsub_subscription", "push_audience", "subscription_status", "update_time")
+    __slots__ = ("tenant_id", "project_id", "credential_kind", "credential_id", "pubsub_topic", "pubsub_subscription", "push_audience", "subscription_status", "update_time", "gmail_units_per_minute")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +219,7 @@ class GoogleSettings(_message.Message):
     PUSH_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_STATUS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    GMAIL_UNITS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     project_id: str
     credential_kind: CredentialKind
@@ -228,7 +229,8 @@ class GoogleSettings(_message.Message):
     push_audience: str
     subscription_status: SubscriptionStatus
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., project_id: _Optional[str] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., credential_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ..., subscription_status: _Optional[_Union[SubscriptionStatus, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    gmail_units_per_minute: int
+    def __init__(self, tenant_id: _Optional[str] = ..., project_id: _Optional[str] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., credential_id: _Optional[str] = ..., pubsub_topic: _Optional[str] = ..., pubsub_subscription: _Optional[str] = ..., push_audience: _Optional[str] = ..., subscription_status: _Optional[_Union[SubscriptionStatus, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gmail_units_per_minute: _Optional[int] = ...) -> None: ...
 
 class SubscriptionStatus(_message.Message):
     __slots__ = ("subscription", "state", "last_error", "last_error_time", "last_success_time", "consecutive_failures")

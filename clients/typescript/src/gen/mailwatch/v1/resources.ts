@@ -645,7 +645,16 @@ export interface GoogleSettings {
     | SubscriptionStatus
     | undefined;
   /** When the settings last changed. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * The Gmail quota units a minute this tenant may spend from each replica:
+   * its own budget (SetTenantGoogleSettingsRequest.gmail_units_per_minute)
+   * or else the deployment's (MAILWATCH_GMAIL_TENANT_UNITS_PER_MINUTE).
+   * Calls past it wait. 0: no budget.
+   */
+  gmailUnitsPerMinute: number;
 }
 
 /** How pulling one Pub/Sub subscription goes. */
@@ -1993,6 +2002,7 @@ function createBaseGoogleSettings(): GoogleSettings {
     pushAudience: "",
     subscriptionStatus: undefined,
     updateTime: undefined,
+    gmailUnitsPerMinute: 0,
   };
 }
 
@@ -2024,6 +2034,9 @@ export const GoogleSettings: MessageFns<GoogleSettings> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(74).fork()).join();
+    }
+    if (message.gmailUnitsPerMinute !== 0) {
+      writer.uint32(80).int64(message.gmailUnitsPerMinute);
     }
     return writer;
   },
@@ -2113,6 +2126,14 @@ export const GoogleSettings: MessageFns<GoogleSettings> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.gmailUnitsPerMinute = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2172,6 +2193,11 @@ export const GoogleSettings: MessageFns<GoogleSettings> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      gmailUnitsPerMinute: isSet(object.gmailUnitsPerMinute)
+        ? globalThis.Number(object.gmailUnitsPerMinute)
+        : isSet(object.gmail_units_per_minute)
+        ? globalThis.Number(object.gmail_units_per_minute)
+        : 0,
     };
   },
 
@@ -2204,6 +2230,9 @@ export const GoogleSettings: MessageFns<GoogleSettings> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.gmailUnitsPerMinute !== 0) {
+      obj.gmailUnitsPerMinute = Math.round(message.gmailUnitsPerMinute);
+    }
     return obj;
   },
 
@@ -2223,6 +2252,7 @@ export const GoogleSettings: MessageFns<GoogleSettings> = {
       ? SubscriptionStatus.fromPartial(object.subscriptionStatus)
       : undefined;
     message.updateTime = object.updateTime ?? undefined;
+    message.gmailUnitsPerMinute = object.gmailUnitsPerMinute ?? 0;
     return message;
   },
 };
