@@ -16,8 +16,8 @@ from mailwatch.domain.models import Credential, OAuthCredential, ServiceAccountC
 # readonly covers users.watch, users.stop, history.list, messages.list/get.
 GMAIL_SCOPES = ("https://www.googleapis.com/auth/gmail.readonly",)
 
-# Parsing a service account's RSA private key costs ~50 ms of CPU with the GIL
-# held (cryptography checks the key on load), and one key usually serves every
+# Parsing a service account's RSA private key costs tens of milliseconds of CPU
+# with the GIL held (cryptography checks the key on load), and one key usually serves every
 # mailbox of a Workspace domain. So each distinct key (+ token URI) is parsed
 # once and every mailbox gets a `with_subject` copy, which shares the signer
 # but not the access token. The cache key is a digest of the whole key file,

@@ -67,9 +67,9 @@ class Registrations:
     clock: Clock
     topic: str
     # Registration transactions at once. Each is short, and more than the pool
-    # keeps open overflow it: profiled with 64 RegisterMailbox calls in flight,
-    # opening (and discarding) those extra connections was ~10% of the
-    # service's CPU per registration; waiting here for a slot costs nothing.
+    # keeps open overflow it: opening (and discarding) those extra connections
+    # costs a visible share of a registration's CPU (docs/performance.md), while
+    # waiting here for a slot costs nothing.
     database_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8), repr=False)
 
     async def register(
@@ -109,18 +109,14 @@ class Registrations:
            without its event). If it fails, each row is written on its own,
            so one bad row fails only its own address.
 
-        Profiled under benchmarks/scale.py (py-spy --gil on the service
-        during BatchRegisterMailboxes): with a session, ~6 statements and a
-        commit per address, SQLAlchemy + psycopg were ~40% of the service's CPU
-        per registration, and every address queued on the tenant's change-log
-        lock in its own transaction. Batched as above, service CPU per
-        registration went from 8.5-9.4 ms to 2.1-3.2 ms (A/B back to back,
-        load average 7-13). What is left is mostly per address and Gmail's:
-        the token grant (each delegated subject needs its own token: a JWT
-        signed with the key, parsed once per key, and one POST; ~12% of the
-        samples), getProfile and users.watch over HTTP (~17%), ingesting the
-        notification each watch triggers (~13%); the batch's one write ~16%
-        (1,000 rows in, mailboxes and events built).
+        Batched because statements and a commit per address would make the
+        database driver most of a registration's CPU, with every address
+        queued on the tenant's change-log lock in its own transaction. What is
+        left is mostly per address and Gmail's: the token grant (each delegated
+        subject needs its own token: a JWT signed with the key, parsed once per
+        key, and one POST), getProfile and users.watch over HTTP, ingesting the
+        notification each watch triggers, and the batch's one write (shares in
+        docs/performance.md).
         """
         outcomes: list = list(registrations)
         todo = [index for index, item in enumerate(registrations) if not isinstance(item, Exception)]

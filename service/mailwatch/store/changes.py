@@ -47,8 +47,7 @@ def tenant_lock_key(tenant_id: uuid.UUID) -> int:
 
 
 # What `_event` takes, in its order. Most events have no detail: NULL skips
-# decoding '{}' per row (a third of the client-side cost of reading a batch,
-# profiled on a 10k backlog).
+# decoding '{}' per row, a large part of the client-side cost of reading a batch.
 _READ_COLUMNS = (
     "sequence, id, tenant_id, mailbox_id, email_address, event_type, observed_at, history_id, message_id, "
     "thread_id, label_ids, nullif(detail, '{}'::jsonb) AS detail, metadata"
@@ -83,7 +82,7 @@ def _event(values) -> ChangeEvent:
 #
 # The whole batch travels as ONE json parameter: a multi-row VALUES list with
 # thousands of placeholders costs more to build and parse client-side than
-# Postgres needs to insert the rows (measured: ~7k rows/s vs ~50k rows/s).
+# Postgres needs to insert the rows (docs/performance.md).
 # The lock and the NOTIFY, as one CTE read before any row reaches the INSERT.
 # `FROM page` (the updated rows of `update_and_append`) makes the lock wait for
 # the UPDATE's row lock first, the order every other writer takes them in.
@@ -168,10 +167,10 @@ async def update_and_append(
 
     A sync's page commit is this statement alone, so it runs in autocommit: its
     own transaction, whose locks (the mailbox row, the tenant's writer lock) end
-    when Postgres finishes it. In a transaction the row lock was held from the
-    UPDATE through the lock wait, the INSERT and the COMMIT round trips, and ingest
-    batches naming the mailbox queued behind it (`benchmarks/pipeline.py` phase 4:
-    batch writes of ~200 ms). No row updated (the fence failed): nothing appended.
+    when Postgres finishes it. In a transaction the row lock would be held from the
+    UPDATE through the lock wait, the INSERT and the COMMIT round trips, with ingest
+    batches naming the mailbox queued behind it. No row updated (the fence failed):
+    nothing appended.
     """
     if events:
         sql = (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
@@ -228,10 +227,9 @@ async def scan_events(
     still reports the pruned watermark. Raises NotFound for an unknown tenant.
 
     Every stream read runs this, so the rows are fetched as plain tuples in
-    Postgres' binary format (`_fetch_tuples`): profiled on a 10,000-event
-    backlog, SQLAlchemy's result layer over the text protocol cost ~10 ms of
-    CPU per 1,000 rows (parsing timestamps and UUIDs from text, a Python
-    processor per text[] value), the binary tuples ~1.5 ms.
+    Postgres' binary format (`_fetch_tuples`): SQLAlchemy's result layer over
+    the text protocol parses timestamps and UUIDs from text and runs a Python
+    processor per text[] value, several times the CPU (docs/performance.md).
     """
     if limit < 1:
         raise ValueError("limit must be positive")

@@ -52,17 +52,15 @@ Waking: `ChangeNotifier` (LISTEN/NOTIFY) wakes the tenant's feed promptly; the
 feed also re-reads every `poll_seconds` (every `fallback_poll_seconds` while
 the notifier is not connected), so a lost notification costs latency only.
 
-Where the time goes (profiled with py-spy on `benchmarks/fanout.py`; service
-CPU from /proc, back to back on the same machine):
+Where the time goes (figures in docs/performance.md):
 
 - A backlog (one stream, batches of 1,000): per event, reading the row
-  (`store.changes.scan_events`, binary tuples, ~1.5 µs), the domain event
-  (~1.7 µs), the ChangeEvent message built inside its response
-  (`api.convert`, ~3.5 µs) and gRPC's serialisation and write. Service CPU
-  per 10,000 events went from ~0.24 s to ~0.12 s. Reading the next batch
-  while the current one is written (prefetch) is not done: Postgres' own
-  share of a 1,000-row read is a few ms against ~11 ms of this process's CPU
-  per batch, and it would double what a slow consumer holds in memory.
+  (`store.changes.scan_events`, binary tuples), the domain event, the
+  ChangeEvent message built inside its response (`api.convert`) and gRPC's
+  serialisation and write. Reading the next batch while the current one is
+  written (prefetch) is not done: Postgres' own share of a read is small
+  beside this process's CPU per batch, and prefetching would double what a
+  slow consumer holds in memory.
 - Fan-out (one commit, 1,000 caught-up streams of a tenant): one shared read,
   then per stream a wake-up (`Subscription.wait`, a bare future), the batch
   taken as is when the stream has no filter, one response shared by every
