@@ -87,6 +87,12 @@ class Profile:
     messages_total: int
 
 
+def _given(**params) -> dict:
+    """The optional request parameters that were given (not None, empty or False): Gmail applies
+    its default for the rest."""
+    return {name: value for name, value in params.items() if value}
+
+
 def _fingerprint(credential: Credential, tenant_id: uuid.UUID | None) -> str:
     """The credential cache key: a digest of the tenant and the credential's full
     secret material, so a registration never gets a token minted from another
@@ -259,11 +265,8 @@ class GmailClient:
         page_token: str | None = None, label_id: str | None = None, max_results: int = HISTORY_PAGE_SIZE,
         tenant_id: uuid.UUID | None = None,
     ) -> HistoryPage:
-        params: dict = {"userId": ME, "startHistoryId": str(start_history_id), "maxResults": max_results}
-        if page_token:
-            params["pageToken"] = page_token
-        if label_id:
-            params["labelId"] = label_id
+        params = {"userId": ME, "startHistoryId": str(start_history_id), "maxResults": max_results,
+                  **_given(pageToken=page_token, labelId=label_id)}
         return history_page(await self._call(
             GmailCall.HISTORY_LIST, credential, lambda users: users.history().list(**params), tenant_id, user=email
         ))
@@ -301,15 +304,8 @@ class GmailClient:
         tenant_id: uuid.UUID | None = None,
     ) -> MessageListPage:
         """One page of users.messages.list (newest first; ids and thread ids only)."""
-        params: dict = {"userId": ME, "maxResults": max_results}
-        if label_ids:
-            params["labelIds"] = list(label_ids)
-        if query:
-            params["q"] = query
-        if include_spam_trash:
-            params["includeSpamTrash"] = True
-        if page_token:
-            params["pageToken"] = page_token
+        params = {"userId": ME, "maxResults": max_results, **_given(
+            labelIds=list(label_ids), q=query, includeSpamTrash=include_spam_trash, pageToken=page_token)}
         return message_list_page(await self._call(
             GmailCall.MESSAGES_LIST, credential, lambda users: users.messages().list(**params), tenant_id, user=email
         ))
