@@ -62,7 +62,7 @@ notifications cause.
 
 The latency phase also prints the service's CPU per change (the issue's "CPU
 per notification, paced"); `--profile DIR` samples the service with py-spy
-(`pip install py-spy`) during the latency and ingest phases.
+(py-spy is in the dev lock) during the latency and ingest phases.
 
 All processes share this machine's cores: figures are for the whole stack on
 one host, not for the service alone; each run prints its load average.
