@@ -7,13 +7,14 @@ second. Refresh: python3 scripts/lock.py (then reinstall, README's test command)
 
 from __future__ import annotations
 
+import tomllib
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.fixtures.lock import DEV_LOCK, OURS, REFRESH, RUNTIME_LOCK, declared, read_lock
+from tests.fixtures.lock import DEV_LOCK, OURS, REFRESH, RUNTIME_LOCK, declared, locked_version, read_lock
 
 # Each lock's roots: our distributions, and whether their optional extras (test tools) count.
 LOCKS = {
@@ -95,3 +96,18 @@ def test_this_environment_runs_the_locked_versions_and_the_image_the_tested_ones
     assert not drifted, "install from the lock (README's test command):\n" + "\n".join(drifted)
     differ = {name: (pin.version, dev[name].version) for name, pin in runtime.items() if dev.get(name, pin).version != pin.version}
     assert runtime.keys() <= dev.keys() and not differ, f"runtime.txt must pin what dev.txt pins (run: {REFRESH}): {differ}"
+
+
+@pytest.mark.parametrize("distribution_name", sorted(OURS))
+def test_our_distributions_are_built_with_the_locked_setuptools(distribution_name):
+    """`pip install -e` builds each of our distributions in an isolated environment
+    from [build-system] requires, which the lock's hashes do not cover: pinning the
+    exact release there keeps a fresh machine building with the setuptools the tests
+    ran, not whatever was published last."""
+    build = tomllib.loads((OURS[distribution_name] / "pyproject.toml").read_text())["build-system"]
+    requires = [Requirement(text) for text in build["requires"]]
+    pinned = {canonicalize_name(r.name): [s.version for s in r.specifier if s.operator == "=="] for r in requires}
+    assert pinned == {"setuptools": [locked_version("setuptools")]}, (
+        f"{distribution_name}'s [build-system] requires {build['requires']}: pin setuptools=={locked_version('setuptools')} "
+        "(the version requirements/dev.txt locks) and nothing else"
+    )
