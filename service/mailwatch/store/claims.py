@@ -41,9 +41,10 @@ def claimed_ids(due):
     return any_(cast(select(func.array_agg(locked.c.id)).scalar_subquery(), ARRAY(Uuid)))
 
 
-def gmail_allows(now: datetime):
-    """No Gmail call for a mailbox before the retry time Gmail named (`gmail_retry_at`)."""
-    return or_(mailboxes.c.gmail_retry_at.is_(None), mailboxes.c.gmail_retry_at <= now)
+def gmail_allows(now: datetime, rows=mailboxes):
+    """No Gmail call for a mailbox before the retry time Gmail named (`gmail_retry_at`);
+    `rows`: `mailboxes` or an alias of it."""
+    return or_(rows.c.gmail_retry_at.is_(None), rows.c.gmail_retry_at <= now)
 
 
 def gmail_retry_values(gmail_retry_at: datetime | None) -> dict:

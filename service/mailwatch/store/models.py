@@ -214,6 +214,13 @@ class MailboxRow(Base):
             "next_renewal_at",
             postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}'"),
         ),
+        # The renewal claim's turns: each tenant's earliest due renewals (store/renewal_claims.py).
+        Index(
+            "ix_mailboxes_tenant_renewal_due",
+            "tenant_id",
+            "next_renewal_at",
+            postgresql_where=text(f"state = '{MailboxState.ACTIVE.value}'"),
+        ),
     )
 
 

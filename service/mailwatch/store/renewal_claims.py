@@ -9,9 +9,15 @@ replica whose claim lapsed, or a mailbox re-registered or stopped meanwhile,
 makes the write a no-op. Renewal therefore never holds the sync lease: a
 mailbox can be re-watched while it is being synced.
 
-The due query is an index scan of `ix_mailboxes_renewal_due` (next_renewal_at
-WHERE state = 'ACTIVE'), and the claimed rows are found again by primary key
-(`claims.claimed_ids`): a tick costs what is due, not what is registered.
+Tenants take turns, as in the sync claim: each tenant's earliest due renewal,
+then each one's second, and so on, so a tenant with 50,000 renewals due at
+once (a bulk registration a day ago, or a Gmail outage's backlog) does not
+make another tenant's few wait behind all of them. Each tenant's candidates
+are an index scan of `ix_mailboxes_tenant_renewal_due` (tenant_id,
+next_renewal_at WHERE state = 'ACTIVE') of at most `limit` rows, and the
+claimed rows are found again by primary key (`claims.claimed_ids`): a tick
+costs what is due times the number of tenants with something due, not what
+is registered.
 
 Verbs: `claim_renewals` (one statement, autocommit), `watch_group_state`
 (reads), and the outcomes `record_renewal`, `record_renewal_failure`,
@@ -21,18 +27,20 @@ Verbs: `claim_renewals` (one statement, autocommit), `watch_group_state`
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import and_, case, select, update
+from sqlalchemy import Uuid, all_, and_, bindparam, case, func, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
 from mailwatch.store.changes import append_events
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
-from mailwatch.store.models import mailboxes
+from mailwatch.store.models import mailboxes, tenants
 from mailwatch.store.watch_groups import GroupMember, freshest_expiration, group_members
 from mailwatch.store.claims import (
     ACTIVE,
@@ -73,25 +81,46 @@ class ClaimedRenewal:
         return expiration is not None and expiration <= now
 
 
-def due_renewals_query(*, now: datetime, limit: int):
-    """The ids of ACTIVE mailboxes whose renewal is due, earliest first, locked for the claim."""
+def due_renewals_query(*, now: datetime, limit: int, skip_tenants: Sequence[uuid.UUID] = ()):
+    """The ids of up to `limit` ACTIVE mailboxes whose renewal is due, locked for the claim:
+    tenants take turns (each one's earliest first, then each one's second, …; earliest
+    first within a turn); none of `skip_tenants` (past their Gmail quota budget)."""
+
+    def is_due(rows):
+        return rows.c.state == ACTIVE, rows.c.next_renewal_at <= now, gmail_allows(now, rows)
+
+    candidates = mailboxes.alias("candidate")
+    per_tenant = (
+        select(candidates.c.id, candidates.c.next_renewal_at)
+        .where(candidates.c.tenant_id == tenants.c.id, *is_due(candidates))
+        .order_by(candidates.c.next_renewal_at)
+        .limit(limit)
+        .lateral("due")
+    )
+    turns = (
+        select(per_tenant.c.id, per_tenant.c.next_renewal_at,
+               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c.next_renewal_at).label("turn"))
+        .select_from(tenants.join(per_tenant, true()))
+        .where(tenants.c.id != all_(bindparam("skip_tenants", list(skip_tenants), type_=ARRAY(Uuid))))
+        .subquery("turns")
+    )
+    picked = select(turns.c.id).order_by(turns.c.turn, turns.c.next_renewal_at).limit(limit)
     return (
         select(mailboxes.c.id)
-        .where(mailboxes.c.state == ACTIVE, mailboxes.c.next_renewal_at <= now, gmail_allows(now))
-        .order_by(mailboxes.c.next_renewal_at)
-        .limit(limit)
+        .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
         .with_for_update(skip_locked=True)
     )
 
 
 async def claim_due_renewals(
-    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID] = ()
 ) -> list[ClaimedRenewal]:
-    """Claim up to `limit` due renewals: each is due again at `now + lease` unless an outcome is written."""
+    """Claim up to `limit` due renewals (`due_renewals_query`): each is due again at
+    `now + lease` unless an outcome is written."""
     claimed_until = now + lease
     rows = await session.execute(
         update(mailboxes)
-        .where(mailboxes.c.id == claimed_ids(due_renewals_query(now=now, limit=limit)))
+        .where(mailboxes.c.id == claimed_ids(due_renewals_query(now=now, limit=limit, skip_tenants=skip_tenants)))
         .values(next_renewal_at=claimed_until)
         .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
     )
@@ -116,11 +145,12 @@ def _fence(claim: ClaimedRenewal):
     )
 
 
-async def claim_renewals(sessions: Sessions, *, now: datetime, lease: timedelta, limit: int) -> list[ClaimedRenewal]:
+async def claim_renewals(sessions: Sessions, *, now: datetime, lease: timedelta, limit: int,
+                         skip_tenants: Sequence[uuid.UUID] = ()) -> list[ClaimedRenewal]:
     """`claim_due_renewals`, ONE statement, in autocommit: no BEGIN and COMMIT round
     trips around it, and its row locks end as Postgres finishes it."""
     async with autocommit(sessions) as session:
-        return await claim_due_renewals(session, now=now, lease=lease, limit=limit)
+        return await claim_due_renewals(session, now=now, lease=lease, limit=limit, skip_tenants=skip_tenants)
 
 
 async def watch_group_state(

@@ -68,8 +68,11 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         self.topic = topic
 
     async def claim(self, now: datetime, limit: int) -> list[ClaimedRenewal]:
-        """Claim due renewals: each is due again after the lease unless an outcome is written."""
-        return await renewal_claims.claim_renewals(self.sessions, now=now, lease=self.lease, limit=limit)
+        """Claim due renewals, tenants taking turns: each is due again after the lease unless an
+        outcome is written. Tenants past their Gmail quota budget are left for later: their
+        renewals would only wait for the budget, holding slots another tenant could use."""
+        return await renewal_claims.claim_renewals(self.sessions, now=now, lease=self.lease, limit=limit,
+                                                   skip_tenants=self.gmail.budgets.deferred())
 
     def to_process(self, claims: Sequence[ClaimedRenewal]) -> list[ClaimedRenewal]:
         # Registrations sharing one Gmail watch (same address and project) are renewed

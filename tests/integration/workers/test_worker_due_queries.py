@@ -122,7 +122,7 @@ def sync_claim():
 @pytest.mark.parametrize(
     "query,index",
     [
-        (renewal_claim, "ix_mailboxes_renewal_due"),
+        (renewal_claim, "ix_mailboxes_tenant_renewal_due"),
         (poll_mark, "ix_mailboxes_poll_due"),
         (sync_claim, "ix_mailboxes_sync_due"),
     ],

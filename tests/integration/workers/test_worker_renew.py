@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from mailwatch.domain import errors
 from mailwatch.domain.models import EventType, LabelFilter, MailboxState, OAuthCredential
 from mailwatch.gmail.client import WatchResult
+from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind, generate_key
 from mailwatch.store import changes, mailboxes, renewal_claims, tenants
@@ -49,6 +50,7 @@ class ScriptedGmail:
         self.calls: list[tuple[str, str, uuid.UUID | None]] = []
         self.forgotten = 0
         self.gate: asyncio.Event | None = None
+        self.budgets = TenantBudgets(0)  # no Gmail quota budget: no tenant is ever deferred
 
     def fail(self, email: str, *excs: BaseException) -> None:
         self.failures.setdefault(email, []).extend(excs)
