@@ -91,6 +91,8 @@ export interface RegisterMailboxOptions extends CallOptions {
   labelFilterBehavior?: LabelFilterBehavior;
   /** Message metadata on MESSAGE_ADDED events: true (default headers) or the header names. */
   messageMetadata?: boolean | string[];
+  /** Every draft version (added, and deleted when replaced); unset or false: drafts left out. */
+  includeDrafts?: boolean;
 }
 
 export interface RegisterMailboxesOptions extends CallOptions {
@@ -98,6 +100,8 @@ export interface RegisterMailboxesOptions extends CallOptions {
   serviceAccount?: { jsonKey: string; subject?: string };
   labelIds?: string[];
   labelFilterBehavior?: LabelFilterBehavior;
+  /** As in RegisterMailboxOptions. */
+  includeDrafts?: boolean;
 }
 
 export interface ListMailboxesOptions extends CallOptions {
@@ -247,6 +251,7 @@ export class MailwatchClient {
       labelFilterBehavior: options.labelFilterBehavior ?? 0,
       ...credentialsField(options.credentials),
       metadata: metadata ? { enabled: true, headers: metadata === true ? [] : [...metadata] } : undefined,
+      includeDrafts: options.includeDrafts ?? false,
     };
     return this.unary(this.stub.registerMailbox, request, options, true);
   }
@@ -265,6 +270,7 @@ export class MailwatchClient {
       labelIds: options.labelIds ?? [],
       labelFilterBehavior: options.labelFilterBehavior ?? 0,
       serviceAccount: options.serviceAccount && serviceAccount(options.serviceAccount),
+      includeDrafts: options.includeDrafts ?? false,
     };
     const response = await this.unary(this.stub.batchRegisterMailboxes, request, options, true);
     return response.results;

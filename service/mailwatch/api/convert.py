@@ -92,6 +92,7 @@ def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
         create_time=timestamp(mailbox.created),
         update_time=timestamp(mailbox.updated),
         metadata=metadata_options_to_proto(mailbox.metadata_headers),
+        include_drafts=mailbox.include_drafts,
         watch_topic=mailbox.watch_topic or "",
     )
 

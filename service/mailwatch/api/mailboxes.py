@@ -44,13 +44,14 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         registration = validation.validate_register_mailbox(request)
         mailbox = await self._registrations.register(
             current_tenant_id(), registration.email_address, registration.label_filter, registration.credential,
-            metadata_headers=registration.metadata_headers,
+            metadata_headers=registration.metadata_headers, include_drafts=registration.include_drafts,
         )
         return convert.mailbox_to_proto(mailbox)
 
     async def BatchRegisterMailboxes(self, request, context):
         batch = validation.validate_batch_register_mailboxes(request)
-        outcomes = await self._registrations.register_many(current_tenant_id(), batch.label_filter, batch.registrations)
+        outcomes = await self._registrations.register_many(current_tenant_id(), batch.label_filter, batch.registrations,
+                                                           include_drafts=batch.include_drafts)
         request_id = current_request_id()
         results = []
         for address, outcome in zip(request.email_addresses, outcomes):

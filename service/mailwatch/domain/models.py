@@ -195,6 +195,8 @@ class Mailbox:
     lease_expires_at: datetime | None = None
     # Header names fetched as metadata for MESSAGE_ADDED events; None = metadata off.
     metadata_headers: tuple[str, ...] | None = None
+    # Whether changes to drafts reach the change log (False: left out, sync/history_events).
+    include_drafts: bool = False
     # NOTIFICATIONS_MISSED was sent and no notification has arrived since.
     notifications_missed_reported: bool = False
     watch_topic: str | None = None  # the topic of its Gmail watch; None: the deployment's

@@ -50,6 +50,18 @@ class _Plan:
     sharing: list[GroupMember] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What a registration asks beyond its filter, stored on the row and compared to find an
+    unchanged registration: message metadata headers (None: none) and draft versions."""
+
+    metadata_headers: tuple[str, ...] | None = None
+    include_drafts: bool = False
+
+    def same_as(self, mailbox: Mailbox) -> bool:
+        return (mailbox.metadata_headers, mailbox.include_drafts) == (self.metadata_headers, self.include_drafts)
+
+
 @dataclass(frozen=True, eq=False)
 class _Watched:
     plan: _Plan
@@ -75,9 +87,11 @@ class Registrations:
     async def register(
         self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter,
         requested: Credential | TenantDefaultCredential, *, metadata_headers: tuple[str, ...] | None = None,
+        include_drafts: bool = False,
     ) -> Mailbox:
         (outcome,) = await self.register_many(
-            tenant_id, label_filter, [(email_address, requested)], metadata_headers=metadata_headers)
+            tenant_id, label_filter, [(email_address, requested)], metadata_headers=metadata_headers,
+            include_drafts=include_drafts)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -89,6 +103,7 @@ class Registrations:
         registrations: Sequence[tuple[str, Credential | TenantDefaultCredential] | Exception],
         *,
         metadata_headers: tuple[str, ...] | None = None,
+        include_drafts: bool = False,
         concurrency: int = 16,
     ) -> list[Mailbox | Exception]:
         """Register each (address, credential) (addresses distinct); a failure (any
@@ -119,12 +134,13 @@ class Registrations:
         docs/performance.md).
         """
         outcomes: list = list(registrations)
+        options = _Options(metadata_headers, include_drafts)
         todo = [index for index, item in enumerate(registrations) if not isinstance(item, Exception)]
         if not todo:
             return outcomes
         try:
             async with self.database_slots:
-                planned = await self._plan(tenant_id, label_filter, metadata_headers,
+                planned = await self._plan(tenant_id, label_filter, options,
                                            [registrations[index] for index in todo])
         except Exception as exc:  # noqa: BLE001 - e.g. the database is unreachable: every address says so
             planned = [exc] * len(todo)
@@ -141,13 +157,13 @@ class Registrations:
 
         results = await asyncio.gather(*(watched(plan) for plan in planned))
         writes = [result for result in results if isinstance(result, _Watched)]
-        written = await self._write_all(tenant_id, label_filter, metadata_headers, writes)
+        written = await self._write_all(tenant_id, label_filter, options, writes)
         for index, result in zip(todo, results):
             outcomes[index] = written[id(result)] if isinstance(result, _Watched) else result
         return outcomes
 
     async def _plan(
-        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options,
         registrations: Sequence[tuple[str, Credential | TenantDefaultCredential]],
     ) -> list[_Plan | Mailbox | Exception]:
         """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), or why not."""
@@ -169,7 +185,7 @@ class Registrations:
         # Same registration again (same filter, options, topic and credential): nothing to do.
         same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
                 and plan.existing.state is MailboxState.ACTIVE and plan.existing.label_filter == label_filter
-                and plan.existing.metadata_headers == metadata_headers
+                and options.same_as(plan.existing)
                 and (plan.existing.watch_topic or self.topic) == plan.topic]
         # Registrations of an address in one Google project (any tenant) share one
         # Gmail watch: it must report what any of them wants. Read for every planned
@@ -203,15 +219,14 @@ class Registrations:
         return _Watched(plan, gmail_address, watch)
 
     async def _write_all(
-        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
-        writes: list[_Watched],
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options, writes: list[_Watched],
     ) -> dict[int, Mailbox | Exception]:
         """Each write's mailbox (or error), keyed by id(write): all in one transaction,
         or, when that fails, one transaction each so that the failure is its own."""
         if not writes:
             return {}
         try:
-            return dict(zip(map(id, writes), await self._write(tenant_id, label_filter, metadata_headers, writes)))
+            return dict(zip(map(id, writes), await self._write(tenant_id, label_filter, options, writes)))
         except Exception as exc:  # noqa: BLE001 - answered per address below
             if len(writes) == 1:
                 return {id(writes[0]): exc}
@@ -221,14 +236,13 @@ class Registrations:
         written: dict[int, Mailbox | Exception] = {}
         for write in writes:
             try:
-                (written[id(write)],) = await self._write(tenant_id, label_filter, metadata_headers, [write])
+                (written[id(write)],) = await self._write(tenant_id, label_filter, options, [write])
             except Exception as exc:  # noqa: BLE001 - answered for this address alone
                 written[id(write)] = exc
         return written
 
     async def _write(
-        self, tenant_id: uuid.UUID, label_filter: LabelFilter, metadata_headers: tuple[str, ...] | None,
-        writes: list[_Watched],
+        self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options, writes: list[_Watched],
     ) -> list[Mailbox]:
         """Gmail is called before anything is written, so a refused watch leaves no
         half-registered mailbox; rows and their events are written together."""
@@ -243,7 +257,8 @@ class Registrations:
                 watch_expiration=write.watch.expiration,
                 next_renewal_at=next_renewal_at(now, write.watch.expiration,
                                                 key=renewal_key(tenant_id, write.plan.email_address)),
-                metadata_headers=metadata_headers,
+                metadata_headers=options.metadata_headers,
+                include_drafts=options.include_drafts,
                 watch_topic=write.plan.topic,
                 gmail_address=write.gmail_address,
             )

@@ -65,6 +65,7 @@ def to_mailbox(row) -> Mailbox:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         metadata_headers=None if row.metadata_headers is None else tuple(row.metadata_headers),
+        include_drafts=row.include_drafts,
         notifications_missed_reported=row.notifications_missed_reported,
         watch_topic=row.watch_topic,
         gmail_address=row.gmail_address,
@@ -118,6 +119,7 @@ def _upsert_statement(names: tuple[str, ...]):
             credential_kind=new.credential_kind,
             credentials_ciphertext=new.credentials_ciphertext,
             metadata_headers=new.metadata_headers,
+            include_drafts=new.include_drafts,
             history_id=case(
                 (was_stopped, func.coalesce(new.history_id, mailboxes.c.history_id)),
                 else_=func.coalesce(mailboxes.c.history_id, new.history_id),
@@ -159,6 +161,7 @@ class MailboxUpsert:
     metadata_headers: Sequence[str] | None = None
     watch_topic: str | None = None
     gmail_address: str | None = None
+    include_drafts: bool = False
 
 
 async def upsert_mailbox(
@@ -175,6 +178,7 @@ async def upsert_mailbox(
     metadata_headers: Sequence[str] | None = None,
     watch_topic: str | None = None,
     gmail_address: str | None = None,
+    include_drafts: bool = False,
 ) -> tuple[Mailbox, bool]:
     """Register: insert the tenant's mailbox for this address, or update the existing one.
 
@@ -182,7 +186,7 @@ async def upsert_mailbox(
     replaces filter and credentials, and clears the error and retry state.
     `history_id`, `watch_expiration` and `next_renewal_at` are the result of the
     `users.watch` the caller just made; None keeps the stored value (no re-watch).
-    `metadata_headers` (None = metadata off) always replaces the stored choice.
+    `metadata_headers` (None = metadata off) and `include_drafts` always replace the stored choice.
 
     The sync position survives re-registration so nothing is lost: an ACTIVE
     mailbox keeps syncing from where it was, an AUTH_FAILED or ACCESS_REFUSED
@@ -195,7 +199,7 @@ async def upsert_mailbox(
         email_address=email_address, label_filter=label_filter, credential_kind=credential_kind,
         credentials_ciphertext=credentials_ciphertext, history_id=history_id, watch_expiration=watch_expiration,
         next_renewal_at=next_renewal_at, metadata_headers=metadata_headers, watch_topic=watch_topic,
-        gmail_address=gmail_address,
+        gmail_address=gmail_address, include_drafts=include_drafts,
     )
     return (await upsert_mailboxes(session, tenant_id, [row]))[0]
 
@@ -238,6 +242,7 @@ def _upsert_values(tenant_id: uuid.UUID, row: MailboxUpsert) -> dict:
         watch_expiration=row.watch_expiration,
         next_renewal_at=row.next_renewal_at,
         metadata_headers=None if row.metadata_headers is None else list(row.metadata_headers),
+        include_drafts=row.include_drafts,
         watch_topic=row.watch_topic,
     )
 

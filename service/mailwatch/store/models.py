@@ -169,6 +169,8 @@ class MailboxRow(Base):
     gmail_retry_at: Mapped[datetime | None] = _timestamp()
     # Header names fetched as metadata for MESSAGE_ADDED events; NULL = metadata off.
     metadata_headers: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # Whether draft versions reach the change log (false: changes to drafts are left out).
+    include_drafts: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     # Early warnings, once per episode: the watch_expiration already announced
     # with WATCH_EXPIRING (a renewed watch has a new expiration, which ends the
     # episode), and whether NOTIFICATIONS_MISSED was sent since the last

@@ -17,12 +17,21 @@ filter, label changes that do not themselves touch a watched label). A
 message whose labels at a record cannot be known (gone, or changed beyond the
 listing) is reported: it cannot be proven outside the watched set, and
 dropping it would lose an event.
+
+Drafts (left out unless the registration includes them): Gmail records a draft
+autosave as a new message with DRAFT and the deletion of the previous version,
+and a send as a new message with SENT and the deletion of the draft. A version
+still there when the page is read is known by its DRAFT label; one already
+replaced is gone (labels unknown), and is known by how Gmail recorded its
+replacement (`draft_versions`), so that neither its addition nor its deletion
+reaches a consumer who never sees drafts.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from mailwatch.domain.models import EventType, LabelFilter, LabelFilterBehavior, MessageLabels, NewEvent
 from mailwatch.gmail.history import ChangeKind, HistoryChange, HistoryPage, HistoryRecord
@@ -34,6 +43,8 @@ _EVENT = {
     ChangeKind.LABELS_REMOVED: EventType.LABELS_REMOVED,
 }
 _LABEL_CHANGES = (ChangeKind.LABELS_ADDED, ChangeKind.LABELS_REMOVED)
+DRAFT = "DRAFT"
+SENT = "SENT"
 
 # message id -> what Gmail said, or None when Gmail no longer has the message
 KnownLabels = Mapping[str, "MessageLabels | None"]
@@ -147,6 +158,8 @@ def events_from_history(
     known_labels: KnownLabels | None = None,
     later_records: Iterable[HistoryRecord] = (),
     covered: int | None = None,
+    include_drafts: bool = True,
+    previous_record: HistoryRecord | None = None,
 ) -> list[NewEvent]:
     """Events in history order; within one record: added, deleted, labels added, labels removed.
 
@@ -155,9 +168,20 @@ def events_from_history(
     `later_records` (history after these records, already listed) let a state
     newer than these records be traced back to them; `covered`: every record up
     to it is among these and the later ones (default: the last one's id).
+    Without `include_drafts`, changes to drafts are left out (`_without_drafts`);
+    `previous_record` is the record listed just before these (a draft's
+    replacement may be recorded there).
     """
+    records, later_records = list(records), list(later_records)
+    drafts = None if include_drafts else draft_versions(
+        [*([previous_record] if previous_record else []), *records, *later_records], known_labels or {})
     events: list[NewEvent] = []
     for record, change, after in _judged(records, later_records, known_labels, covered):
+        if drafts is not None:
+            shown = _without_drafts(change, after, drafts)
+            if shown is None:
+                continue
+            change = shown
         if _admits(change, after, label_filter):
             reported = change.label_ids if change.kind in _LABEL_CHANGES else (after or ())
             events.append(_event(change, record.id, reported, mailbox_id, email_address))
@@ -199,6 +223,57 @@ def _judged(records: Iterable[HistoryRecord], later_records: Iterable[HistoryRec
             yield record, change, after
 
 
+def draft_versions(records: Sequence[HistoryRecord], known_labels: KnownLabels) -> frozenset[str]:
+    """Ids of the messages in `records` (consecutive records of the history, in order)
+    that are draft versions: a message whose known labels carry DRAFT, and a message
+    not known to be anything else that was deleted as Gmail deletes a replaced draft
+    version: in the record that adds another message of its thread, or the record right
+    after it, that message being a draft version itself or sent mail (SENT)."""
+    def labels(message_id: str) -> tuple[str, ...] | None:
+        state = known_labels.get(message_id)
+        return None if state is None else state.label_ids
+
+    drafts = {change.message.id for record in records for change in record.changes
+              if DRAFT in (labels(change.message.id) or ())}
+    # Backwards: a version's successor (added before the version's deletion) is judged first,
+    # since whether it is a draft version itself depends on its own, later, deletion.
+    for index in range(len(records) - 1, -1, -1):
+        nearby = records[max(index - 1, 0):index + 1]
+        for change in records[index].changes:
+            gone = change.message
+            if change.kind is not ChangeKind.MESSAGE_DELETED or labels(gone.id) is not None or gone.thread_id is None:
+                continue
+            successors = [added.message.id for record in nearby for added in record.changes
+                          if added.kind is ChangeKind.MESSAGE_ADDED and added.message.thread_id == gone.thread_id
+                          and added.message.id != gone.id]
+            if any(successor in drafts or SENT in (labels(successor) or ()) for successor in successors):
+                drafts.add(gone.id)
+    return frozenset(drafts)
+
+
+def _without_drafts(change: HistoryChange, after: tuple[str, ...] | None,
+                    drafts: frozenset[str]) -> HistoryChange | None:
+    """The change as a consumer who is not shown drafts sees it: None when it is left out.
+
+    A draft's addition, label changes and deletion are left out. A draft that becomes
+    mail without a new message (DRAFT removed) is, for that consumer, mail added then."""
+    if after is not None:
+        before = _labels_before(change, after)
+        if DRAFT in before and DRAFT not in after:
+            return replace(change, kind=ChangeKind.MESSAGE_ADDED, label_ids=())
+        return None if DRAFT in before or DRAFT in after else change
+    return None if change.message.id in drafts else change
+
+
+def _labels_before(change: HistoryChange, after: tuple[str, ...]) -> set[str]:
+    """A message's labels right before `change`, from those right after it."""
+    if change.kind is ChangeKind.LABELS_ADDED:
+        return set(after) - set(change.label_ids)
+    if change.kind is ChangeKind.LABELS_REMOVED:
+        return set(after) | set(change.label_ids)
+    return set() if change.kind is ChangeKind.MESSAGE_ADDED else set(after)
+
+
 def _event(change: HistoryChange, history_id: int, label_ids: tuple[str, ...],
            mailbox_id: uuid.UUID, email_address: str) -> NewEvent:
     return NewEvent(
@@ -215,9 +290,7 @@ def _admits(change: HistoryChange, after: tuple[str, ...] | None, label_filter: 
         # report it rather than risk losing it.
         return True
     if change.kind in _LABEL_CHANGES:
-        changed = set(change.label_ids)
-        before = set(after) - changed if change.kind is ChangeKind.LABELS_ADDED else set(after) | changed
-        return label_filter.admits(tuple(before)) or label_filter.admits(after)
+        return label_filter.admits(tuple(_labels_before(change, after))) or label_filter.admits(after)
     return label_filter.admits(after)
 
 

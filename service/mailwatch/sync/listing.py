@@ -14,7 +14,7 @@ reported rather than guessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailwatch.domain.models import Credential, Mailbox, MessageLabels
 from mailwatch.gmail.client import GmailClient
@@ -35,6 +35,9 @@ class ListedPage:
     labels: dict[str, MessageLabels | None]  # a state per message (None: Gmail no longer has it)
     covered: int  # every record up to this history id is in the page or `later`
     deleted: frozenset[str]  # messages the page or `later` delete
+    # The record listed just before the page (its messages' states are in `labels` too): Gmail
+    # may record a draft's replacement there and the version's deletion on this page.
+    previous: HistoryRecord | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class HistoryListing:
     _ahead: list[tuple[str, HistoryPage]] = field(default_factory=list)
     _token: str | None = None
     _done: bool = False
+    _previous: ListedPage | None = None  # the last page handed out that had records
 
     async def next_page(self) -> ListedPage | None:
         """The next page with the states its events need; None after the last page."""
@@ -60,12 +64,23 @@ class HistoryListing:
             self._token, page = self._ahead.pop(0)
         else:
             page = await self.page(self._token)
-        listed = await self._label(page)
+        listed = self._after_previous(await self._label(page))
         if listed.page.next_page_token is None:
             self._done = True
         else:
             self._token = listed.page.next_page_token
         return listed
+
+    def _after_previous(self, listed: ListedPage) -> ListedPage:
+        """`listed` with the last record of the page before it (and that record's message states)."""
+        before = self._previous
+        if listed.page.records:
+            self._previous = listed
+        if before is None:
+            return listed
+        record = before.page.records[-1]
+        states = {i: before.labels[i] for i in record.message_ids if i in before.labels}
+        return replace(listed, previous=record, labels={**states, **listed.labels})
 
     async def page(self, token: str | None) -> HistoryPage:
         return await self.gmail.history_page(

@@ -164,7 +164,7 @@ class MailboxSync:
         events = events_from_history(
             listed.page.records, mailbox_id=mailbox.id, email_address=mailbox.email_address,
             label_filter=mailbox.label_filter, known_labels=listed.labels, later_records=listed.later,
-            covered=listed.covered,
+            covered=listed.covered, include_drafts=mailbox.include_drafts, previous_record=listed.previous,
         )
         return await with_metadata(self.gmail, credential, mailbox, events, fetched, deleted=listed.deleted)
 
@@ -198,7 +198,8 @@ class MailboxSync:
                 window = replace(page, records=page.records[index:])
                 await listing.fetch_labels(labels_needed([record], mailbox.label_filter),
                                            listing.states([window]).deleted)
-                alone = replace(listing.states([window]), page=replace(page, records=(record,)), later=later)
+                alone = replace(listing.states([window]), page=replace(page, records=(record,)), later=later,
+                                previous=page.records[index - 1] if index else None)
                 events = await self._events(mailbox, credential, alone, fetched)
                 await self._commit_record(mailbox, synced, record_id, events, keep_count)
             except (errors.MailwatchError, sync_claims.LeaseLost):

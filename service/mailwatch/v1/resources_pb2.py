@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmailwatch/v1/resources.proto\x12\x0cmailwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x05\n\x07Mailbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\remail_address\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.mailwatch.v1.MailboxState\x12/\n\x0clabel_filter\x18\x04 \x01(\x0b\x32\x19.mailwatch.v1.LabelFilter\x12\x35\n\x0f\x63redential_kind\x18\x05 \x01(\x0e\x32\x1c.mailwatch.v1.CredentialKind\x12\x12\n\nhistory_id\x18\x06 \x01(\x04\x12\x1b\n\x13notified_history_id\x18\x07 \x01(\x04\x12\x35\n\x11watch_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_renew_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x16last_notification_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_sync_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_error\x18\x0c \x01(\x0b\x32\x1a.mailwatch.v1.MailboxError\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08metadata\x18n \x01(\x0b\x32\x1d.mailwatch.v1.MetadataOptions\x12\x13\n\x0bwatch_topic\x18\x32 \x01(\t\x12\x35\n\x11next_attempt_time\x18( \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0bLabelFilter\x12\x11\n\tlabel_ids\x18\x01 \x03(\t\x12\x33\n\x08\x62\x65havior\x18\x02 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\"Y\n\x0cMailboxError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9e\x03\n\x0b\x43hangeEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.mailwatch.v1.EventType\x12\x12\n\nmailbox_id\x18\x04 \x01(\t\x12\x15\n\remail_address\x18\x05 \x01(\t\x12\x30\n\x0cobserve_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nhistory_id\x18\x07 \x01(\x04\x12\x12\n\nmessage_id\x18\x08 \x01(\t\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x11\n\tlabel_ids\x18\n \x03(\t\x12=\n\nattributes\x18\x0b \x03(\x0b\x32).mailwatch.v1.ChangeEvent.AttributesEntry\x12/\n\x08metadata\x18\x0c \x01(\x0b\x32\x1d.mailwatch.v1.MessageMetadata\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x0fMessageMetadata\x12,\n\x07headers\x18\x01 \x03(\x0b\x32\x1b.mailwatch.v1.MessageHeader\x12\x0f\n\x07snippet\x18\x02 \x01(\t\x12\x15\n\rsize_estimate\x18\x03 \x01(\x03\x12\x31\n\rinternal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07missing\x18\x05 \x01(\x08\",\n\rMessageHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"3\n\x0fMetadataOptions\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07headers\x18\x02 \x03(\t\"\xdf\x02\n\x0eGoogleSettings\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x35\n\x0f\x63redential_kind\x18\x03 \x01(\x0e\x32\x1c.mailwatch.v1.CredentialKind\x12\x15\n\rcredential_id\x18\x04 \x01(\t\x12\x14\n\x0cpubsub_topic\x18\x05 \x01(\t\x12\x1b\n\x13pubsub_subscription\x18\x06 \x01(\t\x12\x15\n\rpush_audience\x18\x07 \x01(\t\x12=\n\x13subscription_status\x18\x08 \x01(\x0b\x32 .mailwatch.v1.SubscriptionStatus\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16gmail_units_per_minute\x18\n \x01(\x03\"\xf8\x01\n\x12SubscriptionStatus\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.mailwatch.v1.SubscriptionState\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x33\n\x0flast_error_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_success_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05*\xa3\x01\n\x0cMailboxState\x12\x1d\n\x19MAILBOX_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MAILBOX_STATE_ACTIVE\x10\x01\x12\x1d\n\x19MAILBOX_STATE_AUTH_FAILED\x10\x02\x12\x19\n\x15MAILBOX_STATE_STOPPED\x10\x03\x12 \n\x1cMAILBOX_STATE_ACCESS_REFUSED\x10\x04*\x82\x01\n\x13LabelFilterBehavior\x12%\n!LABEL_FILTER_BEHAVIOR_UNSPECIFIED\x10\x00\x12!\n\x1dLABEL_FILTER_BEHAVIOR_INCLUDE\x10\x01\x12!\n\x1dLABEL_FILTER_BEHAVIOR_EXCLUDE\x10\x02*q\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43REDENTIAL_KIND_SERVICE_ACCOUNT\x10\x01\x12\x19\n\x15\x43REDENTIAL_KIND_OAUTH\x10\x02*\x88\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_TYPE_MESSAGE_ADDED\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_DELETED\x10\x02\x12\x1b\n\x17\x45VENT_TYPE_LABELS_ADDED\x10\x03\x12\x1d\n\x19\x45VENT_TYPE_LABELS_REMOVED\x10\x04\x12\x1c\n\x18\x45VENT_TYPE_WATCH_STARTED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_WATCH_RENEWED\x10\x06\x12\x1c\n\x18\x45VENT_TYPE_WATCH_EXPIRED\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_RESYNC_REQUIRED\x10\x08\x12\x17\n\x13\x45VENT_TYPE_RESYNCED\x10\t\x12\x1a\n\x16\x45VENT_TYPE_AUTH_FAILED\x10\n\x12\x1e\n\x1a\x45VENT_TYPE_MAILBOX_STOPPED\x10\x0b\x12\x1d\n\x19\x45VENT_TYPE_WATCH_EXPIRING\x10\x0c\x12#\n\x1f\x45VENT_TYPE_NOTIFICATIONS_MISSED\x10\r\x12\x13\n\x0f\x45VENT_TYPE_TEST\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_ACCESS_REFUSED\x10\x14\x12\x1e\n\x1a\x45VENT_TYPE_HISTORY_SKIPPED\x10\x19*r\n\x11SubscriptionState\x12\"\n\x1eSUBSCRIPTION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SUBSCRIPTION_STATE_OK\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATE_FAILING\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmailwatch/v1/resources.proto\x12\x0cmailwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x05\n\x07Mailbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\remail_address\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.mailwatch.v1.MailboxState\x12/\n\x0clabel_filter\x18\x04 \x01(\x0b\x32\x19.mailwatch.v1.LabelFilter\x12\x35\n\x0f\x63redential_kind\x18\x05 \x01(\x0e\x32\x1c.mailwatch.v1.CredentialKind\x12\x12\n\nhistory_id\x18\x06 \x01(\x04\x12\x1b\n\x13notified_history_id\x18\x07 \x01(\x04\x12\x35\n\x11watch_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_renew_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x16last_notification_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_sync_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nlast_error\x18\x0c \x01(\x0b\x32\x1a.mailwatch.v1.MailboxError\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08metadata\x18n \x01(\x0b\x32\x1d.mailwatch.v1.MetadataOptions\x12\x16\n\x0einclude_drafts\x18o \x01(\x08\x12\x13\n\x0bwatch_topic\x18\x32 \x01(\t\x12\x35\n\x11next_attempt_time\x18( \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0bLabelFilter\x12\x11\n\tlabel_ids\x18\x01 \x03(\t\x12\x33\n\x08\x62\x65havior\x18\x02 \x01(\x0e\x32!.mailwatch.v1.LabelFilterBehavior\"Y\n\x0cMailboxError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x9e\x03\n\x0b\x43hangeEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.mailwatch.v1.EventType\x12\x12\n\nmailbox_id\x18\x04 \x01(\t\x12\x15\n\remail_address\x18\x05 \x01(\t\x12\x30\n\x0cobserve_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nhistory_id\x18\x07 \x01(\x04\x12\x12\n\nmessage_id\x18\x08 \x01(\t\x12\x11\n\tthread_id\x18\t \x01(\t\x12\x11\n\tlabel_ids\x18\n \x03(\t\x12=\n\nattributes\x18\x0b \x03(\x0b\x32).mailwatch.v1.ChangeEvent.AttributesEntry\x12/\n\x08metadata\x18\x0c \x01(\x0b\x32\x1d.mailwatch.v1.MessageMetadata\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x0fMessageMetadata\x12,\n\x07headers\x18\x01 \x03(\x0b\x32\x1b.mailwatch.v1.MessageHeader\x12\x0f\n\x07snippet\x18\x02 \x01(\t\x12\x15\n\rsize_estimate\x18\x03 \x01(\x03\x12\x31\n\rinternal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07missing\x18\x05 \x01(\x08\",\n\rMessageHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"3\n\x0fMetadataOptions\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07headers\x18\x02 \x03(\t\"\xdf\x02\n\x0eGoogleSettings\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x35\n\x0f\x63redential_kind\x18\x03 \x01(\x0e\x32\x1c.mailwatch.v1.CredentialKind\x12\x15\n\rcredential_id\x18\x04 \x01(\t\x12\x14\n\x0cpubsub_topic\x18\x05 \x01(\t\x12\x1b\n\x13pubsub_subscription\x18\x06 \x01(\t\x12\x15\n\rpush_audience\x18\x07 \x01(\t\x12=\n\x13subscription_status\x18\x08 \x01(\x0b\x32 .mailwatch.v1.SubscriptionStatus\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16gmail_units_per_minute\x18\n \x01(\x03\"\xf8\x01\n\x12SubscriptionStatus\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.mailwatch.v1.SubscriptionState\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x33\n\x0flast_error_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_success_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05*\xa3\x01\n\x0cMailboxState\x12\x1d\n\x19MAILBOX_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MAILBOX_STATE_ACTIVE\x10\x01\x12\x1d\n\x19MAILBOX_STATE_AUTH_FAILED\x10\x02\x12\x19\n\x15MAILBOX_STATE_STOPPED\x10\x03\x12 \n\x1cMAILBOX_STATE_ACCESS_REFUSED\x10\x04*\x82\x01\n\x13LabelFilterBehavior\x12%\n!LABEL_FILTER_BEHAVIOR_UNSPECIFIED\x10\x00\x12!\n\x1dLABEL_FILTER_BEHAVIOR_INCLUDE\x10\x01\x12!\n\x1dLABEL_FILTER_BEHAVIOR_EXCLUDE\x10\x02*q\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x43REDENTIAL_KIND_SERVICE_ACCOUNT\x10\x01\x12\x19\n\x15\x43REDENTIAL_KIND_OAUTH\x10\x02*\x88\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45VENT_TYPE_MESSAGE_ADDED\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_DELETED\x10\x02\x12\x1b\n\x17\x45VENT_TYPE_LABELS_ADDED\x10\x03\x12\x1d\n\x19\x45VENT_TYPE_LABELS_REMOVED\x10\x04\x12\x1c\n\x18\x45VENT_TYPE_WATCH_STARTED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_WATCH_RENEWED\x10\x06\x12\x1c\n\x18\x45VENT_TYPE_WATCH_EXPIRED\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_RESYNC_REQUIRED\x10\x08\x12\x17\n\x13\x45VENT_TYPE_RESYNCED\x10\t\x12\x1a\n\x16\x45VENT_TYPE_AUTH_FAILED\x10\n\x12\x1e\n\x1a\x45VENT_TYPE_MAILBOX_STOPPED\x10\x0b\x12\x1d\n\x19\x45VENT_TYPE_WATCH_EXPIRING\x10\x0c\x12#\n\x1f\x45VENT_TYPE_NOTIFICATIONS_MISSED\x10\r\x12\x13\n\x0f\x45VENT_TYPE_TEST\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_ACCESS_REFUSED\x10\x14\x12\x1e\n\x1a\x45VENT_TYPE_HISTORY_SKIPPED\x10\x19*r\n\x11SubscriptionState\x12\"\n\x1eSUBSCRIPTION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SUBSCRIPTION_STATE_OK\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATE_FAILING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_MAILBOXSTATE']._serialized_start=2287
-  _globals['_MAILBOXSTATE']._serialized_end=2450
-  _globals['_LABELFILTERBEHAVIOR']._serialized_start=2453
-  _globals['_LABELFILTERBEHAVIOR']._serialized_end=2583
-  _globals['_CREDENTIALKIND']._serialized_start=2585
-  _globals['_CREDENTIALKIND']._serialized_end=2698
-  _globals['_EVENTTYPE']._serialized_start=2701
-  _globals['_EVENTTYPE']._serialized_end=3221
-  _globals['_SUBSCRIPTIONSTATE']._serialized_start=3223
-  _globals['_SUBSCRIPTIONSTATE']._serialized_end=3337
+  _globals['_MAILBOXSTATE']._serialized_start=2311
+  _globals['_MAILBOXSTATE']._serialized_end=2474
+  _globals['_LABELFILTERBEHAVIOR']._serialized_start=2477
+  _globals['_LABELFILTERBEHAVIOR']._serialized_end=2607
+  _globals['_CREDENTIALKIND']._serialized_start=2609
+  _globals['_CREDENTIALKIND']._serialized_end=2722
+  _globals['_EVENTTYPE']._serialized_start=2725
+  _globals['_EVENTTYPE']._serialized_end=3245
+  _globals['_SUBSCRIPTIONSTATE']._serialized_start=3247
+  _globals['_SUBSCRIPTIONSTATE']._serialized_end=3361
   _globals['_MAILBOX']._serialized_start=80
-  _globals['_MAILBOX']._serialized_end=811
-  _globals['_LABELFILTER']._serialized_start=813
-  _globals['_LABELFILTER']._serialized_end=898
-  _globals['_MAILBOXERROR']._serialized_start=900
-  _globals['_MAILBOXERROR']._serialized_end=989
-  _globals['_CHANGEEVENT']._serialized_start=992
-  _globals['_CHANGEEVENT']._serialized_end=1406
-  _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._serialized_start=1357
-  _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._serialized_end=1406
-  _globals['_MESSAGEMETADATA']._serialized_start=1409
-  _globals['_MESSAGEMETADATA']._serialized_end=1580
-  _globals['_MESSAGEHEADER']._serialized_start=1582
-  _globals['_MESSAGEHEADER']._serialized_end=1626
-  _globals['_METADATAOPTIONS']._serialized_start=1628
-  _globals['_METADATAOPTIONS']._serialized_end=1679
-  _globals['_GOOGLESETTINGS']._serialized_start=1682
-  _globals['_GOOGLESETTINGS']._serialized_end=2033
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=2036
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=2284
+  _globals['_MAILBOX']._serialized_end=835
+  _globals['_LABELFILTER']._serialized_start=837
+  _globals['_LABELFILTER']._serialized_end=922
+  _globals['_MAILBOXERROR']._serialized_start=924
+  _globals['_MAILBOXERROR']._serialized_end=1013
+  _globals['_CHANGEEVENT']._serialized_start=1016
+  _globals['_CHANGEEVENT']._serialized_end=1430
+  _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._serialized_start=1381
+  _globals['_CHANGEEVENT_ATTRIBUTESENTRY']._serialized_end=1430
+  _globals['_MESSAGEMETADATA']._serialized_start=1433
+  _globals['_MESSAGEMETADATA']._serialized_end=1604
+  _globals['_MESSAGEHEADER']._serialized_start=1606
+  _globals['_MESSAGEHEADER']._serialized_end=1650
+  _globals['_METADATAOPTIONS']._serialized_start=1652
+  _globals['_METADATAOPTIONS']._serialized_end=1703
+  _globals['_GOOGLESETTINGS']._serialized_start=1706
+  _globals['_GOOGLESETTINGS']._serialized_end=2057
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=2060
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=2308
 # @@protoc_insertion_point(module_scope)

@@ -63,6 +63,27 @@ async def test_register_is_idempotent_and_rewatches_only_on_change(service):
     assert service.sim.mailbox("carol@example.com")["watch"]["labelIds"] == ["INBOX"]
 
 
+async def test_include_drafts_is_stored_and_changed_by_registering_again(service):
+    """Draft versions are left out unless asked for; registering again (one address, or in a
+    batch) with the other choice changes it: the registration is not taken for unchanged."""
+    _, auth = await service.new_tenant()
+    request = sa_request(service.sim, "drafter@example.com")
+    first = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert not first.include_drafts
+    request.include_drafts = True
+    changed = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+    assert (changed.id, changed.include_drafts) == (first.id, True)
+    fetched = await service.mailboxes.GetMailbox(mailbox_service_pb2.GetMailboxRequest(mailbox_id=first.id), metadata=auth)
+    assert fetched.include_drafts
+    request.include_drafts = False
+    assert not (await service.mailboxes.RegisterMailbox(request, metadata=auth)).include_drafts
+    batch = mailbox_service_pb2.BatchRegisterMailboxesRequest(
+        email_addresses=["drafter@example.com"], service_account=request.service_account, include_drafts=True)
+    batch.service_account.subject = ""
+    [result] = (await service.mailboxes.BatchRegisterMailboxes(batch, metadata=auth)).results
+    assert (result.status.code, result.mailbox.id, result.mailbox.include_drafts) == (0, first.id, True)
+
+
 async def test_address_case_does_not_create_a_second_mailbox(service):
     _, auth = await service.new_tenant()
     request = sa_request(service.sim, "dave@example.com")

@@ -169,25 +169,90 @@ async def test_a_message_deleted_in_the_listed_history_is_not_waited_for(make_se
         assert lookups(sim, email) == 0  # its deletion is in the history: nothing to ask
 
 
-async def test_what_a_consumer_sees_of_drafts_and_sent_mail(make_service):
+async def autosaved_three_times_then_sent(sim, email: str) -> list[dict]:
+    """A draft saved three times then sent, then a message to INBOX (it makes the watch
+    notify): [v1, v2, v3, sent, inbox] as the simulator answered them."""
+    first = sim.save_draft(email, subject="v1")
+    versions = [first, *(sim.save_draft(email, draft_id=first["draftId"], subject=f"v{n}") for n in (2, 3))]
+    sent = sim.send_draft(email, first["draftId"])
+    assert "SENT" in sent["labelIds"] and "DRAFT" not in sent["labelIds"]
+    return [*versions, sent, sim.insert_message(email, label_ids=["INBOX"])]
+
+
+async def test_what_a_consumer_sees_of_drafts_and_sent_mail_in_both_modes(make_service):
     """docs/api.md: each autosave is a new message with DRAFT and the previous version's deletion;
-    sending adds a message with SENT and deletes the draft. A version already gone when the sync
-    reads the history is reported added without labels (they cannot be known any more)."""
+    sending adds a message with SENT and deletes the draft. Two tenants watch the same mailbox
+    (one shared Gmail watch), one with the default, one with include_drafts. The versions are
+    all gone when the sync reads the history (their labels unknown): the default consumer sees
+    only the sent message added, and no deletion; the other sees each version added (without
+    labels) and each replaced version deleted."""
+    email = "writer@example.com"
     async with make_service(sync_enabled=False, poll_enabled=False) as service:
         sim = service.sim
-        everything = await registered(service, "writer@example.com")
-        draft = sim.save_draft("writer@example.com", subject="v1")
-        second = sim.save_draft("writer@example.com", draft_id=draft["draftId"], subject="v2")
-        sent = sim.send_draft("writer@example.com", draft["draftId"])
-        sim.insert_message("writer@example.com", label_ids=["INBOX"])  # makes the watch notify
-        await one_sync(service)
-        events = await collect(service, everything, lambda ev: sent["id"] in [e.message_id for e in ev])
-        seen = [(kind, message, tuple(sorted(labels))) for kind, message, labels in message_events(events)]
-        assert seen[:5] == [
-            ("EVENT_TYPE_MESSAGE_ADDED", draft["id"], ()),
-            ("EVENT_TYPE_MESSAGE_ADDED", second["id"], ()),
-            ("EVENT_TYPE_MESSAGE_DELETED", draft["id"], ()),
-            ("EVENT_TYPE_MESSAGE_ADDED", sent["id"], tuple(sorted(sent["labelIds"]))),
-            ("EVENT_TYPE_MESSAGE_DELETED", second["id"], ()),
+        mail_only = await registered(service, email)
+        _, everything = await service.new_tenant()
+        mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, email, include_drafts=True),
+                                                          metadata=everything)
+        assert mailbox.include_drafts
+        sim.advance_clock(2)
+        v1, v2, v3, sent, inbox = await autosaved_three_times_then_sent(sim, email)
+        await sync_through(service, email, inbox["historyId"])
+        done = lambda ev: inbox["id"] in [e.message_id for e in ev]  # noqa: E731
+        assert message_events(await collect(service, mail_only, done)) == [
+            ("EVENT_TYPE_MESSAGE_ADDED", sent["id"], ("SENT",)),
+            ("EVENT_TYPE_MESSAGE_ADDED", inbox["id"], ("INBOX",)),
         ]
-        assert "SENT" in sent["labelIds"]
+        assert message_events(await collect(service, everything, done)) == [
+            ("EVENT_TYPE_MESSAGE_ADDED", v1["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", v2["id"], ()),
+            ("EVENT_TYPE_MESSAGE_DELETED", v1["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", v3["id"], ()),
+            ("EVENT_TYPE_MESSAGE_DELETED", v2["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", sent["id"], ("SENT",)),
+            ("EVENT_TYPE_MESSAGE_DELETED", v3["id"], ()),
+            ("EVENT_TYPE_MESSAGE_ADDED", inbox["id"], ("INBOX",)),
+        ]
+
+
+async def test_drafts_synced_version_by_version_are_left_out_by_default(make_service):
+    """Each version is still there when its sync reads the history (DRAFT known); its deletion
+    comes in the next sync, with the next version's addition: neither reaches the consumer, the
+    sent message does. A label filter applies to what is left (SENT is outside INBOX)."""
+    email = "slowwriter@example.com"
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        auth = await registered(service, email)
+        _, inbox_only = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, email, label_ids=["INBOX"]), metadata=inbox_only)
+        draft = None
+        for version in range(3):
+            sim.advance_clock(2)  # past Gmail's one-notification-per-second window
+            saved = sim.save_draft(email, draft_id=draft, subject=f"v{version}")
+            draft = saved["draftId"]
+            await sync_through(service, email, saved["historyId"])
+        sim.advance_clock(2)
+        sent = sim.send_draft(email, draft)
+        inbox = sim.insert_message(email, label_ids=["INBOX"])
+        await sync_through(service, email, inbox["historyId"])
+        done = lambda ev: inbox["id"] in [e.message_id for e in ev]  # noqa: E731
+        assert message_events(await collect(service, auth, done)) == [
+            ("EVENT_TYPE_MESSAGE_ADDED", sent["id"], ("SENT",)),
+            ("EVENT_TYPE_MESSAGE_ADDED", inbox["id"], ("INBOX",)),
+        ]
+        assert message_events(await collect(service, inbox_only, done)) == [
+            ("EVENT_TYPE_MESSAGE_ADDED", inbox["id"], ("INBOX",)),
+        ]
+
+
+async def sync_through(service, email: str, history_id: str) -> None:
+    """Run the sync worker until every registration of `email` has synced up to `history_id`
+    (the ingest of Gmail's notification marks them due)."""
+    async def synced() -> bool:
+        await service.app.sync_worker.run_once()
+        async with service.app.sessions() as session:
+            behind = (await session.execute(text(
+                "SELECT count(*) FROM mailboxes WHERE email_address = :e AND history_id < :h"),
+                {"e": email, "h": int(history_id)})).scalar_one()
+        return behind == 0
+
+    await eventually(synced, what=f"{email} synced through {history_id}")

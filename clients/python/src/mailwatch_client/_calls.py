@@ -73,13 +73,17 @@ def register_mailbox(
     label_ids: Sequence[str] = (),
     label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
     message_metadata: bool | Sequence[str] = False,
+    include_drafts: bool = False,
 ) -> mailbox_service_pb2.RegisterMailboxRequest:
     """Start watching a mailbox (idempotent per address: retried on UNAVAILABLE).
 
     `message_metadata`: True for metadata (default headers) on MESSAGE_ADDED
-    events, or the header names wanted; False for none.
+    events, or the header names wanted; False for none. `include_drafts`: True
+    for every draft version (added, and deleted when replaced); False leaves
+    drafts out (a sent draft's message is delivered).
     """
-    return common.register_request(email_address, credentials, label_ids, label_filter_behavior, message_metadata)
+    return common.register_request(email_address, credentials, label_ids, label_filter_behavior, message_metadata,
+                                   include_drafts)
 
 
 def register_mailboxes(
@@ -88,12 +92,14 @@ def register_mailboxes(
     service_account: mailbox_service_pb2.ServiceAccountCredentials | None = None,
     label_ids: Sequence[str] = (),
     label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
+    include_drafts: bool = False,
 ) -> mailbox_service_pb2.BatchRegisterMailboxesRequest:
     """Register up to 1,000 addresses sharing one service account (the tenant's
     default when None); one result per address, in order, each with its own
     `status` (a google.rpc.Status: code 0 and `mailbox` on success).
-    Idempotent per address: retried on UNAVAILABLE."""
-    return common.batch_register_request(email_addresses, service_account, label_ids, label_filter_behavior)
+    Idempotent per address: retried on UNAVAILABLE. `include_drafts` as in register_mailbox."""
+    return common.batch_register_request(email_addresses, service_account, label_ids, label_filter_behavior,
+                                         include_drafts)
 
 
 def stop_mailbox(mailbox_id: str) -> mailbox_service_pb2.StopMailboxRequest:

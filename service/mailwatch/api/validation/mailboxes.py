@@ -50,6 +50,7 @@ class MailboxRegistration:
     label_filter: LabelFilter
     credential: Credential | TenantDefaultCredential  # the tenant's defaults when not given
     metadata_headers: tuple[str, ...] | None = None  # None: no metadata on events
+    include_drafts: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class BatchRegistration:
     # the request's service account with the address as subject, or the
     # tenant's default), or why that address is refused.
     registrations: list[tuple[str, Credential | TenantDefaultCredential] | InvalidArgument]
+    include_drafts: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
         label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
         credential=credential,
         metadata_headers=metadata_headers,
+        include_drafts=request.include_drafts,
     )
 
 
@@ -131,7 +134,7 @@ def validate_batch_register_mailboxes(
         else:
             registrations.append((email, TenantDefaultCredential()))  # the tenant's service account
     return BatchRegistration(label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
-                             registrations=registrations)
+                             registrations=registrations, include_drafts=request.include_drafts)
 
 
 def _metadata_options(request: mailbox_service_pb2.RegisterMailboxRequest, problems: fields.Violations):

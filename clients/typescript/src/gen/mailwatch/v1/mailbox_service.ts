@@ -160,7 +160,20 @@ export interface RegisterMailboxRequest {
     | OAuthCredentials
     | undefined;
   /** Optional message metadata on MESSAGE_ADDED events. Unset: none. */
-  metadata: MetadataOptions | undefined;
+  metadata:
+    | MetadataOptions
+    | undefined;
+  /**
+   * Whether draft versions reach the change stream. Gmail records every draft
+   * autosave as a new message with the DRAFT label and the deletion of the
+   * previous version, so a draft being written produces a pair of events per
+   * save. False (the default; registering again sets it as given): changes to
+   * drafts are left out, a draft version's deletion included; the message a
+   * sent draft becomes (SENT, no DRAFT) is delivered. A field whose proto3
+   * default leaves drafts out, so a client that never heard of it gets real
+   * mail only. True: every version is added and each replaced one deleted.
+   */
+  includeDrafts: boolean;
 }
 
 /** Request for MailboxService.BatchRegisterMailboxes. */
@@ -177,7 +190,11 @@ export interface BatchRegisterMailboxesRequest {
    * service account (see AdminService.SetTenantGoogleSettings); without one,
    * each address answers FAILED_PRECONDITION.
    */
-  serviceAccount: ServiceAccountCredentials | undefined;
+  serviceAccount:
+    | ServiceAccountCredentials
+    | undefined;
+  /** Whether draft versions reach the change stream (as in RegisterMailbox). */
+  includeDrafts: boolean;
 }
 
 /** Response for MailboxService.BatchRegisterMailboxes. */
@@ -540,6 +557,7 @@ function createBaseRegisterMailboxRequest(): RegisterMailboxRequest {
     serviceAccount: undefined,
     oauth: undefined,
     metadata: undefined,
+    includeDrafts: false,
   };
 }
 
@@ -562,6 +580,9 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
     }
     if (message.metadata !== undefined) {
       MetadataOptions.encode(message.metadata, writer.uint32(882).fork()).join();
+    }
+    if (message.includeDrafts !== false) {
+      writer.uint32(888).bool(message.includeDrafts);
     }
     return writer;
   },
@@ -627,6 +648,14 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
             message.metadata = MetadataOptions.decode(reader, reader.uint32());
             continue;
           }
+          case 111: {
+            if (tag !== 888) {
+              break;
+            }
+
+            message.includeDrafts = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -663,6 +692,11 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
         : undefined,
       oauth: isSet(object.oauth) ? OAuthCredentials.fromJSON(object.oauth) : undefined,
       metadata: isSet(object.metadata) ? MetadataOptions.fromJSON(object.metadata) : undefined,
+      includeDrafts: isSet(object.includeDrafts)
+        ? globalThis.Boolean(object.includeDrafts)
+        : isSet(object.include_drafts)
+        ? globalThis.Boolean(object.include_drafts)
+        : false,
     };
   },
 
@@ -686,6 +720,9 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
     if (message.metadata !== undefined) {
       obj.metadata = MetadataOptions.toJSON(message.metadata);
     }
+    if (message.includeDrafts !== false) {
+      obj.includeDrafts = message.includeDrafts;
+    }
     return obj;
   },
 
@@ -706,12 +743,13 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
     message.metadata = (object.metadata !== undefined && object.metadata !== null)
       ? MetadataOptions.fromPartial(object.metadata)
       : undefined;
+    message.includeDrafts = object.includeDrafts ?? false;
     return message;
   },
 };
 
 function createBaseBatchRegisterMailboxesRequest(): BatchRegisterMailboxesRequest {
-  return { emailAddresses: [], labelIds: [], labelFilterBehavior: 0, serviceAccount: undefined };
+  return { emailAddresses: [], labelIds: [], labelFilterBehavior: 0, serviceAccount: undefined, includeDrafts: false };
 }
 
 export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesRequest> = {
@@ -727,6 +765,9 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
     }
     if (message.serviceAccount !== undefined) {
       ServiceAccountCredentials.encode(message.serviceAccount, writer.uint32(34).fork()).join();
+    }
+    if (message.includeDrafts !== false) {
+      writer.uint32(888).bool(message.includeDrafts);
     }
     return writer;
   },
@@ -776,6 +817,14 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
             message.serviceAccount = ServiceAccountCredentials.decode(reader, reader.uint32());
             continue;
           }
+          case 111: {
+            if (tag !== 888) {
+              break;
+            }
+
+            message.includeDrafts = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -810,6 +859,11 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
         : isSet(object.service_account)
         ? ServiceAccountCredentials.fromJSON(object.service_account)
         : undefined,
+      includeDrafts: isSet(object.includeDrafts)
+        ? globalThis.Boolean(object.includeDrafts)
+        : isSet(object.include_drafts)
+        ? globalThis.Boolean(object.include_drafts)
+        : false,
     };
   },
 
@@ -827,6 +881,9 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
     if (message.serviceAccount !== undefined) {
       obj.serviceAccount = ServiceAccountCredentials.toJSON(message.serviceAccount);
     }
+    if (message.includeDrafts !== false) {
+      obj.includeDrafts = message.includeDrafts;
+    }
     return obj;
   },
 
@@ -843,6 +900,7 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
     message.serviceAccount = (object.serviceAccount !== undefined && object.serviceAccount !== null)
       ? ServiceAccountCredentials.fromPartial(object.serviceAccount)
       : undefined;
+    message.includeDrafts = object.includeDrafts ?? false;
     return message;
   },
 };

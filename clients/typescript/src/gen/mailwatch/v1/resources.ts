@@ -474,6 +474,11 @@ export interface Mailbox {
     | MetadataOptions
     | undefined;
   /**
+   * Whether draft versions reach the change stream (given at registration;
+   * false: left out).
+   */
+  includeDrafts: boolean;
+  /**
    * The Pub/Sub topic Gmail publishes this mailbox's notifications to
    * (projects/<project>/topics/<name>): the tenant's own topic when its Google
    * settings name one in the credentials' project, else the deployment's.
@@ -697,6 +702,7 @@ function createBaseMailbox(): Mailbox {
     createTime: undefined,
     updateTime: undefined,
     metadata: undefined,
+    includeDrafts: false,
     watchTopic: "",
     nextAttemptTime: undefined,
   };
@@ -748,6 +754,9 @@ export const Mailbox: MessageFns<Mailbox> = {
     }
     if (message.metadata !== undefined) {
       MetadataOptions.encode(message.metadata, writer.uint32(882).fork()).join();
+    }
+    if (message.includeDrafts !== false) {
+      writer.uint32(888).bool(message.includeDrafts);
     }
     if (message.watchTopic !== "") {
       writer.uint32(402).string(message.watchTopic);
@@ -891,6 +900,14 @@ export const Mailbox: MessageFns<Mailbox> = {
             message.metadata = MetadataOptions.decode(reader, reader.uint32());
             continue;
           }
+          case 111: {
+            if (tag !== 888) {
+              break;
+            }
+
+            message.includeDrafts = reader.bool();
+            continue;
+          }
           case 50: {
             if (tag !== 402) {
               break;
@@ -984,6 +1001,11 @@ export const Mailbox: MessageFns<Mailbox> = {
         ? fromJsonTimestamp(object.update_time)
         : undefined,
       metadata: isSet(object.metadata) ? MetadataOptions.fromJSON(object.metadata) : undefined,
+      includeDrafts: isSet(object.includeDrafts)
+        ? globalThis.Boolean(object.includeDrafts)
+        : isSet(object.include_drafts)
+        ? globalThis.Boolean(object.include_drafts)
+        : false,
       watchTopic: isSet(object.watchTopic)
         ? globalThis.String(object.watchTopic)
         : isSet(object.watch_topic)
@@ -1044,6 +1066,9 @@ export const Mailbox: MessageFns<Mailbox> = {
     if (message.metadata !== undefined) {
       obj.metadata = MetadataOptions.toJSON(message.metadata);
     }
+    if (message.includeDrafts !== false) {
+      obj.includeDrafts = message.includeDrafts;
+    }
     if (message.watchTopic !== "") {
       obj.watchTopic = message.watchTopic;
     }
@@ -1079,6 +1104,7 @@ export const Mailbox: MessageFns<Mailbox> = {
     message.metadata = (object.metadata !== undefined && object.metadata !== null)
       ? MetadataOptions.fromPartial(object.metadata)
       : undefined;
+    message.includeDrafts = object.includeDrafts ?? false;
     message.watchTopic = object.watchTopic ?? "";
     message.nextAttemptTime = object.nextAttemptTime ?? undefined;
     return message;
