@@ -131,6 +131,21 @@ async def test_gmail_rate_limit_is_resource_exhausted_with_retry_info(service):
     assert 500 < retry_delay_of(caught.value) <= 600
 
 
+async def test_a_label_id_the_mailbox_does_not_have_is_invalid_argument_on_label_ids(service):
+    """Gmail refuses it 400 "Invalid label: <id>": the caller is told which field, not handed an
+    empty page."""
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "labels@example.com"), metadata=auth)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.mailboxes.ListMessages(mailbox_service_pb2.ListMessagesRequest(
+            mailbox_id=mailbox.id, label_ids=["INBOX", "Label_404"]), metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad_request = error_details(caught.value)
+    assert [v.field for v in bad_request.field_violations] == ["label_ids"]
+    assert "Label_404" in bad_request.field_violations[0].description
+
+
 async def test_a_query_lists_exactly_the_matching_messages(service):
     sim = service.sim
     _, auth = await service.new_tenant()

@@ -46,6 +46,20 @@ def test_messages_list_paging_and_label_filter(control, alice):
     assert len(with_trash["messages"]) == 8
 
 
+def test_messages_list_refuses_a_label_id_the_user_does_not_have(control, alice):
+    """Gmail answers 400 "Invalid label: <id>" (public reports: a label's name passed as its id),
+    as users.watch does, rather than an empty list that reads as "no such messages"."""
+    work = control.create_label(ALICE, "Work")
+    control.insert_message(ALICE, label_ids=["INBOX", work])
+    for wanted in (["INBOX", "Label_999"], ["Work"]):
+        with pytest.raises(HttpError) as refused:
+            alice.users().messages().list(userId="me", labelIds=wanted).execute()
+        assert refused.value.resp.status == 400
+        assert error_of(refused.value)["message"] == f"Invalid label: {wanted[-1]}"
+        assert error_of(refused.value)["errors"][0]["reason"] == "invalidArgument"
+    assert len(alice.users().messages().list(userId="me", labelIds=["INBOX", work]).execute()["messages"]) == 1
+
+
 def test_messages_list_empty_mailbox(alice):
     assert alice.users().messages().list(userId="me").execute() == {"resultSizeEstimate": 0}
 

@@ -133,7 +133,8 @@ Behaviour worth knowing:
   publisher role for gmail-api-push@system.gserviceaccount.com; topics allow it unless told otherwise,
   as after ``mailwatch pubsub ensure``) with 403 ``forbidden`` "Error sending test message to Cloud
   PubSub <topic> : User not authorized to perform this action.", and a label id the mailbox does not
-  have (a name is not an id) with 400 ``invalidArgument`` "Invalid label: <id>".
+  have (a name is not an id) with 400 ``invalidArgument`` "Invalid label: <id>"; so does
+  ``messages.list`` for such a ``labelIds`` value.
 * ``labelFilterBehavior`` / ``labelFilterAction`` accept only the discovery document's spelling,
   ``include`` / ``exclude``.
 * Quota units per call follow Google's published table (getProfile 1, watch 100, stop 50,

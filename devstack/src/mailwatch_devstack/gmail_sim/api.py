@@ -156,9 +156,7 @@ async def watch(call: Call) -> ApiResponse:
     label_ids = body.get("labelIds") or []
     if not isinstance(label_ids, list) or not all(isinstance(l, str) for l in label_ids):
         raise invalid_value("label_ids", "TYPE_STRING", json.dumps(label_ids))
-    for label_id in label_ids:
-        if not mailbox.has_label(label_id):
-            raise bad_request(f"Invalid label: {label_id}", "invalidArgument")
+    _refuse_unknown_labels(mailbox, label_ids)
     behavior = body.get("labelFilterBehavior")
     field_name = "label_filter_behavior"
     if behavior is None:
@@ -242,6 +240,14 @@ def _current_labels(mailbox):
     return labels_of
 
 
+def _refuse_unknown_labels(mailbox, label_ids) -> None:
+    """Gmail's 400 for a label id the user does not have (a label's name is not its id either), as
+    users.watch and users.messages.list answer it."""
+    for label_id in label_ids:
+        if not mailbox.has_label(label_id):
+            raise bad_request(f"Invalid label: {label_id}", "invalidArgument")
+
+
 def messages_list(call: Call) -> ApiResponse:
     mailbox = call.state.mailbox(call.user)
     q = _one(call, "q")
@@ -255,6 +261,7 @@ def messages_list(call: Call) -> ApiResponse:
             # Stricter than Gmail (which answers what it can): never a silently ignored operator.
             raise bad_request(f"Invalid query: {refused}", "invalidArgument") from None
     label_ids = call.query.getall("labelIds", [])
+    _refuse_unknown_labels(mailbox, label_ids)
     include = _bool(call, "includeSpamTrash", "include_spam_trash")
     limit = _max_results(call)
     offset = _page_offset(call)
