@@ -1,17 +1,20 @@
 """Engine and session set-up, and the start-up check that the schema is current.
 
-Engine settings follow the Prefect server: READ COMMITTED, `pool_pre_ping`,
-sessions with `expire_on_commit=False` (we return plain dataclasses, so nothing
-should lazily reload after commit). Connections run with `TimeZone=UTC` so
-every `timestamptz` comes back as an aware UTC datetime.
+Engine settings follow the Prefect server: READ COMMITTED, sessions with
+`expire_on_commit=False` (we return plain dataclasses, so nothing should lazily
+reload after commit), and a ping before handing out a pooled connection, though
+only one that sat idle in the pool (`_ping_idle_connections`). Connections run
+with `TimeZone=UTC` so every `timestamptz` comes back as an aware UTC datetime.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
@@ -35,10 +38,9 @@ def create_engine(
     The pool is per process; size it for the process's concurrent transactions
     (RPC handlers + workers). LISTEN connections are not taken from it.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         isolation_level="READ COMMITTED",
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
@@ -52,6 +54,43 @@ def create_engine(
         hide_parameters=True,
         echo=echo,
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection back in the pool for longer than this is pinged before it is
+# handed out again; one returned more recently is presumed alive.
+PING_AFTER_IDLE_SECONDS = 1.0
+_RETURNED_AT = "mailwatch_returned_at"
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """`pool_pre_ping` for connections that sat idle: a connection dropped while idle
+    (a Postgres restart or failover, a proxy's idle timeout) is replaced before anyone
+    uses it, and a failed ping invalidates every older pooled connection
+    (`InvalidatePoolError`, as pre-ping does). A busy service's connections come back
+    within milliseconds, so most checkouts skip the ping's round trip, which on the
+    sync's path cost as much CPU as the statement it preceded. A connection that dies
+    within the idle window fails its statement once; that error invalidates the pool
+    in turn (SQLAlchemy's disconnect handling) and the caller sees the database as
+    unavailable, as when Postgres is down."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def returned(dbapi_connection, record) -> None:
+        if dbapi_connection is not None:
+            record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def ping_if_idle(dbapi_connection, record, proxy) -> None:
+        returned_at = record.info.get(_RETURNED_AT)  # None: connected for this checkout
+        if returned_at is None or time.monotonic() - returned_at < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            raise exc.InvalidatePoolError(str(error)) from error
 
 
 Engine = AsyncEngine
