@@ -9,16 +9,19 @@ writes in the mode they need.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping, Sequence
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain import addresses
-from mailwatch.store.db import Sessions, autocommit, transaction
+from mailwatch.store.db import Sessions, driver_autocommit, transaction
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, MALFORMED_MAX_PER_SOURCE, malformed_notifications
 
 
@@ -103,16 +106,44 @@ async def record_notification_batch(
     are left alone. Returns an outcome per address that names at least one
     mailbox; unknown addresses are absent. `now` defaults to the database clock.
     """
+    collapsed = _collapse(latest)
+    if not collapsed:
+        return {}
+    return _outcomes(await session.execute(_RECORD, _record_params(collapsed, now)))
+
+
+async def _record_on_driver(connection, latest: Mapping[str, int], now: datetime | None
+                            ) -> dict[str, NotificationOutcome]:
+    """`record_notification_batch` on the driver's (psycopg) connection in autocommit
+    (`db.driver_autocommit`): ingest's every batch, without an ORM session or
+    SQLAlchemy's execution and result layers around the one statement."""
+    collapsed = _collapse(latest)
+    if not collapsed:
+        return {}
+    async with connection.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(_compiled_record(), _record_params(collapsed, now))
+        return _outcomes(await cursor.fetchall())
+
+
+@functools.cache
+def _compiled_record() -> str:
+    return str(_RECORD.compile(dialect=psycopg.dialect()))
+
+
+def _collapse(latest: Mapping[str, int]) -> dict[str, int]:
+    """The highest history id per normalized address."""
     collapsed: dict[str, int] = {}
     for address, history_id in latest.items():
         key = addresses.normalize(address)
         collapsed[key] = max(int(history_id), collapsed.get(key, 0))
-    if not collapsed:
-        return {}
-    rows = await session.execute(
-        _RECORD,
-        {"addresses": list(collapsed), "history_ids": list(collapsed.values()), "now": now},
-    )
+    return collapsed
+
+
+def _record_params(collapsed: dict[str, int], now: datetime | None) -> dict:
+    return {"addresses": list(collapsed), "history_ids": list(collapsed.values()), "now": now}
+
+
+def _outcomes(rows) -> dict[str, NotificationOutcome]:
     return {
         row.email_address: NotificationOutcome(
             active=int(row.active), inactive=int(row.inactive), marked_due=int(row.marked_due)
@@ -189,8 +220,8 @@ async def write_batch(
         # a COMMIT round trip later (batches naming the same mailboxes, and the
         # syncs they start, queue on those locks), and BEGIN/COMMIT cost no
         # round trips.
-        async with autocommit(sessions) as session:
-            return await record_notification_batch(session, latest, now=now), MalformedKept()
+        async with driver_autocommit(sessions) as connection:
+            return await _record_on_driver(connection, latest, now), MalformedKept()
     async with transaction(sessions) as session:
         outcomes = await record_notification_batch(session, latest, now=now)
         return outcomes, await insert_malformed(session, malformed)
