@@ -24,6 +24,7 @@ from mailwatch.ingest.sources import TenantPushAudiences, configured_subscriptio
 from mailwatch.lifecycle.messages import MailboxMessages
 from mailwatch.lifecycle.registration import Registrations
 from mailwatch.secrets import SecretBox
+from mailwatch.store import gmail_budgets
 from mailwatch.store import google_settings as settings_store
 from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
@@ -74,8 +75,10 @@ class App:
         sessions = session_factory(engine)
         # Gmail calls block a thread each: enough threads for every mailbox syncing at once.
         # Each tenant's Gmail quota budget: its own (Google settings) or the deployment's.
+        # Every replica takes from one bucket per tenant in Postgres, so the budget holds across replicas.
         budgets = TenantBudgets(settings.gmail.tenant_units_per_minute,
-                                override=lambda tenant_id: settings_store.gmail_budget(sessions, tenant_id))
+                                override=lambda tenant_id: settings_store.gmail_budget(sessions, tenant_id),
+                                shared=functools.partial(gmail_budgets.take_units, sessions))
         gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2), budgets=budgets)
         notifier = ChangeNotifier(settings.database_url)
         sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,

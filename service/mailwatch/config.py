@@ -102,11 +102,11 @@ class GmailSettings(_Section):
     )
     tenant_units_per_minute: int = setting(
         0,
-        "Each tenant's budget of Gmail quota units a minute, per replica (0: none), so that one tenant's bulk "
-        "registration, backfill or resync storm cannot take the quota of a Google project tenants share (Gmail "
-        "allows 1,200,000 units a minute per project). A tenant past its budget waits (its calls are deferred, "
-        "its due syncs left unclaimed) while other tenants' work goes on. A tenant's Google settings may set its "
-        "own (`gmail_units_per_minute`).",
+        "Each tenant's budget of Gmail quota units a minute, all replicas together (0: none), so that one "
+        "tenant's bulk registration, backfill or resync storm cannot take the quota of a Google project tenants "
+        "share (Gmail allows 1,200,000 units a minute per project). A tenant past its budget waits (its calls are "
+        "deferred, its due syncs and renewals left unclaimed) while other tenants' work goes on. A tenant's "
+        "Google settings may set its own (`gmail_units_per_minute`).",
     )
 
     def validate(self) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -243,7 +244,7 @@ class TenantGoogleSettingsRow(Base):
     pubsub_topic: Mapped[str] = mapped_column(Text, nullable=False)
     pubsub_subscription: Mapped[str | None] = mapped_column(Text)  # NULL: push delivery
     push_audience: Mapped[str | None] = mapped_column(Text)
-    # The tenant's own Gmail quota budget (units a minute per replica); NULL: the deployment's.
+    # The tenant's own Gmail quota budget (units a minute, all replicas together); NULL: the deployment's.
     gmail_units_per_minute: Mapped[int | None] = mapped_column(BigInteger)
     created: Mapped[datetime] = _created()
     updated: Mapped[datetime] = _updated()
@@ -252,6 +253,20 @@ class TenantGoogleSettingsRow(Base):
         CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
         CheckConstraint("gmail_units_per_minute >= 0", name="gmail_units_per_minute_non_negative"),
     )
+
+
+class GmailBudgetBucketRow(Base):
+    """A tenant's Gmail quota budget as one token bucket every replica takes from
+    (gmail/budget.py, store/gmail_budgets.py): the units left as of `updated`
+    (negative: in debt), refilled at the tenant's budget as time passes."""
+
+    __tablename__ = "gmail_budget_buckets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    tokens: Mapped[float] = mapped_column(Double, nullable=False)
+    updated: Mapped[datetime] = _timestamp(nullable=False)
 
 
 class SubscriptionStatusRow(Base):

@@ -135,7 +135,8 @@ async def test_a_bulk_registration_is_held_to_its_budget_while_another_tenants_c
         # notifications' syncs); without budgets A would spend 505,000 units as fast as it can.
         a_units = _units(sim, a_addresses) - a_units_before
         assert a_units >= A_MAILBOXES * 101
-        assert a_units <= BUDGET * (10 + elapsed) / 60, (a_units, elapsed)
+        # … plus the one grant (1 s of budget) and one call the replica may hold unspent (gmail/budget.py).
+        assert a_units <= BUDGET * (10 + elapsed) / 60 + BUDGET / 60 + 100, (a_units, elapsed)
         assert DEFERRED_CALLS.labels(tenant=tenant_label(b_id))._value.get() == b_deferred_before
         assert latencies, "A's registration ended before B changed once"
         assert max(latencies) <= B_LATENCY_BOUND, latencies
