@@ -80,6 +80,38 @@ def test_a_message_is_listed_before_messages_get_finds_it(control, alice):
     assert found["id"] == message["id"]
 
 
+def test_draft_versions_and_sent_drafts_are_listed_before_messages_get_finds_them_too(control, alice):
+    """A saved draft version and a sent draft's message are new messages like any other: the same
+    delay applies to them."""
+    control.configure(message_visibility_delay_seconds=30)
+    start = control.history_id(ALICE)
+
+    def get(message):
+        return alice.users().messages().get(userId="me", id=message["id"], format="minimal").execute()
+
+    first = control.save_draft(ALICE, subject="v1")
+    assert not_yet_found(lambda: get(first))
+    control.advance_clock(31)
+    assert get(first)["labelIds"] == ["DRAFT"]
+    second = control.save_draft(ALICE, draft_id=first["draftId"], subject="v2")
+    assert not_yet_found(lambda: get(second))
+    control.advance_clock(31)
+    assert get(second)["labelIds"] == ["DRAFT"]
+    sent = control.send_draft(ALICE, first["draftId"])
+    assert not_yet_found(lambda: get(sent))
+    history = alice.users().history().list(userId="me", startHistoryId=str(start)).execute()["history"]
+    listed = [entry["message"]["id"] for record in history for entry in record.get("messagesAdded", [])]
+    assert listed == [first["id"], second["id"], sent["id"]]
+    control.advance_clock(31)
+    assert get(sent)["labelIds"] == ["SENT"]
+
+
+def not_yet_found(call) -> bool:
+    with pytest.raises(HttpError) as missing:
+        call()
+    return missing.value.resp.status == 404
+
+
 def test_settings_are_validated(control):
     from mailwatch_devstack.gmail_sim import SimulatorControlError
 

@@ -244,6 +244,31 @@ async def test_drafts_synced_version_by_version_are_left_out_by_default(make_ser
         ]
 
 
+async def test_drafts_listed_before_messages_get_finds_them_are_asked_again(make_service):
+    """A draft version and a sent draft's message are new messages: Gmail's history can list them
+    before messages.get finds them too. Their metadata is asked again, not reported missing; a
+    version the history already deletes is not waited for."""
+    email = "hasty@example.com"
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        mail_only = await registered(service, email, **WITH_METADATA)
+        _, everything = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, email, include_drafts=True, **WITH_METADATA),
+                                                metadata=everything)
+        sim.advance_clock(2)
+        sim.configure(message_visibility_delay_seconds=1.5)
+        kept = sim.save_draft(email, subject="Kept")
+        replaced = sim.save_draft(email, subject="Sent")
+        sent = sim.send_draft(email, replaced["draftId"])
+        await sync_through(service, email, sent["historyId"])
+        done = lambda ev: sent["id"] in [e.message_id for e in ev if e.type == ADDED]  # noqa: E731
+        assert added_with_metadata(await collect(service, mail_only, done)) == {sent["id"]: "Sent"}
+        events = await collect(service, everything, lambda ev: len(message_events(ev)) >= 4)
+        assert added_with_metadata(events) == {kept["id"]: "Kept", sent["id"]: "Sent"}
+        assert [e.metadata.missing for e in events if e.type == ADDED and e.message_id == replaced["id"]] == [True]
+        assert lookups(sim, email) > 3  # one lookup each (S twice: one per registration), and again after 404s
+
+
 async def sync_through(service, email: str, history_id: str) -> None:
     """Run the sync worker until every registration of `email` has synced up to `history_id`
     (the ingest of Gmail's notification marks them due)."""

@@ -57,8 +57,8 @@ Behaviour worth knowing:
   messages carry only ``id`` and ``threadId``, which the discovery document allows. ``labelsAdded`` / ``labelsRemoved`` entries also carry the ``labelIds`` they changed; a
   relabel made with ``oneRecord`` is one record with both. ``emptyHistoryPages: true`` precedes
   every page of records with one carrying a ``nextPageToken`` and no ``history``, as Gmail may.
-  ``messageVisibilityDelaySeconds``: for that long after a message is added, ``messages.get``
-  answers 404 for it although the history lists it. A ``startHistoryId`` below the
+  ``messageVisibilityDelaySeconds``: for that long after a message is added (inserted, a draft
+  version saved, a draft sent), ``messages.get`` answers 404 for it although the history lists it. A ``startHistoryId`` below the
   retained floor answers 404 (notFound). History older than 7 days (simulated clock) expires.
   Malformed / unknown parameters answer 400.
 * ``messages.list``'s ``q`` is evaluated with Gmail's search operators (``search.py``): ``from:`` /

@@ -291,7 +291,7 @@ async def save_draft(request):
         try:
             draft_id, message, records = mailbox.save_draft(
                 now=state.clock.now(), draft_id=draft_id, headers=_headers(data), body=str(data.get("body", "")),
-                thread_id=data.get("threadId"))
+                thread_id=data.get("threadId"), visible_after=state.message_visibility_delay)
         except UnknownDraft:
             raise ControlError(f"no draft {draft_id} in {mailbox.email}", 404) from None
         except UnknownMessage:
@@ -307,7 +307,8 @@ async def send_draft(request):
     with state.lock:
         mailbox = _mailbox(state, _email_arg(request))
         try:
-            message, records = mailbox.send_draft(draft_id, now=state.clock.now())
+            message, records = mailbox.send_draft(draft_id, now=state.clock.now(),
+                                                  visible_after=state.message_visibility_delay)
         except UnknownDraft:
             raise ControlError(f"no draft {draft_id} in {mailbox.email}", 404) from None
         state.changed(mailbox, records)

@@ -316,10 +316,12 @@ class Mailbox:
 
     # -- drafts: what Gmail records for them -------------------------------------------------
     def save_draft(self, *, now: float, draft_id: str | None = None, headers: list[tuple[str, str]] | None = None,
-                   body: str = "", thread_id: str | None = None) -> tuple[str, Message, list[HistoryRecord]]:
+                   body: str = "", thread_id: str | None = None,
+                   visible_after: float = 0.0) -> tuple[str, Message, list[HistoryRecord]]:
         """Create a draft, or save a new version of one (an autosave). A draft's message carries
         only DRAFT and cannot change: each version is a new message (messageAdded, DRAFT) and the
-        previous one is deleted (messageDeleted), in the same thread; the draft id stays."""
+        previous one is deleted (messageDeleted), in the same thread; the draft id stays.
+        `visible_after` as in `insert_message`: a version is a new message like any other."""
         previous = None
         if draft_id is not None:
             if draft_id not in self.drafts:
@@ -329,7 +331,7 @@ class Mailbox:
         elif thread_id is not None and thread_id not in self.thread_sizes:
             raise UnknownMessage(thread_id)
         message, added = self.insert_message(now=now, label_ids=["DRAFT"], thread_id=thread_id,
-                                             headers=headers, body=body)
+                                             headers=headers, body=body, visible_after=visible_after)
         records = [added]
         if previous is not None:
             records.append(self.delete_message(previous.id, now=now))
@@ -338,14 +340,14 @@ class Mailbox:
         self.drafts[draft_id] = message.id
         return draft_id, message, records
 
-    def send_draft(self, draft_id: str, *, now: float) -> tuple[Message, list[HistoryRecord]]:
+    def send_draft(self, draft_id: str, *, now: float, visible_after: float = 0.0) -> tuple[Message, list[HistoryRecord]]:
         """Send a draft: a new message with SENT (a new id, the same thread and content) is added
-        and the draft, with its message, is deleted."""
+        and the draft, with its message, is deleted. `visible_after` as in `insert_message`."""
         if draft_id not in self.drafts:
             raise UnknownDraft(draft_id)
         draft = self.messages[self.drafts[draft_id]]
         sent, added = self.insert_message(now=now, label_ids=["SENT"], thread_id=draft.thread_id,
-                                          headers=list(draft.headers), body=draft.body)
+                                          headers=list(draft.headers), body=draft.body, visible_after=visible_after)
         return sent, [added, self.delete_message(draft.id, now=now)]
 
     def seed_messages(self, count: int, *, now: float, label_ids: list[str]) -> int:
