@@ -1,7 +1,7 @@
 """gmail_budget_buckets: each tenant's Gmail quota budget, one bucket shared by every replica
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-07 05:00:00
 
 A row per tenant that spends a budget: the units left as of `updated`
@@ -17,8 +17,8 @@ from typing import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
