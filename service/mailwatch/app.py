@@ -26,9 +26,11 @@ from mailwatch.lifecycle.registration import Registrations
 from mailwatch.secrets import SecretBox
 from mailwatch.store import gmail_budgets
 from mailwatch.store import google_settings as settings_store
+from mailwatch.store import tenant_limits as limits_store
 from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
+from mailwatch.usage_limits import UsageLimits
 from mailwatch.workers.sync import SyncWorker
 from mailwatch.workers.poll import PollWorker
 from mailwatch.workers.prune import PruneWorker
@@ -53,6 +55,7 @@ class App:
     prune_worker: PruneWorker
     poll_worker: PollWorker
     renew_worker: RenewWorker
+    usage_limits: UsageLimits
     ingestor: PullIngestor | None = None
     http_runner: web.AppRunner | None = None
     http_port: int | None = None  # bound port of MAILWATCH_HTTP_LISTEN, once started
@@ -81,6 +84,8 @@ class App:
                                 shared=functools.partial(gmail_budgets.take_units, sessions))
         gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2), budgets=budgets)
         notifier = ChangeNotifier(settings.database_url)
+        # Each tenant's limits on our own resources: its own (tenant_limits) or the deployment's.
+        usage_limits = UsageLimits(settings.limits, lambda tenant_id: limits_store.own_limits(sessions, tenant_id))
         sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,
                                  clock=clock)
         ingestor = None
@@ -99,7 +104,7 @@ class App:
             secret_box=secret_box,
             gmail=gmail,
             clock=clock,
-            registrations=Registrations(sessions, gmail, secret_box, clock, settings.pubsub.topic),
+            registrations=Registrations(sessions, gmail, secret_box, clock, settings.pubsub.topic, limits=usage_limits),
             messages=MailboxMessages(sessions, gmail, secret_box),
             notifier=notifier,
             streamer=ChangeStreamer.from_settings(settings.stream, sessions, notifier, clock=clock),
@@ -112,6 +117,7 @@ class App:
                 # A renewal claim is taken over after the same lease as a sync's.
                 lease_seconds=settings.sync.lease_seconds,
             ),
+            usage_limits=usage_limits,
             ingestor=ingestor,
         )
 

@@ -2,7 +2,7 @@
 
 `Settings` holds what the whole process shares (database, keys, gRPC
 address) and one section per component (`sync`, `renew`, `poll`, `prune`,
-`ingest`, `stream`, `http`, `push`, `tls`, `gmail`, `pubsub`, `log`); each
+`ingest`, `stream`, `limits`, `http`, `push`, `tls`, `gmail`, `pubsub`, `log`); each
 component is handed its section whole. A field's variable is
 MAILWATCH_<SECTION>_<FIELD> unless the field names another (`env=`): the
 variables predate the sections and users' deployments and the Helm chart
@@ -240,6 +240,41 @@ class StreamSettings(_Section):
 
 
 @dataclass(frozen=True)
+class LimitSettings(_Section):
+    """Per-tenant limits on this service's own resources (usage_limits.py); each replica counts its own."""
+
+    prefix: ClassVar[str] = "limits"
+    streams_per_tenant: int = setting(
+        100,
+        "`StreamChanges` streams one tenant may hold open at once on each replica (0: no limit); one more is "
+        "refused with RESOURCE_EXHAUSTED, reason TENANT_STREAM_LIMIT. A tenant's own limit (AdminService."
+        "SetTenantLimits) wins. Each replica counts its own streams: with N replicas "
+        "behind a balancer a tenant may hold up to N times this.",
+    )
+    rpcs_per_second_per_key: int = setting(
+        200,
+        "Calls one API key may make a second on each replica, in bursts of up to as many at once (a token bucket; "
+        "0: no limit); more are refused with RESOURCE_EXHAUSTED, reason RPC_RATE_LIMITED, and a RetryInfo saying "
+        "when the key may call again. Opening a stream is one call. A tenant's own limit applies to each of its keys.",
+    )
+    registrations_per_minute_per_tenant: int = setting(
+        6000,
+        "Mailboxes one tenant may register a minute on each replica, in bursts of up to as many at once (a token "
+        "bucket; 0: no limit), each address of a `BatchRegisterMailboxes` counting as one; a call that would go "
+        "past it is refused whole with RESOURCE_EXHAUSTED, reason REGISTRATION_RATE_LIMITED, and a RetryInfo (a "
+        "batch larger than the limit: FAILED_PRECONDITION, REGISTRATION_BATCH_OVER_LIMIT). A tenant's own limit "
+        "wins. A registration costs 101 Gmail quota units, so 6,000 a minute is about half of a Google project's "
+        "1,200,000.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("streams_per_tenant", "rpcs_per_second_per_key", "registrations_per_minute_per_tenant"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self.env_name(name)} must not be negative (0: no limit), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class HttpSettings(_Section):
     """Plain HTTP for /metrics (Prometheus), /healthz and, with push, /pubsub/push (http.py)."""
 
@@ -353,6 +388,7 @@ class Settings(_Section):
     prune: PruneSettings = _section(PruneSettings)
     ingest: IngestSettings = _section(IngestSettings)
     stream: StreamSettings = _section(StreamSettings)
+    limits: LimitSettings = _section(LimitSettings)
     http: HttpSettings = _section(HttpSettings)
     push: PushSettings = _section(PushSettings)
     tls: TlsSettings = _section(TlsSettings)

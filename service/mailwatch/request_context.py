@@ -26,6 +26,8 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 _tenant_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("mailwatch_tenant_id", default=None)
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("mailwatch_request_id", default=None)
+# A SHA-256 of the API key the call came with (never the key): what per-key limits count by.
+_api_key: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("mailwatch_api_key", default=None)
 
 
 def start_request(client_request_id: str | bytes | None) -> str:
@@ -35,11 +37,18 @@ def start_request(client_request_id: str | bytes | None) -> str:
         request_id = uuid.uuid4().hex
     _request_id.set(request_id)
     _tenant_id.set(None)
+    _api_key.set(None)
     return request_id
 
 
-def set_tenant_id(tenant_id: uuid.UUID) -> None:
+def set_tenant_id(tenant_id: uuid.UUID, *, api_key_digest: bytes | None = None) -> None:
     _tenant_id.set(tenant_id)
+    _api_key.set(api_key_digest)
+
+
+def current_api_key_digest() -> bytes | None:
+    """The SHA-256 of the current call's API key; None outside an API-key-authenticated call."""
+    return _api_key.get()
 
 
 def current_tenant_id() -> uuid.UUID:

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailwatch.api.admin import AdminServicer
-from mailwatch.api.interceptors import AuthInterceptor, server_interceptors
+from mailwatch.api.interceptors import AuthInterceptor, RateLimitInterceptor, server_interceptors
 from mailwatch.api.mailboxes import MailboxServicer
 from mailwatch.app import App
 from mailwatch.clock import Clock
@@ -49,7 +49,7 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
     """A server with every service added and its port bound, not yet started."""
     auth = AuthInterceptor(app.sessions, operator_token=app.settings.operator_token)
     server = grpc.aio.server(
-        interceptors=server_interceptors(auth),
+        interceptors=server_interceptors(auth, RateLimitInterceptor(app.usage_limits)),
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -58,11 +58,12 @@ def create_server(app: App) -> tuple[grpc.aio.Server, int, health.aio.HealthServ
         ],
     )
     mailbox_service_pb2_grpc.add_MailboxServiceServicer_to_server(
-        MailboxServicer(app.sessions, app.registrations, app.messages, app.streamer), server
+        MailboxServicer(app.sessions, app.registrations, app.messages, app.streamer, limits=app.usage_limits), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(app.sessions, api_key_cache=auth.cache, secret_box=app.secret_box,
-                      deployment_subscriptions=app.settings.pubsub.subscriptions, budgets=app.gmail.budgets), server
+                      deployment_subscriptions=app.settings.pubsub.subscriptions, budgets=app.gmail.budgets,
+                      limits=app.usage_limits), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

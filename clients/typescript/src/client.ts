@@ -22,7 +22,7 @@ import {
   type TlsOptions,
 } from "./config.js";
 import { eventTypes, mailboxStates } from "./enums.js";
-import { GrpcStatus, toRpcError } from "./errors.js";
+import { retriedAfter, toRpcError } from "./errors.js";
 import {
   type GetMessageRequest,
   type ListMessagesRequest,
@@ -57,7 +57,8 @@ export interface ClientOptions {
   tls?: boolean | TlsOptions;
   /** Default deadline of a call, all its attempts together; `null`: none. Default 30 s. */
   timeoutMs?: number | null;
-  /** How idempotent calls are retried on UNAVAILABLE (default: 6 attempts, 0.1 s to 5 s apart). */
+  /** How idempotent calls are retried on UNAVAILABLE, and on RESOURCE_EXHAUSTED with RetryInfo after at least its
+   * delay (default: 6 attempts, 0.1 s to 5 s apart). */
   retry?: Partial<RetryPolicy>;
   /** How change streams reconnect (default: forever, 0.2 s to 10 s apart). */
   streamRetry?: Partial<RetryPolicy>;
@@ -430,7 +431,7 @@ export class MailwatchClient {
         return await attempt(metadata, deadline === undefined ? {} : { deadline: new Date(deadline) });
       } catch (failure) {
         const error = toRpcError(failure);
-        if (error.code !== GrpcStatus.UNAVAILABLE || !allowsAnotherAttempt(policy, attempts)) {
+        if (!retriedAfter(error) || !allowsAnotherAttempt(policy, attempts)) {
           throw error;
         }
         const wait = Math.max(backoffMs(policy, attempts), error.retryDelay ?? 0);

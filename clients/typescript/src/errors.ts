@@ -161,6 +161,18 @@ export class CursorExpiredError extends FailedPreconditionError {
   }
 }
 
+/**
+ * Whether a failure is worth retrying (for idempotent calls and streams): UNAVAILABLE, or
+ * RESOURCE_EXHAUSTED when the server said when to come back (RetryInfo: a rate or stream limit).
+ * The retry waits at least `retryDelay`.
+ */
+export function retriedAfter(error: RpcError): boolean {
+  return (
+    error.code === GrpcStatus.UNAVAILABLE ||
+    (error.code === GrpcStatus.RESOURCE_EXHAUSTED && error.retryDelay !== undefined)
+  );
+}
+
 /** RESOURCE_EXHAUSTED: slow down (`retryDelay` says for how long, when known). */
 export class RateLimitedError extends RpcError {
   override name = "RateLimitedError";

@@ -32,7 +32,7 @@ import type { ClientReadableStream } from "@grpc/grpc-js";
 
 import type { CheckpointStore } from "./checkpoint.js";
 import { allowsAnotherAttempt, backoffMs, type RetryPolicy } from "./config.js";
-import { GrpcStatus, RpcError, toRpcError } from "./errors.js";
+import { RpcError, retriedAfter, toRpcError } from "./errors.js";
 import { StartPosition, type StreamChangesRequest, type StreamChangesResponse } from "./gen/mailwatch/v1/mailbox_service.js";
 import type { ChangeEvent, EventType } from "./gen/mailwatch/v1/resources.js";
 
@@ -211,7 +211,7 @@ export class ChangeStream implements AsyncIterableIterator<ChangeEvent> {
           return;
         }
         error = toRpcError(failure);
-        if (error.code !== GrpcStatus.UNAVAILABLE) {
+        if (!retriedAfter(error)) {
           throw error;
         }
       } finally {

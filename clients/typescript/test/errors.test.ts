@@ -18,6 +18,7 @@ import {
 } from "../src/index.js";
 import { BadRequest, ErrorInfo, RequestInfo, RetryInfo } from "../src/gen/google/rpc/error_details.js";
 import { Status } from "../src/gen/google/rpc/status.js";
+import { retriedAfter } from "../src/errors.js";
 
 function any(typeName: string, value: Uint8Array) {
   return { typeUrl: `type.googleapis.com/${typeName}`, value: Buffer.from(value) };
@@ -75,6 +76,20 @@ describe("typed errors", () => {
     );
     assert.ok(error instanceof RateLimitedError);
     assert.equal(error.retryDelay, 7250);
+  });
+
+  it("retries UNAVAILABLE, and RESOURCE_EXHAUSTED only when RetryInfo says when", () => {
+    const limited = toRpcError(
+      failure(GrpcStatus.RESOURCE_EXHAUSTED, "slow down", [
+        info("RPC_RATE_LIMITED"),
+        any("google.rpc.RetryInfo", RetryInfo.encode({ retryDelay: { seconds: 0, nanos: 400_000_000 } }).finish()),
+      ]),
+    );
+    const noHint = toRpcError(failure(GrpcStatus.RESOURCE_EXHAUSTED, "slow down", [info("RPC_RATE_LIMITED")]));
+    const gone = toRpcError({ code: GrpcStatus.UNAVAILABLE, details: "connection refused", metadata: new Metadata() });
+    const bad = toRpcError(failure(GrpcStatus.INVALID_ARGUMENT, "bad", [info("INVALID_ARGUMENT")]));
+    assert.deepEqual([limited, noHint, gone, bad].map(retriedAfter), [true, false, true, false]);
+    assert.equal(limited.retryDelay, 400);
   });
 
   it("ignores details whose status code is not the call's, and calls without details", () => {

@@ -302,7 +302,10 @@ describe("errors", () => {
 
     const busy = await world.serviceAccount("ts-busy@example.com");
     await world.sim("inject_fault", ["rateLimitExceeded"], { method: "users.watch", count: 1, retry_after: 7 });
-    const limited = await rejection(client.registerMailbox("ts-busy@example.com", { credentials: busy }));
+    // Not retried here (one attempt): the client would wait the 7 s and try again.
+    const limited = await rejection(
+      client.registerMailbox("ts-busy@example.com", { credentials: busy, retry: { maxAttempts: 1 } }),
+    );
     assert.ok(limited instanceof RateLimitedError);
     assert.equal(limited.reason, "GMAIL_RATE_LIMITED");
     assert.ok(Math.abs(limited.retryDelay! - 7000) <= 1000, `retryDelay ${limited.retryDelay}`);

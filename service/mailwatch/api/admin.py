@@ -14,14 +14,17 @@ from mailwatch.api import convert
 from mailwatch.api.interceptors.auth import ApiKeyCache
 from mailwatch.api.paging import after_created_id, after_text, one_page
 from mailwatch.api.validation import admin as validation
+from mailwatch.config import LimitSettings
 from mailwatch.domain.errors import SecretsNotConfigured
 from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.lifecycle import google_settings
 from mailwatch.secrets import SecretBox
 from mailwatch.store import api_keys as api_key_store
 from mailwatch.store import google_settings as settings_store
+from mailwatch.store import tenant_limits as limits_store
 from mailwatch.store import tenants as tenant_store
 from mailwatch.store.db import Sessions
+from mailwatch.usage_limits import UsageLimits, effective
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 
@@ -37,12 +40,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         secret_box: SecretBox | None = None,
         deployment_subscriptions: Sequence[str] = (),
         budgets: TenantBudgets | None = None,
+        limits: UsageLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self._api_key_cache = api_key_cache
         self._secret_box = secret_box  # seals tenants' default credentials
         self._deployment_subscriptions = tuple(deployment_subscriptions)  # MAILWATCH_PUBSUB_SUBSCRIPTIONS
         self._budgets = budgets or TenantBudgets(0)  # the Gmail client's: a new budget applies at once
+        self._limits = limits  # the server's: new limits apply at once on this replica
 
     async def CreateTenant(self, request, context):
         name = validation.validate_create_tenant(request)
@@ -112,6 +117,22 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             )
             for tenant, path in owned
         ])
+
+    async def SetTenantLimits(self, request, context):
+        ref, limits = validation.validate_set_tenant_limits(request)
+        tenant_id = await self._tenant_id(ref)
+        saved = await limits_store.save_limits(self._sessions, tenant_id, limits)
+        if self._limits is not None:
+            self._limits.forget(tenant_id)
+        return convert.tenant_limits_to_proto(tenant_id, effective(self._default_limits(), saved))
+
+    async def GetTenantLimits(self, request, context):
+        tenant_id = await self._tenant_id(validation.validate_tenant_ref(request))
+        own = await limits_store.own_limits(self._sessions, tenant_id)
+        return convert.tenant_limits_to_proto(tenant_id, effective(self._default_limits(), own))
+
+    def _default_limits(self) -> LimitSettings:
+        return LimitSettings() if self._limits is None else self._limits.defaults
 
     async def _tenant_id(self, ref: validation.TenantRef) -> uuid.UUID:
         """The tenant's id; NotFound when there is no such tenant."""

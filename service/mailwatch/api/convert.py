@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
@@ -11,6 +12,7 @@ from google.protobuf import timestamp_pb2
 from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import messages, models
 from mailwatch.streams.changes import EventBatch, Heartbeat, StreamItem
+from mailwatch.usage_limits import EffectiveLimits
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 # Domain enums are StrEnums whose values are the proto value names without
@@ -279,6 +281,15 @@ def stream_responses(item: StreamItem) -> tuple[mailbox_service_pb2.StreamChange
 
 def tenant_to_proto(tenant: models.Tenant) -> admin_service_pb2.Tenant:
     return admin_service_pb2.Tenant(id=str(tenant.id), name=tenant.name, create_time=timestamp(tenant.created))
+
+
+def tenant_limits_to_proto(tenant_id: uuid.UUID, limits: EffectiveLimits) -> admin_service_pb2.TenantLimits:
+    own = [name for name in ("streams", "rpcs_per_second", "registrations_per_minute")
+           if getattr(limits.own, name) is not None]
+    return admin_service_pb2.TenantLimits(
+        tenant_id=str(tenant_id), streams=limits.streams, rpcs_per_second=limits.rpcs_per_second,
+        registrations_per_minute=limits.registrations_per_minute, own_fields=own,
+    )
 
 
 def api_key_to_proto(api_key: models.ApiKey) -> admin_service_pb2.ApiKey:

@@ -55,6 +55,12 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     domain.NoDefaultCredentials: grpc.StatusCode.FAILED_PRECONDITION,
     domain.CursorExpired: grpc.StatusCode.FAILED_PRECONDITION,
+    # Our own resources (usage_limits.py): RetryInfo says when to come back.
+    domain.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.TenantStreamLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.RpcRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.RegistrationRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    domain.RegistrationBatchOverLimit: grpc.StatusCode.FAILED_PRECONDITION,
     domain.InvalidCursor: grpc.StatusCode.INVALID_ARGUMENT,
     # Server-side secrets trouble: not the caller's fault, but naming it lets
     # them tell the operator (no secret is in the message). Re-registering the

@@ -24,6 +24,7 @@ from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
 from mailwatch.streams.changes import ChangeStreamer
+from mailwatch.usage_limits import UsageLimits
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ OK = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
 class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
     def __init__(
         self, sessions: Sessions, registrations: Registrations, messages: MailboxMessages, streamer: ChangeStreamer,
+        *, limits: UsageLimits | None = None,
     ) -> None:
         self._sessions = sessions
+        self._limits = limits  # the tenant's open streams; None: unlimited
         self._registrations = registrations
         self._messages = messages
         self._streamer = streamer
@@ -88,14 +91,19 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
     async def StreamChanges(self, request, context):
         query = validation.validate_stream_changes(request)
         tenant_id = current_tenant_id()
-        # Resolve the start before the first message, so a bad cursor or a
-        # foreign mailbox id fails the call instead of a half-open stream.
-        position = await self._streamer.open_position(tenant_id, query)
-        # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
-        async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
-            async for item in items:
-                for response in convert.stream_responses(item):
-                    yield response
+        # Held for the stream's life: past the tenant's limit, the call fails before its first message.
+        async with self._stream_slot(tenant_id):
+            # Resolve the start before the first message, so a bad cursor or a
+            # foreign mailbox id fails the call instead of a half-open stream.
+            position = await self._streamer.open_position(tenant_id, query)
+            # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
+            async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
+                async for item in items:
+                    for response in convert.stream_responses(item):
+                        yield response
+
+    def _stream_slot(self, tenant_id):
+        return contextlib.nullcontext() if self._limits is None else self._limits.stream_slot(tenant_id)
 
     async def GetMessage(self, request, context):
         query = validation.validate_get_message(request)

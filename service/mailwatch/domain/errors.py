@@ -77,6 +77,39 @@ class AlreadyExists(MailwatchError):
     reason = "ALREADY_EXISTS"
 
 
+class LimitExceeded(MailwatchError):
+    """A tenant went past one of its limits on this service's own resources (usage_limits.py);
+    `retry_after` says when trying again can succeed."""
+
+    reason = "LIMIT_EXCEEDED"
+    retryable = True
+
+
+class TenantStreamLimit(LimitExceeded):
+    """The tenant already holds as many open change streams as it may."""
+
+    reason = "TENANT_STREAM_LIMIT"
+
+
+class RpcRateLimited(LimitExceeded):
+    """The API key made as many calls as it may in the last second."""
+
+    reason = "RPC_RATE_LIMITED"
+
+
+class RegistrationRateLimited(LimitExceeded):
+    """The tenant registered as many mailboxes as it may in the last minute."""
+
+    reason = "REGISTRATION_RATE_LIMITED"
+
+
+class RegistrationBatchOverLimit(MailwatchError):
+    """A batch holds more addresses than the tenant may register in a minute: no wait lets it
+    through, so it is not retryable; smaller batches are."""
+
+    reason = "REGISTRATION_BATCH_OVER_LIMIT"
+
+
 class CursorExpired(MailwatchError):
     """The cursor points before the oldest retained change; the client must resync.
 

@@ -102,6 +102,15 @@ class TenantDefaultCredential:
 
 
 @dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's own limits on mailwatch's resources (usage_limits.py); None: the deployment's, 0: no limit."""
+
+    streams: int | None = None  # StreamChanges open at once, per replica
+    rpcs_per_second: int | None = None  # calls of each of its API keys, per replica
+    registrations_per_minute: int | None = None  # mailboxes registered, per replica
+
+
+@dataclass(frozen=True)
 class GoogleSettings:
     """A tenant's Google setup: default credentials and the Pub/Sub topic in their project.
 

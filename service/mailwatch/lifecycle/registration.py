@@ -34,6 +34,7 @@ from mailwatch.store import mailboxes
 from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
 from mailwatch.store.watch_groups import GroupMember
+from mailwatch.usage_limits import UsageLimits
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Registrations:
     secret_box: SecretBox
     clock: Clock
     topic: str
+    # The tenant's registrations a minute (usage_limits.py); None: unlimited.
+    limits: UsageLimits | None = None
     # Registration transactions at once. Each is short, and more than the pool
     # keeps open overflow it: opening (and discarding) those extra connections
     # costs a visible share of a registration's CPU (docs/performance.md), while
@@ -138,6 +141,9 @@ class Registrations:
         todo = [index for index, item in enumerate(registrations) if not isinstance(item, Exception)]
         if not todo:
             return outcomes
+        if self.limits is not None:
+            # The whole call is refused past the tenant's rate (RegistrationRateLimited), before any work.
+            await self.limits.take_registrations(tenant_id, len(todo))
         try:
             async with self.database_slots:
                 planned = await self._plan(tenant_id, label_filter, options,

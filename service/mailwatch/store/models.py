@@ -269,6 +269,27 @@ class GmailBudgetBucketRow(Base):
     updated: Mapped[datetime] = _timestamp(nullable=False)
 
 
+class TenantLimitsRow(Base):
+    """A tenant's own limits on this service's resources (usage_limits.py); NULL: the deployment's."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    streams: Mapped[int | None] = mapped_column(BigInteger)  # open StreamChanges per replica; 0: none
+    rpcs_per_second: Mapped[int | None] = mapped_column(BigInteger)  # each API key, per replica; 0: none
+    registrations_per_minute: Mapped[int | None] = mapped_column(BigInteger)  # per replica; 0: none
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        CheckConstraint("streams >= 0", name="streams_non_negative"),
+        CheckConstraint("rpcs_per_second >= 0", name="rpcs_per_second_non_negative"),
+        CheckConstraint("registrations_per_minute >= 0", name="registrations_per_minute_non_negative"),
+    )
+
+
 class SubscriptionStatusRow(Base):
     """How pulling one Pub/Sub subscription goes, as ingest last saw it (any replica)."""
 
@@ -363,4 +384,5 @@ Index(
 change_events = ChangeEventRow.__table__
 tenant_google_settings = TenantGoogleSettingsRow.__table__
 subscription_statuses = SubscriptionStatusRow.__table__
+tenant_limits = TenantLimitsRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__

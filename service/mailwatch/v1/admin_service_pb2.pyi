@@ -160,3 +160,39 @@ class TenantSubscriptionStatus(_message.Message):
     tenant_id: str
     status: _resources_pb2.SubscriptionStatus
     def __init__(self, tenant_id: _Optional[str] = ..., status: _Optional[_Union[_resources_pb2.SubscriptionStatus, _Mapping]] = ...) -> None: ...
+
+class SetTenantLimitsRequest(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name", "streams", "rpcs_per_second", "registrations_per_minute")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    RPCS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATIONS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    streams: int
+    rpcs_per_second: int
+    registrations_per_minute: int
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ..., streams: _Optional[int] = ..., rpcs_per_second: _Optional[int] = ..., registrations_per_minute: _Optional[int] = ...) -> None: ...
+
+class GetTenantLimitsRequest(_message.Message):
+    __slots__ = ("tenant_id", "tenant_name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    tenant_name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., tenant_name: _Optional[str] = ...) -> None: ...
+
+class TenantLimits(_message.Message):
+    __slots__ = ("tenant_id", "streams", "rpcs_per_second", "registrations_per_minute", "own_fields")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    RPCS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATIONS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    OWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    streams: int
+    rpcs_per_second: int
+    registrations_per_minute: int
+    own_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., streams: _Optional[int] = ..., rpcs_per_second: _Optional[int] = ..., registrations_per_minute: _Optional[int] = ..., own_fields: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -18,6 +18,7 @@ from mailwatch_client import (
     FailedPreconditionError,
     InvalidArgumentError,
     MailwatchClient,
+    NO_RETRY,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
@@ -65,7 +66,9 @@ async def test_each_typed_error(service, operator_token):
 
         sim.inject_fault("rateLimitExceeded", method="users.watch", count=1, retry_after=7)
         with pytest.raises(RateLimitedError) as caught:
-            await client.register_mailbox("busy@example.com", credentials=sa_credentials(sim, "busy@example.com"))
+            # Not retried here (NO_RETRY): the client would wait the 7 s and try again.
+            await client.register_mailbox("busy@example.com", credentials=sa_credentials(sim, "busy@example.com"),
+                                          retry=NO_RETRY)
         assert caught.value.reason == "GMAIL_RATE_LIMITED" and caught.value.retry_delay == pytest.approx(7, abs=1)
 
     async with AsyncMailwatchClient(service.target, "not-a-key") as stranger:

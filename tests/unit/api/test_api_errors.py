@@ -51,6 +51,12 @@ TABLE = [
     (domain.AdminDisabled("no operator token"), C.PERMISSION_DENIED, "ADMIN_DISABLED"),
     (domain.GmailMessageNotFound("gone"), C.NOT_FOUND, "MESSAGE_NOT_FOUND"),
     (domain.GmailAttachmentNotFound("400"), C.NOT_FOUND, "ATTACHMENT_NOT_FOUND"),
+    (domain.LimitExceeded("over", retry_after=1.0), C.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
+    (domain.TenantStreamLimit("streams", retry_after=5.0), C.RESOURCE_EXHAUSTED, "TENANT_STREAM_LIMIT"),
+    (domain.RpcRateLimited("calls", retry_after=0.25), C.RESOURCE_EXHAUSTED, "RPC_RATE_LIMITED"),
+    (domain.RegistrationRateLimited("registrations", retry_after=20.0), C.RESOURCE_EXHAUSTED,
+     "REGISTRATION_RATE_LIMITED"),
+    (domain.RegistrationBatchOverLimit("batch"), C.FAILED_PRECONDITION, "REGISTRATION_BATCH_OVER_LIMIT"),
 ]
 
 

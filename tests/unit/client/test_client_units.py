@@ -297,3 +297,37 @@ async def test_silent_async_stream_is_reopened_after_idle_timeout():
     assert (await anext(stream)).id == "e1"
     assert silent.cancelled and stream.reconnects == 1
     await stream.aclose()
+
+
+def test_a_retry_waits_at_least_the_servers_retry_info_and_resource_exhausted_only_with_it():
+    from mailwatch_client._common import Attempts
+
+    def limited(seconds: float | None):
+        details = [error_info("RPC_RATE_LIMITED")]
+        if seconds is not None:
+            details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9))))
+        return FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", *details)
+
+    policy = RetryConfig(initial_backoff=0.001, max_backoff=0.001, jitter=0, max_attempts=3)
+    attempts = Attempts(policy, timeout=None)
+    attempts.next_timeout()
+    assert attempts.delay_after(limited(0.75)) == pytest.approx(0.75)
+    attempts.next_timeout()
+    assert attempts.delay_after(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")) == pytest.approx(0.001)
+    with pytest.raises(RateLimitedError):  # no RetryInfo: the server did not say when; not retried
+        Attempts(policy, timeout=None).delay_after(limited(None))
+    short = Attempts(policy, timeout=0.5)
+    short.next_timeout()
+    with pytest.raises(RateLimitedError):  # the wait would pass the call's deadline
+        short.delay_after(limited(0.75))
+
+
+def test_a_stream_refused_for_the_tenants_stream_limit_reopens_after_the_servers_delay():
+    stream = state(retry=RetryConfig(initial_backoff=0.01, max_backoff=0.01, jitter=0, max_attempts=0))
+    refused = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams", error_info("TENANT_STREAM_LIMIT"),
+                           error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=5)))
+    error = stream.interrupted(refused, idle=False)
+    assert error.reason == "TENANT_STREAM_LIMIT"
+    assert stream.retry_delay(1, error) == pytest.approx(5.0)
+    with pytest.raises(RateLimitedError):  # without RetryInfo it is not a wait-and-see
+        stream.interrupted(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "?", error_info("X")), idle=False)

@@ -45,7 +45,7 @@ class Call:
     request: Callable[..., Any]
     #: What the method returns (for a List call: the item type of its `Page`), as an annotation.
     returns: str
-    #: Retried on UNAVAILABLE (Google AIP-194: only idempotent calls are).
+    #: Retried on UNAVAILABLE and RESOURCE_EXHAUSTED with RetryInfo (Google AIP-194: only idempotent calls are).
     idempotent: bool
     #: The response -> what the method returns (for a streaming call: the folded responses).
     response: Callable[[Any], Any] = _same

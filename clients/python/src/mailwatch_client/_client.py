@@ -27,7 +27,8 @@ class MailwatchClient(ClientCore):
     calls. `tls`: False (plaintext, local development), True (system roots) or
     a `TLSConfig`. `timeout` is the default deadline of unary calls in seconds
     (None: none), covering all retry attempts; `retry` their default retry
-    policy (UNAVAILABLE only, idempotent calls only). Every method also takes
+    policy (UNAVAILABLE, and RESOURCE_EXHAUSTED with RetryInfo after at least
+    its delay; idempotent calls only). Every method also takes
     `timeout`, `metadata` and `retry` (used by idempotent calls only). Errors
     are `RPCError` subclasses (exported by `mailwatch_client`).
 

@@ -10,7 +10,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from mailwatch_client._config import KeepAliveConfig, RetryConfig, TLSConfig
-from mailwatch_client._errors import from_rpc_error
+from mailwatch_client._errors import RPCError, from_rpc_error
 from mailwatch_client._proto.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
 
 T = TypeVar("T")
@@ -118,12 +118,29 @@ class Attempts:
         return self.deadline.remaining()
 
     def delay_after(self, exc: grpc.RpcError) -> float:
-        """Seconds to wait before retrying `exc`; raises its typed error when it is not retried."""
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and self.policy.allows(self.made):
-            delay = self.policy.backoff(self.made)
+        """Seconds to wait before retrying `exc`; raises its typed error when it is not retried.
+
+        UNAVAILABLE is retried after the policy's backoff, and RESOURCE_EXHAUSTED
+        when the server said when to come back (RetryInfo); either waits at least
+        the server's `retry_delay`, so a rate-limited call is not refused again at once."""
+        error = from_rpc_error(exc)
+        server_delay = server_retry_delay(exc, error)
+        if server_delay is not None and self.policy.allows(self.made):
+            delay = max(self.policy.backoff(self.made), server_delay)
             if self.deadline.allows_wait(delay):
                 return delay
-        raise from_rpc_error(exc) from None
+        raise error from None
+
+
+def server_retry_delay(exc: grpc.RpcError, error: RPCError) -> float | None:
+    """How long the server asked to wait before a retry of a retryable failure (0: it did not say);
+    None when the failure is not retried (neither UNAVAILABLE nor RESOURCE_EXHAUSTED with RetryInfo)."""
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return error.retry_delay or 0.0
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_delay is not None:
+        return error.retry_delay
+    return None
 
 
 # --- requests -----------------------------------------------------------------

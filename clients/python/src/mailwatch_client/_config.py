@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RetryConfig:
-    """Exponential backoff with jitter for retrying UNAVAILABLE.
+    """Exponential backoff with jitter for retrying UNAVAILABLE, and RESOURCE_EXHAUSTED when the
+    server says when to come back (RetryInfo: a rate limit); a retry waits at least that long.
 
     Only idempotent calls are retried (Google AIP-194): every read, plus
     RegisterMailbox, StopMailbox and RevokeApiKey, which the API documents as

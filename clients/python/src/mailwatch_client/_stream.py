@@ -8,8 +8,10 @@ any single call:
   that has seen nothing yet starts where asked ("now", "earliest", a cursor,
   or what the checkpoint store holds).
 - When the call fails with a transient error (UNAVAILABLE: server restart,
-  network trouble; or the stream went silent for `idle_timeout` although the
-  server heartbeats), the iterator waits (`RetryConfig` backoff) and reopens
+  network trouble; RESOURCE_EXHAUSTED with RetryInfo: the tenant's stream
+  limit; or the stream went silent for `idle_timeout` although the
+  server heartbeats), the iterator waits (`RetryConfig` backoff, at least the
+  server's RetryInfo delay) and reopens
   the call strictly after its position. Reconnecting only ever happens while
   the consumer waits for the next event, so every event handed out is behind
   the position: none is handed out twice, none is skipped. (A small window of
@@ -40,7 +42,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 import grpc
 
 from mailwatch_client._checkpoint import CheckpointStore
-from mailwatch_client._common import Start, stream_request
+from mailwatch_client._common import Start, server_retry_delay, stream_request
 from mailwatch_client._config import RetryConfig
 from mailwatch_client._errors import RPCError, from_rpc_error
 from mailwatch_client._proto.v1 import resources_pb2
@@ -125,11 +127,11 @@ class _StreamState:
 
     def interrupted(self, exc: grpc.RpcError, *, idle: bool) -> RPCError:
         """The typed error of a call that failed; raised unless the stream resumes after it
-        (UNAVAILABLE, or a silent call we cancelled ourselves)."""
-        code = exc.code()
-        if not (code == grpc.StatusCode.UNAVAILABLE or (idle and code == grpc.StatusCode.CANCELLED)):
-            raise from_rpc_error(exc) from None
+        (UNAVAILABLE, RESOURCE_EXHAUSTED with RetryInfo such as the tenant's stream limit,
+        or a silent call we cancelled ourselves)."""
         error = from_rpc_error(exc)
+        if server_retry_delay(exc, error) is None and not (idle and exc.code() == grpc.StatusCode.CANCELLED):
+            raise error from None
         log.warning("change stream interrupted (%s); resuming", error)
         return error
 
@@ -137,7 +139,8 @@ class _StreamState:
         """How long to wait before reopening after `failures` calls in a row ended without a
         response; None to stop (or `error` raised) once the retry policy allows no more."""
         if self.retry.allows(failures):
-            return self.retry.backoff(failures)
+            # At least what the server asked for (RetryInfo), so a refused stream does not come back at once.
+            return max(self.retry.backoff(failures), (error.retry_delay if error is not None else None) or 0.0)
         if error is not None:
             raise error
         return None

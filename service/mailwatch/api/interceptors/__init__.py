@@ -10,9 +10,11 @@ wrap a handler with):
    refused key, an undecodable request and a servicer's failure end alike;
 4. `decoding`: the request bytes -> the request message (INVALID_ARGUMENT
    when they are not one), before anything reads it;
-5. `auth`: the API key or operator token; sets the tenant id.
+5. `auth`: the API key or operator token; sets the tenant id;
+6. `rate_limit`: each API key's call rate (RESOURCE_EXHAUSTED past it).
 
-    server = grpc.aio.server(interceptors=server_interceptors(AuthInterceptor(sessions, operator_token=...)))
+    server = grpc.aio.server(interceptors=server_interceptors(AuthInterceptor(sessions, operator_token=...),
+                                                              RateLimitInterceptor(usage_limits)))
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from mailwatch.api.interceptors.access_log import AccessLogInterceptor
 from mailwatch.api.interceptors.auth import AuthInterceptor
 from mailwatch.api.interceptors.decoding import DecodingInterceptor
 from mailwatch.api.interceptors.errors import ErrorInterceptor
+from mailwatch.api.interceptors.rate_limit import RateLimitInterceptor
 from mailwatch.api.interceptors.request_context import RequestContextInterceptor
 
 
-def server_interceptors(auth: AuthInterceptor | None) -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors(
+    auth: AuthInterceptor | None, rate_limit: RateLimitInterceptor | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in order, outermost first; without `auth` (tests of the
-    others), a call runs unauthenticated."""
+    others), a call runs unauthenticated; without `rate_limit`, unlimited."""
     ordered: list[grpc.aio.ServerInterceptor] = [
         RequestContextInterceptor(),
         AccessLogInterceptor(),
@@ -37,7 +42,9 @@ def server_interceptors(auth: AuthInterceptor | None) -> list[grpc.aio.ServerInt
     ]
     if auth is not None:
         ordered.append(auth)
+        if rate_limit is not None:
+            ordered.append(rate_limit)
     return ordered
 
 
-__all__ = ["AuthInterceptor", "server_interceptors"]
+__all__ = ["AuthInterceptor", "RateLimitInterceptor", "server_interceptors"]

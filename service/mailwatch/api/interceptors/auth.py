@@ -131,7 +131,7 @@ class AuthInterceptor(WrappingInterceptor):
         if tenant_id is None:
             tenant_id = await self._lookup(key)
             self.cache.put(digest, tenant_id)
-        set_tenant_id(tenant_id)
+        set_tenant_id(tenant_id, api_key_digest=digest)
 
     async def _lookup(self, key: str) -> uuid.UUID:
         authenticate = self._authenticate_api_key

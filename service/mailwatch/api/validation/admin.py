@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from mailwatch.api.validation import fields
-from mailwatch.domain.models import Credential, OAuthCredential
+from mailwatch.domain.models import Credential, OAuthCredential, TenantLimits
 from mailwatch.lifecycle.google_settings import GoogleSettingsInput
 from mailwatch.v1 import admin_service_pb2
 
@@ -121,6 +121,19 @@ def validate_set_google_settings(
         pubsub_subscription=request.pubsub_subscription, push_audience=request.push_audience,
         gmail_units_per_minute=budget,
     )
+
+
+def validate_set_tenant_limits(request: admin_service_pb2.SetTenantLimitsRequest) -> tuple[TenantRef, TenantLimits]:
+    problems = fields.Violations()
+    ref = _tenant_ref(request, problems)
+    values: dict[str, int | None] = {}
+    for field in ("streams", "rpcs_per_second", "registrations_per_minute"):
+        value = getattr(request, field) if request.HasField(field) else None
+        if value is not None and value < 0:
+            problems.add(field, "must not be negative (0: no limit; unset: the deployment's)")
+        values[field] = value
+    problems.raise_if_any()
+    return ref, TenantLimits(**values)
 
 
 def validate_tenant_ref(request) -> TenantRef:

@@ -87,6 +87,16 @@ class AdminServiceStub:
                 request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.SerializeToString,
                 response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.FromString,
                 _registered_method=True)
+        self.SetTenantLimits = channel.unary_unary(
+                '/mailwatch.v1.AdminService/SetTenantLimits',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.FromString,
+                _registered_method=True)
+        self.GetTenantLimits = channel.unary_unary(
+                '/mailwatch.v1.AdminService/GetTenantLimits',
+                request_serializer=mailwatch_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+                response_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -172,6 +182,23 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTenantLimits(self, request, context):
+        """Sets a tenant's own limits on mailwatch's resources (replacing earlier
+        ones; a field left unset means the deployment's, MAILWATCH_LIMITS_*).
+        Calls past a limit answer RESOURCE_EXHAUSTED with RetryInfo. Applies at
+        once on the server that answers, within a minute on the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantLimits(self, request, context):
+        """Reads the limits in force for a tenant, and which are its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +246,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListSubscriptionStatuses,
                     request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.FromString,
                     response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.SerializeToString,
+            ),
+            'SetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantLimits,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.SerializeToString,
+            ),
+            'GetTenantLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantLimits,
+                    request_deserializer=mailwatch_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.FromString,
+                    response_serializer=mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -471,6 +508,60 @@ class AdminService:
             '/mailwatch.v1.AdminService/ListSubscriptionStatuses',
             mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesRequest.SerializeToString,
             mailwatch_dot_v1_dot_admin__service__pb2.ListSubscriptionStatusesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/SetTenantLimits',
+            mailwatch_dot_v1_dot_admin__service__pb2.SetTenantLimitsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailwatch.v1.AdminService/GetTenantLimits',
+            mailwatch_dot_v1_dot_admin__service__pb2.GetTenantLimitsRequest.SerializeToString,
+            mailwatch_dot_v1_dot_admin__service__pb2.TenantLimits.FromString,
             options,
             channel_credentials,
             insecure,

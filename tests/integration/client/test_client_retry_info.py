@@ -1,0 +1,67 @@
+"""Both client twins honour the server's RetryInfo: a call refused for the key's rate
+(RESOURCE_EXHAUSTED, RPC_RATE_LIMITED) is retried after the server's delay, not the policy's.
+
+The policy allows one retry, 1 ms after the refusal: a retry that soon would be
+refused again (the key's one call a second is not back) and end the call with
+RateLimitedError. Every call succeeding, with refusals counted on the server,
+shows each retry waited for the delay the server named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from mailwatch.gmail.quota import tenant_label
+from mailwatch.usage_limits import REFUSALS
+from mailwatch.v1 import admin_service_pb2
+from mailwatch_client import AsyncMailwatchClient, MailwatchClient, RetryConfig
+from tests.fixtures.service import OPERATOR_TOKEN
+from tests.integration.client.conftest import api_key_of
+
+pytestmark = pytest.mark.integration
+
+ONE_QUICK_RETRY = RetryConfig(initial_backoff=0.001, max_backoff=0.001, jitter=0, max_attempts=2)
+OPERATOR = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
+
+
+async def _one_call_a_second(service) -> tuple[str, str]:
+    tenant_id, auth = await service.new_tenant()
+    await service.admin.SetTenantLimits(
+        admin_service_pb2.SetTenantLimitsRequest(tenant_id=tenant_id, rpcs_per_second=1), metadata=OPERATOR)
+    return tenant_id, api_key_of(auth)
+
+
+def _refusals(tenant_id: str) -> float:
+    return REFUSALS.labels(reason="RPC_RATE_LIMITED", tenant=tenant_label(uuid.UUID(tenant_id)))._value.get()
+
+
+async def test_the_async_client_retries_a_rate_limited_call_after_the_servers_delay(service):
+    tenant_id, key = await _one_call_a_second(service)
+    before = _refusals(tenant_id)
+    async with AsyncMailwatchClient(service.target, key, retry=ONE_QUICK_RETRY) as client:
+        # Calls back to back: the key's second call within a second is refused and retried.
+        for _ in range(10):
+            await client.list_mailboxes()
+            if _refusals(tenant_id) > before:
+                break
+        assert _refusals(tenant_id) > before, "no call was refused: the retry path was not taken"
+        await client.list_mailboxes()
+
+
+async def test_the_blocking_client_retries_a_rate_limited_call_after_the_servers_delay(service):
+    tenant_id, key = await _one_call_a_second(service)
+    before = _refusals(tenant_id)
+
+    def calls() -> None:
+        with MailwatchClient(service.target, key, retry=ONE_QUICK_RETRY) as client:
+            for _ in range(10):
+                client.list_mailboxes()
+                if _refusals(tenant_id) > before:
+                    break
+            client.list_mailboxes()
+
+    await asyncio.to_thread(calls)
+    assert _refusals(tenant_id) > before, "no call was refused: the retry path was not taken"
