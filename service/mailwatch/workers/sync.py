@@ -8,6 +8,7 @@ taken over by another replica. What the sync does is `sync.mailbox.MailboxSync`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -74,34 +75,39 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
         done = asyncio.Event()
-        heartbeat = asyncio.create_task(self._keep_lease(claim.mailbox.id, done))
+        heartbeats: list[asyncio.Task] = []
+        # The heartbeat task starts only when the sync outlasts a third of the lease:
+        # most syncs end long before, and cost a timer instead of two tasks.
+        first_beat = asyncio.get_running_loop().call_later(
+            self._beat_seconds(), lambda: heartbeats.append(asyncio.create_task(self._keep_lease(claim.mailbox.id, done)))
+        )
         started = time.perf_counter()
         try:
             return await self.mailbox_sync.run(claim)
         finally:
             stages.observe(stages.CLAIMED_TO_COMMITTED, time.perf_counter() - started)
+            first_beat.cancel()
             # Told to stop, not cancelled: a cancel landing mid-statement would leave
             # its pooled connection to the garbage collector, still open.
             done.set()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            await asyncio.gather(*heartbeats, return_exceptions=True)
+
+    def _beat_seconds(self) -> float:
+        return self.lease.total_seconds() / 3
 
     async def _keep_lease(self, mailbox_id: uuid.UUID, done: asyncio.Event) -> None:
-        """Extend the claim every third of the lease while the sync works (until `done`).
-        Fenced on the owner: once the claim is released or lost, extending does
-        nothing and the heartbeat stops."""
-        interval = self.lease.total_seconds() / 3
-        while True:
-            try:
-                await asyncio.wait_for(done.wait(), interval)
-                return
-            except TimeoutError:
-                pass
+        """Extend the claim now and every third of the lease while the sync works (until
+        `done`). Fenced on the owner: once the claim is released or lost, extending
+        does nothing and the heartbeat stops."""
+        while not done.is_set():
             try:
                 kept = await sync_claims.extend_lease(
                     self.sessions, mailbox_id, owner=self.owner, now=self.clock.now(), lease=self.lease
                 )
             except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
                 log.warning("could not extend the lease on mailbox %s", mailbox_id, exc_info=True)
-                continue
+                kept = True  # as far as we know: try again at the next beat
             if not kept:
                 return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._beat_seconds())
