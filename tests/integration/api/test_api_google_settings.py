@@ -163,3 +163,22 @@ async def test_clear_returns_the_tenant_to_the_deployment_topic(service):
     refused = await _failure(service.mailboxes.RegisterMailbox(
         mailbox_service_pb2.RegisterMailboxRequest(email_address="fay@example.com"), metadata=auth))
     assert error_details(refused)[0].reason == "NO_DEFAULT_CREDENTIALS"
+
+
+async def test_a_tenant_without_settings_reads_not_found_from_both_apis(service):
+    """Never set, and set then cleared: the tenant's own GetGoogleSettings and the operator's
+    GetTenantGoogleSettings both answer NOT_FOUND (reason NOT_FOUND), never an empty GoogleSettings."""
+    never_id, never_auth = await service.new_tenant()
+    cleared_id, cleared_auth = await service.new_tenant()
+    await set_sa_settings(service, cleared_id, "tenant-h-proj", tenant_topic("tenant-h-proj"))
+    await service.admin.ClearTenantGoogleSettings(
+        admin_service_pb2.ClearTenantGoogleSettingsRequest(tenant_id=cleared_id), metadata=OPERATOR)
+
+    for tenant_id, auth in ((never_id, never_auth), (cleared_id, cleared_auth)):
+        own = await _failure(service.mailboxes.GetGoogleSettings(mailbox_service_pb2.GetGoogleSettingsRequest(),
+                                                                 metadata=auth))
+        operator = await _failure(service.admin.GetTenantGoogleSettings(
+            admin_service_pb2.GetTenantGoogleSettingsRequest(tenant_id=tenant_id), metadata=OPERATOR))
+        for refused in (own, operator):
+            assert refused.code() == grpc.StatusCode.NOT_FOUND, refused
+            assert error_details(refused)[0].reason == "NOT_FOUND"
