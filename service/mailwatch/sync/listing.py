@@ -9,7 +9,9 @@ change). Tracing back needs every change after the record: a message may have
 changed after the last record listed, so the listing reads ahead (the
 following page; or, at the end of the history, the last page again, which now
 reaches the change). Past LOOKAHEAD_LISTINGS such reads the message is
-reported rather than guessed.
+reported rather than guessed. A registration that leaves drafts out also
+reads ahead to the deletion of a message added on the page and already gone:
+that deletion tells a replaced draft version from mail.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from mailwatch.domain.models import Credential, Mailbox, MessageLabels
 from mailwatch.gmail.client import GmailClient
-from mailwatch.gmail.history import HistoryPage, HistoryRecord
+from mailwatch.gmail.history import ChangeKind, HistoryPage, HistoryRecord
 from mailwatch.sync.history_events import (
     covered_through, deleted_messages, labels_needed, last_changes, served_labels, usable,
 )
@@ -119,6 +121,14 @@ class HistoryListing:
         return ListedPage(pages[0], tuple(records[len(pages[0].records):]), labels, covered,
                           deleted_messages(records))
 
+    def _deletions_to_find(self, page: HistoryPage, listed: ListedPage) -> list[str]:
+        """Messages added on the page that Gmail no longer has, their deletion not listed yet: a
+        replaced draft version is known only by how its deletion was recorded (`draft_versions`),
+        so the listing reads on to it before the page's events are decided."""
+        return [change.message.id for record in page.records for change in record.changes
+                if change.kind is ChangeKind.MESSAGE_ADDED and change.message.id in self.fetched
+                and self.fetched[change.message.id] is None and change.message.id not in listed.deleted]
+
     async def _label(self, page: HistoryPage) -> ListedPage:
         """Find a usable state for every message the page's events need (from the history, or
         fetched), listing far enough ahead that a state newer than the page can be traced back."""
@@ -138,6 +148,8 @@ class HistoryListing:
             beyond = [i for i in labels_needed(page.records, label_filter)
                       if not usable(listed.labels.get(i), changed_at[i], listed.covered)
                       and listed.labels.get(i) is not None and listed.labels[i].history_id > listed.covered]
+            if not beyond and not self.mailbox.include_drafts:
+                beyond = self._deletions_to_find(page, listed)
             if not beyond or attempt == LOOKAHEAD_LISTINGS:
                 return listed
             last_token, last = self._ahead[-1] if self._ahead else (self._token, page)

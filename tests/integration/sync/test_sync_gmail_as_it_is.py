@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.config import GmailSettings
+from mailwatch.gmail.client import HISTORY_PAGE_SIZE
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.fixtures.pipeline import collect, eventually, message_events
 from tests.fixtures.rpc import sa_request
@@ -242,6 +243,22 @@ async def test_drafts_synced_version_by_version_are_left_out_by_default(make_ser
         assert message_events(await collect(service, inbox_only, done)) == [
             ("EVENT_TYPE_MESSAGE_ADDED", inbox["id"], ("INBOX",)),
         ]
+
+
+async def test_a_replacement_split_across_two_history_pages_still_leaves_the_version_out(make_service):
+    """history.list pages hold 500 records: the next version's addition ends the first page and the
+    replaced version's deletion starts the second. The deletion is still known for a draft's."""
+    email = "pages@example.com"
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        auth = await registered(service, email)
+        mail = sim.insert_messages([{"emailAddress": email, "labelIds": ["INBOX"]} for _ in range(HISTORY_PAGE_SIZE - 2)])
+        first = sim.save_draft(email, subject="v1")  # record 499
+        sim.save_draft(email, draft_id=first["draftId"], subject="v2")  # 500: v2 added; 501: v1 deleted
+        marker = sim.insert_message(email, label_ids=["INBOX"])
+        await sync_through(service, email, marker["historyId"])
+        events = message_events(await collect(service, auth, lambda ev: marker["id"] in [e.message_id for e in ev]))
+        assert events == [("EVENT_TYPE_MESSAGE_ADDED", m["id"], ("INBOX",)) for m in [*mail, marker]]
 
 
 async def test_drafts_listed_before_messages_get_finds_them_are_asked_again(make_service):
