@@ -654,7 +654,7 @@ export interface GoogleSettings {
     | Date
     | undefined;
   /**
-   * The Gmail quota units a minute this tenant may spend from each replica:
+   * The Gmail quota units a minute this tenant may spend, all replicas together:
    * its own budget (SetTenantGoogleSettingsRequest.gmail_units_per_minute)
    * or else the deployment's (MAILWATCH_GMAIL_TENANT_UNITS_PER_MINUTE).
    * Calls past it wait. 0: no budget.
