@@ -31,6 +31,7 @@ from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated,
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.usage_limits import UsageLimits
+from mailwatch.workers.backfill import BACKFILL_CONCURRENCY, BackfillWorker
 from mailwatch.workers.sync import SyncWorker
 from mailwatch.workers.poll import PollWorker
 from mailwatch.workers.prune import PruneWorker
@@ -56,6 +57,7 @@ class App:
     poll_worker: PollWorker
     renew_worker: RenewWorker
     usage_limits: UsageLimits
+    backfill_worker: BackfillWorker
     ingestor: PullIngestor | None = None
     http_runner: web.AppRunner | None = None
     http_port: int | None = None  # bound port of MAILWATCH_HTTP_LISTEN, once started
@@ -69,7 +71,7 @@ class App:
             secret_box = SecretBox(settings.secret_keys)  # fails fast without a usable key
         except SecretsNotConfigured as exc:
             raise ConfigError(f"MAILWATCH_SECRET_KEYS: {exc.message} (make one with `mailwatch secret-key`)") from None
-        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync.concurrency + 4))
+        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync.concurrency + BACKFILL_CONCURRENCY + 4))
         try:
             await ensure_migrated(engine)
         except BaseException:
@@ -88,6 +90,8 @@ class App:
         usage_limits = UsageLimits(settings.limits, lambda tenant_id: limits_store.own_limits(sessions, tenant_id))
         sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,
                                  clock=clock)
+        backfill_worker = BackfillWorker(settings=settings.sync, sessions=sessions, gmail=gmail,
+                                         secret_box=secret_box, clock=clock)
         ingestor = None
         subscriptions = settings.pubsub.subscriptions
         # A push-only deployment (no subscriptions, push on) pulls nothing, for tenants neither.
@@ -104,7 +108,8 @@ class App:
             secret_box=secret_box,
             gmail=gmail,
             clock=clock,
-            registrations=Registrations(sessions, gmail, secret_box, clock, settings.pubsub.topic, limits=usage_limits),
+            registrations=Registrations(sessions, gmail, secret_box, clock, settings.pubsub.topic, limits=usage_limits,
+                                        on_backfill=backfill_worker.wake),
             messages=MailboxMessages(sessions, gmail, secret_box),
             notifier=notifier,
             streamer=ChangeStreamer.from_settings(settings.stream, sessions, notifier, clock=clock),
@@ -118,13 +123,14 @@ class App:
                 lease_seconds=settings.sync.lease_seconds,
             ),
             usage_limits=usage_limits,
+            backfill_worker=backfill_worker,
             ingestor=ingestor,
         )
 
     @property
     def workers(self) -> list:
         """The background loops, each with run() and stop()."""
-        return [self.sync_worker, self.prune_worker, self.poll_worker, self.renew_worker]
+        return [self.sync_worker, self.prune_worker, self.poll_worker, self.renew_worker, self.backfill_worker]
 
     async def start(self) -> None:
         """Start everything besides the gRPC server: LISTEN, Pub/Sub pull, the HTTP side, the workers."""

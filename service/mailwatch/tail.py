@@ -208,7 +208,8 @@ def cmd_tail(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO
         )
         for event in stream:
             print(format_event(event, as_json=args.json), file=out, flush=True)
-            if args.save_attachments and event.type == EventType.Value("EVENT_TYPE_MESSAGE_ADDED"):
+            if args.save_attachments and event.type in (EventType.Value("EVENT_TYPE_MESSAGE_ADDED"),
+                                                        EventType.Value("EVENT_TYPE_MESSAGE_EXISTING")):
                 _save(client, event, args.save_attachments, err, NotFoundError)
             printed_cursor = event.cursor
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
-"""`mailwatch tail --save-attachments DIR`: each MESSAGE_ADDED's attachments, saved as files.
+"""`mailwatch tail --save-attachments DIR`: each new or backfilled message's attachments, saved as files.
 
-For every MESSAGE_ADDED event the message is read in FULL format (its MIME tree names each
-attachment) and every part with a file name is written to DIR/<message id>/<file name>:
+For every MESSAGE_ADDED (and a backfill's MESSAGE_EXISTING) event the message is read in
+FULL format (its MIME tree names each attachment) and every part with a file name is written to DIR/<message id>/<file name>:
 bodies Gmail left out of the tree come from GetAttachment, inline ones from the message's
 own part chunks. File names are the sender's text, so only their last path component is
 used, and a name taken twice in one message gets its part id added.

@@ -24,6 +24,7 @@ import {
 import { eventTypes, mailboxStates } from "./enums.js";
 import { retriedAfter, toRpcError } from "./errors.js";
 import {
+  type BackfillRequest,
   type GetMessageRequest,
   type ListMessagesRequest,
   MailboxServiceClient,
@@ -94,6 +95,8 @@ export interface RegisterMailboxOptions extends CallOptions {
   messageMetadata?: boolean | string[];
   /** Every draft version (added, and deleted when replaced); unset or false: drafts left out. */
   includeDrafts?: boolean;
+  /** Deliver existing messages as MESSAGE_EXISTING events (e.g. `{ since: undefined, newest: 500, labelIds: [] }`). */
+  backfill?: BackfillRequest;
 }
 
 export interface RegisterMailboxesOptions extends CallOptions {
@@ -103,6 +106,8 @@ export interface RegisterMailboxesOptions extends CallOptions {
   labelFilterBehavior?: LabelFilterBehavior;
   /** As in RegisterMailboxOptions. */
   includeDrafts?: boolean;
+  /** As in RegisterMailboxOptions, for every address. */
+  backfill?: BackfillRequest;
 }
 
 export interface ListMailboxesOptions extends CallOptions {
@@ -253,6 +258,7 @@ export class MailwatchClient {
       ...credentialsField(options.credentials),
       metadata: metadata ? { enabled: true, headers: metadata === true ? [] : [...metadata] } : undefined,
       includeDrafts: options.includeDrafts ?? false,
+      backfill: options.backfill,
     };
     return this.unary(this.stub.registerMailbox, request, options, true);
   }
@@ -272,6 +278,7 @@ export class MailwatchClient {
       labelFilterBehavior: options.labelFilterBehavior ?? 0,
       serviceAccount: options.serviceAccount && serviceAccount(options.serviceAccount),
       includeDrafts: options.includeDrafts ?? false,
+      backfill: options.backfill,
     };
     const response = await this.unary(this.stub.batchRegisterMailboxes, request, options, true);
     return response.results;

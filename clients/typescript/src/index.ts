@@ -57,6 +57,7 @@ export {
 } from "./errors.js";
 export { readAll, type FetchedAttachment, type FetchedMessage, type MessageFormatName } from "./messages.js";
 export {
+  BackfillState,
   type ChangeEvent,
   CredentialKind,
   EventType,
@@ -64,6 +65,7 @@ export {
   LabelFilterBehavior,
   type LabelFilter,
   type Mailbox,
+  type MailboxBackfill,
   type MailboxError,
   MailboxState,
   type MessageHeader,
@@ -71,6 +73,7 @@ export {
   SubscriptionState,
 } from "./gen/mailwatch/v1/resources.js";
 export {
+  type BackfillRequest,
   type Heartbeat,
   type MailboxRegistrationResult,
   type Message,

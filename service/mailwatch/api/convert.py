@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 
 from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import messages, models
+from mailwatch.domain.backfill import BackfillProgress, BackfillState
 from mailwatch.streams.changes import EventBatch, Heartbeat, StreamItem
 from mailwatch.usage_limits import EffectiveLimits
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2, resources_pb2
@@ -34,6 +35,7 @@ LABEL_FILTER_BEHAVIOR_TO_PROTO, LABEL_FILTER_BEHAVIOR_FROM_PROTO = _enum_maps(
 CREDENTIAL_KIND_TO_PROTO, CREDENTIAL_KIND_FROM_PROTO = _enum_maps(
     models.CredentialKind, resources_pb2.CredentialKind, "CREDENTIAL_KIND_"
 )
+BACKFILL_STATE_TO_PROTO, _ = _enum_maps(BackfillState, resources_pb2.BackfillState, "BACKFILL_STATE_")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -96,6 +98,17 @@ def mailbox_to_proto(mailbox: models.Mailbox) -> resources_pb2.Mailbox:
         metadata=metadata_options_to_proto(mailbox.metadata_headers),
         include_drafts=mailbox.include_drafts,
         watch_topic=mailbox.watch_topic or "",
+    )
+
+
+
+
+def backfill_to_proto(progress: BackfillProgress) -> resources_pb2.MailboxBackfill:
+    return resources_pb2.MailboxBackfill(
+        state=BACKFILL_STATE_TO_PROTO[progress.state], listed_count=progress.listed,
+        delivered_count=progress.delivered, skipped_count=progress.skipped, create_time=timestamp(progress.created),
+        complete_time=timestamp(progress.completed_at),
+        last_error=mailbox_error_to_proto(progress.last_error_reason, progress.last_error, progress.last_error_at),
     )
 
 

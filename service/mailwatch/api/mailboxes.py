@@ -19,6 +19,7 @@ from mailwatch.api.validation import mailboxes as validation
 from mailwatch.lifecycle.messages import MailboxMessages
 from mailwatch.lifecycle.registration import Registrations
 from mailwatch.request_context import current_request_id, current_tenant_id
+from mailwatch.store import backfills as backfill_store
 from mailwatch.store import google_settings as settings_store
 from mailwatch.store import mailboxes as mailbox_store
 from mailwatch.store import registrations as registrations_store
@@ -48,13 +49,15 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         mailbox = await self._registrations.register(
             current_tenant_id(), registration.email_address, registration.label_filter, registration.credential,
             metadata_headers=registration.metadata_headers, include_drafts=registration.include_drafts,
+            backfill=registration.backfill,
         )
-        return convert.mailbox_to_proto(mailbox)
+        return await self._with_backfill(mailbox) if registration.backfill else convert.mailbox_to_proto(mailbox)
 
     async def BatchRegisterMailboxes(self, request, context):
         batch = validation.validate_batch_register_mailboxes(request)
         outcomes = await self._registrations.register_many(current_tenant_id(), batch.label_filter, batch.registrations,
-                                                           include_drafts=batch.include_drafts)
+                                                           include_drafts=batch.include_drafts,
+                                                           backfill=batch.backfill)
         request_id = current_request_id()
         results = []
         for address, outcome in zip(request.email_addresses, outcomes):
@@ -75,7 +78,16 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
-        return convert.mailbox_to_proto(await mailbox_store.fetch_mailbox(self._sessions, current_tenant_id(), mailbox_id))
+        return await self._with_backfill(
+            await mailbox_store.fetch_mailbox(self._sessions, current_tenant_id(), mailbox_id))
+
+    async def _with_backfill(self, mailbox):
+        """The mailbox with its backfill's progress, if one was requested."""
+        proto = convert.mailbox_to_proto(mailbox)
+        progress = await backfill_store.progress(self._sessions, mailbox.tenant_id, mailbox.id)
+        if progress is not None:
+            proto.backfill.CopyFrom(convert.backfill_to_proto(progress))
+        return proto
 
     async def ListMailboxes(self, request, context):
         query = validation.validate_list_mailboxes(request)

@@ -45,6 +45,8 @@ class EventType(enum.StrEnum):
     TEST = "TEST"  # from SendTestEvent
     ACCESS_REFUSED = "ACCESS_REFUSED"  # Gmail refused access for good; the mailbox is ACCESS_REFUSED
     HISTORY_SKIPPED = "HISTORY_SKIPPED"  # a history record kept failing (poison history) and was skipped
+    MESSAGE_EXISTING = "MESSAGE_EXISTING"  # a message the mailbox held when a backfill was requested
+    BACKFILL_COMPLETED = "BACKFILL_COMPLETED"  # a backfill delivered or skipped every listed message
 
 
 # The headers fetched for MESSAGE_ADDED metadata when a registration enables

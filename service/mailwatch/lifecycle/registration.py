@@ -12,10 +12,11 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mailwatch.clock import Clock
 from mailwatch.domain import addresses, errors
+from mailwatch.domain.backfill import BackfillRequest
 from mailwatch.domain.models import (
     Credential,
     EventType,
@@ -30,7 +31,7 @@ from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import shared_watch_expiration, watch_taking_over
 from mailwatch.secrets import SecretBox, credential_kind
-from mailwatch.store import mailboxes
+from mailwatch.store import backfills, mailboxes
 from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
 from mailwatch.store.watch_groups import GroupMember
@@ -54,10 +55,12 @@ class _Plan:
 @dataclass(frozen=True)
 class _Options:
     """What a registration asks beyond its filter, stored on the row and compared to find an
-    unchanged registration: message metadata headers (None: none) and draft versions."""
+    unchanged registration: message metadata headers (None: none) and draft versions; and the
+    backfill to store with the rows (not compared: an unchanged registration stores it on its own)."""
 
     metadata_headers: tuple[str, ...] | None = None
     include_drafts: bool = False
+    backfill: BackfillRequest | None = None
 
     def same_as(self, mailbox: Mailbox) -> bool:
         return (mailbox.metadata_headers, mailbox.include_drafts) == (self.metadata_headers, self.include_drafts)
@@ -86,15 +89,17 @@ class Registrations:
     # costs a visible share of a registration's CPU (docs/performance.md), while
     # waiting here for a slot costs nothing.
     database_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8), repr=False)
+    # Told when a registration stored a backfill (the backfill worker claims it at once).
+    on_backfill: Callable[[], None] = lambda: None
 
     async def register(
         self, tenant_id: uuid.UUID, email_address: str, label_filter: LabelFilter,
         requested: Credential | TenantDefaultCredential, *, metadata_headers: tuple[str, ...] | None = None,
-        include_drafts: bool = False,
+        include_drafts: bool = False, backfill: BackfillRequest | None = None,
     ) -> Mailbox:
         (outcome,) = await self.register_many(
             tenant_id, label_filter, [(email_address, requested)], metadata_headers=metadata_headers,
-            include_drafts=include_drafts)
+            include_drafts=include_drafts, backfill=backfill)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -107,6 +112,7 @@ class Registrations:
         *,
         metadata_headers: tuple[str, ...] | None = None,
         include_drafts: bool = False,
+        backfill: BackfillRequest | None = None,
         concurrency: int = 16,
     ) -> list[Mailbox | Exception]:
         """Register each (address, credential) (addresses distinct); a failure (any
@@ -124,8 +130,11 @@ class Registrations:
            with syncs);
         3. one transaction: every watched row in one upsert, every
            WATCH_STARTED event in one insert (so a stream never sees a row
-           without its event). If it fails, each row is written on its own,
-           so one bad row fails only its own address.
+           without its event), and the `backfill`, if requested. If it
+           fails, each row is written on its own, so one bad row fails only
+           its own address. An unchanged registration's backfill is stored
+           on its own (`backfills.request_backfill`; the same request again
+           keeps the stored backfill where it is).
 
         Batched because statements and a commit per address would make the
         database driver most of a registration's CPU, with every address
@@ -137,7 +146,7 @@ class Registrations:
         docs/performance.md).
         """
         outcomes: list = list(registrations)
-        options = _Options(metadata_headers, include_drafts)
+        options = _Options(metadata_headers, include_drafts, backfill)
         todo = [index for index, item in enumerate(registrations) if not isinstance(item, Exception)]
         if not todo:
             return outcomes
@@ -166,6 +175,12 @@ class Registrations:
         written = await self._write_all(tenant_id, label_filter, options, writes)
         for index, result in zip(todo, results):
             outcomes[index] = written[id(result)] if isinstance(result, _Watched) else result
+        if backfill is not None:
+            unchanged = [result.id for result in results if isinstance(result, Mailbox)]
+            if unchanged:
+                await backfills.request_backfill(self.sessions, tenant_id, unchanged, backfill)
+            if any(isinstance(outcome, Mailbox) for outcome in outcomes):
+                self.on_backfill()
         return outcomes
 
     async def _plan(
@@ -282,7 +297,8 @@ class Registrations:
             ]
 
         async with self.database_slots:
-            upserted = await registrations_store.save_registrations(self.sessions, tenant_id, rows, events_of)
+            upserted = await registrations_store.save_registrations(self.sessions, tenant_id, rows, events_of,
+                                                                    backfill=options.backfill)
         return [mailbox for mailbox, _ in upserted]
 
     async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str,

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mailwatch.domain.backfill import BackfillState
 from mailwatch.domain.models import CredentialKind, LabelFilterBehavior, MailboxState
 
 NAMING_CONVENTION = {
@@ -347,6 +348,65 @@ class ChangeEventRow(Base):
     )
 
 
+class MailboxBackfillRow(Base):
+    """A registration's backfill (domain/backfill.py): the request, where it stands, and its claim."""
+
+    __tablename__ = "mailbox_backfills"
+
+    mailbox_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    # The request: messages since a time and/or the newest N, carrying every label id.
+    since: Mapped[datetime | None] = _timestamp()
+    newest: Mapped[int | None] = mapped_column(Integer)
+    label_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(f"'{BackfillState.LISTING.value}'"))
+    # The tenant's last change-log sequence when it was requested: the live MESSAGE_ADDED
+    # events it must not repeat come after it (store/backfills.py).
+    start_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    listed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The next listed position (oldest first) to deliver: delivered + skipped.
+    next_position: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    delivered: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    due_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = _timestamp()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_reason: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = _timestamp()
+    completed_at: Mapped[datetime | None] = _timestamp()
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        CheckConstraint(_in("state", BackfillState), name="state_valid"),
+        CheckConstraint("newest > 0", name="newest_positive"),
+        # The backfill worker's claim: unfinished backfills, earliest due first.
+        Index("ix_mailbox_backfills_due", "due_at",
+              postgresql_where=text(f"state <> '{BackfillState.COMPLETED.value}'")),
+        Index("ix_mailbox_backfills_tenant_id", "tenant_id"),
+    )
+
+
+class BackfillMessageRow(Base):
+    """A message id a backfill listed, at its position oldest first (kept until it completes)."""
+
+    __tablename__ = "backfill_messages"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    mailbox_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("mailbox_backfills.mailbox_id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text, nullable=False)
+    thread_id: Mapped[str | None] = mapped_column(Text)
+
+
 class MalformedNotificationRow(Base):
     """A Pub/Sub message ingest could not decode (not tenant-scoped: its tenant is unknown)."""
 
@@ -386,3 +446,5 @@ tenant_google_settings = TenantGoogleSettingsRow.__table__
 subscription_statuses = SubscriptionStatusRow.__table__
 tenant_limits = TenantLimitsRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__
+mailbox_backfills = MailboxBackfillRow.__table__
+backfill_messages = BackfillMessageRow.__table__

@@ -4,8 +4,8 @@ each verb opens its own session; the Gmail calls happen between them.
 - `registration_reads`: the tenant's sealed settings and the addresses' rows;
 - `stored_and_sharing`: stored credentials of unchanged-looking rows and the
   registrations sharing each address's watch;
-- `save_registrations`: the rows in one upsert and their events in one insert,
-  one transaction (a stream never sees a row without its event);
+- `save_registrations`: the rows in one upsert, their backfill and their events
+  in one insert, one transaction (a stream never sees a row without its event);
 - `mailbox_to_stop` / `stop_mailbox`: what stopping needs to tell Gmail, then
   the state change and MAILBOX_STOPPED, one transaction;
 - `mailbox_with_credentials`: a mailbox and its sealed credential (GetMessage);
@@ -17,9 +17,10 @@ from __future__ import annotations
 import uuid
 from typing import Callable, Sequence
 
+from mailwatch.domain.backfill import BackfillRequest
 from mailwatch.domain.models import ChangeEvent, EventType, GoogleSettings, Mailbox, MailboxState, NewEvent
 from mailwatch.domain.projects import topic_project
-from mailwatch.store import changes, google_settings, mailboxes, watch_groups
+from mailwatch.store import backfills, changes, google_settings, mailboxes, watch_groups
 from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.watch_groups import GroupMember
 
@@ -46,11 +47,14 @@ async def stored_and_sharing(
 
 async def save_registrations(
     sessions: Sessions, tenant_id: uuid.UUID, rows: Sequence[mailboxes.MailboxUpsert],
-    events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]],
+    events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]], *, backfill: BackfillRequest | None = None,
 ) -> list[tuple[Mailbox, bool]]:
-    """Upsert `rows` and append `events_of(upserted)` in one transaction; (mailbox, created) per row."""
+    """Upsert `rows`, store their `backfill` (if any) and append `events_of(upserted)` in one
+    transaction; (mailbox, created) per row."""
     async with transaction(sessions) as session:
         upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows)
+        if backfill is not None:
+            await backfills.request_backfills(session, tenant_id, [mailbox.id for mailbox, _ in upserted], backfill)
         await changes.append_events(session, tenant_id, events_of(upserted))
     return upserted
 

@@ -34,7 +34,7 @@ MESSAGE_FORMAT_FULL: MessageFormat
 MESSAGE_FORMAT_RAW: MessageFormat
 
 class RegisterMailboxRequest(_message.Message):
-    __slots__ = ("email_address", "label_ids", "label_filter_behavior", "service_account", "oauth", "metadata", "include_drafts")
+    __slots__ = ("email_address", "label_ids", "label_filter_behavior", "service_account", "oauth", "metadata", "include_drafts", "backfill")
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FILTER_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RegisterMailboxRequest(_message.Message):
     OAUTH_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DRAFTS_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
     email_address: str
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     label_filter_behavior: _resources_pb2.LabelFilterBehavior
@@ -49,21 +50,34 @@ class RegisterMailboxRequest(_message.Message):
     oauth: OAuthCredentials
     metadata: _resources_pb2.MetadataOptions
     include_drafts: bool
-    def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ..., metadata: _Optional[_Union[_resources_pb2.MetadataOptions, _Mapping]] = ..., include_drafts: _Optional[bool] = ...) -> None: ...
+    backfill: BackfillRequest
+    def __init__(self, email_address: _Optional[str] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., oauth: _Optional[_Union[OAuthCredentials, _Mapping]] = ..., metadata: _Optional[_Union[_resources_pb2.MetadataOptions, _Mapping]] = ..., include_drafts: _Optional[bool] = ..., backfill: _Optional[_Union[BackfillRequest, _Mapping]] = ...) -> None: ...
+
+class BackfillRequest(_message.Message):
+    __slots__ = ("since", "newest", "label_ids")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIELD_NUMBER: _ClassVar[int]
+    LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    newest: int
+    label_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest: _Optional[int] = ..., label_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchRegisterMailboxesRequest(_message.Message):
-    __slots__ = ("email_addresses", "label_ids", "label_filter_behavior", "service_account", "include_drafts")
+    __slots__ = ("email_addresses", "label_ids", "label_filter_behavior", "service_account", "include_drafts", "backfill")
     EMAIL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     LABEL_IDS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FILTER_BEHAVIOR_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DRAFTS_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
     email_addresses: _containers.RepeatedScalarFieldContainer[str]
     label_ids: _containers.RepeatedScalarFieldContainer[str]
     label_filter_behavior: _resources_pb2.LabelFilterBehavior
     service_account: ServiceAccountCredentials
     include_drafts: bool
-    def __init__(self, email_addresses: _Optional[_Iterable[str]] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., include_drafts: _Optional[bool] = ...) -> None: ...
+    backfill: BackfillRequest
+    def __init__(self, email_addresses: _Optional[_Iterable[str]] = ..., label_ids: _Optional[_Iterable[str]] = ..., label_filter_behavior: _Optional[_Union[_resources_pb2.LabelFilterBehavior, str]] = ..., service_account: _Optional[_Union[ServiceAccountCredentials, _Mapping]] = ..., include_drafts: _Optional[bool] = ..., backfill: _Optional[_Union[BackfillRequest, _Mapping]] = ...) -> None: ...
 
 class BatchRegisterMailboxesResponse(_message.Message):
     __slots__ = ("results",)

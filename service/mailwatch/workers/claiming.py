@@ -22,7 +22,9 @@ by shared watch (`to_process`), which small claims would split.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -34,6 +36,8 @@ from mailwatch.secrets import SecretBox
 from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.store.db import Sessions
 from mailwatch.workers.loop import LoopWorker
+
+log = logging.getLogger(__name__)
 
 Claim = TypeVar("Claim")
 
@@ -117,6 +121,44 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
 
     async def _claim(self, limit: int) -> Sequence[Claim]:
         return await self.claim(self.clock.now(), limit)
+
+    @contextlib.asynccontextmanager
+    async def leased(self, extend: Callable[[], Awaitable[bool]], *, what: str):
+        """While the block runs, extend its claim (`extend()`: False once the claim is no
+        longer this worker's) every third of the lease, so long work is not taken over.
+
+        The heartbeat task starts only when the work outlasts a third of the lease:
+        most syncs end long before, and cost a timer instead of two tasks."""
+        done = asyncio.Event()
+        heartbeats: list[asyncio.Task] = []
+        first_beat = asyncio.get_running_loop().call_later(
+            self._beat_seconds(), lambda: heartbeats.append(asyncio.create_task(self._keep_lease(extend, done, what)))
+        )
+        try:
+            yield
+        finally:
+            first_beat.cancel()
+            # Told to stop, not cancelled: a cancel landing mid-statement would leave
+            # its pooled connection to the garbage collector, still open.
+            done.set()
+            await asyncio.gather(*heartbeats, return_exceptions=True)
+
+    def _beat_seconds(self) -> float:
+        return self.lease.total_seconds() / 3
+
+    async def _keep_lease(self, extend: Callable[[], Awaitable[bool]], done: asyncio.Event, what: str) -> None:
+        """Extend the claim now and every third of the lease until `done`; fenced on the
+        owner: once the claim is released or lost, extending does nothing and the beat stops."""
+        while not done.is_set():
+            try:
+                kept = await extend()
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
+                log.warning("could not extend the lease on %s", what, exc_info=True)
+                kept = True  # as far as we know: try again at the next beat
+            if not kept:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._beat_seconds())
 
     async def _guarded(self, claim: Claim) -> None:
         async with self._slots:

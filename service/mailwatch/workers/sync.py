@@ -7,9 +7,6 @@ taken over by another replica. What the sync does is `sync.mailbox.MailboxSync`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import os
 import socket
 import time
@@ -24,8 +21,6 @@ from mailwatch.store import sync_claims
 from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.sync.mailbox import CATCH_UP_ATTEMPTS, CATCH_UP_BACKOFF, POISON_AFTER, MailboxSync
 from mailwatch.workers.claiming import ClaimingWorker
-
-log = logging.getLogger(__name__)
 
 SYNC_OUTCOMES = Counter("mailwatch_syncs_total", "Mailbox syncs by outcome", ["outcome"])
 SYNC_SECONDS = Histogram("mailwatch_sync_seconds", "Time to sync one mailbox")
@@ -74,40 +69,11 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         return claims
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
-        done = asyncio.Event()
-        heartbeats: list[asyncio.Task] = []
-        # The heartbeat task starts only when the sync outlasts a third of the lease:
-        # most syncs end long before, and cost a timer instead of two tasks.
-        first_beat = asyncio.get_running_loop().call_later(
-            self._beat_seconds(), lambda: heartbeats.append(asyncio.create_task(self._keep_lease(claim.mailbox.id, done)))
-        )
         started = time.perf_counter()
         try:
-            return await self.mailbox_sync.run(claim)
+            async with self.leased(lambda: sync_claims.extend_lease(
+                self.sessions, claim.mailbox.id, owner=self.owner, now=self.clock.now(), lease=self.lease,
+            ), what=f"mailbox {claim.mailbox.id}"):
+                return await self.mailbox_sync.run(claim)
         finally:
             stages.observe(stages.CLAIMED_TO_COMMITTED, time.perf_counter() - started)
-            first_beat.cancel()
-            # Told to stop, not cancelled: a cancel landing mid-statement would leave
-            # its pooled connection to the garbage collector, still open.
-            done.set()
-            await asyncio.gather(*heartbeats, return_exceptions=True)
-
-    def _beat_seconds(self) -> float:
-        return self.lease.total_seconds() / 3
-
-    async def _keep_lease(self, mailbox_id: uuid.UUID, done: asyncio.Event) -> None:
-        """Extend the claim now and every third of the lease while the sync works (until
-        `done`). Fenced on the owner: once the claim is released or lost, extending
-        does nothing and the heartbeat stops."""
-        while not done.is_set():
-            try:
-                kept = await sync_claims.extend_lease(
-                    self.sessions, mailbox_id, owner=self.owner, now=self.clock.now(), lease=self.lease
-                )
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
-                log.warning("could not extend the lease on mailbox %s", mailbox_id, exc_info=True)
-                kept = True  # as far as we know: try again at the next beat
-            if not kept:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self._beat_seconds())

@@ -22,7 +22,8 @@ from mailwatch.store.models import Base
 pytestmark = pytest.mark.integration
 
 TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications", "tenant_google_settings",
-          "subscription_statuses", "gmail_budget_buckets", "tenant_limits"}
+          "subscription_statuses", "gmail_budget_buckets", "tenant_limits", "mailbox_backfills",
+          "backfill_messages"}
 
 
 def _inspect(url, fn):

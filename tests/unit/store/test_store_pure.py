@@ -51,7 +51,8 @@ def test_tenant_scoped_indexes_lead_with_tenant_id():
             continue
         for index in table.indexes:
             if index.name in ("ix_mailboxes_email_address", "ix_mailboxes_gmail_address", "ix_mailboxes_sync_due",
-                              "ix_mailboxes_renewal_due", "ix_mailboxes_poll_due", "ix_change_events_observed_at"):
+                              "ix_mailboxes_renewal_due", "ix_mailboxes_poll_due", "ix_change_events_observed_at",
+                              "ix_mailbox_backfills_due"):
                 continue  # cross-tenant work queues: ingest lookup, workers, retention
             assert index.columns.keys()[0] == "tenant_id", index.name
 

@@ -45,6 +45,7 @@ from mailwatch_client._errors import (
 )
 from mailwatch_client._proto.v1.admin_service_pb2 import ApiKey, CreateApiKeyResponse, Tenant
 from mailwatch_client._proto.v1.mailbox_service_pb2 import (
+    BackfillRequest,
     Message,
     MessageFormat,
     MessagePart,
@@ -52,12 +53,14 @@ from mailwatch_client._proto.v1.mailbox_service_pb2 import (
     ServiceAccountCredentials,
 )
 from mailwatch_client._proto.v1.resources_pb2 import (
+    BackfillState,
     ChangeEvent,
     CredentialKind,
     EventType,
     LabelFilter,
     LabelFilterBehavior,
     Mailbox,
+    MailboxBackfill,
     MailboxError,
     MailboxState,
     MessageHeader,
@@ -74,6 +77,8 @@ __all__ = [
     "ApiKey",
     "AsyncChangeStream",
     "AsyncMailwatchClient",
+    "BackfillRequest",
+    "BackfillState",
     "ChangeEvent",
     "ChangeStream",
     "CheckpointStore",
@@ -96,6 +101,7 @@ __all__ = [
     "LabelFilter",
     "LabelFilterBehavior",
     "Mailbox",
+    "MailboxBackfill",
     "MailboxError",
     "MailboxState",
     "MailwatchClient",

@@ -74,16 +74,20 @@ def register_mailbox(
     label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
     message_metadata: bool | Sequence[str] = False,
     include_drafts: bool = False,
+    backfill: mailbox_service_pb2.BackfillRequest | None = None,
 ) -> mailbox_service_pb2.RegisterMailboxRequest:
     """Start watching a mailbox (idempotent per address: retried on UNAVAILABLE).
 
     `message_metadata`: True for metadata (default headers) on MESSAGE_ADDED
     events, or the header names wanted; False for none. `include_drafts`: True
     for every draft version (added, and deleted when replaced); False leaves
-    drafts out (a sent draft's message is delivered).
+    drafts out (a sent draft's message is delivered). `backfill`: deliver
+    existing messages as MESSAGE_EXISTING events, e.g.
+    `BackfillRequest(newest=500)` (the same request again keeps the backfill
+    where it is, so retrying is safe).
     """
     return common.register_request(email_address, credentials, label_ids, label_filter_behavior, message_metadata,
-                                   include_drafts)
+                                   include_drafts, backfill)
 
 
 def register_mailboxes(
@@ -93,13 +97,15 @@ def register_mailboxes(
     label_ids: Sequence[str] = (),
     label_filter_behavior: int = resources_pb2.LABEL_FILTER_BEHAVIOR_UNSPECIFIED,
     include_drafts: bool = False,
+    backfill: mailbox_service_pb2.BackfillRequest | None = None,
 ) -> mailbox_service_pb2.BatchRegisterMailboxesRequest:
     """Register up to 1,000 addresses sharing one service account (the tenant's
     default when None); one result per address, in order, each with its own
     `status` (a google.rpc.Status: code 0 and `mailbox` on success).
-    Idempotent per address: retried on UNAVAILABLE. `include_drafts` as in register_mailbox."""
+    Idempotent per address: retried on UNAVAILABLE. `include_drafts` and
+    `backfill` as in register_mailbox (the backfill for every address)."""
     return common.batch_register_request(email_addresses, service_account, label_ids, label_filter_behavior,
-                                         include_drafts)
+                                         include_drafts, backfill)
 
 
 def stop_mailbox(mailbox_id: str) -> mailbox_service_pb2.StopMailboxRequest:

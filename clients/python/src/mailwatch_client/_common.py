@@ -155,10 +155,11 @@ def register_request(
     label_filter_behavior: int,
     message_metadata: bool | Sequence[str] = False,
     include_drafts: bool = False,
+    backfill: mailbox_service_pb2.BackfillRequest | None = None,
 ) -> mailbox_service_pb2.RegisterMailboxRequest:
     request = mailbox_service_pb2.RegisterMailboxRequest(
         email_address=email_address, label_ids=list(label_ids), label_filter_behavior=label_filter_behavior,
-        include_drafts=include_drafts,
+        include_drafts=include_drafts, backfill=backfill,
     )
     if message_metadata:
         headers = [] if message_metadata is True else list(message_metadata)
@@ -178,10 +179,11 @@ def batch_register_request(
     label_ids: Sequence[str],
     label_filter_behavior: int,
     include_drafts: bool = False,
+    backfill: mailbox_service_pb2.BackfillRequest | None = None,
 ) -> mailbox_service_pb2.BatchRegisterMailboxesRequest:
     request = mailbox_service_pb2.BatchRegisterMailboxesRequest(
         email_addresses=list(email_addresses), label_ids=list(label_ids), label_filter_behavior=label_filter_behavior,
-        include_drafts=include_drafts,
+        include_drafts=include_drafts, backfill=backfill,
     )
     if service_account is not None:
         request.service_account.CopyFrom(service_account)

@@ -7,11 +7,13 @@ import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from mailwatch.api import tokens
 from mailwatch.api.convert import EVENT_TYPE_FROM_PROTO, MAILBOX_STATE_FROM_PROTO
 from mailwatch.api.validation import fields
 from mailwatch.domain import addresses
+from mailwatch.domain.backfill import MAX_BACKFILL_MESSAGES, BackfillRequest
 from mailwatch.domain.errors import InvalidArgument, InvalidCursor
 from mailwatch.domain.models import (
     DEFAULT_METADATA_HEADERS,
@@ -42,6 +44,10 @@ MAX_QUERY_CHARS = 2000
 _HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,100}")
 # Gmail message ids are hexadecimal (e.g. "18c2f1a3b4d5e6f7").
 _MESSAGE_ID_RE = re.compile(r"[0-9A-Fa-f]{1,40}")
+# Gmail's label ids: system labels (upper case, e.g. CATEGORY_PERSONAL) and user labels ("Label_12").
+_LABEL_ID_RE = re.compile(r"[A-Z][A-Z0-9_]{0,99}|Label_[0-9]{1,20}")
+MAX_BACKFILL_LABEL_IDS = 10
+_EARLIEST_SINCE_SECONDS = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class MailboxRegistration:
     credential: Credential | TenantDefaultCredential  # the tenant's defaults when not given
     metadata_headers: tuple[str, ...] | None = None  # None: no metadata on events
     include_drafts: bool = False
+    backfill: BackfillRequest | None = None  # None: the stream starts at the watch
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class BatchRegistration:
     # tenant's default), or why that address is refused.
     registrations: list[tuple[str, Credential | TenantDefaultCredential] | InvalidArgument]
     include_drafts: bool = False
+    backfill: BackfillRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
     else:
         credential = TenantDefaultCredential()  # the tenant's default service account
     metadata_headers = _metadata_options(request, problems)
+    backfill = backfill_request(request, problems)
     problems.raise_if_any()
     assert credential is not None
     return MailboxRegistration(
@@ -95,6 +104,7 @@ def validate_register_mailbox(request: mailbox_service_pb2.RegisterMailboxReques
         credential=credential,
         metadata_headers=metadata_headers,
         include_drafts=request.include_drafts,
+        backfill=backfill,
     )
 
 
@@ -116,6 +126,7 @@ def validate_batch_register_mailboxes(
         if request.service_account.subject:
             problems.add("service_account.subject", "must be empty: each mailbox impersonates its own address")
         shared = fields.service_account(request.service_account, "", problems)
+    backfill = backfill_request(request, problems)
     problems.raise_if_any()
 
     registrations: list[tuple[str, Credential | TenantDefaultCredential] | InvalidArgument] = []
@@ -134,7 +145,39 @@ def validate_batch_register_mailboxes(
         else:
             registrations.append((email, TenantDefaultCredential()))  # the tenant's service account
     return BatchRegistration(label_filter=LabelFilter(label_ids=label_ids, behavior=behavior),
-                             registrations=registrations, include_drafts=request.include_drafts)
+                             registrations=registrations, include_drafts=request.include_drafts, backfill=backfill)
+
+
+def backfill_request(request, problems: fields.Violations, *, now: datetime | None = None) -> BackfillRequest | None:
+    """A registration's `backfill`, or None when it has none."""
+    if not request.HasField("backfill"):
+        return None
+    backfill = request.backfill
+    since = None
+    if backfill.HasField("since"):
+        if not (_EARLIEST_SINCE_SECONDS <= backfill.since.seconds and 0 <= backfill.since.nanos < 1_000_000_000):
+            problems.add("backfill.since", "must be a time after 1970-01-01T00:00:00Z")
+        else:
+            since = backfill.since.ToDatetime(tzinfo=timezone.utc)
+            if since > (now or datetime.now(timezone.utc)):
+                problems.add("backfill.since", "must not be in the future")
+    if backfill.newest < 0:
+        problems.add("backfill.newest", "must not be negative")
+    elif backfill.newest > MAX_BACKFILL_MESSAGES:
+        problems.add("backfill.newest", f"at most {MAX_BACKFILL_MESSAGES:,}")
+    if since is None and backfill.newest == 0 and not backfill.HasField("since"):
+        problems.add("backfill", "set since, newest or both")
+    if len(backfill.label_ids) > MAX_BACKFILL_LABEL_IDS:
+        problems.add("backfill.label_ids", f"at most {MAX_BACKFILL_LABEL_IDS} label ids")
+    seen: set[str] = set()
+    for index, label_id in enumerate(backfill.label_ids):
+        if not _LABEL_ID_RE.fullmatch(label_id):
+            problems.add(f"backfill.label_ids[{index}]",
+                         "must be a Gmail label id: a system label (e.g. INBOX, CATEGORY_UPDATES) or Label_<digits>")
+        elif label_id in seen:
+            problems.add(f"backfill.label_ids[{index}]", f"duplicate label id {label_id!r}")
+        seen.add(label_id)
+    return BackfillRequest(since=since, newest=backfill.newest or None, label_ids=tuple(backfill.label_ids))
 
 
 def _metadata_options(request: mailbox_service_pb2.RegisterMailboxRequest, problems: fields.Violations):

@@ -10,6 +10,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BackfillState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKFILL_STATE_UNSPECIFIED: _ClassVar[BackfillState]
+    BACKFILL_STATE_LISTING: _ClassVar[BackfillState]
+    BACKFILL_STATE_DELIVERING: _ClassVar[BackfillState]
+    BACKFILL_STATE_COMPLETED: _ClassVar[BackfillState]
+
 class MailboxState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MAILBOX_STATE_UNSPECIFIED: _ClassVar[MailboxState]
@@ -49,12 +56,18 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_TEST: _ClassVar[EventType]
     EVENT_TYPE_ACCESS_REFUSED: _ClassVar[EventType]
     EVENT_TYPE_HISTORY_SKIPPED: _ClassVar[EventType]
+    EVENT_TYPE_MESSAGE_EXISTING: _ClassVar[EventType]
+    EVENT_TYPE_BACKFILL_COMPLETED: _ClassVar[EventType]
 
 class SubscriptionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SUBSCRIPTION_STATE_UNSPECIFIED: _ClassVar[SubscriptionState]
     SUBSCRIPTION_STATE_OK: _ClassVar[SubscriptionState]
     SUBSCRIPTION_STATE_FAILING: _ClassVar[SubscriptionState]
+BACKFILL_STATE_UNSPECIFIED: BackfillState
+BACKFILL_STATE_LISTING: BackfillState
+BACKFILL_STATE_DELIVERING: BackfillState
+BACKFILL_STATE_COMPLETED: BackfillState
 MAILBOX_STATE_UNSPECIFIED: MailboxState
 MAILBOX_STATE_ACTIVE: MailboxState
 MAILBOX_STATE_AUTH_FAILED: MailboxState
@@ -83,12 +96,14 @@ EVENT_TYPE_NOTIFICATIONS_MISSED: EventType
 EVENT_TYPE_TEST: EventType
 EVENT_TYPE_ACCESS_REFUSED: EventType
 EVENT_TYPE_HISTORY_SKIPPED: EventType
+EVENT_TYPE_MESSAGE_EXISTING: EventType
+EVENT_TYPE_BACKFILL_COMPLETED: EventType
 SUBSCRIPTION_STATE_UNSPECIFIED: SubscriptionState
 SUBSCRIPTION_STATE_OK: SubscriptionState
 SUBSCRIPTION_STATE_FAILING: SubscriptionState
 
 class Mailbox(_message.Message):
-    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata", "include_drafts", "watch_topic", "next_attempt_time")
+    __slots__ = ("id", "email_address", "state", "label_filter", "credential_kind", "history_id", "notified_history_id", "watch_expire_time", "next_renew_time", "last_notification_time", "last_sync_time", "last_error", "create_time", "update_time", "metadata", "include_drafts", "watch_topic", "next_attempt_time", "backfill")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +122,7 @@ class Mailbox(_message.Message):
     INCLUDE_DRAFTS_FIELD_NUMBER: _ClassVar[int]
     WATCH_TOPIC_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
     id: str
     email_address: str
     state: MailboxState
@@ -125,7 +141,26 @@ class Mailbox(_message.Message):
     include_drafts: bool
     watch_topic: str
     next_attempt_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ..., include_drafts: _Optional[bool] = ..., watch_topic: _Optional[str] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    backfill: MailboxBackfill
+    def __init__(self, id: _Optional[str] = ..., email_address: _Optional[str] = ..., state: _Optional[_Union[MailboxState, str]] = ..., label_filter: _Optional[_Union[LabelFilter, _Mapping]] = ..., credential_kind: _Optional[_Union[CredentialKind, str]] = ..., history_id: _Optional[int] = ..., notified_history_id: _Optional[int] = ..., watch_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_notification_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sync_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[MetadataOptions, _Mapping]] = ..., include_drafts: _Optional[bool] = ..., watch_topic: _Optional[str] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backfill: _Optional[_Union[MailboxBackfill, _Mapping]] = ...) -> None: ...
+
+class MailboxBackfill(_message.Message):
+    __slots__ = ("state", "listed_count", "delivered_count", "skipped_count", "create_time", "complete_time", "last_error")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LISTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    state: BackfillState
+    listed_count: int
+    delivered_count: int
+    skipped_count: int
+    create_time: _timestamp_pb2.Timestamp
+    complete_time: _timestamp_pb2.Timestamp
+    last_error: MailboxError
+    def __init__(self, state: _Optional[_Union[BackfillState, str]] = ..., listed_count: _Optional[int] = ..., delivered_count: _Optional[int] = ..., skipped_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[MailboxError, _Mapping]] = ...) -> None: ...
 
 class LabelFilter(_message.Message):
     __slots__ = ("label_ids", "behavior")

@@ -174,6 +174,49 @@ export interface RegisterMailboxRequest {
    * mail only. True: every version is added and each replaced one deleted.
    */
   includeDrafts: boolean;
+  /**
+   * Optional: deliver the messages the mailbox already holds (see
+   * BackfillRequest). Unset: the stream starts at the watch.
+   */
+  backfill: BackfillRequest | undefined;
+}
+
+/**
+ * Which existing messages a registration delivers as MESSAGE_EXISTING events
+ * (backfill). At least one of `since` and `newest` is required; with both, the
+ * newest `newest` messages received after `since`. Gmail's SPAM and TRASH are
+ * left out (as messages.list does by default).
+ *
+ * mailwatch lists the ids with users.messages.list (newest first, 500 a page,
+ * 5 quota units each) and then reads each message's labels (and metadata, when
+ * the registration has metadata on) with users.messages.get in batches (5
+ * units each), within the tenant's Gmail budget and the per-user limits the
+ * sync shares; the events are appended oldest first, a BACKFILL_COMPLETED event
+ * closes the backfill, and GetMailbox shows its progress (Mailbox.backfill).
+ * The live stream carries on meanwhile: a message delivered live as
+ * MESSAGE_ADDED is not delivered again as MESSAGE_EXISTING, and the other way
+ * round. The registration's label filter applies to the messages as well.
+ * Registering again with the same backfill request keeps the backfill where it
+ * is (retrying a registration is safe); another request starts a new one.
+ */
+export interface BackfillRequest {
+  /**
+   * Messages received at or after this time (Gmail's `after:` search, to the
+   * second). Not in the future.
+   */
+  since:
+    | Date
+    | undefined;
+  /**
+   * At most this many messages, the newest (1 to 100,000). 0: no count, only
+   * `since` (at most 100,000 messages in any case: the newest).
+   */
+  newest: number;
+  /**
+   * Only messages carrying every one of these Gmail label ids (messages.list's
+   * labelIds; at most 10). Empty: any label.
+   */
+  labelIds: string[];
 }
 
 /** Request for MailboxService.BatchRegisterMailboxes. */
@@ -195,6 +238,8 @@ export interface BatchRegisterMailboxesRequest {
     | undefined;
   /** Whether draft versions reach the change stream (as in RegisterMailbox). */
   includeDrafts: boolean;
+  /** Optional: a backfill for every registered address (as in RegisterMailbox). */
+  backfill: BackfillRequest | undefined;
 }
 
 /** Response for MailboxService.BatchRegisterMailboxes. */
@@ -558,6 +603,7 @@ function createBaseRegisterMailboxRequest(): RegisterMailboxRequest {
     oauth: undefined,
     metadata: undefined,
     includeDrafts: false,
+    backfill: undefined,
   };
 }
 
@@ -583,6 +629,9 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
     }
     if (message.includeDrafts !== false) {
       writer.uint32(888).bool(message.includeDrafts);
+    }
+    if (message.backfill !== undefined) {
+      BackfillRequest.encode(message.backfill, writer.uint32(962).fork()).join();
     }
     return writer;
   },
@@ -656,6 +705,14 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
             message.includeDrafts = reader.bool();
             continue;
           }
+          case 120: {
+            if (tag !== 962) {
+              break;
+            }
+
+            message.backfill = BackfillRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -697,6 +754,7 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
         : isSet(object.include_drafts)
         ? globalThis.Boolean(object.include_drafts)
         : false,
+      backfill: isSet(object.backfill) ? BackfillRequest.fromJSON(object.backfill) : undefined,
     };
   },
 
@@ -723,6 +781,9 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
     if (message.includeDrafts !== false) {
       obj.includeDrafts = message.includeDrafts;
     }
+    if (message.backfill !== undefined) {
+      obj.backfill = BackfillRequest.toJSON(message.backfill);
+    }
     return obj;
   },
 
@@ -744,12 +805,127 @@ export const RegisterMailboxRequest: MessageFns<RegisterMailboxRequest> = {
       ? MetadataOptions.fromPartial(object.metadata)
       : undefined;
     message.includeDrafts = object.includeDrafts ?? false;
+    message.backfill = (object.backfill !== undefined && object.backfill !== null)
+      ? BackfillRequest.fromPartial(object.backfill)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBackfillRequest(): BackfillRequest {
+  return { since: undefined, newest: 0, labelIds: [] };
+}
+
+export const BackfillRequest: MessageFns<BackfillRequest> = {
+  encode(message: BackfillRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.since !== undefined) {
+      Timestamp.encode(toTimestamp(message.since), writer.uint32(10).fork()).join();
+    }
+    if (message.newest !== 0) {
+      writer.uint32(16).int32(message.newest);
+    }
+    for (const v of message.labelIds) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BackfillRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBackfillRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.since = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.newest = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.labelIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BackfillRequest {
+    return {
+      since: isSet(object.since) ? fromJsonTimestamp(object.since) : undefined,
+      newest: isSet(object.newest) ? globalThis.Number(object.newest) : 0,
+      labelIds: globalThis.Array.isArray(object?.labelIds)
+        ? object.labelIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.label_ids)
+        ? object.label_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BackfillRequest): unknown {
+    const obj: any = {};
+    if (message.since !== undefined) {
+      obj.since = message.since.toISOString();
+    }
+    if (message.newest !== 0) {
+      obj.newest = Math.round(message.newest);
+    }
+    if (message.labelIds?.length) {
+      obj.labelIds = message.labelIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BackfillRequest>, I>>(base?: I): BackfillRequest {
+    return BackfillRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BackfillRequest>, I>>(object: I): BackfillRequest {
+    const message = createBaseBackfillRequest();
+    message.since = object.since ?? undefined;
+    message.newest = object.newest ?? 0;
+    message.labelIds = object.labelIds?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseBatchRegisterMailboxesRequest(): BatchRegisterMailboxesRequest {
-  return { emailAddresses: [], labelIds: [], labelFilterBehavior: 0, serviceAccount: undefined, includeDrafts: false };
+  return {
+    emailAddresses: [],
+    labelIds: [],
+    labelFilterBehavior: 0,
+    serviceAccount: undefined,
+    includeDrafts: false,
+    backfill: undefined,
+  };
 }
 
 export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesRequest> = {
@@ -768,6 +944,9 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
     }
     if (message.includeDrafts !== false) {
       writer.uint32(888).bool(message.includeDrafts);
+    }
+    if (message.backfill !== undefined) {
+      BackfillRequest.encode(message.backfill, writer.uint32(962).fork()).join();
     }
     return writer;
   },
@@ -825,6 +1004,14 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
             message.includeDrafts = reader.bool();
             continue;
           }
+          case 120: {
+            if (tag !== 962) {
+              break;
+            }
+
+            message.backfill = BackfillRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -864,6 +1051,7 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
         : isSet(object.include_drafts)
         ? globalThis.Boolean(object.include_drafts)
         : false,
+      backfill: isSet(object.backfill) ? BackfillRequest.fromJSON(object.backfill) : undefined,
     };
   },
 
@@ -884,6 +1072,9 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
     if (message.includeDrafts !== false) {
       obj.includeDrafts = message.includeDrafts;
     }
+    if (message.backfill !== undefined) {
+      obj.backfill = BackfillRequest.toJSON(message.backfill);
+    }
     return obj;
   },
 
@@ -901,6 +1092,9 @@ export const BatchRegisterMailboxesRequest: MessageFns<BatchRegisterMailboxesReq
       ? ServiceAccountCredentials.fromPartial(object.serviceAccount)
       : undefined;
     message.includeDrafts = object.includeDrafts ?? false;
+    message.backfill = (object.backfill !== undefined && object.backfill !== null)
+      ? BackfillRequest.fromPartial(object.backfill)
+      : undefined;
     return message;
   },
 };

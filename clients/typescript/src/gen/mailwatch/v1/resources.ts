@@ -11,6 +11,56 @@ export const protobufPackage = "mailwatch.v1";
 
 export const protobufFileName = "mailwatch/v1/resources.proto";
 
+/** A backfill's progress. */
+export enum BackfillState {
+  /** BACKFILL_STATE_UNSPECIFIED - No backfill was requested. */
+  BACKFILL_STATE_UNSPECIFIED = 0,
+  /** BACKFILL_STATE_LISTING - Listing the message ids (messages.list). */
+  BACKFILL_STATE_LISTING = 1,
+  /** BACKFILL_STATE_DELIVERING - Appending MESSAGE_EXISTING events, oldest first. */
+  BACKFILL_STATE_DELIVERING = 2,
+  /** BACKFILL_STATE_COMPLETED - Done: BACKFILL_COMPLETED was appended. */
+  BACKFILL_STATE_COMPLETED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function backfillStateFromJSON(object: any): BackfillState {
+  switch (object) {
+    case 0:
+    case "BACKFILL_STATE_UNSPECIFIED":
+      return BackfillState.BACKFILL_STATE_UNSPECIFIED;
+    case 1:
+    case "BACKFILL_STATE_LISTING":
+      return BackfillState.BACKFILL_STATE_LISTING;
+    case 2:
+    case "BACKFILL_STATE_DELIVERING":
+      return BackfillState.BACKFILL_STATE_DELIVERING;
+    case 3:
+    case "BACKFILL_STATE_COMPLETED":
+      return BackfillState.BACKFILL_STATE_COMPLETED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return BackfillState.UNRECOGNIZED;
+  }
+}
+
+export function backfillStateToJSON(object: BackfillState): string {
+  switch (object) {
+    case BackfillState.BACKFILL_STATE_UNSPECIFIED:
+      return "BACKFILL_STATE_UNSPECIFIED";
+    case BackfillState.BACKFILL_STATE_LISTING:
+      return "BACKFILL_STATE_LISTING";
+    case BackfillState.BACKFILL_STATE_DELIVERING:
+      return "BACKFILL_STATE_DELIVERING";
+    case BackfillState.BACKFILL_STATE_COMPLETED:
+      return "BACKFILL_STATE_COMPLETED";
+    case BackfillState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Lifecycle state of a mailbox. */
 export enum MailboxState {
   /** MAILBOX_STATE_UNSPECIFIED - Never used by the server; as a filter value it is rejected. */
@@ -244,6 +294,23 @@ export enum EventType {
    * WORKER_LOST), "error" and "attempts".
    */
   EVENT_TYPE_HISTORY_SKIPPED = 25,
+  /**
+   * EVENT_TYPE_MESSAGE_EXISTING - A message the mailbox already held when a backfill was requested
+   * (BackfillRequest), with its labels and, when the mailbox has metadata
+   * on, its metadata; appended oldest first. A type of its own rather than
+   * MESSAGE_ADDED with an attribute: a consumer that reacts to new mail
+   * (notifications, auto-replies) must not react to thousands of old
+   * messages, and can leave these out with StreamChanges' type filter
+   * without reading attributes. A message is delivered once: either as
+   * MESSAGE_ADDED (it arrived after the watch and the live sync delivered
+   * it) or as MESSAGE_EXISTING.
+   */
+  EVENT_TYPE_MESSAGE_EXISTING = 30,
+  /**
+   * EVENT_TYPE_BACKFILL_COMPLETED - A backfill finished: every listed message was delivered or skipped.
+   * Attributes: listed, delivered, skipped (counts).
+   */
+  EVENT_TYPE_BACKFILL_COMPLETED = 31,
   UNRECOGNIZED = -1,
 }
 
@@ -300,6 +367,12 @@ export function eventTypeFromJSON(object: any): EventType {
     case 25:
     case "EVENT_TYPE_HISTORY_SKIPPED":
       return EventType.EVENT_TYPE_HISTORY_SKIPPED;
+    case 30:
+    case "EVENT_TYPE_MESSAGE_EXISTING":
+      return EventType.EVENT_TYPE_MESSAGE_EXISTING;
+    case 31:
+    case "EVENT_TYPE_BACKFILL_COMPLETED":
+      return EventType.EVENT_TYPE_BACKFILL_COMPLETED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -343,6 +416,10 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_ACCESS_REFUSED";
     case EventType.EVENT_TYPE_HISTORY_SKIPPED:
       return "EVENT_TYPE_HISTORY_SKIPPED";
+    case EventType.EVENT_TYPE_MESSAGE_EXISTING:
+      return "EVENT_TYPE_MESSAGE_EXISTING";
+    case EventType.EVENT_TYPE_BACKFILL_COMPLETED:
+      return "EVENT_TYPE_BACKFILL_COMPLETED";
     case EventType.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -490,7 +567,43 @@ export interface Mailbox {
    * answer: no Gmail call is made for the mailbox before it. Unset when no
    * retry is pending (nothing failed, or the mailbox is in a terminal state).
    */
-  nextAttemptTime: Date | undefined;
+  nextAttemptTime:
+    | Date
+    | undefined;
+  /**
+   * The mailbox's backfill (registration's BackfillRequest), if one was
+   * requested: its state and counts.
+   */
+  backfill: MailboxBackfill | undefined;
+}
+
+/** How far a mailbox's backfill is. */
+export interface MailboxBackfill {
+  /** Where it stands. */
+  state: BackfillState;
+  /** Message ids listed with messages.list (known once the listing is done). */
+  listedCount: number;
+  /** MESSAGE_EXISTING events appended so far. */
+  deliveredCount: number;
+  /**
+   * Listed messages not delivered by the backfill: already delivered live as
+   * MESSAGE_ADDED, deleted before their turn, or outside the registration's
+   * label filter.
+   */
+  skippedCount: number;
+  /** When the backfill was requested. */
+  createTime:
+    | Date
+    | undefined;
+  /** When it completed (BACKFILL_COMPLETED was appended). */
+  completeTime:
+    | Date
+    | undefined;
+  /**
+   * The last failure (a Gmail refusal or rate limit); the backfill is tried
+   * again after a backoff.
+   */
+  lastError: MailboxError | undefined;
 }
 
 /** The label filter of a Gmail watch. */
@@ -705,6 +818,7 @@ function createBaseMailbox(): Mailbox {
     includeDrafts: false,
     watchTopic: "",
     nextAttemptTime: undefined,
+    backfill: undefined,
   };
 }
 
@@ -763,6 +877,9 @@ export const Mailbox: MessageFns<Mailbox> = {
     }
     if (message.nextAttemptTime !== undefined) {
       Timestamp.encode(toTimestamp(message.nextAttemptTime), writer.uint32(322).fork()).join();
+    }
+    if (message.backfill !== undefined) {
+      MailboxBackfill.encode(message.backfill, writer.uint32(962).fork()).join();
     }
     return writer;
   },
@@ -924,6 +1041,14 @@ export const Mailbox: MessageFns<Mailbox> = {
             message.nextAttemptTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 120: {
+            if (tag !== 962) {
+              break;
+            }
+
+            message.backfill = MailboxBackfill.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1016,6 +1141,7 @@ export const Mailbox: MessageFns<Mailbox> = {
         : isSet(object.next_attempt_time)
         ? fromJsonTimestamp(object.next_attempt_time)
         : undefined,
+      backfill: isSet(object.backfill) ? MailboxBackfill.fromJSON(object.backfill) : undefined,
     };
   },
 
@@ -1075,6 +1201,9 @@ export const Mailbox: MessageFns<Mailbox> = {
     if (message.nextAttemptTime !== undefined) {
       obj.nextAttemptTime = message.nextAttemptTime.toISOString();
     }
+    if (message.backfill !== undefined) {
+      obj.backfill = MailboxBackfill.toJSON(message.backfill);
+    }
     return obj;
   },
 
@@ -1107,6 +1236,208 @@ export const Mailbox: MessageFns<Mailbox> = {
     message.includeDrafts = object.includeDrafts ?? false;
     message.watchTopic = object.watchTopic ?? "";
     message.nextAttemptTime = object.nextAttemptTime ?? undefined;
+    message.backfill = (object.backfill !== undefined && object.backfill !== null)
+      ? MailboxBackfill.fromPartial(object.backfill)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMailboxBackfill(): MailboxBackfill {
+  return {
+    state: 0,
+    listedCount: 0,
+    deliveredCount: 0,
+    skippedCount: 0,
+    createTime: undefined,
+    completeTime: undefined,
+    lastError: undefined,
+  };
+}
+
+export const MailboxBackfill: MessageFns<MailboxBackfill> = {
+  encode(message: MailboxBackfill, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.listedCount !== 0) {
+      writer.uint32(16).int64(message.listedCount);
+    }
+    if (message.deliveredCount !== 0) {
+      writer.uint32(24).int64(message.deliveredCount);
+    }
+    if (message.skippedCount !== 0) {
+      writer.uint32(32).int64(message.skippedCount);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    if (message.completeTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.completeTime), writer.uint32(50).fork()).join();
+    }
+    if (message.lastError !== undefined) {
+      MailboxError.encode(message.lastError, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MailboxBackfill {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMailboxBackfill();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.listedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deliveredCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.skippedCount = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.completeTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastError = MailboxError.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MailboxBackfill {
+    return {
+      state: isSet(object.state) ? backfillStateFromJSON(object.state) : 0,
+      listedCount: isSet(object.listedCount)
+        ? globalThis.Number(object.listedCount)
+        : isSet(object.listed_count)
+        ? globalThis.Number(object.listed_count)
+        : 0,
+      deliveredCount: isSet(object.deliveredCount)
+        ? globalThis.Number(object.deliveredCount)
+        : isSet(object.delivered_count)
+        ? globalThis.Number(object.delivered_count)
+        : 0,
+      skippedCount: isSet(object.skippedCount)
+        ? globalThis.Number(object.skippedCount)
+        : isSet(object.skipped_count)
+        ? globalThis.Number(object.skipped_count)
+        : 0,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      completeTime: isSet(object.completeTime)
+        ? fromJsonTimestamp(object.completeTime)
+        : isSet(object.complete_time)
+        ? fromJsonTimestamp(object.complete_time)
+        : undefined,
+      lastError: isSet(object.lastError)
+        ? MailboxError.fromJSON(object.lastError)
+        : isSet(object.last_error)
+        ? MailboxError.fromJSON(object.last_error)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MailboxBackfill): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = backfillStateToJSON(message.state);
+    }
+    if (message.listedCount !== 0) {
+      obj.listedCount = Math.round(message.listedCount);
+    }
+    if (message.deliveredCount !== 0) {
+      obj.deliveredCount = Math.round(message.deliveredCount);
+    }
+    if (message.skippedCount !== 0) {
+      obj.skippedCount = Math.round(message.skippedCount);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.completeTime !== undefined) {
+      obj.completeTime = message.completeTime.toISOString();
+    }
+    if (message.lastError !== undefined) {
+      obj.lastError = MailboxError.toJSON(message.lastError);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MailboxBackfill>, I>>(base?: I): MailboxBackfill {
+    return MailboxBackfill.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MailboxBackfill>, I>>(object: I): MailboxBackfill {
+    const message = createBaseMailboxBackfill();
+    message.state = object.state ?? 0;
+    message.listedCount = object.listedCount ?? 0;
+    message.deliveredCount = object.deliveredCount ?? 0;
+    message.skippedCount = object.skippedCount ?? 0;
+    message.createTime = object.createTime ?? undefined;
+    message.completeTime = object.completeTime ?? undefined;
+    message.lastError = (object.lastError !== undefined && object.lastError !== null)
+      ? MailboxError.fromPartial(object.lastError)
+      : undefined;
     return message;
   },
 };

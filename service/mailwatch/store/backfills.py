@@ -1,0 +1,343 @@
+"""A registration's backfill in Postgres (`mailbox_backfills`, `backfill_messages`).
+
+- `request_backfills`: store (or keep, when the same request is stored) a
+  mailbox's backfill, in the registration's transaction or on its own;
+- `claim_backfills` / `extend_lease` / `release`: the worker's claim, with a
+  lease (`UPDATE … WHERE … IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`, as
+  the sync claims), so a killed worker's backfill is taken over;
+- `save_listing`: the listed ids, oldest first, and the move to DELIVERING in
+  one transaction (a restart neither lists again nor reorders);
+- `deliver_batch`: one batch's MESSAGE_EXISTING events and the progress pointer
+  in one transaction, decided against what the live sync has committed;
+- `progress`: GetMailbox's view.
+
+Every write under a claim is fenced on the lease owner (and the delivery on the
+position it started from): a worker that lost its claim commits nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Sequence
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailwatch.domain.backfill import BackfillProgress, BackfillRequest, BackfillState
+from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent
+from mailwatch.store.changes import append_events
+from mailwatch.store.claims import ERROR_TEXT_LIMIT, gmail_allows
+from mailwatch.store.db import Sessions, autocommit, reading, transaction
+from mailwatch.store.mailboxes import COLUMNS, to_mailbox
+from mailwatch.store.models import backfill_messages, change_events, mailbox_backfills, mailboxes
+
+
+class LeaseLost(Exception):
+    """The backfill's claim lapsed (or the backfill was replaced): drop the work."""
+
+
+@dataclass(frozen=True)
+class BackfillJob:
+    mailbox_id: uuid.UUID
+    tenant_id: uuid.UUID
+    request: BackfillRequest
+    state: BackfillState
+    start_sequence: int
+    listed: int
+    next_position: int
+    delivered: int
+    skipped: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ClaimedBackfill:
+    job: BackfillJob
+    mailbox: Mailbox
+    credentials_ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    position: int  # 0 is the oldest
+    message_id: str
+    thread_id: str | None
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """A change event the log already holds for a listed message (since the backfill was requested)."""
+
+    type: EventType
+    history_id: int | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a batch appends and how far it moves the pointer."""
+
+    events: list[NewEvent]
+    consumed: int  # listed positions passed (delivered or skipped)
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Delivered:
+    delivered: int
+    skipped: int
+    completed: bool
+
+
+def _job(row) -> BackfillJob:
+    return BackfillJob(
+        mailbox_id=row.mailbox_id, tenant_id=row.tenant_id,
+        request=BackfillRequest(since=row.since, newest=row.newest, label_ids=tuple(row.label_ids)),
+        state=BackfillState(row.state), start_sequence=row.start_sequence, listed=row.listed,
+        next_position=row.next_position, delivered=row.delivered, skipped=row.skipped, attempts=row.attempts,
+    )
+
+
+async def request_backfills(
+    session: AsyncSession, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID], request: BackfillRequest,
+) -> None:
+    """Store `request` as the backfill of each mailbox, in the caller's transaction.
+
+    A mailbox whose stored backfill has the same request keeps it as it stands
+    (retrying a registration must not deliver its messages twice); another
+    request replaces it from the start (its listed ids go; a worker holding the
+    old one loses its claim). Live MESSAGE_ADDED events are told apart from
+    after the tenant's log position at this moment (`start_sequence`).
+    """
+    if not mailbox_ids:
+        return
+    # One log position for the whole batch, read before the registration's own events.
+    start_sequence = (await session.execute(
+        select(func.coalesce(func.max(change_events.c.sequence), 0)).where(change_events.c.tenant_id == tenant_id)
+    )).scalar_one()
+    statement = pg_insert(mailbox_backfills).values([
+        {"mailbox_id": mailbox_id, "tenant_id": tenant_id, "since": request.since, "newest": request.newest,
+         "label_ids": list(request.label_ids), "start_sequence": start_sequence}
+        for mailbox_id in mailbox_ids
+    ])
+    new = statement.excluded
+    same_request = and_(
+        mailbox_backfills.c.since.is_not_distinct_from(new.since),
+        mailbox_backfills.c.newest.is_not_distinct_from(new.newest),
+        mailbox_backfills.c.label_ids == new.label_ids,
+    )
+    replaced = (await session.execute(statement.on_conflict_do_update(
+        index_elements=[mailbox_backfills.c.mailbox_id],
+        set_=dict(
+            since=new.since, newest=new.newest, label_ids=new.label_ids, state=BackfillState.LISTING.value,
+            start_sequence=new.start_sequence, listed=0, next_position=0, delivered=0, skipped=0,
+            due_at=func.now(), attempts=0, lease_owner=None, lease_expires_at=None, last_error=None,
+            last_error_reason=None, last_error_at=None, completed_at=None, created=func.now(), updated=func.now(),
+        ),
+        where=~same_request,
+    ).returning(mailbox_backfills.c.mailbox_id))).scalars().all()
+    if replaced:
+        await session.execute(delete(backfill_messages).where(
+            backfill_messages.c.tenant_id == tenant_id, backfill_messages.c.mailbox_id.in_(replaced)))
+
+
+async def request_backfill(sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID],
+                           request: BackfillRequest) -> None:
+    """`request_backfills` in a transaction of its own (a registration that wrote nothing)."""
+    async with transaction(sessions) as session:
+        await request_backfills(session, tenant_id, mailbox_ids, request)
+
+
+def _claimable(now: datetime):
+    return (
+        mailbox_backfills.c.state != BackfillState.COMPLETED.value,
+        mailbox_backfills.c.due_at <= now,
+        or_(mailbox_backfills.c.lease_expires_at.is_(None), mailbox_backfills.c.lease_expires_at < now),
+    )
+
+
+async def claim_backfills(
+    sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int,
+    skip_tenants: Sequence[uuid.UUID] = (),
+) -> list[ClaimedBackfill]:
+    """Lease up to `limit` due, unfinished backfills of ACTIVE mailboxes Gmail does not
+    hold back (earliest due first; none of `skip_tenants`, past their Gmail budget)."""
+    due = (
+        select(mailbox_backfills.c.mailbox_id)
+        .select_from(mailbox_backfills.join(mailboxes, mailboxes.c.id == mailbox_backfills.c.mailbox_id))
+        .where(*_claimable(now), mailboxes.c.state == MailboxState.ACTIVE.value, gmail_allows(now),
+               mailbox_backfills.c.tenant_id.not_in(list(skip_tenants)))
+        .order_by(mailbox_backfills.c.due_at)
+        .limit(limit)
+        .with_for_update(of=mailbox_backfills, skip_locked=True)
+    )
+    async with transaction(sessions) as session:
+        claimed = (await session.execute(
+            update(mailbox_backfills)
+            .where(mailbox_backfills.c.mailbox_id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+            .returning(*mailbox_backfills.c)
+        )).all()
+        if not claimed:
+            return []
+        rows = {row.id: row for row in (await session.execute(
+            select(*COLUMNS, mailboxes.c.credentials_ciphertext)
+            .where(mailboxes.c.id.in_([row.mailbox_id for row in claimed]))
+        ))}
+    return [ClaimedBackfill(_job(row), to_mailbox(rows[row.mailbox_id]),
+                            bytes(rows[row.mailbox_id].credentials_ciphertext)) for row in claimed]
+
+
+def _owned(job: BackfillJob, owner: str):
+    return and_(mailbox_backfills.c.mailbox_id == job.mailbox_id, mailbox_backfills.c.lease_owner == owner)
+
+
+async def extend_lease(sessions: Sessions, job: BackfillJob, *, owner: str, now: datetime,
+                       lease: timedelta) -> bool:
+    """Heartbeat: False once `owner` no longer holds the claim."""
+    async with autocommit(sessions) as session:
+        result = await session.execute(
+            update(mailbox_backfills).where(_owned(job, owner)).values(lease_expires_at=now + lease))
+    return result.rowcount == 1
+
+
+async def release(sessions: Sessions, job: BackfillJob, *, owner: str, due_at: datetime, now: datetime,
+                  failure: tuple[str, str] | None = None) -> None:
+    """End the claim; the backfill is due again at `due_at`. With `failure` (reason,
+    message), it is recorded (GetMailbox) and counted for the backoff."""
+    values: dict = dict(lease_owner=None, lease_expires_at=None, due_at=due_at, updated=now)
+    if failure is not None:
+        reason, message = failure
+        values.update(attempts=mailbox_backfills.c.attempts + 1, last_error_reason=reason,
+                      last_error=message[:ERROR_TEXT_LIMIT], last_error_at=now)
+    async with autocommit(sessions) as session:
+        await session.execute(update(mailbox_backfills).where(_owned(job, owner)).values(**values))
+
+
+async def save_listing(sessions: Sessions, job: BackfillJob, *, owner: str,
+                       listed: Sequence[tuple[str, str | None]], now: datetime) -> BackfillJob:
+    """Store the listed (message id, thread id) pairs, oldest first, and move to DELIVERING:
+    one transaction, fenced on the claim."""
+    async with transaction(sessions) as session:
+        moved = await session.execute(
+            update(mailbox_backfills)
+            .where(_owned(job, owner), mailbox_backfills.c.state == BackfillState.LISTING.value)
+            .values(state=BackfillState.DELIVERING.value, listed=len(listed), updated=now)
+        )
+        if moved.rowcount != 1:
+            raise LeaseLost(str(job.mailbox_id))
+        if listed:
+            await session.execute(insert(backfill_messages), [
+                {"tenant_id": job.tenant_id, "mailbox_id": job.mailbox_id, "position": position,
+                 "message_id": message_id, "thread_id": thread_id}
+                for position, (message_id, thread_id) in enumerate(listed)
+            ])
+    return BackfillJob(**{**job.__dict__, "state": BackfillState.DELIVERING, "listed": len(listed)})
+
+
+async def listed_messages(sessions: Sessions, job: BackfillJob, *, limit: int) -> list[ListedMessage]:
+    """The next `limit` listed messages from the job's pointer, oldest first."""
+    async with reading(sessions) as session:
+        rows = await session.execute(
+            select(backfill_messages.c.position, backfill_messages.c.message_id, backfill_messages.c.thread_id)
+            .where(backfill_messages.c.tenant_id == job.tenant_id, backfill_messages.c.mailbox_id == job.mailbox_id,
+                   backfill_messages.c.position >= job.next_position)
+            .order_by(backfill_messages.c.position)
+            .limit(limit)
+        )
+        return [ListedMessage(*row) for row in rows]
+
+
+async def deliver_batch(
+    sessions: Sessions, job: BackfillJob, mailbox: Mailbox, *, owner: str, message_ids: Sequence[str],
+    decide: Callable[[int | None, dict[str, list[LiveEvent]]], Delivery],
+    completed_event: Callable[[int, int, int], NewEvent], now: datetime,
+) -> tuple[BackfillJob, Delivered]:
+    """One batch in one transaction: the claim is locked and checked (fenced on owner and
+    pointer), then `decide(synced history id, the log's events of `message_ids` since the
+    backfill was requested)` says what to append and how far the pointer moves; the
+    events and the new pointer commit together. When the pointer reaches the end, the
+    backfill completes with `completed_event(listed, delivered, skipped)`.
+
+    Why this is exactly once against the live sync (no mailbox row lock needed): the
+    mailbox's history id and its events commit in one statement, and each statement
+    here reads a newer snapshot than the one before, so every live event up to the
+    history id read first is visible to the read of the log that follows. `decide`
+    delivers only messages whose last change is at or below that history id: the live
+    sync has passed their MESSAGE_ADDED (if they had one after the watch, it is in the
+    log and the message is skipped) and never comes back to it.
+    """
+    async with transaction(sessions) as session:
+        locked = (await session.execute(
+            select(mailbox_backfills).where(
+                _owned(job, owner), mailbox_backfills.c.next_position == job.next_position,
+                mailbox_backfills.c.state == BackfillState.DELIVERING.value,
+            ).with_for_update()
+        )).one_or_none()
+        if locked is None:
+            raise LeaseLost(str(job.mailbox_id))
+        synced = (await session.execute(
+            select(mailboxes.c.history_id).where(mailboxes.c.id == job.mailbox_id))).scalar_one()
+        logged: dict[str, list[LiveEvent]] = {}
+        if message_ids:
+            rows = await session.execute(
+                select(change_events.c.message_id, change_events.c.event_type, change_events.c.history_id)
+                .where(change_events.c.tenant_id == job.tenant_id,
+                       change_events.c.sequence > job.start_sequence,
+                       change_events.c.mailbox_id == job.mailbox_id,
+                       change_events.c.message_id.in_(list(message_ids)))
+                .order_by(change_events.c.sequence)
+            )
+            for message_id, event_type, history_id in rows:
+                logged.setdefault(message_id, []).append(LiveEvent(EventType(event_type), history_id))
+        delivery = decide(synced, logged)
+        position = job.next_position + delivery.consumed
+        delivered = job.delivered + len(delivery.events)
+        skipped = job.skipped + delivery.skipped
+        completed = position >= job.listed
+        values: dict = dict(next_position=position, delivered=delivered, skipped=skipped, updated=now,
+                            attempts=0, last_error=None, last_error_reason=None, last_error_at=None)
+        events = list(delivery.events)
+        if completed:
+            values.update(state=BackfillState.COMPLETED.value, completed_at=now, lease_owner=None,
+                          lease_expires_at=None)
+            events.append(completed_event(job.listed, delivered, skipped))
+        await session.execute(update(mailbox_backfills).where(_owned(job, owner)).values(**values))
+        if completed:
+            await session.execute(delete(backfill_messages).where(
+                backfill_messages.c.tenant_id == job.tenant_id, backfill_messages.c.mailbox_id == job.mailbox_id))
+        await append_events(session, job.tenant_id, events)
+    moved = BackfillJob(**{**job.__dict__, "next_position": position, "delivered": delivered, "skipped": skipped,
+                           "state": BackfillState.COMPLETED if completed else job.state})
+    return moved, Delivered(len(delivery.events), delivery.skipped, completed)
+
+
+async def request_sync(sessions: Sessions, mailbox_id: uuid.UUID, *, now: datetime) -> bool:
+    """Make the mailbox due for a sync (unless it is already): a backfill waits for the
+    live sync to pass a message's last change. True when it was not due yet."""
+    async with autocommit(sessions) as session:
+        result = await session.execute(
+            update(mailboxes)
+            .where(mailboxes.c.id == mailbox_id, mailboxes.c.sync_due_at.is_(None),
+                   mailboxes.c.state == MailboxState.ACTIVE.value)
+            .values(sync_due_at=now)
+        )
+    return result.rowcount == 1
+
+
+async def progress(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> BackfillProgress | None:
+    """The mailbox's backfill as GetMailbox shows it; None when none was requested."""
+    async with reading(sessions) as session:
+        row = (await session.execute(
+            select(mailbox_backfills).where(mailbox_backfills.c.tenant_id == tenant_id,
+                                            mailbox_backfills.c.mailbox_id == mailbox_id)
+        )).one_or_none()
+    if row is None:
+        return None
+    return BackfillProgress(
+        state=BackfillState(row.state), listed=row.listed, delivered=row.delivered, skipped=row.skipped,
+        created=row.created, completed_at=row.completed_at, last_error=row.last_error,
+        last_error_reason=row.last_error_reason, last_error_at=row.last_error_at,
+    )

@@ -1,0 +1,168 @@
+"""One claimed backfill: list the requested messages once, then deliver them oldest first.
+
+Listing (`messages.list`, newest first, 500 a page) stops at the request's
+count; the ids are stored oldest first with the move to DELIVERING
+(`store.backfills.save_listing`), so a worker killed later neither lists
+again nor reorders. Delivery reads each batch's labels (and metadata, for a
+mailbox with metadata on) with `messages.get` in Gmail batches, the sync's
+way (`GmailClient.message_labels`: the tenant's budget, the per-user
+in-flight slots), and commits the batch's MESSAGE_EXISTING events with the
+progress pointer (`store.backfills.deliver_batch`), deciding per message
+(`decide`, oldest first):
+
+- Gmail no longer has it (deleted before its turn): skipped. A deletion is
+  the live stream's to report (MESSAGE_DELETED); a message that no longer
+  exists is not "existing".
+- the registration's label filter does not admit its current labels: skipped.
+- the log already has a MESSAGE_ADDED (or MESSAGE_EXISTING) for it since the
+  backfill was requested: the live sync delivered it; skipped.
+- its last change (messages.get's historyId) is beyond the mailbox's synced
+  history id, or the log has a change of it newer than what was read: the
+  live sync has not passed it yet, or the labels read are stale. The batch
+  stops before it (the mailbox is made due for a sync) and is read again
+  shortly, so a message is never delivered both ways and never with labels
+  older than a change the stream already carried.
+- otherwise: MESSAGE_EXISTING with its labels (and metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from prometheus_client import Counter
+
+from mailwatch.clock import Clock
+from mailwatch.domain import errors
+from mailwatch.domain.backfill import BackfillState
+from mailwatch.domain.backoff import BackoffPolicy
+from mailwatch.domain.failures import failure_of
+from mailwatch.domain.models import Credential, EventType, Mailbox, MessageLabels, NewEvent
+from mailwatch.gmail.client import GmailClient
+from mailwatch.secrets import SecretBox
+from mailwatch.store import backfills
+from mailwatch.store.db import Sessions
+
+log = logging.getLogger(__name__)
+
+BACKFILL_EVENTS = Counter("mailwatch_backfill_events_total", "MESSAGE_EXISTING events appended by backfills")
+
+LIST_PAGE_SIZE = 500  # Gmail's maximum maxResults for messages.list
+# Messages per delivery transaction: one Gmail batch lookup's worth, twice over (BATCH_PARTS 25).
+DELIVERY_BATCH = 50
+# How soon a batch waiting for the live sync to pass a message is read again.
+WAIT_FOR_SYNC = timedelta(seconds=1)
+
+_DELIVERED_ONCE = frozenset({EventType.MESSAGE_ADDED, EventType.MESSAGE_EXISTING})
+
+
+def decide(mailbox: Mailbox, batch: list[backfills.ListedMessage], found: dict[str, MessageLabels | None],
+           synced: int | None, logged: dict[str, list[backfills.LiveEvent]]) -> backfills.Delivery:
+    """The events of `batch` (oldest first) and how many positions they pass (see the module docstring)."""
+    events: list[NewEvent] = []
+    skipped = 0
+    consumed = 0
+    for listed in batch:
+        state = found.get(listed.message_id)
+        seen = logged.get(listed.message_id, [])
+        if state is None or not mailbox.label_filter.admits(state.label_ids) \
+                or any(event.type in _DELIVERED_ONCE for event in seen):
+            skipped += 1
+        elif synced is None or state.history_id > synced \
+                or any((event.history_id or 0) > state.history_id for event in seen):
+            break  # not passed by the live sync yet, or read before a change the log has: wait
+        else:
+            events.append(NewEvent(
+                mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.MESSAGE_EXISTING,
+                history_id=state.history_id, message_id=listed.message_id, thread_id=listed.thread_id,
+                label_ids=state.label_ids, metadata=state.metadata,
+            ))
+        consumed += 1
+    return backfills.Delivery(events, consumed, skipped)
+
+
+def completed_event(mailbox: Mailbox, listed: int, delivered: int, skipped: int) -> NewEvent:
+    return NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.BACKFILL_COMPLETED,
+                    history_id=mailbox.history_id,
+                    detail={"listed": str(listed), "delivered": str(delivered), "skipped": str(skipped)})
+
+
+@dataclass(frozen=True)
+class MailboxBackfill:
+    """What running a backfill needs; `run` works one claim and returns its outcome label."""
+
+    sessions: Sessions
+    gmail: GmailClient
+    secret_box: SecretBox
+    clock: Clock
+    owner: str
+    backoff: BackoffPolicy
+
+    async def run(self, claim: backfills.ClaimedBackfill) -> str:
+        job, mailbox = claim.job, claim.mailbox
+        try:
+            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
+            if job.state is BackfillState.LISTING:
+                job = await self._list(job, mailbox, credential)
+            return await self._deliver(job, mailbox, credential)
+        except backfills.LeaseLost:
+            log.warning("backfill of mailbox %s: claim lost", mailbox.id)
+            return "lease_lost"
+        except Exception as exc:  # noqa: BLE001 - recorded on the backfill and tried again after a backoff
+            if not isinstance(exc, errors.MailwatchError):
+                log.exception("backfill of mailbox %s failed unexpectedly", mailbox.id)
+            now = self.clock.now()
+            failure = failure_of(exc, now, doing="backfill")
+            retry_at = failure.retry_at(self.backoff.next_attempt_at(now, job.attempts + 1))
+            await backfills.release(self.sessions, job, owner=self.owner, due_at=retry_at, now=now,
+                                    failure=(failure.reason, failure.message))
+            return failure.outcome
+
+    async def _list(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential) -> backfills.BackfillJob:
+        request = job.request
+        newest_first: list[tuple[str, str | None]] = []
+        token: str | None = None
+        while len(newest_first) < request.limit:
+            page = await self.gmail.list_messages(
+                credential, mailbox.email_address, label_ids=request.label_ids, query=request.query(),
+                max_results=min(LIST_PAGE_SIZE, request.limit - len(newest_first)), page_token=token,
+                tenant_id=mailbox.tenant_id,
+            )
+            newest_first.extend((message.id, message.thread_id) for message in page.messages)
+            token = page.next_page_token
+            if token is None:
+                break
+        oldest_first = list(reversed(newest_first[:request.limit]))
+        return await backfills.save_listing(self.sessions, job, owner=self.owner, listed=oldest_first,
+                                            now=self.clock.now())
+
+    async def _deliver(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential) -> str:
+        while True:
+            batch = await backfills.listed_messages(self.sessions, job, limit=DELIVERY_BATCH)
+            found: dict[str, MessageLabels | None] = {}
+            if batch:
+                await self.gmail.message_labels(
+                    credential, mailbox.email_address, [listed.message_id for listed in batch],
+                    tenant_id=mailbox.tenant_id, metadata_headers=mailbox.metadata_headers, into=found,
+                )
+            job, done = await backfills.deliver_batch(
+                self.sessions, job, mailbox, owner=self.owner, message_ids=[listed.message_id for listed in batch],
+                decide=lambda synced, logged: decide(mailbox, batch, found, synced, logged),
+                completed_event=lambda *counts: completed_event(mailbox, *counts), now=self.clock.now(),
+            )
+            BACKFILL_EVENTS.inc(done.delivered)
+            if done.completed:
+                log.info("backfill of mailbox %s completed: %d listed, %d delivered, %d skipped", mailbox.id,
+                         job.listed, job.delivered, job.skipped,
+                         extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)})
+                return "completed"
+            if not batch:
+                raise RuntimeError(f"backfill of mailbox {mailbox.id}: no listed message at position "
+                                   f"{job.next_position} of {job.listed}")
+            if done.delivered + done.skipped < len(batch):
+                # A message waits for the live sync: ask for one, and come back shortly.
+                now = self.clock.now()
+                await backfills.request_sync(self.sessions, mailbox.id, now=now)
+                await backfills.release(self.sessions, job, owner=self.owner, due_at=now + WAIT_FOR_SYNC, now=now)
+                return "waiting_for_sync"
