@@ -140,3 +140,22 @@ async def test_tenants_take_turns_so_one_tenants_flood_of_due_mailboxes_does_not
     assert sorted(c.mailbox.email_address for c in first) == ["flood0@turns.test", "steady@turns.test"]
     rest = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=10)
     assert sorted(c.mailbox.email_address for c in rest) == [f"flood{n}@turns.test" for n in range(1, 5)]
+
+
+async def test_the_fallback_poll_marks_only_mailboxes_quiet_for_the_interval(sessions):
+    from mailwatch.store import claims
+
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    quiet = await rows.mailbox(tenant.id, "quiet@example.com", history_id=100)
+    recent = await rows.mailbox(tenant.id, "recent@example.com", history_id=100)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET last_sync_at = :at, sync_due_at = NULL WHERE id = :id"),
+                              {"at": NOW - timedelta(minutes=10), "id": quiet.id})
+        await session.execute(text("UPDATE mailboxes SET last_sync_at = :at, sync_due_at = NULL WHERE id = :id"),
+                              {"at": NOW - timedelta(minutes=1), "id": recent.id})
+    assert await claims.mark_quiet_due(sessions, now=NOW, quiet_for=timedelta(minutes=5), limit=10) == 1
+    assert (await _row(sessions, quiet)).sync_due_at == NOW
+    assert (await _row(sessions, recent)).sync_due_at is None
+    # Due now, so not quiet any more: a second tick marks nothing.
+    assert await claims.mark_quiet_due(sessions, now=NOW, quiet_for=timedelta(minutes=5), limit=10) == 0
