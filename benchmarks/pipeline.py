@@ -61,7 +61,9 @@ separate ingest replicas would: in one process, ingest shares its core with the 
 notifications cause.
 
 The latency phase also prints the service's CPU per change (the issue's "CPU
-per notification, paced"); `--profile DIR` samples the service with py-spy
+per notification, paced") and per sync (notifications that arrive while their
+mailbox syncs share one sync, more so on a loaded host: per sync is the figure
+that compares across runs); `--profile DIR` samples the service with py-spy
 (py-spy is in the dev lock) during the latency and ingest phases.
 
 All processes share this machine's cores: figures are for the whole stack on
@@ -115,6 +117,7 @@ class CpuMeter:
         self.postmaster = postmaster  # Postgres backends setsid() themselves: counted by parent
         self._before: dict[str, float] = {}
         self._started = 0.0
+        self.used: dict[str, float] = {}  # CPU seconds per process over the last phase summarised
 
     def _read(self) -> dict[str, float]:
         by_session: dict[int, float] = {}
@@ -144,8 +147,10 @@ class CpuMeter:
         self._started = time.monotonic()
 
     def summary(self) -> str:
+        """The phase's CPU seconds per process, one decimal; `used` keeps them unrounded."""
         now, wall = self._read(), time.monotonic() - self._started
-        parts = [f"{name} {now[name] - self._before.get(name, 0.0):.1f}" for name in now]
+        self.used = {name: now[name] - self._before.get(name, 0.0) for name in now}
+        parts = [f"{name} {seconds:.1f}" for name, seconds in self.used.items()]
         return f"CPU seconds over {wall:.1f}s: " + ", ".join(parts)
 
 
@@ -353,6 +358,7 @@ class ServiceMetrics:
     def __init__(self, url: str) -> None:
         self.url = url
         self._before: dict[str, float] = {}
+        self.deltas: dict[str, float] = {}  # of the last `summary`
 
     def _read(self) -> dict[str, float]:
         import urllib.request
@@ -402,7 +408,7 @@ class ServiceMetrics:
 
     def summary(self) -> str:
         now = self._read()
-        d = {k: v - self._before.get(k, 0.0) for k, v in now.items()}
+        d = self.deltas = {k: v - self._before.get(k, 0.0) for k, v in now.items()}
 
         def mean_ms(name: str) -> str:
             count = d.get(f"{name}_count", 0)
@@ -495,18 +501,19 @@ async def phase_latency(args, ph: Phase, shape: str) -> None:
         say(f"    Gmail per delivered change: {usage.calls / len(arrived):.2f} calls, "
             f"{usage.units / len(arrived):.2f} quota units")
     say(f"    service: {await asyncio.to_thread(ph.metrics.summary)}")
-    say(f"    {cpu}; service CPU per change: {_service_cpu_ms(cpu, count)}")
+    say(f"    {cpu}; service CPU per change: {_service_cpu_ms(ph.cpu, count)}")
+    # Notifications that arrive while their mailbox syncs coalesce into one sync (more so
+    # on a loaded host), so CPU per change moves with syncs per change; per sync it does not.
+    syncs = ph.metrics.deltas.get("mailwatch_sync_seconds_count", 0)
+    say(f"    service CPU per sync: {_service_cpu_ms(ph.cpu, syncs)} ({syncs / count:.2f} syncs per change)")
     if profiled:
         say(f"    {profiled}")
 
 
-def _service_cpu_ms(summary: str, count: int) -> str:
-    """The service's CPU seconds (from a CpuMeter summary) per unit of work, in ms."""
-    for part in summary.split(": ", 1)[1].split(", "):
-        name, _, value = part.rpartition(" ")
-        if name == "service":
-            return f"{float(value) / count * 1000:.2f} ms"
-    return "n/a"
+def _service_cpu_ms(cpu: CpuMeter, count: int) -> str:
+    """The service's CPU seconds over the phase (unrounded: clock ticks) per unit of work, in ms."""
+    seconds = cpu.used.get("service")
+    return "n/a" if seconds is None or not count else f"{seconds / count * 1000:.2f} ms"
 
 
 async def phase_metadata(args, ph: Phase, register) -> None:
