@@ -63,6 +63,10 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         from mailwatch.google_settings_cli import cmd_google_settings
 
         return cmd_google_settings(args, settings, _with_database)
+    if args.action == "limits":
+        from mailwatch.tenant_limits_cli import cmd_limits
+
+        return cmd_limits(args, settings, _with_database)
     if args.action == "create":
         tenant = asyncio.run(_with_database(settings, lambda db: tenants.add_tenant(db, args.name)))
         print(f"created tenant {tenant.name} ({tenant.id})")
@@ -135,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_db(tenants_sub.add_parser("list", help="list tenants"))
     from mailwatch.google_settings_cli import add_parser as add_google_settings_parser
     add_google_settings_parser(tenants_sub, with_db)
+    from mailwatch.tenant_limits_cli import add_parser as add_limits_parser
+    add_limits_parser(tenants_sub, with_db)
     tenants.set_defaults(func=cmd_tenants)
 
     keys = sub.add_parser("api-keys", help="manage API keys")

@@ -16,7 +16,6 @@ import pytest
 
 from mailwatch.gmail.quota import tenant_label
 from mailwatch.usage_limits import REFUSALS
-from mailwatch.v1 import admin_service_pb2
 from mailwatch_client import AsyncMailwatchClient, MailwatchClient, RetryConfig
 from tests.fixtures.service import OPERATOR_TOKEN
 from tests.integration.client.conftest import api_key_of
@@ -24,13 +23,15 @@ from tests.integration.client.conftest import api_key_of
 pytestmark = pytest.mark.integration
 
 ONE_QUICK_RETRY = RetryConfig(initial_backoff=0.001, max_backoff=0.001, jitter=0, max_attempts=2)
-OPERATOR = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
 
 
 async def _one_call_a_second(service) -> tuple[str, str]:
+    """A fresh tenant whose own limit is one call a second for each key, set through the client's admin calls."""
     tenant_id, auth = await service.new_tenant()
-    await service.admin.SetTenantLimits(
-        admin_service_pb2.SetTenantLimitsRequest(tenant_id=tenant_id, rpcs_per_second=1), metadata=OPERATOR)
+    async with AsyncMailwatchClient(service.target, operator_token=OPERATOR_TOKEN) as admin:
+        limits = await admin.set_tenant_limits(tenant_id=tenant_id, rpcs_per_second=1)
+        assert (limits.rpcs_per_second, list(limits.own_fields)) == (1, ["rpcs_per_second"])
+        assert (await admin.get_tenant_limits(tenant_id=tenant_id)).rpcs_per_second == 1
     return tenant_id, api_key_of(auth)
 
 

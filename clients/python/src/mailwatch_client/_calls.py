@@ -201,6 +201,23 @@ def revoke_api_key(api_key_id: str) -> admin_service_pb2.RevokeApiKeyRequest:
     return admin_service_pb2.RevokeApiKeyRequest(api_key_id=api_key_id)
 
 
+def set_tenant_limits(
+    *, tenant_id: str | None = None, tenant_name: str | None = None, streams: int | None = None,
+    rpcs_per_second: int | None = None, registrations_per_minute: int | None = None,
+) -> admin_service_pb2.SetTenantLimitsRequest:
+    """Replace a tenant's own limits (None: the deployment's; 0: no limit); returns the limits in force."""
+    request = admin_service_pb2.SetTenantLimitsRequest(
+        streams=streams, rpcs_per_second=rpcs_per_second, registrations_per_minute=registrations_per_minute)
+    return common.tenant_selector(request, tenant_id, tenant_name)
+
+
+def get_tenant_limits(
+    *, tenant_id: str | None = None, tenant_name: str | None = None
+) -> admin_service_pb2.GetTenantLimitsRequest:
+    """The limits in force for a tenant (`own_fields` names those that are its own)."""
+    return common.tenant_selector(admin_service_pb2.GetTenantLimitsRequest(), tenant_id, tenant_name)
+
+
 #: The table: one entry per RPC, in the order of the services' protos.
 CALLS: tuple[Call, ...] = (
     Call("mailboxes", "RegisterMailbox", register_mailbox, "resources_pb2.Mailbox", idempotent=True),
@@ -221,6 +238,8 @@ CALLS: tuple[Call, ...] = (
     Call("admin", "CreateApiKey", create_api_key, "admin_service_pb2.CreateApiKeyResponse", idempotent=False),
     Call("admin", "ListApiKeys", list_api_keys, "admin_service_pb2.ApiKey", idempotent=True, pages="api_keys"),
     Call("admin", "RevokeApiKey", revoke_api_key, "admin_service_pb2.ApiKey", idempotent=True),
+    Call("admin", "SetTenantLimits", set_tenant_limits, "admin_service_pb2.TenantLimits", idempotent=True),
+    Call("admin", "GetTenantLimits", get_tenant_limits, "admin_service_pb2.TenantLimits", idempotent=True),
 )
 
 
