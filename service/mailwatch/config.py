@@ -148,6 +148,14 @@ class SyncSettings(_Section):
         "its lease every third of it.",
         positive=True,
     )
+    backfill_units_per_minute: int = setting(
+        3000,
+        "Gmail quota units a minute one mailbox's backfill (a registration's `backfill`) may spend, in this "
+        "replica: Gmail allows each user 6,000 a minute (15,000 for projects created before May 2026) and locks "
+        "out a user who goes past it, live syncs included, so a backfill takes half and leaves the rest. A "
+        "backfill of 10,000 messages spends about 50,100 units (docs/api.md).",
+        positive=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,13 @@ progress pointer (`store.backfills.deliver_batch`), deciding per message
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+import cachetools
 from prometheus_client import Counter
 
 from mailwatch.clock import Clock
@@ -39,7 +42,9 @@ from mailwatch.domain.backfill import BackfillState
 from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.domain.failures import failure_of
 from mailwatch.domain.models import Credential, EventType, Mailbox, MessageLabels, NewEvent
+from mailwatch.gmail.calls import GmailCall
 from mailwatch.gmail.client import GmailClient
+from mailwatch.gmail.quota import UNITS
 from mailwatch.secrets import SecretBox
 from mailwatch.store import backfills
 from mailwatch.store.db import Sessions
@@ -88,6 +93,24 @@ def completed_event(mailbox: Mailbox, listed: int, delivered: int, skipped: int)
                     detail={"listed": str(listed), "delivered": str(delivered), "skipped": str(skipped)})
 
 
+class _Pace:
+    """One backfill's Gmail calls at `units_per_minute` at most: a call waits until the units
+    spent before it fit the rate (the first goes at once). Gmail locks a user out for
+    minutes to hours past its per-user rate, live syncs included, so the backfill keeps
+    below it rather than finding it."""
+
+    def __init__(self, units_per_minute: int) -> None:
+        self._per_second = units_per_minute / 60.0
+        self._free_at = 0.0  # monotonic time from which the next call fits the rate
+
+    async def spend(self, units: float) -> None:
+        now = time.monotonic()
+        if self._free_at > now:
+            await asyncio.sleep(self._free_at - now)
+        # No credit for idle time: a backfill back from a pause does not burst.
+        self._free_at = max(self._free_at, now) + units / self._per_second
+
+
 @dataclass(frozen=True)
 class MailboxBackfill:
     """What running a backfill needs; `run` works one claim and returns its outcome label."""
@@ -98,14 +121,20 @@ class MailboxBackfill:
     clock: Clock
     owner: str
     backoff: BackoffPolicy
+    units_per_minute: int = 3000  # the pace of one backfill's Gmail calls (SyncSettings.backfill_units_per_minute)
+    # Each mailbox's pace, kept across its claims: a backfill waiting for the sync is claimed
+    # again within seconds and must not start a fresh allowance each time.
+    paces: cachetools.TTLCache = field(
+        default_factory=lambda: cachetools.TTLCache(maxsize=10_000, ttl=600), compare=False)
 
     async def run(self, claim: backfills.ClaimedBackfill) -> str:
         job, mailbox = claim.job, claim.mailbox
         try:
             credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
+            pace = self.paces.setdefault(mailbox.id, _Pace(self.units_per_minute))
             if job.state is BackfillState.LISTING:
-                job = await self._list(job, mailbox, credential)
-            return await self._deliver(job, mailbox, credential)
+                job = await self._list(job, mailbox, credential, pace)
+            return await self._deliver(job, mailbox, credential, pace)
         except backfills.LeaseLost:
             log.warning("backfill of mailbox %s: claim lost", mailbox.id)
             return "lease_lost"
@@ -119,11 +148,13 @@ class MailboxBackfill:
                                     failure=(failure.reason, failure.message))
             return failure.outcome
 
-    async def _list(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential) -> backfills.BackfillJob:
+    async def _list(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential,
+                    pace: "_Pace") -> backfills.BackfillJob:
         request = job.request
         newest_first: list[tuple[str, str | None]] = []
         token: str | None = None
         while len(newest_first) < request.limit:
+            await pace.spend(UNITS[GmailCall.MESSAGES_LIST])
             page = await self.gmail.list_messages(
                 credential, mailbox.email_address, label_ids=request.label_ids, query=request.query(),
                 max_results=min(LIST_PAGE_SIZE, request.limit - len(newest_first)), page_token=token,
@@ -137,11 +168,13 @@ class MailboxBackfill:
         return await backfills.save_listing(self.sessions, job, owner=self.owner, listed=oldest_first,
                                             now=self.clock.now())
 
-    async def _deliver(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential) -> str:
+    async def _deliver(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential,
+                       pace: "_Pace") -> str:
         while True:
             batch = await backfills.listed_messages(self.sessions, job, limit=DELIVERY_BATCH)
             found: dict[str, MessageLabels | None] = {}
             if batch:
+                await pace.spend(UNITS[GmailCall.MESSAGES_GET] * len(batch))
                 await self.gmail.message_labels(
                     credential, mailbox.email_address, [listed.message_id for listed in batch],
                     tenant_id=mailbox.tenant_id, metadata_headers=mailbox.metadata_headers, into=found,

@@ -49,7 +49,7 @@ class BackfillWorker(ClaimingWorker[backfills.ClaimedBackfill]):
         self.owner = owner or default_owner()
         self.mailbox_backfill = MailboxBackfill(
             sessions=self.sessions, gmail=self.gmail, secret_box=self.secret_box, clock=self.clock,
-            owner=self.owner, backoff=self.backoff,
+            owner=self.owner, backoff=self.backoff, units_per_minute=settings.backfill_units_per_minute,
         )
 
     async def claim(self, now: datetime, limit: int) -> list[backfills.ClaimedBackfill]:

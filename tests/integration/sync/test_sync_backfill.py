@@ -8,6 +8,7 @@ behind the real google-api-python-client, the Python client library.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -38,6 +39,13 @@ async def _collect_until(client, done, *, timeout: float = 60.0) -> list:
 
     await asyncio.wait_for(read(), timeout)
     return events
+
+
+@pytest.fixture
+async def service(make_service):
+    """The service with backfills unpaced (the pace has a test of its own)."""
+    async with make_service(sync_backfill_units_per_minute=10_000_000) as running:
+        yield running
 
 
 def _completed(events) -> bool:
@@ -175,6 +183,28 @@ async def test_registering_again_with_the_same_backfill_keeps_it(service):
     existing = [e.message_id for e in events if e.type == EXISTING]
     assert existing == old[2:] + old[-2:]
     assert mailbox.id == again.id
+
+
+async def test_a_backfill_keeps_to_its_pace_of_gmail_units(make_service):
+    """60 messages at 6,000 units a minute (100 a second): the listing (5 units) and the first
+    batch of 50 lookups (250 units) go at once, the last 10 lookups only after those 255 units
+    fit the rate (2.55 s). Slower is fine; faster would be a backfill running into Gmail's
+    per-user lockout."""
+    async with make_service(sync_backfill_units_per_minute=6_000) as service:
+        sim = service.sim
+        _, auth = await service.new_tenant()
+        address = "paced@example.com"
+        credentials = sa_credentials(sim, address)
+        sim.insert_messages([{"emailAddress": address, "labelIds": ["INBOX"]} for _ in range(60)])
+        async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+            started = time.monotonic()
+            await client.register_mailbox(address, credentials=credentials, backfill=BackfillRequest(newest=60))
+            events = await _collect_until(client, _completed, timeout=60)
+            took = time.monotonic() - started
+    assert sum(e.type == EXISTING for e in events) == 60
+    assert took >= 2.5, f"60 lookups after a listing took {took:.2f} s: faster than 6,000 units a minute"
+    calls = sim.counters()["calls"][address]
+    assert calls.get("users.messages.list") == 1
 
 
 @pytest.mark.parametrize(("backfill", "fields"), [
