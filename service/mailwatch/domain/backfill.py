@@ -33,6 +33,7 @@ class BackfillState(enum.StrEnum):
     LISTING = "LISTING"  # messages.list not done yet
     DELIVERING = "DELIVERING"  # the listed ids are stored; events appended oldest first
     COMPLETED = "COMPLETED"  # BACKFILL_COMPLETED appended
+    FAILED = "FAILED"  # Gmail refused the request for good; BACKFILL_COMPLETED (with the error) appended
 
 
 @dataclass(frozen=True)

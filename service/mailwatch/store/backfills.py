@@ -152,7 +152,8 @@ async def request_backfill(sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids
 
 def _claimable(now: datetime):
     return (
-        mailbox_backfills.c.state != BackfillState.COMPLETED.value,
+        mailbox_backfills.c.state != BackfillState.COMPLETED.value,  # (the due index's predicate)
+        mailbox_backfills.c.state != BackfillState.FAILED.value,
         mailbox_backfills.c.due_at <= now,
         or_(mailbox_backfills.c.lease_expires_at.is_(None), mailbox_backfills.c.lease_expires_at < now),
     )
@@ -312,6 +313,26 @@ async def deliver_batch(
     moved = BackfillJob(**{**job.__dict__, "next_position": position, "delivered": delivered, "skipped": skipped,
                            "state": BackfillState.COMPLETED if completed else job.state})
     return moved, Delivered(len(delivery.events), delivery.skipped, completed)
+
+
+async def fail(sessions: Sessions, job: BackfillJob, *, owner: str, reason: str, message: str,
+               completed_event: Callable[[int, int, int], NewEvent], now: datetime) -> bool:
+    """End the backfill as FAILED (Gmail refused its request for good): the state, the
+    error, its listed ids gone and `completed_event(listed, delivered, skipped)`, in one
+    transaction fenced on the claim. False when the claim was lost."""
+    async with transaction(sessions) as session:
+        ended = await session.execute(
+            update(mailbox_backfills).where(_owned(job, owner)).values(
+                state=BackfillState.FAILED.value, completed_at=now, lease_owner=None, lease_expires_at=None,
+                last_error_reason=reason, last_error=message[:ERROR_TEXT_LIMIT], last_error_at=now, updated=now,
+            )
+        )
+        if ended.rowcount != 1:
+            return False
+        await session.execute(delete(backfill_messages).where(
+            backfill_messages.c.tenant_id == job.tenant_id, backfill_messages.c.mailbox_id == job.mailbox_id))
+        await append_events(session, job.tenant_id, [completed_event(job.listed, job.delivered, job.skipped)])
+    return True
 
 
 async def request_sync(sessions: Sessions, mailbox_id: uuid.UUID, *, now: datetime) -> bool:

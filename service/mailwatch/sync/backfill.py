@@ -59,6 +59,9 @@ DELIVERY_BATCH = 50
 # How soon a batch waiting for the live sync to pass a message is read again.
 WAIT_FOR_SYNC = timedelta(seconds=1)
 
+# Gmail's final refusals of a backfill's own request: it ends FAILED instead of trying again.
+_REFUSED_FOR_GOOD = (errors.GmailLabelRejected, errors.GmailQueryRejected)
+
 _DELIVERED_ONCE = frozenset({EventType.MESSAGE_ADDED, EventType.MESSAGE_EXISTING})
 
 
@@ -87,10 +90,11 @@ def decide(mailbox: Mailbox, batch: list[backfills.ListedMessage], found: dict[s
     return backfills.Delivery(events, consumed, skipped)
 
 
-def completed_event(mailbox: Mailbox, listed: int, delivered: int, skipped: int) -> NewEvent:
+def completed_event(mailbox: Mailbox, listed: int, delivered: int, skipped: int, **failure: str) -> NewEvent:
+    """BACKFILL_COMPLETED with the counts (and, for a backfill Gmail refused, its `reason` and `error`)."""
     return NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.BACKFILL_COMPLETED,
                     history_id=mailbox.history_id,
-                    detail={"listed": str(listed), "delivered": str(delivered), "skipped": str(skipped)})
+                    detail={"listed": str(listed), "delivered": str(delivered), "skipped": str(skipped), **failure})
 
 
 class _Pace:
@@ -138,6 +142,16 @@ class MailboxBackfill:
         except backfills.LeaseLost:
             log.warning("backfill of mailbox %s: claim lost", mailbox.id)
             return "lease_lost"
+        except _REFUSED_FOR_GOOD as exc:
+            # The request itself is what Gmail refuses (a label id the mailbox does not have):
+            # trying again changes nothing. The mailbox and its live stream are not affected.
+            log.warning("backfill of mailbox %s refused by Gmail: %s", mailbox.id, exc.message,
+                        extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)})
+            detail = {"reason": exc.reason, "error": exc.message}
+            await backfills.fail(self.sessions, job, owner=self.owner, reason=exc.reason, message=exc.message,
+                                 completed_event=lambda *counts: completed_event(mailbox, *counts, **detail),
+                                 now=self.clock.now())
+            return "failed"
         except Exception as exc:  # noqa: BLE001 - recorded on the backfill and tried again after a backoff
             if not isinstance(exc, errors.MailwatchError):
                 log.exception("backfill of mailbox %s failed unexpectedly", mailbox.id)

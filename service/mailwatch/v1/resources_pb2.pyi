@@ -16,6 +16,7 @@ class BackfillState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKFILL_STATE_LISTING: _ClassVar[BackfillState]
     BACKFILL_STATE_DELIVERING: _ClassVar[BackfillState]
     BACKFILL_STATE_COMPLETED: _ClassVar[BackfillState]
+    BACKFILL_STATE_FAILED: _ClassVar[BackfillState]
 
 class MailboxState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +69,7 @@ BACKFILL_STATE_UNSPECIFIED: BackfillState
 BACKFILL_STATE_LISTING: BackfillState
 BACKFILL_STATE_DELIVERING: BackfillState
 BACKFILL_STATE_COMPLETED: BackfillState
+BACKFILL_STATE_FAILED: BackfillState
 MAILBOX_STATE_UNSPECIFIED: MailboxState
 MAILBOX_STATE_ACTIVE: MailboxState
 MAILBOX_STATE_AUTH_FAILED: MailboxState

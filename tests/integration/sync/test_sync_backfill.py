@@ -14,7 +14,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mailwatch_client import AsyncMailwatchClient, BackfillRequest, BackfillState, EventType, InvalidArgumentError
+from mailwatch_client import (
+    AsyncMailwatchClient, BackfillRequest, BackfillState, EventType, InvalidArgumentError, MailboxState,
+)
 from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
@@ -183,6 +185,33 @@ async def test_registering_again_with_the_same_backfill_keeps_it(service):
     existing = [e.message_id for e in events if e.type == EXISTING]
     assert existing == old[2:] + old[-2:]
     assert mailbox.id == again.id
+
+
+async def test_a_label_id_gmail_refuses_ends_the_backfill_and_not_the_mailbox(service):
+    """A backfill label id the mailbox does not have: Gmail refuses the listing ("Invalid
+    label"), so the backfill ends FAILED with a BACKFILL_COMPLETED naming the reason; the
+    mailbox stays ACTIVE and its live stream carries on."""
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    address = "nolabel@example.com"
+    credentials = sa_credentials(sim, address)
+    sim.insert_messages([{"emailAddress": address, "labelIds": ["INBOX"]} for _ in range(3)])
+    async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+        mailbox = await client.register_mailbox(address, credentials=credentials,
+                                                backfill=BackfillRequest(newest=10, label_ids=["Label_99"]))
+        events = await _collect_until(client, _completed, timeout=60)
+        live = sim.insert_message(address, label_ids=["INBOX"])["id"]
+        events = await _collect_until(client, lambda seen: any(e.message_id == live for e in seen), timeout=60)
+        done = await client.get_mailbox(mailbox.id)
+    [completed] = [e for e in events if e.type == COMPLETED]
+    assert dict(completed.attributes) == {"listed": "0", "delivered": "0", "skipped": "0",
+                                          "reason": "GMAIL_LABEL_REJECTED", "error": completed.attributes["error"]}
+    assert "Label_99" in completed.attributes["error"] or "label" in completed.attributes["error"].lower()
+    assert not [e for e in events if e.type == EXISTING]
+    assert done.backfill.state == BackfillState.Value("BACKFILL_STATE_FAILED")
+    assert done.backfill.last_error.reason == "GMAIL_LABEL_REJECTED"
+    assert done.state == MailboxState.Value("MAILBOX_STATE_ACTIVE")
+    assert [e.type for e in events if e.message_id == live] == [ADDED]
 
 
 async def test_a_backfill_keeps_to_its_pace_of_gmail_units(make_service):

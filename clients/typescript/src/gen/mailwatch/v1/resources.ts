@@ -21,6 +21,13 @@ export enum BackfillState {
   BACKFILL_STATE_DELIVERING = 2,
   /** BACKFILL_STATE_COMPLETED - Done: BACKFILL_COMPLETED was appended. */
   BACKFILL_STATE_COMPLETED = 3,
+  /**
+   * BACKFILL_STATE_FAILED - Ended early: Gmail refused the request for good (a label id the
+   * mailbox does not have); BACKFILL_COMPLETED, with attributes `reason` and
+   * `error`, closed it and last_error says why. Registering again with
+   * another request starts a new backfill.
+   */
+  BACKFILL_STATE_FAILED = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -38,6 +45,9 @@ export function backfillStateFromJSON(object: any): BackfillState {
     case 3:
     case "BACKFILL_STATE_COMPLETED":
       return BackfillState.BACKFILL_STATE_COMPLETED;
+    case 4:
+    case "BACKFILL_STATE_FAILED":
+      return BackfillState.BACKFILL_STATE_FAILED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -55,6 +65,8 @@ export function backfillStateToJSON(object: BackfillState): string {
       return "BACKFILL_STATE_DELIVERING";
     case BackfillState.BACKFILL_STATE_COMPLETED:
       return "BACKFILL_STATE_COMPLETED";
+    case BackfillState.BACKFILL_STATE_FAILED:
+      return "BACKFILL_STATE_FAILED";
     case BackfillState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -308,7 +320,8 @@ export enum EventType {
   EVENT_TYPE_MESSAGE_EXISTING = 30,
   /**
    * EVENT_TYPE_BACKFILL_COMPLETED - A backfill finished: every listed message was delivered or skipped.
-   * Attributes: listed, delivered, skipped (counts).
+   * Attributes: listed, delivered, skipped (counts); and, when Gmail refused
+   * the backfill for good (Mailbox.backfill.state FAILED), reason and error.
    */
   EVENT_TYPE_BACKFILL_COMPLETED = 31,
   UNRECOGNIZED = -1,
