@@ -331,3 +331,9 @@ def test_a_stream_refused_for_the_tenants_stream_limit_reopens_after_the_servers
     assert stream.retry_delay(1, error) == pytest.approx(5.0)
     with pytest.raises(RateLimitedError):  # without RetryInfo it is not a wait-and-see
         stream.interrupted(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "?", error_info("X")), idle=False)
+
+
+def test_backoff_stays_at_its_maximum_however_many_failures_in_a_row():
+    # A stream retrying forever counts its failures; 2.0 ** 1024 overflows a float.
+    config = RetryConfig(initial_backoff=0.01, max_backoff=10.0, jitter=0, max_attempts=0)
+    assert config.backoff(5_000) == 10.0

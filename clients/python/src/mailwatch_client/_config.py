@@ -40,7 +40,11 @@ class RetryConfig:
 
     def backoff(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after `failures` consecutive failed attempts (>= 1)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, failures - 1))
+        try:
+            grown = self.initial_backoff * self.multiplier ** max(0, failures - 1)
+        except OverflowError:  # a stream failing a thousand times in a row: long past max_backoff
+            grown = self.max_backoff
+        base = min(self.max_backoff, grown)
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
 
