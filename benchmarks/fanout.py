@@ -52,7 +52,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
-from pipeline import _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
+from pipeline import NO_TENANT_LIMITS, _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
 from tests.fixtures.factory import tenant_key_at  # noqa: E402 - pipeline put the repository root on sys.path
 from tests.fixtures.processes import Child, child_env  # noqa: E402
 
@@ -432,6 +432,7 @@ def main() -> int:
             "MAILWATCH_DATABASE_URL": postgres.url("mailwatch"),
             "MAILWATCH_SECRET_KEYS": generate_key(),
             "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
+            **NO_TENANT_LIMITS,
             "MAILWATCH_LISTEN": "127.0.0.1:0",
             "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
             "MAILWATCH_PUBSUB_TOPIC": "projects/mailwatch-fanout/topics/gmail",

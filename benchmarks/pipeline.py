@@ -194,6 +194,14 @@ class Profiler:
         return f"profile: {self._path}"
 
 
+#: The service's tenant limits switched off: the benchmarks measure the service, not the limits
+#: (one tenant opens a thousand streams and registers thousands of mailboxes as fast as it can).
+NO_TENANT_LIMITS = {
+    "MAILWATCH_LIMITS_STREAMS_PER_TENANT": "0",
+    "MAILWATCH_LIMITS_RPCS_PER_SECOND_PER_KEY": "0",
+    "MAILWATCH_LIMITS_REGISTRATIONS_PER_MINUTE_PER_TENANT": "0",
+}
+
 def _postmaster_pid(postgres) -> int | None:
     try:
         return int((postgres.datadir / "postmaster.pid").read_text().splitlines()[0])
@@ -902,6 +910,7 @@ def main() -> int:
                 "MAILWATCH_DATABASE_URL": database_url,
                 "MAILWATCH_SECRET_KEYS": generate_key(),
                 "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
+                **NO_TENANT_LIMITS,
                 "MAILWATCH_LISTEN": "127.0.0.1:0",
                 "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
                 "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,

@@ -68,7 +68,7 @@ from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from mailwatch.secrets import generate_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import _load  # noqa: E402 - also puts the repository root on sys.path
+from pipeline import NO_TENANT_LIMITS, _load  # noqa: E402 - also puts the repository root on sys.path
 from tests.fixtures.factory import tenant_key_at  # noqa: E402
 from tests.fixtures.processes import Child, child_env  # noqa: E402
 
@@ -355,6 +355,7 @@ async def run(args) -> None:
             "MAILWATCH_DATABASE_URL": url,
             "MAILWATCH_SECRET_KEYS": secret_key,
             "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
+            **NO_TENANT_LIMITS,
             "MAILWATCH_LISTEN": "127.0.0.1:0",
             "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,
             "MAILWATCH_GOOGLE_TOKEN_URI": f"{sim_url}/token",
