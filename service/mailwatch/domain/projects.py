@@ -37,12 +37,27 @@ def topic_project(topic: str) -> str | None:
 
 
 def credential_project(credential: Credential) -> str | None:
-    """The project the credentials act for, when they say so (a service-account key does;
-    an OAuth client id does not name its project)."""
+    """The project id the credentials act for, when they say so (a service-account key does;
+    an OAuth client id names only its project's number: `quota_project`)."""
     if isinstance(credential, ServiceAccountCredential):
         project = credential.info.get("project_id")
         return project if isinstance(project, str) and project else None
     return None
+
+
+# Google OAuth client ids are `<project number>-<hash>.apps.googleusercontent.com`: the
+# number of the project the client was created in (the number, not the project id).
+_OAUTH_CLIENT_PROJECT = re.compile(r"^(?P<number>[0-9]+)-[^.]+\.apps\.googleusercontent\.com$")
+
+
+def quota_project(credential: Credential) -> str | None:
+    """The project whose Gmail quota the credentials' calls are charged to, as Google names
+    it: a service-account key's project id, an OAuth client's project number (from its
+    client id); None when neither says."""
+    if isinstance(credential, OAuthCredential):
+        match = _OAUTH_CLIENT_PROJECT.match(credential.client_id)
+        return match.group("number") if match else None
+    return credential_project(credential)
 
 
 def resolve_credential(

@@ -201,7 +201,7 @@ class GmailClient:
     async def _call_now(
         self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
     ) -> dict:
-        record_call(call, tenant_id)  # Google charges quota for refused calls too
+        record_call(call, tenant_id, credential)  # Google charges quota for refused calls too
 
         def run() -> dict:
             try:
@@ -354,7 +354,7 @@ class GmailClient:
                 chunk = pending[start : start + size]
                 for _ in chunk:
                     await self.budgets.spend(tenant_id, GmailCall.MESSAGES_GET)
-                    record_call(GmailCall.MESSAGES_GET, tenant_id)  # each part is metered as its own call
+                    record_call(GmailCall.MESSAGES_GET, tenant_id, credential)  # each part is metered as its own call
                 async with self._user_calls.slots(email, len(chunk)):
                     results, failures = await loop.run_in_executor(
                         self._executor, self._get_many, credential, chunk, params, tenant_id, parse,

@@ -1,9 +1,11 @@
-"""Gmail quota units spent, per tenant, as a Prometheus counter.
+"""Gmail quota units spent, per tenant and Google project, as a Prometheus counter.
 
 Gmail meters every call in quota units (Google's published table, below),
 per user and per project; a tenant with many mailboxes is what spends them,
-so the counter is labelled by tenant id (tenants are few: a bounded label)
-and by Gmail method (a fixed set). Never by mailbox or address.
+so the counter is labelled by tenant id (tenants are few: a bounded label),
+by the Google project the call is charged to (the project of the credentials
+making it: `domain.projects.quota_project`; a deployment has few) and by
+Gmail method (a fixed set). Never by mailbox or address.
 
 Every attempted call is counted, failed ones too: Google charges a refused
 request as well, and the simulator counts it the same way.
@@ -14,6 +16,9 @@ from __future__ import annotations
 import uuid
 
 from prometheus_client import Counter
+
+from mailwatch.domain.models import Credential
+from mailwatch.domain.projects import quota_project
 
 # https://developers.google.com/gmail/api/reference/quota
 UNITS = {
@@ -30,9 +35,12 @@ UNITS = {
 }
 
 NO_TENANT = "none"  # a call made outside any tenant's work (none today; kept bounded)
+# Credentials that do not say their project (an OAuth client id not in Google's form).
+UNKNOWN_PROJECT = "unknown"
 
 QUOTA_UNITS = Counter(
-    "mailwatch_gmail_quota_units_total", "Gmail API quota units spent, by tenant and method", ["tenant", "method"]
+    "mailwatch_gmail_quota_units_total", "Gmail API quota units spent, by tenant, Google project and method",
+    ["tenant", "project", "method"],
 )
 CALLS = Counter("mailwatch_gmail_calls_total", "Gmail API calls made, by tenant and method", ["tenant", "method"])
 
@@ -41,21 +49,27 @@ def tenant_label(tenant_id: uuid.UUID | str | None) -> str:
     return str(tenant_id) if tenant_id else NO_TENANT
 
 
-def record_call(operation: str, tenant_id: uuid.UUID | str | None) -> None:
-    """Count one Gmail call of `operation` (a key of UNITS) made for `tenant_id`."""
+def project_label(credential: Credential) -> str:
+    return quota_project(credential) or UNKNOWN_PROJECT
+
+
+def record_call(operation: str, tenant_id: uuid.UUID | str | None, credential: Credential) -> None:
+    """Count one Gmail call of `operation` (a key of UNITS) made for `tenant_id` with `credential`."""
     tenant = tenant_label(tenant_id)
     CALLS.labels(tenant=tenant, method=operation).inc()
-    QUOTA_UNITS.labels(tenant=tenant, method=operation).inc(UNITS.get(operation, 0))
+    QUOTA_UNITS.labels(tenant=tenant, project=project_label(credential), method=operation).inc(
+        UNITS.get(operation, 0))
 
 
-def units_spent(tenant_id: uuid.UUID | str | None, method: str | None = None) -> float:
-    """Units counted so far in this process for a tenant (all methods, or one)."""
+def units_spent(tenant_id: uuid.UUID | str | None, method: str | None = None, *, project: str | None = None) -> float:
+    """Units counted so far in this process for a tenant (all methods, or one; all projects, or one)."""
     tenant = tenant_label(tenant_id)
     total = 0.0
     for metric in QUOTA_UNITS.collect():
         for sample in metric.samples:
             if not sample.name.endswith("_total") or sample.labels.get("tenant") != tenant:
                 continue
-            if method is None or sample.labels.get("method") == method:
+            if (method is None or sample.labels.get("method") == method) and (
+                    project is None or sample.labels.get("project") == project):
                 total += sample.value
     return total

@@ -15,11 +15,13 @@ from prometheus_client import generate_latest
 
 from mailwatch.clock import OffsetClock
 from mailwatch.gmail import quota
+from mailwatch_devstack.gmail_sim.auth import project_number
 from mailwatch.v1 import resources_pb2
 from tests.fixtures.pipeline import (
     DAY, advance, claims_one, collect, eventually, get_mailbox as get, message_events, register_sa_mailbox,
     timestamp as ts, types,
 )
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.rpc import oauth_request, sa_request
 
 pytestmark = pytest.mark.integration
@@ -170,8 +172,43 @@ async def test_quota_units_are_counted_per_tenant_as_gmail_counts_them(make_serv
         assert quota.units_spent(tenant_id, "watch") == 200
         assert quota.units_spent(tenant_id) == sim_units
         exposed = generate_latest().decode()
-        assert f'mailwatch_gmail_quota_units_total{{method="watch",tenant="{tenant_id}"}} 200.0' in exposed
+        series = f'mailwatch_gmail_quota_units_total{{method="watch",project="{TEST_PROJECT}",tenant="{tenant_id}"}}'
+        assert f"{series} 200.0" in exposed
         assert "metered@example.com" not in exposed
+
+
+async def test_quota_units_are_counted_per_google_project_of_the_credentials(make_service):
+    """Gmail charges a call to the project of the credentials making it: a key's project id, an
+    OAuth client's project (named by number, as the client id does)."""
+    async with make_service(renew_enabled=False) as service:
+        sim = service.sim
+        tenant_id, auth = await service.new_tenant()
+        await service.mailboxes.RegisterMailbox(sa_request(sim, "keyed@example.com"), metadata=auth)
+        request, client, _ = oauth_request(sim, "granted@example.com")
+        await service.mailboxes.RegisterMailbox(request, metadata=auth)
+        messages = [sim.insert_message(email, label_ids=["INBOX"])
+                    for email in ("keyed@example.com", "granted@example.com")]
+        await collect(service, auth, lambda ev: {m["id"] for m in messages} <= {e.message_id for e in ev})
+
+        number = str(project_number(TEST_PROJECT))
+        assert client["clientId"].startswith(f"{number}-")
+
+        def by_project() -> dict[str, float]:
+            return {project: quota.units_spent(tenant_id, project=project) for project in (TEST_PROJECT, number)}
+
+        def by_user() -> dict[str, float]:
+            units = sim.counters()["quotaUnits"]
+            return {TEST_PROJECT: units["keyed@example.com"], number: units["granted@example.com"]}
+
+        # Every call is counted as it is sent; Gmail counts it as it arrives.
+        await eventually(lambda: by_project() == by_user())
+        assert all(units >= 101 for units in by_project().values())  # at least a getProfile and a watch each
+        assert quota.units_spent(tenant_id) == sum(by_project().values())
+        assert quota.units_spent(tenant_id, "watch", project=number) == 100
+        exposed = generate_latest().decode()
+        for project in (TEST_PROJECT, number):
+            series = f'mailwatch_gmail_quota_units_total{{method="watch",project="{project}",tenant="{tenant_id}"}}'
+            assert f"{series} 100.0" in exposed
 
 
 async def test_with_every_notification_dropped_changes_arrive_within_the_poll_interval(make_service):

@@ -8,7 +8,8 @@ from mailwatch.domain.errors import GmailTopicNotPublishable, InvalidArgument, N
     TopicProjectMismatch
 from mailwatch.domain.models import CredentialKind, GoogleSettings, OAuthCredential, ServiceAccountCredential, \
     TenantDefaultCredential
-from mailwatch.domain.projects import credential_project, resolve_credential, topic_project, watch_topic_for
+from mailwatch.domain.projects import credential_project, quota_project, resolve_credential, topic_project, \
+    watch_topic_for
 
 OPERATOR_TOPIC = "projects/operator/topics/gmail"
 TENANT_TOPIC = "projects/tenant-a/topics/gmail"
@@ -34,6 +35,16 @@ def test_credential_project_is_known_for_keys_only():
     assert credential_project(key_of("acme")) == "acme"
     assert credential_project(key_of("")) is None
     assert credential_project(OAUTH) is None
+
+
+def test_quota_project_is_a_keys_project_id_or_an_oauth_clients_project_number():
+    assert quota_project(key_of("acme")) == "acme"
+    assert quota_project(key_of("")) is None
+    client = "123456789012-abc123def.apps.googleusercontent.com"
+    assert quota_project(OAuthCredential(client, "secret", "refresh")) == "123456789012"
+    assert quota_project(OAUTH) is None  # not in Google's form: no project to name
+    assert quota_project(OAuthCredential("12-x.apps.googleusercontent.com.evil", "s", "r")) is None
+    assert quota_project(OAuthCredential("abc-x.apps.googleusercontent.com", "s", "r")) is None
 
 
 def test_a_key_watches_with_the_topic_of_its_own_project():

@@ -154,7 +154,8 @@ class TokenAuthority:
         }
 
     def create_oauth_client(self, project_id: str = DEFAULT_PROJECT) -> tuple[str, str]:
-        client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+        # As Google's: `<number of the project it was created in>-<hash>.apps.googleusercontent.com`.
+        client_id = f"{project_number(project_id)}-{secrets.token_hex(16)}.apps.googleusercontent.com"
         secret = "GOCSPX-" + secrets.token_urlsafe(21)
         with self._lock:
             self._clients[client_id] = OAuthClient(secret, project_id)
