@@ -403,6 +403,27 @@ describe("errors", () => {
   });
 });
 
+describe("tenant limits", () => {
+  it("retries a call refused for the key's rate after the server's RetryInfo delay", { timeout: 120_000 }, async () => {
+    const tenant = await world.newTenant();
+    await world.command("set_tenant_limits", { tenant_id: tenant.tenantId, rpcs_per_second: 1 });
+    // One retry, 1 ms after a refusal: only waiting for RetryInfo's delay lets it pass.
+    const client = clientFor(tenant, { retry: { maxAttempts: 2, initialBackoffMs: 1, maxBackoffMs: 1 } });
+    const started = Date.now();
+    await client.listMailboxes();
+    const refused = await rejection(client.listMailboxes({ retry: { maxAttempts: 1 } }));
+    assert.ok(refused instanceof RateLimitedError);
+    assert.equal(refused.reason, "RPC_RATE_LIMITED");
+    assert.ok(refused.retryDelay !== undefined && refused.retryDelay > 0 && refused.retryDelay <= 1000,
+      `retryDelay ${refused.retryDelay}`);
+    for (let n = 0; n < 3; n++) {
+      await client.listMailboxes();
+    }
+    // The key's bucket passes one call a second: four calls passed, so three seconds went by.
+    assert.ok(Date.now() - started >= 2900, `four calls in ${Date.now() - started} ms`);
+  });
+});
+
 describe("change streams", () => {
   it("split by partition: each event in exactly one, as the documented hash places its mailbox", { timeout: 120_000 }, async () => {
     const tenant = await world.newTenant();

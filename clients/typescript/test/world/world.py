@@ -119,6 +119,13 @@ class World:
                                      timeout=30)
         return {"tenantId": tenant.id, "apiKey": key.key}
 
+    def set_tenant_limits(self, tenant_id: str, **limits: int) -> None:
+        """The tenant's own limits (AdminService.SetTenantLimits): streams, rpcs_per_second, registrations_per_minute."""
+        operator = [("authorization", f"Bearer {OPERATOR_TOKEN}")]
+        with grpc.insecure_channel(self.serve.target) as channel:
+            admin_service_pb2_grpc.AdminServiceStub(channel).SetTenantLimits(
+                admin_service_pb2.SetTenantLimitsRequest(tenant_id=tenant_id, **limits), metadata=operator, timeout=30)
+
     def restart_server(self, mode: str = "graceful") -> None:
         """SIGTERM (graceful) or SIGKILL (a crash), then the same server again."""
         self.stop_server(mode)
@@ -194,6 +201,7 @@ class World:
 
 COMMANDS = {
     "new_tenant": World.new_tenant,
+    "set_tenant_limits": World.set_tenant_limits,
     "restart_server": World.restart_server,
     "stop_server": World.stop_server,
     "start_server": World.start_server,
