@@ -152,7 +152,7 @@ class UsageLimits:
         wait = bucket.take(1, now)
         if wait > 0:
             self._refuse(RpcRateLimited(
-                f"this API key made more than its {rate} calls a second; retry after {wait:.3f} s",
+                f"this API key used up its {rate} calls a second; retry after {wait:.3f} s",
                 metadata={"limit": str(rate)}, retry_after=wait), tenant_id)
 
     async def take_registrations(self, tenant_id: uuid.UUID, count: int) -> None:
@@ -183,8 +183,8 @@ class UsageLimits:
         open_now = self._streams.get(tenant_id, 0)
         if 0 < limit <= open_now:
             self._refuse(TenantStreamLimit(
-                f"this tenant already holds its {limit} open change streams on this server; close one, or retry "
-                f"after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
+                f"this tenant already holds {limit} open change streams on this server, its limit; close one, or "
+                f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
                 retry_after=STREAM_RETRY_SECONDS), tenant_id)
         label = tenant_label(tenant_id)
         self._streams[tenant_id] = open_now + 1
