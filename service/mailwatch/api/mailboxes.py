@@ -51,7 +51,10 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
             metadata_headers=registration.metadata_headers, include_drafts=registration.include_drafts,
             backfill=registration.backfill,
         )
-        return await self._with_backfill(mailbox) if registration.backfill else convert.mailbox_to_proto(mailbox)
+        if registration.backfill is None:
+            return convert.mailbox_to_proto(mailbox)
+        (proto,) = await self._with_backfills([mailbox])
+        return proto
 
     async def BatchRegisterMailboxes(self, request, context):
         batch = validation.validate_batch_register_mailboxes(request)
@@ -59,6 +62,9 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
                                                            include_drafts=batch.include_drafts,
                                                            backfill=batch.backfill)
         request_id = current_request_id()
+        registered = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+        protos = iter(await self._with_backfills(registered) if batch.backfill is not None
+                      else [convert.mailbox_to_proto(mailbox) for mailbox in registered])
         results = []
         for address, outcome in zip(request.email_addresses, outcomes):
             if isinstance(outcome, Exception):
@@ -68,7 +74,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
                 results.append(mailbox_service_pb2.MailboxRegistrationResult(email_address=address, status=status))
             else:
                 results.append(mailbox_service_pb2.MailboxRegistrationResult(
-                    email_address=address, status=OK, mailbox=convert.mailbox_to_proto(outcome)
+                    email_address=address, status=OK, mailbox=next(protos)
                 ))
         return mailbox_service_pb2.BatchRegisterMailboxesResponse(results=results)
 
@@ -78,16 +84,20 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
 
     async def GetMailbox(self, request, context):
         mailbox_id = validation.validate_mailbox_id(request.mailbox_id)
-        return await self._with_backfill(
-            await mailbox_store.fetch_mailbox(self._sessions, current_tenant_id(), mailbox_id))
-
-    async def _with_backfill(self, mailbox):
-        """The mailbox with its backfill's progress, if one was requested."""
-        proto = convert.mailbox_to_proto(mailbox)
-        progress = await backfill_store.progress(self._sessions, mailbox.tenant_id, mailbox.id)
-        if progress is not None:
-            proto.backfill.CopyFrom(convert.backfill_to_proto(progress))
+        (proto,) = await self._with_backfills(
+            [await mailbox_store.fetch_mailbox(self._sessions, current_tenant_id(), mailbox_id)])
         return proto
+
+    async def _with_backfills(self, mailboxes) -> list:
+        """The tenant's mailboxes as protos, each with its backfill's progress if one was requested."""
+        progress = await backfill_store.progresses(self._sessions, current_tenant_id(), [m.id for m in mailboxes])
+        protos = []
+        for mailbox in mailboxes:
+            proto = convert.mailbox_to_proto(mailbox)
+            if mailbox.id in progress:
+                proto.backfill.CopyFrom(convert.backfill_to_proto(progress[mailbox.id]))
+            protos.append(proto)
+        return protos
 
     async def ListMailboxes(self, request, context):
         query = validation.validate_list_mailboxes(request)
@@ -97,7 +107,7 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
         )
         mailboxes, next_token = one_page(found, query.page, lambda last: [last.created.isoformat(), str(last.id)])
         return mailbox_service_pb2.ListMailboxesResponse(
-            mailboxes=[convert.mailbox_to_proto(m) for m in mailboxes], next_page_token=next_token
+            mailboxes=await self._with_backfills(mailboxes), next_page_token=next_token
         )
 
     async def StreamChanges(self, request, context):

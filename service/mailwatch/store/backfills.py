@@ -9,7 +9,7 @@
   one transaction (a restart neither lists again nor reorders);
 - `deliver_batch`: one batch's MESSAGE_EXISTING events and the progress pointer
   in one transaction, decided against what the live sync has committed;
-- `progress`: GetMailbox's view.
+- `progresses`: GetMailbox's and ListMailboxes' view.
 
 Every write under a claim is fenced on the lease owner (and the delivery on the
 position it started from): a worker that lost its claim commits nothing.
@@ -348,17 +348,18 @@ async def request_sync(sessions: Sessions, mailbox_id: uuid.UUID, *, now: dateti
     return result.rowcount == 1
 
 
-async def progress(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> BackfillProgress | None:
-    """The mailbox's backfill as GetMailbox shows it; None when none was requested."""
+async def progresses(sessions: Sessions, tenant_id: uuid.UUID,
+                     mailbox_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, BackfillProgress]:
+    """The backfills of `mailbox_ids` as GetMailbox and ListMailboxes show them (those with none left out)."""
+    if not mailbox_ids:
+        return {}
     async with reading(sessions) as session:
-        row = (await session.execute(
+        rows = await session.execute(
             select(mailbox_backfills).where(mailbox_backfills.c.tenant_id == tenant_id,
-                                            mailbox_backfills.c.mailbox_id == mailbox_id)
-        )).one_or_none()
-    if row is None:
-        return None
-    return BackfillProgress(
-        state=BackfillState(row.state), listed=row.listed, delivered=row.delivered, skipped=row.skipped,
-        created=row.created, completed_at=row.completed_at, last_error=row.last_error,
-        last_error_reason=row.last_error_reason, last_error_at=row.last_error_at,
-    )
+                                            mailbox_backfills.c.mailbox_id.in_(list(mailbox_ids)))
+        )
+        return {row.mailbox_id: BackfillProgress(
+            state=BackfillState(row.state), listed=row.listed, delivered=row.delivered, skipped=row.skipped,
+            created=row.created, completed_at=row.completed_at, last_error=row.last_error,
+            last_error_reason=row.last_error_reason, last_error_at=row.last_error_at,
+        ) for row in rows}

@@ -8,6 +8,7 @@ behind the real google-api-python-client, the Python client library.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailwatch_client import (
     AsyncMailwatchClient, BackfillRequest, BackfillState, EventType, InvalidArgumentError, MailboxState,
+    ServiceAccountCredentials,
 )
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.waiting import eventually
 from tests.integration.client.conftest import api_key_of, sa_credentials
 
@@ -86,6 +89,8 @@ async def test_a_backfill_of_500_with_20_live_arrivals_delivers_each_message_onc
 
         events = await _collect_until(client, everything, timeout=120)
         done = await client.get_mailbox(registered.id)
+        [listed] = [m async for m in client.iter_mailboxes()]
+        assert listed.backfill == done.backfill, "ListMailboxes shows the backfill as GetMailbox does"
 
     existing = [e for e in events if e.type == EXISTING]
     added = [e for e in events if e.type == ADDED]
@@ -163,6 +168,27 @@ async def test_deleted_and_filtered_messages_are_skipped(service):
 
     assert [e.message_id for e in events if e.type == EXISTING] == [i for i in wanted if i not in doomed]
     assert (done.backfill.delivered_count, done.backfill.skipped_count) == (17, 23)
+
+
+async def test_a_batch_registration_backfills_every_address(service):
+    sim = service.sim
+    _, auth = await service.new_tenant()
+    addresses = ["batch1@example.com", "batch2@example.com"]
+    old = {}
+    for address in addresses:
+        sim.create_mailbox(address)
+        old[address] = [m["id"] for m in sim.insert_messages(
+            [{"emailAddress": address, "labelIds": ["INBOX"]} for _ in range(7)])]
+    key = ServiceAccountCredentials(json_key=json.dumps(sim.create_service_account_key(project_id=TEST_PROJECT)))
+    async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
+        results = await client.register_mailboxes(addresses, service_account=key,
+                                                  backfill=BackfillRequest(newest=5))
+        assert [r.status.code for r in results] == [0, 0]
+        assert all(r.mailbox.backfill.state != BackfillState.Value("BACKFILL_STATE_UNSPECIFIED") for r in results)
+        events = await _collect_until(client, lambda seen: sum(e.type == COMPLETED for e in seen) == 2, timeout=60)
+    for address in addresses:
+        assert [e.message_id for e in events if e.type == EXISTING and e.email_address == address] \
+            == old[address][2:]
 
 
 async def test_registering_again_with_the_same_backfill_keeps_it(service):
