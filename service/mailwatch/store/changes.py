@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import ChangeEvent, EventType, MessageMetadata, NewEvent
 from mailwatch.domain.stream_partitions import StreamPartition
-from mailwatch.store.db import Sessions, reading, transaction
+from mailwatch.store.db import Sessions, driver_autocommit, reading, transaction
 from mailwatch.store.mailboxes import get_mailbox
 from mailwatch.store.models import change_events, tenants
 from mailwatch.store.tenants import get_tenant
@@ -231,6 +231,14 @@ async def scan_events(
     the text protocol parses timestamps and UUIDs from text and runs a Python
     processor per text[] value, several times the CPU (docs/performance.md).
     """
+    sql, params = _scan_query(tenant_id, after_sequence, mailbox_ids, types, partition, limit, scan_limit)
+    return _scanned(await _fetch_tuples(session, sql, params), tenant_id, after_sequence, params)
+
+
+def _scan_query(tenant_id: uuid.UUID, after_sequence: int, mailbox_ids: Iterable[uuid.UUID] | None,
+                types: Iterable[EventType] | None, partition: StreamPartition | None, limit: int,
+                scan_limit: int | None) -> tuple[str, dict]:
+    """`scan_events`' statement and its parameters."""
     if limit < 1:
         raise ValueError("limit must be positive")
     scan_limit = max(scan_limit or limit, limit)
@@ -239,7 +247,12 @@ async def scan_events(
     params = {"tenant_id": tenant_id, "after": after_sequence, "scan_limit": scan_limit, "picked_limit": limit + 1,
               "mailbox_ids": mailbox_ids, "types": type_values,
               "partition_index": partition.index if partition else 0, "partition_count": partition.count if partition else 1}
-    rows = await _fetch_tuples(session, _scan_sql(bool(mailbox_ids), bool(type_values), partition is not None), params)
+    return _scan_sql(bool(mailbox_ids), bool(type_values), partition is not None), params
+
+
+def _scanned(rows: list[tuple], tenant_id: uuid.UUID, after_sequence: int, params: dict) -> ScannedEvents:
+    """`scan_events`' answer from the rows of its statement."""
+    limit, scan_limit = params["picked_limit"] - 1, params["scan_limit"]
     if not rows:
         raise NotFound("tenant not found", metadata={"tenant_id": str(tenant_id)})
     # Each row is (pruned_through, *_READ_COLUMNS, window_end, window_rows, matches);
@@ -409,10 +422,19 @@ async def prune_chunk(sessions: Sessions, older_than: datetime, *, limit: int, t
         return await prune_events(session, older_than, limit=limit, table=table)
 
 
-async def scan(sessions: Sessions, tenant_id: uuid.UUID, after_sequence: int, **options) -> ScannedEvents:
-    """`scan_events` (same options) in a session of its own: a stream's read."""
-    async with reading(sessions) as session:
-        return await scan_events(session, tenant_id, after_sequence, **options)
+async def scan(sessions: Sessions, tenant_id: uuid.UUID, after_sequence: int, *,
+               mailbox_ids: Iterable[uuid.UUID] | None = None, types: Iterable[EventType] | None = None,
+               partition: StreamPartition | None = None, limit: int = 1000,
+               scan_limit: int | None = None) -> ScannedEvents:
+    """`scan_events` (same options) as a stream's read: its one statement in autocommit on
+    the driver's connection (`db.driver_autocommit`), one snapshot like any statement,
+    with no session's BEGIN and ROLLBACK round trips around it."""
+    sql, params = _scan_query(tenant_id, after_sequence, mailbox_ids, types, partition, limit, scan_limit)
+    async with driver_autocommit(sessions) as connection:
+        async with connection.cursor(binary=True) as cursor:
+            await cursor.execute(sql, params)
+            rows = await cursor.fetchall()
+    return _scanned(rows, tenant_id, after_sequence, params)
 
 
 async def stream_bounds(sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Iterable[uuid.UUID]) -> tuple[int, int]:
