@@ -186,6 +186,7 @@ POST    /_sim/domains/{domain}/delegations         {clientId, scopes? (default G
 GET     /_sim/domains/{domain}/delegations         {domain, delegations: {clientId: scopes}} [delegations]
 DELETE  /_sim/domains/{domain}/delegations/{id}    take a grant back [revoke_delegation]
 POST    /_sim/oauth-clients                        {projectId?} → {clientId, clientSecret, tokenUri} [create_oauth_client]
+                                                   (clientId begins with the project's number, as Google's do)
 POST    /_sim/oauth-clients/{clientId}/delete      {restore?}: delete (or restore) the client [delete_oauth_client]
 POST    /_sim/refresh-tokens                       {clientId, emailAddress, scopes?} → {refreshToken} [issue_refresh_token]
 POST    /_sim/users/{email}/revoke | /restore      revoke / restore every credential of a user [revoke_user, restore_user]
