@@ -325,7 +325,8 @@ async def run(args, *, target: str, raw_target: str, database_url: str, metrics_
     import grpc
 
     from mailwatch.domain.models import CredentialKind, EventType, LabelFilter, NewEvent
-    from mailwatch.store import changes, create_engine, mailboxes, session_factory
+    from mailwatch.secrets import SealedSecret
+    from mailwatch.store import changes, create_engine, mailboxes, sealed_credentials, session_factory
     from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc
 
     tenant = await tenant_key_at(target, "fanout", operator_token=OPERATOR_TOKEN)
@@ -335,9 +336,11 @@ async def run(args, *, target: str, raw_target: str, database_url: str, metrics_
     engine = create_engine(database_url, pool_size=2)
     sessions = session_factory(engine)
     async with sessions() as session, session.begin():
+        never_used = SealedSecret(CredentialKind.OAUTH, b"benchmark", b"benchmark: never used")
+        sealed = await sealed_credentials.put_secrets(session, tenant_id, [never_used])
         mailbox, _ = await mailboxes.upsert_mailbox(
             session, tenant_id, email_address="user0001@bench.test", label_filter=LabelFilter(),
-            credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"benchmark: never used",
+            credential_kind=CredentialKind.OAUTH, sealed_credential_id=sealed[never_used.digest],
         )
 
     def new_event(message_id: str) -> NewEvent:

@@ -112,7 +112,7 @@ def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int)
     from mailwatch.ingest import PullIngestor
     from mailwatch.store import create_engine, session_factory
     from mailwatch.store.migrate import upgrade
-    from mailwatch.store.models import mailboxes, tenants
+    from mailwatch.store.models import mailboxes, sealed_credentials, tenants
 
     topic, subscription = _create(publisher, subscriber)
     with TemporaryPostgres() as postgres:
@@ -125,10 +125,13 @@ def _ingest(publisher, subscriber, count: int, timeout: float, concurrency: int)
                 sessions = session_factory(engine)
                 async with sessions() as session, session.begin():
                     tenant = (await session.execute(insert(tenants).values(name="bench").returning(tenants.c.id))).scalar_one()
+                    sealed = (await session.execute(insert(sealed_credentials).values(
+                        tenant_id=tenant, kind="OAUTH", digest=b"bench", ciphertext=b"x",
+                    ).returning(sealed_credentials.c.id))).scalar_one()
                     await session.execute(insert(mailboxes), [
                         {"tenant_id": tenant, "email_address": f"user{i}@example.com",
                          "gmail_address": f"user{i}@example.com", "credential_kind": "OAUTH",
-                         "credentials_ciphertext": b"x", "history_id": 1} for i in range(500)
+                         "sealed_credential_id": sealed, "history_id": 1} for i in range(500)
                     ])
                 rate = _publish(publisher, topic, count)
                 print(f"published {count} messages at {rate:,.0f} msg/s")

@@ -23,8 +23,9 @@ only grow the table. At each checkpoint (default 1,000, 10,000, 100,000) it repo
   renewal tick with 100 renewals due (claim + 100 users.watch + writes), run
   by a RenewWorker in this process (the service's own renew worker is off,
   so the two do not race for the same due mailboxes);
-- Postgres rows and bytes per mailbox (`mailboxes` with its indexes, and the
-  change log it has produced so far), after VACUUM ANALYZE;
+- Postgres rows and bytes per mailbox (`mailboxes` with its indexes plus its
+  share of `sealed_credentials`, where each tenant's key is stored once, and
+  the change log it has produced so far), after VACUUM ANALYZE;
 - the service process's resident memory (VmRSS);
 - renewals/day one replica sustains: the renew tick's rate over a day.
 
@@ -281,7 +282,9 @@ async def _prune_ms(sessions) -> tuple[float, int, int]:
 
 def _storage(url: str) -> dict[str, float]:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) mailboxes, change_events")
+        # sealed_credentials too: each registration batch rewrites its tenant's row (a fresh
+        # seal under the current key), leaving a dead version for autovacuum each time.
+        conn.execute("VACUUM (ANALYZE) mailboxes, change_events, sealed_credentials")
         count = conn.execute("SELECT count(*) FROM mailboxes").fetchone()[0]
         events = conn.execute("SELECT count(*) FROM change_events").fetchone()[0]
         heap, total = conn.execute(
@@ -289,10 +292,13 @@ def _storage(url: str) -> dict[str, float]:
         ).fetchone()
         # The log is partitioned: its bytes are its partitions' (the parent holds none).
         log_total = conn.execute(_LOG_BYTES).fetchone()[0]
+        # The tenants' keys, stored once per tenant and key (migration 0017).
+        sealed = conn.execute("SELECT pg_total_relation_size('sealed_credentials')").fetchone()[0]
     return {
         "mailboxes": count,
         "mailbox row+toast bytes": heap / count,
-        "mailbox bytes incl. indexes": total / count,
+        "mailbox bytes incl. indexes": (total + sealed) / count,
+        "sealed credentials bytes (all tenants)": sealed,
         "change-log rows per mailbox": events / count,
         "change-log bytes per mailbox": log_total / count,
     }

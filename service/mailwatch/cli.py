@@ -7,6 +7,7 @@
   gmail-sim   run the Gmail API simulator (the lab, mailwatch-devstack)
   dev         run a complete local stack until Ctrl-C (the lab, likewise)
   secret-key  print a fresh key for MAILWATCH_SECRET_KEYS
+  rotate-secrets  re-encrypt stored credentials under the first MAILWATCH_SECRET_KEYS key
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.downgrade:
-        downgrade(settings.sqlalchemy_url, args.downgrade)
+        downgrade(settings.sqlalchemy_url, args.downgrade, secret_keys=settings.secret_keys)
         print(f"downgraded to {args.downgrade}")
     else:
-        upgrade(settings.sqlalchemy_url)
+        upgrade(settings.sqlalchemy_url, secret_keys=settings.secret_keys)
         print("database is at the latest schema")
     return 0
 
@@ -114,6 +115,21 @@ def cmd_secret_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_secrets(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored credential under the first key: a tenant's key or OAuth
+    client is one row however many mailboxes use it; OAuth mailboxes' refresh tokens are
+    their own. Then the old key can leave MAILWATCH_SECRET_KEYS."""
+    from mailwatch.secrets import SecretBox
+    from mailwatch.store import sealed_credentials
+
+    settings = _settings(args)
+    box = SecretBox(settings.secret_keys)
+    rows, tokens, unreadable = asyncio.run(_with_database(settings, lambda db: sealed_credentials.rotate_all(db, box)))
+    print(f"re-encrypted {rows} credential row(s) and {tokens} refresh token(s) under the first key"
+          + (f"; {unreadable} no configured key opens were left as they are" if unreadable else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailwatch", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     secret = sub.add_parser("secret-key", help="print a new key for MAILWATCH_SECRET_KEYS")
     secret.set_defaults(func=cmd_secret_key)
+    rotate = with_db(sub.add_parser(
+        "rotate-secrets", help="re-encrypt stored credentials under the first MAILWATCH_SECRET_KEYS key"))
+    rotate.set_defaults(func=cmd_rotate_secrets)
     from mailwatch.pubsub_setup import add_parser as add_pubsub_parser
     add_pubsub_parser(sub)
     from mailwatch.tail import add_parser as add_tail_parser

@@ -212,11 +212,13 @@ def test_settings_reach_the_container_environment(example):
     assert bool(settings.tls.client_ca_file) == bool(tls.get("clientAuth"))
 
 
-def test_migration_job_reaches_the_same_database(example):
+def test_migration_job_reaches_the_same_database_with_the_same_keys(example):
+    """Migration 0017 re-seals stored credentials: the Job needs the keys the server decrypts with."""
     values, rendered = example
     server = container_environment(rendered, _container(rendered.one("Deployment")))
     migration = container_environment(rendered, _container(rendered.one("Job")))
     assert migration["MAILWATCH_DATABASE_URL"] == server["MAILWATCH_DATABASE_URL"]
+    assert migration["MAILWATCH_SECRET_KEYS"] == server["MAILWATCH_SECRET_KEYS"]
     assert _container(rendered.one("Job"))["args"] == ["migrate"]
 
 

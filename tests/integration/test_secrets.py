@@ -49,9 +49,12 @@ async def test_credentials_never_leave_in_clear(service, database_url, caplog):
     with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
         rows = conn.execute("SELECT row_to_json(m)::text FROM mailboxes m").fetchall()
         events = conn.execute("SELECT row_to_json(e)::text FROM change_events e").fetchall()
-        ciphertexts = [bytes(r[0]) for r in conn.execute("SELECT credentials_ciphertext FROM mailboxes")]
-    stored = "\n".join(r[0] for r in rows + events)
-    assert len(rows) == 2 and all(ciphertexts)
+        sealed = conn.execute("SELECT row_to_json(s)::text FROM sealed_credentials s").fetchall()
+        ciphertexts = [bytes(r[0]) for r in conn.execute(
+            "SELECT ciphertext FROM sealed_credentials UNION ALL "
+            "SELECT refresh_token_ciphertext FROM mailboxes WHERE refresh_token_ciphertext IS NOT NULL")]
+    stored = "\n".join(r[0] for r in rows + events + sealed)
+    assert len(rows) == 2 and len(ciphertexts) == 3 and all(ciphertexts)  # key, OAuth client, refresh token
     for secret in secrets:
         assert secret not in stored, "credential stored in plain text"
         assert all(secret.encode() not in c for c in ciphertexts)

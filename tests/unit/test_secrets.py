@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import pytest
 
 from mailwatch.domain.errors import CredentialUndecryptable, SecretsNotConfigured
-from mailwatch.domain.models import OAuthCredential, ServiceAccountCredential
+from mailwatch.domain.models import CredentialKind, OAuthCredential, SealedCredential, ServiceAccountCredential
 from mailwatch.secrets import SecretBox, credential_kind, generate_key
 
 PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQ-not-a-real-key\n-----END PRIVATE KEY-----\n"
@@ -21,42 +24,74 @@ SERVICE_ACCOUNT = ServiceAccountCredential(
 OAUTH = OAuthCredential(client_id="client-123", client_secret="s3cr3t-value", refresh_token="1//refresh-token-value")
 
 
+def sealed(box: SecretBox, credential, *, row: uuid.UUID | None = None) -> SealedCredential:
+    """The credential as the store keeps it: the shared row's part and the mailbox's own."""
+    secret = box.seal_shared(credential)
+    return SealedCredential(
+        sealed_credential_id=row or uuid.uuid4(), kind=secret.kind, digest=secret.digest, ciphertext=secret.ciphertext,
+        subject=getattr(credential, "subject", ""), refresh_token_ciphertext=box.seal_refresh_token(credential))
+
+
+def rotated(box: SecretBox, stored: SealedCredential) -> SealedCredential:
+    token = stored.refresh_token_ciphertext
+    return dataclasses.replace(stored, ciphertext=box.rotate(stored.ciphertext),
+                               refresh_token_ciphertext=None if token is None else box.rotate(token))
+
+
 @pytest.mark.parametrize("credential", [SERVICE_ACCOUNT, OAUTH], ids=["service_account", "oauth"])
 def test_round_trip(credential):
     box = SecretBox([generate_key()])
-    ciphertext = box.encrypt_credential(credential)
-    assert isinstance(ciphertext, bytes)
-    assert box.decrypt_credential(ciphertext) == credential
-    assert type(box.decrypt_credential(ciphertext)) is type(credential)
+    stored = sealed(box, credential)
+    assert isinstance(stored.ciphertext, bytes)
+    assert box.open(stored) == credential
+    assert type(box.open(stored)) is type(credential)
+
+
+def test_the_shared_part_is_the_key_alone_and_its_digest_names_it():
+    """A service account's shared part holds no subject and an OAuth client's no refresh token, so
+    every mailbox of a key seals to one digest (one row); another key or client secret is another."""
+    box = SecretBox([generate_key()])
+    alice, bob = SERVICE_ACCOUNT, dataclasses.replace(SERVICE_ACCOUNT, subject="bob@example.com")
+    assert box.seal_shared(alice).digest == box.seal_shared(bob).digest
+    assert box.seal_shared(alice).ciphertext != box.seal_shared(bob).ciphertext  # Fernet: a fresh IV each time
+    assert box.seal_refresh_token(alice) is None
+    other_key = dataclasses.replace(SERVICE_ACCOUNT, info={**SERVICE_ACCOUNT.info, "private_key": PRIVATE_KEY + "x"})
+    assert box.seal_shared(other_key).digest != box.seal_shared(alice).digest
+    other_token = dataclasses.replace(OAUTH, refresh_token="1//another")
+    assert box.seal_shared(other_token).digest == box.seal_shared(OAUTH).digest
+    assert box.seal_shared(dataclasses.replace(OAUTH, client_secret="x")).digest != box.seal_shared(OAUTH).digest
+    assert SecretBox([generate_key()]).seal_shared(OAUTH).digest == box.seal_shared(OAUTH).digest  # not keyed
+    stored = sealed(box, bob)
+    assert box.open(stored) == bob and box.open(dataclasses.replace(stored, subject="alice@example.com")) == alice
 
 
 def test_ciphertext_holds_no_plaintext():
-    ciphertext = SecretBox([generate_key()]).encrypt_credential(OAUTH)
+    box = SecretBox([generate_key()])
+    stored = sealed(box, OAUTH)
     for secret in (b"s3cr3t-value", b"refresh-token-value", b"client-123"):
-        assert secret not in ciphertext
+        assert secret not in stored.ciphertext and secret not in stored.refresh_token_ciphertext
 
 
 def test_rotation_first_key_encrypts_all_keys_decrypt():
     old, new = generate_key(), generate_key()
-    old_ciphertext = SecretBox([old]).encrypt_credential(OAUTH)
+    old_stored = sealed(SecretBox([old]), OAUTH)
 
     rotated_box = SecretBox([new, old])
-    assert rotated_box.decrypt_credential(old_ciphertext) == OAUTH
-    new_ciphertext = rotated_box.encrypt_credential(OAUTH)
-    assert SecretBox([new]).decrypt_credential(new_ciphertext) == OAUTH
+    assert rotated_box.open(old_stored) == OAUTH
+    assert SecretBox([new]).open(sealed(rotated_box, OAUTH)) == OAUTH
 
-    re_encrypted = rotated_box.rotate(old_ciphertext)
-    assert SecretBox([new]).decrypt_credential(re_encrypted) == OAUTH
+    re_encrypted = rotated(rotated_box, old_stored)
+    assert SecretBox([new]).open(re_encrypted) == OAUTH
     with pytest.raises(CredentialUndecryptable):
-        SecretBox([old]).decrypt_credential(re_encrypted)
+        SecretBox([old]).open(re_encrypted)
 
 
 def test_wrong_key_is_a_domain_error_without_secrets():
     key = generate_key()
-    ciphertext = SecretBox([key]).encrypt_credential(OAUTH)
+    stored = sealed(SecretBox([key]), OAUTH)
     other = generate_key()
     with pytest.raises(CredentialUndecryptable) as caught:
-        SecretBox([other]).decrypt_credential(ciphertext)
+        SecretBox([other]).open(stored)
     message = str(caught.value)
     assert caught.value.reason == "CREDENTIAL_UNDECRYPTABLE"
     assert key not in message and other not in message
@@ -65,17 +100,21 @@ def test_wrong_key_is_a_domain_error_without_secrets():
 
 @pytest.mark.parametrize("garbage", [b"", b"not a token", b"gAAAAA" + b"x" * 80])
 def test_garbage_ciphertext(garbage):
+    box = SecretBox([generate_key()])
     with pytest.raises(CredentialUndecryptable):
-        SecretBox([generate_key()]).decrypt_credential(garbage)
+        box.open(dataclasses.replace(sealed(box, OAUTH), ciphertext=garbage))
+    with pytest.raises(CredentialUndecryptable):
+        box.open(dataclasses.replace(sealed(box, OAUTH), refresh_token_ciphertext=garbage))
 
 
 def test_malformed_plaintext_is_reported_without_content():
     from cryptography.fernet import Fernet
 
     key = generate_key()
-    ciphertext = Fernet(key).encrypt(b'{"v": 1, "kind": "OAUTH", "client_secret": "leak-me"}')
+    ciphertext = Fernet(key).encrypt(b'{"v": 2, "kind": "OAUTH", "client_secret": "leak-me"}')
+    stored = SealedCredential(uuid.uuid4(), CredentialKind.OAUTH, b"d", ciphertext)
     with pytest.raises(CredentialUndecryptable) as caught:
-        SecretBox([key]).decrypt_credential(ciphertext)
+        SecretBox([key]).open(stored)
     assert "leak-me" not in str(caught.value)
     assert caught.value.__suppress_context__
 
@@ -97,8 +136,8 @@ def test_invalid_key_message_does_not_echo_the_key():
 
 def test_comma_separated_string_is_split_not_iterated():
     a, b = generate_key(), generate_key()
-    ciphertext = SecretBox([b]).encrypt_credential(OAUTH)
-    assert SecretBox(f"{a}, {b}").decrypt_credential(ciphertext) == OAUTH
+    stored = sealed(SecretBox([b]), OAUTH)
+    assert SecretBox(f"{a}, {b}").open(stored) == OAUTH
 
 
 def test_reprs_redact_secrets():
@@ -138,31 +177,34 @@ class FakeTimer:
         return self.now
 
 
-def test_decrypted_credentials_are_kept_per_tenant_and_ciphertext_for_a_bounded_time():
-    import uuid
-
+def test_decrypted_parts_are_kept_per_tenant_and_row_for_a_bounded_time():
     timer = FakeTimer()
     box = SecretBox([generate_key()], cache_seconds=60, timer=timer)
-    ciphertext = box.encrypt_credential(SERVICE_ACCOUNT)
+    row = uuid.uuid4()
+    alice = sealed(box, SERVICE_ACCOUNT, row=row)
+    bob = dataclasses.replace(alice, subject="bob@example.com")
     tenant, other = uuid.uuid4(), uuid.uuid4()
-    first = box.decrypt_credential(ciphertext, tenant_id=tenant)
-    assert box.decrypt_credential(bytearray(ciphertext), tenant_id=tenant) is first  # kept: not decrypted again
-    assert box.decrypt_credential(ciphertext, tenant_id=other) is not first  # another tenant: its own entry
-    assert box.decrypt_credential(ciphertext, tenant_id=other) == first
-    again = box.encrypt_credential(SERVICE_ACCOUNT)  # a new ciphertext (re-registration) is a new entry
-    assert box.decrypt_credential(again, tenant_id=tenant) is not first
+    first = box.open(alice, tenant_id=tenant)
+    assert box.open(bob, tenant_id=tenant).info is first.info  # one key, decrypted once for every mailbox
+    assert box.open(dataclasses.replace(alice, ciphertext=box.rotate(alice.ciphertext)),
+                    tenant_id=tenant).info is first.info  # re-encrypted: the same plaintext, kept
+    assert box.open(alice, tenant_id=other).info is not first.info  # another tenant: its own entry
+    assert box.open(alice, tenant_id=other) == first
+    replaced = sealed(box, dataclasses.replace(
+        SERVICE_ACCOUNT, info={**SERVICE_ACCOUNT.info, "private_key": PRIVATE_KEY + "x"}), row=row)
+    assert box.open(replaced, tenant_id=tenant).info["private_key"].endswith("x")  # a new key in the row: new digest
     timer.now = 61  # past the bound: decrypted afresh
-    assert box.decrypt_credential(ciphertext, tenant_id=tenant) is not first
+    assert box.open(alice, tenant_id=tenant).info is not first.info
 
 
-def test_the_credential_cache_is_bounded_in_size_and_never_keeps_a_failure():
+def test_the_cache_is_bounded_in_size_and_never_keeps_a_failure():
     box = SecretBox([generate_key()], cache_size=2)
-    sealed = [box.encrypt_credential(OAUTH) for _ in range(3)]
-    first = box.decrypt_credential(sealed[0])
-    box.decrypt_credential(sealed[1])
-    box.decrypt_credential(sealed[2])  # the oldest entry goes
-    assert box.decrypt_credential(sealed[0]) is not first
-    foreign = SecretBox([generate_key()]).encrypt_credential(OAUTH)
+    stored = [sealed(box, SERVICE_ACCOUNT) for _ in range(3)]
+    first = box.open(stored[0])
+    box.open(stored[1])
+    box.open(stored[2])  # the oldest entry goes
+    assert box.open(stored[0]).info is not first.info
+    foreign = sealed(SecretBox([generate_key()]), OAUTH)
     for _ in range(2):
         with pytest.raises(CredentialUndecryptable):
-            box.decrypt_credential(foreign)
+            box.open(foreign)

@@ -54,6 +54,7 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     domain.NotFound: grpc.StatusCode.NOT_FOUND,
     domain.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     domain.NoDefaultCredentials: grpc.StatusCode.FAILED_PRECONDITION,
+    domain.MailboxStopped: grpc.StatusCode.FAILED_PRECONDITION,
     domain.CursorExpired: grpc.StatusCode.FAILED_PRECONDITION,
     # Our own resources (usage_limits.py): RetryInfo says when to come back.
     domain.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -161,6 +161,13 @@ class NoDefaultCredentials(MailwatchError):
     reason = "NO_DEFAULT_CREDENTIALS"
 
 
+class MailboxStopped(MailwatchError):
+    """The mailbox is STOPPED: it keeps no credentials, so Gmail cannot be asked for it
+    until it is registered again."""
+
+    reason = "MAILBOX_STOPPED"
+
+
 # --- secrets at rest ----------------------------------------------------------
 
 

@@ -96,6 +96,19 @@ Credential = ServiceAccountCredential | OAuthCredential
 
 
 @dataclass(frozen=True)
+class SealedCredential:
+    """A mailbox's credential as stored: the tenant's shared sealed row (a
+    service-account key or an OAuth client) and what is the mailbox's own."""
+
+    sealed_credential_id: uuid.UUID  # the shared row: many mailboxes, one tenant
+    kind: "CredentialKind"
+    digest: bytes  # SHA-256 of the shared plaintext: a new key is a new digest
+    ciphertext: bytes = field(repr=False)
+    subject: str = ""  # a service account's impersonated address
+    refresh_token_ciphertext: bytes | None = field(default=None, repr=False)  # OAuth: the mailbox's own
+
+
+@dataclass(frozen=True)
 class TenantDefaultCredential:
     """A registration that uses its tenant's default credentials: the tenant's service
     account impersonating the address, or (with a refresh token) its OAuth client."""

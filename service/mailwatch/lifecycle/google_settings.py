@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from mailwatch.domain.errors import FieldViolation, InvalidArgument
 from mailwatch.domain.models import Credential, GoogleSettings, OAuthCredential, ServiceAccountCredential
 from mailwatch.domain.projects import credential_project, topic_project
-from mailwatch.secrets import SecretBox, credential_kind
+from mailwatch.secrets import SecretBox
 from mailwatch.store import google_settings as store
 from mailwatch.store.db import Sessions
 
@@ -74,9 +74,10 @@ async def save_google_settings(
     """Check, seal and store; NotFound for an unknown tenant."""
     project, credential_id = checked(settings)
     return await store.save_settings(
-        sessions, tenant_id, project_id=project, credential_kind=credential_kind(settings.credential),
-        credentials_ciphertext=box.encrypt_credential(settings.credential), credential_id=credential_id,
+        sessions, tenant_id, project_id=project, secret=box.seal_shared(settings.credential),
+        credential_id=credential_id,
         pubsub_topic=settings.pubsub_topic, pubsub_subscription=settings.pubsub_subscription or None,
         push_audience=settings.push_audience or None, gmail_units_per_minute=settings.gmail_units_per_minute,
+        opens=lambda stored: box.opens(stored, tenant_id=tenant_id),
     )
 

@@ -12,6 +12,7 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 
+from mailwatch.domain import errors
 from mailwatch.domain.messages import Message, MessageListPage
 from mailwatch.domain.models import Credential, Mailbox
 from mailwatch.gmail.client import GmailClient
@@ -72,5 +73,8 @@ class MailboxMessages:
         ))
 
     async def _mailbox(self, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> tuple[Mailbox, Credential]:
-        mailbox, ciphertext = await registrations.mailbox_with_credentials(self.sessions, tenant_id, mailbox_id)
-        return mailbox, self.secret_box.decrypt_credential(ciphertext)
+        mailbox, stored = await registrations.mailbox_with_credentials(self.sessions, tenant_id, mailbox_id)
+        if stored is None:
+            raise errors.MailboxStopped("the mailbox is stopped and keeps no credentials: register it again",
+                                        metadata={"mailbox_id": str(mailbox_id)})
+        return mailbox, self.secret_box.open(stored, tenant_id=tenant_id)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Callable, Sequence
 
 from mailwatch.clock import Clock
@@ -24,13 +25,15 @@ from mailwatch.domain.models import (
     Mailbox,
     MailboxState,
     NewEvent,
+    SealedCredential,
+    ServiceAccountCredential,
     TenantDefaultCredential,
 )
 from mailwatch.domain.projects import resolve_credential, topic_project, union_filter, watch_topic_for
 from mailwatch.gmail.client import GmailClient, WatchResult
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.lifecycle.shared_watch import shared_watch_expiration, watch_taking_over
-from mailwatch.secrets import SecretBox, credential_kind
+from mailwatch.secrets import SecretBox, credential_kind, shared_digest
 from mailwatch.store import backfills, mailboxes
 from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
@@ -190,7 +193,8 @@ class Registrations:
         """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), or why not."""
         sealed, existing = await registrations_store.registration_reads(
             self.sessions, tenant_id, [address for address, _ in registrations])
-        settings = None if sealed is None else replace(sealed[0], credential=self.secret_box.decrypt_credential(sealed[1]))
+        settings = None if sealed is None else replace(
+            sealed[0], credential=self.secret_box.open(sealed[1], tenant_id=tenant_id))
         plans: list[_Plan | Mailbox | Exception] = []
         for email_address, requested in registrations:
             try:
@@ -268,23 +272,18 @@ class Registrations:
         """Gmail is called before anything is written, so a refused watch leaves no
         half-registered mailbox; rows and their events are written together."""
         now = self.clock.now()
-        rows = [
-            mailboxes.MailboxUpsert(
-                email_address=write.plan.email_address,
-                label_filter=label_filter,
-                credential_kind=credential_kind(write.plan.credential),
-                credentials_ciphertext=self.secret_box.encrypt_credential(write.plan.credential),
-                history_id=write.watch.history_id,
-                watch_expiration=write.watch.expiration,
-                next_renewal_at=next_renewal_at(now, write.watch.expiration,
-                                                key=renewal_key(tenant_id, write.plan.email_address)),
-                metadata_headers=options.metadata_headers,
-                include_drafts=options.include_drafts,
-                watch_topic=write.plan.topic,
-                gmail_address=write.gmail_address,
-            )
-            for write in writes
-        ]
+        # The shared part of each credential is sealed once per distinct key (most
+        # batches: one) and stored once per tenant; each row keeps only its own part.
+        digests = [shared_digest(write.plan.credential) for write in writes]
+        secrets = {}
+        for digest, write in zip(digests, writes):
+            if digest not in secrets:
+                secrets[digest] = self.secret_box.seal_shared(write.plan.credential)
+
+        def rows_of(sealed_ids: dict[bytes, uuid.UUID]) -> list[mailboxes.MailboxUpsert]:
+            return [self._row(tenant_id, label_filter, options, write, sealed_ids[digest], now)
+                    for digest, write in zip(digests, writes)]
+
         def events_of(upserted: list[tuple[Mailbox, bool]]) -> list[NewEvent]:
             return [
                 NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
@@ -297,9 +296,31 @@ class Registrations:
             ]
 
         async with self.database_slots:
-            upserted = await registrations_store.save_registrations(self.sessions, tenant_id, rows, events_of,
-                                                                    backfill=options.backfill)
+            upserted = await registrations_store.save_registrations(
+                self.sessions, tenant_id, list(secrets.values()), rows_of, events_of,
+                replacing=any(write.plan.existing is not None for write in writes),
+                opens=lambda stored: self.secret_box.opens(stored, tenant_id=tenant_id), backfill=options.backfill)
         return [mailbox for mailbox, _ in upserted]
+
+    def _row(self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options, write: _Watched,
+             sealed_id: uuid.UUID, now: datetime) -> mailboxes.MailboxUpsert:
+        credential = write.plan.credential
+        return mailboxes.MailboxUpsert(
+            email_address=write.plan.email_address,
+            label_filter=label_filter,
+            credential_kind=credential_kind(credential),
+            sealed_credential_id=sealed_id,
+            refresh_token_ciphertext=self.secret_box.seal_refresh_token(credential),
+            subject=credential.subject if isinstance(credential, ServiceAccountCredential) else None,
+            history_id=write.watch.history_id,
+            watch_expiration=write.watch.expiration,
+            next_renewal_at=next_renewal_at(now, write.watch.expiration,
+                                            key=renewal_key(tenant_id, write.plan.email_address)),
+            metadata_headers=options.metadata_headers,
+            include_drafts=options.include_drafts,
+            watch_topic=write.plan.topic,
+            gmail_address=write.gmail_address,
+        )
 
     async def _gmail_address(self, tenant_id: uuid.UUID, email_address: str,
                              credential: Credential) -> tuple[str, int]:
@@ -325,11 +346,11 @@ class Registrations:
                 )
         return canonical, profile.history_id
 
-    def _stored_credential(self, ciphertext: bytes) -> Credential | None:
+    def _stored_credential(self, stored: SealedCredential) -> Credential | None:
         """The stored credential, or None when no configured key opens it any more:
         registering again with fresh credentials is then exactly the way out."""
         try:
-            return self.secret_box.decrypt_credential(ciphertext)
+            return self.secret_box.open(stored)
         except errors.CredentialUndecryptable:
             return None
 
@@ -338,14 +359,14 @@ class Registrations:
         # address and project, any tenant): leave it to them while one is ACTIVE.
         # Its filter narrows at their next renewal; until then they may sync for
         # changes only this one wanted, and find nothing of theirs.
-        mailbox, ciphertext, still_needed = await registrations_store.mailbox_to_stop(
+        mailbox, stored, still_needed = await registrations_store.mailbox_to_stop(
             self.sessions, tenant_id, mailbox_id, deployment_topic=self.topic)
-        if ciphertext is None:
+        if stored is None:
             return mailbox  # already STOPPED
         try:
             if not still_needed:
                 await self.gmail.stop(
-                    self.secret_box.decrypt_credential(ciphertext), mailbox.email_address, tenant_id=tenant_id
+                    self.secret_box.open(stored, tenant_id=tenant_id), mailbox.email_address, tenant_id=tenant_id
                 )
         except (errors.GmailAuthFailed, errors.GmailMailboxNotFound, errors.GmailPermissionDenied,
                 errors.CredentialUndecryptable):

@@ -27,7 +27,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.backfill import BackfillProgress, BackfillRequest, BackfillState
-from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent
+from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent, SealedCredential
+from mailwatch.store import sealed_credentials
 from mailwatch.store.changes import append_events
 from mailwatch.store.claims import ERROR_TEXT_LIMIT, gmail_allows
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
@@ -57,7 +58,7 @@ class BackfillJob:
 class ClaimedBackfill:
     job: BackfillJob
     mailbox: Mailbox
-    credentials_ciphertext: bytes
+    credential: SealedCredential
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,13 @@ async def claim_backfills(
         if not claimed:
             return []
         rows = {row.id: row for row in (await session.execute(
-            select(*COLUMNS, mailboxes.c.credentials_ciphertext)
-            .where(mailboxes.c.id.in_([row.mailbox_id for row in claimed]))
+            select(*COLUMNS).where(mailboxes.c.id.in_([row.mailbox_id for row in claimed]))
         ))}
-    return [ClaimedBackfill(_job(row), to_mailbox(rows[row.mailbox_id]),
-                            bytes(rows[row.mailbox_id].credentials_ciphertext)) for row in claimed]
+        stored = {}
+        for tenant_id in {row.tenant_id for row in claimed}:
+            stored.update(await sealed_credentials.load_stored(
+                session, tenant_id, [row.mailbox_id for row in claimed if row.tenant_id == tenant_id]))
+    return [ClaimedBackfill(_job(row), to_mailbox(rows[row.mailbox_id]), stored[row.mailbox_id]) for row in claimed]
 
 
 def _owned(job: BackfillJob, owner: str):

@@ -3,7 +3,8 @@
 Settings are read per tenant (tenant-scoped), except `pubsub_sources`, which
 lists every configured subscription and push audience for ingest: those are
 routing facts, never shown to a tenant. Only `find_settings` (and
-`sealed_settings`) return the sealed credential.
+`sealed_settings`) return the sealed credential; the credential itself is a
+`sealed_credentials` row, shared with the tenant's mailboxes that use the same key.
 
 Verbs that open their own session (for the admin API, the CLI, ingest and
 registration): `save_settings`, `remove_settings`, `settings_with_status`,
@@ -21,9 +22,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
-from mailwatch.domain.models import CredentialKind, GoogleSettings, SubscriptionStatus
+from mailwatch.domain.models import CredentialKind, GoogleSettings, SealedCredential, SubscriptionStatus
+from mailwatch.secrets import SealedSecret
+from mailwatch.store import sealed_credentials
 from mailwatch.store._errors import tenant_must_exist
 from mailwatch.store.db import Sessions, reading, transaction
+from mailwatch.store.models import sealed_credentials as sealed_table
 from mailwatch.store.models import subscription_statuses, tenant_google_settings
 
 _settings = tenant_google_settings
@@ -35,13 +39,34 @@ def _not_found(tenant_id: uuid.UUID) -> NotFound:
 
 
 async def put_settings(
-    session: AsyncSession, tenant_id: uuid.UUID, *, project_id: str, credential_kind: CredentialKind,
-    credentials_ciphertext: bytes, credential_id: str, pubsub_topic: str, pubsub_subscription: str | None,
+    session: AsyncSession, tenant_id: uuid.UUID, *, project_id: str, secret: SealedSecret,
+    credential_id: str, pubsub_topic: str, pubsub_subscription: str | None,
     push_audience: str | None, gmail_units_per_minute: int | None = None,
+    opens: sealed_credentials.Opens = lambda _: True,
 ) -> GoogleSettings:
-    """Insert or replace the tenant's settings. NotFound for an unknown tenant."""
+    """Insert or replace the tenant's settings. NotFound for an unknown tenant; `opens`
+    as in `sealed_credentials.put_secrets`.
+
+    A new key of the credential the settings hold (same kind, service account
+    or client id, and project) replaces it where it is stored: one sealed row,
+    and every mailbox using it follows. Another credential is a row of its own;
+    the old one is deleted once nothing uses it.
+    """
+    with tenant_must_exist(tenant_id, "fk_sealed_credentials_tenant_id_tenants"):
+        async with session.begin_nested():
+            current = (await session.execute(
+                select(_settings.c.sealed_credential_id, _settings.c.credential_kind, _settings.c.credential_id,
+                       _settings.c.project_id).where(_settings.c.tenant_id == tenant_id).with_for_update()
+            )).one_or_none()
+            if current is not None and (current.credential_kind, current.credential_id, current.project_id) == (
+                    secret.kind.value, credential_id, project_id):
+                sealed_id = await sealed_credentials.put_replacing(session, tenant_id, secret,
+                                                                   current.sealed_credential_id, opens=opens)
+            else:
+                sealed_id = (await sealed_credentials.put_secrets(
+                    session, tenant_id, [secret], opens=opens))[secret.digest]
     values = dict(
-        project_id=project_id, credential_kind=credential_kind.value, credentials_ciphertext=credentials_ciphertext,
+        project_id=project_id, credential_kind=secret.kind.value, sealed_credential_id=sealed_id,
         credential_id=credential_id, pubsub_topic=pubsub_topic, pubsub_subscription=pubsub_subscription,
         push_audience=push_audience, gmail_units_per_minute=gmail_units_per_minute,
     )
@@ -53,6 +78,7 @@ async def put_settings(
     with tenant_must_exist(tenant_id, "fk_tenant_google_settings_tenant_id_tenants"):
         async with session.begin_nested():
             row = (await session.execute(statement)).one()
+    await sealed_credentials.sweep(session, tenant_id=tenant_id)
     return _settings_of(row)
 
 
@@ -64,10 +90,17 @@ def _settings_of(row) -> GoogleSettings:
     )
 
 
-async def find_settings(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[GoogleSettings, bytes] | None:
+async def find_settings(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[GoogleSettings, SealedCredential] | None:
     """The tenant's settings (credential not decrypted) and the sealed credential, or None."""
-    row = (await session.execute(select(*_settings.c).where(_settings.c.tenant_id == tenant_id))).one_or_none()
-    return None if row is None else (_settings_of(row), bytes(row.credentials_ciphertext))
+    row = (await session.execute(
+        select(*_settings.c, sealed_table.c.digest, sealed_table.c.ciphertext)
+        .join_from(_settings, sealed_table, sealed_table.c.id == _settings.c.sealed_credential_id)
+        .where(_settings.c.tenant_id == tenant_id))).one_or_none()
+    if row is None:
+        return None
+    return _settings_of(row), SealedCredential(
+        sealed_credential_id=row.sealed_credential_id, kind=CredentialKind(row.credential_kind),
+        digest=bytes(row.digest), ciphertext=bytes(row.ciphertext))
 
 
 async def get_settings(session: AsyncSession, tenant_id: uuid.UUID) -> GoogleSettings:
@@ -79,7 +112,9 @@ async def get_settings(session: AsyncSession, tenant_id: uuid.UUID) -> GoogleSet
 
 
 async def clear_settings(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
+    """Remove the tenant's settings (and their sealed credential unless mailboxes use it)."""
     result = await session.execute(delete(_settings).where(_settings.c.tenant_id == tenant_id))
+    await sealed_credentials.sweep(session, tenant_id=tenant_id)
     return bool(result.rowcount)
 
 
@@ -175,7 +210,7 @@ async def settings_with_status(
     return settings, status
 
 
-async def sealed_settings(sessions: Sessions, tenant_id: uuid.UUID) -> tuple[GoogleSettings, bytes] | None:
+async def sealed_settings(sessions: Sessions, tenant_id: uuid.UUID) -> tuple[GoogleSettings, SealedCredential] | None:
     async with reading(sessions) as session:
         return await find_settings(session, tenant_id)
 

@@ -3,7 +3,8 @@ to read or change a mailbox without naming its tenant, and another tenant's
 mailbox is simply NotFound.
 
 Addresses are stored lower-cased (`domain.addresses.normalize`); lookups normalise too.
-Reads never load `credentials_ciphertext`; only `load_credentials_ciphertext` does.
+Reads never load a mailbox's sealed refresh token; only
+`sealed_credentials.load_stored` (and the workers' claims) do.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mailwatch.store._errors import tenant_must_exist
 from mailwatch.store.db import Sessions, reading
 from mailwatch.store.models import mailboxes
 
-_SECRET_COLUMNS = {"credentials_ciphertext"}
+_SECRET_COLUMNS = {"refresh_token_ciphertext"}
 COLUMNS = tuple(column for column in mailboxes.c if column.name not in _SECRET_COLUMNS)
 
 
@@ -117,7 +118,9 @@ def _upsert_statement(names: tuple[str, ...]):
             label_ids=new.label_ids,
             label_filter_behavior=new.label_filter_behavior,
             credential_kind=new.credential_kind,
-            credentials_ciphertext=new.credentials_ciphertext,
+            sealed_credential_id=new.sealed_credential_id,
+            refresh_token_ciphertext=new.refresh_token_ciphertext,
+            subject=new.subject,
             metadata_headers=new.metadata_headers,
             include_drafts=new.include_drafts,
             history_id=case(
@@ -154,7 +157,9 @@ class MailboxUpsert:
     email_address: str
     label_filter: LabelFilter
     credential_kind: CredentialKind
-    credentials_ciphertext: bytes = field(repr=False)
+    sealed_credential_id: uuid.UUID  # the tenant's sealed row (store/sealed_credentials.py)
+    refresh_token_ciphertext: bytes | None = field(default=None, repr=False)  # OAuth: the mailbox's own
+    subject: str | None = None  # a service account's impersonated address when not the mailbox's
     history_id: int | None = None
     watch_expiration: datetime | None = None
     next_renewal_at: datetime | None = None
@@ -171,7 +176,9 @@ async def upsert_mailbox(
     email_address: str,
     label_filter: LabelFilter,
     credential_kind: CredentialKind,
-    credentials_ciphertext: bytes,
+    sealed_credential_id: uuid.UUID,
+    refresh_token_ciphertext: bytes | None = None,
+    subject: str | None = None,
     history_id: int | None = None,
     watch_expiration: datetime | None = None,
     next_renewal_at: datetime | None = None,
@@ -197,7 +204,8 @@ async def upsert_mailbox(
     """
     row = MailboxUpsert(
         email_address=email_address, label_filter=label_filter, credential_kind=credential_kind,
-        credentials_ciphertext=credentials_ciphertext, history_id=history_id, watch_expiration=watch_expiration,
+        sealed_credential_id=sealed_credential_id, refresh_token_ciphertext=refresh_token_ciphertext,
+        subject=subject, history_id=history_id, watch_expiration=watch_expiration,
         next_renewal_at=next_renewal_at, metadata_headers=metadata_headers, watch_topic=watch_topic,
         gmail_address=gmail_address, include_drafts=include_drafts,
     )
@@ -237,7 +245,11 @@ def _upsert_values(tenant_id: uuid.UUID, row: MailboxUpsert) -> dict:
         label_ids=list(row.label_filter.label_ids),
         label_filter_behavior=row.label_filter.behavior.value,
         credential_kind=row.credential_kind.value,
-        credentials_ciphertext=row.credentials_ciphertext,
+        sealed_credential_id=row.sealed_credential_id,
+        refresh_token_ciphertext=row.refresh_token_ciphertext,
+        # Stored only when it is not the mailbox's own address (most service-account mailboxes).
+        subject=(None if row.subject is None or addresses.normalize(row.subject) == addresses.normalize(row.email_address)
+                 else row.subject),
         history_id=row.history_id,
         watch_expiration=row.watch_expiration,
         next_renewal_at=row.next_renewal_at,
@@ -256,7 +268,10 @@ async def mark_stopped(
         await session.execute(
             update(mailboxes)
             .where(_owned(tenant_id, mailbox_id) & (mailboxes.c.state != MailboxState.STOPPED.value))
-            .values(state=MailboxState.STOPPED.value, sync_due_at=None, backoff_until=None)
+            # A stopped mailbox keeps no secret: its credential goes (the tenant's
+            # sealed row too once nothing refers to it, `sealed_credentials.sweep`).
+            .values(state=MailboxState.STOPPED.value, sync_due_at=None, backoff_until=None,
+                    sealed_credential_id=None, refresh_token_ciphertext=None, subject=None)
             .returning(*COLUMNS)
         )
     ).one_or_none()
@@ -287,28 +302,6 @@ async def list_mailboxes(
         )
     statement = statement.order_by(mailboxes.c.created, mailboxes.c.id).limit(limit)
     return [to_mailbox(row) for row in await session.execute(statement)]
-
-
-async def load_credentials_ciphertext(
-    session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
-) -> bytes:
-    ciphertext = (await load_credentials_ciphertexts(session, tenant_id, [mailbox_id])).get(mailbox_id)
-    if ciphertext is None:
-        raise _not_found(mailbox_id)
-    return ciphertext
-
-
-async def load_credentials_ciphertexts(
-    session: AsyncSession, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, bytes]:
-    """The stored credentials of the tenant's mailboxes among `mailbox_ids` (one query), by id."""
-    if not mailbox_ids:
-        return {}
-    rows = await session.execute(
-        select(mailboxes.c.id, mailboxes.c.credentials_ciphertext)
-        .where((mailboxes.c.tenant_id == tenant_id) & mailboxes.c.id.in_(list(mailbox_ids)))
-    )
-    return {row.id: bytes(row.credentials_ciphertext) for row in rows}
 
 
 async def fetch_mailbox(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:

@@ -1,6 +1,6 @@
 """Run the Alembic migrations programmatically (no alembic.ini).
 
-    upgrade(url)            # what `mailwatch migrate` does
+    upgrade(url, secret_keys=keys)  # what `mailwatch migrate` does
     downgrade(url, "base")
     current(url)            # revision id or None
     head()                  # the revision this code expects
@@ -11,6 +11,7 @@ All functions are synchronous and open their own short-lived connection.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from alembic import command
@@ -35,8 +36,12 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"mailwatc", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _IN_PROCESS = threading.Lock()
 
 
-def alembic_config(url: str | None = None) -> Config:
+def alembic_config(url: str | None = None, secret_keys: Sequence[str] = ()) -> Config:
+    """The Alembic config; `secret_keys` (MAILWATCH_SECRET_KEYS) for migrations that
+    re-seal stored credentials (0017); without them such a migration reads the
+    MAILWATCH_SECRET_KEYS environment variable."""
     config = Config()
+    config.attributes["secret_keys"] = tuple(secret_keys)
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
     if url is not None:
@@ -46,14 +51,14 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, secret_keys: Sequence[str] = ()) -> None:
     with _IN_PROCESS:
-        command.upgrade(alembic_config(url), revision)
+        command.upgrade(alembic_config(url, secret_keys), revision)
 
 
-def downgrade(url: str, revision: str = "base") -> None:
+def downgrade(url: str, revision: str = "base", *, secret_keys: Sequence[str] = ()) -> None:
     with _IN_PROCESS:
-        command.downgrade(alembic_config(url), revision)
+        command.downgrade(alembic_config(url, secret_keys), revision)
 
 
 def head() -> str:

@@ -116,6 +116,36 @@ class ApiKeyRow(Base):
     )
 
 
+class SealedCredentialRow(Base):
+    """A tenant's Google credential, sealed once however many mailboxes use it.
+
+    A service-account key or an OAuth client (id and secret): the part of a
+    credential that mailboxes share. Rows are never shared across tenants;
+    `digest` (SHA-256 of the plaintext, `secrets.SealedSecret`) makes the same
+    key registered for 100,000 mailboxes of a tenant one row. Fernet
+    ciphertexts of one plaintext all differ (random IV, timestamp), so the
+    digest is taken before sealing. A row without a mailbox or settings
+    referring to it is deleted (store/sealed_credentials.py).
+    """
+
+    __tablename__ = "sealed_credentials"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    digest: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created: Mapped[datetime] = _created()
+    updated: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "digest"),
+        CheckConstraint(_in("kind", CredentialKind), name="kind_valid"),
+    )
+
+
 class MailboxRow(Base):
     __tablename__ = "mailboxes"
 
@@ -137,7 +167,15 @@ class MailboxRow(Base):
         Text, nullable=False, server_default=text(f"'{LabelFilterBehavior.INCLUDE.value}'")
     )
     credential_kind: Mapped[str] = mapped_column(Text, nullable=False)
-    credentials_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # The shared part of its credential (a service-account key, an OAuth client);
+    # NULL once STOPPED: a stopped mailbox keeps no secret.
+    sealed_credential_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("sealed_credentials.id")
+    )
+    # What is the mailbox's own: an OAuth refresh token (sealed), the address a
+    # service account impersonates when it is not the mailbox's (NULL: its own).
+    refresh_token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    subject: Mapped[str | None] = mapped_column(Text)
     history_id: Mapped[int | None] = mapped_column(BigInteger)  # last synced
     notified_history_id: Mapped[int | None] = mapped_column(BigInteger)
     watch_expiration: Mapped[datetime | None] = _timestamp()
@@ -192,11 +230,15 @@ class MailboxRow(Base):
         CheckConstraint(_in("state", MailboxState), name="state_valid"),
         CheckConstraint(_in("label_filter_behavior", LabelFilterBehavior), name="label_filter_behavior_valid"),
         CheckConstraint(_in("credential_kind", CredentialKind), name="credential_kind_valid"),
+        CheckConstraint(f"sealed_credential_id IS NOT NULL OR state = '{MailboxState.STOPPED.value}'",
+                        name="credential_unless_stopped"),
         CheckConstraint("sync_attempts >= 0", name="sync_attempts_non_negative"),
         CheckConstraint("renew_attempts >= 0", name="renew_attempts_non_negative"),
         CheckConstraint("page_failures >= 0", name="page_failures_non_negative"),
         # ListMailboxes pages by (created, id) within a tenant.
         Index("ix_mailboxes_tenant_id_created_id", "tenant_id", "created", "id"),
+        # Finding whether a sealed credential is still used (and the foreign key's checks).
+        Index("ix_mailboxes_sealed_credential_id", "sealed_credential_id"),
         # Ingest knows only the address a notification names.
         Index("ix_mailboxes_email_address", "email_address"),
         Index("ix_mailboxes_gmail_address", "gmail_address"),
@@ -238,9 +280,10 @@ class TenantGoogleSettingsRow(Base):
     )
     project_id: Mapped[str] = mapped_column(Text, nullable=False)
     credential_kind: Mapped[str] = mapped_column(Text, nullable=False)
-    # A service-account key (subject empty) or an OAuth client (refresh token
-    # empty), sealed like mailbox credentials.
-    credentials_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # A service-account key or an OAuth client: the row its mailboxes share.
+    sealed_credential_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("sealed_credentials.id"), nullable=False
+    )
     credential_id: Mapped[str] = mapped_column(Text, nullable=False)  # SA e-mail or OAuth client id: not secret
     pubsub_topic: Mapped[str] = mapped_column(Text, nullable=False)
     pubsub_subscription: Mapped[str | None] = mapped_column(Text)  # NULL: push delivery
@@ -443,6 +486,7 @@ Index(
 )
 change_events = ChangeEventRow.__table__
 tenant_google_settings = TenantGoogleSettingsRow.__table__
+sealed_credentials = SealedCredentialRow.__table__
 subscription_statuses = SubscriptionStatusRow.__table__
 tenant_limits = TenantLimitsRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__

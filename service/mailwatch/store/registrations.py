@@ -8,7 +8,7 @@ each verb opens its own session; the Gmail calls happen between them.
   in one insert, one transaction (a stream never sees a row without its event);
 - `mailbox_to_stop` / `stop_mailbox`: what stopping needs to tell Gmail, then
   the state change and MAILBOX_STOPPED, one transaction;
-- `mailbox_with_credentials`: a mailbox and its sealed credential (GetMessage);
+- `mailbox_with_credentials`: a mailbox and its stored credential (GetMessage);
 - `append_test_event`: SendTestEvent's TEST event.
 """
 
@@ -18,16 +18,19 @@ import uuid
 from typing import Callable, Sequence
 
 from mailwatch.domain.backfill import BackfillRequest
-from mailwatch.domain.models import ChangeEvent, EventType, GoogleSettings, Mailbox, MailboxState, NewEvent
+from mailwatch.domain.models import (
+    ChangeEvent, EventType, GoogleSettings, Mailbox, MailboxState, NewEvent, SealedCredential,
+)
 from mailwatch.domain.projects import topic_project
-from mailwatch.store import backfills, changes, google_settings, mailboxes, watch_groups
+from mailwatch.secrets import SealedSecret
+from mailwatch.store import backfills, changes, google_settings, mailboxes, sealed_credentials, watch_groups
 from mailwatch.store.db import Sessions, reading, transaction
 from mailwatch.store.watch_groups import GroupMember
 
 
 async def registration_reads(
     sessions: Sessions, tenant_id: uuid.UUID, email_addresses: Sequence[str]
-) -> tuple[tuple[GoogleSettings, bytes] | None, dict[str, Mailbox]]:
+) -> tuple[tuple[GoogleSettings, SealedCredential] | None, dict[str, Mailbox]]:
     """The tenant's settings with their sealed credential (or None), and the rows of
     `email_addresses` by normalized address."""
     async with reading(sessions) as session:
@@ -38,56 +41,68 @@ async def registration_reads(
 async def stored_and_sharing(
     sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID],
     groups: Sequence[tuple[str, str, uuid.UUID | None]], *, deployment_topic: str,
-) -> tuple[dict[uuid.UUID, bytes], list[list[GroupMember]]]:
-    """The sealed credentials of `mailbox_ids`, and `watch_groups.groups_members` of `groups`."""
+) -> tuple[dict[uuid.UUID, SealedCredential], list[list[GroupMember]]]:
+    """The stored credentials of `mailbox_ids`, and `watch_groups.groups_members` of `groups`."""
     async with reading(sessions) as session:
-        stored = await mailboxes.load_credentials_ciphertexts(session, tenant_id, mailbox_ids)
+        stored = await sealed_credentials.load_stored(session, tenant_id, mailbox_ids)
         return stored, await watch_groups.groups_members(session, groups, deployment_topic=deployment_topic)
 
 
 async def save_registrations(
-    sessions: Sessions, tenant_id: uuid.UUID, rows: Sequence[mailboxes.MailboxUpsert],
-    events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]], *, backfill: BackfillRequest | None = None,
+    sessions: Sessions, tenant_id: uuid.UUID, secrets: Sequence[SealedSecret],
+    rows_of: Callable[[dict[bytes, uuid.UUID]], Sequence[mailboxes.MailboxUpsert]],
+    events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]], *, replacing: bool,
+    opens: sealed_credentials.Opens, backfill: BackfillRequest | None = None,
 ) -> list[tuple[Mailbox, bool]]:
-    """Upsert `rows`, store their `backfill` (if any) and append `events_of(upserted)` in one
-    transaction; (mailbox, created) per row."""
+    """One transaction: the sealed rows of `secrets` (reused by digest; `opens` as in
+    `sealed_credentials.put_secrets`), the mailbox
+    rows `rows_of(row id by digest)` upserted, their `backfill` (if any) stored,
+    `events_of(upserted)` appended; and, when `replacing` credentials of existing
+    mailboxes, the tenant's sealed rows no longer used deleted. (mailbox, created) per row."""
     async with transaction(sessions) as session:
-        upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows)
+        ids = await sealed_credentials.put_secrets(session, tenant_id, secrets, opens=opens)
+        upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows_of(ids))
         if backfill is not None:
             await backfills.request_backfills(session, tenant_id, [mailbox.id for mailbox, _ in upserted], backfill)
         await changes.append_events(session, tenant_id, events_of(upserted))
+        if replacing:
+            await sealed_credentials.sweep(session, tenant_id=tenant_id)
     return upserted
 
 
-async def mailbox_with_credentials(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> tuple[Mailbox, bytes]:
-    """The tenant's mailbox and its sealed credential; NotFound for another tenant's."""
+async def mailbox_with_credentials(
+    sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
+) -> tuple[Mailbox, SealedCredential | None]:
+    """The tenant's mailbox and its stored credential (None once STOPPED); NotFound for another tenant's."""
     async with reading(sessions) as session:
         mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
-        return mailbox, await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+        return mailbox, (await sealed_credentials.load_stored(session, tenant_id, [mailbox_id])).get(mailbox_id)
 
 
 async def mailbox_to_stop(
     sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID, *, deployment_topic: str
-) -> tuple[Mailbox, bytes | None, list[GroupMember]]:
-    """The mailbox; unless it is STOPPED already (then None and []), its sealed
+) -> tuple[Mailbox, SealedCredential | None, list[GroupMember]]:
+    """The mailbox; unless it is STOPPED already (then None and []), its stored
     credential and the other ACTIVE registrations sharing its watch."""
     async with reading(sessions) as session:
         mailbox = await mailboxes.get_mailbox(session, tenant_id, mailbox_id)
         if mailbox.state is MailboxState.STOPPED:
             return mailbox, None, []
-        ciphertext = await mailboxes.load_credentials_ciphertext(session, tenant_id, mailbox_id)
+        stored = (await sealed_credentials.load_stored(session, tenant_id, [mailbox_id])).get(mailbox_id)
         sharing = await watch_groups.group_members(
             session, mailbox.email_address, topic_project(mailbox.watch_topic or deployment_topic) or "",
             deployment_topic=deployment_topic, exclude=mailbox_id,
         )
-        return mailbox, ciphertext, sharing
+        return mailbox, stored, sharing
 
 
 async def stop_mailbox(sessions: Sessions, tenant_id: uuid.UUID, mailbox_id: uuid.UUID) -> Mailbox:
-    """Mark it STOPPED and, the first time, append MAILBOX_STOPPED: one transaction."""
+    """Mark it STOPPED (its credential forgotten, the tenant's sealed rows nothing uses
+    any more deleted) and, the first time, append MAILBOX_STOPPED: one transaction."""
     async with transaction(sessions) as session:
         mailbox, changed = await mailboxes.mark_stopped(session, tenant_id, mailbox_id)
         if changed:
+            await sealed_credentials.sweep(session, tenant_id=tenant_id)
             await changes.append_events(session, tenant_id, [
                 NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
                          type=EventType.MAILBOX_STOPPED, history_id=mailbox.history_id),

@@ -36,7 +36,8 @@ from sqlalchemy import Uuid, all_, and_, bindparam, case, func, select, true, up
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
+from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
+from mailwatch.store import sealed_credentials
 from mailwatch.store.changes import append_events
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
@@ -56,7 +57,7 @@ from mailwatch.store.claims import (
 @dataclass(frozen=True)
 class ClaimedRenewal:
     mailbox: Mailbox
-    credentials_ciphertext: bytes = dataclasses.field(repr=False)
+    credential: SealedCredential
     claimed_until: datetime  # the mailbox's next_renewal_at while claimed: the fence
     renew_attempts: int  # consecutive failures before this attempt
     watch_expiry_reported: datetime | None  # the expiration already reported with WATCH_EXPIRED
@@ -118,16 +119,16 @@ async def claim_due_renewals(
     """Claim up to `limit` due renewals (`due_renewals_query`): each is due again at
     `now + lease` unless an outcome is written."""
     claimed_until = now + lease
-    rows = await session.execute(
+    rows = await session.execute(sealed_credentials.with_sealed(
         update(mailboxes)
         .where(mailboxes.c.id == claimed_ids(due_renewals_query(now=now, limit=limit, skip_tenants=skip_tenants)))
         .values(next_renewal_at=claimed_until)
-        .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
-    )
+        .returning(*COLUMNS, mailboxes.c.refresh_token_ciphertext)
+    ))
     return [
         ClaimedRenewal(
             mailbox=to_mailbox(row),
-            credentials_ciphertext=bytes(row.credentials_ciphertext),
+            credential=sealed_credentials.stored_of(row),
             claimed_until=row.next_renewal_at,
             renew_attempts=row.renew_attempts,
             watch_expiry_reported=row.watch_expiry_reported,

@@ -29,18 +29,19 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch import stages
-from mailwatch.domain.models import Mailbox, MailboxState, NewEvent
+from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
 from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction
 from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_retry_values, terminal_values
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes, tenants
+from mailwatch.store import sealed_credentials
 
 
 @dataclass(frozen=True)
 class ClaimedMailbox:
     mailbox: Mailbox
-    credentials_ciphertext: bytes
+    credential: SealedCredential
 
 
 class LeaseLost(Exception):
@@ -77,7 +78,7 @@ async def claim_due_syncs(
     on the caller's session; none of `skip_tenants` (past their Gmail quota budget: their
     turn comes when it refills)."""
     rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit, skip_tenants))
-    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
+    return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 
 async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int,
@@ -90,7 +91,7 @@ async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: t
         async with connection.cursor(binary=True, row_factory=namedtuple_row) as cursor:
             await cursor.execute(sql, compiled.construct_params(_claim_params(owner, now, lease, limit, skip_tenants)))
             rows = await cursor.fetchall()
-    return [ClaimedMailbox(to_mailbox(row), bytes(row.credentials_ciphertext)) for row in rows]
+    return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 
 def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID]) -> dict:
@@ -147,7 +148,7 @@ def _claim_statement():
         .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
         .with_for_update(skip_locked=True)
     )
-    return (
+    return sealed_credentials.with_sealed(
         update(mailboxes)
         .where(mailboxes.c.id.in_(due.scalar_subquery()))
         .values(
@@ -155,7 +156,7 @@ def _claim_statement():
             lease_expires_at=bindparam("p_lease_expires_at", type_=DateTime(timezone=True)),
             **_page_failed(case((mailboxes.c.lease_owner.is_not(None), 1), else_=0)),
         )
-        .returning(*COLUMNS, mailboxes.c.credentials_ciphertext)
+        .returning(*COLUMNS, mailboxes.c.refresh_token_ciphertext)
     )
 
 

@@ -134,7 +134,7 @@ class MailboxBackfill:
     async def run(self, claim: backfills.ClaimedBackfill) -> str:
         job, mailbox = claim.job, claim.mailbox
         try:
-            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
+            credential = self.secret_box.open(claim.credential, tenant_id=mailbox.tenant_id)
             pace = self.paces.setdefault(mailbox.id, _Pace(self.units_per_minute))
             if job.state is BackfillState.LISTING:
                 job = await self._list(job, mailbox, credential, pace)

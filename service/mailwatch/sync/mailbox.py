@@ -101,7 +101,7 @@ class MailboxSync:
         credential: Credential | None = None
         fetched = self._carried_over(mailbox)
         try:
-            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
+            credential = self.secret_box.open(claim.credential, tenant_id=mailbox.tenant_id)
             if mailbox.page_failures >= self.poison_after and mailbox.history_id is not None:
                 mailbox = await self._work_through_poison(mailbox, credential, fetched)
             await self._sync_history(mailbox, credential, fetched)

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import PruneSettings
 from mailwatch.ingest.metrics import MALFORMED_DROPPED
-from mailwatch.store import changes, notifications, partitions
+from mailwatch.store import changes, notifications, partitions, sealed_credentials
 from mailwatch.store.db import Sessions
 from mailwatch.workers.loop import LoopWorker
 
@@ -109,6 +109,9 @@ class PruneWorker(LoopWorker):
                 break
             await asyncio.sleep(0)  # let streams and RPCs run between chunks
         await self._prune_malformed(older_than)
+        # Sealed credentials go with their last user in that user's transaction; this
+        # catches one whose delete lost a race (store/sealed_credentials.sweep).
+        await sealed_credentials.sweep_unused(self.sessions)
         if deleted:
             log.info(
                 "pruned %d change events observed before %s in %d chunks",

@@ -92,7 +92,7 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         mailbox = claim.mailbox
         credential: Credential | None = None
         try:
-            credential = self.secret_box.decrypt_credential(claim.credentials_ciphertext, tenant_id=mailbox.tenant_id)
+            credential = self.secret_box.open(claim.credential, tenant_id=mailbox.tenant_id)
             _, project = self._watch_key(mailbox)
             sharing, fresh = await renewal_claims.watch_group_state(
                 self.sessions, mailbox, project, deployment_topic=self.topic)

@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 
 from mailwatch.domain.models import CredentialKind, MailboxState
 from mailwatch.store.models import mailboxes, malformed_notifications, tenants
+from tests.fixtures.factory import fake_sealed_credential
 
 ACK_DEADLINE_SECONDS = 10  # Pub/Sub's minimum
 
@@ -46,7 +47,7 @@ class Db:
                         gmail_address=email.lower(),
                         state=state.value,
                         credential_kind=CredentialKind.OAUTH.value,
-                        credentials_ciphertext=b"not-a-real-ciphertext",
+                        sealed_credential_id=await fake_sealed_credential(session, tenant_id),
                         history_id=history_id,
                         notified_history_id=notified_history_id,
                     )

@@ -10,8 +10,8 @@ from sqlalchemy import text
 
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import CredentialKind, LabelFilter, LabelFilterBehavior, MailboxState
-from mailwatch.store import mailboxes
-from tests.fixtures.factory import Rows
+from mailwatch.store import mailboxes, sealed_credentials
+from tests.fixtures.factory import Rows, fake_sealed_credential
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,23 @@ async def _register(sessions, tenant_id, address="Alice@Example.com", **override
         email_address=address,
         label_filter=LabelFilter(("INBOX",), LabelFilterBehavior.INCLUDE),
         credential_kind=CredentialKind.OAUTH,
-        credentials_ciphertext=b"ciphertext-1",
+        refresh_token_ciphertext=b"ciphertext-1",
         history_id=100,
         watch_expiration=EXPIRES,
         next_renewal_at=RENEW,
     )
     values.update(overrides)
     async with sessions() as session, session.begin():
+        if "sealed_credential_id" not in values:
+            values["sealed_credential_id"] = await fake_sealed_credential(session, tenant_id)
         return await mailboxes.upsert_mailbox(session, tenant_id, **values)
+
+
+async def _own_secret(session, tenant_id, mailbox_id):
+    stored = await sealed_credentials.load_stored(session, tenant_id, [mailbox_id])
+    if mailbox_id not in stored:
+        raise NotFound("mailbox not found")
+    return stored[mailbox_id].refresh_token_ciphertext
 
 
 async def test_register_creates_a_lower_cased_active_mailbox(sessions):
@@ -51,7 +60,7 @@ async def test_register_creates_a_lower_cased_active_mailbox(sessions):
         assert await mailboxes.get_mailbox(session, tenant.id, mailbox.id) == mailbox
         found = await mailboxes.find_mailboxes_by_addresses(session, tenant.id, [" ALICE@example.COM ", "bob@example.com"])
         assert found == {"alice@example.com": mailbox}
-        assert await mailboxes.load_credentials_ciphertext(session, tenant.id, mailbox.id) == b"ciphertext-1"
+        assert await _own_secret(session, tenant.id, mailbox.id) == b"ciphertext-1"
 
 
 async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
@@ -70,7 +79,7 @@ async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
         tenant.id,
         address="alice@example.com",
         label_filter=LabelFilter(("SPAM",), LabelFilterBehavior.EXCLUDE),
-        credentials_ciphertext=b"ciphertext-2",
+        refresh_token_ciphertext=b"ciphertext-2",
         history_id=200,
     )
     assert not created
@@ -84,7 +93,7 @@ async def test_register_again_updates_the_same_row_and_clears_errors(sessions):
     assert second.sync_due_at is not None
     assert second.updated >= first.updated
     async with sessions() as session:
-        assert await mailboxes.load_credentials_ciphertext(session, tenant.id, first.id) == b"ciphertext-2"
+        assert await _own_secret(session, tenant.id, first.id) == b"ciphertext-2"
 
 
 async def test_register_after_stop_takes_the_new_baseline(sessions):
@@ -117,7 +126,7 @@ async def test_tenants_cannot_see_each_others_mailboxes(sessions):
             await mailboxes.get_mailbox(session, b.id, mailbox_a.id)
         assert caught.value.reason == "NOT_FOUND"
         with pytest.raises(NotFound):
-            await mailboxes.load_credentials_ciphertext(session, b.id, mailbox_a.id)
+            await _own_secret(session, b.id, mailbox_a.id)
         with pytest.raises(NotFound):
             await mailboxes.mark_stopped(session, b.id, mailbox_a.id)
         assert await mailboxes.find_mailboxes_by_addresses(session, b.id, ["alice@example.com"]) == {
@@ -173,7 +182,7 @@ async def test_list_pages_with_keyset_and_filters_by_state(sessions):
 
 async def test_register_for_unknown_tenant_is_not_found(sessions):
     with pytest.raises(NotFound):
-        await _register(sessions, uuid.uuid4())
+        await _register(sessions, uuid.uuid4(), sealed_credential_id=uuid.uuid4())
 
 
 async def test_state_check_constraint(sessions):
@@ -198,10 +207,12 @@ async def test_updated_moves_on_core_update(sessions):
 async def test_upsert_many_writes_every_row_in_one_call_and_answers_in_input_order(sessions):
     tenant = await Rows(sessions).tenant("acme")
     existing, _ = await _register(sessions, tenant.id, "Bob@Example.com", history_id=7)
+    async with sessions() as session, session.begin():
+        sealed_id = await fake_sealed_credential(session, tenant.id)
     rows = [
         mailboxes.MailboxUpsert(email_address=address, label_filter=LabelFilter(), credential_kind=CredentialKind.OAUTH,
-                                credentials_ciphertext=address.lower().encode(), history_id=500, watch_expiration=EXPIRES,
-                                next_renewal_at=RENEW)
+                                sealed_credential_id=sealed_id, refresh_token_ciphertext=address.lower().encode(),
+                                history_id=500, watch_expiration=EXPIRES, next_renewal_at=RENEW)
         for address in ("zed@example.com", "BOB@example.com", "amy@example.com")
     ]
     async with sessions() as session, session.begin():
@@ -215,14 +226,15 @@ async def test_upsert_many_writes_every_row_in_one_call_and_answers_in_input_ord
     async with sessions() as session:
         found = await mailboxes.find_mailboxes_by_addresses(session, tenant.id, ["amy@example.com", "ZED@example.com"])
         assert sorted(found) == ["amy@example.com", "zed@example.com"]
-        stored = await mailboxes.load_credentials_ciphertexts(session, tenant.id, [m.id for m, _ in written])
-    assert stored == {m.id: m.email_address.encode() for m, _ in written}
+        stored = await sealed_credentials.load_stored(session, tenant.id, [m.id for m, _ in written])
+    assert {i: s.refresh_token_ciphertext for i, s in stored.items()} == {m.id: m.email_address.encode() for m, _ in written}
+    assert {s.sealed_credential_id for s in stored.values()} == {sealed_id}
 
 
 async def test_upsert_many_refuses_an_address_twice(sessions):
     tenant = await Rows(sessions).tenant("acme")
     row = mailboxes.MailboxUpsert(email_address="a@example.com", label_filter=LabelFilter(),
-                                  credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c")
+                                  credential_kind=CredentialKind.OAUTH, sealed_credential_id=uuid.uuid4())
     async with sessions() as session, session.begin():
         with pytest.raises(ValueError):
             await mailboxes.upsert_mailboxes(session, tenant.id, [row, row])

@@ -3,6 +3,7 @@ and the server refuses an unmigrated database."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -18,12 +19,13 @@ from mailwatch.domain.errors import NotMigrated
 from mailwatch.store import create_engine, ensure_migrated
 from mailwatch.store.migrate import current, downgrade, head, upgrade
 from mailwatch.store.models import Base
+from mailwatch.secrets import generate_key
 
 pytestmark = pytest.mark.integration
 
 TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications", "tenant_google_settings",
           "subscription_statuses", "gmail_budget_buckets", "tenant_limits", "mailbox_backfills",
-          "backfill_messages"}
+          "backfill_messages", "sealed_credentials"}
 
 
 def _inspect(url, fn):
@@ -154,13 +156,13 @@ def test_failure_strings_become_columns_and_back(empty_database_url):
         return [tuple(row) for row in rows]
 
     _inspect(empty_database_url, seed)
-    upgrade(empty_database_url)
+    upgrade(empty_database_url, secret_keys=[generate_key()])  # 0017 re-seals the (garbage) credentials
     assert _inspect(empty_database_url, errors) == [
         ("a@x.com", "GMAIL_RATE_LIMITED", "watch: Gmail answered 429: slow: down"),
         ("b@x.com", None, "connection reset by peer"),
         ("c@x.com", None, None),
     ]
-    downgrade(empty_database_url, "0005")
+    downgrade(empty_database_url, "0005", secret_keys=[generate_key()])
     rows = _inspect(empty_database_url, lambda c: [tuple(r) for r in c.execute(
         text("SELECT email_address, last_error FROM mailboxes ORDER BY email_address"))])
     assert rows == [("a@x.com", "GMAIL_RATE_LIMITED: watch: Gmail answered 429: slow: down"),
@@ -218,3 +220,111 @@ def test_a_populated_change_log_becomes_partitioned_and_back(empty_database_url)
     # and up again: the identity continues after everything copied back
     upgrade(empty_database_url)
     assert _inspect(empty_database_url, append)[0] > sequence
+
+
+def _v1(fernet, document: dict) -> bytes:
+    """A whole credential sealed as before 0017 (format 1)."""
+    return fernet.encrypt(json.dumps({"v": 1, **document}, separators=(",", ":")).encode())
+
+
+def test_credentials_become_one_sealed_row_per_tenant_and_key_and_back(empty_database_url, monkeypatch):
+    """0017 deduplicates by the decrypted key (every v1 ciphertext differs: Fernet's random IV),
+    per tenant; keeps each mailbox's own part; drops a STOPPED mailbox's secret; keeps an
+    undecryptable ciphertext as it is; refuses without keys; and the downgrade re-seals each
+    mailbox's whole credential."""
+    from cryptography.fernet import Fernet
+
+    from mailwatch.domain.models import CredentialKind, OAuthCredential, SealedCredential, ServiceAccountCredential
+    from mailwatch.secrets import SecretBox
+
+    key = generate_key()
+    fernet = Fernet(key)
+    info = {"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com", "private_key": "PEM",
+            "project_id": "p"}
+    upgrade(empty_database_url, "0016")
+
+    def seed(connection):
+        def tenant(name):
+            return connection.execute(text("INSERT INTO tenants (name) VALUES (:n) RETURNING id"), {"n": name}).scalar_one()
+
+        def mailbox(tenant_id, email, kind, ciphertext, state="ACTIVE"):
+            connection.execute(text(
+                "INSERT INTO mailboxes (tenant_id, email_address, gmail_address, state, credential_kind, "
+                "credentials_ciphertext) VALUES (:t, :e, :e, :s, :k, :c)"),
+                {"t": tenant_id, "e": email, "s": state, "k": kind, "c": ciphertext})
+
+        a, b = tenant("a"), tenant("b")
+        for email, subject in [("u1@x.com", "u1@x.com"), ("u2@x.com", "U2@X.com"), ("alias@x.com", "primary@x.com")]:
+            mailbox(a, email, "SERVICE_ACCOUNT", _v1(fernet, {"kind": "SERVICE_ACCOUNT", "info": info, "subject": subject}))
+        mailbox(a, "gone@x.com", "SERVICE_ACCOUNT",
+                _v1(fernet, {"kind": "SERVICE_ACCOUNT", "info": info, "subject": "gone@x.com"}), state="STOPPED")
+        mailbox(a, "o@x.com", "OAUTH", _v1(fernet, {"kind": "OAUTH", "client_id": "cid", "client_secret": "cs",
+                                                     "refresh_token": "rt-o"}))
+        mailbox(a, "lost@x.com", "OAUTH", b"sealed-with-a-key-long-gone")
+        mailbox(b, "u1@x.com", "SERVICE_ACCOUNT",
+                _v1(fernet, {"kind": "SERVICE_ACCOUNT", "info": info, "subject": "u1@x.com"}))
+        connection.execute(text(
+            "INSERT INTO tenant_google_settings (tenant_id, project_id, credential_kind, credentials_ciphertext, "
+            "credential_id, pubsub_topic) VALUES (:t, 'p', 'SERVICE_ACCOUNT', :c, 'sa@p', 'projects/p/topics/t')"),
+            {"t": a, "c": _v1(fernet, {"kind": "SERVICE_ACCOUNT", "info": info, "subject": ""})})
+        connection.commit()
+        return a, b
+
+    a, b = _inspect(empty_database_url, seed)
+    monkeypatch.delenv("MAILWATCH_SECRET_KEYS", raising=False)
+    with pytest.raises(RuntimeError, match="MAILWATCH_SECRET_KEYS"):
+        upgrade(empty_database_url)
+    assert current(empty_database_url) == "0016"  # one transaction: nothing half done
+
+    upgrade(empty_database_url, secret_keys=[key])
+
+    def state(connection):
+        rows = connection.execute(text(
+            "SELECT m.tenant_id, m.email_address, m.credential_kind, m.sealed_credential_id, m.subject, "
+            "m.refresh_token_ciphertext, s.kind, s.digest, s.ciphertext FROM mailboxes m "
+            "LEFT JOIN sealed_credentials s ON s.id = m.sealed_credential_id")).all()
+        sealed = connection.execute(text("SELECT tenant_id, count(*) FROM sealed_credentials GROUP BY 1")).all()
+        settings = connection.execute(text("SELECT sealed_credential_id FROM tenant_google_settings")).scalar_one()
+        return {(row.tenant_id, row.email_address): row for row in rows}, dict(sealed), settings
+
+    rows, sealed_counts, settings_row = _inspect(empty_database_url, state)
+    assert sealed_counts == {a: 3, b: 1}  # a: the key, the OAuth client, the undecryptable one; b: its own copy
+    key_row = rows[(a, "u1@x.com")].sealed_credential_id
+    assert {rows[(a, e)].sealed_credential_id for e in ("u1@x.com", "u2@x.com", "alias@x.com")} == {key_row}
+    assert settings_row == key_row and rows[(b, "u1@x.com")].sealed_credential_id != key_row
+    assert rows[(a, "gone@x.com")].sealed_credential_id is None  # STOPPED: no secret kept
+    assert [rows[(a, e)].subject for e in ("u1@x.com", "u2@x.com", "alias@x.com")] == [None, None, "primary@x.com"]
+
+    box = SecretBox([key])
+
+    def opened(row):
+        return box.open(SealedCredential(row.sealed_credential_id, CredentialKind(row.kind), bytes(row.digest),
+                                         bytes(row.ciphertext), row.subject or row.email_address,
+                                         None if row.refresh_token_ciphertext is None
+                                         else bytes(row.refresh_token_ciphertext)))
+
+    assert opened(rows[(a, "alias@x.com")]) == ServiceAccountCredential(info=info, subject="primary@x.com")
+    assert opened(rows[(b, "u1@x.com")]) == ServiceAccountCredential(info=info, subject="u1@x.com")
+    assert opened(rows[(a, "o@x.com")]) == OAuthCredential("cid", "cs", "rt-o")
+    assert bytes(rows[(a, "lost@x.com")].ciphertext) == b"sealed-with-a-key-long-gone"
+    assert box.seal_shared(ServiceAccountCredential(info=info, subject="x")).digest == bytes(rows[(a, "u1@x.com")].digest)
+
+    downgrade(empty_database_url, "0016", secret_keys=[key])
+
+    def whole(connection):
+        return {(row[0], row[1]): bytes(row[2]) for row in connection.execute(text(
+            "SELECT tenant_id, email_address, credentials_ciphertext FROM mailboxes"))}
+
+    back = _inspect(empty_database_url, whole)
+
+    def document(ciphertext):
+        return json.loads(fernet.decrypt(ciphertext))
+
+    assert document(back[(a, "alias@x.com")]) == {"v": 1, "kind": "SERVICE_ACCOUNT", "info": info,
+                                                   "subject": "primary@x.com"}
+    assert document(back[(a, "o@x.com")]) == {"v": 1, "kind": "OAUTH", "client_id": "cid", "client_secret": "cs",
+                                               "refresh_token": "rt-o"}
+    assert back[(a, "lost@x.com")] == b"sealed-with-a-key-long-gone" and back[(a, "gone@x.com")] == b""
+    assert document(_inspect(empty_database_url, lambda c: bytes(c.execute(text(
+        "SELECT credentials_ciphertext FROM tenant_google_settings")).scalar_one()))) == {
+        "v": 1, "kind": "SERVICE_ACCOUNT", "info": info, "subject": ""}

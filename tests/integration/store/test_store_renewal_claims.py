@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from mailwatch.store import renewal_claims
-from tests.fixtures.factory import Rows
+from tests.fixtures.factory import Rows, fake_sealed_credential
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,13 @@ BATCH = 100
 async def _flood(sessions, tenant_id, count: int) -> None:
     """`count` ACTIVE mailboxes of the tenant, all due for renewal an hour ago (earlier than anyone else's)."""
     async with sessions() as session, session.begin():
+        sealed = await fake_sealed_credential(session, tenant_id)
         await session.execute(text(
             "INSERT INTO mailboxes (tenant_id, email_address, gmail_address, state, credential_kind, "
-            "credentials_ciphertext, history_id, next_renewal_at) "
+            "sealed_credential_id, history_id, next_renewal_at) "
             "SELECT :tenant, 'flood' || n || '@renew.test', 'flood' || n || '@renew.test', 'ACTIVE', 'OAUTH', "
-            "'\\x00', 100, :due - n * interval '1 millisecond' FROM generate_series(1, :count) AS n"),
-            {"tenant": tenant_id, "due": NOW - timedelta(hours=1), "count": count})
+            ":sealed, 100, :due - n * interval '1 millisecond' FROM generate_series(1, :count) AS n"),
+            {"tenant": tenant_id, "due": NOW - timedelta(hours=1), "count": count, "sealed": sealed})
 
 
 async def _due(sessions, address: str, at: datetime) -> None:

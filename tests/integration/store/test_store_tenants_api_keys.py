@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from mailwatch.domain.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from mailwatch.domain.models import CredentialKind, LabelFilter, LabelFilterBehavior
+from mailwatch.secrets import SealedSecret
 from mailwatch.store import api_keys, google_settings, mailboxes, tenants
 
 pytestmark = pytest.mark.integration
@@ -134,13 +135,13 @@ async def test_a_tenants_rows_written_for_an_unknown_tenant_are_not_found(sessio
     writes = [
         lambda session: api_keys.create_api_key(session, unknown),
         lambda session: google_settings.put_settings(
-            session, unknown, project_id="p", credential_kind=CredentialKind.SERVICE_ACCOUNT,
-            credentials_ciphertext=b"c", credential_id="id", pubsub_topic="projects/p/topics/t",
+            session, unknown, project_id="p",
+            secret=SealedSecret(CredentialKind.SERVICE_ACCOUNT, b"d", b"c"), credential_id="id", pubsub_topic="projects/p/topics/t",
             pubsub_subscription=None, push_audience=None,
         ),
         lambda session: mailboxes.upsert_mailbox(
             session, unknown, email_address="a@example.com", label_filter=LabelFilter((), LabelFilterBehavior.INCLUDE),
-            credential_kind=CredentialKind.OAUTH, credentials_ciphertext=b"c",
+            credential_kind=CredentialKind.OAUTH, sealed_credential_id=uuid.uuid4(),
         ),
     ]
     for write in writes:

@@ -33,14 +33,16 @@ def populated(database_url):
     url = database_url.replace("+psycopg", "")
     with psycopg.connect(url, autocommit=True) as conn:
         tenant = conn.execute("INSERT INTO tenants (name) VALUES ('t') RETURNING id").fetchone()[0]
+        sealed = conn.execute("INSERT INTO sealed_credentials (tenant_id, kind, digest, ciphertext) "
+                              "VALUES (%s, 'OAUTH', '\\x01', '\\x00') RETURNING id", (tenant,)).fetchone()[0]
         conn.execute(
             """
-            INSERT INTO mailboxes (tenant_id, email_address, gmail_address, state, credential_kind, credentials_ciphertext,
+            INSERT INTO mailboxes (tenant_id, email_address, gmail_address, state, credential_kind, sealed_credential_id,
                                    history_id, watch_expiration, next_renewal_at, last_sync_at, sync_due_at,
                                    created)
             SELECT %(tenant)s, 'user' || n || '@example.com', 'user' || n || '@example.com',
                    CASE WHEN n %% 50 = 0 THEN 'STOPPED' WHEN n %% 77 = 0 THEN 'AUTH_FAILED' ELSE 'ACTIVE' END,
-                   'OAUTH', '\\x00', 1000 + n,
+                   'OAUTH', %(sealed)s, 1000 + n,
                    %(now)s + interval '6 days',
                    %(now)s + (n %% 1440) * interval '1 minute' - interval '2 minutes',
                    %(now)s - CASE WHEN n %% 700 = 0 THEN interval '1 hour' ELSE (n %% 240) * interval '1 second' END,
@@ -48,7 +50,7 @@ def populated(database_url):
                    %(now)s - interval '10 days'
             FROM generate_series(1, %(count)s) AS n
             """,
-            {"tenant": tenant, "now": NOW, "count": MAILBOXES},
+            {"tenant": tenant, "now": NOW, "count": MAILBOXES, "sealed": sealed},
         )
         conn.execute("ANALYZE mailboxes")
     return url

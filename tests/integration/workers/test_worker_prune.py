@@ -145,3 +145,24 @@ async def test_the_prune_worker_also_expires_kept_malformed_notifications(sessio
         left = (await session.execute(select(malformed_notifications.c.pubsub_message_id))).scalars().all()
     assert left == ["2"]
     assert dropped() == before + 2
+
+
+async def test_the_prune_worker_deletes_sealed_credentials_nothing_uses(sessions):
+    """The safety net behind the sweep that runs with a credential's last user: a row left
+    unreferenced (its delete lost a race) goes at the next pass; a used one stays."""
+    from sqlalchemy import text
+
+    from tests.fixtures.factory import fake_sealed_credential
+
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    used = await rows.mailbox(tenant.id, "kept@example.com")
+    async with sessions() as session, session.begin():
+        orphan = await fake_sealed_credential(session, tenant.id)
+    await PruneWorker(sessions=sessions, settings=PRUNE, clock=OffsetClock()).run_once()
+    async with sessions() as session:
+        left = set((await session.execute(text("SELECT id FROM sealed_credentials WHERE tenant_id = :t"),
+                                          {"t": tenant.id})).scalars())
+        in_use = (await session.execute(text("SELECT sealed_credential_id FROM mailboxes WHERE id = :m"),
+                                        {"m": used.id})).scalar_one()
+    assert orphan not in left and left == {in_use}

@@ -19,7 +19,7 @@ from mailwatch.gmail.client import WatchResult
 from mailwatch.gmail.budget import TenantBudgets
 from mailwatch.lifecycle.schedule import next_renewal_at, renewal_key
 from mailwatch.secrets import SecretBox, credential_kind, generate_key
-from mailwatch.store import changes, mailboxes, renewal_claims, tenants
+from mailwatch.store import changes, mailboxes, renewal_claims, sealed_credentials, tenants
 from mailwatch.store.models import mailboxes as mailboxes_table
 from mailwatch.workers.renew import RenewWorker
 from tests.fixtures.waiting import eventually
@@ -81,9 +81,12 @@ def world(sessions):
         async with sessions() as session, session.begin():
             if tenant is None:
                 tenant = (await tenants.create_tenant(session, f"t-{uuid.uuid4().hex[:8]}")).id
+            secret = box.seal_shared(credential)
+            sealed_ids = await sealed_credentials.put_secrets(session, tenant, [secret])
             mailbox, _ = await mailboxes.upsert_mailbox(
                 session, tenant, email_address=email, label_filter=LabelFilter(label_ids=("INBOX",)),
-                credential_kind=credential_kind(credential), credentials_ciphertext=box.encrypt_credential(credential),
+                credential_kind=credential_kind(credential), sealed_credential_id=sealed_ids[secret.digest],
+                refresh_token_ciphertext=box.seal_refresh_token(credential),
                 history_id=100, watch_expiration=clock.now() + expires_in, next_renewal_at=clock.now() + due_in,
             )
             if state is not MailboxState.ACTIVE:

@@ -25,6 +25,7 @@ TABLE = [
     (domain.NotFound("mailbox not found"), C.NOT_FOUND, "NOT_FOUND"),
     (domain.AlreadyExists("tenant exists"), C.ALREADY_EXISTS, "ALREADY_EXISTS"),
     (domain.NoDefaultCredentials("no defaults"), C.FAILED_PRECONDITION, "NO_DEFAULT_CREDENTIALS"),
+    (domain.MailboxStopped("stopped"), C.FAILED_PRECONDITION, "MAILBOX_STOPPED"),
     (domain.CursorExpired("too old"), C.FAILED_PRECONDITION, "CURSOR_EXPIRED"),
     (domain.InvalidCursor("bad cursor"), C.INVALID_ARGUMENT, "INVALID_CURSOR"),
     (domain.SecretsNotConfigured("no key"), C.FAILED_PRECONDITION, "SECRETS_NOT_CONFIGURED"),
