@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.backfill import BackfillProgress, BackfillRequest, BackfillState
 from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store import sealed_credentials
-from mailwatch.store.changes import append_events
+from mailwatch.store.changes import append_events, lock_writers
 from mailwatch.store.claims import ERROR_TEXT_LIMIT, gmail_allows
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
@@ -38,6 +38,10 @@ from mailwatch.store.models import backfill_messages, change_events, mailbox_bac
 
 class LeaseLost(Exception):
     """The backfill's claim lapsed (or the backfill was replaced): drop the work."""
+
+
+class MailboxNotActive(Exception):
+    """The mailbox is no longer ACTIVE (stopped): its backfill waits, delivering nothing."""
 
 
 @dataclass(frozen=True)
@@ -263,15 +267,18 @@ async def deliver_batch(
     pointer), then `decide(synced history id, the log's events of `message_ids` since the
     backfill was requested)` says what to append and how far the pointer moves; the
     events and the new pointer commit together. When the pointer reaches the end, the
-    backfill completes with `completed_event(listed, delivered, skipped)`.
+    backfill completes with `completed_event(listed, delivered, skipped)`. A mailbox no
+    longer ACTIVE (stopped since the claim) gets nothing: `MailboxNotActive`.
 
-    Why this is exactly once against the live sync (no mailbox row lock needed): the
-    mailbox's history id and its events commit in one statement, and each statement
-    here reads a newer snapshot than the one before, so every live event up to the
-    history id read first is visible to the read of the log that follows. `decide`
-    delivers only messages whose last change is at or below that history id: the live
-    sync has passed their MESSAGE_ADDED (if they had one after the watch, it is in the
-    log and the message is skipped) and never comes back to it.
+    Why this is exactly once against the live sync: the tenant's writer lock
+    (`changes.lock_writers`) is taken before the mailbox's history id and the log are
+    read and held until the batch commits, so no live commit lands between those reads
+    and the append (a page that commits first is in both; one that commits later comes
+    after the batch's events in the log). The mailbox's history id and its events commit
+    in one statement. `decide` delivers only messages whose last change is at or below
+    that history id: the live sync has passed their MESSAGE_ADDED (if they had one after
+    the watch, it is in the log and the message is skipped) and never comes back to it.
+    Lock order is every writer's: row locks (here the backfill's), then the writer lock.
     """
     async with transaction(sessions) as session:
         locked = (await session.execute(
@@ -282,8 +289,13 @@ async def deliver_batch(
         )).one_or_none()
         if locked is None:
             raise LeaseLost(str(job.mailbox_id))
-        synced = (await session.execute(
-            select(mailboxes.c.history_id).where(mailboxes.c.id == job.mailbox_id))).scalar_one()
+        await lock_writers(session, job.tenant_id)
+        watched = (await session.execute(
+            select(mailboxes.c.history_id, mailboxes.c.state).where(mailboxes.c.id == job.mailbox_id)
+        )).one_or_none()
+        if watched is None or watched.state != MailboxState.ACTIVE.value:
+            raise MailboxNotActive(str(job.mailbox_id))
+        synced = watched.history_id
         logged: dict[str, list[LiveEvent]] = {}
         if message_ids:
             rows = await session.execute(

@@ -157,6 +157,15 @@ async def append_events(
     return [_event(row) for row in returned]
 
 
+async def lock_writers(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Take the tenant's writer lock (the one `append_events` takes) now, in the caller's
+    transaction, until it ends: the tenant's commits wait for it. For a writer that must
+    decide what to append from what the log holds, with no commit landing in between
+    (a backfill's batch). Taken after the writer's row locks, like every other writer."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int4), CAST(:lock_key AS int4))"),
+                          {"lock_class": CHANGE_LOG_LOCK_CLASS, "lock_key": tenant_lock_key(tenant_id)})
+
+
 async def update_and_append(
     connection, update_sql: str, params: dict, tenant_id: uuid.UUID, events: Sequence[NewEvent]
 ) -> list[tuple]:

@@ -14,6 +14,9 @@ progress pointer (`store.backfills.deliver_batch`), deciding per message
   the live stream's to report (MESSAGE_DELETED); a message that no longer
   exists is not "existing".
 - the registration's label filter does not admit its current labels: skipped.
+- a draft (DRAFT among its labels) and the registration leaves drafts out
+  (`include_drafts` false, the default): skipped, as the live sync leaves out
+  every change of a draft (`history_events`).
 - the log already has a MESSAGE_ADDED (or MESSAGE_EXISTING) for it since the
   backfill was requested: the live sync delivered it; skipped.
 - its last change (messages.get's historyId) is beyond the mailbox's synced
@@ -48,6 +51,7 @@ from mailwatch.gmail.quota import UNITS
 from mailwatch.secrets import SecretBox
 from mailwatch.store import backfills
 from mailwatch.store.db import Sessions
+from mailwatch.sync.history_events import DRAFT
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ def decide(mailbox: Mailbox, batch: list[backfills.ListedMessage], found: dict[s
         state = found.get(listed.message_id)
         seen = logged.get(listed.message_id, [])
         if state is None or not mailbox.label_filter.admits(state.label_ids) \
+                or (DRAFT in state.label_ids and not mailbox.include_drafts) \
                 or any(event.type in _DELIVERED_ONCE for event in seen):
             skipped += 1
         elif synced is None or state.history_id > synced \
@@ -139,6 +144,12 @@ class MailboxBackfill:
             if job.state is BackfillState.LISTING:
                 job = await self._list(job, mailbox, credential, pace)
             return await self._deliver(job, mailbox, credential, pace)
+        except backfills.MailboxNotActive:
+            # Stopped while the claim ran: not claimed again until it is ACTIVE again.
+            log.info("backfill of mailbox %s: the mailbox is no longer active", mailbox.id)
+            now = self.clock.now()
+            await backfills.release(self.sessions, job, owner=self.owner, due_at=now, now=now)
+            return "mailbox_not_active"
         except backfills.LeaseLost:
             log.warning("backfill of mailbox %s: claim lost", mailbox.id)
             return "lease_lost"

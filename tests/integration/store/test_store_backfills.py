@@ -1,0 +1,124 @@
+"""A backfill batch (`store.backfills.deliver_batch`) against the live sync's commits and
+StopMailbox, on a real Postgres: the live commit cannot land between the batch's reads and
+its append, and a stopped mailbox's batch appends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from mailwatch.domain.backfill import BackfillRequest, BackfillState
+from mailwatch.domain.models import EventType, MessageLabels, NewEvent
+from mailwatch.store import backfills, changes, registrations, sync_claims
+from mailwatch.sync.backfill import completed_event, decide
+from tests.fixtures.factory import Rows
+from tests.fixtures.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+LEASE = timedelta(seconds=60)
+REQUEST = BackfillRequest(newest=1)
+
+
+async def _claimed_backfill(sessions, address: str):
+    """A tenant, its mailbox claimed by the live sync ("sync", history 100) and a backfill
+    claimed by "bf" with m1 listed; (tenant, mailbox, job)."""
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    await rows.mailbox(tenant.id, address, history_id=100)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address = :address"),
+                              {"now": NOW, "address": address})
+        [claim] = await sync_claims.claim_due_syncs(session, owner="sync", now=NOW, lease=LEASE, limit=10)
+    mailbox = claim.mailbox
+    await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
+    async with sessions() as session, session.begin():
+        start = (await session.execute(
+            text("UPDATE mailbox_backfills SET lease_owner = 'bf' WHERE mailbox_id = :id RETURNING start_sequence"),
+            {"id": mailbox.id})).scalar_one()
+    job = backfills.BackfillJob(mailbox.id, tenant.id, REQUEST, BackfillState.LISTING, start, 0, 0, 0, 0, 0)
+    job = await backfills.save_listing(sessions, job, owner="bf", listed=[("m1", "t1")], now=NOW)
+    return tenant, mailbox, job
+
+
+async def _deliver(sessions, job, mailbox, found):
+    batch = await backfills.listed_messages(sessions, job, limit=50)
+    return await backfills.deliver_batch(
+        sessions, job, mailbox, owner="bf", message_ids=[listed.message_id for listed in batch],
+        decide=lambda synced, logged: decide(mailbox, batch, found, synced, logged),
+        completed_event=lambda *counts: completed_event(mailbox, *counts), now=NOW)
+
+
+async def _log(sessions, tenant, job) -> list[tuple[str, str | None]]:
+    async with sessions() as session:
+        return [(e.type.name, e.message_id) for e in await changes.read_events(session, tenant.id, job.start_sequence)]
+
+
+async def _waits_for_a_lock(sessions) -> bool:
+    async with sessions() as session:
+        return await session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )) > 0
+
+
+async def test_a_live_deletion_committed_during_the_batch_comes_after_its_message_existing(sessions, monkeypatch):
+    """The batch read m1's labels (history 90) and the synced history id (100); the live
+    sync's page deleting m1 (100 -> 120) commits while the batch runs. It must wait for the
+    batch: the stream carries MESSAGE_EXISTING(m1) then MESSAGE_DELETED(m1), never a
+    MESSAGE_EXISTING after the deletion (a ghost the consumer would keep)."""
+    tenant, mailbox, job = await _claimed_backfill(sessions, "race@example.com")
+    found = {"m1": MessageLabels(("INBOX",), 90)}
+    deleted = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                       type=EventType.MESSAGE_DELETED, history_id=120, message_id="m1", thread_id="t1")
+    live: list[asyncio.Task] = []
+    append = backfills.append_events
+
+    async def live_commit_between_the_reads_and_the_append(session, tenant_id, events):
+        live.append(asyncio.create_task(sync_claims.commit_sync_page(
+            sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=120, events=[deleted],
+            final=True, now=NOW, lease=LEASE)))
+        # Either it commits at once (nothing holds it back) or it waits for the batch's lock.
+        await eventually(lambda: live[0].done() or _waits_for_a_lock(sessions), what="the live commit ran or waits")
+        return await append(session, tenant_id, events)
+
+    monkeypatch.setattr(backfills, "append_events", live_commit_between_the_reads_and_the_append)
+    _, done = await _deliver(sessions, job, mailbox, found)
+    await asyncio.wait_for(live[0], 30)
+
+    assert (done.delivered, done.completed) == (1, True)
+    log = [entry for entry in await _log(sessions, tenant, job) if entry[1] == "m1"]
+    assert log == [("MESSAGE_EXISTING", "m1"), ("MESSAGE_DELETED", "m1")]
+
+
+async def test_a_live_deletion_committed_before_the_batch_makes_it_wait(sessions):
+    """The live page deleting m1 committed after the labels were read, before the batch: the
+    batch sees the newer change in the log and delivers nothing (it waits and reads again)."""
+    tenant, mailbox, job = await _claimed_backfill(sessions, "before@example.com")
+    deleted = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                       type=EventType.MESSAGE_DELETED, history_id=120, message_id="m1", thread_id="t1")
+    await sync_claims.commit_sync_page(sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=120,
+                                       events=[deleted], final=True, now=NOW, lease=LEASE)
+
+    moved, done = await _deliver(sessions, job, mailbox, {"m1": MessageLabels(("INBOX",), 90)})
+
+    assert (done.delivered, done.skipped, done.completed, moved.next_position) == (0, 0, False, 0)
+    assert await _log(sessions, tenant, job) == [("MESSAGE_DELETED", "m1")]
+
+
+async def test_a_stopped_mailbox_gets_no_batch(sessions):
+    """StopMailbox while the backfill holds its claim: the next batch appends nothing and
+    leaves the pointer where it was."""
+    tenant, mailbox, job = await _claimed_backfill(sessions, "stopped@example.com")
+    await registrations.stop_mailbox(sessions, tenant.id, mailbox.id)
+
+    with pytest.raises(backfills.MailboxNotActive):
+        await _deliver(sessions, job, mailbox, {"m1": MessageLabels(("INBOX",), 90)})
+
+    assert await _log(sessions, tenant, job) == [("MAILBOX_STOPPED", None)]
+    async with sessions() as session:
+        assert (await session.execute(text("SELECT next_position, delivered FROM mailbox_backfills WHERE mailbox_id = :id"),
+                                      {"id": mailbox.id})).one() == (0, 0)
