@@ -11,8 +11,9 @@
   in one transaction, decided against what the live sync has committed;
 - `progresses`: GetMailbox's and ListMailboxes' view.
 
-Every write under a claim is fenced on the lease owner (and the delivery on the
-position it started from): a worker that lost its claim commits nothing.
+Every write under a claim is fenced on the lease owner and the backfill's generation
+(bumped when another request replaces it), and the delivery on the position it started
+from: a worker that lost its claim, or runs a replaced backfill, commits nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class BackfillJob:
     delivered: int
     skipped: int
     attempts: int
+    generation: int = 0  # which request of the mailbox this is (bumped when another replaces it)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def _job(row) -> BackfillJob:
         request=BackfillRequest(since=row.since, newest=row.newest, label_ids=tuple(row.label_ids)),
         state=BackfillState(row.state), start_sequence=row.start_sequence, listed=row.listed,
         next_position=row.next_position, delivered=row.delivered, skipped=row.skipped, attempts=row.attempts,
+        generation=row.generation,
     )
 
 
@@ -138,7 +141,7 @@ async def request_backfills(
         set_=dict(
             since=new.since, newest=new.newest, label_ids=new.label_ids, state=BackfillState.LISTING.value,
             start_sequence=new.start_sequence, listed=0, next_position=0, delivered=0, skipped=0,
-            due_at=func.now(), attempts=0, lease_owner=None, lease_expires_at=None, last_error=None,
+            due_at=func.now(), attempts=0, generation=mailbox_backfills.c.generation + 1, lease_owner=None, lease_expires_at=None, last_error=None,
             last_error_reason=None, last_error_at=None, completed_at=None, created=func.now(), updated=func.now(),
         ),
         where=~same_request,
@@ -199,7 +202,10 @@ async def claim_backfills(
 
 
 def _owned(job: BackfillJob, owner: str):
-    return and_(mailbox_backfills.c.mailbox_id == job.mailbox_id, mailbox_backfills.c.lease_owner == owner)
+    """The job's row while `owner` holds its claim and it is still the same request (an owner
+    string is per process: a replaced backfill re-claimed by this process has the same one)."""
+    return and_(mailbox_backfills.c.mailbox_id == job.mailbox_id, mailbox_backfills.c.lease_owner == owner,
+                mailbox_backfills.c.generation == job.generation)
 
 
 async def extend_lease(sessions: Sessions, job: BackfillJob, *, owner: str, now: datetime,

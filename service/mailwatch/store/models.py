@@ -417,6 +417,9 @@ class MailboxBackfillRow(Base):
     skipped: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     due_at: Mapped[datetime] = _timestamp(nullable=False, server_default=func.now())
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Bumped when another request replaces the backfill: the claim is fenced on owner AND
+    # generation, so a run of the replaced one (same owner string, same process) writes nothing.
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = _timestamp()
     last_error: Mapped[str | None] = mapped_column(Text)

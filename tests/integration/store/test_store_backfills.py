@@ -36,13 +36,19 @@ async def _claimed_backfill(sessions, address: str):
         [claim] = await sync_claims.claim_due_syncs(session, owner="sync", now=NOW, lease=LEASE, limit=10)
     mailbox = claim.mailbox
     await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
-    async with sessions() as session, session.begin():
-        start = (await session.execute(
-            text("UPDATE mailbox_backfills SET lease_owner = 'bf' WHERE mailbox_id = :id RETURNING start_sequence"),
-            {"id": mailbox.id})).scalar_one()
-    job = backfills.BackfillJob(mailbox.id, tenant.id, REQUEST, BackfillState.LISTING, start, 0, 0, 0, 0, 0)
+    job = await _claim(sessions, tenant, mailbox, REQUEST)
     job = await backfills.save_listing(sessions, job, owner="bf", listed=[("m1", "t1")], now=NOW)
     return tenant, mailbox, job
+
+
+async def _claim(sessions, tenant, mailbox, request: BackfillRequest) -> backfills.BackfillJob:
+    """The mailbox's stored backfill (LISTING), claimed by "bf"."""
+    async with sessions() as session, session.begin():
+        start, generation = (await session.execute(
+            text("UPDATE mailbox_backfills SET lease_owner = 'bf' WHERE mailbox_id = :id "
+                 "RETURNING start_sequence, generation"), {"id": mailbox.id})).one()
+    return backfills.BackfillJob(mailbox.id, tenant.id, request, BackfillState.LISTING, start, 0, 0, 0, 0, 0,
+                                 generation)
 
 
 async def _deliver(sessions, job, mailbox, found):
@@ -122,3 +128,34 @@ async def test_a_stopped_mailbox_gets_no_batch(sessions):
     async with sessions() as session:
         assert (await session.execute(text("SELECT next_position, delivered FROM mailbox_backfills WHERE mailbox_id = :id"),
                                       {"id": mailbox.id})).one() == (0, 0)
+
+
+async def test_a_replaced_backfill_still_running_under_the_same_owner_writes_nothing(sessions):
+    """Registering again with another backfill request replaces the backfill while a run of
+    the old one goes on in this process, which then claims the new one (the same owner
+    string): the old run can neither save its listing nor deliver into the new backfill."""
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    mailbox = await rows.mailbox(tenant.id, "replaced@example.com", history_id=100)
+    await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
+    old = await _claim(sessions, tenant, mailbox, REQUEST)
+    other = BackfillRequest(newest=2)
+    await backfills.request_backfill(sessions, tenant.id, [mailbox.id], other)
+    new = await _claim(sessions, tenant, mailbox, other)
+    assert new.generation == old.generation + 1
+
+    with pytest.raises(backfills.LeaseLost):
+        await backfills.save_listing(sessions, old, owner="bf", listed=[("stale", "t0")], now=NOW)
+    new = await backfills.save_listing(sessions, new, owner="bf", listed=[("m1", "t1"), ("m2", "t2")], now=NOW)
+    stale = backfills.BackfillJob(**{**old.__dict__, "state": BackfillState.DELIVERING, "listed": 1})
+    with pytest.raises(backfills.LeaseLost):
+        await _deliver(sessions, stale, mailbox, {"m1": MessageLabels(("INBOX",), 90)})
+
+    assert await _log(sessions, tenant, new) == []
+    async with sessions() as session:
+        assert (await session.execute(text(
+            "SELECT state, listed, next_position, lease_owner FROM mailbox_backfills WHERE mailbox_id = :id"),
+            {"id": mailbox.id})).one() == ("DELIVERING", 2, 0, "bf")
+        assert (await session.execute(text(
+            "SELECT message_id FROM backfill_messages WHERE mailbox_id = :id ORDER BY position"),
+            {"id": mailbox.id})).scalars().all() == ["m1", "m2"]
