@@ -375,8 +375,9 @@ class Settings(_Section):
     database_url: str = setting("", "The database, a `postgresql://` URL (required).")
     secret_keys: tuple[str, ...] = setting(
         (),
-        "Fernet keys, comma separated (required): the first encrypts, all decrypt, so keys can be rotated. Make one "
-        "with `mailwatch secret-key`; losing them loses every stored Google credential.",
+        "Fernet keys, comma separated (required): the first encrypts, all decrypt, so keys can be rotated: put a new "
+        "key first, run `mailwatch rotate-secrets` to re-encrypt every stored credential under it, then drop the old "
+        "one. Make one with `mailwatch secret-key`; losing them loses every stored Google credential.",
     )
     operator_token: str = setting("", "Bearer token guarding the admin RPCs (`AdminService`); empty disables them.")
     listen: str = setting("127.0.0.1:50051", "The gRPC address, HOST:PORT (`mailwatch serve --listen`).")

@@ -25,10 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.errors import CredentialUndecryptable
 from mailwatch.domain.models import CredentialKind, SealedCredential
 from mailwatch.secrets import SealedSecret, SecretBox
+from mailwatch.store._errors import is_foreign_key_violation, is_unique_violation
 from mailwatch.store.db import Sessions, transaction
 from mailwatch.store.models import mailboxes, sealed_credentials, tenant_google_settings
 
 _sealed = sealed_credentials
+_UNIQUE_DIGEST = "uq_sealed_credentials_tenant_id_digest"
 
 
 Opens = Callable[[SealedCredential], bool]
@@ -71,7 +73,7 @@ async def put_secrets(
         ])
         # Inserted meanwhile by another registration of the tenant: sealed just now, taken as it is (and locked).
         statement = statement.on_conflict_do_update(
-            constraint="uq_sealed_credentials_tenant_id_digest", set_={"kind": _sealed.c.kind},
+            constraint=_UNIQUE_DIGEST, set_={"kind": _sealed.c.kind},
         ).returning(_sealed.c.digest, _sealed.c.id)
         ids.update({bytes(row.digest): row.id for row in await session.execute(statement)})
     return ids
@@ -88,10 +90,18 @@ async def put_replacing(
         select(_sealed.c.id).where(_sealed.c.tenant_id == tenant_id, _sealed.c.digest == secret.digest)
     )).scalar_one_or_none()
     if found is None:
-        updated = (await session.execute(
-            update(_sealed).where(_sealed.c.tenant_id == tenant_id, _sealed.c.id == replaced)
-            .values(kind=secret.kind.value, digest=secret.digest, ciphertext=secret.ciphertext)
-            .returning(_sealed.c.id))).scalar_one_or_none()
+        try:
+            async with session.begin_nested():
+                updated = (await session.execute(
+                    update(_sealed).where(_sealed.c.tenant_id == tenant_id, _sealed.c.id == replaced)
+                    .values(kind=secret.kind.value, digest=secret.digest, ciphertext=secret.ciphertext)
+                    .returning(_sealed.c.id))).scalar_one_or_none()
+        except IntegrityError as exc:
+            # A registration of the tenant sealed the new key meanwhile (its row was
+            # not visible to the read above): the references move to that row below.
+            if not is_unique_violation(exc, _UNIQUE_DIGEST):
+                raise
+            updated = None
         if updated is not None:
             return updated
     found = (await put_secrets(session, tenant_id, [secret], opens=opens))[secret.digest]
@@ -113,16 +123,29 @@ async def sweep(session: AsyncSession, *, tenant_id: uuid.UUID | None = None) ->
     """Delete the tenant's (None: every tenant's) rows that no mailbox or settings refer
     to; how many went. A tenant has a row per key, so this is a handful of index probes.
 
-    A reference written concurrently and not yet visible here makes the
-    foreign key refuse the delete: the row is kept (still used), not an error.
+    A row another transaction holds locked is skipped, not waited for: a
+    registration locks the rows it is about to refer to (`put_secrets`; the
+    foreign key check of its mailbox row locks it too), so the row is about to
+    be used, and waiting would let a registration locking its rows in digest
+    order deadlock against this delete taking them in scan order. A reference
+    committed between this read and the delete makes the foreign key refuse it:
+    the rows are kept (still used; the prune worker's next `sweep_unused` takes
+    any other), never an error. A registration never refers to a deleted row:
+    it finds its rows under a lock, so it sees this delete committed and seals
+    the row anew, or this delete sees its lock.
     """
-    statement = _sealed.delete().where(_unreferenced())
+    unused = select(_sealed.c.id).where(_unreferenced())
     if tenant_id is not None:
-        statement = statement.where(_sealed.c.tenant_id == tenant_id)
+        unused = unused.where(_sealed.c.tenant_id == tenant_id)
     try:
         async with session.begin_nested():
-            return (await session.execute(statement)).rowcount
-    except IntegrityError:
+            ids = (await session.execute(unused.with_for_update(skip_locked=True))).scalars().all()
+            if not ids:
+                return 0
+            return (await session.execute(_sealed.delete().where(_sealed.c.id.in_(ids)))).rowcount
+    except IntegrityError as exc:
+        if not is_foreign_key_violation(exc):  # a mailbox's or the settings' reference
+            raise
         return 0
 
 

@@ -228,6 +228,38 @@ async def test_a_new_key_of_the_tenants_service_account_rewrites_one_row_and_its
     assert len(_sealed_rows(database_url, tenant_id)) == 2  # the mailboxes still use theirs
 
 
+async def test_a_new_key_set_while_many_mailboxes_register_with_it_is_one_row(service, database_url):
+    """SetTenantGoogleSettings with the service account's new key while the tenant registers
+    many mailboxes with that key, all at once: every call succeeds (no INTERNAL from two
+    transactions sealing the same key) and the tenant ends with one row that all use. The
+    orders the calls can interleave in are pinned one by one in
+    tests/integration/store/test_store_sealed_credentials.py."""
+    tenant_id, auth = await service.new_tenant()
+    names = tenant_topic(TEST_PROJECT)
+    first = service.sim.create_service_account_key(project_id=TEST_PROJECT, name="tenant-busy")
+    await _set_settings(service, tenant_id, first, names)
+    service.sim.create_mailbox("before@example.com")
+    await service.mailboxes.RegisterMailbox(mailbox_service_pb2.RegisterMailboxRequest(
+        email_address="before@example.com"), metadata=auth)
+
+    second = service.sim.create_service_account_key(project_id=TEST_PROJECT, name="tenant-busy")
+    emails = [f"busy{n:02d}@example.com" for n in range(16)]
+    for email in emails:
+        service.sim.create_mailbox(email)
+    registrations = [service.mailboxes.RegisterMailbox(service_account_request(email, second), metadata=auth)
+                     for email in emails]
+    results = await asyncio.gather(*registrations[:8], _set_settings(service, tenant_id, second, names),
+                                   *registrations[8:], return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert {m.state for m in results if m is not None} == {ACTIVE}
+
+    [(row, _, _)] = _sealed_rows(database_url, tenant_id)
+    assert set(_mailbox_credentials(database_url, tenant_id).values()) == {(row, None, None)}
+    sent = [service.sim.insert_message(email, label_ids=["INBOX"])["id"] for email in ["before@example.com", *emails]]
+    events = await collect(service, auth, lambda ev: set(sent) <= _added(ev))
+    assert set(sent) <= _added(events)
+
+
 async def _set_settings(service, tenant_id: str, key: dict, names: dict) -> None:
     await service.admin.SetTenantGoogleSettings(admin_service_pb2.SetTenantGoogleSettingsRequest(
         tenant_id=tenant_id, service_account=mailbox_service_pb2.ServiceAccountCredentials(json_key=json.dumps(key)),

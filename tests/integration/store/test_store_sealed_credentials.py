@@ -1,0 +1,127 @@
+"""`sealed_credentials` under concurrency, in real Postgres: a tenant's new key sealed by a
+registration while the settings path rewrites the old key's row, and a delete of unused rows
+while a registration is about to refer to them. Each test drives the store functions in two
+transactions in a chosen order (a transaction waits for the other's lock before it goes on)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from mailwatch.domain.models import CredentialKind
+from mailwatch.secrets import SealedSecret
+from mailwatch.store import sealed_credentials
+from mailwatch.store.db import transaction
+from mailwatch.store.models import mailboxes, sealed_credentials as sealed_table
+from tests.fixtures.factory import Rows, add_mailbox
+
+from .conftest import blocked_on_a_lock
+
+pytestmark = pytest.mark.integration
+
+
+def _secret(digest: bytes) -> SealedSecret:
+    return SealedSecret(kind=CredentialKind.SERVICE_ACCOUNT, digest=digest, ciphertext=b"sealed-" + digest)
+
+
+async def _rows(sessions, tenant_id) -> dict[bytes, uuid.UUID]:
+    async with sessions() as session:
+        result = await session.execute(select(sealed_table.c.digest, sealed_table.c.id)
+                                       .where(sealed_table.c.tenant_id == tenant_id))
+        return {bytes(row.digest): row.id for row in result}
+
+
+async def _references(sessions, tenant_id) -> dict[str, uuid.UUID]:
+    async with sessions() as session:
+        result = await session.execute(select(mailboxes.c.email_address, mailboxes.c.sealed_credential_id)
+                                       .where(mailboxes.c.tenant_id == tenant_id))
+        return {row.email_address: row.sealed_credential_id for row in result}
+
+
+async def test_a_new_key_sealed_by_a_registration_while_the_settings_rewrite_the_old_row(sessions):
+    """The settings path reads no row for the new key, a registration inserts it (not committed),
+    the settings' rewrite of the old row to the new digest waits for it, and it commits: the
+    rewrite must take the registration's row, not fail on the (tenant, digest) unique key."""
+    tenant = await Rows(sessions).tenant()
+    old, new = _secret(b"\x01" * 32), _secret(b"\x02" * 32)
+    async with sessions() as session, session.begin():
+        old_id = (await sealed_credentials.put_secrets(session, tenant.id, [old]))[old.digest]
+        await add_mailbox(session, tenant.id, "early@example.com", credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                          sealed_credential_id=old_id)
+
+    async def replace() -> uuid.UUID:
+        async with transaction(sessions) as session:
+            return await sealed_credentials.put_replacing(session, tenant.id, new, old_id)
+
+    async with sessions() as registration, registration.begin():
+        new_id = (await sealed_credentials.put_secrets(registration, tenant.id, [new]))[new.digest]
+        await add_mailbox(registration, tenant.id, "late@example.com", credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                          sealed_credential_id=new_id)
+        replacing = asyncio.create_task(replace())
+        await blocked_on_a_lock(sessions)  # the rewrite waits on the registration's row
+    assert await replacing == new_id
+
+    rows = await _rows(sessions, tenant.id)
+    assert rows[new.digest] == new_id and list(rows).count(new.digest) == 1
+    # Every mailbox of the old key follows to the one row of the new key.
+    assert await _references(sessions, tenant.id) == {"early@example.com": new_id, "late@example.com": new_id}
+
+
+async def test_concurrent_registrations_of_one_new_key_share_one_row(sessions):
+    """Two registrations seal the same new key at once: the second waits for the first's
+    insert and takes its row (ON CONFLICT), both refer to it."""
+    tenant = await Rows(sessions).tenant()
+    new = _secret(b"\x03" * 32)
+
+    async def register(address: str) -> uuid.UUID:
+        async with transaction(sessions) as session:
+            sealed_id = (await sealed_credentials.put_secrets(session, tenant.id, [new]))[new.digest]
+            await add_mailbox(session, tenant.id, address, credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                              sealed_credential_id=sealed_id)
+            return sealed_id
+
+    async with sessions() as first, first.begin():
+        first_id = (await sealed_credentials.put_secrets(first, tenant.id, [new]))[new.digest]
+        await add_mailbox(first, tenant.id, "one@example.com", credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                          sealed_credential_id=first_id)
+        second = asyncio.create_task(register("two@example.com"))
+        await blocked_on_a_lock(sessions)
+    assert await second == first_id
+    assert await _rows(sessions, tenant.id) == {new.digest: first_id}
+
+
+async def test_deleting_unused_rows_skips_the_ones_a_registration_is_about_to_use(sessions):
+    """Rows x and y are unused. A registration locks x (it will refer to it), a `sweep` runs,
+    then the registration asks for y as well. A sweep waiting for x would either hold y
+    (deleted) while the registration waits for y, a deadlock that fails one of them, or
+    delete nothing once x's reference is committed. The sweep leaves x and deletes y, the
+    registration seals y anew; both commit, nothing refers to a deleted row."""
+    tenant = await Rows(sessions).tenant()
+    x, y = _secret(b"\x10" * 32), _secret(b"\x20" * 32)
+    async with sessions() as session, session.begin():
+        await sealed_credentials.put_secrets(session, tenant.id, [y])
+        x_id = (await sealed_credentials.put_secrets(session, tenant.id, [x]))[x.digest]
+
+    async def sweep() -> int:
+        async with transaction(sessions) as session:
+            return await sealed_credentials.sweep(session, tenant_id=tenant.id)
+
+    async with sessions() as registration, registration.begin():
+        assert (await sealed_credentials.put_secrets(registration, tenant.id, [x]))[x.digest] == x_id
+        sweeping = asyncio.create_task(sweep())
+        # A sweep that waited for x would be blocked here; one that skips it is done.
+        blocked = asyncio.create_task(blocked_on_a_lock(sessions))
+        await asyncio.wait([sweeping, blocked], return_when=asyncio.FIRST_COMPLETED)
+        blocked.cancel()
+        ids = await sealed_credentials.put_secrets(registration, tenant.id, [x, y])
+        for address, digest in (("x@example.com", x.digest), ("y@example.com", y.digest)):
+            await add_mailbox(registration, tenant.id, address, credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                              sealed_credential_id=ids[digest])
+    assert await sweeping == 1  # y, unused and not locked
+
+    rows = await _rows(sessions, tenant.id)
+    assert rows == {x.digest: x_id, y.digest: ids[y.digest]}
+    assert await _references(sessions, tenant.id) == {"x@example.com": x_id, "y@example.com": ids[y.digest]}
