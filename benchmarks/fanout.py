@@ -26,8 +26,12 @@ process, in the same run, and the ratio is printed.
    (what a stream without batching would do), as fast as grpc.aio goes.
 
     .venv/bin/python benchmarks/fanout.py [--streams 1000] [--changes 30] [--spacing 0.2] [--backlog 10000] [--rounds 3]
+        [--profile DIR]
 
-`--streams 0` skips the fan-out phase. Each phase also prints the CPU
+`--streams 0` skips the fan-out phase, `--rounds 0` the backlog phase. `--profile DIR` samples the service
+with py-spy over the fan-out's changes (`DIR/fanout.txt`, collapsed stacks of
+the GIL holder, as `pipeline.py --profile` writes them); a profiled run's
+figures are not comparable with an unprofiled one's. Each phase also prints the CPU
 seconds the service process and the raw server used (from /proc): on a
 shared machine that, and the ratio to the raw peer in the same run, are the
 figures to compare; wall-clock rates move with everyone else's load.
@@ -52,7 +56,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
-from pipeline import NO_TENANT_LIMITS, _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
+from pipeline import NO_TENANT_LIMITS, Profiler, _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
 from tests.fixtures.factory import tenant_key_at  # noqa: E402 - pipeline put the repository root on sys.path
 from tests.fixtures.processes import Child, child_env  # noqa: E402
 
@@ -221,6 +225,8 @@ async def fanout_service(args, target, metadata, append_one, metrics_url, servic
         print(f"    {args.streams} streams open in {time.perf_counter() - started:.1f}s", flush=True)
         await asyncio.sleep(1.0)
         reads_before = _metric(metrics_url, *READ_METRICS)
+        profiler = Profiler(args.profile, service.pid)
+        profiler.start("fanout")
         cpu_before = service.cpu_seconds()
         latencies = []
         try:
@@ -232,7 +238,10 @@ async def fanout_service(args, target, metadata, append_one, metrics_url, servic
                 await asyncio.sleep(args.spacing)
             cpu = service.cpu_seconds() - cpu_before
         finally:
+            profiled = profiler.stop()
             await streams.close()
+        if profiled:
+            print(f"    {profiled}", flush=True)
         reads = _metric(metrics_url, *READ_METRICS) - reads_before
     return latencies, reads / args.changes, cpu
 
@@ -356,6 +365,8 @@ async def run(args, *, target: str, raw_target: str, database_url: str, metrics_
         if args.streams > 0:
             await fanout_phase(args, target, raw_target, metadata, append_one, metrics_url, service, raw)
 
+        if args.rounds == 0:
+            return
         print(f"[2] backlog: {args.backlog} changes, one stream from the earliest (load average {_load()})",
               flush=True)
         async def append_backlog(round_number: int) -> None:
@@ -409,12 +420,16 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="backlog drains, each next to a raw one (default 3; the median ratio is printed)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the service with py-spy during the fan-out's changes")
     parser.add_argument("--raw-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
         asyncio.run(raw_server(args.raw_server))
         return 0
 
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     from mailwatch_devstack.ports import free_port
     from mailwatch_devstack.postgres import TemporaryPostgres
     from mailwatch.secrets import generate_key
