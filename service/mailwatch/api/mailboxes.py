@@ -119,10 +119,14 @@ class MailboxServicer(mailbox_service_pb2_grpc.MailboxServiceServicer):
             # foreign mailbox id fails the call instead of a half-open stream.
             position = await self._streamer.open_position(tenant_id, query)
             # aclosing: a cancelled call finalizes the stream now, not at garbage collection.
+            # Written here (gRPC's reader/writer form) rather than yielded: an async
+            # generator would put one more step between the streamer and gRPC's
+            # write for every message of every stream (a commit fanned out to
+            # 1,000 streams pays each step 1,000 times).
             async with contextlib.aclosing(self._streamer.stream(tenant_id, query, start_position=position)) as items:
                 async for item in items:
                     for response in convert.stream_responses(item):
-                        yield response
+                        await context.write(response)
 
     def _stream_slot(self, tenant_id):
         return contextlib.nullcontext() if self._limits is None else self._limits.stream_slot(tenant_id)
