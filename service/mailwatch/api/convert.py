@@ -268,6 +268,7 @@ def heartbeat_response(server_time: datetime, sequence: int | None) -> mailbox_s
 # on its own (a backlog) is nobody else's: it is converted without the cache.
 _RESPONSES_MAX = 1_000
 _responses: dict[tuple, tuple[mailbox_service_pb2.StreamChangesResponse, ...]] = {}
+_RESPONSES_MEMO = "api.convert.stream_responses"
 
 
 def stream_responses(item: StreamItem) -> tuple[mailbox_service_pb2.StreamChangesResponse, ...]:
@@ -280,12 +281,16 @@ def stream_responses(item: StreamItem) -> tuple[mailbox_service_pb2.StreamChange
     if isinstance(item, EventBatch):
         if not item.shared:
             return events_responses(item.events)
+        responses = item.memo.get(_RESPONSES_MEMO)
+        if responses is not None:
+            return responses  # the same item on another stream: converted already
         key = tuple(event.id for event in item.events)
         responses = _responses.get(key)
         if responses is None:
             responses = _responses[key] = events_responses(item.events)
             if len(_responses) > _RESPONSES_MAX:
                 del _responses[next(iter(_responses))]
+        item.memo[_RESPONSES_MEMO] = responses
         return responses
     if isinstance(item, Heartbeat):
         return (heartbeat_response(item.server_time, item.position),)

@@ -35,7 +35,7 @@ Reading has two modes, one method each; `stream` alternates between them:
   next item, so a slow consumer holds at most one batch in this generator;
   under grpc.aio the handler's `await context.write()` holds the generator
   until the transport accepts the previous message.
-- **Shared** (`_follow`) once a read finds it caught up: the stream joins its tenant's
+- **Shared** (the loop in `stream`) once a read finds it caught up: the stream joins its tenant's
   `TenantFeed` (`streams.feed`), which reads each new stretch of the log once
   for every caught-up stream of the tenant in this process; the stream
   filters the shared batches itself. A stream whose consumer lets more than
@@ -62,9 +62,11 @@ Where the time goes (figures in docs/performance.md):
   beside this process's CPU per batch, and prefetching would double what a
   slow consumer holds in memory.
 - Fan-out (one commit, 1,000 caught-up streams of a tenant): one shared read,
-  then per stream a wake-up (`Subscription.wait`, a bare future), the batch
-  taken as is when the stream has no filter, one response shared by every
-  stream with the same filter, and gRPC's write, which is now most of it.
+  then per stream a wake-up (`Subscription.wait_until`, a bare future; its
+  heartbeat timer is not re-armed per change), the feed batch's one item
+  taken as is when the stream has no filter (its response converted once for
+  all), one generator step to the servicer, which writes it (`context.write`),
+  and gRPC's write, which is most of it.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ from mailwatch.domain.errors import CursorExpired, InvalidCursor
 from mailwatch.domain.models import ChangeEvent
 from mailwatch.store import changes as change_log
 from mailwatch.store.db import Sessions
-from mailwatch.streams.feed import Subscription, TenantFeed
+from mailwatch.streams.feed import FeedBatch, Subscription, TenantFeed
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.streams.query import StartKind, StreamQuery
 
@@ -106,6 +108,9 @@ class EventBatch:
     # From the tenant's shared reader: other streams of the tenant send the same
     # events now (worth converting once for all); False for a stream's own read.
     shared: bool = False
+    # The consumer's own use: streams that take a feed batch whole send this one
+    # object, so a conversion kept here (`api.convert.stream_responses`) is made once.
+    memo: dict = dataclasses.field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -247,27 +252,79 @@ class ChangeStreamer:
         nothing more, it joins its tenant's feed and takes batches from its
         queue; dropped from the feed (too slow), it reads on its own again.
         """
-        stats = stats if stats is not None else StreamStats()
+        tracked = stats if stats is not None else StreamStats()
         position = start_position if start_position is not None else await self.open_position(tenant_id, query)
-        stats.start_position = stats.position = position
-        progress = _Progress(position, asyncio.get_running_loop().time())
+        tracked.start_position = tracked.position = position
+        loop = asyncio.get_running_loop()
+        progress = _Progress(position, loop.time())
         STREAMS_OPEN.inc()
         try:
             # The opening heartbeat hands the consumer its start position at once:
             # a START_NOW consumer cut off before any event still resumes without a gap.
-            yield self._heartbeat(position, stats)
+            yield self._heartbeat(position, tracked)
             progress.sent()
             while True:
-                async with contextlib.aclosing(self._read_alone(tenant_id, query, progress, stats)) as items:
+                async with contextlib.aclosing(self._read_alone(tenant_id, query, progress, tracked)) as items:
                     async for item in items:
                         yield item
-                subscription = self._join(tenant_id, progress.position, stats)
+                subscription = self._join(tenant_id, progress.position, tracked)
                 if subscription is None:
                     continue
+                # Following the feed. Inline, not a generator of its own: this loop runs
+                # once per change for every caught-up stream of the tenant, so it keeps
+                # to one generator step per item, no clock read but the feed's (a sent
+                # batch counts as sent when the feed handed it out), no timer per
+                # change (`Subscription.wait_until`), and the stats only when the
+                # caller asked for them.
                 try:
-                    async with contextlib.aclosing(self._follow(subscription, query, progress, stats)) as items:
-                        async for item in items:
+                    heartbeat_seconds = query.heartbeat_seconds
+                    size = query.max_batch_size
+                    matches = _matcher(query)
+                    while True:
+                        shared = subscription.take()
+                        if shared is None:
+                            if subscription.detached:
+                                break  # its queue is drained: read on from its end
+                            heartbeat_due = progress.last_sent + heartbeat_seconds
+                            if subscription.timed_out and loop.time() >= heartbeat_due:
+                                yield self._heartbeat(progress.position, tracked)
+                                progress.sent()
+                                continue
+                            await subscription.wait_until(heartbeat_due)
+                            continue
+                        if stats is not None:
+                            stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
+                        position = progress.position
+                        if shared.end <= position:
+                            continue  # joined behind the feed: already seen
+                        if shared.start > position:
+                            # Never expected (the queue is contiguous from where the stream
+                            # joined); reading on its own from its position is always correct.
+                            log.warning("stream queue out of step (%d > %d); reading on its own",
+                                        shared.start, position)
+                            break
+                        if matches is None and shared.start == position and 0 < len(shared.events) <= size:
+                            # The usual case: the whole batch, as one item every such stream shares.
+                            item = shared.item
+                            if item is None:
+                                item = shared.item = EventBatch(shared.events, shared.end, shared=True)
+                            progress.position = shared.end
+                            STREAM_EVENTS.inc(len(item.events))
+                            if stats is not None:
+                                stats.position = shared.end
+                                stats.batches += 1
+                                stats.record_shared(len(item.events))
                             yield item
+                            progress.sent_at(shared.published)
+                            if stats is not None:
+                                stats.events_yielded += len(item.events)
+                            continue
+                        for batch in self._cut(shared, position, matches, size, stats):
+                            progress.position = tracked.position = batch.position
+                            yield batch
+                            progress.sent_at(shared.published)
+                            tracked.events_yielded += len(batch.events)
+                        progress.position = tracked.position = shared.end
                 finally:
                     subscription.close()
         finally:
@@ -292,49 +349,19 @@ class ChangeStreamer:
                 yield self._heartbeat(progress.position, stats)
                 progress.sent()
 
-    async def _follow(
-        self, subscription: Subscription, query: StreamQuery, progress: _Progress, stats: StreamStats
-    ) -> AsyncIterator[StreamItem]:
-        """Caught up: the feed's batches from the subscription's queue (filtered, cut to the
-        stream's batch size), heartbeats while idle; returns when the stream must read alone again."""
-        heartbeat_seconds = query.heartbeat_seconds
-        matches = _matcher(query)
-        while True:
-            shared = subscription.take()
-            if shared is None:
-                if subscription.detached:
-                    return  # its queue is drained: read on from its end
-                heartbeat_due = progress.last_sent + heartbeat_seconds
-                if progress.now() >= heartbeat_due:
-                    yield self._heartbeat(progress.position, stats)
-                    progress.sent()
-                    continue
-                await subscription.wait(heartbeat_due - progress.now())
-                continue
-            stats.max_queued = max(stats.max_queued, subscription.pending_events + len(shared.events))
-            position = progress.position
-            if shared.end <= position:
-                continue  # joined behind the feed: already seen
-            if shared.start > position:
-                # Never expected (the queue is contiguous from where the stream
-                # joined); reading on its own from its position is always correct.
-                log.warning("stream queue out of step (%d > %d); reading on its own", shared.start, position)
-                return
-            if matches is None and shared.start == position:
-                wanted = shared.events  # the usual case: every stream shares the feed's tuple as is
-            else:
-                wanted = [e for e in shared.events if e.sequence > position and (matches is None or matches(e))]
+    def _cut(self, shared: FeedBatch, position: int, matches: Callable[[ChangeEvent], bool] | None, size: int,
+             stats: StreamStats | None) -> list[EventBatch]:
+        """A stream's part of a feed batch: its events after `position` that pass its filter, in
+        items of at most `size` events (the last one reaching the batch's end); possibly none."""
+        wanted = [e for e in shared.events if e.sequence > position and (matches is None or matches(e))]
+        if stats is not None:
             stats.record_shared(len(wanted))
-            size = query.max_batch_size
-            for offset in range(0, len(wanted), size):
-                chunk = tuple(wanted[offset : offset + size])
-                last_chunk = offset + size >= len(wanted)
-                progress.position = stats.position = shared.end if last_chunk else chunk[-1].sequence
-                batch = self._batch(chunk, progress.position, stats, shared=True)
-                yield batch
-                stats.events_yielded += len(batch.events)
-                progress.sent()
-            progress.position = stats.position = shared.end
+        batches = []
+        for offset in range(0, len(wanted), size):
+            chunk = tuple(wanted[offset : offset + size])
+            last_chunk = offset + size >= len(wanted)
+            batches.append(self._batch(chunk, shared.end if last_chunk else chunk[-1].sequence, stats, shared=True))
+        return batches
 
     # --- the shared readers ----------------------------------------------------------
 
@@ -391,9 +418,10 @@ class ChangeStreamer:
 
     # --- items -------------------------------------------------------------------------
 
-    def _batch(self, events: tuple[ChangeEvent, ...], position: int, stats: StreamStats, *,
+    def _batch(self, events: tuple[ChangeEvent, ...], position: int, stats: StreamStats | None, *,
                shared: bool = False) -> EventBatch:
-        stats.batches += 1
+        if stats is not None:
+            stats.batches += 1
         STREAM_EVENTS.inc(len(events))
         return EventBatch(events, position, shared)
 
@@ -435,6 +463,11 @@ class _Progress:
 
     def sent(self) -> None:
         self.last_sent = self.now()
+
+    def sent_at(self, when: float) -> None:
+        """Something was sent, as of `when` (a shared batch: when the feed handed it out)."""
+        if when > self.last_sent:
+            self.last_sent = when
 
     def since_sent(self) -> float:
         return self.now() - self.last_sent

@@ -38,7 +38,7 @@ import contextvars
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -57,13 +57,20 @@ FEED_DETACHED = Counter(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class FeedBatch:
-    """Every event of the tenant's log in (start, end], ascending (possibly none)."""
+    """Every event of the tenant's log in (start, end], ascending (possibly none).
+
+    `item` is the stream item every stream that takes the whole batch as is
+    sends (made once, by the first of them: `streams.changes`), so the streams
+    of a tenant share one item and the API one conversion of it. Treat a
+    batch as read-only otherwise."""
 
     start: int
     end: int
     events: tuple[ChangeEvent, ...]
+    item: Any = None
+    published: float = 0.0  # the event loop's time when the feed handed it out (one clock read for all streams)
 
 
 class Subscription:
@@ -75,12 +82,18 @@ class Subscription:
         self.pending: collections.deque[FeedBatch] = collections.deque()
         self.pending_events = 0
         self.detached = False  # dropped from the feed: the queue ends, read on your own after it
-        # The stream's wake-up while it waits (`wait`): a bare future, woken by
+        # The stream's wake-up while it waits (`wait_until`): a bare future, woken by
         # `offer` and `mark_detached`. Every commit wakes every caught-up stream
         # of the tenant, so this is the per-stream cost of a change: with
         # asyncio.wait_for(Event.wait()) its helper task, waiter future and
         # callbacks cost more than the stream spends on the batch.
         self._waiter: asyncio.Future[None] | None = None
+        # The deadline's timer outlives a wait: a change moves the stream's next
+        # heartbeat later, and the timer armed for the earlier one is kept (it
+        # wakes the stream early once, which then waits again) instead of one
+        # timer armed and cancelled per stream per change.
+        self._timer: asyncio.TimerHandle | None = None
+        self.timed_out = False  # the last wait ended at its deadline's timer
         self._feed: TenantFeed | None = None
 
     @property
@@ -104,18 +117,30 @@ class Subscription:
         self.pending_events -= len(batch.events)
         return batch
 
-    async def wait(self, timeout: float) -> None:
-        """Return when the subscription is `ready`, or after `timeout` seconds."""
+    async def wait_until(self, deadline: float) -> None:
+        """Return when the subscription is `ready`, or at the event loop's time
+        `deadline` at the latest; possibly earlier with nothing ready (a timer
+        armed for an earlier deadline): `timed_out` then says so, and the
+        caller checks the time and waits again."""
+        self.timed_out = False
         if self.ready:
             return
         loop = asyncio.get_running_loop()
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._time_up)
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _release, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _time_up(self) -> None:
+        self._timer = None
+        self.timed_out = True
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None:
@@ -128,6 +153,9 @@ class Subscription:
 
     def close(self) -> None:
         """Leave the feed (the stream ended or goes back to reading on its own)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         feed, self._feed = self._feed, None
         if feed is not None:
             feed.unsubscribe(self)
@@ -236,7 +264,8 @@ class TenantFeed:
                     self._detach_all()
                     return
                 if scanned.through_sequence > self.position:
-                    self._publish(FeedBatch(self.position, scanned.through_sequence, tuple(scanned.events)))
+                    self._publish(FeedBatch(self.position, scanned.through_sequence, tuple(scanned.events),
+                                            published=asyncio.get_running_loop().time()))
                 if not scanned.caught_up or self.closed:
                     continue  # read on, or end (closed during the read)
                 self._waiting = True

@@ -174,26 +174,26 @@ async def test_a_waiting_subscription_wakes_for_a_batch_and_for_being_detached()
     subscription = Subscription(0, 100)
     feed.subscribe(subscription)
     await eventually(lambda: feed.reads == 1)
-    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    waiting = asyncio.ensure_future(subscription.wait_until(asyncio.get_running_loop().time() + 60.0))
     await eventually(lambda: subscription._waiter is not None)  # it waits
     log.append(2)
     await asyncio.wait_for(waiting, 10)  # woken by the batch, long before the timeout
     assert subscription.ready and [len(b.events) for b in drain(subscription)] == [2]
     assert not subscription.ready
-    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    waiting = asyncio.ensure_future(subscription.wait_until(asyncio.get_running_loop().time() + 60.0))
     await eventually(lambda: subscription._waiter is not None)
     await feed.aclose()
     await asyncio.wait_for(waiting, 10)  # woken by being detached
     assert subscription.detached and subscription.ready
 
 
-async def test_a_waiting_subscription_returns_after_its_timeout_and_cancels_cleanly():
+async def test_a_waiting_subscription_returns_at_its_deadline_and_cancels_cleanly():
     subscription = Subscription(0, 100)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await subscription.wait(0.05)
-    assert loop.time() - started >= 0.04 and not subscription.ready
-    waiting = asyncio.ensure_future(subscription.wait(60.0))
+    await subscription.wait_until(started + 0.05)
+    assert loop.time() - started >= 0.04 and not subscription.ready and subscription.timed_out
+    waiting = asyncio.ensure_future(subscription.wait_until(asyncio.get_running_loop().time() + 60.0))
     await eventually(lambda: subscription._waiter is not None)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -201,4 +201,29 @@ async def test_a_waiting_subscription_returns_after_its_timeout_and_cancels_clea
     # A batch offered after the waiter left is simply queued for the next take.
     assert subscription.offer(FeedBatch(0, 1, ()))
     assert subscription.ready
-    await asyncio.wait_for(subscription.wait(60.0), 10)  # ready: returns at once
+    await asyncio.wait_for(subscription.wait_until(asyncio.get_running_loop().time() + 60.0), 10)  # ready: returns at once
+
+
+async def test_a_later_deadline_keeps_the_armed_timer_which_wakes_the_stream_early_once():
+    """A change moves a stream's next heartbeat later: the timer armed for the earlier
+    deadline stays (no timer per change); it wakes the waiter at its own time, marked
+    timed out, and the next wait arms one for the later deadline."""
+    subscription = Subscription(0, 100)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.ensure_future(subscription.wait_until(started + 0.1))
+    await eventually(lambda: subscription._waiter is not None)
+    assert subscription.offer(FeedBatch(0, 1, ()))  # a change: woken at once, not timed out
+    await asyncio.wait_for(waiting, 10)
+    assert not subscription.timed_out and subscription.take() is not None
+    armed = subscription._timer
+    await subscription.wait_until(started + 60.0)  # later deadline: the earlier timer ends this wait
+    assert subscription._timer is None and armed is not None and armed.when() == started + 0.1
+    assert subscription.timed_out and loop.time() - started >= 0.09
+    waiting = asyncio.ensure_future(subscription.wait_until(started + 60.0))
+    await eventually(lambda: subscription._waiter is not None)
+    assert subscription._timer is not None and subscription._timer.when() == started + 60.0
+    subscription.close()  # leaving cancels the timer
+    assert subscription._timer is None
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
