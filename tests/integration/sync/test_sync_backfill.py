@@ -270,6 +270,8 @@ async def test_a_backfill_keeps_to_its_pace_of_gmail_units(make_service):
      ["backfill.label_ids[0]", "backfill.label_ids[1]", "backfill.label_ids[3]"]),
     (BackfillRequest(since=Timestamp(seconds=int(datetime.now(timezone.utc).timestamp()) + 3600)),
      ["backfill.since"]),
+    # Past the last moment a Timestamp can hold (9999-12-31T23:59:59Z): converting it would raise.
+    (BackfillRequest(since=Timestamp(seconds=253_402_300_800)), ["backfill.since"]),
 ])
 async def test_bad_backfill_requests_are_invalid_argument(service, backfill, fields):
     sim = service.sim

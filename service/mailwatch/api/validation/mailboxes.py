@@ -155,11 +155,15 @@ def backfill_request(request, problems: fields.Violations, *, now: datetime | No
     backfill = request.backfill
     since = None
     if backfill.HasField("since"):
+        now = now or datetime.now(timezone.utc)
         if not (_EARLIEST_SINCE_SECONDS <= backfill.since.seconds and 0 <= backfill.since.nanos < 1_000_000_000):
             problems.add("backfill.since", "must be a time after 1970-01-01T00:00:00Z")
         else:
-            since = backfill.since.ToDatetime(tzinfo=timezone.utc)
-            if since > (now or datetime.now(timezone.utc)):
+            # Seconds are compared before converting: a Timestamp past year 9999 makes ToDatetime raise.
+            if backfill.since.seconds <= now.timestamp():
+                since = backfill.since.ToDatetime(tzinfo=timezone.utc)
+            if since is None or since > now:
+                since = None
                 problems.add("backfill.since", "must not be in the future")
     if backfill.newest < 0:
         problems.add("backfill.newest", "must not be negative")
