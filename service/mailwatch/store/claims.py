@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, Uuid, any_, bindparam, cast, func, literal_column, or_, select, update
+from sqlalchemy import DateTime, Integer, Uuid, all_, any_, bindparam, cast, func, literal_column, or_, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import MailboxState
 from mailwatch.store.db import Sessions, transaction
-from mailwatch.store.models import mailboxes
+from mailwatch.store.models import mailboxes, tenants
 
 ERROR_TEXT_LIMIT = 500
 FAILURE_COLUMNS = ("last_error", "last_error_reason", "last_error_at", "next_attempt_at")
@@ -40,6 +40,38 @@ def claimed_ids(due):
     locked = due.subquery("due")
     # The cast makes ANY take one array value rather than the rows of a subquery.
     return any_(cast(select(func.array_agg(locked.c.id)).scalar_subquery(), ARRAY(Uuid)))
+
+
+def due_in_tenant_turns(is_due, due_at: str, *, limit, skip_tenants):
+    """The ids of up to `limit` mailboxes `is_due(rows)` accepts, locked for the claim
+    (`FOR UPDATE SKIP LOCKED`), tenants taking turns: each tenant's earliest due
+    (by the column `due_at`) first, then each one's second, and so on (earliest
+    first within a turn), so one tenant's thousands of due mailboxes do not make
+    another's one wait behind them. Each tenant contributes at most `limit`
+    candidates (its own index on `due_at`); tenants in `skip_tenants` (a uuid[]
+    expression: those past their Gmail quota budget) none. `is_due` takes
+    `mailboxes` or an alias of it and is checked again under the row lock."""
+    candidates = mailboxes.alias("candidate")
+    per_tenant = (
+        select(candidates.c.id, candidates.c[due_at])
+        .where(candidates.c.tenant_id == tenants.c.id, *is_due(candidates))
+        .order_by(candidates.c[due_at])
+        .limit(limit)
+        .lateral("due")
+    )
+    turns = (
+        select(per_tenant.c.id, per_tenant.c[due_at],
+               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c[due_at]).label("turn"))
+        .select_from(tenants.join(per_tenant, true()))
+        .where(tenants.c.id != all_(skip_tenants))
+        .subquery("turns")
+    )
+    picked = select(turns.c.id).order_by(turns.c.turn, turns.c[due_at]).limit(limit)
+    return (
+        select(mailboxes.c.id)
+        .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
+        .with_for_update(skip_locked=True)
+    )
 
 
 def gmail_allows(now: datetime, rows=mailboxes):

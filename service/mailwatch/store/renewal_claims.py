@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import Uuid, all_, and_, bindparam, case, func, select, true, update
+from sqlalchemy import Uuid, and_, bindparam, case, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,12 +41,13 @@ from mailwatch.store import sealed_credentials
 from mailwatch.store.changes import append_events
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
-from mailwatch.store.models import mailboxes, tenants
+from mailwatch.store.models import mailboxes
 from mailwatch.store.watch_groups import GroupMember, freshest_expiration, group_members
 from mailwatch.store.claims import (
     ACTIVE,
     FAILURE_COLUMNS,
     claimed_ids,
+    due_in_tenant_turns,
     failure_values,
     gmail_allows,
     gmail_retry_values,
@@ -90,26 +91,9 @@ def due_renewals_query(*, now: datetime, limit: int, skip_tenants: Sequence[uuid
     def is_due(rows):
         return rows.c.state == ACTIVE, rows.c.next_renewal_at <= now, gmail_allows(now, rows)
 
-    candidates = mailboxes.alias("candidate")
-    per_tenant = (
-        select(candidates.c.id, candidates.c.next_renewal_at)
-        .where(candidates.c.tenant_id == tenants.c.id, *is_due(candidates))
-        .order_by(candidates.c.next_renewal_at)
-        .limit(limit)
-        .lateral("due")
-    )
-    turns = (
-        select(per_tenant.c.id, per_tenant.c.next_renewal_at,
-               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c.next_renewal_at).label("turn"))
-        .select_from(tenants.join(per_tenant, true()))
-        .where(tenants.c.id != all_(bindparam("skip_tenants", list(skip_tenants), type_=ARRAY(Uuid))))
-        .subquery("turns")
-    )
-    picked = select(turns.c.id).order_by(turns.c.turn, turns.c.next_renewal_at).limit(limit)
-    return (
-        select(mailboxes.c.id)
-        .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
-        .with_for_update(skip_locked=True)
+    return due_in_tenant_turns(
+        is_due, "next_renewal_at", limit=limit,
+        skip_tenants=bindparam("skip_tenants", list(skip_tenants), type_=ARRAY(Uuid)),
     )
 
 

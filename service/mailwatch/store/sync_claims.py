@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    BigInteger, DateTime, Integer, Text, Uuid, all_, and_, bindparam, case, cast, func, or_, select, true, update,
+    BigInteger, DateTime, Integer, Text, Uuid, and_, bindparam, case, cast, or_, select, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import psycopg
@@ -32,9 +32,11 @@ from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
 from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction
-from mailwatch.store.claims import FAILURE_COLUMNS, failure_values, gmail_retry_values, terminal_values
+from mailwatch.store.claims import (
+    FAILURE_COLUMNS, due_in_tenant_turns, failure_values, gmail_retry_values, terminal_values,
+)
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
-from mailwatch.store.models import mailboxes, tenants
+from mailwatch.store.models import mailboxes
 from mailwatch.store import sealed_credentials
 
 
@@ -127,27 +129,8 @@ def _claim_statement():
             or_(rows.c.gmail_retry_at.is_(None), rows.c.gmail_retry_at <= now),
         )
 
-    candidates = mailboxes.alias("candidate")
-    per_tenant = (
-        select(candidates.c.id, candidates.c.sync_due_at)
-        .where(candidates.c.tenant_id == tenants.c.id, *is_due(candidates))
-        .order_by(candidates.c.sync_due_at)
-        .limit(limit)
-        .lateral("due")
-    )
-    turns = (
-        select(per_tenant.c.id, per_tenant.c.sync_due_at,
-               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c.sync_due_at).label("turn"))
-        .select_from(tenants.join(per_tenant, true()))
-        .where(tenants.c.id != all_(cast(bindparam("p_skip_tenants"), ARRAY(Uuid))))
-        .subquery("turns")
-    )
-    picked = select(turns.c.id).order_by(turns.c.turn, turns.c.sync_due_at).limit(limit)
-    due = (
-        select(mailboxes.c.id)
-        .where(mailboxes.c.id.in_(picked), *is_due(mailboxes))  # checked again under the row lock
-        .with_for_update(skip_locked=True)
-    )
+    due = due_in_tenant_turns(is_due, "sync_due_at", limit=limit,
+                              skip_tenants=cast(bindparam("p_skip_tenants"), ARRAY(Uuid)))
     return sealed_credentials.with_sealed(
         update(mailboxes)
         .where(mailboxes.c.id.in_(due.scalar_subquery()))
