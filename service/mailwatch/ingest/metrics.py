@@ -49,7 +49,7 @@ PULL_FAILURES = Counter(
 PUSH_REJECTED = Counter(
     "mailwatch_ingest_push_rejected_total",
     "Push requests refused before processing, by reason.",
-    ["reason"],  # "missing_token" | "invalid_token" | "wrong_audience" | "wrong_issuer" | "wrong_email" | "email_not_verified" | "certs_unavailable"
+    ["reason"],  # "missing_token" | "invalid_token" | "wrong_audience" | "wrong_issuer" | "wrong_email" | "email_not_verified" | "certs_unavailable" | "connection_lost"
 )
 BATCH_SECONDS = Histogram(
     "mailwatch_ingest_batch_write_seconds",

@@ -257,7 +257,14 @@ def create_push_app(
                 log.warning("push request rejected", extra={"reason": exc.reason})
                 return _reject(exc.status, exc.reason)
 
-        received = await _read_message(request, accept_unwrapped)
+        try:
+            received = await _read_message(request, accept_unwrapped)
+        except ConnectionResetError:
+            # The sender went away mid-body (Pub/Sub gave up, or a push client shut down): no
+            # answer can reach it and nothing was acknowledged, so Pub/Sub delivers again.
+            metrics.PUSH_REJECTED.labels("connection_lost").inc()
+            log.info("push sender disconnected before its body arrived")
+            return web.Response(status=400, text="connection lost")
         stats.received += 1
         try:
             await record_batch(sessionmaker, [received], source=PUSH_SOURCE, source_label="push",

@@ -7,15 +7,18 @@ with `google.auth.crypt.RSASigner` + `google.auth.jwt.encode`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import datetime as dt
 import json
+import logging
 import time
 
 import pytest
 from tests.integration.ingest._ingest_support import notification
 from aiohttp import web
+from prometheus_client import REGISTRY
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +27,9 @@ from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
 from mailwatch_devstack.ports import free_port
+from tests.fixtures.waiting import eventually
+from mailwatch.config import HttpSettings
+from mailwatch.http import start_http
 from mailwatch.ingest import STATS_KEY, PushAuth, create_push_app
 from mailwatch.store import create_engine, session_factory
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
@@ -308,3 +314,33 @@ async def test_unwrapped_payloads_are_malformed_unless_configured(db, push_clien
     assert response.status == 204
     assert (await db.row(mailbox)).notified_history_id is None
     assert [r.reason for r in await db.malformed()] == ["bad_envelope"]
+
+
+async def test_a_sender_gone_mid_body_is_no_error_and_nothing_is_written(db, sessions, caplog):
+    """A push client that disconnects before its body arrives (Pub/Sub giving up, a shutting-down
+    pusher) is routine: no ERROR with a traceback, nothing stored, and Pub/Sub delivers again."""
+    tenant = await db.tenant()
+    mailbox = await db.mailbox(tenant, "a@example.com", history_id=100)
+    app = create_push_app(sessions, path="/push")
+    lost_before = _lost()
+    runner, port = await start_http(app, HttpSettings(listen="127.0.0.1:0"))  # the service's own runner
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps(push_body(gmail("a@example.com", 101))).encode()
+        writer.write(b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        writer.close()
+        await writer.wait_closed()
+        await eventually(lambda: _lost() > lost_before, what="the lost connection counted")
+    finally:
+        await runner.cleanup()
+    assert app[STATS_KEY].received == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (await db.row(mailbox)).notified_history_id is None
+    assert await db.malformed() == []
+
+
+def _lost() -> float:
+    return REGISTRY.get_sample_value("mailwatch_ingest_push_rejected_total", {"reason": "connection_lost"}) or 0.0
