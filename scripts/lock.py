@@ -9,8 +9,9 @@ Usage (from the repository root; needs Python 3.11 and the package index):
 then reinstall (README's test command) and, if grpcio-tools moved,
 `python scripts/gen_protos.py` (tests/unit/test_protos_current.py says so).
 
-The lock is made by uv's `uv pip compile --generate-hashes` (the version
-below, installed into a throwaway virtualenv): its output is an ordinary
+The lock is made by uv's `uv pip compile --generate-hashes` (the release
+pinned with its hashes in requirements/lock-tool.txt, installed into a
+throwaway virtualenv with `--require-hashes`): its output is an ordinary
 requirements file with a sha256 hash for every distribution of each pinned
 release, which plain pip installs with `--require-hashes`; so installing from
 the lock needs nothing but Python and pip. Both files are resolved for
@@ -39,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements"
-UV = "uv==0.13.8"
+LOCK_TOOL = REQUIREMENTS / "lock-tool.txt"  # uv, pinned by hash like everything else
 OURS = ("mailwatch", "mailwatch-client", "mailwatch-devstack")
 COMMAND = "python3 scripts/lock.py"
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mailwatch-lock-") as scratch:
         tools = Path(scratch) / "venv"
         venv.create(tools, with_pip=True)
-        subprocess.run([str(tools / "bin" / "python"), "-m", "pip", "install", "-q", UV], check=True)
+        subprocess.run([str(tools / "bin" / "python"), "-m", "pip", "install", "-q",
+                        "--require-hashes", "-r", str(LOCK_TOOL)], check=True)
         uv = tools / "bin" / "uv"
         compile_lock(uv, "dev.in", "dev.txt", upgrade)
         # The runtime lock follows the dev lock (never its own newer pick), so it

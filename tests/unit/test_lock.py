@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.fixtures.lock import DEV_LOCK, OURS, REFRESH, RUNTIME_LOCK, declared, locked_version, read_lock
+from tests.fixtures.lock import DEV_LOCK, OURS, REFRESH, ROOT, RUNTIME_LOCK, declared, locked_version, read_lock
 
 # Each lock's roots: our distributions, and whether their optional extras (test tools) count.
 LOCKS = {
@@ -111,3 +111,14 @@ def test_our_distributions_are_built_with_the_locked_setuptools(distribution_nam
         f"{distribution_name}'s [build-system] requires {build['requires']}: pin setuptools=={locked_version('setuptools')} "
         "(the version requirements/dev.txt locks) and nothing else"
     )
+
+
+def test_the_lock_tool_is_pinned_by_hash():
+    """scripts/lock.py installs uv from requirements/lock-tool.txt with --require-hashes:
+    the tool that makes the lock is pinned like what it locks (an exact release and a
+    hash per distribution), so refreshing on a fresh machine cannot run another uv."""
+    path = ROOT / "requirements" / "lock-tool.txt"
+    pins = read_lock(path)
+    assert list(pins) == ["uv"], f"{path.name} pins {list(pins)}: only uv"
+    hashes = [line for line in path.read_text().splitlines() if line.strip().startswith("--hash=sha256:")]
+    assert len(hashes) >= 10, "uv publishes a wheel per platform; compile the file with --universal --generate-hashes"
