@@ -33,12 +33,13 @@ never cached.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import json
 import threading
 import time
 import uuid
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cachetools
 
@@ -207,18 +208,19 @@ class SecretBox:
             raise CredentialUndecryptable("stored credential is malformed") from None
 
     def _decrypt(self, ciphertext: bytes) -> bytes:
-        try:
+        with _undecryptable():
             return self._fernet.decrypt(bytes(ciphertext))
-        except (InvalidToken, TypeError):
-            raise CredentialUndecryptable(
-                "stored credential cannot be decrypted with any configured key"
-            ) from None
 
     def rotate(self, ciphertext: bytes) -> bytes:
         """Re-encrypt under the first (current) key, keeping the original timestamp."""
-        try:
+        with _undecryptable():
             return self._fernet.rotate(bytes(ciphertext))
-        except (InvalidToken, TypeError):
-            raise CredentialUndecryptable(
-                "stored credential cannot be decrypted with any configured key"
-            ) from None
+
+
+@contextlib.contextmanager
+def _undecryptable() -> Iterator[None]:
+    """Fernet's refusal as ours, without its message or cause (they may describe the key)."""
+    try:
+        yield
+    except (InvalidToken, TypeError):
+        raise CredentialUndecryptable("stored credential cannot be decrypted with any configured key") from None
