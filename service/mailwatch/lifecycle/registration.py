@@ -70,6 +70,15 @@ class _Options:
 
 
 @dataclass(frozen=True, eq=False)
+class _Retune:
+    """An ACTIVE registration asked again with the same filter, topic and credential but
+    other options: updated in place, with no Gmail call (its watch already reports what
+    it wants) and no new start (its cursor stays, so nothing between is skipped)."""
+
+    plan: _Plan
+
+
+@dataclass(frozen=True, eq=False)
 class _Watched:
     plan: _Plan
     gmail_address: str
@@ -125,8 +134,10 @@ class Registrations:
         they are. Three steps, each done once for the whole batch:
 
         1. one read: the tenant's settings, the addresses' existing rows (an
-           unchanged ACTIVE registration returns as it is, with no Gmail call)
-           and the registrations that share each address's watch;
+           unchanged ACTIVE registration returns as it is, with no Gmail call;
+           one asking only for other options has them set in place, in one
+           transaction for the batch) and the registrations that share each
+           address's watch;
         2. Gmail: getProfile and users.watch per address, `concurrency`
            addresses at a time (users.watch costs 100 of the project's
            1,200,000 quota units per minute, and the pool's threads are shared
@@ -162,6 +173,7 @@ class Registrations:
                                            [registrations[index] for index in todo])
         except Exception as exc:  # noqa: BLE001 - e.g. the database is unreachable: every address says so
             planned = [exc] * len(todo)
+        planned = await self._retune(tenant_id, options, planned)
         slots = asyncio.Semaphore(concurrency)
 
         async def watched(plan: _Plan | Mailbox | Exception) -> _Watched | Mailbox | Exception:
@@ -189,8 +201,9 @@ class Registrations:
     async def _plan(
         self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options,
         registrations: Sequence[tuple[str, Credential | TenantDefaultCredential]],
-    ) -> list[_Plan | Mailbox | Exception]:
-        """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), or why not."""
+    ) -> list[_Plan | _Retune | Mailbox | Exception]:
+        """Per address: what to watch (a _Plan), the unchanged mailbox (nothing to do), its
+        options to set (a _Retune), or why not."""
         sealed, existing = await registrations_store.registration_reads(
             self.sessions, tenant_id, [address for address, _ in registrations])
         settings = None if sealed is None else replace(
@@ -207,10 +220,10 @@ class Registrations:
                 continue
             plans.append(_Plan(email_address, credential, topic,
                                existing.get(addresses.normalize(email_address))))
-        # Same registration again (same filter, options, topic and credential): nothing to do.
+        # Same registration again (same filter, topic and credential): no Gmail call; only
+        # its options to set when they differ.
         same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
                 and plan.existing.state is MailboxState.ACTIVE and plan.existing.label_filter == label_filter
-                and options.same_as(plan.existing)
                 and (plan.existing.watch_topic or self.topic) == plan.topic]
         # Registrations of an address in one Google project (any tenant) share one
         # Gmail watch: it must report what any of them wants. Read for every planned
@@ -226,7 +239,32 @@ class Registrations:
             plan.sharing = members
         unchanged = {id(plan) for plan in same
                      if plan.existing.id in stored and self._stored_credential(stored[plan.existing.id]) == plan.credential}
-        return [plan.existing if id(plan) in unchanged else plan for plan in plans]
+        return [plan if id(plan) not in unchanged else plan.existing if options.same_as(plan.existing) else _Retune(plan)
+                for plan in plans]
+
+    async def _retune(self, tenant_id: uuid.UUID, options: _Options,
+                      planned: list[_Plan | _Retune | Mailbox | Exception]) -> list[_Plan | Mailbox | Exception]:
+        """Each _Retune's mailbox with its new options, set in one transaction; one no longer
+        ACTIVE by then goes back to being watched (its _Plan)."""
+        retunes = [item.plan.existing.id for item in planned if isinstance(item, _Retune)]
+        if not retunes:
+            return planned
+        try:
+            async with self.database_slots:
+                updated: dict | Exception = await registrations_store.set_options(
+                    self.sessions, tenant_id, retunes,
+                    metadata_headers=options.metadata_headers, include_drafts=options.include_drafts)
+        except Exception as exc:  # noqa: BLE001 - answered for each of these addresses
+            updated = exc
+
+        def settled(item: _Plan | _Retune | Mailbox | Exception) -> _Plan | Mailbox | Exception:
+            if not isinstance(item, _Retune):
+                return item
+            if isinstance(updated, Exception):
+                return updated
+            return updated.get(item.plan.existing.id, item.plan)
+
+        return [settled(item) for item in planned]
 
     async def _watch(self, tenant_id: uuid.UUID, label_filter: LabelFilter, plan: _Plan) -> _Watched:
         gmail_address, history_id = await self._gmail_address(tenant_id, plan.email_address, plan.credential)

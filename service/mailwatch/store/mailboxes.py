@@ -259,6 +259,28 @@ def _upsert_values(tenant_id: uuid.UUID, row: MailboxUpsert) -> dict:
     )
 
 
+async def set_options(
+    session: AsyncSession, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID], *,
+    metadata_headers: tuple[str, ...] | None, include_drafts: bool,
+) -> dict[uuid.UUID, Mailbox]:
+    """Set what the tenant's ACTIVE mailboxes `mailbox_ids` deliver beyond their filter
+    (metadata headers, draft versions) in place: their watch, cursor and credential stay.
+    Mailboxes no longer ACTIVE are left out of the answer (the caller watches them again)."""
+    if not mailbox_ids:
+        return {}
+    rows = (
+        await session.execute(
+            update(mailboxes)
+            .where((mailboxes.c.tenant_id == tenant_id) & mailboxes.c.id.in_(list(mailbox_ids))
+                   & (mailboxes.c.state == MailboxState.ACTIVE.value))
+            .values(metadata_headers=None if metadata_headers is None else list(metadata_headers),
+                    include_drafts=include_drafts)
+            .returning(*COLUMNS)
+        )
+    ).all()
+    return {row.id: to_mailbox(row) for row in rows}
+
+
 async def mark_stopped(
     session: AsyncSession, tenant_id: uuid.UUID, mailbox_id: uuid.UUID
 ) -> tuple[Mailbox, bool]:

@@ -6,6 +6,7 @@ each verb opens its own session; the Gmail calls happen between them.
   registrations sharing each address's watch;
 - `save_registrations`: the rows in one upsert, their backfill and their events
   in one insert, one transaction (a stream never sees a row without its event);
+- `set_options`: what an unchanged registration delivers beyond its filter, in place;
 - `mailbox_to_stop` / `stop_mailbox`: what stopping needs to tell Gmail, then
   the state change and MAILBOX_STOPPED, one transaction;
 - `mailbox_with_credentials`: a mailbox and its stored credential (GetMessage);
@@ -68,6 +69,16 @@ async def save_registrations(
         if replacing:
             await sealed_credentials.sweep(session, tenant_id=tenant_id)
     return upserted
+
+
+async def set_options(
+    sessions: Sessions, tenant_id: uuid.UUID, mailbox_ids: Sequence[uuid.UUID], *,
+    metadata_headers: tuple[str, ...] | None, include_drafts: bool,
+) -> dict[uuid.UUID, Mailbox]:
+    """`mailboxes.set_options` in its own transaction."""
+    async with transaction(sessions) as session:
+        return await mailboxes.set_options(session, tenant_id, mailbox_ids,
+                                           metadata_headers=metadata_headers, include_drafts=include_drafts)
 
 
 async def mailbox_with_credentials(

@@ -82,6 +82,8 @@ async def test_include_drafts_is_stored_and_changed_by_registering_again(service
     batch.service_account.subject = ""
     [result] = (await service.mailboxes.BatchRegisterMailboxes(batch, metadata=auth)).results
     assert (result.status.code, result.mailbox.id, result.mailbox.include_drafts) == (0, first.id, True)
+    # Options are set in place: the one watch of the first registration still reports everything.
+    assert service.sim.counters()["calls"]["drafter@example.com"]["users.watch"] == 1
 
 
 async def test_address_case_does_not_create_a_second_mailbox(service):

@@ -238,3 +238,24 @@ async def test_upsert_many_refuses_an_address_twice(sessions):
     async with sessions() as session, session.begin():
         with pytest.raises(ValueError):
             await mailboxes.upsert_mailboxes(session, tenant.id, [row, row])
+
+
+async def test_set_options_changes_only_the_tenants_active_mailboxes_and_keeps_their_position(sessions):
+    a = await Rows(sessions).tenant("a")
+    b = await Rows(sessions).tenant("b")
+    active, _ = await _register(sessions, a.id, "active@example.com")
+    stopped, _ = await _register(sessions, a.id, "stopped@example.com")
+    other_tenants, _ = await _register(sessions, b.id, "active@example.com")
+    async with sessions() as session, session.begin():
+        await mailboxes.mark_stopped(session, a.id, stopped.id)
+        updated = await mailboxes.set_options(session, a.id, [active.id, stopped.id, other_tenants.id],
+                                              metadata_headers=("Subject",), include_drafts=True)
+    # A mailbox no longer ACTIVE is left for the caller to watch again; another tenant's is not touched.
+    assert list(updated) == [active.id]
+    changed = updated[active.id]
+    assert (changed.metadata_headers, changed.include_drafts) == (("Subject",), True)
+    assert (changed.history_id, changed.watch_expiration, changed.state) == (
+        active.history_id, active.watch_expiration, MailboxState.ACTIVE)
+    async with sessions() as session:
+        untouched = await mailboxes.get_mailbox(session, b.id, other_tenants.id)
+    assert (untouched.metadata_headers, untouched.include_drafts) == (None, False)

@@ -74,6 +74,32 @@ async def test_opted_in_mailbox_gets_metadata_in_batches_and_others_none(make_se
         assert counters["quotaUnits"]["meta@example.com"] == 2 + 60 * 5
 
 
+async def test_turning_metadata_on_by_registering_again_keeps_the_watch_and_the_position(make_service):
+    """Only the options change: no second users.watch (100 units) and no new start, so a
+    message that arrived before the re-registration and was not synced yet still comes, now
+    with the metadata asked for."""
+    async with make_service(sync_enabled=False, poll_enabled=False) as service:
+        sim = service.sim
+        _, auth = await service.new_tenant()
+        request = sa_request(sim, "later@example.com")
+        first = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+        sim.advance_clock(2)
+        message = sim.insert_message("later@example.com", label_ids=["INBOX"], subject="Before the change")
+
+        request.metadata.CopyFrom(resources_pb2.MetadataOptions(enabled=True, headers=["Subject"]))
+        again = await service.mailboxes.RegisterMailbox(request, metadata=auth)
+        assert (again.id, again.metadata.enabled, list(again.metadata.headers)) == (first.id, True, ["Subject"])
+        assert again.history_id == first.history_id < sim.history_id("later@example.com")
+        assert sim.counters()["calls"]["later@example.com"]["users.watch"] == 1
+
+        await claims_one(service.app.sync_worker)
+        events = await collect(service, auth, lambda ev: any(e.type == ADDED for e in ev))
+        [added] = [e for e in events if e.type == ADDED]
+        assert added.message_id == message["id"] and headers_of(added) == {"Subject": "Before the change"}
+        started = [e for e in events if e.type == resources_pb2.EVENT_TYPE_WATCH_STARTED]
+        assert len(started) == 1
+
+
 async def test_a_message_deleted_before_the_fetch_still_has_its_event_marked_missing(make_service):
     async with make_service(sync_enabled=False, poll_enabled=False) as service:
         sim = service.sim
