@@ -28,6 +28,7 @@ from mailwatch.store import gmail_budgets
 from mailwatch.store import google_settings as settings_store
 from mailwatch.store import tenant_limits as limits_store
 from mailwatch.store.db import Engine, Sessions, create_engine, ensure_migrated, session_factory
+from mailwatch.store.usage_counts import SharedCounts
 from mailwatch.streams.changes import ChangeStreamer
 from mailwatch.streams.notifier import ChangeNotifier
 from mailwatch.usage_limits import UsageLimits
@@ -87,7 +88,9 @@ class App:
         gmail = GmailClient(settings.gmail, max_workers=max(8, settings.sync.concurrency * 2), budgets=budgets)
         notifier = ChangeNotifier(settings.database_url)
         # Each tenant's limits on our own resources: its own (tenant_limits) or the deployment's.
-        usage_limits = UsageLimits(settings.limits, lambda tenant_id: limits_store.own_limits(sessions, tenant_id))
+        # Counted in Postgres, so they hold for the deployment, not per replica.
+        usage_limits = UsageLimits(settings.limits, lambda tenant_id: limits_store.own_limits(sessions, tenant_id),
+                                   counts=SharedCounts(sessions))
         sync_worker = SyncWorker(settings=settings.sync, sessions=sessions, gmail=gmail, secret_box=secret_box,
                                  clock=clock)
         backfill_worker = BackfillWorker(settings=settings.sync, sessions=sessions, gmail=gmail,
@@ -170,6 +173,7 @@ class App:
         await asyncio.gather(*tasks, *background, return_exceptions=True)
 
     async def close(self) -> None:
+        await self.usage_limits.close()  # its streams are gone: their leases are not renewed any more
         await self.streamer.aclose()  # shared stream readers hold connections until they stop
         await self.notifier.stop()
         self.gmail.close()

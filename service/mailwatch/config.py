@@ -249,30 +249,41 @@ class StreamSettings(_Section):
 
 @dataclass(frozen=True)
 class LimitSettings(_Section):
-    """Per-tenant limits on this service's own resources (usage_limits.py); each replica counts its own."""
+    """Per-tenant limits on this service's own resources (usage_limits.py), all replicas together."""
 
     prefix: ClassVar[str] = "limits"
     streams_per_tenant: int = setting(
         100,
-        "`StreamChanges` streams one tenant may hold open at once on each replica (0: no limit); one more is "
-        "refused with RESOURCE_EXHAUSTED, reason TENANT_STREAM_LIMIT. A tenant's own limit (AdminService."
-        "SetTenantLimits) wins. Each replica counts its own streams: with N replicas "
-        "behind a balancer a tenant may hold up to N times this.",
+        "`StreamChanges` streams one tenant may hold open at once, all replicas together (0: no limit); one more "
+        "is refused with RESOURCE_EXHAUSTED, reason TENANT_STREAM_LIMIT. A tenant's own limit (AdminService."
+        "SetTenantLimits) wins. Each open stream holds a lease in Postgres; a replica killed without closing its "
+        "streams stops counting them after MAILWATCH_LIMITS_STREAM_LEASE_SECONDS.",
     )
     rpcs_per_second_per_key: int = setting(
         200,
-        "Calls one API key may make a second on each replica, in bursts of up to as many at once (a token bucket; "
-        "0: no limit); more are refused with RESOURCE_EXHAUSTED, reason RPC_RATE_LIMITED, and a RetryInfo saying "
-        "when the key may call again. Opening a stream is one call. A tenant's own limit applies to each of its keys.",
+        "Calls one API key may make a second, all replicas together, in bursts of up to as many at once (a token "
+        "bucket in Postgres; 0: no limit); more are refused with RESOURCE_EXHAUSTED, reason RPC_RATE_LIMITED, and a "
+        "RetryInfo saying when the key may call again. Opening a stream is one call. A tenant's own limit applies to "
+        "each of its keys. Replicas take a key's calls from its bucket a tenth of a second's worth at a time, so "
+        "with R replicas a key may go past this by up to R x (rate/10 rounded up, less 1) calls "
+        "(docs/operations.md).",
     )
     registrations_per_minute_per_tenant: int = setting(
         6000,
-        "Mailboxes one tenant may register a minute on each replica, in bursts of up to as many at once (a token "
-        "bucket; 0: no limit), each address of a `BatchRegisterMailboxes` counting as one; a call that would go "
-        "past it is refused whole with RESOURCE_EXHAUSTED, reason REGISTRATION_RATE_LIMITED, and a RetryInfo (a "
+        "Mailboxes one tenant may register a minute, all replicas together, in bursts of up to as many at once (a "
+        "token bucket in Postgres; 0: no limit), each address of a `BatchRegisterMailboxes` counting as one; a "
+        "call that would go past it is refused whole with RESOURCE_EXHAUSTED, reason REGISTRATION_RATE_LIMITED, and a RetryInfo (a "
         "batch larger than the limit: FAILED_PRECONDITION, REGISTRATION_BATCH_OVER_LIMIT). A tenant's own limit "
         "wins. A registration costs 101 Gmail quota units, so 6,000 a minute is about half of a Google project's "
         "1,200,000.",
+    )
+
+    stream_lease_seconds: float = setting(
+        30.0,
+        "How long an open stream's lease in Postgres lasts; its replica renews its streams' leases every third of "
+        "this. The streams of a replica that died without closing them (SIGKILL, a lost node) stop counting against "
+        "their tenant's stream limit this long after its last renewal at the latest.",
+        positive=True,
     )
 
     def validate(self) -> None:

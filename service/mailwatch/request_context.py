@@ -28,6 +28,9 @@ _tenant_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar("m
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("mailwatch_request_id", default=None)
 # A SHA-256 of the API key the call came with (never the key): what per-key limits count by.
 _api_key: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("mailwatch_api_key", default=None)
+# Whether the failure of the current call was logged where it happened (a limit's refusal,
+# logged once per interval with its count): the access log then writes no line of its own.
+_failure_logged: contextvars.ContextVar[bool] = contextvars.ContextVar("mailwatch_failure_logged", default=False)
 
 
 def start_request(client_request_id: str | bytes | None) -> str:
@@ -38,6 +41,7 @@ def start_request(client_request_id: str | bytes | None) -> str:
     _request_id.set(request_id)
     _tenant_id.set(None)
     _api_key.set(None)
+    _failure_logged.set(False)
     return request_id
 
 
@@ -49,6 +53,15 @@ def set_tenant_id(tenant_id: uuid.UUID, *, api_key_digest: bytes | None = None) 
 def current_api_key_digest() -> bytes | None:
     """The SHA-256 of the current call's API key; None outside an API-key-authenticated call."""
     return _api_key.get()
+
+
+def mark_failure_logged() -> None:
+    """The current call's failure is logged (or deliberately counted instead): no access log line for it."""
+    _failure_logged.set(True)
+
+
+def failure_logged() -> bool:
+    return _failure_logged.get()
 
 
 def current_tenant_id() -> uuid.UUID:

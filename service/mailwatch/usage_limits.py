@@ -16,27 +16,49 @@ a tenant's own value (`tenant_limits`, AdminService.SetTenantLimits) replaces;
 Past a limit the call is refused with a `LimitExceeded` whose `retry_after`
 is when trying again can pass (the API answers RESOURCE_EXHAUSTED with
 RetryInfo and the reason), counted in `mailwatch_limit_refusals_total` by
-reason and tenant (tenants are few: Gmail quota is labelled by tenant too).
+reason and tenant (tenants are few: Gmail quota is labelled by tenant too),
+and logged at most once a minute per tenant and reason, with the count
+(throttled_log.py): a client looping on a refusal cannot flood the log.
 
-Each replica counts on its own, in memory: with N replicas behind a balancer
-that spreads calls evenly, a tenant gets about N times each limit in all
-(docs/operations.md says how to size them). A tenant's own limits are read
+The limits hold for the deployment, all replicas together (`Counts`, kept in
+Postgres by store/usage_buckets.py and store/stream_leases.py):
+
+- a stream holds a lease row while open, which this replica pushes on every
+  third of `stream_lease_seconds` for all its streams in one statement; a
+  replica that dies without closing its streams stops counting against the
+  tenant within `stream_lease_seconds`;
+- registrations take from the tenant's one bucket, a statement per call;
+- calls must not cost a statement each: a replica takes a key's tokens from
+  the key's one bucket in grants of a tenth of a second's worth
+  (`grant_size`, at least one) and spends them locally, so a busy key costs
+  each replica at most about ten statements a second. A refusal is
+  remembered until its RetryInfo is due, so refused calls cost none.
+  Over any T seconds a key makes at most rate × (1 + T) calls (the bucket)
+  plus what each replica held unspent at the start: at most
+  R × (grant_size − 1) more with R replicas (0 at 10 calls a second or fewer).
+
+Without a database (`LocalCounts`: unit tests, a process with no Postgres)
+each process counts on its own, in memory. A tenant's own limits are read
 from Postgres at most once a minute per replica, and again at once on the
 replica whose admin API changed them (`forget`).
 
-A hand-written bucket rather than a library: `limits`' in-memory storage
-runs an expiry pass over every key through a worker thread after each hit,
-and aiolimiter waits for capacity instead of refusing and does not say when
-capacity returns, which RetryInfo needs.
+Hand-written buckets rather than a library: `limits`' in-memory storage runs
+an expiry pass over every key through a worker thread after each hit, and
+aiolimiter waits for capacity instead of refusing and does not say when
+capacity returns, which RetryInfo needs; neither shares a bucket through
+Postgres.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import math
 import time
 import uuid
-from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import cachetools
 from prometheus_client import Counter, Gauge
@@ -51,6 +73,10 @@ from mailwatch.domain.errors import (
 )
 from mailwatch.domain.models import TenantLimits
 from mailwatch.gmail.quota import tenant_label
+from mailwatch.request_context import mark_failure_logged
+from mailwatch.throttled_log import ThrottledLog
+
+log = logging.getLogger(__name__)
 
 REFUSALS = Counter(
     "mailwatch_limit_refusals_total",
@@ -62,10 +88,41 @@ TENANT_STREAMS = Gauge("mailwatch_tenant_streams_open", "Change streams a tenant
 STREAM_RETRY_SECONDS = 5.0
 #: A tenant's own limits are re-read after this long (or at once after `forget`).
 OVERRIDE_TTL_SECONDS = 60.0
-#: API keys whose buckets are kept; the least recently used beyond it start full again.
+#: API keys whose grants are kept; the least recently used beyond it start with none again.
 MAX_KEY_BUCKETS = 100_000
+#: A replica's grant from an API key's shared bucket: this many seconds of the key's rate.
+GRANT_SECONDS = 0.1
+REGISTRATIONS_BUCKET = "registrations"
 
 OwnLimits = Callable[[uuid.UUID], Awaitable[TenantLimits]]
+
+
+def grant_size(rate: int) -> int:
+    """The calls a replica takes from an API key's shared bucket at once: a tenth of a second's worth, at least one."""
+    return max(1, math.ceil(rate * GRANT_SECONDS))
+
+
+def rpc_bucket(key: bytes) -> str:
+    """The name of an API key's bucket (by its digest)."""
+    return "rpc:" + key.hex()
+
+
+class Counts(Protocol):
+    """Where the limits are counted: Postgres for a deployment (store/usage_buckets.py,
+    store/stream_leases.py), or `LocalCounts`."""
+
+    async def take(self, tenant_id: uuid.UUID, bucket: str, amount: int, per_second: float, capacity: float, *,
+                   minimum: int | None = None) -> tuple[int, float]:
+        """Take `amount` (or, with fewer there, as many whole tokens as there are if at least
+        `minimum`; default all or nothing): (tokens taken, tokens left)."""
+
+    async def open_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int, lease_seconds: float) -> bool:
+        """Lease one of the tenant's `limit` open streams; False when all are held."""
+
+    async def close_stream(self, lease_id: uuid.UUID) -> None: ...
+
+    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> None:
+        """Push this replica's leases (lease id -> tenant id) on."""
 
 
 @dataclass
@@ -91,6 +148,40 @@ class TokenBucket:
         return (amount - self.tokens) / self.rate
 
 
+class LocalCounts:
+    """`Counts` in this process's memory alone: each process counts its own."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: cachetools.LRUCache = cachetools.LRUCache(maxsize=MAX_KEY_BUCKETS)
+        self._leases: dict[uuid.UUID, uuid.UUID] = {}
+
+    async def take(self, tenant_id: uuid.UUID, bucket: str, amount: int, per_second: float, capacity: float, *,
+                   minimum: int | None = None) -> tuple[int, float]:
+        now = self._clock()
+        held = self._buckets.get((tenant_id, bucket))
+        if held is None or (held.rate, held.capacity) != (per_second, capacity):
+            held = self._buckets[(tenant_id, bucket)] = TokenBucket.full(per_second, capacity, now)
+        held.take(0, now)  # the refill up to now
+        taken = amount if held.tokens >= amount else math.floor(held.tokens)
+        if taken < (amount if minimum is None else minimum) or taken <= 0:
+            return 0, held.tokens
+        held.tokens -= taken
+        return taken, held.tokens
+
+    async def open_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int, lease_seconds: float) -> bool:
+        if sum(1 for holder in self._leases.values() if holder == tenant_id) >= limit:
+            return False
+        self._leases[lease_id] = tenant_id
+        return True
+
+    async def close_stream(self, lease_id: uuid.UUID) -> None:
+        self._leases.pop(lease_id, None)
+
+    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class EffectiveLimits:
     """The limits in force for one tenant (0: none), and which of them are its own."""
@@ -113,18 +204,31 @@ def effective(defaults: LimitSettings, own: TenantLimits) -> EffectiveLimits:
     )
 
 
+@dataclass
+class _KeyGrant:
+    """One API key's calls as this replica sees them."""
+
+    rate: int
+    allowance: int = 0  # calls taken from the key's shared bucket and not made yet
+    refused_until: float = 0.0  # (clock) the last refusal's RetryInfo is due
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class UsageLimits:
-    """The three limits of one process; see the module docstring."""
+    """The three limits, counted in `counts`; see the module docstring."""
 
     def __init__(self, defaults: LimitSettings, own_limits: OwnLimits | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 counts: Counts | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.defaults = defaults
         self._own_limits = own_limits
         self._clock = clock
+        self._counts: Counts = counts if counts is not None else LocalCounts(clock)
         self._own: cachetools.TTLCache = cachetools.TTLCache(maxsize=100_000, ttl=OVERRIDE_TTL_SECONDS)
-        self._key_buckets: cachetools.LRUCache = cachetools.LRUCache(maxsize=MAX_KEY_BUCKETS)
-        self._registration_buckets: dict[uuid.UUID, TokenBucket] = {}
+        self._grants: cachetools.LRUCache = cachetools.LRUCache(maxsize=MAX_KEY_BUCKETS)
         self._streams: dict[uuid.UUID, int] = {}
+        self._leases: dict[uuid.UUID, uuid.UUID] = {}  # this replica's open streams' leases -> tenant
+        self._renewing: asyncio.Task | None = None
+        self._refusal_log = ThrottledLog(log, clock=clock)
 
     async def limits_of(self, tenant_id: uuid.UUID) -> EffectiveLimits:
         """The tenant's limits in force: its own where it has them, else the deployment's."""
@@ -145,12 +249,25 @@ class UsageLimits:
         rate = (await self.limits_of(tenant_id)).rpcs_per_second
         if rate <= 0:
             return
-        now = self._clock()
-        bucket = self._key_buckets.get(key)
-        if bucket is None or bucket.rate != rate:
-            bucket = self._key_buckets[key] = TokenBucket.full(rate, rate, now)
-        wait = bucket.take(1, now)
-        if wait > 0:
+        grant = self._grants.get(key)
+        if grant is None or grant.rate != rate:
+            grant = self._grants[key] = _KeyGrant(rate)
+        if grant.allowance > 0:  # the common case: no statement, no wait
+            grant.allowance -= 1
+            return
+        async with grant.lock:  # one grant taken at a time per key on this replica
+            if grant.allowance > 0:
+                grant.allowance -= 1
+                return
+            now = self._clock()
+            if grant.refused_until <= now:
+                want = grant_size(rate)
+                taken, left = await self._counts.take(tenant_id, rpc_bucket(key), want, rate, rate, minimum=1)
+                if taken:
+                    grant.allowance = taken - 1
+                    return
+                grant.refused_until = now + (1 - left) / rate
+            wait = grant.refused_until - now
             self._refuse(RpcRateLimited(
                 f"this API key used up its {rate} calls a second; retry after {wait:.3f} s",
                 metadata={"limit": str(rate)}, retry_after=wait), tenant_id)
@@ -165,12 +282,10 @@ class UsageLimits:
             raise RegistrationBatchOverLimit(
                 f"{count} addresses in one call, more than the {per_minute} this tenant may register a minute: "
                 f"send at most {per_minute} at a time", metadata={"limit": str(per_minute), "count": str(count)})
-        now = self._clock()
-        bucket = self._registration_buckets.get(tenant_id)
-        if bucket is None or bucket.capacity != per_minute:
-            bucket = self._registration_buckets[tenant_id] = TokenBucket.full(per_minute / 60.0, per_minute, now)
-        wait = bucket.take(count, now)
-        if wait > 0:
+        per_second = per_minute / 60.0
+        taken, left = await self._counts.take(tenant_id, REGISTRATIONS_BUCKET, count, per_second, per_minute)
+        if not taken:
+            wait = (count - left) / per_second
             self._refuse(RegistrationRateLimited(
                 f"registering {count} more mailboxes would pass this tenant's {per_minute} a minute; "
                 f"retry after {wait:.3f} s", metadata={"limit": str(per_minute), "count": str(count)},
@@ -180,14 +295,18 @@ class UsageLimits:
     async def stream_slot(self, tenant_id: uuid.UUID) -> AsyncIterator[None]:
         """Hold one of the tenant's open streams for the block; TenantStreamLimit when all are taken."""
         limit = (await self.limits_of(tenant_id)).streams
-        open_now = self._streams.get(tenant_id, 0)
-        if 0 < limit <= open_now:
-            self._refuse(TenantStreamLimit(
-                f"this tenant already holds {limit} open change streams on this server, its limit; close one, or "
-                f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
-                retry_after=STREAM_RETRY_SECONDS), tenant_id)
+        lease_id = uuid.uuid4()
+        lease_seconds = self.defaults.stream_lease_seconds
+        if limit > 0:
+            if not await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds):
+                self._refuse(TenantStreamLimit(
+                    f"this tenant already holds {limit} open change streams, its limit; close one, or "
+                    f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
+                    retry_after=STREAM_RETRY_SECONDS), tenant_id)
+            self._leases[lease_id] = tenant_id
+            self._renew_leases()
         label = tenant_label(tenant_id)
-        self._streams[tenant_id] = open_now + 1
+        self._streams[tenant_id] = self._streams.get(tenant_id, 0) + 1
         TENANT_STREAMS.labels(tenant=label).inc()
         try:
             yield
@@ -198,11 +317,55 @@ class UsageLimits:
             else:
                 del self._streams[tenant_id]
             TENANT_STREAMS.labels(tenant=label).dec()
+            if self._leases.pop(lease_id, None) is not None:
+                await self._close_lease(lease_id, lease_seconds)
 
     def open_streams(self, tenant_id: uuid.UUID) -> int:
+        """The tenant's streams open on this replica."""
         return self._streams.get(tenant_id, 0)
 
-    @staticmethod
-    def _refuse(exc: LimitExceeded, tenant_id: uuid.UUID) -> None:
-        REFUSALS.labels(reason=exc.reason, tenant=tenant_label(tenant_id)).inc()
+    async def close(self) -> None:
+        """Stop pushing leases on (the process is stopping; its streams have ended or lapse)."""
+        task, self._renewing = self._renewing, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _close_lease(self, lease_id: uuid.UUID, lease_seconds: float) -> None:
+        # Shielded: a cancelled stream (the usual end) still gives its slot back now.
+        try:
+            await asyncio.shield(self._counts.close_stream(lease_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the lease lapses by itself
+            log.warning("could not end a stream's lease (%s); it stops counting within %g s", exc, lease_seconds)
+
+    def _renew_leases(self) -> None:
+        """Push this replica's leases on from now on while it holds any (one task, started on demand)."""
+        if self._renewing is None:
+            self._renewing = asyncio.create_task(self._renew_while_held())
+
+    async def _renew_while_held(self) -> None:
+        lease_seconds = self.defaults.stream_lease_seconds
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            if not self._leases:  # no await between this check and the next lease starting a task
+                self._renewing = None
+                return
+            held = dict(self._leases)
+            try:
+                await self._counts.renew_streams(held, lease_seconds)
+                # A stream that ended while the renewal was on its way may have had its lease
+                # written again after its own delete: delete it once more.
+                for lease_id in held.keys() - self._leases.keys():
+                    await self._counts.close_stream(lease_id)
+            except Exception as exc:  # noqa: BLE001 - tried again in a third of a lease
+                log.warning("could not renew %d stream leases (%s); they stop counting after %g s",
+                            len(held), exc, lease_seconds)
+
+    def _refuse(self, exc: LimitExceeded, tenant_id: uuid.UUID) -> None:
+        label = tenant_label(tenant_id)
+        REFUSALS.labels(reason=exc.reason, tenant=label).inc()
+        self._refusal_log.log((label, exc.reason), f"tenant {label} refused: {exc.reason}: {exc.message}")
+        mark_failure_logged()  # the access log leaves it to this line
         raise exc

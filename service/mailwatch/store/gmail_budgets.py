@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from mailwatch.store.db import Sessions, autocommit
 from mailwatch.store.models import GmailBudgetBucketRow
+from mailwatch.store.usage_buckets import refilled
 
 _buckets = GmailBudgetBucketRow.__table__
 
@@ -25,14 +26,12 @@ async def take_units(sessions: Sessions, tenant_id: uuid.UUID, units: float, per
                      capacity: float) -> float:
     """Take `units` from the tenant's bucket, refilled at `per_second` up to `capacity`
     (a new bucket starts full); the units left after (negative: in debt)."""
-    # Statements racing for the row see each other's `updated` in any order: a
-    # refill never runs backwards (GREATEST 0) and `updated` never moves back.
-    elapsed = func.greatest(0.0, func.extract("epoch", func.now() - _buckets.c.updated))
+    # `updated` never moves back (statements racing for the row commit in any order).
     statement = insert(_buckets).values(tenant_id=tenant_id, tokens=capacity - units, updated=func.now())
     statement = statement.on_conflict_do_update(
         index_elements=[_buckets.c.tenant_id],
         set_={
-            "tokens": func.least(capacity, _buckets.c.tokens + elapsed * per_second) - units,
+            "tokens": refilled(_buckets, per_second, capacity) - units,
             "updated": func.greatest(_buckets.c.updated, func.now()),
         },
     ).returning(_buckets.c.tokens)

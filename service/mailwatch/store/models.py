@@ -321,9 +321,9 @@ class TenantLimitsRow(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
-    streams: Mapped[int | None] = mapped_column(BigInteger)  # open StreamChanges per replica; 0: none
-    rpcs_per_second: Mapped[int | None] = mapped_column(BigInteger)  # each API key, per replica; 0: none
-    registrations_per_minute: Mapped[int | None] = mapped_column(BigInteger)  # per replica; 0: none
+    streams: Mapped[int | None] = mapped_column(BigInteger)  # open StreamChanges, all replicas; 0: none
+    rpcs_per_second: Mapped[int | None] = mapped_column(BigInteger)  # each API key, all replicas; 0: none
+    registrations_per_minute: Mapped[int | None] = mapped_column(BigInteger)  # all replicas; 0: none
     created: Mapped[datetime] = _created()
     updated: Mapped[datetime] = _updated()
 
@@ -332,6 +332,38 @@ class TenantLimitsRow(Base):
         CheckConstraint("rpcs_per_second >= 0", name="rpcs_per_second_non_negative"),
         CheckConstraint("registrations_per_minute >= 0", name="registrations_per_minute_non_negative"),
     )
+
+
+class UsageBucketRow(Base):
+    """A token bucket of one tenant's limit that every replica takes from (usage_limits.py,
+    store/usage_buckets.py): `bucket` is "registrations" or "rpc:" + an API key's digest (hex);
+    the tokens left as of `updated`, and what the last take got (0: refused)."""
+
+    __tablename__ = "usage_buckets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double, nullable=False)
+    taken: Mapped[float] = mapped_column(Double, nullable=False)
+    updated: Mapped[datetime] = _timestamp(nullable=False)
+
+
+class TenantStreamLeaseRow(Base):
+    """One open `StreamChanges` stream of a tenant, counted against its limit while `expires`
+    is ahead (usage_limits.py, store/stream_leases.py); the replica serving it keeps pushing
+    `expires` on, so the streams of a replica that died stop counting within a lease."""
+
+    __tablename__ = "tenant_stream_leases"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    expires: Mapped[datetime] = _timestamp(nullable=False)
+
+    __table_args__ = (Index("ix_tenant_stream_leases_tenant_id_expires", "tenant_id", "expires"),)
 
 
 class SubscriptionStatusRow(Base):
@@ -492,6 +524,8 @@ tenant_google_settings = TenantGoogleSettingsRow.__table__
 sealed_credentials = SealedCredentialRow.__table__
 subscription_statuses = SubscriptionStatusRow.__table__
 tenant_limits = TenantLimitsRow.__table__
+usage_buckets = UsageBucketRow.__table__
+tenant_stream_leases = TenantStreamLeaseRow.__table__
 malformed_notifications = MalformedNotificationRow.__table__
 mailbox_backfills = MailboxBackfillRow.__table__
 backfill_messages = BackfillMessageRow.__table__

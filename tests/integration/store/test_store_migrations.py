@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 TABLES = {"tenants", "api_keys", "mailboxes", "change_events", "malformed_notifications", "tenant_google_settings",
           "subscription_statuses", "gmail_budget_buckets", "tenant_limits", "mailbox_backfills",
-          "backfill_messages", "sealed_credentials"}
+          "backfill_messages", "sealed_credentials", "usage_buckets", "tenant_stream_leases"}
 
 
 def _inspect(url, fn):
