@@ -14,7 +14,14 @@ from mailwatch.domain.errors import (
     TenantStreamLimit,
 )
 from mailwatch.domain.models import TenantLimits
-from mailwatch.usage_limits import REFUSALS, STREAM_RETRY_SECONDS, TokenBucket, UsageLimits
+from mailwatch.usage_limits import (
+    REFUSALS,
+    STREAM_RETRY_SECONDS,
+    LocalCounts,
+    TokenBucket,
+    UsageLimits,
+    grant_size,
+)
 
 
 class Clock:
@@ -103,3 +110,44 @@ async def test_streams_hold_a_slot_each_until_they_end():
     assert limits.open_streams(tenant) == 0
     async with limits.stream_slot(tenant):
         assert limits.open_streams(tenant) == 1
+
+
+class CountedTakes(LocalCounts):
+    """LocalCounts that records each take from a bucket (what would be a statement in Postgres)."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.takes: list[tuple[int, int]] = []  # (asked, taken)
+
+    async def take(self, tenant_id, bucket, amount, per_second, capacity, *, minimum=None):
+        taken, left = await super().take(tenant_id, bucket, amount, per_second, capacity, minimum=minimum)
+        self.takes.append((amount, taken))
+        return taken, left
+
+
+def test_a_grant_is_a_tenth_of_a_second_of_calls_and_at_least_one():
+    assert [grant_size(rate) for rate in (1, 10, 11, 20, 200, 205)] == [1, 1, 2, 2, 20, 21]
+
+
+async def test_calls_are_taken_from_the_shared_bucket_in_grants_and_a_refusal_costs_no_take_until_due():
+    tenant = uuid.uuid4()
+    clock = Clock()
+    counts = CountedTakes(clock)
+    limits = UsageLimits(LimitSettings(rpcs_per_second_per_key=40), counts=counts, clock=clock)
+    for _ in range(40):  # the bucket's 40 at once, taken 4 at a time
+        await limits.take_call(tenant, b"key")
+    assert counts.takes == [(4, 4)] * 10
+    with pytest.raises(RpcRateLimited) as refused:
+        await limits.take_call(tenant, b"key")
+    assert refused.value.retry_after == pytest.approx(1 / 40)  # one call's worth
+    assert counts.takes[-1] == (4, 0)
+    clock.now += 1 / 128  # steps a float holds exactly
+    for _ in range(5):  # before the RetryInfo is due: refused here, no take
+        with pytest.raises(RpcRateLimited) as again:
+            await limits.take_call(tenant, b"key")
+        assert again.value.retry_after == pytest.approx(1 / 40 - 1 / 128)
+    assert len(counts.takes) == 11
+    clock.now += 1 / 16 - 1 / 128  # 2.5 calls back since the refusal: fewer than a grant, the 2 whole ones taken
+    await limits.take_call(tenant, b"key")
+    await limits.take_call(tenant, b"key")
+    assert counts.takes[-1] == (4, 2)

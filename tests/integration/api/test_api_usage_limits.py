@@ -9,6 +9,7 @@ wins over the deployment's, and another tenant is not affected.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import grpc
@@ -79,6 +80,29 @@ async def test_an_api_keys_call_rate_is_its_tenants_own_limit_and_another_tenant
         # After the window the key calls again.
         await eventually(lambda: _passes(service.mailboxes.ListMailboxes(listing, metadata=slow_auth)),
                          what="a call after the key's second")
+
+
+async def test_a_client_looping_on_its_refusal_is_counted_each_time_but_logged_once(make_service, caplog):
+    async with make_service() as service:
+        tenant_id, auth = await service.new_tenant()
+        await _set_limits(service, tenant_id, rpcs_per_second=1)
+        before = _refusals("RPC_RATE_LIMITED", tenant_id)
+        listing = mailbox_service_pb2.ListMailboxesRequest()
+        refused = 0
+        with caplog.at_level(logging.INFO, logger="mailwatch"):
+            while refused < 40:  # no pause between calls, as a client ignoring RetryInfo
+                try:
+                    await service.mailboxes.ListMailboxes(listing, metadata=auth)
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                    refused += 1
+        assert _refusals("RPC_RATE_LIMITED", tenant_id) == before + refused
+        lines = [r for r in caplog.records if "RPC_RATE_LIMITED" in r.getMessage()
+                 or "RESOURCE_EXHAUSTED" in r.getMessage()]
+        # One line per tenant and reason a minute (throttled_log.py); the access log adds none.
+        assert [(r.name, r.levelno) for r in lines] == [("mailwatch.usage_limits", logging.WARNING)], \
+            [r.getMessage() for r in lines]
+        assert tenant_label(uuid.UUID(tenant_id)) in lines[0].getMessage()
 
 
 async def _passes(call) -> bool:

@@ -6,12 +6,23 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from mailwatch.store import create_engine, session_factory
 from tests.fixtures.waiting import eventually
 
 
 @pytest.fixture
 def migrated_url(database_url):
     return database_url
+
+
+@pytest.fixture
+async def other_sessions(database_url):
+    """A second replica's connections to the same database."""
+    engine = create_engine(database_url, pool_size=2, max_overflow=2)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from mailwatch.gmail.budget import DEFERRED_CALLS, TenantBudgets
 from mailwatch.gmail.quota import UNITS, tenant_label
-from mailwatch.store import create_engine, gmail_budgets, session_factory
+from mailwatch.store import gmail_budgets
 from tests.fixtures.factory import Rows
 
 pytestmark = pytest.mark.integration
@@ -29,16 +29,6 @@ WATCHES = 8  # per replica, 100 units each: 1,600 units in all, 6 s of budget pa
 
 def _deferred(tenant) -> float:
     return DEFERRED_CALLS.labels(tenant=tenant_label(tenant.id))._value.get()
-
-
-@pytest.fixture
-async def other_sessions(database_url):
-    """A second replica's connections to the same database."""
-    engine = create_engine(database_url, pool_size=2, max_overflow=2)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_two_replicas_spend_one_budget_while_another_tenant_is_not_held_back(sessions, other_sessions):

@@ -1,0 +1,96 @@
+"""The shared counts of tenants' limits in Postgres: token buckets (store/usage_buckets.py) and
+stream leases (store/stream_leases.py), taken from two engines at once as two replicas do."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from mailwatch.store import stream_leases, usage_buckets
+from tests.fixtures.factory import Rows
+
+pytestmark = pytest.mark.integration
+
+
+async def _age(sessions, table: str, column: str, seconds: float) -> None:
+    """Move every row's `column` of `table` back by `seconds` (time passing, without waiting)."""
+    async with sessions() as session, session.begin():
+        await session.execute(text(f"UPDATE {table} SET {column} = {column} - make_interval(secs => :s)"),
+                              {"s": seconds})
+
+
+async def test_a_bucket_takes_all_or_nothing_or_down_to_a_minimum_and_refills_by_postgres_clock(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    take = usage_buckets.take
+    assert await take(sessions, tenant, "b", 3, 1.0, 5.0) == (3, 2.0)  # a new bucket starts full
+    taken, left = await take(sessions, tenant, "b", 3, 1.0, 5.0)
+    assert taken == 0 and left == pytest.approx(2.0, abs=0.1)  # all or nothing: a refusal takes none
+    taken, left = await take(sessions, tenant, "b", 3, 1.0, 5.0, minimum=1)
+    assert taken == 2 and left == pytest.approx(0.0, abs=0.1)  # what whole tokens there are
+    assert (await take(sessions, tenant, "b", 3, 1.0, 5.0, minimum=1))[0] == 0
+    await _age(sessions, "usage_buckets", "updated", 2.5)
+    taken, left = await take(sessions, tenant, "b", 2, 1.0, 5.0)
+    assert taken == 2 and left == pytest.approx(0.5, abs=0.1)
+    await _age(sessions, "usage_buckets", "updated", 3600)
+    taken, left = await take(sessions, tenant, "b", 1, 1.0, 5.0)
+    assert taken == 1 and left == pytest.approx(4.0, abs=0.1)  # never above capacity
+    # Another bucket, another tenant: their own.
+    assert (await take(sessions, tenant, "other", 5, 1.0, 5.0))[0] == 5
+    assert (await take(sessions, (await Rows(sessions).tenant()).id, "b", 5, 1.0, 5.0))[0] == 5
+
+
+async def test_two_replicas_racing_for_one_bucket_never_take_more_than_it_holds(sessions, other_sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    # 0.001 a second: the refill during the race is far below one token.
+    results = await asyncio.gather(*(
+        usage_buckets.take(replica, tenant, "race", 1, 0.001, 40.0)
+        for _ in range(50) for replica in (sessions, other_sessions)))
+    assert sum(taken for taken, _ in results) == 40
+
+
+async def test_a_tenants_streams_are_its_unexpired_leases_and_two_replicas_cannot_both_take_its_last(
+    sessions, other_sessions
+):
+    rows = Rows(sessions)
+    tenant, other = (await rows.tenant()).id, (await rows.tenant()).id
+    opened = await asyncio.gather(*(
+        stream_leases.open_lease(replica, tenant, uuid.uuid4(), 3, 30.0)
+        for _ in range(10) for replica in (sessions, other_sessions)))
+    assert sum(opened) == 3 and await stream_leases.held(sessions, tenant) == 3
+    assert await stream_leases.open_lease(sessions, other, uuid.uuid4(), 1, 30.0)  # another tenant's own
+
+    # Every lease lapses (its replica died): they stop counting, and the next open deletes them.
+    await _age(sessions, "tenant_stream_leases", "expires", 31)
+    assert await stream_leases.held(sessions, tenant) == 0
+    kept = uuid.uuid4()
+    assert await stream_leases.open_lease(other_sessions, tenant, kept, 1, 30.0)
+    async with sessions() as session:
+        left = (await session.execute(text("SELECT count(*) FROM tenant_stream_leases WHERE tenant_id = :t"),
+                                      {"t": tenant})).scalar_one()
+    assert left == 1
+    assert not await stream_leases.open_lease(sessions, tenant, uuid.uuid4(), 1, 30.0)
+    await stream_leases.close_lease(sessions, kept)
+    assert await stream_leases.held(sessions, tenant) == 0
+
+
+async def test_renewing_pushes_leases_on_and_counts_a_lapsed_one_again_but_not_a_deleted_tenants(sessions):
+    rows = Rows(sessions)
+    tenant, gone = (await rows.tenant()).id, (await rows.tenant()).id
+    live, lapsed, orphan = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert await stream_leases.open_lease(sessions, tenant, live, 5, 30.0)
+    assert await stream_leases.open_lease(sessions, gone, orphan, 5, 30.0)
+    await _age(sessions, "tenant_stream_leases", "expires", 25)  # 5 s left
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": gone})
+
+    # `lapsed` was deleted by another replica while its stream's replica could not reach Postgres.
+    await stream_leases.renew(sessions, {live: tenant, lapsed: tenant, orphan: gone}, 30.0)
+    async with sessions() as session:
+        rows_now = dict((await session.execute(text(
+            "SELECT id, extract(epoch FROM expires - now()) FROM tenant_stream_leases"))).all())
+    assert set(rows_now) == {live, lapsed}
+    assert all(29 < left <= 30 for left in rows_now.values()), rows_now
+    assert await stream_leases.held(sessions, tenant) == 2

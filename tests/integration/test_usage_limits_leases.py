@@ -1,0 +1,69 @@
+"""usage_limits over Postgres: a stream that ends while its replica's lease renewal is on the
+way does not leave its lease behind (the renewal writes every lease it was given, so the
+stream's delete may come first: the lease is deleted once more after the renewal)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailwatch.config import LimitSettings
+from mailwatch.store import stream_leases
+from mailwatch.store.usage_counts import SharedCounts
+from mailwatch.usage_limits import UsageLimits
+from tests.fixtures.factory import Rows
+from tests.fixtures.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+LEASE_SECONDS = 6.0  # renewed every 2 s; a lease written again would count for 6 s
+
+
+class RenewalOvertaken(SharedCounts):
+    """SharedCounts whose first renewal goes to Postgres only after a stream has ended and
+    deleted its lease: the interleaving of a renewal overtaken by a stream's end."""
+
+    def __init__(self, sessions) -> None:
+        super().__init__(sessions)
+        self.renewing = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.closes = 0
+
+    async def renew_streams(self, leases, lease_seconds):
+        if not self.renewing.is_set():
+            self.renewing.set()
+            await self.closed.wait()
+        await super().renew_streams(leases, lease_seconds)
+
+    async def close_stream(self, lease_id):
+        await super().close_stream(lease_id)
+        self.closes += 1
+        self.closed.set()
+
+
+async def test_a_stream_ending_during_a_lease_renewal_leaves_no_lease(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    counts = RenewalOvertaken(sessions)
+    limits = UsageLimits(LimitSettings(streams_per_tenant=1, stream_lease_seconds=LEASE_SECONDS), counts=counts)
+    end = asyncio.Event()
+
+    async def stream() -> None:
+        async with limits.stream_slot(tenant):
+            await end.wait()
+
+    task = asyncio.create_task(stream())
+    try:
+        await asyncio.wait_for(counts.renewing.wait(), timeout=LEASE_SECONDS * 5)
+        assert await stream_leases.held(sessions, tenant) == 1
+        end.set()
+        await task
+        # The renewal wrote the ended stream's lease again; the replica deletes it once more at once,
+        # not a lease later.
+        await eventually(lambda: counts.closes == 2, timeout=LEASE_SECONDS / 2, interval=0.01,
+                         what="the lease deleted again after the renewal")
+        assert await stream_leases.held(sessions, tenant) == 0
+    finally:
+        end.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await limits.close()
