@@ -18,6 +18,7 @@ from: a worker that lost its claim, or runs a replaced backfill, commits nothing
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,6 +97,7 @@ class Delivered:
     delivered: int
     skipped: int
     completed: bool
+    writer_lock_seconds: float = 0.0  # how long the batch held the tenant's writer lock (to its commit)
 
 
 def _job(row) -> BackfillJob:
@@ -296,6 +298,7 @@ async def deliver_batch(
         if locked is None:
             raise LeaseLost(str(job.mailbox_id))
         await lock_writers(session, job.tenant_id)
+        locked_at = time.perf_counter()
         watched = (await session.execute(
             select(mailboxes.c.history_id, mailboxes.c.state).where(mailboxes.c.id == job.mailbox_id)
         )).one_or_none()
@@ -331,9 +334,10 @@ async def deliver_batch(
             await session.execute(delete(backfill_messages).where(
                 backfill_messages.c.tenant_id == job.tenant_id, backfill_messages.c.mailbox_id == job.mailbox_id))
         await append_events(session, job.tenant_id, events)
+    held = time.perf_counter() - locked_at
     moved = BackfillJob(**{**job.__dict__, "next_position": position, "delivered": delivered, "skipped": skipped,
                            "state": BackfillState.COMPLETED if completed else job.state})
-    return moved, Delivered(len(delivery.events), delivery.skipped, completed)
+    return moved, Delivered(len(delivery.events), delivery.skipped, completed, held)
 
 
 async def fail(sessions: Sessions, job: BackfillJob, *, owner: str, reason: str, message: str,

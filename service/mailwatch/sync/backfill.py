@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import cachetools
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from mailwatch.clock import Clock
 from mailwatch.domain import errors
@@ -56,6 +56,15 @@ from mailwatch.sync.history_events import DRAFT
 log = logging.getLogger(__name__)
 
 BACKFILL_EVENTS = Counter("mailwatch_backfill_events_total", "MESSAGE_EXISTING events appended by backfills")
+_BATCH_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+BATCH_POSTGRES_SECONDS = Histogram(
+    "mailwatch_backfill_batch_postgres_seconds",
+    "Time one backfill delivery batch spent in Postgres (reading the batch, its transaction to the commit)",
+    buckets=_BATCH_BUCKETS)
+WRITER_LOCK_SECONDS = Histogram(
+    "mailwatch_backfill_writer_lock_seconds",
+    "Time one backfill delivery batch held its tenant's writer lock (the tenant's live commits wait meanwhile)",
+    buckets=_BATCH_BUCKETS)
 
 LIST_PAGE_SIZE = 500  # Gmail's maximum maxResults for messages.list
 # Messages per delivery transaction: one Gmail batch lookup's worth, twice over (BATCH_PARTS 25).
@@ -196,7 +205,9 @@ class MailboxBackfill:
     async def _deliver(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential,
                        pace: "_Pace") -> str:
         while True:
+            started = time.perf_counter()
             batch = await backfills.listed_messages(self.sessions, job, limit=DELIVERY_BATCH)
+            in_postgres = time.perf_counter() - started
             found: dict[str, MessageLabels | None] = {}
             if batch:
                 await pace.spend(UNITS[GmailCall.MESSAGES_GET] * len(batch))
@@ -204,11 +215,14 @@ class MailboxBackfill:
                     credential, mailbox.email_address, [listed.message_id for listed in batch],
                     tenant_id=mailbox.tenant_id, metadata_headers=mailbox.metadata_headers, into=found,
                 )
+            started = time.perf_counter()
             job, done = await backfills.deliver_batch(
                 self.sessions, job, mailbox, owner=self.owner, message_ids=[listed.message_id for listed in batch],
                 decide=lambda synced, logged: decide(mailbox, batch, found, synced, logged),
                 completed_event=lambda *counts: completed_event(mailbox, *counts), now=self.clock.now(),
             )
+            BATCH_POSTGRES_SECONDS.observe(in_postgres + time.perf_counter() - started)
+            WRITER_LOCK_SECONDS.observe(done.writer_lock_seconds)
             BACKFILL_EVENTS.inc(done.delivered)
             if done.completed:
                 log.info("backfill of mailbox %s completed: %d listed, %d delivered, %d skipped", mailbox.id,
