@@ -8,7 +8,8 @@
 - `save_listing`: the listed ids, oldest first, and the move to DELIVERING in
   one transaction (a restart neither lists again nor reorders);
 - `deliver_batch`: one batch's MESSAGE_EXISTING events and the progress pointer
-  in one transaction, decided against what the live sync has committed;
+  in one transaction, decided against what the live sync has committed (read
+  without the tenant's writer lock, checked again under it in the append);
 - `progresses`: GetMailbox's and ListMailboxes' view.
 
 Every write under a claim is fenced on the lease owner and the backfill's generation
@@ -24,14 +25,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Text, and_, any_, cast, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY, psycopg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.backfill import BackfillProgress, BackfillRequest, BackfillState
 from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store import sealed_credentials
-from mailwatch.store.changes import append_events, lock_writers
+from mailwatch.store.changes import append_events, driver_connection, update_and_append, writer_lock
 from mailwatch.store.claims import ERROR_TEXT_LIMIT, gmail_allows
 from mailwatch.store.db import Sessions, autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
@@ -266,57 +268,110 @@ async def listed_messages(sessions: Sessions, job: BackfillJob, *, limit: int) -
         return [ListedMessage(*row) for row in rows]
 
 
+# How many times a batch is decided again when a live change of one of its messages
+# commits between its reads and its append; past that it waits like a batch behind the sync.
+CONFLICT_ATTEMPTS = 3
+
+
+def _batch_ids(message_ids: Sequence[str]):
+    """`message_ids` as one text[] parameter, for `= ANY(…)` (ix_change_events_tenant_id_mailbox_id_message_id)."""
+    return cast(list(message_ids), ARRAY(Text))
+
+
+async def _read_log(sessions: Sessions, job: BackfillJob, message_ids: Sequence[str]
+                    ) -> tuple[int | None, int, dict[str, list[LiveEvent]]]:
+    """Without any lock, in one statement (one snapshot): the mailbox's synced history id,
+    the tenant's log position `seen`, and the log's events of `message_ids` since the
+    backfill was requested (all of them up to `seen`: per tenant, sequence order is commit
+    order). MailboxNotActive if it is not ACTIVE."""
+    seen = (select(func.coalesce(func.max(change_events.c.sequence), 0))
+            .where(change_events.c.tenant_id == job.tenant_id).scalar_subquery())
+    # The batch's ids through the index, not the tenant's whole log since the backfill started.
+    logged = (select(change_events.c.message_id, change_events.c.event_type,
+                     change_events.c.history_id, change_events.c.sequence)
+              .where(change_events.c.tenant_id == job.tenant_id, change_events.c.mailbox_id == job.mailbox_id,
+                     change_events.c.message_id == any_(_batch_ids(message_ids)),
+                     change_events.c.sequence > job.start_sequence)
+              .lateral("logged"))
+    async with autocommit(sessions) as session:
+        rows = (await session.execute(
+            select(mailboxes.c.history_id, mailboxes.c.state, seen.label("seen"), logged.c.message_id,
+                   logged.c.event_type, logged.c.history_id.label("event_history_id"))
+            .select_from(mailboxes.outerjoin(logged, true()))
+            .where(mailboxes.c.id == job.mailbox_id)
+            .order_by(logged.c.sequence)
+        )).all()
+    if not rows or rows[0].state != MailboxState.ACTIVE.value:
+        raise MailboxNotActive(str(job.mailbox_id))
+    events: dict[str, list[LiveEvent]] = {}
+    for row in rows:
+        if row.message_id is not None:
+            events.setdefault(row.message_id, []).append(LiveEvent(EventType(row.event_type), row.event_history_id))
+    return rows[0].history_id, rows[0].seen, events
+
+
+def _claim_and_lock_writers(job: BackfillJob, owner: str):
+    """One statement: the backfill's row, locked while `owner` holds it at the job's pointer,
+    then (only if it is) the tenant's writer lock (`changes.writer_lock`), held to the
+    commit. Lock order is every writer's: row locks, then the writer lock; the CTE locks the
+    row before the outer query takes the writer lock for it. No row: the claim is lost."""
+    claimed = (select(mailbox_backfills.c.mailbox_id)
+               .where(_owned(job, owner), mailbox_backfills.c.next_position == job.next_position,
+                      mailbox_backfills.c.state == BackfillState.DELIVERING.value)
+               .with_for_update().cte("claimed").prefix_with("MATERIALIZED"))
+    return select(writer_lock(job.tenant_id)).select_from(claimed)
+
+
+def _guarded_update(job: BackfillJob, values: dict, message_ids: Sequence[str], seen: int) -> tuple[str, dict]:
+    """The pointer's UPDATE … RETURNING (SQL in the driver's style, and its parameters), which
+    updates nothing when the mailbox is no longer ACTIVE or the log has an event of one of
+    `message_ids` past `seen`: the decision was made on reads a live commit has overtaken."""
+    overtaken = select(change_events.c.sequence).where(
+        change_events.c.tenant_id == job.tenant_id, change_events.c.mailbox_id == job.mailbox_id,
+        change_events.c.message_id == any_(_batch_ids(message_ids)),
+        change_events.c.sequence > seen,
+    )
+    active = select(mailboxes.c.state).where(mailboxes.c.id == job.mailbox_id).scalar_subquery()
+    statement = (update(mailbox_backfills)
+                 .where(mailbox_backfills.c.mailbox_id == job.mailbox_id, active == MailboxState.ACTIVE.value,
+                        ~exists(overtaken))
+                 .values(**values).returning(mailbox_backfills.c.mailbox_id))
+    compiled = statement.compile(dialect=psycopg.dialect())
+    return compiled.string, compiled.construct_params()
+
+
+class _Overtaken(Exception):
+    """A live commit touched the batch between its reads and its append: decide again."""
+
+
 async def deliver_batch(
     sessions: Sessions, job: BackfillJob, mailbox: Mailbox, *, owner: str, message_ids: Sequence[str],
     decide: Callable[[int | None, dict[str, list[LiveEvent]]], Delivery],
     completed_event: Callable[[int, int, int], NewEvent], now: datetime,
 ) -> tuple[BackfillJob, Delivered]:
-    """One batch in one transaction: the claim is locked and checked (fenced on owner and
-    pointer), then `decide(synced history id, the log's events of `message_ids` since the
-    backfill was requested)` says what to append and how far the pointer moves; the
-    events and the new pointer commit together. When the pointer reaches the end, the
-    backfill completes with `completed_event(listed, delivered, skipped)`. A mailbox no
-    longer ACTIVE (stopped since the claim) gets nothing: `MailboxNotActive`.
+    """One batch: `decide(synced history id, the log's events of `message_ids` since the
+    backfill was requested)` says what to append and how far the pointer moves; the events
+    and the new pointer commit together, fenced on the claim (owner, generation, pointer):
+    LeaseLost otherwise. When the pointer reaches the end, the backfill completes with
+    `completed_event(listed, delivered, skipped)`. A mailbox no longer ACTIVE (stopped since
+    the claim) gets nothing: `MailboxNotActive`.
 
-    Why this is exactly once against the live sync: the tenant's writer lock
-    (`changes.lock_writers`) is taken before the mailbox's history id and the log are
-    read and held until the batch commits, so no live commit lands between those reads
-    and the append (a page that commits first is in both; one that commits later comes
-    after the batch's events in the log). The mailbox's history id and its events commit
-    in one statement. `decide` delivers only messages whose last change is at or below
-    that history id: the live sync has passed their MESSAGE_ADDED (if they had one after
-    the watch, it is in the log and the message is skipped) and never comes back to it.
-    Lock order is every writer's: row locks (here the backfill's), then the writer lock.
+    Why this is exactly once against the live sync, with the tenant's writer lock
+    (`changes.writer_lock`) held only for the append and its commit: the history id and
+    the log are read without it, at log position `seen`, and decided on. Then the backfill's
+    row and the writer lock are taken and, in one statement (its snapshot taken after the
+    lock: every live commit of the tenant is either in it or waits for this one), the
+    pointer moves and the events are appended only if the log has no event of the batch's
+    messages past `seen` and the mailbox is still ACTIVE. A live commit that overtook the
+    reads is seen and the batch is decided again on fresh reads (at most CONFLICT_ATTEMPTS
+    times; then nothing moves and the caller waits as for the sync). The mailbox's history
+    id and its events commit in one statement, so `decide` delivers only messages whose last
+    change is at or below the history id read: the live sync has passed their MESSAGE_ADDED
+    (if they had one after the watch, it is in the log and the message is skipped) and any
+    later change of theirs is an event the guard sees.
     """
-    async with transaction(sessions) as session:
-        locked = (await session.execute(
-            select(mailbox_backfills).where(
-                _owned(job, owner), mailbox_backfills.c.next_position == job.next_position,
-                mailbox_backfills.c.state == BackfillState.DELIVERING.value,
-            ).with_for_update()
-        )).one_or_none()
-        if locked is None:
-            raise LeaseLost(str(job.mailbox_id))
-        await lock_writers(session, job.tenant_id)
-        locked_at = time.perf_counter()
-        watched = (await session.execute(
-            select(mailboxes.c.history_id, mailboxes.c.state).where(mailboxes.c.id == job.mailbox_id)
-        )).one_or_none()
-        if watched is None or watched.state != MailboxState.ACTIVE.value:
-            raise MailboxNotActive(str(job.mailbox_id))
-        synced = watched.history_id
-        logged: dict[str, list[LiveEvent]] = {}
-        if message_ids:
-            rows = await session.execute(
-                select(change_events.c.message_id, change_events.c.event_type, change_events.c.history_id)
-                .where(change_events.c.tenant_id == job.tenant_id,
-                       change_events.c.sequence > job.start_sequence,
-                       change_events.c.mailbox_id == job.mailbox_id,
-                       change_events.c.message_id.in_(list(message_ids)))
-                .order_by(change_events.c.sequence)
-            )
-            for message_id, event_type, history_id in rows:
-                logged.setdefault(message_id, []).append(LiveEvent(EventType(event_type), history_id))
+    for _ in range(CONFLICT_ATTEMPTS):
+        synced, seen, logged = await _read_log(sessions, job, message_ids)
         delivery = decide(synced, logged)
         position = job.next_position + delivery.consumed
         delivered = job.delivered + len(delivery.events)
@@ -329,15 +384,25 @@ async def deliver_batch(
             values.update(state=BackfillState.COMPLETED.value, completed_at=now, lease_owner=None,
                           lease_expires_at=None)
             events.append(completed_event(job.listed, delivered, skipped))
-        await session.execute(update(mailbox_backfills).where(_owned(job, owner)).values(**values))
-        if completed:
-            await session.execute(delete(backfill_messages).where(
-                backfill_messages.c.tenant_id == job.tenant_id, backfill_messages.c.mailbox_id == job.mailbox_id))
-        await append_events(session, job.tenant_id, events)
-    held = time.perf_counter() - locked_at
-    moved = BackfillJob(**{**job.__dict__, "next_position": position, "delivered": delivered, "skipped": skipped,
-                           "state": BackfillState.COMPLETED if completed else job.state})
-    return moved, Delivered(len(delivery.events), delivery.skipped, completed, held)
+        try:
+            async with transaction(sessions) as session:
+                if (await session.execute(_claim_and_lock_writers(job, owner))).first() is None:
+                    raise LeaseLost(str(job.mailbox_id))
+                locked_at = time.perf_counter()
+                sql, params = _guarded_update(job, values, message_ids, seen)
+                if not await update_and_append(await driver_connection(session), sql, params, job.tenant_id, events):
+                    raise _Overtaken()
+                if completed:
+                    await session.execute(delete(backfill_messages).where(
+                        backfill_messages.c.tenant_id == job.tenant_id,
+                        backfill_messages.c.mailbox_id == job.mailbox_id))
+        except _Overtaken:
+            continue
+        held = time.perf_counter() - locked_at
+        moved = BackfillJob(**{**job.__dict__, "next_position": position, "delivered": delivered,
+                               "skipped": skipped, "state": BackfillState.COMPLETED if completed else job.state})
+        return moved, Delivered(len(delivery.events), delivery.skipped, completed, held)
+    return job, Delivered(0, 0, False)
 
 
 async def fail(sessions: Sessions, job: BackfillJob, *, owner: str, reason: str, message: str,

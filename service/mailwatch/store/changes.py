@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Integer, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.errors import NotFound
@@ -157,13 +157,13 @@ async def append_events(
     return [_event(row) for row in returned]
 
 
-async def lock_writers(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    """Take the tenant's writer lock (the one `append_events` takes) now, in the caller's
-    transaction, until it ends: the tenant's commits wait for it. For a writer that must
-    decide what to append from what the log holds, with no commit landing in between
-    (a backfill's batch). Taken after the writer's row locks, like every other writer."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int4), CAST(:lock_key AS int4))"),
-                          {"lock_class": CHANGE_LOG_LOCK_CLASS, "lock_key": tenant_lock_key(tenant_id)})
+def writer_lock(tenant_id: uuid.UUID):
+    """The expression that takes the tenant's writer lock (the one `append_events` takes),
+    held to the end of the transaction: the tenant's commits wait for it. For a writer
+    that must decide what to append from what the log holds, with no commit landing in
+    between (a backfill's batch); taken after the writer's row locks, like every other
+    writer's."""
+    return func.pg_advisory_xact_lock(cast(CHANGE_LOG_LOCK_CLASS, Integer), cast(tenant_lock_key(tenant_id), Integer))
 
 
 async def update_and_append(

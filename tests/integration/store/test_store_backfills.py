@@ -1,6 +1,7 @@
 """A backfill batch (`store.backfills.deliver_batch`) against the live sync's commits and
-StopMailbox, on a real Postgres: the live commit cannot land between the batch's reads and
-its append, and a stopped mailbox's batch appends nothing."""
+StopMailbox, on a real Postgres: a live commit landing between the batch's reads and its
+append is seen by the append (the batch is decided again), one landing during the append
+waits for it, and a stopped mailbox's batch appends nothing."""
 
 from __future__ import annotations
 
@@ -71,28 +72,36 @@ async def _waits_for_a_lock(sessions) -> bool:
         )) > 0
 
 
-async def test_a_live_deletion_committed_during_the_batch_comes_after_its_message_existing(sessions, monkeypatch):
+def _deletion(mailbox) -> NewEvent:
+    return NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
+                    type=EventType.MESSAGE_DELETED, history_id=120, message_id="m1", thread_id="t1")
+
+
+def _live_commit(sessions, mailbox) -> asyncio.Task:
+    """The live sync's page deleting m1 (history 100 -> 120), committing in a task."""
+    return asyncio.create_task(sync_claims.commit_sync_page(
+        sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=120, events=[_deletion(mailbox)],
+        final=True, now=NOW, lease=LEASE))
+
+
+async def test_a_live_deletion_committed_while_the_batch_appends_comes_after_its_message_existing(sessions, monkeypatch):
     """The batch read m1's labels (history 90) and the synced history id (100); the live
-    sync's page deleting m1 (100 -> 120) commits while the batch runs. It must wait for the
+    sync's page deleting m1 (100 -> 120) commits while the batch appends. It must wait for the
     batch: the stream carries MESSAGE_EXISTING(m1) then MESSAGE_DELETED(m1), never a
     MESSAGE_EXISTING after the deletion (a ghost the consumer would keep)."""
     tenant, mailbox, job = await _claimed_backfill(sessions, "race@example.com")
-    found = {"m1": MessageLabels(("INBOX",), 90)}
-    deleted = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                       type=EventType.MESSAGE_DELETED, history_id=120, message_id="m1", thread_id="t1")
     live: list[asyncio.Task] = []
-    append = backfills.append_events
+    append = backfills.update_and_append
 
-    async def live_commit_between_the_reads_and_the_append(session, tenant_id, events):
-        live.append(asyncio.create_task(sync_claims.commit_sync_page(
-            sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=120, events=[deleted],
-            final=True, now=NOW, lease=LEASE)))
-        # Either it commits at once (nothing holds it back) or it waits for the batch's lock.
-        await eventually(lambda: live[0].done() or _waits_for_a_lock(sessions), what="the live commit ran or waits")
-        return await append(session, tenant_id, events)
+    async def live_commit_during_the_append(connection, sql, params, tenant_id, events):
+        live.append(_live_commit(sessions, mailbox))
+        # It waits for the batch's writer lock (taken before this statement, held to its commit).
+        await eventually(lambda: _waits_for_a_lock(sessions), what="the live commit waits for the batch")
+        assert not live[0].done()
+        return await append(connection, sql, params, tenant_id, events)
 
-    monkeypatch.setattr(backfills, "append_events", live_commit_between_the_reads_and_the_append)
-    _, done = await _deliver(sessions, job, mailbox, found)
+    monkeypatch.setattr(backfills, "update_and_append", live_commit_during_the_append)
+    _, done = await _deliver(sessions, job, mailbox, {"m1": MessageLabels(("INBOX",), 90)})
     await asyncio.wait_for(live[0], 30)
 
     assert (done.delivered, done.completed) == (1, True)
@@ -100,14 +109,43 @@ async def test_a_live_deletion_committed_during_the_batch_comes_after_its_messag
     assert log == [("MESSAGE_EXISTING", "m1"), ("MESSAGE_DELETED", "m1")]
 
 
+async def test_a_live_deletion_committed_between_the_reads_and_the_append_is_seen_by_the_append(sessions, monkeypatch):
+    """The batch decides without the writer lock; the live page deleting m1 commits after the
+    batch's reads, just before it takes the lock. The append sees the deletion past what was
+    read, and the batch is decided again: m1 waits (its labels were read before the
+    deletion), nothing is appended after the deletion."""
+    tenant, mailbox, job = await _claimed_backfill(sessions, "overtaken@example.com")
+    found = {"m1": MessageLabels(("INBOX",), 90)}
+    batch = await backfills.listed_messages(sessions, job, limit=50)
+    decided: list[list] = []
+    read_log = backfills._read_log
+
+    def deciding(synced, logged):
+        delivery = decide(mailbox, batch, found, synced, logged)
+        decided.append([e.type for e in delivery.events])
+        return delivery
+
+    async def live_commit_after_the_first_reads(sessions_, job_, message_ids):
+        read = await read_log(sessions_, job_, message_ids)
+        if not decided:
+            await asyncio.wait_for(_live_commit(sessions, mailbox), 30)  # nothing of the batch holds it back
+        return read
+
+    monkeypatch.setattr(backfills, "_read_log", live_commit_after_the_first_reads)
+    moved, done = await backfills.deliver_batch(
+        sessions, job, mailbox, owner="bf", message_ids=["m1"], decide=deciding,
+        completed_event=lambda *counts: completed_event(mailbox, *counts), now=NOW)
+
+    assert decided == [[EventType.MESSAGE_EXISTING], []], "decided to deliver m1, then again on the deletion: wait"
+    assert (done.delivered, done.skipped, done.completed, moved.next_position) == (0, 0, False, 0)
+    assert await _log(sessions, tenant, job) == [("MESSAGE_DELETED", "m1")]
+
+
 async def test_a_live_deletion_committed_before_the_batch_makes_it_wait(sessions):
     """The live page deleting m1 committed after the labels were read, before the batch: the
     batch sees the newer change in the log and delivers nothing (it waits and reads again)."""
     tenant, mailbox, job = await _claimed_backfill(sessions, "before@example.com")
-    deleted = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address,
-                       type=EventType.MESSAGE_DELETED, history_id=120, message_id="m1", thread_id="t1")
-    await sync_claims.commit_sync_page(sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=120,
-                                       events=[deleted], final=True, now=NOW, lease=LEASE)
+    await _live_commit(sessions, mailbox)
 
     moved, done = await _deliver(sessions, job, mailbox, {"m1": MessageLabels(("INBOX",), 90)})
 
