@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -51,7 +50,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import (  # noqa: E402 - also puts the repository root on sys.path
-    NO_TENANT_LIMITS, OPERATOR_TOKEN, CpuMeter, Report, _latency_summary, _load, _postmaster_pid, _raise_keyboard_interrupt,
+    OPERATOR_TOKEN, CpuMeter, Report, _latency_summary, _load, _postmaster_pid, _raise_keyboard_interrupt,
+    service_settings, shown_settings, start_gmail_sim, start_postgres_and_emulator, stop_children,
 )
 from tests.fixtures.factory import tenant_key_at  # noqa: E402
 from tests.fixtures.processes import Child, child_env  # noqa: E402
@@ -306,13 +306,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    import psycopg
-
     from mailwatch_devstack.ports import free_port
-    from mailwatch_devstack.postgres import TemporaryPostgres
-    from mailwatch_devstack.pubsub_emulator import PubSubEmulator
-    from mailwatch.secrets import generate_key
-    from mailwatch.store.migrate import upgrade
 
     say = Report()
     logdir = Path(tempfile.mkdtemp(prefix="mailwatch-bench-backfill-"))
@@ -320,18 +314,7 @@ def main() -> int:
     failed = True
     with contextlib.ExitStack() as stack:
         try:
-            postgres = TemporaryPostgres()
-            stack.callback(postgres.stop)
-            postgres.start()
-            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-                conn.execute("CREATE DATABASE mailwatch")
-            database_url = postgres.url("mailwatch")
-            upgrade(database_url)
-
-            emulator = PubSubEmulator()
-            stack.callback(emulator.stop)
-            emulator.start()
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+            postgres, database_url, emulator = start_postgres_and_emulator(stack)
             from google.cloud import pubsub_v1
 
             publisher = pubsub_v1.PublisherClient()
@@ -341,28 +324,13 @@ def main() -> int:
             publisher.create_topic(name=TOPIC)
             subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=60)
 
-            sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
-                                      "--port", str(free_port()), "--pubsub-emulator-host", emulator.host],
-                        child_env({"PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+            sim, sim_url = start_gmail_sim(emulator.host, logdir)
             children.append(sim)
-            sim_url = sim.start(r"gmail-sim listening on (http://\S+)").group(1)
 
             http_port = free_port()
             service_env = {
-                "MAILWATCH_DATABASE_URL": database_url,
-                "MAILWATCH_SECRET_KEYS": generate_key(),
-                "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
-                **NO_TENANT_LIMITS,
-                "MAILWATCH_LISTEN": "127.0.0.1:0",
-                "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-                "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,
-                "MAILWATCH_GOOGLE_TOKEN_URI": f"{sim_url}/token",
-                "MAILWATCH_PUBSUB_TOPIC": TOPIC,
-                "MAILWATCH_PUBSUB_SUBSCRIPTIONS": SUBSCRIPTION,
+                **service_settings(database_url=database_url, sim_url=sim_url, http_port=http_port),
                 "MAILWATCH_SYNC_BACKFILL_UNITS_PER_MINUTE": str(args.units_per_minute),
-                "MAILWATCH_INGEST_PULL_TIMEOUT": "2",
-                "MAILWATCH_LOG_FORMAT": "text",
-                "MAILWATCH_LOG_LEVEL": "WARNING",
             }
             service = Child("service", [sys.executable, "-m", "mailwatch.cli", "serve"],
                             child_env({**service_env, "PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
@@ -370,9 +338,7 @@ def main() -> int:
             target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
             cpu = CpuMeter({"service": service.pid, "simulator": sim.pid}, postmaster=_postmaster_pid(postgres))
             say(f"machine: {os.cpu_count()} CPUs, load average {_load()} at start")
-            say("service settings: " + " ".join(f"{k}={v}" for k, v in service_env.items()
-                                                  if k not in ("MAILWATCH_SECRET_KEYS", "MAILWATCH_OPERATOR_TOKEN",
-                                                               "MAILWATCH_DATABASE_URL")))
+            say("service settings: " + shown_settings(service_env))
             asyncio.run(run(args, target=target, sim_url=sim_url, metrics_url=f"http://127.0.0.1:{http_port}/metrics",
                             say=say, cpu=cpu))
             say(f"load average at the end: {_load()} (other processes on this host skew every figure)")
@@ -380,14 +346,7 @@ def main() -> int:
         except KeyboardInterrupt:
             print("interrupted; stopping everything", file=sys.stderr, flush=True)
         finally:
-            for child in reversed(children):
-                code = child.stop()
-                if failed or code not in (0, None):
-                    print(f"--- {child.name} (exit {code}) log tail:\n{child.tail()}", file=sys.stderr)
-            if args.keep_logs:
-                print(f"logs kept in {logdir}", file=sys.stderr)
-            else:
-                shutil.rmtree(logdir, ignore_errors=True)
+            stop_children(children, failed=failed, logdir=logdir, keep_logs=args.keep_logs)
     return 1 if failed else 0
 
 

@@ -202,6 +202,79 @@ NO_TENANT_LIMITS = {
     "MAILWATCH_LIMITS_REGISTRATIONS_PER_MINUTE_PER_TENANT": "0",
 }
 
+def start_postgres_and_emulator(stack: contextlib.ExitStack):
+    """A throwaway Postgres with a migrated `mailwatch` database, and the Pub/Sub emulator (this
+    process's PUBSUB_EMULATOR_HOST), each stopped by `stack`; (postgres, database URL, emulator)."""
+    import psycopg
+
+    from mailwatch_devstack.postgres import TemporaryPostgres
+    from mailwatch_devstack.pubsub_emulator import PubSubEmulator
+    from mailwatch.store.migrate import upgrade
+
+    postgres = TemporaryPostgres()
+    stack.callback(postgres.stop)
+    postgres.start()
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mailwatch")
+    database_url = postgres.url("mailwatch")
+    upgrade(database_url)
+    emulator = PubSubEmulator()
+    stack.callback(emulator.stop)
+    emulator.start()
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    return postgres, database_url, emulator
+
+
+def start_gmail_sim(emulator_host: str, logdir: Path) -> tuple[Child, str]:
+    """The Gmail simulator in its own process, pushing to the Pub/Sub emulator; (child, its URL)."""
+    from mailwatch_devstack.ports import free_port
+
+    sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
+                              "--port", str(free_port()), "--pubsub-emulator-host", emulator_host],
+                child_env({"PUBSUB_EMULATOR_HOST": emulator_host}), logdir)
+    return sim, sim.start(r"gmail-sim listening on (http://\S+)").group(1)
+
+
+def service_settings(*, database_url: str, sim_url: str, http_port: int) -> dict[str, str]:
+    """The settings every benchmark's service runs with: its peers, no tenant limits, quiet logs."""
+    from mailwatch.secrets import generate_key
+
+    return {
+        "MAILWATCH_DATABASE_URL": database_url,
+        "MAILWATCH_SECRET_KEYS": generate_key(),
+        "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        **NO_TENANT_LIMITS,
+        "MAILWATCH_LISTEN": "127.0.0.1:0",
+        "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,
+        "MAILWATCH_GOOGLE_TOKEN_URI": f"{sim_url}/token",
+        "MAILWATCH_PUBSUB_TOPIC": TOPIC,
+        "MAILWATCH_PUBSUB_SUBSCRIPTIONS": SUBSCRIPTION,
+        "MAILWATCH_INGEST_PULL_TIMEOUT": "2",
+        "MAILWATCH_LOG_FORMAT": "text",
+        "MAILWATCH_LOG_LEVEL": "WARNING",
+    }
+
+
+def shown_settings(env: dict[str, str]) -> str:
+    """`env` without its secrets and the database URL, as the report prints it."""
+    return " ".join(f"{k}={v}" for k, v in env.items()
+                    if k not in ("MAILWATCH_SECRET_KEYS", "MAILWATCH_OPERATOR_TOKEN", "MAILWATCH_DATABASE_URL"))
+
+
+def stop_children(children: list[Child], *, failed: bool, logdir: Path, keep_logs: bool) -> None:
+    """Stops each child by pid, last started first; prints a child's log tail when the run failed or
+    it exited badly; removes the logs unless `keep_logs`."""
+    for child in reversed(children):
+        code = child.stop()
+        if failed or code not in (0, None):
+            print(f"--- {child.name} (exit {code}) log tail:\n{child.tail()}", file=sys.stderr)
+    if keep_logs:
+        print(f"logs kept in {logdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
 def _postmaster_pid(postgres) -> int | None:
     try:
         return int((postgres.datadir / "postmaster.pid").read_text().splitlines()[0])
@@ -862,9 +935,6 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     from mailwatch_devstack.ports import free_port
-    from mailwatch_devstack.postgres import TemporaryPostgres
-    from mailwatch_devstack.pubsub_emulator import PubSubEmulator
-    from mailwatch.secrets import generate_key
 
     say = Report()
     logdir = Path(tempfile.mkdtemp(prefix="mailwatch-bench-"))
@@ -872,22 +942,7 @@ def main() -> int:
     failed = True
     with contextlib.ExitStack() as stack:
         try:
-            postgres = TemporaryPostgres()
-            stack.callback(postgres.stop)
-            postgres.start()
-            import psycopg
-
-            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-                conn.execute("CREATE DATABASE mailwatch")
-            database_url = postgres.url("mailwatch")
-            from mailwatch.store.migrate import upgrade
-
-            upgrade(postgres.url("mailwatch"))
-
-            emulator = PubSubEmulator()
-            stack.callback(emulator.stop)
-            emulator.start()
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+            postgres, database_url, emulator = start_postgres_and_emulator(stack)
             from google.cloud import pubsub_v1
 
             publisher = pubsub_v1.PublisherClient(
@@ -899,29 +954,14 @@ def main() -> int:
             stack.callback(subscriber.close)
             _create_pubsub(publisher, subscriber)
 
-            sim = Child("gmail-sim", [sys.executable, "-m", "mailwatch.cli", "gmail-sim", "--host", "127.0.0.1",
-                                      "--port", str(free_port()), "--pubsub-emulator-host", emulator.host],
-                        child_env({"PUBSUB_EMULATOR_HOST": emulator.host}), logdir)
+            sim, sim_url = start_gmail_sim(emulator.host, logdir)
             children.append(sim)
-            sim_url = sim.start(r"gmail-sim listening on (http://\S+)").group(1)
 
             http_port = free_port()
             service_env = {
-                "MAILWATCH_DATABASE_URL": database_url,
-                "MAILWATCH_SECRET_KEYS": generate_key(),
-                "MAILWATCH_OPERATOR_TOKEN": OPERATOR_TOKEN,
-                **NO_TENANT_LIMITS,
-                "MAILWATCH_LISTEN": "127.0.0.1:0",
-                "MAILWATCH_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-                "MAILWATCH_GMAIL_API_ENDPOINT": sim_url,
-                "MAILWATCH_GOOGLE_TOKEN_URI": f"{sim_url}/token",
-                "MAILWATCH_PUBSUB_TOPIC": TOPIC,
-                "MAILWATCH_PUBSUB_SUBSCRIPTIONS": SUBSCRIPTION,
+                **service_settings(database_url=database_url, sim_url=sim_url, http_port=http_port),
                 "MAILWATCH_POLL_INTERVAL_SECONDS": str(args.poll_interval),
                 "MAILWATCH_SYNC_CONCURRENCY": str(args.sync_concurrency),
-                "MAILWATCH_INGEST_PULL_TIMEOUT": "2",
-                "MAILWATCH_LOG_FORMAT": "text",
-                "MAILWATCH_LOG_LEVEL": "WARNING",
             }
             ingest_replicas: list[Child] = []
             if args.ingest_replica:
@@ -940,11 +980,9 @@ def main() -> int:
             cpu = CpuMeter({"service": service.pid, **{r.name: r.pid for r in ingest_replicas},
                             "simulator": sim.pid, "emulator": emulator._process.pid},
                            postmaster=_postmaster_pid(postgres))
-            shown = {k: v for k, v in service_env.items()
-                     if k not in ("MAILWATCH_SECRET_KEYS", "MAILWATCH_OPERATOR_TOKEN", "MAILWATCH_DATABASE_URL")}
             say(f"machine: {os.cpu_count()} CPUs, load average {_load()} at start; Postgres {postgres.port}, emulator {emulator.host}, "
                 f"simulator {sim_url} (pid {sim.pid}), service {target} (pid {service.pid})")
-            say("service settings: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+            say("service settings: " + shown_settings(service_env))
             say(f"sizes: --mailboxes {args.mailboxes} --latency-changes {args.latency_changes} "
                 f"--latency-spacing {args.latency_spacing} --changes {args.changes} --chunk {args.chunk} "
                 f"--notifications {args.notifications}")
@@ -957,14 +995,7 @@ def main() -> int:
         except KeyboardInterrupt:
             print("interrupted; stopping everything", file=sys.stderr, flush=True)
         finally:
-            for child in reversed(children):
-                code = child.stop()
-                if failed or code not in (0, None):
-                    print(f"--- {child.name} (exit {code}) log tail:\n{child.tail()}", file=sys.stderr)
-            if args.keep_logs:
-                print(f"logs kept in {logdir}", file=sys.stderr)
-            else:
-                shutil.rmtree(logdir, ignore_errors=True)
+            stop_children(children, failed=failed, logdir=logdir, keep_logs=args.keep_logs)
     return 1 if failed else 0
 
 
