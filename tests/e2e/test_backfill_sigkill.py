@@ -50,6 +50,10 @@ async def _events(target: str, auth, done) -> list:
     return events
 
 
+# Its own waits add up to more than the default 120 s (60 + LEASE_SECONDS + 90 + 60, two process
+# starts), and as the first test of a run in file order it also pays for starting the session's
+# Postgres and Pub/Sub emulator (43 s of setup beside its 77 s under two CPU burners).
+@pytest.mark.timeout(300)
 async def test_a_backfill_killed_mid_way_resumes_with_no_gap_and_no_duplicate(database_url, gmail_sim, pubsub_topic):
     settings = service_settings(
         database_url, gmail_sim.url, pubsub_topic["topic"], pubsub_topic["subscription"],

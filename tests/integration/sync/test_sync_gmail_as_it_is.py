@@ -11,7 +11,7 @@ from sqlalchemy import text
 from mailwatch.config import GmailSettings
 from mailwatch.gmail.client import HISTORY_PAGE_SIZE
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.fixtures.pipeline import collect, eventually, message_events
+from tests.fixtures.pipeline import claims_one, collect, eventually, message_events
 from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ WITH_METADATA = dict(metadata=resources_pb2.MetadataOptions(enabled=True, header
 
 async def one_sync(service) -> None:
     await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
-    assert await service.app.sync_worker.run_once() == 1
+    await claims_one(service.app.sync_worker)
 
 
 async def only_mailbox(service, auth):
@@ -109,7 +109,7 @@ async def test_a_sync_that_fails_does_not_fetch_again_what_it_already_had(make_s
         async with service.app.sessions() as session, session.begin():
             await session.execute(text(
                 "UPDATE mailboxes SET sync_due_at = now(), backoff_until = NULL, gmail_retry_at = NULL"))
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 12)
         assert added_with_metadata(events) == {m["id"]: f"m{n}" for n, m in enumerate(inserted)}
         # Only the messages it did not have: 7 were answered before the quota ran out.

@@ -13,7 +13,7 @@ from mailwatch.config import GmailSettings
 from mailwatch.gmail.client import PART_ATTEMPTS
 from mailwatch.v1 import mailbox_service_pb2
 from tests.fixtures.pipeline import (
-    collect, eventually, gmail_notification, message_events, publish_raw,
+    claims_one, collect, eventually, gmail_notification, message_events, publish_raw,
 )
 from tests.fixtures.rpc import sa_request
 
@@ -51,7 +51,7 @@ def inbox_only(make_service):
 async def sync_everything_once(service, email):
     """One notification makes the mailbox due; one sync takes all the history in one page."""
     await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
-    assert await service.app.sync_worker.run_once() == 1
+    await claims_one(service.app.sync_worker)
 
 
 async def test_include_filter_keeps_every_event_of_the_watched_set(inbox_only):
@@ -136,7 +136,7 @@ async def test_a_change_between_listing_and_lookup_is_traced_back_not_reported(i
         assert await syncing == 1
         marker = sim.insert_message(email, label_ids=["INBOX"])
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 2)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         events = await collect(service, auth, lambda ev: marker["id"] in [e.message_id for e in ev])
         # The junk never was in the watched set: the later change was listed and undone, not guessed.
         assert message_events(events) == [("EVENT_TYPE_MESSAGE_ADDED", marker["id"], ("INBOX",))]

@@ -115,7 +115,7 @@ async def test_a_message_deleted_before_the_fetch_still_has_its_event_marked_mis
         doomed = sim.insert_message("gone@example.com", label_ids=["INBOX"], subject="Doomed")
         sim.delete_message("gone@example.com", doomed["id"])
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
 
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 3)
         added = {e.message_id: e for e in events if e.type == ADDED}
@@ -138,7 +138,7 @@ async def test_a_failed_fetch_commits_nothing_and_the_retry_delivers_each_event_
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
         # Refused every time the sync asks (it asks again a few times, briefly, before giving up).
         sim.inject_fault("backendError", method="users.messages.get", user="flaky@example.com", count=PART_ATTEMPTS)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
 
         # Nothing was committed: the mailbox still stands at its registration history id.
         after_failure = await service.mailboxes.GetMailbox(
@@ -150,7 +150,7 @@ async def test_a_failed_fetch_commits_nothing_and_the_retry_delivers_each_event_
         # The failure set a backoff: make the mailbox due now rather than wait it out.
         async with service.app.sessions() as session, session.begin():
             await session.execute(text("UPDATE mailboxes SET sync_due_at = now(), backoff_until = NULL"))
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 1)
         added = [e for e in events if e.type == ADDED]
         assert [e.message_id for e in added] == [message["id"]]

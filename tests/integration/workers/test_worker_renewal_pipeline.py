@@ -121,7 +121,7 @@ async def test_renewal_with_revoked_credentials_marks_auth_failed_and_stops_call
         sim.revoke_user("gone@example.com")
 
         advance(service, clock, 36 * 3600)
-        assert await service.app.renew_worker.run_once() == 1
+        await claims_one(service.app.renew_worker)
         failed = await get(service, auth, mailbox.id)
         assert failed.state == resources_pb2.MAILBOX_STATE_AUTH_FAILED
         assert failed.last_error.reason == "GMAIL_AUTH_FAILED"
@@ -147,7 +147,7 @@ async def test_rate_limited_renewal_backs_off_for_retry_after(make_service):
         auth, mailbox = await register_sa_mailbox(service, "slow@example.com")
         sim.inject_fault("rateLimitExceeded", method="users.watch", count=1, retry_after=900)
         advance(service, clock, 36 * 3600)
-        assert await service.app.renew_worker.run_once() == 1
+        await claims_one(service.app.renew_worker)
         waiting = await get(service, auth, mailbox.id)
         assert waiting.last_error.reason == "GMAIL_RATE_LIMITED"
         assert ts(waiting.next_renew_time) - clock.now() > timedelta(seconds=890)
@@ -166,7 +166,7 @@ async def test_quota_units_are_counted_per_tenant_as_gmail_counts_them(make_serv
         message = sim.insert_message("metered@example.com", label_ids=["INBOX"])
         await collect(service, auth, lambda ev: message["id"] in [e.message_id for e in ev])
         advance(service, clock, 36 * 3600)
-        assert await service.app.renew_worker.run_once() == 1
+        await claims_one(service.app.renew_worker)
 
         sim_units = sim.counters()["quotaUnits"]["metered@example.com"]
         assert quota.units_spent(tenant_id, "watch") == 200

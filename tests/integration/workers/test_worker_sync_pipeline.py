@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
-from tests.fixtures.pipeline import collect, gmail_notification, message_events, publish_raw, types
+from tests.fixtures.pipeline import claims_one, collect, gmail_notification, message_events, publish_raw, types
 from tests.fixtures.rpc import oauth_request, sa_request
 from tests.fixtures.waiting import eventually
 
@@ -96,7 +96,7 @@ async def test_notification_burst_costs_one_sync(make_service, database_url):
         await eventually(lambda: all_recorded(service, 300))
         sim.reset_counters()
 
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         assert await service.app.sync_worker.run_once() == 0
         assert history_calls(sim, "burst@example.com") == 1
         events = await collect(service, auth, lambda ev: len(message_events(ev)) >= 5)
@@ -119,7 +119,7 @@ async def test_expired_history_triggers_a_full_resync(make_service):
             sim.insert_message("old@example.com", label_ids=["INBOX"])
         sim.expire_history("old@example.com", sim.history_id("old@example.com"))
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
 
         events = await collect(service, auth, lambda ev: "RESYNCED" in types(ev))
         assert types(events)[-2:] == ["RESYNC_REQUIRED", "RESYNCED"]
@@ -131,7 +131,7 @@ async def test_expired_history_triggers_a_full_resync(make_service):
         sim.advance_clock(2)
         fresh = sim.insert_message("old@example.com", label_ids=["INBOX"])
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 2)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         events = await collect(service, auth, lambda ev: fresh["id"] in [e.message_id for e in ev])
         assert types(events)[-1] == "MESSAGE_ADDED"
 
@@ -228,7 +228,7 @@ async def test_retry_after_is_honoured(make_service, database_url):
         sim.advance_clock(2)
         sim.insert_message("later@example.com", label_ids=["INBOX"])
         await eventually(lambda: service.app.ingestor.stats.marked_due >= 1)
-        assert await service.app.sync_worker.run_once() == 1
+        await claims_one(service.app.sync_worker)
         with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
             wait = conn.execute(
                 "SELECT extract(epoch FROM backoff_until - now()) FROM mailboxes WHERE id = %s", (mailbox.id,)
