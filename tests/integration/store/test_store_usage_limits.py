@@ -24,22 +24,27 @@ async def _age(sessions, table: str, column: str, seconds: float) -> None:
 
 async def test_a_bucket_takes_all_or_nothing_or_down_to_a_minimum_and_refills_by_postgres_clock(sessions):
     tenant = (await Rows(sessions).tenant()).id
-    take = usage_buckets.take
-    assert await take(sessions, tenant, "b", 3, 1.0, 5.0) == (3, 2.0)  # a new bucket starts full
-    taken, left = await take(sessions, tenant, "b", 3, 1.0, 5.0)
+
+    async def take(bucket: str, amount: int, **kwargs) -> tuple[int, float]:
+        # 0.01 a second: the seconds this test's statements take refill next to nothing.
+        return await usage_buckets.take(sessions, tenant, bucket, amount, 0.01, 5.0, **kwargs)
+
+    taken, left = await take("b", 3)
+    assert taken == 3 and left == pytest.approx(2.0, abs=0.1)  # a new bucket starts full
+    taken, left = await take("b", 3)
     assert taken == 0 and left == pytest.approx(2.0, abs=0.1)  # all or nothing: a refusal takes none
-    taken, left = await take(sessions, tenant, "b", 3, 1.0, 5.0, minimum=1)
+    taken, left = await take("b", 3, minimum=1)
     assert taken == 2 and left == pytest.approx(0.0, abs=0.1)  # what whole tokens there are
-    assert (await take(sessions, tenant, "b", 3, 1.0, 5.0, minimum=1))[0] == 0
-    await _age(sessions, "usage_buckets", "updated", 2.5)
-    taken, left = await take(sessions, tenant, "b", 2, 1.0, 5.0)
+    assert (await take("b", 3, minimum=1))[0] == 0
+    await _age(sessions, "usage_buckets", "updated", 250)  # 2.5 tokens back
+    taken, left = await take("b", 2)
     assert taken == 2 and left == pytest.approx(0.5, abs=0.1)
-    await _age(sessions, "usage_buckets", "updated", 3600)
-    taken, left = await take(sessions, tenant, "b", 1, 1.0, 5.0)
+    await _age(sessions, "usage_buckets", "updated", 360_000)
+    taken, left = await take("b", 1)
     assert taken == 1 and left == pytest.approx(4.0, abs=0.1)  # never above capacity
     # Another bucket, another tenant: their own.
-    assert (await take(sessions, tenant, "other", 5, 1.0, 5.0))[0] == 5
-    assert (await take(sessions, (await Rows(sessions).tenant()).id, "b", 5, 1.0, 5.0))[0] == 5
+    assert (await take("other", 5))[0] == 5
+    assert (await usage_buckets.take(sessions, (await Rows(sessions).tenant()).id, "b", 5, 0.01, 5.0))[0] == 5
 
 
 async def test_two_replicas_racing_for_one_bucket_never_take_more_than_it_holds(sessions, other_sessions):
