@@ -9,7 +9,8 @@
   one transaction (a restart neither lists again nor reorders);
 - `deliver_batch`: one batch's MESSAGE_EXISTING events and the progress pointer
   in one transaction, decided against what the live sync has committed (read
-  without the tenant's writer lock, checked again under it in the append);
+  without the tenant's writer lock, from where the previous batch stopped reading
+  (`LiveLog`), and checked again under the lock in the append);
 - `progresses`: GetMailbox's and ListMailboxes' view.
 
 Every write under a claim is fenced on the lease owner and the backfill's generation
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
@@ -83,6 +84,30 @@ class LiveEvent:
 
     type: EventType
     history_id: int | None
+
+
+@dataclass
+class LiveLog:
+    """The backfilled mailbox's events in the log since the backfill was requested, as far as
+    read (`through`, a log position): each batch reads only what the log gained since the one
+    before (the log is append-only), so a backfill reads the tenant's log since its start once
+    in all, not once per batch. Kept by the caller across its batches and claims of the same
+    backfill (`for_job`)."""
+
+    backfill: tuple[uuid.UUID, int, int]  # mailbox id, generation, start sequence
+    through: int
+    events: dict[str, list[LiveEvent]] = field(default_factory=dict)
+
+    @classmethod
+    def for_job(cls, job: "BackfillJob", kept: "LiveLog | None" = None) -> "LiveLog":
+        """`kept` if it was read for this very backfill, else a new one from its start."""
+        backfill = (job.mailbox_id, job.generation, job.start_sequence)
+        if kept is not None and kept.backfill == backfill:
+            return kept
+        return cls(backfill, job.start_sequence)
+
+    def of(self, message_ids: Sequence[str]) -> dict[str, list[LiveEvent]]:
+        return {message_id: self.events[message_id] for message_id in message_ids if message_id in self.events}
 
 
 @dataclass(frozen=True)
@@ -273,41 +298,35 @@ async def listed_messages(sessions: Sessions, job: BackfillJob, *, limit: int) -
 CONFLICT_ATTEMPTS = 3
 
 
-def _batch_ids(message_ids: Sequence[str]):
-    """`message_ids` as one text[] parameter, for `= ANY(…)` (ix_change_events_tenant_id_mailbox_id_message_id)."""
-    return cast(list(message_ids), ARRAY(Text))
-
-
-async def _read_log(sessions: Sessions, job: BackfillJob, message_ids: Sequence[str]
-                    ) -> tuple[int | None, int, dict[str, list[LiveEvent]]]:
+async def _read_log(sessions: Sessions, job: BackfillJob, live: LiveLog) -> tuple[int | None, int]:
     """Without any lock, in one statement (one snapshot): the mailbox's synced history id,
-    the tenant's log position `seen`, and the log's events of `message_ids` since the
-    backfill was requested (all of them up to `seen`: per tenant, sequence order is commit
-    order). MailboxNotActive if it is not ACTIVE."""
+    the tenant's log position `seen`, and into `live` the mailbox's events past
+    `live.through` (all of them up to `seen`: per tenant, sequence order is commit order;
+    the range is on the log's (tenant_id, sequence) index). MailboxNotActive if it is not
+    ACTIVE."""
     seen = (select(func.coalesce(func.max(change_events.c.sequence), 0))
             .where(change_events.c.tenant_id == job.tenant_id).scalar_subquery())
-    # The batch's ids through the index, not the tenant's whole log since the backfill started.
-    logged = (select(change_events.c.message_id, change_events.c.event_type,
+    gained = (select(change_events.c.message_id, change_events.c.event_type,
                      change_events.c.history_id, change_events.c.sequence)
-              .where(change_events.c.tenant_id == job.tenant_id, change_events.c.mailbox_id == job.mailbox_id,
-                     change_events.c.message_id == any_(_batch_ids(message_ids)),
-                     change_events.c.sequence > job.start_sequence)
-              .lateral("logged"))
+              .where(change_events.c.tenant_id == job.tenant_id, change_events.c.sequence > live.through,
+                     change_events.c.mailbox_id == job.mailbox_id, change_events.c.message_id.is_not(None))
+              .lateral("gained"))
     async with autocommit(sessions) as session:
         rows = (await session.execute(
-            select(mailboxes.c.history_id, mailboxes.c.state, seen.label("seen"), logged.c.message_id,
-                   logged.c.event_type, logged.c.history_id.label("event_history_id"))
-            .select_from(mailboxes.outerjoin(logged, true()))
+            select(mailboxes.c.history_id, mailboxes.c.state, seen.label("seen"), gained.c.message_id,
+                   gained.c.event_type, gained.c.history_id.label("event_history_id"))
+            .select_from(mailboxes.outerjoin(gained, true()))
             .where(mailboxes.c.id == job.mailbox_id)
-            .order_by(logged.c.sequence)
+            .order_by(gained.c.sequence)
         )).all()
     if not rows or rows[0].state != MailboxState.ACTIVE.value:
         raise MailboxNotActive(str(job.mailbox_id))
-    events: dict[str, list[LiveEvent]] = {}
     for row in rows:
         if row.message_id is not None:
-            events.setdefault(row.message_id, []).append(LiveEvent(EventType(row.event_type), row.event_history_id))
-    return rows[0].history_id, rows[0].seen, events
+            live.events.setdefault(row.message_id, []).append(
+                LiveEvent(EventType(row.event_type), row.event_history_id))
+    live.through = max(live.through, rows[0].seen)
+    return rows[0].history_id, live.through
 
 
 def _claim_and_lock_writers(job: BackfillJob, owner: str):
@@ -328,7 +347,7 @@ def _guarded_update(job: BackfillJob, values: dict, message_ids: Sequence[str], 
     `message_ids` past `seen`: the decision was made on reads a live commit has overtaken."""
     overtaken = select(change_events.c.sequence).where(
         change_events.c.tenant_id == job.tenant_id, change_events.c.mailbox_id == job.mailbox_id,
-        change_events.c.message_id == any_(_batch_ids(message_ids)),
+        change_events.c.message_id == any_(cast(list(message_ids), ARRAY(Text))),
         change_events.c.sequence > seen,
     )
     active = select(mailboxes.c.state).where(mailboxes.c.id == job.mailbox_id).scalar_subquery()
@@ -347,14 +366,15 @@ class _Overtaken(Exception):
 async def deliver_batch(
     sessions: Sessions, job: BackfillJob, mailbox: Mailbox, *, owner: str, message_ids: Sequence[str],
     decide: Callable[[int | None, dict[str, list[LiveEvent]]], Delivery],
-    completed_event: Callable[[int, int, int], NewEvent], now: datetime,
+    completed_event: Callable[[int, int, int], NewEvent], now: datetime, live: LiveLog | None = None,
 ) -> tuple[BackfillJob, Delivered]:
     """One batch: `decide(synced history id, the log's events of `message_ids` since the
     backfill was requested)` says what to append and how far the pointer moves; the events
     and the new pointer commit together, fenced on the claim (owner, generation, pointer):
     LeaseLost otherwise. When the pointer reaches the end, the backfill completes with
     `completed_event(listed, delivered, skipped)`. A mailbox no longer ACTIVE (stopped since
-    the claim) gets nothing: `MailboxNotActive`.
+    the claim) gets nothing: `MailboxNotActive`. `live`: the caller's LiveLog of this
+    backfill, which the batch reads on from (a new one reads the log from the start).
 
     Why this is exactly once against the live sync, with the tenant's writer lock
     (`changes.writer_lock`) held only for the append and its commit: the history id and
@@ -370,9 +390,10 @@ async def deliver_batch(
     (if they had one after the watch, it is in the log and the message is skipped) and any
     later change of theirs is an event the guard sees.
     """
+    live = LiveLog.for_job(job, live)
     for _ in range(CONFLICT_ATTEMPTS):
-        synced, seen, logged = await _read_log(sessions, job, message_ids)
-        delivery = decide(synced, logged)
+        synced, seen = await _read_log(sessions, job, live)
+        delivery = decide(synced, live.of(message_ids))
         position = job.next_position + delivery.consumed
         delivered = job.delivered + len(delivery.events)
         skipped = job.skipped + delivery.skipped

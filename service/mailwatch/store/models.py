@@ -417,8 +417,6 @@ class ChangeEventRow(Base):
     __table_args__ = (
         UniqueConstraint("id", "observed_at"),
         Index("ix_change_events_tenant_id_sequence", "tenant_id", "sequence"),
-        # A backfill batch's duplicate check: its message ids' events since the backfill started.
-        Index("ix_change_events_tenant_id_mailbox_id_message_id", "tenant_id", "mailbox_id", "message_id", "sequence"),
         # Retention deletes the default partition's expired rows by age.
         Index("ix_change_events_observed_at", "observed_at"),
         {"postgresql_partition_by": "RANGE (observed_at)"},

@@ -144,6 +144,10 @@ class MailboxBackfill:
     # again within seconds and must not start a fresh allowance each time.
     paces: cachetools.TTLCache = field(
         default_factory=lambda: cachetools.TTLCache(maxsize=10_000, ttl=600), compare=False)
+    # Each backfill's reading of the log (`backfills.LiveLog`), kept the same way: a claim
+    # reads on from where the last one stopped instead of from the backfill's start.
+    live_logs: cachetools.TTLCache = field(
+        default_factory=lambda: cachetools.TTLCache(maxsize=10_000, ttl=600), compare=False)
 
     async def run(self, claim: backfills.ClaimedBackfill) -> str:
         job, mailbox = claim.job, claim.mailbox
@@ -204,6 +208,7 @@ class MailboxBackfill:
 
     async def _deliver(self, job: backfills.BackfillJob, mailbox: Mailbox, credential: Credential,
                        pace: "_Pace") -> str:
+        live = self.live_logs[mailbox.id] = backfills.LiveLog.for_job(job, self.live_logs.get(mailbox.id))
         while True:
             started = time.perf_counter()
             batch = await backfills.listed_messages(self.sessions, job, limit=DELIVERY_BATCH)
@@ -219,12 +224,13 @@ class MailboxBackfill:
             job, done = await backfills.deliver_batch(
                 self.sessions, job, mailbox, owner=self.owner, message_ids=[listed.message_id for listed in batch],
                 decide=lambda synced, logged: decide(mailbox, batch, found, synced, logged),
-                completed_event=lambda *counts: completed_event(mailbox, *counts), now=self.clock.now(),
+                completed_event=lambda *counts: completed_event(mailbox, *counts), now=self.clock.now(), live=live,
             )
             BATCH_POSTGRES_SECONDS.observe(in_postgres + time.perf_counter() - started)
             WRITER_LOCK_SECONDS.observe(done.writer_lock_seconds)
             BACKFILL_EVENTS.inc(done.delivered)
             if done.completed:
+                self.live_logs.pop(mailbox.id, None)
                 log.info("backfill of mailbox %s completed: %d listed, %d delivered, %d skipped", mailbox.id,
                          job.listed, job.delivered, job.skipped,
                          extra={"tenant_id": str(mailbox.tenant_id), "mailbox_id": str(mailbox.id)})

@@ -25,9 +25,9 @@ LEASE = timedelta(seconds=60)
 REQUEST = BackfillRequest(newest=1)
 
 
-async def _claimed_backfill(sessions, address: str):
+async def _claimed_backfill(sessions, address: str, listed: tuple[str, ...] = ("m1",)):
     """A tenant, its mailbox claimed by the live sync ("sync", history 100) and a backfill
-    claimed by "bf" with m1 listed; (tenant, mailbox, job)."""
+    claimed by "bf" with `listed` (thread t1 for m1 and so on); (tenant, mailbox, job)."""
     rows = Rows(sessions)
     tenant = await rows.tenant()
     await rows.mailbox(tenant.id, address, history_id=100)
@@ -38,7 +38,7 @@ async def _claimed_backfill(sessions, address: str):
     mailbox = claim.mailbox
     await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
     job = await _claim(sessions, tenant, mailbox, REQUEST)
-    job = await backfills.save_listing(sessions, job, owner="bf", listed=[("m1", "t1")], now=NOW)
+    job = await backfills.save_listing(sessions, job, owner="bf", listed=[(m, "t" + m[1:]) for m in listed], now=NOW)
     return tenant, mailbox, job
 
 
@@ -52,12 +52,12 @@ async def _claim(sessions, tenant, mailbox, request: BackfillRequest) -> backfil
                                  generation)
 
 
-async def _deliver(sessions, job, mailbox, found):
-    batch = await backfills.listed_messages(sessions, job, limit=50)
+async def _deliver(sessions, job, mailbox, found, *, limit: int = 50, live=None):
+    batch = await backfills.listed_messages(sessions, job, limit=limit)
     return await backfills.deliver_batch(
         sessions, job, mailbox, owner="bf", message_ids=[listed.message_id for listed in batch],
         decide=lambda synced, logged: decide(mailbox, batch, found, synced, logged),
-        completed_event=lambda *counts: completed_event(mailbox, *counts), now=NOW)
+        completed_event=lambda *counts: completed_event(mailbox, *counts), now=NOW, live=live)
 
 
 async def _log(sessions, tenant, job) -> list[tuple[str, str | None]]:
@@ -152,6 +152,35 @@ async def test_a_live_deletion_committed_before_the_batch_makes_it_wait(sessions
     assert (done.delivered, done.skipped, done.completed, moved.next_position) == (0, 0, False, 0)
     assert await _log(sessions, tenant, job) == [("MESSAGE_DELETED", "m1")]
 
+
+
+async def test_each_batch_reads_the_log_on_from_where_the_one_before_stopped(sessions):
+    """m1 and m2 listed, one a batch; the live sync adds m2 (100 -> 110) before the first batch.
+    The first batch (m1) reads the mailbox's events since the backfill started, m2's with
+    them; the second (m2) reads only what the log gained since and still skips m2 (the live
+    stream delivered it). A LiveLog kept for another backfill of the mailbox is not reused."""
+    tenant, mailbox, job = await _claimed_backfill(sessions, "readon@example.com", listed=("m1", "m2"))
+    added = NewEvent(mailbox_id=mailbox.id, email_address=mailbox.email_address, type=EventType.MESSAGE_ADDED,
+                     history_id=110, message_id="m2", thread_id="t2", label_ids=("INBOX",))
+    await sync_claims.commit_sync_page(sessions, mailbox, owner="sync", expected_history_id=100, new_history_id=110,
+                                       events=[added], final=True, now=NOW, lease=LEASE)
+    found = {"m1": MessageLabels(("INBOX",), 90), "m2": MessageLabels(("INBOX",), 110)}
+    live = backfills.LiveLog.for_job(job)
+
+    job, first = await _deliver(sessions, job, mailbox, found, limit=1, live=live)
+    assert (first.delivered, first.skipped) == (1, 0)
+    assert [e.type for e in live.events["m2"]] == [EventType.MESSAGE_ADDED]
+    read_through = live.through
+    assert read_through > job.start_sequence
+    job, second = await _deliver(sessions, job, mailbox, found, limit=1, live=live)
+
+    assert (second.delivered, second.skipped, second.completed) == (0, 1, True)
+    assert live.through > read_through, "the second batch read on past the first one's reads (its own append)"
+    assert await _log(sessions, tenant, job) == [
+        ("MESSAGE_ADDED", "m2"), ("MESSAGE_EXISTING", "m1"), ("BACKFILL_COMPLETED", None)]
+    replaced = backfills.BackfillJob(**{**job.__dict__, "generation": job.generation + 1})
+    assert backfills.LiveLog.for_job(replaced, live) is not live
+    assert backfills.LiveLog.for_job(job, live) is live
 
 async def test_a_stopped_mailbox_gets_no_batch(sessions):
     """StopMailbox while the backfill holds its claim: the next batch appends nothing and

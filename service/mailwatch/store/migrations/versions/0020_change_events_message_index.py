@@ -1,7 +1,9 @@
-"""change_events (tenant_id, mailbox_id, message_id, sequence): a backfill batch's duplicate check
+"""No change (was: an index on change_events' message ids, for a backfill batch's duplicate check)
 
-A backfill batch asks the log for its 50 message ids' events since the backfill started;
-without this index that was a scan of every event of the tenant since then, once per batch.
+This revision built ix_change_events_tenant_id_mailbox_id_message_id for one day's
+development; the backfill no longer needs it (see 0021). It does nothing now, so that an
+upgrade does not build an index over the whole change log (holding appends to it meanwhile)
+only for 0021 to drop it. 0021 drops it where it was built.
 
 Revision ID: 0020
 Revises: 0019
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from alembic import op
-
 revision: str = "0020"
 down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
@@ -21,10 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # On the partitioned parent: Postgres builds it on every partition, and on each one created later.
-    op.create_index("ix_change_events_tenant_id_mailbox_id_message_id", "change_events",
-                    ["tenant_id", "mailbox_id", "message_id", "sequence"])
+    pass
 
 
 def downgrade() -> None:
-    op.drop_index("ix_change_events_tenant_id_mailbox_id_message_id", table_name="change_events")
+    pass
