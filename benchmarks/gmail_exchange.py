@@ -96,5 +96,6 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2000, help="calls per measure (default 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="calls at once (default 16)")
     parser.add_argument("--mailboxes", type=int, default=64, help="mailboxes called round-robin (default 64)")
+    arguments = parser.parse_args()
     print(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(arguments))
