@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mailwatch.secrets import generate_key
+from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc, resources_pb2
+from tests.fixtures.factory import register_at, service_account_request, tenant_key_at
+from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.processes import ServiceProcess
+from tests.fixtures.service import service_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -78,8 +86,58 @@ def test_sigterm_drains_and_exits_zero(database_url):
     service = ServiceProcess(base_env(database_url)).start()
     try:
         with grpc.insecure_channel(service.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         assert service.terminate(timeout=30) == 0
     finally:
         service.kill()
+
+
+
+async def test_sigterm_mid_traffic_exits_zero_and_logs_no_error(database_url, gmail_sim, pubsub_topic):
+    """Shutdown noise: SIGTERM while Gmail changes keep coming (ingest pulling, the sync worker
+    calling the simulator) and a consumer's stream is open: the stream is ended after the grace
+    period, the process exits 0, and its log (INFO and up) holds no ERROR and no traceback."""
+    address = "draining@example.com"
+    settings = service_settings(database_url, gmail_sim.url, pubsub_topic["topic"], pubsub_topic["subscription"],
+                                grace_seconds=0.5)
+    gmail_sim.create_mailbox(address)
+    service = ServiceProcess(settings.environment()).start()
+    changing = threading.Event()
+    changer = threading.Thread(target=_keep_changing, args=(gmail_sim, address, changing), daemon=True)
+    try:
+        auth = (await tenant_key_at(service.target, "draining")).auth
+        request = service_account_request(address, gmail_sim.create_service_account_key(project_id=TEST_PROJECT))
+        await register_at(service.target, auth, request)
+        changer.start()
+        async with grpc.aio.insecure_channel(service.target) as channel:
+            call = mailbox_service_pb2_grpc.MailboxServiceStub(channel).StreamChanges(
+                mailbox_service_pb2.StreamChangesRequest(start_position=mailbox_service_pb2.START_POSITION_EARLIEST),
+                metadata=auth)
+            added = 0
+            while added < 3:  # changes are flowing through ingest and sync
+                added += sum(e.type == resources_pb2.EVENT_TYPE_MESSAGE_ADDED for e in (await call.read()).events)
+            service.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(_until_ended(call), 60)
+        assert await asyncio.to_thread(service.process.wait, 60) == 0
+    finally:
+        changing.set()
+        service.kill()
+        if changer.is_alive():
+            changer.join(30)
+    output = "\n".join(service.output)
+    assert "shutting down" in output  # the log is read (INFO and up)
+    assert "Traceback" not in output and " ERROR " not in output, output
+
+
+async def _until_ended(call) -> None:
+    """Read the stream until the server ends it (a status, or EOF)."""
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        while await call.read() is not grpc.aio.EOF:
+            pass
+
+
+def _keep_changing(sim, address: str, stop: threading.Event) -> None:
+    """A new message every 50 ms until `stop` (its notifications go to the emulator as Gmail's do)."""
+    while not stop.wait(0.05):
+        sim.insert_message(address, label_ids=["INBOX"])

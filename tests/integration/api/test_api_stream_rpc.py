@@ -75,7 +75,7 @@ async def test_expired_cursor_is_failed_precondition_with_a_reason(service):
     async with service.app.sessions() as session, session.begin():
         assert await changes.prune_events(session, datetime.now(timezone.utc) + timedelta(seconds=1)) > 0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await collect(service, auth, lambda ev: True, cursor=events[0].cursor, timeout=5)
+        await collect(service, auth, lambda ev: True, cursor=events[0].cursor, timeout=30)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info, _ = error_details(caught.value)
     assert info.reason == "CURSOR_EXPIRED"
