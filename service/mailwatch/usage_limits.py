@@ -117,7 +117,8 @@ class Counts(Protocol):
         `minimum`; default all or nothing): (tokens taken, tokens left)."""
 
     async def open_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int, lease_seconds: float) -> bool:
-        """Lease one of the tenant's `limit` open streams; False when all are held."""
+        """Lease one of the tenant's `limit` open streams (0: no limit, a lease all the same);
+        False when all are held."""
 
     async def close_stream(self, lease_id: uuid.UUID) -> None: ...
 
@@ -170,7 +171,7 @@ class LocalCounts:
         return taken, held.tokens
 
     async def open_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int, lease_seconds: float) -> bool:
-        if sum(1 for holder in self._leases.values() if holder == tenant_id) >= limit:
+        if limit > 0 and sum(1 for holder in self._leases.values() if holder == tenant_id) >= limit:
             return False
         self._leases[lease_id] = tenant_id
         return True
@@ -297,14 +298,14 @@ class UsageLimits:
         limit = (await self.limits_of(tenant_id)).streams
         lease_id = uuid.uuid4()
         lease_seconds = self.defaults.stream_lease_seconds
-        if limit > 0:
-            if not await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds):
-                self._refuse(TenantStreamLimit(
-                    f"this tenant already holds {limit} open change streams, its limit; close one, or "
-                    f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
-                    retry_after=STREAM_RETRY_SECONDS), tenant_id)
-            self._leases[lease_id] = tenant_id
-            self._renew_leases()
+        # Every stream takes a lease, also with no limit now: a limit set later counts it.
+        if not await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds):
+            self._refuse(TenantStreamLimit(
+                f"this tenant already holds {limit} open change streams, its limit; close one, or "
+                f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
+                retry_after=STREAM_RETRY_SECONDS), tenant_id)
+        self._leases[lease_id] = tenant_id
+        self._renew_leases()
         label = tenant_label(tenant_id)
         self._streams[tenant_id] = self._streams.get(tenant_id, 0) + 1
         TENANT_STREAMS.labels(tenant=label).inc()

@@ -1,6 +1,7 @@
 """usage_limits over Postgres: a stream that ends while its replica's lease renewal is on the
 way does not leave its lease behind (the renewal writes every lease it was given, so the
-stream's delete may come first: the lease is deleted once more after the renewal)."""
+stream's delete may come first: the lease is deleted once more after the renewal); streams
+opened with no limit count against a limit set later."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 import pytest
 
 from mailwatch.config import LimitSettings
+from mailwatch.domain.errors import TenantStreamLimit
+from mailwatch.domain.models import TenantLimits
 from mailwatch.store import stream_leases
 from mailwatch.store.usage_counts import SharedCounts
 from mailwatch.usage_limits import UsageLimits
@@ -67,3 +70,31 @@ async def test_a_stream_ending_during_a_lease_renewal_leaves_no_lease(sessions):
         end.set()
         await asyncio.gather(task, return_exceptions=True)
         await limits.close()
+
+
+async def test_streams_opened_with_no_limit_count_when_a_limit_is_set(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    own = {tenant: TenantLimits(streams=0)}
+
+    async def lookup(tenant_id):
+        return own[tenant_id]
+
+    # Two replicas: three streams open on the first while the tenant has no limit.
+    first = UsageLimits(LimitSettings(stream_lease_seconds=LEASE_SECONDS), lookup, counts=SharedCounts(sessions))
+    second = UsageLimits(LimitSettings(stream_lease_seconds=LEASE_SECONDS), lookup, counts=SharedCounts(sessions))
+    try:
+        async with first.stream_slot(tenant), first.stream_slot(tenant), first.stream_slot(tenant):
+            assert await stream_leases.held(sessions, tenant) == 3
+            own[tenant] = TenantLimits(streams=1)  # the operator's SetTenantLimits
+            first.forget(tenant)
+            second.forget(tenant)
+            for replica in (first, second):
+                with pytest.raises(TenantStreamLimit):
+                    async with replica.stream_slot(tenant):
+                        pass
+        assert await stream_leases.held(sessions, tenant) == 0
+        async with second.stream_slot(tenant):
+            assert await stream_leases.held(sessions, tenant) == 1
+    finally:
+        await first.close()
+        await second.close()

@@ -112,6 +112,20 @@ async def test_streams_hold_a_slot_each_until_they_end():
         assert limits.open_streams(tenant) == 1
 
 
+async def test_streams_opened_with_no_limit_count_against_a_limit_set_later():
+    tenant = uuid.uuid4()
+    own = {tenant: TenantLimits(streams=0)}
+    limits, _ = _limits(own, streams_per_tenant=5)
+    async with limits.stream_slot(tenant), limits.stream_slot(tenant), limits.stream_slot(tenant):
+        own[tenant] = TenantLimits(streams=1)  # the operator's SetTenantLimits
+        limits.forget(tenant)
+        with pytest.raises(TenantStreamLimit):
+            async with limits.stream_slot(tenant):
+                pass
+    async with limits.stream_slot(tenant):  # all three closed: the one slot is free
+        assert limits.open_streams(tenant) == 1
+
+
 class CountedTakes(LocalCounts):
     """LocalCounts that records each take from a bucket (what would be a statement in Postgres)."""
 

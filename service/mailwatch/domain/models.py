@@ -120,9 +120,9 @@ class TenantDefaultCredential:
 class TenantLimits:
     """A tenant's own limits on mailwatch's resources (usage_limits.py); None: the deployment's, 0: no limit."""
 
-    streams: int | None = None  # StreamChanges open at once, per replica
-    rpcs_per_second: int | None = None  # calls of each of its API keys, per replica
-    registrations_per_minute: int | None = None  # mailboxes registered, per replica
+    streams: int | None = None  # StreamChanges open at once, all replicas together
+    rpcs_per_second: int | None = None  # calls of each of its API keys, all replicas together
+    registrations_per_minute: int | None = None  # mailboxes registered a minute, all replicas together
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ streams pushes all of its leases on in one statement (`renew`), so a
 replica that dies without closing its streams (SIGKILL, a lost node) stops
 counting against its tenants once their leases run out.
 
-- `open_lease`: a new lease if the tenant holds fewer than `limit`; a
+- `open_lease`: a new lease if the tenant holds fewer than `limit` (always
+  with no limit: a stream opened then counts once a limit is set); a
   transaction holding the tenant's advisory lock, so two replicas opening
   the tenant's last slot at once cannot both get it;
 - `close_lease`: the stream ended;
@@ -34,7 +35,8 @@ _OPEN = text("""
     WITH lapsed AS (DELETE FROM tenant_stream_leases WHERE tenant_id = :tenant_id AND expires <= now())
     INSERT INTO tenant_stream_leases (id, tenant_id, expires)
     SELECT :id, :tenant_id, now() + make_interval(secs => :lease_seconds)
-    WHERE (SELECT count(*) FROM tenant_stream_leases WHERE tenant_id = :tenant_id AND expires > now()) < :limit
+    WHERE :limit <= 0
+       OR (SELECT count(*) FROM tenant_stream_leases WHERE tenant_id = :tenant_id AND expires > now()) < :limit
     RETURNING id
 """)
 
@@ -49,7 +51,8 @@ _RENEW = text("""
 
 async def open_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int,
                      lease_seconds: float) -> bool:
-    """Lease one of the tenant's `limit` streams as `lease_id` for `lease_seconds`; False when all are held.
+    """Lease one of the tenant's `limit` streams (0: no limit) as `lease_id` for `lease_seconds`;
+    False when all are held.
     The tenant's lapsed leases are deleted on the way."""
     async with transaction(sessions) as session:
         # The count and the insert after it must see every lease committed before: take the
