@@ -72,7 +72,11 @@ class App:
             secret_box = SecretBox(settings.secret_keys)  # fails fast without a usable key
         except SecretsNotConfigured as exc:
             raise ConfigError(f"MAILWATCH_SECRET_KEYS: {exc.message} (make one with `mailwatch secret-key`)") from None
-        engine = create_engine(settings.sqlalchemy_url, pool_size=max(10, settings.sync.concurrency + BACKFILL_CONCURRENCY + 4))
+        # The driver pool serves the one-statement verbs of each change (store.db): a page commit per
+        # sync slot, the claim, ingest's pull loops' writes and the shared stream reads.
+        engine = create_engine(settings.sqlalchemy_url,
+                               pool_size=max(10, settings.sync.concurrency + BACKFILL_CONCURRENCY + 4),
+                               driver_pool_size=settings.sync.concurrency + settings.ingest.concurrency + 2)
         try:
             await ensure_migrated(engine)
         except BaseException:

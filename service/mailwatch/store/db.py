@@ -5,23 +5,30 @@ Engine settings follow the Prefect server: READ COMMITTED, sessions with
 reload after commit), and a ping before handing out a pooled connection, though
 only one that sat idle in the pool (`_ping_idle_connections`). Connections run
 with `TimeZone=UTC` so every `timestamptz` comes back as an aware UTC datetime.
+
+Beside SQLAlchemy's pool the engine keeps a pool of psycopg connections in autocommit
+(`DriverPool`: `Engine.driver_connection`, `driver_autocommit`) for the one-statement
+verbs every change runs: ingest's write, the sync's claim and page commit, a stream's
+read. Checking a connection out of SQLAlchemy's pool for each of them (greenlet
+hand-offs, an isolation-level switch and its reset) cost about as much CPU as the
+statement itself (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
 from mailwatch.database_url import sqlalchemy_url
-
-if TYPE_CHECKING:
-    import psycopg
 
 
 def create_engine(
@@ -30,13 +37,16 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int = 10,
     pool_timeout: float = 30.0,
+    driver_pool_size: int = 10,
     application_name: str = "mailwatch",
     echo: bool = False,
-) -> AsyncEngine:
+) -> "Engine":
     """An async engine on psycopg 3.
 
-    The pool is per process; size it for the process's concurrent transactions
-    (RPC handlers + workers). LISTEN connections are not taken from it.
+    The pools are per process; size SQLAlchemy's for the process's concurrent
+    transactions (RPC handlers + workers) and the driver pool (`driver_pool_size`)
+    for its concurrent hot-path statements (a sync's page commit per sync slot, the
+    claim, ingest's writes, stream reads). LISTEN connections are taken from neither.
     """
     engine = create_async_engine(
         sqlalchemy_url(url),
@@ -45,7 +55,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         # Recycle now and then so connections follow failovers / DNS changes.
-        pool_recycle=1800,
+        pool_recycle=RECYCLE_SECONDS,
         pool_use_lifo=True,
         connect_args={"options": "-c TimeZone=UTC", "application_name": application_name},
         # A database error's text must not carry its statement's parameters:
@@ -55,12 +65,17 @@ def create_engine(
         echo=echo,
     )
     _ping_idle_connections(engine)
-    return engine
+    connect = {"autocommit": True, "options": "-c TimeZone=UTC", "application_name": application_name}
+    return Engine(engine.sync_engine, driver_pool=functools.partial(
+        DriverPool, engine.url.set(drivername="postgresql").render_as_string(hide_password=False), connect,
+        max_size=driver_pool_size, timeout=pool_timeout))
 
 
 # A pooled connection back in the pool for longer than this is pinged before it is
 # handed out again; one returned more recently is presumed alive.
 PING_AFTER_IDLE_SECONDS = 1.0
+# Connections are replaced after this long, so they follow failovers / DNS changes.
+RECYCLE_SECONDS = 1800.0
 _RETURNED_AT = "mailwatch_returned_at"
 
 
@@ -93,7 +108,116 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             raise exc.InvalidatePoolError(str(error)) from error
 
 
-Engine = AsyncEngine
+class Engine(AsyncEngine):
+    """SQLAlchemy's async engine (sessions, Core, Alembic) and a `DriverPool` beside it
+    (`driver_connection`), closed by `dispose` like SQLAlchemy's own pool."""
+
+    __slots__ = ("_new_driver_pool", "_driver_pool")
+
+    def __init__(self, sync_engine, *, driver_pool: "Callable[[], DriverPool]") -> None:
+        super().__init__(sync_engine)
+        self._new_driver_pool = driver_pool
+        self._driver_pool = driver_pool()
+
+    def driver_connection(self) -> "contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection]":
+        """A psycopg connection in autocommit from the driver pool, for one or a few statements."""
+        return self._driver_pool.connection()
+
+    async def dispose(self, close: bool = True) -> None:
+        """Close both pools' idle connections (the engine can be used again: new ones are made)."""
+        pool, self._driver_pool = self._driver_pool, self._new_driver_pool()
+        await pool.close()
+        await super().dispose(close)
+
+
+class DriverPoolTimeout(psycopg.OperationalError):
+    """Every driver connection stayed in use for the pool's whole timeout."""
+
+
+class DriverPool:
+    """Open psycopg connections in autocommit, reused most recently returned first.
+
+    Made for the hot path's one-statement verbs: a checkout is a list pop, with no
+    SQLAlchemy checkout, greenlet hand-off or isolation-level switch and reset.
+    Like `_ping_idle_connections`, a connection is pinged before use only if it sat
+    idle for over `PING_AFTER_IDLE_SECONDS`; a failed ping, or a statement that found
+    its connection broken, discards every idle connection (they are as likely dead:
+    a Postgres restart), as SQLAlchemy's pool invalidation does. A new connection is
+    made by the caller that needs it, so while Postgres is down a checkout fails at
+    once (the caller sees the database as unavailable, as with SQLAlchemy's pool) and
+    the first one after it is back succeeds. psycopg_pool was measured as cheap, but
+    it connects in the background with a growing backoff: callers wait for it (up
+    to its timeout) while Postgres is down, and after an outage recovery waits for
+    the next attempt.
+    """
+
+    def __init__(self, conninfo: str, connect: dict, *, max_size: int, timeout: float,
+                 recycle_seconds: float = RECYCLE_SECONDS) -> None:
+        self._conninfo = conninfo
+        self._connect = connect
+        self._timeout = timeout
+        self._recycle_seconds = recycle_seconds
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[tuple["psycopg.AsyncConnection", float, float]] = []  # (connection, made, returned)
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator["psycopg.AsyncConnection"]:
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise DriverPoolTimeout(f"no driver connection free within {self._timeout:g} s") from None
+        else:
+            await self._slots.acquire()  # free: no wait, no timer
+        try:
+            connection, made = await self._take()
+            try:
+                yield connection
+            finally:
+                await self._give_back(connection, made)
+        finally:
+            self._slots.release()
+
+    async def _take(self) -> tuple["psycopg.AsyncConnection", float]:
+        while self._idle:
+            connection, made, returned = self._idle.pop()
+            now = time.monotonic()
+            if now - made > self._recycle_seconds:
+                await connection.close()  # follow failovers / DNS changes, as pool_recycle does
+                continue
+            if now - returned < PING_AFTER_IDLE_SECONDS:
+                return connection, made
+            try:
+                await connection.execute("")  # an empty query: one round trip, nothing parsed
+                return connection, made
+            except psycopg.Error:
+                await connection.close()
+                await self._discard_idle()
+        connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect)
+        return connection, time.monotonic()
+
+    async def _give_back(self, connection: "psycopg.AsyncConnection", made: float) -> None:
+        if not self._closed and connection.info.transaction_status is TransactionStatus.IDLE:
+            self._idle.append((connection, made, time.monotonic()))
+            return
+        broken = connection.broken
+        await connection.close()  # broken, closed, or returned mid-statement (a cancelled caller)
+        if broken:
+            await self._discard_idle()
+
+    async def _discard_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection, _, _ in idle:
+            await connection.close()
+
+    async def close(self) -> None:
+        """Close the idle connections now, the others as they come back."""
+        self._closed = True
+        await self._discard_idle()
+
+
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -119,12 +243,11 @@ async def autocommit(sessions: Sessions) -> AsyncIterator[AsyncSession]:
 
 @contextlib.asynccontextmanager
 async def driver_autocommit(sessions: Sessions) -> AsyncIterator["psycopg.AsyncConnection"]:
-    """A pooled connection in autocommit, as the driver's own (psycopg) connection: for
-    the statements every notification's sync runs, built and compiled once, with no
-    ORM session or SQLAlchemy execution layer around them."""
-    async with sessions.kw["bind"].connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        yield (await connection.get_raw_connection()).driver_connection
+    """A connection of the engine's driver pool (`Engine.driver_connection`), in autocommit:
+    for the statements every change runs, built and compiled once, with no ORM session,
+    SQLAlchemy execution layer or SQLAlchemy pool checkout around them."""
+    async with sessions.kw["bind"].driver_connection() as connection:
+        yield connection
 
 
 @contextlib.asynccontextmanager

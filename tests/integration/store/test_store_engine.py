@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -60,3 +62,143 @@ async def test_a_connection_back_in_the_pool_a_moment_ago_is_not_pinged(engine, 
     assert is_database_unavailable(caught.value)
     # ... so the next checkout gets a new connection.
     assert await _backend_pid(engine) != victim
+
+
+# The driver pool (Engine.driver_connection): the hot path's autocommit connections.
+
+
+async def _terminated(engine, pid: int) -> None:
+    """Terminate backend `pid` and wait until it is gone."""
+    from tests.fixtures.waiting import eventually
+
+    await _terminate(engine, pid)
+
+    async def gone() -> bool:
+        async with engine.connect() as connection:
+            return not (await connection.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})).scalar_one()
+
+    await eventually(gone, timeout=10, what=f"backend {pid} gone")
+
+
+async def _driver_backend_pid(engine) -> int:
+    async with engine.driver_connection() as connection:
+        return (await (await connection.execute("SELECT pg_backend_pid()")).fetchone())[0]
+
+
+async def test_a_driver_connection_runs_in_autocommit_in_utc_under_the_application_name(engine):
+    async with engine.driver_connection() as connection:
+        assert connection.autocommit
+        row = await (await connection.execute(
+            "SELECT current_setting('TimeZone'), current_setting('application_name'), now()")).fetchone()
+        # A statement on it is its own transaction: nothing is left open after it.
+        assert connection.info.transaction_status.name == "IDLE"
+    time_zone, application_name, now = row
+    assert time_zone == "UTC" and application_name == "mailwatch"
+    assert now.utcoffset().total_seconds() == 0
+
+
+async def test_a_driver_connection_dropped_while_idle_is_replaced_before_use(engine, monkeypatch):
+    from mailwatch.store import db
+
+    victim = await _driver_backend_pid(engine)
+    await _terminated(engine, victim)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every returned connection counts as idle
+    # The pool hands out its most recently returned connection: the dead one, pinged
+    # first, dropped, and the statement runs on a new backend without an error.
+    assert await _driver_backend_pid(engine) != victim
+
+
+async def test_a_driver_connection_back_a_moment_ago_is_not_pinged_and_fails_once(engine, monkeypatch):
+    import psycopg
+
+    from mailwatch.store import db
+    from mailwatch.store._errors import is_database_unavailable
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    # Two connections in the pool, the victim returned last (handed out first).
+    async with engine.driver_connection() as last_back:
+        async with engine.driver_connection() as other:
+            survivor = (await (await other.execute("SELECT pg_backend_pid()")).fetchone())[0]
+        victim = (await (await last_back.execute("SELECT pg_backend_pid()")).fetchone())[0]
+    await _terminated(engine, victim)
+    # Without a ping the statement that meets the dead connection fails as "database
+    # unavailable" (callers retry), and the idle connections are dropped with it (a
+    # restart leaves them all dead): the next statement runs on a new connection.
+    with pytest.raises(psycopg.OperationalError) as caught:
+        await _driver_backend_pid(engine)
+    assert is_database_unavailable(caught.value)
+    assert await _driver_backend_pid(engine) not in (victim, survivor)
+
+
+async def test_a_driver_checkout_fails_at_once_as_unavailable_while_postgres_is_unreachable():
+    import time
+
+    from mailwatch.store import create_engine
+    from mailwatch.store._errors import is_database_unavailable
+    from tests.integration.client.conftest import free_port
+
+    engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/gone", pool_timeout=30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            await _driver_backend_pid(engine)
+        # Not after the pool's 30 s timeout: the caller made the connection, which was refused.
+        assert time.monotonic() - started < 10
+        assert is_database_unavailable(caught.value)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_driver_checkout_waits_for_a_free_connection_then_times_out_as_unavailable(database_url):
+    from mailwatch.store import create_engine
+    from mailwatch.store._errors import is_database_unavailable
+    from mailwatch.store.db import DriverPoolTimeout
+
+    impatient = create_engine(database_url, pool_size=1, driver_pool_size=1, pool_timeout=0.2)
+    patient = create_engine(database_url, pool_size=1, driver_pool_size=1, pool_timeout=60)
+    try:
+        async with impatient.driver_connection():
+            with pytest.raises(DriverPoolTimeout) as caught:
+                await _driver_backend_pid(impatient)
+        assert is_database_unavailable(caught.value)
+
+        async with patient.driver_connection() as held:
+            taken = asyncio.create_task(_driver_backend_pid(patient))
+            await asyncio.sleep(0)  # the task starts and waits for the one connection
+            assert not taken.done()
+            pid = (await (await held.execute("SELECT pg_backend_pid()")).fetchone())[0]
+        assert await taken == pid  # handed over once it came back
+    finally:
+        await impatient.dispose()
+        await patient.dispose()
+
+
+async def _backends_named(engine, application_name: str) -> int:
+    async with engine.connect() as connection:
+        return (await connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND pid <> pg_backend_pid()"),
+            {"name": application_name})).scalar_one()
+
+
+async def test_dispose_closes_the_driver_pools_connections_and_the_engine_works_again(database_url):
+    from tests.fixtures.waiting import eventually
+
+    from mailwatch.store import create_engine
+
+    engine = create_engine(database_url, pool_size=1, driver_pool_size=3, application_name="driver-pool-test")
+    observer = create_engine(database_url, pool_size=1, application_name="observer")
+    try:
+        first = await _driver_backend_pid(engine)
+        assert await _backends_named(observer, "driver-pool-test") >= 1
+        await engine.dispose()
+
+        async def none_left() -> bool:
+            return await _backends_named(observer, "driver-pool-test") == 0
+
+        await eventually(none_left, timeout=10, what="the driver pool's backends gone")
+        # After dispose the engine makes new connections, as SQLAlchemy's own pool does.
+        assert await _driver_backend_pid(engine) != first
+    finally:
+        await engine.dispose()
+        await observer.dispose()
