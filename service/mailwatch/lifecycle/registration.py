@@ -53,6 +53,10 @@ class _Plan:
     topic: str
     existing: Mailbox | None
     sharing: list[GroupMember] = field(default_factory=list)
+    # The tenant's settings' sealed row when the credential is the tenant's default: the mailbox
+    # refers to that row, which a new key of the same identity rewrites in place (even one set
+    # while this registration calls Gmail with the key read before).
+    settings_sealed_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,9 @@ class Registrations:
                 plans.append(exc)
                 continue
             plans.append(_Plan(email_address, credential, topic,
-                               existing.get(addresses.normalize(email_address))))
+                               existing.get(addresses.normalize(email_address)),
+                               settings_sealed_id=sealed[1].sealed_credential_id
+                               if isinstance(requested, TenantDefaultCredential) else None))
         # Same registration again (same filter, topic and credential): no Gmail call; only
         # its options to set when they differ.
         same = [plan for plan in plans if isinstance(plan, _Plan) and plan.existing is not None
@@ -337,7 +343,9 @@ class Registrations:
             upserted = await registrations_store.save_registrations(
                 self.sessions, tenant_id, list(secrets.values()), rows_of, events_of,
                 replacing=any(write.plan.existing is not None for write in writes),
-                opens=lambda stored: self.secret_box.opens(stored, tenant_id=tenant_id), backfill=options.backfill)
+                opens=lambda stored: self.secret_box.opens(stored, tenant_id=tenant_id), backfill=options.backfill,
+                pinned={digest: write.plan.settings_sealed_id for digest, write in zip(digests, writes)
+                        if write.plan.settings_sealed_id is not None})
         return [mailbox for mailbox, _ in upserted]
 
     def _row(self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options, write: _Watched,

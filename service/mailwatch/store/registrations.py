@@ -16,7 +16,7 @@ each verb opens its own session; the Gmail calls happen between them.
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from mailwatch.domain.backfill import BackfillRequest
 from mailwatch.domain.models import (
@@ -54,14 +54,15 @@ async def save_registrations(
     rows_of: Callable[[dict[bytes, uuid.UUID]], Sequence[mailboxes.MailboxUpsert]],
     events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]], *, replacing: bool,
     opens: sealed_credentials.Opens, backfill: BackfillRequest | None = None,
+    pinned: Mapping[bytes, uuid.UUID] | None = None,
 ) -> list[tuple[Mailbox, bool]]:
-    """One transaction: the sealed rows of `secrets` (reused by digest; `opens` as in
-    `sealed_credentials.put_secrets`), the mailbox
+    """One transaction: the sealed rows of `secrets` (reused by digest; `opens` and `pinned`
+    as in `sealed_credentials.put_secrets`), the mailbox
     rows `rows_of(row id by digest)` upserted, their `backfill` (if any) stored,
     `events_of(upserted)` appended; and, when `replacing` credentials of existing
     mailboxes, the tenant's sealed rows no longer used deleted. (mailbox, created) per row."""
     async with transaction(sessions) as session:
-        ids = await sealed_credentials.put_secrets(session, tenant_id, secrets, opens=opens)
+        ids = await sealed_credentials.put_secrets(session, tenant_id, secrets, opens=opens, pinned=pinned)
         upserted = await mailboxes.upsert_mailboxes(session, tenant_id, rows_of(ids))
         if backfill is not None:
             await backfills.request_backfills(session, tenant_id, [mailbox.id for mailbox, _ in upserted], backfill)

@@ -15,7 +15,7 @@ shared across tenants.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -42,6 +42,7 @@ def _always(_: SealedCredential) -> bool:
 
 async def put_secrets(
     session: AsyncSession, tenant_id: uuid.UUID, secrets: Iterable[SealedSecret], *, opens: Opens = _always,
+    pinned: Mapping[bytes, uuid.UUID] | None = None,
 ) -> dict[bytes, uuid.UUID]:
     """The row id of each secret (by digest): inserted, or the tenant's existing row for that digest.
 
@@ -51,16 +52,31 @@ async def put_secrets(
     again mends it. Existing rows are locked until the caller commits, so a
     concurrent `sweep` cannot delete one before the caller's reference to it
     is written; digests are taken in order, so two callers cannot deadlock.
+
+    `pinned` (digest -> row id) names the row a secret was read from (the
+    tenant's settings' row, for a registration using the tenant's defaults):
+    while that row exists it is the secret's row, as it is now. A new key of
+    the same identity rewrites that row in place (`put_replacing`), so a
+    registration that read the old key before the rewrite refers to the new
+    one instead of sealing the replaced key into a row of its own.
     """
     distinct = dict(sorted({secret.digest: secret for secret in secrets}.items()))
     if not distinct:
         return {}
-    ids: dict[bytes, uuid.UUID] = {}
-    for row in await session.execute(
-            select(_sealed.c.id, _sealed.c.kind, _sealed.c.digest, _sealed.c.ciphertext)
-            .where(_sealed.c.tenant_id == tenant_id, _sealed.c.digest.in_(list(distinct)))
-            .order_by(_sealed.c.digest).with_for_update()):
+    pinned = {digest: row_id for digest, row_id in (pinned or {}).items() if digest in distinct}
+    rows = (await session.execute(
+        select(_sealed.c.id, _sealed.c.kind, _sealed.c.digest, _sealed.c.ciphertext)
+        .where(_sealed.c.tenant_id == tenant_id,
+               _sealed.c.digest.in_(list(distinct)) | _sealed.c.id.in_(list(pinned.values())))
+        .order_by(_sealed.c.digest).with_for_update())).all()
+    # A pinned row still there is its secret's row, whatever key it holds now, and is never
+    # rewritten with the key read before.
+    found = {row.id for row in rows}
+    ids: dict[bytes, uuid.UUID] = {digest: row_id for digest, row_id in pinned.items() if row_id in found}
+    for row in rows:
         digest = bytes(row.digest)
+        if row.id in pinned.values() or digest in ids:
+            continue
         ids[digest] = row.id
         if not opens(SealedCredential(row.id, CredentialKind(row.kind), digest, bytes(row.ciphertext))):
             await session.execute(update(_sealed).where(_sealed.c.id == row.id)

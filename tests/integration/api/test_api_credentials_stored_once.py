@@ -14,6 +14,7 @@ import pytest
 
 from mailwatch.cli import main as cli_main
 from mailwatch.secrets import generate_key
+from mailwatch.store import registrations as registrations_store
 from mailwatch.v1 import admin_service_pb2, mailbox_service_pb2
 from tests.fixtures.factory import service_account_request
 from tests.fixtures.names import TEST_PROJECT
@@ -258,6 +259,41 @@ async def test_a_new_key_set_while_many_mailboxes_register_with_it_is_one_row(se
     sent = [service.sim.insert_message(email, label_ids=["INBOX"])["id"] for email in ["before@example.com", *emails]]
     events = await collect(service, auth, lambda ev: set(sent) <= _added(ev))
     assert set(sent) <= _added(events)
+
+
+async def test_a_tenant_default_registration_in_flight_while_the_tenant_key_is_replaced(
+        service, database_url, monkeypatch):
+    """RegisterMailbox with the tenant's defaults reads the settings (first key) and calls Gmail
+    with it; the operator sets the service account's second key (and deletes the first in
+    Google) before the registration writes. The mailbox refers to the settings' one row, now
+    the second key, and syncs; it is not left on a row of its own holding the deleted key."""
+    tenant_id, auth = await service.new_tenant()
+    names = tenant_topic(TEST_PROJECT)
+    first = service.sim.create_service_account_key(project_id=TEST_PROJECT, name="tenant-rot")
+    await _set_settings(service, tenant_id, first, names)
+    service.sim.create_mailbox("rot@example.com")
+    write = registrations_store.save_registrations
+    replaced = []
+
+    async def key_replaced_first(*args, **kwargs):
+        if not replaced:  # between the Gmail calls (first key) and the registration's write
+            second = service.sim.create_service_account_key(project_id=TEST_PROJECT, name="tenant-rot")
+            await _set_settings(service, tenant_id, second, names)
+            replaced.append(second)
+        return await write(*args, **kwargs)
+
+    monkeypatch.setattr(registrations_store, "save_registrations", key_replaced_first)
+    await service.mailboxes.RegisterMailbox(
+        mailbox_service_pb2.RegisterMailboxRequest(email_address="rot@example.com"), metadata=auth)
+    assert replaced
+
+    [(settings_row,)] = _query(database_url, "SELECT sealed_credential_id FROM tenant_google_settings "
+                                             "WHERE tenant_id = %s", tenant_id)
+    assert [row for row, _, _ in _sealed_rows(database_url, tenant_id)] == [settings_row]
+    assert _mailbox_credentials(database_url, tenant_id)["rot@example.com"] == (settings_row, None, None)
+    sent = service.sim.insert_message("rot@example.com", label_ids=["INBOX"])["id"]
+    events = await collect(service, auth, lambda ev: sent in _added(ev))
+    assert sent in _added(events)
 
 
 async def _set_settings(service, tenant_id: str, key: dict, names: dict) -> None:

@@ -1,6 +1,7 @@
 """`sealed_credentials` under concurrency, in real Postgres: a tenant's new key sealed by a
 registration while the settings path rewrites the old key's row, and a delete of unused rows
-while a registration is about to refer to them. Each test drives the store functions in two
+while a registration is about to refer to them; a tenant-default registration writing after
+the tenant's key was replaced. Each test drives the store functions in two
 transactions in a chosen order (a transaction waits for the other's lock before it goes on)."""
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from mailwatch.domain.models import CredentialKind
-from mailwatch.secrets import SealedSecret
-from mailwatch.store import sealed_credentials
-from mailwatch.store.db import transaction
+from mailwatch.domain.models import CredentialKind, LabelFilter, SealedCredential, ServiceAccountCredential
+from mailwatch.secrets import SealedSecret, SecretBox, generate_key
+from mailwatch.store import google_settings, registrations, sealed_credentials
+from mailwatch.store import mailboxes as mailboxes_store
+from mailwatch.store.db import reading, transaction
 from mailwatch.store.models import mailboxes, sealed_credentials as sealed_table
 from tests.fixtures.factory import Rows, add_mailbox
 
@@ -125,3 +127,67 @@ async def test_deleting_unused_rows_skips_the_ones_a_registration_is_about_to_us
     rows = await _rows(sessions, tenant.id)
     assert rows == {x.digest: x_id, y.digest: ids[y.digest]}
     assert await _references(sessions, tenant.id) == {"x@example.com": x_id, "y@example.com": ids[y.digest]}
+
+
+def _service_account(private_key: str) -> ServiceAccountCredential:
+    return ServiceAccountCredential(subject="", info={
+        "type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com", "private_key": private_key,
+        "project_id": "p", "private_key_id": private_key})
+
+
+async def _register_with(sessions, box: SecretBox, tenant_id, address: str, read: SealedCredential):
+    """The write of a tenant-default registration that read `read` (the settings' row) before
+    calling Gmail: the key it read, sealed, pinned to the row it came from."""
+    credential = box.open(read, tenant_id=tenant_id)
+    secret = box.seal_shared(ServiceAccountCredential(info=credential.info, subject=address))
+
+    def rows_of(ids):
+        return [mailboxes_store.MailboxUpsert(email_address=address, label_filter=LabelFilter(),
+                                              credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                                              sealed_credential_id=ids[secret.digest])]
+
+    [(mailbox, _)] = await registrations.save_registrations(
+        sessions, tenant_id, [secret], rows_of, lambda upserted: [], replacing=False,
+        opens=lambda stored: box.opens(stored, tenant_id=tenant_id), pinned={secret.digest: read.sealed_credential_id})
+    async with reading(sessions) as session:
+        stored = (await sealed_credentials.load_stored(session, tenant_id, [mailbox.id]))[mailbox.id]
+    return box.open(stored, tenant_id=tenant_id).info["private_key"], stored.sealed_credential_id
+
+
+async def test_a_tenant_default_registration_in_flight_while_the_tenant_key_is_replaced(sessions):
+    """A registration with the tenant's defaults reads the settings (old key) and calls Gmail;
+    meanwhile the operator sets a new key of the same service account (the settings' row is
+    rewritten in place, and the old key may be deleted in Google right after); then the
+    registration writes. Its mailbox must refer to the settings' row, now the new key, not
+    to a row of its own holding the replaced key."""
+    box = SecretBox([generate_key()])
+    tenant = await Rows(sessions).tenant()
+    common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
+                  pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("OLD")), **common)
+    (_, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("NEW")), **common)
+
+    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read)
+    assert (used, row) == ("NEW", read.sealed_credential_id)
+    assert list((await _rows(sessions, tenant.id)).values()) == [read.sealed_credential_id]  # no row of the old key
+
+
+async def test_a_tenant_default_registration_whose_settings_row_is_gone_seals_its_key(sessions):
+    """The settings moved to another service account meanwhile and the old one's row, used by
+    nothing, was deleted: the registration's key (still valid in Google) is sealed anew."""
+    box = SecretBox([generate_key()])
+    tenant = await Rows(sessions).tenant()
+    common = dict(project_id="p", pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("FIRST")),
+                                        credential_id="sa@p.iam.gserviceaccount.com", **common)
+    (_, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    other = ServiceAccountCredential(subject="", info={**_service_account("OTHER").info,
+                                                       "client_email": "other@p.iam.gserviceaccount.com"})
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(other),
+                                        credential_id="other@p.iam.gserviceaccount.com", **common)
+    assert read.sealed_credential_id not in (await _rows(sessions, tenant.id)).values()
+
+    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read)
+    assert used == "FIRST" and row != read.sealed_credential_id
+    assert len(await _rows(sessions, tenant.id)) == 2
