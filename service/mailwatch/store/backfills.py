@@ -227,7 +227,15 @@ async def claim_backfills(
         for tenant_id in {row.tenant_id for row in claimed}:
             stored.update(await sealed_credentials.load_stored(
                 session, tenant_id, [row.mailbox_id for row in claimed if row.tenant_id == tenant_id]))
-    return [ClaimedBackfill(_job(row), to_mailbox(rows[row.mailbox_id]), stored[row.mailbox_id]) for row in claimed]
+        # A mailbox stopped between the claim's UPDATE and these reads (StopMailbox does not wait
+        # for the claim's lock on the backfill) has no credential any more: its claim is given
+        # back, and it is not claimed again while STOPPED.
+        stopped = [row.mailbox_id for row in claimed if row.mailbox_id not in stored]
+        if stopped:
+            await session.execute(update(mailbox_backfills).where(mailbox_backfills.c.mailbox_id.in_(stopped))
+                                  .values(lease_owner=None, lease_expires_at=None))
+    return [ClaimedBackfill(_job(row), to_mailbox(rows[row.mailbox_id]), stored[row.mailbox_id])
+            for row in claimed if row.mailbox_id in stored]
 
 
 def _owned(job: BackfillJob, owner: str):

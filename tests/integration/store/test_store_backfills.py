@@ -1,7 +1,8 @@
 """A backfill batch (`store.backfills.deliver_batch`) against the live sync's commits and
 StopMailbox, on a real Postgres: a live commit landing between the batch's reads and its
 append is seen by the append (the batch is decided again), one landing during the append
-waits for it, and a stopped mailbox's batch appends nothing."""
+waits for it, and a stopped mailbox's batch appends nothing; a mailbox stopped while its
+backfill is being claimed is left out of the claim."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import text
 
 from mailwatch.domain.backfill import BackfillRequest, BackfillState
 from mailwatch.domain.models import EventType, MessageLabels, NewEvent
-from mailwatch.store import backfills, changes, registrations, sync_claims
+from mailwatch.store import backfills, changes, registrations, sealed_credentials, sync_claims
 from mailwatch.sync.backfill import completed_event, decide
 from tests.fixtures.factory import Rows
 from tests.fixtures.waiting import eventually
@@ -226,3 +227,38 @@ async def test_a_replaced_backfill_still_running_under_the_same_owner_writes_not
         assert (await session.execute(text(
             "SELECT message_id FROM backfill_messages WHERE mailbox_id = :id ORDER BY position"),
             {"id": mailbox.id})).scalars().all() == ["m1", "m2"]
+
+
+async def test_a_mailbox_stopped_while_its_backfill_is_claimed_is_left_out_of_the_claim(sessions, monkeypatch):
+    """StopMailbox commits between the claim's UPDATE (which locks backfill rows, not the
+    mailbox) and its read of the credentials: the stopped mailbox has none. The claim hands
+    out the other backfill, gives the stopped one's lease back, and does not fail."""
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    stopped = await rows.mailbox(tenant.id, "stopped@example.com", history_id=100)
+    other = await rows.mailbox(tenant.id, "other@example.com", history_id=100)
+    await backfills.request_backfill(sessions, tenant.id, [stopped.id, other.id], REQUEST)
+    read = sealed_credentials.load_stored
+    stops = []
+
+    async def stop_first(session, tenant_id, ids):
+        if not stops:
+            stops.append(await registrations.stop_mailbox(sessions, tenant.id, stopped.id))
+        return await read(session, tenant_id, ids)
+
+    monkeypatch.setattr(sealed_credentials, "load_stored", stop_first)
+    now = datetime.now(timezone.utc) + timedelta(minutes=5)
+    claimed = await backfills.claim_backfills(sessions, owner="bf", now=now, lease=LEASE, limit=10)
+    assert stops and [c.mailbox.id for c in claimed] == [other.id]
+    async with sessions() as session:
+        leases = dict((await session.execute(text(
+            "SELECT mailbox_id, lease_owner FROM mailbox_backfills WHERE tenant_id = :tenant"),
+            {"tenant": tenant.id})).all())
+    assert leases == {stopped.id: None, other.id: "bf"}
+    monkeypatch.setattr(sealed_credentials, "load_stored", read)
+    assert await backfills.claim_backfills(sessions, owner="bf2", now=now + 2 * LEASE, lease=LEASE, limit=10) != []
+    async with sessions() as session:
+        owners = dict((await session.execute(text(
+            "SELECT mailbox_id, lease_owner FROM mailbox_backfills WHERE tenant_id = :tenant"),
+            {"tenant": tenant.id})).all())
+    assert owners == {stopped.id: None, other.id: "bf2"}  # a STOPPED mailbox's backfill is not claimed again
