@@ -57,7 +57,7 @@ def create_engine(
         # Recycle now and then so connections follow failovers / DNS changes.
         pool_recycle=RECYCLE_SECONDS,
         pool_use_lifo=True,
-        connect_args={"options": "-c TimeZone=UTC", "application_name": application_name},
+        connect_args={"options": SESSION_OPTIONS, "application_name": application_name},
         # A database error's text must not carry its statement's parameters:
         # they include sealed credentials and mailbox addresses, and unexpected
         # errors are logged.
@@ -65,11 +65,18 @@ def create_engine(
         echo=echo,
     )
     _ping_idle_connections(engine)
-    connect = {"autocommit": True, "options": "-c TimeZone=UTC", "application_name": application_name}
+    connect = {"autocommit": True, "options": SESSION_OPTIONS, "application_name": application_name}
     return Engine(engine.sync_engine, driver_pool=functools.partial(
         DriverPool, engine.url.set(drivername="postgresql").render_as_string(hide_password=False), connect,
         max_size=driver_pool_size, timeout=pool_timeout))
 
+
+# Every connection's session settings. Timestamps in UTC. No JIT: our statements are short
+# lookups by index, but the planner's row estimates for small, rarely analyzed tables (a
+# deployment's few tenants) can push a claim's estimated cost at a million mailboxes past
+# jit_above_cost, and compiling it then costs 30-110 ms on every claim for a plan that runs
+# in under one (docs/capacity.md, the million-mailbox run).
+SESSION_OPTIONS = "-c TimeZone=UTC -c jit=off"
 
 # A pooled connection back in the pool for longer than this is pinged before it is
 # handed out again; one returned more recently is presumed alive.

@@ -90,12 +90,20 @@ async def test_a_driver_connection_runs_in_autocommit_in_utc_under_the_applicati
     async with engine.driver_connection() as connection:
         assert connection.autocommit
         row = await (await connection.execute(
-            "SELECT current_setting('TimeZone'), current_setting('application_name'), now()")).fetchone()
+            "SELECT current_setting('TimeZone'), current_setting('application_name'), now(),"
+            " current_setting('jit')")).fetchone()
         # A statement on it is its own transaction: nothing is left open after it.
         assert connection.info.transaction_status.name == "IDLE"
-    time_zone, application_name, now = row
-    assert time_zone == "UTC" and application_name == "mailwatch"
+    time_zone, application_name, now, jit = row
+    assert time_zone == "UTC" and application_name == "mailwatch" and jit == "off"
     assert now.utcoffset().total_seconds() == 0
+
+
+async def test_pooled_sessions_never_jit_compile_a_statement(sessions):
+    """Postgres's default is on; a claim whose estimate crosses jit_above_cost would be
+    compiled on every call (tens of milliseconds for a sub-millisecond plan)."""
+    async with sessions() as session:
+        assert (await session.execute(text("SELECT current_setting('jit')"))).scalar_one() == "off"
 
 
 async def test_a_driver_connection_dropped_while_idle_is_replaced_before_use(engine, monkeypatch):
