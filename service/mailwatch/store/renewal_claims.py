@@ -19,7 +19,8 @@ claimed rows are found again by primary key (`claims.claimed_ids`): a tick
 costs what is due times the number of tenants with something due, not what
 is registered.
 
-Verbs: `claim_renewals` (one statement, autocommit), `watch_group_state`
+Verbs: `claim_renewals` (one statement, autocommit), `extend_claims` (the
+worker's heartbeat of the claims it holds, one statement), `watch_group_state`
 (reads), and the outcomes `record_renewal`, `record_renewal_failure`,
 `mark_terminal` (each one transaction: the fenced update and its events).
 """
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import Uuid, and_, bindparam, case, update
+from sqlalchemy import Uuid, and_, bindparam, case, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,6 +129,26 @@ def _fence(claim: ClaimedRenewal):
         mailboxes.c.state == ACTIVE,
         mailboxes.c.next_renewal_at == claim.claimed_until,
     )
+
+
+_EXTEND = text("""
+    UPDATE mailboxes SET next_renewal_at = :until
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:fences AS timestamptz[])) AS held (id, fence)
+    WHERE mailboxes.id = held.id AND mailboxes.next_renewal_at = held.fence AND mailboxes.state = 'ACTIVE'
+    RETURNING mailboxes.id
+""")
+
+
+async def extend_claims(sessions: Sessions, fences: dict[uuid.UUID, datetime], *, until: datetime) -> set[uuid.UUID]:
+    """Heartbeat of claims still being worked on (mailbox id -> its fence): each one's lease (its
+    `next_renewal_at`, the fence) moved on to `until`, ONE statement in autocommit; the ids
+    still held, whose fence is now `until` (the others were re-registered, stopped or, their
+    lease lapsed, claimed again elsewhere)."""
+    if not fences:
+        return set()
+    async with autocommit(sessions) as session:
+        rows = await session.execute(_EXTEND, {"ids": list(fences), "fences": list(fences.values()), "until": until})
+        return {row.id for row in rows}
 
 
 async def claim_renewals(sessions: Sessions, *, now: datetime, lease: timedelta, limit: int,

@@ -116,8 +116,15 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         """Claim one batch and process all of it; returns how many were claimed."""
         claims = await self._claim(self.batch_size)
         if claims:
-            await asyncio.gather(*(self._guarded(claim) for claim in self.to_process(claims)))
+            processed = self.to_process(claims)
+            async with self.holding(processed):
+                await asyncio.gather(*(self._guarded(claim) for claim in processed))
         return len(claims)
+
+    def holding(self, claims: Sequence[Claim]) -> contextlib.AbstractAsyncContextManager:
+        """Around a round's processing (`run_once`): what keeps its claims while they wait for
+        a slot and run (a subclass's round heartbeat); nothing by default."""
+        return contextlib.nullcontext()
 
     async def _claim(self, limit: int) -> Sequence[Claim]:
         return await self.claim(self.clock.now(), limit)

@@ -4,7 +4,10 @@ Each ACTIVE mailbox is due at its own slot of the day
 (`lifecycle.schedule.next_renewal_at`), so renewals are spread evenly however
 the mailboxes were registered, and always days before the 7-day expiration.
 A renewal writes the new expiration, the next due time and WATCH_RENEWED in
-one transaction, fenced on its claim (`store.renewal_claims`).
+one transaction, fenced on its claim (`store.renewal_claims`). A round's
+claims (a batch, run `concurrency` at a time) are kept by a heartbeat, one
+statement every third of the lease for those not finished, so a slow Gmail
+or a tenant's budget in debt does not let another replica claim them too.
 
 Failures (`domain.failures`, as for sync): revoked credentials → AUTH_FAILED,
 refused access → ACCESS_REFUSED (the mailbox makes no Gmail call until
@@ -18,8 +21,13 @@ later says WATCH_RENEWED.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
@@ -48,6 +56,16 @@ RENEW_SECONDS = Histogram("mailwatch_renew_seconds", "Time to renew one watch")
 RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
 
 
+@dataclass(eq=False)
+class _Beat:
+    """One heartbeat statement: the fences it moves on, to when, and which it kept."""
+
+    fences: dict[uuid.UUID, datetime]
+    until: datetime
+    kept: set[uuid.UUID] = field(default_factory=set)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class RenewWorker(ClaimingWorker[ClaimedRenewal]):
     outcomes = RENEW_OUTCOMES
     seconds = RENEW_SECONDS
@@ -66,6 +84,8 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
                          concurrency=concurrency, **common)
         self.expiring_horizon = timedelta(hours=settings.watch_expiring_hours)
         self.topic = topic
+        self._fences: dict[uuid.UUID, datetime] = {}  # the round's claims not finished: id -> fence now
+        self._beat: _Beat | None = None  # the heartbeat statement on its way
 
     async def claim(self, now: datetime, limit: int) -> list[ClaimedRenewal]:
         """Claim due renewals, tenants taking turns: each is due again after the lease unless an
@@ -81,6 +101,54 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
 
     async def process(self, claim: ClaimedRenewal) -> str:
         return await self.renew_claimed(claim)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, claims: Sequence[ClaimedRenewal]):
+        """Keep the round's claims while they wait for a slot and run: a round is a whole
+        batch run `concurrency` at a time, and a slow Gmail or a tenant's budget in debt
+        can keep one past its lease, which another replica would then claim too (a
+        second users.watch, 100 units). Every third of the lease, one statement moves on
+        the leases of the claims not finished yet."""
+        self._fences.update({claim.mailbox.id: claim.claimed_until for claim in claims})
+        done = asyncio.Event()
+        beating = asyncio.create_task(self._keep_leases(done))
+        try:
+            yield
+        finally:
+            done.set()  # told, not cancelled: a cancel mid-statement would strand its connection
+            await asyncio.gather(beating, return_exceptions=True)
+            for claim in claims:
+                self._fences.pop(claim.mailbox.id, None)
+
+    async def _keep_leases(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._beat_seconds())
+            if done.is_set() or not self._fences:
+                continue
+            beat = self._beat = _Beat(dict(self._fences), self.clock.now() + self.lease)
+            try:
+                beat.kept = await renewal_claims.extend_claims(self.sessions, beat.fences, until=beat.until)
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
+                log.warning("could not extend the leases of %d renewals", len(beat.fences), exc_info=True)
+            finally:
+                for mailbox_id in beat.kept & self._fences.keys():
+                    self._fences[mailbox_id] = beat.until
+                self._beat = None
+                beat.done.set()
+
+    async def _fenced(self, claim: ClaimedRenewal) -> ClaimedRenewal:
+        """The claim with its fence as it is now, no longer extended: called before an outcome
+        is written (a heartbeat on its way may move the fence; the write waits for it)."""
+        fence = self._fences.pop(claim.mailbox.id, None)
+        if fence is None:
+            return claim
+        beat = self._beat
+        if beat is not None and claim.mailbox.id in beat.fences:
+            await beat.done.wait()
+            if claim.mailbox.id in beat.kept:
+                fence = beat.until
+        return dataclasses.replace(claim, claimed_until=fence)
 
     def _topic(self, mailbox) -> str:
         return mailbox.watch_topic or self.topic
@@ -140,6 +208,7 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         })]
 
     async def _renewed(self, claim: ClaimedRenewal, watch: WatchResult) -> str:
+        claim = await self._fenced(claim)
         mailbox = claim.mailbox
         now = self.clock.now()
         events = self._expired_events(claim, now, "RENEWED_LATE")
@@ -159,6 +228,7 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
 
     async def _failed(self, claim: ClaimedRenewal, credential: Credential | None, exc: BaseException) -> str:
         """Back off (never before Gmail's retry time), or end in a terminal state as sync does."""
+        claim = await self._fenced(claim)
         now = self.clock.now()
         failure = failure_of(exc, now, doing="watch renewal")
         if failure.terminal is not None:

@@ -324,3 +324,37 @@ async def test_two_workers_divide_the_due_mailboxes(world, sessions):
     claimed = await asyncio.gather(first, second)
     assert sorted(claimed) == [10, 20]
     assert sorted(email for email, _, _ in world.gmail.calls) == sorted(f"m{n}@example.com" for n in range(30))
+
+
+async def test_claims_held_past_their_lease_are_not_claimed_again_by_another_worker(world, sessions):
+    """A round claims more than it runs at once (a batch, `concurrency` at a time); with Gmail
+    slow, the claims waiting for a slot and those running outlive their lease. The worker's
+    heartbeat keeps them: another worker claims none of them, and each mailbox gets one
+    users.watch and one WATCH_RENEWED."""
+    lease = 3.0  # a heartbeat every second
+    worker = RenewWorker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                         clock=world.clock, lease_seconds=lease, batch_size=10, concurrency=2)
+    other = RenewWorker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                        clock=world.clock, lease_seconds=lease)
+    async with sessions() as session, session.begin():
+        tenant = (await tenants.create_tenant(session, "slow")).id
+    added = [await world.add(f"slow{n}@example.com", tenant=tenant) for n in range(6)]
+    world.gmail.gate = asyncio.Event()  # Gmail answers nothing until the gate opens
+
+    round_ = asyncio.create_task(worker.run_once())
+    try:
+        await eventually(lambda: len(world.gmail.calls) == 2, what="the first two watch calls running")
+        world.clock.advance(timedelta(seconds=5 * lease))  # every claim's lease has passed ...
+
+        async def extended() -> bool:
+            return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
+
+        # ... and the heartbeat moves each one on from the new now (a worker without one: never).
+        await eventually(extended, timeout=10 * lease, what="the held claims' leases extended")
+        assert await other.run_once() == 0
+    finally:
+        world.gmail.gate.set()
+    assert await round_ == 6
+    assert sorted(email for email, _, _ in world.gmail.calls) == sorted(m.email_address for m in added)
+    for mailbox in added:
+        assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
