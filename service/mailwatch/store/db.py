@@ -202,6 +202,11 @@ class DriverPool:
             except psycopg.Error:
                 await connection.close()
                 await self._discard_idle()
+            except BaseException:
+                # Cancelled mid-ping (e.g. a stream whose client went away): the connection is
+                # in no state to pool and must not wait for the garbage collector to close it.
+                await connection.close()
+                raise
         connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect)
         return connection, time.monotonic()
 

@@ -118,7 +118,13 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         if claims:
             processed = self.to_process(claims)
             async with self.holding(processed):
-                await asyncio.gather(*(self._guarded(claim) for claim in processed))
+                # Every claim of the round ends before its holding does: one raising must not
+                # end the heartbeat (and the fences) of the others while they still run.
+                results = await asyncio.gather(*(self._guarded(claim) for claim in processed),
+                                               return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         return len(claims)
 
     def holding(self, claims: Sequence[Claim]) -> contextlib.AbstractAsyncContextManager:

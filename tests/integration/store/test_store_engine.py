@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 
 import pytest
 from sqlalchemy import text
@@ -69,9 +71,13 @@ async def test_a_connection_back_in_the_pool_a_moment_ago_is_not_pinged(engine, 
 
 async def _terminated(engine, pid: int) -> None:
     """Terminate backend `pid` and wait until it is gone."""
-    from tests.fixtures.waiting import eventually
-
     await _terminate(engine, pid)
+    await _gone(engine, pid)
+
+
+async def _gone(engine, pid: int) -> None:
+    """Wait until backend `pid` has ended."""
+    from tests.fixtures.waiting import eventually
 
     async def gone() -> bool:
         async with engine.connect() as connection:
@@ -210,3 +216,35 @@ async def test_dispose_closes_the_driver_pools_connections_and_the_engine_works_
     finally:
         await engine.dispose()
         await observer.dispose()
+
+
+async def test_a_checkout_cancelled_during_its_ping_closes_the_connection(engine, monkeypatch):
+    """A caller cancelled while its idle connection is being pinged (a stream read whose
+    client went away) closes that connection: it is not left open, outside the pool's
+    count, until the garbage collector finds it ("deleted while still open")."""
+    from mailwatch.store import db
+
+    pid = await _driver_backend_pid(engine)  # one idle connection in the pool
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # so the next checkout pings it
+
+    async def use():
+        async with engine.driver_connection() as connection:
+            await connection.execute("SELECT 1")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        task = asyncio.create_task(use())
+        await asyncio.sleep(0)  # the task runs up to the ping's first wait
+        task.cancel()
+        try:  # not pytest.raises: its record of the exception would keep the connection alive
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the checkout was not cancelled")
+        del task
+        # Its backend either serves the next checkout (pooled again) or is gone.
+        if await _driver_backend_pid(engine) != pid:
+            await _gone(engine, pid)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning) and "psycopg" in str(w.message)]

@@ -22,7 +22,7 @@ from mailwatch.secrets import SecretBox, credential_kind, generate_key
 from mailwatch.store import changes, mailboxes, renewal_claims, sealed_credentials, tenants
 from mailwatch.store.models import mailboxes as mailboxes_table
 from mailwatch.workers.renew import RenewWorker
-from tests.fixtures.waiting import eventually
+from tests.fixtures.waiting import eventually, stays
 
 pytestmark = pytest.mark.integration
 
@@ -358,3 +358,49 @@ async def test_claims_held_past_their_lease_are_not_claimed_again_by_another_wor
     assert sorted(email for email, _, _ in world.gmail.calls) == sorted(m.email_address for m in added)
     for mailbox in added:
         assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
+
+
+async def test_a_claim_raising_does_not_end_the_rounds_hold_on_the_others(world, sessions):
+    """One claim of a round raising (e.g. its outcome's write hit a database error) must not
+    stop the heartbeat and drop the fences of the round's other claims while they still run:
+    they would then write with the lease they were claimed with, which the heartbeat moved,
+    and a watch made at Gmail would be recorded as a lost lease (and made again later)."""
+    lease = 3.0
+    later = asyncio.Event()
+    raised = asyncio.Event()
+    outcomes: dict[str, str] = {}
+    started: set[str] = set()
+
+    class Worker(RenewWorker):
+        async def renew_claimed(self, claim):
+            started.add(claim.mailbox.email_address)
+            if claim.mailbox.email_address == "fail0@example.com":
+                await world.gmail.gate.wait()
+                raised.set()
+                raise RuntimeError("writing the outcome failed")
+            await later.wait()
+            outcomes[claim.mailbox.email_address] = outcome = await super().renew_claimed(claim)
+            return outcome
+
+    worker = Worker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                    clock=world.clock, lease_seconds=lease, batch_size=10, concurrency=2)
+    async with sessions() as session, session.begin():
+        tenant = (await tenants.create_tenant(session, "fail")).id
+    added = [await world.add(f"fail{n}@example.com", tenant=tenant) for n in range(2)]
+    world.gmail.gate = asyncio.Event()
+    round_ = asyncio.create_task(worker.run_once())
+    await eventually(lambda: len(started) == 2, what="both claims running")
+    world.clock.advance(timedelta(seconds=5 * lease))
+
+    async def extended() -> bool:
+        return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
+
+    await eventually(extended, timeout=10 * lease, what="the held claims' leases extended")
+    world.gmail.gate.set()
+    await raised.wait()
+    await stays(lambda: not round_.done(), 1.0, what="the round waiting for its other claim")
+    later.set()
+    with pytest.raises(RuntimeError):
+        await round_
+    assert outcomes["fail1@example.com"] == "renewed"
+    assert [e.type for e in await world.events(added[1])] == [EventType.WATCH_RENEWED]
