@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from mailwatch.store import create_engine, session_factory
+from mailwatch.store import create_engine, session_factory, sync_claims
+from tests.fixtures.factory import Rows
 from tests.fixtures.waiting import eventually
 
 
@@ -24,6 +25,18 @@ async def other_sessions(database_url):
     finally:
         await engine.dispose()
 
+
+async def claimed_by_sync(sessions, address: str, *, owner: str, now, lease):
+    """A new tenant with one mailbox (`address`, history 100) that `owner`'s sync claim holds;
+    (tenant, the claimed mailbox)."""
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    await rows.mailbox(tenant.id, address, history_id=100)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address = :address"),
+                              {"now": now, "address": address})
+        [claim] = await sync_claims.claim_due_syncs(session, owner=owner, now=now, lease=lease, limit=10)
+    return tenant, claim.mailbox
 
 
 async def blocked_on_a_lock(sessions) -> None:

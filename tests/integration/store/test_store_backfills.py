@@ -19,6 +19,8 @@ from mailwatch.sync.backfill import completed_event, decide
 from tests.fixtures.factory import Rows
 from tests.fixtures.waiting import eventually
 
+from .conftest import claimed_by_sync
+
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -29,14 +31,7 @@ REQUEST = BackfillRequest(newest=1)
 async def _claimed_backfill(sessions, address: str, listed: tuple[str, ...] = ("m1",)):
     """A tenant, its mailbox claimed by the live sync ("sync", history 100) and a backfill
     claimed by "bf" with `listed` (thread t1 for m1 and so on); (tenant, mailbox, job)."""
-    rows = Rows(sessions)
-    tenant = await rows.tenant()
-    await rows.mailbox(tenant.id, address, history_id=100)
-    async with sessions() as session, session.begin():
-        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address = :address"),
-                              {"now": NOW, "address": address})
-        [claim] = await sync_claims.claim_due_syncs(session, owner="sync", now=NOW, lease=LEASE, limit=10)
-    mailbox = claim.mailbox
+    tenant, mailbox = await claimed_by_sync(sessions, address, owner="sync", now=NOW, lease=LEASE)
     await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
     job = await _claim(sessions, tenant, mailbox, REQUEST)
     job = await backfills.save_listing(sessions, job, owner="bf", listed=[(m, "t" + m[1:]) for m in listed], now=NOW)

@@ -12,7 +12,7 @@ from mailwatch.domain.models import EventType, NewEvent
 from mailwatch.store import changes, sync_claims
 from tests.fixtures.factory import Rows
 
-from .conftest import blocked_on_a_lock
+from .conftest import blocked_on_a_lock, claimed_by_sync
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,7 @@ LEASE = timedelta(seconds=60)
 
 
 async def _claimed(sessions, address: str):
-    rows = Rows(sessions)
-    tenant = await rows.tenant()
-    await rows.mailbox(tenant.id, address, history_id=100)
-    async with sessions() as session, session.begin():
-        await session.execute(text("UPDATE mailboxes SET sync_due_at = :now WHERE email_address = :address"),
-                              {"now": NOW, "address": address})
-        [claim] = await sync_claims.claim_due_syncs(session, owner="me", now=NOW, lease=LEASE, limit=10)
-    return tenant, claim.mailbox
+    return await claimed_by_sync(sessions, address, owner="me", now=NOW, lease=LEASE)
 
 
 def _event(mailbox) -> NewEvent:
