@@ -37,6 +37,7 @@ from mailwatch.secrets import SecretBox, credential_kind, shared_digest
 from mailwatch.store import backfills, mailboxes
 from mailwatch.store import registrations as registrations_store
 from mailwatch.store.db import Sessions
+from mailwatch.store.sealed_credentials import Pin
 from mailwatch.store.watch_groups import GroupMember
 from mailwatch.usage_limits import UsageLimits
 
@@ -55,8 +56,9 @@ class _Plan:
     sharing: list[GroupMember] = field(default_factory=list)
     # The tenant's settings' sealed row when the credential is the tenant's default: the mailbox
     # refers to that row, which a new key of the same identity rewrites in place (even one set
-    # while this registration calls Gmail with the key read before).
-    settings_sealed_id: uuid.UUID | None = None
+    # while this registration calls Gmail with the key read before), or to the row that took
+    # its references (`sealed_credentials.put_secrets`).
+    settings_pin: Pin | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ class Registrations:
                 continue
             plans.append(_Plan(email_address, credential, topic,
                                existing.get(addresses.normalize(email_address)),
-                               settings_sealed_id=sealed[1].sealed_credential_id
+                               settings_pin=Pin(sealed[1].sealed_credential_id, sealed[0].credential_id,
+                                                sealed[0].project_id)
                                if isinstance(requested, TenantDefaultCredential) else None))
         # Same registration again (same filter, topic and credential): no Gmail call; only
         # its options to set when they differ.
@@ -344,8 +347,8 @@ class Registrations:
                 self.sessions, tenant_id, list(secrets.values()), rows_of, events_of,
                 replacing=any(write.plan.existing is not None for write in writes),
                 opens=lambda stored: self.secret_box.opens(stored, tenant_id=tenant_id), backfill=options.backfill,
-                pinned={digest: write.plan.settings_sealed_id for digest, write in zip(digests, writes)
-                        if write.plan.settings_sealed_id is not None})
+                pinned={digest: write.plan.settings_pin for digest, write in zip(digests, writes)
+                        if write.plan.settings_pin is not None})
         return [mailbox for mailbox, _ in upserted]
 
     def _row(self, tenant_id: uuid.UUID, label_filter: LabelFilter, options: _Options, write: _Watched,

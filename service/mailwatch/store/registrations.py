@@ -54,7 +54,7 @@ async def save_registrations(
     rows_of: Callable[[dict[bytes, uuid.UUID]], Sequence[mailboxes.MailboxUpsert]],
     events_of: Callable[[list[tuple[Mailbox, bool]]], list[NewEvent]], *, replacing: bool,
     opens: sealed_credentials.Opens, backfill: BackfillRequest | None = None,
-    pinned: Mapping[bytes, uuid.UUID] | None = None,
+    pinned: Mapping[bytes, sealed_credentials.Pin] | None = None,
 ) -> list[tuple[Mailbox, bool]]:
     """One transaction: the sealed rows of `secrets` (reused by digest; `opens` and `pinned`
     as in `sealed_credentials.put_secrets`), the mailbox

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -40,9 +41,44 @@ def _always(_: SealedCredential) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Pin:
+    """Where a tenant-default registration read its key: the settings' sealed row, and the
+    settings' credential then (its id and project; the kind is the secret's)."""
+
+    row_id: uuid.UUID
+    credential_id: str
+    project_id: str
+
+
+async def _follow_settings(
+    session: AsyncSession, tenant_id: uuid.UUID, gone: Mapping[bytes, Pin], secrets: Mapping[bytes, SealedSecret],
+) -> dict[bytes, uuid.UUID]:
+    """The settings' current row (locked) for each secret whose pinned row is gone, when the
+    settings still hold the credential it was pinned with: a new key of that identity already
+    sealed for the tenant took the pinned row's references (`put_replacing`)."""
+    current = (await session.execute(
+        select(tenant_google_settings.c.sealed_credential_id, tenant_google_settings.c.credential_kind,
+               tenant_google_settings.c.credential_id, tenant_google_settings.c.project_id)
+        .where(tenant_google_settings.c.tenant_id == tenant_id))).one_or_none()
+    if current is None:
+        return {}
+    following = [digest for digest, pin in gone.items()
+                 if (current.credential_kind, current.credential_id, current.project_id)
+                 == (secrets[digest].kind.value, pin.credential_id, pin.project_id)]
+    if not following:
+        return {}
+    # Locked like the others, so a concurrent `sweep` skips it; gone meanwhile (the settings
+    # moved again and it was deleted): the secret is sealed anew.
+    locked = (await session.execute(
+        select(_sealed.c.id).where(_sealed.c.tenant_id == tenant_id, _sealed.c.id == current.sealed_credential_id)
+        .with_for_update())).scalar_one_or_none()
+    return {} if locked is None else {digest: locked for digest in following}
+
+
 async def put_secrets(
     session: AsyncSession, tenant_id: uuid.UUID, secrets: Iterable[SealedSecret], *, opens: Opens = _always,
-    pinned: Mapping[bytes, uuid.UUID] | None = None,
+    pinned: Mapping[bytes, Pin] | None = None,
 ) -> dict[bytes, uuid.UUID]:
     """The row id of each secret (by digest): inserted, or the tenant's existing row for that digest.
 
@@ -53,29 +89,39 @@ async def put_secrets(
     concurrent `sweep` cannot delete one before the caller's reference to it
     is written; digests are taken in order, so two callers cannot deadlock.
 
-    `pinned` (digest -> row id) names the row a secret was read from (the
+    `pinned` (digest -> `Pin`) names the row a secret was read from (the
     tenant's settings' row, for a registration using the tenant's defaults):
     while that row exists it is the secret's row, as it is now. A new key of
     the same identity rewrites that row in place (`put_replacing`), so a
     registration that read the old key before the rewrite refers to the new
-    one instead of sealing the replaced key into a row of its own.
+    one instead of sealing the replaced key into a row of its own. When the
+    tenant already had a row for the new key, `put_replacing` moves the
+    references there and the pinned row is deleted: while the settings still
+    hold the identity the pin was read with, the secret's row is the
+    settings' row now (never the replaced key sealed anew, which fails once
+    the old key is deleted in Google). Settings moved to another identity
+    leave the secret to be sealed anew.
     """
     distinct = dict(sorted({secret.digest: secret for secret in secrets}.items()))
     if not distinct:
         return {}
-    pinned = {digest: row_id for digest, row_id in (pinned or {}).items() if digest in distinct}
+    pins = {digest: pin for digest, pin in (pinned or {}).items() if digest in distinct}
     rows = (await session.execute(
         select(_sealed.c.id, _sealed.c.kind, _sealed.c.digest, _sealed.c.ciphertext)
         .where(_sealed.c.tenant_id == tenant_id,
-               _sealed.c.digest.in_(list(distinct)) | _sealed.c.id.in_(list(pinned.values())))
+               _sealed.c.digest.in_(list(distinct)) | _sealed.c.id.in_([pin.row_id for pin in pins.values()]))
         .order_by(_sealed.c.digest).with_for_update())).all()
     # A pinned row still there is its secret's row, whatever key it holds now, and is never
     # rewritten with the key read before.
     found = {row.id for row in rows}
-    ids: dict[bytes, uuid.UUID] = {digest: row_id for digest, row_id in pinned.items() if row_id in found}
+    ids: dict[bytes, uuid.UUID] = {digest: pin.row_id for digest, pin in pins.items() if pin.row_id in found}
+    gone = {digest: pin for digest, pin in pins.items() if pin.row_id not in found}
+    if gone:
+        ids.update(await _follow_settings(session, tenant_id, gone, distinct))
+    pinned_rows = {pin.row_id for pin in pins.values()} | set(ids.values())
     for row in rows:
         digest = bytes(row.digest)
-        if row.id in pinned.values() or digest in ids:
+        if row.id in pinned_rows or digest in ids:
             continue
         ids[digest] = row.id
         if not opens(SealedCredential(row.id, CredentialKind(row.kind), digest, bytes(row.ciphertext))):

@@ -12,7 +12,9 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from mailwatch.domain.models import CredentialKind, LabelFilter, SealedCredential, ServiceAccountCredential
+from mailwatch.domain.models import (
+    CredentialKind, GoogleSettings, LabelFilter, SealedCredential, ServiceAccountCredential,
+)
 from mailwatch.secrets import SealedSecret, SecretBox, generate_key
 from mailwatch.store import google_settings, registrations, sealed_credentials
 from mailwatch.store import mailboxes as mailboxes_store
@@ -135,9 +137,10 @@ def _service_account(private_key: str) -> ServiceAccountCredential:
         "project_id": "p", "private_key_id": private_key})
 
 
-async def _register_with(sessions, box: SecretBox, tenant_id, address: str, read: SealedCredential):
-    """The write of a tenant-default registration that read `read` (the settings' row) before
-    calling Gmail: the key it read, sealed, pinned to the row it came from."""
+async def _register_with(sessions, box: SecretBox, tenant_id, address: str, read: SealedCredential,
+                         settings: GoogleSettings):
+    """The write of a tenant-default registration that read `settings` and `read` (their row)
+    before calling Gmail: the key it read, sealed, pinned to the row it came from."""
     credential = box.open(read, tenant_id=tenant_id)
     secret = box.seal_shared(ServiceAccountCredential(info=credential.info, subject=address))
 
@@ -148,7 +151,8 @@ async def _register_with(sessions, box: SecretBox, tenant_id, address: str, read
 
     [(mailbox, _)] = await registrations.save_registrations(
         sessions, tenant_id, [secret], rows_of, lambda upserted: [], replacing=False,
-        opens=lambda stored: box.opens(stored, tenant_id=tenant_id), pinned={secret.digest: read.sealed_credential_id})
+        opens=lambda stored: box.opens(stored, tenant_id=tenant_id), pinned={secret.digest: sealed_credentials.Pin(
+            read.sealed_credential_id, settings.credential_id, settings.project_id)})
     async with reading(sessions) as session:
         stored = (await sealed_credentials.load_stored(session, tenant_id, [mailbox.id]))[mailbox.id]
     return box.open(stored, tenant_id=tenant_id).info["private_key"], stored.sealed_credential_id
@@ -165,10 +169,10 @@ async def test_a_tenant_default_registration_in_flight_while_the_tenant_key_is_r
     common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
                   pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
     await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("OLD")), **common)
-    (_, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    (settings, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
     await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("NEW")), **common)
 
-    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read)
+    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read, settings)
     assert (used, row) == ("NEW", read.sealed_credential_id)
     assert list((await _rows(sessions, tenant.id)).values()) == [read.sealed_credential_id]  # no row of the old key
 
@@ -181,13 +185,35 @@ async def test_a_tenant_default_registration_whose_settings_row_is_gone_seals_it
     common = dict(project_id="p", pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
     await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("FIRST")),
                                         credential_id="sa@p.iam.gserviceaccount.com", **common)
-    (_, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    (settings, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
     other = ServiceAccountCredential(subject="", info={**_service_account("OTHER").info,
                                                        "client_email": "other@p.iam.gserviceaccount.com"})
     await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(other),
                                         credential_id="other@p.iam.gserviceaccount.com", **common)
     assert read.sealed_credential_id not in (await _rows(sessions, tenant.id)).values()
 
-    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read)
+    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read, settings)
     assert used == "FIRST" and row != read.sealed_credential_id
     assert len(await _rows(sessions, tenant.id)) == 2
+
+
+async def test_a_tenant_default_registration_follows_the_settings_to_a_row_the_tenant_had_for_the_new_key(sessions):
+    """As above, but the tenant already has a row for the new key (a mailbox registered with it
+    explicitly): the settings' save moves the references to that row and deletes the one the
+    registration read. The registration's mailbox must refer to the row the settings use now
+    (the new key), not to the replaced key sealed anew, which fails once it is deleted in Google."""
+    box = SecretBox([generate_key()])
+    tenant = await Rows(sessions).tenant()
+    common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
+                  pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("OLD")), **common)
+    (settings, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    new_secret = box.seal_shared(_service_account("NEW"))
+    async with transaction(sessions) as session:
+        new_row = (await sealed_credentials.put_secrets(session, tenant.id, [new_secret]))[new_secret.digest]
+    await google_settings.save_settings(sessions, tenant.id, secret=new_secret, **common)
+    assert list((await _rows(sessions, tenant.id)).values()) == [new_row]  # the row read is gone
+
+    used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read, settings)
+    assert (used, row) == ("NEW", new_row)
+    assert list((await _rows(sessions, tenant.id)).values()) == [new_row]  # no row of the old key
