@@ -147,7 +147,8 @@ async def put_replacing(
     """The row for `secret`, taking over every reference to the tenant's row `replaced`
     (a new key of the same service account or a new secret of the same OAuth client):
     that one row is rewritten in place, so its mailboxes use the new key at once. If
-    the tenant already has a row for the new key, the references move to it instead."""
+    the tenant already has a row for the new key, the references move to it instead,
+    those of a registration writing its reference to `replaced` meanwhile included."""
     found = (await session.execute(
         select(_sealed.c.id).where(_sealed.c.tenant_id == tenant_id, _sealed.c.digest == secret.digest)
     )).scalar_one_or_none()
@@ -168,6 +169,11 @@ async def put_replacing(
             return updated
     found = (await put_secrets(session, tenant_id, [secret], opens=opens))[secret.digest]
     if found != replaced:
+        # A tenant-default registration pinned to `replaced` holds it locked until it commits
+        # (`put_secrets`): waited for, so the move below sees its mailbox too instead of leaving
+        # it on the replaced key.
+        await session.execute(select(_sealed.c.id).where(_sealed.c.tenant_id == tenant_id, _sealed.c.id == replaced)
+                              .with_for_update())
         await session.execute(
             update(mailboxes).where(mailboxes.c.tenant_id == tenant_id, mailboxes.c.sealed_credential_id == replaced)
             .values(sealed_credential_id=found, updated=mailboxes.c.updated))

@@ -217,3 +217,35 @@ async def test_a_tenant_default_registration_follows_the_settings_to_a_row_the_t
     used, row = await _register_with(sessions, box, tenant.id, "late@example.com", read, settings)
     assert (used, row) == ("NEW", new_row)
     assert list((await _rows(sessions, tenant.id)).values()) == [new_row]  # no row of the old key
+
+
+async def test_a_tenant_default_registration_writing_while_the_settings_move_its_references(sessions):
+    """The tenant has a row for the new key; a tenant-default registration has locked the row
+    it read (the settings' row) and written its mailbox, not committed, when the settings'
+    save moves that row's references to the new key's row. The move waits for the
+    registration, so its mailbox follows too; none is left on the old key's row."""
+    box = SecretBox([generate_key()])
+    tenant = await Rows(sessions).tenant()
+    common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
+                  pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
+    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("OLD")), **common)
+    (settings, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
+    new_secret = box.seal_shared(_service_account("NEW"))
+    async with transaction(sessions) as session:
+        new_row = (await sealed_credentials.put_secrets(session, tenant.id, [new_secret]))[new_secret.digest]
+    read_secret = box.seal_shared(ServiceAccountCredential(info=box.open(read, tenant_id=tenant.id).info,
+                                                           subject="late@example.com"))
+    pin = sealed_credentials.Pin(read.sealed_credential_id, settings.credential_id, settings.project_id)
+
+    async with sessions() as registration, registration.begin():
+        ids = await sealed_credentials.put_secrets(registration, tenant.id, [read_secret],
+                                                   pinned={read_secret.digest: pin})
+        assert ids == {read_secret.digest: read.sealed_credential_id}
+        await add_mailbox(registration, tenant.id, "late@example.com", credential_kind=CredentialKind.SERVICE_ACCOUNT,
+                          sealed_credential_id=ids[read_secret.digest])
+        saving = asyncio.create_task(google_settings.save_settings(sessions, tenant.id, secret=new_secret, **common))
+        await blocked_on_a_lock(sessions)  # the move waits for the registration's row
+    await saving
+
+    assert await _references(sessions, tenant.id) == {"late@example.com": new_row}
+    assert list((await _rows(sessions, tenant.id)).values()) == [new_row]  # the old key's row went
