@@ -29,7 +29,7 @@ from grpc_status import rpc_status
 from mailwatch.api.tokens import encode_cursor
 from mailwatch.domain import errors as domain
 from mailwatch.request_context import current_request_id
-from mailwatch.store._errors import is_database_unavailable
+from mailwatch.store._errors import is_concurrency_conflict, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ STATUS_CODES: dict[type[domain.MailwatchError], grpc.StatusCode] = {
     # A Postgres restart or failover: the client library resumes / retries on
     # UNAVAILABLE, so a consumer rides it out instead of stopping for good.
     domain.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    # gRPC's code for a concurrency conflict: nothing was written, the call may be retried.
+    domain.ConcurrentUpdate: grpc.StatusCode.ABORTED,
     # The server refuses to start on such a database; if it is downgraded
     # under a running one, calls fail until the operator migrates.
     domain.NotMigrated: grpc.StatusCode.UNAVAILABLE,
@@ -159,8 +161,11 @@ def as_domain_error(exc: BaseException) -> BaseException:
     Database errors are classified by exception class / SQLSTATE (in the store
     layer), never by message text.
     """
-    if not isinstance(exc, domain.MailwatchError) and is_database_unavailable(exc):
-        return domain.DatabaseUnavailable()
+    if not isinstance(exc, domain.MailwatchError):
+        if is_database_unavailable(exc):
+            return domain.DatabaseUnavailable()
+        if is_concurrency_conflict(exc):
+            return domain.ConcurrentUpdate()
     return exc
 
 

@@ -110,6 +110,19 @@ class RegistrationBatchOverLimit(MailwatchError):
     reason = "REGISTRATION_BATCH_OVER_LIMIT"
 
 
+class ConcurrentUpdate(MailwatchError):
+    """The call's transaction lost a race with another writer (Postgres rolled it back to
+    break a deadlock); nothing of it was written, and the same call again is expected to
+    succeed, so it carries a retry hint."""
+
+    reason = "CONCURRENT_UPDATE"
+    retryable = True
+
+    def __init__(self, message: str = "the call collided with a concurrent update; retry it", *,
+                 retry_after: float = 0.2, **kw) -> None:
+        super().__init__(message, retry_after=retry_after, **kw)
+
+
 class CursorExpired(MailwatchError):
     """The cursor points before the oldest retained change; the client must resync.
 

@@ -46,6 +46,18 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# SQLSTATEs that mean "this transaction lost a race with another one; the same work
+# again is expected to succeed": 40P01 deadlock_detected, 40001 serialization_failure.
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_concurrency_conflict(exc: BaseException) -> bool:
+    """True when Postgres rolled `exc`'s transaction back for a race with another (a
+    deadlock between two writers that lock the same rows in different orders)."""
+    sqlstate = getattr(_cause(exc), "sqlstate", None)
+    return sqlstate in _CONFLICT_SQLSTATES
+
+
 def constraint_name(exc: BaseException) -> str | None:
     cause = _cause(exc)
     diag = getattr(cause, "diag", None)

@@ -48,6 +48,7 @@ TABLE = [
     (domain.GmailQueryRejected("400"), C.INVALID_ARGUMENT, "GMAIL_QUERY_REJECTED"),
     (domain.GmailMailboxNotFound("no such user"), C.FAILED_PRECONDITION, "GMAIL_MAILBOX_NOT_FOUND"),
     (domain.DatabaseUnavailable(), C.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+    (domain.ConcurrentUpdate(), C.ABORTED, "CONCURRENT_UPDATE"),
     (domain.NotMigrated("schema at 0001"), C.UNAVAILABLE, "NOT_MIGRATED"),
     (domain.AdminDisabled("no operator token"), C.PERMISSION_DENIED, "ADMIN_DISABLED"),
     (domain.GmailMessageNotFound("gone"), C.NOT_FOUND, "MESSAGE_NOT_FOUND"),
@@ -257,6 +258,22 @@ def test_database_unavailability_is_unavailable_with_a_retry_hint(exc):
     packed = errors.rich_status(errors.as_domain_error(exc)).details
     retry = [d for d in packed if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
     assert len(retry) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _wrapped(psycopg.errors.DeadlockDetected("deadlock detected")),
+        _wrapped(psycopg.errors.SerializationFailure("could not serialize access")),
+        psycopg.errors.DeadlockDetected("x"),
+    ],
+    ids=lambda e: type(getattr(e, "orig", e)).__name__,
+)
+def test_a_transaction_lost_to_a_concurrent_one_is_aborted_with_a_retry_hint(exc):
+    status = errors.status_for(exc)
+    assert status.code == C.ABORTED.value[0]
+    assert _detail(status, error_details_pb2.ErrorInfo).reason == "CONCURRENT_UPDATE"
+    assert _detail(status, error_details_pb2.RetryInfo).retry_delay.ToTimedelta().total_seconds() > 0
 
 
 @pytest.mark.parametrize(
