@@ -257,3 +257,22 @@ async def test_a_mailbox_stopped_while_its_backfill_is_claimed_is_left_out_of_th
             "SELECT mailbox_id, lease_owner FROM mailbox_backfills WHERE tenant_id = :tenant"),
             {"tenant": tenant.id})).all())
     assert owners == {stopped.id: None, other.id: "bf2"}  # a STOPPED mailbox's backfill is not claimed again
+
+
+async def test_any_due_says_whether_the_claim_has_something_to_take(sessions):
+    """The backfill worker's cheap probe before its claim: true exactly while an unfinished
+    backfill is due and not leased by a live claim."""
+    rows = Rows(sessions)
+    tenant = await rows.tenant()
+    mailbox = await rows.mailbox(tenant.id, "probe@example.com", history_id=100)
+    now = datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert not await backfills.any_due(sessions, now=now)  # none requested
+    await backfills.request_backfill(sessions, tenant.id, [mailbox.id], REQUEST)
+    assert await backfills.any_due(sessions, now=now)
+    [claimed] = await backfills.claim_backfills(sessions, owner="bf", now=now, lease=LEASE, limit=10)
+    assert not await backfills.any_due(sessions, now=now)  # leased
+    assert await backfills.any_due(sessions, now=now + 2 * LEASE)  # the lease lapsed: claimable again
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE mailbox_backfills SET state = 'COMPLETED', lease_owner = NULL,"
+                                   " lease_expires_at = NULL WHERE mailbox_id = :id"), {"id": claimed.mailbox.id})
+    assert not await backfills.any_due(sessions, now=now + 2 * LEASE)  # finished
