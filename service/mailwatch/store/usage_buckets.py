@@ -6,14 +6,18 @@ not matter), take `amount` if that many tokens are there
 (or, when asked, as many as there are above a minimum) and return what it
 took and the tokens left. A new bucket starts full.
 `refilled` is the refill, shared with the Gmail budgets' buckets
-(store/gmail_budgets.py).
+(store/gmail_budgets.py). `prune_idle` deletes buckets nobody took from for a
+long time (a revoked API key's, a quiet tenant's): such a bucket is full, and a
+missing bucket starts full, so deleting it changes no answer.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Table, case, func
+from datetime import timedelta
+
+from sqlalchemy import Table, case, delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -54,3 +58,12 @@ async def take(sessions: Sessions, tenant_id: uuid.UUID, bucket: str, amount: in
     async with autocommit(sessions) as session:
         taken, tokens = (await session.execute(statement)).one()
     return int(taken), float(tokens)
+
+
+async def prune_idle(sessions: Sessions, *, idle_for: timedelta) -> int:
+    """Delete the buckets last taken from more than `idle_for` ago (by Postgres's clock); how
+    many. `idle_for` must exceed the time any bucket takes to refill from empty (the service's
+    refill in at most a minute: an API key's calls in one second, registrations in sixty)."""
+    async with autocommit(sessions) as session:
+        result = await session.execute(delete(_buckets).where(_buckets.c.updated < func.now() - idle_for))
+    return result.rowcount

@@ -7,6 +7,7 @@ Every `loop_seconds` the worker
 - drops every day partition whose whole day was observed before
   `now - retention` (a day is kept until its last moment expires: retention is
   between the setting and one day more), raising the tenants' watermarks;
+- deletes the limits' usage buckets untouched for an hour (full, as a new one is);
 - deletes the expired rows of the default partition (observed times outside
   every day partition: few) in chunks of at most `chunk_size`, each chunk its
   own short transaction. `prune_events` raises each tenant's
@@ -31,7 +32,7 @@ from prometheus_client import Counter
 from mailwatch.clock import Clock, SystemClock
 from mailwatch.config import PruneSettings
 from mailwatch.ingest.metrics import MALFORMED_DROPPED
-from mailwatch.store import changes, notifications, partitions, sealed_credentials
+from mailwatch.store import changes, notifications, partitions, sealed_credentials, usage_buckets
 from mailwatch.store.db import Sessions
 from mailwatch.workers.loop import LoopWorker
 
@@ -41,6 +42,10 @@ PRUNED_EVENTS = Counter("mailwatch_pruned_events_total", "Change events deleted 
 PARTITIONS_DROPPED = Counter("mailwatch_pruned_partitions_total", "Change-log day partitions dropped by retention")
 PARTITIONS_CREATED = Counter("mailwatch_created_partitions_total", "Change-log day partitions created ahead")
 PRUNE_RUNS = Counter("mailwatch_prune_runs_total", "Retention passes by outcome", ["outcome"])
+
+
+# A usage bucket untouched this long is deleted (it refilled long ago; `usage_buckets.prune_idle`).
+IDLE_BUCKETS_KEPT = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class PruneWorker(LoopWorker):
         # Sealed credentials go with their last user in that user's transaction; this
         # catches one whose delete lost a race (store/sealed_credentials.sweep).
         await sealed_credentials.sweep_unused(self.sessions)
+        # Limits' buckets of keys revoked or tenants gone quiet: full, so as good as absent.
+        await usage_buckets.prune_idle(self.sessions, idle_for=IDLE_BUCKETS_KEPT)
         if deleted:
             log.info(
                 "pruned %d change events observed before %s in %d chunks",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -45,6 +46,20 @@ async def test_a_bucket_takes_all_or_nothing_or_down_to_a_minimum_and_refills_by
     # Another bucket, another tenant: their own.
     assert (await take("other", 5))[0] == 5
     assert (await usage_buckets.take(sessions, (await Rows(sessions).tenant()).id, "b", 5, 0.01, 5.0))[0] == 5
+
+
+async def test_idle_buckets_are_pruned_and_come_back_full(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    assert (await usage_buckets.take(sessions, tenant, "rpc:revoked", 5, 5.0, 5.0))[0] == 5  # emptied
+    assert (await usage_buckets.take(sessions, tenant, "registrations", 1, 1.0, 60.0))[0] == 1
+    await _age(sessions, "usage_buckets", "updated", 7200)
+    assert (await usage_buckets.take(sessions, tenant, "registrations", 1, 1.0, 60.0))[0] == 1  # in use again
+    assert await usage_buckets.prune_idle(sessions, idle_for=timedelta(hours=1)) == 1
+    async with sessions() as session:
+        assert (await session.execute(text("SELECT bucket FROM usage_buckets"))).scalars().all() == ["registrations"]
+    # Gone is as good as full: the next take finds the whole capacity.
+    taken, left = await usage_buckets.take(sessions, tenant, "rpc:revoked", 5, 5.0, 5.0)
+    assert (taken, left) == (5, pytest.approx(0.0, abs=0.1))
 
 
 async def test_two_replicas_racing_for_one_bucket_never_take_more_than_it_holds(sessions, other_sessions):

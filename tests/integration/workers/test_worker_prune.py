@@ -166,3 +166,23 @@ async def test_the_prune_worker_deletes_sealed_credentials_nothing_uses(sessions
         in_use = (await session.execute(text("SELECT sealed_credential_id FROM mailboxes WHERE id = :m"),
                                         {"m": used.id})).scalar_one()
     assert orphan not in left and left == {in_use}
+
+
+async def test_the_prune_worker_deletes_usage_buckets_idle_for_an_hour(sessions):
+    """A revoked API key's call bucket is never taken from again: it goes once idle for an
+    hour (it is full by then, as a new bucket is); one in use stays."""
+    from sqlalchemy import text
+
+    from mailwatch.store import usage_buckets
+
+    tenant = (await Rows(sessions).tenant()).id
+    for bucket in ("rpc:revoked", "rpc:in-use"):
+        await usage_buckets.take(sessions, tenant, bucket, 1, 10.0, 10.0)
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE usage_buckets SET updated = now() - interval '61 minutes'"
+                                   " WHERE bucket = 'rpc:revoked'"))
+    await PruneWorker(sessions=sessions, settings=PRUNE, clock=OffsetClock()).run_once()
+    async with sessions() as session:
+        left = (await session.execute(text("SELECT bucket FROM usage_buckets WHERE tenant_id = :t"),
+                                      {"t": tenant})).scalars().all()
+    assert left == ["rpc:in-use"]
