@@ -31,6 +31,19 @@ from mailwatch.domain.errors import NotMigrated
 from mailwatch.database_url import sqlalchemy_url
 
 
+# Every connection's session settings. Timestamps in UTC. No JIT: our statements are short
+# lookups by index, but the planner's row estimates for small, rarely analyzed tables (a
+# deployment's few tenants) can push a claim's estimated cost at a million mailboxes past
+# jit_above_cost, and compiling it then costs 30-110 ms on every claim for a plan that runs
+# in under one (docs/capacity.md, the million-mailbox run).
+SESSION_OPTIONS = "-c TimeZone=UTC -c jit=off"
+
+# A new connection that has not completed within this many seconds fails (libpq's
+# connect_timeout): a host that swallows packets (a failover's old address) would
+# otherwise hold the caller, and its pool slot, for the operating system's TCP timeout.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def create_engine(
     url: str,
     *,
@@ -39,6 +52,7 @@ def create_engine(
     pool_timeout: float = 30.0,
     driver_pool_size: int = 10,
     application_name: str = "mailwatch",
+    connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
     echo: bool = False,
 ) -> "Engine":
     """An async engine on psycopg 3.
@@ -57,7 +71,8 @@ def create_engine(
         # Recycle now and then so connections follow failovers / DNS changes.
         pool_recycle=RECYCLE_SECONDS,
         pool_use_lifo=True,
-        connect_args={"options": SESSION_OPTIONS, "application_name": application_name},
+        connect_args={"options": SESSION_OPTIONS, "application_name": application_name,
+                      "connect_timeout": connect_timeout},
         # A database error's text must not carry its statement's parameters:
         # they include sealed credentials and mailbox addresses, and unexpected
         # errors are logged.
@@ -65,18 +80,12 @@ def create_engine(
         echo=echo,
     )
     _ping_idle_connections(engine)
-    connect = {"autocommit": True, "options": SESSION_OPTIONS, "application_name": application_name}
+    connect = {"autocommit": True, "options": SESSION_OPTIONS, "application_name": application_name,
+               "connect_timeout": connect_timeout}
     return Engine(engine.sync_engine, driver_pool=functools.partial(
         DriverPool, engine.url.set(drivername="postgresql").render_as_string(hide_password=False), connect,
         max_size=driver_pool_size, timeout=pool_timeout))
 
-
-# Every connection's session settings. Timestamps in UTC. No JIT: our statements are short
-# lookups by index, but the planner's row estimates for small, rarely analyzed tables (a
-# deployment's few tenants) can push a claim's estimated cost at a million mailboxes past
-# jit_above_cost, and compiling it then costs 30-110 ms on every claim for a plan that runs
-# in under one (docs/capacity.md, the million-mailbox run).
-SESSION_OPTIONS = "-c TimeZone=UTC -c jit=off"
 
 # A pooled connection back in the pool for longer than this is pinged before it is
 # handed out again; one returned more recently is presumed alive.

@@ -248,3 +248,36 @@ async def test_a_checkout_cancelled_during_its_ping_closes_the_connection(engine
             await _gone(engine, pid)
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning) and "psycopg" in str(w.message)]
+
+
+async def test_a_host_that_never_answers_fails_the_connection_within_the_connect_timeout():
+    """A listener that accepts and then says nothing (a host swallowing packets): both pools'
+    new connections fail as "database unavailable" after `connect_timeout`, instead of
+    holding the caller (and its slot) for the operating system's TCP timeout."""
+    from mailwatch.store import create_engine
+    from mailwatch.store._errors import is_database_unavailable
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader, writer):
+        accepted.append(writer)  # keep it open, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = create_engine(f"postgresql+psycopg://u:p@127.0.0.1:{port}/db", connect_timeout=2)
+    try:
+        async with asyncio.timeout(60):  # without a connect timeout: forever
+            with pytest.raises(Exception) as through_sqlalchemy:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+            with pytest.raises(Exception) as through_driver_pool:
+                async with engine.driver_connection() as connection:
+                    await connection.execute("SELECT 1")
+        assert is_database_unavailable(through_sqlalchemy.value)
+        assert is_database_unavailable(through_driver_pool.value)
+    finally:
+        await engine.dispose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
