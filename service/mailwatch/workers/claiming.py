@@ -117,7 +117,9 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         claims = await self._claim(self.batch_size)
         if claims:
             processed = self.to_process(claims)
-            async with self.holding(processed):
+            # All of them, also those `to_process` left out (renewed through another): they
+            # must not lapse to another replica while the one standing for them still runs.
+            async with self.holding(claims):
                 # Every claim of the round ends before its holding does: one raising must not
                 # end the heartbeat (and the fences) of the others while they still run.
                 results = await asyncio.gather(*(self._guarded(claim) for claim in processed),

@@ -404,3 +404,31 @@ async def test_a_claim_raising_does_not_end_the_rounds_hold_on_the_others(world,
         await round_
     assert outcomes["fail1@example.com"] == "renewed"
     assert [e.type for e in await world.events(added[1])] == [EventType.WATCH_RENEWED]
+
+
+async def test_a_registration_left_out_for_its_shared_watch_is_held_while_the_watch_is_renewed(world, sessions):
+    """Two tenants' registrations of one address share one Gmail watch: a round renews it once
+    and leaves the other claim out. With Gmail slow past the lease, that claim is kept too, so
+    another replica does not claim it, find the watch not yet fresh and call users.watch again."""
+    lease = 3.0
+    worker = RenewWorker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                         clock=world.clock, lease_seconds=lease, batch_size=10, concurrency=2)
+    other = RenewWorker(sessions=sessions, gmail=world.gmail, secret_box=world.worker.secret_box, topic=TOPIC,
+                        clock=world.clock, lease_seconds=lease)
+    added = [await world.add("shared@example.com") for _ in range(2)]  # each in a tenant of its own
+    world.gmail.gate = asyncio.Event()
+
+    round_ = asyncio.create_task(worker.run_once())
+    try:
+        await eventually(lambda: len(world.gmail.calls) == 1, what="the shared watch's one call running")
+        world.clock.advance(timedelta(seconds=5 * lease))
+
+        async def extended() -> bool:
+            return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
+
+        await eventually(extended, timeout=10 * lease, what="both registrations' leases extended")
+        assert await other.run_once() == 0
+    finally:
+        world.gmail.gate.set()
+    assert await round_ == 2
+    assert [email for email, _, _ in world.gmail.calls] == ["shared@example.com"]
