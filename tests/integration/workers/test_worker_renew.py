@@ -326,6 +326,17 @@ async def test_two_workers_divide_the_due_mailboxes(world, sessions):
     assert sorted(email for email, _, _ in world.gmail.calls) == sorted(f"m{n}@example.com" for n in range(30))
 
 
+async def _leases_passed_and_kept(world, added, lease: float) -> None:
+    """Move the clock five leases on, then wait until a heartbeat has moved each of `added`'s
+    claims past the new now."""
+    world.clock.advance(timedelta(seconds=5 * lease))
+
+    async def extended() -> bool:
+        return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
+
+    await eventually(extended, timeout=10 * lease, what="the held claims' leases extended")
+
+
 async def test_claims_held_past_their_lease_are_not_claimed_again_by_another_worker(world, sessions):
     """A round claims more than it runs at once (a batch, `concurrency` at a time); with Gmail
     slow, the claims waiting for a slot and those running outlive their lease. The worker's
@@ -344,13 +355,8 @@ async def test_claims_held_past_their_lease_are_not_claimed_again_by_another_wor
     round_ = asyncio.create_task(worker.run_once())
     try:
         await eventually(lambda: len(world.gmail.calls) == 2, what="the first two watch calls running")
-        world.clock.advance(timedelta(seconds=5 * lease))  # every claim's lease has passed ...
-
-        async def extended() -> bool:
-            return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
-
-        # ... and the heartbeat moves each one on from the new now (a worker without one: never).
-        await eventually(extended, timeout=10 * lease, what="the held claims' leases extended")
+        # Every claim's lease has passed, and the heartbeat moves each on (a worker without one: never).
+        await _leases_passed_and_kept(world, added, lease)
         assert await other.run_once() == 0
     finally:
         world.gmail.gate.set()
@@ -390,12 +396,7 @@ async def test_a_claim_raising_does_not_end_the_rounds_hold_on_the_others(world,
     world.gmail.gate = asyncio.Event()
     round_ = asyncio.create_task(worker.run_once())
     await eventually(lambda: len(started) == 2, what="both claims running")
-    world.clock.advance(timedelta(seconds=5 * lease))
-
-    async def extended() -> bool:
-        return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
-
-    await eventually(extended, timeout=10 * lease, what="the held claims' leases extended")
+    await _leases_passed_and_kept(world, added, lease)
     world.gmail.gate.set()
     await raised.wait()
     await stays(lambda: not round_.done(), 1.0, what="the round waiting for its other claim")
@@ -421,12 +422,7 @@ async def test_a_registration_left_out_for_its_shared_watch_is_held_while_the_wa
     round_ = asyncio.create_task(worker.run_once())
     try:
         await eventually(lambda: len(world.gmail.calls) == 1, what="the shared watch's one call running")
-        world.clock.advance(timedelta(seconds=5 * lease))
-
-        async def extended() -> bool:
-            return all([(await world.row(mailbox)).next_renewal_at > world.clock.now() for mailbox in added])
-
-        await eventually(extended, timeout=10 * lease, what="both registrations' leases extended")
+        await _leases_passed_and_kept(world, added, lease)
         assert await other.run_once() == 0
     finally:
         world.gmail.gate.set()
