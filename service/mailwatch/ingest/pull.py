@@ -243,7 +243,7 @@ class PullIngestor:
                     timeout=self.pull_timeout,
                 )
             except google_exceptions.DeadlineExceeded:
-                await self.health.record(subscription, None)  # reachable, just quiet
+                await self.health.record_unanswered(subscription)  # quiet, or a slow answer
                 continue  # nothing arrived within pull_timeout
             except Exception as exc:  # noqa: BLE001 - Pub/Sub trouble must not end the puller
                 self.stats.pull_failures += 1

@@ -62,18 +62,31 @@ class SubscriptionHealth:
         self._clock = clock
         self._owners: dict[str, str] = {}
         self._written: dict[str, tuple[bool, float]] = {}  # subscription -> (ok, monotonic time written)
+        self._failing: set[str] = set()  # subscriptions whose last answered pull failed
 
     def owned_by(self, subscription: str, owner: str) -> None:
         self._owners[subscription] = owner
 
     def forget(self, subscription: str) -> None:
         self._written.pop(subscription, None)
+        self._failing.discard(subscription)
         owner = self._owners.pop(subscription, None)
         if owner is not None and owner not in self._owners.values():
             SUBSCRIPTION_HEALTHY.remove(owner)
 
+    async def record_unanswered(self, subscription: str) -> None:
+        """A pull that got no answer within its timeout: a quiet subscription's usual outcome,
+        so it counts as healthy, but it is no proof that a failing one (deleted, no
+        permission) works again; that stays failing until a pull is answered."""
+        if subscription not in self._failing:
+            await self.record(subscription, None)
+
     async def record(self, subscription: str, error: BaseException | None) -> None:
         ok = error is None
+        if ok:
+            self._failing.discard(subscription)
+        else:
+            self._failing.add(subscription)
         SUBSCRIPTION_HEALTHY.labels(self._owners.get(subscription, DEPLOYMENT)).set(1 if ok else 0)
         last = self._written.get(subscription)
         now = time.monotonic()

@@ -83,3 +83,34 @@ async def test_a_deleted_tenant_subscription_is_visible_and_leaves_the_others_fl
         assert mine.subscription_status.subscription == healthy_names["subscription"]
         assert mine.subscription_status.state == resources_pb2.SUBSCRIPTION_STATE_OK
 
+
+
+async def test_a_pull_left_unanswered_does_not_make_a_failing_subscription_healthy(sessions):
+    """On a loaded host the emulator may not answer a pull of a deleted subscription within the
+    pull's timeout: that silence is a quiet subscription's usual outcome, not proof that a
+    failing one works again. A healthy one stays healthy through it; only an answer heals."""
+    import uuid
+
+    from google.api_core import exceptions as google_exceptions
+
+    from mailwatch.clock import SystemClock
+    from mailwatch.ingest.sources import SubscriptionHealth
+
+    health = SubscriptionHealth(sessions, SystemClock())
+    owner = str(uuid.uuid4())
+    failing, quiet = "projects/p/subscriptions/deleted", "projects/p/subscriptions/quiet"
+    health.owned_by(failing, owner)
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("mailwatch_ingest_subscription_healthy", {"owner": owner})
+
+    await health.record(failing, google_exceptions.NotFound("Subscription does not exist"))
+    await health.record_unanswered(failing)
+    assert gauge() == 0
+    await health.record(failing, None)  # a pull answered again
+    assert gauge() == 1
+    await health.record_unanswered(failing)
+    assert gauge() == 1
+    health.owned_by(quiet, owner)
+    await health.record_unanswered(quiet)  # never failed: quiet is healthy
+    assert gauge() == 1
