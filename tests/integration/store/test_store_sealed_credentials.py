@@ -197,11 +197,11 @@ async def test_a_tenant_default_registration_whose_settings_row_is_gone_seals_it
     assert len(await _rows(sessions, tenant.id)) == 2
 
 
-async def test_a_tenant_default_registration_follows_the_settings_to_a_row_the_tenant_had_for_the_new_key(sessions):
-    """As above, but the tenant already has a row for the new key (a mailbox registered with it
-    explicitly): the settings' save moves the references to that row and deletes the one the
-    registration read. The registration's mailbox must refer to the row the settings use now
-    (the new key), not to the replaced key sealed anew, which fails once it is deleted in Google."""
+async def _read_old_key_with_a_new_keys_row(sessions):
+    """A tenant whose settings hold the OLD key, a tenant-default registration's read of them
+    (for late@example.com), and a row the tenant already has for the NEW key, the settings
+    not yet moved to it: (box, tenant, the settings' save arguments, settings, the read,
+    the NEW key's sealed secret, its row id)."""
     box = SecretBox([generate_key()])
     tenant = await Rows(sessions).tenant()
     common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
@@ -211,6 +211,15 @@ async def test_a_tenant_default_registration_follows_the_settings_to_a_row_the_t
     new_secret = box.seal_shared(_service_account("NEW"))
     async with transaction(sessions) as session:
         new_row = (await sealed_credentials.put_secrets(session, tenant.id, [new_secret]))[new_secret.digest]
+    return box, tenant, common, settings, read, new_secret, new_row
+
+
+async def test_a_tenant_default_registration_follows_the_settings_to_a_row_the_tenant_had_for_the_new_key(sessions):
+    """As above, but the tenant already has a row for the new key (a mailbox registered with it
+    explicitly): the settings' save moves the references to that row and deletes the one the
+    registration read. The registration's mailbox must refer to the row the settings use now
+    (the new key), not to the replaced key sealed anew, which fails once it is deleted in Google."""
+    box, tenant, common, settings, read, new_secret, new_row = await _read_old_key_with_a_new_keys_row(sessions)
     await google_settings.save_settings(sessions, tenant.id, secret=new_secret, **common)
     assert list((await _rows(sessions, tenant.id)).values()) == [new_row]  # the row read is gone
 
@@ -224,15 +233,7 @@ async def test_a_tenant_default_registration_writing_while_the_settings_move_its
     it read (the settings' row) and written its mailbox, not committed, when the settings'
     save moves that row's references to the new key's row. The move waits for the
     registration, so its mailbox follows too; none is left on the old key's row."""
-    box = SecretBox([generate_key()])
-    tenant = await Rows(sessions).tenant()
-    common = dict(project_id="p", credential_id="sa@p.iam.gserviceaccount.com",
-                  pubsub_topic="projects/p/topics/t", pubsub_subscription=None, push_audience=None)
-    await google_settings.save_settings(sessions, tenant.id, secret=box.seal_shared(_service_account("OLD")), **common)
-    (settings, read), _ = await registrations.registration_reads(sessions, tenant.id, ["late@example.com"])
-    new_secret = box.seal_shared(_service_account("NEW"))
-    async with transaction(sessions) as session:
-        new_row = (await sealed_credentials.put_secrets(session, tenant.id, [new_secret]))[new_secret.digest]
+    box, tenant, common, settings, read, new_secret, new_row = await _read_old_key_with_a_new_keys_row(sessions)
     read_secret = box.seal_shared(ServiceAccountCredential(info=box.open(read, tenant_id=tenant.id).info,
                                                            subject="late@example.com"))
     pin = sealed_credentials.Pin(read.sealed_credential_id, settings.credential_id, settings.project_id)
