@@ -26,7 +26,12 @@ Postgres by store/usage_buckets.py and store/stream_leases.py):
 - a stream holds a lease row while open, which this replica pushes on every
   third of `stream_lease_seconds` for all its streams in one statement; a
   replica that dies without closing its streams stops counting against the
-  tenant within `stream_lease_seconds`;
+  tenant within `stream_lease_seconds`. A lease that lapsed anyway (the
+  replica could not reach Postgres for that long) is taken again like a new
+  stream's, under the tenant's lock and counted: if other streams took its
+  slot meanwhile, the stream ends with TenantStreamLimit (RESOURCE_EXHAUSTED;
+  its consumer resumes from its last cursor once a slot is free), so the
+  tenant is never over its limit for longer than the outage;
 - registrations take from the tenant's one bucket, a statement per call;
 - calls must not cost a statement each: a replica takes a key's tokens from
   the key's one bucket in grants of a tenth of a second's worth
@@ -122,8 +127,8 @@ class Counts(Protocol):
 
     async def close_stream(self, lease_id: uuid.UUID) -> None: ...
 
-    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> None:
-        """Push this replica's leases (lease id -> tenant id) on."""
+    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
+        """Push this replica's leases (lease id -> tenant id) on; those that had lapsed, not pushed on."""
 
 
 @dataclass
@@ -179,8 +184,8 @@ class LocalCounts:
     async def close_stream(self, lease_id: uuid.UUID) -> None:
         self._leases.pop(lease_id, None)
 
-    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> None:
-        return None
+    async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
+        return set()
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,8 @@ class UsageLimits:
         self._grants: cachetools.LRUCache = cachetools.LRUCache(maxsize=MAX_KEY_BUCKETS)
         self._streams: dict[uuid.UUID, int] = {}
         self._leases: dict[uuid.UUID, uuid.UUID] = {}  # this replica's open streams' leases -> tenant
+        self._holders: dict[uuid.UUID, asyncio.Task] = {}  # lease -> the task serving its stream
+        self._ended: dict[uuid.UUID, TenantStreamLimit] = {}  # leases lost to the limit: why their stream ends
         self._renewing: asyncio.Task | None = None
         self._refusal_log = ThrottledLog(log, clock=clock)
 
@@ -305,13 +312,22 @@ class UsageLimits:
                 f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
                 retry_after=STREAM_RETRY_SECONDS), tenant_id)
         self._leases[lease_id] = tenant_id
+        self._holders[lease_id] = asyncio.current_task()
         self._renew_leases()
         label = tenant_label(tenant_id)
         self._streams[tenant_id] = self._streams.get(tenant_id, 0) + 1
         TENANT_STREAMS.labels(tenant=label).inc()
         try:
             yield
+        except asyncio.CancelledError:
+            ended = self._ended.pop(lease_id, None)
+            if ended is None:
+                raise
+            asyncio.current_task().uncancel()  # the cancel was `_end_stream`'s, not the caller's
+            self._refuse(ended, tenant_id)
         finally:
+            self._holders.pop(lease_id, None)
+            self._ended.pop(lease_id, None)
             left = self._streams[tenant_id] - 1
             if left:
                 self._streams[tenant_id] = left
@@ -355,7 +371,10 @@ class UsageLimits:
                 return
             held = dict(self._leases)
             try:
-                await self._counts.renew_streams(held, lease_seconds)
+                lapsed = await self._counts.renew_streams(held, lease_seconds)
+                for lease_id, tenant_id in held.items():  # oldest first: they were there first
+                    if lease_id in lapsed and lease_id in self._leases:
+                        await self._lease_again(tenant_id, lease_id, lease_seconds)
                 # A stream that ended while the renewal was on its way may have had its lease
                 # written again after its own delete: delete it once more.
                 for lease_id in held.keys() - self._leases.keys():
@@ -363,6 +382,27 @@ class UsageLimits:
             except Exception as exc:  # noqa: BLE001 - tried again in a third of a lease
                 log.warning("could not renew %d stream leases (%s); they stop counting after %g s",
                             len(held), exc, lease_seconds)
+
+    async def _lease_again(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, lease_seconds: float) -> None:
+        """Take a lapsed lease again as a new stream takes one; end its stream if its slot is gone."""
+        limit = (await self.limits_of(tenant_id)).streams
+        if await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds):
+            return
+        log.warning("a stream of tenant %s lost its lease (not renewed for %g s) and the tenant's %d streams are "
+                    "held by others now: ending it", tenant_label(tenant_id), lease_seconds, limit)
+        self._end_stream(lease_id, TenantStreamLimit(
+            f"this stream's slot lapsed (its server could not renew it for {lease_seconds:g} s) and this tenant's "
+            f"{limit} open change streams, its limit, are held by others now; resume from your last cursor "
+            f"after {STREAM_RETRY_SECONDS:g} s, or close another stream", metadata={"limit": str(limit)},
+            retry_after=STREAM_RETRY_SECONDS))
+
+    def _end_stream(self, lease_id: uuid.UUID, why: TenantStreamLimit) -> None:
+        """End the stream holding `lease_id` with `why` (its task, cancelled, raises it in `stream_slot`)."""
+        holder = self._holders.get(lease_id)
+        if holder is None or holder.done():
+            return
+        self._ended[lease_id] = why
+        holder.cancel()
 
     def _refuse(self, exc: LimitExceeded, tenant_id: uuid.UUID) -> None:
         label = tenant_label(tenant_id)

@@ -1,13 +1,16 @@
 """usage_limits over Postgres: a stream that ends while its replica's lease renewal is on the
 way does not leave its lease behind (the renewal writes every lease it was given, so the
 stream's delete may come first: the lease is deleted once more after the renewal); streams
-opened with no limit count against a limit set later."""
+opened with no limit count against a limit set later; a lease that lapsed (its replica could not
+reach Postgres for a lease) is taken again under the tenant's limit, and its stream ends if
+another stream took its slot meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from sqlalchemy import text
 
 from mailwatch.config import LimitSettings
 from mailwatch.domain.errors import TenantStreamLimit
@@ -37,7 +40,7 @@ class RenewalOvertaken(SharedCounts):
         if not self.renewing.is_set():
             self.renewing.set()
             await self.closed.wait()
-        await super().renew_streams(leases, lease_seconds)
+        return await super().renew_streams(leases, lease_seconds)
 
     async def close_stream(self, lease_id):
         await super().close_stream(lease_id)
@@ -98,3 +101,73 @@ async def test_streams_opened_with_no_limit_count_when_a_limit_is_set(sessions):
     finally:
         await first.close()
         await second.close()
+
+
+async def _lapse(sessions, tenant) -> None:
+    """The tenant's leases run out, as when their replica could not reach Postgres for a lease."""
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE tenant_stream_leases SET expires = now() - interval '1 second' "
+                                   "WHERE tenant_id = :t"), {"t": tenant})
+
+
+async def test_a_lapsed_lease_whose_slot_was_taken_meanwhile_ends_its_stream_and_keeps_the_limit(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    settings = LimitSettings(streams_per_tenant=1, stream_lease_seconds=LEASE_SECONDS)
+    first = UsageLimits(settings, counts=SharedCounts(sessions))
+    second = UsageLimits(settings, counts=SharedCounts(sessions))
+    opened, end = asyncio.Event(), asyncio.Event()
+
+    async def stream(replica: UsageLimits) -> None:
+        async with replica.stream_slot(tenant):
+            opened.set()
+            await end.wait()
+
+    lapsed = asyncio.create_task(stream(first))
+    taker = None
+    try:
+        await asyncio.wait_for(opened.wait(), timeout=30)
+        await _lapse(sessions, tenant)
+        # The second replica sees no stream held and takes the tenant's one slot.
+        opened.clear()
+        taker = asyncio.create_task(stream(second))
+        await asyncio.wait_for(opened.wait(), timeout=30)
+        # The first replica's next renewal finds its lease lapsed and the slot taken: its stream
+        # ends, refused as a new one would be; the tenant holds one stream, not two.
+        await eventually(lambda: lapsed.done(), timeout=LEASE_SECONDS * 5, what="the lapsed stream ended")
+        with pytest.raises(TenantStreamLimit, match="lapsed"):
+            lapsed.result()
+        assert first.open_streams(tenant) == 0 and not taker.done()
+        assert await stream_leases.held(sessions, tenant) == 1
+    finally:
+        end.set()
+        await asyncio.gather(lapsed, *([taker] if taker else []), return_exceptions=True)
+        await first.close()
+        await second.close()
+
+
+async def test_a_lapsed_lease_with_its_slot_still_free_is_taken_again_and_its_stream_goes_on(sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    counts = SharedCounts(sessions)
+    limits = UsageLimits(LimitSettings(streams_per_tenant=1, stream_lease_seconds=LEASE_SECONDS), counts=counts)
+    opened, end = asyncio.Event(), asyncio.Event()
+
+    async def stream() -> None:
+        async with limits.stream_slot(tenant):
+            opened.set()
+            await end.wait()
+
+    task = asyncio.create_task(stream())
+    try:
+        await asyncio.wait_for(opened.wait(), timeout=30)
+        await _lapse(sessions, tenant)
+        assert await stream_leases.held(sessions, tenant) == 0
+        await eventually(lambda: _held(sessions, tenant, 1), timeout=LEASE_SECONDS * 5, what="the lease taken again")
+        assert not task.done()
+    finally:
+        end.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await limits.close()
+
+
+async def _held(sessions, tenant, expected: int) -> bool:
+    return await stream_leases.held(sessions, tenant) == expected

@@ -6,13 +6,14 @@ streams pushes all of its leases on in one statement (`renew`), so a
 replica that dies without closing its streams (SIGKILL, a lost node) stops
 counting against its tenants once their leases run out.
 
-- `open_lease`: a new lease if the tenant holds fewer than `limit` (always
+- `open_lease`: a lease if the tenant holds fewer than `limit` (always
   with no limit: a stream opened then counts once a limit is set); a
   transaction holding the tenant's advisory lock, so two replicas opening
-  the tenant's last slot at once cannot both get it;
+  the tenant's last slot at once cannot both get it. Also how a lapsed
+  lease is taken again: its slot may have gone to another stream meanwhile;
 - `close_lease`: the stream ended;
-- `renew`: this replica's leases pushed on (any that had already lapsed,
-  e.g. while the database was away, counted again).
+- `renew`: this replica's unexpired leases pushed on; it returns those that
+  had lapsed (e.g. while the database was away), for `open_lease` to count.
 """
 
 from __future__ import annotations
@@ -31,29 +32,40 @@ _leases = tenant_stream_leases
 # change log's is 0x6D77_0001 with the tenant's key, store/changes.py).
 STREAM_LEASE_LOCK_CLASS = 0x6D77_0003
 
+# A lapsed lease taken again may still have its row: that row is updated, not deleted (the
+# order of a CTE's DELETE and the main INSERT is not defined, so deleting it would not free its id).
 _OPEN = text("""
-    WITH lapsed AS (DELETE FROM tenant_stream_leases WHERE tenant_id = :tenant_id AND expires <= now())
+    WITH lapsed AS (DELETE FROM tenant_stream_leases
+                    WHERE tenant_id = :tenant_id AND expires <= now() AND id <> :id)
     INSERT INTO tenant_stream_leases (id, tenant_id, expires)
     SELECT :id, :tenant_id, now() + make_interval(secs => :lease_seconds)
     WHERE :limit <= 0
        OR (SELECT count(*) FROM tenant_stream_leases WHERE tenant_id = :tenant_id AND expires > now()) < :limit
+    ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires
     RETURNING id
 """)
 
+# Only unexpired leases are pushed on: a lapsed one no longer counted, and its slot may have
+# been taken since, so it is returned to be taken again under the tenant's lock (`open_lease`).
+# A deleted tenant's are neither pushed on nor returned.
 _RENEW = text("""
-    INSERT INTO tenant_stream_leases (id, tenant_id, expires)
-    SELECT held.id, held.tenant_id, now() + make_interval(secs => :lease_seconds)
+    WITH pushed AS (
+        UPDATE tenant_stream_leases SET expires = now() + make_interval(secs => :lease_seconds)
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND expires > now()
+        RETURNING id
+    )
+    SELECT held.id
     FROM unnest(CAST(:ids AS uuid[]), CAST(:tenant_ids AS uuid[])) AS held (id, tenant_id)
     JOIN tenants ON tenants.id = held.tenant_id
-    ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires
+    WHERE held.id NOT IN (SELECT id FROM pushed)
 """)
 
 
 async def open_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int,
                      lease_seconds: float) -> bool:
-    """Lease one of the tenant's `limit` streams (0: no limit) as `lease_id` for `lease_seconds`;
-    False when all are held.
-    The tenant's lapsed leases are deleted on the way."""
+    """Lease one of the tenant's `limit` streams (0: no limit) as `lease_id` for `lease_seconds`
+    (also `lease_id` again after it lapsed); False when all are held.
+    The tenant's other lapsed leases are deleted on the way."""
     async with transaction(sessions) as session:
         # The count and the insert after it must see every lease committed before: take the
         # tenant's lock first (in READ COMMITTED, the next statement's snapshot is taken after it).
@@ -69,14 +81,15 @@ async def close_lease(sessions: Sessions, lease_id: uuid.UUID) -> None:
         await session.execute(delete(_leases).where(_leases.c.id == lease_id))
 
 
-async def renew(sessions: Sessions, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> None:
-    """Push `leases` (lease id -> tenant id) on to `lease_seconds` from now; a lapsed one is
-    leased again (its stream is still open), a deleted tenant's is not."""
+async def renew(sessions: Sessions, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
+    """Push the unexpired of `leases` (lease id -> tenant id) on to `lease_seconds` from now;
+    the lapsed ones (a deleted tenant's left out), which this did not push on."""
     if not leases:
-        return
+        return set()
     async with autocommit(sessions) as session:
-        await session.execute(_RENEW, {"ids": list(leases), "tenant_ids": list(leases.values()),
-                                       "lease_seconds": lease_seconds})
+        rows = await session.execute(_RENEW, {"ids": list(leases), "tenant_ids": list(leases.values()),
+                                              "lease_seconds": lease_seconds})
+        return {row.id for row in rows}
 
 
 async def held(sessions: Sessions, tenant_id: uuid.UUID) -> int:

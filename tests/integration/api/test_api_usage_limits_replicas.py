@@ -3,7 +3,9 @@ replicas behind a balancer) count one tenant's streams, registrations and each A
 calls together (usage_limits.py, store/usage_buckets.py, store/stream_leases.py).
 
 Counted per replica, as before, each instance let the tenant have its whole limit again:
-here the second instance refuses what the first one used up.
+here the second instance refuses what the first one used up. A stream whose lease lapsed (its
+replica could not reach Postgres for a lease) while the other replica gave its slot away ends
+with RESOURCE_EXHAUSTED: the tenant does not stay over its limit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 
 import grpc
 import pytest
+from sqlalchemy import text
 
 from mailwatch.store import stream_leases
 from mailwatch.usage_limits import STREAM_RETRY_SECONDS, grant_size
@@ -92,6 +95,35 @@ async def test_two_replicas_hold_a_tenant_to_one_stream_limit_and_one_registrati
         for call in streams:
             call.cancel()
         await eventually(lambda: _count(stream_leases.held(first.app.sessions, tenant), 0), what="every lease gone")
+
+
+async def test_a_stream_whose_lapsed_lease_lost_its_slot_to_another_replica_ends_resource_exhausted(make_service):
+    lease_seconds = 3.0  # renewed every second
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(make_service(limits_stream_lease_seconds=lease_seconds))
+        second = await stack.enter_async_context(make_service(limits_stream_lease_seconds=lease_seconds))
+        tenant_id, auth = await first.new_tenant()
+        tenant = uuid.UUID(tenant_id)
+        await first.admin.SetTenantLimits(admin_service_pb2.SetTenantLimitsRequest(
+            tenant_id=tenant_id, streams=1), metadata=OPERATOR)
+        request = mailbox_service_pb2.StreamChangesRequest()
+        lapsing = first.mailboxes.StreamChanges(request, metadata=auth)
+        await eventually(lambda: first.app.usage_limits.open_streams(tenant) == 1, what="the first stream open")
+        # The first replica's lease runs out (as when it cannot reach Postgres for a lease) and the
+        # second replica gives the tenant's one slot to a new stream.
+        async with first.app.sessions() as session, session.begin():
+            await session.execute(text("UPDATE tenant_stream_leases SET expires = now() - interval '1 second' "
+                                       "WHERE tenant_id = :t"), {"t": tenant})
+        taker = second.mailboxes.StreamChanges(request, metadata=auth)
+        await eventually(lambda: second.app.usage_limits.open_streams(tenant) == 1, what="the slot taken")
+
+        error = await asyncio.wait_for(_refused(lapsing), timeout=60)
+        _assert_refused(error, "TENANT_STREAM_LIMIT", max_delay=STREAM_RETRY_SECONDS)
+        assert "lapsed" in error.details() and "last cursor" in error.details(), error.details()
+        assert first.app.usage_limits.open_streams(tenant) == 0
+        assert await stream_leases.held(first.app.sessions, tenant) == 1
+        assert not taker.done()
+        taker.cancel()
 
 
 async def _count(held, expected: int) -> bool:

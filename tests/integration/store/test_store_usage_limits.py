@@ -96,21 +96,32 @@ async def test_a_tenants_streams_are_its_unexpired_leases_and_two_replicas_canno
     assert await stream_leases.held(sessions, tenant) == 0
 
 
-async def test_renewing_pushes_leases_on_and_counts_a_lapsed_one_again_but_not_a_deleted_tenants(sessions):
+async def test_renewing_pushes_unexpired_leases_on_and_returns_the_lapsed_ones_but_not_a_deleted_tenants(sessions):
     rows = Rows(sessions)
     tenant, gone = (await rows.tenant()).id, (await rows.tenant()).id
-    live, lapsed, orphan = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    live, expired, deleted, orphan = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     assert await stream_leases.open_lease(sessions, tenant, live, 5, 30.0)
+    assert await stream_leases.open_lease(sessions, tenant, expired, 5, 30.0)
     assert await stream_leases.open_lease(sessions, gone, orphan, 5, 30.0)
     await _age(sessions, "tenant_stream_leases", "expires", 25)  # 5 s left
     async with sessions() as session, session.begin():
         await session.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": gone})
+        await session.execute(text("UPDATE tenant_stream_leases SET expires = now() WHERE id = :id"),
+                              {"id": expired})
 
-    # `lapsed` was deleted by another replica while its stream's replica could not reach Postgres.
-    await stream_leases.renew(sessions, {live: tenant, lapsed: tenant, orphan: gone}, 30.0)
+    # `deleted` was deleted by another replica while its stream's replica could not reach Postgres;
+    # `expired` ran out and is still there. Neither counts now, and neither is pushed on: they are
+    # returned, to be taken again under the tenant's limit.
+    lapsed = await stream_leases.renew(sessions, {live: tenant, expired: tenant, deleted: tenant, orphan: gone}, 30.0)
+    assert lapsed == {expired, deleted}
     async with sessions() as session:
         rows_now = dict((await session.execute(text(
             "SELECT id, extract(epoch FROM expires - now()) FROM tenant_stream_leases"))).all())
-    assert set(rows_now) == {live, lapsed}
-    assert all(29 < left <= 30 for left in rows_now.values()), rows_now
+    assert set(rows_now) == {live, expired}
+    assert 29 < rows_now[live] <= 30 and rows_now[expired] <= 0, rows_now
+    assert await stream_leases.held(sessions, tenant) == 1
+
+    # Taken again like a new stream's lease (the expired row's own id reused), up to the limit.
+    assert await stream_leases.open_lease(sessions, tenant, expired, 2, 30.0)
+    assert not await stream_leases.open_lease(sessions, tenant, deleted, 2, 30.0)
     assert await stream_leases.held(sessions, tenant) == 2
