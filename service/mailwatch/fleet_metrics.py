@@ -1,8 +1,9 @@
-"""Gauges about the whole fleet of mailboxes, read from Postgres when /metrics is scraped.
+"""Gauges about the whole fleet of mailboxes and streams, read from Postgres when /metrics is scraped.
 
 The workers' own counters say what one replica did; alerts also need the
 state of the data (how long the oldest due mailbox has waited, how soon a
-watch lapses, how many mailboxes are in AUTH_FAILED). Every replica reports
+watch lapses, how many mailboxes are in AUTH_FAILED, how many streams each
+tenant holds against its limit, which counts every replica's). Every replica reports
 the same fleet-wide values, so alert on max() across pods. A scrape reuses
 the last figures for `min_interval` seconds, so frequent scrapes by several
 Prometheus servers cost at most one query per interval.
@@ -17,7 +18,8 @@ import time
 from prometheus_client import Gauge
 
 from mailwatch.clock import Clock
-from mailwatch.store import fleet
+from mailwatch.gmail.quota import tenant_label
+from mailwatch.store import fleet, stream_leases
 from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ SOONEST_WATCH_EXPIRY = Gauge(
     "mailwatch_watch_soonest_expiry_seconds",
     "Seconds until the soonest ACTIVE mailbox's Gmail watch expires (negative: already expired; "
     "+Inf when no ACTIVE mailbox has a watch)",
+)
+TENANT_STREAM_LEASES = Gauge(
+    "mailwatch_tenant_stream_leases",
+    "Change streams each tenant holds open, all replicas together: what its stream limit counts (fleet-wide; "
+    "a replica that died counts until its leases run out)", ["tenant"],
 )
 REFRESH_FAILURES = Gauge(
     "mailwatch_fleet_metrics_stale", "1 when the last refresh of the fleet-wide gauges failed (values are old)"
@@ -52,6 +59,7 @@ class FleetMetrics:
         self.min_interval = min_interval
         self.query_timeout = query_timeout
         self._refreshed_at: float | None = None
+        self._stream_tenants: set[str] = set()  # the tenants TENANT_STREAM_LEASES has a value for
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
@@ -65,6 +73,7 @@ class FleetMetrics:
                 async with asyncio.timeout(self.query_timeout):
                     now = self.clock.now()
                     summary = await fleet.summary(self.sessions, now)
+                    streams = await stream_leases.held_by_tenant(self.sessions)
             except Exception:
                 # A scrape must still answer (the process counters matter most
                 # when the database is in trouble); the stale flag says so.
@@ -83,3 +92,11 @@ class FleetMetrics:
             (summary.soonest_watch_expiration - now).total_seconds()
             if summary.soonest_watch_expiration else float("inf")
         )
+        self._set_tenant_streams({tenant_label(tenant_id): count for tenant_id, count in streams.items()})
+
+    def _set_tenant_streams(self, streams: dict[str, int]) -> None:
+        for gone in self._stream_tenants - streams.keys():  # a deleted tenant's series ends
+            TENANT_STREAM_LEASES.remove(gone)
+        for tenant, count in streams.items():
+            TENANT_STREAM_LEASES.labels(tenant=tenant).set(count)
+        self._stream_tenants = set(streams)

@@ -87,7 +87,11 @@ REFUSALS = Counter(
     "mailwatch_limit_refusals_total",
     "Calls refused for going past a tenant's limit (RESOURCE_EXHAUSTED), by reason and tenant", ["reason", "tenant"],
 )
-TENANT_STREAMS = Gauge("mailwatch_tenant_streams_open", "Change streams a tenant holds open on this replica", ["tenant"])
+# Per replica (where a tenant's streams are served); the figure its limit counts, all replicas
+# together, is fleet_metrics.py's mailwatch_tenant_stream_leases.
+TENANT_STREAMS = Gauge("mailwatch_tenant_streams_open",
+                       "Change streams a tenant holds open on this replica (its limit counts all replicas: "
+                       "mailwatch_tenant_stream_leases)", ["tenant"])
 
 #: RetryInfo of a refused stream: streams end at unknown times, so a consumer checks back this often.
 STREAM_RETRY_SECONDS = 5.0

@@ -1,16 +1,21 @@
-"""Fleet-wide gauges on /metrics, read from Postgres at scrape time."""
+"""Fleet-wide gauges on /metrics, read from Postgres at scrape time: mailboxes, and each tenant's
+streams as its limit counts them (all replicas' unexpired leases)."""
 
 from __future__ import annotations
 
 import math
+import uuid
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from mailwatch.store import stream_leases
+from mailwatch.v1 import mailbox_service_pb2
 from tests.integration.client.conftest import free_port
 from tests.fixtures.rpc import sa_request
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +86,24 @@ async def test_an_unreachable_database_marks_the_gauges_stale_and_the_scrape_sti
     finally:
         await engine.dispose()
     assert REGISTRY.get_sample_value("mailwatch_fleet_metrics_stale") == 1
+
+
+async def test_each_tenants_streams_are_counted_for_every_replica_as_its_limit_counts_them(make_service):
+    async with make_service(http_listen="127.0.0.1:0") as service:
+        busy_id, auth = await service.new_tenant()
+        idle_id, _ = await service.new_tenant()
+        busy = uuid.UUID(busy_id)
+        stream = service.mailboxes.StreamChanges(mailbox_service_pb2.StreamChangesRequest(), metadata=auth)
+        try:
+            await eventually(lambda: service.app.usage_limits.open_streams(busy) == 1, what="the stream open")
+            # Another replica's stream of the same tenant, and a lapsed lease (a dead replica's) that no
+            # longer counts.
+            assert await stream_leases.open_lease(service.app.sessions, busy, uuid.uuid4(), 0, 30.0)
+            assert await stream_leases.open_lease(service.app.sessions, busy, uuid.uuid4(), 0, -1.0)
+
+            metrics = await scrape(service)
+            assert metrics[("mailwatch_tenant_stream_leases", (("tenant", busy_id),))] == 2
+            assert metrics[("mailwatch_tenant_stream_leases", (("tenant", idle_id),))] == 0
+            assert metrics[("mailwatch_tenant_streams_open", (("tenant", busy_id),))] == 1  # this replica's
+        finally:
+            stream.cancel()

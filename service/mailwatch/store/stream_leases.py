@@ -92,6 +92,20 @@ async def renew(sessions: Sessions, leases: dict[uuid.UUID, uuid.UUID], lease_se
         return {row.id for row in rows}
 
 
+_HELD_BY_TENANT = text("""
+    SELECT tenants.id AS tenant_id, count(leases.id) AS streams
+      FROM tenants
+      LEFT JOIN tenant_stream_leases AS leases ON leases.tenant_id = tenants.id AND leases.expires > now()
+  GROUP BY tenants.id
+""")
+
+
+async def held_by_tenant(sessions: Sessions) -> dict[uuid.UUID, int]:
+    """Every tenant's streams open now, all replicas together (0 for a tenant with none)."""
+    async with autocommit(sessions) as session:
+        return {row.tenant_id: row.streams for row in await session.execute(_HELD_BY_TENANT)}
+
+
 async def held(sessions: Sessions, tenant_id: uuid.UUID) -> int:
     """The tenant's streams open now, all replicas together."""
     async with autocommit(sessions) as session:
