@@ -167,12 +167,33 @@ def _as_user(user: pwd.struct_passwd | None, command: list[str]) -> list[str]:
             *command]
 
 
+#: A RAM-backed directory (Linux's shared-memory tmpfs) for throwaway clusters.
+RAM_DIRECTORY = Path("/dev/shm")
+
+
+def ram_directory(min_free_bytes: int = 2 << 30) -> Path | None:
+    """`RAM_DIRECTORY` when it is a writable directory with `min_free_bytes` free, else None.
+
+    A throwaway cluster there answers CREATE and DROP DATABASE without the disk:
+    on a shared host whose disk the neighbours keep busy, cloning the tests'
+    8 MB template took 0.3-1.5 s on ext4 and 0.07 s on tmpfs.
+    """
+    try:
+        usage = shutil.disk_usage(RAM_DIRECTORY)
+    except OSError:
+        return None
+    if not os.access(RAM_DIRECTORY, os.W_OK | os.X_OK) or usage.free < min_free_bytes:
+        return None
+    return RAM_DIRECTORY
+
+
 class TemporaryPostgres:
     """initdb + postgres on a free loopback port.
 
-    Without `datadir` the cluster lives in a temporary directory that `stop()`
-    removes, with durability off (it is thrown away). With `datadir` the
-    cluster is created there if missing, reused if present, and kept.
+    Without `datadir` the cluster lives in a temporary directory (made in
+    `parent`, default the system's temporary directory) that `stop()` removes,
+    with durability off (it is thrown away). With `datadir` the cluster is
+    created there if missing, reused if present, and kept.
     """
 
     def __init__(
@@ -183,6 +204,7 @@ class TemporaryPostgres:
         datadir: Path | str | None = None,
         embedded: bool = False,
         bindir: Path | str | None = None,
+        parent: Path | str | None = None,
     ) -> None:
         self._os_user = _os_user()
         self.bindir = _runnable_by(Path(bindir) if bindir else find_bindir(embedded=embedded), self._os_user)
@@ -191,7 +213,7 @@ class TemporaryPostgres:
         self.host = "127.0.0.1"
         self.user = user  # database superuser name inside the cluster
         self.persistent = datadir is not None
-        self._root = Path(tempfile.mkdtemp(prefix="mailwatch-pg-"))
+        self._root = Path(tempfile.mkdtemp(prefix="mailwatch-pg-", dir=parent))
         self.datadir = Path(datadir).absolute() if datadir is not None else self._root / "data"
         self._log_path = self._root / "postgres.log"
         self._process: subprocess.Popen | None = None
