@@ -131,6 +131,9 @@ class Counts(Protocol):
 
     async def close_stream(self, lease_id: uuid.UUID) -> None: ...
 
+    async def abandon_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+        """Take back a lease whose `open_stream` was interrupted, once its outcome is settled."""
+
     async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
         """Push this replica's leases (lease id -> tenant id) on; those that had lapsed, not pushed on."""
 
@@ -186,6 +189,9 @@ class LocalCounts:
         return True
 
     async def close_stream(self, lease_id: uuid.UUID) -> None:
+        self._leases.pop(lease_id, None)
+
+    async def abandon_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID) -> None:
         self._leases.pop(lease_id, None)
 
     async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
@@ -310,7 +316,14 @@ class UsageLimits:
         lease_id = uuid.uuid4()
         lease_seconds = self.defaults.stream_lease_seconds
         # Every stream takes a lease, also with no limit now: a limit set later counts it.
-        if not await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds):
+        try:
+            opened = await self._counts.open_stream(tenant_id, lease_id, limit, lease_seconds)
+        except BaseException:
+            # Cancelled (the caller went away) or failed with the COMMIT perhaps already sent: the
+            # lease may exist, and no renewal would ever see it. Take it back (shielded) before going.
+            await self._end_lease(self._counts.abandon_stream(tenant_id, lease_id), lease_seconds)
+            raise
+        if not opened:
             self._refuse(TenantStreamLimit(
                 f"this tenant already holds {limit} open change streams, its limit; close one, or "
                 f"retry after {STREAM_RETRY_SECONDS:g} s", metadata={"limit": str(limit)},
@@ -339,7 +352,7 @@ class UsageLimits:
                 del self._streams[tenant_id]
             TENANT_STREAMS.labels(tenant=label).dec()
             if self._leases.pop(lease_id, None) is not None:
-                await self._close_lease(lease_id, lease_seconds)
+                await self._end_lease(self._counts.close_stream(lease_id), lease_seconds)
 
     def open_streams(self, tenant_id: uuid.UUID) -> int:
         """The tenant's streams open on this replica."""
@@ -352,10 +365,10 @@ class UsageLimits:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _close_lease(self, lease_id: uuid.UUID, lease_seconds: float) -> None:
+    async def _end_lease(self, ending: Awaitable[None], lease_seconds: float) -> None:
         # Shielded: a cancelled stream (the usual end) still gives its slot back now.
         try:
-            await asyncio.shield(self._counts.close_stream(lease_id))
+            await asyncio.shield(ending)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the lease lapses by itself

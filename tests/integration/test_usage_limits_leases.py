@@ -3,7 +3,8 @@ way does not leave its lease behind (the renewal writes every lease it was given
 stream's delete may come first: the lease is deleted once more after the renewal); streams
 opened with no limit count against a limit set later; a lease that lapsed (its replica could not
 reach Postgres for a lease) is taken again under the tenant's limit, and its stream ends if
-another stream took its slot meanwhile."""
+another stream took its slot meanwhile; a stream cancelled while its lease's COMMIT is in flight
+leaves no lease behind."""
 
 from __future__ import annotations
 
@@ -171,3 +172,67 @@ async def test_a_lapsed_lease_with_its_slot_still_free_is_taken_again_and_its_st
 
 async def _held(sessions, tenant, expected: int) -> bool:
     return await stream_leases.held(sessions, tenant) == expected
+
+
+GATE, CANCELLED = 7_001, 7_002  # advisory lock keys of the commit gate below
+
+# At COMMIT (a deferred constraint trigger) a new lease waits for the test's GATE lock and shrugs
+# off Postgres's query cancel, taking CANCELLED to say it got one: a COMMIT the caller's cancel
+# came too late to stop, as when it was already past the point of no return.
+_COMMIT_GATE = [
+    f"""
+    CREATE FUNCTION test_commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        LOOP
+            BEGIN
+                PERFORM pg_advisory_xact_lock({GATE});
+                RETURN NULL;
+            EXCEPTION WHEN query_canceled THEN
+                PERFORM pg_advisory_xact_lock({CANCELLED});
+            END;
+        END LOOP;
+    END $$
+    """,
+    """
+    CREATE CONSTRAINT TRIGGER test_commit_gate AFTER INSERT ON tenant_stream_leases
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_commit_gate()
+    """,
+]
+
+
+async def _lock_waits(sessions, key: int, granted: bool) -> bool:
+    async with sessions() as session:
+        return bool((await session.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND granted = :granted "
+            "AND pid <> pg_backend_pid()"), {"key": key, "granted": granted})).scalar_one())
+
+
+async def test_a_stream_cancelled_while_its_leases_commit_is_in_flight_leaves_no_lease(engine, sessions):
+    tenant = (await Rows(sessions).tenant()).id
+    async with sessions() as session, session.begin():
+        for statement in _COMMIT_GATE:
+            await session.execute(text(statement))
+    limits = UsageLimits(LimitSettings(streams_per_tenant=1), counts=SharedCounts(sessions))
+    async with engine.connect() as gate:
+        await gate.execute(text("SELECT pg_advisory_lock(:k)"), {"k": GATE})
+        await gate.commit()
+
+        async def stream() -> None:
+            async with limits.stream_slot(tenant):
+                pytest.fail("the stream was cancelled before its lease was taken")
+
+        task = asyncio.create_task(stream())
+        try:
+            await eventually(lambda: _lock_waits(sessions, GATE, granted=False), what="the lease's COMMIT waiting")
+            task.cancel()  # the caller goes away: psycopg sends Postgres a cancel and waits for the outcome
+            await eventually(lambda: _lock_waits(sessions, CANCELLED, granted=True), what="the cancel at Postgres")
+            await gate.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": GATE})
+            await gate.commit()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The COMMIT landed after the cancel; the stream's end took the lease back.
+            assert await stream_leases.held(sessions, tenant) == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await limits.close()

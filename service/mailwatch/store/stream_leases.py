@@ -12,6 +12,9 @@ counting against its tenants once their leases run out.
   the tenant's last slot at once cannot both get it. Also how a lapsed
   lease is taken again: its slot may have gone to another stream meanwhile;
 - `close_lease`: the stream ended;
+- `abandon_lease`: the stream ended while `open_lease` was on its way (its
+  COMMIT may land after the caller gave up on it): waits for that
+  transaction (the tenant's lock) before deleting;
 - `renew`: this replica's unexpired leases pushed on; it returns those that
   had lapsed (e.g. while the database was away), for `open_lease` to count.
 """
@@ -69,8 +72,7 @@ async def open_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UU
     async with transaction(sessions) as session:
         # The count and the insert after it must see every lease committed before: take the
         # tenant's lock first (in READ COMMITTED, the next statement's snapshot is taken after it).
-        await session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS int4), CAST(:b AS int4))"),
-                              {"a": STREAM_LEASE_LOCK_CLASS, "b": tenant_lock_key(tenant_id)})
+        await _lock_tenant(session, tenant_id)
         row = (await session.execute(_OPEN, {"id": lease_id, "tenant_id": tenant_id, "limit": limit,
                                              "lease_seconds": lease_seconds})).one_or_none()
     return row is not None
@@ -79,6 +81,20 @@ async def open_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UU
 async def close_lease(sessions: Sessions, lease_id: uuid.UUID) -> None:
     async with autocommit(sessions) as session:
         await session.execute(delete(_leases).where(_leases.c.id == lease_id))
+
+
+async def abandon_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+    """Delete `lease_id`, whose `open_lease` was interrupted (cancelled, or its connection lost)
+    with the outcome unknown: the tenant's lock waits until that transaction has committed or
+    rolled back on the server, even if its connection is gone, so a late COMMIT is not missed."""
+    async with transaction(sessions) as session:
+        await _lock_tenant(session, tenant_id)
+        await session.execute(delete(_leases).where(_leases.c.id == lease_id))
+
+
+async def _lock_tenant(session, tenant_id: uuid.UUID) -> None:
+    await session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS int4), CAST(:b AS int4))"),
+                          {"a": STREAM_LEASE_LOCK_CLASS, "b": tenant_lock_key(tenant_id)})
 
 
 async def renew(sessions: Sessions, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:

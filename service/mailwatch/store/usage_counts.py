@@ -25,5 +25,8 @@ class SharedCounts:
     async def close_stream(self, lease_id: uuid.UUID) -> None:
         await stream_leases.close_lease(self._sessions, lease_id)
 
+    async def abandon_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID) -> None:
+        await stream_leases.abandon_lease(self._sessions, tenant_id, lease_id)
+
     async def renew_streams(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
         return await stream_leases.renew(self._sessions, leases, lease_seconds)
