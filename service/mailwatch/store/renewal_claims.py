@@ -6,7 +6,10 @@ is the due time itself: claiming moves `next_renewal_at` to `now + lease`, so a
 replica that dies mid-renewal leaves the mailbox due again once the lease
 has passed, and every outcome is fenced on that exact value (plus ACTIVE): a
 replica whose claim lapsed, or a mailbox re-registered or stopped meanwhile,
-makes the write a no-op. Renewal therefore never holds the sync lease: a
+makes the write a no-op. The worker's heartbeat moves the fence to a value
+the worker chose before sending it, so when a heartbeat's reply is lost
+(committed or not, it cannot tell) the fence is one of two known values and
+the outcome is fenced on either (`ClaimedRenewal.fences`). Renewal therefore never holds the sync lease: a
 mailbox can be re-watched while it is being synced.
 
 Tenants take turns, as in the sync claim: each tenant's earliest due renewal,
@@ -64,6 +67,14 @@ class ClaimedRenewal:
     renew_attempts: int  # consecutive failures before this attempt
     watch_expiry_reported: datetime | None  # the expiration already reported with WATCH_EXPIRED
     watch_expiring_reported: datetime | None = None  # the expiration already announced with WATCH_EXPIRING
+    # Where heartbeats whose reply was lost may have moved the fence instead (each chose its
+    # value before it was sent): the claim holds while next_renewal_at is any of `fences`.
+    unanswered_fences: tuple[datetime, ...] = ()
+
+    @property
+    def fences(self) -> tuple[datetime, ...]:
+        """The values of next_renewal_at that mean this claim still holds."""
+        return (self.claimed_until, *self.unanswered_fences)
 
     @property
     def expiry_unreported(self) -> bool:
@@ -127,7 +138,7 @@ def _fence(claim: ClaimedRenewal):
     return and_(
         mailboxes.c.id == claim.mailbox.id,
         mailboxes.c.state == ACTIVE,
-        mailboxes.c.next_renewal_at == claim.claimed_until,
+        mailboxes.c.next_renewal_at.in_(claim.fences),
     )
 
 
@@ -139,15 +150,20 @@ _EXTEND = text("""
 """)
 
 
-async def extend_claims(sessions: Sessions, fences: dict[uuid.UUID, datetime], *, until: datetime) -> set[uuid.UUID]:
-    """Heartbeat of claims still being worked on (mailbox id -> its fence): each one's lease (its
-    `next_renewal_at`, the fence) moved on to `until`, ONE statement in autocommit; the ids
-    still held, whose fence is now `until` (the others were re-registered, stopped or, their
-    lease lapsed, claimed again elsewhere)."""
+async def extend_claims(sessions: Sessions, fences: dict[uuid.UUID, Sequence[datetime]], *,
+                        until: datetime) -> set[uuid.UUID]:
+    """Heartbeat of claims still being worked on (mailbox id -> the values its fence may have,
+    `ClaimedRenewal.fences`): each one's lease (its `next_renewal_at`, the fence) moved on to
+    `until`, ONE statement in autocommit; the ids still held, whose fence is now `until` (the
+    others were re-registered, stopped or, their lease lapsed, claimed again elsewhere).
+    If it raises, the statement may have committed all the same: the fences are then their
+    values before or `until`."""
     if not fences:
         return set()
+    held = [(mailbox_id, fence) for mailbox_id, values in fences.items() for fence in values]
     async with autocommit(sessions) as session:
-        rows = await session.execute(_EXTEND, {"ids": list(fences), "fences": list(fences.values()), "until": until})
+        rows = await session.execute(_EXTEND, {"ids": [mailbox_id for mailbox_id, _ in held],
+                                               "fences": [fence for _, fence in held], "until": until})
         return {row.id for row in rows}
 
 

@@ -58,12 +58,22 @@ RENEW_BACKOFF = BackoffPolicy(base_seconds=60.0, max_seconds=3600.0)
 
 @dataclass(eq=False)
 class _Beat:
-    """One heartbeat statement: the fences it moves on, to when, and which it kept."""
+    """One heartbeat statement: the fences it moves on, to when (chosen before it is sent), and
+    which it kept; `unanswered` when it raised, committed or not (e.g. its connection was lost)."""
 
-    fences: dict[uuid.UUID, datetime]
+    fences: dict[uuid.UUID, tuple[datetime, ...]]
     until: datetime
     kept: set[uuid.UUID] = field(default_factory=set)
+    unanswered: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def fences_after(self, mailbox_id: uuid.UUID, before: tuple[datetime, ...]) -> tuple[datetime, ...]:
+        """The values one claim's fence may have now that this beat is done."""
+        if mailbox_id in self.kept:
+            return (self.until,)
+        if self.unanswered:  # it moved them to `until`, or it did not: either holds the claim
+            return (*before, self.until)
+        return before
 
 
 class RenewWorker(ClaimingWorker[ClaimedRenewal]):
@@ -84,7 +94,8 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
                          concurrency=concurrency, **common)
         self.expiring_horizon = timedelta(hours=settings.watch_expiring_hours)
         self.topic = topic
-        self._fences: dict[uuid.UUID, datetime] = {}  # the round's claims not finished: id -> fence now
+        # The round's claims not finished: id -> the values its fence may have now (ClaimedRenewal.fences).
+        self._fences: dict[uuid.UUID, tuple[datetime, ...]] = {}
         self._beat: _Beat | None = None  # the heartbeat statement on its way
 
     async def claim(self, now: datetime, limit: int) -> list[ClaimedRenewal]:
@@ -109,7 +120,7 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
         can keep one past its lease, which another replica would then claim too (a
         second users.watch, 100 units). Every third of the lease, one statement moves on
         the leases of the claims not finished yet."""
-        self._fences.update({claim.mailbox.id: claim.claimed_until for claim in claims})
+        self._fences.update({claim.mailbox.id: claim.fences for claim in claims})
         done = asyncio.Event()
         beating = asyncio.create_task(self._keep_leases(done))
         try:
@@ -130,25 +141,25 @@ class RenewWorker(ClaimingWorker[ClaimedRenewal]):
             try:
                 beat.kept = await renewal_claims.extend_claims(self.sessions, beat.fences, until=beat.until)
             except Exception:  # noqa: BLE001 - a missed beat only shortens the margin
+                beat.unanswered = True
                 log.warning("could not extend the leases of %d renewals", len(beat.fences), exc_info=True)
             finally:
-                for mailbox_id in beat.kept & self._fences.keys():
-                    self._fences[mailbox_id] = beat.until
+                for mailbox_id in beat.fences.keys() & self._fences.keys():
+                    self._fences[mailbox_id] = beat.fences_after(mailbox_id, self._fences[mailbox_id])
                 self._beat = None
                 beat.done.set()
 
     async def _fenced(self, claim: ClaimedRenewal) -> ClaimedRenewal:
-        """The claim with its fence as it is now, no longer extended: called before an outcome
+        """The claim with its fences as they are now, no longer extended: called before an outcome
         is written (a heartbeat on its way may move the fence; the write waits for it)."""
-        fence = self._fences.pop(claim.mailbox.id, None)
-        if fence is None:
+        fences = self._fences.pop(claim.mailbox.id, None)
+        if fences is None:
             return claim
         beat = self._beat
         if beat is not None and claim.mailbox.id in beat.fences:
             await beat.done.wait()
-            if claim.mailbox.id in beat.kept:
-                fence = beat.until
-        return dataclasses.replace(claim, claimed_until=fence)
+            fences = beat.fences_after(claim.mailbox.id, fences)
+        return dataclasses.replace(claim, claimed_until=fences[0], unanswered_fences=fences[1:])
 
     def _topic(self, mailbox) -> str:
         return mailbox.watch_topic or self.topic

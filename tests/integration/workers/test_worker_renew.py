@@ -428,3 +428,95 @@ async def test_a_registration_left_out_for_its_shared_watch_is_held_while_the_wa
         world.gmail.gate.set()
     assert await round_ == 2
     assert [email for email, _, _ in world.gmail.calls] == ["shared@example.com"]
+
+
+class ReplyLosingProxy:
+    """A TCP proxy to Postgres: once `arm`ed, the next statement whose text holds `marker`
+    reaches Postgres (and, in autocommit, commits), and its connection is cut when Postgres
+    answers, so the client never hears how it ended: a reply lost on the network."""
+
+    def __init__(self, host: str, port: int, marker: bytes) -> None:
+        self.target = (host, port)
+        self.marker = marker
+        self.armed = False
+        self.cut = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self.target)
+        marked = False
+
+        async def up() -> None:
+            nonlocal marked
+            while data := await client_reader.read(65536):
+                if self.armed and self.marker in data:
+                    self.armed, marked = False, True
+                server_writer.write(data)
+                await server_writer.drain()
+
+        async def down() -> None:
+            while data := await server_reader.read(65536):
+                if marked:
+                    client_writer.transport.abort()
+                    self.cut.set()
+                    return
+                client_writer.write(data)
+                await client_writer.drain()
+
+        try:
+            await asyncio.wait([asyncio.ensure_future(up()), asyncio.ensure_future(down())],
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            client_writer.transport.abort()
+            server_writer.transport.abort()
+
+
+async def test_a_heartbeat_that_committed_and_lost_its_reply_still_lets_the_renewal_be_recorded(
+    world, database_url
+):
+    """The heartbeat's UPDATE commits and its connection is lost before the reply: the worker
+    cannot tell whether the fence moved. It chose the new value before sending, so the outcome
+    is fenced on either: the renewal made at Gmail is recorded (not `lease_lost`, which would
+    leave the mailbox due again after the lease: a second users.watch, 100 units)."""
+    from sqlalchemy.engine import make_url
+
+    from mailwatch.store import create_engine, session_factory
+
+    url = make_url(database_url)
+    proxy = ReplyLosingProxy(url.host, url.port, marker=b"held (id, fence)")  # the heartbeat's statement
+    engine = create_engine(str(url.set(port=await proxy.start())), pool_size=2, max_overflow=2)
+    lease = 3.0  # a heartbeat every second
+    worker = RenewWorker(sessions=session_factory(engine), gmail=world.gmail, secret_box=world.worker.secret_box,
+                         topic=TOPIC, clock=world.clock, lease_seconds=lease)
+    mailbox = await world.add("lost-reply@example.com")
+    world.gmail.gate = asyncio.Event()
+    round_ = asyncio.create_task(worker.run_once())
+    try:
+        await eventually(lambda: len(world.gmail.calls) == 1, what="the watch call running")
+        claimed_until = (await world.row(mailbox)).next_renewal_at
+        world.clock.advance(timedelta(seconds=1))  # the next heartbeat moves the fence to a new value
+        proxy.armed = True
+        await asyncio.wait_for(proxy.cut.wait(), timeout=30)
+
+        async def moved():
+            return (await world.row(mailbox)).next_renewal_at != claimed_until
+
+        await eventually(moved, what="the heartbeat whose reply was lost committed")
+    finally:
+        world.gmail.gate.set()
+    try:
+        assert await round_ == 1
+        row = await world.row(mailbox)
+        assert [e.type for e in await world.events(mailbox)] == [EventType.WATCH_RENEWED]
+        assert row.next_renewal_at > world.clock.now() + timedelta(hours=1)  # tomorrow's slot, not the lease
+    finally:
+        await engine.dispose()
+        await proxy.close()
