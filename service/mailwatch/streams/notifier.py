@@ -12,10 +12,16 @@ with exponential backoff; meanwhile `connected` is False and the streamer polls
 faster. On every (re)connect all waiters are woken, because commits made while
 nobody was listening announced themselves to no one.
 
-Waking is per tenant and needs no bookkeeping per stream: each tenant has one
-`asyncio.Event`, replaced on every notification, that any number of streams
-wait on; a generation number (`token`) closes the gap between a stream's read
-and its wait, so a notification that lands in between is not slept through.
+Waking is per tenant and needs no bookkeeping per stream: a tenant's waiters
+(in practice its one shared reader per process, `streams.feed`) are released
+all at once by its next notification; a generation number (`token`) closes the
+gap between a reader's read and its wait, so a notification that lands in
+between is not slept through.
+
+Every commit of every tenant passes through here, so the hand-over is direct:
+the listener calls `_on_notify` from its socket's reader callback, which
+releases each waiter's bare future (a wait is that future and its timeout's
+timer: `asyncio.wait_for` would also wrap every wait in a task of its own).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 NOTIFICATIONS = Counter("mailwatch_change_notifications_total", "NOTIFYs received on the change channel")
 LISTEN_CONNECTS = Counter("mailwatch_change_listen_connects_total", "LISTEN connections established")
 LISTENING = Gauge("mailwatch_change_listening", "1 while this process LISTENs for change notifications")
+
+# Bound on the payload -> tenant id cache (a process serves far fewer tenants).
+_TENANT_IDS_KEPT = 10_000
 
 
 class ChangeNotifier:
@@ -57,8 +66,8 @@ class ChangeNotifier:
         self.health_check_seconds = health_check_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.application_name = application_name
-        self._listener = Listener(url, channel, connect_timeout_seconds=connect_timeout_seconds,
-                                  application_name=application_name)
+        self._listener = Listener(url, channel, on_payload=self._on_notify,
+                                  connect_timeout_seconds=connect_timeout_seconds, application_name=application_name)
         self._task: asyncio.Task | None = None
         self._connected = asyncio.Event()
         # Generations: `_counter` counts wake-ups; a tenant's token is the
@@ -66,7 +75,9 @@ class ChangeNotifier:
         self._counter = 0
         self._tenant_generation: dict[uuid.UUID, int] = {}
         self._all_generation = 0
-        self._events: dict[uuid.UUID, asyncio.Event] = {}
+        self._waiters: dict[uuid.UUID, list[asyncio.Future[bool]]] = {}
+        # Payload -> tenant id: parsing the same few tenants' ids on every commit costs more than the lookup.
+        self._tenant_ids: dict[str, uuid.UUID] = {}
         self._failures = 0
 
     # --- lifecycle -------------------------------------------------------------
@@ -111,14 +122,20 @@ class ChangeNotifier:
         """Wait up to `timeout` seconds for a notification for the tenant. True if woken."""
         if token is not None and self.token(tenant_id) != token:
             return True
-        event = self._events.get(tenant_id)
-        if event is None:
-            event = self._events[tenant_id] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        waiters = self._waiters.get(tenant_id)
+        if waiters is None:
+            waiters = self._waiters[tenant_id] = []
+        waiters.append(waiter)
+        timer = loop.call_later(max(timeout, 0.0), _release, waiter, False)
         try:
-            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
-        except TimeoutError:
-            return False
-        return True
+            return await waiter
+        finally:
+            timer.cancel()
+            if waiter.cancelled() or not waiter.result():
+                # Timed out or cancelled: not released by `_wake`, so still on the tenant's list.
+                _discard(self._waiters, tenant_id, waiter)
 
     def notify_local(self, tenant_id: uuid.UUID) -> None:
         """Wake the tenant's streams as a notification would (tests; in-process writers)."""
@@ -127,16 +144,18 @@ class ChangeNotifier:
     def _wake(self, tenant_id: uuid.UUID) -> None:
         self._counter += 1
         self._tenant_generation[tenant_id] = self._counter
-        event = self._events.pop(tenant_id, None)
-        if event is not None:
-            event.set()
+        waiters = self._waiters.pop(tenant_id, None)
+        if waiters is not None:
+            for waiter in waiters:
+                _release(waiter, True)
 
     def _wake_all(self) -> None:
         self._counter += 1
         self._all_generation = self._counter
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
+        every, self._waiters = self._waiters, {}
+        for waiters in every.values():
+            for waiter in waiters:
+                _release(waiter, True)
 
     # --- the connection loop -----------------------------------------------------
 
@@ -178,19 +197,38 @@ class ChangeNotifier:
         self._wake_all()
         log.info("listening for change notifications on %r", self.channel)
         while True:
-            async for payload in listener.payloads(timeout=self.health_check_seconds):
-                self._on_notify(payload)
-            # Quiet for a while: prove the connection is alive (raises if not).
+            # Notifications are handed to `_on_notify` meanwhile; raises if the connection is lost.
+            await listener.watch(timeout=self.health_check_seconds)
+            # Every while: prove the connection is alive (raises if not).
             await listener.check_alive()
 
     def _on_notify(self, payload: str) -> None:
         NOTIFICATIONS.inc()
-        try:
-            tenant_id = uuid.UUID(payload)
-        except ValueError:
-            log.debug("ignoring change notification with payload %r", payload[:80])
-            return
+        tenant_id = self._tenant_ids.get(payload)
+        if tenant_id is None:
+            try:
+                tenant_id = uuid.UUID(payload)
+            except ValueError:
+                log.debug("ignoring change notification with payload %r", payload[:80])
+                return
+            if len(self._tenant_ids) >= _TENANT_IDS_KEPT:
+                self._tenant_ids.clear()
+            self._tenant_ids[payload] = tenant_id
         self._wake(tenant_id)
 
     async def _close_connection(self) -> None:
         await self._listener.close()
+
+
+def _release(waiter: asyncio.Future[bool], woken: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(woken)
+
+
+def _discard(waiters: dict[uuid.UUID, list[asyncio.Future[bool]]], tenant_id: uuid.UUID,
+             waiter: asyncio.Future[bool]) -> None:
+    listed = waiters.get(tenant_id)
+    if listed is not None and waiter in listed:
+        listed.remove(waiter)
+        if not listed:
+            del waiters[tenant_id]

@@ -7,8 +7,10 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 
+from mailwatch.database_url import libpq_url
 from mailwatch.streams import StartKind, StreamQuery
 from mailwatch.domain.models import EventType, Mailbox, NewEvent
 from mailwatch.store import changes
@@ -139,3 +141,13 @@ async def collect(stream, count: int, timeout: float = 20.0) -> list:
         batch = await next_batch(stream, max(deadline - loop.time(), 0.01))
         events.extend(batch.events)
     return events
+
+
+def terminate_backends(database_url: str, application_name: str) -> int:
+    """Kill the server side of every connection of `application_name` (a lost connection); how many."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database()", (application_name,)
+        ).fetchall()
+    return sum(1 for (done,) in killed if done)

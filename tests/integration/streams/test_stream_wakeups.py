@@ -7,16 +7,14 @@ import sys
 import textwrap
 from contextlib import aclosing
 
-import psycopg
 import pytest
 
 from mailwatch.streams import StartKind
 from mailwatch.store import create_engine, session_factory
-from mailwatch.database_url import libpq_url
 from mailwatch.streams import ChangeNotifier, StreamStats
 from tests.fixtures.waiting import eventually
 
-from .conftest import append, idle, next_batch, query
+from .conftest import append, idle, next_batch, query, terminate_backends
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +103,7 @@ async def test_a_missed_notification_is_caught_by_the_poll(make_streamer, sessio
 
 async def test_the_notifier_reconnects_after_its_connection_is_killed(streamer, notifier, sessions, database_url, world):
     token = notifier.token(world.tenant_a)
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
-        killed = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'mailwatch-listen' AND datname = current_database()"
-        ).fetchall()
-    assert killed == [(True,)]
+    assert terminate_backends(database_url, "mailwatch-listen") == 1
     # It notices (the wake-all on disconnect changes every tenant's token), then comes back.
     await eventually(lambda: notifier.token(world.tenant_a) != token and notifier.connected,
                      what="the listener noticed and reconnected")
@@ -121,7 +114,7 @@ async def test_the_notifier_reconnects_after_its_connection_is_killed(streamer, 
 async def test_waiters_of_one_tenant_all_wake_on_one_notification(notifier, sessions, world):
     waiters = [asyncio.ensure_future(notifier.wait(world.tenant_a, 20)) for _ in range(50)]
     other = asyncio.ensure_future(notifier.wait(world.tenant_b, 1.0))
-    await eventually(lambda: {world.tenant_a, world.tenant_b} <= notifier._events.keys())  # all are waiting
+    await eventually(lambda: {world.tenant_a, world.tenant_b} <= notifier._waiters.keys())  # all are waiting
     await append(sessions, world.a1, 1)
     assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True] * 50
     assert await other is False

@@ -65,10 +65,21 @@ async def test_a_tenant_wakeup_wakes_all_its_waiters_and_no_others():
     a, b = uuid.uuid4(), uuid.uuid4()
     waiters = [asyncio.ensure_future(notifier.wait(a, 5)) for _ in range(3)]
     other = asyncio.ensure_future(notifier.wait(b, 0.2))
-    await eventually(lambda: {a, b} <= notifier._events.keys())  # all four are waiting
+    await eventually(lambda: {a, b} <= notifier._waiters.keys())  # all four are waiting
     notifier.notify_local(a)
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert await other is False
+
+
+async def test_a_wait_that_times_out_or_is_cancelled_leaves_nothing_behind():
+    notifier = ChangeNotifier("postgresql://nowhere/db")
+    a = uuid.uuid4()
+    assert await notifier.wait(a, 0.01) is False
+    cancelled = asyncio.ensure_future(notifier.wait(a, 30))
+    await eventually(lambda: a in notifier._waiters)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert notifier._waiters == {}
 
 
 async def test_a_token_taken_before_a_wakeup_returns_at_once():
@@ -98,6 +109,6 @@ async def test_stop_wakes_every_waiter_and_an_unreachable_database_is_retried_qu
     assert not notifier.connected
     tenant = uuid.uuid4()
     waiter = asyncio.ensure_future(notifier.wait(tenant, 30))
-    await eventually(lambda: tenant in notifier._events and notifier._failures >= 2)  # waiting; retried
+    await eventually(lambda: tenant in notifier._waiters and notifier._failures >= 2)  # waiting; retried
     await notifier.stop()
     assert await asyncio.wait_for(waiter, 1) is True
