@@ -153,7 +153,10 @@ class SyncSettings(_Section):
         "Gmail quota units a minute one mailbox's backfill (a registration's `backfill`) may spend, in this "
         "replica: Gmail allows each user 6,000 a minute (15,000 for projects created before May 2026) and locks "
         "out a user who goes past it, live syncs included, so a backfill takes half and leaves the rest. A "
-        "backfill of 10,000 messages spends about 50,100 units (docs/api.md).",
+        "backfill of 10,000 messages spends about 50,100 units (docs/api.md). At 6,000 or more the backfill alone "
+        "can use up a user's minute and Gmail then refuses that mailbox's live sync too (429 "
+        "userRateLimitExceeded): the sync worker warns at start-up; set it so only for projects with the older "
+        "15,000.",
         positive=True,
     )
 

@@ -11,6 +11,7 @@ slots with the syncs (`GmailClient`).
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -25,8 +26,25 @@ from mailwatch.workers.sync import default_owner
 BACKFILL_OUTCOMES = Counter("mailwatch_backfills_total", "Backfill claims worked, by outcome", ["outcome"])
 BACKFILL_SECONDS = Histogram("mailwatch_backfill_seconds", "Time one backfill claim was worked")
 
+log = logging.getLogger(__name__)
+
 #: Backfills worked at once per replica.
 BACKFILL_CONCURRENCY = 4
+#: Gmail's quota units a minute per user for projects created since May 2026 (older ones keep 15,000).
+GMAIL_USER_UNITS_PER_MINUTE = 6_000
+
+
+def pace_warning(settings: SyncSettings) -> str | None:
+    """What is wrong with a backfill pace that leaves the mailbox's live sync no room in Gmail's
+    per-user minute (the live sync's calls count against the same user), or None."""
+    pace = settings.backfill_units_per_minute
+    if pace < GMAIL_USER_UNITS_PER_MINUTE:
+        return None
+    return (f"{settings.env_name('backfill_units_per_minute')}={pace} lets one mailbox's backfill spend Gmail's "
+            f"whole {GMAIL_USER_UNITS_PER_MINUTE:,} quota units a minute per user (projects created since May "
+            f"2026) or more: Gmail then refuses that mailbox's live sync too (429 userRateLimitExceeded) until "
+            f"the minute is over. Set it below {GMAIL_USER_UNITS_PER_MINUTE:,} (default 3,000), unless the "
+            f"Google project still has the older 15,000 a minute")
 
 
 class BackfillWorker(ClaimingWorker[backfills.ClaimedBackfill]):
@@ -46,6 +64,9 @@ class BackfillWorker(ClaimingWorker[backfills.ClaimedBackfill]):
     ) -> None:
         super().__init__(enabled=settings.enabled, loop_seconds=loop_seconds, batch_size=concurrency,
                          concurrency=concurrency, lease_seconds=settings.lease_seconds, **common)
+        warning = pace_warning(settings) if settings.enabled else None
+        if warning:
+            log.warning(warning)
         self.owner = owner or default_owner()
         self.mailbox_backfill = MailboxBackfill(
             sessions=self.sessions, gmail=self.gmail, secret_box=self.secret_box, clock=self.clock,
