@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,8 +37,11 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return result
 
 
+REQUIRED_TOOLS = ("podman", "mmdebstrap", "runc")
+
+
 def require_tools() -> None:
-    missing = [tool for tool in ("podman", "mmdebstrap", "runc") if shutil.which(tool) is None]
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         raise AssertionError(
             f"the image test needs {', '.join(missing)}: apt-get install podman runc mmdebstrap (.ci/run does)"
@@ -68,3 +73,45 @@ def build_image(base: str, tag: str) -> str:
         args += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     podman(*args, str(REPO), timeout=BUILD_TIMEOUT)
     return tag
+
+
+class BackgroundBuild:
+    """`build_image(ensure_base_image(), tag)` in a child process of its own session, started
+    while the other tests run: on a fresh machine the base image and the build are minutes of
+    downloads and unpacking that need not hold up the suite. `stop()` ends it by its pid (its
+    process group: podman, mmdebstrap) when the run ends before the image tests wait for it."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.deploy.podman", tag],
+            cwd=REPO, env=env(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def result(self) -> str:
+        """The built image's tag, once the build has finished; AssertionError with its output if it failed."""
+        code = self.process.wait()
+        if code != 0:
+            self._log.seek(0)
+            output = self._log.read().decode(errors="replace")
+            raise AssertionError(f"building the image failed ({code}):\n{output[-8000:]}")
+        return self.tag
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(timeout=30)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._log.close()
+
+
+if __name__ == "__main__":  # the child of BackgroundBuild: python -m tests.deploy.podman TAG
+    build_image(ensure_base_image(), sys.argv[1])

@@ -27,20 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(pm.BUILD_TIMEOUT + 900)]
 GRACE_SECONDS = 10
 
 
-@pytest.fixture(scope="module")
-def image():
-    pm.require_tools()
-    # A tag of this run's own, so concurrent runs on one machine never swap images;
-    # removing it afterwards keeps the cached build layers.
-    tag = pm.build_image(pm.ensure_base_image(), f"localhost/mailwatch:test-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tag
-    finally:
-        pm.podman("rmi", tag, check=False)
-        # Old build layers go after a day, so repeated runs do not fill the disk.
-        pm.podman("image", "prune", "-f", "--filter", "until=24h", check=False)
-
-
 def container_args(name: str, env: dict[str, str]) -> list[str]:
     """`podman run` as the chart's securityContext runs it."""
     args = ["run", "--rm", "--name", name, "--network=host", "--read-only",
