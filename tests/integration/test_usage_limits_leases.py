@@ -203,8 +203,8 @@ _COMMIT_GATE = [
 async def _lock_waits(sessions, key: int, granted: bool) -> bool:
     async with sessions() as session:
         return bool((await session.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND granted = :granted "
-            "AND pid <> pg_backend_pid()"), {"key": key, "granted": granted})).scalar_one())
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = :key "
+            "AND objsubid = 1 AND granted = :granted AND pid <> pg_backend_pid()"), {"key": key, "granted": granted})).scalar_one())
 
 
 async def test_a_stream_cancelled_while_its_leases_commit_is_in_flight_leaves_no_lease(engine, sessions):

@@ -493,17 +493,26 @@ async def test_a_heartbeat_that_committed_and_lost_its_reply_still_lets_the_rene
     url = make_url(database_url)
     proxy = ReplyLosingProxy(url.host, url.port, marker=b"held (id, fence)")  # the heartbeat's statement
     engine = create_engine(str(url.set(port=await proxy.start())), pool_size=2, max_overflow=2)
+
     lease = 3.0  # a heartbeat every second
+
+    class Ticking:
+        """The world's clock, a millisecond on at every look: each heartbeat moves the fence to a
+        value of its own, never to the one it had."""
+
+        def now(self):
+            world.clock.advance(timedelta(milliseconds=1))
+            return world.clock.now()
+
     worker = RenewWorker(sessions=session_factory(engine), gmail=world.gmail, secret_box=world.worker.secret_box,
-                         topic=TOPIC, clock=world.clock, lease_seconds=lease)
+                         topic=TOPIC, clock=Ticking(), lease_seconds=lease)
     mailbox = await world.add("lost-reply@example.com")
     world.gmail.gate = asyncio.Event()
+    proxy.armed = True  # the round's first heartbeat loses its reply
     round_ = asyncio.create_task(worker.run_once())
     try:
         await eventually(lambda: len(world.gmail.calls) == 1, what="the watch call running")
         claimed_until = (await world.row(mailbox)).next_renewal_at
-        world.clock.advance(timedelta(seconds=1))  # the next heartbeat moves the fence to a new value
-        proxy.armed = True
         await asyncio.wait_for(proxy.cut.wait(), timeout=30)
 
         async def moved():
