@@ -8,7 +8,9 @@ Also a *raw peer*: a bare grpc.aio server (this file with `--raw-server`, its
 own child process) that sends the same protobuf messages from memory, with
 no database, no authentication, no filters: the floor grpc.aio itself sets
 on this machine. Both servers are measured by the same client code in this
-process, in the same run, and the ratio is printed.
+process, in the same run, and the ratio is printed. The raw peer runs on the
+event loop the service does (`--event-loop`, default the service's default),
+so the ratio compares mailwatch's work, not two loops.
 
 1. fan-out: `--streams` streams (START_POSITION_NOW, one tenant) open on the
    service; then `--changes` single changes, one every `--spacing` seconds.
@@ -26,7 +28,7 @@ process, in the same run, and the ratio is printed.
    (what a stream without batching would do), as fast as grpc.aio goes.
 
     .venv/bin/python benchmarks/fanout.py [--streams 1000] [--changes 30] [--spacing 0.2] [--backlog 10000] [--rounds 3]
-        [--profile DIR]
+        [--profile DIR] [--event-loop uvloop|asyncio]
 
 `--streams 0` skips the fan-out phase, `--rounds 0` the backlog phase. `--profile DIR` samples the service
 with py-spy over the fan-out's changes (`DIR/fanout.txt`, collapsed stacks of
@@ -57,6 +59,8 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
 from pipeline import NO_TENANT_LIMITS, Profiler, _load, percentile  # noqa: E402 - the pipeline benchmark's measuring helpers
+from mailwatch import event_loop  # noqa: E402
+from mailwatch.config import EVENT_LOOPS  # noqa: E402
 from tests.fixtures.factory import tenant_key_at  # noqa: E402 - pipeline put the repository root on sys.path
 from tests.fixtures.processes import Child, child_env  # noqa: E402
 
@@ -422,10 +426,13 @@ def main() -> int:
                         help="backlog drains, each next to a raw one (default 3; the median ratio is printed)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the service with py-spy during the fan-out's changes")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=EVENT_LOOPS[0],
+                        help=f"the service's MAILWATCH_EVENT_LOOP and the raw peer's loop, the same so the raw "
+                             f"peer stays a fair floor (default {EVENT_LOOPS[0]})")
     parser.add_argument("--raw-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
-        asyncio.run(raw_server(args.raw_server))
+        event_loop.run(args.event_loop, raw_server, args.raw_server)
         return 0
 
     if args.profile is not None:
@@ -457,15 +464,17 @@ def main() -> int:
             "MAILWATCH_SYNC_ENABLED": "false", "MAILWATCH_RENEW_ENABLED": "false",
             "MAILWATCH_POLL_ENABLED": "false", "MAILWATCH_INGEST_ENABLED": "false",
             "MAILWATCH_LOG_FORMAT": "text", "MAILWATCH_LOG_LEVEL": "WARNING",
+            "MAILWATCH_EVENT_LOOP": args.event_loop,
         }), logdir)
         children.append(service)
         target = service.start(r"mailwatch serving on (\S+:\d+)").group(1)
         port_file = logdir / "raw.port"
-        raw = Child("raw", [sys.executable, __file__, "--raw-server", str(port_file)], child_env({}), logdir)
+        raw = Child("raw", [sys.executable, __file__, "--raw-server", str(port_file), "--event-loop", args.event_loop],
+                    child_env({}), logdir)
         children.append(raw)
         raw_target = raw.start(r"raw server on (\S+:\d+)").group(1)
         print(f"machine: {os.cpu_count()} CPUs, load average {_load()}; service {target} (pid {service.pid}), "
-              f"raw grpc.aio server {raw_target} (pid {raw.pid})", flush=True)
+              f"raw grpc.aio server {raw_target} (pid {raw.pid}), both on {args.event_loop}", flush=True)
         asyncio.run(run(args, target=target, raw_target=raw_target, database_url=postgres.url(
             "mailwatch"), metrics_url=f"http://127.0.0.1:{http_port}/metrics",
             service=service, raw=raw))

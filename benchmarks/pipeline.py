@@ -53,7 +53,7 @@ phase; `oauth2.token` grants are not Gmail API calls and are left out);
 that phase (phases 1-2) or that were published to the topic (phase 4).
 
     /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
-        [--phases latency,metadata,throughput,ingest] [--profile DIR] [--ingest-replica]
+        [--phases latency,metadata,throughput,ingest] [--profile DIR] [--ingest-replica] [--event-loop uvloop|asyncio]
 
 `--ingest-replica` runs ingest in a second `mailwatch serve --role ingest`
 (MAILWATCH_ROLE=ingest) and the first as `--role sync`, as a deployment with
@@ -90,6 +90,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS.parent))  # the repository root: the test world's helpers
 
+from mailwatch.config import EVENT_LOOPS  # noqa: E402
 from tests.fixtures.factory import tenant_key  # noqa: E402
 from tests.fixtures.processes import Child, child_env  # noqa: E402
 
@@ -916,6 +917,8 @@ def main() -> int:
     parser.add_argument("--ingest-replica", action="store_true",
                         help="ingest in a second `mailwatch serve` with MAILWATCH_ROLE=ingest (the first one "
                              "with MAILWATCH_ROLE=sync), as a deployment with ingest replicas runs")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=EVENT_LOOPS[0],
+                        help=f"service MAILWATCH_EVENT_LOOP (default {EVENT_LOOPS[0]})")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
@@ -962,6 +965,7 @@ def main() -> int:
                 **service_settings(database_url=database_url, sim_url=sim_url, http_port=http_port),
                 "MAILWATCH_POLL_INTERVAL_SECONDS": str(args.poll_interval),
                 "MAILWATCH_SYNC_CONCURRENCY": str(args.sync_concurrency),
+                "MAILWATCH_EVENT_LOOP": args.event_loop,
             }
             ingest_replicas: list[Child] = []
             if args.ingest_replica:

@@ -26,10 +26,11 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mailwatch import event_loop
     from mailwatch.server import serve
 
     settings = _settings(args, listen=args.listen, role=args.role)
-    return asyncio.run(serve(settings))
+    return event_loop.run(settings.event_loop, serve, settings)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

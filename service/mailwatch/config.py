@@ -378,6 +378,10 @@ class TlsSettings(_Section):
             )
 
 
+#: What MAILWATCH_EVENT_LOOP may name, the default first (mailwatch.event_loop makes them).
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
 def _section(kind: type):
     return field(default_factory=kind, metadata={"section": True})
 
@@ -402,6 +406,12 @@ class Settings(_Section):
         "A worker runs when its role includes it and its own `*_ENABLED` is true.",
     )
     grace_seconds: float = setting(10.0, "Seconds calls in flight may take to finish after SIGTERM (the drain).")
+    event_loop: str = setting(
+        EVENT_LOOPS[0],
+        "The event loop `mailwatch serve` runs on: `uvloop` (libuv, in C: less CPU for the loop's share of each "
+        "stream message, database round trip and wake-up) or `asyncio` (the standard library's loop: where uvloop "
+        "has no build, e.g. Windows, or for asyncio's debug mode).",
+    )
     pubsub: PubSubSettings = _section(PubSubSettings)
     gmail: GmailSettings = _section(GmailSettings)
     log: LogSettings = _section(LogSettings)
@@ -469,6 +479,8 @@ class Settings(_Section):
             raise ConfigError(f"{self.env_name('role')} must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.grace_seconds < 0:
             raise ConfigError(f"{self.env_name('grace_seconds')} must not be negative")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"{self.env_name('event_loop')} must be {' or '.join(EVENT_LOOPS)}, got {self.event_loop!r}")
 
     def environment(self) -> dict[str, str]:
         """These settings as MAILWATCH_* variables (what `from_env` reads back), e.g. for a child process."""

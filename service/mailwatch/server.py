@@ -27,6 +27,7 @@ from mailwatch.app import App
 from mailwatch.clock import Clock
 from mailwatch.config import ConfigError, Settings
 from mailwatch.domain.errors import MailwatchError
+from mailwatch.event_loop import running_loop_kind
 from mailwatch.logs import configure_logging
 from mailwatch.tls import server_credentials
 from mailwatch.v1 import admin_service_pb2, admin_service_pb2_grpc, mailbox_service_pb2, mailbox_service_pb2_grpc
@@ -132,8 +133,9 @@ async def serve(settings: Settings) -> int:
         async with running(settings) as started:
             freeze_startup_heap()
             host = settings.listen.rpartition(":")[0]
-            print(f"mailwatch serving on {host}:{started.port}", flush=True)
-            log.info("serving", extra={"listen": f"{host}:{started.port}"})
+            loop = running_loop_kind()
+            print(f"mailwatch serving on {host}:{started.port} (event loop: {loop})", flush=True)
+            log.info("serving", extra={"listen": f"{host}:{started.port}", "event_loop": loop})
             await until_signalled()
     except MailwatchError as exc:
         print(f"mailwatch: {exc.message}", file=sys.stderr)

@@ -51,6 +51,7 @@ def base_env(database_url: str) -> dict[str, str]:
         ({"MAILWATCH_DATABASE_URL": "mysql://x/y"}, "MAILWATCH_DATABASE_URL must be a postgresql:// URL"),
         ({"MAILWATCH_LISTEN": "nowhere"}, "MAILWATCH_LISTEN must be HOST:PORT"),
         ({"MAILWATCH_GRACE_SECONDS": "soon"}, "MAILWATCH_GRACE_SECONDS must be a number"),
+        ({"MAILWATCH_EVENT_LOOP": "trio"}, "MAILWATCH_EVENT_LOOP must be uvloop or asyncio"),
         ({"MAILWATCH_SYNC_ENABLED": "maybe"}, "MAILWATCH_SYNC_ENABLED must be true or false"),
         ({"MAILWATCH_PUBSUB_TOPIC": None}, "MAILWATCH_PUBSUB_TOPIC is required"),
         ({"MAILWATCH_SECRET_KEYS": None}, "MAILWATCH_SECRET_KEYS"),
@@ -82,9 +83,14 @@ def test_unmigrated_database_is_refused(empty_database_url):
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_drains_and_exits_zero(database_url):
-    service = ServiceProcess(base_env(database_url)).start()
+@pytest.mark.parametrize("loop", [None, "uvloop", "asyncio"])
+def test_sigterm_drains_and_exits_zero(database_url, loop):
+    """On either event loop (unset: the default, uvloop), which the readiness line names."""
+    env = base_env(database_url) | ({"MAILWATCH_EVENT_LOOP": loop} if loop else {})
+    service = ServiceProcess(env).start()
     try:
+        ready = next(line for line in service.output if "mailwatch serving on" in line)
+        assert ready.endswith(f"(event loop: {loop or 'uvloop'})")
         with grpc.insecure_channel(service.target) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -19,6 +19,7 @@ VARIABLES = """
     PUSH_SERVICE_ACCOUNT_EMAIL PUSH_CERTS_URL PUSH_ISSUERS TLS_CERT_FILE TLS_KEY_FILE TLS_CLIENT_CA_FILE
     PUSH_ACCEPT_UNWRAPPED ROLE INGEST_CONCURRENCY
     LIMITS_STREAMS_PER_TENANT LIMITS_RPCS_PER_SECOND_PER_KEY LIMITS_REGISTRATIONS_PER_MINUTE_PER_TENANT LIMITS_STREAM_LEASE_SECONDS
+    EVENT_LOOP
 """.split()
 
 
@@ -42,6 +43,7 @@ def test_the_variables_are_exactly_the_ones_deployments_set():
         ("MAILWATCH_HTTP_LISTEN", "0.0.0.0:8080", ("http", "listen"), "0.0.0.0:8080"),
         ("MAILWATCH_TLS_CLIENT_CA_FILE", "", ("tls", "client_ca_file"), ""),
         ("MAILWATCH_GRACE_SECONDS", "3", ("grace_seconds",), 3.0),
+        ("MAILWATCH_EVENT_LOOP", "asyncio", ("event_loop",), "asyncio"),
     ],
 )
 def test_each_variable_reaches_its_section(variable, raw, path, value):
@@ -78,6 +80,7 @@ def test_the_environment_of_settings_reads_back_to_the_same_settings():
         ({"MAILWATCH_DATABASE_URL": ""}, "MAILWATCH_DATABASE_URL is required"),
         ({"MAILWATCH_LISTEN": "50051"}, "MAILWATCH_LISTEN must be HOST:PORT, got '50051'"),
         ({"MAILWATCH_GRACE_SECONDS": "-1"}, "MAILWATCH_GRACE_SECONDS must not be negative"),
+        ({"MAILWATCH_EVENT_LOOP": "trio"}, "MAILWATCH_EVENT_LOOP must be uvloop or asyncio, got 'trio'"),
         ({"MAILWATCH_SYNC_CONCURRENCY": "0"}, "MAILWATCH_SYNC_CONCURRENCY must be positive"),
         ({"MAILWATCH_WATCH_EXPIRING_HOURS": "0"}, "MAILWATCH_WATCH_EXPIRING_HOURS must be positive"),
         ({"MAILWATCH_RETENTION_HOURS": "-2"}, "MAILWATCH_RETENTION_HOURS must be positive"),

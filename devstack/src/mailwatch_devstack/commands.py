@@ -9,7 +9,6 @@ Each adds one subcommand whose default `func(args)` runs it, or
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 
@@ -29,11 +28,14 @@ def add_dev(sub) -> None:
 
 
 def _run_dev(args: argparse.Namespace) -> int:
+    from mailwatch import event_loop
+    from mailwatch.config import EVENT_LOOPS
     from mailwatch_devstack.stack import DevOptions, run_dev
 
     options = DevOptions(listen=args.listen, sim_port=args.sim_port, trickle_seconds=args.trickle,
                          embedded_postgres=args.embedded_postgres, data_dir=args.data_dir)
-    return asyncio.run(run_dev(options))
+    # The service in the stack runs on the loop a deployment's does by default.
+    return event_loop.run(EVENT_LOOPS[0], run_dev, options)
 
 
 def add_gmail_sim(sub) -> None:
