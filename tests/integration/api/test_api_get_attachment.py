@@ -24,14 +24,16 @@ LARGE = os.urandom(12 * 1024 * 1024 + 7)  # 12 MB and change: three times gRPC's
 SMALL = b"%PDF-1.4\n" + bytes(range(256)) * 8
 
 
-def source() -> bytes:
+def source(*, large: bool = True) -> bytes:
+    """A message with report.pdf and, unless `large` is false, the 12 MB data.bin."""
     message = EmailMessage()
     message["From"] = "Bob <bob@example.com>"
     message["To"] = "att@example.com"
     message["Subject"] = "Data"
     message.set_content("The data is attached.")
     message.add_attachment(SMALL, maintype="application", subtype="pdf", filename="report.pdf")
-    message.add_attachment(LARGE, maintype="application", subtype="octet-stream", filename="data.bin")
+    if large:
+        message.add_attachment(LARGE, maintype="application", subtype="octet-stream", filename="data.bin")
     return message.as_bytes(policy=email.policy.SMTP)
 
 
@@ -85,7 +87,7 @@ async def test_unknown_attachment_gone_message_and_another_tenant(service):
     _, alice = await service.new_tenant()
     _, bob = await service.new_tenant()
     mailbox = await service.mailboxes.RegisterMailbox(sa_request(sim, "att2@example.com"), metadata=alice)
-    inserted = sim.insert_raw_message("att2@example.com", source(), label_ids=["INBOX"])
+    inserted = sim.insert_raw_message("att2@example.com", source(large=False), label_ids=["INBOX"])
     async with AsyncMailwatchClient(service.target, api_key_of(alice)) as client:
         ids = _attachment_ids((await client.get_message(mailbox.id, inserted["id"], format="full")).message)
 
@@ -102,7 +104,7 @@ async def test_unknown_attachment_gone_message_and_another_tenant(service):
     assert await reason_of(bob) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert _attachment_calls(sim, "att2@example.com") == before, "no Gmail call for another tenant's mailbox"
     # An id of another message is not one of this message's attachments.
-    other = sim.insert_raw_message("att2@example.com", source(), label_ids=["INBOX"])
+    other = sim.insert_raw_message("att2@example.com", source(large=False), label_ids=["INBOX"])
     assert await reason_of(alice, message_id=other["id"]) == (grpc.StatusCode.NOT_FOUND, "ATTACHMENT_NOT_FOUND")
     sim.delete_message("att2@example.com", inserted["id"])
     assert await reason_of(alice) == (grpc.StatusCode.NOT_FOUND, "MESSAGE_NOT_FOUND")
@@ -169,7 +171,7 @@ async def test_the_stream_is_retried_on_unavailable_before_its_first_chunk(servi
     sim = service.sim
     _, auth = await service.new_tenant()
     credentials = sa_credentials(sim, "flakyatt@example.com")
-    inserted = sim.insert_raw_message("flakyatt@example.com", source(), label_ids=["INBOX"])
+    inserted = sim.insert_raw_message("flakyatt@example.com", source(large=False), label_ids=["INBOX"])
     quick = RetryConfig(initial_backoff=0.05, max_backoff=0.2, max_attempts=5)
     async with AsyncMailwatchClient(service.target, api_key_of(auth), retry=quick) as client:
         mailbox = await client.register_mailbox("flakyatt@example.com", credentials=credentials)
