@@ -503,7 +503,9 @@ class ServiceMetrics:
                 f"{d.get('mailwatch_sync_seconds_count', 0):.0f} syncs (mean {mean_ms('mailwatch_sync_seconds')}), "
                 f"{d.get('mailwatch_sync_events_total', 0):.0f} events written, "
                 f"{d.get('mailwatch_sync_behind_notification_total', 0):.0f} ended short of a notification; "
-                f"{d.get('mailwatch_stream_reads_total', 0):.0f} stream reads")
+                f"{d.get('mailwatch_stream_reads_total', 0):.0f} stream reads, "
+                f"{d.get('mailwatch_stream_feed_reads_total', 0):.0f} shared-reader reads for "
+                f"{d.get('mailwatch_change_notifications_total', 0):.0f} change notifications")
 
 
 @dataclass
