@@ -290,9 +290,9 @@ async def fanout_phase(args, target, raw_target, metadata, append_one, metrics_u
     # CPU over the changes only (the streams are open by then), both sides.
     print(f"    mailwatch: commit -> on every stream: {_summary(latencies)}; "
           f"Postgres reads per change {reads_per_change:.2f}; "
-          f"service CPU {_cpu_per(service_cpu, args.changes, 1) * 1000:.0f} ms per change")
+          f"service CPU {_cpu_per(service_cpu, args.changes, 1) * 1000:.2f} ms per change")
     print(f"    raw grpc.aio (queue put -> on every stream): {_summary(raw)}; "
-          f"raw server CPU {_cpu_per(raw_cpu, args.changes, 1) * 1000:.0f} ms per change")
+          f"raw server CPU {_cpu_per(raw_cpu, args.changes, 1) * 1000:.2f} ms per change")
     print(f"    p99 mailwatch / raw: {p99 * 1000:.0f} / {raw_p99 * 1000:.0f} ms = {p99 / raw_p99:.1f}x "
           f"(load average {_load()})", flush=True)
 
