@@ -59,7 +59,7 @@ class HistoryPage:
 
 
 def _labels(value: object) -> tuple[str, ...] | None:
-    return tuple(storable_text(label) for label in value) if isinstance(value, list) else None
+    return tuple(map(storable_text, value)) if isinstance(value, list) else None
 
 
 def _message(value: object) -> HistoryMessage | None:
@@ -77,16 +77,23 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
+# (kind, its key in a record), in ChangeKind's order: read once, not per record.
+_KINDS = tuple((kind, kind.value) for kind in ChangeKind)
+
+
 def history_record(resource: dict) -> HistoryRecord:
     """One record of `history.list`; its `id` (a uint64 in a string) is required."""
     changes: list[HistoryChange] = []
-    for kind in ChangeKind:
-        for entry in _list(resource.get(kind.value)):
+    for kind, key in _KINDS:
+        entries = resource.get(key)
+        if not entries or not isinstance(entries, list):
+            continue
+        for entry in entries:
             message = _message(entry.get("message")) if isinstance(entry, dict) else None
             if message is not None:
                 changes.append(HistoryChange(kind, message, _labels(entry.get("labelIds")) or ()))
-    named = [m for m in map(_message, _list(resource.get("messages"))) if m is not None]
-    ids = dict.fromkeys([*(m.id for m in named), *(c.message.id for c in changes)])
+    ids = dict.fromkeys([m.id for m in map(_message, _list(resource.get("messages"))) if m is not None])
+    ids.update(dict.fromkeys([c.message.id for c in changes]))
     return HistoryRecord(id=int(resource["id"]), changes=tuple(changes), message_ids=tuple(ids))
 
 
