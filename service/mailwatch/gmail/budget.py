@@ -98,6 +98,8 @@ class TenantBudgets:
         self._shared = shared
         self._grant_seconds = grant_seconds if shared is not None else 0.0
         self._tenants: dict[uuid.UUID, _Local] = {}
+        # Each tenant's metric label and budget gauge, looked up once rather than on every call.
+        self._labels: dict[uuid.UUID, tuple[str, object]] = {}
         self._clock = clock
 
     async def units_per_minute(self, tenant_id: uuid.UUID) -> int:
@@ -120,8 +122,12 @@ class TenantBudgets:
         if tenant_id is None or units == 0:
             return
         limit = await self.units_per_minute(tenant_id)
-        label = tenant_label(tenant_id)
-        BUDGET.labels(tenant=label).set(limit)
+        labelled = self._labels.get(tenant_id)
+        if labelled is None:
+            label = tenant_label(tenant_id)
+            labelled = self._labels[tenant_id] = (label, BUDGET.labels(tenant=label))
+        label, gauge = labelled
+        gauge.set(limit)
         if limit <= 0:
             self._tenants.pop(tenant_id, None)
             return

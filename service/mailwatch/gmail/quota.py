@@ -53,12 +53,24 @@ def project_label(credential: Credential) -> str:
     return quota_project(credential) or UNKNOWN_PROJECT
 
 
+# (tenant, project, method) -> its two counters and the units a call adds: a call
+# increments them without building the label values (the tenant id as text) and looking the
+# children up again each time. Bounded as the labels are (tenants x projects x methods).
+_COUNTERS: dict[tuple, tuple] = {}
+
+
 def record_call(operation: str, tenant_id: uuid.UUID | str | None, credential: Credential) -> None:
     """Count one Gmail call of `operation` (a key of UNITS) made for `tenant_id` with `credential`."""
-    tenant = tenant_label(tenant_id)
-    CALLS.labels(tenant=tenant, method=operation).inc()
-    QUOTA_UNITS.labels(tenant=tenant, project=project_label(credential), method=operation).inc(
-        UNITS.get(operation, 0))
+    key = (tenant_id, project_label(credential), operation)
+    counters = _COUNTERS.get(key)
+    if counters is None:
+        tenant = tenant_label(tenant_id)
+        counters = _COUNTERS[key] = (CALLS.labels(tenant=tenant, method=operation),
+                                     QUOTA_UNITS.labels(tenant=tenant, project=key[1], method=operation),
+                                     UNITS.get(operation, 0))
+    calls, units, cost = counters
+    calls.inc()
+    units.inc(cost)
 
 
 def units_spent(tenant_id: uuid.UUID | str | None, method: str | None = None, *, project: str | None = None) -> float:
