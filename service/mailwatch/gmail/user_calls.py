@@ -12,17 +12,17 @@ refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from dataclasses import dataclass, field
 
 
-@dataclass
 class _User:
-    condition: asyncio.Condition = field(default_factory=asyncio.Condition)
-    queue: deque = field(default_factory=deque)  # one ticket per caller waiting, in arrival order
-    used: int = 0
-    holders: int = 0  # callers holding or awaiting slots
+    """One user's slots in use and the callers waiting for theirs, first come first."""
+
+    __slots__ = ("used", "waiting")
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.waiting: deque[tuple[int, asyncio.Future]] = deque()
 
 
 class UserCallLimiter:
@@ -32,42 +32,74 @@ class UserCallLimiter:
         self.limit = limit
         self._users: dict[str, _User] = {}
 
-    def slot(self, user: str):
+    def slot(self, user: str) -> "_Slots":
         """One slot: a single call."""
-        return self.slots(user, 1)
+        return _Slots(self, user, 1)
 
-    @contextlib.asynccontextmanager
-    async def slots(self, user: str, count: int):
+    def slots(self, user: str, count: int) -> "_Slots":
         """`count` slots at once (capped at the limit): a batch of that many parts."""
-        count = max(1, min(count, self.limit))
-        key = user.lower()
-        state = self._users.get(key)
-        if state is None:
-            state = self._users[key] = _User()
-        state.holders += 1
-        ticket = object()
-        acquired = False
-        try:
-            async with state.condition:
-                state.queue.append(ticket)
-                try:
-                    await state.condition.wait_for(
-                        lambda: state.queue[0] is ticket and state.used + count <= self.limit)
-                finally:
-                    state.queue.remove(ticket)
-                    state.condition.notify_all()  # the next in line may fit now
-                state.used += count
-                acquired = True
-            yield
-        finally:
-            if acquired:
-                async with state.condition:
-                    state.used -= count
-                    state.condition.notify_all()
-            state.holders -= 1
-            if not state.holders:  # forget idle users: memory follows the users in flight
-                del self._users[key]
+        return _Slots(self, user, max(1, min(count, self.limit)))
 
     def in_use(self) -> int:
         """Users with a call in flight or waiting (for tests and metrics)."""
         return len(self._users)
+
+    # Every call takes and gives back a slot, so the path without waiting is plain
+    # bookkeeping: no lock, no condition, no task switch. Only a caller that must wait
+    # gets a future, resolved by the release that makes room for it.
+
+    async def _acquire(self, key: str, count: int) -> None:
+        state = self._users.get(key)
+        if state is None:
+            state = self._users[key] = _User()
+        if not state.waiting and state.used + count <= self.limit:
+            state.used += count
+            return
+        waiter = (count, asyncio.get_running_loop().create_future())
+        state.waiting.append(waiter)
+        try:
+            await waiter[1]
+        except BaseException:
+            if waiter[1].done() and not waiter[1].cancelled():
+                self._release(key, count)  # granted as it was cancelled: give the slots back
+            else:
+                if waiter in state.waiting:
+                    state.waiting.remove(waiter)
+                self._grant(state)  # the caller behind it may fit now
+                self._forget_if_idle(key, state)
+            raise
+
+    def _release(self, key: str, count: int) -> None:
+        state = self._users[key]
+        state.used -= count
+        self._grant(state)
+        self._forget_if_idle(key, state)
+
+    def _grant(self, state: _User) -> None:
+        """Give the waiting callers their slots, in arrival order, while the first one fits."""
+        while state.waiting and state.used + state.waiting[0][0] <= self.limit:
+            count, future = state.waiting.popleft()
+            if future.cancelled():
+                continue  # its caller is leaving (it will not take these slots)
+            state.used += count
+            future.set_result(None)
+
+    def _forget_if_idle(self, key: str, state: _User) -> None:
+        # Memory follows the users in flight (a cancelled waiter may find its user already gone).
+        if not state.used and not state.waiting and self._users.get(key) is state:
+            del self._users[key]
+
+
+class _Slots:
+    """`async with`: hold `count` of the user's slots for the block."""
+
+    __slots__ = ("_limiter", "_key", "_count")
+
+    def __init__(self, limiter: UserCallLimiter, user: str, count: int) -> None:
+        self._limiter, self._key, self._count = limiter, user.lower(), count
+
+    async def __aenter__(self) -> None:
+        await self._limiter._acquire(self._key, self._count)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter._release(self._key, self._count)

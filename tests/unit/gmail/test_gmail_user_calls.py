@@ -67,3 +67,51 @@ async def test_a_batch_holds_one_slot_per_part_and_waits_its_turn():
     await asyncio.gather(first, batched, late)
     assert order == ["first", "batch of 3", "late"]
     assert limiter.in_use() == 0
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_its_turn_to_the_next():
+    limiter = UserCallLimiter(2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def call(name, slots):
+        async with limiter.slots("a@x.com", slots):
+            order.append(name)
+            await release.wait()
+
+    first = asyncio.create_task(call("first", 1))
+    await eventually(lambda: order == ["first"])
+    batch = asyncio.create_task(call("batch", 2))  # needs both slots: waits for the first call
+    late = asyncio.create_task(call("late", 1))  # arrived after the batch: waits behind it
+    await stays(lambda: order == ["first"], 0.05, what="the batch waiting, the late call behind it")
+    batch.cancel()
+    # The batch gives up its turn: the late call fits beside the first one at once.
+    await eventually(lambda: order == ["first", "late"])
+    release.set()
+    await asyncio.gather(first, late)
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert limiter.in_use() == 0
+
+
+async def test_a_caller_granted_its_slots_as_it_is_cancelled_gives_them_back():
+    limiter = UserCallLimiter(1)
+    entered: list[str] = []
+
+    async def waiter(name):
+        async with limiter.slot("a@x.com"):
+            entered.append(name)
+
+    held = limiter.slot("a@x.com")
+    await held.__aenter__()
+    second = asyncio.create_task(waiter("second"))
+    third = asyncio.create_task(waiter("third"))
+    await stays(lambda: not entered, 0.05, what="both waiting for the one slot")
+    # The slot passes to the second caller, which is cancelled before it runs again
+    # (no await in between): it must hand the slot on, not keep it.
+    await held.__aexit__(None, None, None)
+    second.cancel()
+    await asyncio.gather(second, third, return_exceptions=True)
+    assert second.cancelled()
+    assert entered == ["third"]
+    assert limiter.in_use() == 0
