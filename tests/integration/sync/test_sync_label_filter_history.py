@@ -81,6 +81,19 @@ async def test_include_filter_keeps_every_event_of_the_watched_set(inbox_only):
         assert sim.counters()["batches"]["sizes"] == [5]
 
 
+async def test_a_lone_lookup_is_one_plain_messages_get_not_a_batch(inbox_only):
+    email = "lone@example.com"
+    async with inbox_only(email) as (service, auth):
+        sim = service.sim
+        kept = sim.insert_message(email, label_ids=["INBOX"])
+        await sync_everything_once(service, email)
+        events = await collect(service, auth, lambda ev: kept["id"] in [e.message_id for e in ev])
+        assert message_events(events) == [("EVENT_TYPE_MESSAGE_ADDED", kept["id"], ("INBOX",))]
+        # The same Gmail call and units as a batch of one part, without the batch's MIME round trip.
+        assert gmail_calls(sim, email, "users.messages.get") == 1
+        assert sim.counters()["batches"]["sizes"] == []
+
+
 async def test_lookups_go_in_batches_no_larger_than_the_calls_allowed_per_user(inbox_only):
     email = "many@example.com"
     async with inbox_only(email) as (service, auth):
