@@ -74,6 +74,13 @@ def database_url(postgres_server, migrated_template):
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_database_url(postgres_server, migrated_template):
+    """A fresh, migrated database shared by one module's tests (for processes that only look at it)."""
+    with _throwaway_database(postgres_server, "module", migrated_template) as url:
+        yield url
+
+
 @pytest.fixture
 def empty_database_url(postgres_server):
     """A fresh database with no schema at all (for migration tests)."""

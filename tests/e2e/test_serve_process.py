@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -24,10 +25,17 @@ from tests.fixtures.service import service_settings
 pytestmark = pytest.mark.e2e
 
 
+SERVE = [sys.executable, "-m", "mailwatch.cli", "serve"]
+
+
+def serve_env(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its MAILWATCH_* settings, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MAILWATCH_")}, **env}
+
+
 def run_serve(env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILWATCH_")}
     return subprocess.run(
-        [sys.executable, "-m", "mailwatch.cli", "serve"], env={**clean, **env},
+        SERVE, env=serve_env(env),
         # Refusing to start costs about a second of CPU (the imports); on a loaded host that was
         # 46 s of wall time, so the wait is as long as the test's own timeout allows.
         capture_output=True, text=True, timeout=100,
@@ -44,31 +52,66 @@ def base_env(database_url: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize(
-    "change,expected",
-    [
-        ({"MAILWATCH_DATABASE_URL": None}, "MAILWATCH_DATABASE_URL is required"),
-        ({"MAILWATCH_DATABASE_URL": "mysql://x/y"}, "MAILWATCH_DATABASE_URL must be a postgresql:// URL"),
-        ({"MAILWATCH_LISTEN": "nowhere"}, "MAILWATCH_LISTEN must be HOST:PORT"),
-        ({"MAILWATCH_GRACE_SECONDS": "soon"}, "MAILWATCH_GRACE_SECONDS must be a number"),
-        ({"MAILWATCH_EVENT_LOOP": "trio"}, "MAILWATCH_EVENT_LOOP must be uvloop or asyncio"),
-        ({"MAILWATCH_SYNC_ENABLED": "maybe"}, "MAILWATCH_SYNC_ENABLED must be true or false"),
-        ({"MAILWATCH_PUBSUB_TOPIC": None}, "MAILWATCH_PUBSUB_TOPIC is required"),
-        ({"MAILWATCH_SECRET_KEYS": None}, "MAILWATCH_SECRET_KEYS"),
-        ({"MAILWATCH_SECRET_KEYS": "not-a-fernet-key"}, "MAILWATCH_SECRET_KEYS"),
-        ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt"}, "MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together"),
-        ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt", "MAILWATCH_TLS_KEY_FILE": "/nonexistent/tls.key"},
-         "cannot read /nonexistent/tls.crt"),
-    ],
-)
-def test_bad_configuration_stops_startup_with_one_line(database_url, change, expected):
+BAD_CONFIGURATIONS = [
+    ({"MAILWATCH_DATABASE_URL": None}, "MAILWATCH_DATABASE_URL is required"),
+    ({"MAILWATCH_DATABASE_URL": "mysql://x/y"}, "MAILWATCH_DATABASE_URL must be a postgresql:// URL"),
+    ({"MAILWATCH_LISTEN": "nowhere"}, "MAILWATCH_LISTEN must be HOST:PORT"),
+    ({"MAILWATCH_GRACE_SECONDS": "soon"}, "MAILWATCH_GRACE_SECONDS must be a number"),
+    ({"MAILWATCH_EVENT_LOOP": "trio"}, "MAILWATCH_EVENT_LOOP must be uvloop or asyncio"),
+    ({"MAILWATCH_SYNC_ENABLED": "maybe"}, "MAILWATCH_SYNC_ENABLED must be true or false"),
+    ({"MAILWATCH_PUBSUB_TOPIC": None}, "MAILWATCH_PUBSUB_TOPIC is required"),
+    ({"MAILWATCH_SECRET_KEYS": None}, "MAILWATCH_SECRET_KEYS"),
+    ({"MAILWATCH_SECRET_KEYS": "not-a-fernet-key"}, "MAILWATCH_SECRET_KEYS"),
+    ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt"}, "MAILWATCH_TLS_CERT_FILE and MAILWATCH_TLS_KEY_FILE go together"),
+    ({"MAILWATCH_TLS_CERT_FILE": "/nonexistent/tls.crt", "MAILWATCH_TLS_KEY_FILE": "/nonexistent/tls.key"},
+     "cannot read /nonexistent/tls.crt"),
+]
+#: How long the refusals, made at once, may take together on a loaded host.
+REFUSALS_TIMEOUT = 250
+
+
+def bad_env(database_url: str, change: dict) -> dict[str, str]:
     env = base_env(database_url)
     for key, value in change.items():
         if value is None:
             env.pop(key)
         else:
             env[key] = value
-    result = run_serve(env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def refusals(module_database_url) -> list[subprocess.CompletedProcess]:
+    """`mailwatch serve` with each of BAD_CONFIGURATIONS, all started at once: a refusal is
+    mostly the imports' CPU, so on two cores they overlap instead of queueing. A process
+    still running at the deadline (one that did not refuse) is killed by its pid."""
+    started = [
+        subprocess.Popen(SERVE, env=serve_env(bad_env(module_database_url, change)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for change, _ in BAD_CONFIGURATIONS
+    ]
+    deadline = time.monotonic() + REFUSALS_TIMEOUT
+    results = []
+    try:
+        for process in started:
+            try:
+                stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+@pytest.mark.timeout(REFUSALS_TIMEOUT + 60)  # the first case waits for all of them
+@pytest.mark.parametrize("change,expected", BAD_CONFIGURATIONS)
+def test_bad_configuration_stops_startup_with_one_line(refusals, change, expected):
+    result = refusals[BAD_CONFIGURATIONS.index((change, expected))]
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
