@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,9 +85,13 @@ class BackgroundBuild:
     def __init__(self, tag: str) -> None:
         self.tag = tag
         self._log = tempfile.TemporaryFile()
+        # Its stdin is a pipe only this process writes to: when this process ends without
+        # stop() (pytest killed, e.g. by a CI timeout, whose group kill no longer reaches a
+        # child of its own session) the child reads end-of-file and ends its own group.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.deploy.podman", tag],
-            cwd=REPO, env=env(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO, env=env(), stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def result(self) -> str:
@@ -110,8 +115,24 @@ class BackgroundBuild:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+        self.process.stdin.close()
         self._log.close()
 
 
+def _end_group_when_parent_ends() -> None:
+    """In BackgroundBuild's child: once the parent's end of stdin closes (it stopped the build,
+    or it died), this process group (this process, podman, mmdebstrap) is ended."""
+
+    def watch() -> None:
+        # The descriptor, not sys.stdin: a daemon thread blocked in a buffered read holds the
+        # buffer's lock, and the interpreter's shutdown then aborts on it.
+        while os.read(0, 512):
+            pass
+        os.killpg(0, signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":  # the child of BackgroundBuild: python -m tests.deploy.podman TAG
+    _end_group_when_parent_ends()
     build_image(ensure_base_image(), sys.argv[1])
