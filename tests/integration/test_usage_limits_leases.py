@@ -49,6 +49,20 @@ class RenewalOvertaken(SharedCounts):
         self.closed.set()
 
 
+class RenewalsHeld(SharedCounts):
+    """SharedCounts whose renewals wait until `go` is set: what a test arranges between a lease
+    lapsing and the replica's next renewal is not overtaken by that renewal (every third of a
+    lease), however slowly the machine runs the test's statements."""
+
+    def __init__(self, sessions) -> None:
+        super().__init__(sessions)
+        self.go = asyncio.Event()
+
+    async def renew_streams(self, leases, lease_seconds):
+        await self.go.wait()
+        return await super().renew_streams(leases, lease_seconds)
+
+
 async def test_a_stream_ending_during_a_lease_renewal_leaves_no_lease(sessions):
     tenant = (await Rows(sessions).tenant()).id
     counts = RenewalOvertaken(sessions)
@@ -114,7 +128,8 @@ async def _lapse(sessions, tenant) -> None:
 async def test_a_lapsed_lease_whose_slot_was_taken_meanwhile_ends_its_stream_and_keeps_the_limit(sessions):
     tenant = (await Rows(sessions).tenant()).id
     settings = LimitSettings(streams_per_tenant=1, stream_lease_seconds=LEASE_SECONDS)
-    first = UsageLimits(settings, counts=SharedCounts(sessions))
+    held = RenewalsHeld(sessions)
+    first = UsageLimits(settings, counts=held)
     second = UsageLimits(settings, counts=SharedCounts(sessions))
     opened, end = asyncio.Event(), asyncio.Event()
 
@@ -134,6 +149,7 @@ async def test_a_lapsed_lease_whose_slot_was_taken_meanwhile_ends_its_stream_and
         await asyncio.wait_for(opened.wait(), timeout=30)
         # The first replica's next renewal finds its lease lapsed and the slot taken: its stream
         # ends, refused as a new one would be; the tenant holds one stream, not two.
+        held.go.set()
         await eventually(lambda: lapsed.done(), timeout=LEASE_SECONDS * 5, what="the lapsed stream ended")
         with pytest.raises(TenantStreamLimit, match="lapsed"):
             lapsed.result()
@@ -148,7 +164,7 @@ async def test_a_lapsed_lease_whose_slot_was_taken_meanwhile_ends_its_stream_and
 
 async def test_a_lapsed_lease_with_its_slot_still_free_is_taken_again_and_its_stream_goes_on(sessions):
     tenant = (await Rows(sessions).tenant()).id
-    counts = SharedCounts(sessions)
+    counts = RenewalsHeld(sessions)
     limits = UsageLimits(LimitSettings(streams_per_tenant=1, stream_lease_seconds=LEASE_SECONDS), counts=counts)
     opened, end = asyncio.Event(), asyncio.Event()
 
@@ -162,6 +178,7 @@ async def test_a_lapsed_lease_with_its_slot_still_free_is_taken_again_and_its_st
         await asyncio.wait_for(opened.wait(), timeout=30)
         await _lapse(sessions, tenant)
         assert await stream_leases.held(sessions, tenant) == 0
+        counts.go.set()
         await eventually(lambda: _held(sessions, tenant, 1), timeout=LEASE_SECONDS * 5, what="the lease taken again")
         assert not task.done()
     finally:

@@ -106,6 +106,9 @@ async def test_a_stream_whose_lapsed_lease_lost_its_slot_to_another_replica_ends
         tenant = uuid.UUID(tenant_id)
         await first.admin.SetTenantLimits(admin_service_pb2.SetTenantLimitsRequest(
             tenant_id=tenant_id, streams=1), metadata=OPERATOR)
+        # The first replica's renewals (every second) wait until the slot is taken: one landing
+        # between the lapse and the second replica's open would take the free slot back first.
+        renewals = _hold_renewals(first.app.usage_limits)
         request = mailbox_service_pb2.StreamChangesRequest()
         lapsing = first.mailboxes.StreamChanges(request, metadata=auth)
         await eventually(lambda: first.app.usage_limits.open_streams(tenant) == 1, what="the first stream open")
@@ -116,6 +119,7 @@ async def test_a_stream_whose_lapsed_lease_lost_its_slot_to_another_replica_ends
                                        "WHERE tenant_id = :t"), {"t": tenant})
         taker = second.mailboxes.StreamChanges(request, metadata=auth)
         await eventually(lambda: second.app.usage_limits.open_streams(tenant) == 1, what="the slot taken")
+        renewals.set()
 
         error = await asyncio.wait_for(_refused(lapsing), timeout=60)
         _assert_refused(error, "TENANT_STREAM_LIMIT", max_delay=STREAM_RETRY_SECONDS)
@@ -124,6 +128,19 @@ async def test_a_stream_whose_lapsed_lease_lost_its_slot_to_another_replica_ends
         assert await stream_leases.held(first.app.sessions, tenant) == 1
         assert not taker.done()
         taker.cancel()
+
+
+def _hold_renewals(limits) -> asyncio.Event:
+    """`limits`' lease renewals wait (in front of Postgres) until the returned event is set."""
+    counts = limits._counts
+    renew, go = counts.renew_streams, asyncio.Event()
+
+    async def held(leases, lease_seconds):
+        await go.wait()
+        return await renew(leases, lease_seconds)
+
+    counts.renew_streams = held
+    return go
 
 
 async def _count(held, expected: int) -> bool:
