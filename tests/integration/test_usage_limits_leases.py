@@ -4,19 +4,24 @@ stream's delete may come first: the lease is deleted once more after the renewal
 opened with no limit count against a limit set later; a lease that lapsed (its replica could not
 reach Postgres for a lease) is taken again under the tenant's limit, and its stream ends if
 another stream took its slot meanwhile; a stream cancelled while its lease's COMMIT is in flight
-leaves no lease behind."""
+leaves no lease behind; a burst of opens waiting for the tenant's lock holds one pooled
+connection, and with no limit opens do not wait for each other."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from mailwatch.config import LimitSettings
 from mailwatch.domain.errors import TenantStreamLimit
 from mailwatch.domain.models import TenantLimits
-from mailwatch.store import stream_leases
+from mailwatch.store import create_engine, session_factory, stream_leases
+from mailwatch.store.changes import tenant_lock_key
+from mailwatch.store.db import autocommit
 from mailwatch.store.usage_counts import SharedCounts
 from mailwatch.usage_limits import UsageLimits
 from tests.fixtures.factory import Rows
@@ -253,3 +258,57 @@ async def test_a_stream_cancelled_while_its_leases_commit_is_in_flight_leaves_no
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await limits.close()
+
+
+async def _hold_tenants_lease_lock(database_url: str, tenant, *, shared: bool) -> psycopg.AsyncConnection:
+    """A connection outside every pool holding the tenant's stream-lease lock (as an open in
+    flight on another replica would), released when it closes."""
+    holder = await psycopg.AsyncConnection.connect(database_url.replace("+psycopg", ""), autocommit=True)
+    lock = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
+    await holder.execute(f"SELECT {lock}(CAST(%s AS int4), CAST(%s AS int4))",
+                         (stream_leases.STREAM_LEASE_LOCK_CLASS, tenant_lock_key(tenant)))
+    return holder
+
+
+async def test_a_burst_of_opens_waiting_for_the_tenants_lock_leaves_the_pool_to_everyone_else(database_url):
+    """Opens under a limit queue on the tenant's lock in Postgres; a thousand streams
+    reconnecting at once to one replica must not each hold a pooled connection while they
+    wait there, or every other call of that replica finds the pool empty (and failed after
+    the pool's timeout). They take turns before the pool: one connection waits."""
+    engine = create_engine(database_url, pool_size=2, max_overflow=0, pool_timeout=5)
+    sessions = session_factory(engine)
+    counts = SharedCounts(sessions)
+    tenant = (await Rows(sessions).tenant()).id
+    holder = await _hold_tenants_lease_lock(database_url, tenant, shared=False)
+    opens = [asyncio.create_task(counts.open_stream(tenant, uuid.uuid4(), 3, 30)) for _ in range(5)]
+    try:
+        async def one_open_waits_for_the_lock() -> bool:
+            waiting = await (await holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).fetchone()
+            return waiting[0] >= 1
+        await eventually(one_open_waits_for_the_lock, what="an open waiting for the tenant's lock")
+        # Without the turns, both pooled connections wait for the lock and this times out.
+        async with autocommit(sessions) as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        await holder.close()
+        assert sorted(await asyncio.gather(*opens)) == [False, False, True, True, True]
+        assert await stream_leases.held(sessions, tenant) == 3
+    finally:
+        for task in opens:
+            task.cancel()
+        await asyncio.gather(*opens, return_exceptions=True)
+        await holder.close()
+        await engine.dispose()
+
+
+async def test_with_no_limit_an_open_does_not_wait_for_another_in_flight(sessions, database_url):
+    """With no limit nothing is counted: an open takes the tenant's lock shared, so it does not
+    wait for another replica's open still in flight (which holds it shared too)."""
+    tenant = (await Rows(sessions).tenant()).id
+    holder = await _hold_tenants_lease_lock(database_url, tenant, shared=True)
+    try:
+        # Exclusive, it would wait for the holder for good.
+        assert await asyncio.wait_for(SharedCounts(sessions).open_stream(tenant, uuid.uuid4(), 0, 30), 60)
+        assert await stream_leases.held(sessions, tenant) == 1
+    finally:
+        await holder.close()

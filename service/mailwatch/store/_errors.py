@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import psycopg.errors
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailwatch.domain.errors import NotFound
 
@@ -28,12 +29,17 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
     libpq-level failures (connection refused, server closed the connection)
     reach us as `psycopg.OperationalError` without a SQLSTATE; the server's own
-    refusals carry one. SQLAlchemy wraps both in a DBAPIError.
+    refusals carry one. SQLAlchemy wraps both in a DBAPIError. A pool with
+    every connection in use for its whole timeout (SQLAlchemy's, or the driver
+    pool's `DriverPoolTimeout`) is the same to the caller: no connection now,
+    the same call expected to work shortly.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, PoolTimeout):
+            return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True  # SQLAlchemy's dialect recognised a disconnect
         cause = _cause(current)

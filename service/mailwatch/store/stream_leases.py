@@ -9,8 +9,10 @@ counting against its tenants once their leases run out.
 - `open_lease`: a lease if the tenant holds fewer than `limit` (always
   with no limit: a stream opened then counts once a limit is set); a
   transaction holding the tenant's advisory lock, so two replicas opening
-  the tenant's last slot at once cannot both get it. Also how a lapsed
-  lease is taken again: its slot may have gone to another stream meanwhile;
+  the tenant's last slot at once cannot both get it (with no limit nothing is
+  counted: the lock is taken shared, and opens do not wait for each other).
+  Also how a lapsed lease is taken again: its slot may have gone to another
+  stream meanwhile;
 - `close_lease`: the stream ended;
 - `abandon_lease`: the stream ended while `open_lease` was on its way (its
   COMMIT may land after the caller gave up on it): waits for that
@@ -72,7 +74,9 @@ async def open_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid.UU
     async with transaction(sessions) as session:
         # The count and the insert after it must see every lease committed before: take the
         # tenant's lock first (in READ COMMITTED, the next statement's snapshot is taken after it).
-        await _lock_tenant(session, tenant_id)
+        # With no limit there is no count to protect: shared, so such opens never queue on each
+        # other, while `abandon_lease` (exclusive) still waits for one in flight.
+        await _lock_tenant(session, tenant_id, shared=limit <= 0)
         row = (await session.execute(_OPEN, {"id": lease_id, "tenant_id": tenant_id, "limit": limit,
                                              "lease_seconds": lease_seconds})).one_or_none()
     return row is not None
@@ -92,8 +96,12 @@ async def abandon_lease(sessions: Sessions, tenant_id: uuid.UUID, lease_id: uuid
         await session.execute(delete(_leases).where(_leases.c.id == lease_id))
 
 
-async def _lock_tenant(session, tenant_id: uuid.UUID) -> None:
-    await session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS int4), CAST(:b AS int4))"),
+_LOCK = text("SELECT pg_advisory_xact_lock(CAST(:a AS int4), CAST(:b AS int4))")
+_LOCK_SHARED = text("SELECT pg_advisory_xact_lock_shared(CAST(:a AS int4), CAST(:b AS int4))")
+
+
+async def _lock_tenant(session, tenant_id: uuid.UUID, *, shared: bool = False) -> None:
+    await session.execute(_LOCK_SHARED if shared else _LOCK,
                           {"a": STREAM_LEASE_LOCK_CLASS, "b": tenant_lock_key(tenant_id)})
 
 

@@ -4,7 +4,9 @@ store/stream_leases.py (open streams)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 
 from mailwatch.store import stream_leases, usage_buckets
 from mailwatch.store.db import Sessions
@@ -13,6 +15,11 @@ from mailwatch.store.db import Sessions
 class SharedCounts:
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
+        # Per tenant, this replica's opens under a limit take turns here before they take a
+        # pooled connection: they queue on the tenant's advisory lock in Postgres anyway, and a
+        # burst of them (a thousand streams reconnecting) waiting there would each hold a
+        # connection and starve every other call of the pool.
+        self._opening: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def take(self, tenant_id: uuid.UUID, bucket: str, amount: int, per_second: float, capacity: float, *,
                    minimum: int | None = None) -> tuple[int, float]:
@@ -20,7 +27,13 @@ class SharedCounts:
                                         minimum=minimum)
 
     async def open_stream(self, tenant_id: uuid.UUID, lease_id: uuid.UUID, limit: int, lease_seconds: float) -> bool:
-        return await stream_leases.open_lease(self._sessions, tenant_id, lease_id, limit, lease_seconds)
+        if limit <= 0:  # nothing counted: the lease's lock is shared, nobody waits
+            return await stream_leases.open_lease(self._sessions, tenant_id, lease_id, limit, lease_seconds)
+        turn = self._opening.get(tenant_id)
+        if turn is None:
+            turn = self._opening[tenant_id] = asyncio.Lock()
+        async with turn:
+            return await stream_leases.open_lease(self._sessions, tenant_id, lease_id, limit, lease_seconds)
 
     async def close_stream(self, lease_id: uuid.UUID) -> None:
         await stream_leases.close_lease(self._sessions, lease_id)

@@ -250,6 +250,8 @@ def _wrapped(dbapi_error: BaseException) -> BaseException:
         _wrapped(psycopg.errors.CannotConnectNow("the database system is shutting down")),
         _wrapped(psycopg.errors.ConnectionFailure("x")),
         psycopg.errors.CrashShutdown("x"),
+        # every pooled connection in use for the pool's whole timeout
+        sqlalchemy.exc.TimeoutError("QueuePool limit of size 2 overflow 0 reached, connection timed out"),
     ],
     ids=lambda e: type(getattr(e, "orig", e)).__name__,
 )
