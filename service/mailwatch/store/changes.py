@@ -182,14 +182,20 @@ async def update_and_append(
     nothing appended.
     """
     if events:
-        sql = (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
-               f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
+        sql = update_then_append_sql(update_sql)
         params = {**params, **_append_params(tenant_id, events)}
     else:
         sql = update_sql
     async with connection.cursor(binary=True) as cursor:
         await cursor.execute(sql, params)
         return await cursor.fetchall()
+
+
+@functools.lru_cache(maxsize=64)
+def update_then_append_sql(update_sql: str) -> str:
+    """`update_and_append`'s statement for a page with events: built once per UPDATE shape."""
+    return (f"WITH page AS ({update_sql}),{_WRITER_LOCK.format(source='FROM page')}, "
+            f"appended AS ({_INSERT_EVENTS}) SELECT page.* FROM page")
 
 
 async def read_events(session: AsyncSession, tenant_id: uuid.UUID, after_sequence: int, **filters) -> list[ChangeEvent]:
