@@ -10,6 +10,7 @@ writes in the mode they need.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping, Sequence
@@ -52,8 +53,8 @@ class MalformedRecord:
 _RECORD = text(
     """
     WITH incoming AS (
-        SELECT email_address, max(history_id) AS history_id
-        FROM unnest(CAST(:addresses AS text[]), CAST(:history_ids AS bigint[])) AS n(email_address, history_id)
+        SELECT email_address, max(CAST(history_id AS bigint)) AS history_id
+        FROM json_each_text(CAST(:latest AS json)) AS n(email_address, history_id)
         GROUP BY email_address
     ), clock AS (
         SELECT coalesce(CAST(:now AS timestamptz), now()) AS now
@@ -140,7 +141,10 @@ def _collapse(latest: Mapping[str, int]) -> dict[str, int]:
 
 
 def _record_params(collapsed: dict[str, int], now: datetime | None) -> dict:
-    return {"addresses": list(collapsed), "history_ids": list(collapsed.values()), "now": now}
+    # One JSON text ({address: history id}) rather than a text[] and a bigint[]: psycopg
+    # adapts a list in Python, element by element, which cost ingest's every batch more
+    # CPU than the rest of its statement's execute.
+    return {"latest": json.dumps(collapsed), "now": now}
 
 
 def _outcomes(rows) -> dict[str, NotificationOutcome]:

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
-from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction
+from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction, uuid_array
 from mailwatch.store.claims import (
     FAILURE_COLUMNS, due_in_tenant_turns, failure_values, gmail_retry_values, terminal_values,
 )
@@ -98,7 +98,7 @@ async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: t
 
 def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID]) -> dict:
     return {"p_owner": owner, "p_now": now, "p_lease_expires_at": now + lease, "p_limit": limit,
-            "p_skip_tenants": list(skip_tenants)}
+            "p_skip_tenants": uuid_array(skip_tenants)}
 
 
 @functools.cache
