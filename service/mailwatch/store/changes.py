@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch.domain.errors import NotFound
 from mailwatch.domain.models import ChangeEvent, EventType, MessageMetadata, NewEvent
 from mailwatch.domain.stream_partitions import StreamPartition
-from mailwatch.store.db import Sessions, driver_autocommit, reading, transaction
+from mailwatch.store.db import Sessions, driver_autocommit, fetch_all, reading, transaction
 from mailwatch.store.mailboxes import get_mailbox
 from mailwatch.store.models import change_events, tenants
 from mailwatch.store.tenants import get_tenant
@@ -186,9 +186,7 @@ async def update_and_append(
         params = {**params, **_append_params(tenant_id, events)}
     else:
         sql = update_sql
-    async with connection.cursor(binary=True) as cursor:
-        await cursor.execute(sql, params)
-        return await cursor.fetchall()
+    return await fetch_all(connection, sql, params)
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,11 +301,7 @@ async def driver_connection(session: AsyncSession):
 async def _fetch_tuples(session: AsyncSession, sql: str, params: dict) -> list[tuple]:
     """Rows of `sql` as plain tuples, on the session's connection and transaction,
     in psycopg's binary format (see `scan_events` for why)."""
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    async with driver.cursor(binary=True) as cursor:
-        await cursor.execute(sql, params)
-        return await cursor.fetchall()
+    return await fetch_all(await driver_connection(session), sql, params)
 
 
 # A mailbox's stream partition, as domain.stream_partitions.partition_of computes it:
@@ -446,9 +440,7 @@ async def scan(sessions: Sessions, tenant_id: uuid.UUID, after_sequence: int, *,
     with no session's BEGIN and ROLLBACK round trips around it."""
     sql, params = _scan_query(tenant_id, after_sequence, mailbox_ids, types, partition, limit, scan_limit)
     async with driver_autocommit(sessions) as connection:
-        async with connection.cursor(binary=True) as cursor:
-            await cursor.execute(sql, params)
-            rows = await cursor.fetchall()
+        rows = await fetch_all(connection, sql, params)
     return _scanned(rows, tenant_id, after_sequence, params)
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain import addresses
-from mailwatch.store.db import Sessions, driver_autocommit, transaction
+from mailwatch.store.db import Sessions, driver_autocommit, fetch_all, transaction
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES, MALFORMED_MAX_PER_SOURCE, malformed_notifications
 
 
@@ -121,9 +121,8 @@ async def _record_on_driver(connection, latest: Mapping[str, int], now: datetime
     collapsed = _collapse(latest)
     if not collapsed:
         return {}
-    async with connection.cursor(row_factory=namedtuple_row) as cursor:
-        await cursor.execute(_compiled_record(), _record_params(collapsed, now))
-        return _outcomes(await cursor.fetchall())
+    return _outcomes(await fetch_all(connection, _compiled_record(), _record_params(collapsed, now),
+                                     row_factory=namedtuple_row))
 
 
 @functools.cache

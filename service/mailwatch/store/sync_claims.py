@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
-from mailwatch.store.db import Sessions, autocommit, driver_autocommit, transaction, uuid_array
+from mailwatch.store.db import Sessions, autocommit, driver_autocommit, fetch_all, transaction, uuid_array
 from mailwatch.store.claims import (
     FAILURE_COLUMNS, due_in_tenant_turns, failure_values, gmail_retry_values, terminal_values,
 )
@@ -90,9 +90,8 @@ async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: t
     no SQLAlchemy execution or result layer on this path)."""
     sql, compiled = _compiled_claim()
     async with driver_autocommit(sessions) as connection:
-        async with connection.cursor(binary=True, row_factory=namedtuple_row) as cursor:
-            await cursor.execute(sql, compiled.construct_params(_claim_params(owner, now, lease, limit, skip_tenants)))
-            rows = await cursor.fetchall()
+        rows = await fetch_all(connection, sql, compiled.construct_params(
+            _claim_params(owner, now, lease, limit, skip_tenants)), row_factory=namedtuple_row)
     return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 

@@ -281,3 +281,23 @@ async def test_a_host_that_never_answers_fails_the_connection_within_the_connect
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_driver_connection_keeps_one_cursor_per_statement_and_each_run_gets_its_own_rows(engine):
+    import psycopg
+
+    from mailwatch.store.db import fetch_all
+
+    add = "SELECT %(n)s::int + 1, %(label)s::text"
+    divide = "SELECT 12 / %(n)s::int"
+    async with engine.driver_connection() as connection:
+        first = await fetch_all(connection, add, {"n": 1, "label": "a"})
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await fetch_all(connection, divide, {"n": 0})
+        # The kept cursors serve their statements again: new parameters, new rows, also
+        # after a run that failed.
+        second = await fetch_all(connection, add, {"n": 41, "label": "b"})
+        divided = await fetch_all(connection, divide, {"n": 4})
+        kept = len(connection.statement_cursors)
+    assert (first, second, divided) == ([(2, "a")], [(42, "b")], [(3,)])
+    assert kept == 2
