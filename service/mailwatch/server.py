@@ -131,12 +131,15 @@ async def serve(settings: Settings) -> int:
     server_credentials(settings.tls)  # unusable TLS files stop start-up before anything connects
     try:
         async with running(settings) as started:
+            # Before readiness is announced: a SIGTERM from then on drains (it killed the
+            # process outright while the heap was frozen and the line printed).
+            stopping = on_stop_signals()
             freeze_startup_heap()
             host = settings.listen.rpartition(":")[0]
             loop = running_loop_kind()
             print(f"mailwatch serving on {host}:{started.port} (event loop: {loop})", flush=True)
             log.info("serving", extra={"listen": f"{host}:{started.port}", "event_loop": loop})
-            await until_signalled()
+            await stopping.wait()
     except MailwatchError as exc:
         print(f"mailwatch: {exc.message}", file=sys.stderr)
         return 2
@@ -157,10 +160,15 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def until_signalled() -> None:
-    """Wait for SIGTERM or SIGINT (Ctrl-C)."""
+def on_stop_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT (Ctrl-C) sets from now on (instead of ending the process)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    return stopping
+
+
+async def until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT (Ctrl-C)."""
+    await on_stop_signals().wait()
