@@ -10,9 +10,9 @@ committed — no per-message callbacks on the client's thread pool to re-batch,
 and "ack only after the durable write" is one line to read.
 
 Where a batch's time goes: the pull, reading the messages (from the raw
-protobuf, `type(response).pb(response)`: proto-plus's wrappers cost more per
-message than the pull itself), the one-statement write, which waits on mailbox
-rows a sync's page commit holds, and the acknowledge. Each subscription runs
+protobuf: proto-plus's wrappers cost more per message than the pull itself),
+the one-statement write, which waits on mailbox rows a sync's page commit
+holds, and the acknowledge. Each subscription runs
 several pullers (`MAILWATCH_INGEST_CONCURRENCY`, default 4) so one pulls while
 others write and ack; under a heavy load, ingest runs in replicas of its own
 (`MAILWATCH_ROLE=ingest`), where it does not share a core with the syncs its
@@ -31,9 +31,8 @@ Failure handling: if the database write fails the batch is not acked; its
 messages are nacked (ack deadline 0) so Pub/Sub redelivers them, and the
 puller backs off exponentially with jitter. The write is idempotent
 (GREATEST / COALESCE), so redelivery after a crash between commit and ack, or
-an ack that is lost, is harmless. google-cloud-pubsub is synchronous; every
-call runs in a worker thread (`asyncio.to_thread`) so the event loop never
-blocks.
+an ack that is lost, is harmless. The calls run on the event loop
+(`mailwatch.ingest.subscriber`, grpc.aio): no worker thread per call.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from mailwatch.ingest import metrics
 from mailwatch.ingest.decode import MAX_DATA_BYTES, attributes_of
 from mailwatch.ingest.record import IngestStats, Received, record_batch
 from mailwatch.ingest.sources import DEPLOYMENT, SubscriptionHealth
+from mailwatch.ingest.subscriber import Subscriber, connect
 from mailwatch.store.db import Sessions
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,6 @@ log = logging.getLogger(__name__)
 # Pub/Sub accepts at most 1000 messages per pull and keeps ack requests small.
 MAX_PULL_MESSAGES = 1000
 ACK_CHUNK = 1000
-
-
-def _default_subscriber():
-    from google.cloud import pubsub_v1
-
-    # Honours PUBSUB_EMULATOR_HOST (tests, dev stack) like every google-cloud client.
-    return pubsub_v1.SubscriberClient()
 
 
 class PullIngestor:
@@ -91,7 +84,7 @@ class PullIngestor:
         backoff_max: float = 30.0,
         write_timeout: float | None = None,
         clock: Clock | None = None,
-        subscriber_factory: Callable[[], object] = _default_subscriber,
+        subscriber_factory: Callable[[], Awaitable[Subscriber]] = connect,
         on_marked_due: Callable[[], None] | None = None,
         sources: Callable[[], Awaitable[dict[str, str]]] | None = None,
         sources_refresh_seconds: float = 30.0,
@@ -115,7 +108,7 @@ class PullIngestor:
         self._subscriber_factory = subscriber_factory
         self.on_marked_due = on_marked_due  # e.g. the sync worker's wake()
         self.stats = IngestStats()
-        self._client = None
+        self._client: Subscriber | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._consecutive_failures = 0
@@ -163,7 +156,7 @@ class PullIngestor:
             return
         self._stopping.clear()
         if self.subscriptions:
-            self._client = await asyncio.to_thread(self._subscriber_factory)
+            self._client = await self._subscriber_factory()
         for subscription in self.subscriptions:
             self._spawn(subscription, DEPLOYMENT)
         if self.sources is not None:
@@ -188,7 +181,7 @@ class PullIngestor:
         if self._client is None and wanted:
             # Made only once there is something to pull (it needs Google credentials or the emulator).
             try:
-                self._client = await asyncio.to_thread(self._subscriber_factory)
+                self._client = await self._subscriber_factory()
             except Exception as exc:  # noqa: BLE001 - e.g. no credentials: say so, try again later
                 log.error("cannot create the Pub/Sub client", extra={"error": repr(exc)})
                 return
@@ -220,7 +213,7 @@ class PullIngestor:
                     log.error("ingest puller ended with an error", exc_info=result)
         client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(client.close)
+            await client.close()
 
     async def __aenter__(self) -> "PullIngestor":
         await self.start()
@@ -237,11 +230,7 @@ class PullIngestor:
         retired = retired or asyncio.Event()
         while not self._stopping.is_set() and not retired.is_set():
             try:
-                response = await asyncio.to_thread(
-                    self._client.pull,
-                    request={"subscription": subscription, "max_messages": max_messages},
-                    timeout=self.pull_timeout,
-                )
+                response = await self._client.pull(subscription, max_messages, self.pull_timeout)
             except google_exceptions.DeadlineExceeded:
                 await self.health.record_unanswered(subscription)  # quiet, or a slow answer
                 continue  # nothing arrived within pull_timeout
@@ -256,9 +245,7 @@ class PullIngestor:
                 continue
             pulled_at = time.time()  # wall clock, as Pub/Sub's publish times are
             await self.health.record(subscription, None)
-            # The raw protobuf, not proto-plus's wrappers: reading each message's
-            # fields through the wrappers costs more than the pull itself.
-            received_messages = type(response).pb(response).received_messages
+            received_messages = response.received_messages
             if not received_messages:
                 await self._sleep(self.idle_seconds)
                 continue
@@ -338,11 +325,7 @@ class PullIngestor:
         for start in range(0, len(ack_ids), ACK_CHUNK):
             chunk = ack_ids[start:start + ACK_CHUNK]
             try:
-                await asyncio.to_thread(
-                    self._client.acknowledge,
-                    request={"subscription": subscription, "ack_ids": chunk},
-                    timeout=30,
-                )
+                await self._client.acknowledge(subscription, chunk, timeout=30)
                 self.stats.acked += len(chunk)
             except Exception as exc:  # noqa: BLE001 - redelivery is harmless: the write is idempotent
                 self.stats.ack_failures += 1
@@ -354,11 +337,7 @@ class PullIngestor:
         for start in range(0, len(ack_ids), ACK_CHUNK):
             chunk = ack_ids[start:start + ACK_CHUNK]
             try:
-                await asyncio.to_thread(
-                    self._client.modify_ack_deadline,
-                    request={"subscription": subscription, "ack_ids": chunk, "ack_deadline_seconds": seconds},
-                    timeout=30,
-                )
+                await self._client.modify_ack_deadline(subscription, chunk, seconds, timeout=30)
                 self.stats.nacked += len(chunk)
             except Exception as exc:  # noqa: BLE001 - the ack deadline lapses instead
                 self.stats.ack_failures += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import grpc
 import pytest
 from tests.fixtures.waiting import eventually, stays
 from tests.integration.ingest._ingest_support import ACK_DEADLINE_SECONDS, notification
@@ -13,6 +14,7 @@ from prometheus_client import REGISTRY
 from mailwatch_devstack.ports import free_port
 from mailwatch.domain.models import MailboxState
 from mailwatch.ingest import PullIngestor
+from mailwatch.ingest.subscriber import Subscriber, connect
 from mailwatch.store import create_engine, session_factory
 from mailwatch.store.models import MALFORMED_DATA_MAX_BYTES
 
@@ -23,6 +25,11 @@ FAST = dict(pull_timeout=1.0, idle_seconds=0.05, backoff_initial=0.05, backoff_m
 
 def ingestor(sessions, pubsub, **kw) -> PullIngestor:
     return PullIngestor(sessions, [pubsub.subscription], **{**FAST, **kw})
+
+
+async def returned(subscriber):
+    """A subscriber_factory's answer: the subscriber a test built (and wraps)."""
+    return subscriber
 
 
 def metric(name: str, **labels) -> float:
@@ -206,29 +213,35 @@ async def test_database_unreachable_nothing_is_acked_and_messages_come_back(db, 
     assert [r.reason for r in await db.malformed()] == ["not_json"]
 
 
-class _FlakySubscriber:
-    """A real SubscriberClient whose first acknowledge is lost (as in a crash before ack)."""
+class _Wrapped:
+    """The real subscriber, passed through; subclasses change one call."""
 
-    def __init__(self) -> None:
-        from google.cloud import pubsub_v1
+    def __init__(self, subscriber: Subscriber) -> None:
+        self._subscriber = subscriber
 
-        self._client = pubsub_v1.SubscriberClient()
-        self.lost_acks = 0
+    def pull(self, *args, **kw):
+        return self._subscriber.pull(*args, **kw)
 
-    def pull(self, **kw):
-        return self._client.pull(**kw)
+    def acknowledge(self, *args, **kw):
+        return self._subscriber.acknowledge(*args, **kw)
 
-    def modify_ack_deadline(self, **kw):
-        return self._client.modify_ack_deadline(**kw)
+    def modify_ack_deadline(self, *args, **kw):
+        return self._subscriber.modify_ack_deadline(*args, **kw)
 
-    def acknowledge(self, **kw):
+    def close(self):
+        return self._subscriber.close()
+
+
+class _FlakySubscriber(_Wrapped):
+    """Its first acknowledge is lost (as in a crash before ack)."""
+
+    lost_acks = 0
+
+    async def acknowledge(self, *args, **kw):
         if self.lost_acks == 0:
             self.lost_acks += 1
             raise ConnectionError("simulated crash between write and ack")
-        return self._client.acknowledge(**kw)
-
-    def close(self) -> None:
-        self._client.close()
+        await self._subscriber.acknowledge(*args, **kw)
 
 
 async def test_lost_ack_means_redelivery_and_the_write_is_idempotent(db, sessions, pubsub):
@@ -236,8 +249,8 @@ async def test_lost_ack_means_redelivery_and_the_write_is_idempotent(db, session
     mailbox = await db.mailbox(tenant, "a@example.com", history_id=100)
     pubsub.publish([notification("a@example.com", 250)])
 
-    flaky = _FlakySubscriber()
-    async with ingestor(sessions, pubsub, subscriber_factory=lambda: flaky) as worker:
+    flaky = _FlakySubscriber(await connect())
+    async with ingestor(sessions, pubsub, subscriber_factory=lambda: returned(flaky)) as worker:
         await eventually(lambda: worker.stats.ack_failures == 1)
         first = await db.row(mailbox)
         assert first.notified_history_id == 250
@@ -249,41 +262,30 @@ async def test_lost_ack_means_redelivery_and_the_write_is_idempotent(db, session
     assert second.sync_due_at == first.sync_due_at
 
 
-class _GatedSubscriber:
+class _GatedSubscriber(_Wrapped):
     """Holds the first pull until released, to stop() while a batch is in flight."""
 
-    def __init__(self) -> None:
-        from google.cloud import pubsub_v1
+    def __init__(self, subscriber: Subscriber) -> None:
+        super().__init__(subscriber)
+        self.pulling = asyncio.Event()
+        self.release = asyncio.Event()
 
-        self._client = pubsub_v1.SubscriberClient()
-        self.pulling = threading.Event()
-        self.release = threading.Event()
-
-    def pull(self, **kw):
+    async def pull(self, subscription, max_messages, timeout):
         if not self.release.is_set():
             self.pulling.set()
-            self.release.wait(30)
-            kw["timeout"] = 10
-        return self._client.pull(**kw)
-
-    def acknowledge(self, **kw):
-        return self._client.acknowledge(**kw)
-
-    def modify_ack_deadline(self, **kw):
-        return self._client.modify_ack_deadline(**kw)
-
-    def close(self) -> None:
-        self._client.close()
+            await asyncio.wait_for(self.release.wait(), 30)
+            timeout = 10
+        return await self._subscriber.pull(subscription, max_messages, timeout)
 
 
 async def test_stop_finishes_the_in_flight_batch(db, sessions, pubsub):
     tenant = await db.tenant()
     mailbox = await db.mailbox(tenant, "a@example.com", history_id=100)
     pubsub.publish([notification("a@example.com", 777)])
-    gated = _GatedSubscriber()
-    worker = ingestor(sessions, pubsub, subscriber_factory=lambda: gated)
+    gated = _GatedSubscriber(await connect())
+    worker = ingestor(sessions, pubsub, subscriber_factory=lambda: returned(gated))
     await worker.start()
-    await asyncio.to_thread(gated.pulling.wait, 10)
+    await asyncio.wait_for(gated.pulling.wait(), 10)
     stopping = asyncio.create_task(worker.stop())
     # Stopping waits for the batch in flight, held at the gate: it cannot finish meanwhile.
     await stays(lambda: not stopping.done(), 0.3, what="stop waits for the batch in flight")
@@ -292,6 +294,20 @@ async def test_stop_finishes_the_in_flight_batch(db, sessions, pubsub):
     assert not worker.running
     assert worker.stats.acked == 1
     assert (await db.row(mailbox)).notified_history_id == 777
+
+
+async def test_pull_and_ack_run_on_the_event_loop_and_stop_closes_the_channel(db, sessions, pubsub):
+    """No worker thread per call (so none is left behind), and stop() closes the channel it pulled on."""
+    tenant = await db.tenant()
+    await db.mailbox(tenant, "a@example.com")
+    subscriber = await connect()
+    threads_before = set(threading.enumerate())
+    pubsub.publish([notification("a@example.com", 200 + n) for n in range(5)])
+    async with ingestor(sessions, pubsub, subscriber_factory=lambda: returned(subscriber)) as worker:
+        await eventually(lambda: worker.stats.acked >= 5)
+    assert [thread.name for thread in set(threading.enumerate()) - threads_before] == []
+    with pytest.raises(grpc.aio.UsageError):
+        await subscriber.pull(pubsub.subscription, 1, 1.0)
 
 
 async def test_disabled_ingestor_does_not_pull(sessions, pubsub):
