@@ -167,8 +167,3 @@ def on_stop_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     return stopping
-
-
-async def until_signalled() -> None:
-    """Wait for SIGTERM or SIGINT (Ctrl-C)."""
-    await on_stop_signals().wait()

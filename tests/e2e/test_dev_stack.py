@@ -9,6 +9,7 @@ PostgreSQL and to push delivery from the simulator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ import pytest
 from mailwatch_devstack.ports import free_port
 from mailwatch_devstack.gmail_sim import SimulatorControl
 from mailwatch_client import EventType, MailwatchClient, RetryConfig
-from tests.fixtures.processes import DevStackProcess
+from tests.fixtures.processes import DevStackProcess, descendants, full_pipe, stop_once_handled
 from tests.fixtures.waiting import eventually_sync
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +79,29 @@ def test_dev_stack_streams_events_and_stops_every_child_on_sigint():
         dev.stop()
     finally:
         dev.kill()
+
+
+@pytest.mark.timeout(300)  # initdb and start of a whole stack on a busy machine
+def test_dev_stack_ctrl_c_as_its_banner_is_printed_stops_it_cleanly():
+    """The banner is printed only once Ctrl-C stops the stack cleanly: a stack interrupted at
+    once by whoever waited for it exits 0. Its stdout is a full pipe, so it blocks in that print."""
+    read_end, write_end = full_pipe()
+    dev = subprocess.Popen([sys.executable, "-m", "mailwatch.cli", "dev", *dev_args(free_port(), free_port())],
+                           env=python_only_env(), stdout=write_end, stderr=subprocess.STDOUT)
+    os.close(write_end)
+    try:
+        output = stop_once_handled(dev, signal.SIGINT, read_end, timeout=240,
+                                   what="mailwatch dev handling its stop signals (its banner's print blocked meanwhile)")
+        assert dev.wait(timeout=60) == 0, output[-4000:]
+        assert "Ctrl-C stops everything" in output and "Traceback" not in output, output[-4000:]
+    finally:
+        if dev.poll() is None:  # it failed: it and what it started, by their pids
+            tree = descendants(dev.pid)
+            dev.kill()
+            dev.wait()
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def descendants_exist(dev: DevStackProcess) -> bool:

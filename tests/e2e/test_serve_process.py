@@ -19,9 +19,8 @@ from mailwatch.secrets import generate_key
 from mailwatch.v1 import mailbox_service_pb2, mailbox_service_pb2_grpc, resources_pb2
 from tests.fixtures.factory import register_at, service_account_request, tenant_key_at
 from tests.fixtures.names import TEST_PROJECT
-from tests.fixtures.processes import ServiceProcess
+from tests.fixtures.processes import ServiceProcess, full_pipe, stop_once_handled
 from tests.fixtures.service import service_settings
-from tests.fixtures.waiting import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -144,37 +143,20 @@ def test_sigterm_drains_and_exits_zero(database_url, loop):
 
 
 
-def _catches_sigterm(pid: int) -> bool:
-    with open(f"/proc/{pid}/status") as status:
-        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
-    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
-
-
 def test_sigterm_as_readiness_is_announced_drains_and_exits_zero(database_url):
     """The readiness line is printed only once SIGTERM drains: a service stopped at once by
     whoever waited for that line (a test, a supervisor) shuts down cleanly, not killed by
     the signal's default action. Its stdout is a full pipe, so it blocks in that print."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            os.write(write_end, b"x" * 4096)
-    os.set_blocking(write_end, True)
+    read_end, write_end = full_pipe()
     service = subprocess.Popen(SERVE, env=serve_env(base_env(database_url)), stdout=write_end,
                                stderr=subprocess.PIPE, text=True)
     os.close(write_end)
     try:
-        eventually_sync(lambda: service.poll() is not None or _catches_sigterm(service.pid), timeout=90,
-                        what="mailwatch serve handling SIGTERM (its readiness print blocked meanwhile)")
-        service.send_signal(signal.SIGTERM)
-        with os.fdopen(read_end, "rb") as stdout:
-            read_end = None
-            output = stdout.read().decode(errors="replace")  # until it exits
+        output = stop_once_handled(service, signal.SIGTERM, read_end, timeout=90,
+                                   what="mailwatch serve handling SIGTERM (its readiness print blocked meanwhile)")
         assert service.wait(timeout=60) == 0, service.stderr.read()
         assert "mailwatch serving on" in output
     finally:
-        if read_end is not None:
-            os.close(read_end)
         if service.poll() is None:
             service.kill()
             service.wait()

@@ -113,7 +113,7 @@ async def _demo_tenant(app, data: DevDataDir) -> tuple[str, bool]:
 
 async def run_dev(options: DevOptions) -> int:
     from mailwatch_devstack.gmail_sim import GmailSimulator, SimulatorControl
-    from mailwatch.server import running, until_signalled
+    from mailwatch.server import on_stop_signals, running
     from mailwatch.store import migrate
 
     data = DevDataDir(options.data_dir)
@@ -152,6 +152,8 @@ async def run_dev(options: DevOptions) -> int:
 
         configure_logging(settings.log)
         async with running(settings, grace_seconds=2) as started:
+            # Before the banner: a Ctrl-C from whoever waited for it stops the stack cleanly.
+            stopping = on_stop_signals()
             trickle: asyncio.Task | None = None
             try:
                 await path.connect(control, started.app.http_port)
@@ -177,7 +179,7 @@ async def run_dev(options: DevOptions) -> int:
                     f"Ctrl-C stops everything.",
                     flush=True,
                 )
-                await until_signalled()
+                await stopping.wait()
             finally:
                 if trickle is not None:
                     trickle.cancel()
