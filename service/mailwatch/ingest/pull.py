@@ -229,6 +229,7 @@ class PullIngestor:
         backoff = self.backoff_initial
         retired = retired or asyncio.Event()
         while not self._stopping.is_set() and not retired.is_set():
+            sent_at = time.monotonic()
             try:
                 response = await self._client.pull(subscription, max_messages, self.pull_timeout)
             except google_exceptions.DeadlineExceeded:
@@ -244,7 +245,7 @@ class PullIngestor:
                 backoff = self._next_backoff(backoff)
                 continue
             pulled_at = time.time()  # wall clock, as Pub/Sub's publish times are
-            await self.health.record(subscription, None)
+            await self.health.record(subscription, None, sent_at=sent_at)
             received_messages = response.received_messages
             if not received_messages:
                 await self._sleep(self.idle_seconds)

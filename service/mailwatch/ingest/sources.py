@@ -62,14 +62,14 @@ class SubscriptionHealth:
         self._clock = clock
         self._owners: dict[str, str] = {}
         self._written: dict[str, tuple[bool, float]] = {}  # subscription -> (ok, monotonic time written)
-        self._failing: set[str] = set()  # subscriptions whose last answered pull failed
+        self._failing: dict[str, float] = {}  # subscription -> monotonic time its last answered pull failed
 
     def owned_by(self, subscription: str, owner: str) -> None:
         self._owners[subscription] = owner
 
     def forget(self, subscription: str) -> None:
         self._written.pop(subscription, None)
-        self._failing.discard(subscription)
+        self._failing.pop(subscription, None)
         owner = self._owners.pop(subscription, None)
         if owner is not None and owner not in self._owners.values():
             SUBSCRIPTION_HEALTHY.remove(owner)
@@ -81,12 +81,19 @@ class SubscriptionHealth:
         if subscription not in self._failing:
             await self.record(subscription, None)
 
-    async def record(self, subscription: str, error: BaseException | None) -> None:
+    async def record(self, subscription: str, error: BaseException | None, *, sent_at: float | None = None) -> None:
+        """`sent_at` (time.monotonic()) of an answered pull: an answer to a pull sent before the
+        last failure was recorded says nothing new (the emulator answers a pull in flight when
+        its subscription is deleted, empty, after the other pullers' NotFound), so it does not
+        heal a failing subscription."""
         ok = error is None
+        failed_at = self._failing.get(subscription)
+        if ok and failed_at is not None and sent_at is not None and sent_at < failed_at:
+            return
         if ok:
-            self._failing.discard(subscription)
+            self._failing.pop(subscription, None)
         else:
-            self._failing.add(subscription)
+            self._failing[subscription] = time.monotonic()
         SUBSCRIPTION_HEALTHY.labels(self._owners.get(subscription, DEPLOYMENT)).set(1 if ok else 0)
         last = self._written.get(subscription)
         now = time.monotonic()

@@ -5,6 +5,7 @@ visible to it and to the operator (status, metric) while the others keep flowing
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from google.cloud import pubsub_v1
@@ -104,9 +105,16 @@ async def test_a_pull_left_unanswered_does_not_make_a_failing_subscription_healt
     def gauge() -> float | None:
         return REGISTRY.get_sample_value("mailwatch_ingest_subscription_healthy", {"owner": owner})
 
+    sent_before_the_failure = time.monotonic()
     await health.record(failing, google_exceptions.NotFound("Subscription does not exist"))
     await health.record_unanswered(failing)
     assert gauge() == 0
+    # Another puller's pull, sent before that NotFound, answered (empty) after it: no news.
+    await health.record(failing, None, sent_at=sent_before_the_failure)
+    assert gauge() == 0
+    await health.record(failing, None, sent_at=time.monotonic())  # a pull sent since, answered
+    assert gauge() == 1
+    await health.record(failing, google_exceptions.NotFound("Subscription does not exist"))
     await health.record(failing, None)  # a pull answered again
     assert gauge() == 1
     await health.record_unanswered(failing)
