@@ -246,6 +246,7 @@ class UsageLimits:
         self._holders: dict[uuid.UUID, asyncio.Task] = {}  # lease -> the task serving its stream
         self._ended: dict[uuid.UUID, TenantStreamLimit] = {}  # leases lost to the limit: why their stream ends
         self._renewing: asyncio.Task | None = None
+        self._endings: set[asyncio.Task] = set()  # leases being taken back or deleted (`_end_lease`)
         self._refusal_log = ThrottledLog(log, clock=clock)
 
     async def limits_of(self, tenant_id: uuid.UUID) -> EffectiveLimits:
@@ -359,18 +360,29 @@ class UsageLimits:
         return self._streams.get(tenant_id, 0)
 
     async def close(self) -> None:
-        """Stop pushing leases on (the process is stopping; its streams have ended or lapse)."""
+        """Stop pushing leases on (the process is stopping; its streams have ended or lapse), and
+        wait for the leases still being given back: each holds a pooled connection, which must be
+        back in the pool before the engine is disposed and the event loop cancels what is left."""
         task, self._renewing = self._renewing, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        while self._endings:
+            await asyncio.gather(*self._endings, return_exceptions=True)
 
     async def _end_lease(self, ending: Awaitable[None], lease_seconds: float) -> None:
-        # Shielded: a cancelled stream (the usual end) still gives its slot back now.
+        # Shielded: a cancelled stream (the usual end) still gives its slot back now. Its own task,
+        # kept until done: a stream cancelled again meanwhile (a server's stop after its grace, on a
+        # call already ending) stops waiting for it, and `close` waits instead.
+        task = asyncio.create_task(self._ending(ending, lease_seconds))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+        await asyncio.shield(task)
+
+    @staticmethod
+    async def _ending(ending: Awaitable[None], lease_seconds: float) -> None:
         try:
-            await asyncio.shield(ending)
-        except asyncio.CancelledError:
-            raise
+            await ending
         except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the lease lapses by itself
             log.warning("could not end a stream's lease (%s); it stops counting within %g s", exc, lease_seconds)
 

@@ -311,3 +311,52 @@ async def test_with_no_limit_an_open_does_not_wait_for_another_in_flight(session
         assert await stream_leases.held(sessions, tenant) == 1
     finally:
         await holder.close()
+
+
+async def _delete_waits_for_a_row_lock(sessions) -> bool:
+    async with sessions() as session:
+        return bool((await session.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'DELETE FROM tenant_stream_leases%'"))).scalar_one())
+
+
+async def test_closing_waits_for_a_lease_still_being_given_back_by_a_stream_cancelled_again(
+        engine, sessions, database_url):
+    """A stream cancelled while its lease's delete is on its way (a server's stop after its
+    grace, on a call already ending) stops waiting for the delete; `close` waits for it, so its
+    pooled connection is back before the engine is disposed (not left checked out when the event
+    loop ends and cancels the delete, for the garbage collector to find)."""
+    tenant = (await Rows(sessions).tenant()).id
+    # Leases long enough that no renewal runs during the test.
+    limits = UsageLimits(LimitSettings(streams_per_tenant=1, stream_lease_seconds=600), counts=SharedCounts(sessions))
+    end = asyncio.Event()
+
+    async def stream() -> None:
+        async with limits.stream_slot(tenant):
+            await end.wait()
+
+    task = asyncio.create_task(stream())
+    # The lease's row held by another transaction: the stream's delete waits for it.
+    holder = await psycopg.AsyncConnection.connect(database_url.replace("+psycopg", ""))
+    try:
+        await eventually(lambda: stream_leases.held(sessions, tenant), what="the stream's lease")
+        await holder.execute("SELECT 1 FROM tenant_stream_leases WHERE tenant_id = %s FOR UPDATE", (tenant,))
+        end.set()
+        await eventually(lambda: _delete_waits_for_a_row_lock(sessions), what="the lease's delete waiting")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        checked_out_when_closed = []
+        closing = asyncio.create_task(limits.close())
+        closing.add_done_callback(lambda _: checked_out_when_closed.append(engine.pool.checkedout()))
+        # A round trip while the delete still waits: a `close` that does not wait for it is done by then.
+        await holder.execute("SELECT 1")
+        await holder.commit()  # the delete goes on
+        await closing
+        assert checked_out_when_closed == [0]
+        assert await stream_leases.held(sessions, tenant) == 0
+    finally:
+        await holder.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await limits.close()
