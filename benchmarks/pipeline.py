@@ -24,6 +24,13 @@ credentials from the simulator), opens one StreamChanges stream
 1b. metadata: the same paced inserts to mailboxes registered with message
    metadata and to as many plain ones; latency and Gmail calls / quota units
    per change for each group, and the batch requests the metadata cost.
+1f. raw floor (after the latency phase; `--no-floor` skips it, it adds 10-20 s): the same paced
+   inserts to as many mailboxes of its own, through `benchmarks/raw_floor.py`, a process making
+   exactly the round trips one change costs the service with the bare libraries the service
+   uses (Pub/Sub pull + ack, the Postgres statements, history.list, one stream write), with
+   the service paused meanwhile; prints the service's CPU per change next to the floor's, the
+   floor's split by part, and the load average. The host's speed moves within an hour: the
+   two figures of one run compare, figures of two runs do not.
 2. throughput (backlog drain): M changes inserted with the simulator's
    notifications switched off, then one more change per mailbox with them on;
    changes/s = changes on the stream after that trigger / (trigger -> last
@@ -54,6 +61,7 @@ that phase (phases 1-2) or that were published to the topic (phase 4).
 
     /work/venv/bin/python benchmarks/pipeline.py [--mailboxes 50] [--changes 10000] [--notifications 20000]
         [--phases latency,metadata,throughput,ingest] [--profile DIR] [--ingest-replica] [--event-loop uvloop|asyncio]
+        [--no-floor]
 
 `--ingest-replica` runs ingest in a second `mailwatch serve --role ingest`
 (MAILWATCH_ROLE=ingest) and the first as `--role sync`, as a deployment with
@@ -519,11 +527,12 @@ class Phase:
     profiler: Profiler
 
 
-async def phase_latency(args, ph: Phase, shape: str) -> None:
+async def phase_latency(args, ph: Phase, shape: str) -> float | None:
     """Paced single changes; each change's latency split into its stages:
     the simulator's change -> publish (per notification, from its log), the stages
     the service sees (mailwatch.stages, from its histograms), and commit -> on the
-    stream (per change, from each event's observe_time)."""
+    stream (per change, from each event's observe_time). Returns the service's CPU
+    seconds per change."""
     emails, say, consumer = ph.emails, ph.say, ph.consumer
     await asyncio.to_thread(ph.control.configure, history_label_ids=SHAPES[shape])
     rate = len(emails) / args.latency_spacing  # changes/s such that each mailbox changes once per spacing
@@ -538,22 +547,7 @@ async def phase_latency(args, ph: Phase, shape: str) -> None:
     first_seq = max((e["seq"] for e in await asyncio.to_thread(ph.control.notifications)), default=0)
     ph.cpu.start()
     ph.profiler.start(f"latency-{shape}")
-    sent: dict[tuple[str, str], float] = {}
-    last_insert: dict[str, float] = {}
-    started = time.monotonic()
-    for i in range(count):
-        email = emails[i % len(emails)]
-        # On schedule, and never sooner than the spacing after this mailbox's last change: a
-        # benchmark that fell behind (a loaded host) must not catch up in a burst that puts two
-        # changes of a mailbox inside Gmail's 1 notification/s window (one would be dropped).
-        delay = max(started + i / rate, last_insert.get(email, 0.0) + args.latency_spacing) - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        last_insert[email] = time.monotonic()
-        (result,) = await _insert(ph.control, [{"emailAddress": email, "labelIds": LABELS,
-                                                "subject": f"latency {i}"}])
-        sent[(email, result["id"])] = time.monotonic()
-    inserting = time.monotonic() - started
+    sent, inserting = await _paced_inserts(ph.control, emails, count, args.latency_spacing, "latency")
     missing = await consumer.wait_for(sent, timeout=args.poll_interval * 2 + 30)
     cpu = ph.cpu.summary()
     profiled = ph.profiler.stop()
@@ -592,6 +586,30 @@ async def phase_latency(args, ph: Phase, shape: str) -> None:
     say(f"    service CPU per sync: {_service_cpu_ms(ph.cpu, syncs)} ({syncs / count:.2f} syncs per change)")
     if profiled:
         say(f"    {profiled}")
+    seconds = ph.cpu.used.get("service")
+    return None if seconds is None else seconds / count
+
+
+async def _paced_inserts(control, emails: list[str], count: int, spacing: float, subject: str
+                         ) -> tuple[dict[tuple[str, str], float], float]:
+    """`count` single-message inserts round-robin over `emails`, each mailbox changing every
+    `spacing` seconds; ({(email, message id): monotonic time its insert returned}, seconds taken)."""
+    rate = len(emails) / spacing
+    sent: dict[tuple[str, str], float] = {}
+    last_insert: dict[str, float] = {}
+    started = time.monotonic()
+    for i in range(count):
+        email = emails[i % len(emails)]
+        # On schedule, and never sooner than the spacing after this mailbox's last change: a
+        # benchmark that fell behind (a loaded host) must not catch up in a burst that puts two
+        # changes of a mailbox inside Gmail's 1 notification/s window (one would be dropped).
+        delay = max(started + i / rate, last_insert.get(email, 0.0) + spacing) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        last_insert[email] = time.monotonic()
+        (result,) = await _insert(control, [{"emailAddress": email, "labelIds": LABELS, "subject": f"{subject} {i}"}])
+        sent[(email, result["id"])] = time.monotonic()
+    return sent, time.monotonic() - started
 
 
 def _service_cpu_ms(cpu: CpuMeter, count: int) -> str:
@@ -696,13 +714,114 @@ async def phase_throughput(args, ph: Phase) -> None:
     say(f"    {cpu}")
 
 
-def phase_raw(args, publisher, subscriber, say: Report) -> float:
-    """pubsub_pull.py's batched pull + acknowledge loop, no processing."""
+FLOOR_SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/rawfloor"
+
+
+async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float | None, services: list[Child],
+                      subscriber, start_floor) -> None:
+    """The latency phase's paced changes (same count, mailboxes and spacing) through `raw_floor.py`:
+    the round trips one change costs the service, made with the bare libraries, in a process of
+    its own; its CPU per change next to the service's.
+
+    The floor's mailboxes are its own (the service has never heard of them) and are watched on
+    the Gmail topic, which the floor pulls through a subscription of its own: the simulator
+    publishes as it does for the service, and no notification of the floor's reaches the
+    service's data. The service (and any ingest replica) is paused while the floor is measured,
+    as the floor does not run while the service is: each process's CPU is measured next to the
+    same peers and nothing else of ours. (Paused, the service's pull holds nothing of the
+    floor's: each subscription gets its own copy of every message.)"""
+    import grpc
+
+    from mailwatch.v1 import mailbox_service_pb2
+
+    raw_floor = _benchmark_module("raw_floor")
+    say, control = ph.say, ph.control
+    emails = raw_floor.floor_emails(len(ph.emails))
+    count = args.latency_changes
+    say(f"[1f] raw floor, history {'with' if SHAPES[shape] else 'without'} labelIds: the same {count} paced "
+        f"inserts over {len(emails)} mailboxes of its own, through the bare libraries (benchmarks/raw_floor.py)")
+    started = time.monotonic()
+    await asyncio.to_thread(control.configure, history_label_ids=SHAPES[shape])
+    await asyncio.to_thread(control.create_mailboxes, emails)
+    key = await asyncio.to_thread(control.create_service_account_key, name="rawfloor", project_id=PROJECT,
+                                  delegate_domains=[raw_floor.FLOOR_DOMAIN])
+    await asyncio.to_thread(subscriber.create_subscription, name=FLOOR_SUBSCRIPTION, topic=TOPIC,
+                            ack_deadline_seconds=60)
+    floor = None
+    try:
+        floor, target = await asyncio.to_thread(start_floor, key, FLOOR_SUBSCRIPTION)
+        async with grpc.aio.insecure_channel(target) as channel:
+            ledger = channel.unary_unary(f"/{raw_floor.SERVICE}/Ledger")
+            call = channel.unary_stream(f"/{raw_floor.SERVICE}/Changes",
+                                        response_deserializer=mailbox_service_pb2.StreamChangesResponse.FromString)(b"")
+            consumer = StreamConsumer()
+            reader = asyncio.create_task(consumer.run(call))
+            try:
+                await consumer.wait_open(timeout=30)
+                await asyncio.sleep(1.1)  # the watches' own notifications, and Gmail's 1/s/user window, pass
+                meter = GmailMeter(control)
+                await asyncio.to_thread(meter.start)
+                cpu = CpuMeter({"raw floor": floor.pid}, postmaster=ph.cpu.postmaster)
+                for service in services:
+                    service.pause()
+                try:
+                    before = json.loads(await ledger(b"", timeout=10))
+                    cpu.start()
+                    sent, _ = await _paced_inserts(control, emails, count, args.latency_spacing, "floor")
+                    missing = await consumer.wait_for(sent, timeout=30)
+                    summary = cpu.summary()
+                    after = json.loads(await ledger(b"", timeout=10))
+                finally:
+                    for service in services:
+                        service.resume()
+                usage = await asyncio.to_thread(meter.read)
+            finally:
+                call.cancel()
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+    finally:
+        if floor is not None and floor.stop() not in (0, None):
+            print(f"--- raw floor log tail:\n{floor.tail()}", file=sys.stderr)
+        await asyncio.to_thread(subscriber.delete_subscription, subscription=FLOOR_SUBSCRIPTION)
+    if missing:
+        say(f"    MISSING: {len(missing)} changes never reached the floor's stream")
+    say(f"    Gmail: {usage.describe()}")
+    say(f"    {summary}")
+    floor_cpu = cpu.used["raw floor"] / count
+    parts = {name: (after.get(name, 0.0) - before.get(name, 0.0)) / count for name in (
+        *raw_floor.PARTS, raw_floor.Ledger.LOOP, raw_floor.Ledger.GLUE)}
+    named = sum(parts[name] for name in raw_floor.PARTS)
+    own = {name: parts[name] for name in raw_floor.PARTS}
+    rest = floor_cpu - named
+    threads = rest - parts[raw_floor.Ledger.LOOP] - parts[raw_floor.Ledger.GLUE]
+    say(f"    raw floor CPU per change: {floor_cpu * 1000:.2f} ms ({_ms(own)}; rest {rest * 1000:.2f}: "
+        f"event loop {parts[raw_floor.Ledger.LOOP] * 1000:.2f}, the floor's own code "
+        f"{parts[raw_floor.Ledger.GLUE] * 1000:.2f}, other threads {threads * 1000:.2f}); "
+        f"{(time.monotonic() - started):.1f}s of wall time in all")
+    if service_cpu is None:
+        return
+    say(f"service CPU per change {service_cpu * 1000:.2f} ms; the same round trips with the bare libraries "
+        f"{floor_cpu * 1000:.2f} ms ({_ms(own)}): mailwatch adds {(service_cpu - floor_cpu) * 1000:.2f} ms "
+        f"(the floor is {floor_cpu / service_cpu:.0%} of the service's CPU); load average {_load()}")
+
+
+def _ms(parts: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds * 1000:.2f}" for name, seconds in parts.items())
+
+
+def _benchmark_module(name: str):
+    """A module of this folder (benchmarks/ is not a package when this file runs as a script)."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import pubsub_pull
+        return __import__(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+def phase_raw(args, publisher, subscriber, say: Report) -> float:
+    """pubsub_pull.py's batched pull + acknowledge loop, no processing."""
+    pubsub_pull = _benchmark_module("pubsub_pull")
 
     count = args.notifications
     topic, subscription = pubsub_pull._create(publisher, subscriber)
@@ -812,7 +931,8 @@ async def _wait_notified(psycopg, database_url: str, tenant_id: str, targets: di
 
 
 async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, database_url: str, service: Child,
-                     ingest_replicas: list[Child], cpu: CpuMeter, publisher, subscriber, say: Report) -> None:
+                     ingest_replicas: list[Child], cpu: CpuMeter, publisher, subscriber, say: Report,
+                     start_floor) -> None:
     import grpc
     from google.protobuf.duration_pb2 import Duration
 
@@ -864,8 +984,12 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
             phase = Phase(control, consumer, ServiceMetrics(metrics_url), cpu, emails, say, profiler)
             phases = set(args.phases.split(","))
             if "latency" in phases:
-                for shape in args.history_shapes.split(","):
-                    await phase_latency(args, phase, shape)
+                shapes = args.history_shapes.split(",")
+                service_cpu = {shape: await phase_latency(args, phase, shape) for shape in shapes}
+                if not args.no_floor:
+                    await phase_floor(args, phase, shape=shapes[0], service_cpu=service_cpu[shapes[0]],
+                                      services=[service, *ingest_replicas], subscriber=subscriber,
+                                      start_floor=start_floor)
             if "metadata" in phases and args.metadata_changes:
                 await phase_metadata(args, phase, register)
             if "throughput" in phases:
@@ -882,6 +1006,22 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+def _start_floor(args, key: dict, subscription: str, *, database_url: str, sim_url: str, emulator_host: str,
+                 logdir: Path, children: list[Child]) -> tuple[Child, str]:
+    """benchmarks/raw_floor.py in its own process, stopped with the other children; (it, its address)."""
+    from mailwatch.database_url import libpq_url
+
+    key_file = logdir / "rawfloor-key.json"
+    key_file.write_text(json.dumps(key))
+    floor = Child("raw-floor", [
+        sys.executable, str(BENCHMARKS / "raw_floor.py"), "--database-url", libpq_url(database_url),
+        "--sim-url", sim_url, "--topic", TOPIC, "--subscription", subscription, "--key-file", str(key_file),
+        "--mailboxes", str(args.mailboxes), "--event-loop", args.event_loop,
+    ], child_env({"PUBSUB_EMULATOR_HOST": emulator_host}), logdir)
+    children.append(floor)
+    return floor, floor.start(_benchmark_module("raw_floor").READY, timeout=120).group(1)
 
 
 def _create_pubsub(publisher, subscriber) -> None:
@@ -921,6 +1061,9 @@ def main() -> int:
                              "with MAILWATCH_ROLE=sync), as a deployment with ingest replicas runs")
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=EVENT_LOOPS[0],
                         help=f"service MAILWATCH_EVENT_LOOP (default {EVENT_LOOPS[0]})")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the raw floor after the latency phase (the same paced changes through the bare "
+                             "libraries in benchmarks/raw_floor.py, next to the service's CPU per change)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the service and simulator logs")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated phases to run (default all: {','.join(PHASES)})")
@@ -992,10 +1135,14 @@ def main() -> int:
             say(f"sizes: --mailboxes {args.mailboxes} --latency-changes {args.latency_changes} "
                 f"--latency-spacing {args.latency_spacing} --changes {args.changes} --chunk {args.chunk} "
                 f"--notifications {args.notifications}")
+            def start_floor(key: dict, subscription: str) -> tuple[Child, str]:
+                return _start_floor(args, key, subscription, database_url=database_url, sim_url=sim_url,
+                                    emulator_host=emulator.host, logdir=logdir, children=children)
+
             asyncio.run(run_phases(args, target=target, sim_url=sim_url,
                                    metrics_url=f"http://127.0.0.1:{http_port}/metrics", database_url=database_url,
                                    service=service, ingest_replicas=ingest_replicas, cpu=cpu, publisher=publisher,
-                                   subscriber=subscriber, say=say))
+                                   subscriber=subscriber, say=say, start_floor=start_floor))
             say(f"load average at the end: {_load()} (other processes on this host skew every figure)")
             failed = False
         except KeyboardInterrupt:
