@@ -527,12 +527,11 @@ class Phase:
     profiler: Profiler
 
 
-async def phase_latency(args, ph: Phase, shape: str) -> float | None:
+async def phase_latency(args, ph: Phase, shape: str) -> None:
     """Paced single changes; each change's latency split into its stages:
     the simulator's change -> publish (per notification, from its log), the stages
     the service sees (mailwatch.stages, from its histograms), and commit -> on the
-    stream (per change, from each event's observe_time). Returns the service's CPU
-    seconds per change."""
+    stream (per change, from each event's observe_time)."""
     emails, say, consumer = ph.emails, ph.say, ph.consumer
     await asyncio.to_thread(ph.control.configure, history_label_ids=SHAPES[shape])
     rate = len(emails) / args.latency_spacing  # changes/s such that each mailbox changes once per spacing
@@ -586,8 +585,6 @@ async def phase_latency(args, ph: Phase, shape: str) -> float | None:
     say(f"    service CPU per sync: {_service_cpu_ms(ph.cpu, syncs)} ({syncs / count:.2f} syncs per change)")
     if profiled:
         say(f"    {profiled}")
-    seconds = ph.cpu.used.get("service")
-    return None if seconds is None else seconds / count
 
 
 async def _paced_inserts(control, emails: list[str], count: int, spacing: float, subject: str
@@ -717,7 +714,7 @@ async def phase_throughput(args, ph: Phase) -> None:
 FLOOR_SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/rawfloor"
 
 
-async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float | None, services: list[Child],
+async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float, services: list[Child],
                       subscriber, start_floor) -> None:
     """The latency phase's paced changes (same count, mailboxes and spacing) through `raw_floor.py`:
     the round trips one change costs the service, made with the bare libraries, in a process of
@@ -787,6 +784,10 @@ async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float | None,
     if missing:
         say(f"    MISSING: {len(missing)} changes never reached the floor's stream")
     say(f"    Gmail: {usage.describe()}")
+    counts = {name: n - before["counts"].get(name, 0) for name, n in after["counts"].items()}
+    batches = counts.get("batches", 0)
+    say(f"    raw floor: {batches} pulled batches (mean {counts.get('notifications', 0) / max(batches, 1):.1f} "
+        f"msgs), {counts.get('reads', 0)} reads, {counts.get('stream writes', 0)} stream writes")
     say(f"    {summary}")
     floor_cpu = cpu.used["raw floor"] / count
     parts = {name: (after.get(name, 0.0) - before.get(name, 0.0)) / count for name in (
@@ -799,9 +800,8 @@ async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float | None,
         f"event loop {parts[raw_floor.Ledger.LOOP] * 1000:.2f}, the floor's own code "
         f"{parts[raw_floor.Ledger.GLUE] * 1000:.2f}, other threads {threads * 1000:.2f}); "
         f"{(time.monotonic() - started):.1f}s of wall time in all")
-    if service_cpu is None:
-        return
-    say(f"service CPU per change {service_cpu * 1000:.2f} ms; the same round trips with the bare libraries "
+    which = "service CPU per change" + (" (with its ingest replicas)" if len(services) > 1 else "")
+    say(f"{which} {service_cpu * 1000:.2f} ms; the same round trips with the bare libraries "
         f"{floor_cpu * 1000:.2f} ms ({_ms(own)}): mailwatch adds {(service_cpu - floor_cpu) * 1000:.2f} ms "
         f"(the floor is {floor_cpu / service_cpu:.0%} of the service's CPU); load average {_load()}")
 
@@ -985,7 +985,11 @@ async def run_phases(args, *, target: str, sim_url: str, metrics_url: str, datab
             phases = set(args.phases.split(","))
             if "latency" in phases:
                 shapes = args.history_shapes.split(",")
-                service_cpu = {shape: await phase_latency(args, phase, shape) for shape in shapes}
+                service_cpu: dict[str, float] = {}  # per change, ingest replicas included
+                for shape in shapes:
+                    await phase_latency(args, phase, shape)
+                    service_cpu[shape] = sum(cpu.used.get(child.name, 0.0)
+                                             for child in (service, *ingest_replicas)) / args.latency_changes
                 if not args.no_floor:
                     await phase_floor(args, phase, shape=shapes[0], service_cpu=service_cpu[shapes[0]],
                                       services=[service, *ingest_replicas], subscriber=subscriber,

@@ -67,13 +67,15 @@ def floor_emails(count: int) -> list[str]:
 
 
 class Ledger:
-    """CPU seconds of the event-loop thread per part, plus what pool threads add (`add`)."""
+    """CPU seconds of the event-loop thread per part, plus what pool threads add (`add`); and how
+    many times each round trip was made (`count`), to compare its batching with the service's."""
 
     LOOP = "event loop"  # between task steps: the loop, I/O callbacks, gRPC's completion queue
     GLUE = "floor"  # task steps outside any part: this file's own code
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.counts: dict[str, int] = collections.Counter()
         self._label = self.LOOP
         self._mark = time.thread_time()
         self._lock = threading.Lock()  # for `add` from pool threads
@@ -88,12 +90,17 @@ class Ledger:
         with self._lock:
             self.seconds[label] += seconds
 
-    def snapshot(self) -> dict[str, float]:
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def snapshot(self) -> dict:
+        """{part: CPU seconds so far, "process": the whole process's, "counts": {round trip: times}}."""
         self.switch(self._label)
         with self._lock:
-            found = dict(self.seconds)
+            found: dict = dict(self.seconds)
         times = os.times()
         found["process"] = times.user + times.system
+        found["counts"] = dict(self.counts)
         return found
 
 
@@ -368,6 +375,8 @@ class Floor:
                         email = notification["emailAddress"]
                         latest[email] = max(int(notification["historyId"]), latest.get(email, 0))
                     ack_ids = [item.ack_id for item in response.received_messages]
+                    LEDGER.count("batches")
+                    LEDGER.count("notifications", len(ack_ids))
                 with part("statements"):
                     await _execute(self.connections, _RECORD, (json.dumps(latest),))
                 for email in latest:
@@ -410,6 +419,7 @@ class Floor:
             self.woken.clear()
             with part("statements"):
                 rows = await _execute(self.connections, _READ, (after,))
+            LEDGER.count("reads")
             if not rows:
                 continue
             with part("stream write"):
@@ -422,6 +432,7 @@ class Floor:
                         email_address=email, observe_time=observe_time, history_id=history_id,
                         message_id=message_id, thread_id=thread_id or "", label_ids=label_ids))
                 await context.write(mailbox_service_pb2.StreamChangesResponse(events=events))
+            LEDGER.count("stream writes")
             after = rows[-1][0]
 
     async def ledger(self, request: bytes, context) -> bytes:
