@@ -27,7 +27,8 @@ credentials from the simulator), opens one StreamChanges stream
 1f. raw floor (after the latency phase; `--no-floor` skips it, it adds 10-20 s): the same paced
    inserts to as many mailboxes of its own, through `benchmarks/raw_floor.py`, a process making
    exactly the round trips one change costs the service with the bare libraries the service
-   uses (Pub/Sub pull + ack, the Postgres statements, history.list, one stream write), with
+   uses (Pub/Sub pull + ack, the Postgres statements, history.list, and messages.get when the
+   history leaves labels out, one stream write), with
    the service paused meanwhile; prints the service's CPU per change next to the floor's, the
    floor's split by part, and the load average. The host's speed moves within an hour: the
    two figures of one run compare, figures of two runs do not.
@@ -791,9 +792,10 @@ async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float, servic
     say(f"    {summary}")
     floor_cpu = cpu.used["raw floor"] / count
     parts = {name: (after.get(name, 0.0) - before.get(name, 0.0)) / count for name in (
-        *raw_floor.PARTS, raw_floor.Ledger.LOOP, raw_floor.Ledger.GLUE)}
-    named = sum(parts[name] for name in raw_floor.PARTS)
-    own = {name: parts[name] for name in raw_floor.PARTS}
+        *raw_floor.PARTS, raw_floor.LABELS_PART, raw_floor.Ledger.LOOP, raw_floor.Ledger.GLUE)}
+    own = {name: parts[name] for name in (*raw_floor.PARTS, raw_floor.LABELS_PART)
+           if name != raw_floor.LABELS_PART or parts[name]}
+    named = sum(own.values())
     rest = floor_cpu - named
     threads = rest - parts[raw_floor.Ledger.LOOP] - parts[raw_floor.Ledger.GLUE]
     say(f"    raw floor CPU per change: {floor_cpu * 1000:.2f} ms ({_ms(own)}; rest {rest * 1000:.2f}: "

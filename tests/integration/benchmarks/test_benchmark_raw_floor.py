@@ -1,7 +1,8 @@
 """benchmarks/raw_floor.py, the bare-library floor pipeline.py measures next to the service: on the
 real peers (Postgres, the Pub/Sub emulator, the Gmail simulator) each change reaches its stream
-with what Gmail's history says of it, the CPU ledger charges every one of the round trips'
-parts, and the service's own tables are never written."""
+with its labels (from history, or from messages.get when history leaves them out, as the
+service does), the CPU ledger charges every one of the round trips' parts, and the service's
+own tables are never written."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import grpc
 import psycopg
 import pytest
 
-from benchmarks.raw_floor import FLOOR_DOMAIN, PARTS, READY, SCHEMA, SERVICE, floor_emails
+from benchmarks.raw_floor import FLOOR_DOMAIN, LABELS_PART, PARTS, READY, SCHEMA, SERVICE, floor_emails
 from mailwatch.database_url import libpq_url
 from mailwatch.v1 import mailbox_service_pb2, resources_pb2
 from tests.fixtures.names import TEST_PROJECT
@@ -38,6 +39,7 @@ async def test_each_change_reaches_the_floors_stream_and_every_part_is_charged(
         "--key-file", str(key_file), "--mailboxes", str(len(emails)),
     ], child_env({"PUBSUB_EMULATOR_HOST": pubsub_emulator.host}), tmp_path)
     target = floor.start(READY, timeout=90).group(1)
+    rounds = []  # per history shape: (changes inserted, events streamed, ledger before, ledger after)
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             ledger = channel.unary_unary(f"/{SERVICE}/Ledger")
@@ -45,33 +47,38 @@ async def test_each_change_reaches_the_floors_stream_and_every_part_is_charged(
                                           response_deserializer=mailbox_service_pb2.StreamChangesResponse.FromString)
             call = stream(b"")
             assert not (await call.read()).events  # open
-            gmail_sim.advance_clock(2)  # past Gmail's one notification per second (each watch sent one)
-            before = json.loads(await ledger(b"", timeout=30))
-            inserted = {(m["emailAddress"], m["id"]) for m in gmail_sim.insert_messages(
-                [{"emailAddress": email, "labelIds": ["INBOX", "UNREAD"]} for email in emails])}
+            for history_label_ids in (True, False):
+                gmail_sim.configure(history_label_ids=history_label_ids)
+                gmail_sim.advance_clock(2)  # past Gmail's one notification per second (the watch's, the last round's)
+                before = json.loads(await ledger(b"", timeout=30))
+                inserted = {(m["emailAddress"], m["id"]) for m in gmail_sim.insert_messages(
+                    [{"emailAddress": email, "labelIds": ["INBOX", "UNREAD"]} for email in emails])}
+                events: list = []
 
-            events: list = []
+                async def all_arrived() -> None:
+                    while not inserted <= {(e.email_address, e.message_id) for e in events}:
+                        events.extend((await call.read()).events)
 
-            async def all_arrived() -> None:
-                while not inserted <= {(e.email_address, e.message_id) for e in events}:
-                    events.extend((await call.read()).events)
-
-            await asyncio.wait_for(all_arrived(), timeout=60)
-            after = json.loads(await ledger(b"", timeout=30))
+                await asyncio.wait_for(all_arrived(), timeout=60)
+                rounds.append((inserted, events, before, json.loads(await ledger(b"", timeout=30))))
             call.cancel()
     finally:
         assert floor.stop() == 0, floor.tail()
 
-    assert sorted((e.email_address, e.message_id) for e in events) == sorted(inserted)
-    assert all(e.type == resources_pb2.EVENT_TYPE_MESSAGE_ADDED for e in events)
-    assert all(sorted(e.label_ids) == ["INBOX", "UNREAD"] for e in events)  # as Gmail's history gave them
-    charged = {part: after.get(part, 0.0) - before.get(part, 0.0) for part in PARTS}
-    assert all(seconds > 0 for seconds in charged.values()), charged
-    pulled = after["counts"]["notifications"] - before["counts"].get("notifications", 0)
-    assert pulled >= len(inserted)  # one notification per change (redeliveries would add)
+    for history_label_ids, (inserted, events, before, after) in zip((True, False), rounds):
+        assert sorted((e.email_address, e.message_id) for e in events) == sorted(inserted)
+        assert all(e.type == resources_pb2.EVENT_TYPE_MESSAGE_ADDED for e in events)
+        assert all(sorted(e.label_ids) == ["INBOX", "UNREAD"] for e in events)
+        charged = {part: after.get(part, 0.0) - before.get(part, 0.0) for part in PARTS}
+        assert all(seconds > 0 for seconds in charged.values()), charged
+        # Labels are looked up only when the history leaves them out.
+        looked_up = after.get(LABELS_PART, 0.0) - before.get(LABELS_PART, 0.0)
+        assert (looked_up > 0) is not history_label_ids, looked_up
+        pulled = after["counts"]["notifications"] - before["counts"].get("notifications", 0)
+        assert pulled >= len(inserted)  # one notification per change (redeliveries would add)
 
     with psycopg.connect(libpq_url(database_url)) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.changes").fetchone()[0] == len(inserted)
+        assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.changes").fetchone()[0] == 2 * len(emails)
         # The service's own tables: the floor writes only its scratch schema.
         assert conn.execute("SELECT count(*) FROM mailboxes").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM change_events").fetchone()[0] == 0
