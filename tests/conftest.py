@@ -20,7 +20,11 @@ from mailwatch_devstack.postgres import TemporaryPostgres, ram_directory
 from mailwatch_devstack.pubsub_emulator import PubSubEmulator
 from tests.fixtures.names import TEST_PROJECT
 
-pytest_plugins = ["tests.fixtures.peers", "tests.fixtures.factory", "tests.fixtures.service"]
+pytest_plugins = [
+    "tests.fixtures.peers", "tests.fixtures.factory", "tests.fixtures.service",
+    # the image build a pytest-xdist controller starts for its workers
+    "tests.deploy.xdist_build",
+]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +40,24 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 REQUIRED_TOOLS = ("podman", "mmdebstrap", "runc")
+# The tests that need the built image (they run last, the image built meanwhile).
+IMAGE_TESTS = "test_image.py"
+
+
+def tools_present() -> bool:
+    return all(shutil.which(tool) for tool in REQUIRED_TOOLS)
+
+
+def run_tag() -> str:
+    """A tag of this run's own, so concurrent runs on one machine never swap images."""
+    return f"localhost/mailwatch:test-{uuid.uuid4().hex[:8]}"
+
+
+def end_build(build: "BackgroundBuild | SharedBuild") -> None:
+    """At the end of the run: the build stopped if still going, and this run's tag gone (built
+    or not); the cached build layers stay."""
+    build.stop()
+    podman("rmi", build.tag, check=False)
 
 
 def require_tools() -> None:
@@ -117,6 +136,48 @@ class BackgroundBuild:
                     continue
         self.process.stdin.close()
         self._log.close()
+
+
+class SharedBuild:
+    """A BackgroundBuild started by a pytest-xdist run's controller, which runs no test itself:
+    its outcome (the tag, or the failure's output) is written to `directory`, where the worker
+    that runs the image tests finds it (`shared_result`)."""
+
+    def __init__(self, tag: str, directory: Path) -> None:
+        self.tag = tag
+        self.directory = directory
+        self.build = BackgroundBuild(tag)
+        self._publisher = threading.Thread(target=self._publish, daemon=True)
+        self._publisher.start()
+
+    def _publish(self) -> None:
+        try:
+            text = "built\n" + self.build.result()
+        except AssertionError as failure:
+            text = "failed\n" + str(failure)
+        except (OSError, ValueError):  # stop() closed the log: the run is ending
+            return
+        # Whole or not at all: a worker never reads a half-written outcome.
+        partial = self.directory / "outcome.partial"
+        partial.write_text(text)
+        os.replace(partial, self.directory / "outcome")
+
+    def stop(self) -> None:
+        self.build.stop()
+        self._publisher.join(timeout=30)
+
+
+def shared_result(directory: Path, timeout: float) -> str:
+    """In a pytest-xdist worker: the tag of the image the controller's SharedBuild built into
+    `directory`, once it has finished; AssertionError with its output if it failed."""
+    from tests.fixtures.waiting import eventually_sync
+
+    outcome = directory / "outcome"
+    eventually_sync(outcome.exists, timeout=timeout, interval=0.5, what="the image build (started by the controller)")
+    status, _, text = outcome.read_text().partition("\n")
+    if status != "built":
+        raise AssertionError(text)
+    return text
 
 
 def _end_group_when_parent_ends() -> None:

@@ -68,3 +68,38 @@ def test_the_build_ends_when_the_run_that_started_it_is_killed(tmp_path):
         run.stdout.close()
         if build is not None and _group(build):
             os.killpg(build, signal.SIGKILL)
+
+
+def _fake_podman(tmp_path: Path, script: str) -> str:
+    """A PATH whose podman is `script` (a shell script body)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "podman").write_text(f"#!/bin/sh\n{script}\n")
+    (tools / "podman").chmod(0o755)
+    return f"{tools}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_a_build_the_xdist_controller_started_reaches_the_worker_that_waits_for_it(tmp_path, monkeypatch):
+    # podman that finds the base image and builds at once.
+    monkeypatch.setenv("PATH", _fake_podman(tmp_path, "exit 0"))
+    outcome = tmp_path / "outcome"
+    outcome.mkdir()
+    build = pm.SharedBuild("localhost/mailwatch:test-shared", outcome)
+    try:
+        assert pm.shared_result(outcome, timeout=60) == "localhost/mailwatch:test-shared"
+    finally:
+        build.stop()
+
+
+def test_a_failed_build_the_xdist_controller_started_fails_the_worker_with_its_output(tmp_path, monkeypatch):
+    # podman that finds the base image, then fails the build.
+    script = "if [ \"$1\" = build ]; then echo 'no space left on device' >&2; exit 125; fi"
+    monkeypatch.setenv("PATH", _fake_podman(tmp_path, script))
+    outcome = tmp_path / "outcome"
+    outcome.mkdir()
+    build = pm.SharedBuild("localhost/mailwatch:test-shared", outcome)
+    try:
+        with pytest.raises(AssertionError, match="no space left on device"):
+            pm.shared_result(outcome, timeout=60)
+    finally:
+        build.stop()
