@@ -137,8 +137,10 @@ async def serve(settings: Settings) -> int:
             freeze_startup_heap()
             host = settings.listen.rpartition(":")[0]
             loop = running_loop_kind()
-            print(f"mailwatch serving on {host}:{started.port} (event loop: {loop})", flush=True)
-            log.info("serving", extra={"listen": f"{host}:{started.port}", "event_loop": loop})
+            # "httplib2" when a proxy for Gmail is configured (gmail/transport.py speaks directly only).
+            gmail = started.app.gmail.transport
+            print(f"mailwatch serving on {host}:{started.port} (event loop: {loop}, Gmail calls: {gmail})", flush=True)
+            log.info("serving", extra={"listen": f"{host}:{started.port}", "event_loop": loop, "gmail_calls": gmail})
             await stopping.wait()
     except MailwatchError as exc:
         print(f"mailwatch: {exc.message}", file=sys.stderr)

@@ -128,12 +128,13 @@ def test_unmigrated_database_is_refused(empty_database_url):
 
 @pytest.mark.parametrize("loop", [None, "uvloop", "asyncio"])
 def test_sigterm_drains_and_exits_zero(database_url, loop):
-    """On either event loop (unset: the default, uvloop), which the readiness line names."""
+    """On either event loop (unset: the default, uvloop), which the readiness line names, with
+    the Gmail calls' transport (no proxy here: on the event loop)."""
     env = base_env(database_url) | ({"MAILWATCH_EVENT_LOOP": loop} if loop else {})
     service = ServiceProcess(env).start()
     try:
         ready = next(line for line in service.output if "mailwatch serving on" in line)
-        assert ready.endswith(f"(event loop: {loop or 'uvloop'})")
+        assert ready.endswith(f"(event loop: {loop or 'uvloop'}, Gmail calls: event loop)")
         with grpc.insecure_channel(service.target) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert health.status == health_pb2.HealthCheckResponse.SERVING

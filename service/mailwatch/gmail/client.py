@@ -1,10 +1,12 @@
 """The Gmail calls mailwatch makes, through the unmodified google-api-python-client.
 
-google-api-python-client is synchronous and httplib2 is not thread-safe, so
-each call runs on a bounded thread pool with its own `Http`; the
-google-auth credential objects (which hold access tokens) are cached per
-tenant and credential (keyed by a digest of the whole secret) so a token is
-fetched once per hour, not once per call.
+google-api-python-client builds each request and reads each answer; a single call
+is exchanged on the event loop (gmail/transport.py: no thread hand-off per call).
+Batches, token refreshes, and every call of a deployment behind an HTTP proxy go
+through httplib2, which is synchronous and not thread-safe, on a bounded thread pool
+with an `Http` per thread. The google-auth credential objects (which hold access
+tokens) are cached per tenant and credential (keyed by a digest of the whole secret)
+so a token is fetched once per hour, not once per call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
 import cachetools
+import google.auth.exceptions
+import google.auth.transport
 import google_auth_httplib2
 import httplib2
 from googleapiclient.discovery import build
@@ -48,6 +52,7 @@ from mailwatch.gmail.messages import (
     metadata_from_resource,
 )
 from mailwatch.gmail.quota import record_call
+from mailwatch.gmail.transport import ConnectionPool, loop_transport_for
 from mailwatch.gmail.user_calls import UserCallLimiter
 from mailwatch.domain.backoff import BackoffPolicy
 
@@ -72,6 +77,10 @@ PART_MAX_WAIT = 10.0
 # grant's user. Gmail refuses any other userId, even an alias of that very user
 # ("Delegation denied for <primary address>").
 ME = "me"
+# A call refused with these is sent again with a new token, at most this many times
+# (google-auth-httplib2's AuthorizedHttp does the same on the pool).
+REFRESH_STATUS_CODES = google.auth.transport.DEFAULT_REFRESH_STATUS_CODES
+REFRESH_ATTEMPTS = google.auth.transport.DEFAULT_MAX_REFRESH_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -134,8 +143,18 @@ class GmailClient:
         self._local = threading.local()
         self._connections: list[httplib2.Http] = []  # one per pool thread, closed with the client
         self._connections_lock = threading.Lock()
+        # None: this deployment's calls go through httplib2 (a proxy is configured for Gmail).
+        self._loop_http: ConnectionPool | None = loop_transport_for(settings.api_endpoint, timeout=timeout)
+        self._refreshing: dict[int, asyncio.Future] = {}  # id(credentials) -> the refresh on the pool
+
+    @property
+    def transport(self) -> str:
+        """How single calls reach Gmail: "event loop" or "httplib2" (said at start-up)."""
+        return "httplib2" if self._loop_http is None else "event loop"
 
     def close(self) -> None:
+        if self._loop_http is not None:
+            self._loop_http.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._connections_lock:
             connections, self._connections = self._connections, []
@@ -172,6 +191,10 @@ class GmailClient:
         return users
 
     def _authorized_http(self, credential: Credential, tenant_id: uuid.UUID | None):
+        return google_auth_httplib2.AuthorizedHttp(self._google_credentials(credential, tenant_id),
+                                                   http=self._thread_http())
+
+    def _google_credentials(self, credential: Credential, tenant_id: uuid.UUID | None):
         key = _fingerprint(credential, tenant_id)
         with self._credentials_lock:
             creds = self._credentials.get(key)
@@ -183,7 +206,7 @@ class GmailClient:
                     # check existed must end as AUTH_FAILED, not retry for ever.
                     raise errors.GmailAuthFailed(f"stored credentials are unusable: {exc}") from None
                 self._credentials[key] = creds
-        return google_auth_httplib2.AuthorizedHttp(creds, http=self._thread_http())
+        return creds
 
     def forget(self, credential: Credential, tenant_id: uuid.UUID | None = None) -> None:
         """Drop the cached token (e.g. after a 401) so the next call refreshes."""
@@ -202,6 +225,12 @@ class GmailClient:
         self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
     ) -> dict:
         record_call(call, tenant_id, credential)  # Google charges quota for refused calls too
+        if self._loop_http is not None:
+            try:
+                return await self._exchange_on_loop(make_request(self._users()),
+                                                    self._google_credentials(credential, tenant_id))
+            except Exception as exc:  # noqa: BLE001 - classified into domain errors
+                raise classify(exc, call=call) from exc
 
         def run() -> dict:
             try:
@@ -211,6 +240,55 @@ class GmailClient:
                 raise classify(exc, call=call) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def _exchange_on_loop(self, request, creds) -> dict:
+        """`request.execute()` with the exchange on the loop: the library's request (its URI,
+        method, headers and body), its answer read by its own model, HttpError for a refusal.
+        The token is applied here and refreshed on the pool only when it has expired; a 401
+        refreshes it and sends again, as google-auth-httplib2's AuthorizedHttp does."""
+        method, uri, body, headers = _wire_request(request)
+        refused: str | None = None  # the token Gmail answered 401 to
+        for attempt in range(REFRESH_ATTEMPTS + 1):
+            sent_headers = dict(headers)
+            if refused is None and creds.valid:
+                token = creds.token
+                creds.before_request(_refresh_refused, method, uri, sent_headers)
+            else:
+                # A new token is sent even when google-auth already counts it as expiring (one
+                # shorter-lived than its refresh margin), as AuthorizedHttp sends it.
+                token = await self._refreshed(creds, creds.token if refused is None else refused)
+                creds.apply(sent_headers, token=token)
+            response, content = await self._loop_http.request(method, uri, sent_headers, body)
+            if response.status not in REFRESH_STATUS_CODES or attempt == REFRESH_ATTEMPTS:
+                break
+            refused = token
+        for callback in request.response_callbacks:
+            callback(response)
+        if response.status >= 300:
+            raise HttpError(response, content, uri=uri)
+        return request.postproc(response, content)
+
+    async def _refreshed(self, creds, stale_token: str | None) -> str:
+        """A new token for `creds`, fetched on the pool (google-auth's refresh blocks): one
+        fetch for every call that found the same token expired or refused."""
+        if creds.token != stale_token and creds.valid:
+            return creds.token  # another call refreshed it meanwhile
+        key = id(creds)
+        refresh = self._refreshing.get(key)
+        if refresh is None:
+            refresh = asyncio.get_running_loop().run_in_executor(self._executor, self._refresh_now, creds)
+            self._refreshing[key] = refresh
+            refresh.add_done_callback(lambda done: self._refresh_ended(key, done))
+        return await asyncio.shield(refresh)  # a caller that goes away leaves the refresh to the others
+
+    def _refresh_ended(self, key: int, done: asyncio.Future) -> None:
+        self._refreshing.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller still waiting has it raised
+
+    def _refresh_now(self, creds) -> str:
+        creds.refresh(google_auth_httplib2.Request(self._thread_http()))
+        return creds.token
 
     # --- the calls ----------------------------------------------------------
 
@@ -447,6 +525,35 @@ class GmailClient:
         except Exception as exc:  # noqa: BLE001 - classified into domain errors
             raise classify(exc, call=GmailCall.MESSAGES_GET) from exc
         return {message_id: parse(response)}, {}
+
+
+def _wire_request(request) -> tuple[str, str, str | bytes | None, dict]:
+    """What `HttpRequest.execute` sends: the library prepares its request (a content-length,
+    a long GET turned into a POST) and hands it to `http.request`, which is caught here."""
+    try:
+        request.execute(http=_CAPTURE, num_retries=0)
+    except _Captured as captured:
+        return captured.args
+    raise AssertionError("HttpRequest.execute sent nothing")  # pragma: no cover
+
+
+class _Captured(Exception):
+    pass
+
+
+class _Capture:
+    @staticmethod
+    def request(uri, method="GET", body=None, headers=None, **_):
+        raise _Captured(method, uri, body, headers or {})
+
+
+_CAPTURE = _Capture()
+
+
+def _refresh_refused(*_args, **_kwargs):
+    """google-auth's request for a refresh on the loop, which must not block: the token is
+    refreshed on the pool before, so only one expiring in between gets here."""
+    raise google.auth.exceptions.TransportError("token expired while the call was prepared")
 
 
 def _seconds_until(error: errors.GmailError) -> float | None:
