@@ -7,9 +7,11 @@ thread, no GIL hand-off and no future crossing threads. The answer comes back as
 read, so a call's errors are classified as they are for httplib2's.
 
 What httplib2 did for these calls and this keeps: TLS verified against httplib2's CA
-store, a timeout per call, a kept-alive connection found closed retried once on a new
-one (idempotent methods only), gzip/deflate answers decoded. What it does not do:
-proxies (`transport_for` leaves such deployments on httplib2).
+store, a timeout per call (here for the whole exchange, connect included), a kept-alive
+connection found closed retried once on a new one (idempotent methods only, as a POST may
+have been received), gzip/deflate answers decoded. What it does not do: proxies
+(`loop_transport_for` leaves such deployments on httplib2) and redirects (Gmail's API
+answers none; a 3xx is an HttpError like any answer >= 300). Answers are bounded.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ MAX_BODY_BYTES = 128 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 # Idle keep-alive connections kept per origin; more are closed when they come back.
 MAX_IDLE_PER_ORIGIN = 64
-# A connection found dead when reused is retried on a new one only for these: a
-# POST may have been received before the connection died.
+# A connection found dead when reused is retried on a new one only for these.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
