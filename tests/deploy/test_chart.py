@@ -28,7 +28,7 @@ from mailwatch.config import ENV_SETTINGS, Settings
 from mailwatch.secrets import generate_key
 from tests.deploy.chart import CHART, NAMESPACE, Rendered, lint, load_values, oldest_kubernetes, render, value_sets
 from tests.fixtures.processes import ServiceProcess
-from tests.integration.client.conftest import free_port
+from mailwatch_devstack.ports import free_port
 
 VALUE_SETS = value_sets()
 OLDEST = oldest_kubernetes()

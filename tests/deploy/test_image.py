@@ -20,7 +20,8 @@ from mailwatch_client import AsyncMailwatchClient
 from tests.deploy import podman as pm
 from tests.fixtures.processes import ServiceProcess
 from tests.fixtures.service import OPERATOR_TOKEN
-from tests.integration.client.conftest import free_port, sa_credentials
+from mailwatch_devstack.ports import free_port
+from tests.integration.client.conftest import sa_credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(pm.BUILD_TIMEOUT + 900)]
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from mailwatch.store import stream_leases
 from mailwatch.v1 import mailbox_service_pb2
-from tests.integration.client.conftest import free_port
+from mailwatch_devstack.ports import free_port
 from tests.fixtures.rpc import sa_request
 from tests.fixtures.waiting import eventually
 

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from mailwatch_client import ServiceAccountCredentials
 from tests.fixtures.names import TEST_PROJECT
 from tests.fixtures.service import OPERATOR_TOKEN
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sa_credentials(sim, email: str) -> ServiceAccountCredentials:

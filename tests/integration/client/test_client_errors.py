@@ -28,7 +28,8 @@ from mailwatch_client import (
     UnavailableError,
 )
 from tests.fixtures.waiting import stays
-from tests.integration.client.conftest import api_key_of, free_port, sa_credentials
+from mailwatch_devstack.ports import free_port
+from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ from mailwatch_client import (
 )
 from mailwatch.secrets import generate_key
 from tests.fixtures.waiting import eventually, stays
-from tests.integration.client.conftest import api_key_of, free_port, sa_credentials
+from mailwatch_devstack.ports import free_port
+from tests.integration.client.conftest import api_key_of, sa_credentials
 
 pytestmark = pytest.mark.integration
 

@@ -150,7 +150,7 @@ async def test_a_driver_checkout_fails_at_once_as_unavailable_while_postgres_is_
 
     from mailwatch.store import create_engine
     from mailwatch.store._errors import is_database_unavailable
-    from tests.integration.client.conftest import free_port
+    from mailwatch_devstack.ports import free_port
 
     engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/gone", pool_timeout=30)
     try:
