@@ -137,13 +137,15 @@ class HistoryListing:
             pages = [page, *(later for _, later in self._ahead)]
             listed = self.states(pages)
             changed_at = last_changes(record for p in pages for record in p.records)
-            await self.fetch_labels([
+            needed = [
                 i for p in pages for i in labels_needed(p.records, label_filter)
                 if not usable(listed.labels.get(i), changed_at[i], listed.covered)
                 and (i not in self.fetched or (self.fetched[i] is not None
                                                and self.fetched[i].history_id < changed_at[i]))
-            ], listed.deleted)
-            listed = self.states(pages)
+            ]
+            if needed:  # else `fetched` is as it was: the states just taken stand (Gmail's usual page)
+                await self.fetch_labels(needed, listed.deleted)
+                listed = self.states(pages)
             # States newer than the listing: read further so they can be traced back to this page.
             beyond = [i for i in labels_needed(page.records, label_filter)
                       if not usable(listed.labels.get(i), changed_at[i], listed.covered)
