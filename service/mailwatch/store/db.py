@@ -179,8 +179,11 @@ class DriverPool:
         self._idle: list[tuple["psycopg.AsyncConnection", float, float]] = []  # (connection, made, returned)
         self._closed = False
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator["psycopg.AsyncConnection"]:
+    def connection(self) -> "_Checkout":
+        """`async with pool.connection() as connection:` one connection, back in the pool after."""
+        return _Checkout(self)
+
+    async def _acquire_slot(self) -> None:
         if self._slots.locked():
             try:
                 async with asyncio.timeout(self._timeout):
@@ -189,14 +192,6 @@ class DriverPool:
                 raise DriverPoolTimeout(f"no driver connection free within {self._timeout:g} s") from None
         else:
             await self._slots.acquire()  # free: no wait, no timer
-        try:
-            connection, made = await self._take()
-            try:
-                yield connection
-            finally:
-                await self._give_back(connection, made)
-        finally:
-            self._slots.release()
 
     async def _take(self) -> tuple["psycopg.AsyncConnection", float]:
         while self._idle:
@@ -221,10 +216,16 @@ class DriverPool:
         connection = await DriverConnection.connect(self._conninfo, **self._connect)
         return connection, time.monotonic()
 
-    async def _give_back(self, connection: "psycopg.AsyncConnection", made: float) -> None:
-        if not self._closed and connection.info.transaction_status is TransactionStatus.IDLE:
+    def _keep(self, connection: "psycopg.AsyncConnection", made: float) -> bool:
+        """Back into the pool if it is fit for the next caller (True); else the caller closes it.
+        `pgconn.transaction_status` is libpq's int: `connection.info` would build a
+        ConnectionInfo and an enum member on every return."""
+        if not self._closed and connection.pgconn.transaction_status == TransactionStatus.IDLE:
             self._idle.append((connection, made, time.monotonic()))
-            return
+            return True
+        return False
+
+    async def _close_unfit(self, connection: "psycopg.AsyncConnection") -> None:
         broken = connection.broken
         await connection.close()  # broken, closed, or returned mid-statement (a cancelled caller)
         if broken:
@@ -239,6 +240,37 @@ class DriverPool:
         """Close the idle connections now, the others as they come back."""
         self._closed = True
         await self._discard_idle()
+
+
+class _Checkout:
+    """One use of a `DriverPool` connection (`async with pool.connection()`): a slot, then the
+    connection, given back when the block ends. A plain class: as an asynccontextmanager
+    each use built a generator and a context manager object and stepped through both, and
+    every change takes four of these (ingest's write, the claim, the page commit, a stream
+    read)."""
+
+    __slots__ = ("_pool", "_connection", "_made")
+
+    def __init__(self, pool: DriverPool) -> None:
+        self._pool = pool
+
+    async def __aenter__(self) -> "psycopg.AsyncConnection":
+        pool = self._pool
+        await pool._acquire_slot()
+        try:
+            self._connection, self._made = await pool._take()
+        except BaseException:
+            pool._slots.release()
+            raise
+        return self._connection
+
+    async def __aexit__(self, *exc_info) -> None:
+        pool = self._pool
+        try:
+            if not pool._keep(self._connection, self._made):
+                await pool._close_unfit(self._connection)
+        finally:
+            pool._slots.release()
 
 
 class DriverConnection(psycopg.AsyncConnection):
@@ -306,13 +338,12 @@ async def autocommit(sessions: Sessions) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-@contextlib.asynccontextmanager
-async def driver_autocommit(sessions: Sessions) -> AsyncIterator["psycopg.AsyncConnection"]:
-    """A connection of the engine's driver pool (`Engine.driver_connection`), in autocommit:
-    for the statements every change runs, built and compiled once, with no ORM session,
-    SQLAlchemy execution layer or SQLAlchemy pool checkout around them."""
-    async with sessions.kw["bind"].driver_connection() as connection:
-        yield connection
+def driver_autocommit(sessions: Sessions) -> "contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection]":
+    """`async with driver_autocommit(sessions) as connection:` a connection of the engine's
+    driver pool (`Engine.driver_connection`), in autocommit: for the statements every change
+    runs, built and compiled once, with no ORM session, SQLAlchemy execution layer or
+    SQLAlchemy pool checkout around them (and no context manager of its own around the pool's)."""
+    return sessions.kw["bind"].driver_connection()
 
 
 @contextlib.asynccontextmanager
