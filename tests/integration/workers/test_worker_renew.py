@@ -316,6 +316,10 @@ async def test_two_workers_divide_the_due_mailboxes(world, sessions):
     world.gmail.gate = asyncio.Event()  # hold every watch call until both workers have claimed
 
     first = asyncio.create_task(world.worker.run_once())
+    # The second claims once the first's claim has committed (its watch calls wait at the gate):
+    # a claim whose snapshot predates another's commit finds the tenant's first `batch_size` due
+    # rows locked and skips them, and claims nothing that round.
+    await eventually(lambda: len(world.gmail.calls) == world.worker.concurrency, what="the first worker claimed")
     second = asyncio.create_task(other.run_once())
     # Both have claimed once both hold their full concurrency of watch calls at the gate.
     await eventually(lambda: len(world.gmail.calls) == world.worker.concurrency + other.concurrency,
