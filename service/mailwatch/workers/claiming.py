@@ -137,26 +137,14 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
     async def _claim(self, limit: int) -> Sequence[Claim]:
         return await self.claim(self.clock.now(), limit)
 
-    @contextlib.asynccontextmanager
-    async def leased(self, extend: Callable[[], Awaitable[bool]], *, what: str):
-        """While the block runs, extend its claim (`extend()`: False once the claim is no
-        longer this worker's) every third of the lease, so long work is not taken over.
+    def leased(self, extend: Callable[[], Awaitable[bool]], *, what: str) -> "_Leased":
+        """While the block (`async with worker.leased(extend, what=…):`) runs, extend its claim
+        (`extend()`: False once the claim is no longer this worker's) every third of the lease,
+        so long work is not taken over.
 
         The heartbeat task starts only when the work outlasts a third of the lease:
         most syncs end long before, and cost a timer instead of two tasks."""
-        done = asyncio.Event()
-        heartbeats: list[asyncio.Task] = []
-        first_beat = asyncio.get_running_loop().call_later(
-            self._beat_seconds(), lambda: heartbeats.append(asyncio.create_task(self._keep_lease(extend, done, what)))
-        )
-        try:
-            yield
-        finally:
-            first_beat.cancel()
-            # Told to stop, not cancelled: a cancel landing mid-statement would leave
-            # its pooled connection to the garbage collector, still open.
-            done.set()
-            await asyncio.gather(*heartbeats, return_exceptions=True)
+        return _Leased(self, extend, what)
 
     def _beat_seconds(self) -> float:
         return self.lease.total_seconds() / 3
@@ -180,3 +168,32 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
             with self.seconds.time():
                 outcome = await self.process(claim)
             self.outcomes.labels(outcome=outcome).inc()
+
+
+class _Leased:
+    """`ClaimingWorker.leased`: a timer that starts the heartbeat (`_keep_lease`) if the block
+    outlasts a third of the lease. A plain class, as every sync takes one: as an
+    asynccontextmanager it also built a generator, a context-manager object and an Event
+    per sync, most of its cost."""
+
+    __slots__ = ("_worker", "_extend", "_what", "_first_beat", "_done", "_heartbeat")
+
+    def __init__(self, worker: ClaimingWorker, extend: Callable[[], Awaitable[bool]], what: str) -> None:
+        self._worker, self._extend, self._what = worker, extend, what
+        self._done: asyncio.Event | None = None
+        self._heartbeat: asyncio.Task | None = None
+
+    async def __aenter__(self) -> None:
+        self._first_beat = asyncio.get_running_loop().call_later(self._worker._beat_seconds(), self._beat)
+
+    def _beat(self) -> None:
+        self._done = asyncio.Event()
+        self._heartbeat = asyncio.create_task(self._worker._keep_lease(self._extend, self._done, self._what))
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._first_beat.cancel()
+        if self._heartbeat is not None:
+            # Told to stop, not cancelled: a cancel landing mid-statement would leave
+            # its pooled connection to the garbage collector, still open.
+            self._done.set()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
