@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -75,6 +76,7 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         self.backoff = backoff or self.default_backoff
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        self._outcome_counters: dict[str, Counter] = {}
         self._running: set[asyncio.Task] = set()  # started by tick(), not finished yet
 
     async def claim(self, now: datetime, limit: int) -> Sequence[Claim]:
@@ -165,9 +167,21 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
 
     async def _guarded(self, claim: Claim) -> None:
         async with self._slots:
-            with self.seconds.time():
+            started = time.perf_counter()
+            try:
                 outcome = await self.process(claim)
-            self.outcomes.labels(outcome=outcome).inc()
+            finally:
+                self.seconds.observe(time.perf_counter() - started)
+            self._outcome_counter(outcome).inc()
+
+    def _outcome_counter(self, outcome: str) -> Counter:
+        """`outcomes`' series for `outcome`, looked up once: `labels()` takes the metric's lock
+        and builds its key on every call (several times the cost of the `inc`), and every
+        claim counts one outcome. Outcomes are a bounded set of labels."""
+        counter = self._outcome_counters.get(outcome)
+        if counter is None:
+            counter = self._outcome_counters[outcome] = self.outcomes.labels(outcome=outcome)
+        return counter
 
 
 class _Leased:
