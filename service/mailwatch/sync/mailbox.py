@@ -118,6 +118,8 @@ class MailboxSync:
             return await self._failed(mailbox, credential, exc)
 
     def _carried_over(self, mailbox: Mailbox) -> dict[str, MessageLabels | None]:
+        if not self.carried:  # no sync failed lately (the usual case): no TTLCache lookup per sync
+            return {}
         return dict(self.carried.pop(mailbox.id, {}))
 
     def _carry(self, mailbox: Mailbox, fetched: dict[str, MessageLabels | None]) -> None:
