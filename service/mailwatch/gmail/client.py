@@ -225,19 +225,21 @@ class GmailClient:
         self, call: GmailCall, credential: Credential, make_request: Callable, tenant_id: uuid.UUID | None
     ) -> dict:
         record_call(call, tenant_id, credential)  # Google charges quota for refused calls too
+        try:
+            return await self._execute(make_request, credential, tenant_id)
+        except Exception as exc:  # noqa: BLE001 - classified into domain errors
+            raise classify(exc, call=call) from exc
+
+    async def _execute(self, make_request: Callable, credential: Credential, tenant_id: uuid.UUID | None) -> dict:
+        """The answer to the request `make_request(users)` builds, exchanged on the loop (or, where
+        a proxy applies, by httplib2 on the pool); the library's exceptions, unclassified."""
         if self._loop_http is not None:
-            try:
-                return await self._exchange_on_loop(make_request(self._users()),
-                                                    self._google_credentials(credential, tenant_id))
-            except Exception as exc:  # noqa: BLE001 - classified into domain errors
-                raise classify(exc, call=call) from exc
+            return await self._exchange_on_loop(make_request(self._users()),
+                                                self._google_credentials(credential, tenant_id))
 
         def run() -> dict:
-            try:
-                request = make_request(self._users())
-                return request.execute(http=self._authorized_http(credential, tenant_id), num_retries=0)
-            except Exception as exc:  # noqa: BLE001 - classified into domain errors
-                raise classify(exc, call=call) from exc
+            request = make_request(self._users())
+            return request.execute(http=self._authorized_http(credential, tenant_id), num_retries=0)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
@@ -434,9 +436,12 @@ class GmailClient:
                     await self.budgets.spend(tenant_id, GmailCall.MESSAGES_GET)
                     record_call(GmailCall.MESSAGES_GET, tenant_id, credential)  # each part is metered as its own call
                 async with self._user_calls.slots(email, len(chunk)):
-                    results, failures = await loop.run_in_executor(
-                        self._executor, self._get_many, credential, chunk, params, tenant_id, parse,
-                    )
+                    if len(chunk) == 1:
+                        results, failures = await self._get_one(credential, chunk[0], params, tenant_id, parse)
+                    else:
+                        results, failures = await loop.run_in_executor(
+                            self._executor, self._get_many, credential, chunk, params, tenant_id, parse,
+                        )
                 found.update(results)
                 for message_id, error in failures.items():
                     if isinstance(error, GmailMessageNotFound):
@@ -467,7 +472,7 @@ class GmailClient:
     def _get_many(self, credential: Credential, message_ids: list[str], params: dict,
                   tenant_id: uuid.UUID | None, parse: Callable[[dict], T],
                   ) -> tuple[dict[str, T], dict[str, errors.GmailError]]:
-        """One batch request of users.messages.get(**params) parts (blocking; on the pool):
+        """One batch request of users.messages.get(**params) parts, two or more (blocking; on the pool):
         the parsed answers and each refused part's error.
 
         The token is refreshed here, over this thread's connection, and written
@@ -475,8 +480,6 @@ class GmailClient:
         own that it never closes. Parts refused 401 (the token expired on the
         way) refresh it once and are sent again.
         """
-        if len(message_ids) == 1:
-            return self._get_one(credential, message_ids[0], params, tenant_id, parse)
         creds = self._authorized_http(credential, tenant_id).credentials
         results: dict[str, T] = {}
         failures: dict[str, errors.GmailError] = {}
@@ -512,14 +515,14 @@ class GmailClient:
                 failures.pop(message_id, None)
         return results, failures
 
-    def _get_one(self, credential: Credential, message_id: str, params: dict, tenant_id: uuid.UUID | None,
-                 parse: Callable[[dict], T]) -> tuple[dict[str, T], dict[str, errors.GmailError]]:
+    async def _get_one(self, credential: Credential, message_id: str, params: dict, tenant_id: uuid.UUID | None,
+                       parse: Callable[[dict], T]) -> tuple[dict[str, T], dict[str, errors.GmailError]]:
         """`_get_many` for one message: a plain users.messages.get, the same Gmail call (and
-        units) as a batch of one part at about half its CPU (no MIME request to build, no
-        multipart answer to parse). Gmail's refusal of it is the part's, as in a batch."""
-        request = self._users().messages().get(userId=ME, id=message_id, **params)
+        units) as a batch of one part for less CPU (no MIME request to build, no multipart
+        answer to parse, exchanged on the loop). Gmail's refusal of it is the part's, as in a batch."""
         try:
-            response = request.execute(http=self._authorized_http(credential, tenant_id), num_retries=0)
+            response = await self._execute(lambda users: users.messages().get(userId=ME, id=message_id, **params),
+                                           credential, tenant_id)
         except HttpError as exc:
             return {}, {message_id: classify(exc, call=GmailCall.MESSAGES_GET)}
         except Exception as exc:  # noqa: BLE001 - classified into domain errors

@@ -33,11 +33,12 @@ def _token_grants(simulator) -> int:
 
 
 async def test_a_call_needs_no_pool_thread(simulator):
-    """With the client's pool shut down once the token is fetched, history.list and
-    getProfile are still answered: the pool is only for token fetches (and batches)."""
+    """With the client's pool shut down once the token is fetched, history.list, getProfile
+    and the lookup of one message's labels are still answered: the pool is only for token
+    fetches and batches of two or more."""
     simulator.create_mailbox(ALICE)
     start = simulator.history_id(ALICE)
-    simulator.insert_message(ALICE, label_ids=["INBOX"])
+    message = simulator.insert_message(ALICE, label_ids=["INBOX"])
     credential = _credential(simulator)
     gmail = _client(simulator, max_workers=1)
     try:
@@ -45,7 +46,9 @@ async def test_a_call_needs_no_pool_thread(simulator):
         gmail._executor.shutdown(wait=True)
         page = await gmail.history_page(credential, ALICE, start_history_id=start)
         profile = await gmail.profile(credential, ALICE)
+        labels = await gmail.message_labels(credential, ALICE, [message["id"]])
         assert page.records and profile.email_address == ALICE
+        assert "INBOX" in labels[message["id"]].label_ids
     finally:
         gmail.close()
 
