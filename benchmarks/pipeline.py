@@ -28,7 +28,9 @@ credentials from the simulator), opens one StreamChanges stream
    inserts to as many mailboxes of its own, through `benchmarks/raw_floor.py`, a process making
    exactly the round trips one change costs the service with the bare libraries the service
    uses (Pub/Sub pull + ack, the Postgres statements, history.list, and messages.get when the
-   history leaves labels out, one stream write), with
+   history leaves labels out, one stream write; the Gmail calls over the library's own
+   transport, httplib2 on a pool thread, which costs more than the service's exchange on its
+   event loop), with
    the service paused meanwhile; prints the service's CPU per change next to the floor's, the
    floor's split by part, and the load average. The host's speed moves within an hour: the
    two figures of one run compare, figures of two runs do not.
@@ -804,6 +806,7 @@ async def phase_floor(args, ph: Phase, *, shape: str, service_cpu: float, servic
         f"{(time.monotonic() - started):.1f}s of wall time in all")
     which = "service CPU per change" + (" (with its ingest replicas)" if len(services) > 1 else "")
     say(f"{which} {service_cpu * 1000:.2f} ms; the same round trips with the bare libraries "
+        f"(history.list over httplib2 on a pool thread, where the service exchanges it on its loop) "
         f"{floor_cpu * 1000:.2f} ms ({_ms(own)}): mailwatch adds {(service_cpu - floor_cpu) * 1000:.2f} ms "
         f"(the floor is {floor_cpu / service_cpu:.0%} of the service's CPU); load average {_load()}")
 

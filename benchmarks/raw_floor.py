@@ -13,7 +13,10 @@ makes exactly what one change costs mailwatch, and no more:
   UPDATE … RETURNING claiming the mailbox row, one statement that inserts the change,
   updates the mailbox and NOTIFYs, and one SELECT of the new rows once LISTEN wakes the reader;
 - Gmail: one `users.history.list` through google-api-python-client + google_auth_httplib2 +
-  httplib2 on a thread pool, as mailwatch calls it (tokens fetched before the clock starts),
+  httplib2 on a thread pool, the library's own transport (tokens fetched before the clock
+  starts). mailwatch itself no longer pays this: it exchanges its single Gmail calls on the
+  event loop (`mailwatch.gmail.transport`, httptools), which costs less CPU per call than this
+  part (docs/performance.md), so "mailwatch adds" understates what its own code adds;
   and, when the history leaves a message's labelIds out (the simulator's `history_label_ids`
   off), one `users.messages.get(format=minimal)` for them, as the service then makes;
 - gRPC: one server-stream write of the new rows to the one consumer (a grpc.aio server here,
