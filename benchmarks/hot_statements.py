@@ -307,10 +307,13 @@ class AsyncpgDriverPool(DriverPool):
             return connection, made
         return await asyncpg.connect(self._conninfo, **self._connect), time.monotonic()
 
-    async def _give_back(self, connection, made: float) -> None:
+    def _keep(self, connection, made: float) -> bool:
         if not self._closed and not connection.is_closed() and not connection.is_in_transaction():
             self._idle.append((connection, made, time.monotonic()))
-            return
+            return True
+        return False
+
+    async def _close_unfit(self, connection) -> None:
         await connection.close()
 
 
