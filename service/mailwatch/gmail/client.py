@@ -145,6 +145,10 @@ class GmailClient:
         self._connections_lock = threading.Lock()
         # None: this deployment's calls go through httplib2 (a proxy is configured for Gmail).
         self._loop_http: ConnectionPool | None = loop_transport_for(settings.api_endpoint, timeout=timeout)
+        # As many exchanges in flight on the loop as the pool has threads: without a bound, one
+        # tenant's bulk registration put thousands of requests on the wire at once, and another
+        # tenant's sync queued behind them at Gmail's end (tests/integration/api/test_api_quota_fairness.py).
+        self._exchanges = asyncio.Semaphore(max_workers)
         self._refreshing: dict[int, asyncio.Future] = {}  # id(credentials) -> the refresh on the pool
 
     @property
@@ -260,7 +264,8 @@ class GmailClient:
                 # shorter-lived than its refresh margin), as AuthorizedHttp sends it.
                 token = await self._refreshed(creds, creds.token if refused is None else refused)
                 creds.apply(sent_headers, token=token)
-            response, content = await self._loop_http.request(method, uri, sent_headers, body)
+            async with self._exchanges:
+                response, content = await self._loop_http.request(method, uri, sent_headers, body)
             if response.status not in REFRESH_STATUS_CODES or attempt == REFRESH_ATTEMPTS:
                 break
             refused = token

@@ -12,7 +12,7 @@ from mailwatch.config import GmailSettings
 from mailwatch.domain.errors import GmailMessageNotFound, GmailUnavailable
 from mailwatch.domain.models import ServiceAccountCredential
 from mailwatch.gmail.client import GmailClient
-from tests.integration.gmail.peers import RawPeer, read_request, reset
+from tests.integration.gmail.peers import RawPeer, json_answer, read_request, reset
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +104,38 @@ async def test_a_closed_port_a_silent_server_and_a_reset_are_gmail_unavailable(s
                     await gmail.profile(credential, ALICE)
             finally:
                 gmail.close()
+
+
+async def test_no_more_exchanges_in_flight_than_the_pool_had_threads(simulator):
+    """Calls on the loop are bounded as the pool bounded them (max_workers): nine users' calls
+    at once with max_workers=3 put at most three requests on the wire together."""
+    emails = [f"user{n}@example.com" for n in range(9)]
+    in_flight = 0
+    most = 0
+    three_arrived = asyncio.Event()
+
+    async def serve(reader, writer, number):
+        nonlocal in_flight, most
+        while True:
+            line, headers, _ = await read_request(reader)
+            in_flight += 1
+            most = max(most, in_flight)
+            if in_flight >= 3:
+                three_arrived.set()
+            await three_arrived.wait()
+            await asyncio.sleep(0.2)  # time for any unbounded call to arrive too
+            in_flight -= 1
+            email = line.split("/users/")[1].split("/")[0] if "/users/" in line else ALICE
+            writer.write(json_answer({"emailAddress": email, "historyId": "7", "messagesTotal": 0}))
+            await writer.drain()
+
+    for email in emails:
+        simulator.create_mailbox(email)
+    async with RawPeer(serve) as peer:
+        gmail = _client(simulator, api_endpoint=peer.url(), max_workers=3)
+        try:
+            profiles = await asyncio.gather(*(gmail.profile(_credential(simulator, email), email) for email in emails))
+        finally:
+            gmail.close()
+    assert len(profiles) == 9
+    assert most == 3, most
