@@ -9,9 +9,10 @@ read, so a call's errors are classified as they are for httplib2's.
 What httplib2 did for these calls and this keeps: TLS verified against httplib2's CA
 store, a timeout per call (here for the whole exchange, connect included), a kept-alive
 connection found closed retried once on a new one (idempotent methods only, as a POST may
-have been received), gzip/deflate answers decoded. What it does not do: proxies
-(`loop_transport_for` leaves such deployments on httplib2) and redirects (Gmail's API
-answers none; a 3xx is an HttpError like any answer >= 300). Answers are bounded.
+have been received), 1xx answers before the final one skipped, gzip/deflate answers
+decoded. What it does not do: proxies (`loop_transport_for` leaves such deployments on
+httplib2) and redirects (Gmail's API answers none; a 3xx is an HttpError like any answer
+>= 300). Answers are bounded.
 """
 
 from __future__ import annotations
@@ -122,7 +123,18 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._complete()
+        if 100 <= self._status < 200:
+            self._interim_ended()
+        else:
+            self._complete()
+
+    def _interim_ended(self) -> None:
+        """A 1xx answer (100 Continue, 103 Early Hints) came before the final one, which the parser
+        reads next: a client must accept them unasked (RFC 9110 15.2). Header bytes still count."""
+        self._status = 0
+        self._reason = b""
+        self._headers = []
+        self._headers_done = False
 
     # --- the exchange --------------------------------------------------------
 

@@ -133,3 +133,24 @@ async def test_tls_is_verified(tmp_path):
                 await default.request("GET", peer.url("https", "localhost"), {}, None)
         finally:
             default.close()
+
+
+async def test_interim_answers_before_the_final_one_are_skipped(pool):
+    """RFC 9110 15.2: a client parses 1xx answers before the final one even unasked (http.client,
+    under httplib2, skips a 100 Continue); the call gets the final answer, the connection stays usable."""
+    async def interim_first(reader, writer, number):
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+                         + json_answer({"connection": number}))
+            await writer.drain()
+
+    async with RawPeer(interim_first) as peer:
+        for _ in range(2):
+            response, content = await pool.request("GET", peer.url(), {}, None)
+            assert (response.status, response.reason, content) == (200, "OK", b'{"connection": 0}')
+            assert "link" not in response
+        assert peer.connections == 1
+
