@@ -93,8 +93,8 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and not self._length_known():
-            self._complete()  # an answer without a length ends when the connection does
+        if exc is None and self._headers_done and not self._length_known():
+            self._complete()  # an answer without a length ends when the connection does, in order
             return
         if not self._started and self.reused:
             self._fail(_StaleConnection("kept-alive connection closed before the answer"))

@@ -12,7 +12,7 @@ import pytest
 from mailwatch.gmail import transport
 from mailwatch.gmail.transport import ConnectionPool, TransportError
 from tests.fixtures.certificates import CertificateAuthority
-from tests.integration.gmail.peers import RawPeer, json_answer, read_request
+from tests.integration.gmail.peers import RawPeer, json_answer, read_request, reset
 
 pytestmark = pytest.mark.integration
 
@@ -153,4 +153,18 @@ async def test_interim_answers_before_the_final_one_are_skipped(pool):
             assert (response.status, response.reason, content) == (200, "OK", b'{"connection": 0}')
             assert "link" not in response
         assert peer.connections == 1
+
+
+async def test_an_answer_without_a_length_cut_by_a_reset_is_a_failure(pool):
+    """An answer that ends with the connection is whole only when the connection ends in order:
+    a reset cuts it short (http.client raises, as here)."""
+    async def cut(reader, writer, number):
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"historyId": ')
+        await writer.drain()
+        reset(writer)
+
+    async with RawPeer(cut) as peer:
+        with pytest.raises(TransportError, match="connection closed during the exchange"):
+            await pool.request("GET", peer.url(), {}, None)
 
