@@ -330,12 +330,18 @@ def _response(status: int, reason: bytes, raw_headers: list, content: bytes) -> 
 
 
 def _decoded(content: bytes, encoding: str) -> bytes:
-    window = 16 + zlib.MAX_WBITS if encoding == "gzip" else -zlib.MAX_WBITS
-    decoder = zlib.decompressobj(window)
-    try:
-        decoded = decoder.decompress(content, MAX_BODY_BYTES)
-    except zlib.error as exc:
-        raise TransportError(f"undecodable {encoding} answer: {exc}") from None
+    # "deflate" is the zlib format (RFC 9110 8.4.1.2), which some servers send as a bare deflate
+    # stream instead: both are read, as httplib2 reads them.
+    windows = (16 + zlib.MAX_WBITS,) if encoding == "gzip" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    for window in windows:
+        decoder = zlib.decompressobj(window)
+        try:
+            decoded = decoder.decompress(content, MAX_BODY_BYTES)
+            break
+        except zlib.error as exc:
+            error = exc
+    else:
+        raise TransportError(f"undecodable {encoding} answer: {error}")
     if decoder.unconsumed_tail:
         raise TransportError(f"answer larger than {MAX_BODY_BYTES} bytes once decoded")
     return decoded

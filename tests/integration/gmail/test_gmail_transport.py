@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import zlib
 
 import pytest
 
@@ -168,3 +169,22 @@ async def test_an_answer_without_a_length_cut_by_a_reset_is_a_failure(pool):
         with pytest.raises(TransportError, match="connection closed during the exchange"):
             await pool.request("GET", peer.url(), {}, None)
 
+
+async def test_a_deflate_answer_in_the_zlib_format_is_decoded(pool):
+    """RFC 9110 8.4.1.2: "deflate" is the zlib format; httplib2 reads it, and the raw deflate
+    stream some servers send instead."""
+    document = b'{"historyId": "7"}'
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    bodies = [zlib.compress(document), raw.compress(document) + raw.flush()]
+
+    async def deflated(reader, writer, number):
+        for body in bodies:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\ncontent-length: %d\r\n\r\n"
+                         % len(body) + body)
+            await writer.drain()
+
+    async with RawPeer(deflated) as peer:
+        for _ in bodies:
+            response, content = await pool.request("GET", peer.url(), {"accept-encoding": "gzip, deflate"}, None)
+            assert content == document and response["-content-encoding"] == "deflate"
