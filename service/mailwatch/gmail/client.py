@@ -145,9 +145,10 @@ class GmailClient:
         self._connections_lock = threading.Lock()
         # None: this deployment's calls go through httplib2 (a proxy is configured for Gmail).
         self._loop_http: ConnectionPool | None = loop_transport_for(settings.api_endpoint, timeout=timeout)
-        # As many exchanges in flight on the loop as the pool has threads: without a bound, one
-        # tenant's bulk registration put thousands of requests on the wire at once, and another
-        # tenant's sync queued behind them at Gmail's end (tests/integration/api/test_api_quota_fairness.py).
+        # As many exchanges with Gmail in flight, on the loop and batches on the pool together, as
+        # the pool has threads: without a bound, one tenant's bulk registration put thousands of
+        # requests on the wire at once, and another tenant's sync queued behind them at Gmail's
+        # end (tests/integration/api/test_api_quota_fairness.py).
         self._exchanges = asyncio.Semaphore(max_workers)
         self._refreshing: dict[int, asyncio.Future] = {}  # id(credentials) -> the refresh on the pool
 
@@ -444,9 +445,10 @@ class GmailClient:
                     if len(chunk) == 1:
                         results, failures = await self._get_one(credential, chunk[0], params, tenant_id, parse)
                     else:
-                        results, failures = await loop.run_in_executor(
-                            self._executor, self._get_many, credential, chunk, params, tenant_id, parse,
-                        )
+                        async with self._exchanges:  # a batch on the pool is an exchange in flight too
+                            results, failures = await loop.run_in_executor(
+                                self._executor, self._get_many, credential, chunk, params, tenant_id, parse,
+                            )
                 found.update(results)
                 for message_id, error in failures.items():
                     if isinstance(error, GmailMessageNotFound):

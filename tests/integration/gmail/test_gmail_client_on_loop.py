@@ -5,6 +5,7 @@ once for all the calls that need it, and a Gmail that cannot be reached is GMAIL
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import pytest
 
@@ -106,36 +107,81 @@ async def test_a_closed_port_a_silent_server_and_a_reset_are_gmail_unavailable(s
                 gmail.close()
 
 
+class _HeldAnswers:
+    """A peer's handler that counts the requests in flight and, while `holding`, answers none
+    until three are in, then gives any call past a bound of three time to arrive too;
+    `answer(request_line)` is what each request gets."""
+
+    def __init__(self, answer: Callable[[str], bytes], *, holding: bool = True) -> None:
+        self.answer = answer
+        self.holding = holding
+        self.in_flight = 0
+        self.most = 0
+        self._three_arrived = asyncio.Event()
+
+    async def __call__(self, reader, writer, number) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            if self.holding:
+                if self.in_flight >= 3:
+                    self._three_arrived.set()
+                await self._three_arrived.wait()
+                await asyncio.sleep(0.2)  # time for any call past the bound to arrive too
+            self.in_flight -= 1
+            writer.write(self.answer(line))
+            await writer.drain()
+
+
+def _profile_answer(line: str) -> bytes:
+    email = line.split("/users/")[1].split("/")[0] if "/users/" in line else ALICE
+    return json_answer({"emailAddress": email, "historyId": "7", "messagesTotal": 0})
+
+
+def _unavailable_answer(line: str) -> bytes:
+    return json_answer({"error": {"code": 503, "message": "Backend Error"}}, status="503 Service Unavailable")
+
+
 async def test_no_more_exchanges_in_flight_than_the_pool_had_threads(simulator):
     """Calls on the loop are bounded as the pool bounded them (max_workers): nine users' calls
     at once with max_workers=3 put at most three requests on the wire together."""
     emails = [f"user{n}@example.com" for n in range(9)]
-    in_flight = 0
-    most = 0
-    three_arrived = asyncio.Event()
-
-    async def serve(reader, writer, number):
-        nonlocal in_flight, most
-        while True:
-            line, headers, _ = await read_request(reader)
-            in_flight += 1
-            most = max(most, in_flight)
-            if in_flight >= 3:
-                three_arrived.set()
-            await three_arrived.wait()
-            await asyncio.sleep(0.2)  # time for any unbounded call to arrive too
-            in_flight -= 1
-            email = line.split("/users/")[1].split("/")[0] if "/users/" in line else ALICE
-            writer.write(json_answer({"emailAddress": email, "historyId": "7", "messagesTotal": 0}))
-            await writer.drain()
-
+    held = _HeldAnswers(_profile_answer)
     for email in emails:
         simulator.create_mailbox(email)
-    async with RawPeer(serve) as peer:
+    async with RawPeer(held) as peer:
         gmail = _client(simulator, api_endpoint=peer.url(), max_workers=3)
         try:
             profiles = await asyncio.gather(*(gmail.profile(_credential(simulator, email), email) for email in emails))
         finally:
             gmail.close()
     assert len(profiles) == 9
-    assert most == 3, most
+    assert held.most == 3, held.most
+
+
+async def test_batches_on_the_pool_count_towards_the_bound(simulator):
+    """The bound is on every exchange with Gmail, not only those on the loop: three users'
+    batch lookups on the pool's threads and three users' calls on the loop at once, with
+    max_workers=3, put at most three requests on the wire together."""
+    emails = [f"user{n}@example.com" for n in range(6)]
+    held = _HeldAnswers(_unavailable_answer, holding=False)
+    for email in emails:
+        simulator.create_mailbox(email)
+    credentials = {email: _credential(simulator, email) for email in emails}
+    async with RawPeer(held) as peer:
+        gmail = _client(simulator, api_endpoint=peer.url(), max_workers=3)
+        try:
+            for email in emails:  # each user's token fetched before: the pool's threads are free for the batches
+                with pytest.raises(GmailUnavailable):
+                    await gmail.profile(credentials[email], email)
+            held.holding, held.most = True, 0
+            outcomes = await asyncio.gather(
+                *(gmail.message_labels(credentials[email], email, ["a1", "b2"]) for email in emails[:3]),
+                *(gmail.profile(credentials[email], email) for email in emails[3:]),
+                return_exceptions=True,
+            )
+        finally:
+            gmail.close()
+    assert all(isinstance(outcome, GmailUnavailable) for outcome in outcomes), outcomes
+    assert held.most == 3, held.most
