@@ -83,6 +83,14 @@ class _Connection(asyncio.Protocol):
             cause = exc.__context__ if isinstance(exc.__context__, TransportError) else None
             self._fail(cause or TransportError(f"unreadable HTTP answer: {exc}"))
             self.abort()
+            return
+        if not self._headers_done:
+            # httptools holds a status line or a header until it ends (`on_header` sees it whole),
+            # so a head that never ends is bounded here, by the bytes that have not finished it.
+            self._unfinished_head_bytes += len(data)
+            if self._unfinished_head_bytes > MAX_HEADER_BYTES:
+                self._fail(TransportError("answer headers too large"))
+                self.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -145,6 +153,7 @@ class _Connection(asyncio.Protocol):
         self._reason = b""
         self._headers = []
         self._header_bytes = 0
+        self._unfinished_head_bytes = 0
         self._body = []
         self._body_bytes = 0
         self._started = False

@@ -188,3 +188,30 @@ async def test_a_deflate_answer_in_the_zlib_format_is_decoded(pool):
         for _ in bodies:
             response, content = await pool.request("GET", peer.url(), {"accept-encoding": "gzip, deflate"}, None)
             assert content == document and response["-content-encoding"] == "deflate"
+
+
+async def test_a_head_that_never_ends_is_refused_at_the_header_bound(monkeypatch):
+    """httptools hands a header over only once it ends: a header (or status line) that goes on
+    and on is refused at the bound as it arrives, not held in memory until the call times out."""
+    monkeypatch.setattr(transport, "MAX_HEADER_BYTES", 1000)
+
+    async def endless_header(reader, writer, number):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 20_000)
+        await writer.drain()
+        await read_request(reader)  # until the pool closes the connection
+
+    async def endless_status_line(reader, writer, number):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 " + b"O" * 20_000)
+        await writer.drain()
+        await read_request(reader)
+
+    pool = ConnectionPool(timeout=10)
+    try:
+        async with RawPeer(endless_header) as header, RawPeer(endless_status_line) as status:
+            for peer in (header, status):
+                with pytest.raises(TransportError, match="headers too large"):
+                    await pool.request("GET", peer.url(), {}, None)
+    finally:
+        pool.close()
