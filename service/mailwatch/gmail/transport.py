@@ -177,6 +177,9 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     def abort(self) -> None:
+        """Close now; an exchange still waiting fails (closed by this end: neither complete
+        nor stale, whatever the parser had so far)."""
+        self._fail(TransportError("connection closed by this client"))
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -191,6 +194,7 @@ class ConnectionPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._busy: set[_Connection] = set()
         self._origins: dict[str, Origin] = {}
+        self._closed = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, uri: str, headers: dict, body: bytes | str | None
@@ -224,7 +228,7 @@ class ConnectionPool:
             raise
         finally:
             self._busy.discard(connection)
-        if answer[4]:
+        if answer[4] and not self._closed:
             self._give_back(connection)
         else:
             connection.abort()
@@ -247,6 +251,8 @@ class ConnectionPool:
             idle.append(connection)
 
     async def _connect(self, origin: Origin) -> _Connection:
+        if self._closed:  # nothing goes out after close() (idle connections are gone with it)
+            raise TransportError("the connection pool is closed")
         secure = origin.scheme == "https"
         if secure and self._ssl_context is None:
             self._ssl_context = verified_context()
@@ -254,6 +260,9 @@ class ConnectionPool:
             lambda: _Connection(self, origin), origin.host, origin.port,
             ssl=self._ssl_context if secure else None, server_hostname=origin.host if secure else None,
         )
+        if self._closed:  # closed while connecting
+            connection.abort()
+            raise TransportError("the connection pool is closed")
         return connection
 
     def forget(self, connection: _Connection) -> None:
@@ -279,7 +288,8 @@ class ConnectionPool:
         return origin, target
 
     def close(self) -> None:
-        """Close every connection, idle or in an exchange (whose call then fails)."""
+        """Close every connection, idle or in an exchange (whose call then fails); later calls fail."""
+        self._closed = True
         connections = [c for idle in self._idle.values() for c in idle] + list(self._busy)
         self._idle.clear()
         self._busy.clear()

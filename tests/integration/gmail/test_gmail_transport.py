@@ -215,3 +215,39 @@ async def test_a_head_that_never_ends_is_refused_at_the_header_bound(monkeypatch
                     await pool.request("GET", peer.url(), {}, None)
     finally:
         pool.close()
+
+
+async def test_closing_the_pool_fails_the_calls_in_flight_and_opens_nothing_after():
+    """close() (at shutdown) fails the exchanges in flight: a GET on a kept-alive connection is
+    not sent again on a new one, an answer that ends with its connection is not taken as
+    whole, and no connection is opened once the pool is closed."""
+    asked = asyncio.Queue()
+
+    def answer_once_then(second_answer: bytes):
+        async def handler(reader, writer, number):
+            await read_request(reader)
+            writer.write(json_answer({"connection": number}))
+            await writer.drain()
+            await read_request(reader)
+            writer.write(second_answer)
+            await writer.drain()
+            await asked.put(number)
+            await read_request(reader)  # until the pool closes the connection
+        return handler
+
+    cut_short = answer_once_then(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"historyId": ')
+    async with RawPeer(cut_short) as cut, RawPeer(answer_once_then(b"")) as silent:
+        for peer in (cut, silent):
+            pool = ConnectionPool(timeout=30)
+            try:
+                await pool.request("GET", peer.url(), {}, None)  # a connection kept alive
+                call = asyncio.create_task(pool.request("GET", peer.url(), {}, None))
+                await asked.get()
+                pool.close()
+                with pytest.raises(TransportError):
+                    await call
+                with pytest.raises(TransportError, match="closed"):
+                    await pool.request("GET", peer.url(), {}, None)
+            finally:
+                pool.close()
+        assert (cut.connections, silent.connections) == (1, 1)
