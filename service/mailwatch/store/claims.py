@@ -42,7 +42,7 @@ def claimed_ids(due):
     return any_(cast(select(func.array_agg(locked.c.id)).scalar_subquery(), ARRAY(Uuid)))
 
 
-def due_in_tenant_turns(is_due, due_at: str, *, limit, skip_tenants):
+def due_in_tenant_turns(is_due, due_at: str, *, limit, skip_tenants, running=None):
     """The ids of up to `limit` mailboxes `is_due(rows)` accepts, locked for the claim
     (`FOR UPDATE SKIP LOCKED`), tenants taking turns: each tenant's earliest due
     (by the column `due_at`) first, then each one's second, and so on (earliest
@@ -50,7 +50,15 @@ def due_in_tenant_turns(is_due, due_at: str, *, limit, skip_tenants):
     another's one wait behind them. Each tenant contributes at most `limit`
     candidates (its own index on `due_at`); tenants in `skip_tenants` (a uuid[]
     expression: those past their Gmail quota budget) none. `is_due` takes
-    `mailboxes` or an alias of it and is checked again under the row lock."""
+    `mailboxes` or an alias of it and is checked again under the row lock.
+
+    `running` (a uuid[] expression naming a tenant once per claim of it the worker
+    is still processing) carries the turns over from one claim to the next: a
+    tenant with k mailboxes in the worker's slots starts at turn k + 1. A worker
+    that claims into its free slots as they free up claims one or two at a time
+    once it is busy, and turns counted within such a claim alone give nothing:
+    the flooding tenant's earliest due wins each one, and another tenant's newly
+    due mailbox waits behind the whole flood (tests/integration/api/test_api_quota_fairness.py)."""
     candidates = mailboxes.alias("candidate")
     per_tenant = (
         select(candidates.c.id, candidates.c[due_at])
@@ -59,9 +67,11 @@ def due_in_tenant_turns(is_due, due_at: str, *, limit, skip_tenants):
         .limit(limit)
         .lateral("due")
     )
+    turn = func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c[due_at])
+    if running is not None:
+        turn = turn + func.cardinality(func.array_positions(running, tenants.c.id))
     turns = (
-        select(per_tenant.c.id, per_tenant.c[due_at],
-               func.row_number().over(partition_by=tenants.c.id, order_by=per_tenant.c[due_at]).label("turn"))
+        select(per_tenant.c.id, per_tenant.c[due_at], turn.label("turn"))
         .select_from(tenants.join(per_tenant, true()))
         .where(tenants.c.id != all_(skip_tenants))
         .subquery("turns")

@@ -74,30 +74,33 @@ def _page_failed(extra=1) -> dict:
 
 async def claim_due_syncs(
     session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int,
-    skip_tenants: Sequence[uuid.UUID] = (),
+    skip_tenants: Sequence[uuid.UUID] = (), running: Sequence[uuid.UUID] = (),
 ) -> list[ClaimedMailbox]:
-    """Lease up to `limit` ACTIVE mailboxes whose sync is due, oldest due first (`_CLAIM`),
-    on the caller's session; none of `skip_tenants` (past their Gmail quota budget: their
-    turn comes when it refills)."""
-    rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit, skip_tenants))
+    """Lease up to `limit` ACTIVE mailboxes whose sync is due, tenants taking turns
+    (`_claim_statement`), on the caller's session; none of `skip_tenants` (past their
+    Gmail quota budget: their turn comes when it refills). `running` names a tenant once
+    per sync of it the worker still runs: its turns start after them."""
+    rows = await session.execute(_claim_statement(), _claim_params(owner, now, lease, limit, skip_tenants, running))
     return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 
 async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: timedelta, limit: int,
-                      skip_tenants: Sequence[uuid.UUID] = ()) -> list[ClaimedMailbox]:
+                      skip_tenants: Sequence[uuid.UUID] = (),
+                      running: Sequence[uuid.UUID] = ()) -> list[ClaimedMailbox]:
     """`claim_due_syncs` as the sync worker runs it for every claim: ONE statement in
     autocommit, compiled once and run on the driver's connection (no ORM session and
     no SQLAlchemy execution or result layer on this path)."""
     sql, compiled = _compiled_claim()
     async with driver_autocommit(sessions) as connection:
         rows = await fetch_all(connection, sql, compiled.construct_params(
-            _claim_params(owner, now, lease, limit, skip_tenants)), row_factory=namedtuple_row)
+            _claim_params(owner, now, lease, limit, skip_tenants, running)), row_factory=namedtuple_row)
     return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 
-def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID]) -> dict:
+def _claim_params(owner: str, now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID],
+                  running: Sequence[uuid.UUID]) -> dict:
     return {"p_owner": owner, "p_now": now, "p_lease_expires_at": now + lease, "p_limit": limit,
-            "p_skip_tenants": uuid_array(skip_tenants)}
+            "p_skip_tenants": uuid_array(skip_tenants), "p_running": uuid_array(running)}
 
 
 @functools.cache
@@ -110,7 +113,9 @@ def _claim_statement():
     first notifications, a resync storm) does not make another tenant's one
     due mailbox wait behind all of them. Each tenant contributes at most
     `p_limit` candidates (`ix_mailboxes_sync_due` per tenant), and tenants in
-    `p_skip_tenants` (past their Gmail quota budget) none.
+    `p_skip_tenants` (past their Gmail quota budget) none. Turns carry over
+    between claims: a tenant named k times in `p_running` (syncs of it the
+    worker still runs) starts at turn k + 1.
 
     A row still naming a lease owner was claimed and never released: that
     worker was lost (killed, out of memory) with no commit and no recorded
@@ -129,7 +134,8 @@ def _claim_statement():
         )
 
     due = due_in_tenant_turns(is_due, "sync_due_at", limit=limit,
-                              skip_tenants=cast(bindparam("p_skip_tenants"), ARRAY(Uuid)))
+                              skip_tenants=cast(bindparam("p_skip_tenants"), ARRAY(Uuid)),
+                              running=cast(bindparam("p_running"), ARRAY(Uuid)))
     return sealed_credentials.with_sealed(
         update(mailboxes)
         .where(mailboxes.c.id.in_(due.scalar_subquery()))

@@ -22,9 +22,11 @@ by shared watch (`to_process`), which small claims would split.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -78,6 +80,8 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         self._slots = asyncio.Semaphore(concurrency)
         self._outcome_counters: dict[str, Counter] = {}
         self._running: set[asyncio.Task] = set()  # started by tick(), not finished yet
+        # The tenant of each of them, once per claim (`tenant_of`): the next claim's turns start after them.
+        self._running_tenants: collections.Counter = collections.Counter()
 
     async def claim(self, now: datetime, limit: int) -> Sequence[Claim]:
         """Claim up to `limit` due mailboxes: a store verb, ONE statement in autocommit."""
@@ -104,7 +108,26 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
             task = asyncio.create_task(self._guarded(claim))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            tenant = self.tenant_of(claim)
+            if tenant is not None:
+                self._running_tenants[tenant] += 1
+                task.add_done_callback(lambda _task, tenant=tenant: self._ended_for(tenant))
         return len(claims) >= free
+
+    def tenant_of(self, claim: Claim) -> uuid.UUID | None:
+        """The tenant a claim works for, for `running_tenants` (None: not counted)."""
+        return None
+
+    def running_tenants(self) -> list[uuid.UUID]:
+        """Each tenant once per claim of it `tick` started and not finished: a claim into
+        free slots passes it on so that tenants' turns carry over between claims
+        (store/claims.py `due_in_tenant_turns`)."""
+        return list(self._running_tenants.elements())
+
+    def _ended_for(self, tenant: uuid.UUID) -> None:
+        self._running_tenants[tenant] -= 1
+        if self._running_tenants[tenant] <= 0:
+            del self._running_tenants[tenant]
 
     async def run(self) -> None:
         """The loop; once stopped, the claims it started finish (their outcomes are written)."""

@@ -62,11 +62,15 @@ class SyncWorker(ClaimingWorker[sync_claims.ClaimedMailbox]):
         """Lease due mailboxes to this worker's owner name, none of a tenant past its Gmail quota
         budget (its syncs would only wait for it, holding slots other tenants can use)."""
         claims = await sync_claims.claim_syncs(self.sessions, owner=self.owner, now=now, lease=self.lease,
-                                               limit=limit, skip_tenants=self.gmail.budgets.deferred())
+                                               limit=limit, skip_tenants=self.gmail.budgets.deferred(),
+                                               running=self.running_tenants())
         for claim in claims:
             if claim.mailbox.sync_due_at is not None:
                 stages.observe(stages.DUE_TO_CLAIMED, (now - claim.mailbox.sync_due_at).total_seconds())
         return claims
+
+    def tenant_of(self, claim: sync_claims.ClaimedMailbox) -> uuid.UUID:
+        return claim.mailbox.tenant_id
 
     async def process(self, claim: sync_claims.ClaimedMailbox) -> str:
         started = time.perf_counter()

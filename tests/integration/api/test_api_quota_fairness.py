@@ -19,7 +19,16 @@ and each of B's changes reached the change log within a generous bound
 5,000 mailboxes are due again and again: before the sync claim gave tenants
 turns, B's one due mailbox waited behind all of them and its change took
 over 120 s. At load ~20 the host registers near 6/s, below A's budget, and
-the test took about 13 minutes (B's changes still within the bound).
+the test took about 13 minutes (B's changes still within the bound). Turns
+within one claim were not enough either: a busy sync worker claims into one
+free slot at a time, where A's earliest due mailbox won every slot, so
+whenever A was not deferred B's change waited until A's whole backlog of
+due mailboxes had been synced once (the likely cause of a 43 s change in
+CI); turns now carry over from
+the syncs a worker still runs (store/claims.py `due_in_tenant_turns`). A
+change of B's slower than a tenth of the bound is reported with the states its
+mailbox went through (notified, due, leased, synced, failing), so a failure
+says where the time went.
 """
 
 from __future__ import annotations
@@ -58,18 +67,25 @@ def _batch(key: dict, addresses: list[str]) -> mailbox_service_pb2.BatchRegister
     )
 
 
-async def _logged(service, mailbox_id: str, message_id: str) -> bool:
-    async with service.app.sessions() as session:
-        found = await session.execute(text(
-            "SELECT 1 FROM change_events WHERE mailbox_id = :mailbox AND message_id = :message "
-            "AND event_type = 'MESSAGE_ADDED'"), {"mailbox": mailbox_id, "message": message_id})
-        return found.first() is not None
-
-
 def _units(sim, addresses: list[str]) -> int:
     """Quota units the simulator counted for `addresses` (one counters read)."""
     units = sim.counters()["quotaUnits"]
     return sum(units.get(address, 0) for address in addresses)
+
+
+async def _b_progress(service, mailbox_id: str, message_id: str, timeline: list) -> bool:
+    """Whether B's change is in the change log; meanwhile `timeline` gets each new state of
+    B's row that says where the change is (notified, due, leased, synced), with its time."""
+    async with service.app.sessions() as session:
+        row = (await session.execute(text(
+            "SELECT notified_history_id, sync_due_at IS NOT NULL AS due, lease_owner IS NOT NULL AS leased, "
+            "history_id, last_error_reason, next_attempt_at IS NOT NULL AS backing_off, EXISTS (SELECT 1 FROM change_events WHERE mailbox_id = :mailbox AND message_id = :message "
+            "AND event_type = 'MESSAGE_ADDED') AS logged FROM mailboxes WHERE id = :mailbox"),
+            {"mailbox": mailbox_id, "message": message_id})).mappings().one()
+    state = dict(row)
+    if not timeline or timeline[-1][1] != state:
+        timeline.append((time.monotonic(), state))
+    return state["logged"]
 
 
 async def _row(service, mailbox_id: str) -> dict:
@@ -114,16 +130,20 @@ async def test_a_bulk_registration_is_held_to_its_budget_while_another_tenants_c
         a_units_before = _units(sim, a_addresses)
         registering = asyncio.create_task(register_a())
         latencies = []
+        slow = []  # where each of B's slower changes spent its time
         try:
             while not registering.done():
                 inserted = await asyncio.to_thread(sim.insert_message, b_address)
                 changed = time.monotonic()
+                timeline: list = []
                 try:
-                    await eventually(lambda: _logged(service, b_mailbox.id, inserted["id"]),
+                    await eventually(lambda: _b_progress(service, b_mailbox.id, inserted["id"], timeline),
                                      timeout=B_LATENCY_BOUND * 4, what="B's change in the change log")
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}; B's mailbox: {await _row(service, b_mailbox.id)}") from None
                 latencies.append(time.monotonic() - changed)
+                if latencies[-1] > B_LATENCY_BOUND / 10:
+                    slow.append([(round(at - changed, 2), state) for at, state in timeline])
             results = await registering
         finally:
             registering.cancel()
@@ -139,7 +159,9 @@ async def test_a_bulk_registration_is_held_to_its_budget_while_another_tenants_c
         assert a_units <= BUDGET * (10 + elapsed) / 60 + BUDGET / 60 + 100, (a_units, elapsed)
         assert DEFERRED_CALLS.labels(tenant=tenant_label(b_id))._value.get() == b_deferred_before
         assert latencies, "A's registration ended before B changed once"
-        assert max(latencies) <= B_LATENCY_BOUND, latencies
+        assert max(latencies) <= B_LATENCY_BOUND, (latencies, slow)
+        for seen in slow:
+            print(seen)
         print(f"A: {A_MAILBOXES} registrations in {elapsed:.0f} s ({a_units} units); B: {len(latencies)} changes, "
               f"latency median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s")
 

@@ -119,10 +119,7 @@ async def test_the_claim_leaves_the_mailboxes_of_tenants_past_their_gmail_budget
 
 async def test_tenants_take_turns_so_one_tenants_flood_of_due_mailboxes_does_not_hold_back_anothers(sessions):
     rows = Rows(sessions)
-    flooding, steady = await rows.tenant(), await rows.tenant()
-    for n in range(5):
-        await rows.mailbox(flooding.id, f"flood{n}@turns.test", history_id=100)
-    await rows.mailbox(steady.id, "steady@turns.test", history_id=100)
+    flooding, steady = await rows.flood_and_steady("turns.test", 5)
     async with sessions() as session, session.begin():
         # The flood became due first; the steady tenant's one mailbox last.
         await session.execute(text(
@@ -133,6 +130,27 @@ async def test_tenants_take_turns_so_one_tenants_flood_of_due_mailboxes_does_not
     assert sorted(c.mailbox.email_address for c in first) == ["flood0@turns.test", "steady@turns.test"]
     rest = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=10)
     assert sorted(c.mailbox.email_address for c in rest) == [f"flood{n}@turns.test" for n in range(1, 5)]
+
+
+async def test_turns_carry_over_from_the_syncs_a_worker_still_runs_to_its_next_one_slot_claim(sessions):
+    """A busy worker claims into one free slot at a time. Turns counted within such a claim
+    alone let the flood's earliest due mailbox win every slot; a tenant the worker already
+    runs syncs for starts its turns after them, so the steady tenant's newly due mailbox
+    takes the next free slot."""
+    rows = Rows(sessions)
+    flooding, steady = await rows.flood_and_steady("carry.test", 5)
+    async with sessions() as session, session.begin():
+        await session.execute(text(
+            "UPDATE mailboxes SET sync_due_at = CASE WHEN email_address LIKE 'steady%' THEN :now "
+            "ELSE :now - interval '10 seconds' END WHERE email_address LIKE '%@carry.test'"), {"now": NOW})
+
+    # The worker runs two of the flood's syncs: one slot frees up.
+    one_slot = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=1,
+                                             running=[flooding.id, flooding.id])
+    assert [c.mailbox.email_address for c in one_slot] == ["steady@carry.test"]
+    # Nothing running for the flood: its earliest due is first again.
+    again = await sync_claims.claim_syncs(sessions, owner="me", now=NOW, lease=LEASE, limit=1)
+    assert [c.mailbox.tenant_id for c in again] == [flooding.id]
 
 
 async def test_the_fallback_poll_marks_only_mailboxes_quiet_for_the_interval(sessions):

@@ -2,7 +2,8 @@
 they free up; it does not wait for a round's slowest claim before claiming more.
 
 The claims here come from a list rather than from `mailboxes` (what is claimed
-does not matter, only when), inside the worker's real transaction on Postgres.
+does not matter, only when), inside the worker's real transaction on Postgres;
+except in the last test, where the sync worker's real claim picks among tenants.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import text
 
+from mailwatch.config import GmailSettings, SyncSettings
+from mailwatch.gmail.client import GmailClient
 from mailwatch.workers.claiming import ClaimingWorker
 from mailwatch.workers.sync import SyncWorker
+from tests.fixtures.factory import Rows
 from tests.fixtures.pipeline import eventually
 
 pytestmark = pytest.mark.integration
@@ -92,3 +97,53 @@ async def test_when_every_slot_is_busy_the_next_claim_waits_for_one_to_free(sess
     finally:
         await _stop(worker, task)
 
+
+
+class HeldSyncs(SyncWorker):
+    """The sync worker with its real claim (Postgres, tenants taking turns); a claimed
+    mailbox's sync holds its slot until the test releases it (no Gmail call)."""
+
+    def __init__(self, sessions, gmail: GmailClient, *, concurrency: int) -> None:
+        super().__init__(sessions=sessions, gmail=gmail, secret_box=None, loop_seconds=60.0,
+                         settings=SyncSettings(concurrency=concurrency))
+        self.started: list[str] = []
+        self.release: dict[str, asyncio.Event] = {}
+        self.released_all = False  # stopping: every sync, started or not, ends at once
+
+    async def process(self, claim) -> str:
+        address = claim.mailbox.email_address
+        self.started.append(address)
+        if not self.released_all:
+            await self.release.setdefault(address, asyncio.Event()).wait()
+        return "synced"
+
+
+async def test_a_busy_worker_gives_its_next_free_slot_to_the_tenant_it_runs_nothing_for(sessions):
+    """Both slots run the flood's syncs and more of the flood's mailboxes have been due for
+    longer: when one slot frees up, the steady tenant's newly due mailbox takes it."""
+    rows = Rows(sessions)
+    await rows.flood_and_steady("slots.test", 6)
+    async with sessions() as session, session.begin():
+        await session.execute(text(
+            "UPDATE mailboxes SET sync_due_at = CASE WHEN email_address LIKE 'steady%' THEN NULL "
+            "ELSE now() - make_interval(secs => 60 - substring(email_address FROM 'flood([0-9])')::int) END "
+            "WHERE email_address LIKE '%@slots.test'"))
+    gmail = GmailClient(GmailSettings())
+    worker = HeldSyncs(sessions, gmail, concurrency=2)
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: sorted(worker.started) == ["flood0@slots.test", "flood1@slots.test"],
+                         what=f"the flood's two earliest in the two slots (started: {worker.started})")
+        async with sessions() as session, session.begin():
+            await session.execute(text("UPDATE mailboxes SET sync_due_at = now() WHERE email_address = :steady"),
+                                  {"steady": "steady@slots.test"})
+        worker.release.setdefault("flood0@slots.test", asyncio.Event()).set()
+        await eventually(lambda: len(worker.started) == 3)
+        assert worker.started[2] == "steady@slots.test"
+    finally:
+        worker.released_all = True
+        for event in worker.release.values():
+            event.set()
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        gmail.close()

@@ -50,7 +50,8 @@ def test_the_hot_statements_take_no_python_list_parameter():
     event = NewEvent(mailbox_id=uuid.uuid4(), email_address="a@example.com", type=EventType.MESSAGE_ADDED,
                      history_id=5, message_id="m", thread_id="t", label_ids=("INBOX", "UNREAD"))
     params = {
-        "sync claim": sync_claims._claim_params("owner", now, timedelta(seconds=60), 4, [uuid.uuid4(), uuid.uuid4()]),
+        "sync claim": sync_claims._claim_params("owner", now, timedelta(seconds=60), 4, [uuid.uuid4(), uuid.uuid4()],
+                                                [uuid.uuid4()] * 3),
         "ingest's record": notifications._record_params({"a@example.com": 5, "b@example.com": 6}, now),
         "append": changes._append_params(uuid.uuid4(), [event, event]),
     }
