@@ -363,4 +363,6 @@ def _decoded(content: bytes, encoding: str) -> bytes:
         raise TransportError(f"undecodable {encoding} answer: {error}")
     if decoder.unconsumed_tail:
         raise TransportError(f"answer larger than {MAX_BODY_BYTES} bytes once decoded")
+    if not decoder.eof:  # its framing was whole, the compressed stream in it was not
+        raise TransportError(f"{encoding} answer cut short")
     return decoded

@@ -5,6 +5,8 @@ TLS verified, answers decoded and bounded."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import ssl
 import zlib
 
@@ -251,3 +253,17 @@ async def test_closing_the_pool_fails_the_calls_in_flight_and_opens_nothing_afte
             finally:
                 pool.close()
         assert (cut.connections, silent.connections) == (1, 1)
+
+
+async def test_a_compressed_answer_cut_short_is_a_failure(pool):
+    """A gzip stream that ends early inside a whole answer (its Content-Length matches what came)
+    decodes to part of a document: the call fails as unavailable instead of reading half of it."""
+    async def cut_gzip(reader, writer, number):
+        await read_request(reader)
+        body = gzip.compress(json.dumps({"historyId": "7", "pad": "x" * 200}).encode())[:-12]
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async with RawPeer(cut_gzip) as peer:
+        with pytest.raises(TransportError, match="gzip answer cut short"):
+            await pool.request("GET", peer.url(), {"accept-encoding": "gzip"}, None)
