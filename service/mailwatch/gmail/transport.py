@@ -32,6 +32,13 @@ MAX_BODY_BYTES = 128 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 # Idle keep-alive connections kept per origin; more are closed when they come back.
 MAX_IDLE_PER_ORIGIN = 64
+# A connection idle longer than this is closed instead of reused: middleboxes forget idle TCP
+# connections without telling either end (Compute Engine's firewall after 10 minutes, Cloud
+# NAT after 20 by default, Azure's load balancer after 4), and a request sent on one waits
+# out the call's timeout for an answer that never comes. The most recently returned is
+# reused first, so only a burst reaches the long-idle ones. (Go's http.Transport closes
+# idle connections at 90 s too.)
+MAX_IDLE_SECONDS = 90.0
 # A connection found dead when reused is retried on a new one only for these.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -65,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self.reused = False
         self.closed = False
+        self.idle_since = 0.0
 
     # --- asyncio.Protocol --------------------------------------------------
 
@@ -236,6 +244,11 @@ class ConnectionPool:
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        if not idle:
+            return None
+        stale_before = self.loop.time() - MAX_IDLE_SECONDS
+        while idle and idle[0].idle_since < stale_before:  # oldest first: given back in that order
+            idle.pop(0).abort()
         while idle:
             connection = idle.pop()
             if not connection.closed and not connection.transport.is_closing():
@@ -248,6 +261,7 @@ class ConnectionPool:
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.abort()
         else:
+            connection.idle_since = self.loop.time()
             idle.append(connection)
 
     async def _connect(self, origin: Origin) -> _Connection:

@@ -267,3 +267,32 @@ async def test_a_compressed_answer_cut_short_is_a_failure(pool):
     async with RawPeer(cut_gzip) as peer:
         with pytest.raises(TransportError, match="gzip answer cut short"):
             await pool.request("GET", peer.url(), {"accept-encoding": "gzip"}, None)
+
+
+async def test_a_connection_idle_past_the_limit_is_not_reused(monkeypatch):
+    """A middlebox forgets an idle TCP connection without a word (Compute Engine's firewall after
+    10 minutes, Cloud NAT after 20): a request sent on it gets no answer and waits out the
+    call's timeout. Here the peer drops what comes on a connection idle past 0.2 s; with the
+    limit at 0.1 s the next call goes on a new connection and is answered."""
+    monkeypatch.setattr(transport, "MAX_IDLE_SECONDS", 0.1)
+
+    async def forgets_idle_connections(reader, writer, number):
+        loop = asyncio.get_running_loop()
+        answered_at = None
+        while True:
+            await read_request(reader)
+            if answered_at is not None and loop.time() - answered_at > 0.2:
+                await asyncio.Event().wait()  # the answer is lost on the way
+            writer.write(json_answer({"connection": number}))
+            await writer.drain()
+            answered_at = loop.time()
+
+    pool = ConnectionPool(timeout=5)
+    try:
+        async with RawPeer(forgets_idle_connections) as peer:
+            await pool.request("GET", peer.url(), {}, None)
+            await asyncio.sleep(0.3)  # the connection idles past the limit and the peer's 0.2 s
+            response, content = await pool.request("GET", peer.url(), {}, None)
+            assert content == b'{"connection": 1}' and peer.connections == 2
+    finally:
+        pool.close()
