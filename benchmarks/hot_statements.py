@@ -103,7 +103,7 @@ class Psycopg:
         sql, compiled = sync_claims._compiled_claim()
         async with self.driver_connection() as connection:
             return await fetch_all(connection, sql, compiled.construct_params(
-                sync_claims._claim_params(OWNER, now, LEASE, 1, ())), row_factory=namedtuple_row)
+                sync_claims._claim_params(OWNER, now, LEASE, 1, (), ())), row_factory=namedtuple_row)
 
     async def commit(self, update: tuple, params: dict, tenant_id: uuid.UUID, events: list[NewEvent]):
         sql, compiled = update
@@ -143,8 +143,9 @@ class Asyncpg:
 
     async def claim(self, now: datetime):
         sql, compiled = sync_claims._compiled_claim()
-        params = compiled.construct_params(sync_claims._claim_params(OWNER, now, LEASE, 1, ()))
-        params["p_skip_tenants"] = []  # a uuid[] parameter is a list to asyncpg (psycopg: the array's text)
+        params = compiled.construct_params(sync_claims._claim_params(OWNER, now, LEASE, 1, (), ()))
+        # A uuid[] parameter is a list to asyncpg (psycopg: the array's text).
+        params["p_skip_tenants"] = params["p_running"] = []
         return await self._fetch(sql, params)
 
     async def commit(self, update: tuple, params: dict, tenant_id: uuid.UUID, events: list[NewEvent]):

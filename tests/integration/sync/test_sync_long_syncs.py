@@ -17,8 +17,11 @@ from tests.fixtures.rpc import sa_request
 
 pytestmark = pytest.mark.integration
 
-LEASE_SECONDS = 2.0
-SLOW = 5.0  # seconds: longer than the lease, so only a kept lease stops a second replica
+# The heartbeat extends the lease every third of it: a 6 s lease survives a beat up to 4 s
+# late (a loaded 2-core host delayed a 2 s lease's beats past it once, and the second
+# replica fetched the slow page again).
+LEASE_SECONDS = 6.0
+SLOW = 15.0  # seconds: longer than the lease, so only a kept lease stops a second replica
 
 
 def calls(sim, email: str, method: str) -> int:
