@@ -21,6 +21,7 @@ from mailwatch_client import (
     NotFoundError,
     RetryConfig,
 )
+from mailwatch.api.tokens import decode_cursor
 from mailwatch.secrets import generate_key
 from tests.fixtures.waiting import eventually, stays
 from mailwatch_devstack.ports import free_port
@@ -29,6 +30,7 @@ from tests.integration.client.conftest import api_key_of, sa_credentials
 pytestmark = pytest.mark.integration
 
 MESSAGE_ADDED = EventType.Value("EVENT_TYPE_MESSAGE_ADDED")
+WATCH_STARTED = EventType.Value("EVENT_TYPE_WATCH_STARTED")
 FAST_RECONNECT = RetryConfig(initial_backoff=0.1, max_backoff=0.5, max_attempts=0)
 
 
@@ -157,14 +159,23 @@ async def test_heartbeats_advance_the_cursor(service):
     sim = service.sim
     async with AsyncMailwatchClient(service.target, api_key_of(auth)) as client:
         await client.register_mailbox("lou@example.com", credentials=sa_credentials(sim, "lou@example.com"))
+        async with client.stream_changes(start="earliest") as everything:
+            watch_started = await anext(everything)
+        assert watch_started.type == WATCH_STARTED
         store = MemoryCheckpointStore()
         # Only MESSAGE_DELETED: the WATCH_STARTED event is filtered out, yet
-        # heartbeats move the position past it.
+        # heartbeats move the position past it (the opening one is at the start, before it).
         stream = client.stream_changes(start="earliest", event_types=["MESSAGE_DELETED"], checkpoint=store,
                                        heartbeat_interval=1)
         task = asyncio.create_task(anext(stream))
-        await eventually(lambda: stream.cursor is not None, timeout=10)
-        assert store.load() == stream.cursor
+
+        def saved_past_the_filtered_event() -> bool:
+            # The client saves a heartbeat's cursor after taking it, from a thread: wait for both.
+            cursor = stream.cursor
+            return (cursor is not None and store.load() == cursor
+                    and decode_cursor(cursor) >= decode_cursor(watch_started.cursor))
+
+        await eventually(saved_past_the_filtered_event, what="a heartbeat's cursor past the event, saved")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
