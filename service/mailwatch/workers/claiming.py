@@ -38,7 +38,7 @@ from mailwatch.gmail.client import GmailClient
 from mailwatch.secrets import SecretBox
 from mailwatch.domain.backoff import BackoffPolicy
 from mailwatch.store.db import Sessions
-from mailwatch.workers.loop import LoopWorker
+from mailwatch.workers.loop import LoopWorker, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,21 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         for claim in self.to_process(claims):
             task = asyncio.create_task(self._guarded(claim))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._ended)
             tenant = self.tenant_of(claim)
             if tenant is not None:
                 self._running_tenants[tenant] += 1
                 task.add_done_callback(lambda _task, tenant=tenant: self._ended_for(tenant))
         return len(claims) >= free
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A claim `tick` started is done. `process` records its own failures; what escapes
+        it (the database gone while recording the outcome) is logged here, as the loop logs
+        a failed tick, rather than as an exception never retrieved: the claim's lease
+        lapses and the mailbox is claimed again."""
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_failure(f"{type(self).__name__} claim", task.exception())
 
     def tenant_of(self, claim: Claim) -> uuid.UUID | None:
         """The tenant a claim works for, for `running_tenants` (None: not counted)."""

@@ -48,11 +48,7 @@ class LoopWorker:
             try:
                 busy = await self.tick()
             except Exception as exc:  # noqa: BLE001 - logged; the next round retries
-                if is_database_unavailable(exc):
-                    # Expected during a Postgres restart: one line, no traceback.
-                    log.warning("%s tick failed: database unavailable (%s)", type(self).__name__, exc)
-                else:
-                    log.exception("%s tick failed", type(self).__name__)
+                log_failure(f"{type(self).__name__} tick", exc)
                 busy = False
             if busy or self._stopping:
                 continue
@@ -62,3 +58,12 @@ class LoopWorker:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+
+def log_failure(what: str, exc: BaseException) -> None:
+    """A worker's failed step, logged: a database outage (expected during a Postgres
+    restart) as one line without traceback, anything else with its traceback."""
+    if is_database_unavailable(exc):
+        log.warning("%s failed: database unavailable (%s)", what, exc)
+    else:
+        log.error("%s failed", what, exc_info=exc)

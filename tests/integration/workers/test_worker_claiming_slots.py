@@ -99,6 +99,31 @@ async def test_when_every_slot_is_busy_the_next_claim_waits_for_one_to_free(sess
 
 
 
+async def test_a_claim_whose_processing_raises_is_logged_and_its_slot_freed(sessions, caplog):
+    """`process` records a mailbox's failures itself; what escapes it (the database gone while
+    recording the outcome) is logged by the worker, not left as a task exception nobody
+    retrieves, and the slot is free for the next claim."""
+
+    class Failing(Listed):
+        async def process(self, claim: str) -> str:
+            self.started.append(claim)
+            if claim == "doomed":
+                raise RuntimeError("the outcome could not be recorded")
+            return "synced"
+
+    worker = Failing(sessions, pipelined=True, concurrency=1)
+    task = await _run(worker)
+    try:
+        worker.make_due("doomed")
+        await eventually(lambda: "Failing claim failed" in caplog.text)
+        failed = [record for record in caplog.records if record.getMessage() == "Failing claim failed"]
+        assert failed[0].exc_info[1].args == ("the outcome could not be recorded",)
+        worker.make_due("next")
+        await eventually(lambda: worker.started == ["doomed", "next"])
+    finally:
+        await _stop(worker, task)
+
+
 class HeldSyncs(SyncWorker):
     """The sync worker with its real claim (Postgres, tenants taking turns); a claimed
     mailbox's sync holds its slot until the test releases it (no Gmail call)."""
