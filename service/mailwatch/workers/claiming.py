@@ -22,7 +22,6 @@ by shared watch (`to_process`), which small claims would split.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -79,9 +78,9 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._outcome_counters: dict[str, Counter] = {}
-        self._running: set[asyncio.Task] = set()  # started by tick(), not finished yet
-        # The tenant of each of them, once per claim (`tenant_of`): the next claim's turns start after them.
-        self._running_tenants: collections.Counter = collections.Counter()
+        # Started by tick(), not finished yet, each with its claim's tenant (`tenant_of`):
+        # the next claim's turns start after them.
+        self._running: dict[asyncio.Task, uuid.UUID | None] = {}
 
     async def claim(self, now: datetime, limit: int) -> Sequence[Claim]:
         """Claim up to `limit` due mailboxes: a store verb, ONE statement in autocommit."""
@@ -106,12 +105,8 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         claims = await self._claim(free)
         for claim in self.to_process(claims):
             task = asyncio.create_task(self._guarded(claim))
-            self._running.add(task)
+            self._running[task] = self.tenant_of(claim)
             task.add_done_callback(self._ended)
-            tenant = self.tenant_of(claim)
-            if tenant is not None:
-                self._running_tenants[tenant] += 1
-                task.add_done_callback(lambda _task, tenant=tenant: self._ended_for(tenant))
         return len(claims) >= free
 
     def _ended(self, task: asyncio.Task) -> None:
@@ -119,7 +114,7 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         it (the database gone while recording the outcome) is logged here, as the loop logs
         a failed tick, rather than as an exception never retrieved: the claim's lease
         lapses and the mailbox is claimed again."""
-        self._running.discard(task)
+        self._running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log_failure(f"{type(self).__name__} claim", task.exception())
 
@@ -131,12 +126,7 @@ class ClaimingWorker(LoopWorker, Generic[Claim]):
         """Each tenant once per claim of it `tick` started and not finished: a claim into
         free slots passes it on so that tenants' turns carry over between claims
         (store/claims.py `due_in_tenant_turns`)."""
-        return list(self._running_tenants.elements())
-
-    def _ended_for(self, tenant: uuid.UUID) -> None:
-        self._running_tenants[tenant] -= 1
-        if self._running_tenants[tenant] <= 0:
-            del self._running_tenants[tenant]
+        return [tenant for tenant in self._running.values() if tenant is not None]
 
     async def run(self) -> None:
         """The loop; once stopped, the claims it started finish (their outcomes are written)."""
