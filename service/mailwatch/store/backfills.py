@@ -37,7 +37,7 @@ from mailwatch.domain.models import EventType, Mailbox, MailboxState, NewEvent, 
 from mailwatch.store import sealed_credentials
 from mailwatch.store.changes import append_events, driver_connection, update_and_append, writer_lock
 from mailwatch.store.claims import ERROR_TEXT_LIMIT, gmail_allows
-from mailwatch.store.db import Sessions, autocommit, driver_autocommit, reading, transaction
+from mailwatch.store.db import Sessions, autocommit, compiled_for_driver, driver_autocommit, reading, transaction
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import backfill_messages, change_events, mailbox_backfills, mailboxes
 
@@ -209,9 +209,7 @@ async def any_due(sessions: Sessions, *, now: datetime) -> bool:
 
 @functools.cache
 def _compiled_any_due():
-    statement = select(exists().where(*_claimable(bindparam("p_now", type_=DateTime(timezone=True)))))
-    compiled = statement.compile(dialect=psycopg.dialect())
-    return compiled.string, compiled
+    return compiled_for_driver(select(exists().where(*_claimable(bindparam("p_now", type_=DateTime(timezone=True))))))
 
 
 async def claim_backfills(

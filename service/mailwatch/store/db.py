@@ -25,8 +25,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import RowFactory, tuple_row
+from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.engine import Compiled
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailwatch.domain.errors import NotMigrated
@@ -305,6 +307,24 @@ async def fetch_all(connection: psycopg.AsyncConnection, sql: str, params: dict,
     cursor, query = kept
     await cursor.execute(query, params)
     return await cursor.fetchall()
+
+
+def compiled_for_driver(statement) -> tuple[str, Compiled]:
+    """`statement` compiled once for the driver pool's connections (psycopg's dialect): its
+    SQL, and the Compiled whose `construct_params` fills in its named bind parameters
+    (callers cache the pair: building and compiling a hot statement per run would cost
+    more than running it)."""
+    compiled = statement.compile(dialect=psycopg_dialect.dialect())
+    return compiled.string, compiled
+
+
+async def fetch_compiled(sessions: "Sessions", compiled: tuple[str, Compiled], params: dict) -> list:
+    """Every row (named tuples) of a statement `compiled_for_driver` built, its bind
+    parameters filled from `params`: ONE statement in autocommit on the driver pool's
+    connection (no ORM session, no SQLAlchemy execution or result layer)."""
+    sql, statement = compiled
+    async with driver_autocommit(sessions) as connection:
+        return await fetch_all(connection, sql, statement.construct_params(params), row_factory=namedtuple_row)
 
 
 def uuid_array(values: Iterable[uuid.UUID]) -> str:

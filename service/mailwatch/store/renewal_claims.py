@@ -37,17 +37,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import DateTime, Integer, Uuid, and_, bindparam, case, cast, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Compiled
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store import sealed_credentials
 from mailwatch.store.changes import append_events
-from mailwatch.store.db import Sessions, autocommit, driver_autocommit, fetch_all, reading, transaction, uuid_array
+from mailwatch.store.db import Sessions, autocommit, compiled_for_driver, fetch_compiled, reading, transaction, uuid_array
 from mailwatch.store.mailboxes import COLUMNS, to_mailbox
 from mailwatch.store.models import mailboxes
 from mailwatch.store.watch_groups import GroupMember, freshest_expiration, group_members
@@ -129,8 +127,7 @@ def _claim_statement():
 
 @functools.cache
 def _compiled_claim() -> tuple[str, Compiled]:
-    compiled = _claim_statement().compile(dialect=psycopg_dialect.dialect())
-    return compiled.string, compiled
+    return compiled_for_driver(_claim_statement())
 
 
 def _claim_params(now: datetime, lease: timedelta, limit: int, skip_tenants: Sequence[uuid.UUID]) -> dict:
@@ -195,10 +192,7 @@ async def claim_renewals(sessions: Sessions, *, now: datetime, lease: timedelta,
     """`claim_due_renewals`, ONE statement, in autocommit: no BEGIN and COMMIT round
     trips around it, and its row locks end as Postgres finishes it. Compiled once and
     run on the driver's connection, as the sync claim is (`sync_claims.claim_syncs`)."""
-    sql, compiled = _compiled_claim()
-    async with driver_autocommit(sessions) as connection:
-        rows = await fetch_all(connection, sql, compiled.construct_params(
-            _claim_params(now, lease, limit, skip_tenants)), row_factory=namedtuple_row)
+    rows = await fetch_compiled(sessions, _compiled_claim(), _claim_params(now, lease, limit, skip_tenants))
     return [_claimed(row) for row in rows]
 
 

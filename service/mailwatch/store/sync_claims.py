@@ -23,15 +23,15 @@ from sqlalchemy import (
     BigInteger, DateTime, Integer, Text, Uuid, and_, bindparam, case, cast, or_, select, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.engine import Compiled
-from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailwatch import stages
 from mailwatch.domain.models import Mailbox, MailboxState, NewEvent, SealedCredential
 from mailwatch.store.changes import append_events, driver_connection, update_and_append
-from mailwatch.store.db import Sessions, autocommit, driver_autocommit, fetch_all, transaction, uuid_array
+from mailwatch.store.db import (
+    Sessions, autocommit, compiled_for_driver, driver_autocommit, fetch_compiled, transaction, uuid_array,
+)
 from mailwatch.store.claims import (
     FAILURE_COLUMNS, due_in_tenant_turns, failure_values, gmail_retry_values, terminal_values,
 )
@@ -90,10 +90,8 @@ async def claim_syncs(sessions: Sessions, *, owner: str, now: datetime, lease: t
     """`claim_due_syncs` as the sync worker runs it for every claim: ONE statement in
     autocommit, compiled once and run on the driver's connection (no ORM session and
     no SQLAlchemy execution or result layer on this path)."""
-    sql, compiled = _compiled_claim()
-    async with driver_autocommit(sessions) as connection:
-        rows = await fetch_all(connection, sql, compiled.construct_params(
-            _claim_params(owner, now, lease, limit, skip_tenants, running)), row_factory=namedtuple_row)
+    rows = await fetch_compiled(sessions, _compiled_claim(),
+                                _claim_params(owner, now, lease, limit, skip_tenants, running))
     return [ClaimedMailbox(to_mailbox(row), sealed_credentials.stored_of(row)) for row in rows]
 
 
@@ -150,8 +148,7 @@ def _claim_statement():
 
 @functools.cache
 def _compiled_claim() -> tuple[str, Compiled]:
-    compiled = _claim_statement().compile(dialect=psycopg.dialect())
-    return compiled.string, compiled
+    return compiled_for_driver(_claim_statement())
 
 
 class CatchUp(enum.Enum):
@@ -305,9 +302,7 @@ def _page_update(end: PageEnd, *, notifications_missed: bool, keep_page_failures
         if end is PageEnd.GIVE_UP_LOWER:
             values["notified_history_id"] = _NEW_HISTORY_ID
     fence = _fence(bindparam("p_id", type_=Uuid), bindparam("p_owner"), bindparam("p_expected", type_=BigInteger))
-    statement = update(mailboxes).where(fence).values(**values).returning(returning)
-    compiled = statement.compile(dialect=psycopg.dialect())
-    return compiled.string, compiled
+    return compiled_for_driver(update(mailboxes).where(fence).values(**values).returning(returning))
 
 
 def _released() -> dict:
